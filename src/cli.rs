@@ -1,0 +1,141 @@
+//! The command-line grammar, modeled on `tsm`: a thin clap layer that maps each command onto a
+//! control-plane call in [`crate::commands`].
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{self, CommandError, Context};
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+
+/// pgssl: a TLS-terminating proxy for PostgreSQL with tsm-style repository SSL administration.
+#[derive(Debug, Parser)]
+#[command(name = "pgssl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Data directory holding state, certificates and the control socket.
+    #[arg(long, global = true, env = "PGSSL_DATA_DIR", default_value = "data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Configuration file [default: config/pgssl.toml; defaults apply if that file is absent].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy in front of the repository.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8060 [default: server.listen].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Repository address: host:port or unix:/socket/dir [default: server.upstream].
+        #[arg(long, value_name = "ADDR")]
+        upstream: Option<String>,
+    },
+    /// Security settings.
+    Security {
+        /// The security area.
+        #[command(subcommand)]
+        command: SecurityCommand,
+    },
+    /// Staged changes: list, apply or discard them.
+    PendingChanges {
+        /// The action.
+        #[command(subcommand)]
+        command: PendingChangesCommand,
+    },
+}
+
+/// `security …`.
+#[derive(Debug, Subcommand)]
+pub enum SecurityCommand {
+    /// SSL between clients and the repository.
+    RepositorySsl {
+        /// The action.
+        #[command(subcommand)]
+        command: RepositorySslCommand,
+    },
+}
+
+/// `security repository-ssl …`.
+#[derive(Debug, Subcommand)]
+pub enum RepositorySslCommand {
+    /// Stage SSL as required for all connections (or only internal ones with --internal-only).
+    Enable {
+        /// Require SSL of internal users only; direct-connection users may choose.
+        #[arg(long)]
+        internal_only: bool,
+    },
+    /// Stage SSL off for all connections.
+    Disable,
+    /// Show the applied and staged mode and the certificate.
+    List,
+    /// Write the public certificate (PEM) for clients' sslrootcert.
+    GetCertificateFile {
+        /// File to write (overwritten).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// `pending-changes …`.
+#[derive(Debug, Subcommand)]
+pub enum PendingChangesCommand {
+    /// Show the staged changes.
+    List,
+    /// Apply the staged changes; a running server takes them live.
+    Apply {
+        /// Do not ask for confirmation (pgssl never restarts anything, so it never asks).
+        #[arg(long)]
+        ignore_prompt: bool,
+    },
+    /// Drop the staged changes.
+    Discard,
+}
+
+impl Cli {
+    /// Loads the configuration and runs the command.
+    pub fn run(self) -> Result<(), CommandError> {
+        let config = match &self.config {
+            Some(path) => Config::load(path, true)?,
+            None => Config::load(std::path::Path::new(DEFAULT_CONFIG_PATH), false)?,
+        };
+        let ctx = Context {
+            data_dir: self.data_dir,
+            config,
+        };
+        use commands::{pending_changes, repository_ssl, serve};
+        match self.command {
+            Command::Serve { listen, upstream } => {
+                serve::serve(&ctx, listen.as_deref(), upstream.as_deref())
+            }
+            Command::Security {
+                command: SecurityCommand::RepositorySsl { command },
+            } => match command {
+                RepositorySslCommand::Enable { internal_only } => {
+                    repository_ssl::enable(&ctx, internal_only)
+                }
+                RepositorySslCommand::Disable => repository_ssl::disable(&ctx),
+                RepositorySslCommand::List => repository_ssl::list(&ctx),
+                RepositorySslCommand::GetCertificateFile { file } => {
+                    repository_ssl::get_certificate_file(&ctx, &file)
+                }
+            },
+            Command::PendingChanges { command } => match command {
+                PendingChangesCommand::List => pending_changes::list(&ctx),
+                PendingChangesCommand::Apply { ignore_prompt } => {
+                    pending_changes::apply(&ctx, ignore_prompt)
+                }
+                PendingChangesCommand::Discard => pending_changes::discard(&ctx),
+            },
+        }
+    }
+
+    /// Whether this command is the long-running server (which logs at info by default).
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve { .. })
+    }
+}

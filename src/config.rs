@@ -1,0 +1,295 @@
+//! The configuration file (`config/pgssl.toml`): listener, upstream, limits, client users, certificate
+//! names.
+//!
+//! Settings that an administrator stages and applies (the SSL mode, the certificate) live in the data
+//! directory's state instead (see [`crate::state`]); this file holds what is fixed at start-up. Every key
+//! is optional and unknown keys are refused, so a typo cannot silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::policy::UserClassifier;
+use crate::upstream::{BadUpstreamAddr, UpstreamAddr};
+
+/// The default path of the configuration file, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/pgssl.toml";
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (line, column and the offending key; never the file's text).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config value {key} is invalid: {message}")]
+    Invalid {
+        /// The key, e.g. `server.max_connections`.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// The upstream address is malformed.
+    #[error(transparent)]
+    Upstream(#[from] BadUpstreamAddr),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`: the listener and the upstream.
+    pub server: ServerConfig,
+    /// `[policy]`: who counts as a client user.
+    pub policy: PolicyConfig,
+    /// `[tls]`: the generated certificate.
+    pub tls: TlsConfig,
+    /// `[repository]`: facts about the upstream PostgreSQL.
+    pub repository: RepositoryConfig,
+}
+
+/// `[server]`. Read at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the proxy listens on. Default `127.0.0.1:8060`.
+    pub listen: String,
+    /// The repository: `host:port` or `unix:/socket/dir`. Default `127.0.0.1:5432`.
+    pub upstream: String,
+    /// Most client connections open at once; more get FATAL 53300. Default 1000.
+    pub max_connections: usize,
+    /// Seconds from accept to a complete start-up (TLS handshake included). Default 10.
+    pub handshake_timeout_secs: u64,
+    /// Seconds to wait for the repository to accept a connection. Default 5.
+    pub connect_timeout_secs: u64,
+    /// Seconds open sessions get to finish after SIGINT/SIGTERM before they are closed. Default 30.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8060".into(),
+            upstream: "127.0.0.1:5432".into(),
+            max_connections: 1000,
+            handshake_timeout_secs: 10,
+            connect_timeout_secs: 5,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// `[policy]`. Read at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Direct-connection users who may choose plaintext in `optional` mode. Every other user is
+    /// internal. Default `["tableau", "readonly"]`.
+    pub client_users: Vec<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            client_users: vec!["tableau".into(), "readonly".into()],
+        }
+    }
+}
+
+/// `[tls]`. Used when a certificate is generated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Extra DNS names or IP addresses for the certificate, beside `localhost`, `127.0.0.1`, `::1` and
+    /// the host name. Default none.
+    pub subject_alt_names: Vec<String>,
+    /// Validity of a generated certificate in days. Default 825.
+    pub certificate_validity_days: u32,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            subject_alt_names: Vec::new(),
+            certificate_validity_days: 825,
+        }
+    }
+}
+
+/// `[repository]`. How pgssl learns about the upstream PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoryConfig {
+    /// Port that names the socket file when `upstream` is a Unix socket directory. Default 5432.
+    pub port: u16,
+    /// Major version assumed when the upstream cannot be asked. Default 15.
+    pub postgres_major: u32,
+    /// Role used to read the upstream's `server_version`; its password comes from the environment
+    /// variable `PGSSL_UPSTREAM_PASSWORD`, never from this file. Default `postgres`.
+    pub probe_user: String,
+    /// Database used for that probe. Default `postgres`.
+    pub probe_database: String,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            port: 5432,
+            postgres_major: 15,
+            probe_user: "postgres".into(),
+            probe_database: "postgres".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`. A missing file is an error only when `required` (the user named it); otherwise the
+    /// defaults apply.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            // The span and key, not the source text: the file may hold things not meant for logs.
+            message: e.message().to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and addresses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.upstream_addr()?;
+        let positive = [
+            ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.handshake_timeout_secs",
+                self.server.handshake_timeout_secs,
+            ),
+            ("server.connect_timeout_secs", self.server.connect_timeout_secs),
+            (
+                "tls.certificate_validity_days",
+                u64::from(self.tls.certificate_validity_days),
+            ),
+            ("repository.port", u64::from(self.repository.port)),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.repository.postgres_major < 10 {
+            return Err(ConfigError::Invalid {
+                key: "repository.postgres_major",
+                message: format!("{} is not a supported major version (10 or later)", self.repository.postgres_major),
+            });
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_listen(&self.server.listen)
+    }
+
+    /// The upstream address.
+    pub fn upstream_addr(&self) -> Result<UpstreamAddr, ConfigError> {
+        Ok(UpstreamAddr::parse(
+            &self.server.upstream,
+            self.repository.port,
+        )?)
+    }
+
+    /// The classifier built from `policy.client_users`.
+    pub fn classifier(&self) -> UserClassifier {
+        UserClassifier::new(self.policy.client_users.clone())
+    }
+
+    /// `server.handshake_timeout_secs` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.handshake_timeout_secs)
+    }
+
+    /// `server.connect_timeout_secs` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.connect_timeout_secs)
+    }
+
+    /// `server.shutdown_grace_secs` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_grace_secs)
+    }
+}
+
+/// Parses a listen address such as `127.0.0.1:8060` or `[::1]:8060`.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| ConfigError::Invalid {
+        key: "server.listen",
+        message: format!("'{text}' is not an IP address and port, e.g. 127.0.0.1:8060"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_file_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+        let shipped = Config::load(&path, true).expect("config/pgssl.toml loads");
+        let defaults = Config::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        let p = Path::new("x.toml");
+        let err = Config::parse("[server]\nlisten_addr = \"x\"\n", p).unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+        assert!(Config::parse("[server]\nmax_connections = 0\n", p).is_err());
+        assert!(Config::parse("[server]\nlisten = \"nowhere\"\n", p).is_err());
+        assert!(Config::parse("[server]\nupstream = \"nowhere\"\n", p).is_err());
+        assert!(Config::parse("[repository]\npostgres_major = 9\n", p).is_err());
+    }
+
+    #[test]
+    fn a_missing_default_file_means_defaults_but_a_named_one_is_an_error() {
+        let p = Path::new("/nonexistent/pgssl.toml");
+        assert!(Config::load(p, false).is_ok());
+        assert!(matches!(Config::load(p, true), Err(ConfigError::Read { .. })));
+    }
+}

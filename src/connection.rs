@@ -1,0 +1,160 @@
+//! One client connection from accept to close: negotiate, apply the policy, connect upstream, relay.
+//!
+//! Each connection runs in its own task and logs exactly one line with its outcome.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::live::LiveSettings;
+use crate::negotiate::{self, Negotiated, NegotiateError};
+use crate::policy::{self, Transport, UserClassifier, Verdict};
+use crate::protocol::{ErrorResponse, SqlState};
+use crate::relay::{self, RelayEnd};
+use crate::upstream::UpstreamAddr;
+
+/// What every connection needs, shared by reference.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    /// Who is a client user.
+    pub classifier: UserClassifier,
+    /// The repository.
+    pub upstream: UpstreamAddr,
+    /// Accept-to-start-up limit.
+    pub handshake_timeout: Duration,
+    /// Limit for connecting to the repository.
+    pub connect_timeout: Duration,
+    /// Cancelled when the server begins shutting down: no new sessions start.
+    pub draining: CancellationToken,
+    /// Cancelled when the shutdown grace period ends: open sessions are closed.
+    pub closing: CancellationToken,
+}
+
+/// Serves one accepted connection with the settings current at accept time.
+pub async fn handle(tcp: TcpStream, peer: SocketAddr, settings: Arc<LiveSettings>, ctx: Arc<ConnectionContext>) {
+    let started = Instant::now();
+    metrics::counter!("pgssl_connections_accepted_total").increment(1);
+    // Start-up and query traffic is small request/response messages: Nagle would only add latency.
+    if let Err(e) = tcp.set_nodelay(true) {
+        warn!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    let deadline = started + ctx.handshake_timeout;
+    match negotiate::negotiate(tcp, &settings, deadline).await {
+        Err(e) => log_negotiation_failure(peer, &e),
+        Ok(Negotiated::Cancel { stream, packet }) => forward_cancel(stream, &packet, peer, &ctx).await,
+        Ok(Negotiated::Startup {
+            mut stream,
+            startup,
+            pipelined,
+            tls,
+        }) => {
+            let user = startup.user().unwrap_or_default().to_string();
+            let database = startup.database().unwrap_or_default().to_string();
+            let class = ctx.classifier.classify(&user);
+            let transport = if tls.is_some() { Transport::Tls } else { Transport::Plaintext };
+            let tls_version = tls.as_ref().map_or("none", |t| t.version.as_str()).to_string();
+            if let Verdict::Reject(err) = policy::decide(settings.mode, class, transport, &user) {
+                metrics::counter!("pgssl_policy_rejections_total").increment(1);
+                negotiate::send_fatal(&mut stream, &err).await;
+                info!(%peer, %user, %database, class = %class, tls = %tls_version, mode = %settings.mode,
+                      outcome = "rejected", "SSL policy refused the connection");
+                return;
+            }
+            if ctx.draining.is_cancelled() {
+                let err = ErrorResponse::fatal(SqlState::AdminShutdown, "the proxy is shutting down");
+                negotiate::send_fatal(&mut stream, &err).await;
+                info!(%peer, %user, outcome = "refused", "shutting down");
+                return;
+            }
+            let mut upstream = match ctx.upstream.connect(ctx.connect_timeout).await {
+                Ok(u) => u,
+                Err(e) => {
+                    metrics::counter!("pgssl_upstream_connect_failures_total").increment(1);
+                    let err = ErrorResponse::fatal(
+                        SqlState::ConnectionFailure,
+                        format!("could not connect to the repository at {}: {e}", ctx.upstream),
+                    );
+                    negotiate::send_fatal(&mut stream, &err).await;
+                    warn!(%peer, %user, upstream = %ctx.upstream, error = %e, outcome = "upstream_unreachable",
+                          "could not connect to the repository");
+                    return;
+                }
+            };
+            let forwarded = async {
+                upstream.write_all(&startup.raw).await?;
+                if !pipelined.is_empty() {
+                    upstream.write_all(&pipelined).await?;
+                }
+                upstream.flush().await
+            };
+            if let Err(e) = forwarded.await {
+                let err = ErrorResponse::fatal(
+                    SqlState::ConnectionFailure,
+                    format!("lost the connection to the repository at {}: {e}", ctx.upstream),
+                );
+                negotiate::send_fatal(&mut stream, &err).await;
+                warn!(%peer, %user, error = %e, outcome = "upstream_failed", "could not forward the start-up");
+                return;
+            }
+            let end = relay::relay(&mut stream, &mut upstream, &ctx.closing).await;
+            let duration_ms = started.elapsed().as_millis() as u64;
+            match end {
+                RelayEnd::Closed(t) => info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                    bytes_up = t.to_upstream, bytes_down = t.to_client, duration_ms, outcome = "closed", "session ended"),
+                RelayEnd::Failed(e) => info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                    error = %e, duration_ms, outcome = "failed", "session ended with an error"),
+                RelayEnd::Shutdown => info!(%peer, %user, %database, duration_ms, outcome = "shutdown",
+                    "session closed at the end of the shutdown grace period"),
+            }
+        }
+    }
+}
+
+/// Delivers a CancelRequest to the repository on a fresh connection and replies nothing, as PostgreSQL
+/// does; the client learns the outcome from its own session.
+async fn forward_cancel(
+    mut client: crate::stream::NegotiatedStream,
+    packet: &[u8],
+    peer: SocketAddr,
+    ctx: &ConnectionContext,
+) {
+    let result = async {
+        let mut upstream = ctx.upstream.connect(ctx.connect_timeout).await?;
+        upstream.write_all(packet).await?;
+        upstream.flush().await?;
+        // The server closes once it has read the request; waiting for that keeps the cancel ordered
+        // before the client's next action.
+        let mut sink = [0u8; 64];
+        let _ = tokio::time::timeout(ctx.connect_timeout, tokio::io::AsyncReadExt::read(&mut upstream, &mut sink)).await;
+        Ok::<_, std::io::Error>(())
+    }
+    .await;
+    let _ = client.shutdown().await;
+    match result {
+        Ok(()) => info!(%peer, outcome = "cancel_forwarded", "forwarded a cancel request"),
+        Err(e) => warn!(%peer, error = %e, outcome = "cancel_failed", "could not forward a cancel request"),
+    }
+}
+
+fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError) {
+    metrics::counter!("pgssl_negotiation_failures_total").increment(1);
+    match e {
+        NegotiateError::ClosedByClient => info!(%peer, outcome = "client_closed", "{e}"),
+        _ => warn!(%peer, outcome = "negotiation_failed", "{e}"),
+    }
+}
+
+/// Answers a connection over the limit with FATAL 53300 and closes it. The error is sent at once, before
+/// reading anything; libpq reports such an error even in reply to SSLRequest.
+pub async fn refuse_over_limit(mut tcp: TcpStream, peer: SocketAddr) {
+    metrics::counter!("pgssl_connections_over_limit_total").increment(1);
+    let err = ErrorResponse::fatal(SqlState::TooManyConnections, "sorry, too many clients already");
+    negotiate::send_fatal(&mut tcp, &err).await;
+    warn!(%peer, outcome = "over_limit", "connection limit reached");
+}

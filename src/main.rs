@@ -1,0 +1,26 @@
+//! The `pgssl` binary: parse the command line, set up logging, run, map the outcome to an exit code
+//! (0 success, 1 failure with one `error:` line, 2 usage).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // clap exits with 2 on usage errors and 0 for --help/--version.
+    let cli = pgssl::cli::Cli::parse();
+    let default_level = if cli.is_serve() { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("PGSSL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let err = anyhow::Error::from(e);
+            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::from(1)
+        }
+    }
+}

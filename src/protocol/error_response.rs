@@ -1,0 +1,137 @@
+//! Encoding of the `ErrorResponse` message pgssl sends when it refuses a connection.
+//!
+//! Format: <https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-ERRORRESPONSE>.
+//! pgssl only ever sends FATAL errors: each one ends the connection, as PostgreSQL's own start-up errors do.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The SQLSTATE codes pgssl can answer with
+/// (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlState {
+    /// `28000` invalid_authorization_specification: the SSL policy refused the user.
+    InvalidAuthorizationSpecification,
+    /// `08P01` protocol_violation: a malformed or out-of-order packet.
+    ProtocolViolation,
+    /// `0A000` feature_not_supported: a protocol version pgssl cannot speak.
+    FeatureNotSupported,
+    /// `08006` connection_failure: the repository could not be reached.
+    ConnectionFailure,
+    /// `53300` too_many_connections: the connection limit is reached.
+    TooManyConnections,
+    /// `57014` query_canceled: the start-up did not finish within the handshake timeout.
+    QueryCanceled,
+    /// `57P01` admin_shutdown: the proxy is shutting down.
+    AdminShutdown,
+}
+
+impl SqlState {
+    /// The five-character code as sent on the wire.
+    pub fn code(self) -> &'static str {
+        match self {
+            SqlState::InvalidAuthorizationSpecification => "28000",
+            SqlState::ProtocolViolation => "08P01",
+            SqlState::FeatureNotSupported => "0A000",
+            SqlState::ConnectionFailure => "08006",
+            SqlState::TooManyConnections => "53300",
+            SqlState::QueryCanceled => "57014",
+            SqlState::AdminShutdown => "57P01",
+        }
+    }
+}
+
+/// A FATAL `ErrorResponse` ready to be written to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// The SQLSTATE sent in the `C` field.
+    pub code: SqlState,
+    /// The primary message (`M` field).
+    pub message: String,
+    /// An optional hint (`H` field) telling the user what to do.
+    pub hint: Option<String>,
+}
+
+impl ErrorResponse {
+    /// A FATAL error with `code` and `message`.
+    pub fn fatal(code: SqlState, message: impl Into<String>) -> Self {
+        ErrorResponse {
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// Adds a hint (`H` field).
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Encodes the message as it goes on the wire.
+    pub fn encode(&self) -> Bytes {
+        let mut body = BytesMut::with_capacity(64 + self.message.len());
+        // `S` is localized in real servers; `V` (9.6+) is the fixed, machine-readable severity.
+        put_field(&mut body, b'S', "FATAL");
+        put_field(&mut body, b'V', "FATAL");
+        put_field(&mut body, b'C', self.code.code());
+        put_field(&mut body, b'M', &self.message);
+        if let Some(hint) = &self.hint {
+            put_field(&mut body, b'H', hint);
+        }
+        body.put_u8(0);
+
+        let mut out = BytesMut::with_capacity(body.len() + 5);
+        out.put_u8(b'E');
+        // The length counts itself; bodies here are far below i32::MAX.
+        out.put_u32(body.len() as u32 + 4);
+        out.put_slice(&body);
+        out.freeze()
+    }
+}
+
+fn put_field(buf: &mut BytesMut, tag: u8, value: &str) {
+    buf.put_u8(tag);
+    // A NUL inside a field would end it early and desynchronise the client's parser.
+    buf.extend(value.bytes().filter(|b| *b != 0));
+    buf.put_u8(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postgres_protocol::message::backend::Message;
+
+    #[test]
+    fn encodes_a_fatal_error_that_postgres_protocol_parses() {
+        let err = ErrorResponse::fatal(SqlState::InvalidAuthorizationSpecification, "SSL required")
+            .with_hint("use sslmode=require");
+        let mut buf = BytesMut::from(&err.encode()[..]);
+        let Some(Message::ErrorResponse(body)) = Message::parse(&mut buf).expect("parse") else {
+            panic!("not an ErrorResponse");
+        };
+        use fallible_iterator::FallibleIterator;
+        let fields: Vec<(u8, String)> = body
+            .fields()
+            .map(|f| Ok((f.type_(), String::from_utf8_lossy(f.value_bytes()).into_owned())))
+            .collect()
+            .expect("fields");
+        assert_eq!(
+            fields,
+            vec![
+                (b'S', "FATAL".into()),
+                (b'V', "FATAL".into()),
+                (b'C', "28000".into()),
+                (b'M', "SSL required".into()),
+                (b'H', "use sslmode=require".into()),
+            ]
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn strips_nul_bytes_from_fields() {
+        let err = ErrorResponse::fatal(SqlState::ProtocolViolation, "a\0b");
+        let bytes = err.encode();
+        assert!(bytes.windows(4).any(|w| w == b"Mab\0"));
+    }
+}

@@ -1,0 +1,12 @@
+//! The PostgreSQL wire messages pgssl itself reads or writes.
+//!
+//! pgssl only looks at the first packets of a connection (see
+//! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>); after a permitted
+//! start-up it relays bytes without parsing them. Parsing here never touches a socket: it works on byte
+//! buffers so that it can be tested against fixtures and fuzzed.
+
+pub mod error_response;
+pub mod first_packet;
+
+pub use error_response::{ErrorResponse, SqlState};
+pub use first_packet::{FirstPacket, PacketError, StartupMessage};

@@ -1,0 +1,9 @@
+//! Talking to the repository as a client: a minimal PostgreSQL frontend and the version probe.
+//!
+//! The control plane uses it to learn the upstream's major version (for `config/pgsql<major>`); tests
+//! use it as a Rust client over whatever stream they open (plain, TLS via SSLRequest, direct TLS).
+
+pub mod client;
+pub mod version;
+
+pub use client::{ClientError, ServerError, Session};

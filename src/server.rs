@@ -1,0 +1,187 @@
+//! The listener: accept loop, connection limit, control socket, graceful shutdown.
+//!
+//! [`Server::bind`] binds everything and loads the applied settings, so start-up errors surface before
+//! anything is served; [`Server::run`] serves until its shutdown token is cancelled, then stops
+//! accepting, gives open sessions the grace period, and closes what is left.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::connection::{self, ConnectionContext};
+use crate::control::{self, ControlError, Reloader};
+use crate::live::{LiveSettings, LoadError, SettingsCell};
+use crate::state::{StateError, StateStore};
+use crate::upstream::UpstreamAddr;
+
+/// What a server is started with.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The data directory with the applied state.
+    pub data_dir: PathBuf,
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The repository.
+    pub upstream: UpstreamAddr,
+    /// Limits, timeouts and client users.
+    pub config: Config,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The applied settings cannot be served.
+    #[error("cannot serve the applied settings: {0}")]
+    Load(#[from] LoadError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The control socket cannot be bound.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    control: UnixListener,
+    control_path: PathBuf,
+    reloader: Reloader,
+    cell: SettingsCell,
+    max_connections: usize,
+    grace: Duration,
+    ctx: Arc<ConnectionContext>,
+}
+
+impl Server {
+    /// Loads the applied settings and binds the listener and the control socket.
+    pub async fn bind(options: ServerOptions) -> Result<Server, ServerError> {
+        let store = StateStore::open(&options.data_dir)?;
+        let settings = LiveSettings::load(&store)?;
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let control_path = store.control_socket_path();
+        let control = control::bind(&control_path)?;
+        let cell = SettingsCell::new(settings);
+        let config = &options.config;
+        Ok(Server {
+            listener,
+            control,
+            control_path,
+            reloader: Reloader::new(store, cell.clone()),
+            cell,
+            max_connections: config.server.max_connections,
+            grace: config.shutdown_grace(),
+            ctx: Arc::new(ConnectionContext {
+                classifier: config.classifier(),
+                upstream: options.upstream,
+                handshake_timeout: config.handshake_timeout(),
+                connect_timeout: config.connect_timeout(),
+                draining: CancellationToken::new(),
+                closing: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that reloads the applied state, as SIGHUP or the control socket do.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// The settings new connections get now.
+    pub fn settings(&self) -> Arc<LiveSettings> {
+        self.cell.current()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Server {
+            listener,
+            control,
+            control_path,
+            reloader,
+            cell,
+            max_connections,
+            grace,
+            ctx,
+        } = self;
+        let tracker = TaskTracker::new();
+        let control_stop = CancellationToken::new();
+        let control_task = tokio::spawn(control::serve(control, control_path, reloader, control_stop.clone()));
+        let limit = Arc::new(Semaphore::new(max_connections));
+        let mut backoff = Duration::from_millis(5);
+
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    match limit.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let settings = cell.current();
+                            let ctx = ctx.clone();
+                            tracker.spawn(async move {
+                                connection::handle(tcp, peer, settings, ctx).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tracker.spawn(connection::refuse_over_limit(tcp, peer));
+                        }
+                    }
+                }
+                // EMFILE and friends are transient: back off instead of ending the server.
+                Err(e) => {
+                    error!(error = %e, "accept failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+
+        drop(listener);
+        ctx.draining.cancel();
+        tracker.close();
+        let open = tracker.len();
+        if open > 0 {
+            info!(open, grace_secs = grace.as_secs(), "stopped accepting; waiting for open sessions to finish");
+        }
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            warn!(open = tracker.len(), "shutdown grace period over; closing the remaining sessions");
+            ctx.closing.cancel();
+            tracker.wait().await;
+        }
+        control_stop.cancel();
+        let _ = control_task.await;
+        info!("pgssl stopped");
+    }
+}

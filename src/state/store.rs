@@ -1,0 +1,320 @@
+//! Applied and pending state in the data directory.
+//!
+//! `applied.toml` is what a server serves; `pending.toml` holds only the changes staged since. `apply`
+//! validates the merged result, writes it as the new `applied.toml` and then removes `pending.toml`;
+//! a crash between the two leaves a pending file that equals the applied state, which reads as "nothing
+//! pending" because pending changes are always normalised against what is applied.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::{self, FileLock, PRIVATE_MODE};
+use super::certs::CertPaths;
+use crate::policy::Mode;
+
+/// The state a server serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppliedState {
+    /// Repository SSL settings.
+    pub repository_ssl: RepositorySsl,
+}
+
+/// `[repository_ssl]` of the applied state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositorySsl {
+    /// The SSL mode.
+    pub mode: Mode,
+    /// The PostgreSQL major version whose `config/pgsql<major>/security` folder holds the certificate;
+    /// set when SSL is first enabled.
+    pub postgres_major: Option<u32>,
+}
+
+/// Changes staged by the CLI and not yet applied. `None` means "unchanged".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PendingChanges {
+    /// A new repository SSL mode.
+    pub repository_ssl_mode: Option<Mode>,
+    /// A new certificate folder version.
+    pub postgres_major: Option<u32>,
+}
+
+impl PendingChanges {
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self == &PendingChanges::default()
+    }
+
+    /// The state `apply` would produce.
+    pub fn merged_into(&self, applied: &AppliedState) -> AppliedState {
+        let mut next = applied.clone();
+        if let Some(mode) = self.repository_ssl_mode {
+            next.repository_ssl.mode = mode;
+        }
+        if let Some(major) = self.postgres_major {
+            next.repository_ssl.postgres_major = Some(major);
+        }
+        next
+    }
+
+    /// Drops entries that equal the applied state, so that staging the current value stages nothing.
+    pub fn normalised_against(mut self, applied: &AppliedState) -> PendingChanges {
+        if self.repository_ssl_mode == Some(applied.repository_ssl.mode) {
+            self.repository_ssl_mode = None;
+        }
+        if self.postgres_major.is_some() && self.postgres_major == applied.repository_ssl.postgres_major
+        {
+            self.postgres_major = None;
+        }
+        self
+    }
+
+    /// One human-readable line per staged change.
+    pub fn describe(&self, applied: &AppliedState) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(mode) = self.repository_ssl_mode {
+            lines.push(format!(
+                "repository-ssl mode: {} -> {} ({})",
+                applied.repository_ssl.mode,
+                mode,
+                mode.description()
+            ));
+        }
+        if let Some(major) = self.postgres_major {
+            let from = applied
+                .repository_ssl
+                .postgres_major
+                .map_or("none".to_string(), |m| format!("pgsql{m}"));
+            lines.push(format!("repository-ssl certificate folder: {from} -> pgsql{major}"));
+        }
+        lines
+    }
+}
+
+/// State that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A state file or directory could not be read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A state file is not valid.
+    #[error("state file {path} is damaged: {message} (restore it from a backup, or remove it to start from defaults)")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The data directory's state files.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    data_dir: PathBuf,
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the data directory at `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<StateStore, StateError> {
+        let store = StateStore {
+            data_dir: data_dir.to_path_buf(),
+        };
+        let config_dir = store.config_dir();
+        atomic::create_private_dir(&config_dir).map_err(|source| StateError::Io {
+            path: config_dir,
+            source,
+        })?;
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Serialises state-changing commands on this data directory until the lock is dropped.
+    pub fn lock(&self) -> Result<FileLock, StateError> {
+        let path = self.config_dir().join(".lock");
+        FileLock::acquire(&path).map_err(|source| StateError::Io { path, source })
+    }
+
+    /// The applied state (defaults when nothing was ever applied).
+    pub fn applied(&self) -> Result<AppliedState, StateError> {
+        Ok(read_toml(&self.applied_path())?.unwrap_or_default())
+    }
+
+    /// The staged changes, normalised against the applied state.
+    pub fn pending(&self) -> Result<PendingChanges, StateError> {
+        let applied = self.applied()?;
+        let pending: PendingChanges = read_toml(&self.pending_path())?.unwrap_or_default();
+        Ok(pending.normalised_against(&applied))
+    }
+
+    /// Replaces the staged changes (removing the file when nothing is left staged).
+    pub fn save_pending(&self, pending: &PendingChanges) -> Result<(), StateError> {
+        let pending = pending.clone().normalised_against(&self.applied()?);
+        if pending.is_empty() {
+            self.discard_pending()?;
+            return Ok(());
+        }
+        write_toml(&self.pending_path(), &pending)
+    }
+
+    /// Removes the staged changes; returns whether there were any.
+    pub fn discard_pending(&self) -> Result<bool, StateError> {
+        let had = !self.pending()?.is_empty();
+        let path = self.pending_path();
+        atomic::remove_file(&path).map_err(|source| StateError::Io { path, source })?;
+        Ok(had)
+    }
+
+    /// Makes `next` the applied state and clears the staged changes.
+    pub fn promote(&self, next: &AppliedState) -> Result<(), StateError> {
+        write_toml(&self.applied_path(), next)?;
+        let path = self.pending_path();
+        atomic::remove_file(&path).map_err(|source| StateError::Io { path, source })?;
+        Ok(())
+    }
+
+    /// `config/pgsql<major>/security/server.{crt,key}`.
+    pub fn cert_paths(&self, postgres_major: u32) -> CertPaths {
+        CertPaths::in_dir(
+            &self
+                .config_dir()
+                .join(format!("pgsql{postgres_major}"))
+                .join("security"),
+        )
+    }
+
+    /// The certificate paths of a state, if it names a certificate folder.
+    pub fn cert_paths_of(&self, state: &AppliedState) -> Option<CertPaths> {
+        state
+            .repository_ssl
+            .postgres_major
+            .map(|m| self.cert_paths(m))
+    }
+
+    /// The control socket a running server listens on.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.data_dir.join("run").join("control.sock")
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.data_dir.join("config")
+    }
+
+    fn applied_path(&self) -> PathBuf {
+        self.config_dir().join("applied.toml")
+    }
+
+    fn pending_path(&self) -> PathBuf {
+        self.config_dir().join("pending.toml")
+    }
+}
+
+fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StateError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| StateError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+}
+
+fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let text = toml::to_string(value).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let body = format!("# Written by pgssl; change it with the pgssl CLI.\n{text}");
+    atomic::write_file(path, body.as_bytes(), PRIVATE_MODE).map_err(|source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_apply_discard_cycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.applied().unwrap().repository_ssl.mode, Mode::Off);
+        assert!(store.pending().unwrap().is_empty());
+
+        // Staging the applied value stages nothing.
+        store
+            .save_pending(&PendingChanges {
+                repository_ssl_mode: Some(Mode::Off),
+                postgres_major: None,
+            })
+            .unwrap();
+        assert!(store.pending().unwrap().is_empty());
+
+        let staged = PendingChanges {
+            repository_ssl_mode: Some(Mode::Required),
+            postgres_major: Some(15),
+        };
+        store.save_pending(&staged).unwrap();
+        assert_eq!(store.pending().unwrap(), staged);
+        let next = staged.merged_into(&store.applied().unwrap());
+        store.promote(&next).unwrap();
+        assert_eq!(store.applied().unwrap().repository_ssl.mode, Mode::Required);
+        assert_eq!(store.applied().unwrap().repository_ssl.postgres_major, Some(15));
+        assert!(store.pending().unwrap().is_empty());
+
+        store
+            .save_pending(&PendingChanges {
+                repository_ssl_mode: Some(Mode::Off),
+                postgres_major: None,
+            })
+            .unwrap();
+        assert!(store.discard_pending().unwrap());
+        assert!(!store.discard_pending().unwrap());
+    }
+
+    #[test]
+    fn a_pending_file_left_by_a_crash_after_promotion_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let staged = PendingChanges {
+            repository_ssl_mode: Some(Mode::Optional),
+            postgres_major: Some(15),
+        };
+        store.save_pending(&staged).unwrap();
+        write_toml(&store.applied_path(), &staged.merged_into(&AppliedState::default())).unwrap();
+        assert!(store.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        fs::write(store.applied_path(), "[repository_ssl]\nmode = \"sometimes\"\n").unwrap();
+        let err = store.applied().unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("applied.toml"));
+    }
+}

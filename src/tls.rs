@@ -1,0 +1,57 @@
+//! The rustls server configuration built from a certificate folder.
+//!
+//! TLS 1.2 and 1.3 with the ring provider, ALPN `postgresql` (PostgreSQL 17's protocol name, required for
+//! direct TLS and accepted on the SSLRequest path), and the full chain from `server.crt`.
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+
+use crate::state::certs::{self, CertError, CertPaths};
+
+/// The ALPN protocol name PostgreSQL registered.
+pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+
+/// Builds a server configuration from `server.crt` and `server.key`, checking that the key matches.
+pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, CertError> {
+    let chain = certs::read_chain(&paths.cert)?;
+    let key = certs::read_key(&paths.key)?;
+    let unusable = |e: rustls::Error| CertError::Unusable {
+        cert: paths.cert.clone(),
+        key: paths.key.clone(),
+        reason: e.to_string(),
+    };
+    let mut config = ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(unusable)?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(unusable)?;
+    config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_from_a_generated_certificate_and_refuses_a_foreign_key() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let pa = CertPaths::in_dir(a.path());
+        let pb = CertPaths::in_dir(b.path());
+        certs::generate(&pa, &["localhost".into()], 10).unwrap();
+        certs::generate(&pb, &["localhost".into()], 10).unwrap();
+        let config = server_config(&pa).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"postgresql".to_vec()]);
+        let mixed = CertPaths {
+            cert: pa.cert.clone(),
+            key: pb.key.clone(),
+        };
+        let err = server_config(&mixed).unwrap_err();
+        assert!(matches!(err, CertError::Unusable { .. }), "{err}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Connecting to the repository: the upstream PostgreSQL, over TCP or its Unix socket.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// Where the repository listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    /// `host:port` (a name, an IPv4 address or a bracketed IPv6 address).
+    Tcp(String),
+    /// A Unix socket directory and port: the socket is `<dir>/.s.PGSQL.<port>`, PostgreSQL's convention.
+    Unix {
+        /// The socket directory (`unix_socket_directories`).
+        dir: PathBuf,
+        /// The port that names the socket file.
+        port: u16,
+    },
+}
+
+/// An upstream address that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid upstream address '{0}': expected host:port (e.g. 127.0.0.1:5432) or unix:/socket/dir"
+)]
+pub struct BadUpstreamAddr(pub String);
+
+impl UpstreamAddr {
+    /// Parses `host:port`, `unix:/dir` or `/dir`; `unix_port` names the socket file of a directory.
+    pub fn parse(text: &str, unix_port: u16) -> Result<Self, BadUpstreamAddr> {
+        let bad = || BadUpstreamAddr(text.to_string());
+        if let Some(dir) = text.strip_prefix("unix:").or_else(|| {
+            text.starts_with('/').then_some(text)
+        }) {
+            if !dir.starts_with('/') {
+                return Err(bad());
+            }
+            return Ok(UpstreamAddr::Unix {
+                dir: PathBuf::from(dir),
+                port: unix_port,
+            });
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || u16::from_str(port).map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        Ok(UpstreamAddr::Tcp(text.to_string()))
+    }
+
+    /// Connects, giving up after `timeout`. TCP connections get `TCP_NODELAY`: the protocol is
+    /// request/response and small writes must not wait for Nagle.
+    pub async fn connect(&self, timeout: Duration) -> io::Result<UpstreamStream> {
+        let connect = async {
+            match self {
+                UpstreamAddr::Tcp(addr) => {
+                    let s = TcpStream::connect(addr.as_str()).await?;
+                    s.set_nodelay(true)?;
+                    Ok(UpstreamStream::Tcp(s))
+                }
+                UpstreamAddr::Unix { .. } => {
+                    Ok(UpstreamStream::Unix(UnixStream::connect(self.socket_path()).await?))
+                }
+            }
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connection timed out"))?
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        match self {
+            UpstreamAddr::Unix { dir, port } => dir.join(format!(".s.PGSQL.{port}")),
+            UpstreamAddr::Tcp(addr) => PathBuf::from(addr),
+        }
+    }
+}
+
+impl fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamAddr::Tcp(addr) => f.write_str(addr),
+            UpstreamAddr::Unix { .. } => write!(f, "unix:{}", self.socket_path().display()),
+        }
+    }
+}
+
+/// A connection to the repository.
+#[derive(Debug)]
+pub enum UpstreamStream {
+    /// Over TCP.
+    Tcp(TcpStream),
+    /// Over the repository's Unix socket.
+    Unix(UnixStream),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tcp_and_unix_forms() {
+        assert_eq!(
+            UpstreamAddr::parse("127.0.0.1:5432", 5432),
+            Ok(UpstreamAddr::Tcp("127.0.0.1:5432".into()))
+        );
+        assert_eq!(
+            UpstreamAddr::parse("[::1]:6000", 5432),
+            Ok(UpstreamAddr::Tcp("[::1]:6000".into()))
+        );
+        assert_eq!(
+            UpstreamAddr::parse("unix:/run/postgresql", 5433),
+            Ok(UpstreamAddr::Unix {
+                dir: "/run/postgresql".into(),
+                port: 5433
+            })
+        );
+        let unix = UpstreamAddr::parse("/tmp/pg", 5432).unwrap();
+        assert_eq!(unix.to_string(), "unix:/tmp/pg/.s.PGSQL.5432");
+        for bad in ["", "localhost", "host:", ":5432", "host:0", "host:x", "unix:rel"] {
+            assert!(UpstreamAddr::parse(bad, 5432).is_err(), "{bad}");
+        }
+    }
+}
