@@ -1,0 +1,110 @@
+//! A Rust client for the tests: pgssl's own frontend ([`pgssl::repository::Session`]) over plain TCP,
+//! TLS after SSLRequest, or direct TLS, with rustls verifying the proxy's certificate.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgssl::repository::client::server_error;
+use pgssl::repository::{ClientError, ServerError, Session};
+use postgres_protocol::message::backend::Message;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::harness::PASSWORD;
+
+/// A TLS client session through the proxy.
+pub type TlsSession = Session<TlsStream<TcpStream>>;
+
+/// A connector that trusts only the certificates in `root` and offers `alpn`.
+pub fn connector(root: &Path, alpn: &[&[u8]]) -> TlsConnector {
+    connector_for_versions(root, alpn, &[&rustls::version::TLS13, &rustls::version::TLS12])
+}
+
+/// Like [`connector`], limited to `versions`.
+pub fn connector_for_versions(
+    root: &Path,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(root).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Start-up parameters for `user` on database `postgres`.
+pub fn params(user: &str) -> [(&str, &str); 2] {
+    [("user", user), ("database", "postgres")]
+}
+
+/// Connects without TLS and authenticates.
+pub async fn connect_plain(addr: SocketAddr, user: &str) -> Result<Session<TcpStream>, ClientError> {
+    let tcp = TcpStream::connect(addr).await?;
+    Session::start(tcp, &params(user), Some(PASSWORD)).await
+}
+
+/// Sends SSLRequest and returns the one-byte answer and the stream.
+pub async fn ssl_request(addr: SocketAddr) -> (u8, TcpStream) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    postgres_protocol::message::frontend::ssl_request(&mut buf);
+    tcp.write_all(&buf).await.unwrap();
+    let answer = tcp.read_u8().await.unwrap();
+    (answer, tcp)
+}
+
+/// SSLRequest, TLS handshake verifying `localhost` against `root`, then start-up.
+pub async fn connect_tls(addr: SocketAddr, user: &str, root: &Path) -> Result<TlsSession, ClientError> {
+    let (answer, tcp) = ssl_request(addr).await;
+    assert_eq!(answer, b'S', "proxy must accept SSLRequest");
+    let tls = connector(root, &[])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    Session::start(tls, &params(user), Some(PASSWORD)).await
+}
+
+/// Direct TLS (first byte a ClientHello) with the given ALPN list.
+pub async fn direct_tls(addr: SocketAddr, root: &Path, alpn: &[&[u8]]) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    connector(root, alpn)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// Reads one ErrorResponse (the proxy's refusal) from `stream`.
+pub async fn read_error<S: AsyncRead + Unpin>(stream: &mut S) -> ServerError {
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(message) = Message::parse(&mut buf).unwrap() {
+            match message {
+                Message::ErrorResponse(body) => return server_error(&body).unwrap(),
+                _ => panic!("expected an ErrorResponse"),
+            }
+        }
+        let n = stream.read_buf(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before an ErrorResponse arrived");
+    }
+}
+
+/// The SQLSTATE of a failed start-up.
+pub fn sqlstate<T: std::fmt::Debug>(result: Result<T, ClientError>) -> String {
+    match result {
+        Err(ClientError::Server(e)) => e.code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}

@@ -1,0 +1,364 @@
+//! The shared test harness: a throwaway PostgreSQL (initdb in a temp dir, scram-sha-256, users
+//! `tableau`, `readonly`, `internal_svc`) and pgssl in front of it on port 0.
+//!
+//! PostgreSQL refuses to run as root, so when the tests run as root the cluster is created and run as
+//! the `postgres` user. The cluster listens on a Unix socket in its temp dir (no TCP port) unless a
+//! test asks for TCP.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use pgssl::config::Config;
+use pgssl::live::LiveSettings;
+use pgssl::policy::Mode;
+use pgssl::server::{Server, ServerOptions};
+use pgssl::state::{AppliedState, StateStore, certs};
+use pgssl::upstream::UpstreamAddr;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// Password of every test role, the superuser included.
+pub const PASSWORD: &str = "s3cret-pw";
+/// The internal service user of the tests.
+pub const INTERNAL_USER: &str = "internal_svc";
+/// Port that names the cluster's Unix socket (it opens no TCP port unless asked).
+pub const SOCKET_PORT: u16 = 5432;
+
+/// The directory holding PostgreSQL's server programs, found the Debian way.
+pub fn pg_bindir() -> PathBuf {
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(dir) = from_pg_config.filter(|d| d.join("initdb").exists()) {
+        return dir;
+    }
+    // Debian: /usr/lib/postgresql/<major>/bin; take the newest.
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|(_, b)| b).expect(
+        "PostgreSQL server binaries not found: install them with 'apt-get install postgresql postgresql-client'",
+    )
+}
+
+fn postgres_ids() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam with a valid C string; the result is read at once, before any other call.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(
+        !pw.is_null(),
+        "running as root needs a 'postgres' user (apt-get install postgresql creates it)"
+    );
+    // SAFETY: non-null pointer returned by getpwnam.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+/// A throwaway PostgreSQL cluster, stopped on drop.
+pub struct Postgres {
+    dir: TempDir,
+    bindir: PathBuf,
+    ids: Option<(u32, u32)>,
+    /// TCP port when started with TCP.
+    pub tcp_port: Option<u16>,
+}
+
+impl Postgres {
+    /// A cluster on a Unix socket only.
+    pub fn start() -> Postgres {
+        Self::start_inner(false)
+    }
+
+    /// A cluster that also listens on 127.0.0.1 (port picked by the OS, retried if taken meanwhile).
+    pub fn start_with_tcp() -> Postgres {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(tcp: bool) -> Postgres {
+        let bindir = pg_bindir();
+        let ids = postgres_ids();
+        let dir = tempfile::Builder::new().prefix("pgssl-pg").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        std::fs::create_dir(&sock).unwrap();
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        if let Some((uid, gid)) = ids {
+            for p in [dir.path(), sock.as_path(), pwfile.as_path()] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let mut pg = Postgres {
+            dir,
+            bindir,
+            ids,
+            tcp_port: None,
+        };
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                &format!("--pwfile={}", pwfile.display()),
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        for attempt in 0..5 {
+            let port = if tcp { Some(free_port()) } else { None };
+            let conf = format!(
+                "listen_addresses = '{}'\nport = {}\nunix_socket_directories = '{}'\n\
+                 fsync = off\nshared_buffers = 16MB\nmax_connections = 60\nssl = off\n",
+                if tcp { "127.0.0.1" } else { "" },
+                port.unwrap_or(SOCKET_PORT),
+                sock.display()
+            );
+            std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
+            if let Some((uid, gid)) = ids {
+                std::os::unix::fs::chown(data.join("postgresql.auto.conf"), Some(uid), Some(gid))
+                    .unwrap();
+            }
+            let log = pg.dir.path().join("postgres.log");
+            let out = pg.command("pg_ctl").args(["start", "-w", "-t", "60", "-D"]).arg(&data)
+                .arg("-l").arg(&log).output().unwrap();
+            if out.status.success() {
+                pg.tcp_port = port;
+                break;
+            }
+            assert!(
+                tcp && attempt < 4,
+                "pg_ctl start failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        pg.sql(&format!(
+            "CREATE ROLE tableau LOGIN PASSWORD '{PASSWORD}';\
+             CREATE ROLE readonly LOGIN PASSWORD '{PASSWORD}';\
+             CREATE ROLE {INTERNAL_USER} LOGIN PASSWORD '{PASSWORD}';"
+        ));
+        pg
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bindir.join(program));
+        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
+        if let Some((uid, gid)) = self.ids {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let out = self.command(program).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs SQL as the superuser over the Unix socket, directly (not through pgssl).
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new(self.bindir.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres"])
+            .arg("-h")
+            .arg(self.socket_dir())
+            .args(["-p", &self.port().to_string(), "-c", sql])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The socket directory.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// The port (TCP, or the one naming the socket file).
+    pub fn port(&self) -> u16 {
+        self.tcp_port.unwrap_or(SOCKET_PORT)
+    }
+
+    /// The upstream address text for pgssl: the Unix socket directory.
+    pub fn upstream_text(&self) -> String {
+        format!("unix:{}", self.socket_dir().display())
+    }
+
+    /// The upstream address pgssl uses.
+    pub fn upstream(&self) -> UpstreamAddr {
+        UpstreamAddr::Unix {
+            dir: self.socket_dir(),
+            port: self.port(),
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(&data)
+            .output();
+    }
+}
+
+/// A port the OS reports free right now (for PostgreSQL, which cannot bind port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Puts a data directory into `mode`, generating a certificate when SSL is on, as
+/// `enable` + `apply` would.
+pub fn prepare_data_dir(data_dir: &Path, mode: Mode) {
+    let store = StateStore::open(data_dir).unwrap();
+    let mut state = AppliedState::default();
+    state.repository_ssl.mode = mode;
+    if mode.offers_tls() {
+        let paths = store.cert_paths(15);
+        if !paths.exist() {
+            certs::generate(&paths, &certs::default_subject_alt_names(&[]), 30).unwrap();
+        }
+        state.repository_ssl.postgres_major = Some(15);
+    }
+    LiveSettings::for_state(&store, &state).unwrap();
+    store.promote(&state).unwrap();
+}
+
+/// pgssl running in this process on 127.0.0.1:0.
+pub struct Proxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: TempDir,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts pgssl in `mode` in front of `pg` with default settings.
+    pub async fn start(pg: &Postgres, mode: Mode) -> Proxy {
+        Self::start_with(pg.upstream(), mode, |_| {}).await
+    }
+
+    /// Starts pgssl in `mode` in front of `upstream`, letting the test adjust the config.
+    pub async fn start_with(upstream: UpstreamAddr, mode: Mode, tweak: impl FnOnce(&mut Config)) -> Proxy {
+        let data_dir = tempfile::Builder::new().prefix("pgssl-data").tempdir().unwrap();
+        prepare_data_dir(data_dir.path(), mode);
+        let mut config = Config::default();
+        config.server.shutdown_grace_secs = 2;
+        tweak(&mut config);
+        let server = Server::bind(ServerOptions {
+            data_dir: data_dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream,
+            config,
+        })
+        .await
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        Proxy {
+            addr,
+            data_dir,
+            shutdown,
+            task,
+        }
+    }
+
+    /// The certificate clients should trust (`server.crt`).
+    pub fn cert_path(&self) -> PathBuf {
+        StateStore::open(self.data_dir.path())
+            .unwrap()
+            .cert_paths(15)
+            .cert
+    }
+
+    /// Stops the proxy and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("proxy stops within its grace period")
+            .unwrap();
+    }
+}
+
+/// What a psql run printed.
+#[derive(Debug)]
+pub struct PsqlRun {
+    /// Exit status success.
+    pub ok: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs real psql with `conninfo`, printing `\conninfo` then `current_user`.
+pub async fn psql(conninfo: &str) -> PsqlRun {
+    psql_commands(conninfo, &["\\conninfo", "SELECT current_user"]).await
+}
+
+/// Runs real psql with `conninfo` and the given `-c` commands.
+pub async fn psql_commands(conninfo: &str, commands: &[&str]) -> PsqlRun {
+    let mut cmd = tokio::process::Command::new(pg_bindir().join("psql"));
+    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo]);
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
+    let out = cmd
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "10")
+        // No ambient client certificates or service files may change what is tested.
+        .env("HOME", std::env::temp_dir())
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    PsqlRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
