@@ -13,7 +13,13 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH};
 #[command(name = "pgssl", version, about, propagate_version = true)]
 pub struct Cli {
     /// Data directory holding state, certificates and the control socket.
-    #[arg(long, global = true, env = "PGSSL_DATA_DIR", default_value = "data", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "PGSSL_DATA_DIR",
+        default_value = "data",
+        value_name = "DIR"
+    )]
     pub data_dir: PathBuf,
     /// Configuration file [default: config/pgssl.toml; defaults apply if that file is absent].
     #[arg(long, global = true, value_name = "FILE")]

@@ -197,7 +197,10 @@ impl Config {
                 "server.handshake_timeout_secs",
                 self.server.handshake_timeout_secs,
             ),
-            ("server.connect_timeout_secs", self.server.connect_timeout_secs),
+            (
+                "server.connect_timeout_secs",
+                self.server.connect_timeout_secs,
+            ),
             (
                 "tls.certificate_validity_days",
                 u64::from(self.tls.certificate_validity_days),
@@ -215,7 +218,10 @@ impl Config {
         if self.repository.postgres_major < 10 {
             return Err(ConfigError::Invalid {
                 key: "repository.postgres_major",
-                message: format!("{} is not a supported major version (10 or later)", self.repository.postgres_major),
+                message: format!(
+                    "{} is not a supported major version (10 or later)",
+                    self.repository.postgres_major
+                ),
             });
         }
         Ok(())
@@ -290,6 +296,9 @@ mod tests {
     fn a_missing_default_file_means_defaults_but_a_named_one_is_an_error() {
         let p = Path::new("/nonexistent/pgssl.toml");
         assert!(Config::load(p, false).is_ok());
-        assert!(matches!(Config::load(p, true), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            Config::load(p, true),
+            Err(ConfigError::Read { .. })
+        ));
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::live::LiveSettings;
-use crate::negotiate::{self, Negotiated, NegotiateError};
+use crate::negotiate::{self, NegotiateError, Negotiated};
 use crate::policy::{self, Transport, UserClassifier, Verdict};
 use crate::protocol::{ErrorResponse, SqlState};
 use crate::relay::{self, RelayEnd};
@@ -37,7 +37,12 @@ pub struct ConnectionContext {
 }
 
 /// Serves one accepted connection with the settings current at accept time.
-pub async fn handle(tcp: TcpStream, peer: SocketAddr, settings: Arc<LiveSettings>, ctx: Arc<ConnectionContext>) {
+pub async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<LiveSettings>,
+    ctx: Arc<ConnectionContext>,
+) {
     let started = Instant::now();
     metrics::counter!("pgssl_connections_accepted_total").increment(1);
     // Start-up and query traffic is small request/response messages: Nagle would only add latency.
@@ -47,7 +52,9 @@ pub async fn handle(tcp: TcpStream, peer: SocketAddr, settings: Arc<LiveSettings
     let deadline = started + ctx.handshake_timeout;
     match negotiate::negotiate(tcp, &settings, deadline).await {
         Err(e) => log_negotiation_failure(peer, &e),
-        Ok(Negotiated::Cancel { stream, packet }) => forward_cancel(stream, &packet, peer, &ctx).await,
+        Ok(Negotiated::Cancel { stream, packet }) => {
+            forward_cancel(stream, &packet, peer, &ctx).await
+        }
         Ok(Negotiated::Startup {
             mut stream,
             startup,
@@ -57,8 +64,15 @@ pub async fn handle(tcp: TcpStream, peer: SocketAddr, settings: Arc<LiveSettings
             let user = startup.user().unwrap_or_default().to_string();
             let database = startup.database().unwrap_or_default().to_string();
             let class = ctx.classifier.classify(&user);
-            let transport = if tls.is_some() { Transport::Tls } else { Transport::Plaintext };
-            let tls_version = tls.as_ref().map_or("none", |t| t.version.as_str()).to_string();
+            let transport = if tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Plaintext
+            };
+            let tls_version = tls
+                .as_ref()
+                .map_or("none", |t| t.version.as_str())
+                .to_string();
             if let Verdict::Reject(err) = policy::decide(settings.mode, class, transport, &user) {
                 metrics::counter!("pgssl_policy_rejections_total").increment(1);
                 negotiate::send_fatal(&mut stream, &err).await;
@@ -67,7 +81,8 @@ pub async fn handle(tcp: TcpStream, peer: SocketAddr, settings: Arc<LiveSettings
                 return;
             }
             if ctx.draining.is_cancelled() {
-                let err = ErrorResponse::fatal(SqlState::AdminShutdown, "the proxy is shutting down");
+                let err =
+                    ErrorResponse::fatal(SqlState::AdminShutdown, "the proxy is shutting down");
                 negotiate::send_fatal(&mut stream, &err).await;
                 info!(%peer, %user, outcome = "refused", "shutting down");
                 return;
@@ -78,7 +93,10 @@ pub async fn handle(tcp: TcpStream, peer: SocketAddr, settings: Arc<LiveSettings
                     metrics::counter!("pgssl_upstream_connect_failures_total").increment(1);
                     let err = ErrorResponse::fatal(
                         SqlState::ConnectionFailure,
-                        format!("could not connect to the repository at {}: {e}", ctx.upstream),
+                        format!(
+                            "could not connect to the repository at {}: {e}",
+                            ctx.upstream
+                        ),
                     );
                     negotiate::send_fatal(&mut stream, &err).await;
                     warn!(%peer, %user, upstream = %ctx.upstream, error = %e, outcome = "upstream_unreachable",
@@ -96,7 +114,10 @@ pub async fn handle(tcp: TcpStream, peer: SocketAddr, settings: Arc<LiveSettings
             if let Err(e) = forwarded.await {
                 let err = ErrorResponse::fatal(
                     SqlState::ConnectionFailure,
-                    format!("lost the connection to the repository at {}: {e}", ctx.upstream),
+                    format!(
+                        "lost the connection to the repository at {}: {e}",
+                        ctx.upstream
+                    ),
                 );
                 negotiate::send_fatal(&mut stream, &err).await;
                 warn!(%peer, %user, error = %e, outcome = "upstream_failed", "could not forward the start-up");
@@ -105,12 +126,18 @@ pub async fn handle(tcp: TcpStream, peer: SocketAddr, settings: Arc<LiveSettings
             let end = relay::relay(&mut stream, &mut upstream, &ctx.closing).await;
             let duration_ms = started.elapsed().as_millis() as u64;
             match end {
-                RelayEnd::Closed(t) => info!(%peer, %user, %database, class = %class, tls = %tls_version,
-                    bytes_up = t.to_upstream, bytes_down = t.to_client, duration_ms, outcome = "closed", "session ended"),
-                RelayEnd::Failed(e) => info!(%peer, %user, %database, class = %class, tls = %tls_version,
-                    error = %e, duration_ms, outcome = "failed", "session ended with an error"),
-                RelayEnd::Shutdown => info!(%peer, %user, %database, duration_ms, outcome = "shutdown",
-                    "session closed at the end of the shutdown grace period"),
+                RelayEnd::Closed(t) => {
+                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                    bytes_up = t.to_upstream, bytes_down = t.to_client, duration_ms, outcome = "closed", "session ended")
+                }
+                RelayEnd::Failed(e) => {
+                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                    error = %e, duration_ms, outcome = "failed", "session ended with an error")
+                }
+                RelayEnd::Shutdown => {
+                    info!(%peer, %user, %database, duration_ms, outcome = "shutdown",
+                    "session closed at the end of the shutdown grace period")
+                }
             }
         }
     }
@@ -131,14 +158,20 @@ async fn forward_cancel(
         // The server closes once it has read the request; waiting for that keeps the cancel ordered
         // before the client's next action.
         let mut sink = [0u8; 64];
-        let _ = tokio::time::timeout(ctx.connect_timeout, tokio::io::AsyncReadExt::read(&mut upstream, &mut sink)).await;
+        let _ = tokio::time::timeout(
+            ctx.connect_timeout,
+            tokio::io::AsyncReadExt::read(&mut upstream, &mut sink),
+        )
+        .await;
         Ok::<_, std::io::Error>(())
     }
     .await;
     let _ = client.shutdown().await;
     match result {
         Ok(()) => info!(%peer, outcome = "cancel_forwarded", "forwarded a cancel request"),
-        Err(e) => warn!(%peer, error = %e, outcome = "cancel_failed", "could not forward a cancel request"),
+        Err(e) => {
+            warn!(%peer, error = %e, outcome = "cancel_failed", "could not forward a cancel request")
+        }
     }
 }
 
@@ -154,7 +187,10 @@ fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError) {
 /// reading anything; libpq reports such an error even in reply to SSLRequest.
 pub async fn refuse_over_limit(mut tcp: TcpStream, peer: SocketAddr) {
     metrics::counter!("pgssl_connections_over_limit_total").increment(1);
-    let err = ErrorResponse::fatal(SqlState::TooManyConnections, "sorry, too many clients already");
+    let err = ErrorResponse::fatal(
+        SqlState::TooManyConnections,
+        "sorry, too many clients already",
+    );
     negotiate::send_fatal(&mut tcp, &err).await;
     warn!(%peer, outcome = "over_limit", "connection limit reached");
 }

@@ -53,7 +53,9 @@ pub enum ControlError {
     #[error("no pgssl server is running on this data directory")]
     NotRunning,
     /// Another server already owns the socket.
-    #[error("another pgssl server is already running on data directory {0} (stop it first, or use another --data-dir)")]
+    #[error(
+        "another pgssl server is already running on data directory {0} (stop it first, or use another --data-dir)"
+    )]
     AlreadyRunning(PathBuf),
     /// The server answered with an error.
     #[error("the running server refused the change: {0}")]
@@ -89,7 +91,10 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     if path.exists() {
         if StdUnixStream::connect(path).is_ok() {
             return Err(ControlError::AlreadyRunning(
-                path.parent().and_then(Path::parent).unwrap_or(path).to_path_buf(),
+                path.parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(path)
+                    .to_path_buf(),
             ));
         }
         std::fs::remove_file(path).map_err(io_err)?;
@@ -98,7 +103,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Answers control requests until `stop` is cancelled, then removes the socket file.
-pub async fn serve(listener: UnixListener, path: PathBuf, reloader: Reloader, stop: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    reloader: Reloader,
+    stop: CancellationToken,
+) {
     loop {
         let conn = tokio::select! {
             () = stop.cancelled() => break,
@@ -118,7 +128,8 @@ pub async fn serve(listener: UnixListener, path: PathBuf, reloader: Reloader, st
             let mut line = String::new();
             // A request is one short word: never buffer more than a little from a local peer.
             let mut reader = tokio::io::BufReader::new(read.take(256));
-            let request = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+            let request =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
             let reply = match request {
                 Ok(Ok(_)) if line.trim() == "reload" => match reloader.reload() {
                     Ok(s) => format!(
@@ -166,7 +177,9 @@ pub fn request_reload(path: &Path, timeout: Duration) -> Result<ReloadReport, Co
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
     stream.write_all(b"reload\n").map_err(io_err)?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).map_err(io_err)?;
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(io_err)?;
     let line = line.trim_end();
     if let Some(msg) = line.strip_prefix("error ") {
         return Err(ControlError::Refused(msg.to_string()));

@@ -42,7 +42,9 @@ pub enum LoadError {
     #[error(transparent)]
     Cert(#[from] CertError),
     /// SSL is on but no certificate folder is recorded.
-    #[error("repository SSL is {0} but no certificate is recorded (run 'pgssl security repository-ssl enable' and 'pgssl pending-changes apply')")]
+    #[error(
+        "repository SSL is {0} but no certificate is recorded (run 'pgssl security repository-ssl enable' and 'pgssl pending-changes apply')"
+    )]
     NoCertificate(Mode),
 }
 

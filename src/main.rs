@@ -1,6 +1,7 @@
 //! The `pgssl` binary: parse the command line, set up logging, run, map the outcome to an exit code
 //! (0 success, 1 failure with one `error:` line, 2 usage).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,10 +11,13 @@ fn main() -> ExitCode {
     // clap exits with 2 on usage errors and 0 for --help/--version.
     let cli = pgssl::cli::Cli::parse();
     let default_level = if cli.is_serve() { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_env("PGSSL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_env("PGSSL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or pipes that tools parse.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,

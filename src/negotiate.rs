@@ -86,7 +86,14 @@ pub async fn negotiate(
 ) -> Result<Negotiated, NegotiateError> {
     let mut first = [0u8; 1];
     match timeout_at(deadline, tcp.peek(&mut first)).await {
-        Err(_) => return Err(refuse(NegotiatedStream::Plain(tcp), timeout_error(), NegotiateError::Timeout).await),
+        Err(_) => {
+            return Err(refuse(
+                NegotiatedStream::Plain(tcp),
+                timeout_error(),
+                NegotiateError::Timeout,
+            )
+            .await);
+        }
         Ok(Err(e)) => return Err(e.into()),
         Ok(Ok(0)) => return Err(NegotiateError::ClosedByClient),
         Ok(Ok(_)) => {}
@@ -106,7 +113,9 @@ pub async fn negotiate(
         match packet {
             FirstPacket::SslRequest => {
                 if ssl_seen {
-                    return Err(out_of_order(NegotiatedStream::Plain(tcp), "duplicate SSLRequest").await);
+                    return Err(
+                        out_of_order(NegotiatedStream::Plain(tcp), "duplicate SSLRequest").await,
+                    );
                 }
                 ssl_seen = true;
                 let Some(acceptor) = settings.acceptor.clone() else {
@@ -129,7 +138,11 @@ pub async fn negotiate(
             }
             FirstPacket::GssEncRequest => {
                 if gss_seen {
-                    return Err(out_of_order(NegotiatedStream::Plain(tcp), "duplicate GSSENCRequest").await);
+                    return Err(out_of_order(
+                        NegotiatedStream::Plain(tcp),
+                        "duplicate GSSENCRequest",
+                    )
+                    .await);
                 }
                 gss_seen = true;
                 tcp.write_all(b"N").await?;
@@ -185,9 +198,11 @@ async fn after_tls(
         Ok(FirstPacket::SslRequest) => {
             Err(out_of_order(stream, "SSLRequest received inside an encrypted connection").await)
         }
-        Ok(FirstPacket::GssEncRequest) => {
-            Err(out_of_order(stream, "GSSENCRequest received inside an encrypted connection").await)
-        }
+        Ok(FirstPacket::GssEncRequest) => Err(out_of_order(
+            stream,
+            "GSSENCRequest received inside an encrypted connection",
+        )
+        .await),
         Ok(FirstPacket::Cancel(packet)) => Ok(Negotiated::Cancel { stream, packet }),
         Ok(FirstPacket::Startup(startup)) => with_user(stream, startup, buf, Some(info)).await,
     }
@@ -256,7 +271,9 @@ async fn refuse_read_error(stream: NegotiatedStream, e: ReadError) -> NegotiateE
         ReadError::Closed => NegotiateError::ClosedByClient,
         ReadError::Io(e) => NegotiateError::Io(e),
         ReadError::Timeout => refuse(stream, timeout_error(), NegotiateError::Timeout).await,
-        ReadError::Packet(p) => refuse(stream, p.to_error_response(), NegotiateError::Packet(p)).await,
+        ReadError::Packet(p) => {
+            refuse(stream, p.to_error_response(), NegotiateError::Packet(p)).await
+        }
     }
 }
 

@@ -75,12 +75,13 @@ impl Server {
     pub async fn bind(options: ServerOptions) -> Result<Server, ServerError> {
         let store = StateStore::open(&options.data_dir)?;
         let settings = LiveSettings::load(&store)?;
-        let listener = TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: options.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(options.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: options.listen,
+                    source,
+                })?;
         let control_path = store.control_socket_path();
         let control = control::bind(&control_path)?;
         let cell = SettingsCell::new(settings);
@@ -133,7 +134,12 @@ impl Server {
         } = self;
         let tracker = TaskTracker::new();
         let control_stop = CancellationToken::new();
-        let control_task = tokio::spawn(control::serve(control, control_path, reloader, control_stop.clone()));
+        let control_task = tokio::spawn(control::serve(
+            control,
+            control_path,
+            reloader,
+            control_stop.clone(),
+        ));
         let limit = Arc::new(Semaphore::new(max_connections));
         let mut backoff = Duration::from_millis(5);
 
@@ -173,10 +179,17 @@ impl Server {
         tracker.close();
         let open = tracker.len();
         if open > 0 {
-            info!(open, grace_secs = grace.as_secs(), "stopped accepting; waiting for open sessions to finish");
+            info!(
+                open,
+                grace_secs = grace.as_secs(),
+                "stopped accepting; waiting for open sessions to finish"
+            );
         }
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            warn!(open = tracker.len(), "shutdown grace period over; closing the remaining sessions");
+            warn!(
+                open = tracker.len(),
+                "shutdown grace period over; closing the remaining sessions"
+            );
             ctx.closing.cancel();
             tracker.wait().await;
         }

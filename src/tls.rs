@@ -21,14 +21,13 @@ pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, CertError> 
         key: paths.key.clone(),
         reason: e.to_string(),
     };
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(unusable)?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(unusable)?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(unusable)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(unusable)?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(Arc::new(config))
 }

@@ -36,9 +36,10 @@ impl UpstreamAddr {
     /// Parses `host:port`, `unix:/dir` or `/dir`; `unix_port` names the socket file of a directory.
     pub fn parse(text: &str, unix_port: u16) -> Result<Self, BadUpstreamAddr> {
         let bad = || BadUpstreamAddr(text.to_string());
-        if let Some(dir) = text.strip_prefix("unix:").or_else(|| {
-            text.starts_with('/').then_some(text)
-        }) {
+        if let Some(dir) = text
+            .strip_prefix("unix:")
+            .or_else(|| text.starts_with('/').then_some(text))
+        {
             if !dir.starts_with('/') {
                 return Err(bad());
             }
@@ -64,9 +65,9 @@ impl UpstreamAddr {
                     s.set_nodelay(true)?;
                     Ok(UpstreamStream::Tcp(s))
                 }
-                UpstreamAddr::Unix { .. } => {
-                    Ok(UpstreamStream::Unix(UnixStream::connect(self.socket_path()).await?))
-                }
+                UpstreamAddr::Unix { .. } => Ok(UpstreamStream::Unix(
+                    UnixStream::connect(self.socket_path()).await?,
+                )),
             }
         };
         tokio::time::timeout(timeout, connect)
@@ -163,7 +164,15 @@ mod tests {
         );
         let unix = UpstreamAddr::parse("/tmp/pg", 5432).unwrap();
         assert_eq!(unix.to_string(), "unix:/tmp/pg/.s.PGSQL.5432");
-        for bad in ["", "localhost", "host:", ":5432", "host:0", "host:x", "unix:rel"] {
+        for bad in [
+            "",
+            "localhost",
+            "host:",
+            ":5432",
+            "host:0",
+            "host:x",
+            "unix:rel",
+        ] {
             assert!(UpstreamAddr::parse(bad, 5432).is_err(), "{bad}");
         }
     }

@@ -57,7 +57,9 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
             Ok(())
         }
         Err(ControlError::NotRunning) => {
-            println!("No pgssl server is running on this data directory; 'pgssl serve' will use the change when it starts.");
+            println!(
+                "No pgssl server is running on this data directory; 'pgssl serve' will use the change when it starts."
+            );
             Ok(())
         }
         Err(e) => Err(CommandError::Refused(format!(

@@ -11,13 +11,18 @@ use crate::state::certs;
 use crate::upstream::UpstreamAddr;
 
 /// Runs the proxy. `listen` and `upstream` override the config file.
-pub fn serve(ctx: &Context, listen: Option<&str>, upstream: Option<&str>) -> Result<(), CommandError> {
+pub fn serve(
+    ctx: &Context,
+    listen: Option<&str>,
+    upstream: Option<&str>,
+) -> Result<(), CommandError> {
     let listen = match listen {
         Some(l) => config::parse_listen(l)?,
         None => ctx.config.listen_addr()?,
     };
     let upstream = match upstream {
-        Some(u) => UpstreamAddr::parse(u, ctx.config.repository.port).map_err(crate::config::ConfigError::from)?,
+        Some(u) => UpstreamAddr::parse(u, ctx.config.repository.port)
+            .map_err(crate::config::ConfigError::from)?,
         None => ctx.config.upstream_addr()?,
     };
     let options = ServerOptions {
@@ -40,7 +45,10 @@ async fn run(options: ServerOptions) -> Result<(), CommandError> {
     let settings = server.settings();
     let addr = server
         .local_addr()
-        .map_err(|source| crate::server::ServerError::Bind { addr: options.listen, source })?;
+        .map_err(|source| crate::server::ServerError::Bind {
+            addr: options.listen,
+            source,
+        })?;
     info!(listen = %addr, upstream = %upstream, mode = %settings.mode,
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "pgssl is serving");
     warn_if_expiring(&options);
@@ -77,7 +85,11 @@ fn warn_if_expiring(options: &ServerOptions) {
         return;
     };
     let Some(paths) = store.applied().ok().and_then(|a| {
-        a.repository_ssl.mode.offers_tls().then(|| store.cert_paths_of(&a)).flatten()
+        a.repository_ssl
+            .mode
+            .offers_tls()
+            .then(|| store.cert_paths_of(&a))
+            .flatten()
     }) else {
         return;
     };

@@ -112,7 +112,12 @@ mod tests {
         use fallible_iterator::FallibleIterator;
         let fields: Vec<(u8, String)> = body
             .fields()
-            .map(|f| Ok((f.type_(), String::from_utf8_lossy(f.value_bytes()).into_owned())))
+            .map(|f| {
+                Ok((
+                    f.type_(),
+                    String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                ))
+            })
             .collect()
             .expect("fields");
         assert_eq!(

@@ -186,10 +186,9 @@ pub fn announced_len(buf: &[u8]) -> Option<usize> {
 fn check_length_for_code(code: u32, len: u32) -> Result<(), PacketError> {
     let ok = match code {
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => len == MIN_PACKET_LEN,
-        CANCEL_REQUEST_CODE => {
-            (MIN_PACKET_LEN + 4 + MIN_CANCEL_KEY_LEN..=MIN_PACKET_LEN + 4 + MAX_CANCEL_KEY_LEN)
-                .contains(&len)
-        }
+        CANCEL_REQUEST_CODE => (MIN_PACKET_LEN + 4 + MIN_CANCEL_KEY_LEN
+            ..=MIN_PACKET_LEN + 4 + MAX_CANCEL_KEY_LEN)
+            .contains(&len),
         // A 3.x StartupMessage needs at least the terminating NUL after the version; other codes are
         // refused by version once read.
         _ if code >> 16 == 3 => len > MIN_PACKET_LEN,
@@ -284,8 +283,7 @@ mod tests {
 
     #[test]
     fn database_defaults_to_user() {
-        let Some(FirstPacket::Startup(msg)) = parse(&mut startup(&[("user", "u")])).unwrap()
-        else {
+        let Some(FirstPacket::Startup(msg)) = parse(&mut startup(&[("user", "u")])).unwrap() else {
             panic!()
         };
         assert_eq!(msg.database(), Some("u"));
@@ -315,10 +313,7 @@ mod tests {
     fn refuses_bad_lengths_before_the_body_arrives() {
         let mut b = BytesMut::new();
         b.put_u32(4);
-        assert_eq!(
-            parse(&mut b),
-            Err(PacketError::MalformedLength { len: 4 })
-        );
+        assert_eq!(parse(&mut b), Err(PacketError::MalformedLength { len: 4 }));
         let mut b = BytesMut::new();
         b.put_u32(10_001);
         assert_eq!(
@@ -331,10 +326,7 @@ mod tests {
         let mut b = BytesMut::new();
         b.put_u32(12);
         b.put_u32(SSL_REQUEST_CODE);
-        assert_eq!(
-            parse(&mut b),
-            Err(PacketError::MalformedLength { len: 12 })
-        );
+        assert_eq!(parse(&mut b), Err(PacketError::MalformedLength { len: 12 }));
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub struct ServerError {
 
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} (SQLSTATE {})", self.severity, self.message, self.code)
+        write!(
+            f,
+            "{}: {} (SQLSTATE {})",
+            self.severity, self.message, self.code
+        )
     }
 }
 
@@ -110,12 +114,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Message::ReadyForQuery(_) => return Ok(session),
                 Message::ErrorResponse(e) => return Err(ClientError::Server(server_error(&e)?)),
                 Message::NoticeResponse(_) => {}
-                _ => return Err(ClientError::Protocol("unexpected message during start-up".into())),
+                _ => {
+                    return Err(ClientError::Protocol(
+                        "unexpected message during start-up".into(),
+                    ));
+                }
             }
         }
     }
 
-    async fn authenticate(&mut self, user: &str, password: Option<&str>) -> Result<(), ClientError> {
+    async fn authenticate(
+        &mut self,
+        user: &str,
+        password: Option<&str>,
+    ) -> Result<(), ClientError> {
         let mut out = BytesMut::new();
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -137,7 +149,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Message::AuthenticationSasl(body) => {
                     let pw = password.ok_or(ClientError::PasswordRequired)?;
-                    let mechanisms: Vec<String> = body.mechanisms().map(|m| Ok(m.to_string())).collect()?;
+                    let mechanisms: Vec<String> =
+                        body.mechanisms().map(|m| Ok(m.to_string())).collect()?;
                     if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
                         return Err(ClientError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
                     }
@@ -146,16 +159,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     scram = Some(s);
                 }
                 Message::AuthenticationSaslContinue(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| ClientError::Protocol("SASL continue before SASL start".into()))?;
+                    let s = scram.as_mut().ok_or_else(|| {
+                        ClientError::Protocol("SASL continue before SASL start".into())
+                    })?;
                     s.update(body.data())?;
                     frontend::sasl_response(s.message(), &mut out)?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| ClientError::Protocol("SASL final before SASL start".into()))?;
+                    let s = scram.as_mut().ok_or_else(|| {
+                        ClientError::Protocol("SASL final before SASL start".into())
+                    })?;
                     s.finish(body.data())?;
                     continue;
                 }
@@ -164,11 +177,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 | Message::AuthenticationGss
                 | Message::AuthenticationSspi
                 | Message::AuthenticationGssContinue(_) => {
-                    return Err(ClientError::UnsupportedAuth("Kerberos, GSSAPI, SSPI or SCM"));
+                    return Err(ClientError::UnsupportedAuth(
+                        "Kerberos, GSSAPI, SSPI or SCM",
+                    ));
                 }
                 Message::ErrorResponse(e) => return Err(ClientError::Server(server_error(&e)?)),
                 Message::NoticeResponse(_) => continue,
-                _ => return Err(ClientError::Protocol("unexpected message during authentication".into())),
+                _ => {
+                    return Err(ClientError::Protocol(
+                        "unexpected message during authentication".into(),
+                    ));
+                }
             }
             self.send(&out).await?;
         }

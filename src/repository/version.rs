@@ -74,7 +74,9 @@ pub async fn probe(config: &Config, upstream: &UpstreamAddr) -> MajorVersion {
                 major,
                 source: VersionSource::Upstream { server_version: v },
             },
-            None => fallback(format!("cannot read a major version from server_version '{v}'")),
+            None => fallback(format!(
+                "cannot read a major version from server_version '{v}'"
+            )),
         },
     }
 }

@@ -68,7 +68,9 @@ pub enum CertError {
         source: io::Error,
     },
     /// A file could not be read.
-    #[error("cannot read {path}: {source} (run 'pgssl security repository-ssl enable' to generate it)")]
+    #[error(
+        "cannot read {path}: {source} (run 'pgssl security repository-ssl enable' to generate it)"
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -76,7 +78,9 @@ pub enum CertError {
         source: io::Error,
     },
     /// The certificate file holds no PEM certificate.
-    #[error("certificate file {path} holds no PEM certificate (run 'pgssl security repository-ssl enable' to generate one)")]
+    #[error(
+        "certificate file {path} holds no PEM certificate (run 'pgssl security repository-ssl enable' to generate one)"
+    )]
     NoCertificate {
         /// The file.
         path: PathBuf,
@@ -96,7 +100,9 @@ pub enum CertError {
         path: PathBuf,
     },
     /// The key file is readable by others.
-    #[error("key file {path} has mode {mode:04o}, which lets other users read it; run 'chmod 600 {path}'")]
+    #[error(
+        "key file {path} has mode {mode:04o}, which lets other users read it; run 'chmod 600 {path}'"
+    )]
     KeyPermissions {
         /// The file.
         path: PathBuf,
@@ -160,7 +166,11 @@ pub fn hostname() -> Option<String> {
 /// Generates a new key pair and self-signed certificate and writes them atomically: the key (0600)
 /// first, then the certificate, so a crash in between leaves no certificate and the next `enable`
 /// generates both again.
-pub fn generate(paths: &CertPaths, sans: &[String], validity_days: u32) -> Result<CertInfo, CertError> {
+pub fn generate(
+    paths: &CertPaths,
+    sans: &[String],
+    validity_days: u32,
+) -> Result<CertInfo, CertError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(sans.to_vec())?;
     let mut dn = DistinguishedName::new();
@@ -338,7 +348,10 @@ mod tests {
         assert!(info.subject_alt_names.contains(&"DNS:localhost".into()));
         assert!(info.subject_alt_names.contains(&"IP:127.0.0.1".into()));
         assert!(info.subject_alt_names.contains(&"IP:::1".into()));
-        assert!(info.subject_alt_names.contains(&"DNS:db.example.com".into()));
+        assert!(
+            info.subject_alt_names
+                .contains(&"DNS:db.example.com".into())
+        );
         assert_eq!(
             info.subject_alt_names
                 .iter()

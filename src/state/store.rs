@@ -67,7 +67,8 @@ impl PendingChanges {
         if self.repository_ssl_mode == Some(applied.repository_ssl.mode) {
             self.repository_ssl_mode = None;
         }
-        if self.postgres_major.is_some() && self.postgres_major == applied.repository_ssl.postgres_major
+        if self.postgres_major.is_some()
+            && self.postgres_major == applied.repository_ssl.postgres_major
         {
             self.postgres_major = None;
         }
@@ -90,7 +91,9 @@ impl PendingChanges {
                 .repository_ssl
                 .postgres_major
                 .map_or("none".to_string(), |m| format!("pgsql{m}"));
-            lines.push(format!("repository-ssl certificate folder: {from} -> pgsql{major}"));
+            lines.push(format!(
+                "repository-ssl certificate folder: {from} -> pgsql{major}"
+            ));
         }
         lines
     }
@@ -108,7 +111,9 @@ pub enum StateError {
         source: io::Error,
     },
     /// A state file is not valid.
-    #[error("state file {path} is damaged: {message} (restore it from a backup, or remove it to start from defaults)")]
+    #[error(
+        "state file {path} is damaged: {message} (restore it from a backup, or remove it to start from defaults)"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -282,7 +287,10 @@ mod tests {
         let next = staged.merged_into(&store.applied().unwrap());
         store.promote(&next).unwrap();
         assert_eq!(store.applied().unwrap().repository_ssl.mode, Mode::Required);
-        assert_eq!(store.applied().unwrap().repository_ssl.postgres_major, Some(15));
+        assert_eq!(
+            store.applied().unwrap().repository_ssl.postgres_major,
+            Some(15)
+        );
         assert!(store.pending().unwrap().is_empty());
 
         store
@@ -304,7 +312,11 @@ mod tests {
             postgres_major: Some(15),
         };
         store.save_pending(&staged).unwrap();
-        write_toml(&store.applied_path(), &staged.merged_into(&AppliedState::default())).unwrap();
+        write_toml(
+            &store.applied_path(),
+            &staged.merged_into(&AppliedState::default()),
+        )
+        .unwrap();
         assert!(store.pending().unwrap().is_empty());
     }
 
@@ -312,7 +324,11 @@ mod tests {
     fn a_damaged_state_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        fs::write(store.applied_path(), "[repository_ssl]\nmode = \"sometimes\"\n").unwrap();
+        fs::write(
+            store.applied_path(),
+            "[repository_ssl]\nmode = \"sometimes\"\n",
+        )
+        .unwrap();
         let err = store.applied().unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("applied.toml"));

@@ -15,7 +15,10 @@ pub struct CliEnv {
 impl CliEnv {
     /// A fresh environment whose config names `upstream` (e.g. `unix:/path`).
     pub fn new(upstream: &str) -> CliEnv {
-        let dir = tempfile::Builder::new().prefix("pgssl-cli").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pgssl-cli")
+            .tempdir()
+            .unwrap();
         std::fs::write(
             dir.path().join("pgssl.toml"),
             format!("[server]\nupstream = \"{upstream}\"\nconnect_timeout_secs = 2\n"),
@@ -75,7 +78,10 @@ pub fn ok(out: &Output) -> String {
 pub fn failed(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
     assert_eq!(lines.len(), 1, "one error line expected: {stderr}");
     lines[0].to_string()
 }
@@ -88,17 +94,32 @@ fn mode_bits(path: &Path) -> u32 {
 fn a_fresh_data_dir_lists_off_and_refuses_get_certificate_and_an_empty_apply() {
     let env = CliEnv::new("127.0.0.1:1");
     let list = ok(&env.run(&["security", "repository-ssl", "list"]));
-    assert!(list.contains("mode:                off (Off for all connections)"), "{list}");
+    assert!(
+        list.contains("mode:                off (Off for all connections)"),
+        "{list}"
+    );
     assert!(list.contains("certificate:         none"), "{list}");
 
-    let out = env.run(&["security", "repository-ssl", "get-certificate-file", "-f", "x.crt"]);
+    let out = env.run(&[
+        "security",
+        "repository-ssl",
+        "get-certificate-file",
+        "-f",
+        "x.crt",
+    ]);
     let err = failed(&out);
     assert!(err.starts_with("error: repository SSL is off"), "{err}");
     assert!(err.contains("repository-ssl enable"), "{err}");
 
     let err = failed(&env.run(&["pending-changes", "apply", "--ignore-prompt"]));
-    assert!(err.contains("there are no pending changes to apply"), "{err}");
-    assert_eq!(ok(&env.run(&["pending-changes", "list"])).trim(), "No pending changes.");
+    assert!(
+        err.contains("there are no pending changes to apply"),
+        "{err}"
+    );
+    assert_eq!(
+        ok(&env.run(&["pending-changes", "list"])).trim(),
+        "No pending changes."
+    );
 }
 
 #[test]
@@ -109,46 +130,73 @@ fn enable_reads_the_major_version_generates_a_certificate_and_stages_until_apply
 
     let out = ok(&env.run(&["security", "repository-ssl", "enable"]));
     assert!(
-        out.contains(&format!("PostgreSQL major version {major} (from the upstream's server_version '{major}.")),
+        out.contains(&format!(
+            "PostgreSQL major version {major} (from the upstream's server_version '{major}."
+        )),
         "{out}"
     );
     assert!(out.contains("Generated a new certificate"), "{out}");
-    assert!(out.contains("Staged repository SSL mode off -> required"), "{out}");
+    assert!(
+        out.contains("Staged repository SSL mode off -> required"),
+        "{out}"
+    );
     let security = env.data_dir().join(format!("config/pgsql{major}/security"));
     assert_eq!(mode_bits(&security.join("server.key")), 0o600);
     assert!(security.join("server.crt").is_file());
 
     let pending = ok(&env.run(&["pending-changes", "list"]));
-    assert!(pending.contains("repository-ssl mode: off -> required"), "{pending}");
+    assert!(
+        pending.contains("repository-ssl mode: off -> required"),
+        "{pending}"
+    );
     let list = ok(&env.run(&["security", "repository-ssl", "list"]));
     assert!(list.contains("mode:                off"), "{list}");
     assert!(list.contains("pending mode:        required"), "{list}");
 
     assert!(ok(&env.run(&["pending-changes", "discard"])).contains("Discarded"));
-    assert_eq!(ok(&env.run(&["pending-changes", "list"])).trim(), "No pending changes.");
+    assert_eq!(
+        ok(&env.run(&["pending-changes", "list"])).trim(),
+        "No pending changes."
+    );
 
     // Enabling again reuses the certificate; --internal-only stages optional.
     let out = ok(&env.run(&["security", "repository-ssl", "enable", "--internal-only"]));
     assert!(out.contains("Using the existing certificate"), "{out}");
     assert!(out.contains("-> optional"), "{out}");
     let applied = ok(&env.run(&["pending-changes", "apply", "--ignore-prompt"]));
-    assert!(applied.contains("repository-ssl mode: off -> optional"), "{applied}");
+    assert!(
+        applied.contains("repository-ssl mode: off -> optional"),
+        "{applied}"
+    );
     assert!(applied.contains("No pgssl server is running"), "{applied}");
 
     let list = ok(&env.run(&["security", "repository-ssl", "list"]));
     assert!(list.contains("mode:                optional"), "{list}");
     assert!(!list.contains("pending mode"), "{list}");
-    assert!(list.contains("DNS:localhost, IP:127.0.0.1, IP:::1"), "{list}");
+    assert!(
+        list.contains("DNS:localhost, IP:127.0.0.1, IP:::1"),
+        "{list}"
+    );
     assert!(list.contains("expires:"), "{list}");
     let info = pgssl::state::certs::read_info(&security.join("server.crt")).unwrap();
     assert!(list.contains(&info.sha256_fingerprint), "{list}");
 
     let exported = env.dir.path().join("client.crt");
     std::fs::write(&exported, "old content").unwrap();
-    let out = ok(&env.run(&["security", "repository-ssl", "get-certificate-file", "-f", exported.to_str().unwrap()]));
+    let out = ok(&env.run(&[
+        "security",
+        "repository-ssl",
+        "get-certificate-file",
+        "-f",
+        exported.to_str().unwrap(),
+    ]));
     assert!(out.contains(&info.sha256_fingerprint), "{out}");
     assert_eq!(pgssl::state::certs::read_info(&exported).unwrap(), info);
-    assert!(!std::fs::read_to_string(&exported).unwrap().contains("PRIVATE KEY"));
+    assert!(
+        !std::fs::read_to_string(&exported)
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
 
     // Staging the applied mode stages nothing.
     let again = ok(&env.run(&["security", "repository-ssl", "enable", "--internal-only"]));
@@ -166,7 +214,11 @@ fn enable_without_a_reachable_upstream_uses_the_configured_major_and_says_so() {
         out.contains("PostgreSQL major version 15 (from config repository.postgres_major; could not read the upstream's server_version"),
         "{out}"
     );
-    assert!(env.data_dir().join("config/pgsql15/security/server.crt").is_file());
+    assert!(
+        env.data_dir()
+            .join("config/pgsql15/security/server.crt")
+            .is_file()
+    );
 }
 
 #[test]
@@ -177,14 +229,19 @@ fn apply_refuses_an_unusable_key_and_keeps_the_change_pending() {
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = failed(&env.run(&["pending-changes", "apply"]));
-    assert!(err.contains("server.key") && err.contains("chmod 600"), "{err}");
+    assert!(
+        err.contains("server.key") && err.contains("chmod 600"),
+        "{err}"
+    );
     assert!(ok(&env.run(&["pending-changes", "list"])).contains("off -> required"));
 
     std::fs::write(&key, "garbage").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = failed(&env.run(&["pending-changes", "apply"]));
     assert!(err.contains("holds no PEM private key"), "{err}");
-    assert!(ok(&env.run(&["security", "repository-ssl", "list"])).contains("mode:                off"));
+    assert!(
+        ok(&env.run(&["security", "repository-ssl", "list"])).contains("mode:                off")
+    );
 }
 
 #[test]
@@ -198,13 +255,23 @@ fn usage_errors_exit_2_and_config_errors_exit_1() {
         vec![],
     ] {
         let out = env.run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     std::fs::write(env.config(), "[server]\nlisten_address = \"x\"\n").unwrap();
     let err = failed(&env.run(&["pending-changes", "list"]));
-    assert!(err.contains("pgssl.toml is invalid") && err.contains("listen_address"), "{err}");
+    assert!(
+        err.contains("pgssl.toml is invalid") && err.contains("listen_address"),
+        "{err}"
+    );
     let missing = env.dir.path().join("missing.toml");
-    let out = pgssl_command(&env.data_dir(), &missing, &["pending-changes", "list"]).output().unwrap();
+    let out = pgssl_command(&env.data_dir(), &missing, &["pending-changes", "list"])
+        .output()
+        .unwrap();
     assert!(failed(&out).contains("cannot read config file"));
 }
 
@@ -212,7 +279,13 @@ fn usage_errors_exit_2_and_config_errors_exit_1() {
 fn the_data_dir_comes_from_pgssl_data_dir_when_not_given() {
     let env = CliEnv::new("127.0.0.1:1");
     let out = Command::new(env!("CARGO_BIN_EXE_pgssl"))
-        .args(["--config", env.config().to_str().unwrap(), "security", "repository-ssl", "enable"])
+        .args([
+            "--config",
+            env.config().to_str().unwrap(),
+            "security",
+            "repository-ssl",
+            "enable",
+        ])
         .env("PGSSL_DATA_DIR", env.data_dir())
         .output()
         .unwrap();

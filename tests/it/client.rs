@@ -23,7 +23,11 @@ pub type TlsSession = Session<TlsStream<TcpStream>>;
 
 /// A connector that trusts only the certificates in `root` and offers `alpn`.
 pub fn connector(root: &Path, alpn: &[&[u8]]) -> TlsConnector {
-    connector_for_versions(root, alpn, &[&rustls::version::TLS13, &rustls::version::TLS12])
+    connector_for_versions(
+        root,
+        alpn,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
 }
 
 /// Like [`connector`], limited to `versions`.
@@ -53,7 +57,10 @@ pub fn params(user: &str) -> [(&str, &str); 2] {
 }
 
 /// Connects without TLS and authenticates.
-pub async fn connect_plain(addr: SocketAddr, user: &str) -> Result<Session<TcpStream>, ClientError> {
+pub async fn connect_plain(
+    addr: SocketAddr,
+    user: &str,
+) -> Result<Session<TcpStream>, ClientError> {
     let tcp = TcpStream::connect(addr).await?;
     Session::start(tcp, &params(user), Some(PASSWORD)).await
 }
@@ -69,7 +76,11 @@ pub async fn ssl_request(addr: SocketAddr) -> (u8, TcpStream) {
 }
 
 /// SSLRequest, TLS handshake verifying `localhost` against `root`, then start-up.
-pub async fn connect_tls(addr: SocketAddr, user: &str, root: &Path) -> Result<TlsSession, ClientError> {
+pub async fn connect_tls(
+    addr: SocketAddr,
+    user: &str,
+    root: &Path,
+) -> Result<TlsSession, ClientError> {
     let (answer, tcp) = ssl_request(addr).await;
     assert_eq!(answer, b'S', "proxy must accept SSLRequest");
     let tls = connector(root, &[])
@@ -79,7 +90,11 @@ pub async fn connect_tls(addr: SocketAddr, user: &str, root: &Path) -> Result<Tl
 }
 
 /// Direct TLS (first byte a ClientHello) with the given ALPN list.
-pub async fn direct_tls(addr: SocketAddr, root: &Path, alpn: &[&[u8]]) -> std::io::Result<TlsStream<TcpStream>> {
+pub async fn direct_tls(
+    addr: SocketAddr,
+    root: &Path,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     connector(root, alpn)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)

@@ -95,7 +95,10 @@ impl Postgres {
     fn start_inner(tcp: bool) -> Postgres {
         let bindir = pg_bindir();
         let ids = postgres_ids();
-        let dir = tempfile::Builder::new().prefix("pgssl-pg").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pgssl-pg")
+            .tempdir()
+            .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
@@ -143,8 +146,14 @@ impl Postgres {
                     .unwrap();
             }
             let log = pg.dir.path().join("postgres.log");
-            let out = pg.command("pg_ctl").args(["start", "-w", "-t", "60", "-D"]).arg(&data)
-                .arg("-l").arg(&log).output().unwrap();
+            let out = pg
+                .command("pg_ctl")
+                .args(["start", "-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .output()
+                .unwrap();
             if out.status.success() {
                 pg.tcp_port = port;
                 break;
@@ -186,7 +195,17 @@ impl Postgres {
     /// Runs SQL as the superuser over the Unix socket, directly (not through pgssl).
     pub fn sql(&self, sql: &str) -> String {
         let out = Command::new(self.bindir.join("psql"))
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
             .arg("-h")
             .arg(self.socket_dir())
             .args(["-p", &self.port().to_string(), "-c", sql])
@@ -279,8 +298,15 @@ impl Proxy {
     }
 
     /// Starts pgssl in `mode` in front of `upstream`, letting the test adjust the config.
-    pub async fn start_with(upstream: UpstreamAddr, mode: Mode, tweak: impl FnOnce(&mut Config)) -> Proxy {
-        let data_dir = tempfile::Builder::new().prefix("pgssl-data").tempdir().unwrap();
+    pub async fn start_with(
+        upstream: UpstreamAddr,
+        mode: Mode,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Proxy {
+        let data_dir = tempfile::Builder::new()
+            .prefix("pgssl-data")
+            .tempdir()
+            .unwrap();
         prepare_data_dir(data_dir.path(), mode);
         let mut config = Config::default();
         config.server.shutdown_grace_secs = 2;

@@ -41,16 +41,28 @@ async fn required_mode_rejects_plaintext_internal_user_with_28000_before_reachin
     let pg = Postgres::start();
     let proxy = Proxy::start(&pg, Mode::Required).await;
     let err = connect_plain(proxy.addr, INTERNAL_USER).await.unwrap_err();
-    let pgssl::repository::ClientError::Server(e) = err else { panic!("{err:?}") };
+    let pgssl::repository::ClientError::Server(e) = err else {
+        panic!("{err:?}")
+    };
     assert_eq!((e.severity.as_str(), e.code.as_str()), ("FATAL", "28000"));
-    assert!(e.message.starts_with("SSL required for user \"internal_svc\""), "{}", e.message);
+    assert!(
+        e.message
+            .starts_with("SSL required for user \"internal_svc\""),
+        "{}",
+        e.message
+    );
     // The repository never saw a login attempt from that user.
     let attempts = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'internal_svc'");
     assert_eq!(attempts, "0");
 
-    let tls = connect_tls(proxy.addr, INTERNAL_USER, &proxy.cert_path()).await.unwrap();
+    let tls = connect_tls(proxy.addr, INTERNAL_USER, &proxy.cert_path())
+        .await
+        .unwrap();
     let (_, conn) = tls.stream().get_ref();
-    assert_eq!(conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(
+        conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     proxy.stop().await;
 }
 
@@ -58,7 +70,9 @@ async fn required_mode_rejects_plaintext_internal_user_with_28000_before_reachin
 async fn rust_client_over_tls_runs_queries_and_tls12_works_too() {
     let pg = Postgres::start();
     let proxy = Proxy::start(&pg, Mode::Required).await;
-    let mut s = connect_tls(proxy.addr, "tableau", &proxy.cert_path()).await.unwrap();
+    let mut s = connect_tls(proxy.addr, "tableau", &proxy.cert_path())
+        .await
+        .unwrap();
     let rows = s.simple_query("SELECT current_user, 40 + 2").await.unwrap();
     assert_eq!(rows, vec![vec![Some("tableau".into()), Some("42".into())]]);
     s.terminate().await.unwrap();
@@ -67,12 +81,23 @@ async fn rust_client_over_tls_runs_queries_and_tls12_works_too() {
     let (answer, tcp) = client::ssl_request(proxy.addr).await;
     assert_eq!(answer, b'S');
     let tls = client::connector_for_versions(&proxy.cert_path(), &[], &[&rustls::version::TLS12])
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap();
-    assert_eq!(tls.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
-    let mut s = Session::start(tls, &params("tableau"), Some(PASSWORD)).await.unwrap();
-    assert_eq!(s.simple_query("SELECT 1").await.unwrap(), vec![vec![Some("1".into())]]);
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let mut s = Session::start(tls, &params("tableau"), Some(PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.simple_query("SELECT 1").await.unwrap(),
+        vec![vec![Some("1".into())]]
+    );
     proxy.stop().await;
 }
 
@@ -94,11 +119,19 @@ async fn gssenc_request_is_answered_n_and_the_startup_continues() {
     tcp.write_all(&raw_packet(80_877_103, &[])).await.unwrap();
     assert_eq!(tcp.read_u8().await.unwrap(), b'S');
     let tls = client::connector(&proxy.cert_path(), &[])
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap();
-    let mut s = Session::start(tls, &params(INTERNAL_USER), Some(PASSWORD)).await.unwrap();
-    assert_eq!(s.simple_query("SELECT current_user").await.unwrap()[0][0].as_deref(), Some(INTERNAL_USER));
+    let mut s = Session::start(tls, &params(INTERNAL_USER), Some(PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.simple_query("SELECT current_user").await.unwrap()[0][0].as_deref(),
+        Some(INTERNAL_USER)
+    );
     proxy.stop().await;
 }
 
@@ -106,7 +139,9 @@ async fn gssenc_request_is_answered_n_and_the_startup_continues() {
 async fn cancel_request_over_plaintext_cancels_a_running_query_in_a_tls_session() {
     let pg = Postgres::start();
     let proxy = Proxy::start(&pg, Mode::Required).await;
-    let mut s = connect_tls(proxy.addr, INTERNAL_USER, &proxy.cert_path()).await.unwrap();
+    let mut s = connect_tls(proxy.addr, INTERNAL_USER, &proxy.cert_path())
+        .await
+        .unwrap();
     let (pid, key) = s.backend_key.expect("BackendKeyData relayed");
     let query = tokio::spawn(async move { s.simple_query("SELECT pg_sleep(60)").await });
     // Wait until the backend is really running the sleep.
@@ -121,7 +156,10 @@ async fn cancel_request_over_plaintext_cancels_a_running_query_in_a_tls_session(
     tcp.write_all(&cancel).await.unwrap();
     // The proxy answers nothing and closes.
     assert_eq!(read_to_close(&mut tcp).await, Vec::<u8>::new());
-    let result = tokio::time::timeout(Duration::from_secs(20), query).await.unwrap().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), query)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(sqlstate(result), "57014");
     proxy.stop().await;
 }
@@ -131,18 +169,58 @@ async fn oversize_garbage_and_unknown_packets_get_fatal_errors() {
     let pg = Postgres::start();
     let proxy = Proxy::start(&pg, Mode::Optional).await;
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
-        ("oversize", 10_001u32.to_be_bytes().iter().copied().chain([0, 3, 0, 0]).collect(), "08P01", "over the limit"),
+        (
+            "oversize",
+            10_001u32
+                .to_be_bytes()
+                .iter()
+                .copied()
+                .chain([0, 3, 0, 0])
+                .collect(),
+            "08P01",
+            "over the limit",
+        ),
         ("too short", vec![0, 0, 0, 4], "08P01", "invalid length"),
-        ("http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "08P01", "over the limit"),
-        ("protocol 2", raw_packet(2 << 16, b"user\0u\0\0"), "0A000", "unsupported frontend protocol 2.0"),
-        ("unknown request", raw_packet(1234 << 16 | 5555, b""), "08P01", "unknown request code"),
-        ("bad layout", raw_packet(3 << 16, b"user\0tableau"), "08P01", "invalid startup packet layout"),
-        ("no user", raw_packet(3 << 16, b"database\0postgres\0\0"), "28000", "no PostgreSQL user name"),
-        ("bad ssl request length", {
-            let mut p = raw_packet(80_877_103, &[0, 0, 0, 0]);
-            p[3] = 12;
-            p
-        }, "08P01", "invalid length"),
+        (
+            "http",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "08P01",
+            "over the limit",
+        ),
+        (
+            "protocol 2",
+            raw_packet(2 << 16, b"user\0u\0\0"),
+            "0A000",
+            "unsupported frontend protocol 2.0",
+        ),
+        (
+            "unknown request",
+            raw_packet(1234 << 16 | 5555, b""),
+            "08P01",
+            "unknown request code",
+        ),
+        (
+            "bad layout",
+            raw_packet(3 << 16, b"user\0tableau"),
+            "08P01",
+            "invalid startup packet layout",
+        ),
+        (
+            "no user",
+            raw_packet(3 << 16, b"database\0postgres\0\0"),
+            "28000",
+            "no PostgreSQL user name",
+        ),
+        (
+            "bad ssl request length",
+            {
+                let mut p = raw_packet(80_877_103, &[0, 0, 0, 0]);
+                p[3] = 12;
+                p
+            },
+            "08P01",
+            "invalid length",
+        ),
     ];
     for (name, bytes, code, message) in cases {
         let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
@@ -153,7 +231,9 @@ async fn oversize_garbage_and_unknown_packets_get_fatal_errors() {
         assert!(err.message.contains(message), "{name}: {}", err.message);
     }
     // The proxy is still serving afterwards.
-    connect_tls(proxy.addr, "tableau", &proxy.cert_path()).await.unwrap();
+    connect_tls(proxy.addr, "tableau", &proxy.cert_path())
+        .await
+        .unwrap();
     proxy.stop().await;
 }
 
@@ -168,7 +248,10 @@ async fn bytes_pipelined_after_ssl_request_close_the_connection_unprocessed() {
     // 'S' may or may not be read before the proxy notices; nothing but 'S' may follow.
     let reply = read_to_close(&mut tcp).await;
     assert!(reply.is_empty() || reply == b"S", "{reply:?}");
-    assert_eq!(pg.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tableau'"), "0");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tableau'"),
+        "0"
+    );
     proxy.stop().await;
 }
 
@@ -178,7 +261,10 @@ async fn a_second_ssl_request_inside_tls_is_refused() {
     let proxy = Proxy::start(&pg, Mode::Required).await;
     let (_, tcp) = client::ssl_request(proxy.addr).await;
     let mut tls = client::connector(&proxy.cert_path(), &[])
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap();
     tls.write_all(&raw_packet(80_877_103, &[])).await.unwrap();
@@ -194,10 +280,17 @@ async fn direct_tls_needs_alpn_postgresql() {
     let proxy = Proxy::start(&pg, Mode::Required).await;
     let cert = proxy.cert_path();
 
-    let tls = direct_tls(proxy.addr, &cert, &[b"postgresql"]).await.unwrap();
+    let tls = direct_tls(proxy.addr, &cert, &[b"postgresql"])
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
-    let mut s = Session::start(tls, &params(INTERNAL_USER), Some(PASSWORD)).await.unwrap();
-    assert_eq!(s.simple_query("SELECT 7").await.unwrap(), vec![vec![Some("7".into())]]);
+    let mut s = Session::start(tls, &params(INTERNAL_USER), Some(PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.simple_query("SELECT 7").await.unwrap(),
+        vec![vec![Some("7".into())]]
+    );
 
     // Without ALPN: a FATAL inside TLS, then close.
     let mut tls = direct_tls(proxy.addr, &cert, &[]).await.unwrap();
@@ -220,7 +313,11 @@ async fn direct_tls_is_refused_and_ssl_request_answered_n_when_off() {
     let other = tempfile::tempdir().unwrap();
     let paths = pgssl::state::CertPaths::in_dir(other.path());
     pgssl::state::certs::generate(&paths, &["localhost".into()], 1).unwrap();
-    assert!(direct_tls(proxy.addr, &paths.cert, &[b"postgresql"]).await.is_err());
+    assert!(
+        direct_tls(proxy.addr, &paths.cert, &[b"postgresql"])
+            .await
+            .is_err()
+    );
     // Plaintext still works for everyone.
     let mut s = connect_plain(proxy.addr, INTERNAL_USER).await.unwrap();
     assert_eq!(s.simple_query("SELECT 1").await.unwrap().len(), 1);
@@ -230,7 +327,10 @@ async fn direct_tls_is_refused_and_ssl_request_answered_n_when_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_gets_57014_after_the_handshake_timeout() {
     let pg = Postgres::start();
-    let proxy = Proxy::start_with(pg.upstream(), Mode::Required, |c| c.server.handshake_timeout_secs = 1).await;
+    let proxy = Proxy::start_with(pg.upstream(), Mode::Required, |c| {
+        c.server.handshake_timeout_secs = 1
+    })
+    .await;
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(&[0, 0]).await.unwrap(); // half a length, then nothing
     let err = read_error(&mut tcp).await;
@@ -241,8 +341,13 @@ async fn a_silent_client_gets_57014_after_the_handshake_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_get_53300() {
     let pg = Postgres::start();
-    let proxy = Proxy::start_with(pg.upstream(), Mode::Required, |c| c.server.max_connections = 1).await;
-    let mut held = connect_tls(proxy.addr, "tableau", &proxy.cert_path()).await.unwrap();
+    let proxy = Proxy::start_with(pg.upstream(), Mode::Required, |c| {
+        c.server.max_connections = 1
+    })
+    .await;
+    let mut held = connect_tls(proxy.addr, "tableau", &proxy.cert_path())
+        .await
+        .unwrap();
     // libpq-style: the refusal arrives as the answer to SSLRequest.
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(&raw_packet(80_877_103, &[])).await.unwrap();
@@ -258,24 +363,37 @@ async fn connections_over_the_limit_get_53300() {
         if answer == b'S' {
             break tcp;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the slot was never freed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let tls = client::connector(&proxy.cert_path(), &[])
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap();
-    Session::start(tls, &params("tableau"), Some(PASSWORD)).await.unwrap();
+    Session::start(tls, &params("tableau"), Some(PASSWORD))
+        .await
+        .unwrap();
     proxy.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_upstream_gets_08006_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = UpstreamAddr::Unix { dir: dir.path().to_path_buf(), port: 5432 };
+    let upstream = UpstreamAddr::Unix {
+        dir: dir.path().to_path_buf(),
+        port: 5432,
+    };
     let proxy = Proxy::start_with(upstream.clone(), Mode::Off, |_| {}).await;
     let err = connect_plain(proxy.addr, "tableau").await.unwrap_err();
-    let pgssl::repository::ClientError::Server(e) = err else { panic!("{err:?}") };
+    let pgssl::repository::ClientError::Server(e) = err else {
+        panic!("{err:?}")
+    };
     assert_eq!(e.code, "08006");
     assert!(e.message.contains(&upstream.to_string()), "{}", e.message);
     proxy.stop().await;
@@ -288,13 +406,20 @@ async fn tcp_upstream_and_protocol_3_2_startup_pass_through() {
     let upstream = UpstreamAddr::parse(&format!("127.0.0.1:{port}"), 5432).unwrap();
     let proxy = Proxy::start_with(upstream, Mode::Off, |_| {}).await;
     let mut s = connect_plain(proxy.addr, "readonly").await.unwrap();
-    assert_eq!(s.simple_query("SELECT current_user").await.unwrap()[0][0].as_deref(), Some("readonly"));
+    assert_eq!(
+        s.simple_query("SELECT current_user").await.unwrap()[0][0].as_deref(),
+        Some("readonly")
+    );
 
     // PostgreSQL 15 answers a 3.2 start-up with NegotiateProtocolVersion ('v'): proof the packet reached
     // it unchanged rather than being refused by the proxy.
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(&startup_bytes("tableau", 2)).await.unwrap();
     let tag = tcp.read_u8().await.unwrap();
-    assert!(tag == b'v' || tag == b'R', "unexpected first message {:?}", tag as char);
+    assert!(
+        tag == b'v' || tag == b'R',
+        "unexpected first message {:?}",
+        tag as char
+    );
     proxy.stop().await;
 }

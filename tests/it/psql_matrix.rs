@@ -16,7 +16,14 @@ enum Expect {
     ClientNeedsSsl,
 }
 
-const SSLMODES: [&str; 6] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+const SSLMODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
 
 fn expected(mode: Mode, client_user: bool, sslmode: &str) -> Expect {
     let wants_tls = matches!(sslmode, "require" | "verify-ca" | "verify-full");
@@ -25,7 +32,9 @@ fn expected(mode: Mode, client_user: bool, sslmode: &str) -> Expect {
         Mode::Off => Expect::Plain,
         // libpq's allow tries plaintext first and falls back to TLS only when refused.
         _ if sslmode == "allow" && mode == Mode::Optional && client_user => Expect::Plain,
-        _ if sslmode == "disable" && (mode == Mode::Required || !client_user) => Expect::PolicyRefused,
+        _ if sslmode == "disable" && (mode == Mode::Required || !client_user) => {
+            Expect::PolicyRefused
+        }
         _ if sslmode == "disable" => Expect::Plain,
         _ => Expect::Tls,
     }
@@ -60,10 +69,15 @@ async fn run_matrix(mode: Mode) {
                 }
                 Expect::PolicyRefused => {
                     !run.ok
-                        && run.stderr.contains(&format!("FATAL:  SSL required for user \"{user}\""))
+                        && run
+                            .stderr
+                            .contains(&format!("FATAL:  SSL required for user \"{user}\""))
                 }
                 Expect::ClientNeedsSsl => {
-                    !run.ok && run.stderr.contains("server does not support SSL, but SSL was required")
+                    !run.ok
+                        && run
+                            .stderr
+                            .contains("server does not support SSL, but SSL was required")
                 }
             };
             if !got_ok {
@@ -96,9 +110,18 @@ async fn required_mode_requires_tls_of_every_user() {
 #[test]
 fn the_expectation_table_is_what_the_issue_specifies() {
     // A guard on the test's own oracle, spot-checking the policy cells.
-    assert_eq!(expected(Mode::Required, true, "disable"), Expect::PolicyRefused);
+    assert_eq!(
+        expected(Mode::Required, true, "disable"),
+        Expect::PolicyRefused
+    );
     assert_eq!(expected(Mode::Optional, true, "disable"), Expect::Plain);
-    assert_eq!(expected(Mode::Optional, false, "disable"), Expect::PolicyRefused);
+    assert_eq!(
+        expected(Mode::Optional, false, "disable"),
+        Expect::PolicyRefused
+    );
     assert_eq!(expected(Mode::Optional, false, "allow"), Expect::Tls);
-    assert_eq!(expected(Mode::Off, false, "verify-full"), Expect::ClientNeedsSsl);
+    assert_eq!(
+        expected(Mode::Off, false, "verify-full"),
+        Expect::ClientNeedsSsl
+    );
 }
