@@ -57,6 +57,10 @@ pub enum ServerError {
     Control(#[from] ControlError),
 }
 
+/// Refusals (FATAL 53300) in flight at once; past this, connections over the limit are closed without
+/// an answer so that a connection flood cannot pile up tasks and descriptors.
+const MAX_PENDING_REFUSALS: usize = 64;
+
 /// A bound server, ready to run.
 #[derive(Debug)]
 pub struct Server {
@@ -141,6 +145,7 @@ impl Server {
             control_stop.clone(),
         ));
         let limit = Arc::new(Semaphore::new(max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
         let mut backoff = Duration::from_millis(5);
 
         loop {
@@ -160,9 +165,18 @@ impl Server {
                                 drop(permit);
                             });
                         }
-                        Err(_) => {
-                            tracker.spawn(connection::refuse_over_limit(tcp, peer));
-                        }
+                        Err(_) => match refusals.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                tracker.spawn(async move {
+                                    connection::refuse_over_limit(tcp, peer).await;
+                                    drop(permit);
+                                });
+                            }
+                            Err(_) => {
+                                metrics::counter!("pgssl_connections_dropped_total").increment(1);
+                                drop(tcp);
+                            }
+                        },
                     }
                 }
                 // EMFILE and friends are transient: back off instead of ending the server.

@@ -37,6 +37,14 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
 
     let paths = store.cert_paths(found.major);
     if paths.exist() {
+        // An existing pair is reused only if it can be served; never overwrite it silently.
+        crate::tls::server_config(&paths).map_err(|e| {
+            CommandError::Refused(format!(
+                "the existing certificate cannot be used: {e}; move {} and {} aside and run enable again to generate new ones",
+                paths.cert.display(),
+                paths.key.display()
+            ))
+        })?;
         let info = certs::read_info(&paths.cert)?;
         println!("Using the existing certificate {}", paths.cert.display());
         println!("  fingerprint: SHA256 {}", info.sha256_fingerprint);

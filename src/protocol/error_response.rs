@@ -13,8 +13,6 @@ pub enum SqlState {
     InvalidAuthorizationSpecification,
     /// `08P01` protocol_violation: a malformed or out-of-order packet.
     ProtocolViolation,
-    /// `0A000` feature_not_supported: a protocol version pgssl cannot speak.
-    FeatureNotSupported,
     /// `08006` connection_failure: the repository could not be reached.
     ConnectionFailure,
     /// `53300` too_many_connections: the connection limit is reached.
@@ -31,7 +29,6 @@ impl SqlState {
         match self {
             SqlState::InvalidAuthorizationSpecification => "28000",
             SqlState::ProtocolViolation => "08P01",
-            SqlState::FeatureNotSupported => "0A000",
             SqlState::ConnectionFailure => "08006",
             SqlState::TooManyConnections => "53300",
             SqlState::QueryCanceled => "57014",

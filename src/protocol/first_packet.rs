@@ -110,12 +110,10 @@ pub enum PacketError {
 }
 
 impl PacketError {
-    /// The SQLSTATE PostgreSQL would answer with.
+    /// The SQLSTATE to answer with: always 08P01. (PostgreSQL itself says 0A000 for a protocol version
+    /// it does not speak; pgssl treats every unusable first packet alike, as its contract states.)
     pub fn sqlstate(&self) -> SqlState {
-        match self {
-            PacketError::UnsupportedProtocol { .. } => SqlState::FeatureNotSupported,
-            _ => SqlState::ProtocolViolation,
-        }
+        SqlState::ProtocolViolation
     }
 
     /// The FATAL error to send before closing.
@@ -372,7 +370,7 @@ mod tests {
         );
         assert_eq!(
             PacketError::UnsupportedProtocol { major: 2, minor: 0 }.sqlstate(),
-            SqlState::FeatureNotSupported
+            SqlState::ProtocolViolation
         );
     }
 

@@ -190,7 +190,7 @@ async fn oversize_garbage_and_unknown_packets_get_fatal_errors() {
         (
             "protocol 2",
             raw_packet(2 << 16, b"user\0u\0\0"),
-            "0A000",
+            "08P01",
             "unsupported frontend protocol 2.0",
         ),
         (
