@@ -13,6 +13,7 @@
 
 pub mod atomic;
 pub mod certs;
+pub mod keystore;
 pub mod store;
 
 pub use certs::{CertError, CertInfo, CertPaths};
