@@ -47,6 +47,12 @@ pub enum Command {
         #[command(subcommand)]
         command: SecurityCommand,
     },
+    /// Print the connection string (with password) of an internal service role.
+    InternalCredentials {
+        /// The internal role [default: the first of repository.internal_roles].
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
     /// Staged changes: list, apply or discard them.
     PendingChanges {
         /// The action.
@@ -113,7 +119,7 @@ impl Cli {
             data_dir: self.data_dir,
             config,
         };
-        use commands::{pending_changes, repository_ssl, serve};
+        use commands::{internal_credentials, pending_changes, repository_ssl, serve};
         match self.command {
             Command::Serve { listen, upstream } => {
                 serve::serve(&ctx, listen.as_deref(), upstream.as_deref())
@@ -130,6 +136,9 @@ impl Cli {
                     repository_ssl::get_certificate_file(&ctx, &file)
                 }
             },
+            Command::InternalCredentials { user } => {
+                internal_credentials::internal_credentials(&ctx, user.as_deref())
+            }
             Command::PendingChanges { command } => match command {
                 PendingChangesCommand::List => pending_changes::list(&ctx),
                 PendingChangesCommand::Apply { ignore_prompt } => {

@@ -69,8 +69,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the proxy listens on. Default `127.0.0.1:8060`.
     pub listen: String,
-    /// The repository: `host:port` or `unix:/socket/dir`. Default `127.0.0.1:5432`.
-    pub upstream: String,
+    /// An external repository: `host:port` or `unix:/socket/dir`. Default none: pgssl runs a managed
+    /// repository in `<data-dir>/pgdata`.
+    pub upstream: Option<String>,
     /// Most client connections open at once; more get FATAL 53300. Default 1000.
     pub max_connections: usize,
     /// Seconds from accept to a complete start-up (TLS handshake included). Default 10.
@@ -85,7 +86,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8060".into(),
-            upstream: "127.0.0.1:5432".into(),
+            upstream: None,
             max_connections: 1000,
             handshake_timeout_secs: 10,
             connect_timeout_secs: 5,
@@ -144,6 +145,11 @@ pub struct RepositoryConfig {
     pub probe_user: String,
     /// Database used for that probe. Default `postgres`.
     pub probe_database: String,
+    /// Operating-system user that runs a managed repository when pgssl runs as root. Default `postgres`.
+    pub os_user: String,
+    /// Internal service roles of a managed repository, created with generated passwords. The first
+    /// owns the `repository` database. Default `["pgssl_internal"]`.
+    pub internal_roles: Vec<String>,
 }
 
 impl Default for RepositoryConfig {
@@ -153,6 +159,8 @@ impl Default for RepositoryConfig {
             postgres_major: 15,
             probe_user: "postgres".into(),
             probe_database: "postgres".into(),
+            os_user: "postgres".into(),
+            internal_roles: vec!["pgssl_internal".into()],
         }
     }
 }
@@ -224,6 +232,30 @@ impl Config {
                 ),
             });
         }
+        if self.repository.internal_roles.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "repository.internal_roles",
+                message: "must name at least one role".into(),
+            });
+        }
+        for role in &self.repository.internal_roles {
+            if !is_plain_identifier(role) {
+                return Err(ConfigError::Invalid {
+                    key: "repository.internal_roles",
+                    message: format!(
+                        "'{role}' is not a plain role name (lower-case letters, digits and _, not starting with a digit, at most 63 characters)"
+                    ),
+                });
+            }
+            if self.policy.client_users.contains(role) {
+                return Err(ConfigError::Invalid {
+                    key: "repository.internal_roles",
+                    message: format!(
+                        "'{role}' is also listed in policy.client_users; an internal role must use TLS"
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -232,12 +264,14 @@ impl Config {
         parse_listen(&self.server.listen)
     }
 
-    /// The upstream address.
-    pub fn upstream_addr(&self) -> Result<UpstreamAddr, ConfigError> {
-        Ok(UpstreamAddr::parse(
-            &self.server.upstream,
-            self.repository.port,
-        )?)
+    /// The external upstream address, or `None` for a managed repository.
+    pub fn upstream_addr(&self) -> Result<Option<UpstreamAddr>, ConfigError> {
+        self.server
+            .upstream
+            .as_deref()
+            .map(|u| UpstreamAddr::parse(u, self.repository.port))
+            .transpose()
+            .map_err(ConfigError::from)
     }
 
     /// The classifier built from `policy.client_users`.
@@ -259,6 +293,14 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.server.shutdown_grace_secs)
     }
+}
+
+/// Whether `name` is a role name that needs no quoting: `[a-z_][a-z0-9_]*`, at most 63 bytes.
+pub fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
 }
 
 /// Parses a listen address such as `127.0.0.1:8060` or `[::1]:8060`.
@@ -290,6 +332,9 @@ mod tests {
         assert!(Config::parse("[server]\nlisten = \"nowhere\"\n", p).is_err());
         assert!(Config::parse("[server]\nupstream = \"nowhere\"\n", p).is_err());
         assert!(Config::parse("[repository]\npostgres_major = 9\n", p).is_err());
+        assert!(Config::parse("[repository]\ninternal_roles = [\"Bad-Name\"]\n", p).is_err());
+        assert!(Config::parse("[repository]\ninternal_roles = [\"tableau\"]\n", p).is_err());
+        assert!(Config::parse("[repository]\ninternal_roles = []\n", p).is_err());
     }
 
     #[test]

@@ -22,8 +22,9 @@ fn main() -> ExitCode {
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Each error's message already carries its cause; print it once, on one line.
             let err = anyhow::Error::from(e);
-            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            eprintln!("error: {}", err.to_string().replace('\n', " "));
             ExitCode::from(1)
         }
     }

@@ -3,6 +3,7 @@
 //! Each function takes a [`Context`] and prints what a user needs to read on stdout; failures are
 //! returned as [`CommandError`] and printed once, as one line, by the binary.
 
+pub mod internal_credentials;
 pub mod pending_changes;
 pub mod repository_ssl;
 pub mod serve;
@@ -49,6 +50,12 @@ pub enum CommandError {
     /// The server could not start.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The managed repository failed.
+    #[error(transparent)]
+    Managed(#[from] crate::repository::managed::ManagedError),
+    /// The keystore is unusable.
+    #[error(transparent)]
+    Keystore(#[from] crate::state::keystore::KeystoreError),
     /// Talking to a running server failed.
     #[error(transparent)]
     Control(#[from] ControlError),

@@ -7,6 +7,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{CommandError, Context, block_on};
 use crate::policy::Mode;
+use crate::repository::managed::ManagedRepository;
 use crate::repository::version::{self, VersionSource};
 use crate::state::certs;
 
@@ -22,11 +23,17 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
     let applied = store.applied()?;
     let mut pending = store.pending()?;
 
-    let upstream = ctx.config.upstream_addr()?;
-    let found = block_on(version::probe(&ctx.config, &upstream))?;
+    let found = match ctx.config.upstream_addr()? {
+        Some(upstream) => block_on(version::probe(&ctx.config, &upstream))?,
+        None => managed_major(ctx),
+    };
     match &found.source {
         VersionSource::Upstream { server_version } => println!(
-            "PostgreSQL major version {} (from the upstream's server_version '{server_version}' at {upstream})",
+            "PostgreSQL major version {} (from the upstream's server_version '{server_version}')",
+            found.major
+        ),
+        VersionSource::Managed => println!(
+            "PostgreSQL major version {} (from the managed repository)",
             found.major
         ),
         VersionSource::Config { reason } => println!(
@@ -63,6 +70,28 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
     pending.postgres_major = Some(found.major);
     store.save_pending(&pending)?;
     report_staged(&store, &applied, mode)
+}
+
+fn managed_major(ctx: &Context) -> version::MajorVersion {
+    let located = ManagedRepository::locate(&ctx.data_dir, &ctx.config);
+    match located.as_ref().map(ManagedRepository::major) {
+        Ok(Some(major)) => version::MajorVersion {
+            major,
+            source: VersionSource::Managed,
+        },
+        Ok(None) => version::MajorVersion {
+            major: ctx.config.repository.postgres_major,
+            source: VersionSource::Config {
+                reason: "the managed repository's version could not be read".into(),
+            },
+        },
+        Err(e) => version::MajorVersion {
+            major: ctx.config.repository.postgres_major,
+            source: VersionSource::Config {
+                reason: e.to_string(),
+            },
+        },
+    }
 }
 
 /// Stages `off`.

@@ -1,16 +1,25 @@
-//! `pgssl serve [--listen ADDR] [--upstream ADDR]`: run the proxy until SIGINT or SIGTERM.
+//! `pgssl serve [--listen ADDR] [--upstream ADDR]`: run the proxy until SIGINT or SIGTERM, in front of
+//! an external upstream or of a managed repository that it starts and stops itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{CommandError, Context};
 use crate::config;
+use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
 use crate::server::{Server, ServerOptions};
+use crate::state::StateStore;
 use crate::state::certs;
+use crate::state::keystore::Keystore;
 use crate::upstream::UpstreamAddr;
 
-/// Runs the proxy. `listen` and `upstream` override the config file.
+/// Runs the proxy. `listen` and `upstream` override the config file; with no upstream at all, a
+/// managed repository is run.
 pub fn serve(
     ctx: &Context,
     listen: Option<&str>,
@@ -21,69 +30,147 @@ pub fn serve(
         None => ctx.config.listen_addr()?,
     };
     let upstream = match upstream {
-        Some(u) => UpstreamAddr::parse(u, ctx.config.repository.port)
-            .map_err(crate::config::ConfigError::from)?,
+        Some(u) => Some(
+            UpstreamAddr::parse(u, ctx.config.repository.port)
+                .map_err(crate::config::ConfigError::from)?,
+        ),
         None => ctx.config.upstream_addr()?,
-    };
-    let options = ServerOptions {
-        data_dir: ctx.data_dir.clone(),
-        listen,
-        upstream,
-        config: ctx.config.clone(),
     };
     // One worker per core: the proxy is CPU-bound on TLS and has nothing else to share the cores with.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CommandError::Runtime)?;
-    runtime.block_on(run(options))
+    runtime.block_on(run(ctx, listen, upstream))
 }
 
-async fn run(options: ServerOptions) -> Result<(), CommandError> {
-    let upstream = options.upstream.clone();
-    let server = Server::bind(options.clone()).await?;
+/// A running managed repository and how to stop it.
+struct RunningRepository {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningRepository {
+    async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn run(
+    ctx: &Context,
+    listen: std::net::SocketAddr,
+    upstream: Option<UpstreamAddr>,
+) -> Result<(), CommandError> {
+    let store = ctx.store()?;
+    let (upstream, repository) = match upstream {
+        Some(u) => (u, None),
+        None => {
+            let (addr, running) = start_managed(ctx, &store).await?;
+            (addr, Some(running))
+        }
+    };
+    let options = ServerOptions {
+        data_dir: ctx.data_dir.clone(),
+        listen,
+        upstream: upstream.clone(),
+        config: ctx.config.clone(),
+    };
+    let server = match Server::bind(options).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(r) = repository {
+                r.shutdown().await;
+            }
+            return Err(e.into());
+        }
+    };
     let settings = server.settings();
     let addr = server
         .local_addr()
         .map_err(|source| crate::server::ServerError::Bind {
-            addr: options.listen,
+            addr: listen,
             source,
         })?;
-    info!(listen = %addr, upstream = %upstream, mode = %settings.mode,
+    info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "pgssl is serving");
-    warn_if_expiring(&options);
+    warn_if_expiring(&store);
 
     let shutdown = CancellationToken::new();
-    let reloader = server.reloader();
-    let signals = {
-        let shutdown = shutdown.clone();
-        let mut term = signal(SignalKind::terminate()).map_err(CommandError::Runtime)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(CommandError::Runtime)?;
-        let mut hup = signal(SignalKind::hangup()).map_err(CommandError::Runtime)?;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
-                    _ = int.recv() => { info!("SIGINT: shutting down"); break; }
-                    _ = hup.recv() => {
-                        if let Err(e) = reloader.reload() {
-                            warn!(error = %e, "SIGHUP reload refused; keeping the previous settings");
-                        }
-                    }
-                }
-            }
-            shutdown.cancel();
-        })
-    };
+    let signals = spawn_signal_handler(server.reloader(), shutdown.clone())?;
     server.run(shutdown).await;
     signals.abort();
+    if let Some(r) = repository {
+        r.shutdown().await;
+    }
     Ok(())
 }
 
-fn warn_if_expiring(options: &ServerOptions) {
-    let Ok(store) = crate::state::StateStore::open(&options.data_dir) else {
-        return;
-    };
+async fn start_managed(
+    ctx: &Context,
+    store: &StateStore,
+) -> Result<(UpstreamAddr, RunningRepository), CommandError> {
+    let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    repo.prepare_dirs(&ctx.data_dir)?;
+    let config_dir = store.config_dir();
+    let mut keystore = Keystore::open(&config_dir)?;
+    repo.stop_orphan().await;
+    if !repo.is_initialized() {
+        info!(pgdata = %repo.pgdata.display(), bindir = %repo.bindir.display(), "creating the managed repository");
+        repo.initdb(&mut keystore).await?;
+    }
+    let mut child = repo.start()?;
+    let password = keystore
+        .get(&role_secret_name(SUPERUSER))?
+        .ok_or_else(|| CommandError::Refused(format!(
+            "the keystore in {} holds no repository superuser password; restore the keystore from a backup",
+            config_dir.display()
+        )))?;
+    if let Err(e) = repo
+        .wait_ready(&password, &mut child, Duration::from_secs(120))
+        .await
+    {
+        let _ = child.start_kill();
+        return Err(e.into());
+    }
+    drop(password);
+    repo.reconcile(&mut keystore).await?;
+    info!(socket = %repo.upstream(), "the managed repository is running (Unix socket only)");
+    let stop = CancellationToken::new();
+    let addr = repo.upstream();
+    let task = tokio::spawn(managed::supervise(
+        repo,
+        child,
+        PathBuf::from(&config_dir),
+        stop.clone(),
+    ));
+    Ok((addr, RunningRepository { stop, task }))
+}
+
+fn spawn_signal_handler(
+    reloader: crate::control::Reloader,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, CommandError> {
+    let mut term = signal(SignalKind::terminate()).map_err(CommandError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(CommandError::Runtime)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(CommandError::Runtime)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+                _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+                _ = hup.recv() => {
+                    if let Err(e) = reloader.reload() {
+                        warn!(error = %e, "SIGHUP reload refused; keeping the previous settings");
+                    }
+                }
+            }
+        }
+        shutdown.cancel();
+    }))
+}
+
+fn warn_if_expiring(store: &StateStore) {
     let Some(paths) = store.applied().ok().and_then(|a| {
         a.repository_ssl
             .mode

@@ -4,6 +4,7 @@
 //! use it as a Rust client over whatever stream they open (plain, TLS via SSLRequest, direct TLS).
 
 pub mod client;
+pub mod managed;
 pub mod version;
 
 pub use client::{ClientError, ServerError, Session};

@@ -18,6 +18,8 @@ pub enum VersionSource {
         /// The full `server_version` string.
         server_version: String,
     },
+    /// Read from the managed repository's cluster or binaries.
+    Managed,
     /// Taken from `repository.postgres_major` because the upstream could not be asked.
     Config {
         /// Why the upstream could not be asked.

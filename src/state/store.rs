@@ -214,7 +214,8 @@ impl StateStore {
         self.data_dir.join("run").join("control.sock")
     }
 
-    fn config_dir(&self) -> PathBuf {
+    /// `<data-dir>/config`: state, certificates and the keystore.
+    pub fn config_dir(&self) -> PathBuf {
         self.data_dir.join("config")
     }
 

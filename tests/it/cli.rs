@@ -2,7 +2,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::harness::{PASSWORD, Postgres};
 
@@ -27,7 +31,23 @@ impl CliEnv {
         CliEnv { dir }
     }
 
-    /// An environment using an existing data directory.
+    /// A fresh environment with no upstream in its config: `serve` runs a managed repository. The
+    /// folder is world-traversable so that the repository's OS user can reach the data directory.
+    pub fn managed() -> CliEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("pgssl-managed")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("pgssl.toml"),
+            "[server]\nconnect_timeout_secs = 2\n",
+        )
+        .unwrap();
+        CliEnv { dir }
+    }
+
+    /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -45,6 +65,90 @@ impl CliEnv {
     /// Runs `args` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
+    }
+}
+
+/// `pgssl serve` as a child process, with its log lines collected.
+pub struct ServeProcess {
+    /// The child process.
+    pub child: tokio::process::Child,
+    /// Lines it logged.
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts `pgssl serve --listen 127.0.0.1:0 extra…` and waits until it listens.
+    pub async fn start(env: &CliEnv, extra: &[&str]) -> ServeProcess {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut cmd =
+            tokio::process::Command::from(pgssl_command(&env.data_dir(), &env.config(), &args));
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push(line.clone());
+                if let Some(rest) = line.split("listen=").nth(1) {
+                    return rest.split_whitespace().next().unwrap().parse().unwrap();
+                }
+            }
+            panic!("serve exited before listening: {:?}", log.lock().unwrap());
+        })
+        .await
+        .expect("serve starts");
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ServeProcess { child, log, addr }
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.id().unwrap() as libc::pid_t;
+        // SAFETY: sending a signal to our own child has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    /// Stops it with SIGTERM and waits for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("serve stops within its grace period")
+            .unwrap()
+    }
+
+    /// Everything it logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for ServeProcess {
+    /// A test that ends early still stops the server cleanly, so a managed repository is not left
+    /// running.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        for _ in 0..600 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.start_kill();
     }
 }
 

@@ -1,14 +1,11 @@
 //! Live changes: `pending-changes apply` against a running server, SIGHUP, and the real `pgssl serve`
 //! binary from start to SIGTERM.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgssl::policy::Mode;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::{CliEnv, ok, pgssl_command};
+use crate::cli::{CliEnv, ServeProcess, ok, pgssl_command};
 use crate::client::{connect_plain, connect_tls, sqlstate};
 use crate::harness::{INTERNAL_USER, Postgres, Proxy, psql};
 
@@ -124,64 +121,11 @@ async fn apply_switches_a_running_server_live_and_keeps_open_sessions() {
     proxy.stop().await;
 }
 
-/// `pgssl serve` as a child process, with its log lines collected.
-struct ServeProcess {
-    child: tokio::process::Child,
-    log: Arc<Mutex<Vec<String>>>,
-    addr: std::net::SocketAddr,
-}
-
-impl ServeProcess {
-    async fn start(env: &CliEnv, upstream: &str) -> ServeProcess {
-        let mut cmd = tokio::process::Command::from(pgssl_command(
-            &env.data_dir(),
-            &env.config(),
-            &["serve", "--listen", "127.0.0.1:0", "--upstream", upstream],
-        ));
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                log.lock().unwrap().push(line.clone());
-                if let Some(rest) = line.split("listen=").nth(1) {
-                    return rest.split_whitespace().next().unwrap().parse().unwrap();
-                }
-            }
-            panic!("serve exited before listening: {:?}", log.lock().unwrap());
-        })
-        .await
-        .expect("serve starts");
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        ServeProcess { child, log, addr }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = self.child.id().unwrap() as libc::pid_t;
-        // SAFETY: sending a signal to our own child has no memory-safety preconditions.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serve_binary_serves_reloads_and_shuts_down_gracefully() {
     let pg = Postgres::start();
     let env = CliEnv::new(&pg.upstream_text());
-    let mut serve = ServeProcess::start(&env, &pg.upstream_text()).await;
+    let mut serve = ServeProcess::start(&env, &["--upstream", &pg.upstream_text()]).await;
 
     // A second server on the same data dir is refused.
     let second = pgssl_command(

@@ -5,5 +5,6 @@ mod cli;
 mod client;
 mod harness;
 mod live_reload;
+mod managed;
 mod negotiation;
 mod psql_matrix;

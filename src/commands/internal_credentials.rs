@@ -1,0 +1,88 @@
+//! `pgssl internal-credentials [--user NAME]`: the connection string an internal service uses.
+
+use std::net::IpAddr;
+
+use super::{CommandError, Context};
+use crate::repository::managed::{REPOSITORY_DATABASE, role_secret_name};
+use crate::state::certs;
+use crate::state::keystore::Keystore;
+
+/// Prints a libpq connection string with the role's password and, when repository SSL is on,
+/// `sslmode=verify-full` with the certificate as `sslrootcert`.
+pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), CommandError> {
+    if ctx.config.server.upstream.is_some() {
+        return Err(CommandError::Refused(
+            "internal credentials exist only for a managed repository (server.upstream is set, so pgssl does not manage the roles)".into(),
+        ));
+    }
+    let roles = &ctx.config.repository.internal_roles;
+    let user = user.unwrap_or(&roles[0]);
+    if !roles.iter().any(|r| r == user) {
+        return Err(CommandError::Refused(format!(
+            "'{user}' is not an internal role (internal roles: {}; add it to repository.internal_roles)",
+            roles.join(", ")
+        )));
+    }
+    let store = ctx.store()?;
+    let keystore = Keystore::open(&store.config_dir())?;
+    let password = keystore.get(&role_secret_name(user))?.ok_or_else(|| {
+        CommandError::Refused(format!(
+            "no password for '{user}' yet: start 'pgssl serve' once so that it creates the role"
+        ))
+    })?;
+    let listen = ctx.config.listen_addr()?;
+    let host = match listen.ip() {
+        ip if ip.is_loopback() => "localhost".to_string(),
+        ip if ip.is_unspecified() => certs::hostname().unwrap_or_else(|| "localhost".into()),
+        IpAddr::V6(ip) => ip.to_string(),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    let mut parts = vec![
+        ("host", host),
+        ("port", listen.port().to_string()),
+        ("dbname", REPOSITORY_DATABASE.to_string()),
+        ("user", user.to_string()),
+        ("password", password.expose().to_string()),
+    ];
+    let applied = store.applied()?;
+    match store.cert_paths_of(&applied) {
+        Some(paths) if applied.repository_ssl.mode.offers_tls() => {
+            let cert = std::fs::canonicalize(&paths.cert).unwrap_or(paths.cert);
+            parts.push(("sslmode", "verify-full".into()));
+            parts.push(("sslrootcert", cert.display().to_string()));
+        }
+        _ => {
+            eprintln!(
+                "note: repository SSL is off, so this connection string uses no TLS; run 'pgssl security repository-ssl enable' and 'pgssl pending-changes apply'"
+            );
+            parts.push(("sslmode", "disable".into()));
+        }
+    }
+    let line: Vec<String> = parts
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .collect();
+    println!("{}", line.join(" "));
+    Ok(())
+}
+
+/// libpq conninfo quoting: single quotes around values with spaces, quotes or backslashes.
+fn quote(value: &str) -> String {
+    if !value.is_empty() && !value.contains([' ', '\'', '\\']) {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quotes_like_libpq() {
+        assert_eq!(quote("abc"), "abc");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it\\'s'");
+        assert_eq!(quote(""), "''");
+    }
+}

@@ -1,0 +1,155 @@
+//! The managed repository: `pgssl serve` with no upstream creates, runs, restarts and stops its own
+//! PostgreSQL; internal credentials; secrets at rest.
+
+use std::time::Duration;
+
+use crate::cli::{CliEnv, ServeProcess, failed, ok};
+use crate::harness::psql_commands;
+
+async fn run(env: &CliEnv, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::from(env.command(args))
+        .output()
+        .await
+        .unwrap()
+}
+
+/// The internal credentials, with the port replaced by where the test's server really listens.
+async fn credentials(env: &CliEnv, serve: &ServeProcess) -> String {
+    let line = ok(&run(env, &["internal-credentials"]).await);
+    line.trim()
+        .split(' ')
+        .map(|kv| {
+            if kv.starts_with("port=") {
+                format!("port={}", serve.addr.port())
+            } else {
+                kv.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn password_of(conninfo: &str) -> String {
+    conninfo
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix("password="))
+        .expect("a password in the connection string")
+        .to_string()
+}
+
+async fn wait_for_log(serve: &ServeProcess, needle: &str, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while serve.log_text().matches(needle).count() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never logged {needle:?}: {}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_creates_a_managed_repository_with_no_tcp_port_and_reuses_it() {
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    assert!(serve.log_text().contains("creating the managed repository"));
+
+    let out = ok(&run(&env, &["security", "repository-ssl", "enable"]).await);
+    assert!(out.contains("(from the managed repository)"), "{out}");
+    assert!(ok(&run(&env, &["pending-changes", "apply"]).await).contains("took the change"));
+
+    let conninfo = credentials(&env, &serve).await;
+    assert!(conninfo.contains("user=pgssl_internal") && conninfo.contains("dbname=repository"));
+    assert!(
+        conninfo.contains("sslmode=verify-full sslrootcert="),
+        "{conninfo}"
+    );
+    let run1 = psql_commands(
+        &conninfo,
+        &[
+            "\\conninfo",
+            "SHOW listen_addresses",
+            "CREATE TABLE kept (v text)",
+            "INSERT INTO kept VALUES ('across restarts')",
+            "SELECT current_user || '@' || current_database()",
+        ],
+    )
+    .await;
+    assert!(run1.ok, "{run1:?}");
+    assert!(
+        run1.stdout.contains("SSL connection (protocol: TLSv1.3"),
+        "{}",
+        run1.stdout
+    );
+    let lines: Vec<&str> = run1.stdout.lines().collect();
+    // SHOW listen_addresses prints an empty line: the repository has no TCP listener.
+    assert!(lines.contains(&""), "{:?}", lines);
+    assert_eq!(lines.last(), Some(&"pgssl_internal@repository"));
+
+    // The password is sealed in the keystore and never on a command line.
+    let password = password_of(&conninfo);
+    let keystore = std::fs::read(env.data_dir().join("config/keystore")).unwrap();
+    assert!(
+        !keystore
+            .windows(password.len())
+            .any(|w| w == password.as_bytes())
+    );
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(
+                !cmdline
+                    .windows(password.len())
+                    .any(|w| w == password.as_bytes())
+            );
+        }
+    }
+
+    let log = serve.log.clone();
+    assert!(serve.stop().await.success());
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("the repository stopped"), "{log}");
+    assert!(!env.data_dir().join("pgdata/postmaster.pid").exists());
+
+    // A second start reuses the cluster and its data.
+    let serve = ServeProcess::start(&env, &[]).await;
+    assert!(!serve.log_text().contains("creating the managed repository"));
+    let conninfo = credentials(&env, &serve).await;
+    let run2 = psql_commands(&conninfo, &["SELECT v FROM kept"]).await;
+    assert_eq!(run2.stdout.trim(), "across restarts", "{run2:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_repository_is_restarted_and_serves_again() {
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    let conninfo = credentials(&env, &serve).await;
+    assert!(psql_commands(&conninfo, &["SELECT 1"]).await.ok);
+
+    let pid_text = std::fs::read_to_string(env.data_dir().join("pgdata/postmaster.pid")).unwrap();
+    let pid: i32 = pid_text.lines().next().unwrap().trim().parse().unwrap();
+    // SAFETY: killing the test's own repository.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_for_log(&serve, "the repository exited unexpectedly", 1).await;
+    wait_for_log(&serve, "the repository is running again", 1).await;
+    let after = psql_commands(&conninfo, &["SELECT 'back'"]).await;
+    assert_eq!(after.stdout.trim(), "back", "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_keystore_is_refused_and_unknown_roles_have_no_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    let err = failed(&run(&env, &["internal-credentials", "--user", "tableau"]).await);
+    assert!(err.contains("not an internal role"), "{err}");
+    drop(serve);
+
+    let keystore = env.data_dir().join("config/keystore");
+    std::fs::set_permissions(&keystore, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = failed(&run(&env, &["internal-credentials"]).await);
+    assert!(
+        err.contains("chmod 600") && err.contains("keystore"),
+        "{err}"
+    );
+}
