@@ -47,6 +47,12 @@ pub enum Command {
         #[command(subcommand)]
         command: SecurityCommand,
     },
+    /// Direct access to the managed repository.
+    DataAccess {
+        /// The area.
+        #[command(subcommand)]
+        command: DataAccessCommand,
+    },
     /// Print the connection string (with password) of an internal service role.
     InternalCredentials {
         /// The internal role [default: the first of repository.internal_roles].
@@ -93,6 +99,37 @@ pub enum RepositorySslCommand {
     },
 }
 
+/// `data-access …`.
+#[derive(Debug, Subcommand)]
+pub enum DataAccessCommand {
+    /// Direct-connection users of the repository database.
+    RepositoryAccess {
+        /// The action.
+        #[command(subcommand)]
+        command: RepositoryAccessCommand,
+    },
+}
+
+/// `data-access repository-access …`.
+#[derive(Debug, Subcommand)]
+pub enum RepositoryAccessCommand {
+    /// Stage LOGIN with a new password (tableau: read/write, readonly: read only).
+    Enable {
+        /// The direct-connection user.
+        #[arg(long, value_parser = ["tableau", "readonly"])]
+        repository_username: String,
+        /// The new password, or '-' to read it from standard input.
+        #[arg(long, value_name = "PW|-")]
+        repository_password: String,
+    },
+    /// Stage NOLOGIN; apply also ends the user's sessions.
+    Disable {
+        /// The direct-connection user.
+        #[arg(long, value_parser = ["tableau", "readonly"])]
+        repository_username: String,
+    },
+}
+
 /// `pending-changes …`.
 #[derive(Debug, Subcommand)]
 pub enum PendingChangesCommand {
@@ -119,7 +156,7 @@ impl Cli {
             data_dir: self.data_dir,
             config,
         };
-        use commands::{internal_credentials, pending_changes, repository_ssl, serve};
+        use commands::{data_access, internal_credentials, pending_changes, repository_ssl, serve};
         match self.command {
             Command::Serve { listen, upstream } => {
                 serve::serve(&ctx, listen.as_deref(), upstream.as_deref())
@@ -135,6 +172,17 @@ impl Cli {
                 RepositorySslCommand::GetCertificateFile { file } => {
                     repository_ssl::get_certificate_file(&ctx, &file)
                 }
+            },
+            Command::DataAccess {
+                command: DataAccessCommand::RepositoryAccess { command },
+            } => match command {
+                RepositoryAccessCommand::Enable {
+                    repository_username,
+                    repository_password,
+                } => data_access::enable(&ctx, &repository_username, &repository_password),
+                RepositoryAccessCommand::Disable {
+                    repository_username,
+                } => data_access::disable(&ctx, &repository_username),
             },
             Command::InternalCredentials { user } => {
                 internal_credentials::internal_credentials(&ctx, user.as_deref())

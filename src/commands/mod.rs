@@ -3,6 +3,7 @@
 //! Each function takes a [`Context`] and prints what a user needs to read on stdout; failures are
 //! returned as [`CommandError`] and printed once, as one line, by the binary.
 
+pub mod data_access;
 pub mod internal_credentials;
 pub mod pending_changes;
 pub mod repository_ssl;

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-use super::{CommandError, Context};
+use super::{CommandError, Context, block_on};
 use crate::control::{self, ControlError};
 use crate::live::LiveSettings;
+use crate::repository::access;
+use crate::repository::managed::ManagedRepository;
+use crate::state::keystore::Keystore;
 
 /// Prints the staged changes.
 pub fn list(ctx: &Context) -> Result<(), CommandError> {
@@ -38,6 +41,9 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
     let next = pending.merged_into(&applied);
     // The same loader a server uses: what passes here, a server can serve.
     LiveSettings::for_state(&store, &next)?;
+    if !pending.data_access.is_empty() {
+        apply_data_access(ctx, &store, &pending)?;
+    }
     let lines = pending.describe(&applied);
     store.promote(&next)?;
     println!("Applied:");
@@ -68,10 +74,33 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
     }
 }
 
+/// Runs staged direct-user changes on the managed repository; they must succeed before anything is
+/// promoted, and re-running finishes an interrupted run.
+fn apply_data_access(
+    ctx: &Context,
+    store: &crate::state::StateStore,
+    pending: &crate::state::PendingChanges,
+) -> Result<(), CommandError> {
+    let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    let mut keystore = Keystore::open(&store.config_dir())?;
+    block_on(access::apply(&repo, &mut keystore, &pending.data_access))?.map_err(|e| {
+        CommandError::Refused(format!(
+            "cannot change direct access on the managed repository ({e}); is 'pgssl serve' running on this data directory? The pending changes were kept"
+        ))
+    })
+}
+
 /// Drops the staged changes.
 pub fn discard(ctx: &Context) -> Result<(), CommandError> {
     let store = ctx.store()?;
     let _lock = store.lock()?;
+    let staged_users: Vec<String> = store.pending()?.data_access.into_keys().collect();
+    if !staged_users.is_empty() {
+        let mut keystore = Keystore::open(&store.config_dir())?;
+        for user in staged_users {
+            keystore.remove(&crate::state::store::pending_password_name(&user))?;
+        }
+    }
     if store.discard_pending()? {
         println!("Discarded the pending changes.");
     } else {

@@ -3,6 +3,7 @@
 //! The control plane uses it to learn the upstream's major version (for `config/pgsql<major>`); tests
 //! use it as a Rust client over whatever stream they open (plain, TLS via SSLRequest, direct TLS).
 
+pub mod access;
 pub mod client;
 pub mod managed;
 pub mod version;

@@ -17,4 +17,4 @@ pub mod keystore;
 pub mod store;
 
 pub use certs::{CertError, CertInfo, CertPaths};
-pub use store::{AppliedState, PendingChanges, StateError, StateStore};
+pub use store::{Access, AppliedState, PendingChanges, StateError, StateStore};

@@ -5,6 +5,7 @@
 //! a crash between the two leaves a pending file that equals the applied state, which reads as "nothing
 //! pending" because pending changes are always normalised against what is applied.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,18 @@ use crate::policy::Mode;
 pub struct AppliedState {
     /// Repository SSL settings.
     pub repository_ssl: RepositorySsl,
+    /// Direct-connection users of a managed repository, by name.
+    pub data_access: BTreeMap<String, Access>,
+}
+
+/// Whether a direct-connection user may log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// LOGIN with the password sealed in the keystore.
+    Enabled,
+    /// NOLOGIN.
+    Disabled,
 }
 
 /// `[repository_ssl]` of the applied state.
@@ -42,6 +55,14 @@ pub struct PendingChanges {
     pub repository_ssl_mode: Option<Mode>,
     /// A new certificate folder version.
     pub postgres_major: Option<u32>,
+    /// Direct-connection users to enable (with a new password, sealed in the keystore under
+    /// [`pending_password_name`]) or disable.
+    pub data_access: BTreeMap<String, Access>,
+}
+
+/// Keystore name of a staged direct-user password.
+pub fn pending_password_name(user: &str) -> String {
+    format!("pending/role/{user}")
 }
 
 impl PendingChanges {
@@ -59,6 +80,9 @@ impl PendingChanges {
         if let Some(major) = self.postgres_major {
             next.repository_ssl.postgres_major = Some(major);
         }
+        for (user, access) in &self.data_access {
+            next.data_access.insert(user.clone(), *access);
+        }
         next
     }
 
@@ -72,6 +96,10 @@ impl PendingChanges {
         {
             self.postgres_major = None;
         }
+        // Enabling always carries a new password, so only a repeated disable is a no-op.
+        self.data_access.retain(|user, access| {
+            *access == Access::Enabled || applied.data_access.get(user) != Some(&Access::Disabled)
+        });
         self
     }
 
@@ -94,6 +122,14 @@ impl PendingChanges {
             lines.push(format!(
                 "repository-ssl certificate folder: {from} -> pgsql{major}"
             ));
+        }
+        for (user, access) in &self.data_access {
+            lines.push(match access {
+                Access::Enabled => format!("data-access {user}: enable login with a new password"),
+                Access::Disabled => {
+                    format!("data-access {user}: disable login and end its sessions")
+                }
+            });
         }
         lines
     }
@@ -274,7 +310,7 @@ mod tests {
         store
             .save_pending(&PendingChanges {
                 repository_ssl_mode: Some(Mode::Off),
-                postgres_major: None,
+                ..PendingChanges::default()
             })
             .unwrap();
         assert!(store.pending().unwrap().is_empty());
@@ -282,6 +318,7 @@ mod tests {
         let staged = PendingChanges {
             repository_ssl_mode: Some(Mode::Required),
             postgres_major: Some(15),
+            ..PendingChanges::default()
         };
         store.save_pending(&staged).unwrap();
         assert_eq!(store.pending().unwrap(), staged);
@@ -297,7 +334,7 @@ mod tests {
         store
             .save_pending(&PendingChanges {
                 repository_ssl_mode: Some(Mode::Off),
-                postgres_major: None,
+                ..PendingChanges::default()
             })
             .unwrap();
         assert!(store.discard_pending().unwrap());
@@ -311,6 +348,7 @@ mod tests {
         let staged = PendingChanges {
             repository_ssl_mode: Some(Mode::Optional),
             postgres_major: Some(15),
+            ..PendingChanges::default()
         };
         store.save_pending(&staged).unwrap();
         write_toml(
@@ -319,6 +357,19 @@ mod tests {
         )
         .unwrap();
         assert!(store.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_repeated_disable_stages_nothing_but_a_new_password_always_does() {
+        let mut applied = AppliedState::default();
+        applied.data_access.insert("tableau".into(), Access::Disabled);
+        applied.data_access.insert("readonly".into(), Access::Enabled);
+        let mut pending = PendingChanges::default();
+        pending.data_access.insert("tableau".into(), Access::Disabled);
+        pending.data_access.insert("readonly".into(), Access::Enabled);
+        let normalised = pending.normalised_against(&applied);
+        assert_eq!(normalised.data_access.len(), 1);
+        assert_eq!(normalised.data_access.get("readonly"), Some(&Access::Enabled));
     }
 
     #[test]

@@ -153,3 +153,153 @@ async fn an_open_keystore_is_refused_and_unknown_roles_have_no_credentials() {
         "{err}"
     );
 }
+
+async fn run_with_stdin(env: &CliEnv, args: &[&str], input: &str) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::from(env.command(args));
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
+fn direct(serve: &ServeProcess, user: &str) -> String {
+    format!(
+        "host=localhost hostaddr=127.0.0.1 port={} dbname=repository user={user} sslmode=disable",
+        serve.addr.port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_access_gives_tableau_read_write_and_readonly_select_only() {
+    use crate::harness::PASSWORD;
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    let internal = credentials(&env, &serve).await;
+
+    let args = [
+        "data-access",
+        "repository-access",
+        "enable",
+        "--repository-username",
+        "tableau",
+        "--repository-password",
+        "-",
+    ];
+    let out = ok(&run_with_stdin(&env, &args, &format!("{PASSWORD}\n")).await);
+    assert!(out.contains("Staged: enable login for 'tableau'"), "{out}");
+    assert!(
+        ok(&run(&env, &["pending-changes", "list"]).await)
+            .contains("data-access tableau: enable login")
+    );
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+
+    assert!(
+        psql_commands(
+            &internal,
+            &["CREATE TABLE t1 (id int)", "INSERT INTO t1 VALUES (1)"]
+        )
+        .await
+        .ok
+    );
+    let rw = psql_commands(
+        &direct(&serve, "tableau"),
+        &[
+            "INSERT INTO t1 VALUES (2)",
+            "CREATE TABLE t3 (id int)",
+            "INSERT INTO t3 VALUES (3)",
+            "SELECT count(*) FROM t1",
+        ],
+    )
+    .await;
+    assert_eq!(rw.stdout.lines().last(), Some("2"), "{rw:?}");
+
+    let args = [
+        "data-access",
+        "repository-access",
+        "enable",
+        "--repository-username",
+        "readonly",
+        "--repository-password",
+        "-",
+    ];
+    ok(&run_with_stdin(&env, &args, PASSWORD).await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    // A table created after access was granted is readable too.
+    assert!(
+        psql_commands(&internal, &["CREATE TABLE t2 AS SELECT 5 AS id"])
+            .await
+            .ok
+    );
+    let ro = psql_commands(&direct(&serve, "readonly"), &[
+        "SELECT (SELECT count(*) FROM t1) || '/' || (SELECT id FROM t2) || '/' || (SELECT id FROM t3)",
+    ])
+    .await;
+    assert_eq!(ro.stdout.trim(), "2/5/3", "{ro:?}");
+    let write = psql_commands(&direct(&serve, "readonly"), &["INSERT INTO t1 VALUES (9)"]).await;
+    assert!(
+        !write.ok && write.stderr.contains("permission denied for table t1"),
+        "{write:?}"
+    );
+
+    let keystore = std::fs::read(env.data_dir().join("config/keystore")).unwrap();
+    assert!(
+        !keystore
+            .windows(PASSWORD.len())
+            .any(|w| w == PASSWORD.as_bytes())
+    );
+
+    // Disable ends the open session and refuses new logins.
+    let mut open = crate::client::connect_plain(serve.addr, "tableau")
+        .await
+        .unwrap();
+    let out = ok(&run(
+        &env,
+        &[
+            "data-access",
+            "repository-access",
+            "disable",
+            "--repository-username",
+            "tableau",
+        ],
+    )
+    .await);
+    assert!(out.contains("Staged: disable login for 'tableau'"), "{out}");
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    assert!(open.simple_query("SELECT 1").await.is_err());
+    let refused = psql_commands(&direct(&serve, "tableau"), &["SELECT 1"]).await;
+    assert!(
+        !refused.ok && refused.stderr.contains("not permitted to log in"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn data_access_refuses_unknown_users_and_an_external_upstream() {
+    let env = CliEnv::managed();
+    let out = env.run(&[
+        "data-access",
+        "repository-access",
+        "enable",
+        "--repository-username",
+        "admin",
+        "--repository-password",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let external = CliEnv::new("127.0.0.1:1");
+    let err = failed(&external.run(&[
+        "data-access",
+        "repository-access",
+        "disable",
+        "--repository-username",
+        "tableau",
+    ]));
+    assert!(err.contains("needs the managed repository"), "{err}");
+}

@@ -1,0 +1,72 @@
+//! `pgssl data-access repository-access enable --repository-username U --repository-password PW|-`
+//! and `disable --repository-username U`: direct-connection users of the managed repository.
+
+use std::io::BufRead;
+
+use super::{CommandError, Context};
+use crate::state::keystore::{Keystore, Secret};
+use crate::state::store::{Access, pending_password_name};
+
+/// Stages LOGIN with a new password for `user`; `-` reads the password from standard input.
+pub fn enable(ctx: &Context, user: &str, password: &str) -> Result<(), CommandError> {
+    require_managed(ctx)?;
+    let secret = if password == "-" {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+            CommandError::Refused(format!("cannot read the password from standard input: {e}"))
+        })?;
+        Secret::new(line.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        eprintln!(
+            "note: a password given on the command line is visible in the process list and shell history; prefer '--repository-password -' and standard input"
+        );
+        Secret::new(password.to_string())
+    };
+    if secret.expose().is_empty() || secret.expose().contains('\0') {
+        return Err(CommandError::Refused(
+            "the password must not be empty or contain NUL bytes".into(),
+        ));
+    }
+    let store = ctx.store()?;
+    let _lock = store.lock()?;
+    let mut keystore = Keystore::open(&store.config_dir())?;
+    keystore.set(&pending_password_name(user), &secret)?;
+    let mut pending = store.pending()?;
+    pending
+        .data_access
+        .insert(user.to_string(), Access::Enabled);
+    store.save_pending(&pending)?;
+    println!("Staged: enable login for '{user}' with a new password.");
+    println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    Ok(())
+}
+
+/// Stages NOLOGIN for `user`; apply also ends the user's open sessions.
+pub fn disable(ctx: &Context, user: &str) -> Result<(), CommandError> {
+    require_managed(ctx)?;
+    let store = ctx.store()?;
+    let _lock = store.lock()?;
+    let mut pending = store.pending()?;
+    pending
+        .data_access
+        .insert(user.to_string(), Access::Disabled);
+    let mut keystore = Keystore::open(&store.config_dir())?;
+    keystore.remove(&pending_password_name(user))?;
+    store.save_pending(&pending)?;
+    if store.pending()?.data_access.contains_key(user) {
+        println!("Staged: disable login for '{user}' and end its sessions.");
+        println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    } else {
+        println!("Direct access for '{user}' is already disabled; nothing to stage.");
+    }
+    Ok(())
+}
+
+fn require_managed(ctx: &Context) -> Result<(), CommandError> {
+    if ctx.config.server.upstream.is_some() {
+        return Err(CommandError::Refused(
+            "data-access needs the managed repository; server.upstream is set, so manage roles on that PostgreSQL directly".into(),
+        ));
+    }
+    Ok(())
+}
