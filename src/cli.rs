@@ -70,6 +70,12 @@ pub enum Command {
 /// `security …`.
 #[derive(Debug, Subcommand)]
 pub enum SecurityCommand {
+    /// New internal certificate, internal role passwords and master key, with no downtime.
+    RegenerateInternalTokens {
+        /// Give up after this many seconds (every step is resumable: run again to finish).
+        #[arg(long, value_name = "SECONDS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+        request_timeout: u64,
+    },
     /// SSL between clients and the repository.
     RepositorySsl {
         /// The action.
@@ -156,10 +162,18 @@ impl Cli {
             data_dir: self.data_dir,
             config,
         };
-        use commands::{data_access, internal_credentials, pending_changes, repository_ssl, serve};
+        use commands::{
+            data_access, internal_credentials, pending_changes, regenerate_tokens, repository_ssl,
+            serve,
+        };
         match self.command {
             Command::Serve { listen, upstream } => {
                 serve::serve(&ctx, listen.as_deref(), upstream.as_deref())
+            }
+            Command::Security {
+                command: SecurityCommand::RegenerateInternalTokens { request_timeout },
+            } => {
+                regenerate_tokens::regenerate(&ctx, std::time::Duration::from_secs(request_timeout))
             }
             Command::Security {
                 command: SecurityCommand::RepositorySsl { command },

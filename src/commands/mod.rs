@@ -6,6 +6,7 @@
 pub mod data_access;
 pub mod internal_credentials;
 pub mod pending_changes;
+pub mod regenerate_tokens;
 pub mod repository_ssl;
 pub mod serve;
 

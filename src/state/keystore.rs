@@ -198,6 +198,16 @@ impl Keystore {
         open_entry(&self.key, name, sealed).map(Some)
     }
 
+    /// How many secrets are stored.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no secret is stored.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Whether `name` is stored.
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)

@@ -362,14 +362,25 @@ mod tests {
     #[test]
     fn a_repeated_disable_stages_nothing_but_a_new_password_always_does() {
         let mut applied = AppliedState::default();
-        applied.data_access.insert("tableau".into(), Access::Disabled);
-        applied.data_access.insert("readonly".into(), Access::Enabled);
+        applied
+            .data_access
+            .insert("tableau".into(), Access::Disabled);
+        applied
+            .data_access
+            .insert("readonly".into(), Access::Enabled);
         let mut pending = PendingChanges::default();
-        pending.data_access.insert("tableau".into(), Access::Disabled);
-        pending.data_access.insert("readonly".into(), Access::Enabled);
+        pending
+            .data_access
+            .insert("tableau".into(), Access::Disabled);
+        pending
+            .data_access
+            .insert("readonly".into(), Access::Enabled);
         let normalised = pending.normalised_against(&applied);
         assert_eq!(normalised.data_access.len(), 1);
-        assert_eq!(normalised.data_access.get("readonly"), Some(&Access::Enabled));
+        assert_eq!(
+            normalised.data_access.get("readonly"),
+            Some(&Access::Enabled)
+        );
     }
 
     #[test]

@@ -8,3 +8,4 @@ mod live_reload;
 mod managed;
 mod negotiation;
 mod psql_matrix;
+mod rotation;
