@@ -23,7 +23,7 @@ use crate::repository::managed::{
 };
 use crate::state::StateStore;
 use crate::state::certs;
-use crate::state::keystore::{Keystore, Secret};
+use crate::state::keystore::Keystore;
 
 /// Environment variable that aborts the process after a step (1–4), as `kill -9` would; used by the
 /// crash-recovery tests.
@@ -143,9 +143,7 @@ async fn rotate_passwords(
     // keystore update is covered by the candidate fallback below.
     roles.push(SUPERUSER.to_string());
     for role in &roles {
-        if !keystore.contains(&rotation_name(role)) {
-            keystore.set(&rotation_name(role), &Secret::generate(32)?)?;
-        }
+        keystore.get_or_generate(&rotation_name(role), managed::PASSWORD_LEN)?;
     }
     let mut admin = match repo.connect_admin(keystore, "postgres").await {
         Ok(admin) => admin,

@@ -113,6 +113,9 @@ async fn start_managed(
     let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     repo.prepare_dirs(&ctx.data_dir)?;
     let config_dir = store.config_dir();
+    // CLI commands that change the keystore (data-access, regenerate) wait while this start creates
+    // or reconciles secrets.
+    let lock = store.lock()?;
     let mut keystore = Keystore::open(&config_dir)?;
     repo.stop_orphan().await;
     if !repo.is_initialized() {
@@ -135,6 +138,7 @@ async fn start_managed(
     }
     drop(password);
     repo.reconcile(&mut keystore).await?;
+    drop(lock);
     info!(socket = %repo.upstream(), "the managed repository is running (Unix socket only)");
     let stop = CancellationToken::new();
     let addr = repo.upstream();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tracing::info;
 
-use super::managed::{ManagedError, ManagedRepository, REPOSITORY_DATABASE, set_password};
+use super::managed::{ManagedError, ManagedRepository, REPOSITORY_DATABASE, ensure_login_role};
 use crate::state::keystore::{Keystore, Secret};
 use crate::state::store::{Access, pending_password_name};
 
@@ -48,15 +48,7 @@ pub async fn apply(
                         )
                     })?,
                 };
-                let exists = admin
-                    .simple_query(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{user}'"))
-                    .await?;
-                if exists.is_empty() {
-                    admin
-                        .simple_query(&format!("CREATE ROLE {user} LOGIN"))
-                        .await?;
-                }
-                set_password(&mut admin, user, &password).await?;
+                ensure_login_role(&mut admin, user, &password).await?;
                 admin.simple_query(&grants(user, &owners)).await?;
                 keystore.set(&password_name(user), &password)?;
                 keystore.remove(&staged)?;

@@ -32,6 +32,8 @@ use crate::upstream::{UpstreamAddr, UpstreamStream};
 
 /// The superuser of a managed cluster.
 pub const SUPERUSER: &str = "postgres";
+/// Length of generated passwords (about 192 bits).
+pub const PASSWORD_LEN: usize = 32;
 /// The database internal services use.
 pub const REPOSITORY_DATABASE: &str = "repository";
 
@@ -216,15 +218,7 @@ impl ManagedRepository {
 
     /// Runs initdb with scram-sha-256, the superuser's password generated and sealed first.
     pub async fn initdb(&self, keystore: &mut Keystore) -> Result<(), ManagedError> {
-        let secret_name = role_secret_name(SUPERUSER);
-        let password = match keystore.get(&secret_name)? {
-            Some(p) => p,
-            None => {
-                let p = Secret::generate(32)?;
-                keystore.set(&secret_name, &p)?;
-                p
-            }
-        };
+        let password = keystore.get_or_generate(&role_secret_name(SUPERUSER), PASSWORD_LEN)?;
         // A FIFO carries the password: it never rests on disk. We hold it open read-write, so the
         // write cannot block and initdb's read finds the line already there.
         let fifo = self.socket_dir.join(".initdb-password");
@@ -414,25 +408,10 @@ impl ManagedRepository {
         let mut admin = self.connect_admin(keystore, "postgres").await?;
         for role in &self.internal_roles {
             debug_assert!(is_plain_identifier(role));
-            let name = role_secret_name(role);
-            let password = match keystore.get(&name)? {
-                Some(p) => p,
-                None => {
-                    let p = Secret::generate(32)?;
-                    keystore.set(&name, &p)?;
-                    p
-                }
-            };
-            let exists = admin
-                .simple_query(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{role}'"))
-                .await?;
-            if exists.is_empty() {
-                admin
-                    .simple_query(&format!("CREATE ROLE {role} LOGIN"))
-                    .await?;
+            let password = keystore.get_or_generate(&role_secret_name(role), PASSWORD_LEN)?;
+            if ensure_login_role(&mut admin, role, &password).await? {
                 info!(role, "created internal role");
             }
-            set_password(&mut admin, role, &password).await?;
         }
         let owner = &self.internal_roles[0];
         let db = admin
@@ -484,6 +463,25 @@ impl ManagedRepository {
         }
         cmd
     }
+}
+
+/// Creates `role` with LOGIN if it does not exist, then sets its password; returns whether it was
+/// created. `role` must be a plain identifier.
+pub async fn ensure_login_role(
+    admin: &mut Session<UpstreamStream>,
+    role: &str,
+    password: &Secret,
+) -> Result<bool, ClientError> {
+    let exists = admin
+        .simple_query(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{role}'"))
+        .await?;
+    if exists.is_empty() {
+        admin
+            .simple_query(&format!("CREATE ROLE {role} LOGIN"))
+            .await?;
+    }
+    set_password(admin, role, password).await?;
+    Ok(exists.is_empty())
 }
 
 /// Sets `role`'s password by sending a SCRAM verifier computed here, so the plaintext never reaches the

@@ -213,6 +213,17 @@ impl Keystore {
         self.entries.contains_key(name)
     }
 
+    /// The secret under `name`, or a new random one of `len` characters sealed there first (so it is
+    /// on disk before anything else learns it).
+    pub fn get_or_generate(&mut self, name: &str, len: usize) -> Result<Secret, KeystoreError> {
+        if let Some(secret) = self.get(name)? {
+            return Ok(secret);
+        }
+        let secret = Secret::generate(len)?;
+        self.set(name, &secret)?;
+        Ok(secret)
+    }
+
     /// Seals `secret` under `name` and saves the keystore.
     pub fn set(&mut self, name: &str, secret: &Secret) -> Result<(), KeystoreError> {
         let sealed = seal_entry(&self.key, name, secret)?;

@@ -62,6 +62,21 @@ impl CliEnv {
         pgssl_command(&self.data_dir(), &self.config(), args)
     }
 
+    /// Runs `args` without blocking the async runtime, feeding `input` on standard input.
+    pub async fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::from(self.command(args))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).await.unwrap();
+        drop(stdin);
+        child.wait_with_output().await.unwrap()
+    }
+
     /// Runs `args` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()

@@ -154,21 +154,6 @@ async fn an_open_keystore_is_refused_and_unknown_roles_have_no_credentials() {
     );
 }
 
-async fn run_with_stdin(env: &CliEnv, args: &[&str], input: &str) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::from(env.command(args));
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
-    drop(stdin);
-    child.wait_with_output().await.unwrap()
-}
-
 fn direct(serve: &ServeProcess, user: &str) -> String {
     format!(
         "host=localhost hostaddr=127.0.0.1 port={} dbname=repository user={user} sslmode=disable",
@@ -192,7 +177,7 @@ async fn repository_access_gives_tableau_read_write_and_readonly_select_only() {
         "--repository-password",
         "-",
     ];
-    let out = ok(&run_with_stdin(&env, &args, &format!("{PASSWORD}\n")).await);
+    let out = ok(&env.run_with_stdin(&args, &format!("{PASSWORD}\n")).await);
     assert!(out.contains("Staged: enable login for 'tableau'"), "{out}");
     assert!(
         ok(&run(&env, &["pending-changes", "list"]).await)
@@ -229,7 +214,7 @@ async fn repository_access_gives_tableau_read_write_and_readonly_select_only() {
         "--repository-password",
         "-",
     ];
-    ok(&run_with_stdin(&env, &args, PASSWORD).await);
+    ok(&env.run_with_stdin(&args, PASSWORD).await);
     ok(&run(&env, &["pending-changes", "apply"]).await);
     // A table created after access was granted is readable too.
     assert!(

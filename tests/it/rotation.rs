@@ -43,7 +43,7 @@ async fn prepared() -> (CliEnv, ServeProcess) {
     let env = CliEnv::managed();
     let serve = ServeProcess::start(&env, &[]).await;
     ok(&run(&env, &["security", "repository-ssl", "enable"]).await);
-    let mut cmd = tokio::process::Command::from(env.command(&[
+    let args = [
         "data-access",
         "repository-access",
         "enable",
@@ -51,18 +51,8 @@ async fn prepared() -> (CliEnv, ServeProcess) {
         "tableau",
         "--repository-password",
         "-",
-    ]));
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(PASSWORD.as_bytes()).await.unwrap();
-    }
-    assert!(child.wait().await.unwrap().success());
+    ];
+    ok(&env.run_with_stdin(&args, PASSWORD).await);
     ok(&run(&env, &["pending-changes", "apply"]).await);
     (env, serve)
 }
