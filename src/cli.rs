@@ -24,9 +24,21 @@ pub struct Cli {
     /// Configuration file [default: config/pgssl.toml; defaults apply if that file is absent].
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Log format on stderr: one human-readable line per event, or one JSON object per line.
+    #[arg(long, global = true, env = "PGSSL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Top-level commands.
@@ -37,9 +49,13 @@ pub enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8060 [default: server.listen].
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
-        /// Repository address: host:port or unix:/socket/dir [default: server.upstream].
+        /// Repository address: host:port or unix:/socket/dir [default: server.upstream, else a managed
+        /// repository].
         #[arg(long, value_name = "ADDR")]
         upstream: Option<String>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Security settings.
     Security {
@@ -167,9 +183,18 @@ impl Cli {
             serve,
         };
         match self.command {
-            Command::Serve { listen, upstream } => {
-                serve::serve(&ctx, listen.as_deref(), upstream.as_deref())
-            }
+            Command::Serve {
+                listen,
+                upstream,
+                metrics,
+            } => serve::serve(
+                &ctx,
+                serve::ServeFlags {
+                    listen: listen.as_deref(),
+                    upstream: upstream.as_deref(),
+                    metrics: metrics.as_deref(),
+                },
+            ),
             Command::Security {
                 command: SecurityCommand::RegenerateInternalTokens { request_timeout },
             } => {

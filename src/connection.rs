@@ -17,7 +17,24 @@ use crate::negotiate::{self, NegotiateError, Negotiated};
 use crate::policy::{self, Transport, UserClassifier, Verdict};
 use crate::protocol::{ErrorResponse, SqlState};
 use crate::relay::{self, RelayEnd};
+use crate::telemetry::names;
 use crate::upstream::UpstreamAddr;
+
+/// Counts a connection in `pgssl_connections_active` for as long as it lives.
+struct ActiveGuard;
+
+impl ActiveGuard {
+    fn new() -> ActiveGuard {
+        metrics::gauge!(names::CONNECTIONS_ACTIVE).increment(1.0);
+        ActiveGuard
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(names::CONNECTIONS_ACTIVE).decrement(1.0);
+    }
+}
 
 /// What every connection needs, shared by reference.
 #[derive(Debug)]
@@ -44,7 +61,8 @@ pub async fn handle(
     ctx: Arc<ConnectionContext>,
 ) {
     let started = Instant::now();
-    metrics::counter!("pgssl_connections_accepted_total").increment(1);
+    metrics::counter!(names::CONNECTIONS_ACCEPTED).increment(1);
+    let _active = ActiveGuard::new();
     // Start-up and query traffic is small request/response messages: Nagle would only add latency.
     if let Err(e) = tcp.set_nodelay(true) {
         warn!(%peer, error = %e, "cannot set TCP_NODELAY");
@@ -74,7 +92,8 @@ pub async fn handle(
                 .map_or("none", |t| t.version.as_str())
                 .to_string();
             if let Verdict::Reject(err) = policy::decide(settings.mode, class, transport, &user) {
-                metrics::counter!("pgssl_policy_rejections_total").increment(1);
+                metrics::counter!(names::POLICY_REJECTIONS, "mode" => settings.mode.to_string(), "class" => class.to_string())
+                    .increment(1);
                 negotiate::send_fatal(&mut stream, &err).await;
                 info!(%peer, %user, %database, class = %class, tls = %tls_version, mode = %settings.mode,
                       outcome = "rejected", "SSL policy refused the connection");
@@ -87,10 +106,15 @@ pub async fn handle(
                 info!(%peer, %user, outcome = "refused", "shutting down");
                 return;
             }
+            let connecting = Instant::now();
             let mut upstream = match ctx.upstream.connect(ctx.connect_timeout).await {
-                Ok(u) => u,
+                Ok(u) => {
+                    metrics::histogram!(names::UPSTREAM_CONNECT_SECONDS)
+                        .record(connecting.elapsed().as_secs_f64());
+                    u
+                }
                 Err(e) => {
-                    metrics::counter!("pgssl_upstream_connect_failures_total").increment(1);
+                    metrics::counter!(names::UPSTREAM_CONNECT_FAILURES).increment(1);
                     let err = ErrorResponse::fatal(
                         SqlState::ConnectionFailure,
                         format!(
@@ -125,17 +149,23 @@ pub async fn handle(
             }
             let end = relay::relay(&mut stream, &mut upstream, &ctx.closing).await;
             let duration_ms = started.elapsed().as_millis() as u64;
+            let t = end.transferred();
+            metrics::counter!(names::BYTES_RELAYED, "direction" => "to_upstream")
+                .increment(t.to_upstream);
+            metrics::counter!(names::BYTES_RELAYED, "direction" => "to_client")
+                .increment(t.to_client);
+            let (bytes_up, bytes_down) = (t.to_upstream, t.to_client);
             match end {
-                RelayEnd::Closed(t) => {
+                RelayEnd::Closed(_) => {
                     info!(%peer, %user, %database, class = %class, tls = %tls_version,
-                    bytes_up = t.to_upstream, bytes_down = t.to_client, duration_ms, outcome = "closed", "session ended")
+                    bytes_up, bytes_down, duration_ms, outcome = "closed", "session ended")
                 }
-                RelayEnd::Failed(e) => {
+                RelayEnd::Failed(e, _) => {
                     info!(%peer, %user, %database, class = %class, tls = %tls_version,
-                    error = %e, duration_ms, outcome = "failed", "session ended with an error")
+                    bytes_up, bytes_down, error = %e, duration_ms, outcome = "failed", "session ended with an error")
                 }
-                RelayEnd::Shutdown => {
-                    info!(%peer, %user, %database, duration_ms, outcome = "shutdown",
+                RelayEnd::Shutdown(_) => {
+                    info!(%peer, %user, %database, bytes_up, bytes_down, duration_ms, outcome = "shutdown",
                     "session closed at the end of the shutdown grace period")
                 }
             }
@@ -168,7 +198,10 @@ async fn forward_cancel(
     .await;
     let _ = client.shutdown().await;
     match result {
-        Ok(()) => info!(%peer, outcome = "cancel_forwarded", "forwarded a cancel request"),
+        Ok(()) => {
+            metrics::counter!(names::CANCELS_FORWARDED).increment(1);
+            info!(%peer, outcome = "cancel_forwarded", "forwarded a cancel request")
+        }
         Err(e) => {
             warn!(%peer, error = %e, outcome = "cancel_failed", "could not forward a cancel request")
         }
@@ -176,7 +209,7 @@ async fn forward_cancel(
 }
 
 fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError) {
-    metrics::counter!("pgssl_negotiation_failures_total").increment(1);
+    metrics::counter!(names::NEGOTIATION_FAILURES, "reason" => e.reason()).increment(1);
     match e {
         NegotiateError::ClosedByClient => info!(%peer, outcome = "client_closed", "{e}"),
         _ => warn!(%peer, outcome = "negotiation_failed", "{e}"),
@@ -186,7 +219,7 @@ fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError) {
 /// Answers a connection over the limit with FATAL 53300 and closes it. The error is sent at once, before
 /// reading anything; libpq reports such an error even in reply to SSLRequest.
 pub async fn refuse_over_limit(mut tcp: TcpStream, peer: SocketAddr) {
-    metrics::counter!("pgssl_connections_over_limit_total").increment(1);
+    metrics::counter!(names::CONNECTIONS_OVER_LIMIT).increment(1);
     let err = ErrorResponse::fatal(
         SqlState::TooManyConnections,
         "sorry, too many clients already",

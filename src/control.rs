@@ -36,9 +36,16 @@ impl Reloader {
 
     /// Loads the applied state; on success new connections use it, on failure nothing changes.
     pub fn reload(&self) -> Result<std::sync::Arc<LiveSettings>, LoadError> {
-        let next = LiveSettings::load(&self.store)?;
+        let next = match LiveSettings::load(&self.store) {
+            Ok(next) => next,
+            Err(e) => {
+                metrics::counter!(crate::telemetry::names::RELOADS, "outcome" => "refused")
+                    .increment(1);
+                return Err(e);
+            }
+        };
         self.cell.replace(next);
-        metrics::counter!("pgssl_reloads_total").increment(1);
+        metrics::counter!(crate::telemetry::names::RELOADS, "outcome" => "ok").increment(1);
         let current = self.cell.current();
         info!(mode = %current.mode, certificate = current.cert_fingerprint.as_deref().unwrap_or("none"),
               "applied settings reloaded; new connections use them, open sessions are kept");

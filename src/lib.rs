@@ -27,5 +27,6 @@ pub mod repository;
 pub mod server;
 pub mod state;
 pub mod stream;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -13,12 +13,16 @@ fn main() -> ExitCode {
     let default_level = if cli.is_serve() { "info" } else { "warn" };
     let filter =
         EnvFilter::try_from_env("PGSSL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        pgssl::cli::LogFormat::Json => builder.json().init(),
         // Colour codes only for a person at a terminal, never in files or pipes that tools parse.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+        pgssl::cli::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

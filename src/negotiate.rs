@@ -18,7 +18,10 @@ use crate::live::LiveSettings;
 use crate::protocol::first_packet::{self, TLS_HANDSHAKE_RECORD};
 use crate::protocol::{ErrorResponse, FirstPacket, PacketError, SqlState, StartupMessage};
 use crate::stream::{NegotiatedStream, TlsInfo};
+use crate::telemetry::names;
 use crate::tls::ALPN_POSTGRESQL;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 /// A connection that got through negotiation.
 #[derive(Debug)]
@@ -78,6 +81,24 @@ pub enum NegotiateError {
     NoUser,
 }
 
+impl NegotiateError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NegotiateError::ClosedByClient => "client_closed",
+            NegotiateError::Io(_) => "io",
+            NegotiateError::Timeout => "timeout",
+            NegotiateError::Packet(_) => "bad_packet",
+            NegotiateError::UnencryptedDataAfterSslRequest => "data_after_ssl_request",
+            NegotiateError::OutOfOrder(_) => "out_of_order",
+            NegotiateError::TlsHandshake(_) => "tls_handshake",
+            NegotiateError::DirectTlsWhileOff => "direct_tls_while_off",
+            NegotiateError::DirectTlsWithoutAlpn => "direct_tls_without_alpn",
+            NegotiateError::NoUser => "no_user",
+        }
+    }
+}
+
 /// Runs negotiation on a freshly accepted connection; everything must finish by `deadline`.
 pub async fn negotiate(
     tcp: TcpStream,
@@ -128,11 +149,7 @@ pub async fn negotiate(
                 if !buf.is_empty() {
                     return Err(NegotiateError::UnencryptedDataAfterSslRequest);
                 }
-                let tls = match timeout_at(deadline, acceptor.accept(tcp)).await {
-                    Err(_) => return Err(NegotiateError::Timeout),
-                    Ok(Err(e)) => return Err(NegotiateError::TlsHandshake(e)),
-                    Ok(Ok(tls)) => tls,
-                };
+                let tls = accept_tls(&acceptor, tcp, deadline).await?;
                 let info = TlsInfo::of(&tls, false);
                 return after_tls(NegotiatedStream::Tls(Box::new(tls)), info, deadline).await;
             }
@@ -169,11 +186,7 @@ async fn direct_tls(
     let Some(acceptor) = settings.acceptor.clone() else {
         return Err(NegotiateError::DirectTlsWhileOff);
     };
-    let tls = match timeout_at(deadline, acceptor.accept(tcp)).await {
-        Err(_) => return Err(NegotiateError::Timeout),
-        Ok(Err(e)) => return Err(NegotiateError::TlsHandshake(e)),
-        Ok(Ok(tls)) => tls,
-    };
+    let tls = accept_tls(&acceptor, tcp, deadline).await?;
     let alpn_ok = tls.get_ref().1.alpn_protocol() == Some(ALPN_POSTGRESQL);
     let info = TlsInfo::of(&tls, true);
     let stream = NegotiatedStream::Tls(Box::new(tls));
@@ -185,6 +198,29 @@ async fn direct_tls(
         return Err(refuse(stream, err, NegotiateError::DirectTlsWithoutAlpn).await);
     }
     after_tls(stream, info, deadline).await
+}
+
+/// The TLS handshake, bounded by the deadline and measured.
+async fn accept_tls(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    deadline: Instant,
+) -> Result<TlsStream<TcpStream>, NegotiateError> {
+    let started = Instant::now();
+    let result = timeout_at(deadline, acceptor.accept(tcp)).await;
+    let (version, outcome) = match &result {
+        Ok(Ok(tls)) => (TlsInfo::of(tls, false).version, "ok"),
+        Ok(Err(_)) => ("unknown".to_string(), "failed"),
+        Err(_) => ("unknown".to_string(), "timeout"),
+    };
+    metrics::counter!(names::TLS_HANDSHAKES, "version" => version, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(names::TLS_HANDSHAKE_SECONDS).record(started.elapsed().as_secs_f64());
+    match result {
+        Err(_) => Err(NegotiateError::Timeout),
+        Ok(Err(e)) => Err(NegotiateError::TlsHandshake(e)),
+        Ok(Ok(tls)) => Ok(tls),
+    }
 }
 
 async fn after_tls(

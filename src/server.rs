@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::config::Config;
 use crate::connection::{self, ConnectionContext};
@@ -160,10 +160,14 @@ impl Server {
                         Ok(permit) => {
                             let settings = cell.current();
                             let ctx = ctx.clone();
-                            tracker.spawn(async move {
-                                connection::handle(tcp, peer, settings, ctx).await;
-                                drop(permit);
-                            });
+                            let span = tracing::info_span!("connection", %peer);
+                            tracker.spawn(
+                                async move {
+                                    connection::handle(tcp, peer, settings, ctx).await;
+                                    drop(permit);
+                                }
+                                .instrument(span),
+                            );
                         }
                         Err(_) => match refusals.clone().try_acquire_owned() {
                             Ok(permit) => {
@@ -173,7 +177,8 @@ impl Server {
                                 });
                             }
                             Err(_) => {
-                                metrics::counter!("pgssl_connections_dropped_total").increment(1);
+                                metrics::counter!(crate::telemetry::names::CONNECTIONS_OVER_LIMIT)
+                                    .increment(1);
                                 drop(tcp);
                             }
                         },

@@ -18,13 +18,25 @@ use crate::state::certs;
 use crate::state::keystore::Keystore;
 use crate::upstream::UpstreamAddr;
 
-/// Runs the proxy. `listen` and `upstream` override the config file; with no upstream at all, a
-/// managed repository is run.
-pub fn serve(
-    ctx: &Context,
-    listen: Option<&str>,
-    upstream: Option<&str>,
-) -> Result<(), CommandError> {
+/// The command-line flags of `serve`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeFlags<'a> {
+    /// `--listen`, overriding `server.listen`.
+    pub listen: Option<&'a str>,
+    /// `--upstream`, overriding `server.upstream`.
+    pub upstream: Option<&'a str>,
+    /// `--metrics`: where to serve Prometheus metrics.
+    pub metrics: Option<&'a str>,
+}
+
+/// Runs the proxy; with no upstream at all, a managed repository is run.
+pub fn serve(ctx: &Context, flags: ServeFlags<'_>) -> Result<(), CommandError> {
+    let ServeFlags {
+        listen,
+        upstream,
+        metrics,
+    } = flags;
+    let metrics = metrics.map(config::parse_listen).transpose()?;
     let listen = match listen {
         Some(l) => config::parse_listen(l)?,
         None => ctx.config.listen_addr()?,
@@ -41,7 +53,7 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(CommandError::Runtime)?;
-    runtime.block_on(run(ctx, listen, upstream))
+    runtime.block_on(run(ctx, listen, upstream, metrics))
 }
 
 /// A running managed repository and how to stop it.
@@ -61,8 +73,24 @@ async fn run(
     ctx: &Context,
     listen: std::net::SocketAddr,
     upstream: Option<UpstreamAddr>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<(), CommandError> {
+    let signals = Signals::register()?;
     let store = ctx.store()?;
+    let metrics_stop = CancellationToken::new();
+    if let Some(addr) = metrics {
+        crate::telemetry::prometheus();
+        let bind_err = |source| crate::server::ServerError::Bind { addr, source };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_err)?;
+        let bound = listener.local_addr().map_err(bind_err)?;
+        info!(metrics = %bound, "serving Prometheus metrics at /metrics");
+        tokio::spawn(crate::telemetry::serve_metrics(
+            listener,
+            metrics_stop.clone(),
+        ));
+    }
     let (upstream, repository) = match upstream {
         Some(u) => (u, None),
         None => {
@@ -85,6 +113,8 @@ async fn run(
             return Err(e.into());
         }
     };
+    let shutdown = CancellationToken::new();
+    let signals = signals.spawn(server.reloader(), shutdown.clone());
     let settings = server.settings();
     let addr = server
         .local_addr()
@@ -96,10 +126,9 @@ async fn run(
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "pgssl is serving");
     warn_if_expiring(&store);
 
-    let shutdown = CancellationToken::new();
-    let signals = spawn_signal_handler(server.reloader(), shutdown.clone())?;
     server.run(shutdown).await;
     signals.abort();
+    metrics_stop.cancel();
     if let Some(r) = repository {
         r.shutdown().await;
     }
@@ -151,27 +180,44 @@ async fn start_managed(
     Ok((addr, RunningRepository { stop, task }))
 }
 
-fn spawn_signal_handler(
-    reloader: crate::control::Reloader,
-    shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, CommandError> {
-    let mut term = signal(SignalKind::terminate()).map_err(CommandError::Runtime)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(CommandError::Runtime)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(CommandError::Runtime)?;
-    Ok(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
-                _ = int.recv() => { info!("SIGINT: shutting down"); break; }
-                _ = hup.recv() => {
-                    if let Err(e) = reloader.reload() {
-                        warn!(error = %e, "SIGHUP reload refused; keeping the previous settings");
+/// SIGTERM, SIGINT and SIGHUP, registered before anything else starts so that a signal arriving during
+/// start-up is queued for the handler instead of killing the process outright.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Signals, CommandError> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(CommandError::Runtime)?,
+            int: signal(SignalKind::interrupt()).map_err(CommandError::Runtime)?,
+            hup: signal(SignalKind::hangup()).map_err(CommandError::Runtime)?,
+        })
+    }
+
+    /// Handles signals until SIGTERM or SIGINT, which cancel `shutdown`; SIGHUP reloads.
+    fn spawn(
+        mut self,
+        reloader: crate::control::Reloader,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = self.term.recv() => { info!("SIGTERM: shutting down"); break; }
+                    _ = self.int.recv() => { info!("SIGINT: shutting down"); break; }
+                    _ = self.hup.recv() => {
+                        if let Err(e) = reloader.reload() {
+                            warn!(error = %e, "SIGHUP reload refused; keeping the previous settings");
+                        }
                     }
                 }
             }
-        }
-        shutdown.cancel();
-    }))
+            shutdown.cancel();
+        })
+    }
 }
 
 fn warn_if_expiring(store: &StateStore) {

@@ -6,6 +6,7 @@ mod client;
 mod harness;
 mod live_reload;
 mod managed;
+mod metrics;
 mod negotiation;
 mod psql_matrix;
 mod rotation;

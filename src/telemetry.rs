@@ -1,0 +1,202 @@
+//! Metrics in Prometheus text format, served on an optional listener (`serve --metrics ADDR`).
+//!
+//! The data plane records through the `metrics` facade (a no-op until a recorder is installed); this
+//! module installs the Prometheus recorder once per process, describes every metric, and answers
+//! `GET /metrics` with a deliberately tiny HTTP/1.1 responder: one request per connection, bounded reads,
+//! a timeout, nothing else to attack.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Buckets for the `_seconds` histograms: 100 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+/// Metric names, so recorders and tests agree.
+pub mod names {
+    /// Connections accepted.
+    pub const CONNECTIONS_ACCEPTED: &str = "pgssl_connections_accepted_total";
+    /// Connections open now.
+    pub const CONNECTIONS_ACTIVE: &str = "pgssl_connections_active";
+    /// Connections refused because the limit was reached.
+    pub const CONNECTIONS_OVER_LIMIT: &str = "pgssl_connections_over_limit_total";
+    /// TLS handshakes by `version` and `outcome`.
+    pub const TLS_HANDSHAKES: &str = "pgssl_tls_handshakes_total";
+    /// TLS handshake duration.
+    pub const TLS_HANDSHAKE_SECONDS: &str = "pgssl_tls_handshake_duration_seconds";
+    /// Negotiations that ended without a start-up, by `reason`.
+    pub const NEGOTIATION_FAILURES: &str = "pgssl_negotiation_failures_total";
+    /// Policy refusals by `mode` and `class`.
+    pub const POLICY_REJECTIONS: &str = "pgssl_policy_rejections_total";
+    /// Failed connections to the repository.
+    pub const UPSTREAM_CONNECT_FAILURES: &str = "pgssl_upstream_connect_failures_total";
+    /// Time to connect to the repository.
+    pub const UPSTREAM_CONNECT_SECONDS: &str = "pgssl_upstream_connect_duration_seconds";
+    /// Bytes relayed by `direction` (`to_upstream`, `to_client`).
+    pub const BYTES_RELAYED: &str = "pgssl_bytes_relayed_total";
+    /// Reloads by `outcome`.
+    pub const RELOADS: &str = "pgssl_reloads_total";
+    /// Cancel requests forwarded.
+    pub const CANCELS_FORWARDED: &str = "pgssl_cancel_requests_total";
+}
+
+/// The process-wide Prometheus handle; the recorder is installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        // Only an empty bucket list is refused; should that ever happen, summaries replace buckets.
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            warn!("a metrics recorder was already installed; /metrics may miss values");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use names::*;
+    describe_counter!(CONNECTIONS_ACCEPTED, "Client connections accepted.");
+    describe_gauge!(CONNECTIONS_ACTIVE, "Client connections open now.");
+    describe_counter!(
+        CONNECTIONS_OVER_LIMIT,
+        "Connections refused with 53300 because max_connections was reached."
+    );
+    describe_counter!(
+        TLS_HANDSHAKES,
+        "TLS handshakes by protocol version and outcome."
+    );
+    describe_histogram!(
+        TLS_HANDSHAKE_SECONDS,
+        Unit::Seconds,
+        "TLS handshake duration."
+    );
+    describe_counter!(
+        NEGOTIATION_FAILURES,
+        "Connections that ended before a start-up message, by reason."
+    );
+    describe_counter!(
+        POLICY_REJECTIONS,
+        "Start-ups refused by the SSL policy, by mode and user class."
+    );
+    describe_counter!(
+        UPSTREAM_CONNECT_FAILURES,
+        "Failed connections to the repository."
+    );
+    describe_histogram!(
+        UPSTREAM_CONNECT_SECONDS,
+        Unit::Seconds,
+        "Time to connect to the repository."
+    );
+    describe_counter!(BYTES_RELAYED, Unit::Bytes, "Bytes relayed, by direction.");
+    describe_counter!(RELOADS, "Reloads of the applied settings, by outcome.");
+    describe_counter!(
+        CANCELS_FORWARDED,
+        "Cancel requests forwarded to the repository."
+    );
+}
+
+/// Serves `GET /metrics` on `listener` until `stop` is cancelled.
+pub async fn serve_metrics(listener: TcpListener, stop: CancellationToken) {
+    let handle = prometheus();
+    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let (mut stream, _) = tokio::select! {
+            () = stop.cancelled() => return,
+            _ = upkeep.tick() => {
+                handle.run_upkeep();
+                continue;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(async move {
+            let answer = async {
+                let head = read_request_head(&mut stream).await?;
+                let response = respond(&head, handle);
+                stream.write_all(response.as_bytes()).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
+        });
+    }
+}
+
+async fn read_request_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn respond(head: &str, handle: &PrometheusHandle) -> String {
+    let request_line = head.lines().next().unwrap_or_default();
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let (status, content_type, body) = match (method, path.split('?').next().unwrap_or_default()) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            handle.render(),
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found; try /metrics\n".into(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "only GET\n".into(),
+        ),
+    };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_metrics_404_and_405() {
+        let handle = prometheus();
+        metrics::counter!(names::RELOADS, "outcome" => "ok").increment(1);
+        let ok = respond("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", handle);
+        assert!(ok.starts_with("HTTP/1.1 200 OK"));
+        assert!(ok.contains("pgssl_reloads_total{outcome=\"ok\"}"), "{ok}");
+        assert!(respond("GET / HTTP/1.1\r\n\r\n", handle).starts_with("HTTP/1.1 404"));
+        assert!(respond("POST /metrics HTTP/1.1\r\n\r\n", handle).starts_with("HTTP/1.1 405"));
+        assert!(respond("", handle).starts_with("HTTP/1.1 405"));
+    }
+}
