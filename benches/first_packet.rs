@@ -1,55 +1,71 @@
-//! Micro-benchmark of the per-connection hot path that does not touch a socket: parsing a start-up
-//! packet and deciding the policy. Run with `cargo bench --bench first_packet`.
-//!
-//! A plain timing loop (no framework) so that it builds with the project's own dependencies; figures are
-//! nanoseconds per operation, best of several rounds.
+//! Criterion micro-benchmarks of the per-connection work that never touches a socket: parsing the
+//! first packets and deciding the policy. Run with `cargo bench --bench first_packet`.
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
+use criterion::{Criterion, criterion_group, criterion_main};
 use pgssl::policy::{self, Mode, Transport, UserClassifier};
 use pgssl::protocol::first_packet;
 
-fn startup_packet() -> BytesMut {
-    let body = b"user\0internal_svc\0database\0repository\0application_name\0vizqlserver\0client_encoding\0UTF8\0\0";
-    let mut b = BytesMut::new();
+fn packet(code: u32, body: &[u8]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(8 + body.len());
     b.put_u32(8 + body.len() as u32);
-    b.put_u32(3 << 16);
+    b.put_u32(code);
     b.put_slice(body);
     b
 }
 
-fn bench(name: &str, iterations: u32, mut f: impl FnMut()) {
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let start = Instant::now();
-        for _ in 0..iterations {
-            f();
-        }
-        best = best.min(start.elapsed().as_nanos() as f64 / f64::from(iterations));
+fn parsing(c: &mut Criterion) {
+    let startup = packet(
+        3 << 16,
+        b"user\0internal_svc\0database\0repository\0application_name\0vizqlserver\0client_encoding\0UTF8\0\0",
+    );
+    let ssl_request = packet(first_packet::SSL_REQUEST_CODE, b"");
+    let mut cancel_body = vec![0, 0, 0, 42];
+    cancel_body.extend([7u8; 32]);
+    let cancel = packet(first_packet::CANCEL_REQUEST_CODE, &cancel_body);
+    let mut group = c.benchmark_group("first_packet::parse");
+    for (name, bytes) in [
+        ("startup_4_params", &startup),
+        ("ssl_request", &ssl_request),
+        ("cancel_3_2", &cancel),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut buf = bytes.clone();
+                black_box(first_packet::parse(black_box(&mut buf)).ok())
+            })
+        });
     }
-    println!("{name:<40} {best:>10.1} ns/op");
+    group.finish();
 }
 
-fn main() {
-    let packet = startup_packet();
-    bench("first_packet::parse (startup, 4 params)", 200_000, || {
-        let mut buf = packet.clone();
-        black_box(first_packet::parse(black_box(&mut buf)).ok());
-    });
+fn policy_decision(c: &mut Criterion) {
     let classifier = UserClassifier::new(vec!["tableau".into(), "readonly".into()]);
-    bench(
-        "policy::decide (optional, internal, TLS)",
-        1_000_000,
-        || {
+    c.bench_function("policy::classify_and_decide", |b| {
+        b.iter(|| {
             let class = classifier.classify(black_box("internal_svc"));
             black_box(policy::decide(
-                Mode::Optional,
+                black_box(Mode::Optional),
                 class,
                 Transport::Tls,
                 "internal_svc",
-            ));
-        },
-    );
+            ))
+        })
+    });
+    c.bench_function("policy::decide_reject", |b| {
+        b.iter(|| {
+            let class = classifier.classify(black_box("internal_svc"));
+            black_box(policy::decide(
+                black_box(Mode::Required),
+                class,
+                Transport::Plaintext,
+                "internal_svc",
+            ))
+        })
+    });
 }
+
+criterion_group!(benches, parsing, policy_decision);
+criterion_main!(benches);

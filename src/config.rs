@@ -145,6 +145,8 @@ pub struct RepositoryConfig {
     pub probe_user: String,
     /// Database used for that probe. Default `postgres`.
     pub probe_database: String,
+    /// `max_connections` of a managed repository (each proxied session holds one). Default 100.
+    pub max_connections: u32,
     /// Operating-system user that runs a managed repository when pgssl runs as root. Default `postgres`.
     pub os_user: String,
     /// Internal service roles of a managed repository, created with generated passwords. The first
@@ -159,6 +161,7 @@ impl Default for RepositoryConfig {
             postgres_major: 15,
             probe_user: "postgres".into(),
             probe_database: "postgres".into(),
+            max_connections: 100,
             os_user: "postgres".into(),
             internal_roles: vec!["pgssl_internal".into()],
         }
@@ -214,6 +217,10 @@ impl Config {
                 u64::from(self.tls.certificate_validity_days),
             ),
             ("repository.port", u64::from(self.repository.port)),
+            (
+                "repository.max_connections",
+                u64::from(self.repository.max_connections),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -68,7 +68,10 @@ pub async fn handle(
         warn!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
     let deadline = started + ctx.handshake_timeout;
-    match negotiate::negotiate(tcp, &settings, deadline).await {
+    // Boxed: the negotiation's state (TLS handshake included) is freed once it finishes instead of
+    // sizing the task for the whole life of the session.
+    let negotiated = Box::pin(negotiate::negotiate(tcp, &settings, deadline)).await;
+    match negotiated {
         Err(e) => log_negotiation_failure(peer, &e),
         Ok(Negotiated::Cancel { stream, packet }) => {
             forward_cancel(stream, &packet, peer, &ctx).await
@@ -210,9 +213,11 @@ async fn forward_cancel(
 
 fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError) {
     metrics::counter!(names::NEGOTIATION_FAILURES, "reason" => e.reason()).increment(1);
+    // Each of these is one client's mistake, not the operator's problem: info, like every other
+    // per-connection outcome, so that a misbehaving client cannot flood the warnings.
     match e {
         NegotiateError::ClosedByClient => info!(%peer, outcome = "client_closed", "{e}"),
-        _ => warn!(%peer, outcome = "negotiation_failed", "{e}"),
+        _ => info!(%peer, outcome = "negotiation_failed", "{e}"),
     }
 }
 

@@ -1,13 +1,22 @@
 //! The relay: bytes both ways between the client and the repository until either side closes.
 //!
 //! Nothing here parses the protocol; authentication, queries and COPY pass through untouched.
+//!
+//! An idle session must cost as little memory as possible (a proxy may hold thousands), so the relay
+//! owns no copy buffers while nothing flows: each read lands in a buffer on the stack of the poll
+//! call and is written on at once; only bytes the destination cannot take yet are moved to the heap,
+//! and that spill buffer is freed as soon as it drains.
 
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
+
+/// Size of the per-poll stack buffer: one TLS record's worth of plaintext.
+const CHUNK: usize = 16 * 1024;
 
 /// Bytes moved by a relay.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,25 +53,27 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    // Counting the reads on each side keeps the totals even when the copy ends in an error.
-    let mut client = Counting {
-        inner: client,
-        read: 0,
-    };
-    let mut upstream = Counting {
-        inner: upstream,
-        read: 0,
-    };
+    let mut up = Direction::default();
+    let mut down = Direction::default();
+    let copy = poll_fn(|cx| {
+        let a = up.poll(cx, &mut *client, &mut *upstream)?;
+        let b = down.poll(cx, &mut *upstream, &mut *client)?;
+        if a.is_ready() && b.is_ready() {
+            Poll::Ready(Ok::<(), io::Error>(()))
+        } else {
+            Poll::Pending
+        }
+    });
     let result = tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => Some(result),
+        result = copy => Some(result),
         () = stop.cancelled() => None,
     };
     let moved = Transferred {
-        to_upstream: client.read,
-        to_client: upstream.read,
+        to_upstream: up.moved,
+        to_client: down.moved,
     };
     match result {
-        Some(Ok(_)) => RelayEnd::Closed(moved),
+        Some(Ok(())) => RelayEnd::Closed(moved),
         // A client that drops TCP without TLS close_notify is how most clients leave after
         // Terminate; it is an ordinary end of session, not a failure.
         Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => RelayEnd::Closed(moved),
@@ -71,39 +82,139 @@ where
     }
 }
 
-/// A stream that counts the bytes read from it.
-struct Counting<'a, S: ?Sized> {
-    inner: &'a mut S,
-    read: u64,
+/// One direction of the copy.
+#[derive(Default)]
+struct Direction {
+    /// Bytes read but not yet written; allocated only while the writer pushes back.
+    spill: Option<Vec<u8>>,
+    /// Position of the first unwritten byte in `spill`.
+    spill_pos: usize,
+    /// Whether written bytes await a flush.
+    needs_flush: bool,
+    /// The reader hit EOF; the writer is being shut down.
+    eof: bool,
+    /// Everything is done.
+    done: bool,
+    /// Bytes moved.
+    moved: u64,
 }
 
-impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Counting<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+impl Direction {
+    fn poll<R, W>(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        self.read += (buf.filled().len() - before) as u64;
-        poll
+        reader: &mut R,
+        writer: &mut W,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            // Drain what the writer refused earlier before reading more.
+            if let Some(spill) = &self.spill {
+                while self.spill_pos < spill.len() {
+                    let n =
+                        ready!(Pin::new(&mut *writer).poll_write(cx, &spill[self.spill_pos..]))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    self.spill_pos += n;
+                    self.needs_flush = true;
+                }
+                self.spill = None;
+                self.spill_pos = 0;
+            }
+            if self.eof {
+                ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let mut stack = [0u8; CHUNK];
+            let mut buf = ReadBuf::new(&mut stack);
+            match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+                Poll::Ready(result) => result?,
+                Poll::Pending => {
+                    // Idle: push out what was written, then wait owning no buffer.
+                    if self.needs_flush {
+                        ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                        self.needs_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+            }
+            let data = buf.filled();
+            if data.is_empty() {
+                self.eof = true;
+                continue;
+            }
+            self.moved += data.len() as u64;
+            let mut written = 0;
+            while written < data.len() {
+                match Pin::new(&mut *writer).poll_write(cx, &data[written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        written += n;
+                        self.needs_flush = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        self.spill = Some(data[written..].to_vec());
+                        self.spill_pos = 0;
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
     }
 }
 
-impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Counting<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write(cx, buf)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    #[tokio::test]
+    async fn relays_both_ways_through_a_slow_writer_and_propagates_eof() {
+        // Tiny duplex buffers force partial writes, exercising the spill path.
+        let (mut client_far, mut client_near) = duplex(64);
+        let (mut upstream_near, mut upstream_far) = duplex(64);
+        let stop = CancellationToken::new();
+        let relay =
+            tokio::spawn(async move { relay(&mut client_near, &mut upstream_near, &stop).await });
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            client_far.write_all(&sent).await.unwrap();
+            client_far.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            client_far.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut received = Vec::new();
+        upstream_far.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, payload);
+        upstream_far.write_all(b"reply").await.unwrap();
+        upstream_far.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), b"reply");
+        match relay.await.unwrap() {
+            RelayEnd::Closed(t) => assert_eq!((t.to_upstream, t.to_client), (200_000, 5)),
+            other => panic!("{other:?}"),
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    #[tokio::test]
+    async fn stops_when_cancelled() {
+        let (_a, mut b) = duplex(64);
+        let (mut c, _d) = duplex(64);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(matches!(
+            relay(&mut b, &mut c, &stop).await,
+            RelayEnd::Shutdown(_)
+        ));
     }
 }

@@ -111,6 +111,8 @@ pub struct ManagedRepository {
     pub run_as: Option<(String, u32, u32)>,
     /// Internal roles to reconcile.
     pub internal_roles: Vec<String>,
+    /// The cluster's `max_connections`.
+    pub max_connections: u32,
 }
 
 impl ManagedRepository {
@@ -134,6 +136,7 @@ impl ManagedRepository {
             log_file: data_dir.join("log").join("postgresql.log"),
             run_as,
             internal_roles: config.repository.internal_roles.clone(),
+            max_connections: config.repository.max_connections,
         })
     }
 
@@ -327,6 +330,7 @@ impl ManagedRepository {
             ))
             .args(["-c", &format!("port={}", self.port)])
             .args(["-c", "unix_socket_permissions=0700"])
+            .args(["-c", &format!("max_connections={}", self.max_connections)])
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(false)

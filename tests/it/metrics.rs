@@ -205,3 +205,50 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
     let status = child.wait().await.unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_measures_every_mode_and_writes_json() {
+    let pg = Postgres::start();
+    let proxy = crate::harness::Proxy::start(&pg, Mode::Required).await;
+    let dir = tempfile::tempdir().unwrap();
+    for mode in ["connect", "handshake", "steady", "idle"] {
+        let json = dir.path().join(format!("{mode}.json"));
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgssl-bench"))
+            .args([
+                "run",
+                "--mode",
+                mode,
+                "--clients",
+                "2",
+                "--duration",
+                "1",
+                "--warmup",
+                "0",
+            ])
+            .args(["--target", &proxy.addr.to_string(), "--user", "tableau"])
+            .arg("--json")
+            .arg(&json)
+            .env("PGPASSWORD", crate::harness::PASSWORD)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(result["mode"], mode);
+        if mode != "idle" {
+            assert!(result["ok"].as_u64().unwrap() > 0, "{mode}: {result}");
+            assert_eq!(result["errors"], 0, "{mode}: {result}");
+            assert!(result["p99_ms"].as_f64().unwrap() >= result["p50_ms"].as_f64().unwrap());
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("[  1s]"),
+                "a progress line"
+            );
+        }
+    }
+    proxy.stop().await;
+}

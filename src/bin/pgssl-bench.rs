@@ -1,0 +1,578 @@
+//! `pgssl-bench`: a load generator for any Postgres-wire endpoint (pgssl, PostgreSQL, PgBouncer).
+//!
+//! Modes (each bounded by `--duration`, with a progress line per second on stderr, then a table on
+//! stdout and optionally JSON):
+//! - `connect`: a new connection per transaction: SSLRequest, TLS handshake, start-up, authentication
+//!   (SCRAM passes through), `SELECT 1`, Terminate, close;
+//! - `handshake`: SSLRequest, TLS handshake and a start-up without a user name, which the proxy itself
+//!   refuses (FATAL 28000): pgssl's own cost, without PostgreSQL's backend start;
+//! - `steady`: `SELECT 1` over persistent connections;
+//! - `idle`: opens `--clients` authenticated connections and holds them, reporting the server's resident
+//!   memory per connection (with `--server-pid`).
+//!
+//! `bare-server` runs the comparison baseline: a plain rustls accept loop that answers SSLRequest,
+//! completes the handshake, reads the start-up and refuses it — the least any TLS front end must do.
+//!
+//! TLS clients accept any certificate (libpq's `sslmode=require`): this is a load tool, not a verifier.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::{BufMut, BytesMut};
+use clap::{Parser, Subcommand, ValueEnum};
+use pgssl::repository::Session;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgssl-bench",
+    version,
+    about = "Load generator for Postgres-wire TLS endpoints"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure an endpoint.
+    Run(RunArgs),
+    /// Run the bare rustls baseline server.
+    BareServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:6545")]
+        listen: SocketAddr,
+        /// Certificate chain (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Connect,
+    Handshake,
+    Steady,
+    Idle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Tls {
+    /// SSLRequest, then TLS (any certificate accepted).
+    Require,
+    /// Plaintext.
+    Disable,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Connect)]
+    mode: Mode,
+    /// Endpoint, host:port.
+    #[arg(long, default_value = "127.0.0.1:8060")]
+    target: String,
+    /// User name.
+    #[arg(long, default_value = "tableau")]
+    user: String,
+    /// Password (or the PGPASSWORD environment variable).
+    #[arg(long, env = "PGPASSWORD", hide_env_values = true, default_value = "")]
+    password: String,
+    /// Database.
+    #[arg(long, default_value = "postgres")]
+    database: String,
+    /// TLS or not.
+    #[arg(long, value_enum, default_value_t = Tls::Require)]
+    tls: Tls,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds to measure (after warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// Server process to sample CPU and memory from (/proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the result as JSON to this file ('-' for stdout).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => run(args).await,
+        Command::BareServer { listen, cert, key } => bare_server(listen, &cert, &key).await,
+    }
+}
+
+/// Shared counters and latency samples.
+struct Stats {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    ok: AtomicU64,
+    errors: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    async fn record(&self, started: Instant, result: anyhow::Result<()>) {
+        if !self.measuring.load(Ordering::Relaxed) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                let us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                let mut l = self.latencies_us.lock().await;
+                // Bounded memory: keep at most 2 million samples.
+                if l.len() < 2_000_000 {
+                    l.push(us);
+                }
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                *self.last_error.lock().await = Some(format!("{e:#}"));
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.clients == 0 || args.duration == 0 {
+        bail!("--clients and --duration must be at least 1");
+    }
+    let target: SocketAddr = tokio::net::lookup_host(&args.target)
+        .await
+        .with_context(|| format!("cannot resolve {}", args.target))?
+        .next()
+        .with_context(|| format!("{} resolves to no address", args.target))?;
+    let args = Arc::new(args);
+    let stats = Arc::new(Stats {
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        latencies_us: Mutex::new(Vec::new()),
+        last_error: Mutex::new(None),
+    });
+    let connector = tls_connector();
+
+    if args.mode == Mode::Idle {
+        return run_idle(&args, target, &connector).await;
+    }
+
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (args, stats, connector) = (args.clone(), stats.clone(), connector.clone());
+        tasks.push(tokio::spawn(async move {
+            match args.mode {
+                Mode::Steady => steady_client(&args, target, &connector, &stats).await,
+                _ => loop {
+                    if stats.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let started = Instant::now();
+                    let result = match args.mode {
+                        Mode::Handshake => handshake_once(&args, target, &connector).await,
+                        _ => connect_once(&args, target, &connector).await,
+                    };
+                    stats.record(started, result).await;
+                },
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    let cpu_before = args.server_pid.and_then(process_cpu_seconds);
+    stats.measuring.store(true, Ordering::Relaxed);
+    let measure_start = Instant::now();
+    let mut last = 0;
+    for second in 1..=args.duration {
+        tokio::time::sleep_until((measure_start + Duration::from_secs(second)).into()).await;
+        let ok = stats.ok.load(Ordering::Relaxed);
+        eprintln!(
+            "[{second:>3}s] {ok} ok, {} errors, {}/s",
+            stats.errors.load(Ordering::Relaxed),
+            ok - last
+        );
+        last = ok;
+    }
+    stats.measuring.store(false, Ordering::Relaxed);
+    let elapsed = measure_start.elapsed().as_secs_f64();
+    let cpu_after = args.server_pid.and_then(process_cpu_seconds);
+    stats.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+
+    let mut latencies = std::mem::take(&mut *stats.latencies_us.lock().await);
+    latencies.sort_unstable();
+    let ok = stats.ok.load(Ordering::Relaxed);
+    let errors = stats.errors.load(Ordering::Relaxed);
+    let rate = ok as f64 / elapsed;
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(latencies[i]) / 1000.0
+    };
+    let cpu_per_op_us = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) if ok > 0 => Some((a - b) / ok as f64 * 1e6),
+        _ => None,
+    };
+    let result = serde_json::json!({
+        "mode": format!("{:?}", args.mode).to_lowercase(),
+        "target": args.target,
+        "tls": args.tls == Tls::Require,
+        "clients": args.clients,
+        "duration_s": elapsed,
+        "ok": ok,
+        "errors": errors,
+        "rate_per_s": rate,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies.last().map_or(0.0, |v| f64::from(*v) / 1000.0),
+        "server_cpu_us_per_op": cpu_per_op_us,
+        "last_error": stats.last_error.lock().await.clone(),
+    });
+    println!(
+        "{:<10} {:>7} {:>9} {:>8} {:>11} {:>9} {:>9} {:>14}",
+        "mode", "clients", "ok", "errors", "rate/s", "p50 ms", "p99 ms", "cpu µs/op"
+    );
+    println!(
+        "{:<10} {:>7} {:>9} {:>8} {:>11.1} {:>9.2} {:>9.2} {:>14}",
+        result["mode"].as_str().unwrap_or_default(),
+        args.clients,
+        ok,
+        errors,
+        rate,
+        pct(0.50),
+        pct(0.99),
+        cpu_per_op_us.map_or("-".into(), |c| format!("{c:.1}"))
+    );
+    if let Some(e) = stats.last_error.lock().await.as_ref() {
+        eprintln!("last error: {e}");
+    }
+    write_json(args.json.as_ref(), &result)
+}
+
+fn write_json(dest: Option<&PathBuf>, value: &serde_json::Value) -> anyhow::Result<()> {
+    match dest {
+        None => Ok(()),
+        Some(p) if p.as_os_str() == "-" => {
+            println!("{value}");
+            Ok(())
+        }
+        Some(p) => std::fs::write(p, format!("{value}\n"))
+            .with_context(|| format!("cannot write {}", p.display())),
+    }
+}
+
+/// A client stream: plaintext or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+async fn open(
+    args: &RunArgs,
+    target: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+) -> anyhow::Result<Box<dyn Stream>> {
+    let mut tcp = TcpStream::connect(target).await?;
+    tcp.set_nodelay(true)?;
+    if args.tls == Tls::Disable {
+        return Ok(Box::new(tcp));
+    }
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+    let answer = tcp.read_u8().await?;
+    if answer != b'S' {
+        bail!("the server answered {:?} to SSLRequest", answer as char);
+    }
+    let name = ServerName::try_from("localhost")?;
+    Ok(Box::new(connector.connect(name, tcp).await?))
+}
+
+async fn connect_once(
+    args: &RunArgs,
+    target: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+) -> anyhow::Result<()> {
+    let stream = open(args, target, connector).await?;
+    let params = [
+        ("user", args.user.as_str()),
+        ("database", args.database.as_str()),
+    ];
+    let mut session = Session::start(stream, &params, Some(&args.password)).await?;
+    session.simple_query("SELECT 1").await?;
+    session.terminate().await?;
+    Ok(())
+}
+
+async fn handshake_once(
+    args: &RunArgs,
+    target: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+) -> anyhow::Result<()> {
+    let mut stream = open(args, target, connector).await?;
+    // A start-up without a user name: refused by the front end itself.
+    let body = b"database\0postgres\0\0";
+    let mut packet = BytesMut::with_capacity(8 + body.len());
+    packet.put_u32(8 + body.len() as u32);
+    packet.put_u32(3 << 16);
+    packet.put_slice(body);
+    stream.write_all(&packet).await?;
+    stream.flush().await?;
+    let tag = stream.read_u8().await?;
+    if tag != b'E' {
+        bail!("expected an ErrorResponse, got {:?}", tag as char);
+    }
+    Ok(())
+}
+
+async fn steady_client(
+    args: &RunArgs,
+    target: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    stats: &Stats,
+) {
+    let mut session = loop {
+        if stats.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let stream = match open(args, target, connector).await {
+            Ok(s) => s,
+            Err(e) => {
+                stats.record(Instant::now(), Err(e)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let params = [
+            ("user", args.user.as_str()),
+            ("database", args.database.as_str()),
+        ];
+        match Session::start(stream, &params, Some(&args.password)).await {
+            Ok(s) => break s,
+            Err(e) => {
+                stats.record(Instant::now(), Err(e.into())).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    while !stats.stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let result = session
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(Into::into);
+        let failed = result.is_err();
+        stats.record(started, result).await;
+        if failed {
+            return;
+        }
+    }
+    let _ = session.terminate().await;
+}
+
+async fn run_idle(
+    args: &RunArgs,
+    target: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+) -> anyhow::Result<()> {
+    let rss_before = args.server_pid.and_then(process_rss_kib);
+    let mut sessions = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let stream = open(args, target, connector)
+            .await
+            .with_context(|| format!("connection {i}"))?;
+        let params = [
+            ("user", args.user.as_str()),
+            ("database", args.database.as_str()),
+        ];
+        let mut s = Session::start(stream, &params, Some(&args.password))
+            .await
+            .with_context(|| format!("connection {i}"))?;
+        s.simple_query("SELECT 1").await?;
+        sessions.push(s);
+        if (i + 1) % 100 == 0 {
+            eprintln!("{} idle connections open", i + 1);
+        }
+    }
+    // Let the server settle (allocator, lazily freed buffers) before sampling.
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let rss_after = args.server_pid.and_then(process_rss_kib);
+    let per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => Some((a as f64 - b as f64) / args.clients as f64),
+        _ => None,
+    };
+    let result = serde_json::json!({
+        "mode": "idle",
+        "target": args.target,
+        "clients": args.clients,
+        "server_rss_kib_before": rss_before,
+        "server_rss_kib_after": rss_after,
+        "server_rss_kib_per_connection": per_conn,
+    });
+    println!(
+        "idle connections: {}  server RSS before: {} KiB  after: {} KiB  per connection: {}",
+        args.clients,
+        rss_before.map_or("-".into(), |v| v.to_string()),
+        rss_after.map_or("-".into(), |v| v.to_string()),
+        per_conn.map_or("-".into(), |v| format!("{v:.1} KiB"))
+    );
+    write_json(args.json.as_ref(), &result)?;
+    for s in sessions {
+        let _ = s.terminate().await;
+    }
+    Ok(())
+}
+
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is parenthesised and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / ticks)
+}
+
+fn process_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth()
+        });
+    match config {
+        Ok(config) => tokio_rustls::TlsConnector::from(Arc::new(config)),
+        Err(e) => {
+            eprintln!("error: cannot build a TLS client configuration: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `sslmode=require`: any certificate, but handshake signatures are still checked.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The baseline: SSLRequest → `S`, rustls handshake, read the start-up, refuse it, close.
+async fn bare_server(
+    listen: SocketAddr,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<()> {
+    let paths = pgssl::state::CertPaths {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(pgssl::tls::server_config(&paths)?);
+    let listener = TcpListener::bind(listen).await?;
+    eprintln!("bare rustls server listening on {}", listener.local_addr()?);
+    let refusal = pgssl::protocol::ErrorResponse::fatal(
+        pgssl::protocol::SqlState::InvalidAuthorizationSpecification,
+        "no PostgreSQL user name specified in startup packet",
+    )
+    .encode();
+    loop {
+        let (mut tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let (acceptor, refusal) = (acceptor.clone(), refusal.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let mut request = [0u8; 8];
+            if tcp.read_exact(&mut request).await.is_err() || tcp.write_all(b"S").await.is_err() {
+                return;
+            }
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let mut buf = [0u8; 512];
+            if tls.read(&mut buf).await.is_ok() {
+                let _ = tls.write_all(&refusal).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+    }
+}
