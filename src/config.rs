@@ -80,6 +80,8 @@ pub struct ServerConfig {
     pub connect_timeout_secs: u64,
     /// Seconds open sessions get to finish after SIGINT/SIGTERM before they are closed. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Runtime worker threads; 0 means one per CPU core. Default 0.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +93,7 @@ impl Default for ServerConfig {
             handshake_timeout_secs: 10,
             connect_timeout_secs: 5,
             shutdown_grace_secs: 30,
+            worker_threads: 0,
         }
     }
 }

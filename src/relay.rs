@@ -9,6 +9,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -133,8 +134,10 @@ impl Direction {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            let mut stack = [0u8; CHUNK];
-            let mut buf = ReadBuf::new(&mut stack);
+            // Uninitialised: zeroing 16 KiB on every poll showed up in profiles as a few percent of
+            // the proxy's CPU. ReadBuf tracks which bytes the reader initialised.
+            let mut stack = [MaybeUninit::<u8>::uninit(); CHUNK];
+            let mut buf = ReadBuf::uninit(&mut stack);
             match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
                 Poll::Ready(result) => result?,
                 Poll::Pending => {

@@ -48,11 +48,12 @@ pub fn serve(ctx: &Context, flags: ServeFlags<'_>) -> Result<(), CommandError> {
         ),
         None => ctx.config.upstream_addr()?,
     };
-    // One worker per core: the proxy is CPU-bound on TLS and has nothing else to share the cores with.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CommandError::Runtime)?;
+    // One worker per core by default: the proxy is CPU-bound on TLS.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if ctx.config.server.worker_threads > 0 {
+        builder.worker_threads(ctx.config.server.worker_threads);
+    }
+    let runtime = builder.enable_all().build().map_err(CommandError::Runtime)?;
     runtime.block_on(run(ctx, listen, upstream, metrics))
 }
 
