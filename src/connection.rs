@@ -150,6 +150,8 @@ pub async fn handle(
                 warn!(%peer, %user, error = %e, outcome = "upstream_failed", "could not forward the start-up");
                 return;
             }
+            // An idle session should hold nothing it no longer needs.
+            drop((startup, pipelined, tls));
             let end = relay::relay(&mut stream, &mut upstream, &ctx.closing).await;
             let duration_ms = started.elapsed().as_millis() as u64;
             let t = end.transferred();

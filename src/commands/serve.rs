@@ -53,7 +53,10 @@ pub fn serve(ctx: &Context, flags: ServeFlags<'_>) -> Result<(), CommandError> {
     if ctx.config.server.worker_threads > 0 {
         builder.worker_threads(ctx.config.server.worker_threads);
     }
-    let runtime = builder.enable_all().build().map_err(CommandError::Runtime)?;
+    let runtime = builder
+        .enable_all()
+        .build()
+        .map_err(CommandError::Runtime)?;
     runtime.block_on(run(ctx, listen, upstream, metrics))
 }
 
