@@ -29,4 +29,5 @@ pub mod state;
 pub mod stream;
 pub mod telemetry;
 pub mod tls;
+pub mod tls_client;
 pub mod upstream;

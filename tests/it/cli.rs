@@ -77,6 +77,20 @@ impl CliEnv {
         child.wait_with_output().await.unwrap()
     }
 
+    /// Stages direct access for `user` with `password` fed on standard input, as an operator should.
+    pub async fn stage_direct_user(&self, user: &str, password: &str) -> Output {
+        let args = [
+            "data-access",
+            "repository-access",
+            "enable",
+            "--repository-username",
+            user,
+            "--repository-password",
+            "-",
+        ];
+        self.run_with_stdin(&args, &format!("{password}\n")).await
+    }
+
     /// Runs `args` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()

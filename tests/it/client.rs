@@ -124,56 +124,6 @@ pub fn sqlstate<T: std::fmt::Debug>(result: Result<T, ClientError>) -> String {
     }
 }
 
-/// Accepts any server certificate (still checking handshake signatures): `sslmode=require` semantics,
-/// for load that must keep going while the certificate is replaced.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// SSLRequest and a TLS handshake that accepts any certificate, then start-up as `user` on `database`.
 pub async fn connect_tls_unverified(
     addr: SocketAddr,
@@ -181,13 +131,7 @@ pub async fn connect_tls_unverified(
     database: &str,
     password: &str,
 ) -> Result<TlsSession, ClientError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
+    let connector = pgssl::tls_client::require_mode_connector().unwrap();
     let (answer, tcp) = ssl_request(addr).await;
     if answer != b'S' {
         return Err(ClientError::Protocol(format!(
@@ -195,7 +139,7 @@ pub async fn connect_tls_unverified(
             answer as char
         )));
     }
-    let tls = TlsConnector::from(Arc::new(config))
+    let tls = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await?;
     Session::start(

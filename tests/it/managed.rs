@@ -168,16 +168,7 @@ async fn repository_access_gives_tableau_read_write_and_readonly_select_only() {
     let serve = ServeProcess::start(&env, &[]).await;
     let internal = credentials(&env, &serve).await;
 
-    let args = [
-        "data-access",
-        "repository-access",
-        "enable",
-        "--repository-username",
-        "tableau",
-        "--repository-password",
-        "-",
-    ];
-    let out = ok(&env.run_with_stdin(&args, &format!("{PASSWORD}\n")).await);
+    let out = ok(&env.stage_direct_user("tableau", PASSWORD).await);
     assert!(out.contains("Staged: enable login for 'tableau'"), "{out}");
     assert!(
         ok(&run(&env, &["pending-changes", "list"]).await)
@@ -205,16 +196,7 @@ async fn repository_access_gives_tableau_read_write_and_readonly_select_only() {
     .await;
     assert_eq!(rw.stdout.lines().last(), Some("2"), "{rw:?}");
 
-    let args = [
-        "data-access",
-        "repository-access",
-        "enable",
-        "--repository-username",
-        "readonly",
-        "--repository-password",
-        "-",
-    ];
-    ok(&env.run_with_stdin(&args, PASSWORD).await);
+    ok(&env.stage_direct_user("readonly", PASSWORD).await);
     ok(&run(&env, &["pending-changes", "apply"]).await);
     // A table created after access was granted is readable too.
     assert!(

@@ -43,16 +43,7 @@ async fn prepared() -> (CliEnv, ServeProcess) {
     let env = CliEnv::managed();
     let serve = ServeProcess::start(&env, &[]).await;
     ok(&run(&env, &["security", "repository-ssl", "enable"]).await);
-    let args = [
-        "data-access",
-        "repository-access",
-        "enable",
-        "--repository-username",
-        "tableau",
-        "--repository-password",
-        "-",
-    ];
-    ok(&env.run_with_stdin(&args, PASSWORD).await);
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
     ok(&run(&env, &["pending-changes", "apply"]).await);
     (env, serve)
 }
