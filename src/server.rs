@@ -70,6 +70,7 @@ pub struct Server {
     reloader: Reloader,
     cell: SettingsCell,
     max_connections: usize,
+    workers: usize,
     grace: Duration,
     ctx: Arc<ConnectionContext>,
 }
@@ -97,6 +98,10 @@ impl Server {
             reloader: Reloader::new(store, cell.clone()),
             cell,
             max_connections: config.server.max_connections,
+            workers: match config.server.worker_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             grace: config.shutdown_grace(),
             ctx: Arc::new(ConnectionContext {
                 classifier: config.classifier(),
@@ -125,6 +130,11 @@ impl Server {
     }
 
     /// Serves until `shutdown` is cancelled, then drains.
+    ///
+    /// Connections are accepted and served on one single-threaded runtime per worker
+    /// (`server.worker_threads`, default one per core), all accepting on the same listening socket: a
+    /// session's socket events are then handled by the thread that owns it, without the cross-thread
+    /// wake-ups of a work-stealing pool, which measurably cost steady-state throughput.
     pub async fn run(self, shutdown: CancellationToken) {
         let Server {
             listener,
@@ -133,6 +143,7 @@ impl Server {
             reloader,
             cell,
             max_connections,
+            workers,
             grace,
             ctx,
         } = self;
@@ -144,56 +155,36 @@ impl Server {
             reloader,
             control_stop.clone(),
         ));
-        let limit = Arc::new(Semaphore::new(max_connections));
-        let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
-        let mut backoff = Duration::from_millis(5);
-
-        loop {
-            let accepted = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((tcp, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    match limit.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let settings = cell.current();
-                            let ctx = ctx.clone();
-                            let span = tracing::info_span!("connection", %peer);
-                            tracker.spawn(
-                                async move {
-                                    connection::handle(tcp, peer, settings, ctx).await;
-                                    drop(permit);
-                                }
-                                .instrument(span),
-                            );
+        let shared = Arc::new(AcceptShared {
+            cell,
+            ctx: ctx.clone(),
+            tracker: tracker.clone(),
+            limit: Arc::new(Semaphore::new(max_connections)),
+            refusals: Arc::new(Semaphore::new(MAX_PENDING_REFUSALS)),
+            shutdown: shutdown.clone(),
+        });
+        let pool = tokio_util::task::LocalPoolHandle::new(workers);
+        let mut accept_loops = Vec::with_capacity(workers);
+        match listener.into_std() {
+            Ok(listener) => {
+                for idx in 0..workers {
+                    let copy = match listener.try_clone() {
+                        Ok(copy) => copy,
+                        Err(e) => {
+                            error!(error = %e, "cannot share the listening socket with a worker");
+                            continue;
                         }
-                        Err(_) => match refusals.clone().try_acquire_owned() {
-                            Ok(permit) => {
-                                tracker.spawn(async move {
-                                    connection::refuse_over_limit(tcp, peer).await;
-                                    drop(permit);
-                                });
-                            }
-                            Err(_) => {
-                                metrics::counter!(crate::telemetry::names::CONNECTIONS_OVER_LIMIT)
-                                    .increment(1);
-                                drop(tcp);
-                            }
-                        },
-                    }
-                }
-                // EMFILE and friends are transient: back off instead of ending the server.
-                Err(e) => {
-                    error!(error = %e, "accept failed; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    };
+                    let shared = shared.clone();
+                    accept_loops
+                        .push(pool.spawn_pinned_by_idx(move || accept_loop(copy, shared), idx));
                 }
             }
+            Err(e) => error!(error = %e, "cannot hand the listening socket to the workers"),
         }
-
-        drop(listener);
+        for accept in accept_loops {
+            let _ = accept.await;
+        }
         ctx.draining.cancel();
         tracker.close();
         let open = tracker.len();
@@ -215,5 +206,73 @@ impl Server {
         control_stop.cancel();
         let _ = control_task.await;
         info!("pgssl stopped");
+    }
+}
+
+/// What every accept loop shares.
+struct AcceptShared {
+    cell: SettingsCell,
+    ctx: Arc<ConnectionContext>,
+    tracker: TaskTracker,
+    limit: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+/// Accepts on one worker until shutdown; every connection is served on this worker's runtime.
+async fn accept_loop(listener: std::net::TcpListener, shared: Arc<AcceptShared>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "a worker cannot register the listening socket");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                backoff = Duration::from_millis(5);
+                match shared.limit.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let settings = shared.cell.current();
+                        let ctx = shared.ctx.clone();
+                        let span = tracing::info_span!("connection", %peer);
+                        shared.tracker.spawn(
+                            async move {
+                                connection::handle(tcp, peer, settings, ctx).await;
+                                drop(permit);
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    Err(_) => match shared.refusals.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            shared.tracker.spawn(async move {
+                                connection::refuse_over_limit(tcp, peer).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            metrics::counter!(crate::telemetry::names::CONNECTIONS_OVER_LIMIT)
+                                .increment(1);
+                            drop(tcp);
+                        }
+                    },
+                }
+            }
+            // EMFILE and friends are transient: back off instead of ending the server. Another
+            // worker winning the race for a connection shows up as WouldBlock and is not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                error!(error = %e, "accept failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
     }
 }
