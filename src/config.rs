@@ -80,7 +80,8 @@ pub struct ServerConfig {
     pub connect_timeout_secs: u64,
     /// Seconds open sessions get to finish after SIGINT/SIGTERM before they are closed. Default 30.
     pub shutdown_grace_secs: u64,
-    /// Runtime worker threads; 0 means one per CPU core. Default 0.
+    /// Threads that accept and serve connections, each with its own single-threaded runtime; 0 means
+    /// one per CPU core. Default 0.
     pub worker_threads: usize,
 }
 

@@ -48,12 +48,10 @@ pub fn serve(ctx: &Context, flags: ServeFlags<'_>) -> Result<(), CommandError> {
         ),
         None => ctx.config.upstream_addr()?,
     };
-    // One worker per core by default: the proxy is CPU-bound on TLS.
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if ctx.config.server.worker_threads > 0 {
-        builder.worker_threads(ctx.config.server.worker_threads);
-    }
-    let runtime = builder
+    // Sessions run on the server's own per-core workers; this runtime only carries the control
+    // socket, signals, metrics and the managed repository's supervisor.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(CommandError::Runtime)?;
