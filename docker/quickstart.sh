@@ -70,6 +70,9 @@ From another terminal, in this directory:
 
   PGPASSWORD=$tableau_password psql "host=localhost port=$port dbname=repository sslmode=verify-full sslrootcert=server.crt user=tableau"
 
+(Without dbname, libpq uses the user name: tableau lands in its own empty database; the data is in
+'repository'.)
+
 An internal service's connection string:   PGSSL_DATA_DIR=$PGSSL_DATA_DIR ${pgssl[*]} internal-credentials
 Change the mode live, e.g.:                 PGSSL_DATA_DIR=$PGSSL_DATA_DIR ${pgssl[*]} security repository-ssl enable --internal-only
                                             PGSSL_DATA_DIR=$PGSSL_DATA_DIR ${pgssl[*]} pending-changes apply

@@ -50,6 +50,7 @@ pub async fn apply(
                 };
                 ensure_login_role(&mut admin, user, &password).await?;
                 admin.simple_query(&grants(user, &owners)).await?;
+                ensure_landing_database(&mut admin, user).await?;
                 keystore.set(&password_name(user), &password)?;
                 keystore.remove(&staged)?;
                 info!(user, "direct access enabled");
@@ -74,6 +75,31 @@ pub async fn apply(
         }
     }
     let _ = admin.terminate().await;
+    Ok(())
+}
+
+/// An empty database named after the user, so that clients relying on libpq's default database (the
+/// user name) connect instead of failing with "database does not exist"; the data lives in
+/// `repository`. Only that user (and superusers) may connect to it.
+async fn ensure_landing_database(
+    admin: &mut crate::repository::Session<crate::upstream::UpstreamStream>,
+    user: &str,
+) -> Result<(), ManagedError> {
+    let exists = admin
+        .simple_query(&format!(
+            "SELECT 1 FROM pg_database WHERE datname = '{user}'"
+        ))
+        .await?;
+    if exists.is_empty() {
+        admin
+            .simple_query(&format!("CREATE DATABASE {user}"))
+            .await?;
+    }
+    admin
+        .simple_query(&format!(
+            "REVOKE CONNECT ON DATABASE {user} FROM PUBLIC; GRANT CONNECT ON DATABASE {user} TO {user}"
+        ))
+        .await?;
     Ok(())
 }
 

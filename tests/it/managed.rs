@@ -195,6 +195,13 @@ async fn repository_access_gives_tableau_read_write_and_readonly_select_only() {
     )
     .await;
     assert_eq!(rw.stdout.lines().last(), Some("2"), "{rw:?}");
+    // libpq's default database is the user name: a landing database makes that connect too.
+    let landing = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=tableau sslmode=disable",
+        serve.addr.port()
+    );
+    let landed = psql_commands(&landing, &["SELECT current_database()"]).await;
+    assert_eq!(landed.stdout.trim(), "tableau", "{landed:?}");
 
     ok(&env.stage_direct_user("readonly", PASSWORD).await);
     ok(&run(&env, &["pending-changes", "apply"]).await);
