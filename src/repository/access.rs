@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use tracing::info;
 
-use super::managed::{ManagedError, ManagedRepository, REPOSITORY_DATABASE, ensure_login_role};
+use super::managed::{
+    ManagedError, ManagedRepository, REPOSITORY_DATABASE, ensure_database, ensure_login_role,
+    role_exists,
+};
 use crate::state::keystore::{Keystore, Secret};
 use crate::state::store::{Access, pending_password_name};
 
@@ -56,10 +59,7 @@ pub async fn apply(
                 info!(user, "direct access enabled");
             }
             Access::Disabled => {
-                let exists = admin
-                    .simple_query(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{user}'"))
-                    .await?;
-                if !exists.is_empty() {
+                if role_exists(&mut admin, user).await? {
                     admin
                         .simple_query(&format!("ALTER ROLE {user} NOLOGIN"))
                         .await?;
@@ -85,16 +85,7 @@ async fn ensure_landing_database(
     admin: &mut crate::repository::Session<crate::upstream::UpstreamStream>,
     user: &str,
 ) -> Result<(), ManagedError> {
-    let exists = admin
-        .simple_query(&format!(
-            "SELECT 1 FROM pg_database WHERE datname = '{user}'"
-        ))
-        .await?;
-    if exists.is_empty() {
-        admin
-            .simple_query(&format!("CREATE DATABASE {user}"))
-            .await?;
-    }
+    ensure_database(admin, user, None).await?;
     admin
         .simple_query(&format!(
             "REVOKE CONNECT ON DATABASE {user} FROM PUBLIC; GRANT CONNECT ON DATABASE {user} TO {user}"

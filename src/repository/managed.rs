@@ -418,17 +418,7 @@ impl ManagedRepository {
             }
         }
         let owner = &self.internal_roles[0];
-        let db = admin
-            .simple_query(&format!(
-                "SELECT 1 FROM pg_database WHERE datname = '{REPOSITORY_DATABASE}'"
-            ))
-            .await?;
-        if db.is_empty() {
-            admin
-                .simple_query(&format!(
-                    "CREATE DATABASE {REPOSITORY_DATABASE} OWNER {owner}"
-                ))
-                .await?;
+        if ensure_database(&mut admin, REPOSITORY_DATABASE, Some(owner)).await? {
             info!(
                 database = REPOSITORY_DATABASE,
                 owner, "created the repository database"
@@ -476,16 +466,47 @@ pub async fn ensure_login_role(
     role: &str,
     password: &Secret,
 ) -> Result<bool, ClientError> {
-    let exists = admin
-        .simple_query(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{role}'"))
-        .await?;
-    if exists.is_empty() {
+    let created = !role_exists(admin, role).await?;
+    if created {
         admin
             .simple_query(&format!("CREATE ROLE {role} LOGIN"))
             .await?;
     }
     set_password(admin, role, password).await?;
-    Ok(exists.is_empty())
+    Ok(created)
+}
+
+/// Whether the role `name` exists. `name` must be a plain identifier.
+pub async fn role_exists(
+    admin: &mut Session<UpstreamStream>,
+    name: &str,
+) -> Result<bool, ClientError> {
+    let rows = admin
+        .simple_query(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{name}'"))
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Creates the database `name` (owned by `owner`, else by the superuser) unless it exists; returns
+/// whether it was created. Names must be plain identifiers.
+pub async fn ensure_database(
+    admin: &mut Session<UpstreamStream>,
+    name: &str,
+    owner: Option<&str>,
+) -> Result<bool, ClientError> {
+    let rows = admin
+        .simple_query(&format!(
+            "SELECT 1 FROM pg_database WHERE datname = '{name}'"
+        ))
+        .await?;
+    if !rows.is_empty() {
+        return Ok(false);
+    }
+    let owner = owner.map(|o| format!(" OWNER {o}")).unwrap_or_default();
+    admin
+        .simple_query(&format!("CREATE DATABASE {name}{owner}"))
+        .await?;
+    Ok(true)
 }
 
 /// Sets `role`'s password by sending a SCRAM verifier computed here, so the plaintext never reaches the
