@@ -149,8 +149,7 @@ pub async fn negotiate(
                 if !buf.is_empty() {
                     return Err(NegotiateError::UnencryptedDataAfterSslRequest);
                 }
-                let tls = accept_tls(&acceptor, tcp, deadline).await?;
-                let info = TlsInfo::of(&tls, false);
+                let (tls, info) = accept_tls(&acceptor, tcp, deadline, false).await?;
                 return after_tls(NegotiatedStream::Tls(Box::new(tls)), info, deadline).await;
             }
             FirstPacket::GssEncRequest => {
@@ -186,9 +185,8 @@ async fn direct_tls(
     let Some(acceptor) = settings.acceptor.clone() else {
         return Err(NegotiateError::DirectTlsWhileOff);
     };
-    let tls = accept_tls(&acceptor, tcp, deadline).await?;
+    let (tls, info) = accept_tls(&acceptor, tcp, deadline, true).await?;
     let alpn_ok = tls.get_ref().1.alpn_protocol() == Some(ALPN_POSTGRESQL);
-    let info = TlsInfo::of(&tls, true);
     let stream = NegotiatedStream::Tls(Box::new(tls));
     if !alpn_ok {
         let err = ErrorResponse::fatal(
@@ -200,27 +198,31 @@ async fn direct_tls(
     after_tls(stream, info, deadline).await
 }
 
-/// The TLS handshake, bounded by the deadline and measured.
+/// The TLS handshake, bounded by the deadline and measured; returns the session and what it
+/// negotiated (read once, for both the metrics and the caller).
 async fn accept_tls(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     deadline: Instant,
-) -> Result<TlsStream<TcpStream>, NegotiateError> {
+    direct: bool,
+) -> Result<(TlsStream<TcpStream>, TlsInfo), NegotiateError> {
     let started = Instant::now();
-    let result = timeout_at(deadline, acceptor.accept(tcp)).await;
+    let result = match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Err(_) => Err(("timeout", NegotiateError::Timeout)),
+        Ok(Err(e)) => Err(("failed", NegotiateError::TlsHandshake(e))),
+        Ok(Ok(tls)) => {
+            let info = TlsInfo::of(&tls, direct);
+            Ok((tls, info))
+        }
+    };
     let (version, outcome) = match &result {
-        Ok(Ok(tls)) => (TlsInfo::of(tls, false).version, "ok"),
-        Ok(Err(_)) => ("unknown".to_string(), "failed"),
-        Err(_) => ("unknown".to_string(), "timeout"),
+        Ok((_, info)) => (info.version.clone(), "ok"),
+        Err((outcome, _)) => ("unknown".to_string(), *outcome),
     };
     metrics::counter!(names::TLS_HANDSHAKES, "version" => version, "outcome" => outcome)
         .increment(1);
     metrics::histogram!(names::TLS_HANDSHAKE_SECONDS).record(started.elapsed().as_secs_f64());
-    match result {
-        Err(_) => Err(NegotiateError::Timeout),
-        Ok(Err(e)) => Err(NegotiateError::TlsHandshake(e)),
-        Ok(Ok(tls)) => Ok(tls),
-    }
+    result.map_err(|(_, e)| e)
 }
 
 async fn after_tls(
