@@ -75,12 +75,14 @@ impl LiveSettings {
         let paths = store
             .cert_paths_of(state)
             .ok_or(LoadError::NoCertificate(mode))?;
-        let config = tls::server_config(&paths)?;
-        let info = crate::state::certs::read_info(&paths.cert)?;
+        // Read the file once: the fingerprint comes from the same leaf the server will present.
+        let chain = crate::state::certs::read_chain(&paths.cert)?;
+        let fingerprint = crate::state::certs::sha256_fingerprint(&chain[0]);
+        let config = tls::server_config_with_chain(&paths, chain)?;
         Ok(LiveSettings {
             mode,
             acceptor: Some(TlsAcceptor::from(config)),
-            cert_fingerprint: Some(info.sha256_fingerprint),
+            cert_fingerprint: Some(fingerprint),
         })
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
 
 use crate::state::certs::{self, CertError, CertPaths};
 
@@ -14,7 +15,14 @@ pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
 /// Builds a server configuration from `server.crt` and `server.key`, checking that the key matches.
 pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, CertError> {
-    let chain = certs::read_chain(&paths.cert)?;
+    server_config_with_chain(paths, certs::read_chain(&paths.cert)?)
+}
+
+/// Like [`server_config`], with the certificate chain already read from `paths.cert`.
+pub fn server_config_with_chain(
+    paths: &CertPaths,
+    chain: Vec<CertificateDer<'static>>,
+) -> Result<Arc<ServerConfig>, CertError> {
     let key = certs::read_key(&paths.key)?;
     let unusable = |e: rustls::Error| CertError::Unusable {
         cert: paths.cert.clone(),
