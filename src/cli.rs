@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::vizql_extsvc::DEFAULT_CONNECT_TIMEOUT_MS;
 use crate::commands::{self, CommandError, Context};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::state::security::ConnectionType;
 
 /// pgssl: a TLS-terminating proxy for PostgreSQL with tsm-style repository SSL administration.
 #[derive(Debug, Parser)]
@@ -98,6 +100,106 @@ pub enum SecurityCommand {
         #[command(subcommand)]
         command: RepositorySslCommand,
     },
+    /// Serve your own CA-issued certificate on the client listener.
+    ExternalSsl {
+        /// The action.
+        #[command(subcommand)]
+        command: ExternalSslCommand,
+    },
+    /// The custom CA certificate pgssl trusts for its own outgoing TLS.
+    CustomCert {
+        /// The action.
+        #[command(subcommand)]
+        command: CustomCertCommand,
+    },
+    /// The external analytics service (Rserve or TabPy) connection.
+    VizqlExtsvcSsl {
+        /// The action.
+        #[command(subcommand)]
+        command: VizqlExtsvcCommand,
+    },
+}
+
+/// `security external-ssl …`.
+#[derive(Debug, Subcommand)]
+pub enum ExternalSslCommand {
+    /// Validate and stage a certificate, its key and chain for the client listener.
+    Enable {
+        /// The certificate (PEM); may be followed by its chain.
+        #[arg(long, value_name = "FILE")]
+        cert_file: PathBuf,
+        /// The private key (PEM: PKCS#8, PKCS#1 or SEC1; encrypted PKCS#8 with --passphrase).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// Intermediate certificates (PEM), each followed by its issuer.
+        #[arg(long, value_name = "FILE")]
+        chain_file: Option<PathBuf>,
+        /// Passphrase of an encrypted key, or '-' to read it from standard input.
+        #[arg(long, value_name = "PASSPHRASE|-")]
+        passphrase: Option<String>,
+        /// Protocols, e.g. "all, -SSLv2, -SSLv3" or "all -TLSv1.2" [default: all, -SSLv2, -SSLv3].
+        #[arg(long, value_name = "LIST")]
+        protocols: Option<String>,
+    },
+    /// Stage serving the generated repository certificate again.
+    Disable,
+    /// Show the certificate's details and protocols.
+    List,
+}
+
+/// `security custom-cert …`.
+#[derive(Debug, Subcommand)]
+pub enum CustomCertCommand {
+    /// Stage a CA certificate (PEM or DER); fails if one is already added.
+    Add {
+        /// The CA certificate.
+        #[arg(long, value_name = "FILE")]
+        cert_file: PathBuf,
+    },
+    /// Stage removing the custom CA certificate.
+    Delete,
+    /// Show the custom CA certificate.
+    List,
+}
+
+/// `security vizql-extsvc-ssl …`.
+#[derive(Debug, Subcommand)]
+pub enum VizqlExtsvcCommand {
+    /// Stage the external service connection (TLS types are checked with a live handshake).
+    Enable {
+        /// rserve, rserve-secure, tabpy or tabpy-secure.
+        #[arg(long, value_name = "TYPE")]
+        connection_type: ConnectionType,
+        /// Host name or IP address of the service.
+        #[arg(long, value_name = "HOST")]
+        extsvc_host: String,
+        /// Port [default: 6311 for Rserve, 9004 for TabPy].
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        extsvc_port: Option<u16>,
+        /// The service's certificate or its CA (PEM or DER), for the -secure types.
+        #[arg(long, value_name = "FILE")]
+        cert_file: Option<PathBuf>,
+        /// User name for the service.
+        #[arg(long, value_name = "NAME")]
+        extsvc_username: Option<String>,
+        /// Password for the service, or '-' to read it from standard input.
+        #[arg(long, value_name = "PW|-")]
+        extsvc_password: Option<String>,
+        /// Connect timeout in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = DEFAULT_CONNECT_TIMEOUT_MS,
+              value_parser = clap::value_parser!(u64).range(1..=600_000))]
+        connect_timeout_ms: u64,
+        /// Whether scripts are disabled.
+        #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, default_value_t = true)]
+        script_disabled: bool,
+        /// Stage a -secure configuration without the live TLS check.
+        #[arg(long)]
+        skip_check: bool,
+    },
+    /// Stage removing the connection.
+    Disable,
+    /// Show the connection (never the password).
+    List,
 }
 
 /// `security repository-ssl …`.
@@ -179,8 +281,8 @@ impl Cli {
             config,
         };
         use commands::{
-            data_access, internal_credentials, pending_changes, regenerate_tokens, repository_ssl,
-            serve,
+            custom_cert, data_access, external_ssl, internal_credentials, pending_changes,
+            regenerate_tokens, repository_ssl, serve, vizql_extsvc,
         };
         match self.command {
             Command::Serve {
@@ -211,6 +313,65 @@ impl Cli {
                 RepositorySslCommand::GetCertificateFile { file } => {
                     repository_ssl::get_certificate_file(&ctx, &file)
                 }
+            },
+            Command::Security {
+                command: SecurityCommand::ExternalSsl { command },
+            } => match command {
+                ExternalSslCommand::Enable {
+                    cert_file,
+                    key_file,
+                    chain_file,
+                    passphrase,
+                    protocols,
+                } => external_ssl::enable(
+                    &ctx,
+                    &external_ssl::EnableArgs {
+                        cert_file,
+                        key_file,
+                        chain_file,
+                        passphrase,
+                        protocols,
+                    },
+                ),
+                ExternalSslCommand::Disable => external_ssl::disable(&ctx),
+                ExternalSslCommand::List => external_ssl::list(&ctx),
+            },
+            Command::Security {
+                command: SecurityCommand::CustomCert { command },
+            } => match command {
+                CustomCertCommand::Add { cert_file } => custom_cert::add(&ctx, &cert_file),
+                CustomCertCommand::Delete => custom_cert::delete(&ctx),
+                CustomCertCommand::List => custom_cert::list(&ctx),
+            },
+            Command::Security {
+                command: SecurityCommand::VizqlExtsvcSsl { command },
+            } => match command {
+                VizqlExtsvcCommand::Enable {
+                    connection_type,
+                    extsvc_host,
+                    extsvc_port,
+                    cert_file,
+                    extsvc_username,
+                    extsvc_password,
+                    connect_timeout_ms,
+                    script_disabled,
+                    skip_check,
+                } => vizql_extsvc::enable(
+                    &ctx,
+                    &vizql_extsvc::EnableArgs {
+                        connection_type,
+                        host: extsvc_host,
+                        port: extsvc_port,
+                        cert_file,
+                        username: extsvc_username,
+                        password: extsvc_password,
+                        connect_timeout_ms,
+                        script_disabled,
+                        skip_check,
+                    },
+                ),
+                VizqlExtsvcCommand::Disable => vizql_extsvc::disable(&ctx),
+                VizqlExtsvcCommand::List => vizql_extsvc::list(&ctx),
             },
             Command::DataAccess {
                 command: DataAccessCommand::RepositoryAccess { command },

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::policy::UserClassifier;
 use crate::upstream::{BadUpstreamAddr, UpstreamAddr};
+use crate::upstream_tls::UpstreamTlsMode;
 
 /// The default path of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/pgssl.toml";
@@ -72,6 +73,8 @@ pub struct ServerConfig {
     /// An external repository: `host:port` or `unix:/socket/dir`. Default none: pgssl runs a managed
     /// repository in `<data-dir>/pgdata`.
     pub upstream: Option<String>,
+    /// TLS from pgssl to the repository, with libpq's `sslmode` meaning. Default `disable`.
+    pub upstream_tls: UpstreamTlsMode,
     /// Most client connections open at once; more get FATAL 53300. Default 1000.
     pub max_connections: usize,
     /// Seconds from accept to a complete start-up (TLS handshake included). Default 10.
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8060".into(),
             upstream: None,
+            upstream_tls: UpstreamTlsMode::Disable,
             max_connections: 1000,
             handshake_timeout_secs: 10,
             connect_timeout_secs: 5,
@@ -343,6 +347,10 @@ mod tests {
         assert!(Config::parse("[server]\nlisten = \"nowhere\"\n", p).is_err());
         assert!(Config::parse("[server]\nupstream = \"nowhere\"\n", p).is_err());
         assert!(Config::parse("[repository]\npostgres_major = 9\n", p).is_err());
+        let err = Config::parse("[server]\nupstream_tls = \"prefer\"\n", p).unwrap_err();
+        assert!(err.to_string().contains("verify-full"), "{err}");
+        let tls = Config::parse("[server]\nupstream_tls = \"verify-ca\"\n", p).unwrap();
+        assert_eq!(tls.server.upstream_tls, UpstreamTlsMode::VerifyCa);
         assert!(Config::parse("[repository]\ninternal_roles = [\"Bad-Name\"]\n", p).is_err());
         assert!(Config::parse("[repository]\ninternal_roles = [\"tableau\"]\n", p).is_err());
         assert!(Config::parse("[repository]\ninternal_roles = []\n", p).is_err());

@@ -74,7 +74,7 @@ pub async fn handle(
     match negotiated {
         Err(e) => log_negotiation_failure(peer, &e),
         Ok(Negotiated::Cancel { stream, packet }) => {
-            forward_cancel(stream, &packet, peer, &ctx).await
+            forward_cancel(stream, &packet, peer, &settings, &ctx).await
         }
         Ok(Negotiated::Startup {
             mut stream,
@@ -110,7 +110,11 @@ pub async fn handle(
                 return;
             }
             let connecting = Instant::now();
-            let mut upstream = match ctx.upstream.connect(ctx.connect_timeout).await {
+            let mut upstream = match ctx
+                .upstream
+                .connect_with(ctx.connect_timeout, &settings.upstream_tls)
+                .await
+            {
                 Ok(u) => {
                     metrics::histogram!(names::UPSTREAM_CONNECT_SECONDS)
                         .record(connecting.elapsed().as_secs_f64());
@@ -184,10 +188,16 @@ async fn forward_cancel(
     mut client: crate::stream::NegotiatedStream,
     packet: &[u8],
     peer: SocketAddr,
+    settings: &LiveSettings,
     ctx: &ConnectionContext,
 ) {
     let result = async {
-        let mut upstream = ctx.upstream.connect(ctx.connect_timeout).await?;
+        // The cancel travels like a session would: inside TLS when upstream TLS is on.
+        let mut upstream = ctx
+            .upstream
+            .connect_with(ctx.connect_timeout, &settings.upstream_tls)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         upstream.write_all(packet).await?;
         upstream.flush().await?;
         // The server closes once it has read the request; waiting for that keeps the cancel ordered

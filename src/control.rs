@@ -20,23 +20,29 @@ use crate::live::{LiveSettings, LoadError, SettingsCell};
 use crate::policy::Mode;
 use crate::state::StateStore;
 use crate::state::atomic;
+use crate::upstream_tls::UpstreamTlsMode;
 
 /// Re-reads the applied state and swaps it in.
 #[derive(Debug, Clone)]
 pub struct Reloader {
     store: StateStore,
     cell: SettingsCell,
+    upstream_tls: UpstreamTlsMode,
 }
 
 impl Reloader {
-    /// A reloader that loads from `store` into `cell`.
-    pub fn new(store: StateStore, cell: SettingsCell) -> Reloader {
-        Reloader { store, cell }
+    /// A reloader that loads from `store` into `cell`, with `upstream_tls` from the configuration.
+    pub fn new(store: StateStore, cell: SettingsCell, upstream_tls: UpstreamTlsMode) -> Reloader {
+        Reloader {
+            store,
+            cell,
+            upstream_tls,
+        }
     }
 
     /// Loads the applied state; on success new connections use it, on failure nothing changes.
     pub fn reload(&self) -> Result<std::sync::Arc<LiveSettings>, LoadError> {
-        let next = match LiveSettings::load(&self.store) {
+        let next = match LiveSettings::load(&self.store, self.upstream_tls) {
             Ok(next) => next,
             Err(e) => {
                 metrics::counter!(crate::telemetry::names::RELOADS, "outcome" => "refused")

@@ -5,7 +5,9 @@
 //!
 //! - Data plane: [`server`] accepts and limits connections; [`connection`] runs one of them through
 //!   [`negotiate`] (first packets, built on [`protocol`]), [`policy`] (mode × user class), [`upstream`]
-//!   and [`relay`]. [`live`] holds the settings and TLS acceptor ([`tls`]) that new connections get.
+//!   (with [`upstream_tls`] when the repository leg is encrypted) and [`relay`]. [`live`] holds the
+//!   settings, the TLS acceptor ([`tls`]) and the upstream connector ([`tls_client`]) that new
+//!   connections get.
 //! - Control plane: [`state`] (applied and pending state, certificates, atomic files), [`repository`]
 //!   (talking to the upstream as a client), and [`control`] (the reload socket a running server listens
 //!   on).
@@ -31,3 +33,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod tls_client;
 pub mod upstream;
+pub mod upstream_tls;

@@ -21,6 +21,7 @@ use crate::control::{self, ControlError, Reloader};
 use crate::live::{LiveSettings, LoadError, SettingsCell};
 use crate::state::{StateError, StateStore};
 use crate::upstream::UpstreamAddr;
+use crate::upstream_tls::UpstreamTlsMode;
 
 /// What a server is started with.
 #[derive(Debug, Clone)]
@@ -55,6 +56,11 @@ pub enum ServerError {
     /// The control socket cannot be bound.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// Upstream TLS was configured for a Unix-socket upstream.
+    #[error(
+        "server.upstream_tls = {0} needs a TCP upstream (host:port); PostgreSQL does not use TLS on Unix sockets (set server.upstream_tls = \"disable\")"
+    )]
+    TlsOverUnixSocket(UpstreamTlsMode),
 }
 
 /// Refusals (FATAL 53300) in flight at once; past this, connections over the limit are closed without
@@ -79,7 +85,13 @@ impl Server {
     /// Loads the applied settings and binds the listener and the control socket.
     pub async fn bind(options: ServerOptions) -> Result<Server, ServerError> {
         let store = StateStore::open(&options.data_dir)?;
-        let settings = LiveSettings::load(&store)?;
+        let upstream_tls = options.config.server.upstream_tls;
+        if upstream_tls != UpstreamTlsMode::Disable
+            && matches!(options.upstream, UpstreamAddr::Unix { .. })
+        {
+            return Err(ServerError::TlsOverUnixSocket(upstream_tls));
+        }
+        let settings = LiveSettings::load(&store, upstream_tls)?;
         let listener =
             TcpListener::bind(options.listen)
                 .await
@@ -95,7 +107,7 @@ impl Server {
             listener,
             control,
             control_path,
-            reloader: Reloader::new(store, cell.clone()),
+            reloader: Reloader::new(store, cell.clone(), upstream_tls),
             cell,
             max_connections: config.server.max_connections,
             workers: match config.server.worker_threads {

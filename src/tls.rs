@@ -1,14 +1,15 @@
 //! The rustls server configuration built from a certificate folder.
 //!
-//! TLS 1.2 and 1.3 with the ring provider, ALPN `postgresql` (PostgreSQL 17's protocol name, required for
+//! TLS 1.2 and 1.3 (or the subset `external-ssl --protocols` leaves) with the ring provider, ALPN `postgresql` (PostgreSQL 17's protocol name, required for
 //! direct TLS and accepted on the SSLRequest path), and the full chain from `server.crt`.
 
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::state::certs::{self, CertError, CertPaths};
+use crate::state::protocols::ProtocolSet;
 
 /// The ALPN protocol name PostgreSQL registered.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -24,18 +25,31 @@ pub fn server_config_with_chain(
     chain: Vec<CertificateDer<'static>>,
 ) -> Result<Arc<ServerConfig>, CertError> {
     let key = certs::read_key(&paths.key)?;
-    let unusable = |e: rustls::Error| CertError::Unusable {
+    server_config_from(chain, key, ProtocolSet::ALL).map_err(|e| CertError::Unusable {
         cert: paths.cert.clone(),
         key: paths.key.clone(),
         reason: e.to_string(),
-    };
+    })
+}
+
+/// Builds a server configuration offering `protocols`; rustls refuses a key that does not match.
+pub fn server_config_from(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    protocols: ProtocolSet,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::with_capacity(2);
+    if protocols.tls13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if protocols.tls12 {
+        versions.push(&rustls::version::TLS12);
+    }
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(unusable)?
+            .with_protocol_versions(&versions)?
             .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(unusable)?;
+            .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(Arc::new(config))
 }

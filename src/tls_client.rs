@@ -1,25 +1,114 @@
-//! TLS for pgssl's own outgoing connections.
+//! TLS for pgssl's own outgoing connections: to the repository (`server.upstream_tls`), and for the
+//! load generator and tests.
 //!
-//! Today this serves the load generator and tests: libpq's `sslmode=require`, which encrypts but does
-//! not authenticate the server (any certificate is accepted, handshake signatures are still checked).
+//! The three levels of server authentication match libpq's `sslmode`: none (`require`: encryption
+//! only, handshake signatures still checked), the chain only (`verify-ca`), and the chain plus the host
+//! name (`verify-full`).
 
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::TlsConnector;
+
+/// How much of the server's identity a connector checks.
+#[derive(Debug)]
+pub enum Verification {
+    /// Nothing: any certificate (libpq `require` without a root certificate).
+    None,
+    /// That the chain leads to one of these roots (libpq `verify-ca`).
+    ChainOnly(RootCertStore),
+    /// The chain and the host name (libpq `verify-full`).
+    Full(RootCertStore),
+}
 
 /// A connector with `sslmode=require` semantics: encryption without server authentication.
 pub fn require_mode_connector() -> Result<TlsConnector, rustls::Error> {
+    connector(Verification::None)
+}
+
+/// A TLS 1.2/1.3 connector (ring provider) that checks what `verification` asks for.
+pub fn connector(verification: Verification) -> Result<TlsConnector, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let config = match verification {
+        Verification::None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
+        Verification::ChainOnly(roots) => {
+            let inner = webpki_verifier(roots, provider)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+                .with_no_client_auth()
+        }
+        Verification::Full(roots) => builder
+            .with_webpki_verifier(webpki_verifier(roots, provider)?)
+            .with_no_client_auth(),
+    };
     Ok(TlsConnector::from(Arc::new(config)))
+}
+
+fn webpki_verifier(
+    roots: RootCertStore,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))
+}
+
+/// Verifies the chain like `verify-full` but accepts any host name, as libpq's `verify-ca` does.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            // The name is checked last, so this error means everything else passed.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Accepts any server certificate but verifies the handshake signatures made with it.
@@ -69,4 +158,83 @@ impl ServerCertVerifier for AnyCertificate {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Why a TLS reachability check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeCheckError {
+    /// The host is not a valid TLS server name.
+    #[error("'{0}' is not a valid host name")]
+    BadHost(String),
+    /// TCP connect failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The handshake failed (for example an untrusted certificate).
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake {
+        /// host:port.
+        addr: String,
+        /// rustls' or the socket's error.
+        source: std::io::Error,
+    },
+    /// Connecting and the handshake took longer than allowed.
+    #[error("no TLS handshake with {addr} within {ms} ms")]
+    TimedOut {
+        /// host:port.
+        addr: String,
+        /// The limit.
+        ms: u128,
+    },
+}
+
+/// Connects to `host:port` and completes a TLS handshake with `verification`, within `timeout`;
+/// returns the negotiated protocol version.
+pub async fn check_handshake(
+    host: &str,
+    port: u16,
+    verification: Verification,
+    timeout: std::time::Duration,
+) -> Result<String, HandshakeCheckError> {
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| HandshakeCheckError::BadHost(host.to_string()))?;
+    let connector = connector(verification).map_err(|e| HandshakeCheckError::Handshake {
+        addr: addr.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|source| HandshakeCheckError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let tls = connector.connect(name, tcp).await.map_err(|source| {
+            HandshakeCheckError::Handshake {
+                addr: addr.clone(),
+                source,
+            }
+        })?;
+        let version = tls
+            .get_ref()
+            .1
+            .protocol_version()
+            .map_or_else(|| "unknown".into(), |v| format!("{v:?}"));
+        Ok(version)
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| HandshakeCheckError::TimedOut {
+            addr: addr.clone(),
+            ms: timeout.as_millis(),
+        })?
 }

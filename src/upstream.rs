@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::upstream_tls::{UpstreamTls, UpstreamTlsFailure, UpstreamTlsMode};
+
 /// Where the repository listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamAddr {
@@ -55,15 +57,37 @@ impl UpstreamAddr {
         Ok(UpstreamAddr::Tcp(text.to_string()))
     }
 
-    /// Connects, giving up after `timeout`. TCP connections get `TCP_NODELAY`: the protocol is
-    /// request/response and small writes must not wait for Nagle.
+    /// Connects in plaintext, giving up after `timeout`. TCP connections get `TCP_NODELAY`: the
+    /// protocol is request/response and small writes must not wait for Nagle.
     pub async fn connect(&self, timeout: Duration) -> io::Result<UpstreamStream> {
+        self.connect_with(timeout, &UpstreamTls::disabled())
+            .await
+            .map_err(|e| match e {
+                UpstreamError::Io(e) => e,
+                other => io::Error::other(other.to_string()),
+            })
+    }
+
+    /// Connects and, unless `tls` is `disable`, negotiates TLS with the repository; the whole of it
+    /// must finish within `timeout`.
+    pub async fn connect_with(
+        &self,
+        timeout: Duration,
+        tls: &UpstreamTls,
+    ) -> Result<UpstreamStream, UpstreamError> {
         let connect = async {
             match self {
                 UpstreamAddr::Tcp(addr) => {
                     let s = TcpStream::connect(addr.as_str()).await?;
                     s.set_nodelay(true)?;
-                    Ok(UpstreamStream::Tcp(s))
+                    if tls.mode() == UpstreamTlsMode::Disable {
+                        return Ok(UpstreamStream::Tcp(s));
+                    }
+                    let tls_stream = tls.negotiate(s, self.host()).await?;
+                    Ok(UpstreamStream::Tls(Box::new(tls_stream)))
+                }
+                UpstreamAddr::Unix { .. } if tls.mode() != UpstreamTlsMode::Disable => {
+                    Err(UpstreamError::TlsOverUnixSocket(tls.mode()))
                 }
                 UpstreamAddr::Unix { .. } => Ok(UpstreamStream::Unix(
                     UnixStream::connect(self.socket_path()).await?,
@@ -72,7 +96,20 @@ impl UpstreamAddr {
         };
         tokio::time::timeout(timeout, connect)
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connection timed out"))?
+            .map_err(|_| UpstreamError::TimedOut)?
+    }
+
+    /// The host part of a TCP address, without IPv6 brackets (what `verify-full` checks).
+    pub fn host(&self) -> &str {
+        match self {
+            UpstreamAddr::Tcp(addr) => {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                host.strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host)
+            }
+            UpstreamAddr::Unix { .. } => "localhost",
+        }
     }
 
     fn socket_path(&self) -> PathBuf {
@@ -92,6 +129,25 @@ impl fmt::Display for UpstreamAddr {
     }
 }
 
+/// Why the repository could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Connecting (and negotiating TLS) took too long.
+    #[error("connection timed out")]
+    TimedOut,
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] UpstreamTlsFailure),
+    /// TLS was asked for on a Unix socket, where PostgreSQL never offers it.
+    #[error(
+        "server.upstream_tls = {0} needs a TCP upstream (host:port); PostgreSQL does not use TLS on Unix sockets"
+    )]
+    TlsOverUnixSocket(UpstreamTlsMode),
+}
+
 /// A connection to the repository.
 #[derive(Debug)]
 pub enum UpstreamStream {
@@ -99,6 +155,8 @@ pub enum UpstreamStream {
     Tcp(TcpStream),
     /// Over the repository's Unix socket.
     Unix(UnixStream),
+    /// Over TCP with TLS (`server.upstream_tls`); boxed for the size of the rustls state.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for UpstreamStream {
@@ -110,6 +168,7 @@ impl AsyncRead for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -123,6 +182,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -130,6 +190,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             UpstreamStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -137,6 +198,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -161,6 +223,14 @@ mod tests {
                 dir: "/run/postgresql".into(),
                 port: 5433
             })
+        );
+        assert_eq!(
+            UpstreamAddr::parse("[::1]:6000", 5432).unwrap().host(),
+            "::1"
+        );
+        assert_eq!(
+            UpstreamAddr::parse("db.example:5432", 5432).unwrap().host(),
+            "db.example"
         );
         let unix = UpstreamAddr::parse("/tmp/pg", 5432).unwrap();
         assert_eq!(unix.to_string(), "unix:/tmp/pg/.s.PGSQL.5432");

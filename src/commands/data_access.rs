@@ -1,32 +1,14 @@
 //! `pgssl data-access repository-access enable --repository-username U --repository-password PW|-`
 //! and `disable --repository-username U`: direct-connection users of the managed repository.
 
-use std::io::BufRead;
-
-use super::{CommandError, Context};
-use crate::state::keystore::{Keystore, Secret};
+use super::{CommandError, Context, read_secret};
+use crate::state::keystore::Keystore;
 use crate::state::store::{Access, pending_password_name};
 
 /// Stages LOGIN with a new password for `user`; `-` reads the password from standard input.
 pub fn enable(ctx: &Context, user: &str, password: &str) -> Result<(), CommandError> {
     require_managed(ctx)?;
-    let secret = if password == "-" {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| {
-            CommandError::Refused(format!("cannot read the password from standard input: {e}"))
-        })?;
-        Secret::new(line.trim_end_matches(['\n', '\r']).to_string())
-    } else {
-        eprintln!(
-            "note: a password given on the command line is visible in the process list and shell history; prefer '--repository-password -' and standard input"
-        );
-        Secret::new(password.to_string())
-    };
-    if secret.expose().is_empty() || secret.expose().contains('\0') {
-        return Err(CommandError::Refused(
-            "the password must not be empty or contain NUL bytes".into(),
-        ));
-    }
+    let secret = read_secret(password, "--repository-password")?;
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let mut keystore = Keystore::open(&store.config_dir())?;

@@ -40,12 +40,13 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
     }
     let next = pending.merged_into(&applied);
     // The same loader a server uses: what passes here, a server can serve.
-    LiveSettings::for_state(&store, &next)?;
+    LiveSettings::for_state(&store, &next, ctx.config.server.upstream_tls)?;
     if !pending.data_access.is_empty() {
         apply_data_access(ctx, &store, &pending)?;
     }
     let lines = pending.describe(&applied);
     store.promote(&next)?;
+    super::prune(&store);
     println!("Applied:");
     for line in lines {
         println!("  {line}");
@@ -101,7 +102,9 @@ pub fn discard(ctx: &Context) -> Result<(), CommandError> {
             keystore.remove(&crate::state::store::pending_password_name(&user))?;
         }
     }
-    if store.discard_pending()? {
+    let discarded = store.discard_pending()?;
+    super::prune(&store);
+    if discarded {
         println!("Discarded the pending changes.");
     } else {
         println!("No pending changes to discard.");

@@ -2,14 +2,13 @@
 
 use std::path::Path;
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
-use super::{CommandError, Context, block_on};
+use super::{CommandError, Context, block_on, describe_expiry};
+use crate::live::LiveSettings;
 use crate::policy::Mode;
 use crate::repository::managed::ManagedRepository;
 use crate::repository::version::{self, VersionSource};
 use crate::state::certs;
+use crate::upstream_tls::UpstreamTls;
 
 /// Stages `required` (or `optional` with `internal_only`), generating the certificate if missing.
 pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
@@ -24,7 +23,13 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
     let mut pending = store.pending()?;
 
     let found = match ctx.config.upstream_addr()? {
-        Some(upstream) => block_on(version::probe(&ctx.config, &upstream))?,
+        Some(upstream) => {
+            // Reach the upstream the way the proxy will, with the TLS settings in force.
+            let tls = LiveSettings::for_state(&store, &applied, ctx.config.server.upstream_tls)
+                .map(|s| s.upstream_tls)
+                .unwrap_or_else(|_| UpstreamTls::disabled());
+            block_on(version::probe(&ctx.config, &upstream, &tls))?
+        }
         None => managed_major(ctx),
     };
     match &found.source {
@@ -142,6 +147,11 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
             staged.description()
         );
     }
+    if applied.external_ssl.is_some() {
+        println!(
+            "  served certificate:  external SSL (see 'pgssl security external-ssl list'); the generated one below is kept for when it is disabled"
+        );
+    }
     match store
         .cert_paths_of(&next)
         .or_else(|| store.cert_paths_of(&applied))
@@ -164,18 +174,6 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn describe_expiry(not_after: OffsetDateTime) -> String {
-    let when = not_after
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| not_after.to_string());
-    let days = (not_after - OffsetDateTime::now_utc()).whole_days();
-    if days < 0 {
-        format!("{when} (EXPIRED {} days ago)", -days)
-    } else {
-        format!("{when} (in {days} days)")
-    }
-}
-
 /// Writes the public certificate to `dest`.
 pub fn get_certificate_file(ctx: &Context, dest: &Path) -> Result<(), CommandError> {
     let store = ctx.store()?;
@@ -190,15 +188,24 @@ pub fn get_certificate_file(ctx: &Context, dest: &Path) -> Result<(), CommandErr
             "repository SSL is off, so there is no certificate to get (run 'pgssl security repository-ssl enable', then 'pgssl pending-changes apply')".into(),
         ));
     };
-    let paths = store.cert_paths_of(state).ok_or_else(|| {
-        CommandError::Refused(
-            "no certificate is recorded (run 'pgssl security repository-ssl enable')".into(),
-        )
-    })?;
+    let paths = match &state.external_ssl {
+        Some(external) => store.external_ssl_paths(&external.id),
+        None => store.cert_paths_of(state).ok_or_else(|| {
+            CommandError::Refused(
+                "no certificate is recorded (run 'pgssl security repository-ssl enable')".into(),
+            )
+        })?,
+    };
     certs::export_certificate(&paths, dest)?;
     let info = certs::read_info(dest)?;
     println!("Wrote the repository certificate to {}", dest.display());
     println!("  SHA-256 fingerprint: {}", info.sha256_fingerprint);
+    if state.external_ssl.is_some() {
+        println!(
+            "Note: external SSL is on, so this is your certificate and its chain (issuer {}); clients with sslmode=verify-full need your CA's root certificate as sslrootcert.",
+            info.issuer
+        );
+    }
     if staged_only {
         println!(
             "Note: repository SSL is enabled but not applied yet; run 'pgssl pending-changes apply'."

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::upstream::UpstreamAddr;
+use crate::upstream_tls::UpstreamTls;
 
 use super::client::{ClientError, Session};
 
@@ -48,14 +49,17 @@ pub fn parse_major(server_version: &str) -> Option<u32> {
 
 /// Asks the upstream for its `server_version` as `repository.probe_user`; falls back to
 /// `repository.postgres_major` and says why.
-pub async fn probe(config: &Config, upstream: &UpstreamAddr) -> MajorVersion {
+pub async fn probe(config: &Config, upstream: &UpstreamAddr, tls: &UpstreamTls) -> MajorVersion {
     let password = std::env::var(PASSWORD_ENV).ok();
     let fallback = |reason: String| MajorVersion {
         major: config.repository.postgres_major,
         source: VersionSource::Config { reason },
     };
     let attempt = async {
-        let stream = upstream.connect(config.connect_timeout()).await?;
+        let stream = upstream
+            .connect_with(config.connect_timeout(), tls)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let params = [
             ("user", config.repository.probe_user.as_str()),
             ("database", config.repository.probe_database.as_str()),

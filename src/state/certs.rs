@@ -235,6 +235,14 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError
 /// Reads the private key, refusing a file that other users can read (PostgreSQL's rule: 0600, or
 /// 0640 when owned by root).
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    let pem = read_private_file(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| CertError::NoKey {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Reads a private key file's bytes, refusing a file that other users can read.
+pub fn read_private_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, CertError> {
     let meta = fs::metadata(path).map_err(|source| CertError::Read {
         path: path.to_path_buf(),
         source,
@@ -255,9 +263,7 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
         path: path.to_path_buf(),
         source,
     })?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| CertError::NoKey {
-        path: path.to_path_buf(),
-    })
+    Ok(zeroize::Zeroizing::new(pem))
 }
 
 /// Describes the leaf certificate of the PEM file at `path`.
@@ -279,7 +285,8 @@ pub fn export_certificate(paths: &CertPaths, dest: &Path) -> Result<(), CertErro
     })
 }
 
-fn to_pem(der: &[u8]) -> String {
+/// One certificate as PEM.
+pub(crate) fn to_pem(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
 }
 
@@ -295,7 +302,8 @@ pub fn sha256_fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-fn describe(der: &[u8], chain_len: usize, path: &Path) -> Result<CertInfo, CertError> {
+/// Describes one DER certificate; `path` is only used in messages.
+pub(crate) fn describe(der: &[u8], chain_len: usize, path: &Path) -> Result<CertInfo, CertError> {
     let bad = |message: String| CertError::BadCertificate {
         path: path.to_path_buf(),
         message,

@@ -203,6 +203,11 @@ impl Keystore {
         self.entries.len()
     }
 
+    /// The names of the stored secrets.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
     /// Whether no secret is stored.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -7,13 +7,21 @@
 //! <data-dir>/config/applied.toml              what a running server serves
 //! <data-dir>/config/pending.toml              staged changes, promoted by `pending-changes apply`
 //! <data-dir>/config/pgsql<major>/security/    server.crt, server.key (0600)
+//! <data-dir>/config/external-ssl/<id>/         the administrator's server.crt, server.key (0600)
+//! <data-dir>/config/custom-ca/<id>.crt        the custom CA pgssl trusts for outgoing TLS
+//! <data-dir>/config/extsvc/<id>.crt           the external analytics service's certificate
+//! <data-dir>/config/keystore, master-<id>.key secrets at rest (see [`keystore`])
 //! <data-dir>/config/.lock                     serialises CLI commands
 //! <data-dir>/run/control.sock                 a running server's reload socket
 //! ```
 
 pub mod atomic;
 pub mod certs;
+pub mod custom_ca;
+pub mod external_cert;
 pub mod keystore;
+pub mod protocols;
+pub mod security;
 pub mod store;
 
 pub use certs::{CertError, CertInfo, CertPaths};

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::{self, FileLock, PRIVATE_MODE};
 use super::certs::CertPaths;
+use super::keystore::{Keystore, KeystoreError};
+use super::security::{self, Change, CustomCa, ExternalService, ExternalSsl};
 use crate::policy::Mode;
 
 /// The state a server serves.
@@ -24,6 +26,12 @@ pub struct AppliedState {
     pub repository_ssl: RepositorySsl,
     /// Direct-connection users of a managed repository, by name.
     pub data_access: BTreeMap<String, Access>,
+    /// The administrator's certificate for the client listener, if enabled.
+    pub external_ssl: Option<ExternalSsl>,
+    /// The custom CA for pgssl's outgoing TLS, if added.
+    pub custom_ca: Option<CustomCa>,
+    /// The external analytics service, if enabled.
+    pub extsvc: Option<ExternalService>,
 }
 
 /// Whether a direct-connection user may log in.
@@ -58,6 +66,12 @@ pub struct PendingChanges {
     /// Direct-connection users to enable (with a new password, sealed in the keystore under
     /// [`pending_password_name`]) or disable.
     pub data_access: BTreeMap<String, Access>,
+    /// `external-ssl enable` or `disable`.
+    pub external_ssl: Option<Change<ExternalSsl>>,
+    /// `custom-cert add` or `delete`.
+    pub custom_ca: Option<Change<CustomCa>>,
+    /// `vizql-extsvc-ssl enable` or `disable`.
+    pub extsvc: Option<Change<ExternalService>>,
 }
 
 /// Keystore name of a staged direct-user password.
@@ -83,6 +97,15 @@ impl PendingChanges {
         for (user, access) in &self.data_access {
             next.data_access.insert(user.clone(), *access);
         }
+        if let Some(change) = &self.external_ssl {
+            next.external_ssl = change.result();
+        }
+        if let Some(change) = &self.custom_ca {
+            next.custom_ca = change.result();
+        }
+        if let Some(change) = &self.extsvc {
+            next.extsvc = change.result();
+        }
         next
     }
 
@@ -100,6 +123,18 @@ impl PendingChanges {
         self.data_access.retain(|user, access| {
             *access == Access::Enabled || applied.data_access.get(user) != Some(&Access::Disabled)
         });
+        fn no_op<T: PartialEq + Clone>(change: &Option<Change<T>>, applied: &Option<T>) -> bool {
+            change.as_ref().is_some_and(|c| c.result() == *applied)
+        }
+        if no_op(&self.external_ssl, &applied.external_ssl) {
+            self.external_ssl = None;
+        }
+        if no_op(&self.custom_ca, &applied.custom_ca) {
+            self.custom_ca = None;
+        }
+        if no_op(&self.extsvc, &applied.extsvc) {
+            self.extsvc = None;
+        }
         self
     }
 
@@ -131,6 +166,34 @@ impl PendingChanges {
                 }
             });
         }
+        match &self.external_ssl {
+            Some(Change::Set(e)) => lines.push(format!(
+                "external-ssl: serve the certificate from {} (protocols: {})",
+                e.cert_file_name, e.protocols
+            )),
+            Some(Change::Remove) => lines.push(
+                "external-ssl: disable; serve the generated repository certificate again".into(),
+            ),
+            None => {}
+        }
+        match &self.custom_ca {
+            Some(Change::Set(c)) => lines.push(format!(
+                "custom-cert: trust the CA certificate from {}",
+                c.cert_file_name
+            )),
+            Some(Change::Remove) => lines.push("custom-cert: delete the custom CA".into()),
+            None => {}
+        }
+        match &self.extsvc {
+            Some(Change::Set(x)) => lines.push(format!(
+                "vizql-extsvc-ssl: enable {} at {}:{}",
+                x.connection_type, x.host, x.port
+            )),
+            Some(Change::Remove) => {
+                lines.push("vizql-extsvc-ssl: disable the external service".into())
+            }
+            None => {}
+        }
         lines
     }
 }
@@ -156,6 +219,37 @@ pub enum StateError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// Folder (under `config/`) of external certificates.
+const EXTERNAL_SSL_DIR: &str = "external-ssl";
+/// Folder of the custom CA.
+const CUSTOM_CA_DIR: &str = "custom-ca";
+/// Folder of the external service's certificate.
+const EXTSVC_DIR: &str = "extsvc";
+
+/// A new random id for a staged record's files and secrets: 16 hex digits.
+pub fn new_id() -> Result<String, StateError> {
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| StateError::Io {
+            path: PathBuf::from("/dev/urandom"),
+            source: io::Error::other("the system random number generator failed"),
+        })?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Cleaning up unreferenced copies failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// A state file or folder.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The keystore.
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
 }
 
 /// The data directory's state files.
@@ -243,6 +337,88 @@ impl StateStore {
             .repository_ssl
             .postgres_major
             .map(|m| self.cert_paths(m))
+    }
+
+    /// The folder of an external certificate's copies.
+    pub fn external_ssl_dir(&self, id: &str) -> PathBuf {
+        self.config_dir().join(EXTERNAL_SSL_DIR).join(id)
+    }
+
+    /// The copies of an external certificate.
+    pub fn external_ssl_paths(&self, id: &str) -> CertPaths {
+        CertPaths::in_dir(&self.external_ssl_dir(id))
+    }
+
+    /// The custom CA's copy.
+    pub fn custom_ca_path(&self, id: &str) -> PathBuf {
+        self.config_dir()
+            .join(CUSTOM_CA_DIR)
+            .join(format!("{id}.crt"))
+    }
+
+    /// The external service certificate's copy.
+    pub fn extsvc_cert_path(&self, id: &str) -> PathBuf {
+        self.config_dir().join(EXTSVC_DIR).join(format!("{id}.crt"))
+    }
+
+    /// Removes the copies and secrets of records that neither the applied state nor the staged
+    /// changes refer to any more (left by `disable`, `delete`, `discard` or a replaced staging).
+    pub fn prune(&self, keystore: &mut Keystore) -> Result<(), PruneError> {
+        let applied = self.applied()?;
+        let next = self.pending()?.merged_into(&applied);
+        let ids = |f: &dyn Fn(&AppliedState) -> Option<String>| -> Vec<String> {
+            [&applied, &next].into_iter().filter_map(f).collect()
+        };
+        let external = ids(&|s| s.external_ssl.as_ref().map(|e| e.id.clone()));
+        let custom = ids(&|s| s.custom_ca.as_ref().map(|c| format!("{}.crt", c.id)));
+        let extsvc = ids(&|s| s.extsvc.as_ref().map(|x| format!("{}.crt", x.id)));
+        self.prune_dir(EXTERNAL_SSL_DIR, &external)?;
+        self.prune_dir(CUSTOM_CA_DIR, &custom)?;
+        self.prune_dir(EXTSVC_DIR, &extsvc)?;
+        let keep_external: Vec<String> = external
+            .iter()
+            .map(|id| security::passphrase_name(id))
+            .collect();
+        let keep_extsvc: Vec<String> = [&applied, &next]
+            .into_iter()
+            .filter_map(|s| s.extsvc.as_ref())
+            .map(|x| security::extsvc_password_name(&x.id))
+            .collect();
+        let stale: Vec<String> = keystore
+            .names()
+            .filter(|n| {
+                (n.starts_with("external-ssl/") && !keep_external.iter().any(|k| k == n))
+                    || (n.starts_with("extsvc/") && !keep_extsvc.iter().any(|k| k == n))
+            })
+            .map(str::to_string)
+            .collect();
+        for name in stale {
+            keystore.remove(&name)?;
+        }
+        Ok(())
+    }
+
+    fn prune_dir(&self, dir: &str, keep: &[String]) -> Result<(), PruneError> {
+        let dir = self.config_dir().join(dir);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(StateError::Io { path: dir, source }.into()),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(|source| StateError::Io { path, source })?;
+        }
+        Ok(())
     }
 
     /// The control socket a running server listens on.

@@ -18,6 +18,7 @@ use pgssl::policy::Mode;
 use pgssl::server::{Server, ServerOptions};
 use pgssl::state::{AppliedState, StateStore, certs};
 use pgssl::upstream::UpstreamAddr;
+use pgssl::upstream_tls::UpstreamTlsMode;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -84,15 +85,20 @@ pub struct Postgres {
 impl Postgres {
     /// A cluster on a Unix socket only.
     pub fn start() -> Postgres {
-        Self::start_inner(false)
+        Self::start_inner(false, None)
     }
 
     /// A cluster that also listens on 127.0.0.1 (port picked by the OS, retried if taken meanwhile).
     pub fn start_with_tcp() -> Postgres {
-        Self::start_inner(true)
+        Self::start_inner(true, None)
     }
 
-    fn start_inner(tcp: bool) -> Postgres {
+    /// A TCP cluster with `ssl = on`, serving `cert_pem` (leaf then chain) and `key_pem`.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Self::start_inner(true, Some((cert_pem, key_pem)))
+    }
+
+    fn start_inner(tcp: bool, tls: Option<(&str, &str)>) -> Postgres {
         let bindir = pg_bindir();
         let ids = postgres_ids();
         let dir = tempfile::Builder::new()
@@ -131,14 +137,25 @@ impl Postgres {
                 "--locale=C",
             ],
         );
+        if let Some((cert, key)) = tls {
+            for (name, text, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600)] {
+                let path = data.join(name);
+                std::fs::write(&path, text).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+                if let Some((uid, gid)) = ids {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+                }
+            }
+        }
         for attempt in 0..5 {
             let port = if tcp { Some(free_port()) } else { None };
             let conf = format!(
                 "listen_addresses = '{}'\nport = {}\nunix_socket_directories = '{}'\n\
-                 fsync = off\nshared_buffers = 16MB\nmax_connections = 60\nssl = off\n",
+                 fsync = off\nshared_buffers = 16MB\nmax_connections = 60\nssl = {}\n",
                 if tcp { "127.0.0.1" } else { "" },
                 port.unwrap_or(SOCKET_PORT),
-                sock.display()
+                sock.display(),
+                if tls.is_some() { "on" } else { "off" },
             );
             std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
             if let Some((uid, gid)) = ids {
@@ -277,7 +294,7 @@ pub fn prepare_data_dir(data_dir: &Path, mode: Mode) {
         }
         state.repository_ssl.postgres_major = Some(15);
     }
-    LiveSettings::for_state(&store, &state).unwrap();
+    LiveSettings::for_state(&store, &state, UpstreamTlsMode::Disable).unwrap();
     store.promote(&state).unwrap();
 }
 
@@ -311,23 +328,33 @@ impl Proxy {
         let mut config = Config::default();
         config.server.shutdown_grace_secs = 2;
         tweak(&mut config);
+        Self::start_in(data_dir, upstream, config)
+            .await
+            .expect("the proxy starts")
+    }
+
+    /// Starts pgssl on a data directory the test prepared, with `config`.
+    pub async fn start_in(
+        data_dir: TempDir,
+        upstream: UpstreamAddr,
+        config: Config,
+    ) -> Result<Proxy, pgssl::server::ServerError> {
         let server = Server::bind(ServerOptions {
             data_dir: data_dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream,
             config,
         })
-        .await
-        .unwrap();
+        .await?;
         let addr = server.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
-        Proxy {
+        Ok(Proxy {
             addr,
             data_dir,
             shutdown,
             task,
-        }
+        })
     }
 
     /// The certificate clients should trust (`server.crt`).

@@ -3,10 +3,14 @@
 
 mod cli;
 mod client;
+mod external_ssl;
+mod extsvc;
 mod harness;
 mod live_reload;
 mod managed;
 mod metrics;
 mod negotiation;
+mod pki;
 mod psql_matrix;
 mod rotation;
+mod upstream_tls;

@@ -1,0 +1,103 @@
+//! `pgssl security custom-cert add --cert-file F | delete | list`: the one CA certificate pgssl trusts
+//! for its own outgoing TLS (the repository with `server.upstream_tls`, and the external service check).
+
+use std::path::Path;
+
+use time::OffsetDateTime;
+
+use super::{CommandError, Context, describe_expiry, prune};
+use crate::state::certs;
+use crate::state::custom_ca;
+use crate::state::security::{Change, CustomCa};
+use crate::state::store::new_id;
+
+/// Stages the CA certificate in `cert_file` (PEM or DER); refuses when one is already added.
+pub fn add(ctx: &Context, cert_file: &Path) -> Result<(), CommandError> {
+    let ca = custom_ca::read(cert_file, OffsetDateTime::now_utc())
+        .map_err(|e| CommandError::Refused(e.to_string()))?;
+    let store = ctx.store()?;
+    let _lock = store.lock()?;
+    let mut pending = store.pending()?;
+    if pending.merged_into(&store.applied()?).custom_ca.is_some() {
+        return Err(CommandError::Refused(
+            "a custom CA certificate is already added; remove it with 'pgssl security custom-cert delete' first".into(),
+        ));
+    }
+    let id = new_id()?;
+    custom_ca::store(&ca, &store.custom_ca_path(&id))?;
+    let name = cert_file.file_name().map_or_else(
+        || cert_file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    pending.custom_ca = Some(Change::Set(CustomCa {
+        id,
+        cert_file_name: name.clone(),
+    }));
+    store.save_pending(&pending)?;
+    println!("Staged the custom CA certificate from {name}:");
+    print_info(&ca.info);
+    if !ca.is_ca {
+        eprintln!(
+            "warning: {name} is not marked as a CA (basicConstraints); it can only authenticate a server that presents this very certificate"
+        );
+    }
+    println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    Ok(())
+}
+
+/// Stages removing the custom CA (or drops one that is only staged).
+pub fn delete(ctx: &Context) -> Result<(), CommandError> {
+    let store = ctx.store()?;
+    let _lock = store.lock()?;
+    let applied = store.applied()?;
+    let mut pending = store.pending()?;
+    if pending.merged_into(&applied).custom_ca.is_none() {
+        return Err(CommandError::Refused(
+            "there is no custom CA certificate to delete".into(),
+        ));
+    }
+    pending.custom_ca = Some(Change::Remove);
+    store.save_pending(&pending)?;
+    prune(&store);
+    if applied.custom_ca.is_some() {
+        println!("Staged: delete the custom CA certificate.");
+        println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    } else {
+        println!("Dropped the staged custom CA certificate; none is applied.");
+    }
+    Ok(())
+}
+
+/// Shows the applied (and any staged) custom CA.
+pub fn list(ctx: &Context) -> Result<(), CommandError> {
+    let store = ctx.store()?;
+    let applied = store.applied()?;
+    let pending = store.pending()?;
+    println!("Custom CA certificate");
+    match &applied.custom_ca {
+        Some(ca) => {
+            println!("  file:                {}", ca.cert_file_name);
+            print_info(&certs::read_info(&store.custom_ca_path(&ca.id))?);
+        }
+        None => println!("  none (outgoing TLS trusts the system CA bundle)"),
+    }
+    match &pending.custom_ca {
+        Some(Change::Set(ca)) => {
+            println!(
+                "  pending: add {}; run 'pgssl pending-changes apply'",
+                ca.cert_file_name
+            );
+            print_info(&certs::read_info(&store.custom_ca_path(&ca.id))?);
+        }
+        Some(Change::Remove) => println!("  pending: delete; run 'pgssl pending-changes apply'"),
+        None => {}
+    }
+    Ok(())
+}
+
+fn print_info(info: &crate::state::CertInfo) {
+    println!("  subject:             {}", info.subject);
+    println!("  issuer:              {}", info.issuer);
+    println!("  expires:             {}", describe_expiry(info.not_after));
+    println!("  SHA-256 fingerprint: {}", info.sha256_fingerprint);
+}

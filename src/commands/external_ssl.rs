@@ -1,0 +1,195 @@
+//! `pgssl security external-ssl enable --cert-file F --key-file F [--chain-file F] [--passphrase P|-]
+//! [--protocols LIST] | disable | list`: serve the administrator's own certificate on the client
+//! listener instead of the generated one.
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use super::{CommandError, Context, describe_expiry, prune, read_secret};
+use crate::state::external_cert::{self, SuppliedFiles};
+use crate::state::keystore::Keystore;
+use crate::state::protocols::{self, DEFAULT_PROTOCOLS};
+use crate::state::security::{self, Change, ExternalSsl};
+use crate::state::store::new_id;
+use crate::state::{StateStore, certs};
+
+/// The flags of `enable`.
+#[derive(Debug, Clone)]
+pub struct EnableArgs {
+    /// `--cert-file`.
+    pub cert_file: PathBuf,
+    /// `--key-file`.
+    pub key_file: PathBuf,
+    /// `--chain-file`.
+    pub chain_file: Option<PathBuf>,
+    /// `--passphrase` (a value or `-`).
+    pub passphrase: Option<String>,
+    /// `--protocols`.
+    pub protocols: Option<String>,
+}
+
+/// Validates the files and stages them.
+pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
+    let protocol_list = args.protocols.as_deref().unwrap_or(DEFAULT_PROTOCOLS);
+    let parsed =
+        protocols::parse(protocol_list).map_err(|e| CommandError::Refused(e.to_string()))?;
+    for note in &parsed.notes {
+        println!("note: {note}");
+    }
+    let passphrase = args
+        .passphrase
+        .as_deref()
+        .map(|p| read_secret(p, "--passphrase"))
+        .transpose()?;
+    let files = SuppliedFiles {
+        cert: &args.cert_file,
+        key: &args.key_file,
+        chain: args.chain_file.as_deref(),
+    };
+    let validated = external_cert::validate(files, passphrase.as_ref(), OffsetDateTime::now_utc())
+        .map_err(|e| CommandError::Refused(e.to_string()))?;
+    for warning in &validated.warnings {
+        eprintln!("warning: {warning}");
+    }
+
+    let store = ctx.store()?;
+    let _lock = store.lock()?;
+    let id = new_id()?;
+    validated.store(&store.external_ssl_dir(&id))?;
+    if let Some(passphrase) = &passphrase {
+        let mut keystore = Keystore::open(&store.config_dir())?;
+        keystore.set(&security::passphrase_name(&id), passphrase)?;
+    }
+    let mut pending = store.pending()?;
+    pending.external_ssl = Some(Change::Set(ExternalSsl {
+        id,
+        cert_file_name: file_name(&args.cert_file),
+        key_file_name: file_name(&args.key_file),
+        chain_file_name: args.chain_file.as_deref().map(file_name),
+        protocols: protocol_list.to_string(),
+        encrypted_key: validated.encrypted,
+    }));
+    store.save_pending(&pending)?;
+    prune(&store);
+
+    let info = &validated.info;
+    println!(
+        "Staged external SSL with the certificate from {}:",
+        file_name(&args.cert_file)
+    );
+    println!("  subject:             {}", info.subject);
+    println!("  issuer:              {}", info.issuer);
+    println!(
+        "  subject alt names:   {}",
+        info.subject_alt_names.join(", ")
+    );
+    println!("  expires:             {}", describe_expiry(info.not_after));
+    println!("  chain length:        {}", info.chain_len);
+    println!("  protocols:           {}", parsed.set);
+    if !pending
+        .merged_into(&store.applied()?)
+        .repository_ssl
+        .mode
+        .offers_tls()
+    {
+        println!(
+            "note: repository SSL is off, so no certificate is served until 'pgssl security repository-ssl enable' is applied too"
+        );
+    }
+    println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    Ok(())
+}
+
+/// Stages serving the generated certificate again.
+pub fn disable(ctx: &Context) -> Result<(), CommandError> {
+    let store = ctx.store()?;
+    let _lock = store.lock()?;
+    let applied = store.applied()?;
+    let mut pending = store.pending()?;
+    pending.external_ssl = Some(Change::Remove);
+    store.save_pending(&pending)?;
+    prune(&store);
+    if applied.external_ssl.is_none() {
+        println!("External SSL is not enabled; nothing to stage.");
+    } else {
+        println!(
+            "Staged: disable external SSL and serve the generated repository certificate again."
+        );
+        println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    }
+    Ok(())
+}
+
+/// Shows the applied (and any staged) external certificate, without file locations.
+pub fn list(ctx: &Context) -> Result<(), CommandError> {
+    let store = ctx.store()?;
+    let applied = store.applied()?;
+    let pending = store.pending()?;
+    println!("External SSL");
+    match &applied.external_ssl {
+        Some(external) => print_record(&store, external, "  ")?,
+        None => {
+            println!("  enabled:             no (the generated repository certificate is served)")
+        }
+    }
+    match &pending.external_ssl {
+        Some(Change::Set(external)) => {
+            println!("  pending: enable with a new certificate; run 'pgssl pending-changes apply'");
+            print_record(&store, external, "    ")?;
+        }
+        Some(Change::Remove) => {
+            println!("  pending: disable; run 'pgssl pending-changes apply'")
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+fn print_record(
+    store: &StateStore,
+    external: &ExternalSsl,
+    indent: &str,
+) -> Result<(), CommandError> {
+    let info = certs::read_info(&store.external_ssl_paths(&external.id).cert)?;
+    let protocols = protocols::parse(&external.protocols)
+        .map(|p| p.set.to_string())
+        .unwrap_or_else(|e| e.to_string());
+    let line = |label: &str, value: &str| println!("{indent}{label:<21}{value}");
+    line("enabled:", "yes");
+    line("certificate file:", &external.cert_file_name);
+    line(
+        "key file:",
+        &format!(
+            "{}{}",
+            external.key_file_name,
+            if external.encrypted_key {
+                " (encrypted; passphrase in the keystore)"
+            } else {
+                ""
+            }
+        ),
+    );
+    line(
+        "chain file:",
+        external.chain_file_name.as_deref().unwrap_or("none"),
+    );
+    line("subject:", &info.subject);
+    line("issuer:", &info.issuer);
+    line("subject alt names:", &info.subject_alt_names.join(", "));
+    line("expires:", &describe_expiry(info.not_after));
+    line("chain length:", &info.chain_len.to_string());
+    line(
+        "protocols:",
+        &format!("{} ({protocols})", external.protocols),
+    );
+    line("SHA-256 fingerprint:", &info.sha256_fingerprint);
+    Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}

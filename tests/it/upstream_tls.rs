@@ -1,0 +1,211 @@
+//! `server.upstream_tls` against a real PostgreSQL with `ssl = on` and a certificate from a test CA:
+//! each libpq mode, proven from the server's side with `pg_stat_ssl`, and each failure reaching the
+//! client as a clear FATAL.
+
+use std::path::Path;
+
+use pgssl::config::Config;
+use pgssl::policy::Mode;
+use pgssl::state::StateStore;
+use pgssl::state::custom_ca;
+use pgssl::state::security::CustomCa;
+use pgssl::upstream::UpstreamAddr;
+use pgssl::upstream_tls::UpstreamTlsMode;
+use time::OffsetDateTime;
+
+use crate::client::{connect_plain, connect_tls_unverified};
+use crate::harness::{PASSWORD, Postgres, Proxy, prepare_data_dir};
+use crate::pki::TestPki;
+
+/// pgssl (SSL off towards clients) in front of `host:port`, with `mode` and optionally a custom CA.
+async fn proxy(
+    pg: &Postgres,
+    host: &str,
+    mode: UpstreamTlsMode,
+    custom: Option<&Path>,
+) -> Result<Proxy, pgssl::server::ServerError> {
+    let data_dir = tempfile::Builder::new()
+        .prefix("pgssl-data")
+        .tempdir()
+        .unwrap();
+    prepare_data_dir(data_dir.path(), Mode::Off);
+    if let Some(file) = custom {
+        let store = StateStore::open(data_dir.path()).unwrap();
+        let ca = custom_ca::read(file, OffsetDateTime::now_utc()).unwrap();
+        custom_ca::store(&ca, &store.custom_ca_path("test")).unwrap();
+        let mut state = store.applied().unwrap();
+        state.custom_ca = Some(CustomCa {
+            id: "test".into(),
+            cert_file_name: "ca.pem".into(),
+        });
+        store.promote(&state).unwrap();
+    }
+    let mut config = Config::default();
+    config.server.shutdown_grace_secs = 2;
+    config.server.connect_timeout_secs = 5;
+    config.server.upstream_tls = mode;
+    let upstream = UpstreamAddr::Tcp(format!("{host}:{}", pg.port()));
+    Proxy::start_in(data_dir, upstream, config).await
+}
+
+/// `pg_stat_ssl` of the session pgssl opened: (ssl, version).
+async fn upstream_ssl(proxy: &Proxy) -> Result<(String, String), String> {
+    let mut session = connect_plain(proxy.addr, "tableau")
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = session
+        .simple_query(
+            "SELECT ssl::text, coalesce(version, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((
+        rows[0][0].clone().unwrap_or_default(),
+        rows[0][1].clone().unwrap_or_default(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mode_behaves_as_libpq_against_a_real_ssl_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path(), "Repo");
+    // The repository's certificate names only "localhost", and PostgreSQL serves the chain.
+    let leaf = pki.server("pg", &["localhost"], 30);
+    let intermediate = std::fs::read_to_string(&pki.intermediate).unwrap();
+    let pg = Postgres::start_with_tls(&(leaf.cert_pem.clone() + &intermediate), &leaf.key_pem);
+    let other = TestPki::new(dir.path(), "Elsewhere");
+
+    // disable: plaintext on the second leg.
+    let p = proxy(&pg, "127.0.0.1", UpstreamTlsMode::Disable, None)
+        .await
+        .unwrap();
+    assert_eq!(upstream_ssl(&p).await.unwrap().0, "false");
+    p.stop().await;
+
+    // require: encrypted, any certificate.
+    let p = proxy(&pg, "127.0.0.1", UpstreamTlsMode::Require, None)
+        .await
+        .unwrap();
+    let (ssl, version) = upstream_ssl(&p).await.unwrap();
+    assert_eq!((ssl.as_str(), version.as_str()), ("true", "TLSv1.3"));
+    p.stop().await;
+
+    // verify-ca: the chain is checked against the custom CA, not the name (127.0.0.1 is not in it).
+    let p = proxy(&pg, "127.0.0.1", UpstreamTlsMode::VerifyCa, Some(&pki.root))
+        .await
+        .unwrap();
+    assert_eq!(upstream_ssl(&p).await.unwrap().0, "true");
+    p.stop().await;
+    let p = proxy(
+        &pg,
+        "127.0.0.1",
+        UpstreamTlsMode::VerifyCa,
+        Some(&other.root),
+    )
+    .await
+    .unwrap();
+    let err = upstream_ssl(&p).await.unwrap_err();
+    assert!(
+        err.contains("08006") || err.contains("TLS handshake with the repository failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("unknown issuer"),
+        "{err}"
+    );
+    p.stop().await;
+    // libpq's rule: require with a root certificate verifies the chain.
+    let p = proxy(
+        &pg,
+        "127.0.0.1",
+        UpstreamTlsMode::Require,
+        Some(&other.root),
+    )
+    .await
+    .unwrap();
+    assert!(upstream_ssl(&p).await.is_err());
+    p.stop().await;
+
+    // verify-full: the chain and the host name.
+    let p = proxy(
+        &pg,
+        "localhost",
+        UpstreamTlsMode::VerifyFull,
+        Some(&pki.root),
+    )
+    .await
+    .unwrap();
+    assert_eq!(upstream_ssl(&p).await.unwrap().0, "true");
+    p.stop().await;
+    let p = proxy(
+        &pg,
+        "127.0.0.1",
+        UpstreamTlsMode::VerifyFull,
+        Some(&pki.root),
+    )
+    .await
+    .unwrap();
+    let err = upstream_ssl(&p).await.unwrap_err();
+    assert!(err.contains("FATAL") && err.contains("08006"), "{err}");
+    assert!(
+        err.contains("verify-full") && err.contains("not valid for name"),
+        "{err}"
+    );
+    assert!(err.contains("127.0.0.1"), "{err}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_ssl_a_unix_socket_and_tls_on_both_legs() {
+    // PostgreSQL with ssl = off answers 'N': every mode but disable refuses, with the fix in words.
+    let plain = Postgres::start_with_tcp();
+    let p = proxy(&plain, "127.0.0.1", UpstreamTlsMode::Require, None)
+        .await
+        .unwrap();
+    let err = upstream_ssl(&p).await.unwrap_err();
+    assert!(
+        err.contains("does not support SSL") && err.contains("ssl = on"),
+        "{err}"
+    );
+    p.stop().await;
+
+    // TLS to a Unix socket is a configuration error at start-up.
+    let data_dir = tempfile::tempdir().unwrap();
+    prepare_data_dir(data_dir.path(), Mode::Off);
+    let mut config = Config::default();
+    config.server.upstream_tls = UpstreamTlsMode::Require;
+    let err = Proxy::start_in(data_dir, plain.upstream(), config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("needs a TCP upstream"), "{err}");
+
+    // Both legs encrypted: the client's TLS ends at pgssl, pgssl's own TLS reaches the repository.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path(), "Both");
+    let leaf = pki.server_from_root("pg", &["localhost"], 30);
+    let pg = Postgres::start_with_tls(&leaf.cert_pem, &leaf.key_pem);
+    let data_dir = tempfile::tempdir().unwrap();
+    prepare_data_dir(data_dir.path(), Mode::Required);
+    let mut config = Config::default();
+    config.server.shutdown_grace_secs = 2;
+    config.server.upstream_tls = UpstreamTlsMode::Require;
+    let upstream = UpstreamAddr::Tcp(format!("localhost:{}", pg.port()));
+    let p = Proxy::start_in(data_dir, upstream, config).await.unwrap();
+    let mut session = connect_tls_unverified(p.addr, "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    let rows = session
+        .simple_query("SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .await
+        .unwrap();
+    assert_eq!(rows[0][0].as_deref(), Some("true"));
+    // A big result crosses both TLS legs intact.
+    let rows = session
+        .simple_query("SELECT string_agg(md5(i::text), '') FROM generate_series(1, 20000) i")
+        .await
+        .unwrap();
+    assert_eq!(rows[0][0].as_ref().map(String::len), Some(32 * 20000));
+    session.terminate().await.unwrap();
+    p.stop().await;
+}
