@@ -1,6 +1,7 @@
 //! The command-line grammar, modeled on `tsm`: a thin clap layer that maps each command onto a
 //! control-plane call in [`crate::commands`].
 
+use std::io::BufRead;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::vizql_extsvc::DEFAULT_CONNECT_TIMEOUT_MS;
 use crate::commands::{self, CommandError, Context};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::state::keystore::Secret;
 use crate::state::security::ConnectionType;
 
 /// pgssl: a TLS-terminating proxy for PostgreSQL with tsm-style repository SSL administration.
@@ -279,6 +281,7 @@ impl Cli {
         let ctx = Context {
             data_dir: self.data_dir,
             config,
+            out: commands::Output::print(),
         };
         use commands::{
             custom_cert, data_access, external_ssl, internal_credentials, pending_changes,
@@ -329,7 +332,9 @@ impl Cli {
                         cert_file,
                         key_file,
                         chain_file,
-                        passphrase,
+                        passphrase: passphrase
+                            .map(|p| read_secret(&p, "--passphrase"))
+                            .transpose()?,
                         protocols,
                     },
                 ),
@@ -364,7 +369,9 @@ impl Cli {
                         port: extsvc_port,
                         cert_file,
                         username: extsvc_username,
-                        password: extsvc_password,
+                        password: extsvc_password
+                            .map(|p| read_secret(&p, "--extsvc-password"))
+                            .transpose()?,
                         connect_timeout_ms,
                         script_disabled,
                         skip_check,
@@ -379,7 +386,11 @@ impl Cli {
                 RepositoryAccessCommand::Enable {
                     repository_username,
                     repository_password,
-                } => data_access::enable(&ctx, &repository_username, &repository_password),
+                } => data_access::enable(
+                    &ctx,
+                    &repository_username,
+                    &read_secret(&repository_password, "--repository-password")?,
+                ),
                 RepositoryAccessCommand::Disable {
                     repository_username,
                 } => data_access::disable(&ctx, &repository_username),
@@ -401,4 +412,22 @@ impl Cli {
     pub fn is_serve(&self) -> bool {
         matches!(self.command, Command::Serve { .. })
     }
+}
+
+/// Reads a secret given as a flag value, or from the first line of standard input when the value is
+/// `-` (keeping it out of the process list and shell history).
+fn read_secret(value: &str, flag: &str) -> Result<Secret, CommandError> {
+    let secret = if value == "-" {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+            CommandError::Refused(format!("cannot read {flag} from standard input: {e}"))
+        })?;
+        Secret::new(line.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        eprintln!(
+            "note: a secret given on the command line is visible in the process list and shell history; prefer '{flag} -' and standard input"
+        );
+        Secret::new(value.to_string())
+    };
+    Ok(secret)
 }

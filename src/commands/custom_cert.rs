@@ -13,6 +13,7 @@ use crate::state::store::new_id;
 
 /// Stages the CA certificate in `cert_file` (PEM or DER); refuses when one is already added.
 pub fn add(ctx: &Context, cert_file: &Path) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let ca = custom_ca::read(cert_file, OffsetDateTime::now_utc())
         .map_err(|e| CommandError::Refused(e.to_string()))?;
     let store = ctx.store()?;
@@ -34,19 +35,24 @@ pub fn add(ctx: &Context, cert_file: &Path) -> Result<(), CommandError> {
         cert_file_name: name.clone(),
     }));
     store.save_pending(&pending)?;
-    println!("Staged the custom CA certificate from {name}:");
-    print_info(&ca.info);
+    say!(out, "Staged the custom CA certificate from {name}:");
+    print_info(out, &ca.info);
     if !ca.is_ca {
-        eprintln!(
+        note!(
+            out,
             "warning: {name} is not marked as a CA (basicConstraints); it can only authenticate a server that presents this very certificate"
         );
     }
-    println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    say!(
+        out,
+        "Run 'pgssl pending-changes apply' to make it take effect."
+    );
     Ok(())
 }
 
 /// Stages removing the custom CA (or drops one that is only staged).
 pub fn delete(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let applied = store.applied()?;
@@ -58,46 +64,58 @@ pub fn delete(ctx: &Context) -> Result<(), CommandError> {
     }
     pending.custom_ca = Some(Change::Remove);
     store.save_pending(&pending)?;
-    prune(&store);
+    prune(&store, out);
     if applied.custom_ca.is_some() {
-        println!("Staged: delete the custom CA certificate.");
-        println!("Run 'pgssl pending-changes apply' to make it take effect.");
+        say!(out, "Staged: delete the custom CA certificate.");
+        say!(
+            out,
+            "Run 'pgssl pending-changes apply' to make it take effect."
+        );
     } else {
-        println!("Dropped the staged custom CA certificate; none is applied.");
+        say!(
+            out,
+            "Dropped the staged custom CA certificate; none is applied."
+        );
     }
     Ok(())
 }
 
 /// Shows the applied (and any staged) custom CA.
 pub fn list(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let applied = store.applied()?;
     let pending = store.pending()?;
-    println!("Custom CA certificate");
+    say!(out, "Custom CA certificate");
     match &applied.custom_ca {
         Some(ca) => {
-            println!("  file:                {}", ca.cert_file_name);
-            print_info(&certs::read_info(&store.custom_ca_path(&ca.id))?);
+            say!(out, "  file:                {}", ca.cert_file_name);
+            print_info(out, &certs::read_info(&store.custom_ca_path(&ca.id))?);
         }
-        None => println!("  none (outgoing TLS trusts the system CA bundle)"),
+        None => say!(out, "  none (outgoing TLS trusts the system CA bundle)"),
     }
     match &pending.custom_ca {
         Some(Change::Set(ca)) => {
-            println!(
+            say!(
+                out,
                 "  pending: add {}; run 'pgssl pending-changes apply'",
                 ca.cert_file_name
             );
-            print_info(&certs::read_info(&store.custom_ca_path(&ca.id))?);
+            print_info(out, &certs::read_info(&store.custom_ca_path(&ca.id))?);
         }
-        Some(Change::Remove) => println!("  pending: delete; run 'pgssl pending-changes apply'"),
+        Some(Change::Remove) => say!(out, "  pending: delete; run 'pgssl pending-changes apply'"),
         None => {}
     }
     Ok(())
 }
 
-fn print_info(info: &crate::state::CertInfo) {
-    println!("  subject:             {}", info.subject);
-    println!("  issuer:              {}", info.issuer);
-    println!("  expires:             {}", describe_expiry(info.not_after));
-    println!("  SHA-256 fingerprint: {}", info.sha256_fingerprint);
+fn print_info(out: &super::Output, info: &crate::state::CertInfo) {
+    say!(out, "  subject:             {}", info.subject);
+    say!(out, "  issuer:              {}", info.issuer);
+    say!(
+        out,
+        "  expires:             {}",
+        describe_expiry(info.not_after)
+    );
+    say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
 }

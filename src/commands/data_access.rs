@@ -1,30 +1,38 @@
 //! `pgssl data-access repository-access enable --repository-username U --repository-password PW|-`
 //! and `disable --repository-username U`: direct-connection users of the managed repository.
 
-use super::{CommandError, Context, read_secret};
-use crate::state::keystore::Keystore;
+use super::{CommandError, Context, check_secret};
+use crate::state::keystore::{Keystore, Secret};
 use crate::state::store::{Access, pending_password_name};
 
-/// Stages LOGIN with a new password for `user`; `-` reads the password from standard input.
-pub fn enable(ctx: &Context, user: &str, password: &str) -> Result<(), CommandError> {
+/// Stages LOGIN with a new password for `user`.
+pub fn enable(ctx: &Context, user: &str, secret: &Secret) -> Result<(), CommandError> {
+    let out = &ctx.out;
     require_managed(ctx)?;
-    let secret = read_secret(password, "--repository-password")?;
+    check_secret(secret, "the password")?;
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let mut keystore = Keystore::open(&store.config_dir())?;
-    keystore.set(&pending_password_name(user), &secret)?;
+    keystore.set(&pending_password_name(user), secret)?;
     let mut pending = store.pending()?;
     pending
         .data_access
         .insert(user.to_string(), Access::Enabled);
     store.save_pending(&pending)?;
-    println!("Staged: enable login for '{user}' with a new password.");
-    println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    say!(
+        out,
+        "Staged: enable login for '{user}' with a new password."
+    );
+    say!(
+        out,
+        "Run 'pgssl pending-changes apply' to make it take effect."
+    );
     Ok(())
 }
 
 /// Stages NOLOGIN for `user`; apply also ends the user's open sessions.
 pub fn disable(ctx: &Context, user: &str) -> Result<(), CommandError> {
+    let out = &ctx.out;
     require_managed(ctx)?;
     let store = ctx.store()?;
     let _lock = store.lock()?;
@@ -36,10 +44,19 @@ pub fn disable(ctx: &Context, user: &str) -> Result<(), CommandError> {
     keystore.remove(&pending_password_name(user))?;
     store.save_pending(&pending)?;
     if store.pending()?.data_access.contains_key(user) {
-        println!("Staged: disable login for '{user}' and end its sessions.");
-        println!("Run 'pgssl pending-changes apply' to make it take effect.");
+        say!(
+            out,
+            "Staged: disable login for '{user}' and end its sessions."
+        );
+        say!(
+            out,
+            "Run 'pgssl pending-changes apply' to make it take effect."
+        );
     } else {
-        println!("Direct access for '{user}' is already disabled; nothing to stage.");
+        say!(
+            out,
+            "Direct access for '{user}' is already disabled; nothing to stage."
+        );
     }
     Ok(())
 }

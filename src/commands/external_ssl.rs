@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use super::{CommandError, Context, describe_expiry, prune, read_secret};
+use super::{CommandError, Context, check_secret, describe_expiry, prune};
 use crate::state::external_cert::{self, SuppliedFiles};
-use crate::state::keystore::Keystore;
+use crate::state::keystore::{Keystore, Secret};
 use crate::state::protocols::{self, DEFAULT_PROTOCOLS};
 use crate::state::security::{self, Change, ExternalSsl};
 use crate::state::store::new_id;
@@ -23,41 +23,41 @@ pub struct EnableArgs {
     pub key_file: PathBuf,
     /// `--chain-file`.
     pub chain_file: Option<PathBuf>,
-    /// `--passphrase` (a value or `-`).
-    pub passphrase: Option<String>,
+    /// `--passphrase`.
+    pub passphrase: Option<Secret>,
     /// `--protocols`.
     pub protocols: Option<String>,
 }
 
 /// Validates the files and stages them.
 pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let protocol_list = args.protocols.as_deref().unwrap_or(DEFAULT_PROTOCOLS);
     let parsed =
         protocols::parse(protocol_list).map_err(|e| CommandError::Refused(e.to_string()))?;
     for note in &parsed.notes {
-        println!("note: {note}");
+        say!(out, "note: {note}");
     }
-    let passphrase = args
-        .passphrase
-        .as_deref()
-        .map(|p| read_secret(p, "--passphrase"))
-        .transpose()?;
+    let passphrase = args.passphrase.as_ref();
+    if let Some(p) = passphrase {
+        check_secret(p, "--passphrase")?;
+    }
     let files = SuppliedFiles {
         cert: &args.cert_file,
         key: &args.key_file,
         chain: args.chain_file.as_deref(),
     };
-    let validated = external_cert::validate(files, passphrase.as_ref(), OffsetDateTime::now_utc())
+    let validated = external_cert::validate(files, passphrase, OffsetDateTime::now_utc())
         .map_err(|e| CommandError::Refused(e.to_string()))?;
     for warning in &validated.warnings {
-        eprintln!("warning: {warning}");
+        note!(out, "warning: {warning}");
     }
 
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let id = new_id()?;
     validated.store(&store.external_ssl_dir(&id))?;
-    if let Some(passphrase) = &passphrase {
+    if let Some(passphrase) = passphrase {
         let mut keystore = Keystore::open(&store.config_dir())?;
         keystore.set(&security::passphrase_name(&id), passphrase)?;
     }
@@ -71,75 +71,97 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         encrypted_key: validated.encrypted,
     }));
     store.save_pending(&pending)?;
-    prune(&store);
+    prune(&store, out);
 
     let info = &validated.info;
-    println!(
+    say!(
+        out,
         "Staged external SSL with the certificate from {}:",
         file_name(&args.cert_file)
     );
-    println!("  subject:             {}", info.subject);
-    println!("  issuer:              {}", info.issuer);
-    println!(
+    say!(out, "  subject:             {}", info.subject);
+    say!(out, "  issuer:              {}", info.issuer);
+    say!(
+        out,
         "  subject alt names:   {}",
         info.subject_alt_names.join(", ")
     );
-    println!("  expires:             {}", describe_expiry(info.not_after));
-    println!("  chain length:        {}", info.chain_len);
-    println!("  protocols:           {}", parsed.set);
+    say!(
+        out,
+        "  expires:             {}",
+        describe_expiry(info.not_after)
+    );
+    say!(out, "  chain length:        {}", info.chain_len);
+    say!(out, "  protocols:           {}", parsed.set);
     if !pending
         .merged_into(&store.applied()?)
         .repository_ssl
         .mode
         .offers_tls()
     {
-        println!(
+        say!(
+            out,
             "note: repository SSL is off, so no certificate is served until 'pgssl security repository-ssl enable' is applied too"
         );
     }
-    println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    say!(
+        out,
+        "Run 'pgssl pending-changes apply' to make it take effect."
+    );
     Ok(())
 }
 
 /// Stages serving the generated certificate again.
 pub fn disable(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let applied = store.applied()?;
     let mut pending = store.pending()?;
     pending.external_ssl = Some(Change::Remove);
     store.save_pending(&pending)?;
-    prune(&store);
+    prune(&store, out);
     if applied.external_ssl.is_none() {
-        println!("External SSL is not enabled; nothing to stage.");
+        say!(out, "External SSL is not enabled; nothing to stage.");
     } else {
-        println!(
+        say!(
+            out,
             "Staged: disable external SSL and serve the generated repository certificate again."
         );
-        println!("Run 'pgssl pending-changes apply' to make it take effect.");
+        say!(
+            out,
+            "Run 'pgssl pending-changes apply' to make it take effect."
+        );
     }
     Ok(())
 }
 
 /// Shows the applied (and any staged) external certificate, without file locations.
 pub fn list(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let applied = store.applied()?;
     let pending = store.pending()?;
-    println!("External SSL");
+    say!(out, "External SSL");
     match &applied.external_ssl {
-        Some(external) => print_record(&store, external, "  ")?,
+        Some(external) => print_record(out, &store, external, "  ")?,
         None => {
-            println!("  enabled:             no (the generated repository certificate is served)")
+            say!(
+                out,
+                "  enabled:             no (the generated repository certificate is served)"
+            )
         }
     }
     match &pending.external_ssl {
         Some(Change::Set(external)) => {
-            println!("  pending: enable with a new certificate; run 'pgssl pending-changes apply'");
-            print_record(&store, external, "    ")?;
+            say!(
+                out,
+                "  pending: enable with a new certificate; run 'pgssl pending-changes apply'"
+            );
+            print_record(out, &store, external, "    ")?;
         }
         Some(Change::Remove) => {
-            println!("  pending: disable; run 'pgssl pending-changes apply'")
+            say!(out, "  pending: disable; run 'pgssl pending-changes apply'")
         }
         None => {}
     }
@@ -147,6 +169,7 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
 }
 
 fn print_record(
+    out: &super::Output,
     store: &StateStore,
     external: &ExternalSsl,
     indent: &str,
@@ -155,7 +178,7 @@ fn print_record(
     let protocols = protocols::parse(&external.protocols)
         .map(|p| p.set.to_string())
         .unwrap_or_else(|e| e.to_string());
-    let line = |label: &str, value: &str| println!("{indent}{label:<21}{value}");
+    let line = |label: &str, value: &str| say!(out, "{indent}{label:<21}{value}");
     line("enabled:", "yes");
     line("certificate file:", &external.cert_file_name);
     line(

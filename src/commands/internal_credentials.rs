@@ -10,6 +10,7 @@ use crate::state::keystore::Keystore;
 /// Prints a libpq connection string with the role's password and, when repository SSL is on,
 /// `sslmode=verify-full` with the certificate as `sslrootcert`.
 pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), CommandError> {
+    let out = &ctx.out;
     if ctx.config.server.upstream.is_some() {
         return Err(CommandError::Refused(
             "internal credentials exist only for a managed repository (server.upstream is set, so pgssl does not manage the roles)".into(),
@@ -52,7 +53,8 @@ pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), Com
             parts.push(("sslrootcert", cert.display().to_string()));
         }
         _ => {
-            eprintln!(
+            note!(
+                out,
                 "note: repository SSL is off, so this connection string uses no TLS; run 'pgssl security repository-ssl enable' and 'pgssl pending-changes apply'"
             );
             parts.push(("sslmode", "disable".into()));
@@ -62,7 +64,7 @@ pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), Com
         .iter()
         .map(|(k, v)| format!("{k}={}", quote(v)))
         .collect();
-    println!("{}", line.join(" "));
+    say!(out, "{}", line.join(" "));
     Ok(())
 }
 

@@ -3,6 +3,16 @@
 //! Each function takes a [`Context`] and prints what a user needs to read on stdout; failures are
 //! returned as [`CommandError`] and printed once, as one line, by the binary.
 
+/// Appends a line to a command's [`Output`], formatted like `println!`.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => { $out.info(format!($($arg)*)) };
+}
+
+/// Appends a warning or note (stderr on a terminal) to a command's [`Output`].
+macro_rules! note {
+    ($out:expr, $($arg:tt)*) => { $out.warning(format!($($arg)*)) };
+}
+
 pub mod custom_cert;
 pub mod data_access;
 pub mod external_ssl;
@@ -13,8 +23,8 @@ pub mod repository_ssl;
 pub mod serve;
 pub mod vizql_extsvc;
 
-use std::io::BufRead;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -26,6 +36,68 @@ use crate::server::ServerError;
 use crate::state::keystore::{Keystore, Secret};
 use crate::state::{CertError, StateError, StateStore};
 
+/// One line of a command's report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "text", rename_all = "lowercase")]
+pub enum OutputLine {
+    /// What the user asked for (stdout).
+    Info(String),
+    /// A warning or note beside it (stderr).
+    Warning(String),
+}
+
+/// Where a command's report goes: printed as it is made (the local CLI), or collected for the admin
+/// API and web pages, so that all three ways in say the same words.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    collected: Option<Arc<Mutex<Vec<OutputLine>>>>,
+}
+
+impl Output {
+    /// Prints info lines on stdout and warnings on stderr.
+    pub fn print() -> Output {
+        Output { collected: None }
+    }
+
+    /// Keeps the lines for [`Output::take`].
+    pub fn collect() -> Output {
+        Output {
+            collected: Some(Arc::new(Mutex::new(Vec::new()))),
+        }
+    }
+
+    /// Reports a line.
+    pub fn info(&self, line: String) {
+        match &self.collected {
+            Some(lines) => lock(lines).push(OutputLine::Info(line)),
+            None => println!("{line}"),
+        }
+    }
+
+    /// Reports a warning or note.
+    pub fn warning(&self, line: String) {
+        match &self.collected {
+            Some(lines) => lock(lines).push(OutputLine::Warning(line)),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// The collected lines so far (empty when printing).
+    pub fn take(&self) -> Vec<OutputLine> {
+        self.collected
+            .as_ref()
+            .map(|lines| std::mem::take(&mut *lock(lines)))
+            .unwrap_or_default()
+    }
+}
+
+fn lock(lines: &Mutex<Vec<OutputLine>>) -> std::sync::MutexGuard<'_, Vec<OutputLine>> {
+    // A panic while holding the lock leaves only a partial report behind: keep using it.
+    lines
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What every command runs with.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -33,6 +105,8 @@ pub struct Context {
     pub data_dir: PathBuf,
     /// The loaded `--config`.
     pub config: Config,
+    /// Where the command's report goes.
+    pub out: Output,
 }
 
 impl Context {
@@ -77,29 +151,6 @@ pub enum CommandError {
     Runtime(std::io::Error),
 }
 
-/// Reads a secret given as a flag value, or from the first line of standard input when the value is
-/// `-`; refuses an empty one.
-pub(crate) fn read_secret(value: &str, flag: &str) -> Result<Secret, CommandError> {
-    let secret = if value == "-" {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| {
-            CommandError::Refused(format!("cannot read {flag} from standard input: {e}"))
-        })?;
-        Secret::new(line.trim_end_matches(['\n', '\r']).to_string())
-    } else {
-        eprintln!(
-            "note: a secret given on the command line is visible in the process list and shell history; prefer '{flag} -' and standard input"
-        );
-        Secret::new(value.to_string())
-    };
-    if secret.expose().is_empty() || secret.expose().contains('\0') {
-        return Err(CommandError::Refused(format!(
-            "{flag} must not be empty or contain NUL bytes"
-        )));
-    }
-    Ok(secret)
-}
-
 /// An expiry date with the days left, or how long ago it passed.
 pub(crate) fn describe_expiry(not_after: OffsetDateTime) -> String {
     let when = not_after
@@ -115,13 +166,25 @@ pub(crate) fn describe_expiry(not_after: OffsetDateTime) -> String {
 
 /// Removes copies and secrets nothing refers to any more. A failure leaves only stale files behind,
 /// so it is reported and the command still succeeds.
-pub(crate) fn prune(store: &StateStore) {
+pub(crate) fn prune(store: &StateStore, out: &Output) {
     let pruned = Keystore::open(&store.config_dir())
         .map_err(crate::state::store::PruneError::from)
         .and_then(|mut keystore| store.prune(&mut keystore));
     if let Err(e) = pruned {
-        eprintln!("warning: could not remove files no longer used: {e}");
+        out.warning(format!(
+            "warning: could not remove files no longer used: {e}"
+        ));
     }
+}
+
+/// Refuses an empty secret or one with NUL bytes (which PostgreSQL and libpq cannot carry).
+pub(crate) fn check_secret(secret: &Secret, what: &str) -> Result<(), CommandError> {
+    if secret.expose().is_empty() || secret.expose().contains('\0') {
+        return Err(CommandError::Refused(format!(
+            "{what} must not be empty or contain NUL bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs a future on a small runtime; CLI commands only need one thread.

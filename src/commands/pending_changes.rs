@@ -11,15 +11,16 @@ use crate::state::keystore::Keystore;
 
 /// Prints the staged changes.
 pub fn list(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let pending = store.pending()?;
     if pending.is_empty() {
-        println!("No pending changes.");
+        say!(out, "No pending changes.");
         return Ok(());
     }
-    println!("Pending changes:");
+    say!(out, "Pending changes:");
     for line in pending.describe(&store.applied()?) {
-        println!("  {line}");
+        say!(out, "  {line}");
     }
     Ok(())
 }
@@ -29,6 +30,7 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
 /// `--ignore-prompt` is accepted for compatibility with the model's grammar: pgssl applies changes
 /// without a restart, so there is nothing to confirm.
 pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let applied = store.applied()?;
@@ -46,14 +48,15 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
     }
     let lines = pending.describe(&applied);
     store.promote(&next)?;
-    super::prune(&store);
-    println!("Applied:");
+    super::prune(&store, out);
+    say!(out, "Applied:");
     for line in lines {
-        println!("  {line}");
+        say!(out, "  {line}");
     }
     match control::request_reload(&store.control_socket_path(), Duration::from_secs(30)) {
         Ok(report) => {
-            println!(
+            say!(
+                out,
                 "The running pgssl server took the change: new connections use mode {}{}; open sessions were kept.",
                 report.mode,
                 report
@@ -64,7 +67,8 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
             Ok(())
         }
         Err(ControlError::NotRunning) => {
-            println!(
+            say!(
+                out,
                 "No pgssl server is running on this data directory; 'pgssl serve' will use the change when it starts."
             );
             Ok(())
@@ -93,6 +97,7 @@ fn apply_data_access(
 
 /// Drops the staged changes.
 pub fn discard(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let staged_users: Vec<String> = store.pending()?.data_access.into_keys().collect();
@@ -103,11 +108,11 @@ pub fn discard(ctx: &Context) -> Result<(), CommandError> {
         }
     }
     let discarded = store.discard_pending()?;
-    super::prune(&store);
+    super::prune(&store, out);
     if discarded {
-        println!("Discarded the pending changes.");
+        say!(out, "Discarded the pending changes.");
     } else {
-        println!("No pending changes to discard.");
+        say!(out, "No pending changes to discard.");
     }
     Ok(())
 }

@@ -55,12 +55,13 @@ fn fault_point(step: usize) {
         .and_then(|v| v.parse::<usize>().ok())
         == Some(step)
     {
-        eprintln!("fault injection: aborting after step {step}");
+        std::eprintln!("fault injection: aborting after step {step}");
         std::process::abort();
     }
 }
 
 async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
+    let out = &ctx.out;
     // 1. Certificate.
     let applied = store.applied()?;
     let next = store.pending()?.merged_into(&applied);
@@ -71,13 +72,15 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
         Some(paths) => {
             let sans = certs::default_subject_alt_names(&ctx.config.tls.subject_alt_names);
             let info = certs::generate(&paths, &sans, ctx.config.tls.certificate_validity_days)?;
-            println!(
+            say!(
+                out,
                 "[1/{STEPS}] internal TLS certificate: generated {} (SHA256 {})",
                 paths.cert.display(),
                 info.sha256_fingerprint
             );
         }
-        None => println!(
+        None => say!(
+            out,
             "[1/{STEPS}] internal TLS certificate: none yet (repository SSL was never enabled); skipped"
         ),
     }
@@ -86,7 +89,8 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
     // 2. Passwords of the internally managed roles.
     let mut keystore = Keystore::open(&store.config_dir())?;
     if ctx.config.server.upstream.is_some() {
-        println!(
+        say!(
+            out,
             "[2/{STEPS}] internal role passwords: skipped (server.upstream is set; pgssl does not manage its roles)"
         );
     } else {
@@ -96,7 +100,8 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
                 "cannot change the internal passwords ({e}); is 'pgssl serve' running on this data directory? Run the command again once it is"
             ))
         })?;
-        println!(
+        say!(
+            out,
             "[2/{STEPS}] internal role passwords: changed for {}",
             changed.join(", ")
         );
@@ -105,7 +110,8 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
 
     // 3. The running server.
     match control::request_reload(&store.control_socket_path(), Duration::from_secs(30)) {
-        Ok(report) => println!(
+        Ok(report) => say!(
+            out,
             "[3/{STEPS}] running server: reloaded; new connections use mode {}{}",
             report.mode,
             report
@@ -114,7 +120,8 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
                 .unwrap_or_default()
         ),
         Err(ControlError::NotRunning) => {
-            println!(
+            say!(
+                out,
                 "[3/{STEPS}] running server: none on this data directory; 'pgssl serve' will use the new certificate when it starts"
             )
         }
@@ -125,10 +132,14 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
     // 4. Master key.
     let sealed = keystore.len();
     keystore.rotate_master_key()?;
-    println!("[4/{STEPS}] master key: rotated; {sealed} secrets re-sealed");
+    say!(
+        out,
+        "[4/{STEPS}] master key: rotated; {sealed} secrets re-sealed"
+    );
     fault_point(4);
 
-    println!(
+    say!(
+        out,
         "Internal tokens regenerated. Internal services must fetch their new credentials ('pgssl internal-credentials'); open sessions were kept."
     );
     Ok(())

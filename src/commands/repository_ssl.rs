@@ -12,6 +12,7 @@ use crate::upstream_tls::UpstreamTls;
 
 /// Stages `required` (or `optional` with `internal_only`), generating the certificate if missing.
 pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let mode = if internal_only {
         Mode::Optional
     } else {
@@ -33,15 +34,18 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
         None => managed_major(ctx),
     };
     match &found.source {
-        VersionSource::Upstream { server_version } => println!(
+        VersionSource::Upstream { server_version } => say!(
+            out,
             "PostgreSQL major version {} (from the upstream's server_version '{server_version}')",
             found.major
         ),
-        VersionSource::Managed => println!(
+        VersionSource::Managed => say!(
+            out,
             "PostgreSQL major version {} (from the managed repository)",
             found.major
         ),
-        VersionSource::Config { reason } => println!(
+        VersionSource::Config { reason } => say!(
+            out,
             "PostgreSQL major version {} (from config repository.postgres_major; could not read the upstream's server_version: {reason})",
             found.major
         ),
@@ -58,23 +62,28 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
             ))
         })?;
         let info = certs::read_info(&paths.cert)?;
-        println!("Using the existing certificate {}", paths.cert.display());
-        println!("  fingerprint: SHA256 {}", info.sha256_fingerprint);
+        say!(
+            out,
+            "Using the existing certificate {}",
+            paths.cert.display()
+        );
+        say!(out, "  fingerprint: SHA256 {}", info.sha256_fingerprint);
     } else {
         let sans = certs::default_subject_alt_names(&ctx.config.tls.subject_alt_names);
         let info = certs::generate(&paths, &sans, ctx.config.tls.certificate_validity_days)?;
-        println!("Generated a new certificate {}", paths.cert.display());
-        println!(
+        say!(out, "Generated a new certificate {}", paths.cert.display());
+        say!(
+            out,
             "  subject alternative names: {}",
             info.subject_alt_names.join(", ")
         );
-        println!("  fingerprint: SHA256 {}", info.sha256_fingerprint);
+        say!(out, "  fingerprint: SHA256 {}", info.sha256_fingerprint);
     }
 
     pending.repository_ssl_mode = Some(mode);
     pending.postgres_major = Some(found.major);
     store.save_pending(&pending)?;
-    report_staged(&store, &applied, mode)
+    report_staged(out, &store, &applied, mode)
 }
 
 fn managed_major(ctx: &Context) -> version::MajorVersion {
@@ -101,54 +110,68 @@ fn managed_major(ctx: &Context) -> version::MajorVersion {
 
 /// Stages `off`.
 pub fn disable(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let applied = store.applied()?;
     let mut pending = store.pending()?;
     pending.repository_ssl_mode = Some(Mode::Off);
     store.save_pending(&pending)?;
-    report_staged(&store, &applied, Mode::Off)
+    report_staged(out, &store, &applied, Mode::Off)
 }
 
 fn report_staged(
+    out: &super::Output,
     store: &crate::state::StateStore,
     applied: &crate::state::AppliedState,
     mode: Mode,
 ) -> Result<(), CommandError> {
     if store.pending()?.is_empty() {
-        println!(
+        say!(
+            out,
             "Repository SSL is already {mode} ({}); nothing to stage.",
             mode.description()
         );
     } else {
-        println!(
+        say!(
+            out,
             "Staged repository SSL mode {} -> {mode} ({}).",
             applied.repository_ssl.mode,
             mode.description()
         );
-        println!("Run 'pgssl pending-changes apply' to make it take effect.");
+        say!(
+            out,
+            "Run 'pgssl pending-changes apply' to make it take effect."
+        );
     }
     Ok(())
 }
 
 /// Prints the applied and staged mode and the certificate's details.
 pub fn list(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let applied = store.applied()?;
     let pending = store.pending()?;
     let next = pending.merged_into(&applied);
     let mode = applied.repository_ssl.mode;
-    println!("Repository SSL");
-    println!("  mode:                {mode} ({})", mode.description());
+    say!(out, "Repository SSL");
+    say!(
+        out,
+        "  mode:                {mode} ({})",
+        mode.description()
+    );
     if next.repository_ssl.mode != mode {
         let staged = next.repository_ssl.mode;
-        println!(
+        say!(
+            out,
             "  pending mode:        {staged} ({}); run 'pgssl pending-changes apply'",
             staged.description()
         );
     }
     if applied.external_ssl.is_some() {
-        println!(
+        say!(
+            out,
             "  served certificate:  external SSL (see 'pgssl security external-ssl list'); the generated one below is kept for when it is disabled"
         );
     }
@@ -158,16 +181,22 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
     {
         Some(paths) if paths.cert.exists() => {
             let info = certs::read_info(&paths.cert)?;
-            println!("  certificate:         {}", paths.cert.display());
-            println!("  subject:             {}", info.subject);
-            println!(
+            say!(out, "  certificate:         {}", paths.cert.display());
+            say!(out, "  subject:             {}", info.subject);
+            say!(
+                out,
                 "  subject alt names:   {}",
                 info.subject_alt_names.join(", ")
             );
-            println!("  SHA-256 fingerprint: {}", info.sha256_fingerprint);
-            println!("  expires:             {}", describe_expiry(info.not_after));
+            say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
+            say!(
+                out,
+                "  expires:             {}",
+                describe_expiry(info.not_after)
+            );
         }
-        _ => println!(
+        _ => say!(
+            out,
             "  certificate:         none (generated by 'pgssl security repository-ssl enable')"
         ),
     }
@@ -176,6 +205,7 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
 
 /// Writes the public certificate to `dest`.
 pub fn get_certificate_file(ctx: &Context, dest: &Path) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let applied = store.applied()?;
     let next = store.pending()?.merged_into(&applied);
@@ -198,16 +228,22 @@ pub fn get_certificate_file(ctx: &Context, dest: &Path) -> Result<(), CommandErr
     };
     certs::export_certificate(&paths, dest)?;
     let info = certs::read_info(dest)?;
-    println!("Wrote the repository certificate to {}", dest.display());
-    println!("  SHA-256 fingerprint: {}", info.sha256_fingerprint);
+    say!(
+        out,
+        "Wrote the repository certificate to {}",
+        dest.display()
+    );
+    say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
     if state.external_ssl.is_some() {
-        println!(
+        say!(
+            out,
             "Note: external SSL is on, so this is your certificate and its chain (issuer {}); clients with sslmode=verify-full need your CA's root certificate as sslrootcert.",
             info.issuer
         );
     }
     if staged_only {
-        println!(
+        say!(
+            out,
             "Note: repository SSL is enabled but not applied yet; run 'pgssl pending-changes apply'."
         );
     }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use time::OffsetDateTime;
 
-use super::{CommandError, Context, block_on, prune, read_secret};
+use super::{CommandError, Context, block_on, check_secret, prune};
 use crate::state::custom_ca;
-use crate::state::keystore::Keystore;
+use crate::state::keystore::{Keystore, Secret};
 use crate::state::security::{self, Change, ConnectionType, ExternalService};
 use crate::state::store::new_id;
 use crate::tls_client::{self, Verification};
@@ -33,8 +33,8 @@ pub struct EnableArgs {
     pub cert_file: Option<PathBuf>,
     /// `--extsvc-username`.
     pub username: Option<String>,
-    /// `--extsvc-password` (a value or `-`).
-    pub password: Option<String>,
+    /// `--extsvc-password`.
+    pub password: Option<Secret>,
     /// `--connect-timeout-ms`.
     pub connect_timeout_ms: u64,
     /// `--script-disabled`.
@@ -45,6 +45,7 @@ pub struct EnableArgs {
 
 /// Checks and stages a new external service connection.
 pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let refuse = |m: String| Err(CommandError::Refused(m));
     let host = args.host.trim();
     if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
@@ -63,11 +64,10 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         return refuse("--extsvc-password needs --extsvc-username".into());
     }
     let port = args.port.unwrap_or(args.connection_type.default_port());
-    let password = args
-        .password
-        .as_deref()
-        .map(|p| read_secret(p, "--extsvc-password"))
-        .transpose()?;
+    let password = args.password.as_ref();
+    if let Some(p) = password {
+        check_secret(p, "--extsvc-password")?;
+    }
     let cert = args
         .cert_file
         .as_deref()
@@ -87,7 +87,8 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
 
     if args.connection_type.is_secure() {
         if args.skip_check {
-            eprintln!(
+            note!(
+                out,
                 "warning: --skip-check: staged without checking that {host}:{port} answers TLS with a trusted certificate"
             );
         } else {
@@ -117,7 +118,8 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
                     "{e}; nothing was staged (fix the service or --cert-file, or use --skip-check to stage anyway)"
                 ))
             })?;
-            println!(
+            say!(
+                out,
                 "Checked: {host}:{port} completed a {version} handshake with a trusted certificate."
             );
         }
@@ -127,7 +129,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
     if let Some(cert) = &cert {
         custom_ca::store(cert, &store.extsvc_cert_path(&id))?;
     }
-    if let Some(password) = &password {
+    if let Some(password) = password {
         let mut keystore = Keystore::open(&store.config_dir())?;
         keystore.set(&security::extsvc_password_name(&id), password)?;
     }
@@ -147,60 +149,74 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         connect_timeout_ms: args.connect_timeout_ms,
         script_disabled: args.script_disabled,
     };
-    println!("Staged the external service connection:");
-    print_record(&record, "  ");
+    say!(out, "Staged the external service connection:");
+    print_record(out, &record, "  ");
     pending.extsvc = Some(Change::Set(record));
     store.save_pending(&pending)?;
-    println!("Run 'pgssl pending-changes apply' to make it take effect.");
+    say!(
+        out,
+        "Run 'pgssl pending-changes apply' to make it take effect."
+    );
     Ok(())
 }
 
 /// Stages removing the connection (or drops one that is only staged).
 pub fn disable(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let applied = store.applied()?;
     let mut pending = store.pending()?;
     let staged_only = applied.extsvc.is_none();
     if pending.merged_into(&applied).extsvc.is_none() {
-        println!("No external service connection is configured; nothing to stage.");
+        say!(
+            out,
+            "No external service connection is configured; nothing to stage."
+        );
         return Ok(());
     }
     pending.extsvc = Some(Change::Remove);
     store.save_pending(&pending)?;
-    prune(&store);
+    prune(&store, out);
     if staged_only {
-        println!("Dropped the staged external service connection; none is applied.");
+        say!(
+            out,
+            "Dropped the staged external service connection; none is applied."
+        );
     } else {
-        println!("Staged: disable the external service connection.");
-        println!("Run 'pgssl pending-changes apply' to make it take effect.");
+        say!(out, "Staged: disable the external service connection.");
+        say!(
+            out,
+            "Run 'pgssl pending-changes apply' to make it take effect."
+        );
     }
     Ok(())
 }
 
 /// Shows the applied (and any staged) connection; never the password.
 pub fn list(ctx: &Context) -> Result<(), CommandError> {
+    let out = &ctx.out;
     let store = ctx.store()?;
     let applied = store.applied()?;
     let pending = store.pending()?;
-    println!("External service (vizql-extsvc-ssl)");
+    say!(out, "External service (vizql-extsvc-ssl)");
     match &applied.extsvc {
-        Some(record) => print_record(record, "  "),
-        None => println!("  enabled:             no"),
+        Some(record) => print_record(out, record, "  "),
+        None => say!(out, "  enabled:             no"),
     }
     match &pending.extsvc {
         Some(Change::Set(record)) => {
-            println!("  pending: enable; run 'pgssl pending-changes apply'");
-            print_record(record, "    ");
+            say!(out, "  pending: enable; run 'pgssl pending-changes apply'");
+            print_record(out, record, "    ");
         }
-        Some(Change::Remove) => println!("  pending: disable; run 'pgssl pending-changes apply'"),
+        Some(Change::Remove) => say!(out, "  pending: disable; run 'pgssl pending-changes apply'"),
         None => {}
     }
     Ok(())
 }
 
-fn print_record(record: &ExternalService, indent: &str) {
-    let line = |label: &str, value: &str| println!("{indent}{label:<21}{value}");
+fn print_record(out: &super::Output, record: &ExternalService, indent: &str) {
+    let line = |label: &str, value: &str| say!(out, "{indent}{label:<21}{value}");
     line("enabled:", "yes");
     line("connection type:", &record.connection_type.to_string());
     line("host:", &record.host);
