@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::vizql_extsvc::DEFAULT_CONNECT_TIMEOUT_MS;
 use crate::commands::{self, CommandError, Context};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::remote::{Call, Remote, file_name, read_upload};
 use crate::state::keystore::Secret;
 use crate::state::security::ConnectionType;
 
@@ -31,6 +32,26 @@ pub struct Cli {
     /// Log format on stderr: one human-readable line per event, or one JSON object per line.
     #[arg(long, global = true, env = "PGSSL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Run the command on a remote admin server (https://host:port; port 8850 if omitted) instead of
+    /// the local data directory.
+    #[arg(
+        short = 's',
+        long = "server",
+        global = true,
+        value_name = "URL",
+        env = "PGSSL_SERVER"
+    )]
+    pub server: Option<String>,
+    /// Administrator to sign in as (with -s; needed only when no cached session is active).
+    #[arg(short = 'u', long = "username", global = true, value_name = "NAME")]
+    pub username: Option<String>,
+    /// The administrator's password, or '-' to read it from standard input.
+    #[arg(short = 'p', long = "password", global = true, value_name = "PW|-")]
+    pub password: Option<String>,
+    /// Accept the admin server's self-signed certificate (compare its fingerprint with the one
+    /// 'pgssl serve' logs).
+    #[arg(long, global = true)]
+    pub trust_admin_controller_cert: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -60,6 +81,18 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// Address of the HTTPS admin server [default: admin.listen, 127.0.0.1:8850].
+        #[arg(long, value_name = "ADDR", conflicts_with = "no_admin")]
+        admin_listen: Option<String>,
+        /// Run no admin server.
+        #[arg(long)]
+        no_admin: bool,
+    },
+    /// Administrators of the admin server (local only).
+    AdminUser {
+        /// The action.
+        #[command(subcommand)]
+        command: AdminUserCommand,
     },
     /// Security settings.
     Security {
@@ -85,6 +118,17 @@ pub enum Command {
         #[command(subcommand)]
         command: PendingChangesCommand,
     },
+}
+
+/// `admin-user …`: the name and password are the global `--username` and `--password`.
+#[derive(Debug, Subcommand)]
+pub enum AdminUserCommand {
+    /// Add an administrator: --username NAME --password PW|- (stored as an Argon2id hash).
+    Add,
+    /// Delete an administrator: --username NAME.
+    Delete,
+    /// List the administrators.
+    List,
 }
 
 /// `security …`.
@@ -272,8 +316,28 @@ pub enum PendingChangesCommand {
 }
 
 impl Cli {
-    /// Loads the configuration and runs the command.
+    /// Loads the configuration and runs the command, locally or (with `-s`) on an admin server.
     pub fn run(self) -> Result<(), CommandError> {
+        if let Some(server) = &self.server {
+            let password = self
+                .password
+                .as_deref()
+                .map(|p| read_secret(p, "-p"))
+                .transpose()?;
+            let remote = Remote::new(
+                server,
+                self.trust_admin_controller_cert,
+                self.username.clone(),
+                password,
+            )?;
+            return remote.run(remote_call(self.command)?);
+        }
+        let admin_user = matches!(self.command, Command::AdminUser { .. });
+        if !admin_user && (self.username.is_some() || self.password.is_some()) {
+            return Err(CommandError::Refused(
+                "-u and -p sign in to a remote admin server; give -s URL too".into(),
+            ));
+        }
         let config = match &self.config {
             Some(path) => Config::load(path, true)?,
             None => Config::load(std::path::Path::new(DEFAULT_CONFIG_PATH), false)?,
@@ -284,22 +348,47 @@ impl Cli {
             out: commands::Output::print(),
         };
         use commands::{
-            custom_cert, data_access, external_ssl, internal_credentials, pending_changes,
-            regenerate_tokens, repository_ssl, serve, vizql_extsvc,
+            admin_user, custom_cert, data_access, external_ssl, internal_credentials,
+            pending_changes, regenerate_tokens, repository_ssl, serve, vizql_extsvc,
         };
         match self.command {
             Command::Serve {
                 listen,
                 upstream,
                 metrics,
+                admin_listen,
+                no_admin,
             } => serve::serve(
                 &ctx,
                 serve::ServeFlags {
                     listen: listen.as_deref(),
                     upstream: upstream.as_deref(),
                     metrics: metrics.as_deref(),
+                    admin_listen: admin_listen.as_deref(),
+                    no_admin,
                 },
             ),
+            Command::AdminUser { command } => {
+                let name = || {
+                    self.username.as_deref().ok_or_else(|| {
+                        CommandError::Refused(
+                            "give the administrator's name with --username NAME".into(),
+                        )
+                    })
+                };
+                match command {
+                    AdminUserCommand::Add => {
+                        let password = self.password.as_deref().ok_or_else(|| {
+                            CommandError::Refused(
+                                "give the new password with --password - (read from standard input) or --password PW".into(),
+                            )
+                        })?;
+                        admin_user::add(&ctx, name()?, &read_secret(password, "--password")?)
+                    }
+                    AdminUserCommand::Delete => admin_user::delete(&ctx, name()?),
+                    AdminUserCommand::List => admin_user::list(&ctx),
+                }
+            }
             Command::Security {
                 command: SecurityCommand::RegenerateInternalTokens { request_timeout },
             } => {
@@ -430,4 +519,160 @@ fn read_secret(value: &str, flag: &str) -> Result<Secret, CommandError> {
         Secret::new(value.to_string())
     };
     Ok(secret)
+}
+
+/// The API call a command makes with `-s`.
+fn remote_call(command: Command) -> Result<Call, CommandError> {
+    use hyper::Method;
+    use serde_json::{Value, json};
+    let post = |path: &'static str, body: Value| Call::Json {
+        method: Method::POST,
+        path,
+        body,
+    };
+    let get = |path: &'static str| Call::Json {
+        method: Method::GET,
+        path,
+        body: Value::Null,
+    };
+    let local_only = |what: &str| {
+        Err(CommandError::Refused(format!(
+            "'{what}' runs only locally, on the data directory (leave out -s)"
+        )))
+    };
+    let text = |path: &std::path::Path| -> Result<String, CommandError> {
+        String::from_utf8(read_upload(path)?).map_err(|_| {
+            CommandError::Refused(format!("{} is not a text (PEM) file", path.display()))
+        })
+    };
+    Ok(match command {
+        Command::Serve { .. } => return local_only("serve"),
+        Command::AdminUser { .. } => return local_only("admin-user"),
+        Command::InternalCredentials { .. } => return local_only("internal-credentials"),
+        Command::PendingChanges { command } => match command {
+            PendingChangesCommand::List => Call::PendingList,
+            PendingChangesCommand::Apply { .. } => post("/pending-changes/apply", json!({})),
+            PendingChangesCommand::Discard => post("/pending-changes/discard", json!({})),
+        },
+        Command::DataAccess {
+            command: DataAccessCommand::RepositoryAccess { command },
+        } => match command {
+            RepositoryAccessCommand::Enable {
+                repository_username,
+                repository_password,
+            } => {
+                let password = read_secret(&repository_password, "--repository-password")?;
+                post(
+                    "/data-access/enable",
+                    json!({ "repository_username": repository_username, "repository_password": password.expose() }),
+                )
+            }
+            RepositoryAccessCommand::Disable {
+                repository_username,
+            } => post(
+                "/data-access/disable",
+                json!({ "repository_username": repository_username }),
+            ),
+        },
+        Command::Security { command } => match command {
+            SecurityCommand::RegenerateInternalTokens { request_timeout } => post(
+                "/regenerate-internal-tokens",
+                json!({ "request_timeout_secs": request_timeout }),
+            ),
+            SecurityCommand::RepositorySsl { command } => match command {
+                RepositorySslCommand::Enable { internal_only } => post(
+                    "/repository-ssl/enable",
+                    json!({ "internal_only": internal_only }),
+                ),
+                RepositorySslCommand::Disable => post("/repository-ssl/disable", json!({})),
+                RepositorySslCommand::List => get("/repository-ssl"),
+                RepositorySslCommand::GetCertificateFile { file } => Call::Download {
+                    path: "/repository-ssl/certificate",
+                    dest: file,
+                },
+            },
+            SecurityCommand::ExternalSsl { command } => match command {
+                ExternalSslCommand::Enable {
+                    cert_file,
+                    key_file,
+                    chain_file,
+                    passphrase,
+                    protocols,
+                } => {
+                    let mut body = json!({
+                        "cert_pem": text(&cert_file)?, "cert_file_name": file_name(&cert_file),
+                        "key_pem": text(&key_file)?, "key_file_name": file_name(&key_file),
+                    });
+                    if let Some(chain) = &chain_file {
+                        body["chain_pem"] = json!(text(chain)?);
+                        body["chain_file_name"] = json!(file_name(chain));
+                    }
+                    if let Some(p) = passphrase {
+                        body["passphrase"] = json!(read_secret(&p, "--passphrase")?.expose());
+                    }
+                    if let Some(p) = protocols {
+                        body["protocols"] = json!(p);
+                    }
+                    post("/external-ssl/enable", body)
+                }
+                ExternalSslCommand::Disable => post("/external-ssl/disable", json!({})),
+                ExternalSslCommand::List => get("/external-ssl"),
+            },
+            SecurityCommand::CustomCert { command } => match command {
+                CustomCertCommand::Add { cert_file } => {
+                    use base64::Engine;
+                    let bytes = read_upload(&cert_file)?;
+                    let mut body = json!({ "cert_file_name": file_name(&cert_file) });
+                    match String::from_utf8(bytes.clone()) {
+                        Ok(pem) if pem.trim_start().starts_with("-----BEGIN") => {
+                            body["cert_pem"] = json!(pem)
+                        }
+                        _ => {
+                            body["cert_der_base64"] =
+                                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                        }
+                    }
+                    post("/custom-cert/add", body)
+                }
+                CustomCertCommand::Delete => post("/custom-cert/delete", json!({})),
+                CustomCertCommand::List => get("/custom-cert"),
+            },
+            SecurityCommand::VizqlExtsvcSsl { command } => match command {
+                VizqlExtsvcCommand::Enable {
+                    connection_type,
+                    extsvc_host,
+                    extsvc_port,
+                    cert_file,
+                    extsvc_username,
+                    extsvc_password,
+                    connect_timeout_ms,
+                    script_disabled,
+                    skip_check,
+                } => {
+                    let mut body = json!({
+                        "connection_type": connection_type.to_string(), "extsvc_host": extsvc_host,
+                        "connect_timeout_ms": connect_timeout_ms, "script_disabled": script_disabled,
+                        "skip_check": skip_check,
+                    });
+                    if let Some(port) = extsvc_port {
+                        body["extsvc_port"] = json!(port);
+                    }
+                    if let Some(cert) = &cert_file {
+                        body["cert_pem"] = json!(text(cert)?);
+                        body["cert_file_name"] = json!(file_name(cert));
+                    }
+                    if let Some(u) = extsvc_username {
+                        body["extsvc_username"] = json!(u);
+                    }
+                    if let Some(p) = extsvc_password {
+                        body["extsvc_password"] =
+                            json!(read_secret(&p, "--extsvc-password")?.expose());
+                    }
+                    post("/vizql-extsvc-ssl/enable", body)
+                }
+                VizqlExtsvcCommand::Disable => post("/vizql-extsvc-ssl/disable", json!({})),
+                VizqlExtsvcCommand::List => get("/vizql-extsvc-ssl"),
+            },
+        },
+    })
 }

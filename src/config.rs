@@ -62,6 +62,28 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[repository]`: facts about the upstream PostgreSQL.
     pub repository: RepositoryConfig,
+    /// `[admin]`: the admin server.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`. Read when `serve` starts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// HTTPS address of the admin server (`serve --admin-listen` overrides it). Default
+    /// `127.0.0.1:8850`.
+    pub listen: String,
+    /// Seconds without requests after which an admin session ends. Default 900.
+    pub session_idle_timeout_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8850".into(),
+            session_idle_timeout_secs: 900,
+        }
+    }
 }
 
 /// `[server]`. Read at start-up.
@@ -209,6 +231,7 @@ impl Config {
     /// Checks ranges and addresses.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        parse_listen(&self.admin.listen)?;
         self.upstream_addr()?;
         let positive = [
             ("server.max_connections", self.server.max_connections as u64),
@@ -219,6 +242,10 @@ impl Config {
             (
                 "server.connect_timeout_secs",
                 self.server.connect_timeout_secs,
+            ),
+            (
+                "admin.session_idle_timeout_secs",
+                self.admin.session_idle_timeout_secs,
             ),
             (
                 "tls.certificate_validity_days",

@@ -11,10 +11,13 @@
 //! - Control plane: [`state`] (applied and pending state, certificates, atomic files), [`repository`]
 //!   (talking to the upstream as a client), and [`control`] (the reload socket a running server listens
 //!   on).
-//! - CLI: [`cli`] maps the tsm-style grammar onto [`commands`].
+//! - Admin: [`admin`] serves the same operations over HTTPS (JSON API and web pages).
+//! - CLI: [`cli`] maps the tsm-style grammar onto [`commands`], or with `-s` onto the admin API
+//!   ([`remote`]).
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -25,6 +28,7 @@ pub mod negotiate;
 pub mod policy;
 pub mod protocol;
 pub mod relay;
+pub mod remote;
 pub mod repository;
 pub mod server;
 pub mod state;

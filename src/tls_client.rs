@@ -32,6 +32,14 @@ pub fn require_mode_connector() -> Result<TlsConnector, rustls::Error> {
 
 /// A TLS 1.2/1.3 connector (ring provider) that checks what `verification` asks for.
 pub fn connector(verification: Verification) -> Result<TlsConnector, rustls::Error> {
+    connector_with_alpn(verification, &[])
+}
+
+/// Like [`connector`], offering the ALPN protocols `alpn`.
+pub fn connector_with_alpn(
+    verification: Verification,
+    alpn: &[&[u8]],
+) -> Result<TlsConnector, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
@@ -51,6 +59,8 @@ pub fn connector(verification: Verification) -> Result<TlsConnector, rustls::Err
             .with_webpki_verifier(webpki_verifier(roots, provider)?)
             .with_no_client_auth(),
     };
+    let mut config = config;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(TlsConnector::from(Arc::new(config)))
 }
 

@@ -13,6 +13,7 @@ macro_rules! note {
     ($out:expr, $($arg:tt)*) => { $out.warning(format!($($arg)*)) };
 }
 
+pub mod admin_user;
 pub mod custom_cert;
 pub mod data_access;
 pub mod external_ssl;
@@ -137,6 +138,9 @@ pub enum CommandError {
     /// The managed repository failed.
     #[error(transparent)]
     Managed(#[from] crate::repository::managed::ManagedError),
+    /// The administrators file is unusable, or a name is wrong.
+    #[error(transparent)]
+    AdminUser(#[from] crate::state::admin_users::AdminUserError),
     /// The keystore is unusable.
     #[error(transparent)]
     Keystore(#[from] crate::state::keystore::KeystoreError),

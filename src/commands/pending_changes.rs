@@ -25,6 +25,12 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// One line per staged change (empty when nothing is staged).
+pub fn describe(ctx: &Context) -> Result<Vec<String>, CommandError> {
+    let store = ctx.store()?;
+    Ok(store.pending()?.describe(&store.applied()?))
+}
+
 /// Validates and promotes the staged changes, then tells a running server to reload.
 ///
 /// `--ignore-prompt` is accepted for compatibility with the model's grammar: pgssl applies changes

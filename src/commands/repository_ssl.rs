@@ -7,7 +7,8 @@ use crate::live::LiveSettings;
 use crate::policy::Mode;
 use crate::repository::managed::ManagedRepository;
 use crate::repository::version::{self, VersionSource};
-use crate::state::certs;
+use crate::state::atomic::{self, PUBLIC_MODE};
+use crate::state::certs::{self, CertError};
 use crate::upstream_tls::UpstreamTls;
 
 /// Stages `required` (or `optional` with `internal_only`), generating the certificate if missing.
@@ -206,13 +207,46 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
 /// Writes the public certificate to `dest`.
 pub fn get_certificate_file(ctx: &Context, dest: &Path) -> Result<(), CommandError> {
     let out = &ctx.out;
+    let pem = certificate_pem(ctx)?;
+    atomic::write_file(dest, pem.as_bytes(), PUBLIC_MODE).map_err(|source| CertError::Write {
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    let info = certs::read_info(dest)?;
+    say!(
+        out,
+        "Wrote the repository certificate to {}",
+        dest.display()
+    );
+    say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
     let store = ctx.store()?;
     let applied = store.applied()?;
     let next = store.pending()?.merged_into(&applied);
-    let (state, staged_only) = if applied.repository_ssl.mode.offers_tls() {
-        (&applied, false)
+    if next.external_ssl.is_some() {
+        say!(
+            out,
+            "Note: external SSL is on, so this is your certificate and its chain (issuer {}); clients with sslmode=verify-full need your CA's root certificate as sslrootcert.",
+            info.issuer
+        );
+    }
+    if !applied.repository_ssl.mode.offers_tls() {
+        say!(
+            out,
+            "Note: repository SSL is enabled but not applied yet; run 'pgssl pending-changes apply'."
+        );
+    }
+    Ok(())
+}
+
+/// The public certificate clients should trust, as PEM: the applied one, else the staged one.
+pub fn certificate_pem(ctx: &Context) -> Result<String, CommandError> {
+    let store = ctx.store()?;
+    let applied = store.applied()?;
+    let next = store.pending()?.merged_into(&applied);
+    let state = if applied.repository_ssl.mode.offers_tls() {
+        &applied
     } else if next.repository_ssl.mode.offers_tls() {
-        (&next, true)
+        &next
     } else {
         return Err(CommandError::Refused(
             "repository SSL is off, so there is no certificate to get (run 'pgssl security repository-ssl enable', then 'pgssl pending-changes apply')".into(),
@@ -226,26 +260,75 @@ pub fn get_certificate_file(ctx: &Context, dest: &Path) -> Result<(), CommandErr
             )
         })?,
     };
-    certs::export_certificate(&paths, dest)?;
-    let info = certs::read_info(dest)?;
-    say!(
-        out,
-        "Wrote the repository certificate to {}",
-        dest.display()
-    );
-    say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
-    if state.external_ssl.is_some() {
-        say!(
-            out,
-            "Note: external SSL is on, so this is your certificate and its chain (issuer {}); clients with sslmode=verify-full need your CA's root certificate as sslrootcert.",
-            info.issuer
-        );
-    }
-    if staged_only {
-        say!(
-            out,
-            "Note: repository SSL is enabled but not applied yet; run 'pgssl pending-changes apply'."
-        );
-    }
-    Ok(())
+    Ok(certs::read_chain(&paths.cert)?
+        .iter()
+        .map(|c| certs::to_pem(c))
+        .collect())
+}
+
+/// Repository SSL as the admin API and web page show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// The applied mode: `required`, `optional` or `off`.
+    pub mode: Mode,
+    /// The staged mode, when it differs.
+    pub pending_mode: Option<Mode>,
+    /// Whether clients are served the external-ssl certificate.
+    pub external_ssl: bool,
+    /// The certificate clients are (or will be) served.
+    pub certificate: Option<CertificateStatus>,
+}
+
+/// A certificate's public details.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertificateStatus {
+    /// Subject DN.
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// SANs as `DNS:` / `IP:` entries.
+    pub subject_alt_names: Vec<String>,
+    /// SHA-256, colon-separated hex.
+    pub sha256_fingerprint: String,
+    /// Expiry, RFC 3339.
+    pub not_after: String,
+}
+
+/// The applied and staged mode and the served certificate.
+pub fn status(ctx: &Context) -> Result<Status, CommandError> {
+    let store = ctx.store()?;
+    let applied = store.applied()?;
+    let next = store.pending()?.merged_into(&applied);
+    let mode = applied.repository_ssl.mode;
+    let shown = if applied.repository_ssl.mode.offers_tls() {
+        &applied
+    } else {
+        &next
+    };
+    let cert = match &shown.external_ssl {
+        Some(external) => Some(store.external_ssl_paths(&external.id).cert),
+        None => store.cert_paths_of(shown).map(|p| p.cert),
+    };
+    let certificate = match cert {
+        Some(path) if path.exists() => {
+            let info = certs::read_info(&path)?;
+            Some(CertificateStatus {
+                subject: info.subject,
+                issuer: info.issuer,
+                subject_alt_names: info.subject_alt_names,
+                sha256_fingerprint: info.sha256_fingerprint,
+                not_after: info
+                    .not_after
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            })
+        }
+        _ => None,
+    };
+    Ok(Status {
+        mode,
+        pending_mode: (next.repository_ssl.mode != mode).then_some(next.repository_ssl.mode),
+        external_ssl: applied.external_ssl.is_some(),
+        certificate,
+    })
 }

@@ -10,10 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{CommandError, Context};
+use crate::admin::AdminServer;
 use crate::config;
 use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
 use crate::server::{Server, ServerOptions};
 use crate::state::StateStore;
+use crate::state::admin_users::AdminUsers;
 use crate::state::certs;
 use crate::state::keystore::Keystore;
 use crate::upstream::UpstreamAddr;
@@ -27,6 +29,10 @@ pub struct ServeFlags<'a> {
     pub upstream: Option<&'a str>,
     /// `--metrics`: where to serve Prometheus metrics.
     pub metrics: Option<&'a str>,
+    /// `--admin-listen`, overriding `admin.listen`.
+    pub admin_listen: Option<&'a str>,
+    /// `--no-admin`: run no admin server.
+    pub no_admin: bool,
 }
 
 /// Runs the proxy; with no upstream at all, a managed repository is run.
@@ -35,8 +41,17 @@ pub fn serve(ctx: &Context, flags: ServeFlags<'_>) -> Result<(), CommandError> {
         listen,
         upstream,
         metrics,
+        admin_listen,
+        no_admin,
     } = flags;
     let metrics = metrics.map(config::parse_listen).transpose()?;
+    let admin = if no_admin {
+        None
+    } else {
+        Some(config::parse_listen(
+            admin_listen.unwrap_or(&ctx.config.admin.listen),
+        )?)
+    };
     let listen = match listen {
         Some(l) => config::parse_listen(l)?,
         None => ctx.config.listen_addr()?,
@@ -55,7 +70,7 @@ pub fn serve(ctx: &Context, flags: ServeFlags<'_>) -> Result<(), CommandError> {
         .enable_all()
         .build()
         .map_err(CommandError::Runtime)?;
-    runtime.block_on(run(ctx, listen, upstream, metrics))
+    runtime.block_on(run(ctx, listen, upstream, metrics, admin))
 }
 
 /// A running managed repository and how to stop it.
@@ -76,10 +91,11 @@ async fn run(
     listen: std::net::SocketAddr,
     upstream: Option<UpstreamAddr>,
     metrics: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
 ) -> Result<(), CommandError> {
     let signals = Signals::register()?;
     let store = ctx.store()?;
-    let metrics_stop = CancellationToken::new();
+    let services_stop = CancellationToken::new();
     if let Some(addr) = metrics {
         crate::telemetry::prometheus();
         let bind_err = |source| crate::server::ServerError::Bind { addr, source };
@@ -90,7 +106,7 @@ async fn run(
         info!(metrics = %bound, "serving Prometheus metrics at /metrics");
         tokio::spawn(crate::telemetry::serve_metrics(
             listener,
-            metrics_stop.clone(),
+            services_stop.clone(),
         ));
     }
     let (upstream, repository) = match upstream {
@@ -115,6 +131,20 @@ async fn run(
             return Err(e.into());
         }
     };
+    let admin = match admin {
+        Some(addr) => {
+            match AdminServer::bind(addr, ctx.data_dir.clone(), ctx.config.clone()).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    if let Some(r) = repository {
+                        r.shutdown().await;
+                    }
+                    return Err(CommandError::Refused(e.to_string()));
+                }
+            }
+        }
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let signals = signals.spawn(server.reloader(), shutdown.clone());
     let settings = server.settings();
@@ -127,10 +157,26 @@ async fn run(
     info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "pgssl is serving");
     warn_if_expiring(&store);
+    if let Some(admin) = admin {
+        let at = admin
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
+        info!(admin = %format!("https://{at}/"), certificate = admin.fingerprint(),
+              "admin server (API and web pages) is serving; its certificate is self-signed, check this fingerprint");
+        if AdminUsers::open(&store.config_dir())
+            .list()
+            .is_ok_and(|u| u.is_empty())
+        {
+            warn!(
+                "no administrators yet: add one with 'pgssl admin-user add --username NAME --password -'"
+            );
+        }
+        tokio::spawn(admin.run(services_stop.clone()));
+    }
 
     server.run(shutdown).await;
     signals.abort();
-    metrics_stop.cancel();
+    services_stop.cancel();
     if let Some(r) = repository {
         r.shutdown().await;
     }

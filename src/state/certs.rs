@@ -287,7 +287,10 @@ pub fn export_certificate(paths: &CertPaths, dest: &Path) -> Result<(), CertErro
 
 /// One certificate as PEM.
 pub(crate) fn to_pem(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// SHA-256 of `der` as upper-case hex pairs joined by colons (the form `openssl x509 -fingerprint`

@@ -15,6 +15,7 @@
 //! <data-dir>/run/control.sock                 a running server's reload socket
 //! ```
 
+pub mod admin_users;
 pub mod atomic;
 pub mod certs;
 pub mod custom_ca;

@@ -111,6 +111,10 @@ impl ServeProcess {
     /// Starts `pgssl serve --listen 127.0.0.1:0 extra…` and waits until it listens.
     pub async fn start(env: &CliEnv, extra: &[&str]) -> ServeProcess {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        // Many servers run at once: no admin server unless the test asks for one.
+        if !extra.iter().any(|a| a.starts_with("--admin-listen")) {
+            args.push("--no-admin");
+        }
         args.extend_from_slice(extra);
         let mut cmd =
             tokio::process::Command::from(pgssl_command(&env.data_dir(), &env.config(), &args));
@@ -156,6 +160,21 @@ impl ServeProcess {
             .await
             .expect("serve stops within its grace period")
             .unwrap()
+    }
+
+    /// The admin server's address, from its start-up log line.
+    pub async fn admin_addr(&self) -> std::net::SocketAddr {
+        for _ in 0..300 {
+            let found = self.log.lock().unwrap().iter().find_map(|l| {
+                let rest = l.split("admin=https://").nth(1)?;
+                rest.split('/').next()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no admin server in the log: {}", self.log_text());
     }
 
     /// Everything it logged so far.

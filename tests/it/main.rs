@@ -1,6 +1,7 @@
 //! Integration tests: a real PostgreSQL, pgssl in front of it, real clients (psql/libpq and a Rust
 //! client).
 
+mod admin;
 mod cli;
 mod client;
 mod external_ssl;

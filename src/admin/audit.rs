@@ -1,0 +1,52 @@
+//! The audit log: one JSON line per admin change or sign-in (who, from where, what, when, outcome),
+//! appended to `<data-dir>/log/admin-audit.log` (0600) and emitted as a tracing event. Request bodies
+//! are never recorded, so no password, passphrase or key reaches it.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tracing::{info, warn};
+
+/// Where audit records go.
+#[derive(Debug)]
+pub(crate) struct AuditLog {
+    path: PathBuf,
+}
+
+impl AuditLog {
+    /// The log of `data_dir`.
+    pub(crate) fn new(data_dir: &Path) -> AuditLog {
+        AuditLog {
+            path: data_dir.join("log").join("admin-audit.log"),
+        }
+    }
+
+    /// Records one event.
+    pub(crate) fn record(&self, user: &str, peer: IpAddr, action: &str, outcome: &str) {
+        let now = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        info!(target: "pgssl::audit", %user, %peer, %action, %outcome, "admin audit");
+        let line = serde_json::json!({
+            "time": now, "user": user, "peer": peer.to_string(), "action": action, "outcome": outcome,
+        });
+        let written = (|| -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)?;
+            writeln!(file, "{line}")
+        })();
+        if let Err(e) = written {
+            warn!(path = %self.path.display(), error = %e, "cannot write the admin audit log");
+        }
+    }
+}

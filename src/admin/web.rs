@@ -1,0 +1,536 @@
+//! The web pages: sign-in, Configuration → Security → Repository SSL (the model's three options), the
+//! other security pages, and a pending-changes banner with Apply and Discard on every page.
+//! Server-rendered HTML with labels and plain forms (keyboard-usable without script); one small script
+//! only shows progress while an apply runs.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Response, StatusCode};
+
+use super::session::Session;
+use super::{AdminState, Req, respond, session_cookie};
+use crate::commands::{
+    OutputLine, custom_cert, external_ssl, pending_changes, regenerate_tokens, repository_ssl,
+    vizql_extsvc,
+};
+use crate::policy::Mode;
+
+type Resp = Response<Full<Bytes>>;
+
+const SCRIPT: &str = r#"// pgssl admin: show progress while a long form post (apply, regenerate) runs.
+document.querySelectorAll('form[data-progress]').forEach(function (form) {
+  form.addEventListener('submit', function () {
+    form.querySelectorAll('button').forEach(function (b) { b.disabled = true; });
+    var status = document.getElementById('progress');
+    if (status) { status.textContent = form.getAttribute('data-progress'); }
+  });
+});
+"#;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1d1d1f}header{background:#1f3a5f;color:#fff;padding:.6rem 1rem}\
+header a{color:#fff}nav{float:left;width:15rem;padding:1rem}nav ul{list-style:none;padding:0}nav li{margin:.4rem 0}\
+main{margin-left:16rem;padding:1rem;max-width:50rem}.banner{background:#fff4ce;border:1px solid #c9a227;padding:.6rem 1rem;margin-bottom:1rem}\
+.flash{background:#e6f4ea;border:1px solid #2e7d32;padding:.6rem 1rem;margin-bottom:1rem;white-space:pre-wrap}\
+.error{background:#fdecea;border-color:#c62828}fieldset{border:1px solid #ccc;margin:1rem 0}label{display:block;margin:.4rem 0}\
+button{padding:.4rem 1rem;margin-right:.5rem}dl{display:grid;grid-template-columns:12rem 1fr}dt{font-weight:600}pre{background:#f5f5f5;padding:.6rem}";
+
+/// The script, served from our origin so the content security policy can forbid inline script.
+pub(crate) fn script() -> Resp {
+    respond(StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// A 303 redirect.
+pub(crate) fn redirect(to: &str) -> Resp {
+    let mut resp = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+    if let Ok(v) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// HTML-escapes `s`.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A field of an `application/x-www-form-urlencoded` body.
+pub(crate) fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (url_decode(k)? == name).then(|| url_decode(v)).flatten()
+    })
+}
+
+fn url_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn page(title: &str, body: &str) -> Resp {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>{} · pgssl</title><style>{STYLE}</style></head><body>{body}<script src=\"/static/pgssl.js\"></script></body></html>",
+        esc(title)
+    );
+    let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", html);
+    // The stylesheet is inline; allow exactly that.
+    resp.headers_mut().insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'"),
+    );
+    resp
+}
+
+/// The sign-in page.
+pub(crate) fn login_page(error: Option<&str>) -> Resp {
+    let error = error.map_or(String::new(), |e| {
+        format!("<p class=\"flash error\" role=\"alert\">{}</p>", esc(e))
+    });
+    page(
+        "Sign in",
+        &format!(
+            "<header><strong>pgssl</strong> services manager</header><main style=\"margin-left:1rem\"><h1>Sign in</h1>{error}\
+             <form method=\"post\" action=\"/login\"><label for=\"username\">User name</label>\
+             <input id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
+             <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+             <p><button type=\"submit\" id=\"sign-in\">Sign in</button></p></form></main>"
+        ),
+    )
+}
+
+/// `POST /login`: signs in from the form.
+pub(crate) async fn login(state: &Arc<AdminState>, req: &Req) -> Resp {
+    if let Some(wait) = state.limiter().blocked(req.peer) {
+        let mut resp = login_page(Some(&format!(
+            "Too many failed sign-ins; try again in {} seconds.",
+            wait.as_secs() + 1
+        )));
+        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return resp;
+    }
+    let user = form_field(&req.body, "username").unwrap_or_default();
+    let password = form_field(&req.body, "password").unwrap_or_default();
+    match super::api::check_password(state, &user, &password).await {
+        Ok(true) => {}
+        Ok(false) => {
+            state.limiter().failed(req.peer);
+            state.audit.record(
+                &user,
+                req.peer,
+                "sign-in",
+                "refused: wrong user name or password",
+            );
+            let mut resp = login_page(Some("Wrong user name or password."));
+            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+            return resp;
+        }
+        Err(e) => return login_page(Some(&e)),
+    }
+    state.limiter().succeeded(req.peer);
+    let Some((token, _)) = state.sessions().create(&user) else {
+        return login_page(Some("The system random number generator failed."));
+    };
+    state.audit.record(&user, req.peer, "sign-in", "ok");
+    let mut resp = redirect("/security/repository-ssl");
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&token, None));
+    resp
+}
+
+const NAV: [(&str, &str); 5] = [
+    ("/security/repository-ssl", "Repository SSL"),
+    ("/security/external-ssl", "External SSL"),
+    ("/security/custom-cert", "Custom certificate"),
+    ("/security/vizql-extsvc-ssl", "External service"),
+    ("/security/regenerate-internal-tokens", "Regenerate tokens"),
+];
+
+/// Routes an authenticated page request.
+pub(crate) async fn route(
+    state: &Arc<AdminState>,
+    req: &Req,
+    session: &Session,
+    token: &str,
+) -> Resp {
+    let user = session.user.clone();
+    let peer = req.peer;
+    match (&req.method, req.path.as_str()) {
+        (&Method::GET, "/") => redirect("/security/repository-ssl"),
+        (&Method::POST, "/logout") => {
+            state.sessions().end(token);
+            state.audit.record(&user, peer, "sign-out", "ok");
+            let mut resp = redirect("/login");
+            resp.headers_mut()
+                .insert(header::SET_COOKIE, session_cookie("", Some(0)));
+            resp
+        }
+        (&Method::GET, "/security/repository-ssl") => {
+            repository_ssl_page(state, session, token).await
+        }
+        (&Method::POST, "/security/repository-ssl") => {
+            let choice = form_field(&req.body, "mode").unwrap_or_default();
+            let (result, lines) = match choice.as_str() {
+                "required" | "optional" => {
+                    let internal_only = choice == "optional";
+                    state
+                        .perform(&user, peer, "repository-ssl enable", move |ctx| {
+                            repository_ssl::enable(ctx, internal_only)
+                        })
+                        .await
+                }
+                "off" => {
+                    state
+                        .perform(
+                            &user,
+                            peer,
+                            "repository-ssl disable",
+                            repository_ssl::disable,
+                        )
+                        .await
+                }
+                _ => {
+                    return respond(
+                        StatusCode::BAD_REQUEST,
+                        "text/plain; charset=utf-8",
+                        "choose one of the three options",
+                    );
+                }
+            };
+            flash(state, token, result, lines);
+            redirect("/security/repository-ssl")
+        }
+        (&Method::POST, "/pending-changes/apply") => {
+            let (result, lines) = state
+                .perform(&user, peer, "pending-changes apply", |ctx| {
+                    pending_changes::apply(ctx, true)
+                })
+                .await;
+            flash(state, token, result, lines);
+            redirect(&back(req))
+        }
+        (&Method::POST, "/pending-changes/discard") => {
+            let (result, lines) = state
+                .perform(
+                    &user,
+                    peer,
+                    "pending-changes discard",
+                    pending_changes::discard,
+                )
+                .await;
+            flash(state, token, result, lines);
+            redirect(&back(req))
+        }
+        (&Method::GET, "/security/external-ssl") => {
+            listing_page(state, session, token, 1, external_ssl::list).await
+        }
+        (&Method::GET, "/security/custom-cert") => {
+            listing_page(state, session, token, 2, custom_cert::list).await
+        }
+        (&Method::GET, "/security/vizql-extsvc-ssl") => {
+            listing_page(state, session, token, 3, vizql_extsvc::list).await
+        }
+        (&Method::GET, "/security/regenerate-internal-tokens") => {
+            let form = format!(
+                "<p>Generates a new internal certificate, new passwords for the internal roles and a new master key, without downtime.</p>\
+                 <form method=\"post\" action=\"/security/regenerate-internal-tokens\" data-progress=\"Regenerating…\">{}\
+                 <button type=\"submit\">Regenerate internal tokens</button></form><p id=\"progress\" role=\"status\" aria-live=\"polite\"></p>",
+                csrf_input(session)
+            );
+            shell(state, session, token, 4, &form).await
+        }
+        (&Method::POST, "/security/regenerate-internal-tokens") => {
+            let (result, lines) = state
+                .perform(&user, peer, "regenerate-internal-tokens", |ctx| {
+                    regenerate_tokens::regenerate(ctx, std::time::Duration::from_secs(1800))
+                })
+                .await;
+            flash(state, token, result, lines);
+            redirect("/security/regenerate-internal-tokens")
+        }
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found",
+        ),
+    }
+}
+
+/// Where a banner form came from (a local path only).
+fn back(req: &Req) -> String {
+    form_field(&req.body, "back")
+        .filter(|b| b.starts_with("/security/") && !b.contains("//"))
+        .unwrap_or_else(|| "/security/repository-ssl".into())
+}
+
+fn flash(
+    state: &Arc<AdminState>,
+    token: &str,
+    result: Result<(), crate::commands::CommandError>,
+    lines: Vec<OutputLine>,
+) {
+    let mut text: Vec<String> = lines
+        .into_iter()
+        .map(|l| match l {
+            OutputLine::Info(t) | OutputLine::Warning(t) => t,
+        })
+        .collect();
+    let ok = result.is_ok();
+    if let Err(e) = result {
+        text.push(format!("error: {e}"));
+    }
+    if let Some(s) = state.sessions().touch(token) {
+        s.flash = Some(format!(
+            "{}{}",
+            if ok { "" } else { "\u{0}" },
+            text.join("\n")
+        ));
+    }
+}
+
+fn csrf_input(session: &Session) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf_token\" value=\"{}\">",
+        esc(&session.csrf)
+    )
+}
+
+/// Navigation, the flash message and the pending-changes banner around `content`.
+async fn shell(
+    state: &Arc<AdminState>,
+    session: &Session,
+    token: &str,
+    current: usize,
+    content: &str,
+) -> Resp {
+    let (pending, _) = {
+        let slot = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = slot.clone();
+        let r = state
+            .run(move |ctx| {
+                let lines = pending_changes::describe(ctx)?;
+                if let Ok(mut s) = sink.lock() {
+                    *s = lines;
+                }
+                Ok(())
+            })
+            .await;
+        let lines = slot.lock().map(|s| s.clone()).unwrap_or_default();
+        (lines, r)
+    };
+    let flash = state.sessions().touch(token).and_then(|s| s.flash.take());
+    let (title, path) = (NAV[current].1, NAV[current].0);
+    let mut html = format!(
+        "<header><strong>pgssl</strong> services manager · Configuration · signed in as {} \
+         <form method=\"post\" action=\"/logout\" style=\"display:inline\">{}<button type=\"submit\">Sign out</button></form></header>\
+         <nav aria-label=\"Security\"><h2>Security</h2><ul>",
+        esc(&session.user),
+        csrf_input(session)
+    );
+    for (i, (href, label)) in NAV.iter().enumerate() {
+        let current_attr = if i == current {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            html,
+            "<li><a href=\"{href}\"{current_attr}>{label}</a></li>"
+        );
+    }
+    html.push_str("</ul></nav><main>");
+    if !pending.is_empty() {
+        let _ = write!(
+            html,
+            "<section class=\"banner\" aria-labelledby=\"pending-title\"><h2 id=\"pending-title\">Pending changes</h2><ul>"
+        );
+        for line in &pending {
+            let _ = write!(html, "<li>{}</li>", esc(line));
+        }
+        let _ = write!(
+            html,
+            "</ul><form method=\"post\" action=\"/pending-changes/apply\" data-progress=\"Applying pending changes…\" style=\"display:inline\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{path}\">\
+             <button type=\"submit\" id=\"apply\">Apply changes</button></form>\
+             <form method=\"post\" action=\"/pending-changes/discard\" style=\"display:inline\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{path}\">\
+             <button type=\"submit\" id=\"discard\">Discard changes</button></form><p id=\"progress\" role=\"status\" aria-live=\"polite\"></p></section>",
+            csrf = csrf_input(session)
+        );
+    }
+    if let Some(text) = flash {
+        let (class, text) = match text.strip_prefix('\u{0}') {
+            Some(t) => ("flash error", t.to_string()),
+            None => ("flash", text),
+        };
+        let _ = write!(
+            html,
+            "<div class=\"{class}\" role=\"status\" id=\"result\">{}</div>",
+            esc(&text)
+        );
+    }
+    let _ = write!(html, "<h1>{title}</h1>{content}</main>");
+    page(title, &html)
+}
+
+async fn repository_ssl_page(state: &Arc<AdminState>, session: &Session, token: &str) -> Resp {
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let sink = slot.clone();
+    let (result, _) = state
+        .run(move |ctx| {
+            let s = repository_ssl::status(ctx)?;
+            if let Ok(mut slot) = sink.lock() {
+                *slot = Some(s);
+            }
+            Ok(())
+        })
+        .await;
+    let status = match (result, slot.lock().ok().and_then(|mut s| s.take())) {
+        (Ok(()), Some(s)) => s,
+        (Err(e), _) => {
+            return respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                e.to_string(),
+            );
+        }
+        _ => {
+            return respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                "no status",
+            );
+        }
+    };
+    let selected = status.pending_mode.unwrap_or(status.mode);
+    let option = |mode: Mode, id: &str, label: &str, help: &str| {
+        let checked = if selected == mode { " checked" } else { "" };
+        format!(
+            "<label for=\"{id}\"><input type=\"radio\" name=\"mode\" id=\"{id}\" value=\"{mode}\"{checked}> {label}</label>\
+             <p style=\"margin:0 0 .6rem 1.6rem;color:#555\">{help}</p>"
+        )
+    };
+    let mut content = format!(
+        "<p>Applied option: <strong id=\"applied-mode\">{}</strong></p>\
+         <form method=\"post\" action=\"/security/repository-ssl\">{}<fieldset><legend>SSL for connections to the repository</legend>{}{}{}</fieldset>\
+         <button type=\"submit\" id=\"ok\">OK</button></form>",
+        esc(status.mode.description()),
+        csrf_input(session),
+        option(
+            Mode::Required,
+            "mode-required",
+            "Required for all connections",
+            "Every user must connect with SSL."
+        ),
+        option(
+            Mode::Optional,
+            "mode-optional",
+            "Optional for user connections",
+            "Internal services must use SSL; the direct users tableau and readonly may choose."
+        ),
+        option(
+            Mode::Off,
+            "mode-off",
+            "Off for all connections",
+            "No SSL is offered."
+        ),
+    );
+    match &status.certificate {
+        Some(c) => {
+            let _ = write!(
+                content,
+                "<h2>Certificate{}</h2><dl><dt>Subject</dt><dd>{}</dd><dt>Issuer</dt><dd>{}</dd><dt>Subject alternative names</dt><dd>{}</dd>\
+                 <dt>SHA-256 fingerprint</dt><dd><code>{}</code></dd><dt>Expires</dt><dd>{}</dd></dl>\
+                 <p><a href=\"/api/v1/repository-ssl/certificate\" download=\"server.crt\">Download the public certificate (server.crt)</a></p>",
+                if status.external_ssl {
+                    " (external SSL)"
+                } else {
+                    ""
+                },
+                esc(&c.subject),
+                esc(&c.issuer),
+                esc(&c.subject_alt_names.join(", ")),
+                esc(&c.sha256_fingerprint),
+                esc(&c.not_after)
+            );
+        }
+        None => content
+            .push_str("<h2>Certificate</h2><p>None yet: choosing an SSL option generates one.</p>"),
+    }
+    shell(state, session, token, 0, &content).await
+}
+
+async fn listing_page<F>(
+    state: &Arc<AdminState>,
+    session: &Session,
+    token: &str,
+    current: usize,
+    op: F,
+) -> Resp
+where
+    F: FnOnce(&crate::commands::Context) -> Result<(), crate::commands::CommandError>
+        + Send
+        + 'static,
+{
+    let (result, lines) = state.run(op).await;
+    let mut text: Vec<String> = lines
+        .into_iter()
+        .map(|l| match l {
+            OutputLine::Info(t) | OutputLine::Warning(t) => t,
+        })
+        .collect();
+    if let Err(e) = result {
+        text.push(format!("error: {e}"));
+    }
+    let content = format!(
+        "<pre>{}</pre><p>Change these settings with the <code>pgssl security</code> commands (locally, or remotely with <code>-s</code>) or the API under <code>/api/v1/</code>.</p>",
+        esc(&text.join("\n"))
+    );
+    shell(state, session, token, current, &content).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_decode_and_html_escapes() {
+        let body = b"csrf_token=ab%2Fc&mode=optional&back=%2Fsecurity%2Fx+y";
+        assert_eq!(form_field(body, "csrf_token").as_deref(), Some("ab/c"));
+        assert_eq!(form_field(body, "mode").as_deref(), Some("optional"));
+        assert_eq!(form_field(body, "back").as_deref(), Some("/security/x y"));
+        assert_eq!(form_field(body, "nope"), None);
+        assert_eq!(form_field(b"x=%zz", "x"), None);
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}
