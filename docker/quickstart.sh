@@ -35,6 +35,13 @@ mkdir -p "$work"
 chmod 755 "$work"
 export PGSSL_DATA_DIR="$work/data"
 
+# An administrator for the admin server (web pages and API on https://127.0.0.1:8850), once.
+admin_password_file="$work/admin-password"
+if [ ! -s "$admin_password_file" ]; then
+  (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$admin_password_file")
+  "${pgssl[@]}" admin-user add --username admin --password - < "$admin_password_file"
+fi
+
 echo "==> starting pgssl on $listen (the managed repository is created on first start)"
 "${pgssl[@]}" serve --listen "$listen" &
 serve_pid=$!
@@ -76,6 +83,9 @@ From another terminal, in this directory:
 An internal service's connection string:   PGSSL_DATA_DIR=$PGSSL_DATA_DIR ${pgssl[*]} internal-credentials
 Change the mode live, e.g.:                 PGSSL_DATA_DIR=$PGSSL_DATA_DIR ${pgssl[*]} security repository-ssl enable --internal-only
                                             PGSSL_DATA_DIR=$PGSSL_DATA_DIR ${pgssl[*]} pending-changes apply
+Admin web pages:   https://127.0.0.1:8850/  (user admin, password in $admin_password_file; the
+                   certificate is self-signed: compare its fingerprint with the one logged above)
+Remote CLI:        ${pgssl[*]} -s https://127.0.0.1:8850 -u admin -p - --trust-admin-controller-cert security repository-ssl list
 Ctrl-C stops pgssl and its repository.
 
 INFO

@@ -1,4 +1,5 @@
-//! The JSON API under `/api/v1/` (documented in `docs/openapi.yaml`). Each change calls the same
+//! The JSON API under `/api/v1/` (documented in `src/admin/openapi.yaml`, served at
+//! `/api/v1/openapi.yaml`). Each change calls the same
 //! control-plane operation as the CLI and answers `{"ok": true, "messages": [...]}` with the CLI's
 //! lines, or `{"error": "<the CLI's one-line message>"}` with a 4xx/5xx status.
 
@@ -554,4 +555,19 @@ async fn extsvc_enable(
     let resp = run(state, act, move |ctx| vizql_extsvc::enable(ctx, &args)).await;
     drop(upload);
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_is_in_the_openapi_document() {
+        for path in KNOWN {
+            assert!(
+                super::super::OPENAPI.contains(&format!("\n  {path}:\n")),
+                "{path} is missing from openapi.yaml"
+            );
+        }
+    }
 }

@@ -39,6 +39,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8850";
 pub const SESSION_COOKIE: &str = "pgssl_admin";
 /// The CSRF header of API change requests.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The API's OpenAPI document, served at `/api/v1/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("openapi.yaml");
 /// Largest request body accepted (certificate uploads included).
 const MAX_BODY: usize = 1 << 20;
 
@@ -335,6 +337,9 @@ async fn handle(
         (&Method::GET, "/login") => return web::login_page(None),
         (&Method::POST, "/login") => return web::login(&state, &req).await,
         (&Method::GET, "/static/pgssl.js") => return web::script(),
+        (&Method::GET, "/api/v1/openapi.yaml") => {
+            return respond(StatusCode::OK, "application/yaml", OPENAPI);
+        }
         _ => {}
     }
     let token = req.cookie(SESSION_COOKIE).unwrap_or_default();

@@ -34,7 +34,7 @@ document.querySelectorAll('form[data-progress]').forEach(function (form) {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1d1d1f}header{background:#1f3a5f;color:#fff;padding:.6rem 1rem}\
 header a{color:#fff}nav{float:left;width:15rem;padding:1rem}nav ul{list-style:none;padding:0}nav li{margin:.4rem 0}\
 main{margin-left:16rem;padding:1rem;max-width:50rem}.banner{background:#fff4ce;border:1px solid #c9a227;padding:.6rem 1rem;margin-bottom:1rem}\
-.flash{background:#e6f4ea;border:1px solid #2e7d32;padding:.6rem 1rem;margin-bottom:1rem;white-space:pre-wrap}\
+.flash{background:#e6f4ea;border:1px solid #2e7d32;padding:.6rem 1rem;margin-bottom:1rem;white-space:pre-wrap;overflow-wrap:anywhere}\
 .error{background:#fdecea;border-color:#c62828}fieldset{border:1px solid #ccc;margin:1rem 0}label{display:block;margin:.4rem 0}\
 button{padding:.4rem 1rem;margin-right:.5rem}dl{display:grid;grid-template-columns:12rem 1fr}dt{font-weight:600}pre{background:#f5f5f5;padding:.6rem}";
 

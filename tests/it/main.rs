@@ -2,6 +2,7 @@
 //! client).
 
 mod admin;
+mod browser;
 mod cli;
 mod client;
 mod external_ssl;

@@ -1,0 +1,298 @@
+//! A real browser on the admin pages: headless Chromium driven over WebDriver (chromedriver) signs in,
+//! picks "Optional for user connections", clicks OK, applies, and psql then proves the proxy changed.
+//! A screenshot of the Repository SSL page is kept in `target/test-artifacts/`.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use hyper::Method;
+use pgssl::remote::http_request;
+use serde_json::{Value, json};
+
+use crate::admin::{ADMIN, ADMIN_PASSWORD, admin_env};
+use crate::harness::{Postgres, free_port, psql};
+
+/// W3C WebDriver's element key.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn find_program(names: &[&str]) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "{} not found: install the Debian packages chromium and chromium-driver (apt-get install chromium chromium-driver)",
+        names.join(" or ")
+    );
+}
+
+/// chromedriver and one browser session, closed on drop.
+struct Browser {
+    driver: tokio::process::Child,
+    addr: SocketAddr,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let chromium = find_program(&["chromium", "chromium-browser", "google-chrome"]);
+        let chromedriver = find_program(&["chromedriver"]);
+        let port = free_port();
+        let driver = tokio::process::Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = Browser {
+            driver,
+            addr,
+            session: String::new(),
+            _profile: profile,
+        };
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": chromium.to_str().unwrap(),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1200,900",
+                         format!("--user-data-dir={}", browser._profile.path().display())],
+            },
+        }}});
+        let created = browser.call(Method::POST, "/session", Some(caps)).await;
+        browser.session = created["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("chromedriver did not start a session: {created}"))
+            .to_string();
+        browser
+    }
+
+    /// One WebDriver command; returns its `value`.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let body = body.or_else(|| (method == Method::POST).then(|| json!({})));
+        let (_, _, bytes) = http_request(
+            tcp,
+            method,
+            &self.addr.to_string(),
+            path,
+            &[],
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+        .unwrap();
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        value["value"].clone()
+    }
+
+    async fn session_call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        self.call(method, &path, body).await
+    }
+
+    async fn goto(&self, url: &str) {
+        self.session_call(Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    /// The element matching `css`, waiting up to 30 s for it.
+    async fn find(&self, css: &str) -> String {
+        for _ in 0..300 {
+            let found = self
+                .session_call(
+                    Method::POST,
+                    "/element",
+                    Some(json!({ "using": "css selector", "value": css })),
+                )
+                .await;
+            if let Some(id) = found[ELEMENT].as_str() {
+                return id.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let source = self.session_call(Method::GET, "/source", None).await;
+        panic!("no element '{css}' on the page:\n{source}");
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.session_call(Method::POST, &format!("/element/{id}/click"), None)
+            .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.session_call(
+            Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        self.session_call(Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits up to 30 s for the element matching `css` to contain `needle` (pages load after a click
+    /// returns); returns its text.
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..300 {
+            let found = self
+                .session_call(
+                    Method::POST,
+                    "/element",
+                    Some(json!({ "using": "css selector", "value": css })),
+                )
+                .await;
+            if let Some(id) = found[ELEMENT].as_str() {
+                let text = self
+                    .session_call(Method::GET, &format!("/element/{id}/text"), None)
+                    .await;
+                last = text.as_str().unwrap_or_default().to_string();
+                if last.contains(needle) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("'{css}' never contained '{needle}'; last text: {last}");
+    }
+
+    async fn selected(&self, css: &str) -> bool {
+        let id = self.find(css).await;
+        self.session_call(Method::GET, &format!("/element/{id}/selected"), None)
+            .await
+            .as_bool()
+            .unwrap_or(false)
+    }
+
+    async fn screenshot(&self, file: &str) -> PathBuf {
+        use base64::Engine;
+        let png = self.session_call(Method::GET, "/screenshot", None).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "a PNG screenshot");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(file);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    async fn close(mut self) {
+        self.session_call(Method::DELETE, "", None).await;
+        let _ = self.driver.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_chooses_optional_applies_and_psql_sees_it() {
+    let pg = Postgres::start();
+    let (_env, server, admin) = admin_env(&pg).await;
+    let browser = Browser::start().await;
+    let base = format!("https://localhost:{}", admin.port());
+
+    // Unauthenticated pages lead to sign-in; a wrong password is said so.
+    browser
+        .goto(&format!("{base}/security/repository-ssl"))
+        .await;
+    browser.type_into("#username", ADMIN).await;
+    browser.type_into("#password", "not-it").await;
+    browser.click("#sign-in").await;
+    assert!(
+        browser
+            .text("[role=alert]")
+            .await
+            .contains("Wrong user name or password")
+    );
+    browser.type_into("#username", ADMIN).await;
+    browser.type_into("#password", ADMIN_PASSWORD).await;
+    browser.click("#sign-in").await;
+
+    // The page shows the applied option checked, worded as in the model.
+    browser.wait_text("h1", "Repository SSL").await;
+    assert!(browser.selected("#mode-off").await);
+    assert!(
+        browser
+            .text("label[for=mode-optional]")
+            .await
+            .contains("Optional for user connections")
+    );
+    assert!(
+        browser
+            .text("label[for=mode-required]")
+            .await
+            .contains("Required for all connections")
+    );
+    assert!(
+        browser
+            .text("label[for=mode-off]")
+            .await
+            .contains("Off for all connections")
+    );
+
+    browser.click("#mode-optional").await;
+    browser.click("#ok").await;
+    // Staged: the banner lists the change, with Apply and Discard.
+    browser.wait_text(".banner", "off -> optional").await;
+    browser.click("#apply").await;
+    browser
+        .wait_text("#result", "The running pgssl server took the change")
+        .await;
+    browser
+        .wait_text("#applied-mode", "Optional for user connections")
+        .await;
+    assert!(browser.selected("#mode-optional").await);
+    assert!(browser.text("dl").await.contains("SHA-256 fingerprint"));
+    let shot = browser.screenshot("repository-ssl.png").await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    browser.close().await;
+
+    // psql through the proxy: an internal user without TLS is refused, tableau without TLS gets in.
+    let conn = |user: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=disable",
+            server.addr.port()
+        )
+    };
+    let internal = psql(&conn("internal_svc")).await;
+    assert!(!internal.ok);
+    assert!(
+        internal
+            .stderr
+            .contains("SSL required for user \"internal_svc\""),
+        "{}",
+        internal.stderr
+    );
+    let tableau = psql(&conn("tableau")).await;
+    assert!(tableau.ok, "{}", tableau.stderr);
+    drop(server);
+}
