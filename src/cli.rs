@@ -329,7 +329,8 @@ impl Cli {
                 self.trust_admin_controller_cert,
                 self.username.clone(),
                 password,
-            )?;
+            )?
+            .trusting(local_custom_ca(&self.data_dir));
             return remote.run(remote_call(self.command)?);
         }
         let admin_user = matches!(self.command, Command::AdminUser { .. });
@@ -675,4 +676,17 @@ fn remote_call(command: Command) -> Result<Call, CommandError> {
             },
         },
     })
+}
+
+/// The custom CA of a local data directory, if there is one: the remote CLI trusts it too. Nothing
+/// is created when the directory does not exist.
+fn local_custom_ca(
+    data_dir: &std::path::Path,
+) -> Option<rustls::pki_types::CertificateDer<'static>> {
+    if !data_dir.join("config").join("applied.toml").is_file() {
+        return None;
+    }
+    let store = crate::state::StateStore::open(data_dir).ok()?;
+    let ca = store.applied().ok()?.custom_ca?;
+    crate::state::custom_ca::load(&store.custom_ca_path(&ca.id)).ok()
 }

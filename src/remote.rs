@@ -29,6 +29,7 @@ pub struct Remote {
     host: String,
     port: u16,
     trust_self_signed: bool,
+    custom_ca: Option<rustls::pki_types::CertificateDer<'static>>,
     username: Option<String>,
     password: Option<Secret>,
 }
@@ -153,9 +154,16 @@ impl Remote {
             host: host.to_string(),
             port,
             trust_self_signed,
+            custom_ca: None,
             username,
             password,
         })
+    }
+
+    /// Also trusts `ca` (the local data directory's custom CA) when verifying the admin certificate.
+    pub fn trusting(mut self, ca: Option<rustls::pki_types::CertificateDer<'static>>) -> Remote {
+        self.custom_ca = ca;
+        self
     }
 
     fn url(&self) -> String {
@@ -321,6 +329,9 @@ impl Remote {
         } else {
             let mut roots = rustls::RootCertStore::empty();
             roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if let Some(ca) = &self.custom_ca {
+                roots.add_parsable_certificates([ca.clone()]);
+            }
             Verification::Full(roots)
         };
         let connector = tls_client::connector_with_alpn(verification, &[b"http/1.1"])

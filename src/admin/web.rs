@@ -429,7 +429,8 @@ async fn repository_ssl_page(state: &Arc<AdminState>, session: &Session, token: 
             );
         }
     };
-    let selected = status.pending_mode.unwrap_or(status.mode);
+    // The applied option is the one checked; a staged one shows in the pending-changes banner.
+    let selected = status.mode;
     let option = |mode: Mode, id: &str, label: &str, help: &str| {
         let checked = if selected == mode { " checked" } else { "" };
         format!(

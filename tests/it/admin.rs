@@ -304,6 +304,129 @@ async fn the_api_signs_in_checks_csrf_and_drives_the_live_proxy() {
         "{body}"
     );
 
+    // Every other endpoint answers, with the CLI's refusals where the setup rules it out.
+    let (status, body) = api.json(Method::GET, "/api/v1/session", None).await;
+    assert_eq!(
+        (status, body["username"].as_str()),
+        (StatusCode::OK, Some(ADMIN))
+    );
+    let leaf = pki.server("api-leaf", &["localhost"], 90);
+    let (status, body) = api
+        .json(
+            Method::POST,
+            "/api/v1/external-ssl/enable",
+            Some(json!({
+                "cert_pem": std::fs::read_to_string(&leaf.cert).unwrap(),
+                "key_pem": leaf.key_pem,
+                "chain_pem": std::fs::read_to_string(&pki.intermediate).unwrap(),
+                "cert_file_name": "api-leaf.crt", "protocols": "all -TLSv1.2",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        lines(&body).contains("protocols:           TLSv1.3"),
+        "{body}"
+    );
+    let (_, body) = api.json(Method::GET, "/api/v1/external-ssl", None).await;
+    assert!(
+        lines(&body).contains("certificate file:    api-leaf.crt"),
+        "{body}"
+    );
+    let (status, _) = api
+        .json(Method::POST, "/api/v1/external-ssl/disable", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The discard above dropped the staged CA, so there is nothing to delete.
+    let (status, body) = api
+        .json(Method::POST, "/api/v1/custom-cert/delete", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "there is no custom CA certificate to delete");
+    let (status, body) = api
+        .json(
+            Method::POST,
+            "/api/v1/vizql-extsvc-ssl/enable",
+            Some(json!({ "connection_type": "tabpy", "extsvc_host": "tabpy.example", "extsvc_password": "pw-not-listed", "extsvc_username": "u" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        lines(&body).contains("port:                9004")
+            && !body.to_string().contains("pw-not-listed")
+    );
+    let (status, _) = api
+        .json(Method::POST, "/api/v1/vizql-extsvc-ssl/disable", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api
+        .json(
+            Method::POST,
+            "/api/v1/vizql-extsvc-ssl/enable",
+            Some(json!({ "connection_type": "spark", "extsvc_host": "x" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a connection type")
+    );
+    // This server fronts an external upstream: managed-repository operations say so.
+    let (status, body) = api
+        .json(
+            Method::POST,
+            "/api/v1/data-access/enable",
+            Some(json!({ "repository_username": "tableau", "repository_password": "x" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs the managed repository"),
+        "{body}"
+    );
+    let (status, body) = api
+        .json(
+            Method::POST,
+            "/api/v1/data-access/disable",
+            Some(json!({ "repository_username": "nobody" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let before = std::fs::read(env.data_dir().join("config/pgsql15/security/server.crt")).unwrap();
+    let (status, body) = api
+        .json(
+            Method::POST,
+            "/api/v1/regenerate-internal-tokens",
+            Some(json!({ "request_timeout_secs": 30 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        lines(&body).contains("Internal tokens regenerated"),
+        "{body}"
+    );
+    let after = std::fs::read(env.data_dir().join("config/pgsql15/security/server.crt")).unwrap();
+    assert_ne!(before, after, "a new internal certificate");
+    let (status, body) = api
+        .json(Method::POST, "/api/v1/pending-changes/discard", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, spec) = api
+        .call(Method::GET, "/api/v1/openapi.yaml", None, false)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&spec).starts_with("openapi: 3"));
+    // A web form without its CSRF token is refused too.
+    let (status, _, _) = api
+        .call(Method::POST, "/security/repository-ssl", None, false)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
     // Sign out ends the session.
     let (status, _) = api.json(Method::DELETE, "/api/v1/session", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -458,6 +581,22 @@ async fn the_remote_cli_runs_commands_through_the_api() {
     );
     let err = failed(&with(&["internal-credentials"]));
     assert!(err.contains("runs only locally"), "{err}");
+
+    // A local data directory whose custom CA is the admin certificate verifies it without the flag.
+    let local = CliEnv::new("127.0.0.1:1");
+    let admin_cert = env.data_dir().join("config/admin/server.crt");
+    ok(&local.run(&[
+        "security",
+        "custom-cert",
+        "add",
+        "--cert-file",
+        admin_cert.to_str().unwrap(),
+    ]));
+    ok(&local.run(&["pending-changes", "apply"]));
+    let mut cmd = local.command(&["-s", &url, "pending-changes", "list"]);
+    cmd.env("PGSSL_SESSION_DIR", &sessions);
+    let listed = ok(&cmd.output().unwrap());
+    assert!(listed.contains("No pending changes"), "{listed}");
 
     // Deleting the administrator ends their session.
     ok(&env.run(&["admin-user", "delete", "--username", ADMIN]));
