@@ -15,12 +15,11 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::session::Session;
-use super::{AdminState, Req, json_error, respond, session_cookie};
+use super::{AdminState, Req, SignInRefusal, json_error, respond, session_cookie};
 use crate::commands::{
     CommandError, OutputLine, custom_cert, data_access, external_ssl, pending_changes,
     regenerate_tokens, repository_ssl, vizql_extsvc,
 };
-use crate::state::admin_users::AdminUsers;
 use crate::state::atomic;
 use crate::state::keystore::Secret;
 use crate::state::security::ConnectionType;
@@ -56,20 +55,6 @@ fn outcome(result: Result<(), CommandError>, lines: Vec<OutputLine>) -> Resp {
 
 /// `POST /api/v1/session`: sign in with `{"username", "password"}`.
 pub(crate) async fn sign_in(state: &Arc<AdminState>, req: &Req) -> Resp {
-    if let Some(wait) = state.limiter().blocked(req.peer) {
-        let mut resp = json_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
-                "too many failed sign-ins from {}; try again in {} s",
-                req.peer,
-                wait.as_secs() + 1
-            ),
-        );
-        if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
-    }
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -83,46 +68,31 @@ pub(crate) async fn sign_in(state: &Arc<AdminState>, req: &Req) -> Resp {
             "username and password are required",
         );
     };
-    match check_password(state, user, password).await {
-        Ok(true) => {}
-        Ok(false) => {
-            state.limiter().failed(req.peer);
-            state.audit.record(
-                user,
-                req.peer,
-                "sign-in",
-                "refused: wrong user name or password",
-            );
-            return json_error(StatusCode::UNAUTHORIZED, "wrong user name or password");
+    match state.sign_in(req.peer, user, password).await {
+        Ok((token, session)) => {
+            let mut resp = json_ok(json!({ "username": user, "csrf_token": session.csrf }));
+            resp.headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&token, None));
+            resp
         }
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(SignInRefusal::Blocked(wait)) => {
+            let secs = wait.as_secs() + 1;
+            let mut resp = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "too many failed sign-ins from {}; try again in {secs} s",
+                    req.peer
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp
+        }
+        Err(SignInRefusal::Wrong) => {
+            json_error(StatusCode::UNAUTHORIZED, "wrong user name or password")
+        }
+        Err(SignInRefusal::Internal(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
-    state.limiter().succeeded(req.peer);
-    let Some((token, session)) = state.sessions().create(user) else {
-        return json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the system random number generator failed",
-        );
-    };
-    state.audit.record(user, req.peer, "sign-in", "ok");
-    let mut resp = json_ok(json!({ "username": user, "csrf_token": session.csrf }));
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&token, None));
-    resp
-}
-
-/// Verifies a password on a blocking thread (Argon2id is deliberately slow).
-pub(crate) async fn check_password(
-    state: &Arc<AdminState>,
-    user: &str,
-    password: &str,
-) -> Result<bool, String> {
-    let users = AdminUsers::open(&state.data_dir.join("config"));
-    let (user, password) = (user.to_string(), Secret::new(password.to_string()));
-    tokio::task::spawn_blocking(move || users.verify(&user, password.expose()))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
 }
 
 /// Routes an authenticated API request.

@@ -128,6 +128,56 @@ impl AdminState {
     }
 }
 
+/// Why a sign-in was refused.
+pub(crate) enum SignInRefusal {
+    /// Too many failures from this address; wait this long.
+    Blocked(Duration),
+    /// Wrong name or password (recorded as a failure).
+    Wrong,
+    /// The administrators file or the random source failed.
+    Internal(String),
+}
+
+impl AdminState {
+    /// Checks a sign-in against the per-address limit and the Argon2id hash (on a blocking thread),
+    /// audit-logs it, and on success starts a session: its token and the session.
+    pub(crate) async fn sign_in(
+        &self,
+        peer: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<(String, session::Session), SignInRefusal> {
+        if let Some(wait) = self.limiter().blocked(peer) {
+            return Err(SignInRefusal::Blocked(wait));
+        }
+        let users = crate::state::admin_users::AdminUsers::open(&self.data_dir.join("config"));
+        let (name, secret) = (
+            user.to_string(),
+            crate::state::keystore::Secret::new(password.to_string()),
+        );
+        let verified = tokio::task::spawn_blocking(move || users.verify(&name, secret.expose()))
+            .await
+            .map_err(|e| SignInRefusal::Internal(e.to_string()))?
+            .map_err(|e| SignInRefusal::Internal(e.to_string()))?;
+        if !verified {
+            self.limiter().failed(peer);
+            self.audit.record(
+                user,
+                peer,
+                "sign-in",
+                "refused: wrong user name or password",
+            );
+            return Err(SignInRefusal::Wrong);
+        }
+        self.limiter().succeeded(peer);
+        let started = self.sessions().create(user).ok_or_else(|| {
+            SignInRefusal::Internal("the system random number generator failed".into())
+        })?;
+        self.audit.record(user, peer, "sign-in", "ok");
+        Ok(started)
+    }
+}
+
 /// A bound admin server.
 pub struct AdminServer {
     listener: TcpListener,

@@ -12,7 +12,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
 use super::session::Session;
-use super::{AdminState, Req, respond, session_cookie};
+use super::{AdminState, Req, SignInRefusal, respond, session_cookie};
 use crate::commands::{
     OutputLine, custom_cert, external_ssl, pending_changes, regenerate_tokens, repository_ssl,
     vizql_extsvc,
@@ -130,40 +130,30 @@ pub(crate) fn login_page(error: Option<&str>) -> Resp {
 
 /// `POST /login`: signs in from the form.
 pub(crate) async fn login(state: &Arc<AdminState>, req: &Req) -> Resp {
-    if let Some(wait) = state.limiter().blocked(req.peer) {
-        let mut resp = login_page(Some(&format!(
-            "Too many failed sign-ins; try again in {} seconds.",
-            wait.as_secs() + 1
-        )));
-        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        return resp;
-    }
     let user = form_field(&req.body, "username").unwrap_or_default();
     let password = form_field(&req.body, "password").unwrap_or_default();
-    match super::api::check_password(state, &user, &password).await {
-        Ok(true) => {}
-        Ok(false) => {
-            state.limiter().failed(req.peer);
-            state.audit.record(
-                &user,
-                req.peer,
-                "sign-in",
-                "refused: wrong user name or password",
-            );
-            let mut resp = login_page(Some("Wrong user name or password."));
-            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    let (status, message) = match state.sign_in(req.peer, &user, &password).await {
+        Ok((token, _)) => {
+            let mut resp = redirect("/security/repository-ssl");
+            resp.headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&token, None));
             return resp;
         }
-        Err(e) => return login_page(Some(&e)),
-    }
-    state.limiter().succeeded(req.peer);
-    let Some((token, _)) = state.sessions().create(&user) else {
-        return login_page(Some("The system random number generator failed."));
+        Err(SignInRefusal::Blocked(wait)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed sign-ins; try again in {} seconds.",
+                wait.as_secs() + 1
+            ),
+        ),
+        Err(SignInRefusal::Wrong) => (
+            StatusCode::UNAUTHORIZED,
+            "Wrong user name or password.".to_string(),
+        ),
+        Err(SignInRefusal::Internal(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e),
     };
-    state.audit.record(&user, req.peer, "sign-in", "ok");
-    let mut resp = redirect("/security/repository-ssl");
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&token, None));
+    let mut resp = login_page(Some(&message));
+    *resp.status_mut() = status;
     resp
 }
 

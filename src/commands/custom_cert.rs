@@ -5,7 +5,7 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
-use super::{CommandError, Context, describe_expiry, prune};
+use super::{CommandError, Context, apply_hint, describe_expiry, prune};
 use crate::state::certs;
 use crate::state::custom_ca;
 use crate::state::security::{Change, CustomCa};
@@ -43,10 +43,7 @@ pub fn add(ctx: &Context, cert_file: &Path) -> Result<(), CommandError> {
             "warning: {name} is not marked as a CA (basicConstraints); it can only authenticate a server that presents this very certificate"
         );
     }
-    say!(
-        out,
-        "Run 'pgssl pending-changes apply' to make it take effect."
-    );
+    apply_hint(out);
     Ok(())
 }
 
@@ -67,10 +64,7 @@ pub fn delete(ctx: &Context) -> Result<(), CommandError> {
     prune(&store, out);
     if applied.custom_ca.is_some() {
         say!(out, "Staged: delete the custom CA certificate.");
-        say!(
-            out,
-            "Run 'pgssl pending-changes apply' to make it take effect."
-        );
+        apply_hint(out);
     } else {
         say!(
             out,

@@ -1,7 +1,7 @@
 //! `pgssl data-access repository-access enable --repository-username U --repository-password PW|-`
 //! and `disable --repository-username U`: direct-connection users of the managed repository.
 
-use super::{CommandError, Context, check_secret};
+use super::{CommandError, Context, apply_hint, check_secret};
 use crate::state::keystore::{Keystore, Secret};
 use crate::state::store::{Access, pending_password_name};
 
@@ -23,10 +23,7 @@ pub fn enable(ctx: &Context, user: &str, secret: &Secret) -> Result<(), CommandE
         out,
         "Staged: enable login for '{user}' with a new password."
     );
-    say!(
-        out,
-        "Run 'pgssl pending-changes apply' to make it take effect."
-    );
+    apply_hint(out);
     Ok(())
 }
 
@@ -48,10 +45,7 @@ pub fn disable(ctx: &Context, user: &str) -> Result<(), CommandError> {
             out,
             "Staged: disable login for '{user}' and end its sessions."
         );
-        say!(
-            out,
-            "Run 'pgssl pending-changes apply' to make it take effect."
-        );
+        apply_hint(out);
     } else {
         say!(
             out,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use super::{CommandError, Context, check_secret, describe_expiry, prune};
+use super::{CommandError, Context, apply_hint, check_secret, describe_expiry, prune};
 use crate::state::external_cert::{self, SuppliedFiles};
 use crate::state::keystore::{Keystore, Secret};
 use crate::state::protocols::{self, DEFAULT_PROTOCOLS};
@@ -104,10 +104,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
             "note: repository SSL is off, so no certificate is served until 'pgssl security repository-ssl enable' is applied too"
         );
     }
-    say!(
-        out,
-        "Run 'pgssl pending-changes apply' to make it take effect."
-    );
+    apply_hint(out);
     Ok(())
 }
 
@@ -128,10 +125,7 @@ pub fn disable(ctx: &Context) -> Result<(), CommandError> {
             out,
             "Staged: disable external SSL and serve the generated repository certificate again."
         );
-        say!(
-            out,
-            "Run 'pgssl pending-changes apply' to make it take effect."
-        );
+        apply_hint(out);
     }
     Ok(())
 }

@@ -168,6 +168,11 @@ pub(crate) fn describe_expiry(not_after: OffsetDateTime) -> String {
     }
 }
 
+/// The line every staging command ends with.
+pub(crate) fn apply_hint(out: &Output) {
+    out.info("Run 'pgssl pending-changes apply' to make it take effect.".into());
+}
+
 /// Removes copies and secrets nothing refers to any more. A failure leaves only stale files behind,
 /// so it is reported and the command still succeeds.
 pub(crate) fn prune(store: &StateStore, out: &Output) {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{CommandError, Context, block_on, describe_expiry};
+use super::{CommandError, Context, apply_hint, block_on, describe_expiry};
 use crate::live::LiveSettings;
 use crate::policy::Mode;
 use crate::repository::managed::ManagedRepository;
@@ -140,10 +140,7 @@ fn report_staged(
             applied.repository_ssl.mode,
             mode.description()
         );
-        say!(
-            out,
-            "Run 'pgssl pending-changes apply' to make it take effect."
-        );
+        apply_hint(out);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use time::OffsetDateTime;
 
-use super::{CommandError, Context, block_on, check_secret, prune};
+use super::{CommandError, Context, apply_hint, block_on, check_secret, prune};
 use crate::state::custom_ca;
 use crate::state::keystore::{Keystore, Secret};
 use crate::state::security::{self, Change, ConnectionType, ExternalService};
@@ -153,10 +153,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
     print_record(out, &record, "  ");
     pending.extsvc = Some(Change::Set(record));
     store.save_pending(&pending)?;
-    say!(
-        out,
-        "Run 'pgssl pending-changes apply' to make it take effect."
-    );
+    apply_hint(out);
     Ok(())
 }
 
@@ -185,10 +182,7 @@ pub fn disable(ctx: &Context) -> Result<(), CommandError> {
         );
     } else {
         say!(out, "Staged: disable the external service connection.");
-        say!(
-            out,
-            "Run 'pgssl pending-changes apply' to make it take effect."
-        );
+        apply_hint(out);
     }
     Ok(())
 }

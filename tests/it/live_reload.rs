@@ -131,7 +131,7 @@ async fn the_serve_binary_serves_reloads_and_shuts_down_gracefully() {
     let second = pgssl_command(
         &env.data_dir(),
         &env.config(),
-        &["serve", "--listen", "127.0.0.1:0"],
+        &["serve", "--no-admin", "--listen", "127.0.0.1:0"],
     )
     .output()
     .unwrap();

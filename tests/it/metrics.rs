@@ -169,6 +169,7 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
             "--log-format",
             "json",
             "serve",
+            "--no-admin",
             "--listen",
             "127.0.0.1:0",
             "--upstream",
