@@ -196,21 +196,21 @@ pub(crate) async fn route(
         }
         (&Method::GET, "/external-ssl") => list(state, external_ssl::list).await,
         (&Method::POST, "/external-ssl/enable") => {
-            external_ssl_enable(state, act("external-ssl enable"), &body).await
+            finish(external_ssl_enable(state, act("external-ssl enable"), &body).await)
         }
         (&Method::POST, "/external-ssl/disable") => {
             run(state, act("external-ssl disable"), external_ssl::disable).await
         }
         (&Method::GET, "/custom-cert") => list(state, custom_cert::list).await,
         (&Method::POST, "/custom-cert/add") => {
-            custom_cert_add(state, act("custom-cert add"), &body).await
+            finish(custom_cert_add(state, act("custom-cert add"), &body).await)
         }
         (&Method::POST, "/custom-cert/delete") => {
             run(state, act("custom-cert delete"), custom_cert::delete).await
         }
         (&Method::GET, "/vizql-extsvc-ssl") => list(state, vizql_extsvc::list).await,
         (&Method::POST, "/vizql-extsvc-ssl/enable") => {
-            extsvc_enable(state, act("vizql-extsvc-ssl enable"), &body).await
+            finish(extsvc_enable(state, act("vizql-extsvc-ssl enable"), &body).await)
         }
         (&Method::POST, "/vizql-extsvc-ssl/disable") => {
             run(
@@ -381,21 +381,36 @@ impl Drop for Upload {
     }
 }
 
+/// An operation's result and report.
+pub(crate) type Outcome = (Result<(), CommandError>, Vec<OutputLine>);
+/// A request refused before any operation ran: status and message.
+pub(crate) type Refusal = (StatusCode, String);
+
+fn finish(result: Result<Outcome, Refusal>) -> Resp {
+    match result {
+        Ok((result, lines)) => outcome(result, lines),
+        Err((status, message)) => json_error(status, &message),
+    }
+}
+
 fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
     body[key].as_str()
 }
 
-async fn external_ssl_enable(
+pub(crate) async fn external_ssl_enable(
     state: &Arc<AdminState>,
     act: (String, IpAddr, &'static str),
     body: &Value,
-) -> Resp {
+) -> Result<Outcome, Refusal> {
     let (Some(cert), Some(key)) = (text(body, "cert_pem"), text(body, "key_pem")) else {
-        return json_error(StatusCode::BAD_REQUEST, "cert_pem and key_pem are required");
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "cert_pem and key_pem are required".to_string(),
+        ));
     };
     let upload = match Upload::new(state) {
         Ok(u) => u,
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     let files = (|| {
         let cert = upload.file(
@@ -418,7 +433,7 @@ async fn external_ssl_enable(
     })();
     let (cert_file, key_file, chain_file) = match files {
         Ok(f) => f,
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     let args = external_ssl::EnableArgs {
         cert_file,
@@ -427,74 +442,95 @@ async fn external_ssl_enable(
         passphrase: text(body, "passphrase").map(|p| Secret::new(p.to_string())),
         protocols: text(body, "protocols").map(str::to_string),
     };
-    let resp = run(state, act, move |ctx| external_ssl::enable(ctx, &args)).await;
+    let (user, peer, action) = act;
+    let done = state
+        .perform(&user, peer, action, move |ctx| {
+            external_ssl::enable(ctx, &args)
+        })
+        .await;
     drop(upload);
-    resp
+    Ok(done)
 }
 
-async fn custom_cert_add(
+pub(crate) async fn custom_cert_add(
     state: &Arc<AdminState>,
     act: (String, IpAddr, &'static str),
     body: &Value,
-) -> Resp {
+) -> Result<Outcome, Refusal> {
     use base64::Engine;
     let contents = match (text(body, "cert_pem"), text(body, "cert_der_base64")) {
         (Some(pem), _) => pem.as_bytes().to_vec(),
         (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
             Ok(der) => der,
             Err(e) => {
-                return json_error(
+                return Err((
                     StatusCode::BAD_REQUEST,
-                    &format!("cert_der_base64 is not base64: {e}"),
-                );
+                    format!("cert_der_base64 is not base64: {e}"),
+                ));
             }
         },
         (None, None) => {
-            return json_error(
+            return Err((
                 StatusCode::BAD_REQUEST,
-                "cert_pem or cert_der_base64 is required",
-            );
+                "cert_pem or cert_der_base64 is required".to_string(),
+            ));
         }
     };
     let upload = match Upload::new(state) {
         Ok(u) => u,
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     let file = match upload.file(
         text(body, "cert_file_name").unwrap_or("custom-ca.crt"),
         &contents,
     ) {
         Ok(f) => f,
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
-    let resp = run(state, act, move |ctx| custom_cert::add(ctx, &file)).await;
+    let (user, peer, action) = act;
+    let done = state
+        .perform(&user, peer, action, move |ctx| custom_cert::add(ctx, &file))
+        .await;
     drop(upload);
-    resp
+    Ok(done)
 }
 
-async fn extsvc_enable(
+pub(crate) async fn extsvc_enable(
     state: &Arc<AdminState>,
     act: (String, IpAddr, &'static str),
     body: &Value,
-) -> Resp {
+) -> Result<Outcome, Refusal> {
     let connection_type = match text(body, "connection_type").map(str::parse::<ConnectionType>) {
         Some(Ok(t)) => t,
-        Some(Err(e)) => return json_error(StatusCode::BAD_REQUEST, &e),
-        None => return json_error(StatusCode::BAD_REQUEST, "connection_type is required"),
+        Some(Err(e)) => return Err((StatusCode::BAD_REQUEST, e.to_string())),
+        None => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "connection_type is required".to_string(),
+            ));
+        }
     };
     let Some(host) = text(body, "extsvc_host") else {
-        return json_error(StatusCode::BAD_REQUEST, "extsvc_host is required");
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "extsvc_host is required".to_string(),
+        ));
     };
     let port = match body.get("extsvc_port").and_then(Value::as_u64) {
         Some(p) => match u16::try_from(p) {
             Ok(p) if p > 0 => Some(p),
-            _ => return json_error(StatusCode::BAD_REQUEST, "extsvc_port must be 1-65535"),
+            _ => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "extsvc_port must be 1-65535".to_string(),
+                ));
+            }
         },
         None => None,
     };
     let upload = match Upload::new(state) {
         Ok(u) => u,
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     let cert_file = match text(body, "cert_pem")
         .map(|c| {
@@ -506,7 +542,7 @@ async fn extsvc_enable(
         .transpose()
     {
         Ok(f) => f,
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     let args = vizql_extsvc::EnableArgs {
         connection_type,
@@ -522,9 +558,14 @@ async fn extsvc_enable(
         script_disabled: body["script_disabled"].as_bool().unwrap_or(true),
         skip_check: body["skip_check"].as_bool().unwrap_or(false),
     };
-    let resp = run(state, act, move |ctx| vizql_extsvc::enable(ctx, &args)).await;
+    let (user, peer, action) = act;
+    let done = state
+        .perform(&user, peer, action, move |ctx| {
+            vizql_extsvc::enable(ctx, &args)
+        })
+        .await;
     drop(upload);
-    resp
+    Ok(done)
 }
 
 #[cfg(test)]

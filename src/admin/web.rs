@@ -241,13 +241,16 @@ pub(crate) async fn route(
             redirect(&back(req))
         }
         (&Method::GET, "/security/external-ssl") => {
-            listing_page(state, session, token, 1, external_ssl::list).await
+            let form = external_ssl_form(session);
+            listing_page(state, session, token, 1, external_ssl::list, &form).await
         }
         (&Method::GET, "/security/custom-cert") => {
-            listing_page(state, session, token, 2, custom_cert::list).await
+            let form = custom_cert_form(session);
+            listing_page(state, session, token, 2, custom_cert::list, &form).await
         }
         (&Method::GET, "/security/vizql-extsvc-ssl") => {
-            listing_page(state, session, token, 3, vizql_extsvc::list).await
+            let form = extsvc_form(session);
+            listing_page(state, session, token, 3, vizql_extsvc::list, &form).await
         }
         (&Method::GET, "/security/regenerate-internal-tokens") => {
             let form = format!(
@@ -266,6 +269,84 @@ pub(crate) async fn route(
                 .await;
             flash(state, token, result, lines);
             redirect("/security/regenerate-internal-tokens")
+        }
+        (&Method::POST, "/security/external-ssl") => {
+            let body = form_json(
+                &req.body,
+                &[
+                    "cert_pem",
+                    "key_pem",
+                    "chain_pem",
+                    "passphrase",
+                    "protocols",
+                ],
+            );
+            let done =
+                super::api::external_ssl_enable(state, (user, peer, "external-ssl enable"), &body)
+                    .await;
+            flash_outcome(state, token, done);
+            redirect("/security/external-ssl")
+        }
+        (&Method::POST, "/security/external-ssl/disable") => {
+            let done = state
+                .perform(&user, peer, "external-ssl disable", external_ssl::disable)
+                .await;
+            flash(state, token, done.0, done.1);
+            redirect("/security/external-ssl")
+        }
+        (&Method::POST, "/security/custom-cert") => {
+            let body = form_json(&req.body, &["cert_pem"]);
+            let done =
+                super::api::custom_cert_add(state, (user, peer, "custom-cert add"), &body).await;
+            flash_outcome(state, token, done);
+            redirect("/security/custom-cert")
+        }
+        (&Method::POST, "/security/custom-cert/delete") => {
+            let done = state
+                .perform(&user, peer, "custom-cert delete", custom_cert::delete)
+                .await;
+            flash(state, token, done.0, done.1);
+            redirect("/security/custom-cert")
+        }
+        (&Method::POST, "/security/vizql-extsvc-ssl") => {
+            let mut body = form_json(
+                &req.body,
+                &[
+                    "connection_type",
+                    "extsvc_host",
+                    "cert_pem",
+                    "extsvc_username",
+                    "extsvc_password",
+                ],
+            );
+            for number in ["extsvc_port", "connect_timeout_ms"] {
+                if let Some(n) =
+                    form_field(&req.body, number).and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    body[number] = serde_json::json!(n);
+                }
+            }
+            body["script_disabled"] = serde_json::json!(
+                form_field(&req.body, "script_disabled").as_deref() != Some("false")
+            );
+            body["skip_check"] = serde_json::json!(form_field(&req.body, "skip_check").is_some());
+            let done =
+                super::api::extsvc_enable(state, (user, peer, "vizql-extsvc-ssl enable"), &body)
+                    .await;
+            flash_outcome(state, token, done);
+            redirect("/security/vizql-extsvc-ssl")
+        }
+        (&Method::POST, "/security/vizql-extsvc-ssl/disable") => {
+            let done = state
+                .perform(
+                    &user,
+                    peer,
+                    "vizql-extsvc-ssl disable",
+                    vizql_extsvc::disable,
+                )
+                .await;
+            flash(state, token, done.0, done.1);
+            redirect("/security/vizql-extsvc-ssl")
         }
         _ => respond(
             StatusCode::NOT_FOUND,
@@ -305,6 +386,88 @@ fn flash(
             text.join("\n")
         ));
     }
+}
+
+fn flash_outcome(
+    state: &Arc<AdminState>,
+    token: &str,
+    done: Result<super::api::Outcome, super::api::Refusal>,
+) {
+    match done {
+        Ok((result, lines)) => flash(state, token, result, lines),
+        Err((_, message)) => flash(
+            state,
+            token,
+            Err(crate::commands::CommandError::Refused(message)),
+            Vec::new(),
+        ),
+    }
+}
+
+/// The non-empty `fields` of a form, as the API's JSON body.
+fn form_json(body: &[u8], fields: &[&str]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for field in fields {
+        if let Some(value) = form_field(body, field).filter(|v| !v.trim().is_empty()) {
+            map.insert((*field).to_string(), serde_json::Value::String(value));
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+fn text_area(id: &str, label: &str, required: bool) -> String {
+    format!(
+        "<label for=\"{id}\">{label}</label><textarea id=\"{id}\" name=\"{id}\" rows=\"5\" cols=\"70\" spellcheck=\"false\"{}></textarea>",
+        if required { " required" } else { "" }
+    )
+}
+
+fn external_ssl_form(session: &Session) -> String {
+    format!(
+        "<h2>Enable with your certificate</h2><form method=\"post\" action=\"/security/external-ssl\">{csrf}{}{}{}\
+         <label for=\"passphrase\">Key passphrase (only for an encrypted key)</label><input type=\"password\" id=\"passphrase\" name=\"passphrase\" autocomplete=\"off\">\
+         <label for=\"protocols\">Protocols</label><input id=\"protocols\" name=\"protocols\" value=\"all, -SSLv2, -SSLv3\" size=\"40\">\
+         <p><button type=\"submit\">Stage external SSL</button></p></form>\
+         <form method=\"post\" action=\"/security/external-ssl/disable\">{csrf}<button type=\"submit\">Stage disable</button></form>",
+        text_area("cert_pem", "Certificate (PEM; the chain may follow)", true),
+        text_area("key_pem", "Private key (PEM)", true),
+        text_area("chain_pem", "Chain (PEM, optional)", false),
+        csrf = csrf_input(session)
+    )
+}
+
+fn custom_cert_form(session: &Session) -> String {
+    format!(
+        "<h2>Add a CA certificate</h2><form method=\"post\" action=\"/security/custom-cert\">{csrf}{}\
+         <p><button type=\"submit\">Stage add</button></p></form>\
+         <form method=\"post\" action=\"/security/custom-cert/delete\">{csrf}<button type=\"submit\">Stage delete</button></form>",
+        text_area("cert_pem", "CA certificate (PEM)", true),
+        csrf = csrf_input(session)
+    )
+}
+
+fn extsvc_form(session: &Session) -> String {
+    format!(
+        "<h2>Enable a connection</h2><form method=\"post\" action=\"/security/vizql-extsvc-ssl\">{csrf}\
+         <label for=\"connection_type\">Connection type</label><select id=\"connection_type\" name=\"connection_type\">\
+         <option value=\"rserve\">Rserve</option><option value=\"rserve-secure\">Rserve (TLS)</option>\
+         <option value=\"tabpy\">TabPy</option><option value=\"tabpy-secure\">TabPy (TLS)</option></select>\
+         <label for=\"extsvc_host\">Host</label><input id=\"extsvc_host\" name=\"extsvc_host\" required>\
+         <label for=\"extsvc_port\">Port (default 6311 for Rserve, 9004 for TabPy)</label><input id=\"extsvc_port\" name=\"extsvc_port\" inputmode=\"numeric\">\
+         {}<label for=\"extsvc_username\">User name</label><input id=\"extsvc_username\" name=\"extsvc_username\" autocomplete=\"off\">\
+         <label for=\"extsvc_password\">Password</label><input type=\"password\" id=\"extsvc_password\" name=\"extsvc_password\" autocomplete=\"off\">\
+         <label for=\"connect_timeout_ms\">Connect timeout (ms)</label><input id=\"connect_timeout_ms\" name=\"connect_timeout_ms\" value=\"1000\" inputmode=\"numeric\">\
+         <label for=\"script_disabled\">Scripts</label><select id=\"script_disabled\" name=\"script_disabled\"><option value=\"true\">disabled</option><option value=\"false\">enabled</option></select>\
+         <label for=\"skip_check\"><input type=\"checkbox\" id=\"skip_check\" name=\"skip_check\"> Skip the TLS check</label>\
+         <p><button type=\"submit\">Stage connection</button></p></form>\
+         <form method=\"post\" action=\"/security/vizql-extsvc-ssl/disable\">{csrf}<button type=\"submit\">Stage disable</button></form>",
+        text_area(
+            "cert_pem",
+            "Service certificate or its CA (PEM, TLS types only)",
+            false
+        ),
+        csrf = csrf_input(session)
+    )
 }
 
 fn csrf_input(session: &Session) -> String {
@@ -484,6 +647,7 @@ async fn listing_page<F>(
     token: &str,
     current: usize,
     op: F,
+    forms: &str,
 ) -> Resp
 where
     F: FnOnce(&crate::commands::Context) -> Result<(), crate::commands::CommandError>
@@ -501,7 +665,7 @@ where
         text.push(format!("error: {e}"));
     }
     let content = format!(
-        "<pre>{}</pre><p>Change these settings with the <code>pgssl security</code> commands (locally, or remotely with <code>-s</code>) or the API under <code>/api/v1/</code>.</p>",
+        "<h2>Current settings</h2><pre>{}</pre>{forms}<p>The same changes can be made with the <code>pgssl security</code> commands (locally, or remotely with <code>-s</code>) or the API under <code>/api/v1/</code>.</p>",
         esc(&text.join("\n"))
     );
     shell(state, session, token, current, &content).await

@@ -216,7 +216,7 @@ impl Browser {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_signs_in_chooses_optional_applies_and_psql_sees_it() {
     let pg = Postgres::start();
-    let (_env, server, admin) = admin_env(&pg).await;
+    let (env, server, admin) = admin_env(&pg).await;
     let browser = Browser::start().await;
     let base = format!("https://localhost:{}", admin.port());
 
@@ -274,6 +274,25 @@ async fn a_browser_signs_in_chooses_optional_applies_and_psql_sees_it() {
     assert!(browser.text("dl").await.contains("SHA-256 fingerprint"));
     let shot = browser.screenshot("repository-ssl.png").await;
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+
+    // The other security pages join the same navigation with their own forms.
+    let pki = crate::pki::TestPki::new(env.dir.path(), "Web");
+    browser.click("a[href='/security/custom-cert']").await;
+    browser.wait_text("h1", "Custom certificate").await;
+    browser
+        .type_into("#cert_pem", &std::fs::read_to_string(&pki.root).unwrap())
+        .await;
+    browser
+        .click("form[action='/security/custom-cert'] button")
+        .await;
+    browser
+        .wait_text(".banner", "custom-cert: trust the CA certificate")
+        .await;
+    browser.wait_text("#result", "CN=Web Root CA").await;
+    browser.click("#discard").await;
+    browser
+        .wait_text("#result", "Discarded the pending changes")
+        .await;
     browser.close().await;
 
     // psql through the proxy: an internal user without TLS is refused, tableau without TLS gets in.
