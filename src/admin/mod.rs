@@ -41,6 +41,8 @@ pub const SESSION_COOKIE: &str = "pgssl_admin";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The API's OpenAPI document, served at `/api/v1/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("openapi.yaml");
+/// Admin connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 128;
 /// Largest request body accepted (certificate uploads included).
 const MAX_BODY: usize = 1 << 20;
 
@@ -244,7 +246,11 @@ impl AdminServer {
 
     /// Serves until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
@@ -260,6 +266,7 @@ impl AdminServer {
             let state = self.state.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
                 let tls = match handshake.await {
                     Ok(Ok(tls)) => tls,

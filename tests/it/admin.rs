@@ -93,6 +93,22 @@ impl Api {
         )
     }
 
+    /// A call that must be refused with `status`; returns the error message.
+    pub async fn refused(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        status: StatusCode,
+    ) -> String {
+        let (got, value) = self.json(method, path, body).await;
+        assert_eq!(got, status, "{path}: {value}");
+        value["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {value}"))
+            .to_string()
+    }
+
     pub async fn sign_in(&mut self, user: &str, password: &str) -> (StatusCode, HeaderMap, Value) {
         let (status, headers, bytes) = self
             .call(
@@ -359,36 +375,25 @@ async fn the_api_signs_in_checks_csrf_and_drives_the_live_proxy() {
         .json(Method::POST, "/api/v1/vizql-extsvc-ssl/disable", None)
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = api
-        .json(
+    let err = api
+        .refused(
             Method::POST,
             "/api/v1/vizql-extsvc-ssl/enable",
             Some(json!({ "connection_type": "spark", "extsvc_host": "x" })),
+            StatusCode::BAD_REQUEST,
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("not a connection type")
-    );
+    assert!(err.contains("not a connection type"), "{err}");
     // This server fronts an external upstream: managed-repository operations say so.
-    let (status, body) = api
-        .json(
+    let err = api
+        .refused(
             Method::POST,
             "/api/v1/data-access/enable",
             Some(json!({ "repository_username": "tableau", "repository_password": "x" })),
+            StatusCode::BAD_REQUEST,
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("needs the managed repository"),
-        "{body}"
-    );
+    assert!(err.contains("needs the managed repository"), "{err}");
     let (status, body) = api
         .json(
             Method::POST,
