@@ -5,7 +5,9 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
-use super::{CommandError, Context, apply_hint, describe_expiry, prune};
+use super::{
+    CommandError, Context, RecordListing, apply_hint, describe_expiry, list_record, prune,
+};
 use crate::state::certs;
 use crate::state::custom_ca;
 use crate::state::security::{Change, CustomCa};
@@ -36,7 +38,7 @@ pub fn add(ctx: &Context, cert_file: &Path) -> Result<(), CommandError> {
     }));
     store.save_pending(&pending)?;
     say!(out, "Staged the custom CA certificate from {name}:");
-    print_info(out, &ca.info);
+    print_info(out, &ca.info, "  ");
     if !ca.is_ca {
         note!(
             out,
@@ -80,36 +82,33 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
     let store = ctx.store()?;
     let applied = store.applied()?;
     let pending = store.pending()?;
-    say!(out, "Custom CA certificate");
-    match &applied.custom_ca {
-        Some(ca) => {
-            say!(out, "  file:                {}", ca.cert_file_name);
-            print_info(out, &certs::read_info(&store.custom_ca_path(&ca.id))?);
-        }
-        None => say!(out, "  none (outgoing TLS trusts the system CA bundle)"),
-    }
-    match &pending.custom_ca {
-        Some(Change::Set(ca)) => {
-            say!(
+    let how = RecordListing {
+        title: "Custom CA certificate",
+        none: "none (outgoing TLS trusts the system CA bundle)",
+        staged: &|ca: &CustomCa| format!("add {}", ca.cert_file_name),
+        removed: "delete",
+    };
+    list_record(
+        out,
+        how,
+        applied.custom_ca.as_ref(),
+        pending.custom_ca.as_ref(),
+        |ca, indent| {
+            say!(out, "{indent}{:<21}{}", "file:", ca.cert_file_name);
+            print_info(
                 out,
-                "  pending: add {}; run 'pgssl pending-changes apply'",
-                ca.cert_file_name
+                &certs::read_info(&store.custom_ca_path(&ca.id))?,
+                indent,
             );
-            print_info(out, &certs::read_info(&store.custom_ca_path(&ca.id))?);
-        }
-        Some(Change::Remove) => say!(out, "  pending: delete; run 'pgssl pending-changes apply'"),
-        None => {}
-    }
-    Ok(())
+            Ok(())
+        },
+    )
 }
 
-fn print_info(out: &super::Output, info: &crate::state::CertInfo) {
-    say!(out, "  subject:             {}", info.subject);
-    say!(out, "  issuer:              {}", info.issuer);
-    say!(
-        out,
-        "  expires:             {}",
-        describe_expiry(info.not_after)
-    );
-    say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
+fn print_info(out: &super::Output, info: &crate::state::CertInfo, indent: &str) {
+    let line = |label: &str, value: &str| say!(out, "{indent}{label:<21}{value}");
+    line("subject:", &info.subject);
+    line("issuer:", &info.issuer);
+    line("expires:", &describe_expiry(info.not_after));
+    line("SHA-256 fingerprint:", &info.sha256_fingerprint);
 }

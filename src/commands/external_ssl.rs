@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use super::{CommandError, Context, apply_hint, check_secret, describe_expiry, prune};
+use super::{
+    CommandError, Context, RecordListing, apply_hint, check_secret, describe_expiry, list_record,
+    prune,
+};
 use crate::state::external_cert::{self, SuppliedFiles};
 use crate::state::keystore::{Keystore, Secret};
 use crate::state::protocols::{self, DEFAULT_PROTOCOLS};
@@ -136,30 +139,19 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
     let store = ctx.store()?;
     let applied = store.applied()?;
     let pending = store.pending()?;
-    say!(out, "External SSL");
-    match &applied.external_ssl {
-        Some(external) => print_record(out, &store, external, "  ")?,
-        None => {
-            say!(
-                out,
-                "  enabled:             no (the generated repository certificate is served)"
-            )
-        }
-    }
-    match &pending.external_ssl {
-        Some(Change::Set(external)) => {
-            say!(
-                out,
-                "  pending: enable with a new certificate; run 'pgssl pending-changes apply'"
-            );
-            print_record(out, &store, external, "    ")?;
-        }
-        Some(Change::Remove) => {
-            say!(out, "  pending: disable; run 'pgssl pending-changes apply'")
-        }
-        None => {}
-    }
-    Ok(())
+    let how = RecordListing {
+        title: "External SSL",
+        none: "enabled:             no (the generated repository certificate is served)",
+        staged: &|_: &ExternalSsl| "enable with a new certificate".to_string(),
+        removed: "disable",
+    };
+    list_record(
+        out,
+        how,
+        applied.external_ssl.as_ref(),
+        pending.external_ssl.as_ref(),
+        |record, indent| print_record(out, &store, record, indent),
+    )
 }
 
 fn print_record(

@@ -168,6 +168,51 @@ pub(crate) fn describe_expiry(not_after: OffsetDateTime) -> String {
     }
 }
 
+/// How `list` words a staged record (external SSL, custom CA, external service).
+pub(crate) struct RecordListing<'a, T> {
+    /// The heading.
+    pub title: &'a str,
+    /// The line when none is applied.
+    pub none: &'a str,
+    /// What a staged record will do, e.g. "add ca.pem".
+    pub staged: &'a dyn Fn(&T) -> String,
+    /// What a staged removal will do, e.g. "delete".
+    pub removed: &'a str,
+}
+
+/// Lists the applied record, then any staged change, printing records with `print(record, indent)`.
+pub(crate) fn list_record<T>(
+    out: &Output,
+    how: RecordListing<'_, T>,
+    applied: Option<&T>,
+    pending: Option<&crate::state::security::Change<T>>,
+    print: impl Fn(&T, &str) -> Result<(), CommandError>,
+) -> Result<(), CommandError> {
+    use crate::state::security::Change;
+    say!(out, "{}", how.title);
+    match applied {
+        Some(record) => print(record, "  ")?,
+        None => say!(out, "  {}", how.none),
+    }
+    match pending {
+        Some(Change::Set(record)) => {
+            say!(
+                out,
+                "  pending: {}; run 'pgssl pending-changes apply'",
+                (how.staged)(record)
+            );
+            print(record, "    ")?;
+        }
+        Some(Change::Remove) => say!(
+            out,
+            "  pending: {}; run 'pgssl pending-changes apply'",
+            how.removed
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
 /// The line every staging command ends with.
 pub(crate) fn apply_hint(out: &Output) {
     out.info("Run 'pgssl pending-changes apply' to make it take effect.".into());

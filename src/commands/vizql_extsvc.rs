@@ -10,7 +10,9 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use time::OffsetDateTime;
 
-use super::{CommandError, Context, apply_hint, block_on, check_secret, prune};
+use super::{
+    CommandError, Context, RecordListing, apply_hint, block_on, check_secret, list_record, prune,
+};
 use crate::state::custom_ca;
 use crate::state::keystore::{Keystore, Secret};
 use crate::state::security::{self, Change, ConnectionType, ExternalService};
@@ -193,20 +195,22 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
     let store = ctx.store()?;
     let applied = store.applied()?;
     let pending = store.pending()?;
-    say!(out, "External service (vizql-extsvc-ssl)");
-    match &applied.extsvc {
-        Some(record) => print_record(out, record, "  "),
-        None => say!(out, "  enabled:             no"),
-    }
-    match &pending.extsvc {
-        Some(Change::Set(record)) => {
-            say!(out, "  pending: enable; run 'pgssl pending-changes apply'");
-            print_record(out, record, "    ");
-        }
-        Some(Change::Remove) => say!(out, "  pending: disable; run 'pgssl pending-changes apply'"),
-        None => {}
-    }
-    Ok(())
+    let how = RecordListing {
+        title: "External service (vizql-extsvc-ssl)",
+        none: "enabled:             no",
+        staged: &|_: &ExternalService| "enable".to_string(),
+        removed: "disable",
+    };
+    list_record(
+        out,
+        how,
+        applied.extsvc.as_ref(),
+        pending.extsvc.as_ref(),
+        |record, indent| {
+            print_record(out, record, indent);
+            Ok(())
+        },
+    )
 }
 
 fn print_record(out: &super::Output, record: &ExternalService, indent: &str) {
