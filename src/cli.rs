@@ -514,8 +514,11 @@ fn read_secret(value: &str, flag: &str) -> Result<Secret, CommandError> {
         })?;
         Secret::new(line.trim_end_matches(['\n', '\r']).to_string())
     } else {
-        eprintln!(
-            "note: a secret given on the command line is visible in the process list and shell history; prefer '{flag} -' and standard input"
+        commands::print_line(
+            &mut std::io::stderr(),
+            &format!(
+                "note: a secret given on the command line is visible in the process list and shell history; prefer '{flag} -' and standard input"
+            ),
         );
         Secret::new(value.to_string())
     };

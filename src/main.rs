@@ -28,7 +28,10 @@ fn main() -> ExitCode {
         Err(e) => {
             // Each error's message already carries its cause; print it once, on one line.
             let err = anyhow::Error::from(e);
-            eprintln!("error: {}", err.to_string().replace('\n', " "));
+            pgssl::commands::print_line(
+                &mut std::io::stderr(),
+                &format!("error: {}", err.to_string().replace('\n', " ")),
+            );
             ExitCode::from(1)
         }
     }

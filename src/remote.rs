@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::admin::{CSRF_HEADER, SESSION_COOKIE};
-use crate::commands::{CommandError, block_on};
+use crate::commands::{CommandError, block_on, print_line};
 use crate::state::atomic;
 use crate::state::keystore::Secret;
 use crate::tls_client::{self, Verification};
@@ -377,7 +377,10 @@ impl Remote {
                 atomic::write_file(dest, body, atomic::PUBLIC_MODE).map_err(|e| {
                     CommandError::Refused(format!("cannot write {}: {e}", dest.display()))
                 })?;
-                println!("Wrote the repository certificate to {}", dest.display());
+                print_line(
+                    &mut std::io::stdout(),
+                    &format!("Wrote the repository certificate to {}", dest.display()),
+                );
                 Ok(())
             }
             Call::PendingList => {
@@ -387,11 +390,11 @@ impl Remote {
                     .map(|a| a.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
                 if changes.is_empty() {
-                    println!("No pending changes.");
+                    print_line(&mut std::io::stdout(), "No pending changes.");
                 } else {
-                    println!("Pending changes:");
+                    print_line(&mut std::io::stdout(), "Pending changes:");
                     for c in changes {
-                        println!("  {c}");
+                        print_line(&mut std::io::stdout(), &format!("  {c}"));
                     }
                 }
                 Ok(())
@@ -409,8 +412,8 @@ fn print_messages(body: &[u8]) {
     for line in value["messages"].as_array().into_iter().flatten() {
         let text = line["text"].as_str().unwrap_or_default();
         match line["kind"].as_str() {
-            Some("warning") => eprintln!("{text}"),
-            _ => println!("{text}"),
+            Some("warning") => print_line(&mut std::io::stderr(), text),
+            _ => print_line(&mut std::io::stdout(), text),
         }
     }
 }

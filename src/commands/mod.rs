@@ -71,7 +71,7 @@ impl Output {
     pub fn info(&self, line: String) {
         match &self.collected {
             Some(lines) => lock(lines).push(OutputLine::Info(line)),
-            None => println!("{line}"),
+            None => print_line(&mut std::io::stdout(), &line),
         }
     }
 
@@ -79,7 +79,7 @@ impl Output {
     pub fn warning(&self, line: String) {
         match &self.collected {
             Some(lines) => lock(lines).push(OutputLine::Warning(line)),
-            None => eprintln!("{line}"),
+            None => print_line(&mut std::io::stderr(), &line),
         }
     }
 
@@ -90,6 +90,12 @@ impl Output {
             .map(|lines| std::mem::take(&mut *lock(lines)))
             .unwrap_or_default()
     }
+}
+
+/// Writes one line, ignoring a closed pipe (`pgssl … | head` must not panic; the command's work is
+/// done either way).
+pub fn print_line(to: &mut dyn std::io::Write, line: &str) {
+    let _ = writeln!(to, "{line}");
 }
 
 fn lock(lines: &Mutex<Vec<OutputLine>>) -> std::sync::MutexGuard<'_, Vec<OutputLine>> {

@@ -444,3 +444,20 @@ fn the_data_dir_comes_from_pgssl_data_dir_when_not_given() {
     ok(&out);
     assert!(env.data_dir().join("config/pending.toml").is_file());
 }
+
+#[test]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    let env = CliEnv::new("127.0.0.1:1");
+    let mut child = env
+        .command(&["security", "repository-ssl", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `pgssl … | head -0`: the reader is gone before anything is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
