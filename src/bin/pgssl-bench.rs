@@ -15,6 +15,16 @@
 //!
 //! TLS clients accept any certificate (libpq's `sslmode=require`): this is a load tool, not a verifier.
 
+/// `println!` that ignores a closed pipe (`pgssl-bench … | head` must not panic).
+macro_rules! outln {
+    ($($arg:tt)*) => { pgssl::commands::print_line(&mut std::io::stdout(), &format!($($arg)*)) };
+}
+
+/// `eprintln!` likewise.
+macro_rules! errln {
+    ($($arg:tt)*) => { pgssl::commands::print_line(&mut std::io::stderr(), &format!($($arg)*)) };
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -206,7 +216,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for second in 1..=args.duration {
         tokio::time::sleep_until((measure_start + Duration::from_secs(second)).into()).await;
         let ok = stats.ok.load(Ordering::Relaxed);
-        eprintln!(
+        errln!(
             "[{second:>3}s] {ok} ok, {} errors, {}/s",
             stats.errors.load(Ordering::Relaxed),
             ok - last
@@ -252,11 +262,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "server_cpu_us_per_op": cpu_per_op_us,
         "last_error": stats.last_error.lock().await.clone(),
     });
-    println!(
+    outln!(
         "{:<10} {:>7} {:>9} {:>8} {:>11} {:>9} {:>9} {:>14}",
-        "mode", "clients", "ok", "errors", "rate/s", "p50 ms", "p99 ms", "cpu µs/op"
+        "mode",
+        "clients",
+        "ok",
+        "errors",
+        "rate/s",
+        "p50 ms",
+        "p99 ms",
+        "cpu µs/op"
     );
-    println!(
+    outln!(
         "{:<10} {:>7} {:>9} {:>8} {:>11.1} {:>9.2} {:>9.2} {:>14}",
         result["mode"].as_str().unwrap_or_default(),
         args.clients,
@@ -268,7 +285,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         cpu_per_op_us.map_or("-".into(), |c| format!("{c:.1}"))
     );
     if let Some(e) = stats.last_error.lock().await.as_ref() {
-        eprintln!("last error: {e}");
+        errln!("last error: {e}");
     }
     write_json(args.json.as_ref(), &result)
 }
@@ -277,7 +294,7 @@ fn write_json(dest: Option<&PathBuf>, value: &serde_json::Value) -> anyhow::Resu
     match dest {
         None => Ok(()),
         Some(p) if p.as_os_str() == "-" => {
-            println!("{value}");
+            outln!("{value}");
             Ok(())
         }
         Some(p) => std::fs::write(p, format!("{value}\n"))
@@ -412,7 +429,7 @@ async fn run_idle(
         s.simple_query("SELECT 1").await?;
         sessions.push(s);
         if (i + 1) % 100 == 0 {
-            eprintln!("{} idle connections open", i + 1);
+            errln!("{} idle connections open", i + 1);
         }
     }
     // Let the server settle (allocator, lazily freed buffers) before sampling.
@@ -430,7 +447,7 @@ async fn run_idle(
         "server_rss_kib_after": rss_after,
         "server_rss_kib_per_connection": per_conn,
     });
-    println!(
+    outln!(
         "idle connections: {}  server RSS before: {} KiB  after: {} KiB  per connection: {}",
         args.clients,
         rss_before.map_or("-".into(), |v| v.to_string()),
@@ -469,7 +486,7 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
     match pgssl::tls_client::require_mode_connector() {
         Ok(connector) => connector,
         Err(e) => {
-            eprintln!("error: cannot build a TLS client configuration: {e}");
+            errln!("error: cannot build a TLS client configuration: {e}");
             std::process::exit(1);
         }
     }
@@ -487,7 +504,7 @@ async fn bare_server(
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(pgssl::tls::server_config(&paths)?);
     let listener = TcpListener::bind(listen).await?;
-    eprintln!("bare rustls server listening on {}", listener.local_addr()?);
+    errln!("bare rustls server listening on {}", listener.local_addr()?);
     let refusal = pgssl::protocol::ErrorResponse::fatal(
         pgssl::protocol::SqlState::InvalidAuthorizationSpecification,
         "no PostgreSQL user name specified in startup packet",
