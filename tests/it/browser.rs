@@ -53,6 +53,8 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            // Its own process group: the browsers it starts are ended with it, even when a test fails.
+            .process_group(0)
             .spawn()
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -207,9 +209,23 @@ impl Browser {
         path
     }
 
+    fn kill_group(&self) {
+        if let Some(pid) = self.driver.id() {
+            // SAFETY: signalling a process group this test created.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        }
+    }
+
     async fn close(mut self) {
         self.session_call(Method::DELETE, "", None).await;
-        let _ = self.driver.kill().await;
+        self.kill_group();
+        let _ = self.driver.wait().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.kill_group();
     }
 }
 
