@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::file_name;
 use crate::commands::vizql_extsvc::DEFAULT_CONNECT_TIMEOUT_MS;
 use crate::commands::{self, CommandError, Context};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::remote::{Call, Remote, file_name, read_upload};
+use crate::remote::{Call, Remote, read_upload};
 use crate::state::keystore::Secret;
 use crate::state::security::ConnectionType;
 

@@ -431,14 +431,6 @@ pub fn read_upload(path: &Path) -> Result<Vec<u8>, CommandError> {
         .map_err(|e| CommandError::Refused(format!("cannot read {}: {e}", path.display())))
 }
 
-/// The last component of a path, for the server's listings.
-pub fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

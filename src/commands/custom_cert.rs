@@ -6,7 +6,8 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 use super::{
-    CommandError, Context, RecordListing, apply_hint, describe_expiry, list_record, prune,
+    CommandError, Context, RecordListing, apply_hint, describe_expiry, file_name, list_record,
+    prune,
 };
 use crate::state::certs;
 use crate::state::custom_ca;
@@ -28,10 +29,7 @@ pub fn add(ctx: &Context, cert_file: &Path) -> Result<(), CommandError> {
     }
     let id = new_id()?;
     custom_ca::store(&ca, &store.custom_ca_path(&id))?;
-    let name = cert_file.file_name().map_or_else(
-        || cert_file.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = file_name(cert_file);
     pending.custom_ca = Some(Change::Set(CustomCa {
         id,
         cert_file_name: name.clone(),

@@ -2,13 +2,13 @@
 //! [--protocols LIST] | disable | list`: serve the administrator's own certificate on the client
 //! listener instead of the generated one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use time::OffsetDateTime;
 
 use super::{
-    CommandError, Context, RecordListing, apply_hint, check_secret, describe_expiry, list_record,
-    prune,
+    CommandError, Context, RecordListing, apply_hint, check_secret, describe_expiry, file_name,
+    list_record, prune,
 };
 use crate::state::external_cert::{self, SuppliedFiles};
 use crate::state::keystore::{Keystore, Secret};
@@ -194,11 +194,4 @@ fn print_record(
     );
     line("SHA-256 fingerprint:", &info.sha256_fingerprint);
     Ok(())
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }

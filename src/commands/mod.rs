@@ -219,6 +219,15 @@ pub(crate) fn list_record<T>(
     Ok(())
 }
 
+/// The last component of a path: how listings name a file the administrator gave, without saying where
+/// it was.
+pub fn file_name(path: &std::path::Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// The line every staging command ends with.
 pub(crate) fn apply_hint(out: &Output) {
     out.info("Run 'pgssl pending-changes apply' to make it take effect.".into());

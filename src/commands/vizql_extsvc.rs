@@ -11,7 +11,8 @@ use rustls::RootCertStore;
 use time::OffsetDateTime;
 
 use super::{
-    CommandError, Context, RecordListing, apply_hint, block_on, check_secret, list_record, prune,
+    CommandError, Context, RecordListing, apply_hint, block_on, check_secret, file_name,
+    list_record, prune,
 };
 use crate::state::custom_ca;
 use crate::state::keystore::{Keystore, Secret};
@@ -140,12 +141,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         connection_type: args.connection_type,
         host: host.to_string(),
         port,
-        cert_file_name: args.cert_file.as_deref().map(|f| {
-            f.file_name().map_or_else(
-                || f.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            )
-        }),
+        cert_file_name: args.cert_file.as_deref().map(file_name),
         username: args.username.clone(),
         has_password: password.is_some(),
         connect_timeout_ms: args.connect_timeout_ms,
