@@ -160,7 +160,12 @@ pub(crate) async fn route(
             .await
         }
         (&Method::GET, "/repository-ssl/certificate") => {
-            let (pem, _) = state_query(state, repository_ssl::certificate_pem, |_| Ok(())).await;
+            let (pem, _) = state_query(
+                state,
+                |ctx| repository_ssl::served_certificate(ctx).map(|c| c.pem()),
+                |_| Ok(()),
+            )
+            .await;
             match pem {
                 Ok(pem) => {
                     let mut resp = respond(StatusCode::OK, "application/x-pem-file", pem);

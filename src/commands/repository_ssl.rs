@@ -10,6 +10,7 @@ use crate::repository::version::{self, VersionSource};
 use crate::state::atomic::{self, PUBLIC_MODE};
 use crate::state::certs::{self, CertError};
 use crate::upstream_tls::UpstreamTls;
+use rustls::pki_types::CertificateDer;
 
 /// Stages `required` (or `optional` with `internal_only`), generating the certificate if missing.
 pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
@@ -204,29 +205,28 @@ pub fn list(ctx: &Context) -> Result<(), CommandError> {
 /// Writes the public certificate to `dest`.
 pub fn get_certificate_file(ctx: &Context, dest: &Path) -> Result<(), CommandError> {
     let out = &ctx.out;
-    let pem = certificate_pem(ctx)?;
-    atomic::write_file(dest, pem.as_bytes(), PUBLIC_MODE).map_err(|source| CertError::Write {
-        path: dest.to_path_buf(),
-        source,
+    let served = served_certificate(ctx)?;
+    atomic::write_file(dest, served.pem().as_bytes(), PUBLIC_MODE).map_err(|source| {
+        CertError::Write {
+            path: dest.to_path_buf(),
+            source,
+        }
     })?;
-    let info = certs::read_info(dest)?;
+    let info = certs::describe(&served.chain[0], served.chain.len(), dest)?;
     say!(
         out,
         "Wrote the repository certificate to {}",
         dest.display()
     );
     say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
-    let store = ctx.store()?;
-    let applied = store.applied()?;
-    let next = store.pending()?.merged_into(&applied);
-    if next.external_ssl.is_some() {
+    if served.external {
         say!(
             out,
             "Note: external SSL is on, so this is your certificate and its chain (issuer {}); clients with sslmode=verify-full need your CA's root certificate as sslrootcert.",
             info.issuer
         );
     }
-    if !applied.repository_ssl.mode.offers_tls() {
+    if served.staged_only {
         say!(
             out,
             "Note: repository SSL is enabled but not applied yet; run 'pgssl pending-changes apply'."
@@ -235,32 +235,48 @@ pub fn get_certificate_file(ctx: &Context, dest: &Path) -> Result<(), CommandErr
     Ok(())
 }
 
-/// The public certificate clients should trust, as PEM: the applied one, else the staged one.
-pub fn certificate_pem(ctx: &Context) -> Result<String, CommandError> {
+/// The public certificate clients should trust, and where it comes from.
+#[derive(Debug, Clone)]
+pub struct ServedCertificate {
+    /// Leaf first, then any chain.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Whether it is the external-ssl certificate.
+    pub external: bool,
+    /// Whether repository SSL is only staged, not applied.
+    pub staged_only: bool,
+}
+
+impl ServedCertificate {
+    /// The chain as PEM.
+    pub fn pem(&self) -> String {
+        certs::chain_pem(&self.chain)
+    }
+}
+
+/// The certificate of the applied state, else of the staged one; refused when SSL is off in both.
+pub fn served_certificate(ctx: &Context) -> Result<ServedCertificate, CommandError> {
     let store = ctx.store()?;
     let applied = store.applied()?;
     let next = store.pending()?.merged_into(&applied);
-    let state = if applied.repository_ssl.mode.offers_tls() {
-        &applied
+    let (state, staged_only) = if applied.repository_ssl.mode.offers_tls() {
+        (&applied, false)
     } else if next.repository_ssl.mode.offers_tls() {
-        &next
+        (&next, true)
     } else {
         return Err(CommandError::Refused(
             "repository SSL is off, so there is no certificate to get (run 'pgssl security repository-ssl enable', then 'pgssl pending-changes apply')".into(),
         ));
     };
-    let paths = match &state.external_ssl {
-        Some(external) => store.external_ssl_paths(&external.id),
-        None => store.cert_paths_of(state).ok_or_else(|| {
-            CommandError::Refused(
-                "no certificate is recorded (run 'pgssl security repository-ssl enable')".into(),
-            )
-        })?,
-    };
-    Ok(certs::read_chain(&paths.cert)?
-        .iter()
-        .map(|c| certs::to_pem(c))
-        .collect())
+    let paths = store.served_cert_paths(state).ok_or_else(|| {
+        CommandError::Refused(
+            "no certificate is recorded (run 'pgssl security repository-ssl enable')".into(),
+        )
+    })?;
+    Ok(ServedCertificate {
+        chain: certs::read_chain(&paths.cert)?,
+        external: state.external_ssl.is_some(),
+        staged_only,
+    })
 }
 
 /// Repository SSL as the admin API and web page show it.
@@ -302,13 +318,9 @@ pub fn status(ctx: &Context) -> Result<Status, CommandError> {
     } else {
         &next
     };
-    let cert = match &shown.external_ssl {
-        Some(external) => Some(store.external_ssl_paths(&external.id).cert),
-        None => store.cert_paths_of(shown).map(|p| p.cert),
-    };
-    let certificate = match cert {
-        Some(path) if path.exists() => {
-            let info = certs::read_info(&path)?;
+    let certificate = match store.served_cert_paths(shown) {
+        Some(paths) if paths.cert.exists() => {
+            let info = certs::read_info(&paths.cert)?;
             Some(CertificateStatus {
                 subject: info.subject,
                 issuer: info.issuer,

@@ -271,14 +271,10 @@ impl Signals {
 fn warn_if_expiring(store: &StateStore) {
     // The certificate clients see: the administrator's own with external SSL, else the generated one.
     let Some(paths) = store.applied().ok().and_then(|a| {
-        let served = match &a.external_ssl {
-            Some(external) => Some(store.external_ssl_paths(&external.id)),
-            None => store.cert_paths_of(&a),
-        };
         a.repository_ssl
             .mode
             .offers_tls()
-            .then_some(served)
+            .then(|| store.served_cert_paths(&a))
             .flatten()
     }) else {
         return;

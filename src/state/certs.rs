@@ -272,17 +272,9 @@ pub fn read_info(path: &Path) -> Result<CertInfo, CertError> {
     describe(&chain[0], chain.len(), path)
 }
 
-/// Writes the public certificate to `dest` (PEM, overwriting), atomically and world-readable.
-pub fn export_certificate(paths: &CertPaths, dest: &Path) -> Result<(), CertError> {
-    let chain = read_chain(&paths.cert)?;
-    let mut pem = String::new();
-    for cert in &chain {
-        pem.push_str(&to_pem(cert));
-    }
-    atomic::write_file(dest, pem.as_bytes(), PUBLIC_MODE).map_err(|source| CertError::Write {
-        path: dest.to_path_buf(),
-        source,
-    })
+/// A certificate chain as PEM, leaf first.
+pub fn chain_pem(chain: &[CertificateDer<'_>]) -> String {
+    chain.iter().map(|c| to_pem(c)).collect()
 }
 
 /// One certificate as PEM.
@@ -385,7 +377,7 @@ mod tests {
         let paths = CertPaths::in_dir(dir.path());
         generate(&paths, &["localhost".into()], 10).unwrap();
         let out = dir.path().join("copy.crt");
-        export_certificate(&paths, &out).unwrap();
+        fs::write(&out, chain_pem(&read_chain(&paths.cert).unwrap())).unwrap();
         assert_eq!(read_chain(&out).unwrap(), read_chain(&paths.cert).unwrap());
     }
 

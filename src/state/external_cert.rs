@@ -232,7 +232,7 @@ impl ValidatedCert {
                 source,
             }
         })?;
-        let pem: String = self.chain.iter().map(|c| certs::to_pem(c)).collect();
+        let pem = certs::chain_pem(&self.chain);
         atomic::write_file(&paths.cert, pem.as_bytes(), PUBLIC_MODE).map_err(|source| {
             CertError::Write {
                 path: paths.cert.clone(),

@@ -349,6 +349,15 @@ impl StateStore {
         CertPaths::in_dir(&self.external_ssl_dir(id))
     }
 
+    /// The certificate a state serves to clients: the administrator's own with external SSL, else the
+    /// generated one (if a certificate folder is recorded).
+    pub fn served_cert_paths(&self, state: &AppliedState) -> Option<CertPaths> {
+        match &state.external_ssl {
+            Some(external) => Some(self.external_ssl_paths(&external.id)),
+            None => self.cert_paths_of(state),
+        }
+    }
+
     /// The custom CA's copy.
     pub fn custom_ca_path(&self, id: &str) -> PathBuf {
         self.config_dir()
