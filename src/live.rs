@@ -103,12 +103,7 @@ impl LiveSettings {
         state: &AppliedState,
         upstream_tls: UpstreamTlsMode,
     ) -> Result<LiveSettings, LoadError> {
-        let custom_ca = state
-            .custom_ca
-            .as_ref()
-            .map(|ca| custom_ca::load(&store.custom_ca_path(&ca.id)))
-            .transpose()?;
-        let upstream_tls = UpstreamTls::new(upstream_tls, custom_ca.as_ref())?;
+        let upstream_tls = upstream_tls_for(store, state, upstream_tls)?;
         let mode = state.repository_ssl.mode;
         if !mode.offers_tls() {
             return Ok(LiveSettings {
@@ -135,6 +130,20 @@ impl LiveSettings {
             upstream_tls,
         })
     }
+}
+
+/// The upstream TLS settings of a state: `mode` from the configuration, trusting the state's custom CA.
+pub fn upstream_tls_for(
+    store: &StateStore,
+    state: &AppliedState,
+    mode: UpstreamTlsMode,
+) -> Result<UpstreamTls, LoadError> {
+    let custom_ca = state
+        .custom_ca
+        .as_ref()
+        .map(|ca| custom_ca::load(&store.custom_ca_path(&ca.id)))
+        .transpose()?;
+    Ok(UpstreamTls::new(mode, custom_ca.as_ref())?)
 }
 
 /// The server configuration of an `external-ssl` certificate and its fingerprint.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{CommandError, Context, apply_hint, block_on, describe_expiry};
-use crate::live::LiveSettings;
+use crate::live;
 use crate::policy::Mode;
 use crate::repository::managed::ManagedRepository;
 use crate::repository::version::{self, VersionSource};
@@ -28,8 +28,7 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
     let found = match ctx.config.upstream_addr()? {
         Some(upstream) => {
             // Reach the upstream the way the proxy will, with the TLS settings in force.
-            let tls = LiveSettings::for_state(&store, &applied, ctx.config.server.upstream_tls)
-                .map(|s| s.upstream_tls)
+            let tls = live::upstream_tls_for(&store, &applied, ctx.config.server.upstream_tls)
                 .unwrap_or_else(|_| UpstreamTls::disabled());
             block_on(version::probe(&ctx.config, &upstream, &tls))?
         }
