@@ -137,8 +137,13 @@ pub(crate) async fn route(
             resp
         }
         (&Method::GET, "/repository-ssl") => {
-            let (status, lines) =
-                state_query(state, repository_ssl::status, repository_ssl::list).await;
+            let (status, lines) = state
+                .run(|ctx| {
+                    let status = repository_ssl::status(ctx)?;
+                    repository_ssl::list(ctx)?;
+                    Ok(status)
+                })
+                .await;
             match status {
                 Ok(s) => json_ok(json!({ "status": s, "messages": lines })),
                 Err(e) => outcome(Err(e), lines),
@@ -160,12 +165,9 @@ pub(crate) async fn route(
             .await
         }
         (&Method::GET, "/repository-ssl/certificate") => {
-            let (pem, _) = state_query(
-                state,
-                |ctx| repository_ssl::served_certificate(ctx).map(|c| c.pem()),
-                |_| Ok(()),
-            )
-            .await;
+            let (pem, _) = state
+                .run(|ctx| repository_ssl::served_certificate(ctx).map(|c| c.pem()))
+                .await;
             match pem {
                 Ok(pem) => {
                     let mut resp = respond(StatusCode::OK, "application/x-pem-file", pem);
@@ -179,7 +181,7 @@ pub(crate) async fn route(
             }
         }
         (&Method::GET, "/pending-changes") => {
-            let (changes, _) = state_query(state, pending_changes::describe, |_| Ok(())).await;
+            let (changes, _) = state.run(pending_changes::describe).await;
             match changes {
                 Ok(changes) => json_ok(json!({ "changes": changes })),
                 Err(e) => outcome(Err(e), Vec::new()),
@@ -318,39 +320,6 @@ where
 {
     let (result, lines) = state.run(op).await;
     outcome(result, lines)
-}
-
-/// Runs a read-only query returning a value, plus a listing whose lines ride along.
-async fn state_query<T, Q, L>(
-    state: &Arc<AdminState>,
-    query: Q,
-    listing: L,
-) -> (Result<T, CommandError>, Vec<OutputLine>)
-where
-    T: Send + 'static,
-    Q: FnOnce(&crate::commands::Context) -> Result<T, CommandError> + Send + 'static,
-    L: FnOnce(&crate::commands::Context) -> Result<(), CommandError> + Send + 'static,
-{
-    let slot = Arc::new(std::sync::Mutex::new(None));
-    let sink = slot.clone();
-    let (result, lines) = state
-        .run(move |ctx| {
-            let value = query(ctx)?;
-            if let Ok(mut s) = sink.lock() {
-                *s = Some(value);
-            }
-            listing(ctx)
-        })
-        .await;
-    let value = slot.lock().ok().and_then(|mut s| s.take());
-    match (result, value) {
-        (Ok(()), Some(v)) => (Ok(v), lines),
-        (Err(e), _) => (Err(e), lines),
-        (Ok(()), None) => (
-            Err(CommandError::Refused("the query returned nothing".into())),
-            lines,
-        ),
-    }
 }
 
 /// Uploaded files, written into a private folder for the operation and removed afterwards.

@@ -106,10 +106,11 @@ impl AdminState {
         (result, lines)
     }
 
-    /// Runs a control-plane operation on a blocking thread with its report collected.
-    async fn run<F>(self: &Arc<Self>, op: F) -> (Result<(), CommandError>, Vec<OutputLine>)
+    /// Runs a control-plane operation (or query) on a blocking thread with its report collected.
+    async fn run<T, F>(self: &Arc<Self>, op: F) -> (Result<T, CommandError>, Vec<OutputLine>)
     where
-        F: FnOnce(&Context) -> Result<(), CommandError> + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&Context) -> Result<T, CommandError> + Send + 'static,
     {
         let ctx = Context {
             data_dir: self.data_dir.clone(),

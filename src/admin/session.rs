@@ -20,8 +20,17 @@ pub struct Session {
     /// Must accompany every change request (header `X-CSRF-Token` or form field `csrf_token`).
     pub csrf: String,
     /// A one-time message for the next page (the result of a form post).
-    pub flash: Option<String>,
+    pub flash: Option<Flash>,
     last_seen: Instant,
+}
+
+/// The result of a form post, shown once on the next page.
+#[derive(Debug, Clone)]
+pub struct Flash {
+    /// Whether the operation failed.
+    pub failed: bool,
+    /// What it reported, one line per line.
+    pub text: String,
 }
 
 /// All sessions, by token.

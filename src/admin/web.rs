@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
-use super::session::Session;
+use super::session::{Flash, Session};
 use super::{AdminState, Req, SignInRefusal, respond, session_cookie};
 use crate::commands::{
     OutputLine, custom_cert, external_ssl, pending_changes, regenerate_tokens, repository_ssl,
@@ -369,23 +369,30 @@ fn flash(
     result: Result<(), crate::commands::CommandError>,
     lines: Vec<OutputLine>,
 ) {
+    let flash = Flash {
+        failed: result.is_err(),
+        text: report_text(result, lines),
+    };
+    if let Some(s) = state.sessions().touch(token) {
+        s.flash = Some(flash);
+    }
+}
+
+/// An operation's report as text, its error (if any) as the last line.
+fn report_text(
+    result: Result<(), crate::commands::CommandError>,
+    lines: Vec<OutputLine>,
+) -> String {
     let mut text: Vec<String> = lines
         .into_iter()
         .map(|l| match l {
             OutputLine::Info(t) | OutputLine::Warning(t) => t,
         })
         .collect();
-    let ok = result.is_ok();
     if let Err(e) = result {
         text.push(format!("error: {e}"));
     }
-    if let Some(s) = state.sessions().touch(token) {
-        s.flash = Some(format!(
-            "{}{}",
-            if ok { "" } else { "\u{0}" },
-            text.join("\n")
-        ));
-    }
+    text.join("\n")
 }
 
 fn flash_outcome(
@@ -485,21 +492,12 @@ async fn shell(
     current: usize,
     content: &str,
 ) -> Resp {
-    let (pending, _) = {
-        let slot = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = slot.clone();
-        let r = state
-            .run(move |ctx| {
-                let lines = pending_changes::describe(ctx)?;
-                if let Ok(mut s) = sink.lock() {
-                    *s = lines;
-                }
-                Ok(())
-            })
-            .await;
-        let lines = slot.lock().map(|s| s.clone()).unwrap_or_default();
-        (lines, r)
-    };
+    // A banner that cannot be read is left out; the page itself says what failed.
+    let pending = state
+        .run(pending_changes::describe)
+        .await
+        .0
+        .unwrap_or_default();
     let flash = state.sessions().touch(token).and_then(|s| s.flash.take());
     let (title, path) = (NAV[current].1, NAV[current].0);
     let mut html = format!(
@@ -538,15 +536,12 @@ async fn shell(
             csrf = csrf_input(session)
         );
     }
-    if let Some(text) = flash {
-        let (class, text) = match text.strip_prefix('\u{0}') {
-            Some(t) => ("flash error", t.to_string()),
-            None => ("flash", text),
-        };
+    if let Some(flash) = flash {
+        let class = if flash.failed { "flash error" } else { "flash" };
         let _ = write!(
             html,
             "<div class=\"{class}\" role=\"status\" id=\"result\">{}</div>",
-            esc(&text)
+            esc(&flash.text)
         );
     }
     let _ = write!(html, "<h1>{title}</h1>{content}</main>");
@@ -554,31 +549,13 @@ async fn shell(
 }
 
 async fn repository_ssl_page(state: &Arc<AdminState>, session: &Session, token: &str) -> Resp {
-    let slot = Arc::new(std::sync::Mutex::new(None));
-    let sink = slot.clone();
-    let (result, _) = state
-        .run(move |ctx| {
-            let s = repository_ssl::status(ctx)?;
-            if let Ok(mut slot) = sink.lock() {
-                *slot = Some(s);
-            }
-            Ok(())
-        })
-        .await;
-    let status = match (result, slot.lock().ok().and_then(|mut s| s.take())) {
-        (Ok(()), Some(s)) => s,
-        (Err(e), _) => {
+    let status = match state.run(repository_ssl::status).await.0 {
+        Ok(s) => s,
+        Err(e) => {
             return respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain; charset=utf-8",
                 e.to_string(),
-            );
-        }
-        _ => {
-            return respond(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain; charset=utf-8",
-                "no status",
             );
         }
     };
@@ -655,18 +632,10 @@ where
         + 'static,
 {
     let (result, lines) = state.run(op).await;
-    let mut text: Vec<String> = lines
-        .into_iter()
-        .map(|l| match l {
-            OutputLine::Info(t) | OutputLine::Warning(t) => t,
-        })
-        .collect();
-    if let Err(e) = result {
-        text.push(format!("error: {e}"));
-    }
+    let text = report_text(result, lines);
     let content = format!(
         "<h2>Current settings</h2><pre>{}</pre>{forms}<p>The same changes can be made with the <code>pgssl security</code> commands (locally, or remotely with <code>-s</code>) or the API under <code>/api/v1/</code>.</p>",
-        esc(&text.join("\n"))
+        esc(&text)
     );
     shell(state, session, token, current, &content).await
 }
