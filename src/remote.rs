@@ -327,8 +327,7 @@ impl Remote {
         let verification = if self.trust_self_signed {
             Verification::None
         } else {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            let mut roots = tls_client::system_roots();
             if let Some(ca) = &self.custom_ca {
                 roots.add_parsable_certificates([ca.clone()]);
             }

@@ -25,6 +25,13 @@ pub enum Verification {
     Full(RootCertStore),
 }
 
+/// The system's CA bundle; unreadable entries are skipped, as OpenSSL does. Empty when there is none.
+pub fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots
+}
+
 /// A connector with `sslmode=require` semantics: encryption without server authentication.
 pub fn require_mode_connector() -> Result<TlsConnector, rustls::Error> {
     connector(Verification::None)

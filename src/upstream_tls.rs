@@ -174,19 +174,20 @@ fn roots(
     mode: UpstreamTlsMode,
     custom_ca: Option<&CertificateDer<'static>>,
 ) -> Result<rustls::RootCertStore, UpstreamTlsError> {
-    let mut roots = rustls::RootCertStore::empty();
     match custom_ca {
-        Some(ca) => roots
-            .add(ca.clone())
-            .map_err(|e| UpstreamTlsError::BadAnchor(e.to_string()))?,
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(ca.clone())
+                .map_err(|e| UpstreamTlsError::BadAnchor(e.to_string()))?;
+            Ok(roots)
+        }
         None => {
-            // Unreadable entries in the system bundle are skipped, as OpenSSL does.
-            let (added, _ignored) =
-                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            if added == 0 {
+            let roots = tls_client::system_roots();
+            if roots.is_empty() {
                 return Err(UpstreamTlsError::NoTrustAnchor(mode));
             }
+            Ok(roots)
         }
     }
-    Ok(roots)
 }

@@ -95,20 +95,21 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
                 "warning: --skip-check: staged without checking that {host}:{port} answers TLS with a trusted certificate"
             );
         } else {
-            let mut roots = RootCertStore::empty();
             let anchor = match (&cert, &next.custom_ca) {
                 (Some(cert), _) => Some(cert.der.clone()),
                 (None, Some(ca)) => Some(custom_ca::load(&store.custom_ca_path(&ca.id))?),
                 (None, None) => None,
             };
-            match anchor {
-                Some(der) => roots
-                    .add(der)
-                    .map_err(|e| CommandError::Refused(format!("cannot trust --cert-file: {e}")))?,
-                None => {
-                    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            let roots = match anchor {
+                Some(der) => {
+                    let mut roots = RootCertStore::empty();
+                    roots.add(der).map_err(|e| {
+                        CommandError::Refused(format!("cannot trust --cert-file: {e}"))
+                    })?;
+                    roots
                 }
-            }
+                None => tls_client::system_roots(),
+            };
             let timeout = Duration::from_millis(args.connect_timeout_ms);
             let version = block_on(tls_client::check_handshake(
                 host,
