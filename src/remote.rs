@@ -171,11 +171,7 @@ impl Remote {
     }
 
     fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        tls_client::host_port(&self.host, self.port)
     }
 
     fn cache_path(&self) -> PathBuf {

@@ -25,6 +25,15 @@ pub enum Verification {
     Full(RootCertStore),
 }
 
+/// `host:port`, with an IPv6 address in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// The system's CA bundle; unreadable entries are skipped, as OpenSSL does. Empty when there is none.
 pub fn system_roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
@@ -217,11 +226,7 @@ pub async fn check_handshake(
     verification: Verification,
     timeout: std::time::Duration,
 ) -> Result<String, HandshakeCheckError> {
-    let addr = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let addr = host_port(host, port);
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| HandshakeCheckError::BadHost(host.to_string()))?;
     let connector = connector(verification).map_err(|e| HandshakeCheckError::Handshake {
