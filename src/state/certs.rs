@@ -272,6 +272,21 @@ pub fn read_info(path: &Path) -> Result<CertInfo, CertError> {
     describe(&chain[0], chain.len(), path)
 }
 
+/// The DER of each `CERTIFICATE` block in PEM text (other blocks are skipped); the reason when the text
+/// does not parse or holds none.
+pub(crate) fn pem_certificate_blocks(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = pem::parse_many(bytes)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| CertificateDer::from(b.into_contents()))
+        .collect();
+    if certs.is_empty() {
+        return Err("no BEGIN CERTIFICATE block".into());
+    }
+    Ok(certs)
+}
+
 /// A certificate chain as PEM, leaf first.
 pub fn chain_pem(chain: &[CertificateDer<'_>]) -> String {
     chain.iter().map(|c| to_pem(c)).collect()

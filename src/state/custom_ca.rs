@@ -74,14 +74,8 @@ pub fn read(path: &Path, now: OffsetDateTime) -> Result<CustomCaCert, CustomCaEr
         reason,
     };
     let der = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-        let blocks = pem::parse_many(&bytes).map_err(|e| not_cert(e.to_string()))?;
-        let mut certs: Vec<Vec<u8>> = blocks
-            .into_iter()
-            .filter(|b| b.tag() == "CERTIFICATE")
-            .map(pem::Pem::into_contents)
-            .collect();
+        let mut certs = certs::pem_certificate_blocks(&bytes).map_err(not_cert)?;
         match certs.len() {
-            0 => return Err(not_cert("no BEGIN CERTIFICATE block".into())),
             1 => certs.remove(0),
             count => {
                 return Err(CustomCaError::TooMany {
@@ -91,7 +85,7 @@ pub fn read(path: &Path, now: OffsetDateTime) -> Result<CustomCaCert, CustomCaEr
             }
         }
     } else {
-        bytes
+        CertificateDer::from(bytes)
     };
     let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| not_cert(e.to_string()))?;
     if !rest.is_empty() {
@@ -105,11 +99,7 @@ pub fn read(path: &Path, now: OffsetDateTime) -> Result<CustomCaCert, CustomCaEr
             date: info.not_after.date(),
         });
     }
-    Ok(CustomCaCert {
-        der: CertificateDer::from(der),
-        info,
-        is_ca,
-    })
+    Ok(CustomCaCert { der, info, is_ca })
 }
 
 /// Writes the copy (PEM) to `dest`.

@@ -269,15 +269,7 @@ fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Ex
         path: path.to_path_buf(),
         reason,
     };
-    let blocks = pem::parse_many(&*bytes).map_err(|e| not_cert(e.to_string()))?;
-    let certs: Vec<CertificateDer<'static>> = blocks
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| CertificateDer::from(b.into_contents()))
-        .collect();
-    if certs.is_empty() {
-        return Err(not_cert("no BEGIN CERTIFICATE block".into()));
-    }
+    let certs = certs::pem_certificate_blocks(&bytes).map_err(not_cert)?;
     for (i, der) in certs.iter().enumerate() {
         X509Certificate::from_der(der)
             .map_err(|e| not_cert(format!("certificate {} does not parse: {e}", i + 1)))?;
