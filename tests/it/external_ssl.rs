@@ -157,7 +157,35 @@ async fn a_ca_issued_chain_is_served_verified_by_psql_with_only_the_root_and_pro
 
     // disable brings the generated certificate back, live.
     ok(&env.run(&["security", "external-ssl", "disable"]));
+    // Until it is applied, get-certificate-file still hands out (and describes) what is served.
+    let got = ok(&env.run(&[
+        "security",
+        "repository-ssl",
+        "get-certificate-file",
+        "-f",
+        path(&cert),
+    ]));
+    assert!(got.contains("your CA's root certificate"), "{got}");
+    assert_eq!(
+        std::fs::read_to_string(&cert)
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2
+    );
     ok(&env.run(&["pending-changes", "apply"]));
+    let got = ok(&env.run(&[
+        "security",
+        "repository-ssl",
+        "get-certificate-file",
+        "-f",
+        path(&cert),
+    ]));
+    assert!(!got.contains("your CA's root certificate"), "{got}");
+    assert_eq!(
+        std::fs::read(&cert).unwrap(),
+        std::fs::read(&generated).unwrap()
+    );
     let back = psql(&verify_full(server.addr, &generated, "")).await;
     assert!(back.ok, "{}", back.stderr);
     let gone = psql(&verify_full(server.addr, &pki.root, "")).await;
