@@ -17,7 +17,7 @@ use crate::negotiate::{self, NegotiateError, Negotiated};
 use crate::policy::{self, Transport, UserClassifier, Verdict};
 use crate::protocol::{ErrorResponse, SqlState};
 use crate::relay::{self, RelayEnd};
-use crate::telemetry::names;
+use crate::telemetry::{LogSafe, names};
 use crate::upstream::UpstreamAddr;
 
 /// Counts a connection in `pgssl_connections_active` for as long as it lives.
@@ -98,7 +98,7 @@ pub async fn handle(
                 metrics::counter!(names::POLICY_REJECTIONS, "mode" => settings.mode.to_string(), "class" => class.to_string())
                     .increment(1);
                 negotiate::send_fatal(&mut stream, &err).await;
-                info!(%peer, %user, %database, class = %class, tls = %tls_version, mode = %settings.mode,
+                info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), class = %class, tls = %tls_version, mode = %settings.mode,
                       outcome = "rejected", "SSL policy refused the connection");
                 return;
             }
@@ -106,7 +106,7 @@ pub async fn handle(
                 let err =
                     ErrorResponse::fatal(SqlState::AdminShutdown, "the proxy is shutting down");
                 negotiate::send_fatal(&mut stream, &err).await;
-                info!(%peer, %user, outcome = "refused", "shutting down");
+                info!(%peer, user = %LogSafe(&user), outcome = "refused", "shutting down");
                 return;
             }
             let connecting = Instant::now();
@@ -130,7 +130,7 @@ pub async fn handle(
                         ),
                     );
                     negotiate::send_fatal(&mut stream, &err).await;
-                    warn!(%peer, %user, upstream = %ctx.upstream, error = %e, outcome = "upstream_unreachable",
+                    warn!(%peer, user = %LogSafe(&user), upstream = %ctx.upstream, error = %e, outcome = "upstream_unreachable",
                           "could not connect to the repository");
                     return;
                 }
@@ -151,7 +151,7 @@ pub async fn handle(
                     ),
                 );
                 negotiate::send_fatal(&mut stream, &err).await;
-                warn!(%peer, %user, error = %e, outcome = "upstream_failed", "could not forward the start-up");
+                warn!(%peer, user = %LogSafe(&user), error = %e, outcome = "upstream_failed", "could not forward the start-up");
                 return;
             }
             // An idle session should hold nothing it no longer needs.
@@ -166,15 +166,15 @@ pub async fn handle(
             let (bytes_up, bytes_down) = (t.to_upstream, t.to_client);
             match end {
                 RelayEnd::Closed(_) => {
-                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                    info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), class = %class, tls = %tls_version,
                     bytes_up, bytes_down, duration_ms, outcome = "closed", "session ended")
                 }
                 RelayEnd::Failed(e, _) => {
-                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                    info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), class = %class, tls = %tls_version,
                     bytes_up, bytes_down, error = %e, duration_ms, outcome = "failed", "session ended with an error")
                 }
                 RelayEnd::Shutdown(_) => {
-                    info!(%peer, %user, %database, bytes_up, bytes_down, duration_ms, outcome = "shutdown",
+                    info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), bytes_up, bytes_down, duration_ms, outcome = "shutdown",
                     "session closed at the end of the shutdown grace period")
                 }
             }

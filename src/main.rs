@@ -16,12 +16,22 @@ fn main() -> ExitCode {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match cli.log_format {
-        pgssl::cli::LogFormat::Json => builder.json().init(),
+    // `finish` + our own `log` bridge rather than `init`, whose bridge would keep rustls' levels.
+    let installed = match cli.log_format {
+        pgssl::cli::LogFormat::Json => {
+            tracing::subscriber::set_global_default(builder.json().finish())
+        }
         // Colour codes only for a person at a terminal, never in files or pipes that tools parse.
-        pgssl::cli::LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-            .init(),
+        pgssl::cli::LogFormat::Text => tracing::subscriber::set_global_default(
+            builder
+                .with_ansi(
+                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                )
+                .finish(),
+        ),
+    };
+    if installed.is_ok() {
+        let _ = pgssl::telemetry::LogBridge::install();
     }
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,99 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+/// Longest client-supplied text a log line carries; the rest is summarised by its length.
+pub const LOG_TEXT_LIMIT: usize = 128;
+
+/// Client-supplied text (user and database names, sign-in names) made safe for a log line.
+///
+/// A name can carry anything but NUL, so without this a `\n` forges a whole log line and an ESC
+/// sequence reaches the operator's terminal. Control characters, `\` and `"` are escaped (`\n`,
+/// `\u{1b}`), text with white space or `=` is quoted so it cannot pose as further `key=value` fields,
+/// and anything past [`LOG_TEXT_LIMIT`] characters is cut. Used for text and JSON logs alike; `{:#}`
+/// leaves out the quotes, for structured sinks (a JSON value) where fields cannot run together.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSafe<'a>(pub &'a str);
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        let text = self.0;
+        let quote = !f.alternate()
+            && (text.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '='));
+        if quote {
+            f.write_char('"')?;
+        }
+        for (shown, (at, c)) in text.char_indices().enumerate() {
+            if shown == LOG_TEXT_LIMIT {
+                write!(f, "…(+{} bytes)", text.len() - at)?;
+                break;
+            }
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        if quote {
+            f.write_char('"')?;
+        }
+        Ok(())
+    }
+}
+
+/// Carries `log` records (rustls logs through `log`) into `tracing`, with rustls' warnings and errors
+/// lowered to INFO.
+///
+/// Every rustls warning on a server is a peer's doing — a refused renegotiation, an alert, an odd
+/// ClientHello — so it belongs with the other per-connection outcomes at INFO, where `PGSSL_LOG=warn`
+/// silences it, instead of flooding the operator's warnings on any client's whim.
+#[derive(Debug, Clone, Copy)]
+pub struct LogBridge;
+
+impl LogBridge {
+    /// Installs the bridge as the process's `log` logger, letting every level through to `tracing`'s
+    /// own filter.
+    pub fn install() -> Result<(), log::SetLoggerError> {
+        log::set_logger(&LogBridge)?;
+        log::set_max_level(log::LevelFilter::Trace);
+        Ok(())
+    }
+
+    /// The level a record is re-emitted at.
+    pub fn level_for(target: &str, level: log::Level) -> log::Level {
+        if target.starts_with("rustls") && level < log::Level::Info {
+            log::Level::Info
+        } else {
+            level
+        }
+    }
+}
+
+impl log::Log for LogBridge {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let level = Self::level_for(record.target(), record.level());
+        let lowered = log::Record::builder()
+            .args(*record.args())
+            .level(level)
+            .target(record.target())
+            .module_path(record.module_path())
+            .file(record.file())
+            .line(record.line())
+            .build();
+        let _ = tracing_log::format_trace(&lowered);
+    }
+
+    fn flush(&self) {}
+}
+
 /// Buckets for the `_seconds` histograms: 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -186,6 +279,7 @@ fn respond(head: &str, handle: &PrometheusHandle) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::LogSafe;
     use super::*;
 
     #[test]
@@ -198,5 +292,40 @@ mod tests {
         assert!(respond("GET / HTTP/1.1\r\n\r\n", handle).starts_with("HTTP/1.1 404"));
         assert!(respond("POST /metrics HTTP/1.1\r\n\r\n", handle).starts_with("HTTP/1.1 405"));
         assert!(respond("", handle).starts_with("HTTP/1.1 405"));
+    }
+
+    #[test]
+    fn client_text_cannot_forge_lines_fields_or_terminal_codes() {
+        assert_eq!(LogSafe("tableau").to_string(), "tableau");
+        let forged = LogSafe("x\nINFO session ended user=postgres").to_string();
+        assert_eq!(forged, r#""x\nINFO session ended user=postgres""#);
+        assert!(!forged.contains('\n'));
+        assert_eq!(LogSafe("a\u{1b}[31mred").to_string(), r"a\u{1b}[31mred");
+        assert_eq!(LogSafe("q\"\\").to_string(), r#"q\"\\"#);
+        assert_eq!(LogSafe("").to_string(), r#""""#);
+        assert_eq!(format!("{:#}", LogSafe("a b\n")), r"a b\n");
+        let long = "u".repeat(300);
+        let shown = LogSafe(&long).to_string();
+        assert_eq!(shown, format!("{}…(+172 bytes)", "u".repeat(128)));
+        let odd = LogSafe("\r\u{7f}\u{85}").to_string();
+        assert!(!odd.chars().any(char::is_control), "{odd}");
+    }
+
+    #[test]
+    fn rustls_warnings_are_lowered_to_info_and_others_kept() {
+        use log::Level;
+        assert_eq!(
+            LogBridge::level_for("rustls::common_state", Level::Warn),
+            Level::Info
+        );
+        assert_eq!(
+            LogBridge::level_for("rustls::check", Level::Error),
+            Level::Info
+        );
+        assert_eq!(
+            LogBridge::level_for("rustls::x", Level::Debug),
+            Level::Debug
+        );
+        assert_eq!(LogBridge::level_for("hyper", Level::Warn), Level::Warn);
     }
 }

@@ -11,6 +11,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::{info, warn};
 
+use crate::telemetry::LogSafe;
+
 /// Where audit records go.
 #[derive(Debug)]
 pub(crate) struct AuditLog {
@@ -25,14 +27,18 @@ impl AuditLog {
         }
     }
 
-    /// Records one event.
+    /// Records one event. The user name, the action (which can carry a request path) and the outcome
+    /// (which can quote input) may come from an unauthenticated client, so each is escaped and capped
+    /// in the file as in the log.
     pub(crate) fn record(&self, user: &str, peer: IpAddr, action: &str, outcome: &str) {
         let now = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
+        let (user, action, outcome) = (LogSafe(user), LogSafe(action), LogSafe(outcome));
         info!(target: "pgssl::audit", %user, %peer, %action, %outcome, "admin audit");
         let line = serde_json::json!({
-            "time": now, "user": user, "peer": peer.to_string(), "action": action, "outcome": outcome,
+            "time": now, "user": format!("{user:#}"), "peer": peer.to_string(),
+            "action": format!("{action:#}"), "outcome": format!("{outcome:#}"),
         });
         let written = (|| -> std::io::Result<()> {
             if let Some(dir) = self.path.parent() {

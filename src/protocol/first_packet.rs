@@ -107,6 +107,11 @@ pub enum PacketError {
     /// A request code in PostgreSQL's reserved 1234.x range that is not SSL, GSSENC or cancel.
     #[error("unknown request code {0}")]
     UnknownRequest(u32),
+    /// A start-up parameter given twice. PostgreSQL keeps the last value while a reader that takes the
+    /// first would classify the connection by another user than the one that logs in, so pgssl
+    /// refuses the packet instead of guessing.
+    #[error("startup packet repeats parameter \"{}\"", crate::telemetry::LogSafe(.0))]
+    DuplicateParameter(String),
 }
 
 impl PacketError {
@@ -203,13 +208,22 @@ fn parse_params(body: &[u8]) -> Result<Vec<(String, String)>, PacketError> {
     let Some((&0, mut rest)) = body.split_last() else {
         return Err(PacketError::BadLayout("expected terminator as last byte"));
     };
-    let mut params = Vec::new();
+    let mut params: Vec<(String, String)> = Vec::new();
+    // Names are compared as received (bytes), so two spellings that decode alike are still two names,
+    // exactly as PostgreSQL sees them.
+    let mut raw_names: Vec<&[u8]> = Vec::new();
     while !rest.is_empty() {
         let (name, after_name) = split_cstr(rest)?;
         if name.is_empty() {
             return Err(PacketError::BadLayout("empty parameter name"));
         }
         let (value, after_value) = split_cstr(after_name)?;
+        if raw_names.contains(&name) {
+            return Err(PacketError::DuplicateParameter(
+                String::from_utf8_lossy(name).into_owned(),
+            ));
+        }
+        raw_names.push(name);
         params.push((
             String::from_utf8_lossy(name).into_owned(),
             String::from_utf8_lossy(value).into_owned(),
@@ -372,6 +386,30 @@ mod tests {
             PacketError::UnsupportedProtocol { major: 2, minor: 0 }.sqlstate(),
             SqlState::ProtocolViolation
         );
+    }
+
+    #[test]
+    fn refuses_a_repeated_parameter_in_any_order() {
+        for params in [
+            [("user", "tableau"), ("user", "postgres")],
+            [("user", "postgres"), ("user", "tableau")],
+            [("database", "a"), ("database", "b")],
+            [("options", "-c a=b"), ("options", "-c c=d")],
+        ] {
+            let name = params[0].0.to_string();
+            assert_eq!(
+                parse(&mut startup(&params)),
+                Err(PacketError::DuplicateParameter(name))
+            );
+        }
+        // Distinct names are fine, whatever they carry.
+        assert!(matches!(
+            parse(&mut startup(&[
+                ("user", "u"),
+                ("options", "-c user=postgres")
+            ])),
+            Ok(Some(FirstPacket::Startup(_)))
+        ));
     }
 
     #[test]

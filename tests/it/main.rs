@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod external_ssl;
 mod extsvc;
+mod hardening;
 mod harness;
 mod live_reload;
 mod managed;

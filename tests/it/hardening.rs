@@ -1,0 +1,270 @@
+//! Regression tests for the defects an outside probe found (issue #10): each failed before its fix.
+//! Data-plane items here; the admin server's are in `admin_abuse`.
+
+use std::time::Duration;
+
+use pgssl::policy::Mode;
+use pgssl::repository::{ClientError, Session};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::cli::{CliEnv, ServeProcess, ok};
+use crate::client::ssl_request;
+use crate::harness::{INTERNAL_USER, PASSWORD, Postgres, Proxy};
+
+/// Start-up as `params` over plaintext, or over TLS when `tls`.
+async fn start_up(
+    proxy: &Proxy,
+    params: &[(&str, &str)],
+    tls: bool,
+) -> Result<Vec<Vec<Option<String>>>, ClientError> {
+    let sql = "SELECT current_user, current_setting('application_name'), \
+               (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())::text";
+    if tls {
+        let (answer, tcp) = ssl_request(proxy.addr).await;
+        assert_eq!(answer, b'S');
+        let tls = pgssl::tls_client::require_mode_connector()
+            .unwrap()
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await?;
+        let mut s = Session::start(tls, params, Some(PASSWORD)).await?;
+        s.simple_query(sql).await
+    } else {
+        let tcp = TcpStream::connect(proxy.addr).await?;
+        let mut s = Session::start(tcp, params, Some(PASSWORD)).await?;
+        s.simple_query(sql).await
+    }
+}
+
+fn server_error(result: Result<Vec<Vec<Option<String>>>, ClientError>) -> (String, String) {
+    match result {
+        Err(ClientError::Server(e)) => (e.code, e.message),
+        other => panic!("expected a FATAL from the proxy, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_startup_parameter_is_refused_with_08p01_in_every_mode() {
+    let pg = Postgres::start();
+    for mode in [Mode::Off, Mode::Optional, Mode::Required] {
+        let proxy = Proxy::start(&pg, mode).await;
+        let cases: [&[(&str, &str)]; 3] = [
+            // The probe's bypass: classified by the first, logged in as the last.
+            &[
+                ("user", "tableau"),
+                ("user", "postgres"),
+                ("database", "postgres"),
+            ],
+            &[
+                ("user", INTERNAL_USER),
+                ("user", "tableau"),
+                ("database", "postgres"),
+            ],
+            &[
+                ("user", "tableau"),
+                ("database", "postgres"),
+                ("database", "template1"),
+            ],
+        ];
+        for params in cases {
+            for tls in [false, true] {
+                if tls && !mode.offers_tls() {
+                    continue;
+                }
+                let (code, message) = server_error(start_up(&proxy, params, tls).await);
+                assert_eq!(code, "08P01", "{mode} tls={tls} {params:?}: {message}");
+                assert!(message.contains("repeats parameter"), "{message}");
+            }
+        }
+        proxy.stop().await;
+    }
+    // None of those start-ups reached the repository as the superuser or anyone else.
+    let seen = pg.sql(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    );
+    assert_eq!(seen, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_reach_the_repository_as_sent_and_the_policy_judges_the_one_user() {
+    let pg = Postgres::start();
+    let proxy = Proxy::start(&pg, Mode::Optional).await;
+    let options = "-c application_name=probe -c search_path=public";
+    // A client user in plaintext (optional mode allows it): logged in as itself, with the options.
+    let rows = start_up(
+        &proxy,
+        &[
+            ("user", "tableau"),
+            ("database", "postgres"),
+            ("options", options),
+        ],
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some("tableau".into()),
+            Some("probe".into()),
+            Some("false".into())
+        ]]
+    );
+    // An internal user is refused in plaintext whatever the options say, and let in over TLS.
+    let (code, _) = server_error(
+        start_up(
+            &proxy,
+            &[
+                ("user", INTERNAL_USER),
+                ("database", "postgres"),
+                ("options", options),
+            ],
+            false,
+        )
+        .await,
+    );
+    assert_eq!(code, "28000");
+    let rows = start_up(
+        &proxy,
+        &[
+            ("user", INTERNAL_USER),
+            ("database", "postgres"),
+            ("options", options),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some(INTERNAL_USER.into()),
+            Some("probe".into()),
+            // pgssl's leg to this repository is a Unix socket: no TLS there
+            Some("false".into())
+        ]]
+    );
+    // Options cannot make a client user someone else: the repository itself refuses the switch.
+    let (code, _) = server_error(
+        start_up(
+            &proxy,
+            &[
+                ("user", "tableau"),
+                ("database", "postgres"),
+                ("options", "-c session_authorization=postgres"),
+            ],
+            false,
+        )
+        .await,
+    );
+    assert_eq!(code, "42501");
+    proxy.stop().await;
+}
+
+/// Sends a start-up for `user` and waits for the proxy to answer anything.
+async fn raw_startup(addr: std::net::SocketAddr, user: &str) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", user), ("database", "postgres")],
+        &mut buf,
+    )
+    .unwrap();
+    tcp.write_all(&buf).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut sink),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_supplied_names_cannot_forge_log_lines_or_reach_the_terminal_raw() {
+    let pg = Postgres::start_with_tcp();
+    let env = CliEnv::new(&format!("127.0.0.1:{}", pg.tcp_port.unwrap()));
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let serve = ServeProcess::start(&env, &[]).await;
+    let forged = "evil\n2026-12-01T00:00:00Z  INFO session ended user=postgres outcome=\"closed\"";
+    raw_startup(serve.addr, forged).await;
+    raw_startup(serve.addr, "esc\u{1b}[2J\u{1b}]0;pwned\u{7}").await;
+    let long = "x".repeat(5000);
+    raw_startup(serve.addr, &long).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while serve.log_text().matches("SSL policy refused").count() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = serve.log_text();
+    // Nothing but the server's own lines start with a timestamp: the forged one stays inside its field.
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-12-01T00:00:00Z")),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#"user="evil\n2026-12-01T00:00:00Z  INFO"#),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{7}'), "{log}");
+    assert!(
+        log.contains(r"user=esc\u{1b}[2J\u{1b}]0;pwned\u{7}"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&long) && log.contains("…(+4872 bytes)"),
+        "{log}"
+    );
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_tls_renegotiation_is_logged_at_info_not_warn() {
+    let pg = Postgres::start_with_tcp();
+    let env = CliEnv::new(&format!("127.0.0.1:{}", pg.tcp_port.unwrap()));
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let serve = ServeProcess::start(&env, &[]).await;
+    // OpenSSL's client speaks PostgreSQL's SSLRequest itself; `R` on its input asks to renegotiate,
+    // which TLS 1.2 allows a client to try and rustls refuses with a warning alert.
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-starttls", "postgres", "-tls1_2", "-connect"])
+        .arg(serve.addr.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the openssl command (Debian package openssl)");
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stdin.write_all(b"R\n").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !serve.log_text().contains("NoRenegotiation") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stdin);
+    let _ = child.kill().await;
+    let log = serve.log_text();
+    let line = log.lines().find(|l| l.contains("NoRenegotiation")).unwrap();
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("rustls")),
+        "{log}"
+    );
+    drop(serve);
+}
