@@ -15,7 +15,7 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::session::Session;
-use super::{AdminState, Req, SignInRefusal, json_error, respond, session_cookie};
+use super::{AdminState, Req, json_error, respond, session_cookie};
 use crate::commands::{
     CommandError, OutputLine, custom_cert, data_access, external_ssl, pending_changes,
     regenerate_tokens, repository_ssl, vizql_extsvc,
@@ -75,23 +75,15 @@ pub(crate) async fn sign_in(state: &Arc<AdminState>, req: &Req) -> Resp {
                 .insert(header::SET_COOKIE, session_cookie(&token, None));
             resp
         }
-        Err(SignInRefusal::Blocked(wait)) => {
-            let secs = wait.as_secs() + 1;
-            let mut resp = json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!(
-                    "too many failed sign-ins from {}; try again in {secs} s",
-                    req.peer
-                ),
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        Err(refusal) => {
+            let (status, message, retry_after) = refusal.answer();
+            let mut resp = json_error(status, &message);
+            if let Some(secs) = retry_after {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             resp
         }
-        Err(SignInRefusal::Wrong) => {
-            json_error(StatusCode::UNAUTHORIZED, "wrong user name or password")
-        }
-        Err(SignInRefusal::Internal(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
 }
 

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::commands::{CommandError, Context, Output, OutputLine};
 use crate::config::Config;
+use crate::state::admin_users::HashMemory;
 use crate::state::certs::{self, CertError, CertPaths};
 use crate::state::protocols::ProtocolSet;
 use session::{Sessions, SignInLimiter};
@@ -70,20 +71,20 @@ pub(crate) struct AdminState {
     config: Config,
     sessions: Mutex<Sessions>,
     limiter: Mutex<SignInLimiter>,
+    /// Password checks running at once (one per core).
+    hashing: tokio::sync::Semaphore,
+    /// Argon2 working memory, one per hashing permit at most, reused.
+    hash_memory: Mutex<Vec<HashMemory>>,
     audit: audit::AuditLog,
 }
 
 impl AdminState {
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.sessions)
     }
 
     fn limiter(&self) -> MutexGuard<'_, SignInLimiter> {
-        self.limiter
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.limiter)
     }
 
     /// Runs a change for `user` and audit-logs what it was and how it ended (never its inputs).
@@ -131,15 +132,52 @@ impl AdminState {
     }
 }
 
+/// Locks `m`; a panic while it was held leaves data that is still usable (a map, a pool).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Why a sign-in was refused.
 pub(crate) enum SignInRefusal {
     /// Too many failures from this address; wait this long.
     Blocked(Duration),
+    /// Every password-hashing slot stayed taken for [`HASH_QUEUE_WAIT`]; nothing was checked.
+    Busy,
     /// Wrong name or password (recorded as a failure).
     Wrong,
     /// The administrators file or the random source failed.
     Internal(String),
 }
+
+impl SignInRefusal {
+    /// The HTTP status, the message a person reads, and the seconds for `Retry-After` if any.
+    pub(crate) fn answer(&self) -> (StatusCode, String, Option<u64>) {
+        match self {
+            SignInRefusal::Blocked(wait) => {
+                let secs = wait.as_secs() + 1;
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many failed sign-ins from this address; try again in {secs} s"),
+                    Some(secs),
+                )
+            }
+            SignInRefusal::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the admin server is busy checking other sign-ins; try again in a second".into(),
+                Some(1),
+            ),
+            SignInRefusal::Wrong => (
+                StatusCode::UNAUTHORIZED,
+                "wrong user name or password".into(),
+                None,
+            ),
+            SignInRefusal::Internal(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.clone(), None),
+        }
+    }
+}
+
+/// How long a sign-in waits for a password-hashing slot before it is answered 503.
+const HASH_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 impl AdminState {
     /// Checks a sign-in against the per-address limit and the Argon2id hash (on a blocking thread),
@@ -150,20 +188,44 @@ impl AdminState {
         user: &str,
         password: &str,
     ) -> Result<(String, session::Session), SignInRefusal> {
-        if let Some(wait) = self.limiter().blocked(peer) {
-            return Err(SignInRefusal::Blocked(wait));
-        }
+        // Counted before the check, so that parallel guesses cannot all be checked before any counts.
+        self.limiter()
+            .reserve(peer)
+            .map_err(SignInRefusal::Blocked)?;
+        // Each Argon2id check holds ~19 MiB while it runs: only as many run as there are cores, for
+        // known and unknown names alike, whatever the number of sign-ins arriving.
+        let Ok(Ok(permit)) = tokio::time::timeout(HASH_QUEUE_WAIT, self.hashing.acquire()).await
+        else {
+            self.limiter().release(peer);
+            return Err(SignInRefusal::Busy);
+        };
         let users = crate::state::admin_users::AdminUsers::open(&self.data_dir.join("config"));
         let (name, secret) = (
             user.to_string(),
             crate::state::keystore::Secret::new(password.to_string()),
         );
-        let verified = tokio::task::spawn_blocking(move || users.verify(&name, secret.expose()))
-            .await
-            .map_err(|e| SignInRefusal::Internal(e.to_string()))?
-            .map_err(|e| SignInRefusal::Internal(e.to_string()))?;
+        let mut memory = lock(&self.hash_memory).pop().unwrap_or_default();
+        let checked = tokio::task::spawn_blocking(move || {
+            let verified = users.verify_with(&name, secret.expose(), &mut memory);
+            (verified, memory)
+        })
+        .await;
+        let verified = match checked {
+            Ok((verified, memory)) => {
+                lock(&self.hash_memory).push(memory);
+                verified.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        drop(permit);
+        let verified = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                self.limiter().release(peer);
+                return Err(SignInRefusal::Internal(e));
+            }
+        };
         if !verified {
-            self.limiter().failed(peer);
             self.audit.record(
                 user,
                 peer,
@@ -229,6 +291,10 @@ impl AdminServer {
                 config,
                 sessions: Mutex::new(Sessions::new(idle)),
                 limiter: Mutex::new(SignInLimiter::default()),
+                hash_memory: Mutex::new(Vec::new()),
+                hashing: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ),
                 audit,
             }),
             fingerprint,

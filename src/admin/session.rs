@@ -88,41 +88,51 @@ impl Sessions {
     }
 }
 
-/// Counts failed sign-ins per source address.
+/// Counts sign-in attempts per source address.
+///
+/// An attempt is counted when it starts, before its password is checked ([`SignInLimiter::reserve`]),
+/// and forgotten only if it succeeds: so parallel guesses from one address are refused once
+/// [`MAX_FAILURES`] are in flight or failed, instead of all being checked before any is counted.
 #[derive(Debug, Default)]
 pub struct SignInLimiter {
-    failures: HashMap<IpAddr, Vec<Instant>>,
+    attempts: HashMap<IpAddr, Vec<Instant>>,
 }
 
 impl SignInLimiter {
-    /// `Some(wait)` when `addr` must wait before trying again.
-    pub fn blocked(&mut self, addr: IpAddr) -> Option<Duration> {
+    /// Counts an attempt from `addr`, or says how long it must wait when [`MAX_FAILURES`] attempts
+    /// within [`FAILURE_WINDOW`] failed or are still being checked.
+    pub fn reserve(&mut self, addr: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
-        let list = self.failures.get_mut(&addr)?;
-        list.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
-        if list.len() < MAX_FAILURES {
-            return None;
-        }
-        let oldest = list.first().copied()?;
-        Some(FAILURE_WINDOW.saturating_sub(now.duration_since(oldest)))
-    }
-
-    /// Records a failure.
-    pub fn failed(&mut self, addr: IpAddr) {
-        if self.failures.len() > 10_000 {
-            // Bounded memory under a spray of addresses: forget the least useful entries.
-            let now = Instant::now();
-            self.failures
+        if self.attempts.len() >= MAX_TRACKED_ADDRESSES {
+            // Bounded memory under a spray of addresses: forget addresses with nothing recent.
+            self.attempts
                 .retain(|_, l| l.iter().any(|t| now.duration_since(*t) < FAILURE_WINDOW));
         }
-        self.failures.entry(addr).or_default().push(Instant::now());
+        let list = self.attempts.entry(addr).or_default();
+        list.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
+        if list.len() >= MAX_FAILURES {
+            let oldest = list.first().copied().unwrap_or(now);
+            return Err(FAILURE_WINDOW.saturating_sub(now.duration_since(oldest)));
+        }
+        list.push(now);
+        Ok(())
     }
 
-    /// Forgets the failures of an address that signed in.
+    /// Gives back an attempt that was never checked (the server was busy or failed).
+    pub fn release(&mut self, addr: IpAddr) {
+        if let Some(list) = self.attempts.get_mut(&addr) {
+            list.pop();
+        }
+    }
+
+    /// Forgets the attempts of an address that signed in.
     pub fn succeeded(&mut self, addr: IpAddr) {
-        self.failures.remove(&addr);
+        self.attempts.remove(&addr);
     }
 }
+
+/// Addresses tracked before idle ones are dropped.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
 fn random_token() -> Option<String> {
     let mut raw = [0u8; 32];
@@ -154,17 +164,22 @@ mod tests {
     }
 
     #[test]
-    fn the_limiter_blocks_after_five_failures() {
+    fn the_limiter_counts_attempts_before_they_are_checked() {
         let mut limiter = SignInLimiter::default();
         let addr: IpAddr = "127.0.0.1".parse().unwrap();
+        // Five attempts in flight at once use up the allowance: the sixth waits.
         for _ in 0..MAX_FAILURES {
-            assert!(limiter.blocked(addr).is_none());
-            limiter.failed(addr);
+            assert!(limiter.reserve(addr).is_ok());
         }
-        assert!(limiter.blocked(addr).is_some());
-        assert!(limiter.blocked("127.0.0.2".parse().unwrap()).is_none());
+        let wait = limiter.reserve(addr).unwrap_err();
+        assert!(wait > Duration::from_secs(290) && wait <= FAILURE_WINDOW);
+        assert!(limiter.reserve("127.0.0.2".parse().unwrap()).is_ok());
+        // An attempt that was never checked is given back; a success forgets them all.
+        limiter.release(addr);
+        assert!(limiter.reserve(addr).is_ok());
+        assert!(limiter.reserve(addr).is_err());
         limiter.succeeded(addr);
-        assert!(limiter.blocked(addr).is_none());
+        assert!(limiter.reserve(addr).is_ok());
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));
     }
 }

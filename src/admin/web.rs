@@ -12,7 +12,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
 use super::session::{Flash, Session};
-use super::{AdminState, Req, SignInRefusal, respond, session_cookie};
+use super::{AdminState, Req, respond, session_cookie};
 use crate::commands::{
     OutputLine, custom_cert, external_ssl, pending_changes, regenerate_tokens, repository_ssl,
     vizql_extsvc,
@@ -132,28 +132,27 @@ pub(crate) fn login_page(error: Option<&str>) -> Resp {
 pub(crate) async fn login(state: &Arc<AdminState>, req: &Req) -> Resp {
     let user = form_field(&req.body, "username").unwrap_or_default();
     let password = form_field(&req.body, "password").unwrap_or_default();
-    let (status, message) = match state.sign_in(req.peer, &user, &password).await {
+    let (status, message, retry_after) = match state.sign_in(req.peer, &user, &password).await {
         Ok((token, _)) => {
             let mut resp = redirect("/security/repository-ssl");
             resp.headers_mut()
                 .insert(header::SET_COOKIE, session_cookie(&token, None));
             return resp;
         }
-        Err(SignInRefusal::Blocked(wait)) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Too many failed sign-ins; try again in {} seconds.",
-                wait.as_secs() + 1
-            ),
-        ),
-        Err(SignInRefusal::Wrong) => (
-            StatusCode::UNAUTHORIZED,
-            "Wrong user name or password.".to_string(),
-        ),
-        Err(SignInRefusal::Internal(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(refusal) => refusal.answer(),
     };
-    let mut resp = login_page(Some(&message));
+    // The page speaks in sentences: capitalise the shared message.
+    let mut chars = message.chars();
+    let sentence = chars
+        .next()
+        .map(|c| format!("{}{}.", c.to_uppercase(), chars.as_str()))
+        .unwrap_or_default();
+    let mut resp = login_page(Some(&sentence));
     *resp.status_mut() = status;
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     resp
 }
 

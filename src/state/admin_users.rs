@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,18 @@ struct UserEntry {
     hash: String,
 }
 
+/// What an unknown name is checked against: the default Argon2id parameters (as `add` uses), a fixed
+/// salt, and a hash no password produces. It only makes the check cost what a real one costs.
+const NO_SUCH_USER: &str = "$argon2id$v=19$m=19456,t=2,p=1$cGdzc2wtbm8tc3VjaC11c2Vy$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Working memory for Argon2id checks (~19 MiB with the default parameters), kept and reused.
+///
+/// Allocating it per check lets the allocator keep one freed copy per thread that ever ran one:
+/// 60 concurrent sign-ins grew the admin server by hundreds of MiB that it never gave back. A fixed
+/// set of these, one per concurrent check, bounds that memory for good.
+#[derive(Debug, Default)]
+pub struct HashMemory(Vec<argon2::Block>);
+
 /// The administrators of one data directory.
 #[derive(Debug, Clone)]
 pub struct AdminUsers {
@@ -116,24 +128,57 @@ impl AdminUsers {
         Ok(self.read()?.users.into_keys().collect())
     }
 
-    /// Whether `password` is `name`'s. Unknown names cost a hash too, so timing does not reveal them.
-    pub fn verify(&self, name: &str, password: &str) -> Result<bool, AdminUserError> {
+    /// Whether `password` is `name`'s, computed in `memory`. Unknown names cost the same hash (with
+    /// the default parameters), so neither the answer nor its timing reveals which names exist.
+    pub fn verify_with(
+        &self,
+        name: &str,
+        password: &str,
+        memory: &mut HashMemory,
+    ) -> Result<bool, AdminUserError> {
         let file = self.read()?;
-        let Some(entry) = file.users.get(name) else {
-            let _ = Argon2::default().hash_password(
-                password.as_bytes(),
-                &SaltString::encode_b64(b"pgssl-no-such-user")
-                    .map_err(|e| AdminUserError::Hash(e.to_string()))?,
-            );
-            return Ok(false);
-        };
-        let hash = PasswordHash::new(&entry.hash).map_err(|e| AdminUserError::Corrupt {
+        let entry = file.users.get(name);
+        let phc = entry.map_or(NO_SUCH_USER, |e| e.hash.as_str());
+        let corrupt = |e: &dyn std::fmt::Display| AdminUserError::Corrupt {
             path: self.path.clone(),
             message: format!("the hash of '{name}' is invalid: {e}"),
-        })?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok())
+        };
+        let hash = PasswordHash::new(phc).map_err(|e| corrupt(&e))?;
+        let params = argon2::Params::try_from(&hash).map_err(|e| corrupt(&e))?;
+        let algorithm = argon2::Algorithm::try_from(hash.algorithm).map_err(|e| corrupt(&e))?;
+        let version = hash
+            .version
+            .map(argon2::Version::try_from)
+            .transpose()
+            .map_err(|e| corrupt(&e))?
+            .unwrap_or_default();
+        let (Some(expected), Some(salt)) = (hash.hash, hash.salt) else {
+            return Err(corrupt(&"no salt or hash"));
+        };
+        let mut salt_bytes = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_bytes).map_err(|e| corrupt(&e))?;
+        let blocks = params.block_count();
+        if memory.0.len() < blocks {
+            memory.0.resize(blocks, argon2::Block::new());
+        }
+        let mut out = [0u8; 64];
+        let out = &mut out[..expected.len()];
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                salt,
+                &mut *out,
+                &mut memory.0[..blocks],
+            )
+            .map_err(|e| corrupt(&e))?;
+        // `Output`'s comparison is constant-time.
+        let computed = argon2::password_hash::Output::new(out).map_err(|e| corrupt(&e))?;
+        Ok(entry.is_some() && computed == expected)
+    }
+
+    /// [`AdminUsers::verify_with`] with memory allocated for this one check.
+    pub fn verify(&self, name: &str, password: &str) -> Result<bool, AdminUserError> {
+        self.verify_with(name, password, &mut HashMemory::default())
     }
 
     fn read(&self) -> Result<UsersFile, AdminUserError> {

@@ -35,6 +35,7 @@ pub struct Api {
     addr: SocketAddr,
     cookie: Option<String>,
     csrf: Option<String>,
+    source: Option<std::net::IpAddr>,
 }
 
 impl Api {
@@ -43,6 +44,26 @@ impl Api {
             addr,
             cookie: None,
             csrf: None,
+            source: None,
+        }
+    }
+
+    /// A client whose connections come from `source` (any 127.0.0.0/8 address works on loopback).
+    pub fn from_source(addr: SocketAddr, source: std::net::IpAddr) -> Api {
+        Api {
+            source: Some(source),
+            ..Api::new(addr)
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
+        match self.source {
+            None => tokio::net::TcpStream::connect(self.addr).await,
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(self.addr).await
+            }
         }
     }
 
@@ -55,7 +76,7 @@ impl Api {
         csrf: bool,
     ) -> (StatusCode, HeaderMap, Vec<u8>) {
         let connector = connector_with_alpn(Verification::None, &[b"http/1.1"]).unwrap();
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let tcp = self.connect().await.unwrap();
         let tls = connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await

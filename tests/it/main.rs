@@ -2,6 +2,7 @@
 //! client).
 
 mod admin;
+mod admin_abuse;
 mod browser;
 mod cli;
 mod client;
