@@ -138,7 +138,7 @@ pub enum SecurityCommand {
     /// New internal certificate, internal role passwords and master key, with no downtime.
     RegenerateInternalTokens {
         /// Give up after this many seconds (every step is resumable: run again to finish).
-        #[arg(long, value_name = "SECONDS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "SECONDS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         request_timeout: u64,
     },
     /// SSL between clients and the repository.

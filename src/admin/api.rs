@@ -14,6 +14,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::requests;
 use super::session::Session;
 use super::{AdminState, Req, json_error, respond, session_cookie};
 use crate::commands::{
@@ -22,7 +23,6 @@ use crate::commands::{
 };
 use crate::state::atomic;
 use crate::state::keystore::Secret;
-use crate::state::security::ConnectionType;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -55,19 +55,11 @@ fn outcome(result: Result<(), CommandError>, lines: Vec<OutputLine>) -> Resp {
 
 /// `POST /api/v1/session`: sign in with `{"username", "password"}`.
 pub(crate) async fn sign_in(state: &Arc<AdminState>, req: &Req) -> Resp {
-    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "expected a JSON body {\"username\": ..., \"password\": ...}",
-        );
+    let body: requests::SignIn = match requests::parse(&req.body) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
     };
-    let (Some(user), Some(password)) = (body["username"].as_str(), body["password"].as_str())
-    else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "username and password are required",
-        );
-    };
+    let (user, password) = (body.username.as_str(), body.password.as_str());
     match state.sign_in(req.peer, user, password).await {
         Ok((token, session)) => {
             let mut resp = json_ok(json!({ "username": user, "csrf_token": session.csrf }));
@@ -98,19 +90,21 @@ pub(crate) async fn route(
     let Some(path) = path.strip_prefix("/api/v1") else {
         return json_error(StatusCode::NOT_FOUND, "no such endpoint");
     };
-    let body: Value = if req.body.is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(&req.body) {
-            Ok(v) => v,
-            Err(e) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the body is not valid JSON: {e}"),
-                );
+    // Each change reads its own typed body; one without arguments takes none.
+    macro_rules! body {
+        ($t:ty) => {
+            match requests::parse::<$t>(&req.body) {
+                Ok(b) => b,
+                Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
             }
-        }
-    };
+        };
+    }
+    if req.method == Method::POST
+        && NO_ARGUMENTS.contains(&path)
+        && let Err(e) = requests::parse::<requests::NoArguments>(&req.body)
+    {
+        return json_error(StatusCode::BAD_REQUEST, &e);
+    }
     let user = session.user.clone();
     let peer = req.peer;
     let act = |action: &'static str| (user.clone(), peer, action);
@@ -142,7 +136,7 @@ pub(crate) async fn route(
             }
         }
         (&Method::POST, "/repository-ssl/enable") => {
-            let internal_only = body["internal_only"].as_bool().unwrap_or(false);
+            let internal_only = body!(requests::RepositorySslEnable).internal_only;
             run(state, act("repository-ssl enable"), move |ctx| {
                 repository_ssl::enable(ctx, internal_only)
             })
@@ -195,21 +189,24 @@ pub(crate) async fn route(
         }
         (&Method::GET, "/external-ssl") => list(state, external_ssl::list).await,
         (&Method::POST, "/external-ssl/enable") => {
-            finish(external_ssl_enable(state, act("external-ssl enable"), &body).await)
+            let body = body!(requests::ExternalSslEnable);
+            finish(external_ssl_enable(state, act("external-ssl enable"), body).await)
         }
         (&Method::POST, "/external-ssl/disable") => {
             run(state, act("external-ssl disable"), external_ssl::disable).await
         }
         (&Method::GET, "/custom-cert") => list(state, custom_cert::list).await,
         (&Method::POST, "/custom-cert/add") => {
-            finish(custom_cert_add(state, act("custom-cert add"), &body).await)
+            let body = body!(requests::CustomCertAdd);
+            finish(custom_cert_add(state, act("custom-cert add"), body).await)
         }
         (&Method::POST, "/custom-cert/delete") => {
             run(state, act("custom-cert delete"), custom_cert::delete).await
         }
         (&Method::GET, "/vizql-extsvc-ssl") => list(state, vizql_extsvc::list).await,
         (&Method::POST, "/vizql-extsvc-ssl/enable") => {
-            finish(extsvc_enable(state, act("vizql-extsvc-ssl enable"), &body).await)
+            let body = body!(requests::ExtsvcEnable);
+            finish(extsvc_enable(state, act("vizql-extsvc-ssl enable"), body).await)
         }
         (&Method::POST, "/vizql-extsvc-ssl/disable") => {
             run(
@@ -220,39 +217,36 @@ pub(crate) async fn route(
             .await
         }
         (&Method::POST, "/regenerate-internal-tokens") => {
-            let secs = body["request_timeout_secs"].as_u64().unwrap_or(1800).max(1);
+            let secs = body!(requests::RegenerateTokens).request_timeout_secs;
+            if !(1..=requests::MAX_REQUEST_TIMEOUT_SECS).contains(&secs) {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "invalid request body: field 'request_timeout_secs' must be 1 to {}",
+                        requests::MAX_REQUEST_TIMEOUT_SECS
+                    ),
+                );
+            }
             run(state, act("regenerate-internal-tokens"), move |ctx| {
                 regenerate_tokens::regenerate(ctx, Duration::from_secs(secs))
             })
             .await
         }
         (&Method::POST, "/data-access/enable") => {
-            let Some(name) = direct_user(&body) else {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "repository_username must be tableau or readonly",
-                );
-            };
-            let Some(password) = body["repository_password"]
-                .as_str()
-                .map(|p| Secret::new(p.to_string()))
-            else {
-                return json_error(StatusCode::BAD_REQUEST, "repository_password is required");
-            };
+            let body = body!(requests::DataAccessEnable);
+            let name = body.repository_username.name();
+            let password = Secret::new(body.repository_password);
             run(state, act("data-access enable"), move |ctx| {
-                data_access::enable(ctx, &name, &password)
+                data_access::enable(ctx, name, &password)
             })
             .await
         }
         (&Method::POST, "/data-access/disable") => {
-            let Some(name) = direct_user(&body) else {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "repository_username must be tableau or readonly",
-                );
-            };
+            let name = body!(requests::DataAccessDisable)
+                .repository_username
+                .name();
             run(state, act("data-access disable"), move |ctx| {
-                data_access::disable(ctx, &name)
+                data_access::disable(ctx, name)
             })
             .await
         }
@@ -287,12 +281,15 @@ const KNOWN: &[&str] = &[
     "/data-access/disable",
 ];
 
-fn direct_user(body: &Value) -> Option<String> {
-    body["repository_username"]
-        .as_str()
-        .filter(|u| matches!(*u, "tableau" | "readonly"))
-        .map(str::to_string)
-}
+/// The changes that take no arguments.
+const NO_ARGUMENTS: &[&str] = &[
+    "/repository-ssl/disable",
+    "/pending-changes/apply",
+    "/pending-changes/discard",
+    "/external-ssl/disable",
+    "/custom-cert/delete",
+    "/vizql-extsvc-ssl/disable",
+];
 
 async fn run<F>(
     state: &Arc<AdminState>,
@@ -359,54 +356,39 @@ fn finish(result: Result<Outcome, Refusal>) -> Resp {
     }
 }
 
-fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
-    body[key].as_str()
-}
-
 pub(crate) async fn external_ssl_enable(
     state: &Arc<AdminState>,
     act: (String, IpAddr, &'static str),
-    body: &Value,
+    body: requests::ExternalSslEnable,
 ) -> Result<Outcome, Refusal> {
-    let (Some(cert), Some(key)) = (text(body, "cert_pem"), text(body, "key_pem")) else {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "cert_pem and key_pem are required".to_string(),
-        ));
-    };
-    let upload = match Upload::new(state) {
-        Ok(u) => u,
-        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    };
+    let upload = Upload::new(state).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let files = (|| {
+        let name = |n: &Option<String>, default: &'static str| {
+            n.clone().unwrap_or_else(|| default.to_string())
+        };
         let cert = upload.file(
-            text(body, "cert_file_name").unwrap_or("server.crt"),
-            cert.as_bytes(),
+            &name(&body.cert_file_name, "server.crt"),
+            body.cert_pem.as_bytes(),
         )?;
         let key = upload.file(
-            text(body, "key_file_name").unwrap_or("server.key"),
-            key.as_bytes(),
+            &name(&body.key_file_name, "server.key"),
+            body.key_pem.as_bytes(),
         )?;
-        let chain = text(body, "chain_pem")
-            .map(|c| {
-                upload.file(
-                    text(body, "chain_file_name").unwrap_or("chain.crt"),
-                    c.as_bytes(),
-                )
-            })
+        let chain = body
+            .chain_pem
+            .as_ref()
+            .map(|c| upload.file(&name(&body.chain_file_name, "chain.crt"), c.as_bytes()))
             .transpose()?;
         Ok::<_, String>((cert, key, chain))
     })();
-    let (cert_file, key_file, chain_file) = match files {
-        Ok(f) => f,
-        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    };
+    let (cert_file, key_file, chain_file) =
+        files.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let args = external_ssl::EnableArgs {
         cert_file,
         key_file,
         chain_file,
-        passphrase: text(body, "passphrase").map(|p| Secret::new(p.to_string())),
-        protocols: text(body, "protocols").map(str::to_string),
+        passphrase: body.passphrase.map(Secret::new),
+        protocols: body.protocols,
     };
     let (user, peer, action) = act;
     let done = state
@@ -421,38 +403,34 @@ pub(crate) async fn external_ssl_enable(
 pub(crate) async fn custom_cert_add(
     state: &Arc<AdminState>,
     act: (String, IpAddr, &'static str),
-    body: &Value,
+    body: requests::CustomCertAdd,
 ) -> Result<Outcome, Refusal> {
     use base64::Engine;
-    let contents = match (text(body, "cert_pem"), text(body, "cert_der_base64")) {
-        (Some(pem), _) => pem.as_bytes().to_vec(),
-        (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
-            Ok(der) => der,
-            Err(e) => {
-                return Err((
+    let contents = match (body.cert_pem, body.cert_der_base64) {
+        (Some(pem), None) => pem.into_bytes(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| {
+                (
                     StatusCode::BAD_REQUEST,
-                    format!("cert_der_base64 is not base64: {e}"),
-                ));
-            }
-        },
-        (None, None) => {
+                    format!("invalid request body: field 'cert_der_base64' is not base64: {e}"),
+                )
+            })?,
+        _ => {
             return Err((
                 StatusCode::BAD_REQUEST,
-                "cert_pem or cert_der_base64 is required".to_string(),
+                "invalid request body: exactly one of 'cert_pem' and 'cert_der_base64' is required"
+                    .to_string(),
             ));
         }
     };
-    let upload = match Upload::new(state) {
-        Ok(u) => u,
-        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    };
-    let file = match upload.file(
-        text(body, "cert_file_name").unwrap_or("custom-ca.crt"),
-        &contents,
-    ) {
-        Ok(f) => f,
-        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    };
+    let upload = Upload::new(state).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let file = upload
+        .file(
+            body.cert_file_name.as_deref().unwrap_or("custom-ca.crt"),
+            &contents,
+        )
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let (user, peer, action) = act;
     let done = state
         .perform(&user, peer, action, move |ctx| custom_cert::add(ctx, &file))
@@ -464,65 +442,45 @@ pub(crate) async fn custom_cert_add(
 pub(crate) async fn extsvc_enable(
     state: &Arc<AdminState>,
     act: (String, IpAddr, &'static str),
-    body: &Value,
+    body: requests::ExtsvcEnable,
 ) -> Result<Outcome, Refusal> {
-    let connection_type = match text(body, "connection_type").map(str::parse::<ConnectionType>) {
-        Some(Ok(t)) => t,
-        Some(Err(e)) => return Err((StatusCode::BAD_REQUEST, e.to_string())),
-        None => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "connection_type is required".to_string(),
-            ));
-        }
-    };
-    let Some(host) = text(body, "extsvc_host") else {
-        return Err((
+    let bad = |m: &str| {
+        Err((
             StatusCode::BAD_REQUEST,
-            "extsvc_host is required".to_string(),
-        ));
+            format!("invalid request body: {m}"),
+        ))
     };
-    let port = match body.get("extsvc_port").and_then(Value::as_u64) {
-        Some(p) => match u16::try_from(p) {
-            Ok(p) if p > 0 => Some(p),
-            _ => {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    "extsvc_port must be 1-65535".to_string(),
-                ));
-            }
-        },
-        None => None,
-    };
-    let upload = match Upload::new(state) {
-        Ok(u) => u,
-        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    };
-    let cert_file = match text(body, "cert_pem")
+    if body.extsvc_port == Some(0) {
+        return bad("field 'extsvc_port' must be 1 to 65535");
+    }
+    let connect_timeout_ms = body
+        .connect_timeout_ms
+        .unwrap_or(vizql_extsvc::DEFAULT_CONNECT_TIMEOUT_MS);
+    if !(1..=600_000).contains(&connect_timeout_ms) {
+        return bad("field 'connect_timeout_ms' must be 1 to 600000");
+    }
+    let upload = Upload::new(state).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let cert_file = body
+        .cert_pem
+        .as_ref()
         .map(|c| {
             upload.file(
-                text(body, "cert_file_name").unwrap_or("extsvc.crt"),
+                body.cert_file_name.as_deref().unwrap_or("extsvc.crt"),
                 c.as_bytes(),
             )
         })
         .transpose()
-    {
-        Ok(f) => f,
-        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    };
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let args = vizql_extsvc::EnableArgs {
-        connection_type,
-        host: host.to_string(),
-        port,
+        connection_type: body.connection_type,
+        host: body.extsvc_host,
+        port: body.extsvc_port,
         cert_file,
-        username: text(body, "extsvc_username").map(str::to_string),
-        password: text(body, "extsvc_password").map(|p| Secret::new(p.to_string())),
-        connect_timeout_ms: body["connect_timeout_ms"]
-            .as_u64()
-            .unwrap_or(vizql_extsvc::DEFAULT_CONNECT_TIMEOUT_MS)
-            .clamp(1, 600_000),
-        script_disabled: body["script_disabled"].as_bool().unwrap_or(true),
-        skip_check: body["skip_check"].as_bool().unwrap_or(false),
+        username: body.extsvc_username,
+        password: body.extsvc_password.map(Secret::new),
+        connect_timeout_ms,
+        script_disabled: body.script_disabled.unwrap_or(true),
+        skip_check: body.skip_check.unwrap_or(false),
     };
     let (user, peer, action) = act;
     let done = state

@@ -280,9 +280,11 @@ pub(crate) async fn route(
                     "protocols",
                 ],
             );
-            let done =
-                super::api::external_ssl_enable(state, (user, peer, "external-ssl enable"), &body)
-                    .await;
+            let act = (user, peer, "external-ssl enable");
+            let done = match form_request(&body) {
+                Ok(body) => super::api::external_ssl_enable(state, act, body).await,
+                Err(refusal) => Err(refusal),
+            };
             flash_outcome(state, token, done);
             redirect("/security/external-ssl")
         }
@@ -295,8 +297,11 @@ pub(crate) async fn route(
         }
         (&Method::POST, "/security/custom-cert") => {
             let body = form_json(&req.body, &["cert_pem"]);
-            let done =
-                super::api::custom_cert_add(state, (user, peer, "custom-cert add"), &body).await;
+            let act = (user, peer, "custom-cert add");
+            let done = match form_request(&body) {
+                Ok(body) => super::api::custom_cert_add(state, act, body).await,
+                Err(refusal) => Err(refusal),
+            };
             flash_outcome(state, token, done);
             redirect("/security/custom-cert")
         }
@@ -329,9 +334,11 @@ pub(crate) async fn route(
                 form_field(&req.body, "script_disabled").as_deref() != Some("false")
             );
             body["skip_check"] = serde_json::json!(form_field(&req.body, "skip_check").is_some());
-            let done =
-                super::api::extsvc_enable(state, (user, peer, "vizql-extsvc-ssl enable"), &body)
-                    .await;
+            let act = (user, peer, "vizql-extsvc-ssl enable");
+            let done = match form_request(&body) {
+                Ok(body) => super::api::extsvc_enable(state, act, body).await,
+                Err(refusal) => Err(refusal),
+            };
             flash_outcome(state, token, done);
             redirect("/security/vizql-extsvc-ssl")
         }
@@ -411,6 +418,13 @@ fn flash_outcome(
 }
 
 /// The non-empty `fields` of a form, as the API's JSON body.
+/// A form's fields as the API's typed request, refused the API's way when they do not fit it.
+fn form_request<T: serde::de::DeserializeOwned>(
+    body: &serde_json::Value,
+) -> Result<T, super::api::Refusal> {
+    super::requests::parse(body.to_string().as_bytes()).map_err(|e| (StatusCode::BAD_REQUEST, e))
+}
+
 fn form_json(body: &[u8], fields: &[&str]) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for field in fields {

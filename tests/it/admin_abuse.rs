@@ -99,7 +99,6 @@ async fn sixty_concurrent_sign_ins_from_sixty_addresses_keep_memory_bounded() {
     assert_eq!(api.sign_in(ADMIN, ADMIN_PASSWORD).await.0, StatusCode::OK);
     let (status, _) = api.json(Method::GET, "/api/v1/session", None).await;
     assert_eq!(status, StatusCode::OK);
-    let _ = json!({});
 }
 
 /// Runs `n` futures made by `make(i)` at once and returns their outputs in order.
@@ -115,4 +114,116 @@ where
         out.push(t.await.unwrap());
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrongly_typed_unknown_or_missing_fields_are_a_400_naming_the_field_and_stage_nothing() {
+    let pg = Postgres::start();
+    let (_env, _server, addr) = admin_env(&pg).await;
+    let mut api = Api::new(addr);
+    assert_eq!(api.sign_in(ADMIN, ADMIN_PASSWORD).await.0, StatusCode::OK);
+    let cases = [
+        (
+            "/api/v1/repository-ssl/enable",
+            Some(json!({"internal_only": "true"})),
+            "internal_only",
+        ),
+        (
+            "/api/v1/repository-ssl/enable",
+            Some(json!({"internal_only": 1})),
+            "internal_only",
+        ),
+        (
+            "/api/v1/repository-ssl/enable",
+            Some(json!({"internal_only": null})),
+            "internal_only",
+        ),
+        (
+            "/api/v1/repository-ssl/enable",
+            Some(json!({"internalOnly": true})),
+            "internalOnly",
+        ),
+        ("/api/v1/repository-ssl/enable", None, "internal_only"),
+        (
+            "/api/v1/repository-ssl/disable",
+            Some(json!({"force": true})),
+            "force",
+        ),
+        (
+            "/api/v1/vizql-extsvc-ssl/enable",
+            Some(
+                json!({"connection_type": "tabpy", "extsvc_host": "localhost", "extsvc_port": "1234", "skip_check": true}),
+            ),
+            "extsvc_port",
+        ),
+        (
+            "/api/v1/vizql-extsvc-ssl/enable",
+            Some(
+                json!({"connection_type": "tabpy", "extsvc_host": "localhost", "connect_timeout_ms": 0}),
+            ),
+            "connect_timeout_ms",
+        ),
+        (
+            "/api/v1/regenerate-internal-tokens",
+            Some(json!({"request_timeout_secs": "1"})),
+            "request_timeout_secs",
+        ),
+        (
+            "/api/v1/regenerate-internal-tokens",
+            Some(json!({"request_timeout_secs": -1})),
+            "request_timeout_secs",
+        ),
+        (
+            "/api/v1/regenerate-internal-tokens",
+            Some(json!({"request_timeout_secs": 0})),
+            "request_timeout_secs",
+        ),
+        (
+            "/api/v1/data-access/enable",
+            Some(json!({"repository_username": "tableau"})),
+            "repository_password",
+        ),
+        (
+            "/api/v1/data-access/enable",
+            Some(json!({"repository_username": "postgres", "repository_password": "x"})),
+            "repository_username",
+        ),
+        (
+            "/api/v1/custom-cert/add",
+            Some(json!({"cert_path": "/etc/passwd"})),
+            "cert_path",
+        ),
+        (
+            "/api/v1/external-ssl/enable",
+            Some(json!({"cert_pem": "x"})),
+            "key_pem",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let message = api
+            .refused(Method::POST, path, body.clone(), StatusCode::BAD_REQUEST)
+            .await;
+        assert!(message.contains(field), "{path} {body:?}: {message}");
+        let (status, pending) = api.json(Method::GET, "/api/v1/pending-changes", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            pending["changes"],
+            json!([]),
+            "{path} {body:?} staged something"
+        );
+    }
+    // The well-formed request still works.
+    let (status, _) = api
+        .json(
+            Method::POST,
+            "/api/v1/repository-ssl/enable",
+            Some(json!({"internal_only": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, pending) = api.json(Method::GET, "/api/v1/pending-changes", None).await;
+    assert!(
+        pending["changes"].to_string().contains("optional"),
+        "{pending}"
+    );
 }
