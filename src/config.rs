@@ -75,6 +75,12 @@ pub struct AdminConfig {
     pub listen: String,
     /// Seconds without requests after which an admin session ends. Default 900.
     pub session_idle_timeout_secs: u64,
+    /// Seconds a connection has for its TLS handshake and then for its request's headers, and again
+    /// for its body; a slower one is closed (the body with 408). Default 10.
+    pub request_timeout_secs: u64,
+    /// Connections one source address may hold at once; more are closed at accept, so that one
+    /// client cannot take every slot. Default 16.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for AdminConfig {
@@ -82,6 +88,8 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:8850".into(),
             session_idle_timeout_secs: 900,
+            request_timeout_secs: 10,
+            max_connections_per_address: 16,
         }
     }
 }
@@ -246,6 +254,14 @@ impl Config {
             (
                 "admin.session_idle_timeout_secs",
                 self.admin.session_idle_timeout_secs,
+            ),
+            (
+                "admin.request_timeout_secs",
+                self.admin.request_timeout_secs,
+            ),
+            (
+                "admin.max_connections_per_address",
+                self.admin.max_connections_per_address as u64,
             ),
             (
                 "tls.certificate_validity_days",

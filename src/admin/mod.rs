@@ -313,8 +313,19 @@ impl AdminServer {
     }
 
     /// Serves until `stop` is cancelled.
+    ///
+    /// Each connection carries one request and has [`AdminConfig::request_timeout_secs`] for its TLS
+    /// handshake and headers and as much again for its body, so a client that trickles bytes holds a
+    /// slot for seconds, not for as long as it likes; and one source address holds at most
+    /// `max_connections_per_address` of the [`MAX_CONNECTIONS`] slots, so others are still served
+    /// while it tries.
+    ///
+    /// [`AdminConfig::request_timeout_secs`]: crate::config::AdminConfig::request_timeout_secs
     pub async fn run(self, stop: CancellationToken) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let per_address = Arc::new(PerAddress::default());
+        let limit = self.state.config.admin.max_connections_per_address;
+        let timeout = Duration::from_secs(self.state.config.admin.request_timeout_secs);
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
@@ -330,12 +341,16 @@ impl AdminServer {
                 },
                 () = stop.cancelled() => return,
             };
+            let Some(address_slot) = per_address.take(peer.ip(), limit) else {
+                info!(%peer, limit, "admin connection refused: too many from this address");
+                continue;
+            };
             let acceptor = self.acceptor.clone();
             let state = self.state.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let _slot = slot;
-                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+                let _slots = (slot, address_slot);
+                let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp));
                 let tls = match handshake.await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
@@ -346,17 +361,58 @@ impl AdminServer {
                 };
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, peer.ip(), req).await) }
+                    async move { Ok::<_, Infallible>(handle(state, peer.ip(), req, timeout).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
+                    .header_read_timeout(timeout)
+                    .keep_alive(false)
                     .serve_connection(TokioIo::new(tls), service);
                 tokio::select! {
                     _ = conn => {}
                     () = stop.cancelled() => {}
                 }
             });
+        }
+    }
+}
+
+/// Admin connections held per source address.
+#[derive(Debug, Default)]
+struct PerAddress {
+    counts: Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// A slot for `ip` if it holds fewer than `limit`; given back when dropped.
+    fn take(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
+        let mut counts = lock(&self.counts);
+        let count = counts.entry(ip).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's share of its address's allowance.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.table.counts);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
         }
     }
 }
@@ -438,17 +494,29 @@ async fn handle(
     state: Arc<AdminState>,
     peer: IpAddr,
     req: Request<Incoming>,
+    body_timeout: Duration,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is larger than 1 MiB",
-            );
-        }
-    };
+    let body =
+        match tokio::time::timeout(body_timeout, Limited::new(body, MAX_BODY).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) => {
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is larger than 1 MiB",
+                );
+            }
+            Err(_) => {
+                info!(%peer, "admin request body not received in time; closing");
+                let mut resp = json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                );
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
+            }
+        };
     let req = Req {
         method: parts.method,
         path: parts.uri.path().to_string(),

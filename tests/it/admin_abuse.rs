@@ -227,3 +227,104 @@ async fn wrongly_typed_unknown_or_missing_fields_are_a_400_naming_the_field_and_
         "{pending}"
     );
 }
+
+/// A TLS connection to the admin server from `source` that sends headers announcing a body, then
+/// one byte of it every 200 ms; returns what the server answered (or nothing) once it closed.
+async fn trickle(addr: std::net::SocketAddr, source: IpAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(source, 0)).unwrap();
+    let Ok(tcp) = socket.connect(addr).await else {
+        return "refused".into();
+    };
+    let connector = pgssl::tls_client::connector_with_alpn(
+        pgssl::tls_client::Verification::None,
+        &[b"http/1.1"],
+    )
+    .unwrap();
+    let Ok(mut tls) = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+    else {
+        return "closed during the handshake".into();
+    };
+    let head = "POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+    if tls.write_all(head.as_bytes()).await.is_err() {
+        return "closed".into();
+    }
+    let mut answer = Vec::new();
+    for _ in 0..1000 {
+        if tls.write_all(b" ").await.is_err() || tls.flush().await.is_err() {
+            break;
+        }
+        tokio::select! {
+            read = tls.read_to_end(&mut answer) => { let _ = read; break; }
+            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_bodies_are_cut_off_and_others_are_served_meanwhile() {
+    let pg = Postgres::start();
+    let env = crate::cli::CliEnv::new(&pg.upstream_text());
+    let config = std::fs::read_to_string(env.config()).unwrap();
+    std::fs::write(
+        env.config(),
+        format!("{config}[admin]\nrequest_timeout_secs = 2\n"),
+    )
+    .unwrap();
+    crate::cli::ok(
+        &env.run_with_stdin(
+            &["admin-user", "add", "--username", ADMIN, "--password", "-"],
+            &format!("{ADMIN_PASSWORD}\n"),
+        )
+        .await,
+    );
+    let server = crate::cli::ServeProcess::start(&env, &["--admin-listen", "127.0.0.1:0"]).await;
+    let addr = server.admin_addr().await;
+    // 130 connections trickling a body from one address: more than all 128 slots.
+    let attacker = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+    let attack: Vec<_> = (0..130)
+        .map(|_| tokio::spawn(trickle(addr, attacker)))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Meanwhile an administrator from another address signs in and reads a page.
+    let started = std::time::Instant::now();
+    let mut api = Api::new(addr);
+    let signed_in = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        api.sign_in(ADMIN, ADMIN_PASSWORD),
+    )
+    .await
+    .expect("an administrator is served during the attack");
+    assert_eq!(signed_in.0, StatusCode::OK);
+    let (status, _) = api.json(Method::GET, "/api/v1/repository-ssl", None).await;
+    assert_eq!(status, StatusCode::OK);
+    eprintln!(
+        "sign-in during the slow-body attack took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        attack.iter().filter(|t| !t.is_finished()).count() > 0,
+        "the attack was still going on"
+    );
+    // Every trickling connection was closed by the server: 408 for those that got a slot, a close at
+    // accept for the rest. None is left holding a slot.
+    let mut timed_out = 0;
+    for t in attack {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(30), t)
+            .await
+            .expect("the server closes slow connections")
+            .unwrap();
+        if answer.starts_with("HTTP/1.1 408") {
+            timed_out += 1;
+        }
+    }
+    assert!((1..=16).contains(&timed_out), "{timed_out} got 408");
+    drop(server);
+}
