@@ -3,8 +3,10 @@
 //! `pending-changes apply` promotes the staged state on disk, then connects to
 //! `<data-dir>/run/control.sock` and sends `reload`. The server re-reads the applied state, swaps in the
 //! new settings (keeping the old ones if that fails) and answers one line: `ok <mode> <fingerprint>` or
-//! `error <message>`. The socket's folder is 0700, so only the data directory's owner can reload.
-//! SIGHUP triggers the same reload.
+//! `error <message>`. `status` is answered `ok <json>` with what the server runs with
+//! ([`ServeStatus`]), so that commands describe the running server rather than the config file. The
+//! socket's folder is 0700, so only the data directory's owner can reload. SIGHUP triggers the same
+//! reload.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -92,6 +94,17 @@ pub struct ReloadReport {
     pub cert_fingerprint: Option<String>,
 }
 
+/// What a running `serve` runs with, as its `status` answer reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServeStatus {
+    /// The address the proxy listens on (the bound one, so port 0 is resolved).
+    pub listen: std::net::SocketAddr,
+    /// The repository it relays to.
+    pub upstream: String,
+    /// Whether that repository is the managed one `serve` runs itself.
+    pub managed: bool,
+}
+
 /// Binds the control socket, replacing a stale one left by a crashed server.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let io_err = |source| ControlError::Io {
@@ -120,8 +133,10 @@ pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     reloader: Reloader,
+    status: ServeStatus,
     stop: CancellationToken,
 ) {
+    let status = serde_json::to_string(&status).unwrap_or_default();
     loop {
         let conn = tokio::select! {
             () = stop.cancelled() => break,
@@ -136,6 +151,7 @@ pub async fn serve(
             }
         };
         let reloader = reloader.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -155,7 +171,8 @@ pub async fn serve(
                         format!("error {}\n", one_line(&e.to_string()))
                     }
                 },
-                Ok(Ok(_)) => "error unknown request (expected 'reload')\n".to_string(),
+                Ok(Ok(_)) if line.trim() == "status" => format!("ok {status}\n"),
+                Ok(Ok(_)) => "error unknown request (expected 'reload' or 'status')\n".to_string(),
                 _ => return,
             };
             let _ = write.write_all(reply.as_bytes()).await;
@@ -168,8 +185,16 @@ fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
-/// Asks the server on this data directory to reload. Blocking: used by the CLI.
-pub fn request_reload(path: &Path, timeout: Duration) -> Result<ReloadReport, ControlError> {
+/// Asks the server on this data directory what it runs with. Blocking: used by the CLI.
+pub fn request_status(path: &Path, timeout: Duration) -> Result<ServeStatus, ControlError> {
+    let line = request(path, "status", timeout)?;
+    let json = line.strip_prefix("ok ").unwrap_or_default();
+    serde_json::from_str(json)
+        .map_err(|_| ControlError::Refused(format!("unexpected reply '{line}'")))
+}
+
+/// Sends one request line and returns the answer line, or the server's `error` as an error.
+fn request(path: &Path, what: &str, timeout: Duration) -> Result<String, ControlError> {
     let io_err = |source| ControlError::Io {
         path: path.to_path_buf(),
         source,
@@ -188,7 +213,9 @@ pub fn request_reload(path: &Path, timeout: Duration) -> Result<ReloadReport, Co
     };
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    stream.write_all(b"reload\n").map_err(io_err)?;
+    stream
+        .write_all(format!("{what}\n").as_bytes())
+        .map_err(io_err)?;
     let mut line = String::new();
     BufReader::new(stream)
         .read_line(&mut line)
@@ -197,6 +224,13 @@ pub fn request_reload(path: &Path, timeout: Duration) -> Result<ReloadReport, Co
     if let Some(msg) = line.strip_prefix("error ") {
         return Err(ControlError::Refused(msg.to_string()));
     }
+    Ok(line.to_string())
+}
+
+/// Asks the server on this data directory to reload. Blocking: used by the CLI.
+pub fn request_reload(path: &Path, timeout: Duration) -> Result<ReloadReport, ControlError> {
+    let line = request(path, "reload", timeout)?;
+    let line = line.as_str();
     let mut words = line.strip_prefix("ok ").unwrap_or_default().split(' ');
     let mode = words
         .next()

@@ -32,6 +32,8 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// The repository.
     pub upstream: UpstreamAddr,
+    /// Whether the repository is the managed one (reported to `status` requests).
+    pub managed: bool,
     /// Limits, timeouts and client users.
     pub config: Config,
 }
@@ -79,6 +81,7 @@ pub struct Server {
     workers: usize,
     grace: Duration,
     ctx: Arc<ConnectionContext>,
+    managed: bool,
 }
 
 impl Server {
@@ -115,6 +118,7 @@ impl Server {
                 n => n,
             },
             grace: config.shutdown_grace(),
+            managed: options.managed,
             ctx: Arc::new(ConnectionContext {
                 classifier: config.classifier(),
                 upstream: options.upstream,
@@ -158,13 +162,22 @@ impl Server {
             workers,
             grace,
             ctx,
+            managed,
         } = self;
         let tracker = TaskTracker::new();
         let control_stop = CancellationToken::new();
+        let status = control::ServeStatus {
+            listen: listener
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            upstream: ctx.upstream.to_string(),
+            managed,
+        };
         let control_task = tokio::spawn(control::serve(
             control,
             control_path,
             reloader,
+            status,
             control_stop.clone(),
         ));
         let shared = Arc::new(AcceptShared {

@@ -1,20 +1,41 @@
 //! `pgssl internal-credentials [--user NAME]`: the connection string an internal service uses.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::{CommandError, Context};
+use crate::control::{self, ControlError};
 use crate::repository::managed::{REPOSITORY_DATABASE, role_secret_name};
 use crate::state::certs;
 use crate::state::keystore::Keystore;
+
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Prints a libpq connection string with the role's password and, when repository SSL is on,
 /// `sslmode=verify-full` with the certificate as `sslrootcert`.
 pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), CommandError> {
     let out = &ctx.out;
-    if ctx.config.server.upstream.is_some() {
-        return Err(CommandError::Refused(
-            "internal credentials exist only for a managed repository (server.upstream is set, so pgssl does not manage the roles)".into(),
-        ));
+    let store = ctx.store()?;
+    // The running server's own address beats the config file's: `serve --listen` may differ.
+    let running = match control::request_status(&store.control_socket_path(), STATUS_TIMEOUT) {
+        Ok(status) => Some(status),
+        Err(ControlError::NotRunning) => None,
+        Err(e) => {
+            note!(
+                out,
+                "note: cannot ask the running server for its address: {e}"
+            );
+            None
+        }
+    };
+    let external = match &running {
+        Some(status) => (!status.managed).then(|| status.upstream.clone()),
+        None => ctx.config.server.upstream.clone(),
+    };
+    if let Some(upstream) = external {
+        return Err(CommandError::Refused(format!(
+            "internal credentials exist only for a managed repository (this data directory's repository is {upstream}, whose roles pgssl does not manage)"
+        )));
     }
     let roles = &ctx.config.repository.internal_roles;
     let user = user.unwrap_or(&roles[0]);
@@ -24,14 +45,30 @@ pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), Com
             roles.join(", ")
         )));
     }
-    let store = ctx.store()?;
     let keystore = Keystore::open(&store.config_dir())?;
     let password = keystore.get(&role_secret_name(user))?.ok_or_else(|| {
         CommandError::Refused(format!(
             "no password for '{user}' yet: start 'pgssl serve' once so that it creates the role"
         ))
     })?;
-    let listen = ctx.config.listen_addr()?;
+    let listen = match &running {
+        Some(status) => {
+            note!(
+                out,
+                "note: host and port are where the running 'pgssl serve' listens ({})",
+                status.listen
+            );
+            status.listen
+        }
+        None => {
+            let listen = ctx.config.listen_addr()?;
+            note!(
+                out,
+                "note: no 'pgssl serve' is running on this data directory; host and port are the configured server.listen ({listen})"
+            );
+            listen
+        }
+    };
     let host = match listen.ip() {
         ip if ip.is_loopback() => "localhost".to_string(),
         ip if ip.is_unspecified() => certs::hostname().unwrap_or_else(|| "localhost".into()),

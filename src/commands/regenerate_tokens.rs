@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use super::{CommandError, Context, block_on};
 use crate::control::{self, ControlError};
+use crate::repository::Session;
 use crate::repository::client::ClientError;
 use crate::repository::managed::{
     self, ManagedError, ManagedRepository, SUPERUSER, role_secret_name,
@@ -24,6 +25,10 @@ use crate::repository::managed::{
 use crate::state::StateStore;
 use crate::state::certs;
 use crate::state::keystore::Keystore;
+use crate::upstream::UpstreamStream;
+
+/// How long to wait for a running server's status answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Environment variable that aborts the process after a step (1–4), as `kill -9` would; used by the
 /// crash-recovery tests.
@@ -60,8 +65,58 @@ fn fault_point(step: usize) {
     }
 }
 
+/// The repository whose internal roles a rotation changes, decided before anything changes.
+enum Repository {
+    /// The managed repository, reached as its superuser (through a running `serve`).
+    Managed(Box<ManagedRepository>, Session<UpstreamStream>),
+    /// An external repository: pgssl manages none of its roles.
+    External(String),
+}
+
+/// Finds out which repository this data directory fronts — from the running server when there is
+/// one, since `serve --upstream` may differ from the config — and, for the managed one, connects as
+/// its superuser. Any refusal happens here, before step 1, so a refused command changes nothing.
+async fn repository(
+    ctx: &Context,
+    store: &StateStore,
+    keystore: &Keystore,
+) -> Result<Repository, CommandError> {
+    let running = match control::request_status(&store.control_socket_path(), STATUS_TIMEOUT) {
+        Ok(status) => Some(status),
+        Err(ControlError::NotRunning) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let external = match &running {
+        Some(status) => (!status.managed).then(|| status.upstream.clone()),
+        None => ctx.config.server.upstream.clone(),
+    };
+    if let Some(upstream) = external {
+        return Ok(Repository::External(upstream));
+    }
+    if running.is_none() {
+        return Err(CommandError::Refused(
+            "the managed repository runs only while 'pgssl serve' runs on this data directory: start it, then run this command again (nothing was changed)".into(),
+        ));
+    }
+    let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    let admin = connect_superuser(&repo, keystore).await.map_err(|e| {
+        CommandError::Refused(format!(
+            "cannot connect to the managed repository as its superuser ({e}); nothing was changed"
+        ))
+    })?;
+    Ok(Repository::Managed(Box::new(repo), admin))
+}
+
 async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
     let out = &ctx.out;
+    let mut keystore = Keystore::open(&store.config_dir())?;
+    let repository = repository(ctx, store, &keystore).await?;
+    if let Repository::External(upstream) = &repository {
+        say!(
+            out,
+            "The repository {upstream} is external: pgssl manages none of its roles, so this rotates the internal certificate and the master key only."
+        );
+    }
     // 1. Certificate.
     let applied = store.applied()?;
     let next = store.pending()?.merged_into(&applied);
@@ -87,24 +142,25 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
     fault_point(1);
 
     // 2. Passwords of the internally managed roles.
-    let mut keystore = Keystore::open(&store.config_dir())?;
-    if ctx.config.server.upstream.is_some() {
-        say!(
+    match repository {
+        Repository::External(_) => say!(
             out,
-            "[2/{STEPS}] internal role passwords: skipped (server.upstream is set; pgssl does not manage its roles)"
-        );
-    } else {
-        let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
-        let changed = rotate_passwords(&repo, &mut keystore).await.map_err(|e| {
-            CommandError::Refused(format!(
-                "cannot change the internal passwords ({e}); is 'pgssl serve' running on this data directory? Run the command again once it is"
-            ))
-        })?;
-        say!(
-            out,
-            "[2/{STEPS}] internal role passwords: changed for {}",
-            changed.join(", ")
-        );
+            "[2/{STEPS}] internal role passwords: skipped (external repository)"
+        ),
+        Repository::Managed(repo, admin) => {
+            let changed = rotate_passwords(&repo, admin, &mut keystore)
+                .await
+                .map_err(|e| {
+                    CommandError::Refused(format!(
+                        "cannot change the internal passwords ({e}); the new certificate is written but not yet served: run the command again to finish"
+                    ))
+                })?;
+            say!(
+                out,
+                "[2/{STEPS}] internal role passwords: changed for {}",
+                changed.join(", ")
+            );
+        }
     }
     fault_point(2);
 
@@ -145,19 +201,13 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
     Ok(())
 }
 
-async fn rotate_passwords(
+/// Connects as the superuser; after an interrupted rotation its password may be the sealed candidate.
+async fn connect_superuser(
     repo: &ManagedRepository,
-    keystore: &mut Keystore,
-) -> Result<Vec<String>, ManagedError> {
-    let mut roles: Vec<String> = repo.internal_roles.clone();
-    // The superuser last: its own session stays valid after the change, and a crash before the
-    // keystore update is covered by the candidate fallback below.
-    roles.push(SUPERUSER.to_string());
-    for role in &roles {
-        keystore.get_or_generate(&rotation_name(role), managed::PASSWORD_LEN)?;
-    }
-    let mut admin = match repo.connect_admin(keystore, "postgres").await {
-        Ok(admin) => admin,
+    keystore: &Keystore,
+) -> Result<Session<UpstreamStream>, ManagedError> {
+    match repo.connect_admin(keystore, "postgres").await {
+        Ok(admin) => Ok(admin),
         Err(ManagedError::Client(ClientError::Server(e))) if e.code == "28P01" => {
             let candidate = keystore.get(&rotation_name(SUPERUSER))?.ok_or_else(|| {
                 ManagedError::NotReady(
@@ -165,10 +215,24 @@ async fn rotate_passwords(
                     repo.log_file.clone(),
                 )
             })?;
-            repo.connect(SUPERUSER, "postgres", &candidate).await?
+            Ok(repo.connect(SUPERUSER, "postgres", &candidate).await?)
         }
-        Err(e) => return Err(e),
-    };
+        Err(e) => Err(e),
+    }
+}
+
+async fn rotate_passwords(
+    repo: &ManagedRepository,
+    mut admin: Session<UpstreamStream>,
+    keystore: &mut Keystore,
+) -> Result<Vec<String>, ManagedError> {
+    let mut roles: Vec<String> = repo.internal_roles.clone();
+    // The superuser last: its own session stays valid after the change, and a crash before the
+    // keystore update is covered by the candidate fallback of `connect_superuser`.
+    roles.push(SUPERUSER.to_string());
+    for role in &roles {
+        keystore.get_or_generate(&rotation_name(role), managed::PASSWORD_LEN)?;
+    }
     for role in &roles {
         let candidate = keystore.get(&rotation_name(role))?.ok_or_else(|| {
             ManagedError::NotReady(

@@ -120,6 +120,7 @@ async fn run(
         data_dir: ctx.data_dir.clone(),
         listen,
         upstream: upstream.clone(),
+        managed: repository.is_some(),
         config: ctx.config.clone(),
     };
     let server = match Server::bind(options).await {

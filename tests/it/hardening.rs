@@ -268,3 +268,129 @@ async fn a_clients_tls_renegotiation_is_logged_at_info_not_warn() {
     );
     drop(serve);
 }
+
+async fn run(env: &CliEnv, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::from(env.command(args))
+        .output()
+        .await
+        .unwrap()
+}
+
+/// The certificate and keystore files of a data directory, byte for byte.
+fn security_files(env: &CliEnv) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![env.data_dir().join("config")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_credentials_name_the_running_port_and_a_refused_rotation_changes_nothing() {
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    ok(&run(&env, &["security", "repository-ssl", "enable"]).await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    // `serve --listen 127.0.0.1:0` listens elsewhere than the configured 8060: the string says so.
+    let out = run(&env, &["internal-credentials"]).await;
+    let line = ok(&out);
+    assert!(
+        line.contains(&format!("port={} ", serve.addr.port())),
+        "{line}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("where the running 'pgssl serve' listens"),
+        "{out:?}"
+    );
+    let run_psql = crate::harness::psql_commands(line.trim(), &["SELECT current_user"]).await;
+    assert_eq!(run_psql.stdout.trim(), "pgssl_internal", "{run_psql:?}");
+    drop(serve);
+
+    // Without a running server: the configured address, said to be that.
+    let out = run(&env, &["internal-credentials"]).await;
+    assert!(ok(&out).contains("port=8060 "));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no 'pgssl serve' is running"),
+        "{out:?}"
+    );
+    // A rotation that cannot reach the managed repository is refused before it touches anything.
+    let before = security_files(&env);
+    let err = crate::cli::failed(&run(&env, &["security", "regenerate-internal-tokens"]).await);
+    assert!(
+        err.contains("start it, then run this command again")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        security_files(&env),
+        before,
+        "a refused rotation changed files"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_in_front_of_an_external_repository_rotates_what_pgssl_owns_and_serves_it() {
+    // The probe's set-up: no upstream in the config, `serve --upstream` on the command line.
+    let pg = Postgres::start_with_tcp();
+    let env = CliEnv::managed();
+    let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
+    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    ok(&run(&env, &["security", "repository-ssl", "enable"]).await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    let before = connect_tls_unverified_fingerprint(serve.addr).await;
+
+    let out = ok(&run(&env, &["security", "regenerate-internal-tokens"]).await);
+    assert!(
+        out.contains(&format!("The repository {upstream} is external")),
+        "{out}"
+    );
+    assert!(
+        out.contains("[2/4] internal role passwords: skipped (external repository)"),
+        "{out}"
+    );
+    // What is served, what `list` shows and what `get-certificate-file` writes are one certificate,
+    // and a new one.
+    let served = connect_tls_unverified_fingerprint(serve.addr).await;
+    assert_ne!(served, before);
+    let listed = ok(&run(&env, &["security", "repository-ssl", "list"]).await);
+    assert!(listed.contains(&served), "{listed} vs {served}");
+    let file = env.dir.path().join("exported.crt");
+    ok(&run(
+        &env,
+        &[
+            "security",
+            "repository-ssl",
+            "get-certificate-file",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await);
+    let exported = pgssl::state::certs::read_chain(&file).unwrap();
+    assert_eq!(
+        pgssl::state::certs::sha256_fingerprint(&exported[0]),
+        served
+    );
+    // The repository's roles were not touched: tableau still logs in with its password.
+    let mut s = crate::client::connect_tls_unverified(serve.addr, "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!(s.simple_query("SELECT 1").await.unwrap().len(), 1);
+    drop(serve);
+}
+
+async fn connect_tls_unverified_fingerprint(addr: std::net::SocketAddr) -> String {
+    let s = crate::client::connect_tls_unverified(addr, "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    crate::client::peer_fingerprint(&s)
+}

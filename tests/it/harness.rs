@@ -343,6 +343,7 @@ impl Proxy {
             data_dir: data_dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream,
+            managed: false,
             config,
         })
         .await?;
