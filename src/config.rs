@@ -105,8 +105,14 @@ pub struct ServerConfig {
     pub upstream: Option<String>,
     /// TLS from pgssl to the repository, with libpq's `sslmode` meaning. Default `disable`.
     pub upstream_tls: UpstreamTlsMode,
-    /// Most client connections open at once; more get FATAL 53300. Default 1000.
+    /// Most client sessions (connections past start-up, each holding a repository connection) at
+    /// once; the next start-up gets FATAL 53300, as PostgreSQL answers it. Default 1000.
     pub max_connections: usize,
+    /// Most connections still in their TLS handshake or start-up at once (each for at most
+    /// `handshake_timeout_secs`); more are answered FATAL 53300 at accept. Kept apart from
+    /// `max_connections` so that sockets that never finish start-up cannot take the slots sessions
+    /// need. Default 4096.
+    pub max_startups: usize,
     /// Seconds from accept to a complete start-up (TLS handshake included). Default 10.
     pub handshake_timeout_secs: u64,
     /// Seconds to wait for the repository to accept a connection. Default 5.
@@ -125,6 +131,7 @@ impl Default for ServerConfig {
             upstream: None,
             upstream_tls: UpstreamTlsMode::Disable,
             max_connections: 1000,
+            max_startups: 4096,
             handshake_timeout_secs: 10,
             connect_timeout_secs: 5,
             shutdown_grace_secs: 30,
@@ -243,6 +250,7 @@ impl Config {
         self.upstream_addr()?;
         let positive = [
             ("server.max_connections", self.server.max_connections as u64),
+            ("server.max_startups", self.server.max_startups as u64),
             (
                 "server.handshake_timeout_secs",
                 self.server.handshake_timeout_secs,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -51,14 +52,18 @@ pub struct ConnectionContext {
     pub draining: CancellationToken,
     /// Cancelled when the shutdown grace period ends: open sessions are closed.
     pub closing: CancellationToken,
+    /// Client sessions (`server.max_connections`): taken once start-up is complete.
+    pub sessions: Arc<Semaphore>,
 }
 
-/// Serves one accepted connection with the settings current at accept time.
+/// Serves one accepted connection with the settings current at accept time. `starting` is its place
+/// among the connections still negotiating; it is given back once the connection becomes a session.
 pub async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
     settings: Arc<LiveSettings>,
     ctx: Arc<ConnectionContext>,
+    starting: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
     metrics::counter!(names::CONNECTIONS_ACCEPTED).increment(1);
@@ -109,6 +114,16 @@ pub async fn handle(
                 info!(%peer, user = %LogSafe(&user), outcome = "refused", "shutting down");
                 return;
             }
+            // PostgreSQL answers "too many clients" once it has read the start-up packet; so does pgssl.
+            let Ok(_session) = ctx.sessions.clone().try_acquire_owned() else {
+                metrics::counter!(names::CONNECTIONS_OVER_LIMIT, "limit" => "max_connections")
+                    .increment(1);
+                negotiate::send_fatal(&mut stream, &too_many_clients()).await;
+                info!(%peer, user = %LogSafe(&user), outcome = "over_limit",
+                      "server.max_connections sessions are open; start-up refused");
+                return;
+            };
+            drop(starting);
             let connecting = Instant::now();
             let mut upstream = match ctx
                 .upstream
@@ -233,14 +248,45 @@ fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError) {
     }
 }
 
-/// Answers a connection over the limit with FATAL 53300 and closes it. The error is sent at once, before
-/// reading anything; libpq reports such an error even in reply to SSLRequest.
-pub async fn refuse_over_limit(mut tcp: TcpStream, peer: SocketAddr) {
-    metrics::counter!(names::CONNECTIONS_OVER_LIMIT).increment(1);
-    let err = ErrorResponse::fatal(
+fn too_many_clients() -> ErrorResponse {
+    ErrorResponse::fatal(
         SqlState::TooManyConnections,
         "sorry, too many clients already",
-    );
-    negotiate::send_fatal(&mut tcp, &err).await;
-    warn!(%peer, outcome = "over_limit", "connection limit reached");
+    )
+}
+
+/// Answers a connection over `server.max_startups` with FATAL 53300 at accept, before reading
+/// anything (libpq reports such an error even in reply to SSLRequest), with bounded work: the answer
+/// is written at once without waiting (a fresh socket's buffer always has room for it); then the
+/// socket lingers until the client closes, in a task when one of `lingering` is free, else input
+/// already there is read off and the socket closed on the spot. Unread input at close would make the
+/// kernel send RST, which can destroy the answer before the client reads it.
+pub fn refuse_at_accept(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    lingering: &Arc<Semaphore>,
+    tracker: &tokio_util::task::TaskTracker,
+) {
+    static ANSWER: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    let answer = ANSWER.get_or_init(|| too_many_clients().encode());
+    metrics::counter!(names::CONNECTIONS_OVER_LIMIT, "limit" => "max_startups").increment(1);
+    let _ = tcp.try_write(answer);
+    info!(%peer, outcome = "over_limit", "server.max_startups connections are starting up; refused");
+    match lingering.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tracker.spawn(async move {
+                negotiate::close_after_answer(tcp).await;
+                drop(permit);
+            });
+        }
+        Err(_) => {
+            let mut sink = [0u8; 1024];
+            for _ in 0..64 {
+                match tcp.try_read(&mut sink) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+    }
 }

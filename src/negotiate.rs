@@ -346,16 +346,29 @@ pub async fn send_fatal<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, err: 
     let deliver = async {
         stream.write_all(&err.encode()).await?;
         stream.flush().await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        let mut drained = 0usize;
-        while drained < 64 * 1024 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
-            }
-        }
-        Ok::<_, io::Error>(())
+        shut_and_drain(stream).await
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), deliver).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, deliver).await;
+}
+
+/// How long a refused connection may linger while its answer is delivered.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes a stream whose answer is already written, as [`send_fatal`] does after writing.
+pub async fn close_after_answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, shut_and_drain(&mut stream)).await;
+}
+
+/// Shuts the write side, then reads off (a bounded amount of) input until the client closes.
+async fn shut_and_drain<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
+    stream.shutdown().await?;
+    let mut sink = [0u8; 1024];
+    let mut drained = 0usize;
+    while drained < 64 * 1024 {
+        match stream.read(&mut sink).await? {
+            0 => break,
+            n => drained += n,
+        }
+    }
+    Ok(())
 }

@@ -65,9 +65,9 @@ pub enum ServerError {
     TlsOverUnixSocket(UpstreamTlsMode),
 }
 
-/// Refusals (FATAL 53300) in flight at once; past this, connections over the limit are closed without
-/// an answer so that a connection flood cannot pile up tasks and descriptors.
-const MAX_PENDING_REFUSALS: usize = 64;
+/// Refused connections lingering at once while their FATAL 53300 is delivered; past this, a refused
+/// connection still gets its answer but is closed at once, so a flood cannot pile up tasks.
+const MAX_LINGERING_REFUSALS: usize = 1024;
 
 /// A bound server, ready to run.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ pub struct Server {
     control_path: PathBuf,
     reloader: Reloader,
     cell: SettingsCell,
-    max_connections: usize,
+    max_startups: usize,
     workers: usize,
     grace: Duration,
     ctx: Arc<ConnectionContext>,
@@ -112,7 +112,7 @@ impl Server {
             control_path,
             reloader: Reloader::new(store, cell.clone(), upstream_tls),
             cell,
-            max_connections: config.server.max_connections,
+            max_startups: config.server.max_startups,
             workers: match config.server.worker_threads {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
@@ -126,6 +126,7 @@ impl Server {
                 connect_timeout: config.connect_timeout(),
                 draining: CancellationToken::new(),
                 closing: CancellationToken::new(),
+                sessions: Arc::new(Semaphore::new(config.server.max_connections)),
             }),
         })
     }
@@ -158,7 +159,7 @@ impl Server {
             control_path,
             reloader,
             cell,
-            max_connections,
+            max_startups,
             workers,
             grace,
             ctx,
@@ -184,8 +185,8 @@ impl Server {
             cell,
             ctx: ctx.clone(),
             tracker: tracker.clone(),
-            limit: Arc::new(Semaphore::new(max_connections)),
-            refusals: Arc::new(Semaphore::new(MAX_PENDING_REFUSALS)),
+            startups: Arc::new(Semaphore::new(max_startups)),
+            lingering: Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS)),
             shutdown: shutdown.clone(),
         });
         let pool = tokio_util::task::LocalPoolHandle::new(workers);
@@ -234,13 +235,40 @@ impl Server {
     }
 }
 
+/// Raises the process's open-file limit to its hard limit and returns it with the number of
+/// descriptors the configured limits may need: one per connection starting up, two per session
+/// (client and repository), and some room for the rest.
+pub fn raise_open_file_limit(config: &Config) -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    let needed = config.server.max_startups as u64 + 2 * config.server.max_connections as u64 + 256;
+    Ok((limit.rlim_cur, needed))
+}
+
 /// What every accept loop shares.
 struct AcceptShared {
     cell: SettingsCell,
     ctx: Arc<ConnectionContext>,
     tracker: TaskTracker,
-    limit: Arc<Semaphore>,
-    refusals: Arc<Semaphore>,
+    startups: Arc<Semaphore>,
+    lingering: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
@@ -262,32 +290,18 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<AcceptShared>)
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = Duration::from_millis(5);
-                match shared.limit.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                match shared.startups.clone().try_acquire_owned() {
+                    Ok(startup) => {
                         let settings = shared.cell.current();
                         let ctx = shared.ctx.clone();
                         let span = tracing::info_span!("connection", %peer);
                         shared.tracker.spawn(
-                            async move {
-                                connection::handle(tcp, peer, settings, ctx).await;
-                                drop(permit);
-                            }
-                            .instrument(span),
+                            connection::handle(tcp, peer, settings, ctx, startup).instrument(span),
                         );
                     }
-                    Err(_) => match shared.refusals.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            shared.tracker.spawn(async move {
-                                connection::refuse_over_limit(tcp, peer).await;
-                                drop(permit);
-                            });
-                        }
-                        Err(_) => {
-                            metrics::counter!(crate::telemetry::names::CONNECTIONS_OVER_LIMIT)
-                                .increment(1);
-                            drop(tcp);
-                        }
-                    },
+                    Err(_) => {
+                        connection::refuse_at_accept(tcp, peer, &shared.lingering, &shared.tracker)
+                    }
                 }
             }
             // EMFILE and friends are transient: back off instead of ending the server. Another

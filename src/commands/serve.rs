@@ -95,6 +95,15 @@ async fn run(
 ) -> Result<(), CommandError> {
     let signals = Signals::register()?;
     let store = ctx.store()?;
+    match crate::server::raise_open_file_limit(&ctx.config) {
+        Ok((limit, needed)) if limit < needed => warn!(
+            limit,
+            needed,
+            "the open-file limit is below what server.max_startups + 2 x server.max_connections may need; raise it (ulimit -n, systemd LimitNOFILE) or lower those settings"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
+    }
     let services_stop = CancellationToken::new();
     if let Some(addr) = metrics {
         crate::telemetry::prometheus();

@@ -339,7 +339,7 @@ async fn a_silent_client_gets_57014_after_the_handshake_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_limit_get_53300() {
+async fn sessions_over_max_connections_get_53300_after_start_up() {
     let pg = Postgres::start();
     let proxy = Proxy::start_with(pg.upstream(), Mode::Required, |c| {
         c.server.max_connections = 1
@@ -348,15 +348,49 @@ async fn connections_over_the_limit_get_53300() {
     let mut held = connect_tls(proxy.addr, "tableau", &proxy.cert_path())
         .await
         .unwrap();
-    // libpq-style: the refusal arrives as the answer to SSLRequest.
-    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
-    tcp.write_all(&raw_packet(80_877_103, &[])).await.unwrap();
-    let err = read_error(&mut tcp).await;
+    // As PostgreSQL does: the start-up is read (inside TLS), then refused.
+    let refused = connect_tls(proxy.addr, "tableau", &proxy.cert_path()).await;
+    let Err(pgssl::repository::ClientError::Server(err)) = refused else {
+        panic!("expected 53300, got {refused:?}")
+    };
     assert_eq!(err.code, "53300");
     assert!(err.message.contains("too many clients"));
     // The held session is unaffected, and the slot frees when it ends.
     assert_eq!(held.simple_query("SELECT 1").await.unwrap().len(), 1);
     held.terminate().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match connect_tls(proxy.addr, "tableau", &proxy.cert_path()).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slot was never freed: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_max_startups_get_53300_at_accept() {
+    let pg = Postgres::start();
+    let proxy = Proxy::start_with(pg.upstream(), Mode::Required, |c| {
+        c.server.max_startups = 1;
+        c.server.handshake_timeout_secs = 1;
+    })
+    .await;
+    // A socket that never says anything holds the only start-up slot...
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so the next connection is refused at once: libpq-style, as the answer to SSLRequest.
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(&raw_packet(80_877_103, &[])).await.unwrap();
+    let err = read_error(&mut tcp).await;
+    assert_eq!(err.code, "53300");
+    assert!(err.message.contains("too many clients"));
+    // The silent socket is timed out (57014) and its slot freed for the next client.
+    assert_eq!(read_error(&mut silent).await.code, "57014");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let tcp = loop {
         let (answer, tcp) = client::ssl_request(proxy.addr).await;
