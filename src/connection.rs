@@ -137,11 +137,12 @@ pub async fn handle(
                 }
                 Err(e) => {
                     metrics::counter!(names::UPSTREAM_CONNECT_FAILURES).increment(1);
+                    // The address stays in the operator's log; a client learns only the kind of failure.
                     let err = ErrorResponse::fatal(
                         SqlState::ConnectionFailure,
                         format!(
-                            "could not connect to the repository at {}: {e}",
-                            ctx.upstream
+                            "could not connect to the repository: {}",
+                            e.client_summary()
                         ),
                     );
                     negotiate::send_fatal(&mut stream, &err).await;
@@ -160,13 +161,11 @@ pub async fn handle(
             if let Err(e) = forwarded.await {
                 let err = ErrorResponse::fatal(
                     SqlState::ConnectionFailure,
-                    format!(
-                        "lost the connection to the repository at {}: {e}",
-                        ctx.upstream
-                    ),
+                    "lost the connection to the repository",
                 );
                 negotiate::send_fatal(&mut stream, &err).await;
-                warn!(%peer, user = %LogSafe(&user), error = %e, outcome = "upstream_failed", "could not forward the start-up");
+                warn!(%peer, user = %LogSafe(&user), upstream = %ctx.upstream, error = %e, outcome = "upstream_failed",
+                      "could not forward the start-up");
                 return;
             }
             // An idle session should hold nothing it no longer needs.

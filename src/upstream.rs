@@ -148,6 +148,31 @@ pub enum UpstreamError {
     TlsOverUnixSocket(UpstreamTlsMode),
 }
 
+impl UpstreamError {
+    /// What a client may be told: the kind of failure, never the repository's address, host names or
+    /// certificate details, which only the operator's log carries.
+    pub fn client_summary(&self) -> String {
+        match self {
+            UpstreamError::Io(e) => match e.kind() {
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
+                    "the repository refused the connection".into()
+                }
+                _ => "the connection to the repository failed".into(),
+            },
+            UpstreamError::TimedOut => "the repository did not answer in time".into(),
+            UpstreamError::Tls(UpstreamTlsFailure::Handshake { mode, .. }) => {
+                format!("TLS handshake with the repository failed (server.upstream_tls = {mode})")
+            }
+            UpstreamError::Tls(UpstreamTlsFailure::BadHost(_)) => {
+                "the repository's host name is not valid for TLS".into()
+            }
+            // The remaining causes name no address: the text itself is the summary.
+            UpstreamError::Tls(e) => e.to_string(),
+            UpstreamError::TlsOverUnixSocket(_) => self.to_string(),
+        }
+    }
+}
+
 /// A connection to the repository.
 #[derive(Debug)]
 pub enum UpstreamStream {

@@ -507,3 +507,60 @@ async fn clients_connect_while_2000_sockets_never_finish_start_up() {
     drop(stalled);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_or_refusing_repository_is_named_in_the_log_only() {
+    // A repository that refuses TLS (ssl = off) under upstream_tls = require, then one that is gone.
+    let pg = Postgres::start_with_tcp();
+    let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
+    let env = CliEnv::new(&upstream);
+    let config = std::fs::read_to_string(env.config()).unwrap();
+    std::fs::write(
+        env.config(),
+        config.replace("[server]\n", "[server]\nupstream_tls = \"require\"\n"),
+    )
+    .unwrap();
+    let serve = ServeProcess::start(&env, &[]).await;
+    let err = crate::client::connect_plain(serve.addr, "tableau")
+        .await
+        .unwrap_err();
+    let ClientError::Server(e) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.code, "08006");
+    assert!(e.message.contains("does not support SSL"), "{}", e.message);
+    assert!(!e.message.contains(&upstream), "{}", e.message);
+    drop(pg);
+    let err = crate::client::connect_plain(serve.addr, "tableau")
+        .await
+        .unwrap_err();
+    let ClientError::Server(e) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        e.message,
+        "could not connect to the repository: the repository refused the connection"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while serve
+        .log_text()
+        .matches("outcome=\"upstream_unreachable\"")
+        .count()
+        + serve
+            .log_text()
+            .matches("outcome=upstream_unreachable")
+            .count()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = serve.log_text();
+    assert!(log.contains(&format!("upstream={upstream}")), "{log}");
+    assert!(log.contains("Connection refused"), "{log}");
+    drop(serve);
+}

@@ -1,6 +1,7 @@
 //! `server.upstream_tls` against a real PostgreSQL with `ssl = on` and a certificate from a test CA:
 //! each libpq mode, proven from the server's side with `pg_stat_ssl`, and each failure reaching the
-//! client as a clear FATAL.
+//! client as a clear FATAL that names the kind of failure but not the repository's address (the
+//! detail is in the operator's log: `hardening::a_dead_or_refusing_repository_is_named_in_the_log_only`).
 
 use std::path::Path;
 
@@ -108,13 +109,13 @@ async fn each_mode_behaves_as_libpq_against_a_real_ssl_server() {
         .await
         .unwrap_err();
     assert!(
-        err.contains("08006") && err.contains("TLS handshake with the repository failed"),
+        err.contains("08006")
+            && err.contains(
+                "TLS handshake with the repository failed (server.upstream_tls = verify-ca)"
+            ),
         "{err}"
     );
-    assert!(
-        err.contains("UnknownIssuer") || err.contains("unknown issuer"),
-        "{err}"
-    );
+    assert!(!err.contains("127.0.0.1"), "{err}");
     // libpq's rule: require with a root certificate verifies the chain.
     assert!(through(&pg, "127.0.0.1", Require, stranger).await.is_err());
 
@@ -128,10 +129,12 @@ async fn each_mode_behaves_as_libpq_against_a_real_ssl_server() {
         .unwrap_err();
     assert!(err.contains("FATAL") && err.contains("08006"), "{err}");
     assert!(
-        err.contains("verify-full") && err.contains("not valid for name"),
+        err.contains(
+            "TLS handshake with the repository failed (server.upstream_tls = verify-full)"
+        ),
         "{err}"
     );
-    assert!(err.contains("127.0.0.1"), "{err}");
+    assert!(!err.contains("127.0.0.1"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
