@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::live::LiveSettings;
 use crate::negotiate::{self, NegotiateError, Negotiated};
 use crate::policy::{self, Transport, UserClassifier, Verdict};
+use crate::protocol::login_watch::LoginOutcome;
 use crate::protocol::{ErrorResponse, SqlState};
 use crate::relay::{self, RelayEnd};
 use crate::telemetry::{LogSafe, names};
@@ -170,7 +171,7 @@ pub async fn handle(
             }
             // An idle session should hold nothing it no longer needs.
             drop((startup, pipelined, tls));
-            let end = relay::relay(&mut stream, &mut upstream, &ctx.closing).await;
+            let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
             let duration_ms = started.elapsed().as_millis() as u64;
             let t = end.transferred();
             metrics::counter!(names::BYTES_RELAYED, "direction" => "to_upstream")
@@ -178,17 +179,26 @@ pub async fn handle(
             metrics::counter!(names::BYTES_RELAYED, "direction" => "to_client")
                 .increment(t.to_client);
             let (bytes_up, bytes_down) = (t.to_upstream, t.to_client);
+            let (user, database) = (LogSafe(&user), LogSafe(&database));
+            // A login the repository refused ends like any session, but its outcome is the refusal.
+            if let Some(LoginOutcome::Refused { sqlstate, message }) = &login {
+                info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                      bytes_up, bytes_down, duration_ms, outcome = "refused_by_repository",
+                      sqlstate = %LogSafe(sqlstate), message = %LogSafe(message),
+                      "the repository refused the login");
+                return;
+            }
             match end {
                 RelayEnd::Closed(_) => {
-                    info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), class = %class, tls = %tls_version,
+                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
                     bytes_up, bytes_down, duration_ms, outcome = "closed", "session ended")
                 }
                 RelayEnd::Failed(e, _) => {
-                    info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), class = %class, tls = %tls_version,
+                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
                     bytes_up, bytes_down, error = %e, duration_ms, outcome = "failed", "session ended with an error")
                 }
                 RelayEnd::Shutdown(_) => {
-                    info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), bytes_up, bytes_down, duration_ms, outcome = "shutdown",
+                    info!(%peer, %user, %database, bytes_up, bytes_down, duration_ms, outcome = "shutdown",
                     "session closed at the end of the shutdown grace period")
                 }
             }

@@ -1,6 +1,8 @@
 //! The relay: bytes both ways between the client and the repository until either side closes.
 //!
-//! Nothing here parses the protocol; authentication, queries and COPY pass through untouched.
+//! Nothing here changes the protocol; authentication, queries and COPY pass through untouched. Until
+//! the login is decided, the repository's bytes are also shown to a [`LoginWatch`] (frames only, no
+//! copy), which is dropped once it knows.
 //!
 //! An idle session must cost as little memory as possible (a proxy may hold thousands), so the relay
 //! owns no copy buffers while nothing flows: each read lands in a buffer on the stack of the poll
@@ -15,6 +17,8 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
+
+use crate::protocol::login_watch::{LoginOutcome, LoginWatch};
 
 /// Size of the per-poll stack buffer: one TLS record's worth of plaintext.
 const CHUNK: usize = 16 * 1024;
@@ -54,8 +58,40 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    relay_with(client, upstream, stop, Direction::default())
+        .await
+        .0
+}
+
+/// [`relay`] for a session whose login is still under way: also reports how the repository ended the
+/// login (`None` when the relay ended before it said).
+pub async fn relay_login<C, U>(
+    client: &mut C,
+    upstream: &mut U,
+    stop: &CancellationToken,
+) -> (RelayEnd, Option<LoginOutcome>)
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let down = Direction {
+        login: Some(Box::default()),
+        ..Direction::default()
+    };
+    relay_with(client, upstream, stop, down).await
+}
+
+async fn relay_with<C, U>(
+    client: &mut C,
+    upstream: &mut U,
+    stop: &CancellationToken,
+    mut down: Direction,
+) -> (RelayEnd, Option<LoginOutcome>)
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     let mut up = Direction::default();
-    let mut down = Direction::default();
     let copy = poll_fn(|cx| {
         let a = up.poll(cx, &mut *client, &mut *upstream)?;
         let b = down.poll(cx, &mut *upstream, &mut *client)?;
@@ -73,14 +109,15 @@ where
         to_upstream: up.moved,
         to_client: down.moved,
     };
-    match result {
+    let end = match result {
         Some(Ok(())) => RelayEnd::Closed(moved),
         // A client that drops TCP without TLS close_notify is how most clients leave after
         // Terminate; it is an ordinary end of session, not a failure.
         Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => RelayEnd::Closed(moved),
         Some(Err(e)) => RelayEnd::Failed(e, moved),
         None => RelayEnd::Shutdown(moved),
-    }
+    };
+    (end, down.login_outcome)
 }
 
 /// One direction of the copy.
@@ -98,6 +135,10 @@ struct Direction {
     done: bool,
     /// Bytes moved.
     moved: u64,
+    /// Watches the login until it is decided (repository-to-client direction only).
+    login: Option<Box<LoginWatch>>,
+    /// What the watch found.
+    login_outcome: Option<LoginOutcome>,
 }
 
 impl Direction {
@@ -155,6 +196,12 @@ impl Direction {
                 continue;
             }
             self.moved += data.len() as u64;
+            if let Some(watch) = &mut self.login
+                && let Some(outcome) = watch.feed(data)
+            {
+                self.login_outcome = Some(outcome);
+                self.login = None;
+            }
             let mut written = 0;
             while written < data.len() {
                 match Pin::new(&mut *writer).poll_write(cx, &data[written..]) {

@@ -2,11 +2,13 @@
 //!
 //! pgssl only looks at the first packets of a connection (see
 //! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>); after a permitted
-//! start-up it relays bytes without parsing them. Parsing here never touches a socket: it works on byte
+//! start-up it relays bytes without parsing them, only watching the frames of the repository's login
+//! answers to learn how the login ended ([`login_watch`]). Parsing here never touches a socket: it works on byte
 //! buffers so that it can be tested against fixtures and fuzzed.
 
 pub mod error_response;
 pub mod first_packet;
+pub mod login_watch;
 
 pub use error_response::{ErrorResponse, SqlState};
 pub use first_packet::{FirstPacket, PacketError, StartupMessage};

@@ -564,3 +564,67 @@ async fn a_dead_or_refusing_repository_is_named_in_the_log_only() {
     assert!(log.contains("Connection refused"), "{log}");
     drop(serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_the_repository_refuses_is_logged_with_its_sqlstate() {
+    let pg = Postgres::start_with_tcp();
+    let env = CliEnv::new(&format!("127.0.0.1:{}", pg.tcp_port.unwrap()));
+    let serve = ServeProcess::start(&env, &[]).await;
+    let tcp = TcpStream::connect(serve.addr).await.unwrap();
+    let wrong = Session::start(tcp, &crate::client::params("tableau"), Some("wrong")).await;
+    assert!(
+        matches!(&wrong, Err(ClientError::Server(e)) if e.code == "28P01"),
+        "{wrong:?}"
+    );
+    let tcp = TcpStream::connect(serve.addr).await.unwrap();
+    let missing = Session::start(
+        tcp,
+        &[("user", "tableau"), ("database", "no_such_db")],
+        Some(PASSWORD),
+    )
+    .await;
+    assert!(
+        matches!(&missing, Err(ClientError::Server(e)) if e.code == "3D000"),
+        "{missing:?}"
+    );
+    let mut fine = crate::client::connect_plain(serve.addr, "tableau")
+        .await
+        .unwrap();
+    fine.simple_query("SELECT 1").await.unwrap();
+    fine.terminate().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while serve.log_text().matches("session ended").count()
+        + serve.log_text().matches("refused the login").count()
+        < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = serve.log_text();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused the login"))
+        .collect();
+    assert_eq!(refusals.len(), 2, "{log}");
+    assert!(
+        refusals.iter().any(
+            |l| l.contains("outcome=\"refused_by_repository\"") && l.contains("sqlstate=28P01")
+        ),
+        "{log}"
+    );
+    assert!(
+        refusals.iter().any(|l| l.contains("sqlstate=3D000")),
+        "{log}"
+    );
+    let closed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session ended"))
+        .collect();
+    assert_eq!(closed.len(), 1, "{log}");
+    assert!(closed[0].contains("outcome=\"closed\""), "{log}");
+    drop(serve);
+}
