@@ -9,7 +9,7 @@ use crate::state::keystore::Secret;
 pub fn add(ctx: &Context, name: &str, password: &Secret) -> Result<(), CommandError> {
     let out = &ctx.out;
     check_secret(password, "the password")?;
-    let store = ctx.store()?;
+    let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     AdminUsers::open(&store.config_dir()).add(name, password)?;
     say!(

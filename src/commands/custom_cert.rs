@@ -19,7 +19,7 @@ pub fn add(ctx: &Context, cert_file: &Path) -> Result<(), CommandError> {
     let out = &ctx.out;
     let ca = custom_ca::read(cert_file, OffsetDateTime::now_utc())
         .map_err(|e| CommandError::Refused(e.to_string()))?;
-    let store = ctx.store()?;
+    let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     let mut pending = store.pending()?;
     if pending.merged_into(&store.applied()?).custom_ca.is_some() {

@@ -10,7 +10,7 @@ pub fn enable(ctx: &Context, user: &str, secret: &Secret) -> Result<(), CommandE
     let out = &ctx.out;
     require_managed(ctx)?;
     check_secret(secret, "the password")?;
-    let store = ctx.store()?;
+    let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     let mut keystore = Keystore::open(&store.config_dir())?;
     keystore.set(&pending_password_name(user), secret)?;
@@ -31,7 +31,7 @@ pub fn enable(ctx: &Context, user: &str, secret: &Secret) -> Result<(), CommandE
 pub fn disable(ctx: &Context, user: &str) -> Result<(), CommandError> {
     let out = &ctx.out;
     require_managed(ctx)?;
-    let store = ctx.store()?;
+    let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     let mut pending = store.pending()?;
     pending

@@ -56,7 +56,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         note!(out, "warning: {warning}");
     }
 
-    let store = ctx.store()?;
+    let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     let id = new_id()?;
     validated.store(&store.external_ssl_dir(&id))?;

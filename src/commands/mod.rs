@@ -117,8 +117,14 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens the data directory's state.
+    /// Opens the data directory's state, which must exist: a command that only reads or applies state
+    /// says so for a mistyped `--data-dir` instead of creating an empty one and reporting "off".
     pub fn store(&self) -> Result<StateStore, CommandError> {
+        Ok(StateStore::open_existing(&self.data_dir)?)
+    }
+
+    /// Opens the data directory's state, creating it: for `serve` and the commands that stage a change.
+    pub fn store_or_create(&self) -> Result<StateStore, CommandError> {
         Ok(StateStore::open(&self.data_dir)?)
     }
 }

@@ -20,7 +20,7 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
     } else {
         Mode::Required
     };
-    let store = ctx.store()?;
+    let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     let applied = store.applied()?;
     let mut pending = store.pending()?;
@@ -112,7 +112,7 @@ fn managed_major(ctx: &Context) -> version::MajorVersion {
 /// Stages `off`.
 pub fn disable(ctx: &Context) -> Result<(), CommandError> {
     let out = &ctx.out;
-    let store = ctx.store()?;
+    let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     let applied = store.applied()?;
     let mut pending = store.pending()?;

@@ -94,7 +94,7 @@ async fn run(
     admin: Option<std::net::SocketAddr>,
 ) -> Result<(), CommandError> {
     let signals = Signals::register()?;
-    let store = ctx.store()?;
+    let store = ctx.store_or_create()?;
     match crate::server::raise_open_file_limit(&ctx.config) {
         Ok((limit, needed)) if limit < needed => warn!(
             limit,

@@ -78,7 +78,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         .transpose()
         .map_err(|e| CommandError::Refused(e.to_string()))?;
 
-    let store = ctx.store()?;
+    let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     let mut pending = store.pending()?;
     let next = pending.merged_into(&store.applied()?);

@@ -219,6 +219,11 @@ pub enum StateError {
         /// What is wrong.
         message: String,
     },
+    /// The data directory (its `config/` folder) does not exist.
+    #[error(
+        "no pgssl data directory at {0} (check --data-dir or PGSSL_DATA_DIR; 'pgssl serve' and the commands that stage a change create one)"
+    )]
+    Missing(PathBuf),
 }
 
 /// Folder (under `config/`) of external certificates.
@@ -269,6 +274,18 @@ impl StateStore {
             path: config_dir,
             source,
         })?;
+        Ok(store)
+    }
+
+    /// Opens a data directory that must already exist; nothing is created.
+    pub fn open_existing(data_dir: &Path) -> Result<StateStore, StateError> {
+        let store = StateStore {
+            data_dir: data_dir.to_path_buf(),
+        };
+        if !store.config_dir().is_dir() {
+            let shown = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+            return Err(StateError::Missing(shown));
+        }
         Ok(store)
     }
 

@@ -18,7 +18,16 @@ pub const ADMIN_PASSWORD: &str = "admin-pass-ç-1";
 
 /// A served data directory with one administrator, the admin server on a free port.
 pub async fn admin_env(pg: &Postgres) -> (CliEnv, ServeProcess, SocketAddr) {
+    admin_env_with(pg, "").await
+}
+
+/// [`admin_env`] with `[admin]` settings added to the config.
+pub async fn admin_env_with(pg: &Postgres, admin: &str) -> (CliEnv, ServeProcess, SocketAddr) {
     let env = CliEnv::new(&pg.upstream_text());
+    if !admin.is_empty() {
+        let config = std::fs::read_to_string(env.config()).unwrap();
+        std::fs::write(env.config(), format!("{config}[admin]\n{admin}\n")).unwrap();
+    }
     ok(&env
         .run_with_stdin(
             &["admin-user", "add", "--username", ADMIN, "--password", "-"],

@@ -245,6 +245,31 @@ fn mode_bits(path: &Path) -> u32 {
 #[test]
 fn a_fresh_data_dir_lists_off_and_refuses_get_certificate_and_an_empty_apply() {
     let env = CliEnv::new("127.0.0.1:1");
+    // A mistyped --data-dir: read-only commands say there is none, and create nothing.
+    for args in [
+        &["security", "repository-ssl", "list"][..],
+        &["pending-changes", "list"],
+        &["pending-changes", "apply"],
+        &["security", "external-ssl", "list"],
+        &["internal-credentials"],
+        &["admin-user", "list"],
+    ] {
+        let err = failed(&env.run(args));
+        assert!(
+            err.contains(&format!(
+                "no pgssl data directory at {}",
+                env.data_dir().display()
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !env.data_dir().exists(),
+            "{args:?} created the data directory"
+        );
+    }
+    // Staging a change creates it.
+    ok(&env.run(&["security", "repository-ssl", "disable"]));
+    assert!(env.data_dir().join("config").is_dir());
     let list = ok(&env.run(&["security", "repository-ssl", "list"]));
     assert!(
         list.contains("mode:                off (Off for all connections)"),
@@ -448,6 +473,7 @@ fn the_data_dir_comes_from_pgssl_data_dir_when_not_given() {
 #[test]
 fn output_into_a_closed_pipe_is_not_a_panic() {
     let env = CliEnv::new("127.0.0.1:1");
+    ok(&env.run(&["security", "repository-ssl", "disable"]));
     let mut child = env
         .command(&["security", "repository-ssl", "list"])
         .stdout(Stdio::piped())

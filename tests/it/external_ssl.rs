@@ -352,6 +352,7 @@ async fn custom_cert_takes_pem_or_der_one_at_a_time() {
     let der = env.dir.path().join("root.der");
     let pem_text = std::fs::read_to_string(&pki.root).unwrap();
     std::fs::write(&der, pem::parse(&pem_text).unwrap().contents()).unwrap();
+    ok(&env.run(&["security", "repository-ssl", "disable"]));
 
     let list = ok(&env.run(&["security", "custom-cert", "list"]));
     assert!(list.contains("none"), "{list}");
