@@ -52,7 +52,6 @@ pub async fn apply(
                     })?,
                 };
                 ensure_login_role(&mut admin, user, &password).await?;
-                admin.simple_query(&grants(user, &owners)).await?;
                 ensure_landing_database(&mut admin, user).await?;
                 keystore.set(&password_name(user), &password)?;
                 keystore.remove(&staged)?;
@@ -72,6 +71,15 @@ pub async fn apply(
                 keystore.remove(&password_name(user))?;
                 info!(user, "direct access disabled");
             }
+        }
+    }
+    // Default privileges tie a creator (tableau) to a reader (readonly) and can only be granted once
+    // both roles exist, so one user's grants cannot be set up when only that user changes: after any
+    // change, every direct user that exists gets its grants again (they are idempotent), whatever the
+    // order in which the users were enabled.
+    for user in DIRECT_USERS {
+        if role_exists(&mut admin, user).await? {
+            admin.simple_query(&grants(user, &owners)).await?;
         }
     }
     let _ = admin.terminate().await;

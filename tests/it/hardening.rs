@@ -628,3 +628,89 @@ async fn a_login_the_repository_refuses_is_logged_with_its_sqlstate() {
     assert!(closed[0].contains("outcome=\"closed\""), "{log}");
     drop(serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_reads_tables_tableau_creates_later_whatever_the_order_they_were_enabled() {
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    let direct = |user: &str| {
+        format!(
+            "host=localhost hostaddr=127.0.0.1 port={} dbname=repository user={user} sslmode=disable",
+            serve.addr.port()
+        )
+    };
+    // Both in one apply (readonly's grants used to run first, before tableau existed).
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&env.stage_direct_user("readonly", PASSWORD).await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    let created = crate::harness::psql_commands(
+        &direct("tableau"),
+        &[
+            "CREATE TABLE later (id int)",
+            "INSERT INTO later VALUES (7)",
+        ],
+    )
+    .await;
+    assert!(created.ok, "{created:?}");
+    let read = crate::harness::psql_commands(&direct("readonly"), &["SELECT id FROM later"]).await;
+    assert_eq!(read.stdout.trim(), "7", "{read:?}");
+    let write =
+        crate::harness::psql_commands(&direct("readonly"), &["INSERT INTO later VALUES (8)"]).await;
+    assert!(
+        !write.ok && write.stderr.contains("permission denied"),
+        "{write:?}"
+    );
+
+    // tableau disabled and enabled again after readonly: still the same.
+    ok(&run(
+        &env,
+        &[
+            "data-access",
+            "repository-access",
+            "disable",
+            "--repository-username",
+            "tableau",
+        ],
+    )
+    .await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    let created = crate::harness::psql_commands(
+        &direct("tableau"),
+        &[
+            "CREATE TABLE later2 (id int)",
+            "INSERT INTO later2 VALUES (9)",
+        ],
+    )
+    .await;
+    assert!(created.ok, "{created:?}");
+    let read = crate::harness::psql_commands(&direct("readonly"), &["SELECT id FROM later2"]).await;
+    assert_eq!(read.stdout.trim(), "9", "{read:?}");
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_enabled_before_tableau_exists_reads_what_tableau_creates() {
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    let direct = |user: &str| {
+        format!(
+            "host=localhost hostaddr=127.0.0.1 port={} dbname=repository user={user} sslmode=disable",
+            serve.addr.port()
+        )
+    };
+    ok(&env.stage_direct_user("readonly", PASSWORD).await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    let created = crate::harness::psql_commands(
+        &direct("tableau"),
+        &["CREATE TABLE t (id int)", "INSERT INTO t VALUES (5)"],
+    )
+    .await;
+    assert!(created.ok, "{created:?}");
+    let read = crate::harness::psql_commands(&direct("readonly"), &["SELECT id FROM t"]).await;
+    assert_eq!(read.stdout.trim(), "5", "{read:?}");
+    drop(serve);
+}
