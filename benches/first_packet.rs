@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use bytes::{BufMut, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
-use pgssl::policy::{self, Mode, Transport, UserClassifier};
-use pgssl::protocol::first_packet;
+use pgssl::proxy::policy::{self, Mode, Transport, UserClassifier};
+use pgssl::proxy::protocol::first_packet;
 
 fn packet(code: u32, body: &[u8]) -> BytesMut {
     let mut b = BytesMut::with_capacity(8 + body.len());

@@ -2,7 +2,7 @@
 //! names.
 //!
 //! Settings that an administrator stages and applies (the SSL mode, the certificate) live in the data
-//! directory's state instead (see [`crate::state`]); this file holds what is fixed at start-up. Every key
+//! directory's state instead (see [`crate::control::state`]); this file holds what is fixed at start-up. Every key
 //! is optional and unknown keys are refused, so a typo cannot silently fall back to a default.
 
 use std::net::SocketAddr;
@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::UserClassifier;
-use crate::upstream::{BadUpstreamAddr, UpstreamAddr};
-use crate::upstream_tls::UpstreamTlsMode;
+use crate::proxy::policy::UserClassifier;
+use crate::proxy::upstream::tls::UpstreamTlsMode;
+use crate::proxy::upstream::{BadUpstreamAddr, UpstreamAddr};
 
 /// The default path of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/pgssl.toml";

@@ -1,40 +1,32 @@
 //! pgssl: a PostgreSQL-wire proxy that terminates TLS in front of a PostgreSQL server (the
 //! "repository") and enforces who must use it.
 //!
-//! A tour, in the order a connection meets the code:
+//! The folders are the layers, in the order a connection and a command meet them:
 //!
-//! - Data plane: [`server`] accepts and limits connections; [`connection`] runs one of them through
-//!   [`negotiate`] (first packets, built on [`protocol`]), [`policy`] (mode × user class), [`upstream`]
-//!   (with [`upstream_tls`] when the repository leg is encrypted) and [`relay`]. [`live`] holds the
-//!   settings, the TLS acceptor ([`tls`]) and the upstream connector ([`tls_client`]) that new
-//!   connections get.
-//! - Control plane: [`state`] (applied and pending state, certificates, atomic files), [`repository`]
-//!   (talking to the upstream as a client), and [`control`] (the reload socket a running server listens
-//!   on).
-//! - Admin: [`admin`] serves the same operations over HTTPS (JSON API and web pages).
-//! - CLI: [`cli`] maps the tsm-style grammar onto [`commands`], or with `-s` onto the admin API
-//!   ([`remote`]).
+//! - [`proxy`], the data plane: [`proxy::server`] accepts and limits connections;
+//!   [`proxy::connection`] runs one through [`proxy::negotiate`] (first packets, on [`proxy::protocol`]),
+//!   [`proxy::policy`] (mode × user class), [`proxy::upstream`] (optionally over TLS) and
+//!   [`proxy::relay`]. It serves the plain [`proxy::settings::LiveSettings`] snapshot it is handed and
+//!   knows nothing of how state is stored.
+//! - [`tls`]: rustls server configuration, outgoing-TLS verifiers, certificate files and protocol lists.
+//! - [`control`], the control plane: [`control::operations`] (one file per command family),
+//!   [`control::state`] (applied and pending state, keystore), [`control::reload`] (building the
+//!   settings snapshot and the reload socket).
+//! - [`repository`]: the managed PostgreSQL cluster, roles and grants, a minimal client.
+//! - [`admin`]: the HTTPS admin server (JSON API, web pages) over the same operations.
+//! - [`cli`]: the command-line grammar, run locally or against the admin API ([`cli::remote`]).
+//! - [`app`]: the composition root of `pgssl serve`.
+//! - Shared: [`config`], [`telemetry`], [`atomic`] (atomic file writes).
 
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod app;
+pub mod atomic;
 pub mod cli;
-pub mod commands;
 pub mod config;
-pub mod connection;
 pub mod control;
-pub mod live;
-pub mod negotiate;
-pub mod policy;
-pub mod protocol;
-pub mod relay;
-pub mod remote;
+pub mod proxy;
 pub mod repository;
-pub mod server;
-pub mod state;
-pub mod stream;
 pub mod telemetry;
 pub mod tls;
-pub mod tls_client;
-pub mod upstream;
-pub mod upstream_tls;

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Each error's message already carries its cause; print it once, on one line.
             let err = anyhow::Error::from(e);
-            pgssl::commands::print_line(
+            pgssl::control::operations::print_line(
                 &mut std::io::stderr(),
                 &format!("error: {}", err.to_string().replace('\n', " ")),
             );

@@ -17,12 +17,12 @@ use serde_json::{Value, json};
 use super::requests;
 use super::session::Session;
 use super::{AdminState, Req, json_error, respond, session_cookie};
-use crate::commands::{
+use crate::atomic;
+use crate::control::operations::{
     CommandError, OutputLine, custom_cert, data_access, external_ssl, pending_changes,
     regenerate_tokens, repository_ssl, vizql_extsvc,
 };
-use crate::state::atomic;
-use crate::state::keystore::Secret;
+use crate::control::state::keystore::Secret;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -297,7 +297,7 @@ async fn run<F>(
     op: F,
 ) -> Resp
 where
-    F: FnOnce(&crate::commands::Context) -> Result<(), CommandError> + Send + 'static,
+    F: FnOnce(&crate::control::operations::Context) -> Result<(), CommandError> + Send + 'static,
 {
     let (result, lines) = state.perform(&user, peer, action, op).await;
     outcome(result, lines)
@@ -305,7 +305,7 @@ where
 
 async fn list<F>(state: &Arc<AdminState>, op: F) -> Resp
 where
-    F: FnOnce(&crate::commands::Context) -> Result<(), CommandError> + Send + 'static,
+    F: FnOnce(&crate::control::operations::Context) -> Result<(), CommandError> + Send + 'static,
 {
     let (result, lines) = state.run(op).await;
     outcome(result, lines)
@@ -318,7 +318,7 @@ struct Upload {
 
 impl Upload {
     fn new(state: &AdminState) -> Result<Upload, String> {
-        let id = crate::state::store::new_id().map_err(|e| e.to_string())?;
+        let id = crate::control::state::store::new_id().map_err(|e| e.to_string())?;
         let dir = state.data_dir.join("run").join("uploads").join(id);
         atomic::create_private_dir(&dir).map_err(|e| format!("cannot store the upload: {e}"))?;
         Ok(Upload { dir })

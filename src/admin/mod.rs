@@ -1,5 +1,5 @@
 //! The admin server: HTTPS on `127.0.0.1:8850` by default, with a JSON API under `/api/v1/` and the web
-//! pages, both built on the same control-plane operations as the CLI ([`crate::commands`]).
+//! pages, both built on the same control-plane operations as the CLI ([`crate::control::operations`]).
 //!
 //! Every request but sign-in needs a session (cookie `pgssl_admin`: HttpOnly, Secure,
 //! SameSite=Strict, idle timeout); every change request also needs the session's CSRF token; every
@@ -28,11 +28,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::commands::{CommandError, Context, Output, OutputLine};
 use crate::config::Config;
-use crate::state::admin_users::HashMemory;
-use crate::state::certs::{self, CertError, CertPaths};
-use crate::state::protocols::ProtocolSet;
+use crate::control::operations::{CommandError, Context, Output, OutputLine};
+use crate::control::state::admin_users::HashMemory;
+use crate::tls::certs::{self, CertError, CertPaths};
+use crate::tls::protocols::ProtocolSet;
 use session::{Sessions, SignInLimiter};
 
 /// The default admin address, as in the model's services manager.
@@ -200,10 +200,11 @@ impl AdminState {
             self.limiter().release(peer);
             return Err(SignInRefusal::Busy);
         };
-        let users = crate::state::admin_users::AdminUsers::open(&self.data_dir.join("config"));
+        let users =
+            crate::control::state::admin_users::AdminUsers::open(&self.data_dir.join("config"));
         let (name, secret) = (
             user.to_string(),
-            crate::state::keystore::Secret::new(password.to_string()),
+            crate::control::state::keystore::Secret::new(password.to_string()),
         );
         let mut memory = lock(&self.hash_memory).pop().unwrap_or_default();
         let checked = tokio::task::spawn_blocking(move || {
@@ -548,7 +549,8 @@ async fn handle(
         };
     };
     // An administrator deleted meanwhile is signed out.
-    let users = crate::state::admin_users::AdminUsers::open(&state.data_dir.join("config"));
+    let users =
+        crate::control::state::admin_users::AdminUsers::open(&state.data_dir.join("config"));
     if !users
         .list()
         .is_ok_and(|names| names.contains(&session.user))

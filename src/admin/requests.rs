@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::state::security::ConnectionType;
+use crate::control::state::security::ConnectionType;
 
 /// Reads `body` as `T`; an empty body reads as `{}`. The error names the offending field.
 pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {

@@ -13,11 +13,11 @@ use hyper::{Method, Response, StatusCode};
 
 use super::session::{Flash, Session};
 use super::{AdminState, Req, respond, session_cookie};
-use crate::commands::{
+use crate::control::operations::{
     OutputLine, custom_cert, external_ssl, pending_changes, regenerate_tokens, repository_ssl,
     vizql_extsvc,
 };
-use crate::policy::Mode;
+use crate::proxy::policy::Mode;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -372,7 +372,7 @@ fn back(req: &Req) -> String {
 fn flash(
     state: &Arc<AdminState>,
     token: &str,
-    result: Result<(), crate::commands::CommandError>,
+    result: Result<(), crate::control::operations::CommandError>,
     lines: Vec<OutputLine>,
 ) {
     let flash = Flash {
@@ -386,7 +386,7 @@ fn flash(
 
 /// An operation's report as text, its error (if any) as the last line.
 fn report_text(
-    result: Result<(), crate::commands::CommandError>,
+    result: Result<(), crate::control::operations::CommandError>,
     lines: Vec<OutputLine>,
 ) -> String {
     let mut text: Vec<String> = lines
@@ -411,7 +411,7 @@ fn flash_outcome(
         Err((_, message)) => flash(
             state,
             token,
-            Err(crate::commands::CommandError::Refused(message)),
+            Err(crate::control::operations::CommandError::Refused(message)),
             Vec::new(),
         ),
     }
@@ -640,7 +640,9 @@ async fn listing_page<F>(
     forms: &str,
 ) -> Resp
 where
-    F: FnOnce(&crate::commands::Context) -> Result<(), crate::commands::CommandError>
+    F: FnOnce(
+            &crate::control::operations::Context,
+        ) -> Result<(), crate::control::operations::CommandError>
         + Send
         + 'static,
 {

@@ -17,12 +17,12 @@
 
 /// `println!` that ignores a closed pipe (`pgssl-bench … | head` must not panic).
 macro_rules! outln {
-    ($($arg:tt)*) => { pgssl::commands::print_line(&mut std::io::stdout(), &format!($($arg)*)) };
+    ($($arg:tt)*) => { pgssl::control::operations::print_line(&mut std::io::stdout(), &format!($($arg)*)) };
 }
 
 /// `eprintln!` likewise.
 macro_rules! errln {
-    ($($arg:tt)*) => { pgssl::commands::print_line(&mut std::io::stderr(), &format!($($arg)*)) };
+    ($($arg:tt)*) => { pgssl::control::operations::print_line(&mut std::io::stderr(), &format!($($arg)*)) };
 }
 
 use std::net::SocketAddr;
@@ -483,7 +483,7 @@ fn process_rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn tls_connector() -> tokio_rustls::TlsConnector {
-    match pgssl::tls_client::require_mode_connector() {
+    match pgssl::tls::client::require_mode_connector() {
         Ok(connector) => connector,
         Err(e) => {
             errln!("error: cannot build a TLS client configuration: {e}");
@@ -498,15 +498,15 @@ async fn bare_server(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let paths = pgssl::state::CertPaths {
+    let paths = pgssl::control::state::CertPaths {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(pgssl::tls::server_config(&paths)?);
     let listener = TcpListener::bind(listen).await?;
     errln!("bare rustls server listening on {}", listener.local_addr()?);
-    let refusal = pgssl::protocol::ErrorResponse::fatal(
-        pgssl::protocol::SqlState::InvalidAuthorizationSpecification,
+    let refusal = pgssl::proxy::protocol::ErrorResponse::fatal(
+        pgssl::proxy::protocol::SqlState::InvalidAuthorizationSpecification,
         "no PostgreSQL user name specified in startup packet",
     )
     .encode();

@@ -10,8 +10,8 @@ use super::managed::{
     ManagedError, ManagedRepository, REPOSITORY_DATABASE, ensure_database, ensure_login_role,
     role_exists,
 };
-use crate::state::keystore::{Keystore, Secret};
-use crate::state::store::{Access, pending_password_name};
+use crate::control::state::keystore::{Keystore, Secret};
+use crate::control::state::store::{Access, pending_password_name};
 
 /// The users `data-access repository-access` manages.
 pub const DIRECT_USERS: [&str; 2] = ["tableau", "readonly"];
@@ -90,7 +90,7 @@ pub async fn apply(
 /// user name) connect instead of failing with "database does not exist"; the data lives in
 /// `repository`. Only that user (and superusers) may connect to it.
 async fn ensure_landing_database(
-    admin: &mut crate::repository::Session<crate::upstream::UpstreamStream>,
+    admin: &mut crate::repository::Session<crate::proxy::upstream::UpstreamStream>,
     user: &str,
 ) -> Result<(), ManagedError> {
     ensure_database(admin, user, None).await?;

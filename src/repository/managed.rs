@@ -27,8 +27,8 @@ use tracing::{error, info, warn};
 
 use super::client::{ClientError, Session};
 use crate::config::{Config, is_plain_identifier};
-use crate::state::keystore::{Keystore, KeystoreError, Secret};
-use crate::upstream::{UpstreamAddr, UpstreamStream};
+use crate::control::state::keystore::{Keystore, KeystoreError, Secret};
+use crate::proxy::upstream::{UpstreamAddr, UpstreamStream};
 
 /// The superuser of a managed cluster.
 pub const SUPERUSER: &str = "postgres";

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::upstream::UpstreamAddr;
-use crate::upstream_tls::UpstreamTls;
+use crate::proxy::upstream::UpstreamAddr;
+use crate::proxy::upstream::tls::UpstreamTls;
 
 use super::client::{ClientError, Session};
 

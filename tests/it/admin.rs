@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::{HeaderMap, Method, StatusCode};
-use pgssl::remote::http_request;
-use pgssl::tls_client::{Verification, connector_with_alpn};
+use pgssl::cli::remote::http_request;
+use pgssl::tls::client::{Verification, connector_with_alpn};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 

@@ -238,8 +238,8 @@ async fn trickle(addr: std::net::SocketAddr, source: IpAddr) -> String {
     let Ok(tcp) = socket.connect(addr).await else {
         return "refused".into();
     };
-    let connector = pgssl::tls_client::connector_with_alpn(
-        pgssl::tls_client::Verification::None,
+    let connector = pgssl::tls::client::connector_with_alpn(
+        pgssl::tls::client::Verification::None,
         &[b"http/1.1"],
     )
     .unwrap();

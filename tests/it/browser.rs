@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hyper::Method;
-use pgssl::remote::http_request;
+use pgssl::cli::remote::http_request;
 use serde_json::{Value, json};
 
 use crate::admin::{ADMIN, ADMIN_PASSWORD, admin_env};

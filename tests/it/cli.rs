@@ -355,7 +355,7 @@ fn enable_reads_the_major_version_generates_a_certificate_and_stages_until_apply
         "{list}"
     );
     assert!(list.contains("expires:"), "{list}");
-    let info = pgssl::state::certs::read_info(&security.join("server.crt")).unwrap();
+    let info = pgssl::tls::certs::read_info(&security.join("server.crt")).unwrap();
     assert!(list.contains(&info.sha256_fingerprint), "{list}");
 
     let exported = env.dir.path().join("client.crt");
@@ -368,7 +368,7 @@ fn enable_reads_the_major_version_generates_a_certificate_and_stages_until_apply
         exported.to_str().unwrap(),
     ]));
     assert!(out.contains(&info.sha256_fingerprint), "{out}");
-    assert_eq!(pgssl::state::certs::read_info(&exported).unwrap(), info);
+    assert_eq!(pgssl::tls::certs::read_info(&exported).unwrap(), info);
     assert!(
         !std::fs::read_to_string(&exported)
             .unwrap()

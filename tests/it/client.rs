@@ -131,7 +131,7 @@ pub async fn connect_tls_unverified(
     database: &str,
     password: &str,
 ) -> Result<TlsSession, ClientError> {
-    let connector = pgssl::tls_client::require_mode_connector().unwrap();
+    let connector = pgssl::tls::client::require_mode_connector().unwrap();
     let (answer, tcp) = ssl_request(addr).await;
     if answer != b'S' {
         return Err(ClientError::Protocol(format!(
@@ -154,5 +154,5 @@ pub async fn connect_tls_unverified(
 pub fn peer_fingerprint(session: &TlsSession) -> String {
     let (_, conn) = session.stream().get_ref();
     let cert = &conn.peer_certificates().expect("a server certificate")[0];
-    pgssl::state::certs::sha256_fingerprint(cert)
+    pgssl::tls::certs::sha256_fingerprint(cert)
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pgssl::policy::Mode;
+use pgssl::proxy::policy::Mode;
 use pgssl::repository::{ClientError, Session};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -23,7 +23,7 @@ async fn start_up(
     if tls {
         let (answer, tcp) = ssl_request(proxy.addr).await;
         assert_eq!(answer, b'S');
-        let tls = pgssl::tls_client::require_mode_connector()
+        let tls = pgssl::tls::client::require_mode_connector()
             .unwrap()
             .connect(
                 rustls::pki_types::ServerName::try_from("localhost").unwrap(),
@@ -375,11 +375,8 @@ async fn rotation_in_front_of_an_external_repository_rotates_what_pgssl_owns_and
         ],
     )
     .await);
-    let exported = pgssl::state::certs::read_chain(&file).unwrap();
-    assert_eq!(
-        pgssl::state::certs::sha256_fingerprint(&exported[0]),
-        served
-    );
+    let exported = pgssl::tls::certs::read_chain(&file).unwrap();
+    assert_eq!(pgssl::tls::certs::sha256_fingerprint(&exported[0]), served);
     // The repository's roles were not touched: tableau still logs in with its password.
     let mut s = crate::client::connect_tls_unverified(serve.addr, "tableau", "postgres", PASSWORD)
         .await
@@ -437,7 +434,7 @@ async fn start_up_expecting_error(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_of_a_burst_over_the_limits_gets_53300() {
-    let _ = pgssl::server::raise_open_file_limit(&pgssl::config::Config::default());
+    let _ = pgssl::proxy::server::raise_open_file_limit(&pgssl::config::Config::default());
     let pg = Postgres::start();
     let proxy = Proxy::start_with(pg.upstream(), Mode::Off, |c| {
         c.server.max_connections = 2;
@@ -469,7 +466,7 @@ async fn every_connection_of_a_burst_over_the_limits_gets_53300() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_connect_while_2000_sockets_never_finish_start_up() {
     let (limit, _) =
-        pgssl::server::raise_open_file_limit(&pgssl::config::Config::default()).unwrap();
+        pgssl::proxy::server::raise_open_file_limit(&pgssl::config::Config::default()).unwrap();
     assert!(
         limit >= 5000,
         "this test needs 5000 open files, the limit is {limit}"

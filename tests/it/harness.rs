@@ -13,12 +13,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use pgssl::config::Config;
-use pgssl::live::LiveSettings;
-use pgssl::policy::Mode;
-use pgssl::server::{Server, ServerOptions};
-use pgssl::state::{AppliedState, StateStore, certs};
-use pgssl::upstream::UpstreamAddr;
-use pgssl::upstream_tls::UpstreamTlsMode;
+use pgssl::control::state::{AppliedState, StateStore};
+use pgssl::proxy::policy::Mode;
+use pgssl::proxy::server::{Server, ServerOptions};
+use pgssl::proxy::settings::LiveSettings;
+use pgssl::proxy::upstream::UpstreamAddr;
+use pgssl::proxy::upstream::tls::UpstreamTlsMode;
+use pgssl::tls::certs;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -338,7 +339,7 @@ impl Proxy {
         data_dir: TempDir,
         upstream: UpstreamAddr,
         config: Config,
-    ) -> Result<Proxy, pgssl::server::ServerError> {
+    ) -> Result<Proxy, pgssl::proxy::server::ServerError> {
         let server = Server::bind(ServerOptions {
             data_dir: data_dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pgssl::policy::Mode;
+use pgssl::proxy::policy::Mode;
 
 use crate::cli::{CliEnv, ServeProcess, ok, pgssl_command};
 use crate::client::{connect_plain, connect_tls, sqlstate};
@@ -33,7 +33,7 @@ async fn apply_switches_a_running_server_live_and_keeps_open_sessions() {
     )
     .await);
     let cert = proxy.cert_path();
-    let fingerprint = pgssl::state::certs::read_info(&cert)
+    let fingerprint = pgssl::tls::certs::read_info(&cert)
         .unwrap()
         .sha256_fingerprint;
     assert!(

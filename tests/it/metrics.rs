@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pgssl::policy::Mode;
+use pgssl::proxy::policy::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use pgssl::policy::Mode;
+use pgssl::proxy::policy::Mode;
+use pgssl::proxy::upstream::UpstreamAddr;
 use pgssl::repository::Session;
-use pgssl::upstream::UpstreamAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -311,8 +311,8 @@ async fn direct_tls_is_refused_and_ssl_request_answered_n_when_off() {
     assert_eq!(answer, b'N');
     // There is no certificate in off mode; any root will do, the handshake must not succeed.
     let other = tempfile::tempdir().unwrap();
-    let paths = pgssl::state::CertPaths::in_dir(other.path());
-    pgssl::state::certs::generate(&paths, &["localhost".into()], 1).unwrap();
+    let paths = pgssl::control::state::CertPaths::in_dir(other.path());
+    pgssl::tls::certs::generate(&paths, &["localhost".into()], 1).unwrap();
     assert!(
         direct_tls(proxy.addr, &paths.cert, &[b"postgresql"])
             .await

@@ -1,6 +1,6 @@
 //! The full matrix through real psql/libpq: mode × user × sslmode.
 
-use pgssl::policy::Mode;
+use pgssl::proxy::policy::Mode;
 
 use crate::harness::{INTERNAL_USER, Postgres, Proxy, psql};
 

@@ -136,7 +136,7 @@ async fn regenerate_internal_tokens_rotates_everything_under_load_without_failur
         .unwrap();
     assert_ne!(peer_fingerprint(&fresh), old_fingerprint);
     let on_disk =
-        pgssl::state::certs::read_info(&env.data_dir().join("config/pgsql15/security/server.crt"))
+        pgssl::tls::certs::read_info(&env.data_dir().join("config/pgsql15/security/server.crt"))
             .unwrap();
     assert_eq!(peer_fingerprint(&fresh), on_disk.sha256_fingerprint);
     // The old password is refused with PostgreSQL's own 28P01.
@@ -156,7 +156,7 @@ async fn an_interrupted_rotation_is_consistent_and_a_rerun_finishes_it() {
         let out =
             tokio::process::Command::from(env.command(&["security", "regenerate-internal-tokens"]))
                 .env(
-                    pgssl::commands::regenerate_tokens::FAULT_ENV,
+                    pgssl::control::operations::regenerate_tokens::FAULT_ENV,
                     step.to_string(),
                 )
                 .output()
@@ -176,7 +176,7 @@ async fn an_interrupted_rotation_is_consistent_and_a_rerun_finishes_it() {
         let s = connect_tls_unverified(serve.addr, "pgssl_internal", "repository", &password)
             .await
             .unwrap();
-        let on_disk = pgssl::state::certs::read_info(
+        let on_disk = pgssl::tls::certs::read_info(
             &env.data_dir().join("config/pgsql15/security/server.crt"),
         )
         .unwrap();

@@ -6,12 +6,12 @@
 use std::path::Path;
 
 use pgssl::config::Config;
-use pgssl::policy::Mode;
-use pgssl::state::StateStore;
-use pgssl::state::custom_ca;
-use pgssl::state::security::CustomCa;
-use pgssl::upstream::UpstreamAddr;
-use pgssl::upstream_tls::UpstreamTlsMode;
+use pgssl::control::state::StateStore;
+use pgssl::control::state::custom_ca;
+use pgssl::control::state::security::CustomCa;
+use pgssl::proxy::policy::Mode;
+use pgssl::proxy::upstream::UpstreamAddr;
+use pgssl::proxy::upstream::tls::UpstreamTlsMode;
 use time::OffsetDateTime;
 
 use crate::client::{connect_plain, connect_tls_unverified};
@@ -24,7 +24,7 @@ async fn proxy(
     host: &str,
     mode: UpstreamTlsMode,
     custom: Option<&Path>,
-) -> Result<Proxy, pgssl::server::ServerError> {
+) -> Result<Proxy, pgssl::proxy::server::ServerError> {
     let data_dir = tempfile::Builder::new()
         .prefix("pgssl-data")
         .tempdir()

@@ -1,0 +1,299 @@
+//! `pgssl serve [--listen ADDR] [--upstream ADDR]`: run the proxy until SIGINT or SIGTERM, in front of
+//! an external upstream or of a managed repository that it starts and stops itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::admin::AdminServer;
+use crate::config;
+use crate::control::operations::{CommandError, Context};
+use crate::control::state::StateStore;
+use crate::control::state::admin_users::AdminUsers;
+use crate::control::state::keystore::Keystore;
+use crate::proxy::server::{Server, ServerOptions};
+use crate::proxy::upstream::UpstreamAddr;
+use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
+use crate::tls::certs;
+
+/// The command-line flags of `serve`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeFlags<'a> {
+    /// `--listen`, overriding `server.listen`.
+    pub listen: Option<&'a str>,
+    /// `--upstream`, overriding `server.upstream`.
+    pub upstream: Option<&'a str>,
+    /// `--metrics`: where to serve Prometheus metrics.
+    pub metrics: Option<&'a str>,
+    /// `--admin-listen`, overriding `admin.listen`.
+    pub admin_listen: Option<&'a str>,
+    /// `--no-admin`: run no admin server.
+    pub no_admin: bool,
+}
+
+/// Runs the proxy; with no upstream at all, a managed repository is run.
+pub fn serve(ctx: &Context, flags: ServeFlags<'_>) -> Result<(), CommandError> {
+    let ServeFlags {
+        listen,
+        upstream,
+        metrics,
+        admin_listen,
+        no_admin,
+    } = flags;
+    let metrics = metrics.map(config::parse_listen).transpose()?;
+    let admin = if no_admin {
+        None
+    } else {
+        Some(config::parse_listen(
+            admin_listen.unwrap_or(&ctx.config.admin.listen),
+        )?)
+    };
+    let listen = match listen {
+        Some(l) => config::parse_listen(l)?,
+        None => ctx.config.listen_addr()?,
+    };
+    let upstream = match upstream {
+        Some(u) => Some(
+            UpstreamAddr::parse(u, ctx.config.repository.port)
+                .map_err(crate::config::ConfigError::from)?,
+        ),
+        None => ctx.config.upstream_addr()?,
+    };
+    // Sessions run on the server's own per-core workers; this runtime only carries the control
+    // socket, signals, metrics and the managed repository's supervisor.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(CommandError::Runtime)?;
+    runtime.block_on(run(ctx, listen, upstream, metrics, admin))
+}
+
+/// A running managed repository and how to stop it.
+struct RunningRepository {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningRepository {
+    async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn run(
+    ctx: &Context,
+    listen: std::net::SocketAddr,
+    upstream: Option<UpstreamAddr>,
+    metrics: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<(), CommandError> {
+    let signals = Signals::register()?;
+    let store = ctx.store_or_create()?;
+    match crate::proxy::server::raise_open_file_limit(&ctx.config) {
+        Ok((limit, needed)) if limit < needed => warn!(
+            limit,
+            needed,
+            "the open-file limit is below what server.max_startups + 2 x server.max_connections may need; raise it (ulimit -n, systemd LimitNOFILE) or lower those settings"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
+    }
+    let services_stop = CancellationToken::new();
+    if let Some(addr) = metrics {
+        crate::telemetry::prometheus();
+        let bind_err = |source| crate::proxy::server::ServerError::Bind { addr, source };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_err)?;
+        let bound = listener.local_addr().map_err(bind_err)?;
+        info!(metrics = %bound, "serving Prometheus metrics at /metrics");
+        tokio::spawn(crate::telemetry::serve_metrics(
+            listener,
+            services_stop.clone(),
+        ));
+    }
+    let (upstream, repository) = match upstream {
+        Some(u) => (u, None),
+        None => {
+            let (addr, running) = start_managed(ctx, &store).await?;
+            (addr, Some(running))
+        }
+    };
+    let options = ServerOptions {
+        data_dir: ctx.data_dir.clone(),
+        listen,
+        upstream: upstream.clone(),
+        managed: repository.is_some(),
+        config: ctx.config.clone(),
+    };
+    let server = match Server::bind(options).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(r) = repository {
+                r.shutdown().await;
+            }
+            return Err(e.into());
+        }
+    };
+    let admin = match admin {
+        Some(addr) => {
+            match AdminServer::bind(addr, ctx.data_dir.clone(), ctx.config.clone()).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    if let Some(r) = repository {
+                        r.shutdown().await;
+                    }
+                    return Err(CommandError::Refused(e.to_string()));
+                }
+            }
+        }
+        None => None,
+    };
+    let shutdown = CancellationToken::new();
+    let signals = signals.spawn(server.reloader(), shutdown.clone());
+    let settings = server.settings();
+    let addr = server
+        .local_addr()
+        .map_err(|source| crate::proxy::server::ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
+          certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "pgssl is serving");
+    warn_if_expiring(&store);
+    if let Some(admin) = admin {
+        let at = admin
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
+        info!(admin = %format!("https://{at}/"), certificate = admin.fingerprint(),
+              "admin server (API and web pages) is serving; its certificate is self-signed, check this fingerprint");
+        if AdminUsers::open(&store.config_dir())
+            .list()
+            .is_ok_and(|u| u.is_empty())
+        {
+            warn!(
+                "no administrators yet: add one with 'pgssl admin-user add --username NAME --password -'"
+            );
+        }
+        tokio::spawn(admin.run(services_stop.clone()));
+    }
+
+    server.run(shutdown).await;
+    signals.abort();
+    services_stop.cancel();
+    if let Some(r) = repository {
+        r.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn start_managed(
+    ctx: &Context,
+    store: &StateStore,
+) -> Result<(UpstreamAddr, RunningRepository), CommandError> {
+    let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    repo.prepare_dirs(&ctx.data_dir)?;
+    let config_dir = store.config_dir();
+    // CLI commands that change the keystore (data-access, regenerate) wait while this start creates
+    // or reconciles secrets.
+    let lock = store.lock()?;
+    let mut keystore = Keystore::open(&config_dir)?;
+    repo.stop_orphan().await;
+    if !repo.is_initialized() {
+        info!(pgdata = %repo.pgdata.display(), bindir = %repo.bindir.display(), "creating the managed repository");
+        repo.initdb(&mut keystore).await?;
+    }
+    let mut child = repo.start()?;
+    let password = keystore
+        .get(&role_secret_name(SUPERUSER))?
+        .ok_or_else(|| CommandError::Refused(format!(
+            "the keystore in {} holds no repository superuser password; restore the keystore from a backup",
+            config_dir.display()
+        )))?;
+    if let Err(e) = repo
+        .wait_ready(&password, &mut child, Duration::from_secs(120))
+        .await
+    {
+        let _ = child.start_kill();
+        return Err(e.into());
+    }
+    drop(password);
+    repo.reconcile(&mut keystore).await?;
+    drop(lock);
+    info!(socket = %repo.upstream(), "the managed repository is running (Unix socket only)");
+    let stop = CancellationToken::new();
+    let addr = repo.upstream();
+    let task = tokio::spawn(managed::supervise(
+        repo,
+        child,
+        PathBuf::from(&config_dir),
+        stop.clone(),
+    ));
+    Ok((addr, RunningRepository { stop, task }))
+}
+
+/// SIGTERM, SIGINT and SIGHUP, registered before anything else starts so that a signal arriving during
+/// start-up is queued for the handler instead of killing the process outright.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Signals, CommandError> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(CommandError::Runtime)?,
+            int: signal(SignalKind::interrupt()).map_err(CommandError::Runtime)?,
+            hup: signal(SignalKind::hangup()).map_err(CommandError::Runtime)?,
+        })
+    }
+
+    /// Handles signals until SIGTERM or SIGINT, which cancel `shutdown`; SIGHUP reloads.
+    fn spawn(
+        mut self,
+        reloader: crate::control::reload::Reloader,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = self.term.recv() => { info!("SIGTERM: shutting down"); break; }
+                    _ = self.int.recv() => { info!("SIGINT: shutting down"); break; }
+                    _ = self.hup.recv() => {
+                        if let Err(e) = reloader.reload() {
+                            warn!(error = %e, "SIGHUP reload refused; keeping the previous settings");
+                        }
+                    }
+                }
+            }
+            shutdown.cancel();
+        })
+    }
+}
+
+fn warn_if_expiring(store: &StateStore) {
+    // The certificate clients see: the administrator's own with external SSL, else the generated one.
+    let Some(paths) = store.applied().ok().and_then(|a| {
+        a.repository_ssl
+            .mode
+            .offers_tls()
+            .then(|| store.served_cert_paths(&a))
+            .flatten()
+    }) else {
+        return;
+    };
+    if let Ok(info) = certs::read_info(&paths.cert) {
+        let days = (info.not_after - time::OffsetDateTime::now_utc()).whole_days();
+        if days < 30 {
+            warn!(certificate = %paths.cert.display(), days_left = days,
+                  "the repository certificate expires soon; renew it");
+        }
+    }
+}

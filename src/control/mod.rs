@@ -1,0 +1,6 @@
+//! The control plane: the operations behind every command, the state they stage and apply, and the
+//! reload path to a running server.
+
+pub mod operations;
+pub mod reload;
+pub mod state;

@@ -1,0 +1,65 @@
+//! `pgssl data-access repository-access enable --repository-username U --repository-password PW|-`
+//! and `disable --repository-username U`: direct-connection users of the managed repository.
+
+use super::{CommandError, Context, apply_hint, check_secret};
+use crate::control::state::keystore::{Keystore, Secret};
+use crate::control::state::store::{Access, pending_password_name};
+
+/// Stages LOGIN with a new password for `user`.
+pub fn enable(ctx: &Context, user: &str, secret: &Secret) -> Result<(), CommandError> {
+    let out = &ctx.out;
+    require_managed(ctx)?;
+    check_secret(secret, "the password")?;
+    let store = ctx.store_or_create()?;
+    let _lock = store.lock()?;
+    let mut keystore = Keystore::open(&store.config_dir())?;
+    keystore.set(&pending_password_name(user), secret)?;
+    let mut pending = store.pending()?;
+    pending
+        .data_access
+        .insert(user.to_string(), Access::Enabled);
+    store.save_pending(&pending)?;
+    say!(
+        out,
+        "Staged: enable login for '{user}' with a new password."
+    );
+    apply_hint(out);
+    Ok(())
+}
+
+/// Stages NOLOGIN for `user`; apply also ends the user's open sessions.
+pub fn disable(ctx: &Context, user: &str) -> Result<(), CommandError> {
+    let out = &ctx.out;
+    require_managed(ctx)?;
+    let store = ctx.store_or_create()?;
+    let _lock = store.lock()?;
+    let mut pending = store.pending()?;
+    pending
+        .data_access
+        .insert(user.to_string(), Access::Disabled);
+    let mut keystore = Keystore::open(&store.config_dir())?;
+    keystore.remove(&pending_password_name(user))?;
+    store.save_pending(&pending)?;
+    if store.pending()?.data_access.contains_key(user) {
+        say!(
+            out,
+            "Staged: disable login for '{user}' and end its sessions."
+        );
+        apply_hint(out);
+    } else {
+        say!(
+            out,
+            "Direct access for '{user}' is already disabled; nothing to stage."
+        );
+    }
+    Ok(())
+}
+
+fn require_managed(ctx: &Context) -> Result<(), CommandError> {
+    if ctx.config.server.upstream.is_some() {
+        return Err(CommandError::Refused(
+            "data-access needs the managed repository; server.upstream is set, so manage roles on that PostgreSQL directly".into(),
+        ));
+    }
+    Ok(())
+}

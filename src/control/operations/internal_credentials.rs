@@ -1,0 +1,127 @@
+//! `pgssl internal-credentials [--user NAME]`: the connection string an internal service uses.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{CommandError, Context};
+use crate::control::reload::{self, ControlError};
+use crate::control::state::keystore::Keystore;
+use crate::repository::managed::{REPOSITORY_DATABASE, role_secret_name};
+use crate::tls::certs;
+
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prints a libpq connection string with the role's password and, when repository SSL is on,
+/// `sslmode=verify-full` with the certificate as `sslrootcert`.
+pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), CommandError> {
+    let out = &ctx.out;
+    let store = ctx.store()?;
+    // The running server's own address beats the config file's: `serve --listen` may differ.
+    let running = match reload::request_status(&store.control_socket_path(), STATUS_TIMEOUT) {
+        Ok(status) => Some(status),
+        Err(ControlError::NotRunning) => None,
+        Err(e) => {
+            note!(
+                out,
+                "note: cannot ask the running server for its address: {e}"
+            );
+            None
+        }
+    };
+    let external = match &running {
+        Some(status) => (!status.managed).then(|| status.upstream.clone()),
+        None => ctx.config.server.upstream.clone(),
+    };
+    if let Some(upstream) = external {
+        return Err(CommandError::Refused(format!(
+            "internal credentials exist only for a managed repository (this data directory's repository is {upstream}, whose roles pgssl does not manage)"
+        )));
+    }
+    let roles = &ctx.config.repository.internal_roles;
+    let user = user.unwrap_or(&roles[0]);
+    if !roles.iter().any(|r| r == user) {
+        return Err(CommandError::Refused(format!(
+            "'{user}' is not an internal role (internal roles: {}; add it to repository.internal_roles)",
+            roles.join(", ")
+        )));
+    }
+    let keystore = Keystore::open(&store.config_dir())?;
+    let password = keystore.get(&role_secret_name(user))?.ok_or_else(|| {
+        CommandError::Refused(format!(
+            "no password for '{user}' yet: start 'pgssl serve' once so that it creates the role"
+        ))
+    })?;
+    let listen = match &running {
+        Some(status) => {
+            note!(
+                out,
+                "note: host and port are where the running 'pgssl serve' listens ({})",
+                status.listen
+            );
+            status.listen
+        }
+        None => {
+            let listen = ctx.config.listen_addr()?;
+            note!(
+                out,
+                "note: no 'pgssl serve' is running on this data directory; host and port are the configured server.listen ({listen})"
+            );
+            listen
+        }
+    };
+    let host = match listen.ip() {
+        ip if ip.is_loopback() => "localhost".to_string(),
+        ip if ip.is_unspecified() => certs::hostname().unwrap_or_else(|| "localhost".into()),
+        IpAddr::V6(ip) => ip.to_string(),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    let mut parts = vec![
+        ("host", host),
+        ("port", listen.port().to_string()),
+        ("dbname", REPOSITORY_DATABASE.to_string()),
+        ("user", user.to_string()),
+        ("password", password.expose().to_string()),
+    ];
+    let applied = store.applied()?;
+    match store.cert_paths_of(&applied) {
+        Some(paths) if applied.repository_ssl.mode.offers_tls() => {
+            let cert = std::fs::canonicalize(&paths.cert).unwrap_or(paths.cert);
+            parts.push(("sslmode", "verify-full".into()));
+            parts.push(("sslrootcert", cert.display().to_string()));
+        }
+        _ => {
+            note!(
+                out,
+                "note: repository SSL is off, so this connection string uses no TLS; run 'pgssl security repository-ssl enable' and 'pgssl pending-changes apply'"
+            );
+            parts.push(("sslmode", "disable".into()));
+        }
+    }
+    let line: Vec<String> = parts
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .collect();
+    say!(out, "{}", line.join(" "));
+    Ok(())
+}
+
+/// libpq conninfo quoting: single quotes around values with spaces, quotes or backslashes.
+fn quote(value: &str) -> String {
+    if !value.is_empty() && !value.contains([' ', '\'', '\\']) {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quotes_like_libpq() {
+        assert_eq!(quote("abc"), "abc");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it\\'s'");
+        assert_eq!(quote(""), "''");
+    }
+}

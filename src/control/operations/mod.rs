@@ -1,0 +1,271 @@
+//! The control-plane operations behind each CLI command, one file per command family.
+//!
+//! Each function takes a [`Context`] and prints what a user needs to read on stdout; failures are
+//! returned as [`CommandError`] and printed once, as one line, by the binary.
+
+/// Appends a line to a command's [`Output`], formatted like `println!`.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => { $out.info(format!($($arg)*)) };
+}
+
+/// Appends a warning or note (stderr on a terminal) to a command's [`Output`].
+macro_rules! note {
+    ($out:expr, $($arg:tt)*) => { $out.warning(format!($($arg)*)) };
+}
+
+pub mod admin_user;
+pub mod custom_cert;
+pub mod data_access;
+pub mod external_ssl;
+pub mod internal_credentials;
+pub mod pending_changes;
+pub mod regenerate_tokens;
+pub mod repository_ssl;
+pub mod vizql_extsvc;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::config::{Config, ConfigError};
+use crate::control::reload::ControlError;
+use crate::control::state::keystore::{Keystore, Secret};
+use crate::control::state::{CertError, StateError, StateStore};
+use crate::proxy::server::ServerError;
+use crate::proxy::settings::LoadError;
+
+/// One line of a command's report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "text", rename_all = "lowercase")]
+pub enum OutputLine {
+    /// What the user asked for (stdout).
+    Info(String),
+    /// A warning or note beside it (stderr).
+    Warning(String),
+}
+
+/// Where a command's report goes: printed as it is made (the local CLI), or collected for the admin
+/// API and web pages, so that all three ways in say the same words.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    collected: Option<Arc<Mutex<Vec<OutputLine>>>>,
+}
+
+impl Output {
+    /// Prints info lines on stdout and warnings on stderr.
+    pub fn print() -> Output {
+        Output { collected: None }
+    }
+
+    /// Keeps the lines for [`Output::take`].
+    pub fn collect() -> Output {
+        Output {
+            collected: Some(Arc::new(Mutex::new(Vec::new()))),
+        }
+    }
+
+    /// Reports a line.
+    pub fn info(&self, line: String) {
+        match &self.collected {
+            Some(lines) => lock(lines).push(OutputLine::Info(line)),
+            None => print_line(&mut std::io::stdout(), &line),
+        }
+    }
+
+    /// Reports a warning or note.
+    pub fn warning(&self, line: String) {
+        match &self.collected {
+            Some(lines) => lock(lines).push(OutputLine::Warning(line)),
+            None => print_line(&mut std::io::stderr(), &line),
+        }
+    }
+
+    /// The collected lines so far (empty when printing).
+    pub fn take(&self) -> Vec<OutputLine> {
+        self.collected
+            .as_ref()
+            .map(|lines| std::mem::take(&mut *lock(lines)))
+            .unwrap_or_default()
+    }
+}
+
+/// Writes one line, ignoring a closed pipe (`pgssl … | head` must not panic; the command's work is
+/// done either way).
+pub fn print_line(to: &mut dyn std::io::Write, line: &str) {
+    let _ = writeln!(to, "{line}");
+}
+
+fn lock(lines: &Mutex<Vec<OutputLine>>) -> std::sync::MutexGuard<'_, Vec<OutputLine>> {
+    // A panic while holding the lock leaves only a partial report behind: keep using it.
+    lines
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What every command runs with.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// The loaded `--config`.
+    pub config: Config,
+    /// Where the command's report goes.
+    pub out: Output,
+}
+
+impl Context {
+    /// Opens the data directory's state, which must exist: a command that only reads or applies state
+    /// says so for a mistyped `--data-dir` instead of creating an empty one and reporting "off".
+    pub fn store(&self) -> Result<StateStore, CommandError> {
+        Ok(StateStore::open_existing(&self.data_dir)?)
+    }
+
+    /// Opens the data directory's state, creating it: for `serve` and the commands that stage a change.
+    pub fn store_or_create(&self) -> Result<StateStore, CommandError> {
+        Ok(StateStore::open(&self.data_dir)?)
+    }
+}
+
+/// A command that failed; the message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state files are unusable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A certificate or key is unusable.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// The staged settings cannot be served.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The server could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The managed repository failed.
+    #[error(transparent)]
+    Managed(#[from] crate::repository::managed::ManagedError),
+    /// The administrators file is unusable, or a name is wrong.
+    #[error(transparent)]
+    AdminUser(#[from] crate::control::state::admin_users::AdminUserError),
+    /// The keystore is unusable.
+    #[error(transparent)]
+    Keystore(#[from] crate::control::state::keystore::KeystoreError),
+    /// Talking to a running server failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A refusal explained in words.
+    #[error("{0}")]
+    Refused(String),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// An expiry date with the days left, or how long ago it passed.
+pub(crate) fn describe_expiry(not_after: OffsetDateTime) -> String {
+    let when = not_after
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| not_after.to_string());
+    let days = (not_after - OffsetDateTime::now_utc()).whole_days();
+    if days < 0 {
+        format!("{when} (EXPIRED {} days ago)", -days)
+    } else {
+        format!("{when} (in {days} days)")
+    }
+}
+
+/// How `list` words a staged record (external SSL, custom CA, external service).
+pub(crate) struct RecordListing<'a, T> {
+    /// The heading.
+    pub title: &'a str,
+    /// The line when none is applied.
+    pub none: &'a str,
+    /// What a staged record will do, e.g. "add ca.pem".
+    pub staged: &'a dyn Fn(&T) -> String,
+    /// What a staged removal will do, e.g. "delete".
+    pub removed: &'a str,
+}
+
+/// Lists the applied record, then any staged change, printing records with `print(record, indent)`.
+pub(crate) fn list_record<T>(
+    out: &Output,
+    how: RecordListing<'_, T>,
+    applied: Option<&T>,
+    pending: Option<&crate::control::state::security::Change<T>>,
+    print: impl Fn(&T, &str) -> Result<(), CommandError>,
+) -> Result<(), CommandError> {
+    use crate::control::state::security::Change;
+    say!(out, "{}", how.title);
+    match applied {
+        Some(record) => print(record, "  ")?,
+        None => say!(out, "  {}", how.none),
+    }
+    match pending {
+        Some(Change::Set(record)) => {
+            say!(
+                out,
+                "  pending: {}; run 'pgssl pending-changes apply'",
+                (how.staged)(record)
+            );
+            print(record, "    ")?;
+        }
+        Some(Change::Remove) => say!(
+            out,
+            "  pending: {}; run 'pgssl pending-changes apply'",
+            how.removed
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
+/// The last component of a path: how listings name a file the administrator gave, without saying where
+/// it was.
+pub fn file_name(path: &std::path::Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// The line every staging command ends with.
+pub(crate) fn apply_hint(out: &Output) {
+    out.info("Run 'pgssl pending-changes apply' to make it take effect.".into());
+}
+
+/// Removes copies and secrets nothing refers to any more. A failure leaves only stale files behind,
+/// so it is reported and the command still succeeds.
+pub(crate) fn prune(store: &StateStore, out: &Output) {
+    let pruned = Keystore::open(&store.config_dir())
+        .map_err(crate::control::state::store::PruneError::from)
+        .and_then(|mut keystore| store.prune(&mut keystore));
+    if let Err(e) = pruned {
+        out.warning(format!(
+            "warning: could not remove files no longer used: {e}"
+        ));
+    }
+}
+
+/// Refuses an empty secret or one with NUL bytes (which PostgreSQL and libpq cannot carry).
+pub(crate) fn check_secret(secret: &Secret, what: &str) -> Result<(), CommandError> {
+    if secret.expose().is_empty() || secret.expose().contains('\0') {
+        return Err(CommandError::Refused(format!(
+            "{what} must not be empty or contain NUL bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a future on a small runtime; CLI commands only need one thread.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CommandError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CommandError::Runtime)?;
+    Ok(runtime.block_on(future))
+}

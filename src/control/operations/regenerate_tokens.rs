@@ -1,0 +1,249 @@
+//! `pgssl security regenerate-internal-tokens [--request-timeout SECONDS]`: a new internal certificate,
+//! new passwords for every internally managed role, and a new master key, without stopping anything.
+//!
+//! Each step leaves a consistent state, and a re-run finishes an interrupted one:
+//! 1. certificate: a new key and certificate written atomically (key first); a running server keeps
+//!    serving the old pair until step 3;
+//! 2. passwords: each new password is sealed under `rotation/role/<name>` *before* the repository
+//!    learns it, then promoted to `role/<name>`; a re-run reuses a sealed candidate, and the admin
+//!    connection falls back to the candidate when the superuser's rotation was interrupted;
+//! 3. reload: the running server swaps in the new certificate for new connections;
+//! 4. master key: every secret re-sealed under a new key (see the keystore's own crash rules).
+//!
+//! Open sessions are never touched: PostgreSQL keeps authenticated sessions across `ALTER ROLE …
+//! PASSWORD`, and the proxy keeps open TLS sessions across a reload.
+
+use std::time::Duration;
+
+use super::{CommandError, Context, block_on};
+use crate::control::reload::{self, ControlError};
+use crate::control::state::StateStore;
+use crate::control::state::keystore::Keystore;
+use crate::proxy::upstream::UpstreamStream;
+use crate::repository::Session;
+use crate::repository::client::ClientError;
+use crate::repository::managed::{
+    self, ManagedError, ManagedRepository, SUPERUSER, role_secret_name,
+};
+use crate::tls::certs;
+
+/// How long to wait for a running server's status answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Environment variable that aborts the process after a step (1–4), as `kill -9` would; used by the
+/// crash-recovery tests.
+pub const FAULT_ENV: &str = "PGSSL_FAULT_AFTER_STEP";
+
+const STEPS: usize = 4;
+
+fn rotation_name(role: &str) -> String {
+    format!("rotation/{}", role_secret_name(role))
+}
+
+/// Runs the rotation, giving up after `timeout`.
+pub fn regenerate(ctx: &Context, timeout: Duration) -> Result<(), CommandError> {
+    let store = ctx.store()?;
+    let _lock = store.lock()?;
+    let outcome = block_on(async { tokio::time::timeout(timeout, rotate(ctx, &store)).await })?;
+    match outcome {
+        Ok(result) => result,
+        Err(_) => Err(CommandError::Refused(format!(
+            "regenerate-internal-tokens did not finish within {} s; every step so far is consistent, run it again to finish",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+fn fault_point(step: usize) {
+    if std::env::var(FAULT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(step)
+    {
+        std::eprintln!("fault injection: aborting after step {step}");
+        std::process::abort();
+    }
+}
+
+/// The repository whose internal roles a rotation changes, decided before anything changes.
+enum Repository {
+    /// The managed repository, reached as its superuser (through a running `serve`).
+    Managed(Box<ManagedRepository>, Session<UpstreamStream>),
+    /// An external repository: pgssl manages none of its roles.
+    External(String),
+}
+
+/// Finds out which repository this data directory fronts — from the running server when there is
+/// one, since `serve --upstream` may differ from the config — and, for the managed one, connects as
+/// its superuser. Any refusal happens here, before step 1, so a refused command changes nothing.
+async fn repository(
+    ctx: &Context,
+    store: &StateStore,
+    keystore: &Keystore,
+) -> Result<Repository, CommandError> {
+    let running = match reload::request_status(&store.control_socket_path(), STATUS_TIMEOUT) {
+        Ok(status) => Some(status),
+        Err(ControlError::NotRunning) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let external = match &running {
+        Some(status) => (!status.managed).then(|| status.upstream.clone()),
+        None => ctx.config.server.upstream.clone(),
+    };
+    if let Some(upstream) = external {
+        return Ok(Repository::External(upstream));
+    }
+    if running.is_none() {
+        return Err(CommandError::Refused(
+            "the managed repository runs only while 'pgssl serve' runs on this data directory: start it, then run this command again (nothing was changed)".into(),
+        ));
+    }
+    let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    let admin = connect_superuser(&repo, keystore).await.map_err(|e| {
+        CommandError::Refused(format!(
+            "cannot connect to the managed repository as its superuser ({e}); nothing was changed"
+        ))
+    })?;
+    Ok(Repository::Managed(Box::new(repo), admin))
+}
+
+async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
+    let out = &ctx.out;
+    let mut keystore = Keystore::open(&store.config_dir())?;
+    let repository = repository(ctx, store, &keystore).await?;
+    if let Repository::External(upstream) = &repository {
+        say!(
+            out,
+            "The repository {upstream} is external: pgssl manages none of its roles, so this rotates the internal certificate and the master key only."
+        );
+    }
+    // 1. Certificate.
+    let applied = store.applied()?;
+    let next = store.pending()?.merged_into(&applied);
+    match store
+        .cert_paths_of(&applied)
+        .or_else(|| store.cert_paths_of(&next))
+    {
+        Some(paths) => {
+            let sans = certs::default_subject_alt_names(&ctx.config.tls.subject_alt_names);
+            let info = certs::generate(&paths, &sans, ctx.config.tls.certificate_validity_days)?;
+            say!(
+                out,
+                "[1/{STEPS}] internal TLS certificate: generated {} (SHA256 {})",
+                paths.cert.display(),
+                info.sha256_fingerprint
+            );
+        }
+        None => say!(
+            out,
+            "[1/{STEPS}] internal TLS certificate: none yet (repository SSL was never enabled); skipped"
+        ),
+    }
+    fault_point(1);
+
+    // 2. Passwords of the internally managed roles.
+    match repository {
+        Repository::External(_) => say!(
+            out,
+            "[2/{STEPS}] internal role passwords: skipped (external repository)"
+        ),
+        Repository::Managed(repo, admin) => {
+            let changed = rotate_passwords(&repo, admin, &mut keystore)
+                .await
+                .map_err(|e| {
+                    CommandError::Refused(format!(
+                        "cannot change the internal passwords ({e}); the new certificate is written but not yet served: run the command again to finish"
+                    ))
+                })?;
+            say!(
+                out,
+                "[2/{STEPS}] internal role passwords: changed for {}",
+                changed.join(", ")
+            );
+        }
+    }
+    fault_point(2);
+
+    // 3. The running server.
+    match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30)) {
+        Ok(report) => say!(
+            out,
+            "[3/{STEPS}] running server: reloaded; new connections use mode {}{}",
+            report.mode,
+            report
+                .cert_fingerprint
+                .map(|f| format!(" with certificate SHA256 {f}"))
+                .unwrap_or_default()
+        ),
+        Err(ControlError::NotRunning) => {
+            say!(
+                out,
+                "[3/{STEPS}] running server: none on this data directory; 'pgssl serve' will use the new certificate when it starts"
+            )
+        }
+        Err(e) => return Err(e.into()),
+    }
+    fault_point(3);
+
+    // 4. Master key.
+    let sealed = keystore.len();
+    keystore.rotate_master_key()?;
+    say!(
+        out,
+        "[4/{STEPS}] master key: rotated; {sealed} secrets re-sealed"
+    );
+    fault_point(4);
+
+    say!(
+        out,
+        "Internal tokens regenerated. Internal services must fetch their new credentials ('pgssl internal-credentials'); open sessions were kept."
+    );
+    Ok(())
+}
+
+/// Connects as the superuser; after an interrupted rotation its password may be the sealed candidate.
+async fn connect_superuser(
+    repo: &ManagedRepository,
+    keystore: &Keystore,
+) -> Result<Session<UpstreamStream>, ManagedError> {
+    match repo.connect_admin(keystore, "postgres").await {
+        Ok(admin) => Ok(admin),
+        Err(ManagedError::Client(ClientError::Server(e))) if e.code == "28P01" => {
+            let candidate = keystore.get(&rotation_name(SUPERUSER))?.ok_or_else(|| {
+                ManagedError::NotReady(
+                    "no superuser password candidate".into(),
+                    repo.log_file.clone(),
+                )
+            })?;
+            Ok(repo.connect(SUPERUSER, "postgres", &candidate).await?)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn rotate_passwords(
+    repo: &ManagedRepository,
+    mut admin: Session<UpstreamStream>,
+    keystore: &mut Keystore,
+) -> Result<Vec<String>, ManagedError> {
+    let mut roles: Vec<String> = repo.internal_roles.clone();
+    // The superuser last: its own session stays valid after the change, and a crash before the
+    // keystore update is covered by the candidate fallback of `connect_superuser`.
+    roles.push(SUPERUSER.to_string());
+    for role in &roles {
+        keystore.get_or_generate(&rotation_name(role), managed::PASSWORD_LEN)?;
+    }
+    for role in &roles {
+        let candidate = keystore.get(&rotation_name(role))?.ok_or_else(|| {
+            ManagedError::NotReady(
+                format!("no password candidate for {role}"),
+                repo.log_file.clone(),
+            )
+        })?;
+        managed::set_password(&mut admin, role, &candidate).await?;
+        keystore.set(&role_secret_name(role), &candidate)?;
+        keystore.remove(&rotation_name(role))?;
+    }
+    let _ = admin.terminate().await;
+    Ok(roles)
+}

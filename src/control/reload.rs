@@ -1,0 +1,244 @@
+//! Reload signalling between the CLI and a running server: a Unix socket in the data directory.
+//!
+//! `pending-changes apply` promotes the staged state on disk, then connects to
+//! `<data-dir>/run/control.sock` and sends `reload`. The server re-reads the applied state, swaps in the
+//! new settings (keeping the old ones if that fails) and answers one line: `ok <mode> <fingerprint>` or
+//! `error <message>`. `status` is answered `ok <json>` with what the server runs with
+//! ([`ServeStatus`]), so that commands describe the running server rather than the config file. The
+//! socket's folder is 0700, so only the data directory's owner can reload. SIGHUP triggers the same
+//! reload.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::atomic;
+use crate::control::state::StateStore;
+use crate::proxy::policy::Mode;
+use crate::proxy::settings::{LiveSettings, LoadError, SettingsCell};
+use crate::proxy::upstream::tls::UpstreamTlsMode;
+
+/// Re-reads the applied state and swaps it in.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    store: StateStore,
+    cell: SettingsCell,
+    upstream_tls: UpstreamTlsMode,
+}
+
+impl Reloader {
+    /// A reloader that loads from `store` into `cell`, with `upstream_tls` from the configuration.
+    pub fn new(store: StateStore, cell: SettingsCell, upstream_tls: UpstreamTlsMode) -> Reloader {
+        Reloader {
+            store,
+            cell,
+            upstream_tls,
+        }
+    }
+
+    /// Loads the applied state; on success new connections use it, on failure nothing changes.
+    pub fn reload(&self) -> Result<std::sync::Arc<LiveSettings>, LoadError> {
+        let next = match LiveSettings::load(&self.store, self.upstream_tls) {
+            Ok(next) => next,
+            Err(e) => {
+                metrics::counter!(crate::telemetry::names::RELOADS, "outcome" => "refused")
+                    .increment(1);
+                return Err(e);
+            }
+        };
+        self.cell.replace(next);
+        metrics::counter!(crate::telemetry::names::RELOADS, "outcome" => "ok").increment(1);
+        let current = self.cell.current();
+        info!(mode = %current.mode, certificate = current.cert_fingerprint.as_deref().unwrap_or("none"),
+              "applied settings reloaded; new connections use them, open sessions are kept");
+        Ok(current)
+    }
+}
+
+/// Errors of the control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No server listens on this data directory.
+    #[error("no pgssl server is running on this data directory")]
+    NotRunning,
+    /// Another server already owns the socket.
+    #[error(
+        "another pgssl server is already running on data directory {0} (stop it first, or use another --data-dir)"
+    )]
+    AlreadyRunning(PathBuf),
+    /// The server answered with an error.
+    #[error("the running server refused the change: {0}")]
+    Refused(String),
+    /// Socket trouble.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// What a running server reported after a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The mode it now serves.
+    pub mode: Mode,
+    /// The fingerprint of the certificate it now serves, if any.
+    pub cert_fingerprint: Option<String>,
+}
+
+/// What a running `serve` runs with, as its `status` answer reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServeStatus {
+    /// The address the proxy listens on (the bound one, so port 0 is resolved).
+    pub listen: std::net::SocketAddr,
+    /// The repository it relays to.
+    pub upstream: String,
+    /// Whether that repository is the managed one `serve` runs itself.
+    pub managed: bool,
+}
+
+/// Binds the control socket, replacing a stale one left by a crashed server.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let io_err = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        atomic::create_private_dir(dir).map_err(io_err)?;
+    }
+    if path.exists() {
+        if StdUnixStream::connect(path).is_ok() {
+            return Err(ControlError::AlreadyRunning(
+                path.parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(path)
+                    .to_path_buf(),
+            ));
+        }
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    UnixListener::bind(path).map_err(io_err)
+}
+
+/// Answers control requests until `stop` is cancelled, then removes the socket file.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    reloader: Reloader,
+    status: ServeStatus,
+    stop: CancellationToken,
+) {
+    let status = serde_json::to_string(&status).unwrap_or_default();
+    loop {
+        let conn = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _) = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let reloader = reloader.clone();
+        let status = status.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            // A request is one short word: never buffer more than a little from a local peer.
+            let mut reader = tokio::io::BufReader::new(read.take(256));
+            let request =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+            let reply = match request {
+                Ok(Ok(_)) if line.trim() == "reload" => match reloader.reload() {
+                    Ok(s) => format!(
+                        "ok {} {}\n",
+                        s.mode,
+                        s.cert_fingerprint.as_deref().unwrap_or("-")
+                    ),
+                    Err(e) => {
+                        warn!(error = %e, "reload refused; keeping the previous settings");
+                        format!("error {}\n", one_line(&e.to_string()))
+                    }
+                },
+                Ok(Ok(_)) if line.trim() == "status" => format!("ok {status}\n"),
+                Ok(Ok(_)) => "error unknown request (expected 'reload' or 'status')\n".to_string(),
+                _ => return,
+            };
+            let _ = write.write_all(reply.as_bytes()).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+/// Asks the server on this data directory what it runs with. Blocking: used by the CLI.
+pub fn request_status(path: &Path, timeout: Duration) -> Result<ServeStatus, ControlError> {
+    let line = request(path, "status", timeout)?;
+    let json = line.strip_prefix("ok ").unwrap_or_default();
+    serde_json::from_str(json)
+        .map_err(|_| ControlError::Refused(format!("unexpected reply '{line}'")))
+}
+
+/// Sends one request line and returns the answer line, or the server's `error` as an error.
+fn request(path: &Path, what: &str, timeout: Duration) -> Result<String, ControlError> {
+    let io_err = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = match StdUnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning);
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    stream
+        .write_all(format!("{what}\n").as_bytes())
+        .map_err(io_err)?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(io_err)?;
+    let line = line.trim_end();
+    if let Some(msg) = line.strip_prefix("error ") {
+        return Err(ControlError::Refused(msg.to_string()));
+    }
+    Ok(line.to_string())
+}
+
+/// Asks the server on this data directory to reload. Blocking: used by the CLI.
+pub fn request_reload(path: &Path, timeout: Duration) -> Result<ReloadReport, ControlError> {
+    let line = request(path, "reload", timeout)?;
+    let line = line.as_str();
+    let mut words = line.strip_prefix("ok ").unwrap_or_default().split(' ');
+    let mode = words
+        .next()
+        .and_then(|m| m.parse::<Mode>().ok())
+        .ok_or_else(|| ControlError::Refused(format!("unexpected reply '{line}'")))?;
+    let cert_fingerprint = words.next().filter(|f| *f != "-").map(str::to_string);
+    Ok(ReloadReport {
+        mode,
+        cert_fingerprint,
+    })
+}

@@ -1,0 +1,301 @@
+//! One client connection from accept to close: negotiate, apply the policy, connect upstream, relay.
+//!
+//! Each connection runs in its own task and logs exactly one line with its outcome.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
+use crate::proxy::policy::{self, Transport, UserClassifier, Verdict};
+use crate::proxy::protocol::login_watch::LoginOutcome;
+use crate::proxy::protocol::{ErrorResponse, SqlState};
+use crate::proxy::relay::{self, RelayEnd};
+use crate::proxy::settings::LiveSettings;
+use crate::proxy::upstream::UpstreamAddr;
+use crate::telemetry::{LogSafe, names};
+
+/// Counts a connection in `pgssl_connections_active` for as long as it lives.
+struct ActiveGuard;
+
+impl ActiveGuard {
+    fn new() -> ActiveGuard {
+        metrics::gauge!(names::CONNECTIONS_ACTIVE).increment(1.0);
+        ActiveGuard
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(names::CONNECTIONS_ACTIVE).decrement(1.0);
+    }
+}
+
+/// What every connection needs, shared by reference.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    /// Who is a client user.
+    pub classifier: UserClassifier,
+    /// The repository.
+    pub upstream: UpstreamAddr,
+    /// Accept-to-start-up limit.
+    pub handshake_timeout: Duration,
+    /// Limit for connecting to the repository.
+    pub connect_timeout: Duration,
+    /// Cancelled when the server begins shutting down: no new sessions start.
+    pub draining: CancellationToken,
+    /// Cancelled when the shutdown grace period ends: open sessions are closed.
+    pub closing: CancellationToken,
+    /// Client sessions (`server.max_connections`): taken once start-up is complete.
+    pub sessions: Arc<Semaphore>,
+}
+
+/// Serves one accepted connection with the settings current at accept time. `starting` is its place
+/// among the connections still negotiating; it is given back once the connection becomes a session.
+pub async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<LiveSettings>,
+    ctx: Arc<ConnectionContext>,
+    starting: OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    metrics::counter!(names::CONNECTIONS_ACCEPTED).increment(1);
+    let _active = ActiveGuard::new();
+    // Start-up and query traffic is small request/response messages: Nagle would only add latency.
+    if let Err(e) = tcp.set_nodelay(true) {
+        warn!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    let deadline = started + ctx.handshake_timeout;
+    // Boxed: the negotiation's state (TLS handshake included) is freed once it finishes instead of
+    // sizing the task for the whole life of the session.
+    let negotiated = Box::pin(negotiate::negotiate(tcp, &settings, deadline)).await;
+    match negotiated {
+        Err(e) => log_negotiation_failure(peer, &e),
+        Ok(Negotiated::Cancel { stream, packet }) => {
+            forward_cancel(stream, &packet, peer, &settings, &ctx).await
+        }
+        Ok(Negotiated::Startup {
+            mut stream,
+            startup,
+            pipelined,
+            tls,
+        }) => {
+            let user = startup.user().unwrap_or_default().to_string();
+            let database = startup.database().unwrap_or_default().to_string();
+            let class = ctx.classifier.classify(&user);
+            let transport = if tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Plaintext
+            };
+            let tls_version = tls
+                .as_ref()
+                .map_or("none", |t| t.version.as_str())
+                .to_string();
+            if let Verdict::Reject(err) = policy::decide(settings.mode, class, transport, &user) {
+                metrics::counter!(names::POLICY_REJECTIONS, "mode" => settings.mode.to_string(), "class" => class.to_string())
+                    .increment(1);
+                negotiate::send_fatal(&mut stream, &err).await;
+                info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), class = %class, tls = %tls_version, mode = %settings.mode,
+                      outcome = "rejected", "SSL policy refused the connection");
+                return;
+            }
+            if ctx.draining.is_cancelled() {
+                let err =
+                    ErrorResponse::fatal(SqlState::AdminShutdown, "the proxy is shutting down");
+                negotiate::send_fatal(&mut stream, &err).await;
+                info!(%peer, user = %LogSafe(&user), outcome = "refused", "shutting down");
+                return;
+            }
+            // PostgreSQL answers "too many clients" once it has read the start-up packet; so does pgssl.
+            let Ok(_session) = ctx.sessions.clone().try_acquire_owned() else {
+                metrics::counter!(names::CONNECTIONS_OVER_LIMIT, "limit" => "max_connections")
+                    .increment(1);
+                negotiate::send_fatal(&mut stream, &too_many_clients()).await;
+                info!(%peer, user = %LogSafe(&user), outcome = "over_limit",
+                      "server.max_connections sessions are open; start-up refused");
+                return;
+            };
+            drop(starting);
+            let connecting = Instant::now();
+            let mut upstream = match ctx
+                .upstream
+                .connect_with(ctx.connect_timeout, &settings.upstream_tls)
+                .await
+            {
+                Ok(u) => {
+                    metrics::histogram!(names::UPSTREAM_CONNECT_SECONDS)
+                        .record(connecting.elapsed().as_secs_f64());
+                    u
+                }
+                Err(e) => {
+                    metrics::counter!(names::UPSTREAM_CONNECT_FAILURES).increment(1);
+                    // The address stays in the operator's log; a client learns only the kind of failure.
+                    let err = ErrorResponse::fatal(
+                        SqlState::ConnectionFailure,
+                        format!(
+                            "could not connect to the repository: {}",
+                            e.client_summary()
+                        ),
+                    );
+                    negotiate::send_fatal(&mut stream, &err).await;
+                    warn!(%peer, user = %LogSafe(&user), upstream = %ctx.upstream, error = %e, outcome = "upstream_unreachable",
+                          "could not connect to the repository");
+                    return;
+                }
+            };
+            let forwarded = async {
+                upstream.write_all(&startup.raw).await?;
+                if !pipelined.is_empty() {
+                    upstream.write_all(&pipelined).await?;
+                }
+                upstream.flush().await
+            };
+            if let Err(e) = forwarded.await {
+                let err = ErrorResponse::fatal(
+                    SqlState::ConnectionFailure,
+                    "lost the connection to the repository",
+                );
+                negotiate::send_fatal(&mut stream, &err).await;
+                warn!(%peer, user = %LogSafe(&user), upstream = %ctx.upstream, error = %e, outcome = "upstream_failed",
+                      "could not forward the start-up");
+                return;
+            }
+            // An idle session should hold nothing it no longer needs.
+            drop((startup, pipelined, tls));
+            let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
+            let duration_ms = started.elapsed().as_millis() as u64;
+            let t = end.transferred();
+            metrics::counter!(names::BYTES_RELAYED, "direction" => "to_upstream")
+                .increment(t.to_upstream);
+            metrics::counter!(names::BYTES_RELAYED, "direction" => "to_client")
+                .increment(t.to_client);
+            let (bytes_up, bytes_down) = (t.to_upstream, t.to_client);
+            let (user, database) = (LogSafe(&user), LogSafe(&database));
+            // A login the repository refused ends like any session, but its outcome is the refusal.
+            if let Some(LoginOutcome::Refused { sqlstate, message }) = &login {
+                info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                      bytes_up, bytes_down, duration_ms, outcome = "refused_by_repository",
+                      sqlstate = %LogSafe(sqlstate), message = %LogSafe(message),
+                      "the repository refused the login");
+                return;
+            }
+            match end {
+                RelayEnd::Closed(_) => {
+                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                    bytes_up, bytes_down, duration_ms, outcome = "closed", "session ended")
+                }
+                RelayEnd::Failed(e, _) => {
+                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
+                    bytes_up, bytes_down, error = %e, duration_ms, outcome = "failed", "session ended with an error")
+                }
+                RelayEnd::Shutdown(_) => {
+                    info!(%peer, %user, %database, bytes_up, bytes_down, duration_ms, outcome = "shutdown",
+                    "session closed at the end of the shutdown grace period")
+                }
+            }
+        }
+    }
+}
+
+/// Delivers a CancelRequest to the repository on a fresh connection and replies nothing, as PostgreSQL
+/// does; the client learns the outcome from its own session.
+async fn forward_cancel(
+    mut client: crate::proxy::stream::NegotiatedStream,
+    packet: &[u8],
+    peer: SocketAddr,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+) {
+    let result = async {
+        // The cancel travels like a session would: inside TLS when upstream TLS is on.
+        let mut upstream = ctx
+            .upstream
+            .connect_with(ctx.connect_timeout, &settings.upstream_tls)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        upstream.write_all(packet).await?;
+        upstream.flush().await?;
+        // The server closes once it has read the request; waiting for that keeps the cancel ordered
+        // before the client's next action.
+        let mut sink = [0u8; 64];
+        let _ = tokio::time::timeout(
+            ctx.connect_timeout,
+            tokio::io::AsyncReadExt::read(&mut upstream, &mut sink),
+        )
+        .await;
+        Ok::<_, std::io::Error>(())
+    }
+    .await;
+    let _ = client.shutdown().await;
+    match result {
+        Ok(()) => {
+            metrics::counter!(names::CANCELS_FORWARDED).increment(1);
+            info!(%peer, outcome = "cancel_forwarded", "forwarded a cancel request")
+        }
+        Err(e) => {
+            warn!(%peer, error = %e, outcome = "cancel_failed", "could not forward a cancel request")
+        }
+    }
+}
+
+fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError) {
+    metrics::counter!(names::NEGOTIATION_FAILURES, "reason" => e.reason()).increment(1);
+    // Each of these is one client's mistake, not the operator's problem: info, like every other
+    // per-connection outcome, so that a misbehaving client cannot flood the warnings.
+    match e {
+        NegotiateError::ClosedByClient => info!(%peer, outcome = "client_closed", "{e}"),
+        _ => info!(%peer, outcome = "negotiation_failed", "{e}"),
+    }
+}
+
+fn too_many_clients() -> ErrorResponse {
+    ErrorResponse::fatal(
+        SqlState::TooManyConnections,
+        "sorry, too many clients already",
+    )
+}
+
+/// Answers a connection over `server.max_startups` with FATAL 53300 at accept, before reading
+/// anything (libpq reports such an error even in reply to SSLRequest), with bounded work: the answer
+/// is written at once without waiting (a fresh socket's buffer always has room for it); then the
+/// socket lingers until the client closes, in a task when one of `lingering` is free, else input
+/// already there is read off and the socket closed on the spot. Unread input at close would make the
+/// kernel send RST, which can destroy the answer before the client reads it.
+pub fn refuse_at_accept(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    lingering: &Arc<Semaphore>,
+    tracker: &tokio_util::task::TaskTracker,
+) {
+    static ANSWER: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    let answer = ANSWER.get_or_init(|| too_many_clients().encode());
+    metrics::counter!(names::CONNECTIONS_OVER_LIMIT, "limit" => "max_startups").increment(1);
+    let _ = tcp.try_write(answer);
+    info!(%peer, outcome = "over_limit", "server.max_startups connections are starting up; refused");
+    match lingering.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tracker.spawn(async move {
+                negotiate::close_after_answer(tcp).await;
+                drop(permit);
+            });
+        }
+        Err(_) => {
+            let mut sink = [0u8; 1024];
+            for _ in 0..64 {
+                match tcp.try_read(&mut sink) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Connecting to the repository: the upstream PostgreSQL, over TCP or its Unix socket.
+
+pub mod tls;
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::proxy::upstream::tls::{UpstreamTls, UpstreamTlsFailure, UpstreamTlsMode};
+
+/// Where the repository listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    /// `host:port` (a name, an IPv4 address or a bracketed IPv6 address).
+    Tcp(String),
+    /// A Unix socket directory and port: the socket is `<dir>/.s.PGSQL.<port>`, PostgreSQL's convention.
+    Unix {
+        /// The socket directory (`unix_socket_directories`).
+        dir: PathBuf,
+        /// The port that names the socket file.
+        port: u16,
+    },
+}
+
+/// An upstream address that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid upstream address '{0}': expected host:port (e.g. 127.0.0.1:5432) or unix:/socket/dir"
+)]
+pub struct BadUpstreamAddr(pub String);
+
+impl UpstreamAddr {
+    /// Parses `host:port`, `unix:/dir` or `/dir`; `unix_port` names the socket file of a directory.
+    pub fn parse(text: &str, unix_port: u16) -> Result<Self, BadUpstreamAddr> {
+        let bad = || BadUpstreamAddr(text.to_string());
+        if let Some(dir) = text
+            .strip_prefix("unix:")
+            .or_else(|| text.starts_with('/').then_some(text))
+        {
+            if !dir.starts_with('/') {
+                return Err(bad());
+            }
+            return Ok(UpstreamAddr::Unix {
+                dir: PathBuf::from(dir),
+                port: unix_port,
+            });
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || u16::from_str(port).map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        Ok(UpstreamAddr::Tcp(text.to_string()))
+    }
+
+    /// Connects in plaintext, giving up after `timeout`. TCP connections get `TCP_NODELAY`: the
+    /// protocol is request/response and small writes must not wait for Nagle.
+    pub async fn connect(&self, timeout: Duration) -> io::Result<UpstreamStream> {
+        self.connect_with(timeout, &UpstreamTls::disabled())
+            .await
+            .map_err(|e| match e {
+                UpstreamError::Io(e) => e,
+                other => io::Error::other(other.to_string()),
+            })
+    }
+
+    /// Connects and, unless `tls` is `disable`, negotiates TLS with the repository; the whole of it
+    /// must finish within `timeout`.
+    pub async fn connect_with(
+        &self,
+        timeout: Duration,
+        tls: &UpstreamTls,
+    ) -> Result<UpstreamStream, UpstreamError> {
+        let connect = async {
+            match self {
+                UpstreamAddr::Tcp(addr) => {
+                    let s = TcpStream::connect(addr.as_str()).await?;
+                    s.set_nodelay(true)?;
+                    if tls.mode() == UpstreamTlsMode::Disable {
+                        return Ok(UpstreamStream::Tcp(s));
+                    }
+                    let tls_stream = tls.negotiate(s, self.host()).await?;
+                    Ok(UpstreamStream::Tls(Box::new(tls_stream)))
+                }
+                UpstreamAddr::Unix { .. } if tls.mode() != UpstreamTlsMode::Disable => {
+                    Err(UpstreamError::TlsOverUnixSocket(tls.mode()))
+                }
+                UpstreamAddr::Unix { .. } => Ok(UpstreamStream::Unix(
+                    UnixStream::connect(self.socket_path()).await?,
+                )),
+            }
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| UpstreamError::TimedOut)?
+    }
+
+    /// The host part of a TCP address, without IPv6 brackets (what `verify-full` checks).
+    pub fn host(&self) -> &str {
+        match self {
+            UpstreamAddr::Tcp(addr) => {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                host.strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host)
+            }
+            UpstreamAddr::Unix { .. } => "localhost",
+        }
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        match self {
+            UpstreamAddr::Unix { dir, port } => dir.join(format!(".s.PGSQL.{port}")),
+            UpstreamAddr::Tcp(addr) => PathBuf::from(addr),
+        }
+    }
+}
+
+impl fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamAddr::Tcp(addr) => f.write_str(addr),
+            UpstreamAddr::Unix { .. } => write!(f, "unix:{}", self.socket_path().display()),
+        }
+    }
+}
+
+/// Why the repository could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Connecting (and negotiating TLS) took too long.
+    #[error("connection timed out")]
+    TimedOut,
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] UpstreamTlsFailure),
+    /// TLS was asked for on a Unix socket, where PostgreSQL never offers it.
+    #[error(
+        "server.upstream_tls = {0} needs a TCP upstream (host:port); PostgreSQL does not use TLS on Unix sockets"
+    )]
+    TlsOverUnixSocket(UpstreamTlsMode),
+}
+
+impl UpstreamError {
+    /// What a client may be told: the kind of failure, never the repository's address, host names or
+    /// certificate details, which only the operator's log carries.
+    pub fn client_summary(&self) -> String {
+        match self {
+            UpstreamError::Io(e) => match e.kind() {
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
+                    "the repository refused the connection".into()
+                }
+                _ => "the connection to the repository failed".into(),
+            },
+            UpstreamError::TimedOut => "the repository did not answer in time".into(),
+            UpstreamError::Tls(UpstreamTlsFailure::Handshake { mode, .. }) => {
+                format!("TLS handshake with the repository failed (server.upstream_tls = {mode})")
+            }
+            UpstreamError::Tls(UpstreamTlsFailure::BadHost(_)) => {
+                "the repository's host name is not valid for TLS".into()
+            }
+            // The remaining causes name no address: the text itself is the summary.
+            UpstreamError::Tls(e) => e.to_string(),
+            UpstreamError::TlsOverUnixSocket(_) => self.to_string(),
+        }
+    }
+}
+
+/// A connection to the repository.
+#[derive(Debug)]
+pub enum UpstreamStream {
+    /// Over TCP.
+    Tcp(TcpStream),
+    /// Over the repository's Unix socket.
+    Unix(UnixStream),
+    /// Over TCP with TLS (`server.upstream_tls`); boxed for the size of the rustls state.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tcp_and_unix_forms() {
+        assert_eq!(
+            UpstreamAddr::parse("127.0.0.1:5432", 5432),
+            Ok(UpstreamAddr::Tcp("127.0.0.1:5432".into()))
+        );
+        assert_eq!(
+            UpstreamAddr::parse("[::1]:6000", 5432),
+            Ok(UpstreamAddr::Tcp("[::1]:6000".into()))
+        );
+        assert_eq!(
+            UpstreamAddr::parse("unix:/run/postgresql", 5433),
+            Ok(UpstreamAddr::Unix {
+                dir: "/run/postgresql".into(),
+                port: 5433
+            })
+        );
+        assert_eq!(
+            UpstreamAddr::parse("[::1]:6000", 5432).unwrap().host(),
+            "::1"
+        );
+        assert_eq!(
+            UpstreamAddr::parse("db.example:5432", 5432).unwrap().host(),
+            "db.example"
+        );
+        let unix = UpstreamAddr::parse("/tmp/pg", 5432).unwrap();
+        assert_eq!(unix.to_string(), "unix:/tmp/pg/.s.PGSQL.5432");
+        for bad in [
+            "",
+            "localhost",
+            "host:",
+            ":5432",
+            "host:0",
+            "host:x",
+            "unix:rel",
+        ] {
+            assert!(UpstreamAddr::parse(bad, 5432).is_err(), "{bad}");
+        }
+    }
+}
