@@ -22,7 +22,7 @@ use crate::control::operations::{
     CommandError, OutputLine, custom_cert, data_access, external_ssl, pending_changes,
     regenerate_tokens, repository_ssl, vizql_extsvc,
 };
-use crate::control::state::keystore::Secret;
+use crate::keystore::Secret;
 
 type Resp = Response<Full<Bytes>>;
 

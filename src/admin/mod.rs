@@ -37,10 +37,7 @@ use session::{Sessions, SignInLimiter};
 
 /// The default admin address, as in the model's services manager.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8850";
-/// The session cookie.
-pub const SESSION_COOKIE: &str = "pgssl_admin";
-/// The CSRF header of API change requests.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub use crate::control::api::{CSRF_HEADER, SESSION_COOKIE};
 /// The API's OpenAPI document, served at `/api/v1/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("openapi.yaml");
 /// Admin connections served at once; more wait in the kernel's backlog.
@@ -204,7 +201,7 @@ impl AdminState {
             crate::control::state::admin_users::AdminUsers::open(&self.data_dir.join("config"));
         let (name, secret) = (
             user.to_string(),
-            crate::control::state::keystore::Secret::new(password.to_string()),
+            crate::keystore::Secret::new(password.to_string()),
         );
         let mut memory = lock(&self.hash_memory).pop().unwrap_or_default();
         let checked = tokio::task::spawn_blocking(move || {

@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::AdminServer;
+use crate::app::node::{Node, NodeOptions};
 use crate::config;
 use crate::control::operations::{CommandError, Context};
 use crate::control::state::StateStore;
 use crate::control::state::admin_users::AdminUsers;
-use crate::control::state::keystore::Keystore;
-use crate::proxy::server::{Server, ServerOptions};
+use crate::keystore::Keystore;
 use crate::proxy::upstream::UpstreamAddr;
 use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
 use crate::tls::certs;
@@ -95,7 +95,7 @@ async fn run(
 ) -> Result<(), CommandError> {
     let signals = Signals::register()?;
     let store = ctx.store_or_create()?;
-    match crate::proxy::server::raise_open_file_limit(&ctx.config) {
+    match crate::app::node::raise_open_file_limit(&ctx.config) {
         Ok((limit, needed)) if limit < needed => warn!(
             limit,
             needed,
@@ -107,7 +107,9 @@ async fn run(
     let services_stop = CancellationToken::new();
     if let Some(addr) = metrics {
         crate::telemetry::prometheus();
-        let bind_err = |source| crate::proxy::server::ServerError::Bind { addr, source };
+        let bind_err = |source| {
+            crate::app::node::ServerError::Bind(crate::proxy::server::BindError { addr, source })
+        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(bind_err)?;
@@ -125,14 +127,14 @@ async fn run(
             (addr, Some(running))
         }
     };
-    let options = ServerOptions {
+    let options = NodeOptions {
         data_dir: ctx.data_dir.clone(),
         listen,
         upstream: upstream.clone(),
         managed: repository.is_some(),
         config: ctx.config.clone(),
     };
-    let server = match Server::bind(options).await {
+    let server = match Node::bind(options).await {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = repository {
@@ -158,12 +160,12 @@ async fn run(
     let shutdown = CancellationToken::new();
     let signals = signals.spawn(server.reloader(), shutdown.clone());
     let settings = server.settings();
-    let addr = server
-        .local_addr()
-        .map_err(|source| crate::proxy::server::ServerError::Bind {
+    let addr = server.local_addr().map_err(|source| {
+        crate::app::node::ServerError::Bind(crate::proxy::server::BindError {
             addr: listen,
             source,
-        })?;
+        })
+    })?;
     info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "pgssl is serving");
     warn_if_expiring(&store);

@@ -13,8 +13,8 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::control::operations::file_name;
 use crate::control::operations::vizql_extsvc::DEFAULT_CONNECT_TIMEOUT_MS;
 use crate::control::operations::{self, CommandError, Context};
-use crate::control::state::keystore::Secret;
 use crate::control::state::security::ConnectionType;
+use crate::keystore::Secret;
 
 /// pgssl: a TLS-terminating proxy for PostgreSQL with tsm-style repository SSL administration.
 #[derive(Debug, Parser)]

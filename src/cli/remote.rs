@@ -17,10 +17,10 @@ use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::admin::{CSRF_HEADER, SESSION_COOKIE};
 use crate::atomic;
+use crate::control::api::{CSRF_HEADER, SESSION_COOKIE};
 use crate::control::operations::{CommandError, block_on, print_line};
-use crate::control::state::keystore::Secret;
+use crate::keystore::Secret;
 use crate::tls::client::{self, Verification};
 
 /// How to reach and sign in to an admin server.

@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::atomic;
+use crate::control::settings::LoadError;
 use crate::control::state::StateStore;
 use crate::proxy::policy::Mode;
-use crate::proxy::settings::{LiveSettings, LoadError, SettingsCell};
+use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::upstream::tls::UpstreamTlsMode;
 
 /// Re-reads the applied state and swaps it in.
@@ -44,7 +45,7 @@ impl Reloader {
 
     /// Loads the applied state; on success new connections use it, on failure nothing changes.
     pub fn reload(&self) -> Result<std::sync::Arc<LiveSettings>, LoadError> {
-        let next = match LiveSettings::load(&self.store, self.upstream_tls) {
+        let next = match crate::control::settings::load(&self.store, self.upstream_tls) {
             Ok(next) => next,
             Err(e) => {
                 metrics::counter!(crate::telemetry::names::RELOADS, "outcome" => "refused")

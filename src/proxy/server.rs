@@ -1,68 +1,63 @@
-//! The listener: accept loop, connection limit, control socket, graceful shutdown.
+//! The listener: accept loop, connection limits, graceful shutdown.
 //!
-//! [`Server::bind`] binds everything and loads the applied settings, so start-up errors surface before
-//! anything is served; [`Server::run`] serves until its shutdown token is cancelled, then stops
-//! accepting, gives open sessions the grace period, and closes what is left.
+//! [`Server::bind`] binds the listening socket, so start-up errors surface before anything is served;
+//! [`Server::run`] serves until its shutdown token is cancelled, then stops accepting, gives open
+//! sessions the grace period, and closes what is left. What it serves comes from the
+//! [`SettingsCell`] it is given; the control plane swaps that cell's snapshot on reload.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
 
-use crate::config::Config;
-use crate::control::reload::{self, ControlError, Reloader};
-use crate::control::state::{StateError, StateStore};
 use crate::proxy::connection::{self, ConnectionContext};
-use crate::proxy::settings::{LiveSettings, LoadError, SettingsCell};
+use crate::proxy::policy::UserClassifier;
+use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::upstream::UpstreamAddr;
-use crate::proxy::upstream::tls::UpstreamTlsMode;
+
+/// Limits and timeouts of the data plane (`[server]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Client sessions at once (`server.max_connections`).
+    pub max_connections: usize,
+    /// Connections still negotiating at once (`server.max_startups`).
+    pub max_startups: usize,
+    /// Accept-to-start-up limit.
+    pub handshake_timeout: Duration,
+    /// Limit for connecting to the repository.
+    pub connect_timeout: Duration,
+    /// Time open sessions get after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// Accepting workers, each a single-threaded runtime (at least 1).
+    pub workers: usize,
+}
 
 /// What a server is started with.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// The data directory with the applied state.
-    pub data_dir: PathBuf,
     /// Where to listen (port 0 picks a free port).
     pub listen: SocketAddr,
     /// The repository.
     pub upstream: UpstreamAddr,
-    /// Whether the repository is the managed one (reported to `status` requests).
-    pub managed: bool,
-    /// Limits, timeouts and client users.
-    pub config: Config,
+    /// Who is a client user.
+    pub classifier: UserClassifier,
+    /// Limits and timeouts.
+    pub limits: Limits,
 }
 
-/// Start-up failures.
+/// The listen address cannot be bound.
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The data directory cannot be used.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// The applied settings cannot be served.
-    #[error("cannot serve the applied settings: {0}")]
-    Load(#[from] LoadError),
-    /// The listen address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The control socket cannot be bound.
-    #[error(transparent)]
-    Control(#[from] ControlError),
-    /// Upstream TLS was configured for a Unix-socket upstream.
-    #[error(
-        "server.upstream_tls = {0} needs a TCP upstream (host:port); PostgreSQL does not use TLS on Unix sockets (set server.upstream_tls = \"disable\")"
-    )]
-    TlsOverUnixSocket(UpstreamTlsMode),
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why.
+    pub source: std::io::Error,
 }
 
 /// Refused connections lingering at once while their FATAL 53300 is delivered; past this, a refused
@@ -73,60 +68,37 @@ const MAX_LINGERING_REFUSALS: usize = 1024;
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    control: UnixListener,
-    control_path: PathBuf,
-    reloader: Reloader,
     cell: SettingsCell,
     max_startups: usize,
     workers: usize,
     grace: Duration,
     ctx: Arc<ConnectionContext>,
-    managed: bool,
 }
 
 impl Server {
-    /// Loads the applied settings and binds the listener and the control socket.
-    pub async fn bind(options: ServerOptions) -> Result<Server, ServerError> {
-        let store = StateStore::open(&options.data_dir)?;
-        let upstream_tls = options.config.server.upstream_tls;
-        if upstream_tls != UpstreamTlsMode::Disable
-            && matches!(options.upstream, UpstreamAddr::Unix { .. })
-        {
-            return Err(ServerError::TlsOverUnixSocket(upstream_tls));
-        }
-        let settings = LiveSettings::load(&store, upstream_tls)?;
-        let listener =
-            TcpListener::bind(options.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: options.listen,
-                    source,
-                })?;
-        let control_path = store.control_socket_path();
-        let control = reload::bind(&control_path)?;
-        let cell = SettingsCell::new(settings);
-        let config = &options.config;
+    /// Binds the listener; connections will be served with `cell`'s current settings.
+    pub async fn bind(options: ServerOptions, cell: SettingsCell) -> Result<Server, BindError> {
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| BindError {
+                addr: options.listen,
+                source,
+            })?;
+        let limits = options.limits;
         Ok(Server {
             listener,
-            control,
-            control_path,
-            reloader: Reloader::new(store, cell.clone(), upstream_tls),
             cell,
-            max_startups: config.server.max_startups,
-            workers: match config.server.worker_threads {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                n => n,
-            },
-            grace: config.shutdown_grace(),
-            managed: options.managed,
+            max_startups: limits.max_startups,
+            workers: limits.workers.max(1),
+            grace: limits.shutdown_grace,
             ctx: Arc::new(ConnectionContext {
-                classifier: config.classifier(),
+                classifier: options.classifier,
                 upstream: options.upstream,
-                handshake_timeout: config.handshake_timeout(),
-                connect_timeout: config.connect_timeout(),
+                handshake_timeout: limits.handshake_timeout,
+                connect_timeout: limits.connect_timeout,
                 draining: CancellationToken::new(),
                 closing: CancellationToken::new(),
-                sessions: Arc::new(Semaphore::new(config.server.max_connections)),
+                sessions: Arc::new(Semaphore::new(limits.max_connections)),
             }),
         })
     }
@@ -136,9 +108,9 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// A handle that reloads the applied state, as SIGHUP or the control socket do.
-    pub fn reloader(&self) -> Reloader {
-        self.reloader.clone()
+    /// The repository this server relays to.
+    pub fn upstream(&self) -> &UpstreamAddr {
+        &self.ctx.upstream
     }
 
     /// The settings new connections get now.
@@ -155,32 +127,13 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) {
         let Server {
             listener,
-            control,
-            control_path,
-            reloader,
             cell,
             max_startups,
             workers,
             grace,
             ctx,
-            managed,
         } = self;
         let tracker = TaskTracker::new();
-        let control_stop = CancellationToken::new();
-        let status = reload::ServeStatus {
-            listen: listener
-                .local_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
-            upstream: ctx.upstream.to_string(),
-            managed,
-        };
-        let control_task = tokio::spawn(reload::serve(
-            control,
-            control_path,
-            reloader,
-            status,
-            control_stop.clone(),
-        ));
         let shared = Arc::new(AcceptShared {
             cell,
             ctx: ctx.clone(),
@@ -229,37 +182,8 @@ impl Server {
             ctx.closing.cancel();
             tracker.wait().await;
         }
-        control_stop.cancel();
-        let _ = control_task.await;
-        info!("pgssl stopped");
+        info!("the proxy stopped");
     }
-}
-
-/// Raises the process's open-file limit to its hard limit and returns it with the number of
-/// descriptors the configured limits may need: one per connection starting up, two per session
-/// (client and repository), and some room for the rest.
-pub fn raise_open_file_limit(config: &Config) -> std::io::Result<(u64, u64)> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit.rlim_cur = limit.rlim_max;
-            }
-        }
-    }
-    let needed = config.server.max_startups as u64 + 2 * config.server.max_connections as u64 + 256;
-    Ok((limit.rlim_cur, needed))
 }
 
 /// What every accept loop shares.

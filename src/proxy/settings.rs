@@ -4,21 +4,16 @@
 //!
 //! Every connection loads the current snapshot once, at accept, and keeps it: a reload changes what new
 //! connections get and never touches sessions already open. A reload that fails keeps the old snapshot.
+//! The snapshot is plain data: the control plane builds it (`control::settings`) from the state on
+//! disk, which the data plane never reads.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 
-use crate::control::state::external_cert::{self, ExternalCertError};
-use crate::control::state::keystore::{Keystore, KeystoreError};
-use crate::control::state::security::{self, ExternalSsl};
-use crate::control::state::{AppliedState, CertError, StateError, StateStore, custom_ca};
 use crate::proxy::policy::Mode;
-use crate::proxy::upstream::tls::{UpstreamTls, UpstreamTlsError, UpstreamTlsMode};
-use crate::tls;
-use crate::tls::certs;
-use crate::tls::protocols::{self, ProtocolError};
+use crate::proxy::upstream::tls::UpstreamTls;
 
 /// One consistent view of the applied settings.
 #[derive(Clone)]
@@ -43,42 +38,6 @@ impl std::fmt::Debug for LiveSettings {
     }
 }
 
-/// Why settings could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The state files are unreadable.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// The certificate or key is unusable.
-    #[error(transparent)]
-    Cert(#[from] CertError),
-    /// SSL is on but no certificate folder is recorded.
-    #[error(
-        "repository SSL is {0} but no certificate is recorded (run 'pgssl security repository-ssl enable' and 'pgssl pending-changes apply')"
-    )]
-    NoCertificate(Mode),
-    /// The administrator's certificate cannot be served.
-    #[error("the external-ssl certificate cannot be served: {0}")]
-    External(#[from] ExternalCertError),
-    /// The stored protocol list is invalid.
-    #[error("the external-ssl protocol list cannot be used: {0}")]
-    Protocols(#[from] ProtocolError),
-    /// rustls refused the external certificate.
-    #[error("the external-ssl certificate cannot be served: {0}")]
-    ExternalTls(rustls::Error),
-    /// The keystore is unusable.
-    #[error(transparent)]
-    Keystore(#[from] KeystoreError),
-    /// The passphrase of an encrypted external key is missing from the keystore.
-    #[error(
-        "the passphrase of the external-ssl key is missing from the keystore (run 'pgssl security external-ssl enable' again with --passphrase)"
-    )]
-    MissingPassphrase,
-    /// The upstream TLS settings cannot be built.
-    #[error(transparent)]
-    UpstreamTls(#[from] UpstreamTlsError),
-}
-
 impl LiveSettings {
     /// Settings that serve no TLS, with plaintext to the repository.
     pub fn off() -> LiveSettings {
@@ -89,85 +48,6 @@ impl LiveSettings {
             upstream_tls: UpstreamTls::disabled(),
         }
     }
-
-    /// Builds the settings for the applied state of `store`.
-    pub fn load(
-        store: &StateStore,
-        upstream_tls: UpstreamTlsMode,
-    ) -> Result<LiveSettings, LoadError> {
-        Self::for_state(store, &store.applied()?, upstream_tls)
-    }
-
-    /// Builds the settings a given state would serve; `apply` uses this to validate before promoting.
-    pub fn for_state(
-        store: &StateStore,
-        state: &AppliedState,
-        upstream_tls: UpstreamTlsMode,
-    ) -> Result<LiveSettings, LoadError> {
-        let upstream_tls = upstream_tls_for(store, state, upstream_tls)?;
-        let mode = state.repository_ssl.mode;
-        if !mode.offers_tls() {
-            return Ok(LiveSettings {
-                upstream_tls,
-                ..LiveSettings::off()
-            });
-        }
-        let (config, fingerprint) = match &state.external_ssl {
-            Some(external) => external_config(store, external)?,
-            None => {
-                let paths = store
-                    .cert_paths_of(state)
-                    .ok_or(LoadError::NoCertificate(mode))?;
-                // Read the file once: the fingerprint comes from the same leaf the server will present.
-                let chain = certs::read_chain(&paths.cert)?;
-                let fingerprint = certs::sha256_fingerprint(&chain[0]);
-                (tls::server_config_with_chain(&paths, chain)?, fingerprint)
-            }
-        };
-        Ok(LiveSettings {
-            mode,
-            acceptor: Some(TlsAcceptor::from(config)),
-            cert_fingerprint: Some(fingerprint),
-            upstream_tls,
-        })
-    }
-}
-
-/// The upstream TLS settings of a state: `mode` from the configuration, trusting the state's custom CA.
-pub fn upstream_tls_for(
-    store: &StateStore,
-    state: &AppliedState,
-    mode: UpstreamTlsMode,
-) -> Result<UpstreamTls, LoadError> {
-    let custom_ca = state
-        .custom_ca
-        .as_ref()
-        .map(|ca| custom_ca::load(&store.custom_ca_path(&ca.id)))
-        .transpose()?;
-    Ok(UpstreamTls::new(mode, custom_ca.as_ref())?)
-}
-
-/// The server configuration of an `external-ssl` certificate and its fingerprint.
-fn external_config(
-    store: &StateStore,
-    external: &ExternalSsl,
-) -> Result<(Arc<rustls::ServerConfig>, String), LoadError> {
-    let passphrase = if external.encrypted_key {
-        let keystore = Keystore::open(&store.config_dir())?;
-        Some(
-            keystore
-                .get(&security::passphrase_name(&external.id))?
-                .ok_or(LoadError::MissingPassphrase)?,
-        )
-    } else {
-        None
-    };
-    let paths = store.external_ssl_paths(&external.id);
-    let (chain, key) = external_cert::load(&paths, passphrase.as_ref())?;
-    let fingerprint = certs::sha256_fingerprint(&chain[0]);
-    let protocols = protocols::parse(&external.protocols)?.set;
-    let config = tls::server_config_from(chain, key, protocols).map_err(LoadError::ExternalTls)?;
-    Ok((config, fingerprint))
 }
 
 /// The swap cell shared by the accept loop and the reload handler.

@@ -2,16 +2,12 @@
 //! read and write the `repository` database's public schema, `readonly` may only read it, present and
 //! future tables alike.
 
-use std::collections::BTreeMap;
-
 use tracing::info;
 
 use super::managed::{
-    ManagedError, ManagedRepository, REPOSITORY_DATABASE, ensure_database, ensure_login_role,
-    role_exists,
+    ManagedError, REPOSITORY_DATABASE, ensure_database, ensure_login_role, role_exists,
 };
-use crate::control::state::keystore::{Keystore, Secret};
-use crate::control::state::store::{Access, pending_password_name};
+use crate::keystore::Secret;
 
 /// The users `data-access repository-access` manages.
 pub const DIRECT_USERS: [&str; 2] = ["tableau", "readonly"];
@@ -21,78 +17,55 @@ pub fn password_name(user: &str) -> String {
     super::managed::role_secret_name(user)
 }
 
-/// Applies staged access changes to the running repository. Each change is idempotent, so a re-run
-/// after a failure finishes the job; staged passwords move to their final keystore names only after
-/// the repository accepted them.
-pub async fn apply(
-    repo: &ManagedRepository,
-    keystore: &mut Keystore,
-    changes: &BTreeMap<String, Access>,
-) -> Result<(), ManagedError> {
-    if changes.is_empty() {
-        return Ok(());
+/// Gives `user` LOGIN with `password` and its landing database. Idempotent. Its grants follow from
+/// [`regrant`], which must run after every change.
+pub async fn enable(admin: &mut Admin, user: &str, password: &Secret) -> Result<(), ManagedError> {
+    ensure_login_role(admin, user, password).await?;
+    ensure_landing_database(admin, user).await?;
+    info!(user, "direct access enabled");
+    Ok(())
+}
+
+/// Takes LOGIN away from `user` and ends its open sessions. Idempotent.
+pub async fn disable(admin: &mut Admin, user: &str) -> Result<(), ManagedError> {
+    if role_exists(admin, user).await? {
+        admin
+            .simple_query(&format!("ALTER ROLE {user} NOLOGIN"))
+            .await?;
+        admin
+            .simple_query(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{user}'"
+            ))
+            .await?;
     }
-    let mut admin = repo.connect_admin(keystore, REPOSITORY_DATABASE).await?;
-    let owners: Vec<&str> = repo.internal_roles.iter().map(String::as_str).collect();
-    for (user, access) in changes {
-        if !DIRECT_USERS.contains(&user.as_str()) {
-            continue;
-        }
-        match access {
-            Access::Enabled => {
-                let staged = pending_password_name(user);
-                let password: Secret = match keystore.get(&staged)? {
-                    Some(p) => p,
-                    // Already moved by an earlier, interrupted apply.
-                    None => keystore.get(&password_name(user))?.ok_or_else(|| {
-                        ManagedError::NotReady(
-                            format!("no staged password for {user}; stage it again with 'pgssl data-access repository-access enable'"),
-                            repo.log_file.clone(),
-                        )
-                    })?,
-                };
-                ensure_login_role(&mut admin, user, &password).await?;
-                ensure_landing_database(&mut admin, user).await?;
-                keystore.set(&password_name(user), &password)?;
-                keystore.remove(&staged)?;
-                info!(user, "direct access enabled");
-            }
-            Access::Disabled => {
-                if role_exists(&mut admin, user).await? {
-                    admin
-                        .simple_query(&format!("ALTER ROLE {user} NOLOGIN"))
-                        .await?;
-                    admin
-                        .simple_query(&format!(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{user}'"
-                        ))
-                        .await?;
-                }
-                keystore.remove(&password_name(user))?;
-                info!(user, "direct access disabled");
-            }
-        }
-    }
-    // Default privileges tie a creator (tableau) to a reader (readonly) and can only be granted once
-    // both roles exist, so one user's grants cannot be set up when only that user changes: after any
-    // change, every direct user that exists gets its grants again (they are idempotent), whatever the
-    // order in which the users were enabled.
+    info!(user, "direct access disabled");
+    Ok(())
+}
+
+/// Grants every direct user that exists its privileges again, with `owners` (the internal roles) and
+/// tableau as the creators whose future tables they reach.
+///
+/// Default privileges tie a creator (tableau) to a reader (readonly) and can only be granted once
+/// both roles exist, so one user's grants cannot be set up when only that user changes: after any
+/// change every direct user is granted again (it is idempotent), whatever the order in which the
+/// users were enabled.
+pub async fn regrant(admin: &mut Admin, owners: &[String]) -> Result<(), ManagedError> {
+    let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
     for user in DIRECT_USERS {
-        if role_exists(&mut admin, user).await? {
+        if role_exists(admin, user).await? {
             admin.simple_query(&grants(user, &owners)).await?;
         }
     }
-    let _ = admin.terminate().await;
     Ok(())
 }
+
+/// A superuser session on the repository database.
+type Admin = crate::repository::Session<crate::proxy::upstream::UpstreamStream>;
 
 /// An empty database named after the user, so that clients relying on libpq's default database (the
 /// user name) connect instead of failing with "database does not exist"; the data lives in
 /// `repository`. Only that user (and superusers) may connect to it.
-async fn ensure_landing_database(
-    admin: &mut crate::repository::Session<crate::proxy::upstream::UpstreamStream>,
-    user: &str,
-) -> Result<(), ManagedError> {
+async fn ensure_landing_database(admin: &mut Admin, user: &str) -> Result<(), ManagedError> {
     ensure_database(admin, user, None).await?;
     admin
         .simple_query(&format!(

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 
 use super::client::{ClientError, Session};
 use crate::config::{Config, is_plain_identifier};
-use crate::control::state::keystore::{Keystore, KeystoreError, Secret};
+use crate::keystore::{Keystore, KeystoreError, Secret};
 use crate::proxy::upstream::{UpstreamAddr, UpstreamStream};
 
 /// The superuser of a managed cluster.

@@ -434,7 +434,7 @@ async fn start_up_expecting_error(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_of_a_burst_over_the_limits_gets_53300() {
-    let _ = pgssl::proxy::server::raise_open_file_limit(&pgssl::config::Config::default());
+    let _ = pgssl::app::node::raise_open_file_limit(&pgssl::config::Config::default());
     let pg = Postgres::start();
     let proxy = Proxy::start_with(pg.upstream(), Mode::Off, |c| {
         c.server.max_connections = 2;
@@ -466,7 +466,7 @@ async fn every_connection_of_a_burst_over_the_limits_gets_53300() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_connect_while_2000_sockets_never_finish_start_up() {
     let (limit, _) =
-        pgssl::proxy::server::raise_open_file_limit(&pgssl::config::Config::default()).unwrap();
+        pgssl::app::node::raise_open_file_limit(&pgssl::config::Config::default()).unwrap();
     assert!(
         limit >= 5000,
         "this test needs 5000 open files, the limit is {limit}"

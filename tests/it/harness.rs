@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use pgssl::app::node::{Node, NodeOptions};
 use pgssl::config::Config;
 use pgssl::control::state::{AppliedState, StateStore};
 use pgssl::proxy::policy::Mode;
-use pgssl::proxy::server::{Server, ServerOptions};
-use pgssl::proxy::settings::LiveSettings;
+
 use pgssl::proxy::upstream::UpstreamAddr;
 use pgssl::proxy::upstream::tls::UpstreamTlsMode;
 use pgssl::tls::certs;
@@ -295,7 +295,7 @@ pub fn prepare_data_dir(data_dir: &Path, mode: Mode) {
         }
         state.repository_ssl.postgres_major = Some(15);
     }
-    LiveSettings::for_state(&store, &state, UpstreamTlsMode::Disable).unwrap();
+    pgssl::control::settings::for_state(&store, &state, UpstreamTlsMode::Disable).unwrap();
     store.promote(&state).unwrap();
 }
 
@@ -339,8 +339,8 @@ impl Proxy {
         data_dir: TempDir,
         upstream: UpstreamAddr,
         config: Config,
-    ) -> Result<Proxy, pgssl::proxy::server::ServerError> {
-        let server = Server::bind(ServerOptions {
+    ) -> Result<Proxy, pgssl::app::node::ServerError> {
+        let server = Node::bind(NodeOptions {
             data_dir: data_dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream,

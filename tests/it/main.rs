@@ -10,6 +10,7 @@ mod external_ssl;
 mod extsvc;
 mod hardening;
 mod harness;
+mod layout;
 mod live_reload;
 mod managed;
 mod metrics;

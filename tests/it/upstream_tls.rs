@@ -24,7 +24,7 @@ async fn proxy(
     host: &str,
     mode: UpstreamTlsMode,
     custom: Option<&Path>,
-) -> Result<Proxy, pgssl::proxy::server::ServerError> {
+) -> Result<Proxy, pgssl::app::node::ServerError> {
     let data_dir = tempfile::Builder::new()
         .prefix("pgssl-data")
         .tempdir()

@@ -3,7 +3,7 @@
 
 use super::{CommandError, Context, check_secret};
 use crate::control::state::admin_users::AdminUsers;
-use crate::control::state::keystore::Secret;
+use crate::keystore::Secret;
 
 /// Adds an administrator.
 pub fn add(ctx: &Context, name: &str, password: &Secret) -> Result<(), CommandError> {

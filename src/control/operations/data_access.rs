@@ -1,9 +1,13 @@
 //! `pgssl data-access repository-access enable --repository-username U --repository-password PW|-`
 //! and `disable --repository-username U`: direct-connection users of the managed repository.
 
+use std::collections::BTreeMap;
+
 use super::{CommandError, Context, apply_hint, check_secret};
-use crate::control::state::keystore::{Keystore, Secret};
 use crate::control::state::store::{Access, pending_password_name};
+use crate::keystore::{Keystore, Secret};
+use crate::repository::access;
+use crate::repository::managed::{ManagedError, ManagedRepository, REPOSITORY_DATABASE};
 
 /// Stages LOGIN with a new password for `user`.
 pub fn enable(ctx: &Context, user: &str, secret: &Secret) -> Result<(), CommandError> {
@@ -61,5 +65,49 @@ fn require_managed(ctx: &Context) -> Result<(), CommandError> {
             "data-access needs the managed repository; server.upstream is set, so manage roles on that PostgreSQL directly".into(),
         ));
     }
+    Ok(())
+}
+
+/// Runs staged direct-user changes on the running managed repository. Each change is idempotent, so
+/// a re-run after a failure finishes the job; a staged password moves to its final keystore name only
+/// after the repository accepted it.
+pub(crate) async fn apply_staged(
+    repo: &ManagedRepository,
+    keystore: &mut Keystore,
+    changes: &BTreeMap<String, Access>,
+) -> Result<(), ManagedError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut admin = repo.connect_admin(keystore, REPOSITORY_DATABASE).await?;
+    for (user, change) in changes {
+        if !access::DIRECT_USERS.contains(&user.as_str()) {
+            continue;
+        }
+        match change {
+            Access::Enabled => {
+                let staged = pending_password_name(user);
+                let password: Secret = match keystore.get(&staged)? {
+                    Some(p) => p,
+                    // Already moved by an earlier, interrupted apply.
+                    None => keystore.get(&access::password_name(user))?.ok_or_else(|| {
+                        ManagedError::NotReady(
+                            format!("no staged password for {user}; stage it again with 'pgssl data-access repository-access enable'"),
+                            repo.log_file.clone(),
+                        )
+                    })?,
+                };
+                access::enable(&mut admin, user, &password).await?;
+                keystore.set(&access::password_name(user), &password)?;
+                keystore.remove(&staged)?;
+            }
+            Access::Disabled => {
+                access::disable(&mut admin, user).await?;
+                keystore.remove(&access::password_name(user))?;
+            }
+        }
+    }
+    access::regrant(&mut admin, &repo.internal_roles).await?;
+    let _ = admin.terminate().await;
     Ok(())
 }

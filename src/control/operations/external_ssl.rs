@@ -12,9 +12,9 @@ use super::{
 };
 use crate::control::state::StateStore;
 use crate::control::state::external_cert::{self, SuppliedFiles};
-use crate::control::state::keystore::{Keystore, Secret};
 use crate::control::state::security::{self, Change, ExternalSsl};
 use crate::control::state::store::new_id;
+use crate::keystore::{Keystore, Secret};
 use crate::tls::certs;
 use crate::tls::protocols::{self, DEFAULT_PROTOCOLS};
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{CommandError, Context};
 use crate::control::reload::{self, ControlError};
-use crate::control::state::keystore::Keystore;
+use crate::keystore::Keystore;
 use crate::repository::managed::{REPOSITORY_DATABASE, role_secret_name};
 use crate::tls::certs;
 

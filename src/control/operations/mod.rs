@@ -31,10 +31,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::config::{Config, ConfigError};
 use crate::control::reload::ControlError;
-use crate::control::state::keystore::{Keystore, Secret};
+use crate::control::settings::LoadError;
 use crate::control::state::{CertError, StateError, StateStore};
-use crate::proxy::server::ServerError;
-use crate::proxy::settings::LoadError;
+use crate::keystore::{Keystore, Secret};
 
 /// One line of a command's report.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -143,9 +142,9 @@ pub enum CommandError {
     /// The staged settings cannot be served.
     #[error(transparent)]
     Load(#[from] LoadError),
-    /// The server could not start.
+    /// The listener could not be bound.
     #[error(transparent)]
-    Server(#[from] ServerError),
+    Bind(#[from] crate::proxy::server::BindError),
     /// The managed repository failed.
     #[error(transparent)]
     Managed(#[from] crate::repository::managed::ManagedError),
@@ -154,7 +153,7 @@ pub enum CommandError {
     AdminUser(#[from] crate::control::state::admin_users::AdminUserError),
     /// The keystore is unusable.
     #[error(transparent)]
-    Keystore(#[from] crate::control::state::keystore::KeystoreError),
+    Keystore(#[from] crate::keystore::KeystoreError),
     /// Talking to a running server failed.
     #[error(transparent)]
     Control(#[from] ControlError),

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use super::{CommandError, Context, block_on};
 use crate::control::reload::{self, ControlError};
-use crate::control::state::keystore::Keystore;
-use crate::proxy::settings::LiveSettings;
-use crate::repository::access;
+use crate::keystore::Keystore;
 use crate::repository::managed::ManagedRepository;
 
 /// Prints the staged changes.
@@ -48,7 +46,7 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
     }
     let next = pending.merged_into(&applied);
     // The same loader a server uses: what passes here, a server can serve.
-    LiveSettings::for_state(&store, &next, ctx.config.server.upstream_tls)?;
+    crate::control::settings::for_state(&store, &next, ctx.config.server.upstream_tls)?;
     if !pending.data_access.is_empty() {
         apply_data_access(ctx, &store, &pending)?;
     }
@@ -94,7 +92,7 @@ fn apply_data_access(
 ) -> Result<(), CommandError> {
     let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     let mut keystore = Keystore::open(&store.config_dir())?;
-    block_on(access::apply(&repo, &mut keystore, &pending.data_access))?.map_err(|e| {
+    block_on(super::data_access::apply_staged(&repo, &mut keystore, &pending.data_access))?.map_err(|e| {
         CommandError::Refused(format!(
             "cannot change direct access on the managed repository ({e}); is 'pgssl serve' running on this data directory? The pending changes were kept"
         ))

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::{CommandError, Context, block_on};
 use crate::control::reload::{self, ControlError};
 use crate::control::state::StateStore;
-use crate::control::state::keystore::Keystore;
+use crate::keystore::Keystore;
 use crate::proxy::upstream::UpstreamStream;
 use crate::repository::Session;
 use crate::repository::client::ClientError;

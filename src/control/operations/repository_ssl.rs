@@ -5,7 +5,7 @@ use std::path::Path;
 use super::{CommandError, Context, apply_hint, block_on, describe_expiry};
 use crate::atomic::{self, PUBLIC_MODE};
 use crate::proxy::policy::Mode;
-use crate::proxy::settings;
+
 use crate::proxy::upstream::tls::UpstreamTls;
 use crate::repository::managed::ManagedRepository;
 use crate::repository::version::{self, VersionSource};
@@ -28,8 +28,12 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
     let found = match ctx.config.upstream_addr()? {
         Some(upstream) => {
             // Reach the upstream the way the proxy will, with the TLS settings in force.
-            let tls = settings::upstream_tls_for(&store, &applied, ctx.config.server.upstream_tls)
-                .unwrap_or_else(|_| UpstreamTls::disabled());
+            let tls = crate::control::settings::upstream_tls_for(
+                &store,
+                &applied,
+                ctx.config.server.upstream_tls,
+            )
+            .unwrap_or_else(|_| UpstreamTls::disabled());
             block_on(version::probe(&ctx.config, &upstream, &tls))?
         }
         None => managed_major(ctx),

@@ -15,9 +15,9 @@ use super::{
     list_record, prune,
 };
 use crate::control::state::custom_ca;
-use crate::control::state::keystore::{Keystore, Secret};
 use crate::control::state::security::{self, Change, ConnectionType, ExternalService};
 use crate::control::state::store::new_id;
+use crate::keystore::{Keystore, Secret};
 use crate::tls::client::{self, Verification};
 
 /// The model's default connect timeout.

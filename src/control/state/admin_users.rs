@@ -9,8 +9,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
-use super::keystore::Secret;
 use crate::atomic::{self, PRIVATE_MODE};
+use crate::keystore::Secret;
 
 const FILE: &str = "admin-users.toml";
 

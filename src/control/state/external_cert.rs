@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
-use super::keystore::Secret;
 use crate::atomic::{self, PRIVATE_MODE, PUBLIC_MODE};
+use crate::keystore::Secret;
 use crate::tls::certs::{self, CertError, CertInfo, CertPaths};
 
 /// A certificate expiring within this many days is accepted with a warning.

@@ -19,7 +19,6 @@
 pub mod admin_users;
 pub mod custom_ca;
 pub mod external_cert;
-pub mod keystore;
 pub mod security;
 pub mod store;
 

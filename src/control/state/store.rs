@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::keystore::{Keystore, KeystoreError};
 use super::security::{self, Change, CustomCa, ExternalService, ExternalSsl};
 use crate::atomic::{self, FileLock, PRIVATE_MODE};
+use crate::keystore::{Keystore, KeystoreError};
 use crate::proxy::policy::Mode;
 use crate::tls::certs::CertPaths;
 

@@ -1,0 +1,198 @@
+//! One pgssl node: the applied state, the settings snapshot the control plane builds from it, the
+//! reload socket, and the proxy server serving that snapshot. `pgssl serve` runs one (after starting
+//! a managed repository when there is no upstream); the integration tests bind one in-process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::control::operations::CommandError;
+use crate::control::reload::{self, ControlError, Reloader, ServeStatus};
+use crate::control::settings::{self, LoadError};
+use crate::control::state::{StateError, StateStore};
+use crate::proxy::server::{BindError, Limits, Server, ServerOptions};
+use crate::proxy::settings::{LiveSettings, SettingsCell};
+use crate::proxy::upstream::UpstreamAddr;
+use crate::proxy::upstream::tls::UpstreamTlsMode;
+
+/// What a node is started with.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The data directory with the applied state.
+    pub data_dir: PathBuf,
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The repository.
+    pub upstream: UpstreamAddr,
+    /// Whether the repository is the managed one (reported to `status` requests).
+    pub managed: bool,
+    /// Limits, timeouts and client users.
+    pub config: Config,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The applied settings cannot be served.
+    #[error("cannot serve the applied settings: {0}")]
+    Load(#[from] LoadError),
+    /// The listen address cannot be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The control socket cannot be bound.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// Upstream TLS was configured for a Unix-socket upstream.
+    #[error(
+        "server.upstream_tls = {0} needs a TCP upstream (host:port); PostgreSQL does not use TLS on Unix sockets (set server.upstream_tls = \"disable\")"
+    )]
+    TlsOverUnixSocket(UpstreamTlsMode),
+}
+
+impl From<ServerError> for CommandError {
+    fn from(e: ServerError) -> CommandError {
+        match e {
+            ServerError::State(e) => e.into(),
+            ServerError::Load(e) => e.into(),
+            ServerError::Bind(e) => e.into(),
+            ServerError::Control(e) => e.into(),
+            e @ ServerError::TlsOverUnixSocket(_) => ConfigError::Invalid {
+                key: "server.upstream_tls",
+                message: e.to_string(),
+            }
+            .into(),
+        }
+    }
+}
+
+/// A bound node, ready to run.
+#[derive(Debug)]
+pub struct Node {
+    server: Server,
+    control: UnixListener,
+    control_path: PathBuf,
+    reloader: Reloader,
+    managed: bool,
+}
+
+impl Node {
+    /// Loads the applied settings and binds the listener and the control socket.
+    pub async fn bind(options: NodeOptions) -> Result<Node, ServerError> {
+        let store = StateStore::open(&options.data_dir)?;
+        let upstream_tls = options.config.server.upstream_tls;
+        if upstream_tls != UpstreamTlsMode::Disable
+            && matches!(options.upstream, UpstreamAddr::Unix { .. })
+        {
+            return Err(ServerError::TlsOverUnixSocket(upstream_tls));
+        }
+        let cell = SettingsCell::new(settings::load(&store, upstream_tls)?);
+        let config = &options.config;
+        let server = Server::bind(
+            ServerOptions {
+                listen: options.listen,
+                upstream: options.upstream,
+                classifier: config.classifier(),
+                limits: limits(config),
+            },
+            cell.clone(),
+        )
+        .await?;
+        let control_path = store.control_socket_path();
+        let control = reload::bind(&control_path)?;
+        Ok(Node {
+            server,
+            control,
+            control_path,
+            reloader: Reloader::new(store, cell, upstream_tls),
+            managed: options.managed,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// A handle that reloads the applied state, as SIGHUP or the control socket do.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// The settings new connections get now.
+    pub fn settings(&self) -> Arc<LiveSettings> {
+        self.server.settings()
+    }
+
+    /// Serves until `shutdown` is cancelled, answering the control socket meanwhile.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let status = ServeStatus {
+            listen: self
+                .server
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            upstream: self.server.upstream().to_string(),
+            managed: self.managed,
+        };
+        let control_stop = CancellationToken::new();
+        let control_task = tokio::spawn(reload::serve(
+            self.control,
+            self.control_path,
+            self.reloader,
+            status,
+            control_stop.clone(),
+        ));
+        self.server.run(shutdown).await;
+        control_stop.cancel();
+        let _ = control_task.await;
+        tracing::info!("pgssl stopped");
+    }
+}
+
+/// The data plane's limits from `[server]`.
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        max_connections: config.server.max_connections,
+        max_startups: config.server.max_startups,
+        handshake_timeout: config.handshake_timeout(),
+        connect_timeout: config.connect_timeout(),
+        shutdown_grace: config.shutdown_grace(),
+        workers: match config.server.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
+    }
+}
+
+/// Raises the process's open-file limit to its hard limit and returns it with the number of
+/// descriptors the configured limits may need: one per connection starting up, two per session
+/// (client and repository), and some room for the rest.
+pub fn raise_open_file_limit(config: &Config) -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    let needed = config.server.max_startups as u64 + 2 * config.server.max_connections as u64 + 256;
+    Ok((limit.rlim_cur, needed))
+}
