@@ -7,6 +7,7 @@ use tracing::info;
 use super::managed::{
     ManagedError, REPOSITORY_DATABASE, ensure_database, ensure_login_role, role_exists,
 };
+use super::sql;
 use crate::keystore::Secret;
 
 /// The users `data-access repository-access` manages.
@@ -30,11 +31,12 @@ pub async fn enable(admin: &mut Admin, user: &str, password: &Secret) -> Result<
 pub async fn disable(admin: &mut Admin, user: &str) -> Result<(), ManagedError> {
     if role_exists(admin, user).await? {
         admin
-            .simple_query(&format!("ALTER ROLE {user} NOLOGIN"))
+            .simple_query(&format!("ALTER ROLE {} NOLOGIN", sql::ident(user)))
             .await?;
         admin
             .simple_query(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{user}'"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}",
+                sql::literal(user)
             ))
             .await?;
     }
@@ -50,10 +52,15 @@ pub async fn disable(admin: &mut Admin, user: &str) -> Result<(), ManagedError> 
 /// change every direct user is granted again (it is idempotent), whatever the order in which the
 /// users were enabled.
 pub async fn regrant(admin: &mut Admin, owners: &[String]) -> Result<(), ManagedError> {
-    let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
+    let mut creators: Vec<&str> = Vec::new();
+    for creator in owners.iter().map(String::as_str).chain(["tableau"]) {
+        if role_exists(admin, creator).await? {
+            creators.push(creator);
+        }
+    }
     for user in DIRECT_USERS {
         if role_exists(admin, user).await? {
-            admin.simple_query(&grants(user, &owners)).await?;
+            admin.simple_query(&grants(user, &creators)).await?;
         }
     }
     Ok(())
@@ -67,18 +74,21 @@ type Admin = crate::repository::Session<crate::proxy::upstream::UpstreamStream>;
 /// `repository`. Only that user (and superusers) may connect to it.
 async fn ensure_landing_database(admin: &mut Admin, user: &str) -> Result<(), ManagedError> {
     ensure_database(admin, user, None).await?;
+    let (db, user) = (sql::ident(user), sql::ident(user));
     admin
         .simple_query(&format!(
-            "REVOKE CONNECT ON DATABASE {user} FROM PUBLIC; GRANT CONNECT ON DATABASE {user} TO {user}"
+            "REVOKE CONNECT ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {user}"
         ))
         .await?;
     Ok(())
 }
 
-/// The privileges of a direct user, run inside the `repository` database.
-fn grants(user: &str, owners: &[&str]) -> String {
-    let db = REPOSITORY_DATABASE;
-    let mut sql = format!("GRANT CONNECT ON DATABASE {db} TO {user};");
+/// The privileges of a direct user, run inside the `repository` database: on what exists now, and
+/// on what each of `creators` (roles that exist) creates later.
+fn grants(user: &str, creators: &[&str]) -> String {
+    let db = sql::ident(REPOSITORY_DATABASE);
+    let who = sql::ident(user);
+    let mut sql = format!("GRANT CONNECT ON DATABASE {db} TO {who};");
     let (schema, tables, sequences) = if user == "tableau" {
         (
             "USAGE, CREATE",
@@ -89,22 +99,15 @@ fn grants(user: &str, owners: &[&str]) -> String {
         ("USAGE", "SELECT", "SELECT")
     };
     sql.push_str(&format!(
-        "GRANT {schema} ON SCHEMA public TO {user};\
-         GRANT {tables} ON ALL TABLES IN SCHEMA public TO {user};\
-         GRANT {sequences} ON ALL SEQUENCES IN SCHEMA public TO {user};"
+        "GRANT {schema} ON SCHEMA public TO {who};\
+         GRANT {tables} ON ALL TABLES IN SCHEMA public TO {who};\
+         GRANT {sequences} ON ALL SEQUENCES IN SCHEMA public TO {who};"
     ));
-    // Future tables: whoever may create them (the internal roles, and tableau) grants on creation.
-    let mut creators: Vec<&str> = owners.to_vec();
-    creators.push("tableau");
-    for creator in creators {
-        if creator == user {
-            continue;
-        }
+    for creator in creators.iter().filter(|c| **c != user) {
+        let creator = sql::ident(creator);
         sql.push_str(&format!(
-            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{creator}') THEN \
-             ALTER DEFAULT PRIVILEGES FOR ROLE {creator} IN SCHEMA public GRANT {tables} ON TABLES TO {user}; \
-             ALTER DEFAULT PRIVILEGES FOR ROLE {creator} IN SCHEMA public GRANT {sequences} ON SEQUENCES TO {user}; \
-             END IF; END $$;"
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {creator} IN SCHEMA public GRANT {tables} ON TABLES TO {who};\
+             ALTER DEFAULT PRIVILEGES FOR ROLE {creator} IN SCHEMA public GRANT {sequences} ON SEQUENCES TO {who};"
         ));
     }
     sql
@@ -116,12 +119,14 @@ mod tests {
 
     #[test]
     fn readonly_gets_select_only_and_tableau_read_write() {
-        let ro = grants("readonly", &["pgssl_internal"]);
-        assert!(ro.contains("GRANT SELECT ON ALL TABLES IN SCHEMA public TO readonly"));
+        let ro = grants("readonly", &["pgssl_internal", "tableau"]);
+        assert!(ro.contains("GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"readonly\""));
         assert!(!ro.contains("INSERT"));
-        assert!(ro.contains("FOR ROLE tableau"));
-        let rw = grants("tableau", &["pgssl_internal"]);
+        assert!(ro.contains("FOR ROLE \"tableau\""));
+        let rw = grants("tableau", &["pgssl_internal", "tableau"]);
         assert!(rw.contains("INSERT, UPDATE, DELETE"));
-        assert!(!rw.contains("FOR ROLE tableau"));
+        assert!(!rw.contains("FOR ROLE \"tableau\""));
+        let odd = grants("readonly", &["Svc \"Odd\""]);
+        assert!(odd.contains("FOR ROLE \"Svc \"\"Odd\"\"\""), "{odd}");
     }
 }

@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::client::{ClientError, Session};
-use crate::config::{Config, is_plain_identifier};
+use super::sql;
+use crate::config::Config;
 use crate::keystore::{Keystore, KeystoreError, Secret};
 use crate::proxy::upstream::{UpstreamAddr, UpstreamStream};
 
@@ -411,7 +412,6 @@ impl ManagedRepository {
     pub async fn reconcile(&self, keystore: &mut Keystore) -> Result<(), ManagedError> {
         let mut admin = self.connect_admin(keystore, "postgres").await?;
         for role in &self.internal_roles {
-            debug_assert!(is_plain_identifier(role));
             let password = keystore.get_or_generate(&role_secret_name(role), PASSWORD_LEN)?;
             if ensure_login_role(&mut admin, role, &password).await? {
                 info!(role, "created internal role");
@@ -427,7 +427,9 @@ impl ManagedRepository {
         for role in &self.internal_roles[1..] {
             admin
                 .simple_query(&format!(
-                    "GRANT CONNECT ON DATABASE {REPOSITORY_DATABASE} TO {role}"
+                    "GRANT CONNECT ON DATABASE {} TO {}",
+                    sql::ident(REPOSITORY_DATABASE),
+                    sql::ident(role)
                 ))
                 .await?;
         }
@@ -460,7 +462,7 @@ impl ManagedRepository {
 }
 
 /// Creates `role` with LOGIN if it does not exist, then sets its password; returns whether it was
-/// created. `role` must be a plain identifier.
+/// created.
 pub async fn ensure_login_role(
     admin: &mut Session<UpstreamStream>,
     role: &str,
@@ -469,26 +471,29 @@ pub async fn ensure_login_role(
     let created = !role_exists(admin, role).await?;
     if created {
         admin
-            .simple_query(&format!("CREATE ROLE {role} LOGIN"))
+            .simple_query(&format!("CREATE ROLE {} LOGIN", sql::ident(role)))
             .await?;
     }
     set_password(admin, role, password).await?;
     Ok(created)
 }
 
-/// Whether the role `name` exists. `name` must be a plain identifier.
+/// Whether the role `name` exists.
 pub async fn role_exists(
     admin: &mut Session<UpstreamStream>,
     name: &str,
 ) -> Result<bool, ClientError> {
     let rows = admin
-        .simple_query(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{name}'"))
+        .simple_query(&format!(
+            "SELECT 1 FROM pg_roles WHERE rolname = {}",
+            sql::literal(name)
+        ))
         .await?;
     Ok(!rows.is_empty())
 }
 
 /// Creates the database `name` (owned by `owner`, else by the superuser) unless it exists; returns
-/// whether it was created. Names must be plain identifiers.
+/// whether it was created.
 pub async fn ensure_database(
     admin: &mut Session<UpstreamStream>,
     name: &str,
@@ -496,15 +501,18 @@ pub async fn ensure_database(
 ) -> Result<bool, ClientError> {
     let rows = admin
         .simple_query(&format!(
-            "SELECT 1 FROM pg_database WHERE datname = '{name}'"
+            "SELECT 1 FROM pg_database WHERE datname = {}",
+            sql::literal(name)
         ))
         .await?;
     if !rows.is_empty() {
         return Ok(false);
     }
-    let owner = owner.map(|o| format!(" OWNER {o}")).unwrap_or_default();
+    let owner = owner
+        .map(|o| format!(" OWNER {}", sql::ident(o)))
+        .unwrap_or_default();
     admin
-        .simple_query(&format!("CREATE DATABASE {name}{owner}"))
+        .simple_query(&format!("CREATE DATABASE {}{owner}", sql::ident(name)))
         .await?;
     Ok(true)
 }
@@ -519,7 +527,9 @@ pub async fn set_password(
     let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
     admin
         .simple_query(&format!(
-            "ALTER ROLE {role} WITH LOGIN PASSWORD '{verifier}'"
+            "ALTER ROLE {} WITH LOGIN PASSWORD {}",
+            sql::ident(role),
+            sql::literal(&verifier)
         ))
         .await?;
     Ok(())

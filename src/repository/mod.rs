@@ -6,6 +6,7 @@
 pub mod access;
 pub mod client;
 pub mod managed;
+pub mod sql;
 pub mod version;
 
 pub use client::{ClientError, ServerError, Session};

@@ -277,3 +277,61 @@ fn data_access_refuses_unknown_users_and_an_external_upstream() {
     ]));
     assert!(err.contains("needs the managed repository"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_roles_whose_names_need_quoting_are_created_granted_and_log_in() {
+    // Plain names to the config, reserved words to SQL: unquoted, CREATE ROLE grant fails.
+    let env = CliEnv::managed();
+    let config = std::fs::read_to_string(env.config()).unwrap();
+    std::fs::write(
+        env.config(),
+        format!("{config}[repository]\ninternal_roles = [\"grant\", \"order\"]\n"),
+    )
+    .unwrap();
+    let serve = ServeProcess::start(&env, &[]).await;
+    let conninfo = |user: &str| {
+        let line = ok(&env
+            .command(&["internal-credentials", "--user", user])
+            .output()
+            .unwrap());
+        line.trim().to_string()
+    };
+    let owner = crate::harness::psql_commands(
+        &conninfo("grant"),
+        &[
+            "SELECT current_user, pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'repository'",
+            "CREATE TABLE made_by_grant (id int)",
+            "INSERT INTO made_by_grant VALUES (42)",
+        ],
+    )
+    .await;
+    assert!(owner.ok, "{owner:?}");
+    assert_eq!(
+        owner.stdout.lines().next(),
+        Some("grant|grant"),
+        "{owner:?}"
+    );
+    let other = crate::harness::psql_commands(&conninfo("order"), &["SELECT current_user"]).await;
+    assert_eq!(other.stdout.trim(), "order", "{other:?}");
+    // readonly's default privileges name the creator "grant": it reads what grant creates later.
+    ok(&env
+        .stage_direct_user("readonly", crate::harness::PASSWORD)
+        .await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    let later = crate::harness::psql_commands(
+        &conninfo("grant"),
+        &[
+            "CREATE TABLE later_by_grant (id int)",
+            "INSERT INTO later_by_grant VALUES (7)",
+        ],
+    )
+    .await;
+    assert!(later.ok, "{later:?}");
+    let direct = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} dbname=repository user=readonly sslmode=disable",
+        serve.addr.port()
+    );
+    let read = crate::harness::psql_commands(&direct, &["SELECT id FROM later_by_grant"]).await;
+    assert_eq!(read.stdout.trim(), "7", "{read:?}");
+    drop(serve);
+}
