@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::proxy::metrics::{Limit, ProxyMetrics};
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
 use crate::proxy::policy::{self, Transport, UserClassifier, Verdict};
 use crate::proxy::protocol::login_watch::LoginOutcome;
@@ -20,21 +21,21 @@ use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, RelayEnd};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::upstream::UpstreamAddr;
-use crate::telemetry::{LogSafe, names};
+use crate::telemetry::LogSafe;
 
 /// Counts a connection in `pgssl_connections_active` for as long as it lives.
-struct ActiveGuard;
+struct ActiveGuard<'a>(&'a metrics::Gauge);
 
-impl ActiveGuard {
-    fn new() -> ActiveGuard {
-        metrics::gauge!(names::CONNECTIONS_ACTIVE).increment(1.0);
-        ActiveGuard
+impl<'a> ActiveGuard<'a> {
+    fn new(gauge: &'a metrics::Gauge) -> ActiveGuard<'a> {
+        gauge.increment(1.0);
+        ActiveGuard(gauge)
     }
 }
 
-impl Drop for ActiveGuard {
+impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        metrics::gauge!(names::CONNECTIONS_ACTIVE).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
@@ -55,6 +56,8 @@ pub struct ConnectionContext {
     pub closing: CancellationToken,
     /// Client sessions (`server.max_connections`): taken once start-up is complete.
     pub sessions: Arc<Semaphore>,
+    /// The data plane's metric handles.
+    pub metrics: ProxyMetrics,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -67,8 +70,9 @@ pub async fn handle(
     starting: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
-    metrics::counter!(names::CONNECTIONS_ACCEPTED).increment(1);
-    let _active = ActiveGuard::new();
+    let m = &ctx.metrics;
+    m.accepted.increment(1);
+    let _active = ActiveGuard::new(&m.active);
     // Start-up and query traffic is small request/response messages: Nagle would only add latency.
     if let Err(e) = tcp.set_nodelay(true) {
         warn!(%peer, error = %e, "cannot set TCP_NODELAY");
@@ -76,9 +80,9 @@ pub async fn handle(
     let deadline = started + ctx.handshake_timeout;
     // Boxed: the negotiation's state (TLS handshake included) is freed once it finishes instead of
     // sizing the task for the whole life of the session.
-    let negotiated = Box::pin(negotiate::negotiate(tcp, &settings, deadline)).await;
+    let negotiated = Box::pin(negotiate::negotiate(tcp, &settings, m, deadline)).await;
     match negotiated {
-        Err(e) => log_negotiation_failure(peer, &e),
+        Err(e) => log_negotiation_failure(peer, &e, m),
         Ok(Negotiated::Cancel { stream, packet }) => {
             forward_cancel(stream, &packet, peer, &settings, &ctx).await
         }
@@ -96,13 +100,9 @@ pub async fn handle(
             } else {
                 Transport::Plaintext
             };
-            let tls_version = tls
-                .as_ref()
-                .map_or("none", |t| t.version.as_str())
-                .to_string();
+            let tls_version: &'static str = tls.as_ref().map_or("none", |t| t.version);
             if let Verdict::Reject(err) = policy::decide(settings.mode, class, transport, &user) {
-                metrics::counter!(names::POLICY_REJECTIONS, "mode" => settings.mode.to_string(), "class" => class.to_string())
-                    .increment(1);
+                m.policy_rejection(settings.mode, class).increment(1);
                 negotiate::send_fatal(&mut stream, &err).await;
                 info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), class = %class, tls = %tls_version, mode = %settings.mode,
                       outcome = "rejected", "SSL policy refused the connection");
@@ -117,8 +117,7 @@ pub async fn handle(
             }
             // PostgreSQL answers "too many clients" once it has read the start-up packet; so does pgssl.
             let Ok(_session) = ctx.sessions.clone().try_acquire_owned() else {
-                metrics::counter!(names::CONNECTIONS_OVER_LIMIT, "limit" => "max_connections")
-                    .increment(1);
+                m.over_limit(Limit::MaxConnections).increment(1);
                 negotiate::send_fatal(&mut stream, &too_many_clients()).await;
                 info!(%peer, user = %LogSafe(&user), outcome = "over_limit",
                       "server.max_connections sessions are open; start-up refused");
@@ -132,12 +131,12 @@ pub async fn handle(
                 .await
             {
                 Ok(u) => {
-                    metrics::histogram!(names::UPSTREAM_CONNECT_SECONDS)
+                    m.upstream_seconds
                         .record(connecting.elapsed().as_secs_f64());
                     u
                 }
                 Err(e) => {
-                    metrics::counter!(names::UPSTREAM_CONNECT_FAILURES).increment(1);
+                    m.upstream_failures.increment(1);
                     // The address stays in the operator's log; a client learns only the kind of failure.
                     let err = ErrorResponse::fatal(
                         SqlState::ConnectionFailure,
@@ -174,10 +173,8 @@ pub async fn handle(
             let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
             let duration_ms = started.elapsed().as_millis() as u64;
             let t = end.transferred();
-            metrics::counter!(names::BYTES_RELAYED, "direction" => "to_upstream")
-                .increment(t.to_upstream);
-            metrics::counter!(names::BYTES_RELAYED, "direction" => "to_client")
-                .increment(t.to_client);
+            m.bytes_to_upstream.increment(t.to_upstream);
+            m.bytes_to_client.increment(t.to_client);
             let (bytes_up, bytes_down) = (t.to_upstream, t.to_client);
             let (user, database) = (LogSafe(&user), LogSafe(&database));
             // A login the repository refused ends like any session, but its outcome is the refusal.
@@ -238,7 +235,7 @@ async fn forward_cancel(
     let _ = client.shutdown().await;
     match result {
         Ok(()) => {
-            metrics::counter!(names::CANCELS_FORWARDED).increment(1);
+            ctx.metrics.cancels.increment(1);
             info!(%peer, outcome = "cancel_forwarded", "forwarded a cancel request")
         }
         Err(e) => {
@@ -247,8 +244,8 @@ async fn forward_cancel(
     }
 }
 
-fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError) {
-    metrics::counter!(names::NEGOTIATION_FAILURES, "reason" => e.reason()).increment(1);
+fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError, m: &ProxyMetrics) {
+    m.negotiation_failure(e.reason()).increment(1);
     // Each of these is one client's mistake, not the operator's problem: info, like every other
     // per-connection outcome, so that a misbehaving client cannot flood the warnings.
     match e {
@@ -273,12 +270,13 @@ fn too_many_clients() -> ErrorResponse {
 pub fn refuse_at_accept(
     tcp: TcpStream,
     peer: SocketAddr,
+    metrics: &ProxyMetrics,
     lingering: &Arc<Semaphore>,
     tracker: &tokio_util::task::TaskTracker,
 ) {
     static ANSWER: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
     let answer = ANSWER.get_or_init(|| too_many_clients().encode());
-    metrics::counter!(names::CONNECTIONS_OVER_LIMIT, "limit" => "max_startups").increment(1);
+    metrics.over_limit(Limit::MaxStartups).increment(1);
     let _ = tcp.try_write(answer);
     info!(%peer, outcome = "over_limit", "server.max_startups connections are starting up; refused");
     match lingering.clone().try_acquire_owned() {

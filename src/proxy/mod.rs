@@ -5,6 +5,7 @@
 //! [`settings::SettingsCell`] and swaps it when an apply or SIGHUP asks.
 
 pub mod connection;
+pub mod metrics;
 pub mod negotiate;
 pub mod policy;
 pub mod protocol;

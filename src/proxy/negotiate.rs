@@ -14,11 +14,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::protocol::first_packet::{self, TLS_HANDSHAKE_RECORD};
 use crate::proxy::protocol::{ErrorResponse, FirstPacket, PacketError, SqlState, StartupMessage};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::{NegotiatedStream, TlsInfo};
-use crate::telemetry::names;
 use crate::tls::ALPN_POSTGRESQL;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -103,6 +103,7 @@ impl NegotiateError {
 pub async fn negotiate(
     tcp: TcpStream,
     settings: &LiveSettings,
+    metrics: &ProxyMetrics,
     deadline: Instant,
 ) -> Result<Negotiated, NegotiateError> {
     let mut first = [0u8; 1];
@@ -120,7 +121,7 @@ pub async fn negotiate(
         Ok(Ok(_)) => {}
     }
     if first[0] == TLS_HANDSHAKE_RECORD {
-        return direct_tls(tcp, settings, deadline).await;
+        return direct_tls(tcp, settings, metrics, deadline).await;
     }
 
     let mut tcp = tcp;
@@ -149,7 +150,7 @@ pub async fn negotiate(
                 if !buf.is_empty() {
                     return Err(NegotiateError::UnencryptedDataAfterSslRequest);
                 }
-                let (tls, info) = accept_tls(&acceptor, tcp, deadline, false).await?;
+                let (tls, info) = accept_tls(&acceptor, tcp, deadline, false, metrics).await?;
                 return after_tls(NegotiatedStream::Tls(Box::new(tls)), info, deadline).await;
             }
             FirstPacket::GssEncRequest => {
@@ -179,13 +180,14 @@ pub async fn negotiate(
 async fn direct_tls(
     tcp: TcpStream,
     settings: &LiveSettings,
+    metrics: &ProxyMetrics,
     deadline: Instant,
 ) -> Result<Negotiated, NegotiateError> {
     // The client speaks TLS already: a plaintext error would be garbage to it, so just close.
     let Some(acceptor) = settings.acceptor.clone() else {
         return Err(NegotiateError::DirectTlsWhileOff);
     };
-    let (tls, info) = accept_tls(&acceptor, tcp, deadline, true).await?;
+    let (tls, info) = accept_tls(&acceptor, tcp, deadline, true, metrics).await?;
     let alpn_ok = tls.get_ref().1.alpn_protocol() == Some(ALPN_POSTGRESQL);
     let stream = NegotiatedStream::Tls(Box::new(tls));
     if !alpn_ok {
@@ -205,6 +207,7 @@ async fn accept_tls(
     tcp: TcpStream,
     deadline: Instant,
     direct: bool,
+    metrics: &ProxyMetrics,
 ) -> Result<(TlsStream<TcpStream>, TlsInfo), NegotiateError> {
     let started = Instant::now();
     let result = match timeout_at(deadline, acceptor.accept(tcp)).await {
@@ -216,12 +219,13 @@ async fn accept_tls(
         }
     };
     let (version, outcome) = match &result {
-        Ok((_, info)) => (info.version.clone(), "ok"),
-        Err((outcome, _)) => ("unknown".to_string(), *outcome),
+        Ok((_, info)) => (info.version, "ok"),
+        Err((outcome, _)) => ("unknown", *outcome),
     };
-    metrics::counter!(names::TLS_HANDSHAKES, "version" => version, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!(names::TLS_HANDSHAKE_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics.handshake(version, outcome).increment(1);
+    metrics
+        .handshake_seconds
+        .record(started.elapsed().as_secs_f64());
     result.map_err(|(_, e)| e)
 }
 

@@ -38,13 +38,20 @@ impl Mode {
     }
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Mode {
+    /// The mode's name, as configured and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Mode::Off => "off",
             Mode::Optional => "optional",
             Mode::Required => "required",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -72,12 +79,19 @@ pub enum UserClass {
     Internal,
 }
 
-impl fmt::Display for UserClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl UserClass {
+    /// The class's name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
             UserClass::Client => "client",
             UserClass::Internal => "internal",
-        })
+        }
+    }
+}
+
+impl fmt::Display for UserClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
 
 use crate::proxy::connection::{self, ConnectionContext};
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::policy::UserClassifier;
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::upstream::UpstreamAddr;
@@ -99,6 +100,7 @@ impl Server {
                 draining: CancellationToken::new(),
                 closing: CancellationToken::new(),
                 sessions: Arc::new(Semaphore::new(limits.max_connections)),
+                metrics: ProxyMetrics::register(),
             }),
         })
     }
@@ -223,9 +225,13 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<AcceptShared>)
                             connection::handle(tcp, peer, settings, ctx, startup).instrument(span),
                         );
                     }
-                    Err(_) => {
-                        connection::refuse_at_accept(tcp, peer, &shared.lingering, &shared.tracker)
-                    }
+                    Err(_) => connection::refuse_at_accept(
+                        tcp,
+                        peer,
+                        &shared.ctx.metrics,
+                        &shared.lingering,
+                        &shared.tracker,
+                    ),
                 }
             }
             // EMFILE and friends are transient: back off instead of ending the server. Another

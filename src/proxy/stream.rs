@@ -22,9 +22,9 @@ pub enum NegotiatedStream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsInfo {
     /// `TLSv1_3` or `TLSv1_2`.
-    pub version: String,
+    pub version: &'static str,
     /// The cipher suite's IANA name.
-    pub cipher: String,
+    pub cipher: &'static str,
     /// Whether the client used direct TLS (`sslnegotiation=direct`) rather than SSLRequest.
     pub direct: bool,
 }
@@ -33,13 +33,17 @@ impl TlsInfo {
     /// Reads the negotiated parameters of a finished handshake.
     pub fn of(stream: &TlsStream<TcpStream>, direct: bool) -> TlsInfo {
         let (_, conn) = stream.get_ref();
+        // Static names: nothing is formatted per handshake.
         TlsInfo {
-            version: conn
-                .protocol_version()
-                .map_or_else(|| "unknown".into(), |v| format!("{v:?}")),
+            version: match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1_3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1_2",
+                _ => "unknown",
+            },
             cipher: conn
                 .negotiated_cipher_suite()
-                .map_or_else(|| "unknown".into(), |s| format!("{:?}", s.suite())),
+                .and_then(|s| s.suite().as_str())
+                .unwrap_or("unknown"),
             direct,
         }
     }

@@ -1,0 +1,153 @@
+//! The data plane's metrics as handles registered once per server, with labels from fixed sets.
+//!
+//! `metrics::counter!(name, labels)` looks the series up in the recorder's registry on every call (and
+//! a label built with `to_string()` allocates first); on a path that runs for every connection that is
+//! measurable work for nothing. Every series the data plane records is registered here when the server
+//! is bound — after `serve --metrics` installed the recorder — and connections only bump handles.
+//! Names and help texts are in [`crate::telemetry`].
+
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::proxy::policy::{Mode, UserClass};
+use crate::telemetry::names;
+
+/// TLS versions as labelled in `pgssl_tls_handshakes_total{version}`.
+pub const TLS_VERSIONS: [&str; 3] = ["TLSv1_2", "TLSv1_3", "unknown"];
+/// Handshake outcomes as labelled in `pgssl_tls_handshakes_total{outcome}`.
+pub const HANDSHAKE_OUTCOMES: [&str; 3] = ["ok", "failed", "timeout"];
+/// Reasons as labelled in `pgssl_negotiation_failures_total{reason}`.
+pub const NEGOTIATION_REASONS: [&str; 10] = [
+    "client_closed",
+    "io",
+    "timeout",
+    "bad_packet",
+    "data_after_ssl_request",
+    "out_of_order",
+    "tls_handshake",
+    "direct_tls_while_off",
+    "direct_tls_without_alpn",
+    "no_user",
+];
+const MODES: [Mode; 3] = [Mode::Off, Mode::Optional, Mode::Required];
+const CLASSES: [UserClass; 2] = [UserClass::Client, UserClass::Internal];
+
+/// Which connection limit refused a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    /// `server.max_connections`, after start-up.
+    MaxConnections,
+    /// `server.max_startups`, at accept.
+    MaxStartups,
+}
+
+/// Every series the data plane records.
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    /// `pgssl_connections_accepted_total`.
+    pub accepted: Counter,
+    /// `pgssl_connections_active`.
+    pub active: Gauge,
+    over_limit: [Counter; 2],
+    handshakes: Vec<Counter>,
+    /// `pgssl_tls_handshake_duration_seconds`.
+    pub handshake_seconds: Histogram,
+    negotiation_failures: Vec<Counter>,
+    policy_rejections: Vec<Counter>,
+    /// `pgssl_upstream_connect_failures_total`.
+    pub upstream_failures: Counter,
+    /// `pgssl_upstream_connect_duration_seconds`.
+    pub upstream_seconds: Histogram,
+    /// `pgssl_bytes_relayed_total{direction="to_upstream"}`.
+    pub bytes_to_upstream: Counter,
+    /// `pgssl_bytes_relayed_total{direction="to_client"}`.
+    pub bytes_to_client: Counter,
+    /// `pgssl_cancel_requests_total`.
+    pub cancels: Counter,
+}
+
+impl ProxyMetrics {
+    /// Registers every series with the installed recorder (no-op handles when there is none).
+    pub fn register() -> ProxyMetrics {
+        use metrics::{counter, gauge, histogram};
+        let mut handshakes = Vec::new();
+        for version in TLS_VERSIONS {
+            for outcome in HANDSHAKE_OUTCOMES {
+                handshakes.push(
+                    counter!(names::TLS_HANDSHAKES, "version" => version, "outcome" => outcome),
+                );
+            }
+        }
+        let mut policy_rejections = Vec::new();
+        for mode in MODES {
+            for class in CLASSES {
+                policy_rejections.push(counter!(names::POLICY_REJECTIONS,
+                    "mode" => mode.as_str(), "class" => class.as_str()));
+            }
+        }
+        ProxyMetrics {
+            accepted: counter!(names::CONNECTIONS_ACCEPTED),
+            active: gauge!(names::CONNECTIONS_ACTIVE),
+            over_limit: [
+                counter!(names::CONNECTIONS_OVER_LIMIT, "limit" => "max_connections"),
+                counter!(names::CONNECTIONS_OVER_LIMIT, "limit" => "max_startups"),
+            ],
+            handshakes,
+            handshake_seconds: histogram!(names::TLS_HANDSHAKE_SECONDS),
+            negotiation_failures: NEGOTIATION_REASONS
+                .iter()
+                .map(|reason| counter!(names::NEGOTIATION_FAILURES, "reason" => *reason))
+                .collect(),
+            policy_rejections,
+            upstream_failures: counter!(names::UPSTREAM_CONNECT_FAILURES),
+            upstream_seconds: histogram!(names::UPSTREAM_CONNECT_SECONDS),
+            bytes_to_upstream: counter!(names::BYTES_RELAYED, "direction" => "to_upstream"),
+            bytes_to_client: counter!(names::BYTES_RELAYED, "direction" => "to_client"),
+            cancels: counter!(names::CANCELS_FORWARDED),
+        }
+    }
+
+    /// `pgssl_connections_over_limit_total{limit}`.
+    pub fn over_limit(&self, limit: Limit) -> &Counter {
+        &self.over_limit[limit as usize]
+    }
+
+    /// `pgssl_tls_handshakes_total{version, outcome}`; unknown labels count as the last of their set.
+    pub fn handshake(&self, version: &str, outcome: &str) -> &Counter {
+        let v = index_of(&TLS_VERSIONS, version);
+        let o = index_of(&HANDSHAKE_OUTCOMES, outcome);
+        &self.handshakes[v * HANDSHAKE_OUTCOMES.len() + o]
+    }
+
+    /// `pgssl_negotiation_failures_total{reason}`.
+    pub fn negotiation_failure(&self, reason: &str) -> &Counter {
+        &self.negotiation_failures[index_of(&NEGOTIATION_REASONS, reason)]
+    }
+
+    /// `pgssl_policy_rejections_total{mode, class}`.
+    pub fn policy_rejection(&self, mode: Mode, class: UserClass) -> &Counter {
+        let m = MODES.iter().position(|x| *x == mode).unwrap_or(0);
+        let c = CLASSES.iter().position(|x| *x == class).unwrap_or(0);
+        &self.policy_rejections[m * CLASSES.len() + c]
+    }
+}
+
+fn index_of(set: &[&str], label: &str) -> usize {
+    set.iter()
+        .position(|l| *l == label)
+        .unwrap_or(set.len() - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_the_data_plane_uses_has_its_own_series() {
+        let m = ProxyMetrics::register();
+        assert_eq!(m.handshakes.len(), 9);
+        assert_eq!(index_of(&TLS_VERSIONS, "TLSv1_3"), 1);
+        assert_eq!(index_of(&TLS_VERSIONS, "SSLv3"), 2);
+        assert_eq!(index_of(&NEGOTIATION_REASONS, "no_user"), 9);
+        assert_eq!(m.policy_rejections.len(), 6);
+    }
+}
