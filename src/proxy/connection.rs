@@ -20,7 +20,7 @@ use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, RelayEnd};
 use crate::proxy::settings::LiveSettings;
-use crate::proxy::upstream::UpstreamAddr;
+use crate::proxy::upstream::Target;
 use crate::telemetry::LogSafe;
 
 /// Counts a connection in `pgssl_connections_active` for as long as it lives.
@@ -45,7 +45,7 @@ pub struct ConnectionContext {
     /// Who is a client user.
     pub classifier: UserClassifier,
     /// The repository.
-    pub upstream: UpstreamAddr,
+    pub upstream: Target,
     /// Accept-to-start-up limit.
     pub handshake_timeout: Duration,
     /// Limit for connecting to the repository.
@@ -127,7 +127,7 @@ pub async fn handle(
             let connecting = Instant::now();
             let mut upstream = match ctx
                 .upstream
-                .connect_with(ctx.connect_timeout, &settings.upstream_tls)
+                .connect(ctx.connect_timeout, &settings.upstream_tls)
                 .await
             {
                 Ok(u) => {
@@ -216,7 +216,7 @@ async fn forward_cancel(
         // The cancel travels like a session would: inside TLS when upstream TLS is on.
         let mut upstream = ctx
             .upstream
-            .connect_with(ctx.connect_timeout, &settings.upstream_tls)
+            .connect(ctx.connect_timeout, &settings.upstream_tls)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         upstream.write_all(packet).await?;

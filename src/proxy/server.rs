@@ -19,7 +19,7 @@ use crate::proxy::connection::{self, ConnectionContext};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::policy::UserClassifier;
 use crate::proxy::settings::{LiveSettings, SettingsCell};
-use crate::proxy::upstream::UpstreamAddr;
+use crate::proxy::upstream::{Target, UpstreamAddr};
 
 /// Limits and timeouts of the data plane (`[server]` in the configuration).
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ impl Server {
             grace: limits.shutdown_grace,
             ctx: Arc::new(ConnectionContext {
                 classifier: options.classifier,
-                upstream: options.upstream,
+                upstream: Target::new(options.upstream),
                 handshake_timeout: limits.handshake_timeout,
                 connect_timeout: limits.connect_timeout,
                 draining: CancellationToken::new(),
@@ -112,7 +112,7 @@ impl Server {
 
     /// The repository this server relays to.
     pub fn upstream(&self) -> &UpstreamAddr {
-        &self.ctx.upstream
+        self.ctx.upstream.addr()
     }
 
     /// The settings new connections get now.

@@ -4,12 +4,14 @@ pub mod tls;
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -71,34 +73,14 @@ impl UpstreamAddr {
     }
 
     /// Connects and, unless `tls` is `disable`, negotiates TLS with the repository; the whole of it
-    /// must finish within `timeout`.
+    /// must finish within `timeout`. Resolves the address for this one call: the data plane connects
+    /// through a [`Target`] instead.
     pub async fn connect_with(
         &self,
         timeout: Duration,
         tls: &UpstreamTls,
     ) -> Result<UpstreamStream, UpstreamError> {
-        let connect = async {
-            match self {
-                UpstreamAddr::Tcp(addr) => {
-                    let s = TcpStream::connect(addr.as_str()).await?;
-                    s.set_nodelay(true)?;
-                    if tls.mode() == UpstreamTlsMode::Disable {
-                        return Ok(UpstreamStream::Tcp(s));
-                    }
-                    let tls_stream = tls.negotiate(s, self.host()).await?;
-                    Ok(UpstreamStream::Tls(Box::new(tls_stream)))
-                }
-                UpstreamAddr::Unix { .. } if tls.mode() != UpstreamTlsMode::Disable => {
-                    Err(UpstreamError::TlsOverUnixSocket(tls.mode()))
-                }
-                UpstreamAddr::Unix { .. } => Ok(UpstreamStream::Unix(
-                    UnixStream::connect(self.socket_path()).await?,
-                )),
-            }
-        };
-        tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| UpstreamError::TimedOut)?
+        Target::new(self.clone()).connect(timeout, tls).await
     }
 
     /// The host part of a TCP address, without IPv6 brackets (what `verify-full` checks).
@@ -119,6 +101,148 @@ impl UpstreamAddr {
             UpstreamAddr::Unix { dir, port } => dir.join(format!(".s.PGSQL.{port}")),
             UpstreamAddr::Tcp(addr) => PathBuf::from(addr),
         }
+    }
+}
+
+/// How long a resolved host name is used before it is looked up again: PgBouncer's `dns_max_ttl`
+/// default, short enough for DNS fail-over, long enough that a busy proxy does not ask the resolver
+/// for every connection.
+pub const DNS_TTL: Duration = Duration::from_secs(15);
+
+/// The repository as connections reach it: the address parsed once, a host name resolved at most
+/// every [`DNS_TTL`], and the TLS server name (what `verify-full` checks) validated once.
+#[derive(Debug)]
+pub struct Target {
+    addr: UpstreamAddr,
+    endpoint: Endpoint,
+    server_name: Option<ServerName<'static>>,
+}
+
+#[derive(Debug)]
+enum Endpoint {
+    /// An IP address and port: nothing to resolve.
+    Literal(SocketAddr),
+    /// A host name, with its last resolution.
+    Name {
+        host: String,
+        port: u16,
+        cache: std::sync::Mutex<Option<(Vec<SocketAddr>, Instant)>>,
+    },
+    /// A Unix socket.
+    Unix(PathBuf),
+}
+
+impl Target {
+    /// Parses `addr` once; nothing is resolved until the first connection.
+    pub fn new(addr: UpstreamAddr) -> Target {
+        let (endpoint, server_name) = match &addr {
+            UpstreamAddr::Unix { .. } => (Endpoint::Unix(addr.socket_path()), None),
+            UpstreamAddr::Tcp(text) => {
+                let host = addr.host().to_string();
+                let port = text
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .unwrap_or(5432);
+                let server_name = ServerName::try_from(host.clone()).ok();
+                let endpoint = match host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Endpoint::Literal(SocketAddr::new(ip, port)),
+                    Err(_) => Endpoint::Name {
+                        host,
+                        port,
+                        cache: std::sync::Mutex::new(None),
+                    },
+                };
+                (endpoint, server_name)
+            }
+        };
+        Target {
+            addr,
+            endpoint,
+            server_name,
+        }
+    }
+
+    /// The address as configured.
+    pub fn addr(&self) -> &UpstreamAddr {
+        &self.addr
+    }
+
+    /// Connects and, unless `tls` is `disable`, negotiates TLS; all within `timeout`.
+    pub async fn connect(
+        &self,
+        timeout: Duration,
+        tls: &UpstreamTls,
+    ) -> Result<UpstreamStream, UpstreamError> {
+        let connect = async {
+            let addrs = match &self.endpoint {
+                Endpoint::Unix(_) if tls.mode() != UpstreamTlsMode::Disable => {
+                    return Err(UpstreamError::TlsOverUnixSocket(tls.mode()));
+                }
+                Endpoint::Unix(path) => {
+                    return Ok(UpstreamStream::Unix(UnixStream::connect(path).await?));
+                }
+                Endpoint::Literal(addr) => vec![*addr],
+                Endpoint::Name { host, port, cache } => self.resolve(host, *port, cache).await?,
+            };
+            let s = connect_any(&addrs).await?;
+            s.set_nodelay(true)?;
+            if tls.mode() == UpstreamTlsMode::Disable {
+                return Ok(UpstreamStream::Tcp(s));
+            }
+            let name = self
+                .server_name
+                .clone()
+                .ok_or_else(|| UpstreamTlsFailure::BadHost(self.addr.host().to_string()))?;
+            Ok(UpstreamStream::Tls(Box::new(tls.negotiate(s, name).await?)))
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| UpstreamError::TimedOut)?
+    }
+
+    async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        cache: &std::sync::Mutex<Option<(Vec<SocketAddr>, Instant)>>,
+    ) -> io::Result<Vec<SocketAddr>> {
+        let lock = || {
+            cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((addrs, at)) = lock().as_ref()
+            && at.elapsed() < DNS_TTL
+        {
+            return Ok(addrs.clone());
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host} resolves to no address"),
+            ));
+        }
+        *lock() = Some((addrs.clone(), Instant::now()));
+        Ok(addrs)
+    }
+}
+
+/// Connects to the first of `addrs` that accepts, as libpq does with a host name's addresses.
+async fn connect_any(addrs: &[SocketAddr]) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address to connect to")))
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr.fmt(f)
     }
 }
 
@@ -233,6 +357,39 @@ impl AsyncWrite for UpstreamStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_target_parses_once_and_resolves_a_name_at_most_every_ttl() {
+        let literal = Target::new(UpstreamAddr::parse("[::1]:6000", 5432).unwrap());
+        assert!(
+            matches!(literal.endpoint, Endpoint::Literal(a) if a.port() == 6000 && a.ip().is_loopback())
+        );
+        assert!(matches!(
+            literal.server_name,
+            Some(ServerName::IpAddress(_))
+        ));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let named = Target::new(UpstreamAddr::parse(&format!("localhost:{port}"), 5432).unwrap());
+        let Endpoint::Name { cache, .. } = &named.endpoint else {
+            panic!("{:?}", named.endpoint)
+        };
+        assert!(cache.lock().unwrap().is_none());
+        let mut resolved_at = Vec::new();
+        for _ in 0..2 {
+            named
+                .connect(Duration::from_secs(5), &UpstreamTls::disabled())
+                .await
+                .unwrap();
+            let (addrs, at) = cache.lock().unwrap().clone().unwrap();
+            assert!(addrs.iter().any(|a| a.port() == port));
+            resolved_at.push(at);
+        }
+        // The second connection used the first one's resolution.
+        assert_eq!(resolved_at[0], resolved_at[1]);
+        drop(listener);
+    }
 
     #[test]
     fn parses_tcp_and_unix_forms() {

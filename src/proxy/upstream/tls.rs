@@ -140,11 +140,11 @@ impl UpstreamTls {
         self.mode
     }
 
-    /// Sends SSLRequest on a fresh connection and, on `S`, runs the handshake for `host`.
+    /// Sends SSLRequest on a fresh connection and, on `S`, runs the handshake for `name`.
     pub(crate) async fn negotiate(
         &self,
         mut tcp: TcpStream,
-        host: &str,
+        name: ServerName<'static>,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamTlsFailure> {
         let handshake = |source| UpstreamTlsFailure::Handshake {
             mode: self.mode,
@@ -153,8 +153,6 @@ impl UpstreamTls {
         let Some(connector) = &self.connector else {
             return Err(UpstreamTlsFailure::Refused(self.mode));
         };
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|_| UpstreamTlsFailure::BadHost(host.to_string()))?;
         let mut request = [0u8; 8];
         request[..4].copy_from_slice(&8u32.to_be_bytes());
         request[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
