@@ -116,7 +116,8 @@ pub(crate) async fn route(
             state.sessions().end(token);
             state
                 .audit
-                .record(&session.user, req.peer, "sign-out", "ok");
+                .record(&session.user, req.peer, "sign-out", "ok")
+                .await;
             let mut resp = json_ok(json!({ "ok": true }));
             resp.headers_mut()
                 .insert(header::SET_COOKIE, session_cookie("", Some(0)));

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::telemetry::LogSafe;
 
 /// Where audit records go.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct AuditLog {
     path: PathBuf,
 }
@@ -30,7 +30,9 @@ impl AuditLog {
     /// Records one event. The user name, the action (which can carry a request path) and the outcome
     /// (which can quote input) may come from an unauthenticated client, so each is escaped and capped
     /// in the file as in the log.
-    pub(crate) fn record(&self, user: &str, peer: IpAddr, action: &str, outcome: &str) {
+    /// The file is appended on a blocking thread, off the async runtime; the call returns once the
+    /// record is written (or the failure logged).
+    pub(crate) async fn record(&self, user: &str, peer: IpAddr, action: &str, outcome: &str) {
         let now = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
@@ -40,17 +42,20 @@ impl AuditLog {
             "time": now, "user": format!("{user:#}"), "peer": peer.to_string(),
             "action": format!("{action:#}"), "outcome": format!("{outcome:#}"),
         });
-        let written = (|| -> std::io::Result<()> {
-            if let Some(dir) = self.path.parent() {
+        let path = self.path.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
-                .open(&self.path)?;
+                .open(&path)?;
             writeln!(file, "{line}")
-        })();
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = written {
             warn!(path = %self.path.display(), error = %e, "cannot write the admin audit log");
         }

@@ -101,7 +101,7 @@ impl AdminState {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("refused: {e}"),
         };
-        self.audit.record(user, peer, action, &outcome);
+        self.audit.record(user, peer, action, &outcome).await;
         (result, lines)
     }
 
@@ -225,19 +225,21 @@ impl AdminState {
             }
         };
         if !verified {
-            self.audit.record(
-                user,
-                peer,
-                "sign-in",
-                "refused: wrong user name or password",
-            );
+            self.audit
+                .record(
+                    user,
+                    peer,
+                    "sign-in",
+                    "refused: wrong user name or password",
+                )
+                .await;
             return Err(SignInRefusal::Wrong);
         }
         self.limiter().succeeded(peer);
         let started = self.sessions().create(user).ok_or_else(|| {
             SignInRefusal::Internal("the system random number generator failed".into())
         })?;
-        self.audit.record(user, peer, "sign-in", "ok");
+        self.audit.record(user, peer, "sign-in", "ok").await;
         Ok(started)
     }
 }
@@ -545,13 +547,11 @@ async fn handle(
             web::redirect("/login")
         };
     };
-    // An administrator deleted meanwhile is signed out.
+    // An administrator deleted meanwhile is signed out. The file is read off the async runtime.
     let users =
         crate::control::state::admin_users::AdminUsers::open(&state.data_dir.join("config"));
-    if !users
-        .list()
-        .is_ok_and(|names| names.contains(&session.user))
-    {
+    let listed = tokio::task::spawn_blocking(move || users.list()).await;
+    if !matches!(&listed, Ok(Ok(names)) if names.contains(&session.user)) {
         state.sessions().end(&token);
         return if req.is_api() {
             json_error(
@@ -573,12 +573,15 @@ async fn handle(
             web::form_field(&req.body, "csrf_token")
         };
         if !presented.is_some_and(|p| session::same_secret(&p, &session.csrf)) {
-            state.audit.record(
-                &session.user,
-                req.peer,
-                &format!("{} {}", req.method, req.path),
-                "refused: CSRF token missing or wrong",
-            );
+            state
+                .audit
+                .record(
+                    &session.user,
+                    req.peer,
+                    &format!("{} {}", req.method, req.path),
+                    "refused: CSRF token missing or wrong",
+                )
+                .await;
             return if req.is_api() {
                 json_error(
                     StatusCode::FORBIDDEN,

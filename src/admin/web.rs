@@ -177,7 +177,7 @@ pub(crate) async fn route(
         (&Method::GET, "/") => redirect("/security/repository-ssl"),
         (&Method::POST, "/logout") => {
             state.sessions().end(token);
-            state.audit.record(&user, peer, "sign-out", "ok");
+            state.audit.record(&user, peer, "sign-out", "ok").await;
             let mut resp = redirect("/login");
             resp.headers_mut()
                 .insert(header::SET_COOKIE, session_cookie("", Some(0)));

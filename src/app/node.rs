@@ -14,7 +14,7 @@ use crate::control::operations::CommandError;
 use crate::control::reload::{self, ControlError, Reloader, ServeStatus};
 use crate::control::settings::{self, LoadError};
 use crate::control::state::{StateError, StateStore};
-use crate::proxy::server::{BindError, Limits, Server, ServerOptions};
+use crate::proxy::server::{BindError, Limits, RunError, Server, ServerOptions};
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::upstream::UpstreamAddr;
 use crate::proxy::upstream::tls::UpstreamTlsMode;
@@ -131,7 +131,7 @@ impl Node {
     }
 
     /// Serves until `shutdown` is cancelled, answering the control socket meanwhile.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
         let status = ServeStatus {
             listen: self
                 .server
@@ -148,10 +148,11 @@ impl Node {
             status,
             control_stop.clone(),
         ));
-        self.server.run(shutdown).await;
+        let served = self.server.run(shutdown).await;
         control_stop.cancel();
         let _ = control_task.await;
         tracing::info!("pgssl stopped");
+        served
     }
 }
 

@@ -186,13 +186,13 @@ async fn run(
         tokio::spawn(admin.run(services_stop.clone()));
     }
 
-    server.run(shutdown).await;
+    let served = server.run(shutdown).await;
     signals.abort();
     services_stop.cancel();
     if let Some(r) = repository {
         r.shutdown().await;
     }
-    Ok(())
+    Ok(served?)
 }
 
 async fn start_managed(

@@ -51,6 +51,11 @@ pub struct ServerOptions {
     pub limits: Limits,
 }
 
+/// No worker could accept on the listening socket.
+#[derive(Debug, thiserror::Error)]
+#[error("no worker could accept connections on the listening socket (see the errors logged above)")]
+pub struct RunError;
+
 /// The listen address cannot be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
@@ -126,7 +131,10 @@ impl Server {
     /// (`server.worker_threads`, default one per core), all accepting on the same listening socket: a
     /// session's socket events are then handled by the thread that owns it, without the cross-thread
     /// wake-ups of a work-stealing pool, which measurably cost steady-state throughput.
-    pub async fn run(self, shutdown: CancellationToken) {
+    ///
+    /// Fails when no worker could accept on the listening socket; the open sessions of any that
+    /// could are still drained first.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
         let Server {
             listener,
             cell,
@@ -163,8 +171,9 @@ impl Server {
             }
             Err(e) => error!(error = %e, "cannot hand the listening socket to the workers"),
         }
+        let mut accepted_until_shutdown = false;
         for accept in accept_loops {
-            let _ = accept.await;
+            accepted_until_shutdown |= matches!(accept.await, Ok(true));
         }
         ctx.draining.cancel();
         tracker.close();
@@ -185,6 +194,11 @@ impl Server {
             tracker.wait().await;
         }
         info!("the proxy stopped");
+        if accepted_until_shutdown {
+            Ok(())
+        } else {
+            Err(RunError)
+        }
     }
 }
 
@@ -199,12 +213,13 @@ struct AcceptShared {
 }
 
 /// Accepts on one worker until shutdown; every connection is served on this worker's runtime.
-async fn accept_loop(listener: std::net::TcpListener, shared: Arc<AcceptShared>) {
+/// Returns whether it accepted until shutdown (false: it could not start).
+async fn accept_loop(listener: std::net::TcpListener, shared: Arc<AcceptShared>) -> bool {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
             error!(error = %e, "a worker cannot register the listening socket");
-            return;
+            return false;
         }
     };
     let mut backoff = Duration::from_millis(5);
@@ -244,4 +259,5 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<AcceptShared>)
             }
         }
     }
+    true
 }

@@ -487,3 +487,19 @@ fn output_into_a_closed_pipe_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn serve_exits_1_naming_the_address_when_it_cannot_listen() {
+    let env = CliEnv::new("127.0.0.1:1");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = env
+        .command(&["serve", "--no-admin", "--listen", &addr])
+        .output()
+        .unwrap();
+    let err = failed(&out);
+    assert!(
+        err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"),
+        "{err}"
+    );
+}

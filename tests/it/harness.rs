@@ -306,7 +306,7 @@ pub struct Proxy {
     /// Its data directory.
     pub data_dir: TempDir,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), pgssl::proxy::server::RunError>>,
 }
 
 impl Proxy {
@@ -373,7 +373,8 @@ impl Proxy {
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .expect("proxy stops within its grace period")
-            .unwrap();
+            .unwrap()
+            .expect("the proxy accepted until it was stopped");
     }
 }
 

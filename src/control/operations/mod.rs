@@ -145,6 +145,9 @@ pub enum CommandError {
     /// The listener could not be bound.
     #[error(transparent)]
     Bind(#[from] crate::proxy::server::BindError),
+    /// The listener could not be served.
+    #[error(transparent)]
+    Run(#[from] crate::proxy::server::RunError),
     /// The managed repository failed.
     #[error(transparent)]
     Managed(#[from] crate::repository::managed::ManagedError),
