@@ -141,6 +141,8 @@ pub mod names {
     pub const RELOADS: &str = "pgssl_reloads_total";
     /// Cancel requests forwarded.
     pub const CANCELS_FORWARDED: &str = "pgssl_cancel_requests_total";
+    /// Control-plane operations that failed, by `kind` (`user`, `server`, `upstream`).
+    pub const COMMAND_FAILURES: &str = "pgssl_command_failures_total";
 }
 
 /// The process-wide Prometheus handle; the recorder is installed on first use.
@@ -200,6 +202,10 @@ fn describe() {
     describe_counter!(
         CANCELS_FORWARDED,
         "Cancel requests forwarded to the repository."
+    );
+    describe_counter!(
+        COMMAND_FAILURES,
+        "Control-plane operations (admin API, web pages) that failed, by kind: user, server, upstream."
     );
 }
 

@@ -30,16 +30,9 @@ fn json_ok(value: Value) -> Resp {
     respond(StatusCode::OK, "application/json", value.to_string())
 }
 
-/// The status a failed operation maps to.
+/// The status a failed operation maps to: its kind's (user 400, server 500, upstream 503).
 pub(crate) fn error_status(e: &CommandError) -> StatusCode {
-    match e {
-        CommandError::Refused(_)
-        | CommandError::Cert(_)
-        | CommandError::AdminUser(_)
-        | CommandError::Config(_) => StatusCode::BAD_REQUEST,
-        CommandError::Control(_) | CommandError::Managed(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 fn outcome(result: Result<(), CommandError>, lines: Vec<OutputLine>) -> Resp {

@@ -99,7 +99,10 @@ impl AdminState {
         let (result, lines) = self.run(op).await;
         let outcome = match &result {
             Ok(()) => "ok".to_string(),
-            Err(e) => format!("refused: {e}"),
+            Err(e) => {
+                e.record(action);
+                format!("refused: {e}")
+            }
         };
         self.audit.record(user, peer, action, &outcome).await;
         (result, lines)
@@ -123,7 +126,7 @@ impl AdminState {
         .await;
         joined.unwrap_or_else(|e| {
             (
-                Err(CommandError::Refused(format!("the operation failed: {e}"))),
+                Err(CommandError::Fault(format!("the operation failed: {e}"))),
                 Vec::new(),
             )
         })

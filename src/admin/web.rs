@@ -411,7 +411,7 @@ fn flash_outcome(
         Err((_, message)) => flash(
             state,
             token,
-            Err(crate::control::operations::CommandError::Refused(message)),
+            Err(crate::control::operations::CommandError::Invalid(message)),
             Vec::new(),
         ),
     }

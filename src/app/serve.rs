@@ -151,7 +151,7 @@ async fn run(
                     if let Some(r) = repository {
                         r.shutdown().await;
                     }
-                    return Err(CommandError::Refused(e.to_string()));
+                    return Err(CommandError::Fault(e.to_string()));
                 }
             }
         }
@@ -214,7 +214,7 @@ async fn start_managed(
     let mut child = repo.start()?;
     let password = keystore
         .get(&role_secret_name(SUPERUSER))?
-        .ok_or_else(|| CommandError::Refused(format!(
+        .ok_or_else(|| CommandError::Fault(format!(
             "the keystore in {} holds no repository superuser password; restore the keystore from a backup",
             config_dir.display()
         )))?;

@@ -338,7 +338,7 @@ impl Cli {
         }
         let admin_user = matches!(self.command, Command::AdminUser { .. });
         if !admin_user && (self.username.is_some() || self.password.is_some()) {
-            return Err(CommandError::Refused(
+            return Err(CommandError::Invalid(
                 "-u and -p sign in to a remote admin server; give -s URL too".into(),
             ));
         }
@@ -376,7 +376,7 @@ impl Cli {
             Command::AdminUser { command } => {
                 let name = || {
                     self.username.as_deref().ok_or_else(|| {
-                        CommandError::Refused(
+                        CommandError::Invalid(
                             "give the administrator's name with --username NAME".into(),
                         )
                     })
@@ -384,7 +384,7 @@ impl Cli {
                 match command {
                     AdminUserCommand::Add => {
                         let password = self.password.as_deref().ok_or_else(|| {
-                            CommandError::Refused(
+                            CommandError::Invalid(
                                 "give the new password with --password - (read from standard input) or --password PW".into(),
                             )
                         })?;
@@ -514,7 +514,7 @@ fn read_secret(value: &str, flag: &str) -> Result<Secret, CommandError> {
     let secret = if value == "-" {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).map_err(|e| {
-            CommandError::Refused(format!("cannot read {flag} from standard input: {e}"))
+            CommandError::Invalid(format!("cannot read {flag} from standard input: {e}"))
         })?;
         Secret::new(line.trim_end_matches(['\n', '\r']).to_string())
     } else {
@@ -544,13 +544,13 @@ fn remote_call(command: Command) -> Result<Call, CommandError> {
         body: Value::Null,
     };
     let local_only = |what: &str| {
-        Err(CommandError::Refused(format!(
+        Err(CommandError::Invalid(format!(
             "'{what}' runs only locally, on the data directory (leave out -s)"
         )))
     };
     let text = |path: &std::path::Path| -> Result<String, CommandError> {
         String::from_utf8(read_upload(path)?).map_err(|_| {
-            CommandError::Refused(format!("{} is not a text (PEM) file", path.display()))
+            CommandError::Invalid(format!("{} is not a text (PEM) file", path.display()))
         })
     };
     Ok(match command {

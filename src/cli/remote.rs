@@ -123,7 +123,7 @@ impl Remote {
         let rest = match server.split_once("://") {
             Some(("https", rest)) => rest,
             Some((scheme, _)) => {
-                return Err(CommandError::Refused(format!(
+                return Err(CommandError::Invalid(format!(
                     "-s {server}: the admin server speaks only https, not {scheme}"
                 )));
             }
@@ -133,7 +133,7 @@ impl Remote {
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(':') && (!h.contains(':') || h.starts_with('[')) => {
                 let port = p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    CommandError::Refused(format!("-s {server}: '{p}' is not a port"))
+                    CommandError::Invalid(format!("-s {server}: '{p}' is not a port"))
                 })?;
                 (h, port)
             }
@@ -141,12 +141,12 @@ impl Remote {
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(CommandError::Refused(format!(
+            return Err(CommandError::Invalid(format!(
                 "-s {server}: expected https://host:port"
             )));
         }
         if username.is_some() != password.is_some() {
-            return Err(CommandError::Refused(
+            return Err(CommandError::Invalid(
                 "give both -u NAME and -p PASSWORD (or -p - to type it)".into(),
             ));
         }
@@ -202,7 +202,7 @@ impl Remote {
         let mut session = match &self.username {
             Some(_) => self.sign_in().await?,
             None => self.cached().ok_or_else(|| {
-                CommandError::Refused(format!(
+                CommandError::Invalid(format!(
                     "not signed in to {}: give -u NAME -p - once (the session is then cached)",
                     self.url()
                 ))
@@ -213,7 +213,7 @@ impl Remote {
             let (status, headers, body) = self.send(&call, &session).await?;
             if status == StatusCode::UNAUTHORIZED && !retried && self.username.is_none() {
                 let _ = std::fs::remove_file(self.cache_path());
-                return Err(CommandError::Refused(format!(
+                return Err(CommandError::Invalid(format!(
                     "the session with {} has ended: sign in again with -u NAME -p -",
                     self.url()
                 )));
@@ -234,7 +234,7 @@ impl Remote {
 
     async fn sign_in(&self) -> Result<CachedSession, CommandError> {
         let (Some(user), Some(password)) = (&self.username, &self.password) else {
-            return Err(CommandError::Refused("sign in with -u NAME -p -".into()));
+            return Err(CommandError::Invalid("sign in with -u NAME -p -".into()));
         };
         let body = json!({ "username": user, "password": password.expose() }).to_string();
         let (status, headers, bytes) = self
@@ -246,14 +246,14 @@ impl Remote {
             )
             .await?;
         if !status.is_success() {
-            return Err(CommandError::Refused(format!(
+            return Err(CommandError::Invalid(format!(
                 "sign-in to {} failed: {}",
                 self.url(),
                 api_error(&bytes, status)
             )));
         }
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            CommandError::Refused(format!("the admin server's answer is not JSON: {e}"))
+            CommandError::Fault(format!("the admin server's answer is not JSON: {e}"))
         })?;
         let token = headers
             .get_all(header::SET_COOKIE)
@@ -262,9 +262,7 @@ impl Remote {
             .find_map(|c| c.strip_prefix(&format!("{SESSION_COOKIE}=")))
             .and_then(|c| c.split(';').next())
             .map(str::to_string)
-            .ok_or_else(|| {
-                CommandError::Refused("the admin server set no session cookie".into())
-            })?;
+            .ok_or_else(|| CommandError::Fault("the admin server set no session cookie".into()))?;
         let session = CachedSession {
             token,
             csrf: value["csrf_token"].as_str().unwrap_or_default().to_string(),
@@ -315,7 +313,7 @@ impl Remote {
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, HeaderMap, Bytes), CommandError> {
         let unreachable = |e: String| {
-            CommandError::Refused(format!(
+            CommandError::Unavailable(format!(
                 "cannot reach the admin server at {}: {e}",
                 self.url()
             ))
@@ -341,7 +339,7 @@ impl Remote {
                 if self.trust_self_signed {
                     unreachable(e.to_string())
                 } else {
-                    CommandError::Refused(format!(
+                    CommandError::Invalid(format!(
                         "the admin server at {} presented a certificate this machine does not trust ({e}); if it is pgssl's self-signed admin certificate, compare its fingerprint with the one 'pgssl serve' logged and pass --trust-admin-controller-cert",
                         self.url()
                     ))
@@ -365,12 +363,17 @@ impl Remote {
     ) -> Result<(), CommandError> {
         if !status.is_success() {
             print_messages(body);
-            return Err(CommandError::Refused(api_error(body, status)));
+            let message = api_error(body, status);
+            return Err(match status.as_u16() {
+                503 => CommandError::Unavailable(message),
+                500..=599 => CommandError::Fault(message),
+                _ => CommandError::Invalid(message),
+            });
         }
         match call {
             Call::Download { dest, .. } => {
                 atomic::write_file(dest, body, atomic::PUBLIC_MODE).map_err(|e| {
-                    CommandError::Refused(format!("cannot write {}: {e}", dest.display()))
+                    CommandError::Fault(format!("cannot write {}: {e}", dest.display()))
                 })?;
                 print_line(
                     &mut std::io::stdout(),
@@ -423,7 +426,7 @@ fn api_error(body: &[u8], status: StatusCode) -> String {
 /// Reads a local file for upload, with the file's name in errors.
 pub fn read_upload(path: &Path) -> Result<Vec<u8>, CommandError> {
     std::fs::read(path)
-        .map_err(|e| CommandError::Refused(format!("cannot read {}: {e}", path.display())))
+        .map_err(|e| CommandError::Invalid(format!("cannot read {}: {e}", path.display())))
 }
 
 #[cfg(test)]

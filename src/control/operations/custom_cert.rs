@@ -18,12 +18,12 @@ use crate::tls::certs;
 pub fn add(ctx: &Context, cert_file: &Path) -> Result<(), CommandError> {
     let out = &ctx.out;
     let ca = custom_ca::read(cert_file, OffsetDateTime::now_utc())
-        .map_err(|e| CommandError::Refused(e.to_string()))?;
+        .map_err(|e| CommandError::Invalid(e.to_string()))?;
     let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     let mut pending = store.pending()?;
     if pending.merged_into(&store.applied()?).custom_ca.is_some() {
-        return Err(CommandError::Refused(
+        return Err(CommandError::Invalid(
             "a custom CA certificate is already added; remove it with 'pgssl security custom-cert delete' first".into(),
         ));
     }
@@ -55,7 +55,7 @@ pub fn delete(ctx: &Context) -> Result<(), CommandError> {
     let applied = store.applied()?;
     let mut pending = store.pending()?;
     if pending.merged_into(&applied).custom_ca.is_none() {
-        return Err(CommandError::Refused(
+        return Err(CommandError::Invalid(
             "there is no custom CA certificate to delete".into(),
         ));
     }

@@ -61,7 +61,7 @@ pub fn disable(ctx: &Context, user: &str) -> Result<(), CommandError> {
 
 fn require_managed(ctx: &Context) -> Result<(), CommandError> {
     if ctx.config.server.upstream.is_some() {
-        return Err(CommandError::Refused(
+        return Err(CommandError::Invalid(
             "data-access needs the managed repository; server.upstream is set, so manage roles on that PostgreSQL directly".into(),
         ));
     }

@@ -38,7 +38,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
     let out = &ctx.out;
     let protocol_list = args.protocols.as_deref().unwrap_or(DEFAULT_PROTOCOLS);
     let parsed =
-        protocols::parse(protocol_list).map_err(|e| CommandError::Refused(e.to_string()))?;
+        protocols::parse(protocol_list).map_err(|e| CommandError::Invalid(e.to_string()))?;
     for note in &parsed.notes {
         say!(out, "note: {note}");
     }
@@ -52,7 +52,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         chain: args.chain_file.as_deref(),
     };
     let validated = external_cert::validate(files, passphrase, OffsetDateTime::now_utc())
-        .map_err(|e| CommandError::Refused(e.to_string()))?;
+        .map_err(|e| CommandError::Invalid(e.to_string()))?;
     for warning in &validated.warnings {
         note!(out, "warning: {warning}");
     }

@@ -33,21 +33,21 @@ pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), Com
         None => ctx.config.server.upstream.clone(),
     };
     if let Some(upstream) = external {
-        return Err(CommandError::Refused(format!(
+        return Err(CommandError::Invalid(format!(
             "internal credentials exist only for a managed repository (this data directory's repository is {upstream}, whose roles pgssl does not manage)"
         )));
     }
     let roles = &ctx.config.repository.internal_roles;
     let user = user.unwrap_or(&roles[0]);
     if !roles.iter().any(|r| r == user) {
-        return Err(CommandError::Refused(format!(
+        return Err(CommandError::Invalid(format!(
             "'{user}' is not an internal role (internal roles: {}; add it to repository.internal_roles)",
             roles.join(", ")
         )));
     }
     let keystore = Keystore::open(&store.config_dir())?;
     let password = keystore.get(&role_secret_name(user))?.ok_or_else(|| {
-        CommandError::Refused(format!(
+        CommandError::Invalid(format!(
             "no password for '{user}' yet: start 'pgssl serve' once so that it creates the role"
         ))
     })?;

@@ -160,12 +160,99 @@ pub enum CommandError {
     /// Talking to a running server failed.
     #[error(transparent)]
     Control(#[from] ControlError),
-    /// A refusal explained in words.
+    /// The request cannot be done as asked: bad input, a conflict with what is staged or applied,
+    /// something that does not exist, nothing pending. The message says what to do instead.
     #[error("{0}")]
-    Refused(String),
+    Invalid(String),
+    /// Something pgssl needs is out of reach: the repository, the running server, the admin server.
+    #[error("{0}")]
+    Unavailable(String),
+    /// pgssl itself failed (a file it owns, an internal task); the message says what to do.
+    #[error("{0}")]
+    Fault(String),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+/// Who has to act on a failure: decided once per error, it sets the admin API's HTTP status, the
+/// log level and the `kind` label of `pgssl_command_failures_total`. The CLI exits 1 for every kind
+/// (2 is clap's usage error) and prints the message after `error:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller asked for something that cannot be done as asked.
+    User,
+    /// pgssl failed.
+    Server,
+    /// A system pgssl depends on is out of reach.
+    Upstream,
+}
+
+impl ErrorKind {
+    /// The admin API's status.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::User => 400,
+            ErrorKind::Server => 500,
+            ErrorKind::Upstream => 503,
+        }
+    }
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::User => "user",
+            ErrorKind::Server => "server",
+            ErrorKind::Upstream => "upstream",
+        }
+    }
+}
+
+impl CommandError {
+    /// The failure's kind; see [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        use crate::control::state::admin_users::AdminUserError as A;
+        use crate::repository::managed::ManagedError as M;
+        match self {
+            CommandError::Config(_)
+            | CommandError::Cert(_)
+            | CommandError::Load(_)
+            | CommandError::Invalid(_)
+            | CommandError::State(StateError::Missing(_))
+            | CommandError::Control(ControlError::AlreadyRunning(_))
+            | CommandError::AdminUser(A::BadName(_) | A::Exists(_) | A::Unknown(_)) => {
+                ErrorKind::User
+            }
+            CommandError::Unavailable(_)
+            | CommandError::Control(ControlError::NotRunning)
+            | CommandError::Managed(M::Unreachable { .. } | M::NotReady(..) | M::Client(_)) => {
+                ErrorKind::Upstream
+            }
+            CommandError::State(_)
+            | CommandError::Bind(_)
+            | CommandError::Run(_)
+            | CommandError::Managed(_)
+            | CommandError::AdminUser(_)
+            | CommandError::Keystore(_)
+            | CommandError::Control(_)
+            | CommandError::Fault(_)
+            | CommandError::Runtime(_) => ErrorKind::Server,
+        }
+    }
+
+    /// Logs the failure at its kind's level and counts it: a user error is the caller's (INFO), a
+    /// server fault or an unreachable upstream is the operator's (WARN).
+    pub fn record(&self, operation: &str) {
+        let kind = self.kind();
+        metrics::counter!(crate::telemetry::names::COMMAND_FAILURES, "kind" => kind.as_str())
+            .increment(1);
+        match kind {
+            ErrorKind::User => {
+                tracing::info!(operation, kind = kind.as_str(), error = %self, "operation refused")
+            }
+            _ => tracing::warn!(operation, kind = kind.as_str(), error = %self, "operation failed"),
+        }
+    }
 }
 
 /// An expiry date with the days left, or how long ago it passed.
@@ -256,7 +343,7 @@ pub(crate) fn prune(store: &StateStore, out: &Output) {
 /// Refuses an empty secret or one with NUL bytes (which PostgreSQL and libpq cannot carry).
 pub(crate) fn check_secret(secret: &Secret, what: &str) -> Result<(), CommandError> {
     if secret.expose().is_empty() || secret.expose().contains('\0') {
-        return Err(CommandError::Refused(format!(
+        return Err(CommandError::Invalid(format!(
             "{what} must not be empty or contain NUL bytes"
         )));
     }
@@ -270,4 +357,35 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, C
         .build()
         .map_err(CommandError::Runtime)?;
     Ok(runtime.block_on(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_one_kind_and_one_status() {
+        let user = CommandError::Invalid("there are no pending changes to apply".into());
+        let upstream = CommandError::Control(ControlError::NotRunning);
+        let server = CommandError::Fault("the operation failed".into());
+        assert_eq!(
+            (user.kind(), user.kind().http_status()),
+            (ErrorKind::User, 400)
+        );
+        assert_eq!(
+            (upstream.kind(), upstream.kind().http_status()),
+            (ErrorKind::Upstream, 503)
+        );
+        assert_eq!(
+            (server.kind(), server.kind().http_status()),
+            (ErrorKind::Server, 500)
+        );
+        let missing = CommandError::State(StateError::Missing("/nowhere".into()));
+        assert_eq!(missing.kind(), ErrorKind::User);
+        let corrupt = CommandError::State(StateError::Corrupt {
+            path: "/x/applied.toml".into(),
+            message: "bad".into(),
+        });
+        assert_eq!(corrupt.kind(), ErrorKind::Server);
+    }
 }

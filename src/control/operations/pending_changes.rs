@@ -40,7 +40,7 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
     let applied = store.applied()?;
     let pending = store.pending()?;
     if pending.is_empty() {
-        return Err(CommandError::Refused(
+        return Err(CommandError::Invalid(
             "there are no pending changes to apply (stage one with 'pgssl security repository-ssl enable' or 'disable')".into(),
         ));
     }
@@ -77,7 +77,7 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
             );
             Ok(())
         }
-        Err(e) => Err(CommandError::Refused(format!(
+        Err(e) => Err(CommandError::Fault(format!(
             "the change is applied on disk, but {e}; the server keeps serving its previous settings (fix the cause, then send it SIGHUP or restart it)"
         ))),
     }
@@ -93,7 +93,7 @@ fn apply_data_access(
     let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     let mut keystore = Keystore::open(&store.config_dir())?;
     block_on(super::data_access::apply_staged(&repo, &mut keystore, &pending.data_access))?.map_err(|e| {
-        CommandError::Refused(format!(
+        CommandError::Unavailable(format!(
             "cannot change direct access on the managed repository ({e}); is 'pgssl serve' running on this data directory? The pending changes were kept"
         ))
     })

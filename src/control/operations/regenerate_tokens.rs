@@ -47,7 +47,7 @@ pub fn regenerate(ctx: &Context, timeout: Duration) -> Result<(), CommandError> 
     let outcome = block_on(async { tokio::time::timeout(timeout, rotate(ctx, &store)).await })?;
     match outcome {
         Ok(result) => result,
-        Err(_) => Err(CommandError::Refused(format!(
+        Err(_) => Err(CommandError::Unavailable(format!(
             "regenerate-internal-tokens did not finish within {} s; every step so far is consistent, run it again to finish",
             timeout.as_secs()
         ))),
@@ -94,13 +94,13 @@ async fn repository(
         return Ok(Repository::External(upstream));
     }
     if running.is_none() {
-        return Err(CommandError::Refused(
+        return Err(CommandError::Unavailable(
             "the managed repository runs only while 'pgssl serve' runs on this data directory: start it, then run this command again (nothing was changed)".into(),
         ));
     }
     let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     let admin = connect_superuser(&repo, keystore).await.map_err(|e| {
-        CommandError::Refused(format!(
+        CommandError::Unavailable(format!(
             "cannot connect to the managed repository as its superuser ({e}); nothing was changed"
         ))
     })?;
@@ -151,7 +151,7 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
             let changed = rotate_passwords(&repo, admin, &mut keystore)
                 .await
                 .map_err(|e| {
-                    CommandError::Refused(format!(
+                    CommandError::Unavailable(format!(
                         "cannot change the internal passwords ({e}); the new certificate is written but not yet served: run the command again to finish"
                     ))
                 })?;

@@ -60,7 +60,7 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
     if paths.exist() {
         // An existing pair is reused only if it can be served; never overwrite it silently.
         crate::tls::server_config(&paths).map_err(|e| {
-            CommandError::Refused(format!(
+            CommandError::Invalid(format!(
                 "the existing certificate cannot be used: {e}; move {} and {} aside and run enable again to generate new ones",
                 paths.cert.display(),
                 paths.key.display()
@@ -266,12 +266,12 @@ pub fn served_certificate(ctx: &Context) -> Result<ServedCertificate, CommandErr
     } else if next.repository_ssl.mode.offers_tls() {
         (&next, true)
     } else {
-        return Err(CommandError::Refused(
+        return Err(CommandError::Invalid(
             "repository SSL is off, so there is no certificate to get (run 'pgssl security repository-ssl enable', then 'pgssl pending-changes apply')".into(),
         ));
     };
     let paths = store.served_cert_paths(state).ok_or_else(|| {
-        CommandError::Refused(
+        CommandError::Invalid(
             "no certificate is recorded (run 'pgssl security repository-ssl enable')".into(),
         )
     })?;

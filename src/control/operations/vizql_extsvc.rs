@@ -49,7 +49,7 @@ pub struct EnableArgs {
 /// Checks and stages a new external service connection.
 pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
     let out = &ctx.out;
-    let refuse = |m: String| Err(CommandError::Refused(m));
+    let refuse = |m: String| Err(CommandError::Invalid(m));
     let host = args.host.trim();
     if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
         return refuse(format!(
@@ -76,7 +76,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         .as_deref()
         .map(|f| custom_ca::read(f, OffsetDateTime::now_utc()))
         .transpose()
-        .map_err(|e| CommandError::Refused(e.to_string()))?;
+        .map_err(|e| CommandError::Invalid(e.to_string()))?;
 
     let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
@@ -104,7 +104,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
                 Some(der) => {
                     let mut roots = RootCertStore::empty();
                     roots.add(der).map_err(|e| {
-                        CommandError::Refused(format!("cannot trust --cert-file: {e}"))
+                        CommandError::Invalid(format!("cannot trust --cert-file: {e}"))
                     })?;
                     roots
                 }
@@ -118,7 +118,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
                 timeout,
             ))?
             .map_err(|e| {
-                CommandError::Refused(format!(
+                CommandError::Invalid(format!(
                     "{e}; nothing was staged (fix the service or --cert-file, or use --skip-check to stage anyway)"
                 ))
             })?;
