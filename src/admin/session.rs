@@ -140,13 +140,11 @@ fn random_token() -> Option<String> {
     Some(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Compares secrets in time independent of where they differ.
+/// Compares secrets in time independent of where they differ (`subtle`); only the length, which is
+/// not secret, can end the comparison early.
 pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 #[cfg(test)]
