@@ -7,7 +7,7 @@
 
 mod api;
 mod audit;
-mod requests;
+pub mod requests;
 pub mod session;
 mod web;
 

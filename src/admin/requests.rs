@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::control::state::security::ConnectionType;
 
 /// Reads `body` as `T`; an empty body reads as `{}`. The error names the offending field.
-pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -34,35 +34,38 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 /// `POST /api/v1/session`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SignIn {
+pub struct SignIn {
+    /// The administrator.
     pub username: String,
+    /// The password.
     pub password: String,
 }
 
 /// A change that takes no arguments: the body is empty or `{}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct NoArguments {}
+pub struct NoArguments {}
 
 /// `POST /api/v1/repository-ssl/enable`. Required: staging `required` by default would lock out the
 /// direct users of an administrator who meant `optional`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RepositorySslEnable {
+pub struct RepositorySslEnable {
+    /// `true` stages `optional` (`--internal-only`), `false` stages `required`.
     pub internal_only: bool,
 }
 
 /// `POST /api/v1/regenerate-internal-tokens`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RegenerateTokens {
+pub struct RegenerateTokens {
     /// Seconds, 1 to [`MAX_REQUEST_TIMEOUT_SECS`]; default 1800 as in the CLI.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
 }
 
 /// The longest `request_timeout_secs` accepted (a day).
-pub(crate) const MAX_REQUEST_TIMEOUT_SECS: u64 = 86_400;
+pub const MAX_REQUEST_TIMEOUT_SECS: u64 = 86_400;
 
 fn default_request_timeout() -> u64 {
     1800
@@ -71,13 +74,16 @@ fn default_request_timeout() -> u64 {
 /// The direct users of the managed repository.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum DirectUser {
+pub enum DirectUser {
+    /// `tableau`: reads and writes.
     Tableau,
+    /// `readonly`: reads only.
     Readonly,
 }
 
 impl DirectUser {
-    pub(crate) fn name(self) -> &'static str {
+    /// The role name.
+    pub fn name(self) -> &'static str {
         match self {
             DirectUser::Tableau => "tableau",
             DirectUser::Readonly => "readonly",
@@ -88,55 +94,79 @@ impl DirectUser {
 /// `POST /api/v1/data-access/enable`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct DataAccessEnable {
+pub struct DataAccessEnable {
+    /// The direct user.
     pub repository_username: DirectUser,
+    /// The new password.
     pub repository_password: String,
 }
 
 /// `POST /api/v1/data-access/disable`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct DataAccessDisable {
+pub struct DataAccessDisable {
+    /// The direct user.
     pub repository_username: DirectUser,
 }
 
 /// `POST /api/v1/external-ssl/enable`: the files' contents, and the names they had (for listings).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ExternalSslEnable {
+pub struct ExternalSslEnable {
+    /// The certificate (PEM); a chain may follow.
     pub cert_pem: String,
+    /// The private key (PEM).
     pub key_pem: String,
+    /// Intermediate certificates (PEM).
     pub chain_pem: Option<String>,
+    /// The passphrase of an encrypted key.
     pub passphrase: Option<String>,
+    /// The model's protocol list, e.g. `all, -SSLv2, -SSLv3`.
     pub protocols: Option<String>,
+    /// The name the certificate file had (shown in listings).
     pub cert_file_name: Option<String>,
+    /// The name the key file had.
     pub key_file_name: Option<String>,
+    /// The name the chain file had.
     pub chain_file_name: Option<String>,
 }
 
 /// `POST /api/v1/custom-cert/add`: exactly one of `cert_pem` and `cert_der_base64`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CustomCertAdd {
+pub struct CustomCertAdd {
+    /// A certificate (PEM).
     pub cert_pem: Option<String>,
+    /// A certificate (DER, base64).
     pub cert_der_base64: Option<String>,
+    /// The name the certificate file had (shown in listings).
     pub cert_file_name: Option<String>,
 }
 
 /// `POST /api/v1/vizql-extsvc-ssl/enable`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ExtsvcEnable {
+pub struct ExtsvcEnable {
+    /// `rserve`, `rserve-secure`, `tabpy` or `tabpy-secure`.
     #[serde(deserialize_with = "from_str")]
     pub connection_type: ConnectionType,
+    /// The service's host.
     pub extsvc_host: String,
+    /// The service's port (default by type).
     pub extsvc_port: Option<u16>,
+    /// A certificate (PEM).
     pub cert_pem: Option<String>,
+    /// The name the certificate file had (shown in listings).
     pub cert_file_name: Option<String>,
+    /// The service user.
     pub extsvc_username: Option<String>,
+    /// The service user's password.
     pub extsvc_password: Option<String>,
+    /// Connect timeout, 1 to 600000 ms (default 1000).
     pub connect_timeout_ms: Option<u64>,
+    /// Whether scripts are disabled (default true).
     pub script_disabled: Option<bool>,
+    /// Stage without the live TLS check.
     pub skip_check: Option<bool>,
 }
 
