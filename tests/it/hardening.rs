@@ -626,64 +626,57 @@ async fn a_login_the_repository_refuses_is_logged_with_its_sqlstate() {
     drop(serve);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readonly_reads_tables_tableau_creates_later_whatever_the_order_they_were_enabled() {
-    let env = CliEnv::managed();
-    let serve = ServeProcess::start(&env, &[]).await;
-    let direct = |user: &str| {
-        format!(
-            "host=localhost hostaddr=127.0.0.1 port={} dbname=repository user={user} sslmode=disable",
-            serve.addr.port()
-        )
-    };
-    // Both in one apply (readonly's grants used to run first, before tableau existed).
-    ok(&env.stage_direct_user("tableau", PASSWORD).await);
-    ok(&env.stage_direct_user("readonly", PASSWORD).await);
-    ok(&run(&env, &["pending-changes", "apply"]).await);
+/// tableau creates `table` with one row (`value`); readonly must be able to read it.
+async fn readonly_reads_what_tableau_creates(serve: &ServeProcess, table: &str, value: i32) {
     let created = crate::harness::psql_commands(
-        &direct("tableau"),
+        &crate::managed::direct(serve, "tableau"),
         &[
-            "CREATE TABLE later (id int)",
-            "INSERT INTO later VALUES (7)",
+            &format!("CREATE TABLE {table} (id int)"),
+            &format!("INSERT INTO {table} VALUES ({value})"),
         ],
     )
     .await;
     assert!(created.ok, "{created:?}");
-    let read = crate::harness::psql_commands(&direct("readonly"), &["SELECT id FROM later"]).await;
-    assert_eq!(read.stdout.trim(), "7", "{read:?}");
-    let write =
-        crate::harness::psql_commands(&direct("readonly"), &["INSERT INTO later VALUES (8)"]).await;
+    let read = crate::harness::psql_commands(
+        &crate::managed::direct(serve, "readonly"),
+        &[&format!("SELECT id FROM {table}")],
+    )
+    .await;
+    assert_eq!(read.stdout.trim(), value.to_string(), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_reads_tables_tableau_creates_later_whatever_the_order_they_were_enabled() {
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    // Both in one apply (readonly's grants used to run first, before tableau existed).
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&env.stage_direct_user("readonly", PASSWORD).await);
+    ok(&run(&env, &["pending-changes", "apply"]).await);
+    readonly_reads_what_tableau_creates(&serve, "later", 7).await;
+    let write = crate::harness::psql_commands(
+        &crate::managed::direct(&serve, "readonly"),
+        &["INSERT INTO later VALUES (8)"],
+    )
+    .await;
     assert!(
         !write.ok && write.stderr.contains("permission denied"),
         "{write:?}"
     );
 
     // tableau disabled and enabled again after readonly: still the same.
-    ok(&run(
-        &env,
-        &[
-            "data-access",
-            "repository-access",
-            "disable",
-            "--repository-username",
-            "tableau",
-        ],
-    )
-    .await);
+    let disable = [
+        "data-access",
+        "repository-access",
+        "disable",
+        "--repository-username",
+        "tableau",
+    ];
+    ok(&run(&env, &disable).await);
     ok(&run(&env, &["pending-changes", "apply"]).await);
     ok(&env.stage_direct_user("tableau", PASSWORD).await);
     ok(&run(&env, &["pending-changes", "apply"]).await);
-    let created = crate::harness::psql_commands(
-        &direct("tableau"),
-        &[
-            "CREATE TABLE later2 (id int)",
-            "INSERT INTO later2 VALUES (9)",
-        ],
-    )
-    .await;
-    assert!(created.ok, "{created:?}");
-    let read = crate::harness::psql_commands(&direct("readonly"), &["SELECT id FROM later2"]).await;
-    assert_eq!(read.stdout.trim(), "9", "{read:?}");
+    readonly_reads_what_tableau_creates(&serve, "later2", 9).await;
     drop(serve);
 }
 
@@ -691,23 +684,10 @@ async fn readonly_reads_tables_tableau_creates_later_whatever_the_order_they_wer
 async fn readonly_enabled_before_tableau_exists_reads_what_tableau_creates() {
     let env = CliEnv::managed();
     let serve = ServeProcess::start(&env, &[]).await;
-    let direct = |user: &str| {
-        format!(
-            "host=localhost hostaddr=127.0.0.1 port={} dbname=repository user={user} sslmode=disable",
-            serve.addr.port()
-        )
-    };
-    ok(&env.stage_direct_user("readonly", PASSWORD).await);
-    ok(&run(&env, &["pending-changes", "apply"]).await);
-    ok(&env.stage_direct_user("tableau", PASSWORD).await);
-    ok(&run(&env, &["pending-changes", "apply"]).await);
-    let created = crate::harness::psql_commands(
-        &direct("tableau"),
-        &["CREATE TABLE t (id int)", "INSERT INTO t VALUES (5)"],
-    )
-    .await;
-    assert!(created.ok, "{created:?}");
-    let read = crate::harness::psql_commands(&direct("readonly"), &["SELECT id FROM t"]).await;
-    assert_eq!(read.stdout.trim(), "5", "{read:?}");
+    for user in ["readonly", "tableau"] {
+        ok(&env.stage_direct_user(user, PASSWORD).await);
+        ok(&run(&env, &["pending-changes", "apply"]).await);
+    }
+    readonly_reads_what_tableau_creates(&serve, "t", 5).await;
     drop(serve);
 }

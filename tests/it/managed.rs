@@ -154,7 +154,8 @@ async fn an_open_keystore_is_refused_and_unknown_roles_have_no_credentials() {
     );
 }
 
-fn direct(serve: &ServeProcess, user: &str) -> String {
+/// A plaintext conninfo for a direct user of the managed repository behind `serve`.
+pub fn direct(serve: &ServeProcess, user: &str) -> String {
     format!(
         "host=localhost hostaddr=127.0.0.1 port={} dbname=repository user={user} sslmode=disable",
         serve.addr.port()
@@ -327,11 +328,11 @@ async fn internal_roles_whose_names_need_quoting_are_created_granted_and_log_in(
     )
     .await;
     assert!(later.ok, "{later:?}");
-    let direct = format!(
-        "host=localhost hostaddr=127.0.0.1 port={} dbname=repository user=readonly sslmode=disable",
-        serve.addr.port()
-    );
-    let read = crate::harness::psql_commands(&direct, &["SELECT id FROM later_by_grant"]).await;
+    let read = crate::harness::psql_commands(
+        &direct(&serve, "readonly"),
+        &["SELECT id FROM later_by_grant"],
+    )
+    .await;
     assert_eq!(read.stdout.trim(), "7", "{read:?}");
     drop(serve);
 }
