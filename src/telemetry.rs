@@ -209,9 +209,16 @@ fn describe() {
     );
 }
 
+/// Metrics requests answered at once.
+pub const MAX_METRICS_CONNECTIONS: usize = 16;
+
 /// Serves `GET /metrics` on `listener` until `stop` is cancelled.
+///
+/// At most [`MAX_METRICS_CONNECTIONS`] requests are answered at once, each within 5 s; a connection
+/// beyond that is closed at accept, so a scraper storm cannot pile up tasks.
 pub async fn serve_metrics(listener: TcpListener, stop: CancellationToken) {
     let handle = prometheus();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     loop {
         let (mut stream, _) = tokio::select! {
@@ -229,7 +236,11 @@ pub async fn serve_metrics(listener: TcpListener, stop: CancellationToken) {
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             let answer = async {
                 let head = read_request_head(&mut stream).await?;
                 let response = respond(&head, handle);

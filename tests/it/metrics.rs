@@ -156,6 +156,39 @@ async fn a_scrape_after_real_connections_shows_the_counters_moved() {
     let mut response = String::new();
     tcp.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+
+    // Silent connections hold at most MAX_METRICS_CONNECTIONS slots; one more is closed unanswered,
+    // and a scrape works again once they are gone.
+    let mut silent = Vec::new();
+    for _ in 0..pgssl::telemetry::MAX_METRICS_CONNECTIONS {
+        silent.push(TcpStream::connect(&metrics_addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(&metrics_addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), extra.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    drop(silent);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut tcp = TcpStream::connect(&metrics_addr).await.unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        let _ = tcp.read_to_string(&mut response).await;
+        if response.starts_with("HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no scrape after the slots freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
