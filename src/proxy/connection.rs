@@ -1,4 +1,5 @@
-//! One client connection from accept to close: negotiate, apply the policy, connect upstream, relay.
+//! One client connection from accept to close: negotiate, then for a start-up admit (policy, shutdown,
+//! session limit) → open the backend → relay → log how it ended.
 //!
 //! Each connection runs in its own task and logs exactly one line with its outcome.
 
@@ -6,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -15,12 +17,13 @@ use tracing::{info, warn};
 
 use crate::proxy::metrics::{Limit, ProxyMetrics};
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
-use crate::proxy::policy::{self, Transport, UserClassifier, Verdict};
+use crate::proxy::policy::{self, Transport, UserClass, UserClassifier, Verdict};
 use crate::proxy::protocol::login_watch::LoginOutcome;
-use crate::proxy::protocol::{ErrorResponse, SqlState};
+use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
 use crate::proxy::relay::{self, RelayEnd};
 use crate::proxy::settings::LiveSettings;
-use crate::proxy::upstream::Target;
+use crate::proxy::stream::NegotiatedStream;
+use crate::proxy::upstream::{Target, UpstreamStream};
 use crate::telemetry::LogSafe;
 
 /// Counts a connection in `pgssl_connections_active` for as long as it lives.
@@ -87,126 +90,194 @@ pub async fn handle(
             forward_cancel(stream, &packet, peer, &settings, &ctx).await
         }
         Ok(Negotiated::Startup {
-            mut stream,
+            stream,
             startup,
             pipelined,
             tls,
         }) => {
-            let user = startup.user().unwrap_or_default().to_string();
-            let database = startup.database().unwrap_or_default().to_string();
-            let class = ctx.classifier.classify(&user);
-            let transport = if tls.is_some() {
-                Transport::Tls
-            } else {
-                Transport::Plaintext
+            let who = Who {
+                peer,
+                user: startup.user().unwrap_or_default().to_string(),
+                database: startup.database().unwrap_or_default().to_string(),
+                class: ctx.classifier.classify(startup.user().unwrap_or_default()),
+                tls: tls.as_ref().map_or("none", |t| t.version),
             };
-            let tls_version: &'static str = tls.as_ref().map_or("none", |t| t.version);
-            if let Verdict::Reject(err) = policy::decide(settings.mode, class, transport, &user) {
-                m.policy_rejection(settings.mode, class).increment(1);
-                negotiate::send_fatal(&mut stream, &err).await;
-                info!(%peer, user = %LogSafe(&user), database = %LogSafe(&database), class = %class, tls = %tls_version, mode = %settings.mode,
-                      outcome = "rejected", "SSL policy refused the connection");
-                return;
-            }
-            if ctx.draining.is_cancelled() {
-                let err =
-                    ErrorResponse::fatal(SqlState::AdminShutdown, "the proxy is shutting down");
-                negotiate::send_fatal(&mut stream, &err).await;
-                info!(%peer, user = %LogSafe(&user), outcome = "refused", "shutting down");
-                return;
-            }
-            // PostgreSQL answers "too many clients" once it has read the start-up packet; so does pgssl.
-            let Ok(_session) = ctx.sessions.clone().try_acquire_owned() else {
-                m.over_limit(Limit::MaxConnections).increment(1);
-                negotiate::send_fatal(&mut stream, &too_many_clients()).await;
-                info!(%peer, user = %LogSafe(&user), outcome = "over_limit",
-                      "server.max_connections sessions are open; start-up refused");
-                return;
-            };
-            drop(starting);
-            let connecting = Instant::now();
-            let mut upstream = match ctx
-                .upstream
-                .connect(ctx.connect_timeout, &settings.upstream_tls)
-                .await
-            {
-                Ok(u) => {
-                    m.upstream_seconds
-                        .record(connecting.elapsed().as_secs_f64());
-                    u
-                }
-                Err(e) => {
-                    m.upstream_failures.increment(1);
-                    // The address stays in the operator's log; a client learns only the kind of failure.
-                    let err = ErrorResponse::fatal(
-                        SqlState::ConnectionFailure,
-                        format!(
-                            "could not connect to the repository: {}",
-                            e.client_summary()
-                        ),
-                    );
-                    negotiate::send_fatal(&mut stream, &err).await;
-                    warn!(%peer, user = %LogSafe(&user), upstream = %ctx.upstream, error = %e, outcome = "upstream_unreachable",
-                          "could not connect to the repository");
-                    return;
-                }
-            };
-            let forwarded = async {
-                upstream.write_all(&startup.raw).await?;
-                if !pipelined.is_empty() {
-                    upstream.write_all(&pipelined).await?;
-                }
-                upstream.flush().await
-            };
-            if let Err(e) = forwarded.await {
-                let err = ErrorResponse::fatal(
-                    SqlState::ConnectionFailure,
-                    "lost the connection to the repository",
-                );
-                negotiate::send_fatal(&mut stream, &err).await;
-                warn!(%peer, user = %LogSafe(&user), upstream = %ctx.upstream, error = %e, outcome = "upstream_failed",
-                      "could not forward the start-up");
-                return;
-            }
-            // An idle session should hold nothing it no longer needs.
-            drop((startup, pipelined, tls));
-            let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
-            let duration_ms = started.elapsed().as_millis() as u64;
-            let t = end.transferred();
-            m.bytes_to_upstream.increment(t.to_upstream);
-            m.bytes_to_client.increment(t.to_client);
-            let (bytes_up, bytes_down) = (t.to_upstream, t.to_client);
-            let (user, database) = (LogSafe(&user), LogSafe(&database));
-            // A login the repository refused ends like any session, but its outcome is the refusal.
-            if let Some(LoginOutcome::Refused { sqlstate, message }) = &login {
-                info!(%peer, %user, %database, class = %class, tls = %tls_version,
-                      bytes_up, bytes_down, duration_ms, outcome = "refused_by_repository",
-                      sqlstate = %LogSafe(sqlstate), message = %LogSafe(message),
-                      "the repository refused the login");
-                return;
-            }
-            match end {
-                RelayEnd::Closed(_) => {
-                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
-                    bytes_up, bytes_down, duration_ms, outcome = "closed", "session ended")
-                }
-                RelayEnd::Failed(e, _) => {
-                    info!(%peer, %user, %database, class = %class, tls = %tls_version,
-                    bytes_up, bytes_down, error = %e, duration_ms, outcome = "failed", "session ended with an error")
-                }
-                RelayEnd::Shutdown(_) => {
-                    info!(%peer, %user, %database, bytes_up, bytes_down, duration_ms, outcome = "shutdown",
-                    "session closed at the end of the shutdown grace period")
-                }
-            }
+            let start = Start { startup, pipelined };
+            session(stream, start, &who, &settings, &ctx, starting, started).await;
         }
+    }
+}
+
+/// Who a session is, for the policy and every log line about it.
+struct Who {
+    peer: SocketAddr,
+    user: String,
+    database: String,
+    class: UserClass,
+    tls: &'static str,
+}
+
+/// The start-up to forward: the message and any bytes the client sent after it.
+struct Start {
+    startup: StartupMessage,
+    pipelined: BytesMut,
+}
+
+/// A start-up the policy may admit: admit → open the backend → relay → log how it ended.
+async fn session(
+    mut stream: NegotiatedStream,
+    start: Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    starting: OwnedSemaphorePermit,
+    started: Instant,
+) {
+    let Some(_session) = admit(&mut stream, who, settings, ctx).await else {
+        return;
+    };
+    drop(starting);
+    let Some(mut upstream) = open_backend(&mut stream, start, who, settings, ctx).await else {
+        return;
+    };
+    let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
+    log_end(who, end, login, started, &ctx.metrics);
+}
+
+/// The policy, shutdown and `server.max_connections` decide whether the session may start; a refusal
+/// is sent and logged here. Returns the session's slot.
+async fn admit(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+) -> Option<OwnedSemaphorePermit> {
+    let (peer, user, database) = (who.peer, LogSafe(&who.user), LogSafe(&who.database));
+    let m = &ctx.metrics;
+    let transport = if who.tls == "none" {
+        Transport::Plaintext
+    } else {
+        Transport::Tls
+    };
+    if let Verdict::Reject(err) = policy::decide(settings.mode, who.class, transport, &who.user) {
+        m.policy_rejection(settings.mode, who.class).increment(1);
+        negotiate::send_fatal(stream, &err).await;
+        info!(%peer, %user, %database, class = %who.class, tls = %who.tls, mode = %settings.mode,
+              outcome = "rejected", "SSL policy refused the connection");
+        return None;
+    }
+    if ctx.draining.is_cancelled() {
+        let err = ErrorResponse::fatal(SqlState::AdminShutdown, "the proxy is shutting down");
+        negotiate::send_fatal(stream, &err).await;
+        info!(%peer, %user, outcome = "refused", "shutting down");
+        return None;
+    }
+    // PostgreSQL answers "too many clients" once it has read the start-up packet; so does pgssl.
+    let Ok(slot) = ctx.sessions.clone().try_acquire_owned() else {
+        m.over_limit(Limit::MaxConnections).increment(1);
+        negotiate::send_fatal(stream, &too_many_clients()).await;
+        info!(%peer, %user, outcome = "over_limit",
+              "server.max_connections sessions are open; start-up refused");
+        return None;
+    };
+    Some(slot)
+}
+
+/// Connects to the repository and forwards the start-up; a failure is answered (08006, without the
+/// repository's address) and logged (with it) here.
+async fn open_backend(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+) -> Option<UpstreamStream> {
+    let (peer, user, m) = (who.peer, LogSafe(&who.user), &ctx.metrics);
+    let connecting = Instant::now();
+    let mut upstream = match ctx
+        .upstream
+        .connect(ctx.connect_timeout, &settings.upstream_tls)
+        .await
+    {
+        Ok(u) => {
+            m.upstream_seconds
+                .record(connecting.elapsed().as_secs_f64());
+            u
+        }
+        Err(e) => {
+            m.upstream_failures.increment(1);
+            let err = ErrorResponse::fatal(
+                SqlState::ConnectionFailure,
+                format!(
+                    "could not connect to the repository: {}",
+                    e.client_summary()
+                ),
+            );
+            negotiate::send_fatal(stream, &err).await;
+            warn!(%peer, %user, upstream = %ctx.upstream, error = %e, outcome = "upstream_unreachable",
+                  "could not connect to the repository");
+            return None;
+        }
+    };
+    let forwarded = async {
+        upstream.write_all(&start.startup.raw).await?;
+        if !start.pipelined.is_empty() {
+            upstream.write_all(&start.pipelined).await?;
+        }
+        upstream.flush().await
+    };
+    if let Err(e) = forwarded.await {
+        let err = ErrorResponse::fatal(
+            SqlState::ConnectionFailure,
+            "lost the connection to the repository",
+        );
+        negotiate::send_fatal(stream, &err).await;
+        warn!(%peer, %user, upstream = %ctx.upstream, error = %e, outcome = "upstream_failed",
+              "could not forward the start-up");
+        return None;
+    }
+    // `start` is dropped here: an idle session should hold nothing it no longer needs.
+    Some(upstream)
+}
+
+/// Counts the bytes and logs the one line that says how the session ended.
+fn log_end(
+    who: &Who,
+    end: RelayEnd,
+    login: Option<LoginOutcome>,
+    started: Instant,
+    m: &ProxyMetrics,
+) {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let t = end.transferred();
+    m.bytes_to_upstream.increment(t.to_upstream);
+    m.bytes_to_client.increment(t.to_client);
+    let (bytes_up, bytes_down) = (t.to_upstream, t.to_client);
+    let (peer, user, database) = (who.peer, LogSafe(&who.user), LogSafe(&who.database));
+    let (class, tls) = (who.class, who.tls);
+    // A login the repository refused ends like any session, but its outcome is the refusal.
+    if let Some(LoginOutcome::Refused { sqlstate, message }) = &login {
+        info!(%peer, %user, %database, %class, %tls, bytes_up, bytes_down, duration_ms,
+              outcome = "refused_by_repository", sqlstate = %LogSafe(sqlstate),
+              message = %LogSafe(message), "the repository refused the login");
+        return;
+    }
+    match end {
+        RelayEnd::Closed(_) => info!(%peer, %user, %database, %class, %tls, bytes_up, bytes_down,
+            duration_ms, outcome = "closed", "session ended"),
+        RelayEnd::Failed(e, _) => {
+            info!(%peer, %user, %database, %class, %tls, bytes_up, bytes_down,
+            error = %e, duration_ms, outcome = "failed", "session ended with an error")
+        }
+        RelayEnd::Shutdown(_) => info!(%peer, %user, %database, bytes_up, bytes_down, duration_ms,
+            outcome = "shutdown", "session closed at the end of the shutdown grace period"),
     }
 }
 
 /// Delivers a CancelRequest to the repository on a fresh connection and replies nothing, as PostgreSQL
 /// does; the client learns the outcome from its own session.
 async fn forward_cancel(
-    mut client: crate::proxy::stream::NegotiatedStream,
+    mut client: NegotiatedStream,
     packet: &[u8],
     peer: SocketAddr,
     settings: &LiveSettings,
