@@ -5,8 +5,11 @@
 
 pub mod access;
 pub mod client;
+pub mod host;
 pub mod managed;
+pub mod roles;
 pub mod sql;
+pub mod supervise;
 pub mod version;
 
 pub use client::{ClientError, ServerError, Session};

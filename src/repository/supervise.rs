@@ -1,0 +1,94 @@
+//! The managed repository's supervisor: runs the cluster until pgssl stops, restarting it with
+//! backoff when it dies, and stops it with a fast shutdown.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::process::Child;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::managed::{ManagedError, ManagedRepository, SUPERUSER, role_secret_name};
+use crate::keystore::Keystore;
+
+/// Runs the cluster until `stop` is cancelled, restarting it with backoff when it dies. The superuser
+/// password is read from the keystore in `config_dir` at each restart, so a rotation is honoured.
+pub async fn supervise(
+    repo: ManagedRepository,
+    mut child: Child,
+    config_dir: PathBuf,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = stop.cancelled() => {
+                stop_child(&mut child).await;
+                return;
+            }
+        };
+        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        // A cluster that ran a while before dying starts over with a short backoff.
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+        }
+        error!(%status, retry_in = ?backoff, log = %repo.log_file.display(),
+               "the repository exited unexpectedly; restarting it");
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            let mut next = match repo.start() {
+                Ok(next) => next,
+                Err(e) => {
+                    error!(error = %e, retry_in = ?backoff, "cannot restart the repository");
+                    continue;
+                }
+            };
+            let ready = match Keystore::open(&config_dir) {
+                Ok(ks) => match ks.get(&role_secret_name(SUPERUSER)) {
+                    Ok(Some(pw)) => {
+                        repo.wait_ready(&pw, &mut next, Duration::from_secs(120))
+                            .await
+                    }
+                    Ok(None) => Err(ManagedError::NotReady(
+                        "no superuser password in the keystore".into(),
+                        repo.log_file.clone(),
+                    )),
+                    Err(e) => Err(e.into()),
+                },
+                Err(e) => Err(e.into()),
+            };
+            match ready {
+                Ok(()) => info!("the repository is running again"),
+                // Still watched: if it dies, the outer loop restarts it again.
+                Err(e) => error!(error = %e, "the restarted repository is not ready"),
+            }
+            child = next;
+            break;
+        }
+    }
+}
+
+/// Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit); SIGQUIT after 60 s.
+async fn stop_child(child: &mut Child) {
+    let Some(pid) = child.id() else {
+        return;
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(_) => info!("the repository stopped"),
+        Err(_) => {
+            warn!("the repository did not stop within 60 s; sending SIGQUIT");
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as i32, libc::SIGQUIT) };
+            let _ = child.wait().await;
+        }
+    }
+}
