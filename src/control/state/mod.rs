@@ -19,6 +19,7 @@
 pub mod admin_users;
 pub mod custom_ca;
 pub mod external_cert;
+pub mod model;
 pub mod security;
 pub mod store;
 
