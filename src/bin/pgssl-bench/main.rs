@@ -25,6 +25,12 @@ macro_rules! errln {
     ($($arg:tt)*) => { pgssl::control::operations::print_line(&mut std::io::stderr(), &format!($($arg)*)) };
 }
 
+mod baseline;
+mod process;
+
+use baseline::bare_server;
+use process::{process_cpu_seconds, process_rss_kib};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +43,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use pgssl::repository::Session;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 #[derive(Debug, Parser)]
@@ -461,27 +467,6 @@ async fn run_idle(
     Ok(())
 }
 
-fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is parenthesised and may contain spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((utime + stime) / ticks)
-}
-
-fn process_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn tls_connector() -> tokio_rustls::TlsConnector {
     match pgssl::tls::client::require_mode_connector() {
         Ok(connector) => connector,
@@ -489,50 +474,5 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
             errln!("error: cannot build a TLS client configuration: {e}");
             std::process::exit(1);
         }
-    }
-}
-
-/// The baseline: SSLRequest → `S`, rustls handshake, read the start-up, refuse it, close.
-async fn bare_server(
-    listen: SocketAddr,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> anyhow::Result<()> {
-    let paths = pgssl::control::state::CertPaths {
-        cert: cert.to_path_buf(),
-        key: key.to_path_buf(),
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(pgssl::tls::server_config(&paths)?);
-    let listener = TcpListener::bind(listen).await?;
-    errln!("bare rustls server listening on {}", listener.local_addr()?);
-    let refusal = pgssl::proxy::protocol::ErrorResponse::fatal(
-        pgssl::proxy::protocol::SqlState::InvalidAuthorizationSpecification,
-        "no PostgreSQL user name specified in startup packet",
-    )
-    .encode();
-    loop {
-        let (mut tcp, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-        };
-        let (acceptor, refusal) = (acceptor.clone(), refusal.clone());
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let mut request = [0u8; 8];
-            if tcp.read_exact(&mut request).await.is_err() || tcp.write_all(b"S").await.is_err() {
-                return;
-            }
-            let Ok(mut tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let mut buf = [0u8; 512];
-            if tls.read(&mut buf).await.is_ok() {
-                let _ = tls.write_all(&refusal).await;
-                let _ = tls.shutdown().await;
-            }
-        });
     }
 }
