@@ -92,77 +92,49 @@ async fn a_repeated_startup_parameter_is_refused_with_08p01_in_every_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_reach_the_repository_as_sent_and_the_policy_judges_the_one_user() {
     let pg = Postgres::start();
-    let proxy = Proxy::start(&pg, Mode::Optional).await;
     let options = "-c application_name=probe -c search_path=public";
-    // A client user in plaintext (optional mode allows it): logged in as itself, with the options.
-    let rows = start_up(
-        &proxy,
-        &[
+    let with_options = |user: &'static str| {
+        [
+            ("user", user),
+            ("database", "postgres"),
+            ("options", options),
+        ]
+    };
+    // pgssl's leg to this repository is a Unix socket: pg_stat_ssl says false whatever the client used.
+    let expect = |user: &str| {
+        vec![vec![
+            Some(user.to_string()),
+            Some("probe".into()),
+            Some("false".into()),
+        ]]
+    };
+    for mode in [Mode::Off, Mode::Optional, Mode::Required] {
+        let proxy = Proxy::start(&pg, mode).await;
+        // Plaintext: client users in off and optional, internal users only in off — whatever the
+        // options say. Refusals are the policy's 28000.
+        for user in ["tableau", INTERNAL_USER] {
+            let allowed = mode == Mode::Off || (mode == Mode::Optional && user == "tableau");
+            let got = start_up(&proxy, &with_options(user), false).await;
+            if allowed {
+                assert_eq!(got.unwrap(), expect(user), "{mode} {user}");
+            } else {
+                assert_eq!(server_error(got).0, "28000", "{mode} {user}");
+            }
+            if mode.offers_tls() {
+                let got = start_up(&proxy, &with_options(user), true).await.unwrap();
+                assert_eq!(got, expect(user), "{mode} {user} over TLS");
+            }
+        }
+        // Options cannot make a client user someone else: the repository itself refuses the switch.
+        let switch = [
             ("user", "tableau"),
             ("database", "postgres"),
-            ("options", options),
-        ],
-        false,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        rows,
-        vec![vec![
-            Some("tableau".into()),
-            Some("probe".into()),
-            Some("false".into())
-        ]]
-    );
-    // An internal user is refused in plaintext whatever the options say, and let in over TLS.
-    let (code, _) = server_error(
-        start_up(
-            &proxy,
-            &[
-                ("user", INTERNAL_USER),
-                ("database", "postgres"),
-                ("options", options),
-            ],
-            false,
-        )
-        .await,
-    );
-    assert_eq!(code, "28000");
-    let rows = start_up(
-        &proxy,
-        &[
-            ("user", INTERNAL_USER),
-            ("database", "postgres"),
-            ("options", options),
-        ],
-        true,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        rows,
-        vec![vec![
-            Some(INTERNAL_USER.into()),
-            Some("probe".into()),
-            // pgssl's leg to this repository is a Unix socket: no TLS there
-            Some("false".into())
-        ]]
-    );
-    // Options cannot make a client user someone else: the repository itself refuses the switch.
-    let (code, _) = server_error(
-        start_up(
-            &proxy,
-            &[
-                ("user", "tableau"),
-                ("database", "postgres"),
-                ("options", "-c session_authorization=postgres"),
-            ],
-            false,
-        )
-        .await,
-    );
-    assert_eq!(code, "42501");
-    proxy.stop().await;
+            ("options", "-c session_authorization=postgres"),
+        ];
+        let (code, _) = server_error(start_up(&proxy, &switch, mode.offers_tls()).await);
+        assert_eq!(code, "42501", "{mode}");
+        proxy.stop().await;
+    }
 }
 
 /// Sends a start-up for `user` and waits for the proxy to answer anything.
