@@ -320,7 +320,7 @@ impl AdminServer {
     /// Each connection carries one request and has [`AdminConfig::request_timeout_secs`] for its TLS
     /// handshake and headers and as much again for its body, so a client that trickles bytes holds a
     /// slot for seconds, not for as long as it likes; and one source address holds at most
-    /// `max_connections_per_address` of the [`MAX_CONNECTIONS`] slots, so others are still served
+    /// `max_connections_per_address` of the `MAX_CONNECTIONS` (128) slots, so others are still served
     /// while it tries.
     ///
     /// [`AdminConfig::request_timeout_secs`]: crate::config::AdminConfig::request_timeout_secs
