@@ -1,15 +1,11 @@
 //! `pgssl internal-credentials [--user NAME]`: the connection string an internal service uses.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
-use super::{CommandError, Context};
-use crate::control::reload::{self, ControlError};
+use super::{CommandError, Context, external_upstream, running_serve};
 use crate::keystore::Keystore;
 use crate::repository::managed::{REPOSITORY_DATABASE, role_secret_name};
 use crate::tls::certs;
-
-const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Prints a libpq connection string with the role's password and, when repository SSL is on,
 /// `sslmode=verify-full` with the certificate as `sslrootcert`.
@@ -17,22 +13,14 @@ pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), Com
     let out = &ctx.out;
     let store = ctx.store()?;
     // The running server's own address beats the config file's: `serve --listen` may differ.
-    let running = match reload::request_status(&store.control_socket_path(), STATUS_TIMEOUT) {
-        Ok(status) => Some(status),
-        Err(ControlError::NotRunning) => None,
-        Err(e) => {
-            note!(
-                out,
-                "note: cannot ask the running server for its address: {e}"
-            );
-            None
-        }
-    };
-    let external = match &running {
-        Some(status) => (!status.managed).then(|| status.upstream.clone()),
-        None => ctx.config.server.upstream.clone(),
-    };
-    if let Some(upstream) = external {
+    let running = running_serve(&store).unwrap_or_else(|e| {
+        note!(
+            out,
+            "note: cannot ask the running server for its address: {e}"
+        );
+        None
+    });
+    if let Some(upstream) = external_upstream(ctx, running.as_ref()) {
         return Err(CommandError::Invalid(format!(
             "internal credentials exist only for a managed repository (this data directory's repository is {upstream}, whose roles pgssl does not manage)"
         )));

@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::{Config, ConfigError};
-use crate::control::reload::ControlError;
+use crate::control::reload::{ControlError, ServeStatus};
 use crate::control::settings::LoadError;
 use crate::control::state::{CertError, StateError, StateStore};
 use crate::keystore::{Keystore, Secret};
@@ -320,6 +320,27 @@ pub fn file_name(path: &std::path::Path) -> String {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
+}
+
+/// The running `serve` on this data directory, as it reports itself (`None` when none runs).
+pub(crate) fn running_serve(store: &StateStore) -> Result<Option<ServeStatus>, ControlError> {
+    match crate::control::reload::request_status(
+        &store.control_socket_path(),
+        std::time::Duration::from_secs(5),
+    ) {
+        Ok(status) => Ok(Some(status)),
+        Err(ControlError::NotRunning) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The external repository this data directory fronts, or `None` for the managed one: what the
+/// running server uses (`serve --upstream` may differ from the config), else the config.
+pub(crate) fn external_upstream(ctx: &Context, running: Option<&ServeStatus>) -> Option<String> {
+    match running {
+        Some(status) => (!status.managed).then(|| status.upstream.clone()),
+        None => ctx.config.server.upstream.clone(),
+    }
 }
 
 /// The line every staging command ends with.

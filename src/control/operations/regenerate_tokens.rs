@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use super::{CommandError, Context, block_on};
+use super::{CommandError, Context, block_on, external_upstream, running_serve};
 use crate::control::reload::{self, ControlError};
 use crate::control::state::StateStore;
 use crate::keystore::Keystore;
@@ -26,9 +26,6 @@ use crate::repository::managed::{
     self, ManagedError, ManagedRepository, SUPERUSER, role_secret_name,
 };
 use crate::tls::certs;
-
-/// How long to wait for a running server's status answer.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Environment variable that aborts the process after a step (1–4), as `kill -9` would; used by the
 /// crash-recovery tests.
@@ -81,16 +78,8 @@ async fn repository(
     store: &StateStore,
     keystore: &Keystore,
 ) -> Result<Repository, CommandError> {
-    let running = match reload::request_status(&store.control_socket_path(), STATUS_TIMEOUT) {
-        Ok(status) => Some(status),
-        Err(ControlError::NotRunning) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let external = match &running {
-        Some(status) => (!status.managed).then(|| status.upstream.clone()),
-        None => ctx.config.server.upstream.clone(),
-    };
-    if let Some(upstream) = external {
+    let running = running_serve(store)?;
+    if let Some(upstream) = external_upstream(ctx, running.as_ref()) {
         return Ok(Repository::External(upstream));
     }
     if running.is_none() {
