@@ -177,6 +177,19 @@ impl ServeProcess {
         panic!("no admin server in the log: {}", self.log_text());
     }
 
+    /// Waits (up to 60 s) until `needle` appears `count` times in what it logged.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.log_text().matches(needle).count() < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never logged {needle:?} {count} times: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Everything it logged so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")

@@ -167,15 +167,7 @@ async fn client_supplied_names_cannot_forge_log_lines_or_reach_the_terminal_raw(
     raw_startup(serve.addr, "esc\u{1b}[2J\u{1b}]0;pwned\u{7}").await;
     let long = "x".repeat(5000);
     raw_startup(serve.addr, &long).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while serve.log_text().matches("SSL policy refused").count() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    serve.wait_for_log("SSL policy refused", 3).await;
     let log = serve.log_text();
     // Nothing but the server's own lines start with a timestamp: the forged one stays inside its field.
     assert!(
@@ -219,15 +211,7 @@ async fn a_clients_tls_renegotiation_is_logged_at_info_not_warn() {
     let mut stdin = child.stdin.take().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stdin.write_all(b"R\n").await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !serve.log_text().contains("NoRenegotiation") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    serve.wait_for_log("NoRenegotiation", 1).await;
     drop(stdin);
     let _ = child.kill().await;
     let log = serve.log_text();
@@ -510,24 +494,9 @@ async fn a_dead_or_refusing_repository_is_named_in_the_log_only() {
         e.message,
         "could not connect to the repository: the repository refused the connection"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while serve
-        .log_text()
-        .matches("outcome=\"upstream_unreachable\"")
-        .count()
-        + serve
-            .log_text()
-            .matches("outcome=upstream_unreachable")
-            .count()
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    serve
+        .wait_for_log("outcome=\"upstream_unreachable\"", 2)
+        .await;
     let log = serve.log_text();
     assert!(log.contains(&format!("upstream={upstream}")), "{log}");
     assert!(log.contains("Connection refused"), "{log}");
@@ -561,18 +530,8 @@ async fn a_login_the_repository_refuses_is_logged_with_its_sqlstate() {
         .unwrap();
     fine.simple_query("SELECT 1").await.unwrap();
     fine.terminate().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while serve.log_text().matches("session ended").count()
-        + serve.log_text().matches("refused the login").count()
-        < 3
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    serve.wait_for_log("refused the login", 2).await;
+    serve.wait_for_log("session ended", 1).await;
     let log = serve.log_text();
     let refusals: Vec<&str> = log
         .lines()

@@ -1,8 +1,6 @@
 //! The managed repository: `pgssl serve` with no upstream creates, runs, restarts and stops its own
 //! PostgreSQL; internal credentials; secrets at rest.
 
-use std::time::Duration;
-
 use crate::cli::{CliEnv, ServeProcess, failed, ok};
 use crate::harness::psql_commands;
 
@@ -35,18 +33,6 @@ fn password_of(conninfo: &str) -> String {
         .find_map(|kv| kv.strip_prefix("password="))
         .expect("a password in the connection string")
         .to_string()
-}
-
-async fn wait_for_log(serve: &ServeProcess, needle: &str, count: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while serve.log_text().matches(needle).count() < count {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never logged {needle:?}: {}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,8 +116,12 @@ async fn a_crashed_repository_is_restarted_and_serves_again() {
     let pid: i32 = pid_text.lines().next().unwrap().trim().parse().unwrap();
     // SAFETY: killing the test's own repository.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    wait_for_log(&serve, "the repository exited unexpectedly", 1).await;
-    wait_for_log(&serve, "the repository is running again", 1).await;
+    serve
+        .wait_for_log("the repository exited unexpectedly", 1)
+        .await;
+    serve
+        .wait_for_log("the repository is running again", 1)
+        .await;
     let after = psql_commands(&conninfo, &["SELECT 'back'"]).await;
     assert_eq!(after.stdout.trim(), "back", "{after:?}");
 }
