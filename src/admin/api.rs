@@ -212,12 +212,12 @@ pub(crate) async fn route(
         }
         (&Method::POST, "/regenerate-internal-tokens") => {
             let secs = body!(requests::RegenerateTokens).request_timeout_secs;
-            if !(1..=requests::MAX_REQUEST_TIMEOUT_SECS).contains(&secs) {
+            if !(1..=regenerate_tokens::MAX_TIMEOUT_SECS).contains(&secs) {
                 return json_error(
                     StatusCode::BAD_REQUEST,
                     &format!(
                         "invalid request body: field 'request_timeout_secs' must be 1 to {}",
-                        requests::MAX_REQUEST_TIMEOUT_SECS
+                        regenerate_tokens::MAX_TIMEOUT_SECS
                     ),
                 );
             }
@@ -450,8 +450,11 @@ pub(crate) async fn extsvc_enable(
     let connect_timeout_ms = body
         .connect_timeout_ms
         .unwrap_or(vizql_extsvc::DEFAULT_CONNECT_TIMEOUT_MS);
-    if !(1..=600_000).contains(&connect_timeout_ms) {
-        return bad("field 'connect_timeout_ms' must be 1 to 600000");
+    if !(1..=vizql_extsvc::MAX_CONNECT_TIMEOUT_MS).contains(&connect_timeout_ms) {
+        return bad(&format!(
+            "field 'connect_timeout_ms' must be 1 to {}",
+            vizql_extsvc::MAX_CONNECT_TIMEOUT_MS
+        ));
     }
     let upload = Upload::new(state).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let cert_file = body

@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::control::operations::regenerate_tokens;
 use crate::control::state::security::ConnectionType;
 
 /// Reads `body` as `T`; an empty body reads as `{}`. The error names the offending field.
@@ -59,16 +60,13 @@ pub struct RepositorySslEnable {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegenerateTokens {
-    /// Seconds, 1 to [`MAX_REQUEST_TIMEOUT_SECS`]; default 1800 as in the CLI.
+    /// Seconds, 1 to [`regenerate_tokens::MAX_TIMEOUT_SECS`]; default as in the CLI.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
 }
 
-/// The longest `request_timeout_secs` accepted (a day).
-pub const MAX_REQUEST_TIMEOUT_SECS: u64 = 86_400;
-
 fn default_request_timeout() -> u64 {
-    1800
+    regenerate_tokens::DEFAULT_TIMEOUT_SECS
 }
 
 /// The direct users of the managed repository.
@@ -162,7 +160,7 @@ pub struct ExtsvcEnable {
     pub extsvc_username: Option<String>,
     /// The service user's password.
     pub extsvc_password: Option<String>,
-    /// Connect timeout, 1 to 600000 ms (default 1000).
+    /// Connect timeout, 1 to [`crate::control::operations::vizql_extsvc::MAX_CONNECT_TIMEOUT_MS`] ms (default 1000).
     pub connect_timeout_ms: Option<u64>,
     /// Whether scripts are disabled (default true).
     pub script_disabled: Option<bool>,

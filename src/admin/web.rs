@@ -263,7 +263,10 @@ pub(crate) async fn route(
         (&Method::POST, "/security/regenerate-internal-tokens") => {
             let (result, lines) = state
                 .perform(&user, peer, "regenerate-internal-tokens", |ctx| {
-                    regenerate_tokens::regenerate(ctx, std::time::Duration::from_secs(1800))
+                    regenerate_tokens::regenerate(
+                        ctx,
+                        std::time::Duration::from_secs(regenerate_tokens::DEFAULT_TIMEOUT_SECS),
+                    )
                 })
                 .await;
             flash(state, token, result, lines);

@@ -11,7 +11,10 @@ use clap::{Parser, Subcommand};
 use crate::cli::remote::{Call, Remote, read_upload};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::control::operations::file_name;
-use crate::control::operations::vizql_extsvc::DEFAULT_CONNECT_TIMEOUT_MS;
+use crate::control::operations::regenerate_tokens;
+use crate::control::operations::vizql_extsvc::{
+    DEFAULT_CONNECT_TIMEOUT_MS, MAX_CONNECT_TIMEOUT_MS,
+};
 use crate::control::operations::{self, CommandError, Context};
 use crate::control::state::security::ConnectionType;
 use crate::keystore::Secret;
@@ -140,7 +143,8 @@ pub enum SecurityCommand {
     /// New internal certificate, internal role passwords and master key, with no downtime.
     RegenerateInternalTokens {
         /// Give up after this many seconds (every step is resumable: run again to finish).
-        #[arg(long, value_name = "SECONDS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        #[arg(long, value_name = "SECONDS", default_value_t = regenerate_tokens::DEFAULT_TIMEOUT_SECS,
+              value_parser = clap::value_parser!(u64).range(1..=regenerate_tokens::MAX_TIMEOUT_SECS))]
         request_timeout: u64,
     },
     /// SSL between clients and the repository.
@@ -236,7 +240,7 @@ pub enum VizqlExtsvcCommand {
         extsvc_password: Option<String>,
         /// Connect timeout in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = DEFAULT_CONNECT_TIMEOUT_MS,
-              value_parser = clap::value_parser!(u64).range(1..=600_000))]
+              value_parser = clap::value_parser!(u64).range(1..=MAX_CONNECT_TIMEOUT_MS))]
         connect_timeout_ms: u64,
         /// Whether scripts are disabled.
         #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, default_value_t = true)]

@@ -27,6 +27,11 @@ use crate::repository::managed::{
 };
 use crate::tls::certs;
 
+/// Default of `--request-timeout` (and the API's `request_timeout_secs`), in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 1800;
+/// Longest timeout accepted (a day).
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 /// Environment variable that aborts the process after a step (1–4), as `kill -9` would; used by the
 /// crash-recovery tests.
 pub const FAULT_ENV: &str = "PGSSL_FAULT_AFTER_STEP";

@@ -22,6 +22,8 @@ use crate::tls::client::{self, Verification};
 
 /// The model's default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
+/// Longest connect timeout accepted, in milliseconds.
+pub const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
 
 /// The flags of `enable`.
 #[derive(Debug, Clone)]
