@@ -101,6 +101,11 @@ pub async fn handle(
                 database: startup.database().unwrap_or_default().to_string(),
                 class: ctx.classifier.classify(startup.user().unwrap_or_default()),
                 tls: tls.as_ref().map_or("none", |t| t.version),
+                transport: if tls.is_some() {
+                    Transport::Tls
+                } else {
+                    Transport::Plaintext
+                },
             };
             let start = Start { startup, pipelined };
             session(stream, start, &who, &settings, &ctx, starting, started).await;
@@ -114,7 +119,9 @@ struct Who {
     user: String,
     database: String,
     class: UserClass,
+    /// The TLS version for the log, `none` in plaintext.
     tls: &'static str,
+    transport: Transport,
 }
 
 /// The start-up to forward: the message and any bytes the client sent after it.
@@ -154,12 +161,8 @@ async fn admit(
 ) -> Option<OwnedSemaphorePermit> {
     let (peer, user, database) = (who.peer, LogSafe(&who.user), LogSafe(&who.database));
     let m = &ctx.metrics;
-    let transport = if who.tls == "none" {
-        Transport::Plaintext
-    } else {
-        Transport::Tls
-    };
-    if let Verdict::Reject(err) = policy::decide(settings.mode, who.class, transport, &who.user) {
+    if let Verdict::Reject(err) = policy::decide(settings.mode, who.class, who.transport, &who.user)
+    {
         m.policy_rejection(settings.mode, who.class).increment(1);
         negotiate::send_fatal(stream, &err).await;
         info!(%peer, %user, %database, class = %who.class, tls = %who.tls, mode = %settings.mode,

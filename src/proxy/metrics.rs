@@ -150,4 +150,24 @@ mod tests {
         assert_eq!(index_of(&NEGOTIATION_REASONS, "no_user"), 9);
         assert_eq!(m.policy_rejections.len(), 6);
     }
+
+    #[test]
+    fn every_negotiation_failure_reason_has_its_own_series() {
+        use crate::proxy::negotiate::NegotiateError as E;
+        use crate::proxy::protocol::PacketError;
+        let all = [
+            E::ClosedByClient,
+            E::Io(std::io::ErrorKind::Other.into()),
+            E::Timeout,
+            E::Packet(PacketError::UnknownRequest(0)),
+            E::UnencryptedDataAfterSslRequest,
+            E::OutOfOrder("x"),
+            E::TlsHandshake(std::io::ErrorKind::Other.into()),
+            E::DirectTlsWhileOff,
+            E::DirectTlsWithoutAlpn,
+            E::NoUser,
+        ];
+        let reasons: Vec<&str> = all.iter().map(E::reason).collect();
+        assert_eq!(reasons, NEGOTIATION_REASONS);
+    }
 }
