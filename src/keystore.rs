@@ -66,6 +66,20 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A secret travels as a plain JSON string: a request body to the admin API (over TLS) is the one
+/// place it is written out.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.expose())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
 /// Keystore failures.
 #[derive(Debug, thiserror::Error)]
 pub enum KeystoreError {

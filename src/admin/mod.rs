@@ -7,28 +7,26 @@
 
 mod api;
 mod audit;
+mod auth;
+mod http;
+mod pages;
 pub mod requests;
 pub mod session;
-mod web;
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::control::operations::model::{Operation, Verb};
 use crate::control::operations::{CommandError, Context, Output, OutputLine};
 use crate::control::state::admin_users::HashMemory;
 use crate::tls::certs::{self, CertError, CertPaths};
@@ -38,12 +36,11 @@ use session::{Sessions, SignInLimiter};
 /// The default admin address, as in the model's services manager.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8850";
 pub use crate::control::api::{CSRF_HEADER, SESSION_COOKIE};
+pub use api::routes as api_routes;
 /// The API's OpenAPI document, served at `/api/v1/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("openapi.yaml");
 /// Admin connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 128;
-/// Largest request body accepted (certificate uploads included).
-const MAX_BODY: usize = 1 << 20;
 
 /// Why the admin server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +73,9 @@ pub(crate) struct AdminState {
     audit: audit::AuditLog,
 }
 
+/// An operation's result and the progress lines it reported while it ran.
+pub(crate) type Outcome<R> = (Result<R, CommandError>, Vec<OutputLine>);
+
 impl AdminState {
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         lock(&self.sessions)
@@ -85,166 +85,44 @@ impl AdminState {
         lock(&self.limiter)
     }
 
-    /// Runs a change for `user` and audit-logs what it was and how it ended (never its inputs).
-    async fn perform<F>(
-        self: &Arc<Self>,
-        user: &str,
-        peer: IpAddr,
-        action: &str,
-        op: F,
-    ) -> (Result<(), CommandError>, Vec<OutputLine>)
-    where
-        F: FnOnce(&Context) -> Result<(), CommandError> + Send + 'static,
-    {
-        let (result, lines) = self.run(op).await;
-        let outcome = match &result {
-            Ok(()) => "ok".to_string(),
-            Err(e) => {
-                e.record(action);
-                format!("refused: {e}")
-            }
-        };
-        self.audit.record(user, peer, action, &outcome).await;
-        (result, lines)
-    }
-
-    /// Runs a control-plane operation (or query) on a blocking thread with its report collected.
-    async fn run<T, F>(self: &Arc<Self>, op: F) -> (Result<T, CommandError>, Vec<OutputLine>)
-    where
-        T: Send + 'static,
-        F: FnOnce(&Context) -> Result<T, CommandError> + Send + 'static,
-    {
+    /// Runs `request` for the signed-in administrator: on a blocking thread, with its progress lines
+    /// collected; a change is audit-logged with how it ended (never its inputs).
+    async fn perform<T: Operation>(&self, who: &auth::Admin, request: T) -> Outcome<T::Report> {
         let ctx = Context {
             data_dir: self.data_dir.clone(),
             config: self.config.clone(),
             out: Output::collect(),
         };
         let joined = tokio::task::spawn_blocking(move || {
-            let result = op(&ctx);
+            let result = request.run(&ctx);
             (result, ctx.out.take())
         })
         .await;
-        joined.unwrap_or_else(|e| {
+        let (result, lines) = joined.unwrap_or_else(|e| {
             (
                 Err(CommandError::Fault(format!("the operation failed: {e}"))),
                 Vec::new(),
             )
-        })
+        });
+        if T::VERB == Verb::Post {
+            let outcome = match &result {
+                Ok(_) => "ok".to_string(),
+                Err(e) => {
+                    e.record(T::ACTION);
+                    format!("refused: {e}")
+                }
+            };
+            self.audit
+                .record(&who.user, who.peer, T::ACTION, &outcome)
+                .await;
+        }
+        (result, lines)
     }
 }
 
 /// Locks `m`; a panic while it was held leaves data that is still usable (a map, a pool).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Why a sign-in was refused.
-pub(crate) enum SignInRefusal {
-    /// Too many failures from this address; wait this long.
-    Blocked(Duration),
-    /// Every password-hashing slot stayed taken for [`HASH_QUEUE_WAIT`]; nothing was checked.
-    Busy,
-    /// Wrong name or password (recorded as a failure).
-    Wrong,
-    /// The administrators file or the random source failed.
-    Internal(String),
-}
-
-impl SignInRefusal {
-    /// The HTTP status, the message a person reads, and the seconds for `Retry-After` if any.
-    pub(crate) fn answer(&self) -> (StatusCode, String, Option<u64>) {
-        match self {
-            SignInRefusal::Blocked(wait) => {
-                let secs = wait.as_secs() + 1;
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("too many failed sign-ins from this address; try again in {secs} s"),
-                    Some(secs),
-                )
-            }
-            SignInRefusal::Busy => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the admin server is busy checking other sign-ins; try again in a second".into(),
-                Some(1),
-            ),
-            SignInRefusal::Wrong => (
-                StatusCode::UNAUTHORIZED,
-                "wrong user name or password".into(),
-                None,
-            ),
-            SignInRefusal::Internal(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.clone(), None),
-        }
-    }
-}
-
-/// How long a sign-in waits for a password-hashing slot before it is answered 503.
-const HASH_QUEUE_WAIT: Duration = Duration::from_secs(5);
-
-impl AdminState {
-    /// Checks a sign-in against the per-address limit and the Argon2id hash (on a blocking thread),
-    /// audit-logs it, and on success starts a session: its token and the session.
-    pub(crate) async fn sign_in(
-        &self,
-        peer: IpAddr,
-        user: &str,
-        password: &str,
-    ) -> Result<(String, session::Session), SignInRefusal> {
-        // Counted before the check, so that parallel guesses cannot all be checked before any counts.
-        self.limiter()
-            .reserve(peer)
-            .map_err(SignInRefusal::Blocked)?;
-        // Each Argon2id check holds ~19 MiB while it runs: only as many run as there are cores, for
-        // known and unknown names alike, whatever the number of sign-ins arriving.
-        let Ok(Ok(permit)) = tokio::time::timeout(HASH_QUEUE_WAIT, self.hashing.acquire()).await
-        else {
-            self.limiter().release(peer);
-            return Err(SignInRefusal::Busy);
-        };
-        let users =
-            crate::control::state::admin_users::AdminUsers::open(&self.data_dir.join("config"));
-        let (name, secret) = (
-            user.to_string(),
-            crate::keystore::Secret::new(password.to_string()),
-        );
-        let mut memory = lock(&self.hash_memory).pop().unwrap_or_default();
-        let checked = tokio::task::spawn_blocking(move || {
-            let verified = users.verify_with(&name, secret.expose(), &mut memory);
-            (verified, memory)
-        })
-        .await;
-        let verified = match checked {
-            Ok((verified, memory)) => {
-                lock(&self.hash_memory).push(memory);
-                verified.map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        drop(permit);
-        let verified = match verified {
-            Ok(v) => v,
-            Err(e) => {
-                self.limiter().release(peer);
-                return Err(SignInRefusal::Internal(e));
-            }
-        };
-        if !verified {
-            self.audit
-                .record(
-                    user,
-                    peer,
-                    "sign-in",
-                    "refused: wrong user name or password",
-                )
-                .await;
-            return Err(SignInRefusal::Wrong);
-        }
-        self.limiter().succeeded(peer);
-        let started = self.sessions().create(user).ok_or_else(|| {
-            SignInRefusal::Internal("the system random number generator failed".into())
-        })?;
-        self.audit.record(user, peer, "sign-in", "ok").await;
-        Ok(started)
-    }
 }
 
 /// A bound admin server.
@@ -329,6 +207,7 @@ impl AdminServer {
         let per_address = Arc::new(PerAddress::default());
         let limit = self.state.config.admin.max_connections_per_address;
         let timeout = Duration::from_secs(self.state.config.admin.request_timeout_secs);
+        let app = router(self.state.clone(), timeout);
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
@@ -349,8 +228,8 @@ impl AdminServer {
                 continue;
             };
             let acceptor = self.acceptor.clone();
-            let state = self.state.clone();
             let stop = stop.clone();
+            let app = app.clone();
             tokio::spawn(async move {
                 let _slots = (slot, address_slot);
                 let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp));
@@ -362,9 +241,9 @@ impl AdminServer {
                     }
                     Err(_) => return,
                 };
-                let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, peer.ip(), req, timeout).await) }
+                let service = hyper::service::service_fn(move |mut req| {
+                    req.extensions_mut().insert(http::Peer(peer.ip()));
+                    app.clone().oneshot(req)
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -420,188 +299,14 @@ impl Drop for AddressSlot {
     }
 }
 
-/// A request as handlers see it.
-pub(crate) struct Req {
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-    peer: IpAddr,
-}
-
-impl Req {
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-    }
-
-    fn is_api(&self) -> bool {
-        self.path.starts_with("/api/")
-    }
-}
-
-/// A response body with the headers every admin response carries.
-pub(crate) fn respond(
-    status: StatusCode,
-    content_type: &str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(content_type) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
-    );
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000"),
-    );
-    resp
-}
-
-/// JSON `{"error": message}` with `status`.
-pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    respond(
-        status,
-        "application/json",
-        serde_json::json!({ "error": message }).to_string(),
-    )
-}
-
-fn session_cookie(token: &str, max_age: Option<u64>) -> HeaderValue {
-    let age = max_age.map_or(String::new(), |a| format!("; Max-Age={a}"));
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict{age}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("pgssl_admin=; Path=/"))
-}
-
-async fn handle(
-    state: Arc<AdminState>,
-    peer: IpAddr,
-    req: Request<Incoming>,
-    body_timeout: Duration,
-) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout(body_timeout, Limited::new(body, MAX_BODY).collect()).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(_)) => {
-                return json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "the request body is larger than 1 MiB",
-                );
-            }
-            Err(_) => {
-                info!(%peer, "admin request body not received in time; closing");
-                let mut resp = json_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body did not arrive in time",
-                );
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return resp;
-            }
-        };
-    let req = Req {
-        method: parts.method,
-        path: parts.uri.path().to_string(),
-        headers: parts.headers,
-        body,
-        peer,
-    };
-    // Public: sign-in and the static script.
-    match (&req.method, req.path.as_str()) {
-        (&Method::POST, "/api/v1/session") => return api::sign_in(&state, &req).await,
-        (&Method::GET, "/login") => return web::login_page(None),
-        (&Method::POST, "/login") => return web::login(&state, &req).await,
-        (&Method::GET, "/static/pgssl.js") => return web::script(),
-        (&Method::GET, "/api/v1/openapi.yaml") => {
-            return respond(StatusCode::OK, "application/yaml", OPENAPI);
-        }
-        _ => {}
-    }
-    let token = req.cookie(SESSION_COOKIE).unwrap_or_default();
-    let session = state.sessions().touch(&token).cloned();
-    let Some(session) = session else {
-        return if req.is_api() {
-            json_error(
-                StatusCode::UNAUTHORIZED,
-                "sign in first (POST /api/v1/session with username and password)",
-            )
-        } else {
-            web::redirect("/login")
-        };
-    };
-    // An administrator deleted meanwhile is signed out. The file is read off the async runtime.
-    let users =
-        crate::control::state::admin_users::AdminUsers::open(&state.data_dir.join("config"));
-    let listed = tokio::task::spawn_blocking(move || users.list()).await;
-    if !matches!(&listed, Ok(Ok(names)) if names.contains(&session.user)) {
-        state.sessions().end(&token);
-        return if req.is_api() {
-            json_error(
-                StatusCode::UNAUTHORIZED,
-                "this administrator no longer exists",
-            )
-        } else {
-            web::redirect("/login")
-        };
-    }
-    let changes = req.method != Method::GET && req.method != Method::HEAD;
-    if changes {
-        let presented = if req.is_api() {
-            req.headers
-                .get(CSRF_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        } else {
-            web::form_field(&req.body, "csrf_token")
-        };
-        if !presented.is_some_and(|p| session::same_secret(&p, &session.csrf)) {
-            state
-                .audit
-                .record(
-                    &session.user,
-                    req.peer,
-                    &format!("{} {}", req.method, req.path),
-                    "refused: CSRF token missing or wrong",
-                )
-                .await;
-            return if req.is_api() {
-                json_error(
-                    StatusCode::FORBIDDEN,
-                    "CSRF token missing or wrong (send the X-CSRF-Token header from sign-in)",
-                )
-            } else {
-                respond(
-                    StatusCode::FORBIDDEN,
-                    "text/plain; charset=utf-8",
-                    "CSRF token missing or wrong; reload the page",
-                )
-            };
-        }
-    }
-    if req.is_api() {
-        api::route(&state, &req, &session, &token).await
-    } else {
-        web::route(&state, &req, &session, &token).await
-    }
+/// The whole admin application: the API under `/api/v1`, the pages, and around both the body
+/// deadline and size limit and the security headers every answer carries.
+fn router(state: Arc<AdminState>, body_timeout: Duration) -> axum::Router {
+    axum::Router::new()
+        .nest("/api/v1", api::router(state.clone()))
+        .merge(pages::router(state))
+        .layer(axum::middleware::from_fn(http::security_headers))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            http::collect_body(body_timeout, req, next)
+        }))
 }

@@ -21,42 +21,48 @@ use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret
 use crate::tls::certs;
 
 /// The command-line flags of `serve`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServeFlags<'a> {
-    /// `--listen`, overriding `server.listen`.
-    pub listen: Option<&'a str>,
-    /// `--upstream`, overriding `server.upstream`.
-    pub upstream: Option<&'a str>,
-    /// `--metrics`: where to serve Prometheus metrics.
-    pub metrics: Option<&'a str>,
-    /// `--admin-listen`, overriding `admin.listen`.
-    pub admin_listen: Option<&'a str>,
-    /// `--no-admin`: run no admin server.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeFlags {
+    /// Address to listen on, e.g. 127.0.0.1:8060 [default: server.listen].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Repository address: host:port or unix:/socket/dir [default: server.upstream, else a managed
+    /// repository].
+    #[arg(long, value_name = "ADDR")]
+    pub upstream: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Address of the HTTPS admin server [default: admin.listen, 127.0.0.1:8850].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_admin")]
+    pub admin_listen: Option<String>,
+    /// Run no admin server.
+    #[arg(long)]
     pub no_admin: bool,
 }
 
 /// Runs the proxy; with no upstream at all, a managed repository is run.
-pub fn serve(ctx: &Context, flags: ServeFlags<'_>) -> Result<(), CommandError> {
-    let ServeFlags {
-        listen,
-        upstream,
-        metrics,
-        admin_listen,
-        no_admin,
-    } = flags;
-    let metrics = metrics.map(config::parse_listen).transpose()?;
-    let admin = if no_admin {
+pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
+    let metrics = flags
+        .metrics
+        .as_deref()
+        .map(config::parse_listen)
+        .transpose()?;
+    let admin = if flags.no_admin {
         None
     } else {
         Some(config::parse_listen(
-            admin_listen.unwrap_or(&ctx.config.admin.listen),
+            flags
+                .admin_listen
+                .as_deref()
+                .unwrap_or(&ctx.config.admin.listen),
         )?)
     };
-    let listen = match listen {
+    let listen = match &flags.listen {
         Some(l) => config::parse_listen(l)?,
         None => ctx.config.listen_addr()?,
     };
-    let upstream = match upstream {
+    let upstream = match &flags.upstream {
         Some(u) => Some(
             UpstreamAddr::parse(u, ctx.config.repository.port)
                 .map_err(crate::config::ConfigError::from)?,

@@ -5,7 +5,7 @@
 //! A session is cached per server in `$PGSSL_SESSION_DIR` (default `~/.cache/pgssl`), 0600, so `-u/-p`
 //! are needed only when no session is active.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::atomic;
 use crate::control::api::{CSRF_HEADER, SESSION_COOKIE};
+use crate::control::operations::model::{Operation, Verb};
 use crate::control::operations::{CommandError, block_on, print_line};
 use crate::keystore::Secret;
 use crate::tls::client::{self, Verification};
@@ -32,29 +33,6 @@ pub struct Remote {
     custom_ca: Option<rustls::pki_types::CertificateDer<'static>>,
     username: Option<String>,
     password: Option<Secret>,
-}
-
-/// One API call a command maps to.
-#[derive(Debug)]
-pub enum Call {
-    /// A JSON request whose answer's messages are printed.
-    Json {
-        /// GET or POST.
-        method: Method,
-        /// Path under `/api/v1`.
-        path: &'static str,
-        /// The JSON body (`null` for none).
-        body: Value,
-    },
-    /// A download written to a local file.
-    Download {
-        /// Path under `/api/v1`.
-        path: &'static str,
-        /// Where to write it.
-        dest: PathBuf,
-    },
-    /// The pending-changes listing, printed like the local command.
-    PendingList,
 }
 
 /// An HTTP exchange that failed below the API.
@@ -193,12 +171,13 @@ impl Remote {
         dir.join(format!("session-{name}.json"))
     }
 
-    /// Runs `call`, printing what the server reports.
-    pub fn run(&self, call: Call) -> Result<(), CommandError> {
-        block_on(self.run_async(call))?
+    /// Runs `request` on the admin server: prints the progress lines it reports and returns its typed
+    /// report.
+    pub fn call<T: Operation>(&self, request: &T) -> Result<T::Report, CommandError> {
+        block_on(self.call_async(request))?
     }
 
-    async fn run_async(&self, call: Call) -> Result<(), CommandError> {
+    async fn call_async<T: Operation>(&self, request: &T) -> Result<T::Report, CommandError> {
         let mut session = match &self.username {
             Some(_) => self.sign_in().await?,
             None => self.cached().ok_or_else(|| {
@@ -208,9 +187,16 @@ impl Remote {
                 ))
             })?,
         };
+        let body = match T::VERB {
+            Verb::Get => None,
+            Verb::Post => Some(
+                serde_json::to_vec(request)
+                    .map_err(|e| CommandError::Fault(format!("cannot encode the request: {e}")))?,
+            ),
+        };
         let mut retried = false;
         loop {
-            let (status, headers, body) = self.send(&call, &session).await?;
+            let (status, _, answer) = self.send::<T>(body.clone(), &session).await?;
             if status == StatusCode::UNAUTHORIZED && !retried && self.username.is_none() {
                 let _ = std::fs::remove_file(self.cache_path());
                 return Err(CommandError::Invalid(format!(
@@ -223,7 +209,7 @@ impl Remote {
                 retried = true;
                 continue;
             }
-            return self.print(&call, status, &headers, &body);
+            return decode::<T>(status, &answer);
         }
     }
 
@@ -279,30 +265,22 @@ impl Remote {
         Ok(session)
     }
 
-    async fn send(
+    async fn send<T: Operation>(
         &self,
-        call: &Call,
+        body: Option<Vec<u8>>,
         session: &CachedSession,
     ) -> Result<(StatusCode, HeaderMap, Bytes), CommandError> {
         let headers = [
             ("cookie", format!("{SESSION_COOKIE}={}", session.token)),
             (CSRF_HEADER, session.csrf.clone()),
+            ("accept", "application/json".to_string()),
         ];
-        match call {
-            Call::Json { method, path, body } => {
-                let body = (!body.is_null()).then(|| body.to_string().into_bytes());
-                self.exchange(method.clone(), &format!("/api/v1{path}"), &headers, body)
-                    .await
-            }
-            Call::Download { path, .. } => {
-                self.exchange(Method::GET, &format!("/api/v1{path}"), &headers, None)
-                    .await
-            }
-            Call::PendingList => {
-                self.exchange(Method::GET, "/api/v1/pending-changes", &headers, None)
-                    .await
-            }
-        }
+        let method = match T::VERB {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+        };
+        self.exchange(method, &format!("/api/v1{}", T::PATH), &headers, body)
+            .await
     }
 
     async fn exchange(
@@ -353,67 +331,33 @@ impl Remote {
             .await
             .map_err(|_| unreachable("no answer".into()))?
     }
-
-    fn print(
-        &self,
-        call: &Call,
-        status: StatusCode,
-        _headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<(), CommandError> {
-        if !status.is_success() {
-            print_messages(body);
-            let message = api_error(body, status);
-            return Err(match status.as_u16() {
-                503 => CommandError::Unavailable(message),
-                500..=599 => CommandError::Fault(message),
-                _ => CommandError::Invalid(message),
-            });
-        }
-        match call {
-            Call::Download { dest, .. } => {
-                atomic::write_file(dest, body, atomic::PUBLIC_MODE).map_err(|e| {
-                    CommandError::Fault(format!("cannot write {}: {e}", dest.display()))
-                })?;
-                print_line(
-                    &mut std::io::stdout(),
-                    &format!("Wrote the repository certificate to {}", dest.display()),
-                );
-                Ok(())
-            }
-            Call::PendingList => {
-                let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                let changes: Vec<&str> = value["changes"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                if changes.is_empty() {
-                    print_line(&mut std::io::stdout(), "No pending changes.");
-                } else {
-                    print_line(&mut std::io::stdout(), "Pending changes:");
-                    for c in changes {
-                        print_line(&mut std::io::stdout(), &format!("  {c}"));
-                    }
-                }
-                Ok(())
-            }
-            Call::Json { .. } => {
-                print_messages(body);
-                Ok(())
-            }
-        }
-    }
 }
 
-fn print_messages(body: &[u8]) {
+/// The typed report of a successful answer, after printing its progress lines; the API's error,
+/// classified by its status, otherwise.
+fn decode<T: Operation>(status: StatusCode, body: &[u8]) -> Result<T::Report, CommandError> {
     let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    for line in value["messages"].as_array().into_iter().flatten() {
+    for line in value["progress"].as_array().into_iter().flatten() {
         let text = line["text"].as_str().unwrap_or_default();
         match line["kind"].as_str() {
             Some("warning") => print_line(&mut std::io::stderr(), text),
             _ => print_line(&mut std::io::stdout(), text),
         }
     }
+    if !status.is_success() {
+        let message = api_error(body, status);
+        return Err(match status.as_u16() {
+            503 => CommandError::Unavailable(message),
+            500..=599 => CommandError::Fault(message),
+            _ => CommandError::Invalid(message),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| {
+        CommandError::Fault(format!(
+            "the admin server's answer to {} is not the report this CLI expects ({e}); are both the same pgssl version?",
+            T::ACTION
+        ))
+    })
 }
 
 fn api_error(body: &[u8], status: StatusCode) -> String {
@@ -421,12 +365,6 @@ fn api_error(body: &[u8], status: StatusCode) -> String {
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))
         .unwrap_or_else(|| format!("the admin server answered {status}"))
-}
-
-/// Reads a local file for upload, with the file's name in errors.
-pub fn read_upload(path: &Path) -> Result<Vec<u8>, CommandError> {
-    std::fs::read(path)
-        .map_err(|e| CommandError::Invalid(format!("cannot read {}: {e}", path.display())))
 }
 
 #[cfg(test)]

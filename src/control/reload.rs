@@ -87,7 +87,7 @@ pub enum ControlError {
 }
 
 /// What a running server reported after a reload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReloadReport {
     /// The mode it now serves.
     pub mode: Mode,

@@ -122,7 +122,7 @@ pub enum CertError {
 }
 
 /// What `list` shows of a certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CertInfo {
     /// Subject distinguished name, e.g. `CN=repository`.
     pub subject: String,
@@ -132,9 +132,11 @@ pub struct CertInfo {
     pub subject_alt_names: Vec<String>,
     /// SHA-256 over the DER, as colon-separated hex.
     pub sha256_fingerprint: String,
-    /// Start of validity.
+    /// Start of validity (RFC 3339 in JSON).
+    #[serde(with = "time::serde::rfc3339")]
     pub not_before: OffsetDateTime,
-    /// End of validity.
+    /// End of validity (RFC 3339 in JSON).
+    #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
     /// Certificates in the file (leaf plus chain).
     pub chain_len: usize,

@@ -284,7 +284,9 @@ async fn the_api_signs_in_checks_csrf_and_drives_the_live_proxy() {
         .json(
             Method::POST,
             "/api/v1/external-ssl/enable",
-            Some(json!({ "cert_pem": "junk", "key_pem": "junk", "cert_file_name": "mine.crt" })),
+            Some(
+                json!({ "cert_file": {"name": "mine.crt", "pem": "junk"}, "key_file": {"pem": "junk"} }),
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -325,8 +327,10 @@ async fn the_api_signs_in_checks_csrf_and_drives_the_live_proxy() {
             Method::POST,
             "/api/v1/custom-cert/add",
             Some(json!({
-                "cert_der_base64": base64::engine::general_purpose::STANDARD.encode(der.contents()),
-                "cert_file_name": "api-root.der"
+                "cert_file": {
+                    "der_base64": base64::engine::general_purpose::STANDARD.encode(der.contents()),
+                    "name": "api-root.der"
+                }
             })),
         )
         .await;
@@ -362,10 +366,10 @@ async fn the_api_signs_in_checks_csrf_and_drives_the_live_proxy() {
             Method::POST,
             "/api/v1/external-ssl/enable",
             Some(json!({
-                "cert_pem": std::fs::read_to_string(&leaf.cert).unwrap(),
-                "key_pem": leaf.key_pem,
-                "chain_pem": std::fs::read_to_string(&pki.intermediate).unwrap(),
-                "cert_file_name": "api-leaf.crt", "protocols": "all -TLSv1.2",
+                "cert_file": {"pem": std::fs::read_to_string(&leaf.cert).unwrap(), "name": "api-leaf.crt"},
+                "key_file": {"pem": leaf.key_pem},
+                "chain_file": {"pem": std::fs::read_to_string(&pki.intermediate).unwrap()},
+                "protocols": "all -TLSv1.2",
             })),
         )
         .await;

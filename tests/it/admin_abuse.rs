@@ -196,8 +196,8 @@ async fn wrongly_typed_unknown_or_missing_fields_are_a_400_naming_the_field_and_
         ),
         (
             "/api/v1/external-ssl/enable",
-            Some(json!({"cert_pem": "x"})),
-            "key_pem",
+            Some(json!({"cert_file": {"pem": "x"}})),
+            "key_file",
         ),
     ];
     for (path, body, field) in cases {
@@ -227,6 +227,74 @@ async fn wrongly_typed_unknown_or_missing_fields_are_a_400_naming_the_field_and_
         pending["changes"].to_string().contains("optional"),
         "{pending}"
     );
+}
+
+/// Bodies derived from each operation's own request type: for every field of its example, the field
+/// wrongly typed, and the field left out where the type requires it; and an unknown field. Each is a
+/// 400 naming the field, and nothing is staged.
+fn generated_bad_bodies() -> Vec<(&'static str, serde_json::Value, String)> {
+    use pgssl::control::operations::model::{Operation, Verb, Visit, each_remote};
+    struct Bodies(Vec<(&'static str, serde_json::Value, String)>);
+    impl Visit for Bodies {
+        fn operation<T: Operation>(&mut self) {
+            if T::VERB != Verb::Post {
+                return;
+            }
+            let example = serde_json::to_value(T::example()).unwrap();
+            let fields = example.as_object().cloned().unwrap_or_default();
+            let mut unknown = fields.clone();
+            unknown.insert("no_such_field".into(), json!(true));
+            self.0
+                .push((T::PATH, unknown.into(), "no_such_field".into()));
+            for (name, value) in &fields {
+                let wrong = match value {
+                    serde_json::Value::Bool(b) => json!(b.to_string()),
+                    serde_json::Value::Number(n) => json!(n.to_string()),
+                    serde_json::Value::String(_) => json!(12),
+                    _ => json!("not an object"),
+                };
+                let mut body = fields.clone();
+                body.insert(name.clone(), wrong);
+                self.0.push((T::PATH, body.into(), name.clone()));
+                let mut without = fields.clone();
+                without.remove(name);
+                let without = serde_json::Value::from(without);
+                if serde_json::from_value::<T>(without.clone()).is_err() {
+                    self.0.push((T::PATH, without, name.clone()));
+                }
+            }
+        }
+    }
+    let mut bodies = Bodies(Vec::new());
+    each_remote(&mut bodies);
+    bodies.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operations_fields_are_checked_by_type_generated_from_the_request_types() {
+    let pg = Postgres::start();
+    let (_env, _server, addr) = admin_env(&pg).await;
+    let mut api = Api::new(addr);
+    assert_eq!(api.sign_in(ADMIN, ADMIN_PASSWORD).await.0, StatusCode::OK);
+    let bodies = generated_bad_bodies();
+    // Every change operation contributes; a body per field at least.
+    assert!(bodies.len() > 40, "{}", bodies.len());
+    for (path, body, field) in bodies {
+        let message = api
+            .refused(
+                Method::POST,
+                &format!("/api/v1{path}"),
+                Some(body.clone()),
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert!(
+            message.contains(&format!("'{field}")) || message.contains(&format!("`{field}`")),
+            "{path} {body}: {message}"
+        );
+    }
+    let (_, pending) = api.json(Method::GET, "/api/v1/pending-changes", None).await;
+    assert_eq!(pending["changes"], json!([]), "something was staged");
 }
 
 /// A TLS connection to the admin server from `source` that sends headers announcing a body, then

@@ -1,109 +1,193 @@
 //! `pgssl security custom-cert add --cert-file F | delete | list`: the one CA certificate pgssl trusts
 //! for its own outgoing TLS (the repository with `server.upstream_tls`, and the external service check).
 
-use std::path::Path;
-
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::model::{Operation, Report, Staged, Upload, Verb, no_arguments};
 use super::{
-    CommandError, Context, RecordListing, apply_hint, describe_expiry, file_name, list_record,
-    prune,
+    CommandError, Context, Output, RecordList, RecordListing, apply_hint, describe_expiry,
+    list_record, prune,
 };
 use crate::control::state::custom_ca;
 use crate::control::state::security::{Change, CustomCa};
 use crate::control::state::store::new_id;
-use crate::tls::certs;
+use crate::tls::certs::{self, CertInfo};
 
-/// Stages the CA certificate in `cert_file` (PEM or DER); refuses when one is already added.
-pub fn add(ctx: &Context, cert_file: &Path) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let ca = custom_ca::read(cert_file, OffsetDateTime::now_utc())
+/// `custom-cert add`: stages a CA certificate (PEM or DER); refused when one is already added.
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Add {
+    /// The CA certificate.
+    #[arg(long, value_name = "FILE", value_parser = Upload::from_path)]
+    pub cert_file: Upload,
+}
+
+/// What `add` staged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Added {
+    /// The file's name.
+    pub cert_file_name: String,
+    /// The certificate's details.
+    pub certificate: CertInfo,
+    /// Whether it is marked as a CA (basicConstraints).
+    pub is_ca: bool,
+}
+
+impl Operation for Add {
+    const ACTION: &'static str = "custom-cert add";
+    const PATH: &'static str = "/custom-cert/add";
+    const VERB: Verb = Verb::Post;
+    type Report = Added;
+
+    fn run(self, ctx: &Context) -> Result<Added, CommandError> {
+        let path = std::path::PathBuf::from(self.cert_file.name_or("custom-ca.crt"));
+        let ca = custom_ca::parse(
+            &path,
+            self.cert_file.contents.to_vec(),
+            OffsetDateTime::now_utc(),
+        )
         .map_err(|e| CommandError::Invalid(e.to_string()))?;
-    let store = ctx.store_or_create()?;
-    let _lock = store.lock()?;
-    let mut pending = store.pending()?;
-    if pending.merged_into(&store.applied()?).custom_ca.is_some() {
-        return Err(CommandError::Invalid(
-            "a custom CA certificate is already added; remove it with 'pgssl security custom-cert delete' first".into(),
-        ));
+        let store = ctx.store_or_create()?;
+        let _lock = store.lock()?;
+        let mut pending = store.pending()?;
+        if pending.merged_into(&store.applied()?).custom_ca.is_some() {
+            return Err(CommandError::Invalid(
+                "a custom CA certificate is already added; remove it with 'pgssl security custom-cert delete' first".into(),
+            ));
+        }
+        let id = new_id()?;
+        custom_ca::store(&ca, &store.custom_ca_path(&id))?;
+        let name = self.cert_file.file_name("custom-ca.crt");
+        pending.custom_ca = Some(Change::Set(CustomCa {
+            id,
+            cert_file_name: name.clone(),
+        }));
+        store.save_pending(&pending)?;
+        Ok(Added {
+            cert_file_name: name,
+            certificate: ca.info,
+            is_ca: ca.is_ca,
+        })
     }
-    let id = new_id()?;
-    custom_ca::store(&ca, &store.custom_ca_path(&id))?;
-    let name = file_name(cert_file);
-    pending.custom_ca = Some(Change::Set(CustomCa {
-        id,
-        cert_file_name: name.clone(),
-    }));
-    store.save_pending(&pending)?;
-    say!(out, "Staged the custom CA certificate from {name}:");
-    print_info(out, &ca.info, "  ");
-    if !ca.is_ca {
-        note!(
-            out,
-            "warning: {name} is not marked as a CA (basicConstraints); it can only authenticate a server that presents this very certificate"
-        );
+
+    fn example() -> Add {
+        Add {
+            cert_file: Upload {
+                name: Some("ca.der".into()),
+                contents: vec![0x30, 0x82].into(),
+            },
+        }
     }
-    apply_hint(out);
-    Ok(())
 }
 
-/// Stages removing the custom CA (or drops one that is only staged).
-pub fn delete(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store()?;
-    let _lock = store.lock()?;
-    let applied = store.applied()?;
-    let mut pending = store.pending()?;
-    if pending.merged_into(&applied).custom_ca.is_none() {
-        return Err(CommandError::Invalid(
-            "there is no custom CA certificate to delete".into(),
-        ));
-    }
-    pending.custom_ca = Some(Change::Remove);
-    store.save_pending(&pending)?;
-    prune(&store, out);
-    if applied.custom_ca.is_some() {
-        say!(out, "Staged: delete the custom CA certificate.");
-        apply_hint(out);
-    } else {
-        say!(
-            out,
-            "Dropped the staged custom CA certificate; none is applied."
-        );
-    }
-    Ok(())
-}
-
-/// Shows the applied (and any staged) custom CA.
-pub fn list(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store()?;
-    let applied = store.applied()?;
-    let pending = store.pending()?;
-    let how = RecordListing {
-        title: "Custom CA certificate",
-        none: "none (outgoing TLS trusts the system CA bundle)",
-        staged: &|ca: &CustomCa| format!("add {}", ca.cert_file_name),
-        removed: "delete",
-    };
-    list_record(
-        out,
-        how,
-        applied.custom_ca.as_ref(),
-        pending.custom_ca.as_ref(),
-        |ca, indent| {
-            say!(out, "{indent}{:<21}{}", "file:", ca.cert_file_name);
-            print_info(
+impl Report for Added {
+    fn render(&self, out: &Output) {
+        let name = &self.cert_file_name;
+        say!(out, "Staged the custom CA certificate from {name}:");
+        print_info(out, &self.certificate, "  ");
+        if !self.is_ca {
+            note!(
                 out,
-                &certs::read_info(&store.custom_ca_path(&ca.id))?,
-                indent,
+                "warning: {name} is not marked as a CA (basicConstraints); it can only authenticate a server that presents this very certificate"
             );
-            Ok(())
-        },
-    )
+        }
+        apply_hint(out);
+    }
 }
 
-fn print_info(out: &super::Output, info: &crate::control::state::CertInfo, indent: &str) {
+no_arguments!(
+    /// `custom-cert delete`: stages removing the custom CA (or drops one that is only staged).
+    Delete
+);
+
+impl Operation for Delete {
+    const ACTION: &'static str = "custom-cert delete";
+    const PATH: &'static str = "/custom-cert/delete";
+    const VERB: Verb = Verb::Post;
+    type Report = Staged;
+
+    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        let store = ctx.store()?;
+        let _lock = store.lock()?;
+        let applied = store.applied()?;
+        let mut pending = store.pending()?;
+        if pending.merged_into(&applied).custom_ca.is_none() {
+            return Err(CommandError::Invalid(
+                "there is no custom CA certificate to delete".into(),
+            ));
+        }
+        pending.custom_ca = Some(Change::Remove);
+        store.save_pending(&pending)?;
+        prune(&store, &ctx.out);
+        Ok(if applied.custom_ca.is_some() {
+            Staged::change("Staged: delete the custom CA certificate.")
+        } else {
+            Staged::nothing("Dropped the staged custom CA certificate; none is applied.")
+        })
+    }
+
+    fn example() -> Delete {
+        Delete {}
+    }
+}
+
+no_arguments!(
+    /// `custom-cert list`: the applied (and any staged) custom CA.
+    List
+);
+
+/// A custom CA record with its certificate's details.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// The record.
+    pub record: CustomCa,
+    /// The certificate's details.
+    pub certificate: CertInfo,
+}
+
+impl Operation for List {
+    const ACTION: &'static str = "custom-cert list";
+    const PATH: &'static str = "/custom-cert";
+    const VERB: Verb = Verb::Get;
+    type Report = RecordList<Record>;
+
+    fn run(self, ctx: &Context) -> Result<RecordList<Record>, CommandError> {
+        let store = ctx.store()?;
+        let (applied, pending) = (store.applied()?, store.pending()?);
+        RecordList::read(
+            applied.custom_ca.as_ref(),
+            pending.custom_ca.as_ref(),
+            |ca| {
+                Ok(Record {
+                    certificate: certs::read_info(&store.custom_ca_path(&ca.id))?,
+                    record: ca.clone(),
+                })
+            },
+        )
+    }
+
+    fn example() -> List {
+        List {}
+    }
+}
+
+impl Report for RecordList<Record> {
+    fn render(&self, out: &Output) {
+        let how = RecordListing {
+            title: "Custom CA certificate",
+            none: "none (outgoing TLS trusts the system CA bundle)",
+            staged: &|ca: &Record| format!("add {}", ca.record.cert_file_name),
+            removed: "delete",
+        };
+        list_record(out, how, self, |out, ca, indent| {
+            say!(out, "{indent}{:<21}{}", "file:", ca.record.cert_file_name);
+            print_info(out, &ca.certificate, indent);
+        });
+    }
+}
+
+fn print_info(out: &Output, info: &CertInfo, indent: &str) {
     let line = |label: &str, value: &str| say!(out, "{indent}{label:<21}{value}");
     line("subject:", &info.subject);
     line("issuer:", &info.issuer);

@@ -3,60 +3,123 @@
 
 use std::collections::BTreeMap;
 
-use super::{CommandError, Context, apply_hint, check_secret};
+use serde::{Deserialize, Serialize};
+
+use super::model::{Operation, Staged, Verb, secret_arg};
+use super::{CommandError, Context, check_secret};
 use crate::control::state::store::{Access, pending_password_name};
 use crate::keystore::{Keystore, Secret};
 use crate::repository::access;
 use crate::repository::managed::{ManagedError, ManagedRepository, REPOSITORY_DATABASE};
 
-/// Stages LOGIN with a new password for `user`.
-pub fn enable(ctx: &Context, user: &str, secret: &Secret) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    require_managed(ctx)?;
-    check_secret(secret, "the password")?;
-    let store = ctx.store_or_create()?;
-    let _lock = store.lock()?;
-    let mut keystore = Keystore::open(&store.config_dir())?;
-    keystore.set(&pending_password_name(user), secret)?;
-    let mut pending = store.pending()?;
-    pending
-        .data_access
-        .insert(user.to_string(), Access::Enabled);
-    store.save_pending(&pending)?;
-    say!(
-        out,
-        "Staged: enable login for '{user}' with a new password."
-    );
-    apply_hint(out);
-    Ok(())
+/// The direct-connection users of the managed repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectUser {
+    /// `tableau`: reads and writes.
+    Tableau,
+    /// `readonly`: reads only.
+    Readonly,
 }
 
-/// Stages NOLOGIN for `user`; apply also ends the user's open sessions.
-pub fn disable(ctx: &Context, user: &str) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    require_managed(ctx)?;
-    let store = ctx.store_or_create()?;
-    let _lock = store.lock()?;
-    let mut pending = store.pending()?;
-    pending
-        .data_access
-        .insert(user.to_string(), Access::Disabled);
-    let mut keystore = Keystore::open(&store.config_dir())?;
-    keystore.remove(&pending_password_name(user))?;
-    store.save_pending(&pending)?;
-    if store.pending()?.data_access.contains_key(user) {
-        say!(
-            out,
-            "Staged: disable login for '{user}' and end its sessions."
-        );
-        apply_hint(out);
-    } else {
-        say!(
-            out,
-            "Direct access for '{user}' is already disabled; nothing to stage."
-        );
+impl DirectUser {
+    /// The role name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DirectUser::Tableau => "tableau",
+            DirectUser::Readonly => "readonly",
+        }
     }
-    Ok(())
+}
+
+/// `data-access repository-access enable`: stages LOGIN with a new password (tableau: read/write,
+/// readonly: read only).
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enable {
+    /// The direct-connection user.
+    #[arg(long, value_enum)]
+    pub repository_username: DirectUser,
+    /// The new password, or '-' to read it from standard input.
+    #[arg(long, value_name = "PW|-", value_parser = secret_arg)]
+    pub repository_password: Secret,
+}
+
+impl Operation for Enable {
+    const ACTION: &'static str = "data-access enable";
+    const PATH: &'static str = "/data-access/enable";
+    const VERB: Verb = Verb::Post;
+    type Report = Staged;
+
+    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        let user = self.repository_username.name();
+        require_managed(ctx)?;
+        check_secret(&self.repository_password, "the password")?;
+        let store = ctx.store_or_create()?;
+        let _lock = store.lock()?;
+        let mut keystore = Keystore::open(&store.config_dir())?;
+        keystore.set(&pending_password_name(user), &self.repository_password)?;
+        let mut pending = store.pending()?;
+        pending
+            .data_access
+            .insert(user.to_string(), Access::Enabled);
+        store.save_pending(&pending)?;
+        Ok(Staged::change(format!(
+            "Staged: enable login for '{user}' with a new password."
+        )))
+    }
+
+    fn example() -> Enable {
+        Enable {
+            repository_username: DirectUser::Readonly,
+            repository_password: Secret::new("password".into()),
+        }
+    }
+}
+
+/// `data-access repository-access disable`: stages NOLOGIN; apply also ends the user's sessions.
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disable {
+    /// The direct-connection user.
+    #[arg(long, value_enum)]
+    pub repository_username: DirectUser,
+}
+
+impl Operation for Disable {
+    const ACTION: &'static str = "data-access disable";
+    const PATH: &'static str = "/data-access/disable";
+    const VERB: Verb = Verb::Post;
+    type Report = Staged;
+
+    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        let user = self.repository_username.name();
+        require_managed(ctx)?;
+        let store = ctx.store_or_create()?;
+        let _lock = store.lock()?;
+        let mut pending = store.pending()?;
+        pending
+            .data_access
+            .insert(user.to_string(), Access::Disabled);
+        let mut keystore = Keystore::open(&store.config_dir())?;
+        keystore.remove(&pending_password_name(user))?;
+        store.save_pending(&pending)?;
+        Ok(if store.pending()?.data_access.contains_key(user) {
+            Staged::change(format!(
+                "Staged: disable login for '{user}' and end its sessions."
+            ))
+        } else {
+            Staged::nothing(format!(
+                "Direct access for '{user}' is already disabled; nothing to stage."
+            ))
+        })
+    }
+
+    fn example() -> Disable {
+        Disable {
+            repository_username: DirectUser::Tableau,
+        }
+    }
 }
 
 fn require_managed(ctx: &Context) -> Result<(), CommandError> {

@@ -2,60 +2,114 @@
 //! [--protocols LIST] | disable | list`: serve the administrator's own certificate on the client
 //! listener instead of the generated one.
 
-use std::path::PathBuf;
-
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::model::{Operation, Report, Staged, Upload, Verb, no_arguments, secret_arg};
 use super::{
-    CommandError, Context, RecordListing, apply_hint, check_secret, describe_expiry, file_name,
+    CommandError, Context, Output, RecordListing, apply_hint, check_secret, describe_expiry,
     list_record, prune,
 };
 use crate::control::state::StateStore;
-use crate::control::state::external_cert::{self, SuppliedFiles};
+use crate::control::state::external_cert::{self, Supplied, SuppliedFiles};
 use crate::control::state::security::{self, Change, ExternalSsl};
 use crate::control::state::store::new_id;
 use crate::keystore::{Keystore, Secret};
-use crate::tls::certs;
+use crate::tls::certs::{self, CertInfo};
 use crate::tls::protocols::{self, DEFAULT_PROTOCOLS};
 
-/// The flags of `enable`.
-#[derive(Debug, Clone)]
-pub struct EnableArgs {
-    /// `--cert-file`.
-    pub cert_file: PathBuf,
-    /// `--key-file`.
-    pub key_file: PathBuf,
-    /// `--chain-file`.
-    pub chain_file: Option<PathBuf>,
-    /// `--passphrase`.
+/// `external-ssl enable`: validates a certificate, its key and chain, and stages them for the client
+/// listener.
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enable {
+    /// The certificate (PEM); may be followed by its chain.
+    #[arg(long, value_name = "FILE", value_parser = Upload::from_path)]
+    pub cert_file: Upload,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1; encrypted PKCS#8 with --passphrase).
+    #[arg(long, value_name = "FILE", value_parser = Upload::from_path)]
+    pub key_file: Upload,
+    /// Intermediate certificates (PEM), each followed by its issuer.
+    #[arg(long, value_name = "FILE", value_parser = Upload::from_path)]
+    #[serde(default)]
+    pub chain_file: Option<Upload>,
+    /// Passphrase of an encrypted key, or '-' to read it from standard input.
+    #[arg(long, value_name = "PASSPHRASE|-", value_parser = secret_arg)]
+    #[serde(default)]
     pub passphrase: Option<Secret>,
-    /// `--protocols`.
+    /// Protocols, e.g. "all, -SSLv2, -SSLv3" or "all -TLSv1.2" [default: all, -SSLv2, -SSLv3].
+    #[arg(long, value_name = "LIST")]
+    #[serde(default)]
     pub protocols: Option<String>,
 }
 
-/// Validates the files and stages them.
-pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
-    let out = &ctx.out;
+/// What `enable` staged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enabled {
+    /// The certificate file's name.
+    pub cert_file_name: String,
+    /// The leaf's details (chain length included).
+    pub certificate: CertInfo,
+    /// The protocols that will be offered.
+    pub protocols: String,
+    /// Notes about the protocol list (stdout).
+    pub notes: Vec<String>,
+    /// Whether repository SSL is off in the staged state, so nothing is served yet.
+    pub repository_ssl_off: bool,
+    /// Warnings, e.g. an expiry within 30 days (stderr).
+    pub warnings: Vec<String>,
+}
+
+impl Operation for Enable {
+    const ACTION: &'static str = "external-ssl enable";
+    const PATH: &'static str = "/external-ssl/enable";
+    const VERB: Verb = Verb::Post;
+    type Report = Enabled;
+
+    fn run(self, ctx: &Context) -> Result<Enabled, CommandError> {
+        enable(ctx, &self)
+    }
+
+    fn example() -> Enable {
+        let file = |name: &str, text: &str| Upload {
+            name: Some(name.into()),
+            contents: text.as_bytes().to_vec().into(),
+        };
+        Enable {
+            cert_file: file("server.crt", "-----BEGIN CERTIFICATE-----"),
+            key_file: file("server.key", "-----BEGIN PRIVATE KEY-----"),
+            chain_file: Some(file("chain.crt", "-----BEGIN CERTIFICATE-----")),
+            passphrase: Some(Secret::new("passphrase".into())),
+            protocols: Some("all".into()),
+        }
+    }
+}
+
+fn enable<'a>(ctx: &Context, args: &'a Enable) -> Result<Enabled, CommandError> {
     let protocol_list = args.protocols.as_deref().unwrap_or(DEFAULT_PROTOCOLS);
     let parsed =
         protocols::parse(protocol_list).map_err(|e| CommandError::Invalid(e.to_string()))?;
-    for note in &parsed.notes {
-        say!(out, "note: {note}");
-    }
+    let notes = parsed.notes.iter().map(|n| format!("note: {n}")).collect();
     let passphrase = args.passphrase.as_ref();
     if let Some(p) = passphrase {
         check_secret(p, "--passphrase")?;
     }
+    let supplied = |u: &'a Upload, default: &'static str| Supplied {
+        path: std::path::Path::new(u.name_or(default)),
+        bytes: &u.contents,
+    };
     let files = SuppliedFiles {
-        cert: &args.cert_file,
-        key: &args.key_file,
-        chain: args.chain_file.as_deref(),
+        cert: supplied(&args.cert_file, "server.crt"),
+        key: supplied(&args.key_file, "server.key"),
+        chain: args.chain_file.as_ref().map(|c| supplied(c, "chain.crt")),
     };
     let validated = external_cert::validate(files, passphrase, OffsetDateTime::now_utc())
         .map_err(|e| CommandError::Invalid(e.to_string()))?;
-    for warning in &validated.warnings {
-        note!(out, "warning: {warning}");
-    }
+    let warnings = validated
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {w}"))
+        .collect();
 
     let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
@@ -66,105 +120,168 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         keystore.set(&security::passphrase_name(&id), passphrase)?;
     }
     let mut pending = store.pending()?;
+    let cert_file_name = args.cert_file.file_name("server.crt");
     pending.external_ssl = Some(Change::Set(ExternalSsl {
         id,
-        cert_file_name: file_name(&args.cert_file),
-        key_file_name: file_name(&args.key_file),
-        chain_file_name: args.chain_file.as_deref().map(file_name),
+        cert_file_name: cert_file_name.clone(),
+        key_file_name: args.key_file.file_name("server.key"),
+        chain_file_name: args.chain_file.as_ref().map(|c| c.file_name("chain.crt")),
         protocols: protocol_list.to_string(),
         encrypted_key: validated.encrypted,
     }));
     store.save_pending(&pending)?;
-    prune(&store, out);
-
-    let info = &validated.info;
-    say!(
-        out,
-        "Staged external SSL with the certificate from {}:",
-        file_name(&args.cert_file)
-    );
-    say!(out, "  subject:             {}", info.subject);
-    say!(out, "  issuer:              {}", info.issuer);
-    say!(
-        out,
-        "  subject alt names:   {}",
-        info.subject_alt_names.join(", ")
-    );
-    say!(
-        out,
-        "  expires:             {}",
-        describe_expiry(info.not_after)
-    );
-    say!(out, "  chain length:        {}", info.chain_len);
-    say!(out, "  protocols:           {}", parsed.set);
-    if !pending
+    prune(&store, &ctx.out);
+    let repository_ssl_off = !pending
         .merged_into(&store.applied()?)
         .repository_ssl
         .mode
-        .offers_tls()
-    {
-        say!(
-            out,
-            "note: repository SSL is off, so no certificate is served until 'pgssl security repository-ssl enable' is applied too"
-        );
-    }
-    apply_hint(out);
-    Ok(())
+        .offers_tls();
+    Ok(Enabled {
+        repository_ssl_off,
+        cert_file_name,
+        certificate: validated.info.clone(),
+        protocols: parsed.set.to_string(),
+        notes,
+        warnings,
+    })
 }
 
-/// Stages serving the generated certificate again.
-pub fn disable(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store()?;
-    let _lock = store.lock()?;
-    let applied = store.applied()?;
-    let mut pending = store.pending()?;
-    pending.external_ssl = Some(Change::Remove);
-    store.save_pending(&pending)?;
-    prune(&store, out);
-    if applied.external_ssl.is_none() {
-        say!(out, "External SSL is not enabled; nothing to stage.");
-    } else {
+impl Report for Enabled {
+    fn render(&self, out: &Output) {
+        let info = &self.certificate;
+        for note in &self.notes {
+            say!(out, "{note}");
+        }
+        for warning in &self.warnings {
+            note!(out, "{warning}");
+        }
         say!(
             out,
-            "Staged: disable external SSL and serve the generated repository certificate again."
+            "Staged external SSL with the certificate from {}:",
+            self.cert_file_name
         );
+        say!(out, "  subject:             {}", info.subject);
+        say!(out, "  issuer:              {}", info.issuer);
+        say!(
+            out,
+            "  subject alt names:   {}",
+            info.subject_alt_names.join(", ")
+        );
+        say!(
+            out,
+            "  expires:             {}",
+            describe_expiry(info.not_after)
+        );
+        say!(out, "  chain length:        {}", info.chain_len);
+        say!(out, "  protocols:           {}", self.protocols);
+        if self.repository_ssl_off {
+            say!(
+                out,
+                "note: repository SSL is off, so no certificate is served until 'pgssl security repository-ssl enable' is applied too"
+            );
+        }
         apply_hint(out);
     }
-    Ok(())
 }
 
-/// Shows the applied (and any staged) external certificate, without file locations.
-pub fn list(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store()?;
-    let applied = store.applied()?;
-    let pending = store.pending()?;
-    let how = RecordListing {
-        title: "External SSL",
-        none: "enabled:             no (the generated repository certificate is served)",
-        staged: &|_: &ExternalSsl| "enable with a new certificate".to_string(),
-        removed: "disable",
-    };
-    list_record(
-        out,
-        how,
-        applied.external_ssl.as_ref(),
-        pending.external_ssl.as_ref(),
-        |record, indent| print_record(out, &store, record, indent),
-    )
+no_arguments!(
+    /// `external-ssl disable`: stages serving the generated certificate again.
+    Disable
+);
+
+impl Operation for Disable {
+    const ACTION: &'static str = "external-ssl disable";
+    const PATH: &'static str = "/external-ssl/disable";
+    const VERB: Verb = Verb::Post;
+    type Report = Staged;
+
+    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        let store = ctx.store()?;
+        let _lock = store.lock()?;
+        let applied = store.applied()?;
+        let mut pending = store.pending()?;
+        pending.external_ssl = Some(Change::Remove);
+        store.save_pending(&pending)?;
+        prune(&store, &ctx.out);
+        Ok(if applied.external_ssl.is_none() {
+            Staged::nothing("External SSL is not enabled; nothing to stage.")
+        } else {
+            Staged::change(
+                "Staged: disable external SSL and serve the generated repository certificate again.",
+            )
+        })
+    }
+
+    fn example() -> Disable {
+        Disable {}
+    }
 }
 
-fn print_record(
-    out: &super::Output,
-    store: &StateStore,
-    external: &ExternalSsl,
-    indent: &str,
-) -> Result<(), CommandError> {
-    let info = certs::read_info(&store.external_ssl_paths(&external.id).cert)?;
-    let protocols = protocols::parse(&external.protocols)
-        .map(|p| p.set.to_string())
-        .unwrap_or_else(|e| e.to_string());
+no_arguments!(
+    /// `external-ssl list`: the applied (and any staged) external certificate, without file
+    /// locations.
+    List
+);
+
+/// An external-SSL record with its certificate's details.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// The record.
+    pub record: ExternalSsl,
+    /// The certificate's details.
+    pub certificate: CertInfo,
+    /// The offered protocols (or why the list does not parse).
+    pub protocol_set: String,
+}
+
+/// The applied record and any staged change.
+pub type Listing = super::RecordList<Record>;
+
+impl Operation for List {
+    const ACTION: &'static str = "external-ssl list";
+    const PATH: &'static str = "/external-ssl";
+    const VERB: Verb = Verb::Get;
+    type Report = Listing;
+
+    fn run(self, ctx: &Context) -> Result<Listing, CommandError> {
+        let store = ctx.store()?;
+        let (applied, pending) = (store.applied()?, store.pending()?);
+        super::RecordList::read(
+            applied.external_ssl.as_ref(),
+            pending.external_ssl.as_ref(),
+            |record| detail(&store, record),
+        )
+    }
+
+    fn example() -> List {
+        List {}
+    }
+}
+
+fn detail(store: &StateStore, record: &ExternalSsl) -> Result<Record, CommandError> {
+    Ok(Record {
+        certificate: certs::read_info(&store.external_ssl_paths(&record.id).cert)?,
+        protocol_set: protocols::parse(&record.protocols)
+            .map(|p| p.set.to_string())
+            .unwrap_or_else(|e| e.to_string()),
+        record: record.clone(),
+    })
+}
+
+impl Report for Listing {
+    fn render(&self, out: &Output) {
+        let how = RecordListing {
+            title: "External SSL",
+            none: "enabled:             no (the generated repository certificate is served)",
+            staged: &|_: &Record| "enable with a new certificate".to_string(),
+            removed: "disable",
+        };
+        list_record(out, how, self, print_record);
+    }
+}
+
+fn print_record(out: &Output, shown: &Record, indent: &str) {
+    let (external, info, protocols) = (&shown.record, &shown.certificate, &shown.protocol_set);
     let line = |label: &str, value: &str| say!(out, "{indent}{label:<21}{value}");
     line("enabled:", "yes");
     line("certificate file:", &external.cert_file_name);
@@ -194,5 +311,4 @@ fn print_record(
         &format!("{} ({protocols})", external.protocols),
     );
     line("SHA-256 fingerprint:", &info.sha256_fingerprint);
-    Ok(())
 }

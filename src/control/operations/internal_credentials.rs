@@ -2,22 +2,45 @@
 
 use std::net::IpAddr;
 
-use super::{CommandError, Context, external_upstream, running_serve};
+use serde::{Deserialize, Serialize};
+
+use super::model::Report;
+use super::{CommandError, Context, Output, external_upstream, running_serve};
 use crate::keystore::Keystore;
 use crate::repository::managed::{REPOSITORY_DATABASE, role_secret_name};
 use crate::tls::certs;
 
-/// Prints a libpq connection string with the role's password and, when repository SSL is on,
+/// A libpq connection string, and notes on where its parts came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    /// `host=… port=… dbname=… user=… password=… sslmode=…`.
+    pub conninfo: String,
+    /// Notes (stderr).
+    pub notes: Vec<String>,
+}
+
+impl Report for Credentials {
+    fn render(&self, out: &Output) {
+        for n in &self.notes {
+            out.warning(n.clone());
+        }
+        out.info(self.conninfo.clone());
+    }
+}
+
+/// A libpq connection string with the role's password and, when repository SSL is on,
 /// `sslmode=verify-full` with the certificate as `sslrootcert`.
-pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), CommandError> {
-    let out = &ctx.out;
+pub fn internal_credentials(
+    ctx: &Context,
+    user: Option<&str>,
+) -> Result<Credentials, CommandError> {
+    let mut notes = Vec::new();
     let store = ctx.store()?;
     // The running server's own address beats the config file's: `serve --listen` may differ.
     let running = running_serve(&store).unwrap_or_else(|e| {
-        note!(
-            out,
+        notes.push(format!(
             "note: cannot ask the running server for its address: {e}"
-        );
+        ));
         None
     });
     if let Some(upstream) = external_upstream(ctx, running.as_ref()) {
@@ -41,19 +64,17 @@ pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), Com
     })?;
     let listen = match &running {
         Some(status) => {
-            note!(
-                out,
+            notes.push(format!(
                 "note: host and port are where the running 'pgssl serve' listens ({})",
                 status.listen
-            );
+            ));
             status.listen
         }
         None => {
             let listen = ctx.config.listen_addr()?;
-            note!(
-                out,
+            notes.push(format!(
                 "note: no 'pgssl serve' is running on this data directory; host and port are the configured server.listen ({listen})"
-            );
+            ));
             listen
         }
     };
@@ -78,9 +99,8 @@ pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), Com
             parts.push(("sslrootcert", cert.display().to_string()));
         }
         _ => {
-            note!(
-                out,
-                "note: repository SSL is off, so this connection string uses no TLS; run 'pgssl security repository-ssl enable' and 'pgssl pending-changes apply'"
+            notes.push(
+                "note: repository SSL is off, so this connection string uses no TLS; run 'pgssl security repository-ssl enable' and 'pgssl pending-changes apply'".into(),
             );
             parts.push(("sslmode", "disable".into()));
         }
@@ -89,8 +109,10 @@ pub fn internal_credentials(ctx: &Context, user: Option<&str>) -> Result<(), Com
         .iter()
         .map(|(k, v)| format!("{k}={}", quote(v)))
         .collect();
-    say!(out, "{}", line.join(" "));
-    Ok(())
+    Ok(Credentials {
+        conninfo: line.join(" "),
+        notes,
+    })
 }
 
 /// libpq conninfo quoting: single quotes around values with spaces, quotes or backslashes.

@@ -1,7 +1,7 @@
-//! The control-plane operations behind each CLI command, one file per command family.
-//!
-//! Each function takes a [`Context`] and prints what a user needs to read on stdout; failures are
-//! returned as [`CommandError`] and printed once, as one line, by the binary.
+//! The control-plane operations behind each command, one file per command family, over the
+//! operation model in [`model`]: each command is a typed request whose `run` takes a [`Context`] and
+//! returns a typed report; failures are returned as [`CommandError`] and printed once, as one line,
+//! by the binary (or answered with their kind's status by the admin API).
 
 /// Appends a line to a command's [`Output`], formatted like `println!`.
 macro_rules! say {
@@ -18,6 +18,7 @@ pub mod custom_cert;
 pub mod data_access;
 pub mod external_ssl;
 pub mod internal_credentials;
+pub mod model;
 pub mod pending_changes;
 pub mod regenerate_tokens;
 pub mod repository_ssl;
@@ -280,28 +281,57 @@ pub(crate) struct RecordListing<'a, T> {
     pub removed: &'a str,
 }
 
-/// Lists the applied record, then any staged change, printing records with `print(record, indent)`.
+/// The answer of a `list` of an optional record: the applied one and any staged change, each with
+/// the details a listing shows.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RecordList<T> {
+    /// The applied record, if any.
+    pub applied: Option<T>,
+    /// The staged change, if any.
+    pub pending: Option<crate::control::state::security::Change<T>>,
+}
+
+impl<T> RecordList<T> {
+    /// Reads the details of the applied record and of a staged one with `detail`.
+    pub(crate) fn read<R>(
+        applied: Option<&R>,
+        pending: Option<&crate::control::state::security::Change<R>>,
+        detail: impl Fn(&R) -> Result<T, CommandError>,
+    ) -> Result<RecordList<T>, CommandError> {
+        use crate::control::state::security::Change;
+        Ok(RecordList {
+            applied: applied.map(&detail).transpose()?,
+            pending: match pending {
+                Some(Change::Set(r)) => Some(Change::Set(detail(r)?)),
+                Some(Change::Remove) => Some(Change::Remove),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Renders a [`RecordList`]: the applied record, then any staged change, each record printed with
+/// `print(out, record, indent)`.
 pub(crate) fn list_record<T>(
     out: &Output,
     how: RecordListing<'_, T>,
-    applied: Option<&T>,
-    pending: Option<&crate::control::state::security::Change<T>>,
-    print: impl Fn(&T, &str) -> Result<(), CommandError>,
-) -> Result<(), CommandError> {
+    list: &RecordList<T>,
+    print: impl Fn(&Output, &T, &str),
+) {
     use crate::control::state::security::Change;
     say!(out, "{}", how.title);
-    match applied {
-        Some(record) => print(record, "  ")?,
+    match &list.applied {
+        Some(record) => print(out, record, "  "),
         None => say!(out, "  {}", how.none),
     }
-    match pending {
+    match &list.pending {
         Some(Change::Set(record)) => {
             say!(
                 out,
                 "  pending: {}; run 'pgssl pending-changes apply'",
                 (how.staged)(record)
             );
-            print(record, "    ")?;
+            print(out, record, "    ");
         }
         Some(Change::Remove) => say!(
             out,
@@ -310,7 +340,6 @@ pub(crate) fn list_record<T>(
         ),
         None => {}
     }
-    Ok(())
 }
 
 /// The last component of a path: how listings name a file the administrator gave, without saying where

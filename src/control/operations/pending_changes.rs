@@ -2,39 +2,96 @@
 
 use std::time::Duration;
 
-use super::{CommandError, Context, block_on};
+use serde::{Deserialize, Serialize};
+
+use super::model::{Operation, Report, Said, Verb, no_arguments};
+use super::{CommandError, Context, Output, block_on};
 use crate::control::reload::{self, ControlError};
 use crate::keystore::Keystore;
 use crate::repository::managed::ManagedRepository;
 
-/// Prints the staged changes.
-pub fn list(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store()?;
-    let pending = store.pending()?;
-    if pending.is_empty() {
-        say!(out, "No pending changes.");
-        return Ok(());
-    }
-    say!(out, "Pending changes:");
-    for line in pending.describe(&store.applied()?) {
-        say!(out, "  {line}");
-    }
-    Ok(())
+no_arguments!(
+    /// `pending-changes list`: the staged changes.
+    List
+);
+
+/// The staged changes, one sentence each (empty when nothing is staged).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Changes {
+    /// One line per staged change.
+    pub changes: Vec<String>,
 }
 
-/// One line per staged change (empty when nothing is staged).
-pub fn describe(ctx: &Context) -> Result<Vec<String>, CommandError> {
-    let store = ctx.store()?;
-    Ok(store.pending()?.describe(&store.applied()?))
+impl Operation for List {
+    const ACTION: &'static str = "pending-changes list";
+    const PATH: &'static str = "/pending-changes";
+    const VERB: Verb = Verb::Get;
+    type Report = Changes;
+
+    fn run(self, ctx: &Context) -> Result<Changes, CommandError> {
+        let store = ctx.store()?;
+        Ok(Changes {
+            changes: store.pending()?.describe(&store.applied()?),
+        })
+    }
+
+    fn example() -> List {
+        List {}
+    }
 }
 
-/// Validates and promotes the staged changes, then tells a running server to reload.
-///
-/// `--ignore-prompt` is accepted for compatibility with the model's grammar: pgssl applies changes
-/// without a restart, so there is nothing to confirm.
-pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
-    let out = &ctx.out;
+impl Report for Changes {
+    fn render(&self, out: &Output) {
+        if self.changes.is_empty() {
+            say!(out, "No pending changes.");
+            return;
+        }
+        say!(out, "Pending changes:");
+        for line in &self.changes {
+            say!(out, "  {line}");
+        }
+    }
+}
+
+/// `pending-changes apply`: validates and promotes the staged changes, then tells a running server
+/// to reload.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Apply {
+    /// Do not ask for confirmation (pgssl never restarts anything, so it never asks; accepted for
+    /// the model's grammar).
+    #[arg(long)]
+    #[serde(default)]
+    pub ignore_prompt: bool,
+}
+
+/// What `apply` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    /// One line per applied change.
+    pub applied: Vec<String>,
+    /// The running server's answer, when one runs on the data directory.
+    pub server: Option<reload::ReloadReport>,
+}
+
+impl Operation for Apply {
+    const ACTION: &'static str = "pending-changes apply";
+    const PATH: &'static str = "/pending-changes/apply";
+    const VERB: Verb = Verb::Post;
+    type Report = Applied;
+
+    fn run(self, ctx: &Context) -> Result<Applied, CommandError> {
+        apply(ctx)
+    }
+
+    fn example() -> Apply {
+        Apply {
+            ignore_prompt: true,
+        }
+    }
+}
+
+fn apply(ctx: &Context) -> Result<Applied, CommandError> {
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let applied = store.applied()?;
@@ -52,34 +109,45 @@ pub fn apply(ctx: &Context, _ignore_prompt: bool) -> Result<(), CommandError> {
     }
     let lines = pending.describe(&applied);
     store.promote(&next)?;
-    super::prune(&store, out);
-    say!(out, "Applied:");
-    for line in lines {
-        say!(out, "  {line}");
-    }
-    match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30)) {
-        Ok(report) => {
-            say!(
+    super::prune(&store, &ctx.out);
+    let server = match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30))
+    {
+        Ok(report) => Some(report),
+        Err(ControlError::NotRunning) => None,
+        Err(e) => {
+            return Err(CommandError::Fault(format!(
+                "the change is applied on disk, but {e}; the server keeps serving its previous settings (fix the cause, then send it SIGHUP or restart it)"
+            )));
+        }
+    };
+    Ok(Applied {
+        applied: lines,
+        server,
+    })
+}
+
+impl Report for Applied {
+    fn render(&self, out: &Output) {
+        say!(out, "Applied:");
+        for line in &self.applied {
+            say!(out, "  {line}");
+        }
+        match &self.server {
+            Some(report) => say!(
                 out,
                 "The running pgssl server took the change: new connections use mode {}{}; open sessions were kept.",
                 report.mode,
                 report
                     .cert_fingerprint
+                    .as_ref()
                     .map(|f| format!(" with certificate SHA256 {f}"))
                     .unwrap_or_default()
-            );
-            Ok(())
-        }
-        Err(ControlError::NotRunning) => {
-            say!(
+            ),
+            None => say!(
                 out,
                 "No pgssl server is running on this data directory; 'pgssl serve' will use the change when it starts."
-            );
-            Ok(())
+            ),
         }
-        Err(e) => Err(CommandError::Fault(format!(
-            "the change is applied on disk, but {e}; the server keeps serving its previous settings (fix the cause, then send it SIGHUP or restart it)"
-        ))),
     }
 }
 
@@ -99,24 +167,37 @@ fn apply_data_access(
     })
 }
 
-/// Drops the staged changes.
-pub fn discard(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store()?;
-    let _lock = store.lock()?;
-    let staged_users: Vec<String> = store.pending()?.data_access.into_keys().collect();
-    if !staged_users.is_empty() {
-        let mut keystore = Keystore::open(&store.config_dir())?;
-        for user in staged_users {
-            keystore.remove(&crate::control::state::store::pending_password_name(&user))?;
+no_arguments!(
+    /// `pending-changes discard`: drops the staged changes.
+    Discard
+);
+
+impl Operation for Discard {
+    const ACTION: &'static str = "pending-changes discard";
+    const PATH: &'static str = "/pending-changes/discard";
+    const VERB: Verb = Verb::Post;
+    type Report = Said;
+
+    fn run(self, ctx: &Context) -> Result<Said, CommandError> {
+        let store = ctx.store()?;
+        let _lock = store.lock()?;
+        let staged_users: Vec<String> = store.pending()?.data_access.into_keys().collect();
+        if !staged_users.is_empty() {
+            let mut keystore = Keystore::open(&store.config_dir())?;
+            for user in staged_users {
+                keystore.remove(&crate::control::state::store::pending_password_name(&user))?;
+            }
         }
+        let discarded = store.discard_pending()?;
+        super::prune(&store, &ctx.out);
+        Ok(Said::one(if discarded {
+            "Discarded the pending changes."
+        } else {
+            "No pending changes to discard."
+        }))
     }
-    let discarded = store.discard_pending()?;
-    super::prune(&store, out);
-    if discarded {
-        say!(out, "Discarded the pending changes.");
-    } else {
-        say!(out, "No pending changes to discard.");
+
+    fn example() -> Discard {
+        Discard {}
     }
-    Ok(())
 }

@@ -15,7 +15,10 @@
 
 use std::time::Duration;
 
-use super::{CommandError, Context, block_on, external_upstream, running_serve};
+use serde::{Deserialize, Serialize};
+
+use super::model::{Bounded, Operation, Report, Verb};
+use super::{CommandError, Context, Output, block_on, external_upstream, running_serve};
 use crate::control::reload::{self, ControlError};
 use crate::control::state::StateStore;
 use crate::keystore::Keystore;
@@ -42,8 +45,61 @@ fn rotation_name(role: &str) -> String {
     format!("rotation/{}", role_secret_name(role))
 }
 
+/// `--request-timeout` in seconds: 1 to [`MAX_TIMEOUT_SECS`], default [`DEFAULT_TIMEOUT_SECS`].
+pub type TimeoutSecs = Bounded<1, MAX_TIMEOUT_SECS, DEFAULT_TIMEOUT_SECS>;
+
+/// `security regenerate-internal-tokens`: a new internal certificate, internal role passwords and
+/// master key, with no downtime. Each step is reported as it finishes.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Regenerate {
+    /// Give up after this many seconds (every step is resumable: run again to finish).
+    #[arg(long = "request-timeout", value_name = "SECONDS", default_value_t = TimeoutSecs::default())]
+    #[serde(rename = "request_timeout_secs", default)]
+    pub request_timeout: TimeoutSecs,
+}
+
+/// What the rotation changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Regenerated {
+    /// The new internal certificate's fingerprint (none when repository SSL was never enabled).
+    pub certificate_fingerprint: Option<String>,
+    /// The roles whose passwords changed (none for an external repository).
+    pub roles_changed: Vec<String>,
+    /// The running server's answer after its reload, when one runs.
+    pub server: Option<reload::ReloadReport>,
+    /// Secrets re-sealed under the new master key.
+    pub secrets_resealed: usize,
+}
+
+impl Operation for Regenerate {
+    const ACTION: &'static str = "regenerate-internal-tokens";
+    const PATH: &'static str = "/regenerate-internal-tokens";
+    const VERB: Verb = Verb::Post;
+    type Report = Regenerated;
+
+    fn run(self, ctx: &Context) -> Result<Regenerated, CommandError> {
+        regenerate(ctx, Duration::from_secs(self.request_timeout.0))
+    }
+
+    fn example() -> Regenerate {
+        Regenerate {
+            request_timeout: Bounded(30),
+        }
+    }
+}
+
+impl Report for Regenerated {
+    fn render(&self, out: &Output) {
+        say!(
+            out,
+            "Internal tokens regenerated. Internal services must fetch their new credentials ('pgssl internal-credentials'); open sessions were kept."
+        );
+    }
+}
+
 /// Runs the rotation, giving up after `timeout`.
-pub fn regenerate(ctx: &Context, timeout: Duration) -> Result<(), CommandError> {
+fn regenerate(ctx: &Context, timeout: Duration) -> Result<Regenerated, CommandError> {
     let store = ctx.store()?;
     let _lock = store.lock()?;
     let outcome = block_on(async { tokio::time::timeout(timeout, rotate(ctx, &store)).await })?;
@@ -101,7 +157,7 @@ async fn repository(
     Ok(Repository::Managed(Box::new(repo), admin))
 }
 
-async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
+async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, CommandError> {
     let out = &ctx.out;
     let mut keystore = Keystore::open(&store.config_dir())?;
     let repository = repository(ctx, store, &keystore).await?;
@@ -114,7 +170,7 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
     // 1. Certificate.
     let applied = store.applied()?;
     let next = store.pending()?.merged_into(&applied);
-    match store
+    let certificate_fingerprint = match store
         .cert_paths_of(&applied)
         .or_else(|| store.cert_paths_of(&next))
     {
@@ -127,20 +183,27 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
                 paths.cert.display(),
                 info.sha256_fingerprint
             );
+            Some(info.sha256_fingerprint)
         }
-        None => say!(
-            out,
-            "[1/{STEPS}] internal TLS certificate: none yet (repository SSL was never enabled); skipped"
-        ),
-    }
+        None => {
+            say!(
+                out,
+                "[1/{STEPS}] internal TLS certificate: none yet (repository SSL was never enabled); skipped"
+            );
+            None
+        }
+    };
     fault_point(1);
 
     // 2. Passwords of the internally managed roles.
-    match repository {
-        Repository::External(_) => say!(
-            out,
-            "[2/{STEPS}] internal role passwords: skipped (external repository)"
-        ),
+    let roles_changed = match repository {
+        Repository::External(_) => {
+            say!(
+                out,
+                "[2/{STEPS}] internal role passwords: skipped (external repository)"
+            );
+            Vec::new()
+        }
         Repository::Managed(repo, admin) => {
             let changed = rotate_passwords(&repo, admin, &mut keystore)
                 .await
@@ -154,29 +217,36 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
                 "[2/{STEPS}] internal role passwords: changed for {}",
                 changed.join(", ")
             );
+            changed
         }
-    }
+    };
     fault_point(2);
 
     // 3. The running server.
-    match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30)) {
-        Ok(report) => say!(
-            out,
-            "[3/{STEPS}] running server: reloaded; new connections use mode {}{}",
-            report.mode,
-            report
-                .cert_fingerprint
-                .map(|f| format!(" with certificate SHA256 {f}"))
-                .unwrap_or_default()
-        ),
+    let server = match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30))
+    {
+        Ok(report) => {
+            say!(
+                out,
+                "[3/{STEPS}] running server: reloaded; new connections use mode {}{}",
+                report.mode,
+                report
+                    .cert_fingerprint
+                    .as_ref()
+                    .map(|f| format!(" with certificate SHA256 {f}"))
+                    .unwrap_or_default()
+            );
+            Some(report)
+        }
         Err(ControlError::NotRunning) => {
             say!(
                 out,
                 "[3/{STEPS}] running server: none on this data directory; 'pgssl serve' will use the new certificate when it starts"
-            )
+            );
+            None
         }
         Err(e) => return Err(e.into()),
-    }
+    };
     fault_point(3);
 
     // 4. Master key.
@@ -187,12 +257,12 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<(), CommandError> {
         "[4/{STEPS}] master key: rotated; {sealed} secrets re-sealed"
     );
     fault_point(4);
-
-    say!(
-        out,
-        "Internal tokens regenerated. Internal services must fetch their new credentials ('pgssl internal-credentials'); open sessions were kept."
-    );
-    Ok(())
+    Ok(Regenerated {
+        certificate_fingerprint,
+        roles_changed,
+        server,
+        secrets_resealed: sealed,
+    })
 }
 
 /// Connects as the superuser; after an interrupted rotation its password may be the sealed candidate.

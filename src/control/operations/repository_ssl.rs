@@ -1,20 +1,76 @@
 //! `pgssl security repository-ssl enable [--internal-only] | disable | list | get-certificate-file`.
 
-use std::path::Path;
+use serde::{Deserialize, Serialize};
 
-use super::{CommandError, Context, apply_hint, block_on, describe_expiry};
-use crate::atomic::{self, PUBLIC_MODE};
+use super::model::{Operation, Report, ReportFile, Verb, no_arguments};
+use super::{CommandError, Context, Output, apply_hint, block_on, describe_expiry};
 use crate::proxy::policy::Mode;
 
 use crate::proxy::upstream::tls::UpstreamTls;
 use crate::repository::managed::ManagedRepository;
 use crate::repository::version::{self, VersionSource};
-use crate::tls::certs::{self, CertError};
+use crate::tls::certs::{self, CertInfo};
 use rustls::pki_types::CertificateDer;
 
-/// Stages `required` (or `optional` with `internal_only`), generating the certificate if missing.
-pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
-    let out = &ctx.out;
+/// `repository-ssl enable`: stages `required`, or `optional` with `--internal-only`, generating the
+/// certificate if there is none.
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enable {
+    /// Require SSL of internal users only; direct-connection users may choose. Required in JSON:
+    /// staging `required` by default would lock out the direct users of an administrator who meant
+    /// `optional`.
+    #[arg(long)]
+    pub internal_only: bool,
+}
+
+/// What `enable` found and staged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnableReport {
+    /// The repository's major version, which names the certificate's folder.
+    pub postgres_major: u32,
+    /// Where the version came from, as a sentence fragment.
+    pub version_source: String,
+    /// Whether a new certificate was generated (else the existing one is used).
+    pub generated: bool,
+    /// The certificate's path on the server.
+    pub certificate_path: String,
+    /// Its details.
+    pub certificate: CertInfo,
+    /// The mode change.
+    #[serde(flatten)]
+    pub change: ModeChange,
+}
+
+/// A staged mode, next to the applied one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModeChange {
+    /// The applied mode.
+    pub applied_mode: Mode,
+    /// The mode asked for.
+    pub mode: Mode,
+    /// Whether anything is staged now (`false`: the mode is already in force and nothing is pending).
+    pub staged: bool,
+}
+
+impl Operation for Enable {
+    const ACTION: &'static str = "repository-ssl enable";
+    const PATH: &'static str = "/repository-ssl/enable";
+    const VERB: Verb = Verb::Post;
+    type Report = EnableReport;
+
+    fn run(self, ctx: &Context) -> Result<EnableReport, CommandError> {
+        enable(ctx, self.internal_only)
+    }
+
+    fn example() -> Enable {
+        Enable {
+            internal_only: true,
+        }
+    }
+}
+
+fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, CommandError> {
     let mode = if internal_only {
         Mode::Optional
     } else {
@@ -38,26 +94,22 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
         }
         None => managed_major(ctx),
     };
-    match &found.source {
-        VersionSource::Upstream { server_version } => say!(
-            out,
-            "PostgreSQL major version {} (from the upstream's server_version '{server_version}')",
-            found.major
+    let version_source = match &found.source {
+        VersionSource::Upstream { server_version } => {
+            format!("from the upstream's server_version '{server_version}'")
+        }
+        VersionSource::Managed => "from the managed repository".to_string(),
+        VersionSource::Config { reason } => format!(
+            "from config repository.postgres_major; could not read the upstream's server_version: {reason}"
         ),
-        VersionSource::Managed => say!(
-            out,
-            "PostgreSQL major version {} (from the managed repository)",
-            found.major
-        ),
-        VersionSource::Config { reason } => say!(
-            out,
-            "PostgreSQL major version {} (from config repository.postgres_major; could not read the upstream's server_version: {reason})",
-            found.major
-        ),
-    }
+    };
 
     let paths = store.cert_paths(found.major);
-    if paths.exist() {
+    let generated = !paths.exist();
+    let certificate = if generated {
+        let sans = certs::default_subject_alt_names(&ctx.config.tls.subject_alt_names);
+        certs::generate(&paths, &sans, ctx.config.tls.certificate_validity_days)?
+    } else {
         // An existing pair is reused only if it can be served; never overwrite it silently.
         crate::tls::server_config(&paths).map_err(|e| {
             CommandError::Invalid(format!(
@@ -66,29 +118,48 @@ pub fn enable(ctx: &Context, internal_only: bool) -> Result<(), CommandError> {
                 paths.key.display()
             ))
         })?;
-        let info = certs::read_info(&paths.cert)?;
-        say!(
-            out,
-            "Using the existing certificate {}",
-            paths.cert.display()
-        );
-        say!(out, "  fingerprint: SHA256 {}", info.sha256_fingerprint);
-    } else {
-        let sans = certs::default_subject_alt_names(&ctx.config.tls.subject_alt_names);
-        let info = certs::generate(&paths, &sans, ctx.config.tls.certificate_validity_days)?;
-        say!(out, "Generated a new certificate {}", paths.cert.display());
-        say!(
-            out,
-            "  subject alternative names: {}",
-            info.subject_alt_names.join(", ")
-        );
-        say!(out, "  fingerprint: SHA256 {}", info.sha256_fingerprint);
-    }
+        certs::read_info(&paths.cert)?
+    };
 
     pending.repository_ssl_mode = Some(mode);
     pending.postgres_major = Some(found.major);
     store.save_pending(&pending)?;
-    report_staged(out, &store, &applied, mode)
+    Ok(EnableReport {
+        postgres_major: found.major,
+        version_source,
+        generated,
+        certificate_path: paths.cert.display().to_string(),
+        certificate,
+        change: mode_change(&store, &applied, mode)?,
+    })
+}
+
+impl Report for EnableReport {
+    fn render(&self, out: &Output) {
+        say!(
+            out,
+            "PostgreSQL major version {} ({})",
+            self.postgres_major,
+            self.version_source
+        );
+        let cert = &self.certificate;
+        if self.generated {
+            say!(out, "Generated a new certificate {}", self.certificate_path);
+            say!(
+                out,
+                "  subject alternative names: {}",
+                cert.subject_alt_names.join(", ")
+            );
+        } else {
+            say!(
+                out,
+                "Using the existing certificate {}",
+                self.certificate_path
+            );
+        }
+        say!(out, "  fingerprint: SHA256 {}", cert.sha256_fingerprint);
+        self.change.render(out);
+    }
 }
 
 fn managed_major(ctx: &Context) -> version::MajorVersion {
@@ -113,129 +184,238 @@ fn managed_major(ctx: &Context) -> version::MajorVersion {
     }
 }
 
-/// Stages `off`.
-pub fn disable(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store_or_create()?;
-    let _lock = store.lock()?;
-    let applied = store.applied()?;
-    let mut pending = store.pending()?;
-    pending.repository_ssl_mode = Some(Mode::Off);
-    store.save_pending(&pending)?;
-    report_staged(out, &store, &applied, Mode::Off)
+no_arguments!(
+    /// `repository-ssl disable`: stages `off`.
+    Disable
+);
+
+impl Operation for Disable {
+    const ACTION: &'static str = "repository-ssl disable";
+    const PATH: &'static str = "/repository-ssl/disable";
+    const VERB: Verb = Verb::Post;
+    type Report = ModeChange;
+
+    fn run(self, ctx: &Context) -> Result<ModeChange, CommandError> {
+        let store = ctx.store_or_create()?;
+        let _lock = store.lock()?;
+        let applied = store.applied()?;
+        let mut pending = store.pending()?;
+        pending.repository_ssl_mode = Some(Mode::Off);
+        store.save_pending(&pending)?;
+        mode_change(&store, &applied, Mode::Off)
+    }
+
+    fn example() -> Disable {
+        Disable {}
+    }
 }
 
-fn report_staged(
-    out: &super::Output,
+fn mode_change(
     store: &crate::control::state::StateStore,
     applied: &crate::control::state::AppliedState,
     mode: Mode,
-) -> Result<(), CommandError> {
-    if store.pending()?.is_empty() {
-        say!(
-            out,
-            "Repository SSL is already {mode} ({}); nothing to stage.",
-            mode.description()
-        );
-    } else {
-        say!(
-            out,
-            "Staged repository SSL mode {} -> {mode} ({}).",
-            applied.repository_ssl.mode,
-            mode.description()
-        );
-        apply_hint(out);
-    }
-    Ok(())
+) -> Result<ModeChange, CommandError> {
+    Ok(ModeChange {
+        applied_mode: applied.repository_ssl.mode,
+        mode,
+        staged: !store.pending()?.is_empty(),
+    })
 }
 
-/// Prints the applied and staged mode and the certificate's details.
-pub fn list(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store()?;
-    let applied = store.applied()?;
-    let pending = store.pending()?;
-    let next = pending.merged_into(&applied);
-    let mode = applied.repository_ssl.mode;
-    say!(out, "Repository SSL");
-    say!(
-        out,
-        "  mode:                {mode} ({})",
-        mode.description()
-    );
-    if next.repository_ssl.mode != mode {
-        let staged = next.repository_ssl.mode;
-        say!(
-            out,
-            "  pending mode:        {staged} ({}); run 'pgssl pending-changes apply'",
-            staged.description()
-        );
-    }
-    if applied.external_ssl.is_some() {
-        say!(
-            out,
-            "  served certificate:  external SSL (see 'pgssl security external-ssl list'); the generated one below is kept for when it is disabled"
-        );
-    }
-    match store
-        .cert_paths_of(&next)
-        .or_else(|| store.cert_paths_of(&applied))
-    {
-        Some(paths) if paths.cert.exists() => {
-            let info = certs::read_info(&paths.cert)?;
-            say!(out, "  certificate:         {}", paths.cert.display());
-            say!(out, "  subject:             {}", info.subject);
+impl Report for ModeChange {
+    fn render(&self, out: &Output) {
+        let mode = self.mode;
+        if self.staged {
             say!(
                 out,
-                "  subject alt names:   {}",
-                info.subject_alt_names.join(", ")
+                "Staged repository SSL mode {} -> {mode} ({}).",
+                self.applied_mode,
+                mode.description()
             );
-            say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
+            apply_hint(out);
+        } else {
             say!(
                 out,
-                "  expires:             {}",
-                describe_expiry(info.not_after)
+                "Repository SSL is already {mode} ({}); nothing to stage.",
+                mode.description()
             );
         }
-        _ => say!(
-            out,
-            "  certificate:         none (generated by 'pgssl security repository-ssl enable')"
-        ),
     }
-    Ok(())
 }
 
-/// Writes the public certificate to `dest`.
-pub fn get_certificate_file(ctx: &Context, dest: &Path) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let served = served_certificate(ctx)?;
-    atomic::write_file(dest, served.pem().as_bytes(), PUBLIC_MODE).map_err(|source| {
-        CertError::Write {
-            path: dest.to_path_buf(),
-            source,
+no_arguments!(
+    /// `repository-ssl list`: the applied and staged mode and the certificate.
+    List
+);
+
+/// Repository SSL as `list`, the API and the web page show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listing {
+    /// Mode and served certificate.
+    pub status: Status,
+    /// The generated certificate (kept while external SSL is served), and where it is.
+    pub generated: Option<GeneratedCertificate>,
+}
+
+/// The certificate pgssl generated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GeneratedCertificate {
+    /// Its path on the server.
+    pub path: String,
+    /// Its details.
+    pub info: CertInfo,
+}
+
+impl Operation for List {
+    const ACTION: &'static str = "repository-ssl list";
+    const PATH: &'static str = "/repository-ssl";
+    const VERB: Verb = Verb::Get;
+    type Report = Listing;
+
+    fn run(self, ctx: &Context) -> Result<Listing, CommandError> {
+        let store = ctx.store()?;
+        let applied = store.applied()?;
+        let next = store.pending()?.merged_into(&applied);
+        let generated = match store
+            .cert_paths_of(&next)
+            .or_else(|| store.cert_paths_of(&applied))
+        {
+            Some(paths) if paths.cert.exists() => Some(GeneratedCertificate {
+                info: certs::read_info(&paths.cert)?,
+                path: paths.cert.display().to_string(),
+            }),
+            _ => None,
+        };
+        Ok(Listing {
+            status: status(ctx)?,
+            generated,
+        })
+    }
+
+    fn example() -> List {
+        List {}
+    }
+}
+
+impl Report for Listing {
+    fn render(&self, out: &Output) {
+        let mode = self.status.mode;
+        say!(out, "Repository SSL");
+        say!(
+            out,
+            "  mode:                {mode} ({})",
+            mode.description()
+        );
+        if let Some(staged) = self.status.pending_mode {
+            say!(
+                out,
+                "  pending mode:        {staged} ({}); run 'pgssl pending-changes apply'",
+                staged.description()
+            );
         }
-    })?;
-    let info = certs::describe(&served.chain[0], served.chain.len(), dest)?;
-    say!(
-        out,
-        "Wrote the repository certificate to {}",
-        dest.display()
-    );
-    say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
-    if served.external {
+        if self.status.external_ssl {
+            say!(
+                out,
+                "  served certificate:  external SSL (see 'pgssl security external-ssl list'); the generated one below is kept for when it is disabled"
+            );
+        }
+        match &self.generated {
+            Some(GeneratedCertificate { path, info }) => {
+                say!(out, "  certificate:         {path}");
+                say!(out, "  subject:             {}", info.subject);
+                say!(
+                    out,
+                    "  subject alt names:   {}",
+                    info.subject_alt_names.join(", ")
+                );
+                say!(out, "  SHA-256 fingerprint: {}", info.sha256_fingerprint);
+                say!(
+                    out,
+                    "  expires:             {}",
+                    describe_expiry(info.not_after)
+                );
+            }
+            None => say!(
+                out,
+                "  certificate:         none (generated by 'pgssl security repository-ssl enable')"
+            ),
+        }
+    }
+}
+
+no_arguments!(
+    /// `repository-ssl get-certificate-file` as an operation: the public certificate clients should
+    /// trust (the CLI writes it to `-f FILE`; the API answers it as a file).
+    Certificate
+);
+
+/// The served public certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateFile {
+    /// Leaf first, then any chain, PEM.
+    pub pem: String,
+    /// The leaf's details.
+    pub info: CertInfo,
+    /// Whether it is the external-ssl certificate.
+    pub external: bool,
+    /// Whether repository SSL is only staged, not applied.
+    pub staged_only: bool,
+}
+
+impl Operation for Certificate {
+    const ACTION: &'static str = "repository-ssl get-certificate-file";
+    const PATH: &'static str = "/repository-ssl/certificate";
+    const VERB: Verb = Verb::Get;
+    type Report = CertificateFile;
+
+    fn run(self, ctx: &Context) -> Result<CertificateFile, CommandError> {
+        let served = served_certificate(ctx)?;
+        Ok(CertificateFile {
+            pem: served.pem(),
+            info: certs::describe(
+                &served.chain[0],
+                served.chain.len(),
+                std::path::Path::new("server.crt"),
+            )?,
+            external: served.external,
+            staged_only: served.staged_only,
+        })
+    }
+
+    fn example() -> Certificate {
+        Certificate {}
+    }
+}
+
+impl Report for CertificateFile {
+    fn file(&self) -> Option<ReportFile<'_>> {
+        Some(ReportFile {
+            content_type: "application/x-pem-file",
+            name: "server.crt",
+            contents: self.pem.as_bytes(),
+        })
+    }
+
+    fn render(&self, out: &Output) {
         say!(
             out,
-            "Note: external SSL is on, so this is your certificate and its chain (issuer {}); clients with sslmode=verify-full need your CA's root certificate as sslrootcert.",
-            info.issuer
+            "  SHA-256 fingerprint: {}",
+            self.info.sha256_fingerprint
         );
+        if self.external {
+            say!(
+                out,
+                "Note: external SSL is on, so this is your certificate and its chain (issuer {}); clients with sslmode=verify-full need your CA's root certificate as sslrootcert.",
+                self.info.issuer
+            );
+        }
+        if self.staged_only {
+            say!(
+                out,
+                "Note: repository SSL is enabled but not applied yet; run 'pgssl pending-changes apply'."
+            );
+        }
     }
-    if served.staged_only {
-        say!(
-            out,
-            "Note: repository SSL is enabled but not applied yet; run 'pgssl pending-changes apply'."
-        );
-    }
-    Ok(())
 }
 
 /// The public certificate clients should trust, and where it comes from.
@@ -282,8 +462,8 @@ pub fn served_certificate(ctx: &Context) -> Result<ServedCertificate, CommandErr
     })
 }
 
-/// Repository SSL as the admin API and web page show it.
-#[derive(Debug, Clone, serde::Serialize)]
+/// The applied and staged mode and the served certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// The applied mode: `required`, `optional` or `off`.
     pub mode: Mode,
@@ -296,7 +476,7 @@ pub struct Status {
 }
 
 /// A certificate's public details.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CertificateStatus {
     /// Subject DN.
     pub subject: String,
@@ -310,7 +490,7 @@ pub struct CertificateStatus {
     pub not_after: String,
 }
 
-/// The applied and staged mode and the served certificate.
+/// Reads the [`Status`].
 pub fn status(ctx: &Context) -> Result<Status, CommandError> {
     let store = ctx.store()?;
     let applied = store.applied()?;

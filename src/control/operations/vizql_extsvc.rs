@@ -4,14 +4,17 @@
 //! For the `-secure` types `enable` proves the service answers TLS with a certificate it can verify
 //! (with `--cert-file`, else the custom CA, else the system CA bundle) before staging anything.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rustls::RootCertStore;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::model::{
+    Bounded, Operation, Port, Report, Staged, Upload, Verb, no_arguments, secret_arg, yes,
+};
 use super::{
-    CommandError, Context, RecordListing, apply_hint, block_on, check_secret, file_name,
+    CommandError, Context, Output, RecordList, RecordListing, apply_hint, block_on, check_secret,
     list_record, prune,
 };
 use crate::control::state::custom_ca;
@@ -25,38 +28,96 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
 /// Longest connect timeout accepted, in milliseconds.
 pub const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
 
-/// The flags of `enable`.
-#[derive(Debug, Clone)]
-pub struct EnableArgs {
-    /// `--connection-type`.
+/// `--connect-timeout-ms`: 1 to [`MAX_CONNECT_TIMEOUT_MS`], default [`DEFAULT_CONNECT_TIMEOUT_MS`].
+pub type ConnectTimeoutMs = Bounded<1, MAX_CONNECT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS>;
+
+/// `vizql-extsvc-ssl enable`: checks (TLS types with a live handshake) and stages the external
+/// service connection.
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enable {
+    /// rserve, rserve-secure, tabpy or tabpy-secure.
+    #[arg(long, value_name = "TYPE")]
     pub connection_type: ConnectionType,
-    /// `--extsvc-host`.
-    pub host: String,
-    /// `--extsvc-port` (default by type).
-    pub port: Option<u16>,
-    /// `--cert-file` (secure types only).
-    pub cert_file: Option<PathBuf>,
-    /// `--extsvc-username`.
-    pub username: Option<String>,
-    /// `--extsvc-password`.
-    pub password: Option<Secret>,
-    /// `--connect-timeout-ms`.
-    pub connect_timeout_ms: u64,
-    /// `--script-disabled`.
+    /// Host name or IP address of the service.
+    #[arg(long, value_name = "HOST")]
+    pub extsvc_host: String,
+    /// Port [default: 6311 for Rserve, 9004 for TabPy].
+    #[arg(long, value_name = "PORT")]
+    #[serde(default)]
+    pub extsvc_port: Option<Port>,
+    /// The service's certificate or its CA (PEM or DER), for the -secure types.
+    #[arg(long, value_name = "FILE", value_parser = Upload::from_path)]
+    #[serde(default)]
+    pub cert_file: Option<Upload>,
+    /// User name for the service.
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub extsvc_username: Option<String>,
+    /// Password for the service, or '-' to read it from standard input.
+    #[arg(long, value_name = "PW|-", value_parser = secret_arg)]
+    #[serde(default)]
+    pub extsvc_password: Option<Secret>,
+    /// Connect timeout in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = ConnectTimeoutMs::default())]
+    #[serde(default)]
+    pub connect_timeout_ms: ConnectTimeoutMs,
+    /// Whether scripts are disabled.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, default_value_t = true)]
+    #[serde(default = "yes")]
     pub script_disabled: bool,
-    /// `--skip-check`: stage a secure configuration without the live handshake.
+    /// Stage a -secure configuration without the live TLS check.
+    #[arg(long)]
+    #[serde(default)]
     pub skip_check: bool,
 }
 
-/// Checks and stages a new external service connection.
-pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
-    let out = &ctx.out;
+/// What `enable` checked and staged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enabled {
+    /// The TLS version of the live check, when one ran.
+    pub checked_tls_version: Option<String>,
+    /// The staged connection.
+    pub record: ExternalService,
+    /// Warnings (stderr).
+    pub warnings: Vec<String>,
+}
+
+impl Operation for Enable {
+    const ACTION: &'static str = "vizql-extsvc-ssl enable";
+    const PATH: &'static str = "/vizql-extsvc-ssl/enable";
+    const VERB: Verb = Verb::Post;
+    type Report = Enabled;
+
+    fn run(self, ctx: &Context) -> Result<Enabled, CommandError> {
+        enable(ctx, self)
+    }
+
+    fn example() -> Enable {
+        Enable {
+            connection_type: ConnectionType::TabpySecure,
+            extsvc_host: "tabpy.example".into(),
+            extsvc_port: Port::new(9004),
+            cert_file: Some(Upload {
+                name: Some("tabpy.crt".into()),
+                contents: b"-----BEGIN CERTIFICATE-----".to_vec().into(),
+            }),
+            extsvc_username: Some("user".into()),
+            extsvc_password: Some(Secret::new("password".into())),
+            connect_timeout_ms: ConnectTimeoutMs::default(),
+            script_disabled: true,
+            skip_check: true,
+        }
+    }
+}
+
+fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
     let refuse = |m: String| Err(CommandError::Invalid(m));
-    let host = args.host.trim();
+    let host = args.extsvc_host.trim();
     if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
         return refuse(format!(
             "--extsvc-host '{}' is not a host name or IP address",
-            args.host
+            args.extsvc_host
         ));
     }
     if args.cert_file.is_some() && !args.connection_type.is_secure() {
@@ -65,18 +126,23 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
             args.connection_type
         ));
     }
-    if args.password.is_some() && args.username.is_none() {
+    if args.extsvc_password.is_some() && args.extsvc_username.is_none() {
         return refuse("--extsvc-password needs --extsvc-username".into());
     }
-    let port = args.port.unwrap_or(args.connection_type.default_port());
-    let password = args.password.as_ref();
+    let port = args
+        .extsvc_port
+        .map_or(args.connection_type.default_port(), Port::get);
+    let password = args.extsvc_password.as_ref();
     if let Some(p) = password {
         check_secret(p, "--extsvc-password")?;
     }
     let cert = args
         .cert_file
-        .as_deref()
-        .map(|f| custom_ca::read(f, OffsetDateTime::now_utc()))
+        .as_ref()
+        .map(|f| {
+            let path = std::path::PathBuf::from(f.name_or("extsvc.crt"));
+            custom_ca::parse(&path, f.contents.to_vec(), OffsetDateTime::now_utc())
+        })
         .transpose()
         .map_err(|e| CommandError::Invalid(e.to_string()))?;
 
@@ -90,12 +156,13 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         );
     }
 
+    let mut warnings = Vec::new();
+    let mut checked_tls_version = None;
     if args.connection_type.is_secure() {
         if args.skip_check {
-            note!(
-                out,
+            warnings.push(format!(
                 "warning: --skip-check: staged without checking that {host}:{port} answers TLS with a trusted certificate"
-            );
+            ));
         } else {
             let anchor = match (&cert, &next.custom_ca) {
                 (Some(cert), _) => Some(cert.der.clone()),
@@ -112,7 +179,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
                 }
                 None => client::system_roots(),
             };
-            let timeout = Duration::from_millis(args.connect_timeout_ms);
+            let timeout = Duration::from_millis(args.connect_timeout_ms.0);
             let version = block_on(client::check_handshake(
                 host,
                 port,
@@ -124,10 +191,7 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
                     "{e}; nothing was staged (fix the service or --cert-file, or use --skip-check to stage anyway)"
                 ))
             })?;
-            say!(
-                out,
-                "Checked: {host}:{port} completed a {version} handshake with a trusted certificate."
-            );
+            checked_tls_version = Some(version.to_string());
         }
     }
 
@@ -144,75 +208,113 @@ pub fn enable(ctx: &Context, args: &EnableArgs) -> Result<(), CommandError> {
         connection_type: args.connection_type,
         host: host.to_string(),
         port,
-        cert_file_name: args.cert_file.as_deref().map(file_name),
-        username: args.username.clone(),
+        cert_file_name: args.cert_file.as_ref().map(|f| f.file_name("extsvc.crt")),
+        username: args.extsvc_username.clone(),
         has_password: password.is_some(),
-        connect_timeout_ms: args.connect_timeout_ms,
+        connect_timeout_ms: args.connect_timeout_ms.0,
         script_disabled: args.script_disabled,
     };
-    say!(out, "Staged the external service connection:");
-    print_record(out, &record, "  ");
-    pending.extsvc = Some(Change::Set(record));
+    pending.extsvc = Some(Change::Set(record.clone()));
     store.save_pending(&pending)?;
-    apply_hint(out);
-    Ok(())
+    Ok(Enabled {
+        checked_tls_version,
+        record,
+        warnings,
+    })
 }
 
-/// Stages removing the connection (or drops one that is only staged).
-pub fn disable(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store()?;
-    let _lock = store.lock()?;
-    let applied = store.applied()?;
-    let mut pending = store.pending()?;
-    let staged_only = applied.extsvc.is_none();
-    if pending.merged_into(&applied).extsvc.is_none() {
-        say!(
-            out,
-            "No external service connection is configured; nothing to stage."
-        );
-        return Ok(());
-    }
-    pending.extsvc = Some(Change::Remove);
-    store.save_pending(&pending)?;
-    prune(&store, out);
-    if staged_only {
-        say!(
-            out,
-            "Dropped the staged external service connection; none is applied."
-        );
-    } else {
-        say!(out, "Staged: disable the external service connection.");
+impl Report for Enabled {
+    fn render(&self, out: &Output) {
+        let (host, port) = (&self.record.host, self.record.port);
+        for warning in &self.warnings {
+            note!(out, "{warning}");
+        }
+        if let Some(version) = &self.checked_tls_version {
+            say!(
+                out,
+                "Checked: {host}:{port} completed a {version} handshake with a trusted certificate."
+            );
+        }
+        say!(out, "Staged the external service connection:");
+        print_record(out, &self.record, "  ");
         apply_hint(out);
     }
-    Ok(())
 }
 
-/// Shows the applied (and any staged) connection; never the password.
-pub fn list(ctx: &Context) -> Result<(), CommandError> {
-    let out = &ctx.out;
-    let store = ctx.store()?;
-    let applied = store.applied()?;
-    let pending = store.pending()?;
-    let how = RecordListing {
-        title: "External service (vizql-extsvc-ssl)",
-        none: "enabled:             no",
-        staged: &|_: &ExternalService| "enable".to_string(),
-        removed: "disable",
-    };
-    list_record(
-        out,
-        how,
-        applied.extsvc.as_ref(),
-        pending.extsvc.as_ref(),
-        |record, indent| {
-            print_record(out, record, indent);
-            Ok(())
-        },
-    )
+no_arguments!(
+    /// `vizql-extsvc-ssl disable`: stages removing the connection (or drops one that is only staged).
+    Disable
+);
+
+impl Operation for Disable {
+    const ACTION: &'static str = "vizql-extsvc-ssl disable";
+    const PATH: &'static str = "/vizql-extsvc-ssl/disable";
+    const VERB: Verb = Verb::Post;
+    type Report = Staged;
+
+    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        let store = ctx.store()?;
+        let _lock = store.lock()?;
+        let applied = store.applied()?;
+        let mut pending = store.pending()?;
+        let staged_only = applied.extsvc.is_none();
+        if pending.merged_into(&applied).extsvc.is_none() {
+            return Ok(Staged::nothing(
+                "No external service connection is configured; nothing to stage.",
+            ));
+        }
+        pending.extsvc = Some(Change::Remove);
+        store.save_pending(&pending)?;
+        prune(&store, &ctx.out);
+        Ok(if staged_only {
+            Staged::nothing("Dropped the staged external service connection; none is applied.")
+        } else {
+            Staged::change("Staged: disable the external service connection.")
+        })
+    }
+
+    fn example() -> Disable {
+        Disable {}
+    }
 }
 
-fn print_record(out: &super::Output, record: &ExternalService, indent: &str) {
+no_arguments!(
+    /// `vizql-extsvc-ssl list`: the applied (and any staged) connection; never the password.
+    List
+);
+
+impl Operation for List {
+    const ACTION: &'static str = "vizql-extsvc-ssl list";
+    const PATH: &'static str = "/vizql-extsvc-ssl";
+    const VERB: Verb = Verb::Get;
+    type Report = RecordList<ExternalService>;
+
+    fn run(self, ctx: &Context) -> Result<RecordList<ExternalService>, CommandError> {
+        let store = ctx.store()?;
+        let (applied, pending) = (store.applied()?, store.pending()?);
+        RecordList::read(applied.extsvc.as_ref(), pending.extsvc.as_ref(), |r| {
+            Ok(r.clone())
+        })
+    }
+
+    fn example() -> List {
+        List {}
+    }
+}
+
+impl Report for RecordList<ExternalService> {
+    fn render(&self, out: &Output) {
+        let how = RecordListing {
+            title: "External service (vizql-extsvc-ssl)",
+            none: "enabled:             no",
+            staged: &|_: &ExternalService| "enable".to_string(),
+            removed: "disable",
+        };
+        list_record(out, how, self, print_record);
+    }
+}
+
+fn print_record(out: &Output, record: &ExternalService, indent: &str) {
     let line = |label: &str, value: &str| say!(out, "{indent}{label:<21}{value}");
     line("enabled:", "yes");
     line("connection type:", &record.connection_type.to_string());

@@ -69,6 +69,15 @@ pub fn read(path: &Path, now: OffsetDateTime) -> Result<CustomCaCert, CustomCaEr
         path: path.to_path_buf(),
         source,
     })?;
+    parse(path, bytes, now)
+}
+
+/// Checks the bytes of a CA certificate file (PEM or DER) named `path` in messages.
+pub fn parse(
+    path: &Path,
+    bytes: Vec<u8>,
+    now: OffsetDateTime,
+) -> Result<CustomCaCert, CustomCaError> {
     let not_cert = |reason: String| CustomCaError::NotACertificate {
         path: path.to_path_buf(),
         reason,

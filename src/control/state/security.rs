@@ -37,9 +37,10 @@ pub struct CustomCa {
     pub cert_file_name: String,
 }
 
-/// The kind of external analytics service.
+/// The kind of external analytics service. Read from text (state files, JSON) the way the CLI reads
+/// its flag, so a wrong value is worded the same everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "String", into = "String")]
 pub enum ConnectionType {
     /// Rserve, plaintext.
     Rserve,
@@ -84,6 +85,20 @@ impl std::str::FromStr for ConnectionType {
                 ));
             }
         })
+    }
+}
+
+impl TryFrom<String> for ConnectionType {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<ConnectionType, String> {
+        s.parse()
+    }
+}
+
+impl From<ConnectionType> for String {
+    fn from(t: ConnectionType) -> String {
+        t.to_string()
     }
 }
 

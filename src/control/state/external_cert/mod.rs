@@ -127,15 +127,24 @@ pub enum ExternalCertError {
     Store(#[from] CertError),
 }
 
-/// The files named on the command line.
+/// One supplied file: the name it had (for messages) and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Supplied<'a> {
+    /// The name, e.g. the path given on the command line.
+    pub path: &'a Path,
+    /// The contents.
+    pub bytes: &'a [u8],
+}
+
+/// The files the administrator supplied.
 #[derive(Debug, Clone, Copy)]
 pub struct SuppliedFiles<'a> {
     /// `--cert-file`: the leaf, optionally followed by its chain.
-    pub cert: &'a Path,
+    pub cert: Supplied<'a>,
     /// `--key-file`.
-    pub key: &'a Path,
+    pub key: Supplied<'a>,
     /// `--chain-file`: intermediates (and optionally the root), issuer after subject.
-    pub chain: Option<&'a Path>,
+    pub chain: Option<Supplied<'a>>,
 }
 
 /// Files that passed every check.
@@ -167,25 +176,25 @@ pub fn validate(
     }
     verify_links(
         &chain,
-        files.cert,
-        files.chain.unwrap_or(files.cert),
+        files.cert.path,
+        files.chain.unwrap_or(files.cert).path,
         leaf_count,
     )?;
 
-    let key_file = read(files.key)?;
-    let (key, encrypted) = decode_key(&key_file, passphrase, files.key)?;
+    let key_file = files.key.bytes;
+    let (key, encrypted) = decode_key(key_file, passphrase, files.key.path)?;
     if passphrase.is_some() && !encrypted {
         return Err(ExternalCertError::PassphraseNotNeeded {
-            path: files.key.to_path_buf(),
+            path: files.key.path.to_path_buf(),
         });
     }
     check_key_matches(&chain, key, files)?;
 
-    let info = certs::describe(&chain[0], chain.len(), files.cert)?;
+    let info = certs::describe(&chain[0], chain.len(), files.cert.path)?;
     let mut warnings = Vec::new();
     if info.not_after < now {
         return Err(ExternalCertError::NotValidNow {
-            path: files.cert.to_path_buf(),
+            path: files.cert.path.to_path_buf(),
             reason: format!(
                 "the certificate expired on {}; renew it with your CA and give the new file",
                 info.not_after.date()
@@ -194,7 +203,7 @@ pub fn validate(
     }
     if info.not_before > now {
         return Err(ExternalCertError::NotValidNow {
-            path: files.cert.to_path_buf(),
+            path: files.cert.path.to_path_buf(),
             reason: format!(
                 "the certificate is not valid before {}; check this machine's clock or wait",
                 info.not_before
@@ -205,7 +214,7 @@ pub fn validate(
     if days_left < EXPIRY_WARNING_DAYS {
         warnings.push(format!(
             "the certificate in {} expires in {days_left} days ({}); renew it soon",
-            files.cert.display(),
+            files.cert.path.display(),
             info.not_after.date()
         ));
     }
@@ -254,22 +263,15 @@ pub fn load(
     Ok((chain, key))
 }
 
-fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, ExternalCertError> {
-    std::fs::read(path)
-        .map(Zeroizing::new)
-        .map_err(|source| ExternalCertError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ExternalCertError> {
-    let bytes = read(path)?;
+fn read_pem_certificates(
+    file: Supplied<'_>,
+) -> Result<Vec<CertificateDer<'static>>, ExternalCertError> {
+    let (path, bytes) = (file.path, file.bytes);
     let not_cert = |reason: String| ExternalCertError::NotACertificate {
         path: path.to_path_buf(),
         reason,
     };
-    let certs = certs::pem_certificate_blocks(&bytes).map_err(not_cert)?;
+    let certs = certs::pem_certificate_blocks(bytes).map_err(not_cert)?;
     for (i, der) in certs.iter().enumerate() {
         X509Certificate::from_der(der)
             .map_err(|e| not_cert(format!("certificate {} does not parse: {e}", i + 1)))?;
@@ -374,15 +376,15 @@ fn check_key_matches(
     let provider = rustls::crypto::ring::default_provider();
     let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
         ExternalCertError::UnsupportedKey {
-            path: files.key.to_path_buf(),
+            path: files.key.path.to_path_buf(),
             reason: e.to_string(),
         }
     })?;
     CertifiedKey::new(chain.to_vec(), Arc::clone(&signing_key))
         .keys_match()
         .map_err(|_| ExternalCertError::KeyMismatch {
-            cert: files.cert.to_path_buf(),
-            key: files.key.to_path_buf(),
+            cert: files.cert.path.to_path_buf(),
+            key: files.key.path.to_path_buf(),
         })
 }
 

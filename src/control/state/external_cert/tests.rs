@@ -61,19 +61,23 @@ fn a_root_intermediate_leaf_chain_validates_and_a_shuffled_one_does_not() {
     let cert = pki.write("leaf.crt", &leaf.pem());
     let key = pki.write("leaf.key", &leaf_key.serialize_pem());
     let good_chain = pki.write("chain.crt", &(inter.pem() + &root.pem()));
+    let bytes = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let (cert_bytes, key_bytes, chain_bytes) = (bytes(&cert), bytes(&key), bytes(&good_chain));
+    let supplied = |path, bytes| Supplied { path, bytes };
     let files = SuppliedFiles {
-        cert: &cert,
-        key: &key,
-        chain: Some(&good_chain),
+        cert: supplied(&cert, &cert_bytes),
+        key: supplied(&key, &key_bytes),
+        chain: Some(supplied(&good_chain, &chain_bytes)),
     };
     let ok = validate(files, None, OffsetDateTime::now_utc()).unwrap();
     assert_eq!(ok.chain.len(), 3);
     assert!(!ok.encrypted);
 
     let shuffled = pki.write("bad-chain.crt", &(root.pem() + &inter.pem()));
+    let shuffled_bytes = bytes(&shuffled);
     let err = validate(
         SuppliedFiles {
-            chain: Some(&shuffled),
+            chain: Some(supplied(&shuffled, &shuffled_bytes)),
             ..files
         },
         None,
@@ -87,9 +91,10 @@ fn a_root_intermediate_leaf_chain_validates_and_a_shuffled_one_does_not() {
     assert!(err.to_string().contains("bad-chain.crt"), "{err}");
 
     let other_key = pki.write("other.key", &KeyPair::generate().unwrap().serialize_pem());
+    let other_key_bytes = bytes(&other_key);
     let err = validate(
         SuppliedFiles {
-            key: &other_key,
+            key: supplied(&other_key, &other_key_bytes),
             ..files
         },
         None,
