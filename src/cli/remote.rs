@@ -98,30 +98,38 @@ impl Remote {
         username: Option<String>,
         password: Option<Secret>,
     ) -> Result<Remote, CommandError> {
-        let rest = match server.split_once("://") {
-            Some(("https", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(CommandError::Invalid(format!(
-                    "-s {server}: the admin server speaks only https, not {scheme}"
+        let bad = |why: &str| CommandError::Invalid(format!("-s {server}: {why}"));
+        // Without a scheme the text is an authority (`host[:port]`), which http::Uri reads as such.
+        let uri: hyper::Uri = server
+            .parse()
+            .map_err(|_| bad("expected https://host:port"))?;
+        match uri.scheme_str() {
+            None | Some("https") => {}
+            Some(scheme) => {
+                return Err(bad(&format!(
+                    "the admin server speaks only https, not {scheme}"
                 )));
             }
-            None => server,
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(':') && (!h.contains(':') || h.starts_with('[')) => {
-                let port = p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    CommandError::Invalid(format!("-s {server}: '{p}' is not a port"))
-                })?;
-                (h, port)
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| bad("expected https://host:port"))?;
+        let port = match authority.port_u16() {
+            Some(0) => return Err(bad("'0' is not a port")),
+            Some(p) => p,
+            // A port that is not a number leaves text after the host.
+            None if authority.as_str() != authority.host() => {
+                let text = authority.as_str().rsplit(':').next().unwrap_or_default();
+                return Err(bad(&format!("'{text}' is not a port")));
             }
-            _ => (authority, 8850),
+            None => 8850,
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if host.is_empty() {
-            return Err(CommandError::Invalid(format!(
-                "-s {server}: expected https://host:port"
-            )));
+            return Err(bad("expected https://host:port"));
         }
         if username.is_some() != password.is_some() {
             return Err(CommandError::Invalid(
