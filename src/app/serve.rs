@@ -92,6 +92,54 @@ impl RunningRepository {
     }
 }
 
+/// Raises the open-file limit as far as allowed, and says so when it cannot fit the connection limits.
+fn check_open_file_limit(config: &config::Config) {
+    match crate::app::node::raise_open_file_limit(config) {
+        Ok((limit, needed)) if limit < needed => warn!(
+            limit,
+            needed,
+            "the open-file limit is below what server.max_startups + 2 x server.max_connections may need; raise it (ulimit -n, systemd LimitNOFILE) or lower those settings"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+/// Binds the Prometheus listener and serves it until `stop`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+) -> Result<(), CommandError> {
+    crate::telemetry::prometheus();
+    let bind_err = |source| {
+        crate::app::node::ServerError::Bind(crate::proxy::server::BindError { addr, source })
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_err)?;
+    let bound = listener.local_addr().map_err(bind_err)?;
+    info!(metrics = %bound, "serving Prometheus metrics at /metrics");
+    tokio::spawn(crate::telemetry::serve_metrics(listener, stop));
+    Ok(())
+}
+
+/// Logs where the admin server is and the fingerprint to check, and warns when no one can sign in.
+fn announce_admin(admin: &AdminServer, store: &StateStore) {
+    let at = admin
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
+    info!(admin = %format!("https://{at}/"), certificate = admin.fingerprint(),
+          "admin server (API and web pages) is serving; its certificate is self-signed, check this fingerprint");
+    if AdminUsers::open(&store.config_dir())
+        .list()
+        .is_ok_and(|u| u.is_empty())
+    {
+        warn!(
+            "no administrators yet: add one with 'pgssl admin-user add --username NAME --password -'"
+        );
+    }
+}
+
 async fn run(
     ctx: &Context,
     listen: std::net::SocketAddr,
@@ -101,30 +149,10 @@ async fn run(
 ) -> Result<(), CommandError> {
     let signals = Signals::register()?;
     let store = ctx.store_or_create()?;
-    match crate::app::node::raise_open_file_limit(&ctx.config) {
-        Ok((limit, needed)) if limit < needed => warn!(
-            limit,
-            needed,
-            "the open-file limit is below what server.max_startups + 2 x server.max_connections may need; raise it (ulimit -n, systemd LimitNOFILE) or lower those settings"
-        ),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
-    }
+    check_open_file_limit(&ctx.config);
     let services_stop = CancellationToken::new();
     if let Some(addr) = metrics {
-        crate::telemetry::prometheus();
-        let bind_err = |source| {
-            crate::app::node::ServerError::Bind(crate::proxy::server::BindError { addr, source })
-        };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(bind_err)?;
-        let bound = listener.local_addr().map_err(bind_err)?;
-        info!(metrics = %bound, "serving Prometheus metrics at /metrics");
-        tokio::spawn(crate::telemetry::serve_metrics(
-            listener,
-            services_stop.clone(),
-        ));
+        serve_metrics(addr, services_stop.clone()).await?;
     }
     let (upstream, repository) = match upstream {
         Some(u) => (u, None),
@@ -176,19 +204,7 @@ async fn run(
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "pgssl is serving");
     warn_if_expiring(&store);
     if let Some(admin) = admin {
-        let at = admin
-            .local_addr()
-            .map_or_else(|e| e.to_string(), |a| a.to_string());
-        info!(admin = %format!("https://{at}/"), certificate = admin.fingerprint(),
-              "admin server (API and web pages) is serving; its certificate is self-signed, check this fingerprint");
-        if AdminUsers::open(&store.config_dir())
-            .list()
-            .is_ok_and(|u| u.is_empty())
-        {
-            warn!(
-                "no administrators yet: add one with 'pgssl admin-user add --username NAME --password -'"
-            );
-        }
+        announce_admin(&admin, &store);
         tokio::spawn(admin.run(services_stop.clone()));
     }
 

@@ -4,6 +4,7 @@
 //! one small script only shows progress while an apply runs. Each form decodes into its operation's
 //! request type and runs it like the API does.
 
+mod forms;
 mod templates;
 
 use std::sync::Arc;
@@ -22,12 +23,11 @@ use super::auth::{self, Admin, Face, form_field};
 use super::http::{self, Peer};
 use super::session::Flash;
 use super::{AdminState, Outcome};
-use crate::control::operations::model::{Operation, Report, Upload};
+use crate::control::operations::model::{Operation, Report};
 use crate::control::operations::{
     Output, OutputLine, custom_cert, external_ssl, pending_changes, regenerate_tokens,
     repository_ssl, vizql_extsvc,
 };
-use crate::keystore::Secret;
 
 type Shared = Arc<AdminState>;
 
@@ -54,19 +54,28 @@ pub(crate) fn router(state: Shared) -> axum::Router {
         .route("/pending-changes/discard", post(discard))
         .route(
             "/security/external-ssl",
-            get(external_ssl_page).post(external_ssl_form),
+            get(external_ssl_page).post(forms::external_ssl_form),
         )
-        .route("/security/external-ssl/disable", post(external_ssl_disable))
+        .route(
+            "/security/external-ssl/disable",
+            post(forms::external_ssl_disable),
+        )
         .route(
             "/security/custom-cert",
-            get(custom_cert_page).post(custom_cert_form),
+            get(custom_cert_page).post(forms::custom_cert_form),
         )
-        .route("/security/custom-cert/delete", post(custom_cert_delete))
+        .route(
+            "/security/custom-cert/delete",
+            post(forms::custom_cert_delete),
+        )
         .route(
             "/security/vizql-extsvc-ssl",
-            get(extsvc_page).post(extsvc_form),
+            get(extsvc_page).post(forms::extsvc_form),
         )
-        .route("/security/vizql-extsvc-ssl/disable", post(extsvc_disable))
+        .route(
+            "/security/vizql-extsvc-ssl/disable",
+            post(forms::extsvc_disable),
+        )
         .route(REGENERATE, get(regenerate_page).post(regenerate))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Face::Pages),
@@ -357,179 +366,6 @@ async fn regenerate(State(state): State<Shared>, Extension(admin): Extension<Adm
         &admin,
         Ok(regenerate_tokens::Regenerate::default()),
         REGENERATE,
-    )
-    .await
-}
-
-/// A form's fields; an empty text field counts as not given.
-fn fields<F: serde::de::DeserializeOwned>(body: &[u8]) -> Result<F, String> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_bytes(body).map_err(|e| format!("the form does not decode: {e}"))?;
-    let kept: Vec<(String, String)> = pairs
-        .into_iter()
-        .filter(|(k, v)| k != "csrf_token" && !v.trim().is_empty())
-        .collect();
-    let encoded = serde_urlencoded::to_string(kept).map_err(|e| e.to_string())?;
-    serde_urlencoded::from_str(&encoded).map_err(|e| format!("the form does not fit: {e}"))
-}
-
-/// Pasted PEM text as an upload without a name.
-fn pasted(text: String) -> Upload {
-    Upload {
-        name: None,
-        contents: text.into_bytes().into(),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExternalSslForm {
-    cert_pem: Option<String>,
-    key_pem: Option<String>,
-    chain_pem: Option<String>,
-    passphrase: Option<String>,
-    protocols: Option<String>,
-}
-
-impl ExternalSslForm {
-    fn request(self) -> Result<external_ssl::Enable, String> {
-        Ok(external_ssl::Enable {
-            cert_file: pasted(self.cert_pem.ok_or("paste the certificate")?),
-            key_file: pasted(self.key_pem.ok_or("paste the private key")?),
-            chain_file: self.chain_pem.map(pasted),
-            passphrase: self.passphrase.map(Secret::new),
-            protocols: self.protocols,
-        })
-    }
-}
-
-async fn external_ssl_form(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-    body: Bytes,
-) -> Response {
-    let request = fields::<ExternalSslForm>(&body).and_then(ExternalSslForm::request);
-    act(&state, &admin, request, "/security/external-ssl").await
-}
-
-async fn external_ssl_disable(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
-    act(
-        &state,
-        &admin,
-        Ok(external_ssl::Disable {}),
-        "/security/external-ssl",
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CustomCertForm {
-    cert_pem: Option<String>,
-}
-
-async fn custom_cert_form(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-    body: Bytes,
-) -> Response {
-    let request = fields::<CustomCertForm>(&body).and_then(|f| {
-        Ok(custom_cert::Add {
-            cert_file: pasted(f.cert_pem.ok_or("paste the CA certificate")?),
-        })
-    });
-    act(&state, &admin, request, "/security/custom-cert").await
-}
-
-async fn custom_cert_delete(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
-    act(
-        &state,
-        &admin,
-        Ok(custom_cert::Delete {}),
-        "/security/custom-cert",
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExtsvcForm {
-    connection_type: Option<String>,
-    extsvc_host: Option<String>,
-    extsvc_port: Option<String>,
-    cert_pem: Option<String>,
-    extsvc_username: Option<String>,
-    extsvc_password: Option<String>,
-    connect_timeout_ms: Option<String>,
-    script_disabled: Option<String>,
-    skip_check: Option<String>,
-}
-
-impl ExtsvcForm {
-    fn request(self) -> Result<vizql_extsvc::Enable, String> {
-        let number = |field: &str, value: Option<String>| {
-            value
-                .map(|v| {
-                    v.trim()
-                        .parse::<u64>()
-                        .map_err(|_| format!("{field} must be a whole number"))
-                })
-                .transpose()
-        };
-        let port = number("the port", self.extsvc_port)?
-            .map(|p| {
-                u16::try_from(p)
-                    .ok()
-                    .and_then(std::num::NonZeroU16::new)
-                    .ok_or("the port must be 1 to 65535")
-            })
-            .transpose()?;
-        Ok(vizql_extsvc::Enable {
-            connection_type: self
-                .connection_type
-                .ok_or("choose a connection type")?
-                .parse()?,
-            extsvc_host: self.extsvc_host.ok_or("give the host")?,
-            extsvc_port: port,
-            cert_file: self.cert_pem.map(pasted),
-            extsvc_username: self.extsvc_username,
-            extsvc_password: self.extsvc_password.map(Secret::new),
-            connect_timeout_ms: match number("the connect timeout", self.connect_timeout_ms)? {
-                Some(ms) => ms
-                    .try_into()
-                    .map_err(|e| format!("the connect timeout {e}"))?,
-                None => Default::default(),
-            },
-            script_disabled: self.script_disabled.as_deref() != Some("false"),
-            skip_check: self.skip_check.is_some(),
-        })
-    }
-}
-
-async fn extsvc_form(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-    body: Bytes,
-) -> Response {
-    let request = fields::<ExtsvcForm>(&body).and_then(ExtsvcForm::request);
-    act(&state, &admin, request, "/security/vizql-extsvc-ssl").await
-}
-
-async fn extsvc_disable(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
-    act(
-        &state,
-        &admin,
-        Ok(vizql_extsvc::Disable {}),
-        "/security/vizql-extsvc-ssl",
     )
     .await
 }

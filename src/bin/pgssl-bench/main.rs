@@ -26,9 +26,11 @@ macro_rules! errln {
 }
 
 mod baseline;
+mod clients;
 mod process;
 
 use baseline::bare_server;
+use clients::{connect_once, handshake_once, run_idle, steady_client};
 use process::{process_cpu_seconds, process_rss_kib};
 
 use std::net::SocketAddr;
@@ -193,28 +195,50 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         return run_idle(&args, target, &connector).await;
     }
 
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (args, stats, connector) = (args.clone(), stats.clone(), connector.clone());
-        tasks.push(tokio::spawn(async move {
-            match args.mode {
-                Mode::Steady => steady_client(&args, target, &connector, &stats).await,
-                _ => loop {
-                    if stats.stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let started = Instant::now();
-                    let result = match args.mode {
-                        Mode::Handshake => handshake_once(&args, target, &connector).await,
-                        _ => connect_once(&args, target, &connector).await,
-                    };
-                    stats.record(started, result).await;
-                },
-            }
-        }));
-    }
-
+    let tasks = spawn_clients(&args, target, &connector, &stats);
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    let (elapsed, cpu_seconds) = measure(&args, &stats).await;
+    stats.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    let result = summarize(&args, &stats, elapsed, cpu_seconds).await;
+    write_json(args.json.as_ref(), &result)
+}
+
+/// One task per client, each looping over its mode's unit of work until `stats.stop`.
+fn spawn_clients(
+    args: &Arc<RunArgs>,
+    target: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    stats: &Arc<Stats>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..args.clients)
+        .map(|_| {
+            let (args, stats, connector) = (args.clone(), stats.clone(), connector.clone());
+            tokio::spawn(async move {
+                match args.mode {
+                    Mode::Steady => steady_client(&args, target, &connector, &stats).await,
+                    _ => loop {
+                        if stats.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let started = Instant::now();
+                        let result = match args.mode {
+                            Mode::Handshake => handshake_once(&args, target, &connector).await,
+                            _ => connect_once(&args, target, &connector).await,
+                        };
+                        stats.record(started, result).await;
+                    },
+                }
+            })
+        })
+        .collect()
+}
+
+/// Counts for `--duration` seconds, printing each second's progress; the elapsed time and the
+/// server's CPU seconds over it (with `--server-pid`).
+async fn measure(args: &RunArgs, stats: &Stats) -> (f64, Option<f64>) {
     let cpu_before = args.server_pid.and_then(process_cpu_seconds);
     stats.measuring.store(true, Ordering::Relaxed);
     let measure_start = Instant::now();
@@ -232,11 +256,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     stats.measuring.store(false, Ordering::Relaxed);
     let elapsed = measure_start.elapsed().as_secs_f64();
     let cpu_after = args.server_pid.and_then(process_cpu_seconds);
-    stats.stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-    }
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => Some(a - b),
+        _ => None,
+    };
+    (elapsed, cpu)
+}
 
+/// Prints the table row and returns the JSON result.
+async fn summarize(
+    args: &RunArgs,
+    stats: &Stats,
+    elapsed: f64,
+    cpu_seconds: Option<f64>,
+) -> serde_json::Value {
     let mut latencies = std::mem::take(&mut *stats.latencies_us.lock().await);
     latencies.sort_unstable();
     let ok = stats.ok.load(Ordering::Relaxed);
@@ -249,10 +282,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
         f64::from(latencies[i]) / 1000.0
     };
-    let cpu_per_op_us = match (cpu_before, cpu_after) {
-        (Some(b), Some(a)) if ok > 0 => Some((a - b) / ok as f64 * 1e6),
-        _ => None,
-    };
+    let cpu_per_op_us = cpu_seconds.filter(|_| ok > 0).map(|c| c / ok as f64 * 1e6);
     let result = serde_json::json!({
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "target": args.target,
@@ -293,7 +323,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(e) = stats.last_error.lock().await.as_ref() {
         errln!("last error: {e}");
     }
-    write_json(args.json.as_ref(), &result)
+    result
 }
 
 fn write_json(dest: Option<&PathBuf>, value: &serde_json::Value) -> anyhow::Result<()> {
@@ -306,165 +336,6 @@ fn write_json(dest: Option<&PathBuf>, value: &serde_json::Value) -> anyhow::Resu
         Some(p) => std::fs::write(p, format!("{value}\n"))
             .with_context(|| format!("cannot write {}", p.display())),
     }
-}
-
-/// A client stream: plaintext or TLS.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-async fn open(
-    args: &RunArgs,
-    target: SocketAddr,
-    connector: &tokio_rustls::TlsConnector,
-) -> anyhow::Result<Box<dyn Stream>> {
-    let mut tcp = TcpStream::connect(target).await?;
-    tcp.set_nodelay(true)?;
-    if args.tls == Tls::Disable {
-        return Ok(Box::new(tcp));
-    }
-    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
-    let answer = tcp.read_u8().await?;
-    if answer != b'S' {
-        bail!("the server answered {:?} to SSLRequest", answer as char);
-    }
-    let name = ServerName::try_from("localhost")?;
-    Ok(Box::new(connector.connect(name, tcp).await?))
-}
-
-async fn connect_once(
-    args: &RunArgs,
-    target: SocketAddr,
-    connector: &tokio_rustls::TlsConnector,
-) -> anyhow::Result<()> {
-    let stream = open(args, target, connector).await?;
-    let params = [
-        ("user", args.user.as_str()),
-        ("database", args.database.as_str()),
-    ];
-    let mut session = Session::start(stream, &params, Some(&args.password)).await?;
-    session.simple_query("SELECT 1").await?;
-    session.terminate().await?;
-    Ok(())
-}
-
-async fn handshake_once(
-    args: &RunArgs,
-    target: SocketAddr,
-    connector: &tokio_rustls::TlsConnector,
-) -> anyhow::Result<()> {
-    let mut stream = open(args, target, connector).await?;
-    // A start-up without a user name: refused by the front end itself.
-    let body = b"database\0postgres\0\0";
-    let mut packet = BytesMut::with_capacity(8 + body.len());
-    packet.put_u32(8 + body.len() as u32);
-    packet.put_u32(3 << 16);
-    packet.put_slice(body);
-    stream.write_all(&packet).await?;
-    stream.flush().await?;
-    let tag = stream.read_u8().await?;
-    if tag != b'E' {
-        bail!("expected an ErrorResponse, got {:?}", tag as char);
-    }
-    Ok(())
-}
-
-async fn steady_client(
-    args: &RunArgs,
-    target: SocketAddr,
-    connector: &tokio_rustls::TlsConnector,
-    stats: &Stats,
-) {
-    let mut session = loop {
-        if stats.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let stream = match open(args, target, connector).await {
-            Ok(s) => s,
-            Err(e) => {
-                stats.record(Instant::now(), Err(e)).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let params = [
-            ("user", args.user.as_str()),
-            ("database", args.database.as_str()),
-        ];
-        match Session::start(stream, &params, Some(&args.password)).await {
-            Ok(s) => break s,
-            Err(e) => {
-                stats.record(Instant::now(), Err(e.into())).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    while !stats.stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        let result = session
-            .simple_query("SELECT 1")
-            .await
-            .map(|_| ())
-            .map_err(Into::into);
-        let failed = result.is_err();
-        stats.record(started, result).await;
-        if failed {
-            return;
-        }
-    }
-    let _ = session.terminate().await;
-}
-
-async fn run_idle(
-    args: &RunArgs,
-    target: SocketAddr,
-    connector: &tokio_rustls::TlsConnector,
-) -> anyhow::Result<()> {
-    let rss_before = args.server_pid.and_then(process_rss_kib);
-    let mut sessions = Vec::with_capacity(args.clients);
-    for i in 0..args.clients {
-        let stream = open(args, target, connector)
-            .await
-            .with_context(|| format!("connection {i}"))?;
-        let params = [
-            ("user", args.user.as_str()),
-            ("database", args.database.as_str()),
-        ];
-        let mut s = Session::start(stream, &params, Some(&args.password))
-            .await
-            .with_context(|| format!("connection {i}"))?;
-        s.simple_query("SELECT 1").await?;
-        sessions.push(s);
-        if (i + 1) % 100 == 0 {
-            errln!("{} idle connections open", i + 1);
-        }
-    }
-    // Let the server settle (allocator, lazily freed buffers) before sampling.
-    tokio::time::sleep(Duration::from_secs(args.duration)).await;
-    let rss_after = args.server_pid.and_then(process_rss_kib);
-    let per_conn = match (rss_before, rss_after) {
-        (Some(b), Some(a)) => Some((a as f64 - b as f64) / args.clients as f64),
-        _ => None,
-    };
-    let result = serde_json::json!({
-        "mode": "idle",
-        "target": args.target,
-        "clients": args.clients,
-        "server_rss_kib_before": rss_before,
-        "server_rss_kib_after": rss_after,
-        "server_rss_kib_per_connection": per_conn,
-    });
-    outln!(
-        "idle connections: {}  server RSS before: {} KiB  after: {} KiB  per connection: {}",
-        args.clients,
-        rss_before.map_or("-".into(), |v| v.to_string()),
-        rss_after.map_or("-".into(), |v| v.to_string()),
-        per_conn.map_or("-".into(), |v| format!("{v:.1} KiB"))
-    );
-    write_json(args.json.as_ref(), &result)?;
-    for s in sessions {
-        let _ = s.terminate().await;
-    }
-    Ok(())
 }
 
 fn tls_connector() -> tokio_rustls::TlsConnector {

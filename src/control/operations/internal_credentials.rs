@@ -36,7 +36,6 @@ pub fn internal_credentials(
 ) -> Result<Credentials, CommandError> {
     let mut notes = Vec::new();
     let store = ctx.store()?;
-    // The running server's own address beats the config file's: `serve --listen` may differ.
     let running = running_serve(&store).unwrap_or_else(|e| {
         notes.push(format!(
             "note: cannot ask the running server for its address: {e}"
@@ -62,31 +61,10 @@ pub fn internal_credentials(
             "no password for '{user}' yet: start 'pgssl serve' once so that it creates the role"
         ))
     })?;
-    let listen = match &running {
-        Some(status) => {
-            notes.push(format!(
-                "note: host and port are where the running 'pgssl serve' listens ({})",
-                status.listen
-            ));
-            status.listen
-        }
-        None => {
-            let listen = ctx.config.listen_addr()?;
-            notes.push(format!(
-                "note: no 'pgssl serve' is running on this data directory; host and port are the configured server.listen ({listen})"
-            ));
-            listen
-        }
-    };
-    let host = match listen.ip() {
-        ip if ip.is_loopback() => "localhost".to_string(),
-        ip if ip.is_unspecified() => certs::hostname().unwrap_or_else(|| "localhost".into()),
-        IpAddr::V6(ip) => ip.to_string(),
-        IpAddr::V4(ip) => ip.to_string(),
-    };
+    let (host, port) = listen_address(ctx, running.as_ref(), &mut notes)?;
     let mut parts = vec![
         ("host", host),
-        ("port", listen.port().to_string()),
+        ("port", port.to_string()),
         ("dbname", REPOSITORY_DATABASE.to_string()),
         ("user", user.to_string()),
         ("password", password.expose().to_string()),
@@ -113,6 +91,38 @@ pub fn internal_credentials(
         conninfo: line.join(" "),
         notes,
     })
+}
+
+/// Where clients reach the proxy: the running server's own address (`serve --listen` may differ from
+/// the config file), else the configured one; the host as a client names it.
+fn listen_address(
+    ctx: &Context,
+    running: Option<&crate::control::reload::ServeStatus>,
+    notes: &mut Vec<String>,
+) -> Result<(String, u16), CommandError> {
+    let listen = match running {
+        Some(status) => {
+            notes.push(format!(
+                "note: host and port are where the running 'pgssl serve' listens ({})",
+                status.listen
+            ));
+            status.listen
+        }
+        None => {
+            let listen = ctx.config.listen_addr()?;
+            notes.push(format!(
+                "note: no 'pgssl serve' is running on this data directory; host and port are the configured server.listen ({listen})"
+            ));
+            listen
+        }
+    };
+    let host = match listen.ip() {
+        ip if ip.is_loopback() => "localhost".to_string(),
+        ip if ip.is_unspecified() => certs::hostname().unwrap_or_else(|| "localhost".into()),
+        IpAddr::V6(ip) => ip.to_string(),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    Ok((host, listen.port()))
 }
 
 /// libpq conninfo quoting: single quotes around values with spaces, quotes or backslashes.

@@ -167,89 +167,12 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, Comman
             "The repository {upstream} is external: pgssl manages none of its roles, so this rotates the internal certificate and the master key only."
         );
     }
-    // 1. Certificate.
-    let applied = store.applied()?;
-    let next = store.pending()?.merged_into(&applied);
-    let certificate_fingerprint = match store
-        .cert_paths_of(&applied)
-        .or_else(|| store.cert_paths_of(&next))
-    {
-        Some(paths) => {
-            let sans = certs::default_subject_alt_names(&ctx.config.tls.subject_alt_names);
-            let info = certs::generate(&paths, &sans, ctx.config.tls.certificate_validity_days)?;
-            say!(
-                out,
-                "[1/{STEPS}] internal TLS certificate: generated {} (SHA256 {})",
-                paths.cert.display(),
-                info.sha256_fingerprint
-            );
-            Some(info.sha256_fingerprint)
-        }
-        None => {
-            say!(
-                out,
-                "[1/{STEPS}] internal TLS certificate: none yet (repository SSL was never enabled); skipped"
-            );
-            None
-        }
-    };
+    let certificate_fingerprint = new_certificate(ctx, store)?;
     fault_point(1);
-
-    // 2. Passwords of the internally managed roles.
-    let roles_changed = match repository {
-        Repository::External(_) => {
-            say!(
-                out,
-                "[2/{STEPS}] internal role passwords: skipped (external repository)"
-            );
-            Vec::new()
-        }
-        Repository::Managed(repo, admin) => {
-            let changed = rotate_passwords(&repo, admin, &mut keystore)
-                .await
-                .map_err(|e| {
-                    CommandError::Unavailable(format!(
-                        "cannot change the internal passwords ({e}); the new certificate is written but not yet served: run the command again to finish"
-                    ))
-                })?;
-            say!(
-                out,
-                "[2/{STEPS}] internal role passwords: changed for {}",
-                changed.join(", ")
-            );
-            changed
-        }
-    };
+    let roles_changed = new_passwords(out, repository, &mut keystore).await?;
     fault_point(2);
-
-    // 3. The running server.
-    let server = match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30))
-    {
-        Ok(report) => {
-            say!(
-                out,
-                "[3/{STEPS}] running server: reloaded; new connections use mode {}{}",
-                report.mode,
-                report
-                    .cert_fingerprint
-                    .as_ref()
-                    .map(|f| format!(" with certificate SHA256 {f}"))
-                    .unwrap_or_default()
-            );
-            Some(report)
-        }
-        Err(ControlError::NotRunning) => {
-            say!(
-                out,
-                "[3/{STEPS}] running server: none on this data directory; 'pgssl serve' will use the new certificate when it starts"
-            );
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let server = reload_server(out, store)?;
     fault_point(3);
-
-    // 4. Master key.
     let sealed = keystore.len();
     keystore.rotate_master_key()?;
     say!(
@@ -263,6 +186,90 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, Comman
         server,
         secrets_resealed: sealed,
     })
+}
+
+/// Step 1: a new internal certificate where repository SSL has one; its fingerprint.
+fn new_certificate(ctx: &Context, store: &StateStore) -> Result<Option<String>, CommandError> {
+    let out = &ctx.out;
+    let applied = store.applied()?;
+    let next = store.pending()?.merged_into(&applied);
+    let Some(paths) = store
+        .cert_paths_of(&applied)
+        .or_else(|| store.cert_paths_of(&next))
+    else {
+        say!(
+            out,
+            "[1/{STEPS}] internal TLS certificate: none yet (repository SSL was never enabled); skipped"
+        );
+        return Ok(None);
+    };
+    let sans = certs::default_subject_alt_names(&ctx.config.tls.subject_alt_names);
+    let info = certs::generate(&paths, &sans, ctx.config.tls.certificate_validity_days)?;
+    say!(
+        out,
+        "[1/{STEPS}] internal TLS certificate: generated {} (SHA256 {})",
+        paths.cert.display(),
+        info.sha256_fingerprint
+    );
+    Ok(Some(info.sha256_fingerprint))
+}
+
+/// Step 2: new passwords for the internally managed roles (none on an external repository).
+async fn new_passwords(
+    out: &Output,
+    repository: Repository,
+    keystore: &mut Keystore,
+) -> Result<Vec<String>, CommandError> {
+    let Repository::Managed(repo, admin) = repository else {
+        say!(
+            out,
+            "[2/{STEPS}] internal role passwords: skipped (external repository)"
+        );
+        return Ok(Vec::new());
+    };
+    let changed = rotate_passwords(&repo, admin, keystore)
+        .await
+        .map_err(|e| {
+            CommandError::Unavailable(format!(
+                "cannot change the internal passwords ({e}); the new certificate is written but not yet served: run the command again to finish"
+            ))
+        })?;
+    say!(
+        out,
+        "[2/{STEPS}] internal role passwords: changed for {}",
+        changed.join(", ")
+    );
+    Ok(changed)
+}
+
+/// Step 3: the running server swaps in the new certificate; its report, or `None` when none runs.
+fn reload_server(
+    out: &Output,
+    store: &StateStore,
+) -> Result<Option<reload::ReloadReport>, CommandError> {
+    match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30)) {
+        Ok(report) => {
+            say!(
+                out,
+                "[3/{STEPS}] running server: reloaded; new connections use mode {}{}",
+                report.mode,
+                report
+                    .cert_fingerprint
+                    .as_ref()
+                    .map(|f| format!(" with certificate SHA256 {f}"))
+                    .unwrap_or_default()
+            );
+            Ok(Some(report))
+        }
+        Err(ControlError::NotRunning) => {
+            say!(
+                out,
+                "[3/{STEPS}] running server: none on this data directory; 'pgssl serve' will use the new certificate when it starts"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Connects as the superuser; after an interrupted rotation its password may be the sealed candidate.

@@ -111,7 +111,14 @@ impl Operation for Enable {
     }
 }
 
-fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
+/// What a request names once its fields are checked against each other.
+struct Checked {
+    host: String,
+    port: u16,
+    cert: Option<custom_ca::CustomCaCert>,
+}
+
+fn check(args: &Enable) -> Result<Checked, CommandError> {
     let refuse = |m: String| Err(CommandError::Invalid(m));
     let host = args.extsvc_host.trim();
     if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
@@ -129,11 +136,7 @@ fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
     if args.extsvc_password.is_some() && args.extsvc_username.is_none() {
         return refuse("--extsvc-password needs --extsvc-username".into());
     }
-    let port = args
-        .extsvc_port
-        .map_or(args.connection_type.default_port(), Port::get);
-    let password = args.extsvc_password.as_ref();
-    if let Some(p) = password {
+    if let Some(p) = &args.extsvc_password {
         check_secret(p, "--extsvc-password")?;
     }
     let cert = args
@@ -145,15 +148,26 @@ fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
         })
         .transpose()
         .map_err(|e| CommandError::Invalid(e.to_string()))?;
+    Ok(Checked {
+        host: host.to_string(),
+        port: args
+            .extsvc_port
+            .map_or(args.connection_type.default_port(), Port::get),
+        cert,
+    })
+}
 
+fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
+    let Checked { host, port, cert } = check(&args)?;
+    let (host, password) = (host.as_str(), args.extsvc_password.as_ref());
     let store = ctx.store_or_create()?;
     let _lock = store.lock()?;
     let mut pending = store.pending()?;
     let next = pending.merged_into(&store.applied()?);
     if next.extsvc.is_some() {
-        return refuse(
+        return Err(CommandError::Invalid(
             "an external service connection is already configured; run 'pgssl security vizql-extsvc-ssl disable' first".into(),
-        );
+        ));
     }
 
     let mut warnings = Vec::new();
@@ -169,29 +183,8 @@ fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
                 (None, Some(ca)) => Some(custom_ca::load(&store.custom_ca_path(&ca.id))?),
                 (None, None) => None,
             };
-            let roots = match anchor {
-                Some(der) => {
-                    let mut roots = RootCertStore::empty();
-                    roots.add(der).map_err(|e| {
-                        CommandError::Invalid(format!("cannot trust --cert-file: {e}"))
-                    })?;
-                    roots
-                }
-                None => client::system_roots(),
-            };
             let timeout = Duration::from_millis(args.connect_timeout_ms.0);
-            let version = block_on(client::check_handshake(
-                host,
-                port,
-                Verification::Full(roots),
-                timeout,
-            ))?
-            .map_err(|e| {
-                CommandError::Invalid(format!(
-                    "{e}; nothing was staged (fix the service or --cert-file, or use --skip-check to stage anyway)"
-                ))
-            })?;
-            checked_tls_version = Some(version.to_string());
+            checked_tls_version = Some(check_service(host, port, anchor, timeout)?);
         }
     }
 
@@ -220,6 +213,37 @@ fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
         checked_tls_version,
         record,
         warnings,
+    })
+}
+
+/// Proves that `host:port` completes a TLS handshake with a certificate that `anchor` (else the system
+/// CA bundle) vouches for; returns the TLS version.
+fn check_service(
+    host: &str,
+    port: u16,
+    anchor: Option<rustls::pki_types::CertificateDer<'static>>,
+    timeout: Duration,
+) -> Result<String, CommandError> {
+    let roots = match anchor {
+        Some(der) => {
+            let mut roots = RootCertStore::empty();
+            roots
+                .add(der)
+                .map_err(|e| CommandError::Invalid(format!("cannot trust --cert-file: {e}")))?;
+            roots
+        }
+        None => client::system_roots(),
+    };
+    block_on(client::check_handshake(
+        host,
+        port,
+        Verification::Full(roots),
+        timeout,
+    ))?
+    .map_err(|e| {
+        CommandError::Invalid(format!(
+            "{e}; nothing was staged (fix the service or --cert-file, or use --skip-check to stage anyway)"
+        ))
     })
 }
 
