@@ -95,6 +95,16 @@ pub struct ReloadReport {
     pub cert_fingerprint: Option<String>,
 }
 
+impl ReloadReport {
+    /// `mode M with certificate SHA256 F`: what new connections get.
+    pub fn describe(&self) -> String {
+        match &self.cert_fingerprint {
+            Some(f) => format!("mode {} with certificate SHA256 {f}", self.mode),
+            None => format!("mode {}", self.mode),
+        }
+    }
+}
+
 /// What a running `serve` runs with, as its `status` answer reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServeStatus {

@@ -4,6 +4,55 @@
 //! line: the control plane hands it a [`settings::LiveSettings`] snapshot through a
 //! [`settings::SettingsCell`] and swaps it when an apply or SIGHUP asks.
 
+/// Implements `AsyncRead` and `AsyncWrite` for an enum whose every variant holds one stream (boxed or
+/// not), by forwarding each call to it: the client side and the repository side each have a few kinds
+/// of stream, and the relay sees one type per side.
+macro_rules! forward_io {
+    ($ty:ident: $($variant:ident),+) => {
+        impl tokio::io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => std::pin::Pin::new(s).poll_read(cx, buf),)+
+                }
+            }
+        }
+
+        impl tokio::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => std::pin::Pin::new(s).poll_write(cx, buf),)+
+                }
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => std::pin::Pin::new(s).poll_flush(cx),)+
+                }
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => std::pin::Pin::new(s).poll_shutdown(cx),)+
+                }
+            }
+        }
+    };
+}
+
 pub mod connection;
 pub mod metrics;
 pub mod negotiate;

@@ -1,10 +1,5 @@
 //! [`NegotiatedStream`]: the client connection after negotiation, plaintext or TLS.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -49,42 +44,4 @@ impl TlsInfo {
     }
 }
 
-impl AsyncRead for NegotiatedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NegotiatedStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            NegotiatedStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for NegotiatedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            NegotiatedStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            NegotiatedStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NegotiatedStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            NegotiatedStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NegotiatedStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            NegotiatedStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+forward_io!(NegotiatedStream: Plain, Tls);

@@ -10,13 +10,43 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::act;
+use super::templates::NAV;
 use crate::admin::AdminState;
 use crate::admin::auth::Admin;
+use crate::control::operations::model::Operation;
 use crate::control::operations::model::Upload;
 use crate::control::operations::{custom_cert, external_ssl, vizql_extsvc};
 use crate::keystore::Secret;
 
 type Shared = Arc<AdminState>;
+
+/// A page's form: its fields, the operation they make, and the page to return to.
+pub(super) trait PageForm: serde::de::DeserializeOwned {
+    /// The operation.
+    type Request: Operation;
+    /// The page the form is on.
+    const PAGE: &'static str;
+    /// The request, or what is missing.
+    fn request(self) -> Result<Self::Request, String>;
+}
+
+/// `POST` of a page form: decode it, run its operation, flash the outcome, back to its page.
+pub(super) async fn submit<F: PageForm>(
+    State(state): State<Shared>,
+    Extension(admin): Extension<Admin>,
+    body: Bytes,
+) -> Response {
+    let request = fields::<F>(&body).and_then(F::request);
+    act(&state, &admin, request, F::PAGE).await
+}
+
+/// `POST` of a button that stages an operation without arguments (disable, delete).
+pub(super) async fn stage<T: Operation + Default, const PAGE: usize>(
+    State(state): State<Shared>,
+    Extension(admin): Extension<Admin>,
+) -> Response {
+    act(&state, &admin, Ok(T::default()), NAV[PAGE].0).await
+}
 
 /// A form's fields; an empty text field counts as not given.
 fn fields<F: serde::de::DeserializeOwned>(body: &[u8]) -> Result<F, String> {
@@ -40,7 +70,7 @@ fn pasted(text: String) -> Upload {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExternalSslForm {
+pub(super) struct ExternalSslForm {
     cert_pem: Option<String>,
     key_pem: Option<String>,
     chain_pem: Option<String>,
@@ -48,7 +78,10 @@ struct ExternalSslForm {
     protocols: Option<String>,
 }
 
-impl ExternalSslForm {
+impl PageForm for ExternalSslForm {
+    type Request = external_ssl::Enable;
+    const PAGE: &'static str = NAV[1].0;
+
     fn request(self) -> Result<external_ssl::Enable, String> {
         Ok(external_ssl::Enable {
             cert_file: pasted(self.cert_pem.ok_or("paste the certificate")?),
@@ -60,63 +93,26 @@ impl ExternalSslForm {
     }
 }
 
-pub(super) async fn external_ssl_form(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-    body: Bytes,
-) -> Response {
-    let request = fields::<ExternalSslForm>(&body).and_then(ExternalSslForm::request);
-    act(&state, &admin, request, "/security/external-ssl").await
-}
-
-pub(super) async fn external_ssl_disable(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
-    act(
-        &state,
-        &admin,
-        Ok(external_ssl::Disable {}),
-        "/security/external-ssl",
-    )
-    .await
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CustomCertForm {
+pub(super) struct CustomCertForm {
     cert_pem: Option<String>,
 }
 
-pub(super) async fn custom_cert_form(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-    body: Bytes,
-) -> Response {
-    let request = fields::<CustomCertForm>(&body).and_then(|f| {
-        Ok(custom_cert::Add {
-            cert_file: pasted(f.cert_pem.ok_or("paste the CA certificate")?),
-        })
-    });
-    act(&state, &admin, request, "/security/custom-cert").await
-}
+impl PageForm for CustomCertForm {
+    type Request = custom_cert::Add;
+    const PAGE: &'static str = NAV[2].0;
 
-pub(super) async fn custom_cert_delete(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
-    act(
-        &state,
-        &admin,
-        Ok(custom_cert::Delete {}),
-        "/security/custom-cert",
-    )
-    .await
+    fn request(self) -> Result<custom_cert::Add, String> {
+        Ok(custom_cert::Add {
+            cert_file: pasted(self.cert_pem.ok_or("paste the CA certificate")?),
+        })
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExtsvcForm {
+pub(super) struct ExtsvcForm {
     connection_type: Option<String>,
     extsvc_host: Option<String>,
     extsvc_port: Option<String>,
@@ -128,7 +124,10 @@ struct ExtsvcForm {
     skip_check: Option<String>,
 }
 
-impl ExtsvcForm {
+impl PageForm for ExtsvcForm {
+    type Request = vizql_extsvc::Enable;
+    const PAGE: &'static str = NAV[3].0;
+
     fn request(self) -> Result<vizql_extsvc::Enable, String> {
         let number = |field: &str, value: Option<String>| {
             value
@@ -167,26 +166,4 @@ impl ExtsvcForm {
             skip_check: self.skip_check.is_some(),
         })
     }
-}
-
-pub(super) async fn extsvc_form(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-    body: Bytes,
-) -> Response {
-    let request = fields::<ExtsvcForm>(&body).and_then(ExtsvcForm::request);
-    act(&state, &admin, request, "/security/vizql-extsvc-ssl").await
-}
-
-pub(super) async fn extsvc_disable(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
-    act(
-        &state,
-        &admin,
-        Ok(vizql_extsvc::Disable {}),
-        "/security/vizql-extsvc-ssl",
-    )
-    .await
 }

@@ -54,29 +54,32 @@ pub(crate) fn router(state: Shared) -> axum::Router {
         .route("/pending-changes/discard", post(discard))
         .route(
             "/security/external-ssl",
-            get(external_ssl_page).post(forms::external_ssl_form),
+            get(external_ssl_page).post(forms::submit::<forms::ExternalSslForm>),
         )
         .route(
             "/security/external-ssl/disable",
-            post(forms::external_ssl_disable),
+            post(forms::stage::<external_ssl::Disable, 1>),
         )
         .route(
             "/security/custom-cert",
-            get(custom_cert_page).post(forms::custom_cert_form),
+            get(custom_cert_page).post(forms::submit::<forms::CustomCertForm>),
         )
         .route(
             "/security/custom-cert/delete",
-            post(forms::custom_cert_delete),
+            post(forms::stage::<custom_cert::Delete, 2>),
         )
         .route(
             "/security/vizql-extsvc-ssl",
-            get(extsvc_page).post(forms::extsvc_form),
+            get(extsvc_page).post(forms::submit::<forms::ExtsvcForm>),
         )
         .route(
             "/security/vizql-extsvc-ssl/disable",
-            post(forms::extsvc_disable),
+            post(forms::stage::<vizql_extsvc::Disable, 3>),
         )
-        .route(REGENERATE, get(regenerate_page).post(regenerate))
+        .route(
+            REGENERATE,
+            get(regenerate_page).post(forms::stage::<regenerate_tokens::Regenerate, 4>),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Face::Pages),
             auth::require_admin,
@@ -358,14 +361,4 @@ async fn regenerate_page(
 ) -> Response {
     let content = templates::regenerate_form(&admin.csrf);
     framed(&state, &admin, 4, content).await
-}
-
-async fn regenerate(State(state): State<Shared>, Extension(admin): Extension<Admin>) -> Response {
-    act(
-        &state,
-        &admin,
-        Ok(regenerate_tokens::Regenerate::default()),
-        REGENERATE,
-    )
-    .await
 }

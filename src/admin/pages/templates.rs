@@ -193,77 +193,102 @@ fn text_area(id: &str, label: &str, required: bool) -> Markup {
     }
 }
 
-/// A form that stages a disable (or delete) at `action`.
-fn disable_form(action: &str, token: &str, label: &str) -> Markup {
-    html! { form method="post" action=(action) { (csrf(token)) button type="submit" { (label) } } }
+/// A family's two forms: `fields` staged at `action` with the `submit` button, then a button that
+/// stages `undo` (its action and label).
+fn staging_forms(
+    token: &str,
+    title: &str,
+    action: &str,
+    fields: Markup,
+    submit: &str,
+    undo: (&str, &str),
+) -> Markup {
+    html! {
+        h2 { (title) }
+        form method="post" action=(action) {
+            (csrf(token))
+            (fields)
+            p { button type="submit" { (submit) } }
+        }
+        form method="post" action=(undo.0) { (csrf(token)) button type="submit" { (undo.1) } }
+    }
 }
 
 /// External SSL's forms.
 pub(crate) fn external_ssl_forms(token: &str) -> Markup {
-    html! {
-        h2 { "Enable with your certificate" }
-        form method="post" action="/security/external-ssl" {
-            (csrf(token))
-            (text_area("cert_pem", "Certificate (PEM; the chain may follow)", true))
-            (text_area("key_pem", "Private key (PEM)", true))
-            (text_area("chain_pem", "Chain (PEM, optional)", false))
-            label for="passphrase" { "Key passphrase (only for an encrypted key)" }
-            input type="password" id="passphrase" name="passphrase" autocomplete="off";
-            label for="protocols" { "Protocols" }
-            input id="protocols" name="protocols" value="all, -SSLv2, -SSLv3" size="40";
-            p { button type="submit" { "Stage external SSL" } }
-        }
-        (disable_form("/security/external-ssl/disable", token, "Stage disable"))
-    }
+    let fields = html! {
+        (text_area("cert_pem", "Certificate (PEM; the chain may follow)", true))
+        (text_area("key_pem", "Private key (PEM)", true))
+        (text_area("chain_pem", "Chain (PEM, optional)", false))
+        label for="passphrase" { "Key passphrase (only for an encrypted key)" }
+        input type="password" id="passphrase" name="passphrase" autocomplete="off";
+        label for="protocols" { "Protocols" }
+        input id="protocols" name="protocols" value="all, -SSLv2, -SSLv3" size="40";
+    };
+    let action = "/security/external-ssl";
+    let undo = ("/security/external-ssl/disable", "Stage disable");
+    staging_forms(
+        token,
+        "Enable with your certificate",
+        action,
+        fields,
+        "Stage external SSL",
+        undo,
+    )
 }
 
 /// The custom CA's forms.
 pub(crate) fn custom_cert_forms(token: &str) -> Markup {
-    html! {
-        h2 { "Add a CA certificate" }
-        form method="post" action="/security/custom-cert" {
-            (csrf(token))
-            (text_area("cert_pem", "CA certificate (PEM)", true))
-            p { button type="submit" { "Stage add" } }
-        }
-        (disable_form("/security/custom-cert/delete", token, "Stage delete"))
-    }
+    let fields = text_area("cert_pem", "CA certificate (PEM)", true);
+    let undo = ("/security/custom-cert/delete", "Stage delete");
+    staging_forms(
+        token,
+        "Add a CA certificate",
+        "/security/custom-cert",
+        fields,
+        "Stage add",
+        undo,
+    )
 }
 
 /// The external service's forms.
 pub(crate) fn extsvc_forms(token: &str) -> Markup {
-    html! {
-        h2 { "Enable a connection" }
-        form method="post" action="/security/vizql-extsvc-ssl" {
-            (csrf(token))
-            label for="connection_type" { "Connection type" }
-            select id="connection_type" name="connection_type" {
-                option value="rserve" { "Rserve" }
-                option value="rserve-secure" { "Rserve (TLS)" }
-                option value="tabpy" { "TabPy" }
-                option value="tabpy-secure" { "TabPy (TLS)" }
-            }
-            label for="extsvc_host" { "Host" }
-            input id="extsvc_host" name="extsvc_host" required;
-            label for="extsvc_port" { "Port (default 6311 for Rserve, 9004 for TabPy)" }
-            input id="extsvc_port" name="extsvc_port" inputmode="numeric";
-            (text_area("cert_pem", "Service certificate or its CA (PEM, TLS types only)", false))
-            label for="extsvc_username" { "User name" }
-            input id="extsvc_username" name="extsvc_username" autocomplete="off";
-            label for="extsvc_password" { "Password" }
-            input type="password" id="extsvc_password" name="extsvc_password" autocomplete="off";
-            label for="connect_timeout_ms" { "Connect timeout (ms)" }
-            input id="connect_timeout_ms" name="connect_timeout_ms" value="1000" inputmode="numeric";
-            label for="script_disabled" { "Scripts" }
-            select id="script_disabled" name="script_disabled" {
-                option value="true" { "disabled" }
-                option value="false" { "enabled" }
-            }
-            label for="skip_check" { input type="checkbox" id="skip_check" name="skip_check"; " Skip the TLS check" }
-            p { button type="submit" { "Stage connection" } }
+    let fields = html! {
+        label for="connection_type" { "Connection type" }
+        select id="connection_type" name="connection_type" {
+            option value="rserve" { "Rserve" }
+            option value="rserve-secure" { "Rserve (TLS)" }
+            option value="tabpy" { "TabPy" }
+            option value="tabpy-secure" { "TabPy (TLS)" }
         }
-        (disable_form("/security/vizql-extsvc-ssl/disable", token, "Stage disable"))
-    }
+        label for="extsvc_host" { "Host" }
+        input id="extsvc_host" name="extsvc_host" required;
+        label for="extsvc_port" { "Port (default 6311 for Rserve, 9004 for TabPy)" }
+        input id="extsvc_port" name="extsvc_port" inputmode="numeric";
+        (text_area("cert_pem", "Service certificate or its CA (PEM, TLS types only)", false))
+        label for="extsvc_username" { "User name" }
+        input id="extsvc_username" name="extsvc_username" autocomplete="off";
+        label for="extsvc_password" { "Password" }
+        input type="password" id="extsvc_password" name="extsvc_password" autocomplete="off";
+        label for="connect_timeout_ms" { "Connect timeout (ms)" }
+        input id="connect_timeout_ms" name="connect_timeout_ms" value="1000" inputmode="numeric";
+        label for="script_disabled" { "Scripts" }
+        select id="script_disabled" name="script_disabled" {
+            option value="true" { "disabled" }
+            option value="false" { "enabled" }
+        }
+        label for="skip_check" { input type="checkbox" id="skip_check" name="skip_check"; " Skip the TLS check" }
+    };
+    let action = "/security/vizql-extsvc-ssl";
+    let undo = ("/security/vizql-extsvc-ssl/disable", "Stage disable");
+    staging_forms(
+        token,
+        "Enable a connection",
+        action,
+        fields,
+        "Stage connection",
+        undo,
+    )
 }
 
 /// Regenerate tokens' form.

@@ -6,8 +6,8 @@ use time::OffsetDateTime;
 
 use super::model::{Operation, Report, Staged, Upload, Verb, no_arguments};
 use super::{
-    CommandError, Context, Output, RecordList, RecordListing, apply_hint, describe_expiry,
-    list_record, prune,
+    CommandError, Context, Output, RecordList, RecordListing, RecordSlot, Removal, apply_hint,
+    describe_expiry, list_record, stage_removal,
 };
 use crate::control::state::custom_ca;
 use crate::control::state::security::{Change, CustomCa};
@@ -23,14 +23,22 @@ pub struct Add {
     pub cert_file: Upload,
 }
 
-/// What `add` staged.
+/// A custom CA record with its certificate's details.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Added {
-    /// The file's name.
-    pub cert_file_name: String,
+pub struct Record {
+    /// The record.
+    pub record: CustomCa,
     /// The certificate's details.
     pub certificate: CertInfo,
-    /// Whether it is marked as a CA (basicConstraints).
+}
+
+/// What `add` staged: the record as `list` shows it, and whether the certificate is marked as a CA
+/// (basicConstraints).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Added {
+    /// The staged record.
+    pub added: Record,
+    /// Whether it is marked as a CA.
     pub is_ca: bool,
 }
 
@@ -58,15 +66,17 @@ impl Operation for Add {
         }
         let id = new_id()?;
         custom_ca::store(&ca, &store.custom_ca_path(&id))?;
-        let name = self.cert_file.file_name("custom-ca.crt");
-        pending.custom_ca = Some(Change::Set(CustomCa {
+        let record = CustomCa {
             id,
-            cert_file_name: name.clone(),
-        }));
+            cert_file_name: self.cert_file.file_name("custom-ca.crt"),
+        };
+        pending.custom_ca = Some(Change::Set(record.clone()));
         store.save_pending(&pending)?;
         Ok(Added {
-            cert_file_name: name,
-            certificate: ca.info,
+            added: Record {
+                record,
+                certificate: ca.info,
+            },
             is_ca: ca.is_ca,
         })
     }
@@ -83,9 +93,9 @@ impl Operation for Add {
 
 impl Report for Added {
     fn render(&self, out: &Output) {
-        let name = &self.cert_file_name;
+        let name = &self.added.record.cert_file_name;
         say!(out, "Staged the custom CA certificate from {name}:");
-        print_info(out, &self.certificate, "  ");
+        print_info(out, &self.added.certificate, "  ");
         if !self.is_ca {
             note!(
                 out,
@@ -108,23 +118,19 @@ impl Operation for Delete {
     type Report = Staged;
 
     fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
-        let store = ctx.store()?;
-        let _lock = store.lock()?;
-        let applied = store.applied()?;
-        let mut pending = store.pending()?;
-        if pending.merged_into(&applied).custom_ca.is_none() {
-            return Err(CommandError::Invalid(
+        let slot = RecordSlot {
+            pending: |p| &mut p.custom_ca,
+            present: |s| s.custom_ca.is_some(),
+        };
+        match stage_removal(ctx, slot)? {
+            Removal::Absent => Err(CommandError::Invalid(
                 "there is no custom CA certificate to delete".into(),
-            ));
+            )),
+            Removal::Staged => Ok(Staged::change("Staged: delete the custom CA certificate.")),
+            Removal::DroppedStaged => Ok(Staged::nothing(
+                "Dropped the staged custom CA certificate; none is applied.",
+            )),
         }
-        pending.custom_ca = Some(Change::Remove);
-        store.save_pending(&pending)?;
-        prune(&store, &ctx.out);
-        Ok(if applied.custom_ca.is_some() {
-            Staged::change("Staged: delete the custom CA certificate.")
-        } else {
-            Staged::nothing("Dropped the staged custom CA certificate; none is applied.")
-        })
     }
 
     fn example() -> Delete {
@@ -136,15 +142,6 @@ no_arguments!(
     /// `custom-cert list`: the applied (and any staged) custom CA.
     List
 );
-
-/// A custom CA record with its certificate's details.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    /// The record.
-    pub record: CustomCa,
-    /// The certificate's details.
-    pub certificate: CertInfo,
-}
 
 impl Operation for List {
     const ACTION: &'static str = "custom-cert list";

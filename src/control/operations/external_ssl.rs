@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use super::model::{Operation, Report, Staged, Upload, Verb, no_arguments, secret_arg};
 use super::{
-    CommandError, Context, Output, RecordListing, apply_hint, check_secret, describe_expiry,
-    list_record, prune,
+    CommandError, Context, Output, RecordListing, RecordSlot, Removal, apply_hint, check_secret,
+    describe_expiry, list_record, prune, stage_removal,
 };
 use crate::control::state::StateStore;
 use crate::control::state::external_cert::{self, Supplied, SuppliedFiles};
@@ -196,19 +196,17 @@ impl Operation for Disable {
     type Report = Staged;
 
     fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
-        let store = ctx.store()?;
-        let _lock = store.lock()?;
-        let applied = store.applied()?;
-        let mut pending = store.pending()?;
-        pending.external_ssl = Some(Change::Remove);
-        store.save_pending(&pending)?;
-        prune(&store, &ctx.out);
-        Ok(if applied.external_ssl.is_none() {
-            Staged::nothing("External SSL is not enabled; nothing to stage.")
-        } else {
-            Staged::change(
+        let slot = RecordSlot {
+            pending: |p| &mut p.external_ssl,
+            present: |s| s.external_ssl.is_some(),
+        };
+        Ok(match stage_removal(ctx, slot)? {
+            Removal::Absent | Removal::DroppedStaged => {
+                Staged::nothing("External SSL is not enabled; nothing to stage.")
+            }
+            Removal::Staged => Staged::change(
                 "Staged: disable external SSL and serve the generated repository certificate again.",
-            )
+            ),
         })
     }
 

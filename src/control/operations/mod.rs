@@ -342,6 +342,51 @@ pub(crate) fn list_record<T>(
     }
 }
 
+/// One of the optional records a command family stages (external SSL, custom CA, external service):
+/// where it is in the pending changes and in the applied state.
+pub(crate) struct RecordSlot<T> {
+    /// The record's staged change.
+    pub pending: fn(
+        &mut crate::control::state::PendingChanges,
+    ) -> &mut Option<crate::control::state::security::Change<T>>,
+    /// Whether a state has the record.
+    pub present: fn(&crate::control::state::AppliedState) -> bool,
+}
+
+/// What staging the removal of a record found.
+pub(crate) enum Removal {
+    /// Neither applied nor staged: nothing was staged.
+    Absent,
+    /// Only staged: the staged record was dropped.
+    DroppedStaged,
+    /// Applied: its removal is staged.
+    Staged,
+}
+
+/// Stages removing a record (or drops one that is only staged), and removes the copies and secrets
+/// nothing refers to any more.
+pub(crate) fn stage_removal<T>(
+    ctx: &Context,
+    slot: RecordSlot<T>,
+) -> Result<Removal, CommandError> {
+    use crate::control::state::security::Change;
+    let store = ctx.store()?;
+    let _lock = store.lock()?;
+    let applied = store.applied()?;
+    let mut pending = store.pending()?;
+    if !(slot.present)(&pending.merged_into(&applied)) {
+        return Ok(Removal::Absent);
+    }
+    *(slot.pending)(&mut pending) = Some(Change::Remove);
+    store.save_pending(&pending)?;
+    prune(&store, &ctx.out);
+    Ok(if (slot.present)(&applied) {
+        Removal::Staged
+    } else {
+        Removal::DroppedStaged
+    })
+}
+
 /// The last component of a path: how listings name a file the administrator gave, without saying where
 /// it was.
 pub fn file_name(path: &std::path::Path) -> String {

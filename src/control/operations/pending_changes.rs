@@ -135,13 +135,8 @@ impl Report for Applied {
         match &self.server {
             Some(report) => say!(
                 out,
-                "The running pgssl server took the change: new connections use mode {}{}; open sessions were kept.",
-                report.mode,
-                report
-                    .cert_fingerprint
-                    .as_ref()
-                    .map(|f| format!(" with certificate SHA256 {f}"))
-                    .unwrap_or_default()
+                "The running pgssl server took the change: new connections use {}; open sessions were kept.",
+                report.describe()
             ),
             None => say!(
                 out,

@@ -251,13 +251,8 @@ fn reload_server(
         Ok(report) => {
             say!(
                 out,
-                "[3/{STEPS}] running server: reloaded; new connections use mode {}{}",
-                report.mode,
-                report
-                    .cert_fingerprint
-                    .as_ref()
-                    .map(|f| format!(" with certificate SHA256 {f}"))
-                    .unwrap_or_default()
+                "[3/{STEPS}] running server: reloaded; new connections use {}",
+                report.describe()
             );
             Ok(Some(report))
         }

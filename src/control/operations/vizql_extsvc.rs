@@ -14,8 +14,8 @@ use super::model::{
     Bounded, Operation, Port, Report, Staged, Upload, Verb, no_arguments, secret_arg, yes,
 };
 use super::{
-    CommandError, Context, Output, RecordList, RecordListing, apply_hint, block_on, check_secret,
-    list_record, prune,
+    CommandError, Context, Output, RecordList, RecordListing, RecordSlot, Removal, apply_hint,
+    block_on, check_secret, list_record, stage_removal,
 };
 use crate::control::state::custom_ca;
 use crate::control::state::security::{self, Change, ConnectionType, ExternalService};
@@ -277,23 +277,18 @@ impl Operation for Disable {
     type Report = Staged;
 
     fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
-        let store = ctx.store()?;
-        let _lock = store.lock()?;
-        let applied = store.applied()?;
-        let mut pending = store.pending()?;
-        let staged_only = applied.extsvc.is_none();
-        if pending.merged_into(&applied).extsvc.is_none() {
-            return Ok(Staged::nothing(
-                "No external service connection is configured; nothing to stage.",
-            ));
-        }
-        pending.extsvc = Some(Change::Remove);
-        store.save_pending(&pending)?;
-        prune(&store, &ctx.out);
-        Ok(if staged_only {
-            Staged::nothing("Dropped the staged external service connection; none is applied.")
-        } else {
-            Staged::change("Staged: disable the external service connection.")
+        let slot = RecordSlot {
+            pending: |p| &mut p.extsvc,
+            present: |s| s.extsvc.is_some(),
+        };
+        Ok(match stage_removal(ctx, slot)? {
+            Removal::Absent => {
+                Staged::nothing("No external service connection is configured; nothing to stage.")
+            }
+            Removal::DroppedStaged => {
+                Staged::nothing("Dropped the staged external service connection; none is applied.")
+            }
+            Removal::Staged => Staged::change("Staged: disable the external service connection."),
         })
     }
 

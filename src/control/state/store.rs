@@ -330,13 +330,16 @@ mod tests {
         assert_eq!(store.applied().unwrap().repository_ssl.mode, Mode::Off);
         assert!(store.pending().unwrap().is_empty());
 
+        let stage_off = || {
+            store
+                .save_pending(&PendingChanges {
+                    repository_ssl_mode: Some(Mode::Off),
+                    ..PendingChanges::default()
+                })
+                .unwrap()
+        };
         // Staging the applied value stages nothing.
-        store
-            .save_pending(&PendingChanges {
-                repository_ssl_mode: Some(Mode::Off),
-                ..PendingChanges::default()
-            })
-            .unwrap();
+        stage_off();
         assert!(store.pending().unwrap().is_empty());
 
         let staged = PendingChanges {
@@ -355,12 +358,7 @@ mod tests {
         );
         assert!(store.pending().unwrap().is_empty());
 
-        store
-            .save_pending(&PendingChanges {
-                repository_ssl_mode: Some(Mode::Off),
-                ..PendingChanges::default()
-            })
-            .unwrap();
+        stage_off();
         assert!(store.discard_pending().unwrap());
         assert!(!store.discard_pending().unwrap());
     }
