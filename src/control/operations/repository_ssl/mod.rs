@@ -19,9 +19,9 @@ pub use served::{CertificateStatus, ServedCertificate, Status, served_certificat
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Enable {
-    /// Require SSL of internal users only; direct-connection users may choose. Required in JSON:
-    /// staging `required` by default would lock out the direct users of an administrator who meant
-    /// `optional`.
+    /// Require SSL of internal users only; direct-connection users may choose.
+    // Required in JSON (no serde default): staging `required` by default would lock out the direct
+    // users of an administrator who meant `optional`.
     #[arg(long)]
     pub internal_only: bool,
 }
