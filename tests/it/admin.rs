@@ -647,3 +647,150 @@ async fn the_remote_cli_runs_commands_through_the_api() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     drop(server);
 }
+
+/// The API answers each operation with its typed report, and the remote CLI prints the same report as
+/// the local one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_typed_reports_and_the_remote_cli_prints_them_like_the_local_one() {
+    let pg = Postgres::start();
+    let (env, _server, admin) = admin_env(&pg).await;
+    let mut api = Api::new(admin);
+    assert_eq!(api.sign_in(ADMIN, ADMIN_PASSWORD).await.0, StatusCode::OK);
+
+    let (status, staged) = api
+        .json(
+            Method::POST,
+            "/api/v1/repository-ssl/enable",
+            Some(json!({ "internal_only": false })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{staged}");
+    let on_disk = env.data_dir().join("config/pgsql15/security/server.crt");
+    let fingerprint = pgssl::tls::certs::read_info(&on_disk)
+        .unwrap()
+        .sha256_fingerprint;
+    assert_eq!(
+        (
+            &staged["mode"],
+            &staged["applied_mode"],
+            &staged["staged"],
+            &staged["postgres_major"],
+            staged["certificate"]["sha256_fingerprint"].as_str(),
+        ),
+        (
+            &json!("required"),
+            &json!("off"),
+            &json!(true),
+            &json!(15),
+            Some(fingerprint.as_str())
+        ),
+        "{staged}"
+    );
+    let (_, listing) = api.json(Method::GET, "/api/v1/repository-ssl", None).await;
+    assert_eq!(listing["status"]["pending_mode"], "required", "{listing}");
+    assert_eq!(
+        listing["generated"]["info"]["sha256_fingerprint"], fingerprint,
+        "{listing}"
+    );
+    let (status, applied) = api
+        .json(Method::POST, "/api/v1/pending-changes/apply", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied["server"]["mode"], "required", "{applied}");
+    assert_eq!(
+        applied["server"]["cert_fingerprint"], fingerprint,
+        "{applied}"
+    );
+    assert!(
+        applied["applied"][0]
+            .as_str()
+            .unwrap()
+            .contains("off -> required"),
+        "{applied}"
+    );
+    let (_, pending) = api.json(Method::GET, "/api/v1/pending-changes", None).await;
+    assert_eq!(pending["changes"], json!([]));
+
+    // A custom CA: its certificate's subject and the name it had, not where it was.
+    let pki = crate::pki::TestPki::new(env.dir.path(), "Typed");
+    let (status, added) = api
+        .json(
+            Method::POST,
+            "/api/v1/custom-cert/add",
+            Some(json!({ "cert_file": {
+                "name": "/somewhere/secret/typed-root.pem",
+                "pem": std::fs::read_to_string(&pki.root).unwrap()
+            }})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{added}");
+    assert_eq!(added["is_ca"], true, "{added}");
+    assert_eq!(added["added"]["record"]["cert_file_name"], "typed-root.pem");
+    assert!(
+        added["added"]["certificate"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("Typed Root CA"),
+        "{added}"
+    );
+
+    // The remote CLI decodes the certificate report and writes the same file the local one does.
+    let url = format!("https://{admin}");
+    let sessions = env.dir.path().join("sessions");
+    let remote = |args: &[&str]| {
+        let mut cmd = env.command(args);
+        cmd.env("PGSSL_SESSION_DIR", &sessions);
+        cmd.output().unwrap()
+    };
+    let (remote_file, local_file) = (env.dir.path().join("r.crt"), env.dir.path().join("l.crt"));
+    let printed = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let from_remote = printed(remote(&[
+        "-s",
+        &url,
+        "-u",
+        ADMIN,
+        "-p",
+        ADMIN_PASSWORD,
+        "--trust-admin-controller-cert",
+        "security",
+        "repository-ssl",
+        "get-certificate-file",
+        "-f",
+        remote_file.to_str().unwrap(),
+    ]));
+    let from_local = printed(env.run(&[
+        "security",
+        "repository-ssl",
+        "get-certificate-file",
+        "-f",
+        local_file.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read(&remote_file).unwrap(),
+        std::fs::read(&on_disk).unwrap()
+    );
+    assert_eq!(
+        from_remote.replace(remote_file.to_str().unwrap(), "F"),
+        from_local.replace(local_file.to_str().unwrap(), "F")
+    );
+    assert!(from_remote.contains(&fingerprint), "{from_remote}");
+    let listed = |out| printed(out);
+    assert_eq!(
+        listed(remote(&[
+            "-s",
+            &url,
+            "--trust-admin-controller-cert",
+            "security",
+            "custom-cert",
+            "list"
+        ])),
+        listed(env.run(&["security", "custom-cert", "list"]))
+    );
+}
