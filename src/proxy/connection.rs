@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::proxy::auth::{self, AuthEnd};
 use crate::proxy::metrics::{Limit, ProxyMetrics};
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
 use crate::proxy::policy::{self, Transport, UserClass, UserClassifier, Verdict};
@@ -147,8 +148,47 @@ async fn session(
     let Some(mut upstream) = open_backend(&mut stream, start, who, settings, ctx).await else {
         return;
     };
+    // The exchange gets its own window: a client that stalls mid-authentication is cut off.
+    let deadline = Instant::now() + ctx.handshake_timeout;
+    match auth::passthrough(&mut stream, &mut upstream, deadline).await {
+        AuthEnd::Authenticated | AuthEnd::Handover => {}
+        AuthEnd::Refused(login) => {
+            let _ = stream.shutdown().await;
+            let end = RelayEnd::Closed(relay::Transferred::default());
+            return log_end(who, end, Some(login), started, &ctx.metrics);
+        }
+        refused => return refuse_authentication(&mut stream, who, refused).await,
+    }
     let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
     log_end(who, end, login, started, &ctx.metrics);
+}
+
+/// Ends a session whose authentication exchange failed at pgssl, with a FATAL the client can read.
+async fn refuse_authentication(stream: &mut NegotiatedStream, who: &Who, end: AuthEnd) {
+    let (peer, user) = (who.peer, LogSafe(&who.user));
+    let err = match &end {
+        AuthEnd::OnlyChannelBinding => ErrorResponse::fatal(
+            SqlState::InvalidAuthorizationSpecification,
+            "the repository offers only SCRAM-SHA-256-PLUS, whose channel binding cannot pass through a TLS-terminating proxy",
+        )
+        .with_hint("allow scram-sha-256 without channel binding for this user in the repository's pg_hba.conf"),
+        AuthEnd::Malformed(e) => ErrorResponse::fatal(
+            SqlState::ProtocolViolation,
+            format!("invalid authentication message: {e}"),
+        ),
+        AuthEnd::TimedOut => ErrorResponse::fatal(
+            SqlState::QueryCanceled,
+            "authentication did not finish in time",
+        ),
+        AuthEnd::Io(e) => {
+            info!(%peer, %user, error = %e, outcome = "failed", "the connection failed during authentication");
+            return;
+        }
+        AuthEnd::Authenticated | AuthEnd::Handover | AuthEnd::Refused(_) => return,
+    };
+    negotiate::send_fatal(stream, &err).await;
+    info!(%peer, %user, sqlstate = err.code.code(), outcome = "authentication_failed",
+          "{}", err.message);
 }
 
 /// The policy, shutdown and `server.max_connections` decide whether the session may start; a refusal

@@ -1,4 +1,4 @@
-//! The data plane: accept → negotiate → policy → upstream → relay.
+//! The data plane: accept → negotiate → policy → upstream → authenticate → relay.
 //!
 //! Nothing here reads or writes pgssl's state on disk, runs the admin server or parses the command
 //! line: the control plane hands it a [`settings::LiveSettings`] snapshot through a
@@ -53,6 +53,7 @@ macro_rules! forward_io {
     };
 }
 
+pub mod auth;
 pub mod connection;
 pub mod metrics;
 pub mod negotiate;

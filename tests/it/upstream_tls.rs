@@ -15,7 +15,7 @@ use pgssl::proxy::upstream::tls::UpstreamTlsMode;
 use time::OffsetDateTime;
 
 use crate::client::{connect_plain, connect_tls_unverified};
-use crate::harness::{PASSWORD, Postgres, Proxy, prepare_data_dir};
+use crate::harness::{PASSWORD, Postgres, Proxy, prepare_data_dir, psql, psql_commands};
 use crate::pki::TestPki;
 
 /// pgssl (SSL off towards clients) in front of `host:port`, with `mode` and optionally a custom CA.
@@ -189,5 +189,52 @@ async fn a_server_without_ssl_a_unix_socket_and_tls_on_both_legs() {
         .unwrap();
     assert_eq!(rows[0][0].as_ref().map(String::len), Some(32 * 20000));
     session.terminate().await.unwrap();
+    p.stop().await;
+}
+
+/// Both legs on TLS: the repository offers SCRAM-SHA-256-PLUS, whose binding to the repository's
+/// certificate no client behind pgssl can satisfy. pgssl takes PLUS out of the offer, so
+/// `channel_binding=require` gets libpq's own clear refusal instead of a failed binding check, and a
+/// client that does not ask for binding logs in over both legs. (libpq's default, `prefer`, still
+/// fails here: seeing no PLUS over TLS it sends the `y` flag, which the repository refuses as a
+/// downgrade. Only pgssl terminating SCRAM itself, with its own binding on each leg, can serve it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_two_tls_legs_the_plus_offer_is_withheld_and_channel_binding_require_is_refused_by_libpq()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path(), "Bind");
+    let leaf = pki.server_from_root("pg", &["localhost"], 30);
+    let pg = Postgres::start_with_tls(&leaf.cert_pem, &leaf.key_pem);
+    let data_dir = tempfile::tempdir().unwrap();
+    prepare_data_dir(data_dir.path(), Mode::Required);
+    let mut config = Config::default();
+    config.server.shutdown_grace_secs = 2;
+    config.server.upstream_tls = UpstreamTlsMode::Require;
+    let upstream = UpstreamAddr::Tcp(format!("localhost:{}", pg.port()));
+    let p = Proxy::start_in(data_dir, upstream, config).await.unwrap();
+    let conninfo = |extra: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=tableau dbname=postgres sslmode=require {extra}",
+            p.addr.port()
+        )
+    };
+    let run = psql_commands(
+        &conninfo("channel_binding=disable"),
+        &[
+            "SELECT current_user",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(run.stdout, "tableau\nt\n");
+    let run = psql(&conninfo("channel_binding=require")).await;
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("channel binding is required")
+            && !run.stderr.contains("channel binding check failed"),
+        "{}",
+        run.stderr
+    );
     p.stop().await;
 }

@@ -1,11 +1,13 @@
 //! The PostgreSQL wire messages pgssl itself reads or writes.
 //!
-//! pgssl only looks at the first packets of a connection (see
-//! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>); after a permitted
-//! start-up it relays bytes without parsing them, only watching the frames of the repository's login
-//! answers to learn how the login ended ([`login_watch`]). Parsing here never touches a socket: it works on byte
+//! pgssl looks at the first packets of a connection (see
+//! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>) and at the
+//! authentication exchange that follows ([`auth_message`]); after AuthenticationOk it relays bytes
+//! without parsing them, only watching the frames of the repository's remaining login answers to
+//! learn how the login ended ([`login_watch`]). Parsing here never touches a socket: it works on byte
 //! buffers so that it can be tested against fixtures and fuzzed.
 
+pub mod auth_message;
 pub mod error_response;
 pub mod first_packet;
 pub mod login_watch;

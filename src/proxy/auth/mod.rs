@@ -1,0 +1,12 @@
+//! The authentication phase of a session, between the forwarded start-up and the byte relay.
+//!
+//! Today the repository authenticates the client and pgssl relays the exchange message by message
+//! ([`passthrough`]), changing one thing: SCRAM-SHA-256-PLUS is taken out of the repository's offer,
+//! because a channel binding cannot hold across a TLS terminator (see
+//! [`crate::proxy::protocol::auth_message`]). Without that, libpq's default `channel_binding=prefer`
+//! picks PLUS whenever the repository is reached over TLS, binds to pgssl's certificate, and the
+//! repository refuses it: `FATAL: SCRAM channel binding check failed`.
+
+pub mod passthrough;
+
+pub use passthrough::{AuthEnd, passthrough};

@@ -1,0 +1,232 @@
+//! The repository authenticates; pgssl relays the exchange one message at a time until
+//! AuthenticationOk (or the repository's refusal), offering the client only what it can use through
+//! a TLS terminator.
+//!
+//! The exchange alternates strictly: each AuthenticationXXX request that expects an answer
+//! (cleartext, MD5, SASL, SASLContinue, GSS) is followed by exactly one client message, every frame is
+//! length-checked before anything is allocated for it, and the whole phase runs under one deadline,
+//! so a client that stalls mid-exchange cannot hold the session.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::proxy::protocol::auth_message::{
+    self, AUTH_OK, AUTH_SASL, AUTH_SASL_FINAL, AuthMessageError, Frame,
+};
+use crate::proxy::protocol::login_watch::{LoginOutcome, LoginWatch};
+
+/// How the authentication phase ended.
+#[derive(Debug)]
+pub enum AuthEnd {
+    /// AuthenticationOk was relayed: the session's start-up goes on in the byte relay.
+    Authenticated,
+    /// The repository refused the login with this ErrorResponse, which was relayed.
+    Refused(LoginOutcome),
+    /// The repository or the client sent a message the exchange does not expect; it was relayed and
+    /// the byte relay takes over from here.
+    Handover,
+    /// The repository offered only channel binding, which cannot work through pgssl.
+    OnlyChannelBinding,
+    /// A frame was malformed or too large.
+    Malformed(AuthMessageError),
+    /// The deadline passed before the exchange finished.
+    TimedOut,
+    /// A socket failed or a side closed.
+    Io(std::io::Error),
+}
+
+/// Relays the authentication exchange between `client` and `upstream` until it is decided, within
+/// `deadline`.
+pub async fn passthrough<C, U>(client: &mut C, upstream: &mut U, deadline: Instant) -> AuthEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    match tokio::time::timeout_at(deadline, exchange(client, upstream)).await {
+        Ok(end) => end,
+        Err(_) => AuthEnd::TimedOut,
+    }
+}
+
+async fn exchange<C, U>(client: &mut C, upstream: &mut U) -> AuthEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    loop {
+        let request = match read_frame(upstream).await {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        let code = request.auth_code();
+        let relayed = match code {
+            Some(AUTH_SASL) => match auth_message::without_channel_binding(&request) {
+                Ok(Some(offer)) => offer,
+                Ok(None) => return AuthEnd::OnlyChannelBinding,
+                Err(e) => return AuthEnd::Malformed(e),
+            },
+            _ => request,
+        };
+        if let Err(e) = write_frame(client, &relayed).await {
+            return AuthEnd::Io(e);
+        }
+        match code {
+            Some(AUTH_OK) => return AuthEnd::Authenticated,
+            // The server's last SASL word needs no answer; AuthenticationOk follows.
+            Some(AUTH_SASL_FINAL) => continue,
+            Some(_) => {}
+            // ErrorResponse, NegotiateProtocolVersion, a notice: not a request. NegotiateProtocolVersion
+            // comes before the first request, so it is relayed and the exchange goes on.
+            None if relayed.kind == b'v' || relayed.kind == b'N' => continue,
+            None if relayed.kind == b'E' => {
+                let outcome = LoginWatch::default().feed(&relayed.encode());
+                return AuthEnd::Refused(outcome.unwrap_or(LoginOutcome::Unparsable));
+            }
+            None => return AuthEnd::Handover,
+        }
+        // One answer from the client per request.
+        let answer = match read_frame(client).await {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        let last = answer.kind != b'p';
+        if let Err(e) = write_frame(upstream, &answer).await {
+            return AuthEnd::Io(e);
+        }
+        if last {
+            // Terminate or anything else: the byte relay carries the rest.
+            return AuthEnd::Handover;
+        }
+    }
+}
+
+/// Reads exactly one frame, its length checked before its body is read.
+async fn read_frame<S: AsyncRead + Unpin + ?Sized>(stream: &mut S) -> Result<Frame, AuthEnd> {
+    let mut header = [0u8; 5];
+    stream.read_exact(&mut header).await.map_err(AuthEnd::Io)?;
+    let len = auth_message::body_len(header).map_err(AuthEnd::Malformed)?;
+    let mut body = BytesMut::zeroed(len);
+    stream.read_exact(&mut body).await.map_err(AuthEnd::Io)?;
+    Ok(Frame {
+        kind: header[0],
+        body: body.freeze(),
+    })
+}
+
+async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    frame: &Frame,
+) -> std::io::Result<()> {
+    stream.write_all(&frame.encode()).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use tokio::io::duplex;
+
+    fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+        Frame {
+            kind,
+            body: bytes::Bytes::copy_from_slice(body),
+        }
+        .encode()
+        .to_vec()
+    }
+
+    fn sasl(mechanisms: &[&str]) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        body.put_u32(AUTH_SASL);
+        for m in mechanisms {
+            body.extend_from_slice(m.as_bytes());
+            body.put_u8(0);
+        }
+        body.put_u8(0);
+        frame(b'R', &body)
+    }
+
+    /// A repository that offers PLUS, then runs a SASL exchange: the client sees no PLUS, every other
+    /// byte both ways is relayed unchanged, and AuthenticationOk ends the phase.
+    #[tokio::test]
+    async fn relays_a_sasl_exchange_without_the_plus_offer() {
+        let (mut client, mut client_end) = duplex(4096);
+        let (mut upstream, mut upstream_end) = duplex(4096);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let relay =
+            tokio::spawn(
+                async move { passthrough(&mut client_end, &mut upstream_end, deadline).await },
+            );
+        let first = frame(b'p', b"SCRAM-SHA-256\0\0\0\0\x08n,,n=,r=x");
+        let continue_ = frame(b'R', b"\0\0\0\x0br=xy,s=c2FsdA==,i=4096");
+        let final_ = frame(b'p', b"c=biws,r=xy,p=proof");
+        let server_final = frame(b'R', b"\0\0\0\x0cv=sig");
+        let ok = frame(b'R', &[0, 0, 0, 0]);
+        upstream
+            .write_all(&sasl(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]))
+            .await
+            .unwrap();
+        let mut got = vec![0u8; sasl(&["SCRAM-SHA-256"]).len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, sasl(&["SCRAM-SHA-256"]));
+        for (from_client, from_server) in [(&first, &continue_), (&final_, &server_final)] {
+            client.write_all(from_client).await.unwrap();
+            let mut seen = vec![0u8; from_client.len()];
+            upstream.read_exact(&mut seen).await.unwrap();
+            assert_eq!(&seen, from_client);
+            upstream.write_all(from_server).await.unwrap();
+            let mut seen = vec![0u8; from_server.len()];
+            client.read_exact(&mut seen).await.unwrap();
+            assert_eq!(&seen, from_server);
+        }
+        upstream.write_all(&ok).await.unwrap();
+        let mut seen = vec![0u8; ok.len()];
+        client.read_exact(&mut seen).await.unwrap();
+        assert_eq!(seen, ok);
+        assert!(matches!(relay.await.unwrap(), AuthEnd::Authenticated));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_relayed_and_hands_over_and_a_stall_times_out() {
+        let (mut client, mut client_end) = duplex(4096);
+        let (mut upstream, mut upstream_end) = duplex(4096);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let error = frame(b'E', b"SFATAL\0C28P01\0Mno\0\0");
+        upstream.write_all(&error).await.unwrap();
+        let end = passthrough(&mut client_end, &mut upstream_end, deadline).await;
+        assert!(
+            matches!(&end, AuthEnd::Refused(LoginOutcome::Refused { sqlstate, .. }) if sqlstate == "28P01"),
+            "{end:?}"
+        );
+        let mut seen = vec![0u8; error.len()];
+        client.read_exact(&mut seen).await.unwrap();
+        assert_eq!(seen, error);
+
+        // A request the client never answers.
+        upstream.write_all(&sasl(&["SCRAM-SHA-256"])).await.unwrap();
+        let soon = Instant::now() + std::time::Duration::from_millis(100);
+        let end = passthrough(&mut client_end, &mut upstream_end, soon).await;
+        assert!(matches!(end, AuthEnd::TimedOut), "{end:?}");
+
+        // An oversized answer is refused before it is read.
+        let (mut client, mut client_end) = duplex(4096);
+        let (mut upstream, mut upstream_end) = duplex(4096);
+        upstream.write_all(&sasl(&["SCRAM-SHA-256"])).await.unwrap();
+        client.write_all(&[b'p', 0x7f, 0, 0, 0]).await.unwrap();
+        let end = passthrough(&mut client_end, &mut upstream_end, deadline).await;
+        assert!(
+            matches!(end, AuthEnd::Malformed(AuthMessageError::TooLarge { .. })),
+            "{end:?}"
+        );
+        // Only PLUS offered: nothing a client behind pgssl can use.
+        let (_client, mut client_end) = duplex(4096);
+        upstream
+            .write_all(&sasl(&["SCRAM-SHA-256-PLUS"]))
+            .await
+            .unwrap();
+        let end = passthrough(&mut client_end, &mut upstream_end, deadline).await;
+        assert!(matches!(end, AuthEnd::OnlyChannelBinding), "{end:?}");
+    }
+}
