@@ -64,6 +64,41 @@ pub struct Config {
     pub repository: RepositoryConfig,
     /// `[admin]`: the admin server.
     pub admin: AdminConfig,
+    /// `[auth]`: who authenticates clients.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`. Read when `serve` starts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Who authenticates clients. Default `auto`.
+    pub mode: AuthMode,
+}
+
+/// `auth.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// `proxy` with the managed repository, else `passthrough`.
+    #[default]
+    Auto,
+    /// pgssl authenticates clients itself (SCRAM-SHA-256 and, over TLS, SCRAM-SHA-256-PLUS), then
+    /// logs into the repository as the same role by SCRAM pass-through. Needs the managed repository
+    /// (its verifiers are read through pgssl's superuser connection).
+    Proxy,
+    /// The repository authenticates; pgssl relays the exchange without SCRAM-SHA-256-PLUS.
+    Passthrough,
+}
+
+impl std::fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthMode::Auto => "auto",
+            AuthMode::Proxy => "proxy",
+            AuthMode::Passthrough => "passthrough",
+        })
+    }
 }
 
 /// `[admin]`. Read when `serve` starts.

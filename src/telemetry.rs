@@ -143,6 +143,8 @@ pub mod names {
     pub const CANCELS_FORWARDED: &str = "pgssl_cancel_requests_total";
     /// Control-plane operations that failed, by `kind` (`user`, `server`, `upstream`).
     pub const COMMAND_FAILURES: &str = "pgssl_command_failures_total";
+    /// Logins by `mechanism` and `outcome`.
+    pub const AUTH_ATTEMPTS: &str = "pgssl_auth_attempts_total";
 }
 
 /// The process-wide Prometheus handle; the recorder is installed on first use.
@@ -198,6 +200,10 @@ fn describe() {
         "Time to connect to the repository."
     );
     describe_counter!(BYTES_RELAYED, Unit::Bytes, "Bytes relayed, by direction.");
+    describe_counter!(
+        AUTH_ATTEMPTS,
+        "Logins by mechanism (scram-sha-256, scram-sha-256-plus, passthrough) and outcome."
+    );
     describe_counter!(RELOADS, "Reloads of the applied settings, by outcome.");
     describe_counter!(
         CANCELS_FORWARDED,

@@ -14,6 +14,7 @@ use crate::control::operations::CommandError;
 use crate::control::reload::{self, ControlError, Reloader, ServeStatus};
 use crate::control::settings::{self, LoadError};
 use crate::control::state::{StateError, StateStore};
+use crate::proxy::auth::AuthPlan;
 use crate::proxy::server::{BindError, Limits, RunError, Server, ServerOptions};
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::upstream::UpstreamAddr;
@@ -32,6 +33,8 @@ pub struct NodeOptions {
     pub managed: bool,
     /// Limits, timeouts and client users.
     pub config: Config,
+    /// How sessions authenticate.
+    pub auth: AuthPlan,
 }
 
 /// Start-up failures.
@@ -100,6 +103,7 @@ impl Node {
                 upstream: options.upstream,
                 classifier: config.classifier(),
                 limits: limits(config),
+                auth: options.auth,
             },
             cell.clone(),
         )

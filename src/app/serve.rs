@@ -2,6 +2,7 @@
 //! an external upstream or of a managed repository that it starts and stops itself.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -11,12 +12,14 @@ use tracing::{info, warn};
 
 use crate::admin::AdminServer;
 use crate::app::node::{Node, NodeOptions};
-use crate::config;
+use crate::config::{self, AuthMode, ConfigError};
 use crate::control::operations::{CommandError, Context};
 use crate::control::state::StateStore;
 use crate::control::state::admin_users::AdminUsers;
 use crate::keystore::Keystore;
+use crate::proxy::auth::AuthPlan;
 use crate::proxy::upstream::UpstreamAddr;
+use crate::repository::lookup::ManagedLookup;
 use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
 use crate::tls::certs;
 
@@ -83,6 +86,44 @@ pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
 struct RunningRepository {
     stop: CancellationToken,
     task: JoinHandle<()>,
+    /// Verifier lookups through its superuser, for `auth.mode = "proxy"`.
+    lookup: Arc<ManagedLookup>,
+}
+
+/// Who authenticates clients, from `auth.mode` and the repository, and why (for the start-up line).
+fn auth_plan(
+    ctx: &Context,
+    managed: Option<&RunningRepository>,
+) -> Result<(AuthPlan, &'static str), CommandError> {
+    let mode = ctx.config.auth.mode;
+    let proxy = |lookup: &Arc<ManagedLookup>| -> Result<AuthPlan, CommandError> {
+        let mut mock_secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut mock_secret)
+            .map_err(|_| CommandError::Fault("the system random number generator failed".into()))?;
+        Ok(AuthPlan::Proxy {
+            lookup: lookup.clone(),
+            mock_secret,
+        })
+    };
+    let (plan, why) = match (mode, managed) {
+        (AuthMode::Passthrough, _) => (AuthPlan::Passthrough, "auth.mode = passthrough"),
+        (AuthMode::Proxy | AuthMode::Auto, Some(r)) => (
+            proxy(&r.lookup)?,
+            "the managed repository's verifiers are read by pgssl's superuser",
+        ),
+        (AuthMode::Auto, None) => (
+            AuthPlan::Passthrough,
+            "an external repository: pgssl has no credentials to read its verifiers",
+        ),
+        (AuthMode::Proxy, None) => {
+            return Err(ConfigError::Invalid {
+                key: "auth.mode",
+                message: "proxy needs the managed repository, whose verifiers pgssl reads; an external repository authenticates its clients itself (use passthrough or auto)".into(),
+            }
+            .into());
+        }
+    };
+    Ok((plan, why))
 }
 
 impl RunningRepository {
@@ -161,12 +202,22 @@ async fn run(
             (addr, Some(running))
         }
     };
+    let (auth, auth_reason) = match auth_plan(ctx, repository.as_ref()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            if let Some(r) = repository {
+                r.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
     let options = NodeOptions {
         data_dir: ctx.data_dir.clone(),
         listen,
         upstream: upstream.clone(),
         managed: repository.is_some(),
         config: ctx.config.clone(),
+        auth: auth.clone(),
     };
     let server = match Node::bind(options).await {
         Ok(s) => s,
@@ -200,8 +251,13 @@ async fn run(
             source,
         })
     })?;
+    let auth_mode = match auth {
+        AuthPlan::Passthrough => "passthrough",
+        AuthPlan::Proxy { .. } => "proxy",
+    };
     info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
-          certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "pgssl is serving");
+          certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), auth = %auth_mode,
+          auth_reason, "pgssl is serving");
     warn_if_expiring(&store);
     if let Some(admin) = admin {
         announce_admin(&admin, &store);
@@ -253,13 +309,14 @@ async fn start_managed(
     info!(socket = %repo.upstream(), "the managed repository is running (Unix socket only)");
     let stop = CancellationToken::new();
     let addr = repo.upstream();
+    let lookup = Arc::new(ManagedLookup::new(repo.clone(), PathBuf::from(&config_dir)));
     let task = tokio::spawn(managed::supervise(
         repo,
         child,
         PathBuf::from(&config_dir),
         stop.clone(),
     ));
-    Ok((addr, RunningRepository { stop, task }))
+    Ok((addr, RunningRepository { stop, task, lookup }))
 }
 
 /// SIGTERM, SIGINT and SIGHUP, registered before anything else starts so that a signal arriving during

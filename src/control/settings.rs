@@ -76,7 +76,7 @@ pub fn for_state(
             ..LiveSettings::off()
         });
     }
-    let (config, fingerprint) = match &state.external_ssl {
+    let (config, leaf) = match &state.external_ssl {
         Some(external) => external_config(store, external)?,
         None => {
             let paths = store
@@ -84,14 +84,16 @@ pub fn for_state(
                 .ok_or(LoadError::NoCertificate(mode))?;
             // Read the file once: the fingerprint comes from the same leaf the server will present.
             let chain = certs::read_chain(&paths.cert)?;
-            let fingerprint = certs::sha256_fingerprint(&chain[0]);
-            (tls::server_config_with_chain(&paths, chain)?, fingerprint)
+            let leaf = chain[0].clone();
+            (tls::server_config_with_chain(&paths, chain)?, leaf)
         }
     };
     Ok(LiveSettings {
         mode,
         acceptor: Some(TlsAcceptor::from(config)),
-        cert_fingerprint: Some(fingerprint),
+        cert_fingerprint: Some(certs::sha256_fingerprint(&leaf)),
+        // Hashed once here, for every SCRAM-SHA-256-PLUS login this snapshot serves.
+        channel_binding: Some(crate::proxy::auth::scram::tls_server_end_point(&leaf).into()),
         upstream_tls,
     })
 }
@@ -110,11 +112,17 @@ pub fn upstream_tls_for(
     Ok(UpstreamTls::new(mode, custom_ca.as_ref())?)
 }
 
-/// The server configuration of an `external-ssl` certificate and its fingerprint.
+/// The server configuration of an `external-ssl` certificate and its leaf.
 fn external_config(
     store: &StateStore,
     external: &ExternalSsl,
-) -> Result<(Arc<rustls::ServerConfig>, String), LoadError> {
+) -> Result<
+    (
+        Arc<rustls::ServerConfig>,
+        rustls::pki_types::CertificateDer<'static>,
+    ),
+    LoadError,
+> {
     let passphrase = if external.encrypted_key {
         let keystore = Keystore::open(&store.config_dir())?;
         Some(
@@ -127,8 +135,8 @@ fn external_config(
     };
     let paths = store.external_ssl_paths(&external.id);
     let (chain, key) = external_cert::load(&paths, passphrase.as_ref())?;
-    let fingerprint = certs::sha256_fingerprint(&chain[0]);
+    let leaf = chain[0].clone();
     let protocols = protocols::parse(&external.protocols)?.set;
     let config = tls::server_config_from(chain, key, protocols).map_err(LoadError::ExternalTls)?;
-    Ok((config, fingerprint))
+    Ok((config, leaf))
 }

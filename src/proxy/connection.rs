@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::proxy::auth::{self, AuthEnd};
-use crate::proxy::metrics::{Limit, ProxyMetrics};
+use crate::proxy::auth::terminate::{self, ClientAuthError, Proven, RepositoryAuthError};
+use crate::proxy::auth::{self, AuthEnd, AuthPlan};
+use crate::proxy::metrics::{AuthMechanism, AuthOutcome, Limit, ProxyMetrics};
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
 use crate::proxy::policy::{self, Transport, UserClass, UserClassifier, Verdict};
 use crate::proxy::protocol::login_watch::LoginOutcome;
@@ -62,6 +63,8 @@ pub struct ConnectionContext {
     pub sessions: Arc<Semaphore>,
     /// The data plane's metric handles.
     pub metrics: ProxyMetrics,
+    /// How sessions authenticate.
+    pub auth: AuthPlan,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -145,14 +148,70 @@ async fn session(
         return;
     };
     drop(starting);
+    // The exchange gets its own window: a client that stalls mid-authentication is cut off.
+    let deadline = Instant::now() + ctx.handshake_timeout;
+    if let AuthPlan::Proxy {
+        lookup,
+        mock_secret,
+    } = &ctx.auth
+    {
+        let binding = if who.transport == Transport::Tls {
+            settings.channel_binding.as_deref()
+        } else {
+            None
+        };
+        let proven = tokio::time::timeout_at(
+            deadline,
+            terminate::authenticate_client(&mut stream, &who.user, binding, &**lookup, mock_secret),
+        )
+        .await;
+        let proven = match proven {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return refuse_client(&mut stream, who, e, &ctx.metrics).await,
+            Err(_) => return refuse_authentication(&mut stream, who, AuthEnd::TimedOut).await,
+        };
+        let Some(mut upstream) = open_backend(&mut stream, start, who, settings, ctx).await else {
+            return;
+        };
+        let upstream_cert = upstream.peer_certificate().map(<[u8]>::to_vec);
+        let logged_in = tokio::time::timeout_at(
+            deadline,
+            terminate::log_in(&mut upstream, &proven, upstream_cert.as_deref()),
+        )
+        .await;
+        match logged_in {
+            Ok(Ok(ok)) => {
+                let welcome = async {
+                    terminate::write_frame(&mut stream, &proven.client_final).await?;
+                    terminate::write_frame(&mut stream, &ok).await
+                };
+                if welcome.await.is_err() {
+                    return;
+                }
+                ctx.metrics
+                    .auth(proven_mechanism(&proven), AuthOutcome::Ok)
+                    .increment(1);
+            }
+            Ok(Err(e)) => {
+                return refuse_by_repository(&mut stream, who, e, started, &ctx.metrics).await;
+            }
+            Err(_) => return refuse_authentication(&mut stream, who, AuthEnd::TimedOut).await,
+        }
+        let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
+        return log_end(who, end, login, started, &ctx.metrics);
+    }
     let Some(mut upstream) = open_backend(&mut stream, start, who, settings, ctx).await else {
         return;
     };
-    // The exchange gets its own window: a client that stalls mid-authentication is cut off.
-    let deadline = Instant::now() + ctx.handshake_timeout;
+    let m = &ctx.metrics;
     match auth::passthrough(&mut stream, &mut upstream, deadline).await {
-        AuthEnd::Authenticated | AuthEnd::Handover => {}
+        AuthEnd::Authenticated => m
+            .auth(AuthMechanism::Passthrough, AuthOutcome::Ok)
+            .increment(1),
+        AuthEnd::Handover => {}
         AuthEnd::Refused(login) => {
+            m.auth(AuthMechanism::Passthrough, AuthOutcome::RepositoryRefused)
+                .increment(1);
             let _ = stream.shutdown().await;
             let end = RelayEnd::Closed(relay::Transferred::default());
             return log_end(who, end, Some(login), started, &ctx.metrics);
@@ -161,6 +220,92 @@ async fn session(
     }
     let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
     log_end(who, end, login, started, &ctx.metrics);
+}
+
+fn proven_mechanism(proven: &Proven) -> AuthMechanism {
+    if proven.mechanism == auth::scram::SCRAM_PLUS {
+        AuthMechanism::ScramPlus
+    } else {
+        AuthMechanism::Scram
+    }
+}
+
+/// Ends a session whose client failed pgssl's own authentication: as PostgreSQL words it.
+async fn refuse_client(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    e: ClientAuthError,
+    m: &ProxyMetrics,
+) {
+    let (peer, user) = (who.peer, LogSafe(&who.user));
+    let err = match &e {
+        ClientAuthError::Failed { reason, known } => {
+            let outcome = if *known {
+                AuthOutcome::BadPassword
+            } else {
+                AuthOutcome::UnknownUser
+            };
+            m.auth(AuthMechanism::Scram, outcome).increment(1);
+            info!(%peer, %user, reason = *reason, outcome = "password_failed", "password authentication failed");
+            ErrorResponse::fatal(
+                SqlState::InvalidPassword,
+                format!("password authentication failed for user \"{}\"", who.user),
+            )
+        }
+        ClientAuthError::Io(e) => {
+            info!(%peer, %user, error = %e, outcome = "failed", "the connection failed during authentication");
+            return;
+        }
+        ClientAuthError::Lookup(l) => {
+            warn!(%peer, %user, error = %l, outcome = "lookup_failed", "could not look up the role's verifier");
+            ErrorResponse::fatal(
+                SqlState::ConnectionFailure,
+                "could not connect to the repository: the credentials lookup failed",
+            )
+        }
+        other => {
+            info!(%peer, %user, error = %other, outcome = "authentication_failed", "invalid SCRAM exchange");
+            ErrorResponse::fatal(SqlState::ProtocolViolation, other.to_string())
+        }
+    };
+    negotiate::send_fatal(stream, &err).await;
+}
+
+/// Ends a session the repository did not let in after pgssl authenticated the client.
+async fn refuse_by_repository(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    e: RepositoryAuthError,
+    started: Instant,
+    m: &ProxyMetrics,
+) {
+    m.auth(AuthMechanism::Scram, AuthOutcome::RepositoryRefused)
+        .increment(1);
+    let (peer, user) = (who.peer, LogSafe(&who.user));
+    let err = match e {
+        RepositoryAuthError::Refused(frame) => {
+            // The repository's own words, as PostgreSQL would have sent them.
+            let _ = terminate::write_frame(stream, &frame).await;
+            let _ = stream.shutdown().await;
+            let login = crate::proxy::protocol::login_watch::LoginWatch::default().feed(&frame.encode());
+            let end = RelayEnd::Closed(relay::Transferred::default());
+            return log_end(who, end, login, started, m);
+        }
+        RepositoryAuthError::Method(method) => ErrorResponse::fatal(
+            SqlState::InvalidAuthorizationSpecification,
+            format!("the repository asks for {method} authentication, which pgssl cannot answer without the password"),
+        )
+        .with_hint("configure scram-sha-256 for connections from pgssl in the repository's pg_hba.conf (or set auth.mode = \"passthrough\")"),
+        RepositoryAuthError::Io(e) => {
+            info!(%peer, %user, error = %e, outcome = "upstream_failed", "the repository connection failed during authentication");
+            ErrorResponse::fatal(SqlState::ConnectionFailure, "lost the connection to the repository")
+        }
+        other => {
+            warn!(%peer, %user, error = %other, outcome = "upstream_failed", "logging into the repository failed");
+            ErrorResponse::fatal(SqlState::ConnectionFailure, "could not log into the repository")
+        }
+    };
+    negotiate::send_fatal(stream, &err).await;
 }
 
 /// Ends a session whose authentication exchange failed at pgssl, with a FATAL the client can read.

@@ -31,6 +31,35 @@ pub const NEGOTIATION_REASONS: [&str; 10] = [
 const MODES: [Mode; 3] = [Mode::Off, Mode::Optional, Mode::Required];
 const CLASSES: [UserClass; 2] = [UserClass::Client, UserClass::Internal];
 
+/// Mechanisms as labelled in `pgssl_auth_attempts_total{mechanism}`.
+pub const AUTH_MECHANISMS: [&str; 3] = ["scram-sha-256", "scram-sha-256-plus", "passthrough"];
+/// Outcomes as labelled in `pgssl_auth_attempts_total{outcome}`.
+pub const AUTH_OUTCOMES: [&str; 4] = ["ok", "bad_password", "unknown_user", "repository_refused"];
+
+/// How a login authenticated (the index into [`AUTH_MECHANISMS`]).
+#[derive(Debug, Clone, Copy)]
+pub enum AuthMechanism {
+    /// pgssl's SCRAM without channel binding.
+    Scram,
+    /// pgssl's SCRAM with channel binding.
+    ScramPlus,
+    /// The repository's own exchange, relayed.
+    Passthrough,
+}
+
+/// How a login ended (the index into [`AUTH_OUTCOMES`]).
+#[derive(Debug, Clone, Copy)]
+pub enum AuthOutcome {
+    /// The session is open.
+    Ok,
+    /// A known role, a wrong (or expired, or non-SCRAM) password.
+    BadPassword,
+    /// No such role.
+    UnknownUser,
+    /// The repository refused (or could not be logged into).
+    RepositoryRefused,
+}
+
 /// Which connection limit refused a connection.
 #[derive(Debug, Clone, Copy)]
 pub enum Limit {
@@ -63,6 +92,7 @@ pub struct ProxyMetrics {
     pub bytes_to_client: Counter,
     /// `pgssl_cancel_requests_total`.
     pub cancels: Counter,
+    auth: Vec<Counter>,
 }
 
 impl ProxyMetrics {
@@ -84,7 +114,15 @@ impl ProxyMetrics {
                     "mode" => mode.as_str(), "class" => class.as_str()));
             }
         }
+        let mut auth = Vec::new();
+        for mechanism in AUTH_MECHANISMS {
+            for outcome in AUTH_OUTCOMES {
+                auth.push(counter!(names::AUTH_ATTEMPTS,
+                    "mechanism" => mechanism, "outcome" => outcome));
+            }
+        }
         ProxyMetrics {
+            auth,
             accepted: counter!(names::CONNECTIONS_ACCEPTED),
             active: gauge!(names::CONNECTIONS_ACTIVE),
             over_limit: [
@@ -128,6 +166,13 @@ impl ProxyMetrics {
         let m = MODES.iter().position(|x| *x == mode).unwrap_or(0);
         let c = CLASSES.iter().position(|x| *x == class).unwrap_or(0);
         &self.policy_rejections[m * CLASSES.len() + c]
+    }
+}
+
+impl ProxyMetrics {
+    /// `pgssl_auth_attempts_total{mechanism, outcome}`.
+    pub fn auth(&self, mechanism: AuthMechanism, outcome: AuthOutcome) -> &Counter {
+        &self.auth[mechanism as usize * AUTH_OUTCOMES.len() + outcome as usize]
     }
 }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
 
+use crate::proxy::auth::AuthPlan;
 use crate::proxy::connection::{self, ConnectionContext};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::policy::UserClassifier;
@@ -49,6 +50,8 @@ pub struct ServerOptions {
     pub classifier: UserClassifier,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// How sessions authenticate.
+    pub auth: AuthPlan,
 }
 
 /// No worker could accept on the listening socket.
@@ -106,6 +109,7 @@ impl Server {
                 closing: CancellationToken::new(),
                 sessions: Arc::new(Semaphore::new(limits.max_connections)),
                 metrics: ProxyMetrics::register(),
+                auth: options.auth,
             }),
         })
     }

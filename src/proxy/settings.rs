@@ -24,6 +24,9 @@ pub struct LiveSettings {
     pub acceptor: Option<TlsAcceptor>,
     /// SHA-256 fingerprint of the served certificate, for logs and `apply`'s report.
     pub cert_fingerprint: Option<String>,
+    /// The served certificate's `tls-server-end-point` channel-binding data (RFC 5929), fixed for
+    /// every connection accepted with this snapshot, so a reload during a login cannot break it.
+    pub channel_binding: Option<Arc<[u8]>>,
     /// TLS from pgssl to the repository.
     pub upstream_tls: UpstreamTls,
 }
@@ -45,6 +48,7 @@ impl LiveSettings {
             mode: Mode::Off,
             acceptor: None,
             cert_fingerprint: None,
+            channel_binding: None,
             upstream_tls: UpstreamTls::disabled(),
         }
     }

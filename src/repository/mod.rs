@@ -6,6 +6,7 @@
 pub mod access;
 pub mod client;
 pub mod host;
+pub mod lookup;
 pub mod managed;
 pub mod roles;
 pub mod sql;

@@ -346,6 +346,7 @@ impl Proxy {
             upstream,
             managed: false,
             config,
+            auth: Default::default(),
         })
         .await?;
         let addr = server.local_addr().unwrap();

@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_abuse;
+mod auth;
 mod browser;
 mod cli;
 mod client;

@@ -8,5 +8,25 @@
 //! repository refuses it: `FATAL: SCRAM channel binding check failed`.
 
 pub mod passthrough;
+pub mod scram;
+pub mod terminate;
 
 pub use passthrough::{AuthEnd, passthrough};
+
+use std::sync::Arc;
+
+/// How a server's sessions authenticate (`auth.mode`, decided by the composition root).
+#[derive(Debug, Clone, Default)]
+pub enum AuthPlan {
+    /// The repository authenticates; pgssl relays the exchange ([`passthrough`]).
+    #[default]
+    Passthrough,
+    /// pgssl authenticates the client with verifiers from `lookup`, then logs into the repository
+    /// by SCRAM pass-through ([`terminate`]).
+    Proxy {
+        /// Where verifiers come from.
+        lookup: Arc<dyn terminate::VerifierSource>,
+        /// Derives an unknown user's mock salt.
+        mock_secret: [u8; 32],
+    },
+}

@@ -72,6 +72,9 @@ pub enum AuthMessageError {
     /// An AuthenticationSASL body that is not a list of NUL-terminated names ending in an empty one.
     #[error("AuthenticationSASL's mechanism list is malformed")]
     BadMechanismList,
+    /// A SASLInitialResponse that is not a mechanism name, a length and that many bytes.
+    #[error("SASLInitialResponse is malformed")]
+    BadInitialResponse,
 }
 
 /// The body length a 5-byte frame header announces, checked against [`MAX_AUTH_MESSAGE`] before
@@ -137,6 +140,64 @@ pub fn without_channel_binding(frame: &Frame) -> Result<Option<Frame>, AuthMessa
     }))
 }
 
+/// An `R` frame with `code` and `data`.
+pub fn auth_request(code: u32, data: &[u8]) -> Frame {
+    let mut body = BytesMut::with_capacity(4 + data.len());
+    body.put_u32(code);
+    body.extend_from_slice(data);
+    Frame {
+        kind: b'R',
+        body: body.freeze(),
+    }
+}
+
+/// AuthenticationSASL offering `mechanisms`, in order of preference.
+pub fn sasl_offer(mechanisms: &[&str]) -> Frame {
+    let mut list = Vec::new();
+    for m in mechanisms {
+        list.extend_from_slice(m.as_bytes());
+        list.push(0);
+    }
+    list.push(0);
+    auth_request(AUTH_SASL, &list)
+}
+
+/// The mechanism and data of a SASLInitialResponse body (`p` after AuthenticationSASL).
+pub fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), AuthMessageError> {
+    let bad = AuthMessageError::BadInitialResponse;
+    let end = body.iter().position(|b| *b == 0).ok_or(bad.clone())?;
+    let mechanism = std::str::from_utf8(&body[..end]).map_err(|_| bad.clone())?;
+    let rest = &body[end + 1..];
+    let len = rest.get(..4).ok_or(bad.clone())?;
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    let data = &rest[4..];
+    if usize::try_from(len).ok() != Some(data.len()) {
+        return Err(bad);
+    }
+    Ok((mechanism, data))
+}
+
+/// A SASLInitialResponse frame (the repository leg).
+pub fn sasl_initial_response_frame(mechanism: &str, data: &[u8]) -> Frame {
+    let mut body = BytesMut::with_capacity(mechanism.len() + 5 + data.len());
+    body.extend_from_slice(mechanism.as_bytes());
+    body.put_u8(0);
+    body.put_i32(data.len() as i32);
+    body.extend_from_slice(data);
+    Frame {
+        kind: b'p',
+        body: body.freeze(),
+    }
+}
+
+/// A SASLResponse frame (the repository leg).
+pub fn sasl_response_frame(data: &[u8]) -> Frame {
+    Frame {
+        kind: b'p',
+        body: Bytes::copy_from_slice(data),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +235,35 @@ mod tests {
         // Without PLUS the frame is unchanged.
         let plain = sasl(&["SCRAM-SHA-256"]);
         assert_eq!(without_channel_binding(&plain).unwrap().unwrap(), plain);
+    }
+
+    #[test]
+    fn sasl_responses_read_back_what_is_written() {
+        let frame = sasl_initial_response_frame("SCRAM-SHA-256", b"n,,n=,r=abc");
+        assert_eq!(
+            sasl_initial_response(&frame.body),
+            Ok(("SCRAM-SHA-256", &b"n,,n=,r=abc"[..]))
+        );
+        for bad in [
+            &b"SCRAM"[..],
+            b"SCRAM\0\0\0",
+            b"SCRAM\0\0\0\0\x05abc",
+            b"SCRAM\0\xff\xff\xff\xffx",
+        ] {
+            assert_eq!(
+                sasl_initial_response(bad),
+                Err(AuthMessageError::BadInitialResponse),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            sasl_offer(&[SCRAM_PLUS, "SCRAM-SHA-256"]),
+            sasl(&[SCRAM_PLUS, "SCRAM-SHA-256"])
+        );
+        assert_eq!(
+            auth_request(AUTH_OK, &[]).encode().as_ref(),
+            b"R\0\0\0\x08\0\0\0\0"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub enum SqlState {
     /// `28000` invalid_authorization_specification: the SSL policy refused the user.
     InvalidAuthorizationSpecification,
+    /// `28P01` invalid_password: password authentication failed.
+    InvalidPassword,
     /// `08P01` protocol_violation: a malformed or out-of-order packet.
     ProtocolViolation,
     /// `08006` connection_failure: the repository could not be reached.
@@ -28,6 +30,7 @@ impl SqlState {
     pub fn code(self) -> &'static str {
         match self {
             SqlState::InvalidAuthorizationSpecification => "28000",
+            SqlState::InvalidPassword => "28P01",
             SqlState::ProtocolViolation => "08P01",
             SqlState::ConnectionFailure => "08006",
             SqlState::TooManyConnections => "53300",

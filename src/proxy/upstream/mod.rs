@@ -309,6 +309,21 @@ pub enum UpstreamStream {
 
 forward_io!(UpstreamStream: Tcp, Unix, Tls);
 
+impl UpstreamStream {
+    /// The repository's certificate, on a TLS leg (for channel binding to it).
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            UpstreamStream::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,337 @@
+//! SCRAM terminated at pgssl (`auth.mode = "proxy"`): pgssl authenticates the client itself, with
+//! channel binding to the certificate this connection was served, then logs into the repository as
+//! the same role by SCRAM pass-through — the ClientKey recovered from the client's proof signs the
+//! repository's exchange, bound to the repository's own certificate when that leg is TLS. No password
+//! exists anywhere.
+//!
+//! Failures look like PostgreSQL's: a wrong password, an unknown user (who goes through a mock
+//! exchange with a salt derived from the name, so names cannot be probed), an expired or non-SCRAM
+//! password all end in `FATAL 28P01 password authentication failed for user "…"`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::scram::{
+    self, Binding, ClientFinal, ClientFirst, SCRAM, SCRAM_PLUS, ScramError, Verifier,
+};
+use crate::proxy::protocol::auth_message::{
+    self, AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, AuthMessageError, Frame,
+};
+
+/// What the repository holds for a role, as a verifier lookup reads it.
+#[derive(Debug, Clone)]
+pub struct RoleSecret {
+    /// `pg_authid.rolpassword` (a SCRAM verifier, an MD5 hash, or none).
+    pub password: Option<String>,
+    /// Whether `rolvaliduntil` has passed.
+    pub expired: bool,
+}
+
+/// A failed lookup: the repository could not be asked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct LookupError(pub String);
+
+/// A boxed lookup future.
+pub type LookupFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<RoleSecret>, LookupError>> + Send + 'a>>;
+
+/// Where verifiers come from: the repository itself, over one persistent connection (built by the
+/// composition root; the data plane knows only this interface).
+pub trait VerifierSource: Send + Sync + std::fmt::Debug {
+    /// The role's secret, `None` when there is no such role.
+    fn lookup<'a>(&'a self, role: &'a str) -> LookupFuture<'a>;
+}
+
+/// A client that proved it knows the role's password.
+pub struct Proven {
+    /// Its ClientKey, to sign the repository's exchange.
+    client_key: [u8; 32],
+    /// The role's verifier (its ServerKey checks the repository's answer).
+    verifier: Verifier,
+    /// The SASLFinal pgssl owes the client once the repository has let the session in.
+    pub client_final: Frame,
+    /// Which mechanism the client used.
+    pub mechanism: &'static str,
+}
+
+/// Why the client leg did not authenticate.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientAuthError {
+    /// The proof was wrong, the role unknown, its password expired or not SCRAM; the client gets
+    /// 28P01. `reason` is for the operator's log only.
+    #[error("password authentication failed: {reason}")]
+    Failed {
+        /// What the log says.
+        reason: &'static str,
+        /// Whether the role exists (for the metric).
+        known: bool,
+    },
+    /// A SCRAM message broke the grammar or the channel-binding rules (08P01, as PostgreSQL).
+    #[error(transparent)]
+    Protocol(#[from] ScramError),
+    /// A frame was malformed or too large.
+    #[error(transparent)]
+    Frame(#[from] AuthMessageError),
+    /// The client sent something other than a SASL response.
+    #[error("expected a SASL response, got message type {0:?}")]
+    Unexpected(char),
+    /// The verifier lookup failed.
+    #[error("could not look up the role's credentials: {0}")]
+    Lookup(#[from] LookupError),
+    /// The socket failed or the client left.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the SCRAM exchange with the client as the server. `binding` is the `tls-server-end-point`
+/// data of the certificate this connection was served (offering `-PLUS`), `None` on a plaintext
+/// connection; `mock_secret` derives unknown users' salts.
+pub async fn authenticate_client<C>(
+    client: &mut C,
+    role: &str,
+    binding: Option<&[u8]>,
+    lookup: &dyn VerifierSource,
+    mock_secret: &[u8],
+) -> Result<Proven, ClientAuthError>
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let offer: &[&str] = if binding.is_some() {
+        &[SCRAM_PLUS, SCRAM]
+    } else {
+        &[SCRAM]
+    };
+    // The lookup runs first: an unknown user then takes the same path as a known one.
+    let secret = lookup.lookup(role).await?;
+    let (verifier, failure) = match &secret {
+        None => (None, Some(("no such role", false))),
+        Some(s) if s.expired => (None, Some(("the role's password has expired", true))),
+        Some(s) => match s.password.as_deref().map(Verifier::parse) {
+            Some(Ok(v)) => (Some(v), None),
+            _ => (
+                None,
+                Some((
+                    "the role has no SCRAM-SHA-256 password (reset it with password_encryption = scram-sha-256)",
+                    true,
+                )),
+            ),
+        },
+    };
+    let verifier = verifier.unwrap_or_else(|| Verifier::mock(role, mock_secret));
+    write_frame(client, &auth_message::sasl_offer(offer)).await?;
+
+    let initial = read_answer(client).await?;
+    let (mechanism, data) = auth_message::sasl_initial_response(&initial.body)?;
+    let mechanism = match mechanism {
+        m if m == SCRAM_PLUS && binding.is_some() => SCRAM_PLUS,
+        m if m == SCRAM => SCRAM,
+        _ => return Err(ScramError::Malformed("a mechanism that was not offered").into()),
+    };
+    let first = ClientFirst::parse(data)?;
+    let binding_data: &[u8] = match (mechanism, first.binding) {
+        (m, Binding::Bound) if m == SCRAM_PLUS => binding.unwrap_or_default(),
+        (m, _) if m == SCRAM_PLUS => {
+            return Err(ScramError::ChannelBinding("SCRAM-SHA-256-PLUS without binding").into());
+        }
+        (_, Binding::Bound) => {
+            return Err(ScramError::ChannelBinding("binding requested with SCRAM-SHA-256").into());
+        }
+        // The client thinks pgssl cannot bind, but it offered PLUS: someone took it out (RFC 5802 §6).
+        (_, Binding::ClientOnly) if binding.is_some() => {
+            return Err(ScramError::ChannelBinding(
+                "the client supports channel binding but thinks the server does not",
+            )
+            .into());
+        }
+        _ => &[],
+    };
+    let expected_binding = [first.gs2_header.as_bytes(), binding_data].concat();
+    let server_nonce = scram::nonce().ok_or(ScramError::Malformed("no random nonce"))?;
+    let server_first = verifier.server_first(&first.nonce, &server_nonce);
+    let continue_ = auth_message::auth_request(AUTH_SASL_CONTINUE, server_first.as_bytes());
+    write_frame(client, &continue_).await?;
+
+    let response = read_answer(client).await?;
+    let last = ClientFinal::parse(&response.body)?;
+    if last.channel_binding != expected_binding {
+        return Err(ScramError::ChannelBinding("the channel-binding data does not match").into());
+    }
+    if last.nonce != format!("{}{server_nonce}", first.nonce) {
+        return Err(ScramError::Nonce.into());
+    }
+    let message = scram::auth_message(&first.bare, &server_first, &last.without_proof);
+    let checked = verifier.check(&message, &last.proof);
+    if let Some((reason, known)) = failure {
+        return Err(ClientAuthError::Failed { reason, known });
+    }
+    let client_key = checked.map_err(|_| ClientAuthError::Failed {
+        reason: "wrong password",
+        known: true,
+    })?;
+    let signature = scram::server_signature(&verifier.server_key, &message);
+    let client_final = auth_message::auth_request(
+        AUTH_SASL_FINAL,
+        format!("v={}", scram::encode(&signature)).as_bytes(),
+    );
+    Ok(Proven {
+        client_key,
+        verifier,
+        client_final,
+        mechanism,
+    })
+}
+
+/// How the repository leg ended when it did not let the session in.
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryAuthError {
+    /// The repository refused with this ErrorResponse (relayed to the client as it is).
+    #[error("the repository refused the login")]
+    Refused(Frame),
+    /// It asked for a method pgssl cannot answer without the password.
+    #[error("the repository asks for {0} authentication")]
+    Method(&'static str),
+    /// Its SCRAM messages were wrong, or its signature did not prove it knows the verifier.
+    #[error("the repository's SCRAM exchange failed: {0}")]
+    Scram(#[from] ScramError),
+    /// A frame was malformed or too large.
+    #[error(transparent)]
+    Frame(#[from] AuthMessageError),
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Logs into the repository (whose start-up was already sent) as the proven client: answers its
+/// SCRAM with the client's ClientKey, bound to `upstream_cert` when the repository offers
+/// SCRAM-SHA-256-PLUS on a TLS leg. Returns the repository's AuthenticationOk.
+pub async fn log_in<U>(
+    upstream: &mut U,
+    proven: &Proven,
+    upstream_cert: Option<&[u8]>,
+) -> Result<Frame, RepositoryAuthError>
+where
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut exchange: Option<(String, String, String)> = None; // (gs2 header, nonce, first bare)
+    let mut expected_signature = None;
+    loop {
+        let frame = read_frame(upstream).await?;
+        if frame.kind == b'E' {
+            return Err(RepositoryAuthError::Refused(frame));
+        }
+        if frame.kind == b'N' || frame.kind == b'v' {
+            continue;
+        }
+        let Some(code) = frame.auth_code() else {
+            return Err(
+                ScramError::Malformed("a message other than an authentication request").into(),
+            );
+        };
+        let data = &frame.body[4..];
+        match code {
+            AUTH_OK => return Ok(frame),
+            AUTH_SASL => {
+                let offered = auth_message::sasl_mechanisms(&frame.body)?;
+                let bind = upstream_cert.filter(|_| offered.contains(&SCRAM_PLUS));
+                let (mechanism, gs2) = match (bind, upstream_cert) {
+                    (Some(_), _) => (SCRAM_PLUS, "p=tls-server-end-point,,"),
+                    (None, _) if !offered.contains(&SCRAM) => {
+                        return Err(RepositoryAuthError::Method("SASL (without SCRAM-SHA-256)"));
+                    }
+                    // Over TLS pgssl could bind; the repository did not offer it (RFC 5802's `y`).
+                    (None, Some(_)) => (SCRAM, "y,,"),
+                    (None, None) => (SCRAM, "n,,"),
+                };
+                let nonce = scram::nonce().ok_or(ScramError::Malformed("no random nonce"))?;
+                let bare = format!("n=,r={nonce}");
+                let first = format!("{gs2}{bare}");
+                write_frame(
+                    upstream,
+                    &auth_message::sasl_initial_response_frame(mechanism, first.as_bytes()),
+                )
+                .await?;
+                let binding = bind.map(scram::tls_server_end_point).unwrap_or_default();
+                exchange = Some((scram::channel_binding_attribute(gs2, &binding), nonce, bare));
+            }
+            AUTH_SASL_CONTINUE => {
+                let (c, nonce, bare) = exchange
+                    .as_ref()
+                    .ok_or(ScramError::Malformed("SASLContinue before SASL"))?;
+                let server_first =
+                    std::str::from_utf8(data).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+                let combined = server_first
+                    .split(',')
+                    .find_map(|a| a.strip_prefix("r="))
+                    .filter(|r| r.starts_with(nonce.as_str()) && r.len() > nonce.len())
+                    .ok_or(ScramError::Nonce)?;
+                let without_proof = format!("c={c},r={combined}");
+                let message = scram::auth_message(bare, server_first, &without_proof);
+                let proof = scram::proof(&proven.client_key, &message);
+                let last = format!("{without_proof},p={}", scram::encode(&proof));
+                write_frame(
+                    upstream,
+                    &auth_message::sasl_response_frame(last.as_bytes()),
+                )
+                .await?;
+                expected_signature = Some(scram::server_signature(
+                    &proven.verifier.server_key,
+                    &message,
+                ));
+            }
+            AUTH_SASL_FINAL => {
+                let expected = expected_signature
+                    .as_ref()
+                    .ok_or(ScramError::Malformed("SASLFinal before SASLContinue"))?;
+                if !scram::server_final_matches(data, expected) {
+                    return Err(ScramError::Proof.into());
+                }
+            }
+            3 => return Err(RepositoryAuthError::Method("password (cleartext)")),
+            5 => return Err(RepositoryAuthError::Method("md5")),
+            7 | 8 => return Err(RepositoryAuthError::Method("gss")),
+            9 => return Err(RepositoryAuthError::Method("sspi")),
+            _ => return Err(RepositoryAuthError::Method("an unknown")),
+        }
+    }
+}
+
+/// Reads the client's answer to a request: a `p` frame.
+async fn read_answer<C: AsyncRead + Unpin + ?Sized>(
+    client: &mut C,
+) -> Result<Frame, ClientAuthError> {
+    let frame = read_frame(client).await.map_err(|e| match e {
+        RepositoryAuthError::Frame(f) => ClientAuthError::Frame(f),
+        RepositoryAuthError::Io(io) => ClientAuthError::Io(io),
+        _ => ClientAuthError::Unexpected('?'),
+    })?;
+    if frame.kind != b'p' {
+        return Err(ClientAuthError::Unexpected(frame.kind as char));
+    }
+    Ok(frame)
+}
+
+async fn read_frame<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+) -> Result<Frame, RepositoryAuthError> {
+    let mut header = [0u8; 5];
+    stream.read_exact(&mut header).await?;
+    let len = auth_message::body_len(header)?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(Frame {
+        kind: header[0],
+        body: body.into(),
+    })
+}
+
+/// Writes and flushes one frame.
+pub async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    frame: &Frame,
+) -> std::io::Result<()> {
+    stream.write_all(&frame.encode()).await?;
+    stream.flush().await
+}

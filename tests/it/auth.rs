@@ -1,0 +1,209 @@
+//! Authentication in the proxy (`auth.mode = "proxy"`, the default with the managed repository):
+//! pgssl runs SCRAM with the client itself — SCRAM-SHA-256-PLUS bound to the certificate it served —
+//! and logs into the repository by SCRAM pass-through. Real psql against a real managed repository,
+//! and a man in the middle that re-encrypts with its own certificate.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::cli::{CliEnv, ServeProcess, ok};
+use crate::harness::{PASSWORD, psql, psql_commands};
+
+/// A managed repository with repository SSL required and `tableau` enabled with [`PASSWORD`]; the
+/// exported certificate's path.
+async fn managed_with_tls(env: &CliEnv) -> (ServeProcess, String) {
+    let serve = ServeProcess::start(env, &[]).await;
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&env.run(&["pending-changes", "apply"]));
+    let cert = env.dir.path().join("server.crt");
+    ok(&env.run(&[
+        "security",
+        "repository-ssl",
+        "get-certificate-file",
+        "-f",
+        cert.to_str().unwrap(),
+    ]));
+    (serve, cert.display().to_string())
+}
+
+fn conninfo(port: u16, cert: &str, user: &str, extra: &str) -> String {
+    format!(
+        "host=localhost hostaddr=127.0.0.1 port={port} dbname=repository user={user} sslmode=verify-full sslrootcert={cert} {extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_require_logs_in_through_pgssl_and_failures_look_like_postgresql() {
+    let env = CliEnv::managed();
+    let (serve, cert) = managed_with_tls(&env).await;
+    assert!(
+        serve.log_text().contains("auth=proxy"),
+        "{}",
+        serve.log_text()
+    );
+    let port = serve.addr.port();
+
+    // Every channel_binding setting logs in; require proves the binding to pgssl's certificate.
+    for setting in [
+        "channel_binding=require",
+        "channel_binding=prefer",
+        "channel_binding=disable",
+    ] {
+        let run = psql_commands(
+            &conninfo(port, &cert, "tableau", setting),
+            &["SELECT current_user", "SHOW password_encryption"],
+        )
+        .await;
+        assert!(run.ok, "{setting}: {}", run.stderr);
+        assert_eq!(run.stdout, "tableau\nscram-sha-256\n", "{setting}");
+    }
+
+    // A wrong password and an unknown user get the same words, as from PostgreSQL.
+    let wrong = psql(&conninfo(port, &cert, "tableau", "password=not-it")).await;
+    assert!(!wrong.ok);
+    assert!(
+        wrong
+            .stderr
+            .contains("FATAL:  password authentication failed for user \"tableau\""),
+        "{}",
+        wrong.stderr
+    );
+    let unknown = psql(&conninfo(port, &cert, "nobody", "")).await;
+    assert!(
+        unknown
+            .stderr
+            .contains("FATAL:  password authentication failed for user \"nobody\""),
+        "{}",
+        unknown.stderr
+    );
+
+    // A password change is picked up at the next login; the old one stops working.
+    ok(&env.stage_direct_user("tableau", "the-new-one").await);
+    ok(&env.run(&["pending-changes", "apply"]));
+    let old = psql(&conninfo(port, &cert, "tableau", "")).await;
+    assert!(
+        !old.ok && old.stderr.contains("password authentication failed"),
+        "{}",
+        old.stderr
+    );
+    let new = psql(&conninfo(
+        port,
+        &cert,
+        "tableau",
+        "password=the-new-one channel_binding=require",
+    ))
+    .await;
+    assert!(new.ok, "{}", new.stderr);
+
+    // The repository still has its say after pgssl's: a missing database, a disabled role.
+    let missing = psql(
+        &conninfo(port, &cert, "tableau", "password=the-new-one")
+            .replace("dbname=repository", "dbname=no_such_db"),
+    )
+    .await;
+    assert!(
+        missing
+            .stderr
+            .contains("database \"no_such_db\" does not exist"),
+        "{}",
+        missing.stderr
+    );
+    ok(&env.run(&[
+        "data-access",
+        "repository-access",
+        "disable",
+        "--repository-username",
+        "tableau",
+    ]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let disabled = psql(&conninfo(port, &cert, "tableau", "password=the-new-one")).await;
+    assert!(
+        disabled
+            .stderr
+            .contains("role \"tableau\" is not permitted to log in"),
+        "{}",
+        disabled.stderr
+    );
+    serve.stop().await;
+}
+
+/// A relay that terminates the client's TLS with a certificate of its own and re-encrypts to pgssl:
+/// what a man in the middle with a certificate the client accepts (sslmode=require) does.
+async fn man_in_the_middle(pgssl: std::net::SocketAddr) -> std::net::SocketAddr {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 8];
+                client.read_exact(&mut request).await?;
+                client.write_all(b"S").await?;
+                let mut client = acceptor.accept(client).await?;
+                let mut server = TcpStream::connect(pgssl).await?;
+                server.write_all(&request).await?;
+                let mut answer = [0u8; 1];
+                server.read_exact(&mut answer).await?;
+                let connector =
+                    pgssl::tls::client::require_mode_connector().map_err(std::io::Error::other)?;
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let mut server = connector.connect(name, server).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_man_in_the_middle_is_caught_by_channel_binding_and_invisible_without_it() {
+    let env = CliEnv::managed();
+    let (serve, _cert) = managed_with_tls(&env).await;
+    let relay = man_in_the_middle(serve.addr).await;
+    let through = |extra: &str| {
+        format!(
+            "host=127.0.0.1 port={} dbname=repository user=tableau sslmode=require {extra}",
+            relay.port()
+        )
+    };
+    // Without binding the client cannot tell: it logs in through the relay.
+    let fooled = psql(&through("channel_binding=disable")).await;
+    assert!(fooled.ok, "{}", fooled.stderr);
+    // With binding it signs the relay's certificate, which pgssl did not serve: refused.
+    let caught = psql(&through("channel_binding=require")).await;
+    assert!(!caught.ok);
+    assert!(
+        caught.stderr.contains("channel binding"),
+        "{}",
+        caught.stderr
+    );
+    assert!(
+        serve
+            .log_text()
+            .contains("channel-binding data does not match"),
+        "{}",
+        serve.log_text()
+    );
+    serve.stop().await;
+}
