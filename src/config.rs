@@ -69,11 +69,29 @@ pub struct Config {
 }
 
 /// `[auth]`. Read when `serve` starts.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Who authenticates clients. Default `auto`.
     pub mode: AuthMode,
+    /// Password failures from one address for one user that lock that pair out; 0 turns it off.
+    /// Default 5.
+    pub max_failures: u32,
+    /// Seconds failures count for. Default 300.
+    pub failure_window_secs: u64,
+    /// Seconds a locked-out pair waits. Default 300.
+    pub lockout_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            mode: AuthMode::Auto,
+            max_failures: 5,
+            failure_window_secs: 300,
+            lockout_secs: 300,
+        }
+    }
 }
 
 /// `auth.mode`.

@@ -172,6 +172,11 @@ pub fn limits(config: &Config) -> Limits {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
+        lockout: crate::proxy::auth::lockout::LockoutPolicy {
+            max_failures: config.auth.max_failures,
+            window: std::time::Duration::from_secs(config.auth.failure_window_secs),
+            lockout: std::time::Duration::from_secs(config.auth.lockout_secs),
+        },
     }
 }
 

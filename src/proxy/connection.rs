@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::proxy::auth::lockout::Lockout;
 use crate::proxy::auth::terminate::{self, ClientAuthError, Proven, RepositoryAuthError};
 use crate::proxy::auth::{self, AuthEnd, AuthPlan};
 use crate::proxy::metrics::{AuthMechanism, AuthOutcome, Limit, ProxyMetrics};
@@ -65,6 +66,8 @@ pub struct ConnectionContext {
     pub metrics: ProxyMetrics,
     /// How sessions authenticate.
     pub auth: AuthPlan,
+    /// Failed logins per (address, user).
+    pub lockout: Lockout,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -148,6 +151,9 @@ async fn session(
         return;
     };
     drop(starting);
+    if let Err(wait) = ctx.lockout.check(who.peer.ip(), &who.user) {
+        return refuse_locked_out(&mut stream, who, wait, &ctx.metrics).await;
+    }
     // The exchange gets its own window: a client that stalls mid-authentication is cut off.
     let deadline = Instant::now() + ctx.handshake_timeout;
     if let AuthPlan::Proxy {
@@ -167,7 +173,12 @@ async fn session(
         .await;
         let proven = match proven {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return refuse_client(&mut stream, who, e, &ctx.metrics).await,
+            Ok(Err(e)) => {
+                if matches!(e, ClientAuthError::Failed { .. }) {
+                    ctx.lockout.failed(who.peer.ip(), &who.user);
+                }
+                return refuse_client(&mut stream, who, e, &ctx.metrics).await;
+            }
             Err(_) => return refuse_authentication(&mut stream, who, AuthEnd::TimedOut).await,
         };
         let Some(mut upstream) = open_backend(&mut stream, start, who, settings, ctx).await else {
@@ -220,6 +231,28 @@ async fn session(
     }
     let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
     log_end(who, end, login, started, &ctx.metrics);
+}
+
+/// Refuses a login attempt while its (address, user) pair is locked out.
+async fn refuse_locked_out(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    wait: Duration,
+    m: &ProxyMetrics,
+) {
+    m.auth(AuthMechanism::Scram, AuthOutcome::LockedOut)
+        .increment(1);
+    let secs = wait.as_secs() + 1;
+    let err = ErrorResponse::fatal(
+        SqlState::InvalidAuthorizationSpecification,
+        format!(
+            "too many failed logins for user \"{}\" from this address; try again in {secs} s",
+            who.user
+        ),
+    );
+    negotiate::send_fatal(stream, &err).await;
+    let (peer, user) = (who.peer, LogSafe(&who.user));
+    info!(%peer, %user, wait_secs = secs, outcome = "locked_out", "login refused: too many failed logins");
 }
 
 fn proven_mechanism(proven: &Proven) -> AuthMechanism {

@@ -34,7 +34,13 @@ const CLASSES: [UserClass; 2] = [UserClass::Client, UserClass::Internal];
 /// Mechanisms as labelled in `pgssl_auth_attempts_total{mechanism}`.
 pub const AUTH_MECHANISMS: [&str; 3] = ["scram-sha-256", "scram-sha-256-plus", "passthrough"];
 /// Outcomes as labelled in `pgssl_auth_attempts_total{outcome}`.
-pub const AUTH_OUTCOMES: [&str; 4] = ["ok", "bad_password", "unknown_user", "repository_refused"];
+pub const AUTH_OUTCOMES: [&str; 5] = [
+    "ok",
+    "bad_password",
+    "unknown_user",
+    "repository_refused",
+    "locked_out",
+];
 
 /// How a login authenticated (the index into [`AUTH_MECHANISMS`]).
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +64,8 @@ pub enum AuthOutcome {
     UnknownUser,
     /// The repository refused (or could not be logged into).
     RepositoryRefused,
+    /// Refused before trying: too many recent failures from this address for this user.
+    LockedOut,
 }
 
 /// Which connection limit refused a connection.

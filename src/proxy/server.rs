@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
 
 use crate::proxy::auth::AuthPlan;
+use crate::proxy::auth::lockout::{Lockout, LockoutPolicy};
 use crate::proxy::connection::{self, ConnectionContext};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::policy::UserClassifier;
@@ -37,6 +38,8 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Accepting workers, each a single-threaded runtime (at least 1).
     pub workers: usize,
+    /// Failed-login limiting per (address, user).
+    pub lockout: LockoutPolicy,
 }
 
 /// What a server is started with.
@@ -110,6 +113,7 @@ impl Server {
                 sessions: Arc::new(Semaphore::new(limits.max_connections)),
                 metrics: ProxyMetrics::register(),
                 auth: options.auth,
+                lockout: Lockout::new(limits.lockout),
             }),
         })
     }

@@ -207,3 +207,43 @@ async fn a_man_in_the_middle_is_caught_by_channel_binding_and_invisible_without_
     );
     serve.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_that_user_out_from_that_address_for_a_while() {
+    let env = CliEnv::managed();
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str("[auth]\nmax_failures = 3\nlockout_secs = 2\n");
+    std::fs::write(env.config(), config).unwrap();
+    let (serve, cert) = managed_with_tls(&env).await;
+    let port = serve.addr.port();
+    for _ in 0..3 {
+        let run = psql(&conninfo(port, &cert, "tableau", "password=guess")).await;
+        assert!(
+            run.stderr.contains("password authentication failed"),
+            "{}",
+            run.stderr
+        );
+    }
+    // Locked: even the right password is not tried, and the answer says why.
+    let locked = psql(&conninfo(port, &cert, "tableau", "")).await;
+    assert!(
+        !locked.ok
+            && locked
+                .stderr
+                .contains("too many failed logins for user \"tableau\" from this address"),
+        "{}",
+        locked.stderr
+    );
+    // Another user is not affected.
+    let other = psql(&conninfo(port, &cert, "nobody", "")).await;
+    assert!(
+        other.stderr.contains("password authentication failed"),
+        "{}",
+        other.stderr
+    );
+    // After the lockout the right password works again.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let back = psql(&conninfo(port, &cert, "tableau", "")).await;
+    assert!(back.ok, "{}", back.stderr);
+    serve.stop().await;
+}

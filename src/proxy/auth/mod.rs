@@ -7,6 +7,7 @@
 //! picks PLUS whenever the repository is reached over TLS, binds to pgssl's certificate, and the
 //! repository refuses it: `FATAL: SCRAM channel binding check failed`.
 
+pub mod lockout;
 pub mod passthrough;
 pub mod scram;
 pub mod terminate;
