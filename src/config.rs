@@ -81,6 +81,13 @@ pub struct AuthConfig {
     pub failure_window_secs: u64,
     /// Seconds a locked-out pair waits. Default 300.
     pub lockout_secs: u64,
+    /// The query the lookup user runs on an external repository, `$1` standing for the role name
+    /// (sent as a quoted literal); it returns the role's `rolpassword` and whether it has expired
+    /// (`'true'`/`'false'`). Default: read `pg_authid` (which needs a superuser; see `pgssl
+    /// authentication lookup-user sql` for a function that does not).
+    pub lookup_query: Option<String>,
+    /// The database the lookup user connects to. Default `postgres`.
+    pub lookup_database: String,
 }
 
 impl Default for AuthConfig {
@@ -90,6 +97,8 @@ impl Default for AuthConfig {
             max_failures: 5,
             failure_window_secs: 300,
             lockout_secs: 300,
+            lookup_query: None,
+            lookup_database: "postgres".into(),
         }
     }
 }

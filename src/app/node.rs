@@ -95,7 +95,8 @@ impl Node {
         {
             return Err(ServerError::TlsOverUnixSocket(upstream_tls));
         }
-        let cell = SettingsCell::new(settings::load(&store, upstream_tls)?);
+        let lookups = lookup_builder(&options);
+        let cell = SettingsCell::new(settings::load(&store, upstream_tls, lookups.as_ref())?);
         let config = &options.config;
         let server = Server::bind(
             ServerOptions {
@@ -114,7 +115,7 @@ impl Node {
             server,
             control,
             control_path,
-            reloader: Reloader::new(store, cell, upstream_tls),
+            reloader: Reloader::new(store, cell, upstream_tls, lookups),
             managed: options.managed,
         })
     }
@@ -158,6 +159,33 @@ impl Node {
         tracing::info!("pgssl stopped");
         served
     }
+}
+
+/// How a lookup user reaches an external repository, when pgssl may authenticate its clients.
+fn lookup_builder(options: &NodeOptions) -> Option<settings::LookupBuilder> {
+    let may_proxy = matches!(options.auth, AuthPlan::Proxy { lookup: None, .. });
+    if !may_proxy || options.managed {
+        return None;
+    }
+    let (upstream, auth) = (options.upstream.clone(), options.config.auth.clone());
+    let timeout = options.config.connect_timeout();
+    Some(settings::LookupBuilder(Arc::new(
+        move |credentials, tls| {
+            let query = auth
+                .lookup_query
+                .clone()
+                .unwrap_or_else(|| crate::repository::lookup::DEFAULT_LOOKUP_QUERY.to_string());
+            Arc::new(crate::repository::lookup::ExternalLookup::new(
+                upstream.clone(),
+                tls.clone(),
+                credentials.username,
+                credentials.password,
+                auth.lookup_database.clone(),
+                query,
+                timeout,
+            ))
+        },
+    )))
 }
 
 /// The data plane's limits from `[server]`.

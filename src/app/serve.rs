@@ -12,12 +12,13 @@ use tracing::{info, warn};
 
 use crate::admin::AdminServer;
 use crate::app::node::{Node, NodeOptions};
-use crate::config::{self, AuthMode, ConfigError};
+use crate::config::{self, AuthMode};
 use crate::control::operations::{CommandError, Context};
 use crate::control::state::StateStore;
 use crate::control::state::admin_users::AdminUsers;
 use crate::keystore::Keystore;
 use crate::proxy::auth::AuthPlan;
+use crate::proxy::auth::terminate::VerifierSource;
 use crate::proxy::upstream::UpstreamAddr;
 use crate::repository::lookup::ManagedLookup;
 use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
@@ -95,35 +96,31 @@ fn auth_plan(
     ctx: &Context,
     managed: Option<&RunningRepository>,
 ) -> Result<(AuthPlan, &'static str), CommandError> {
-    let mode = ctx.config.auth.mode;
-    let proxy = |lookup: &Arc<ManagedLookup>| -> Result<AuthPlan, CommandError> {
+    let proxy = |lookup: Option<&Arc<ManagedLookup>>, required| -> Result<AuthPlan, CommandError> {
         let mut mock_secret = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut mock_secret)
             .map_err(|_| CommandError::Fault("the system random number generator failed".into()))?;
         Ok(AuthPlan::Proxy {
-            lookup: lookup.clone(),
+            lookup: lookup.map(|l| l.clone() as Arc<dyn VerifierSource>),
             mock_secret,
+            required,
         })
     };
-    let (plan, why) = match (mode, managed) {
+    Ok(match (ctx.config.auth.mode, managed) {
         (AuthMode::Passthrough, _) => (AuthPlan::Passthrough, "auth.mode = passthrough"),
         (AuthMode::Proxy | AuthMode::Auto, Some(r)) => (
-            proxy(&r.lookup)?,
+            proxy(Some(&r.lookup), true)?,
             "the managed repository's verifiers are read by pgssl's superuser",
         ),
         (AuthMode::Auto, None) => (
-            AuthPlan::Passthrough,
-            "an external repository: pgssl has no credentials to read its verifiers",
+            proxy(None, false)?,
+            "an external repository: pgssl authenticates once a lookup user is applied, the repository until then",
         ),
-        (AuthMode::Proxy, None) => {
-            return Err(ConfigError::Invalid {
-                key: "auth.mode",
-                message: "proxy needs the managed repository, whose verifiers pgssl reads; an external repository authenticates its clients itself (use passthrough or auto)".into(),
-            }
-            .into());
-        }
-    };
-    Ok((plan, why))
+        (AuthMode::Proxy, None) => (
+            proxy(None, true)?,
+            "an external repository: verifiers are read as the applied lookup user",
+        ),
+    })
 }
 
 impl RunningRepository {
@@ -251,9 +248,17 @@ async fn run(
             source,
         })
     })?;
-    let auth_mode = match auth {
-        AuthPlan::Passthrough => "passthrough",
-        AuthPlan::Proxy { .. } => "proxy",
+    let auth_mode = match (&auth, settings.lookup.is_some()) {
+        (AuthPlan::Passthrough, _) => "passthrough",
+        (
+            AuthPlan::Proxy {
+                lookup: Some(_), ..
+            },
+            _,
+        )
+        | (AuthPlan::Proxy { .. }, true) => "proxy",
+        (AuthPlan::Proxy { required: true, .. }, false) => "proxy (no lookup user yet)",
+        (AuthPlan::Proxy { .. }, false) => "passthrough (until a lookup user is applied)",
     };
     info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), auth = %auth_mode,

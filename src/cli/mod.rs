@@ -12,8 +12,9 @@ use crate::cli::remote::Remote;
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::control::operations::model::{Operation, Report, secret_arg};
 use crate::control::operations::{
-    CommandError, Context, Output, admin_user, custom_cert, data_access, external_ssl,
-    internal_credentials, pending_changes, regenerate_tokens, repository_ssl, vizql_extsvc,
+    CommandError, Context, Output, admin_user, authentication, custom_cert, data_access,
+    external_ssl, internal_credentials, pending_changes, regenerate_tokens, repository_ssl,
+    vizql_extsvc,
 };
 
 /// pgssl: a TLS-terminating proxy for PostgreSQL with tsm-style repository SSL administration.
@@ -85,6 +86,12 @@ pub enum Command {
         /// The security area.
         #[command(subcommand)]
         command: SecurityCommand,
+    },
+    /// Who authenticates clients (README: Authentication).
+    Authentication {
+        /// The area.
+        #[command(subcommand)]
+        command: AuthenticationCommand,
     },
     /// Direct access to the managed repository.
     DataAccess {
@@ -195,6 +202,34 @@ pub enum RepositorySslCommand {
         /// File to write (overwritten).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
+    },
+}
+
+/// `authentication …`.
+#[derive(Debug, Subcommand)]
+pub enum AuthenticationCommand {
+    /// The role pgssl reads verifiers as on an external repository.
+    LookupUser {
+        /// The action.
+        #[command(subcommand)]
+        command: LookupUserCommand,
+    },
+}
+
+/// `authentication lookup-user …`.
+#[derive(Debug, Subcommand)]
+pub enum LookupUserCommand {
+    /// Stage the lookup user and its password (sealed in the keystore).
+    Set(authentication::Set),
+    /// Stage forgetting the lookup user.
+    Clear(authentication::Clear),
+    /// Show the lookup user (never its password).
+    List(authentication::List),
+    /// Print the SQL that lets a lookup user read verifiers without being a superuser (local only).
+    Sql {
+        /// The lookup user's role.
+        #[arg(long, value_name = "NAME")]
+        lookup_user: String,
     },
 }
 
@@ -318,6 +353,17 @@ impl Cli {
                 Ok(())
             }
             Command::Security { command } => security(&runner, command),
+            Command::Authentication {
+                command: AuthenticationCommand::LookupUser { command },
+            } => match command {
+                LookupUserCommand::Set(r) => runner.show(r),
+                LookupUserCommand::Clear(r) => runner.show(r),
+                LookupUserCommand::List(r) => runner.show(r),
+                LookupUserCommand::Sql { lookup_user } => {
+                    authentication::sql(&lookup_user).render(&Output::print());
+                    Ok(())
+                }
+            },
             Command::DataAccess {
                 command: DataAccessCommand::RepositoryAccess { command },
             } => match command {

@@ -31,21 +31,33 @@ pub struct Reloader {
     store: StateStore,
     cell: SettingsCell,
     upstream_tls: UpstreamTlsMode,
+    lookups: Option<crate::control::settings::LookupBuilder>,
 }
 
 impl Reloader {
-    /// A reloader that loads from `store` into `cell`, with `upstream_tls` from the configuration.
-    pub fn new(store: StateStore, cell: SettingsCell, upstream_tls: UpstreamTlsMode) -> Reloader {
+    /// A reloader that loads from `store` into `cell`, with `upstream_tls` from the configuration and
+    /// `lookups` making a lookup user's verifier source.
+    pub fn new(
+        store: StateStore,
+        cell: SettingsCell,
+        upstream_tls: UpstreamTlsMode,
+        lookups: Option<crate::control::settings::LookupBuilder>,
+    ) -> Reloader {
         Reloader {
             store,
             cell,
             upstream_tls,
+            lookups,
         }
     }
 
     /// Loads the applied state; on success new connections use it, on failure nothing changes.
     pub fn reload(&self) -> Result<std::sync::Arc<LiveSettings>, LoadError> {
-        let next = match crate::control::settings::load(&self.store, self.upstream_tls) {
+        let next = match crate::control::settings::load(
+            &self.store,
+            self.upstream_tls,
+            self.lookups.as_ref(),
+        ) {
             Ok(next) => next,
             Err(e) => {
                 metrics::counter!(crate::telemetry::names::RELOADS, "outcome" => "refused")

@@ -13,7 +13,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::control::state::external_cert::{self, ExternalCertError};
 use crate::control::state::security::{self, ExternalSsl};
 use crate::control::state::{AppliedState, CertError, StateError, StateStore, custom_ca};
-use crate::keystore::{Keystore, KeystoreError};
+use crate::keystore::{Keystore, KeystoreError, Secret};
+use crate::proxy::auth::terminate::VerifierSource;
 use crate::proxy::policy::Mode;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::upstream::tls::{UpstreamTls, UpstreamTlsError, UpstreamTlsMode};
@@ -52,14 +53,61 @@ pub enum LoadError {
         "the passphrase of the external-ssl key is missing from the keystore (run 'pgssl security external-ssl enable' again with --passphrase)"
     )]
     MissingPassphrase,
+    /// The lookup user's password is missing from the keystore.
+    #[error(
+        "the lookup user's password is missing from the keystore (run 'pgssl authentication lookup-user set' again)"
+    )]
+    MissingLookupPassword,
     /// The upstream TLS settings cannot be built.
     #[error(transparent)]
     UpstreamTls(#[from] UpstreamTlsError),
 }
 
-/// Builds the settings for the applied state of `store`.
-pub fn load(store: &StateStore, upstream_tls: UpstreamTlsMode) -> Result<LiveSettings, LoadError> {
-    for_state(store, &store.applied()?, upstream_tls)
+/// The lookup user's credentials, from the applied state and the keystore.
+#[derive(Debug, Clone)]
+pub struct LookupCredentials {
+    /// The role.
+    pub username: String,
+    /// Its password.
+    pub password: Secret,
+}
+
+/// Makes the verifier source for a lookup user (the composition root's: it knows the repository's
+/// address and the lookup query), reaching the repository with the snapshot's upstream TLS.
+#[derive(Clone)]
+pub struct LookupBuilder(pub Arc<BuildLookup>);
+
+/// What a [`LookupBuilder`] calls.
+pub type BuildLookup =
+    dyn Fn(LookupCredentials, &UpstreamTls) -> Arc<dyn VerifierSource> + Send + Sync;
+
+impl std::fmt::Debug for LookupBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LookupBuilder")
+    }
+}
+
+/// Builds the settings for the applied state of `store`; with `lookups`, a lookup user in the state
+/// gets its verifier source (one per snapshot, so a changed password takes effect on apply).
+pub fn load(
+    store: &StateStore,
+    upstream_tls: UpstreamTlsMode,
+    lookups: Option<&LookupBuilder>,
+) -> Result<LiveSettings, LoadError> {
+    let applied = store.applied()?;
+    let mut settings = for_state(store, &applied, upstream_tls)?;
+    if let (Some(build), Some(user)) = (lookups, &applied.lookup_user) {
+        let keystore = Keystore::open(&store.config_dir())?;
+        let password = keystore
+            .get(&security::lookup_password_name(&user.id))?
+            .ok_or(LoadError::MissingLookupPassword)?;
+        let credentials = LookupCredentials {
+            username: user.username.clone(),
+            password,
+        };
+        settings.lookup = Some((build.0)(credentials, &settings.upstream_tls));
+    }
+    Ok(settings)
 }
 
 /// Builds the settings a given state would serve; `apply` uses this to validate before promoting.
@@ -95,6 +143,7 @@ pub fn for_state(
         // Hashed once here, for every SCRAM-SHA-256-PLUS login this snapshot serves.
         channel_binding: Some(crate::proxy::auth::scram::tls_server_end_point(&leaf).into()),
         upstream_tls,
+        lookup: None,
     })
 }
 

@@ -156,11 +156,21 @@ async fn session(
     }
     // The exchange gets its own window: a client that stalls mid-authentication is cut off.
     let deadline = Instant::now() + ctx.handshake_timeout;
-    if let AuthPlan::Proxy {
-        lookup,
-        mock_secret,
-    } = &ctx.auth
-    {
+    let proxy = match &ctx.auth {
+        AuthPlan::Passthrough => None,
+        AuthPlan::Proxy {
+            lookup,
+            mock_secret,
+            required,
+        } => match lookup.as_ref().or(settings.lookup.as_ref()) {
+            Some(lookup) => Some((lookup, mock_secret)),
+            None if *required => {
+                return refuse_authentication(&mut stream, who, AuthEnd::NoLookupUser).await;
+            }
+            None => None,
+        },
+    };
+    if let Some((lookup, mock_secret)) = proxy {
         let binding = if who.transport == Transport::Tls {
             settings.channel_binding.as_deref()
         } else {
@@ -358,6 +368,11 @@ async fn refuse_authentication(stream: &mut NegotiatedStream, who: &Who, end: Au
             SqlState::QueryCanceled,
             "authentication did not finish in time",
         ),
+        AuthEnd::NoLookupUser => ErrorResponse::fatal(
+            SqlState::InvalidAuthorizationSpecification,
+            "pgssl cannot authenticate clients yet: no lookup user is applied",
+        )
+        .with_hint("run 'pgssl authentication lookup-user set' and 'pgssl pending-changes apply', or set auth.mode = \"auto\""),
         AuthEnd::Io(e) => {
             info!(%peer, %user, error = %e, outcome = "failed", "the connection failed during authentication");
             return;

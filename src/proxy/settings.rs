@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 
+use crate::proxy::auth::terminate::VerifierSource;
 use crate::proxy::policy::Mode;
 use crate::proxy::upstream::tls::UpstreamTls;
 
@@ -29,6 +30,8 @@ pub struct LiveSettings {
     pub channel_binding: Option<Arc<[u8]>>,
     /// TLS from pgssl to the repository.
     pub upstream_tls: UpstreamTls,
+    /// Verifiers through the lookup user, when one is applied (an external repository in proxy mode).
+    pub lookup: Option<Arc<dyn VerifierSource>>,
 }
 
 impl std::fmt::Debug for LiveSettings {
@@ -50,6 +53,7 @@ impl LiveSettings {
             cert_fingerprint: None,
             channel_binding: None,
             upstream_tls: UpstreamTls::disabled(),
+            lookup: None,
         }
     }
 }

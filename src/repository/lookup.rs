@@ -1,58 +1,50 @@
-//! Verifier lookups for `auth.mode = "proxy"` on the managed repository: a role's `rolpassword` and
-//! whether it has expired, read from `pg_authid` by pgssl's superuser over one persistent connection
-//! (opened on first use, re-opened once when it has died — after a repository restart, or with the
-//! password a rotation has changed meanwhile, which is read from the keystore again).
+//! Verifier lookups for `auth.mode = "proxy"`: a role's `rolpassword` and whether it has expired, read
+//! over one persistent connection (opened on first use, re-opened once when it has died — after a
+//! repository restart, or with a password a rotation has changed meanwhile):
+//! - [`ManagedLookup`]: the managed repository's `pg_authid`, as pgssl's superuser (its password read
+//!   from the keystore at each connect);
+//! - [`ExternalLookup`]: an external repository, as the lookup user, with `auth.lookup_query`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use crate::keystore::Keystore;
+use crate::keystore::{Keystore, Secret};
 use crate::proxy::auth::terminate::{LookupError, LookupFuture, RoleSecret, VerifierSource};
 use crate::proxy::upstream::UpstreamStream;
+use crate::proxy::upstream::tls::UpstreamTls;
+use crate::proxy::upstream::{Target, UpstreamAddr};
 use crate::repository::Session;
 use crate::repository::managed::ManagedRepository;
 use crate::repository::sql;
 
-/// Looks verifiers up in the managed repository.
-#[derive(Debug)]
-pub struct ManagedLookup {
-    repo: ManagedRepository,
-    config_dir: PathBuf,
-    session: Mutex<Option<Session<UpstreamStream>>>,
-}
+/// The default `auth.lookup_query`: `$1` is the role name (quoted as a literal before it is sent).
+pub const DEFAULT_LOOKUP_QUERY: &str = "SELECT rolpassword, coalesce(rolvaliduntil < now(), false)::text FROM pg_catalog.pg_authid WHERE rolname = $1";
 
-impl ManagedLookup {
-    /// A lookup through `repo`'s superuser, whose password is in the keystore in `config_dir`.
-    pub fn new(repo: ManagedRepository, config_dir: PathBuf) -> ManagedLookup {
-        ManagedLookup {
-            repo,
-            config_dir,
-            session: Mutex::new(None),
-        }
-    }
+/// One persistent lookup connection and how to (re)open it.
+#[derive(Debug, Default)]
+struct Kept(Mutex<Option<Session<UpstreamStream>>>);
 
-    async fn connect(&self) -> Result<Session<UpstreamStream>, LookupError> {
-        let keystore = Keystore::open(&self.config_dir).map_err(|e| LookupError(e.to_string()))?;
-        self.repo
-            .connect_admin(&keystore, "postgres")
-            .await
-            .map_err(|e| LookupError(e.to_string()))
-    }
-
-    async fn query(&self, role: &str) -> Result<Option<RoleSecret>, LookupError> {
-        let sql = format!(
-            "SELECT rolpassword, coalesce(rolvaliduntil < now(), false)::text FROM pg_catalog.pg_authid WHERE rolname = {}",
-            sql::literal(role)
-        );
-        let mut guard = self.session.lock().await;
-        // One retry on a fresh connection: the kept one may have died since its last use.
+impl Kept {
+    /// Runs `query` (with `$1` as `role`), connecting with `connect` when no connection is kept and
+    /// once more when the kept one has died.
+    async fn lookup<F, Fut>(
+        &self,
+        query: &str,
+        role: &str,
+        connect: F,
+    ) -> Result<Option<RoleSecret>, LookupError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Session<UpstreamStream>, LookupError>>,
+    {
+        let sql = query.replace("$1", &sql::literal(role));
+        let mut guard = self.0.lock().await;
         for attempt in 0..2 {
-            if guard.is_none() {
-                *guard = Some(self.connect().await?);
-            }
-            let Some(session) = guard.as_mut() else {
-                continue;
+            let session = match guard.as_mut() {
+                Some(s) => s,
+                None => guard.insert(connect().await?),
             };
             match session.simple_query(&sql).await {
                 Ok(rows) => {
@@ -61,7 +53,7 @@ impl ManagedLookup {
                         expired: row.get(1).cloned().flatten().as_deref() == Some("true"),
                     }));
                 }
-                Err(e) if attempt == 0 => {
+                Err(e) if attempt == 0 && e.sqlstate().is_none() => {
                     tracing::debug!(error = %e, "the verifier lookup connection failed; reconnecting");
                     *guard = None;
                 }
@@ -74,8 +66,101 @@ impl ManagedLookup {
     }
 }
 
+/// Looks verifiers up in the managed repository.
+#[derive(Debug)]
+pub struct ManagedLookup {
+    repo: ManagedRepository,
+    config_dir: PathBuf,
+    kept: Kept,
+}
+
+impl ManagedLookup {
+    /// A lookup through `repo`'s superuser, whose password is in the keystore in `config_dir`.
+    pub fn new(repo: ManagedRepository, config_dir: PathBuf) -> ManagedLookup {
+        ManagedLookup {
+            repo,
+            config_dir,
+            kept: Kept::default(),
+        }
+    }
+
+    async fn connect(&self) -> Result<Session<UpstreamStream>, LookupError> {
+        let keystore = Keystore::open(&self.config_dir).map_err(|e| LookupError(e.to_string()))?;
+        self.repo
+            .connect_admin(&keystore, "postgres")
+            .await
+            .map_err(|e| LookupError(e.to_string()))
+    }
+}
+
 impl VerifierSource for ManagedLookup {
     fn lookup<'a>(&'a self, role: &'a str) -> LookupFuture<'a> {
-        Box::pin(self.query(role))
+        Box::pin(
+            self.kept
+                .lookup(DEFAULT_LOOKUP_QUERY, role, || self.connect()),
+        )
+    }
+}
+
+/// Looks verifiers up in an external repository as the lookup user.
+#[derive(Debug)]
+pub struct ExternalLookup {
+    target: Target,
+    tls: UpstreamTls,
+    user: String,
+    password: Secret,
+    database: String,
+    query: String,
+    timeout: Duration,
+    kept: Kept,
+}
+
+impl ExternalLookup {
+    /// A lookup at `upstream` (over `tls`) as `user` in `database`, running `query`.
+    pub fn new(
+        upstream: UpstreamAddr,
+        tls: UpstreamTls,
+        user: String,
+        password: Secret,
+        database: String,
+        query: String,
+        timeout: Duration,
+    ) -> ExternalLookup {
+        ExternalLookup {
+            target: Target::new(upstream),
+            tls,
+            user,
+            password,
+            database,
+            query,
+            timeout,
+            kept: Kept::default(),
+        }
+    }
+
+    async fn connect(&self) -> Result<Session<UpstreamStream>, LookupError> {
+        let failed = |e: String| LookupError(format!("as lookup user {}: {e}", self.user));
+        let stream = self
+            .target
+            .connect(self.timeout, &self.tls)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Session::start(
+            stream,
+            &[
+                ("user", self.user.as_str()),
+                ("database", self.database.as_str()),
+                ("application_name", "pgssl lookup"),
+            ],
+            Some(self.password.expose()),
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))
+    }
+}
+
+impl VerifierSource for ExternalLookup {
+    fn lookup<'a>(&'a self, role: &'a str) -> LookupFuture<'a> {
+        Box::pin(self.kept.lookup(&self.query, role, || self.connect()))
     }
 }

@@ -247,3 +247,103 @@ async fn repeated_failures_lock_that_user_out_from_that_address_for_a_while() {
     assert!(back.ok, "{}", back.stderr);
     serve.stop().await;
 }
+
+/// The bug that made authentication part of pgssl: an external repository with `ssl = on`, reached
+/// with `server.upstream_tls`, and libpq's default `channel_binding=prefer`. In passthrough the
+/// repository refuses it (its binding cannot cross pgssl's TLS); with a lookup user applied, pgssl
+/// authenticates the client and binds each leg to its own certificate, so default psql and
+/// `channel_binding=require` both log in, and the repository sees TLS on its leg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over_upstream_tls() {
+    use crate::harness::{Postgres, prepare_data_dir};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::TestPki::new(dir.path(), "Lookup");
+    let leaf = pki.server_from_root("pg", &["localhost"], 30);
+    let pg = Postgres::start_with_tls(&leaf.cert_pem, &leaf.key_pem);
+    pg.sql("CREATE ROLE pgssl_lookup LOGIN PASSWORD 'lookup-pw'");
+    let upstream = format!("localhost:{}", pg.port());
+    let env = CliEnv::new(&upstream);
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str(
+        "upstream_tls = \"require\"\n[auth]\nlookup_query = \"SELECT * FROM pgssl.lookup($1)\"\n",
+    );
+    std::fs::write(env.config(), config).unwrap();
+    // The DBA installs the function the `sql` command prints: the lookup user is no superuser.
+    let sql = ok(&env.run(&[
+        "authentication",
+        "lookup-user",
+        "sql",
+        "--lookup-user",
+        "pgssl_lookup",
+    ]));
+    pg.sql(&sql);
+    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
+    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    assert!(
+        serve
+            .log_text()
+            .contains("auth=passthrough (until a lookup user is applied)"),
+        "{}",
+        serve.log_text()
+    );
+    let conninfo = |extra: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=tableau dbname=postgres sslmode=require {extra}",
+            serve.addr.port()
+        )
+    };
+    // Passthrough: the repository refuses libpq's default over two TLS legs.
+    let before = psql(&conninfo("")).await;
+    assert!(
+        !before.ok && before.stderr.contains("channel binding"),
+        "{}",
+        before.stderr
+    );
+
+    let staged = env
+        .run_with_stdin(
+            &[
+                "authentication",
+                "lookup-user",
+                "set",
+                "--lookup-user",
+                "pgssl_lookup",
+                "--lookup-password",
+                "-",
+            ],
+            "lookup-pw\n",
+        )
+        .await;
+    assert!(ok(&staged).contains("lookup user 'pgssl_lookup'"));
+    let listed = ok(&env.run(&["authentication", "lookup-user", "list"]));
+    assert!(
+        listed.contains("pending: set pgssl_lookup") && !listed.contains("lookup-pw"),
+        "{listed}"
+    );
+    ok(&env.run(&["pending-changes", "apply"]));
+
+    for setting in ["", "channel_binding=require"] {
+        let run = psql_commands(
+            &conninfo(setting),
+            &[
+                "SELECT current_user",
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ],
+        )
+        .await;
+        assert!(run.ok, "{setting}: {}", run.stderr);
+        assert_eq!(run.stdout, "tableau\nt\n", "{setting}");
+    }
+    let wrong = psql(&conninfo("password=nope")).await;
+    assert!(
+        wrong
+            .stderr
+            .contains("password authentication failed for user \"tableau\""),
+        "{}",
+        wrong.stderr
+    );
+    // The lookup user's password is sealed, never in a file in the clear.
+    let keystore = std::fs::read(env.data_dir().join("config/keystore")).unwrap();
+    assert!(!keystore.windows(9).any(|w| w == b"lookup-pw"));
+    serve.stop().await;
+}

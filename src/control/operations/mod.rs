@@ -14,6 +14,7 @@ macro_rules! note {
 }
 
 pub mod admin_user;
+pub mod authentication;
 pub mod custom_cert;
 pub mod data_access;
 pub mod external_ssl;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::security::{Change, CustomCa, ExternalService, ExternalSsl};
+use super::security::{Change, CustomCa, ExternalService, ExternalSsl, LookupUser};
 use crate::proxy::policy::Mode;
 
 /// The state a server serves.
@@ -23,6 +23,8 @@ pub struct AppliedState {
     pub custom_ca: Option<CustomCa>,
     /// The external analytics service, if enabled.
     pub extsvc: Option<ExternalService>,
+    /// The role verifiers are read as on an external repository, if set.
+    pub lookup_user: Option<LookupUser>,
 }
 
 /// Whether a direct-connection user may log in.
@@ -63,6 +65,8 @@ pub struct PendingChanges {
     pub custom_ca: Option<Change<CustomCa>>,
     /// `vizql-extsvc-ssl enable` or `disable`.
     pub extsvc: Option<Change<ExternalService>>,
+    /// `authentication lookup-user set`.
+    pub lookup_user: Option<Change<LookupUser>>,
 }
 
 /// Keystore name of a staged direct-user password.
@@ -97,6 +101,9 @@ impl PendingChanges {
         if let Some(change) = &self.extsvc {
             next.extsvc = change.result();
         }
+        if let Some(change) = &self.lookup_user {
+            next.lookup_user = change.result();
+        }
         next
     }
 
@@ -125,6 +132,9 @@ impl PendingChanges {
         }
         if no_op(&self.extsvc, &applied.extsvc) {
             self.extsvc = None;
+        }
+        if no_op(&self.lookup_user, &applied.lookup_user) {
+            self.lookup_user = None;
         }
         self
     }
@@ -183,6 +193,17 @@ impl PendingChanges {
             Some(Change::Remove) => {
                 lines.push("vizql-extsvc-ssl: disable the external service".into())
             }
+            None => {}
+        }
+        match &self.lookup_user {
+            Some(Change::Set(l)) => lines.push(format!(
+                "authentication lookup-user: read verifiers as {} (new password)",
+                l.username
+            )),
+            Some(Change::Remove) => lines.push(
+                "authentication lookup-user: clear; pgssl stops authenticating clients itself"
+                    .into(),
+            ),
             None => {}
         }
         lines

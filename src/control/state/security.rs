@@ -166,3 +166,19 @@ pub fn passphrase_name(id: &str) -> String {
 pub fn extsvc_password_name(id: &str) -> String {
     format!("extsvc/{id}/password")
 }
+
+/// `authentication lookup-user set`: the role pgssl reads verifiers as on an external repository
+/// (its password sealed in the keystore under [`lookup_password_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupUser {
+    /// The record's id (names its secret).
+    pub id: String,
+    /// The role.
+    pub username: String,
+}
+
+/// Keystore name of a lookup user's password.
+pub fn lookup_password_name(id: &str) -> String {
+    format!("auth/lookup/{id}/password")
+}

@@ -231,11 +231,17 @@ impl StateStore {
             .filter_map(|s| s.extsvc.as_ref())
             .map(|x| security::extsvc_password_name(&x.id))
             .collect();
+        let keep_lookup: Vec<String> = [&applied, &next]
+            .into_iter()
+            .filter_map(|s| s.lookup_user.as_ref())
+            .map(|l| security::lookup_password_name(&l.id))
+            .collect();
         let stale: Vec<String> = keystore
             .names()
             .filter(|n| {
                 (n.starts_with("external-ssl/") && !keep_external.iter().any(|k| k == n))
                     || (n.starts_with("extsvc/") && !keep_extsvc.iter().any(|k| k == n))
+                    || (n.starts_with("auth/lookup/") && !keep_lookup.iter().any(|k| k == n))
             })
             .map(str::to_string)
             .collect();

@@ -1,11 +1,13 @@
-//! The authentication phase of a session, between the forwarded start-up and the byte relay.
+//! The authentication phase of a session, between the policy decision and the byte relay.
 //!
-//! Today the repository authenticates the client and pgssl relays the exchange message by message
-//! ([`passthrough`]), changing one thing: SCRAM-SHA-256-PLUS is taken out of the repository's offer,
-//! because a channel binding cannot hold across a TLS terminator (see
-//! [`crate::proxy::protocol::auth_message`]). Without that, libpq's default `channel_binding=prefer`
-//! picks PLUS whenever the repository is reached over TLS, binds to pgssl's certificate, and the
-//! repository refuses it: `FATAL: SCRAM channel binding check failed`.
+//! - Proxy mode ([`mod@terminate`], over [`scram`]): pgssl authenticates the client itself, with
+//!   SCRAM-SHA-256-PLUS bound to the certificate it served, then logs into the repository as the same
+//!   role by SCRAM pass-through.
+//! - Passthrough ([`mod@passthrough`]): the repository authenticates and pgssl relays the exchange
+//!   message by message, changing one thing: SCRAM-SHA-256-PLUS is taken out of the repository's
+//!   offer, because a channel binding cannot hold across a TLS terminator (see
+//!   [`crate::proxy::protocol::auth_message`]).
+//! - Both: failed logins are limited per (address, user) ([`lockout`]).
 
 pub mod lockout;
 pub mod passthrough;
@@ -19,15 +21,19 @@ use std::sync::Arc;
 /// How a server's sessions authenticate (`auth.mode`, decided by the composition root).
 #[derive(Debug, Clone, Default)]
 pub enum AuthPlan {
-    /// The repository authenticates; pgssl relays the exchange ([`passthrough`]).
+    /// The repository authenticates; pgssl relays the exchange ([`mod@passthrough`]).
     #[default]
     Passthrough,
-    /// pgssl authenticates the client with verifiers from `lookup`, then logs into the repository
-    /// by SCRAM pass-through ([`terminate`]).
+    /// pgssl authenticates the client with verifiers from `lookup` — or, when that is `None`, from
+    /// the settings snapshot's lookup user — then logs into the repository by SCRAM pass-through
+    /// ([`mod@terminate`]).
     Proxy {
-        /// Where verifiers come from.
-        lookup: Arc<dyn terminate::VerifierSource>,
+        /// The server's own verifier source (the managed repository's), if it has one.
+        lookup: Option<Arc<dyn terminate::VerifierSource>>,
         /// Derives an unknown user's mock salt.
         mock_secret: [u8; 32],
+        /// Whether a login with no verifier source at all is refused (`auth.mode = "proxy"`) rather
+        /// than passed through (`auto`).
+        required: bool,
     },
 }

@@ -32,6 +32,8 @@ pub enum AuthEnd {
     Malformed(AuthMessageError),
     /// The deadline passed before the exchange finished.
     TimedOut,
+    /// `auth.mode = "proxy"` without a verifier source: nothing was tried.
+    NoLookupUser,
     /// A socket failed or a side closed.
     Io(std::io::Error),
 }

@@ -1,0 +1,175 @@
+//! `pgssl authentication lookup-user set --lookup-user NAME --lookup-password PW|- | clear | list |
+//! sql`: the role pgssl reads verifiers as on an external repository, so that it can authenticate
+//! clients itself (`auth.mode`, README "Authentication"). Staged like every secret and applied with
+//! `pending-changes apply`.
+//!
+//! The flags are `--lookup-user`/`--lookup-password` rather than `--username`/`--password`, which sign
+//! in to a remote admin server.
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Operation, Report, Said, Staged, Verb, no_arguments, secret_arg};
+use super::{
+    CommandError, Context, Output, RecordList, RecordListing, RecordSlot, Removal, check_secret,
+    list_record, prune, stage_removal,
+};
+use crate::control::state::security::{self, Change, LookupUser};
+use crate::control::state::store::new_id;
+use crate::keystore::{Keystore, Secret};
+
+/// `authentication lookup-user set`: stages the lookup user and its password (sealed).
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Set {
+    /// The role pgssl reads verifiers as (see 'pgssl authentication lookup-user sql').
+    #[arg(long, value_name = "NAME")]
+    pub lookup_user: String,
+    /// Its password, or '-' to read it from standard input.
+    #[arg(long, value_name = "PW|-", value_parser = secret_arg)]
+    pub lookup_password: Secret,
+}
+
+impl Operation for Set {
+    const ACTION: &'static str = "authentication lookup-user set";
+    const PATH: &'static str = "/authentication/lookup-user/set";
+    const VERB: Verb = Verb::Post;
+    type Report = Staged;
+
+    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        if ctx.config.server.upstream.is_none() {
+            return Err(CommandError::Invalid(
+                "the managed repository needs no lookup user: pgssl reads its verifiers as its own superuser".into(),
+            ));
+        }
+        let name = self.lookup_user.trim();
+        if name.is_empty() || name.contains('\0') {
+            return Err(CommandError::Invalid(
+                "--lookup-user must be a role name".into(),
+            ));
+        }
+        check_secret(&self.lookup_password, "--lookup-password")?;
+        let store = ctx.store_or_create()?;
+        let _lock = store.lock()?;
+        let id = new_id()?;
+        Keystore::open(&store.config_dir())?
+            .set(&security::lookup_password_name(&id), &self.lookup_password)?;
+        let mut pending = store.pending()?;
+        pending.lookup_user = Some(Change::Set(LookupUser {
+            id,
+            username: name.to_string(),
+        }));
+        store.save_pending(&pending)?;
+        prune(&store, &ctx.out);
+        let mut staged = Staged::change(format!(
+            "Staged: read verifiers as lookup user '{name}' (password sealed in the keystore)."
+        ));
+        if ctx.config.auth.mode == crate::config::AuthMode::Passthrough {
+            staged.notes.push(
+                "note: auth.mode = \"passthrough\": the lookup user is kept but not used until auth.mode is auto or proxy".into(),
+            );
+        }
+        Ok(staged)
+    }
+
+    fn example() -> Set {
+        Set {
+            lookup_user: "pgssl_lookup".into(),
+            lookup_password: Secret::new("password".into()),
+        }
+    }
+}
+
+no_arguments!(
+    /// `authentication lookup-user clear`: stages forgetting the lookup user.
+    Clear
+);
+
+impl Operation for Clear {
+    const ACTION: &'static str = "authentication lookup-user clear";
+    const PATH: &'static str = "/authentication/lookup-user/clear";
+    const VERB: Verb = Verb::Post;
+    type Report = Staged;
+
+    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        let slot = RecordSlot {
+            pending: |p| &mut p.lookup_user,
+            present: |s| s.lookup_user.is_some(),
+        };
+        Ok(match stage_removal(ctx, slot)? {
+            Removal::Absent => Staged::nothing("No lookup user is set; nothing to stage."),
+            Removal::DroppedStaged => {
+                Staged::nothing("Dropped the staged lookup user; none is applied.")
+            }
+            Removal::Staged => Staged::change("Staged: forget the lookup user."),
+        })
+    }
+
+    fn example() -> Clear {
+        Clear {}
+    }
+}
+
+no_arguments!(
+    /// `authentication lookup-user list`: the applied (and any staged) lookup user; never its
+    /// password.
+    List
+);
+
+impl Operation for List {
+    const ACTION: &'static str = "authentication lookup-user list";
+    const PATH: &'static str = "/authentication/lookup-user";
+    const VERB: Verb = Verb::Get;
+    type Report = RecordList<LookupUser>;
+
+    fn run(self, ctx: &Context) -> Result<RecordList<LookupUser>, CommandError> {
+        let store = ctx.store()?;
+        let (applied, pending) = (store.applied()?, store.pending()?);
+        RecordList::read(
+            applied.lookup_user.as_ref(),
+            pending.lookup_user.as_ref(),
+            |l| Ok(l.clone()),
+        )
+    }
+
+    fn example() -> List {
+        List {}
+    }
+}
+
+impl Report for RecordList<LookupUser> {
+    fn render(&self, out: &Output) {
+        let how = RecordListing {
+            title: "Lookup user (authentication)",
+            none: "none (with an external repository, the repository authenticates its clients)",
+            staged: &|l: &LookupUser| format!("set {}", l.username),
+            removed: "clear",
+        };
+        list_record(out, how, self, |out, l, indent| {
+            say!(out, "{indent}{:<21}{}", "user:", l.username);
+            say!(out, "{indent}{:<21}set (encrypted at rest)", "password:");
+        });
+    }
+}
+
+/// `authentication lookup-user sql --lookup-user NAME`: the SQL a DBA runs so that the lookup user
+/// needs no superuser, and the `auth.lookup_query` that uses it.
+pub fn sql(lookup_user: &str) -> Said {
+    let role = postgres_protocol::escape::escape_identifier(lookup_user);
+    let text = format!(
+        "-- Run as a superuser in the database pgssl's lookup user connects to (auth.lookup_database).\n\
+CREATE SCHEMA IF NOT EXISTS pgssl;\n\
+CREATE OR REPLACE FUNCTION pgssl.lookup(role_name text, OUT rolpassword text, OUT expired text)\n\
+  RETURNS SETOF record LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$\n\
+    SELECT rolpassword::text, coalesce(rolvaliduntil < now(), false)::text\n\
+      FROM pg_catalog.pg_authid WHERE rolname = role_name $$;\n\
+REVOKE ALL ON FUNCTION pgssl.lookup(text) FROM PUBLIC;\n\
+GRANT USAGE ON SCHEMA pgssl TO {role};\n\
+GRANT EXECUTE ON FUNCTION pgssl.lookup(text) TO {role};\n\
+-- Then, in pgssl's configuration:\n\
+--   [auth]\n\
+--   lookup_query = \"SELECT * FROM pgssl.lookup($1)\""
+    );
+    Said {
+        said: text.lines().map(str::to_string).collect(),
+    }
+}
