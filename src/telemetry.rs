@@ -145,6 +145,10 @@ pub mod names {
     pub const COMMAND_FAILURES: &str = "pgssl_command_failures_total";
     /// Logins by `mechanism` and `outcome`.
     pub const AUTH_ATTEMPTS: &str = "pgssl_auth_attempts_total";
+    /// Time from the start of authentication to the session's AuthenticationOk (or refusal).
+    pub const AUTH_SECONDS: &str = "pgssl_auth_duration_seconds";
+    /// Verifier lookups by `outcome` (`ok`, `failed`).
+    pub const AUTH_LOOKUPS: &str = "pgssl_auth_lookups_total";
 }
 
 /// The process-wide Prometheus handle; the recorder is installed on first use.
@@ -200,6 +204,15 @@ fn describe() {
         "Time to connect to the repository."
     );
     describe_counter!(BYTES_RELAYED, Unit::Bytes, "Bytes relayed, by direction.");
+    describe_histogram!(
+        AUTH_SECONDS,
+        Unit::Seconds,
+        "Authentication time, to the repository's AuthenticationOk or the refusal."
+    );
+    describe_counter!(
+        AUTH_LOOKUPS,
+        "Verifier lookups (proxy mode), by outcome (ok, failed)."
+    );
     describe_counter!(
         AUTH_ATTEMPTS,
         "Logins by mechanism (scram-sha-256, scram-sha-256-plus, passthrough) and outcome."

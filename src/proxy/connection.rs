@@ -155,7 +155,8 @@ async fn session(
         return refuse_locked_out(&mut stream, who, wait, &ctx.metrics).await;
     }
     // The exchange gets its own window: a client that stalls mid-authentication is cut off.
-    let deadline = Instant::now() + ctx.handshake_timeout;
+    let authenticating = Instant::now();
+    let deadline = authenticating + ctx.handshake_timeout;
     let proxy = match &ctx.auth {
         AuthPlan::Passthrough => None,
         AuthPlan::Proxy {
@@ -181,6 +182,11 @@ async fn session(
             terminate::authenticate_client(&mut stream, &who.user, binding, &**lookup, mock_secret),
         )
         .await;
+        match &proven {
+            Ok(Err(ClientAuthError::Lookup(_))) => ctx.metrics.lookups_failed.increment(1),
+            Ok(Err(ClientAuthError::Io(_))) | Err(_) => {}
+            Ok(_) => ctx.metrics.lookups_ok.increment(1),
+        }
         let proven = match proven {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
@@ -200,6 +206,9 @@ async fn session(
             terminate::log_in(&mut upstream, &proven, upstream_cert.as_deref()),
         )
         .await;
+        ctx.metrics
+            .auth_seconds
+            .record(authenticating.elapsed().as_secs_f64());
         match logged_in {
             Ok(Ok(ok)) => {
                 let welcome = async {
@@ -225,7 +234,10 @@ async fn session(
         return;
     };
     let m = &ctx.metrics;
-    match auth::passthrough(&mut stream, &mut upstream, deadline).await {
+    let relayed = auth::passthrough(&mut stream, &mut upstream, deadline).await;
+    m.auth_seconds
+        .record(authenticating.elapsed().as_secs_f64());
+    match relayed {
         AuthEnd::Authenticated => m
             .auth(AuthMechanism::Passthrough, AuthOutcome::Ok)
             .increment(1),

@@ -101,6 +101,12 @@ pub struct ProxyMetrics {
     /// `pgssl_cancel_requests_total`.
     pub cancels: Counter,
     auth: Vec<Counter>,
+    /// `pgssl_auth_duration_seconds`.
+    pub auth_seconds: Histogram,
+    /// `pgssl_auth_lookups_total{outcome="ok"}`.
+    pub lookups_ok: Counter,
+    /// `pgssl_auth_lookups_total{outcome="failed"}`.
+    pub lookups_failed: Counter,
 }
 
 impl ProxyMetrics {
@@ -131,6 +137,9 @@ impl ProxyMetrics {
         }
         ProxyMetrics {
             auth,
+            auth_seconds: histogram!(names::AUTH_SECONDS),
+            lookups_ok: counter!(names::AUTH_LOOKUPS, "outcome" => "ok"),
+            lookups_failed: counter!(names::AUTH_LOOKUPS, "outcome" => "failed"),
             accepted: counter!(names::CONNECTIONS_ACCEPTED),
             active: gauge!(names::CONNECTIONS_ACTIVE),
             over_limit: [

@@ -342,6 +342,45 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
         "{}",
         wrong.stderr
     );
+    // An expired password fails as PostgreSQL fails it; a full role gets the repository's 53300.
+    pg.sql("ALTER ROLE tableau VALID UNTIL '2000-01-01'");
+    let expired = psql(&conninfo("")).await;
+    assert!(
+        expired
+            .stderr
+            .contains("password authentication failed for user \"tableau\""),
+        "{}",
+        expired.stderr
+    );
+    pg.sql("ALTER ROLE tableau VALID UNTIL 'infinity' CONNECTION LIMIT 0");
+    let full = psql(&conninfo("")).await;
+    assert!(
+        full.stderr
+            .contains("too many connections for role \"tableau\""),
+        "{}",
+        full.stderr
+    );
+    // A repository that asks for a method pgssl cannot answer without the password: named, with the fix.
+    pg.sql(&format!(
+        "CREATE ROLE cleartext LOGIN PASSWORD '{PASSWORD}'"
+    ));
+    let hba = pg.sql("SHOW hba_file");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("hostssl all cleartext 127.0.0.1/32 password\nhostssl all cleartext ::1/128 password\n{rules}"),
+    )
+    .unwrap();
+    pg.sql("SELECT pg_reload_conf()");
+    let method = psql(&conninfo("").replace("user=tableau", "user=cleartext")).await;
+    assert!(
+        method
+            .stderr
+            .contains("the repository asks for password (cleartext) authentication")
+            && method.stderr.contains("pg_hba.conf"),
+        "{}",
+        method.stderr
+    );
     // The lookup user's password is sealed, never in a file in the clear.
     let keystore = std::fs::read(env.data_dir().join("config/keystore")).unwrap();
     assert!(!keystore.windows(9).any(|w| w == b"lookup-pw"));

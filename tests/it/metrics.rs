@@ -150,6 +150,20 @@ async fn a_scrape_after_real_connections_shows_the_counters_moved() {
             > 0.0
     );
     assert!(text.contains("# HELP pgssl_connections_active"), "{text}");
+    // The one login the repository authenticated, relayed (passthrough: an external repository).
+    assert_eq!(
+        sample(
+            &text,
+            "pgssl_auth_attempts_total",
+            &["mechanism=\"passthrough\"", "outcome=\"ok\""]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "pgssl_auth_duration_seconds_count", &[]).unwrap() >= 1.0,
+        "{text}"
+    );
 
     // Anything but GET /metrics is refused.
     let mut tcp = TcpStream::connect(&metrics_addr).await.unwrap();
