@@ -335,3 +335,63 @@ pub async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
     stream.write_all(&frame.encode()).await?;
     stream.flush().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    fn proven() -> Proven {
+        Proven {
+            client_key: [7; 32],
+            verifier: Verifier::mock("u", b"s"),
+            client_final: auth_message::auth_request(AUTH_SASL_FINAL, b"v="),
+            mechanism: SCRAM,
+        }
+    }
+
+    /// On a TLS leg whose repository offers PLUS, pgssl binds to the repository's certificate; on a
+    /// plaintext leg it uses SCRAM-SHA-256 with the `n` flag; with TLS but no PLUS offered, `y`.
+    #[tokio::test]
+    async fn the_repository_leg_binds_when_it_can() {
+        for (cert, offer, mechanism, gs2) in [
+            (
+                Some(&b"repository certificate"[..]),
+                &[SCRAM_PLUS, SCRAM][..],
+                SCRAM_PLUS,
+                "p=tls-server-end-point,,",
+            ),
+            (None, &[SCRAM_PLUS, SCRAM][..], SCRAM, "n,,"),
+            (
+                Some(&b"repository certificate"[..]),
+                &[SCRAM][..],
+                SCRAM,
+                "y,,",
+            ),
+        ] {
+            let (mut pgssl, mut repository) = duplex(4096);
+            let proven = proven();
+            let login =
+                tokio::spawn(async move { log_in(&mut pgssl, &proven, cert).await.map(|_| ()) });
+            write_frame(&mut repository, &auth_message::sasl_offer(offer))
+                .await
+                .unwrap();
+            let initial = read_frame(&mut repository).await.unwrap();
+            let (used, data) = auth_message::sasl_initial_response(&initial.body).unwrap();
+            assert_eq!(used, mechanism);
+            assert!(
+                std::str::from_utf8(data).unwrap().starts_with(gs2),
+                "{data:?}"
+            );
+            // A refusal ends the leg with the repository's own frame.
+            let error = Frame {
+                kind: b'E',
+                body: bytes::Bytes::from_static(b"SFATAL\0C28P01\0Mno\0\0"),
+            };
+            write_frame(&mut repository, &error).await.unwrap();
+            assert!(
+                matches!(login.await.unwrap(), Err(RepositoryAuthError::Refused(f)) if f == error)
+            );
+        }
+    }
+}
