@@ -252,7 +252,8 @@ async fn repeated_failures_lock_that_user_out_from_that_address_for_a_while() {
 /// with `server.upstream_tls`, and libpq's default `channel_binding=prefer`. In passthrough the
 /// repository refuses it (its binding cannot cross pgssl's TLS); with a lookup user applied, pgssl
 /// authenticates the client and binds each leg to its own certificate, so default psql and
-/// `channel_binding=require` both log in, and the repository sees TLS on its leg.
+/// `channel_binding=require` both log in, and the repository sees TLS on its leg (`verify-full`, so
+/// both legs are bound to certificates that were verified).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over_upstream_tls() {
     use crate::harness::{Postgres, prepare_data_dir};
@@ -265,9 +266,10 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
     let env = CliEnv::new(&upstream);
     let mut config = std::fs::read_to_string(env.config()).unwrap();
     config.push_str(
-        "upstream_tls = \"require\"\n[auth]\nlookup_query = \"SELECT * FROM pgssl.lookup($1)\"\n",
+        "upstream_tls = \"verify-full\"\n[auth]\nlookup_query = \"SELECT * FROM pgssl.lookup($1)\"\n",
     );
     std::fs::write(env.config(), config).unwrap();
+
     // The DBA installs the function the `sql` command prints: the lookup user is no superuser.
     let sql = ok(&env.run(&[
         "authentication",
@@ -278,7 +280,15 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
     ]));
     pg.sql(&sql);
     prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
-    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    // pgssl verifies the repository's chain and name against the custom CA.
+    ok(&env.run(&[
+        "security",
+        "custom-cert",
+        "add",
+        "--cert-file",
+        pki.root.to_str().unwrap(),
+    ]));
+    ok(&env.run(&["pending-changes", "apply"]));    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
     assert!(
         serve
             .log_text()
