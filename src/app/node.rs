@@ -176,13 +176,15 @@ fn lookup_builder(options: &NodeOptions) -> Option<settings::LookupBuilder> {
                 .clone()
                 .unwrap_or_else(|| crate::repository::lookup::DEFAULT_LOOKUP_QUERY.to_string());
             Arc::new(crate::repository::lookup::ExternalLookup::new(
-                upstream.clone(),
-                tls.clone(),
-                credentials.username,
-                credentials.password,
-                auth.lookup_database.clone(),
-                query,
-                timeout,
+                crate::repository::lookup::ExternalLookupOptions {
+                    upstream: upstream.clone(),
+                    tls: tls.clone(),
+                    user: credentials.username,
+                    password: credentials.password,
+                    database: auth.lookup_database.clone(),
+                    query,
+                    timeout,
+                },
             ))
         },
     )))

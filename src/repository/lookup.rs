@@ -102,57 +102,59 @@ impl VerifierSource for ManagedLookup {
     }
 }
 
+/// Where and how the lookup user reads verifiers on an external repository.
+#[derive(Debug, Clone)]
+pub struct ExternalLookupOptions {
+    /// The repository.
+    pub upstream: UpstreamAddr,
+    /// TLS to it, as every other connection there.
+    pub tls: UpstreamTls,
+    /// The lookup user.
+    pub user: String,
+    /// Its password.
+    pub password: Secret,
+    /// The database it connects to (`auth.lookup_database`).
+    pub database: String,
+    /// `auth.lookup_query`, `$1` standing for the role name.
+    pub query: String,
+    /// Connect timeout.
+    pub timeout: Duration,
+}
+
 /// Looks verifiers up in an external repository as the lookup user.
 #[derive(Debug)]
 pub struct ExternalLookup {
+    options: ExternalLookupOptions,
     target: Target,
-    tls: UpstreamTls,
-    user: String,
-    password: Secret,
-    database: String,
-    query: String,
-    timeout: Duration,
     kept: Kept,
 }
 
 impl ExternalLookup {
-    /// A lookup at `upstream` (over `tls`) as `user` in `database`, running `query`.
-    pub fn new(
-        upstream: UpstreamAddr,
-        tls: UpstreamTls,
-        user: String,
-        password: Secret,
-        database: String,
-        query: String,
-        timeout: Duration,
-    ) -> ExternalLookup {
+    /// A lookup with `options`; it connects on first use.
+    pub fn new(options: ExternalLookupOptions) -> ExternalLookup {
         ExternalLookup {
-            target: Target::new(upstream),
-            tls,
-            user,
-            password,
-            database,
-            query,
-            timeout,
+            target: Target::new(options.upstream.clone()),
+            options,
             kept: Kept::default(),
         }
     }
 
     async fn connect(&self) -> Result<Session<UpstreamStream>, LookupError> {
-        let failed = |e: String| LookupError(format!("as lookup user {}: {e}", self.user));
+        let o = &self.options;
+        let failed = |e: String| LookupError(format!("as lookup user {}: {e}", o.user));
         let stream = self
             .target
-            .connect(self.timeout, &self.tls)
+            .connect(o.timeout, &o.tls)
             .await
             .map_err(|e| failed(e.to_string()))?;
         Session::start(
             stream,
             &[
-                ("user", self.user.as_str()),
-                ("database", self.database.as_str()),
+                ("user", o.user.as_str()),
+                ("database", o.database.as_str()),
                 ("application_name", "pgssl lookup"),
             ],
-            Some(self.password.expose()),
+            Some(o.password.expose()),
         )
         .await
         .map_err(|e| failed(e.to_string()))
@@ -161,6 +163,9 @@ impl ExternalLookup {
 
 impl VerifierSource for ExternalLookup {
     fn lookup<'a>(&'a self, role: &'a str) -> LookupFuture<'a> {
-        Box::pin(self.kept.lookup(&self.query, role, || self.connect()))
+        Box::pin(
+            self.kept
+                .lookup(&self.options.query, role, || self.connect()),
+        )
     }
 }

@@ -288,7 +288,8 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
         "--cert-file",
         pki.root.to_str().unwrap(),
     ]));
-    ok(&env.run(&["pending-changes", "apply"]));    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    ok(&env.run(&["pending-changes", "apply"]));
+    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
     assert!(
         serve
             .log_text()

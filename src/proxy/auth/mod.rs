@@ -18,6 +18,45 @@ pub use passthrough::{AuthEnd, passthrough};
 
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::proxy::protocol::auth_message::{self, AuthMessageError, Frame};
+
+/// Why an authentication-phase frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// Its length was malformed or too large (nothing was allocated for it).
+    #[error(transparent)]
+    Malformed(#[from] AuthMessageError),
+    /// The socket failed or the other side closed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads exactly one frame, its length checked before its body is read.
+pub async fn read_frame<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+) -> Result<Frame, FrameError> {
+    let mut header = [0u8; 5];
+    stream.read_exact(&mut header).await?;
+    let len = auth_message::body_len(header)?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(Frame {
+        kind: header[0],
+        body: body.into(),
+    })
+}
+
+/// Writes and flushes one frame.
+pub async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    frame: &Frame,
+) -> std::io::Result<()> {
+    stream.write_all(&frame.encode()).await?;
+    stream.flush().await
+}
+
 /// How a server's sessions authenticate (`auth.mode`, decided by the composition root).
 #[derive(Debug, Clone, Default)]
 pub enum AuthPlan {

@@ -7,10 +7,10 @@
 //! length-checked before anything is allocated for it, and the whole phase runs under one deadline,
 //! so a client that stalls mid-exchange cannot hold the session.
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use super::{FrameError, write_frame};
 use crate::proxy::protocol::auth_message::{
     self, AUTH_OK, AUTH_SASL, AUTH_SASL_FINAL, AuthMessageError, Frame,
 };
@@ -103,32 +103,18 @@ where
     }
 }
 
-/// Reads exactly one frame, its length checked before its body is read.
+/// Reads one frame for the exchange, ending it on a bad or missing one.
 async fn read_frame<S: AsyncRead + Unpin + ?Sized>(stream: &mut S) -> Result<Frame, AuthEnd> {
-    let mut header = [0u8; 5];
-    stream.read_exact(&mut header).await.map_err(AuthEnd::Io)?;
-    let len = auth_message::body_len(header).map_err(AuthEnd::Malformed)?;
-    let mut body = BytesMut::zeroed(len);
-    stream.read_exact(&mut body).await.map_err(AuthEnd::Io)?;
-    Ok(Frame {
-        kind: header[0],
-        body: body.freeze(),
+    super::read_frame(stream).await.map_err(|e| match e {
+        FrameError::Malformed(m) => AuthEnd::Malformed(m),
+        FrameError::Io(io) => AuthEnd::Io(io),
     })
-}
-
-async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
-    stream: &mut S,
-    frame: &Frame,
-) -> std::io::Result<()> {
-    stream.write_all(&frame.encode()).await?;
-    stream.flush().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BufMut;
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
         Frame {
@@ -140,14 +126,7 @@ mod tests {
     }
 
     fn sasl(mechanisms: &[&str]) -> Vec<u8> {
-        let mut body = BytesMut::new();
-        body.put_u32(AUTH_SASL);
-        for m in mechanisms {
-            body.extend_from_slice(m.as_bytes());
-            body.put_u8(0);
-        }
-        body.put_u8(0);
-        frame(b'R', &body)
+        auth_message::sasl_offer(mechanisms).encode().to_vec()
     }
 
     /// A repository that offers PLUS, then runs a SASL exchange: the client sees no PLUS, every other

@@ -11,7 +11,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use super::write_frame;
+use super::{FrameError, read_frame};
 
 use super::scram::{
     self, Binding, ClientFinal, ClientFirst, SCRAM, SCRAM_PLUS, ScramError, Verifier,
@@ -204,6 +207,15 @@ pub enum RepositoryAuthError {
     Io(#[from] std::io::Error),
 }
 
+impl From<FrameError> for RepositoryAuthError {
+    fn from(e: FrameError) -> RepositoryAuthError {
+        match e {
+            FrameError::Malformed(m) => RepositoryAuthError::Frame(m),
+            FrameError::Io(io) => RepositoryAuthError::Io(io),
+        }
+    }
+}
+
 /// Logs into the repository (whose start-up was already sent) as the proven client: answers its
 /// SCRAM with the client's ClientKey, bound to `upstream_cert` when the repository offers
 /// SCRAM-SHA-256-PLUS on a TLS leg. Returns the repository's AuthenticationOk.
@@ -303,37 +315,13 @@ async fn read_answer<C: AsyncRead + Unpin + ?Sized>(
     client: &mut C,
 ) -> Result<Frame, ClientAuthError> {
     let frame = read_frame(client).await.map_err(|e| match e {
-        RepositoryAuthError::Frame(f) => ClientAuthError::Frame(f),
-        RepositoryAuthError::Io(io) => ClientAuthError::Io(io),
-        _ => ClientAuthError::Unexpected('?'),
+        FrameError::Malformed(f) => ClientAuthError::Frame(f),
+        FrameError::Io(io) => ClientAuthError::Io(io),
     })?;
     if frame.kind != b'p' {
         return Err(ClientAuthError::Unexpected(frame.kind as char));
     }
     Ok(frame)
-}
-
-async fn read_frame<S: AsyncRead + Unpin + ?Sized>(
-    stream: &mut S,
-) -> Result<Frame, RepositoryAuthError> {
-    let mut header = [0u8; 5];
-    stream.read_exact(&mut header).await?;
-    let len = auth_message::body_len(header)?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
-    Ok(Frame {
-        kind: header[0],
-        body: body.into(),
-    })
-}
-
-/// Writes and flushes one frame.
-pub async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
-    stream: &mut S,
-    frame: &Frame,
-) -> std::io::Result<()> {
-    stream.write_all(&frame.encode()).await?;
-    stream.flush().await
 }
 
 #[cfg(test)]
