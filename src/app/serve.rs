@@ -199,45 +199,15 @@ async fn run(
             (addr, Some(running))
         }
     };
-    let (auth, auth_reason) = match auth_plan(ctx, repository.as_ref()) {
-        Ok(plan) => plan,
+    let bound = bind(ctx, listen, &upstream, repository.as_ref(), admin).await;
+    let (server, admin, auth, auth_reason) = match bound {
+        Ok(bound) => bound,
         Err(e) => {
             if let Some(r) = repository {
                 r.shutdown().await;
             }
             return Err(e);
         }
-    };
-    let options = NodeOptions {
-        data_dir: ctx.data_dir.clone(),
-        listen,
-        upstream: upstream.clone(),
-        managed: repository.is_some(),
-        config: ctx.config.clone(),
-        auth: auth.clone(),
-    };
-    let server = match Node::bind(options).await {
-        Ok(s) => s,
-        Err(e) => {
-            if let Some(r) = repository {
-                r.shutdown().await;
-            }
-            return Err(e.into());
-        }
-    };
-    let admin = match admin {
-        Some(addr) => {
-            match AdminServer::bind(addr, ctx.data_dir.clone(), ctx.config.clone()).await {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    if let Some(r) = repository {
-                        r.shutdown().await;
-                    }
-                    return Err(CommandError::Fault(e.to_string()));
-                }
-            }
-        }
-        None => None,
     };
     let shutdown = CancellationToken::new();
     let signals = signals.spawn(server.reloader(), shutdown.clone());
@@ -248,18 +218,7 @@ async fn run(
             source,
         })
     })?;
-    let auth_mode = match (&auth, settings.lookup.is_some()) {
-        (AuthPlan::Passthrough, _) => "passthrough",
-        (
-            AuthPlan::Proxy {
-                lookup: Some(_), ..
-            },
-            _,
-        )
-        | (AuthPlan::Proxy { .. }, true) => "proxy",
-        (AuthPlan::Proxy { required: true, .. }, false) => "proxy (no lookup user yet)",
-        (AuthPlan::Proxy { .. }, false) => "passthrough (until a lookup user is applied)",
-    };
+    let auth_mode = auth_label(&auth, settings.lookup.is_some());
     info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), auth = %auth_mode,
           auth_reason, "pgssl is serving");
@@ -276,6 +235,52 @@ async fn run(
         r.shutdown().await;
     }
     Ok(served?)
+}
+
+/// What `serve` binds once the repository is up: the node (proxy and reload socket) with its
+/// authentication plan, and the admin server.
+async fn bind(
+    ctx: &Context,
+    listen: std::net::SocketAddr,
+    upstream: &UpstreamAddr,
+    repository: Option<&RunningRepository>,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<(Node, Option<AdminServer>, AuthPlan, &'static str), CommandError> {
+    let (auth, auth_reason) = auth_plan(ctx, repository)?;
+    let options = NodeOptions {
+        data_dir: ctx.data_dir.clone(),
+        listen,
+        upstream: upstream.clone(),
+        managed: repository.is_some(),
+        config: ctx.config.clone(),
+        auth: auth.clone(),
+    };
+    let server = Node::bind(options).await?;
+    let admin = match admin {
+        Some(addr) => Some(
+            AdminServer::bind(addr, ctx.data_dir.clone(), ctx.config.clone())
+                .await
+                .map_err(|e| CommandError::Fault(e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok((server, admin, auth, auth_reason))
+}
+
+/// How the start-up line names the authentication mode in force.
+fn auth_label(auth: &AuthPlan, lookup_user: bool) -> &'static str {
+    match (auth, lookup_user) {
+        (AuthPlan::Passthrough, _) => "passthrough",
+        (
+            AuthPlan::Proxy {
+                lookup: Some(_), ..
+            },
+            _,
+        )
+        | (AuthPlan::Proxy { .. }, true) => "proxy",
+        (AuthPlan::Proxy { required: true, .. }, false) => "proxy (no lookup user yet)",
+        (AuthPlan::Proxy { .. }, false) => "passthrough (until a lookup user is applied)",
+    }
 }
 
 async fn start_managed(

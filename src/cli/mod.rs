@@ -298,60 +298,15 @@ impl Runner {
 impl Cli {
     /// Loads the configuration and runs the command, locally or (with `-s`) on an admin server.
     pub fn run(self) -> Result<(), CommandError> {
-        let runner = match &self.server {
-            Some(server) => Runner::Remote(
-                Remote::new(
-                    server,
-                    self.trust_admin_controller_cert,
-                    self.username.clone(),
-                    self.password.clone(),
-                )?
-                .trusting(local_custom_ca(&self.data_dir)),
-            ),
-            None => {
-                let admin_user = matches!(self.command, Command::AdminUser { .. });
-                if !admin_user && (self.username.is_some() || self.password.is_some()) {
-                    return Err(CommandError::Invalid(
-                        "-u and -p sign in to a remote admin server; give -s URL too".into(),
-                    ));
-                }
-                let config = match &self.config {
-                    Some(path) => Config::load(path, true)?,
-                    None => Config::load(std::path::Path::new(DEFAULT_CONFIG_PATH), false)?,
-                };
-                Runner::Local(Box::new(Context {
-                    data_dir: self.data_dir.clone(),
-                    config,
-                    out: Output::print(),
-                }))
-            }
-        };
+        let runner = self.runner()?;
         match self.command {
             Command::Serve(flags) => crate::app::serve::serve(runner.local("serve")?, &flags),
-            Command::AdminUser { command } => {
-                let ctx = runner.local("admin-user")?;
-                let name = || {
-                    self.username.as_deref().ok_or_else(|| {
-                        CommandError::Invalid(
-                            "give the administrator's name with --username NAME".into(),
-                        )
-                    })
-                };
-                let report = match command {
-                    AdminUserCommand::Add => {
-                        let password = self.password.as_ref().ok_or_else(|| {
-                            CommandError::Invalid(
-                                "give the new password with --password - (read from standard input) or --password PW".into(),
-                            )
-                        })?;
-                        admin_user::add(ctx, name()?, password)?
-                    }
-                    AdminUserCommand::Delete => admin_user::delete(ctx, name()?)?,
-                    AdminUserCommand::List => admin_user::list(ctx)?,
-                };
-                report.render(&ctx.out);
-                Ok(())
-            }
+            Command::AdminUser { command } => admin_users(
+                runner.local("admin-user")?,
+                command,
+                &self.username,
+                &self.password,
+            ),
             Command::Security { command } => security(&runner, command),
             Command::Authentication {
                 command: AuthenticationCommand::LookupUser { command },
@@ -383,10 +338,71 @@ impl Cli {
         }
     }
 
+    /// Where the command runs: on an admin server with `-s`, else on the local data directory with
+    /// the loaded configuration.
+    fn runner(&self) -> Result<Runner, CommandError> {
+        Ok(match &self.server {
+            Some(server) => Runner::Remote(
+                Remote::new(
+                    server,
+                    self.trust_admin_controller_cert,
+                    self.username.clone(),
+                    self.password.clone(),
+                )?
+                .trusting(local_custom_ca(&self.data_dir)),
+            ),
+            None => {
+                let admin_user = matches!(self.command, Command::AdminUser { .. });
+                if !admin_user && (self.username.is_some() || self.password.is_some()) {
+                    return Err(CommandError::Invalid(
+                        "-u and -p sign in to a remote admin server; give -s URL too".into(),
+                    ));
+                }
+                let config = match &self.config {
+                    Some(path) => Config::load(path, true)?,
+                    None => Config::load(std::path::Path::new(DEFAULT_CONFIG_PATH), false)?,
+                };
+                Runner::Local(Box::new(Context {
+                    data_dir: self.data_dir.clone(),
+                    config,
+                    out: Output::print(),
+                }))
+            }
+        })
+    }
+
     /// Whether this command is the long-running server (which logs at info by default).
     pub fn is_serve(&self) -> bool {
         matches!(self.command, Command::Serve { .. })
     }
+}
+
+/// `admin-user …`, whose name and password are the global `--username` and `--password`.
+fn admin_users(
+    ctx: &Context,
+    command: AdminUserCommand,
+    username: &Option<String>,
+    password: &Option<crate::keystore::Secret>,
+) -> Result<(), CommandError> {
+    let name = || {
+        username.as_deref().ok_or_else(|| {
+            CommandError::Invalid("give the administrator's name with --username NAME".into())
+        })
+    };
+    let report = match command {
+        AdminUserCommand::Add => {
+            let password = password.as_ref().ok_or_else(|| {
+                    CommandError::Invalid(
+                        "give the new password with --password - (read from standard input) or --password PW".into(),
+                    )
+                })?;
+            admin_user::add(ctx, name()?, password)?
+        }
+        AdminUserCommand::Delete => admin_user::delete(ctx, name()?)?,
+        AdminUserCommand::List => admin_user::list(ctx)?,
+    };
+    report.render(&ctx.out);
+    Ok(())
 }
 
 fn security(runner: &Runner, command: SecurityCommand) -> Result<(), CommandError> {

@@ -15,10 +15,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::proxy::auth::AuthPlan;
 use crate::proxy::auth::lockout::Lockout;
-use crate::proxy::auth::terminate::{self, ClientAuthError, Proven, RepositoryAuthError};
-use crate::proxy::auth::{self, AuthEnd, AuthPlan};
-use crate::proxy::metrics::{AuthMechanism, AuthOutcome, Limit, ProxyMetrics};
+use crate::proxy::login;
+use crate::proxy::metrics::{Limit, ProxyMetrics};
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
 use crate::proxy::policy::{self, Transport, UserClass, UserClassifier, Verdict};
 use crate::proxy::protocol::login_watch::LoginOutcome;
@@ -121,23 +121,24 @@ pub async fn handle(
 }
 
 /// Who a session is, for the policy and every log line about it.
-struct Who {
-    peer: SocketAddr,
-    user: String,
-    database: String,
-    class: UserClass,
+pub(crate) struct Who {
+    pub(crate) peer: SocketAddr,
+    pub(crate) user: String,
+    pub(crate) database: String,
+    pub(crate) class: UserClass,
     /// The TLS version for the log, `none` in plaintext.
-    tls: &'static str,
-    transport: Transport,
+    pub(crate) tls: &'static str,
+    pub(crate) transport: Transport,
 }
 
 /// The start-up to forward: the message and any bytes the client sent after it.
-struct Start {
+pub(crate) struct Start {
     startup: StartupMessage,
     pipelined: BytesMut,
 }
 
-/// A start-up the policy may admit: admit → open the backend → relay → log how it ended.
+/// A start-up the policy may admit: admit → log in (authenticate, open the backend) → relay → log
+/// how it ended.
 async fn session(
     mut stream: NegotiatedStream,
     start: Start,
@@ -151,249 +152,12 @@ async fn session(
         return;
     };
     drop(starting);
-    if let Err(wait) = ctx.lockout.check(who.peer.ip(), &who.user) {
-        return refuse_locked_out(&mut stream, who, wait, &ctx.metrics).await;
-    }
-    // The exchange gets its own window: a client that stalls mid-authentication is cut off.
-    let authenticating = Instant::now();
-    let deadline = authenticating + ctx.handshake_timeout;
-    let proxy = match &ctx.auth {
-        AuthPlan::Passthrough => None,
-        AuthPlan::Proxy {
-            lookup,
-            mock_secret,
-            required,
-        } => match lookup.as_ref().or(settings.lookup.as_ref()) {
-            Some(lookup) => Some((lookup, mock_secret)),
-            None if *required => {
-                return refuse_authentication(&mut stream, who, AuthEnd::NoLookupUser).await;
-            }
-            None => None,
-        },
-    };
-    if let Some((lookup, mock_secret)) = proxy {
-        let binding = if who.transport == Transport::Tls {
-            settings.channel_binding.as_deref()
-        } else {
-            None
-        };
-        let proven = tokio::time::timeout_at(
-            deadline,
-            terminate::authenticate_client(&mut stream, &who.user, binding, &**lookup, mock_secret),
-        )
-        .await;
-        match &proven {
-            Ok(Err(ClientAuthError::Lookup(_))) => ctx.metrics.lookups_failed.increment(1),
-            Ok(Err(ClientAuthError::Io(_))) | Err(_) => {}
-            Ok(_) => ctx.metrics.lookups_ok.increment(1),
-        }
-        let proven = match proven {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                if matches!(e, ClientAuthError::Failed { .. }) {
-                    ctx.lockout.failed(who.peer.ip(), &who.user);
-                }
-                return refuse_client(&mut stream, who, e, &ctx.metrics).await;
-            }
-            Err(_) => return refuse_authentication(&mut stream, who, AuthEnd::TimedOut).await,
-        };
-        let Some(mut upstream) = open_backend(&mut stream, start, who, settings, ctx).await else {
-            return;
-        };
-        let upstream_cert = upstream.peer_certificate().map(<[u8]>::to_vec);
-        let logged_in = tokio::time::timeout_at(
-            deadline,
-            terminate::log_in(&mut upstream, &proven, upstream_cert.as_deref()),
-        )
-        .await;
-        ctx.metrics
-            .auth_seconds
-            .record(authenticating.elapsed().as_secs_f64());
-        match logged_in {
-            Ok(Ok(ok)) => {
-                let welcome = async {
-                    terminate::write_frame(&mut stream, &proven.client_final).await?;
-                    terminate::write_frame(&mut stream, &ok).await
-                };
-                if welcome.await.is_err() {
-                    return;
-                }
-                ctx.metrics
-                    .auth(proven_mechanism(&proven), AuthOutcome::Ok)
-                    .increment(1);
-            }
-            Ok(Err(e)) => {
-                return refuse_by_repository(&mut stream, who, e, started, &ctx.metrics).await;
-            }
-            Err(_) => return refuse_authentication(&mut stream, who, AuthEnd::TimedOut).await,
-        }
-        let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
-        return log_end(who, end, login, started, &ctx.metrics);
-    }
-    let Some(mut upstream) = open_backend(&mut stream, start, who, settings, ctx).await else {
+    let Some(mut upstream) = login::log_in(&mut stream, start, who, settings, ctx, started).await
+    else {
         return;
     };
-    let m = &ctx.metrics;
-    let relayed = auth::passthrough(&mut stream, &mut upstream, deadline).await;
-    m.auth_seconds
-        .record(authenticating.elapsed().as_secs_f64());
-    match relayed {
-        AuthEnd::Authenticated => m
-            .auth(AuthMechanism::Passthrough, AuthOutcome::Ok)
-            .increment(1),
-        AuthEnd::Handover => {}
-        AuthEnd::Refused(login) => {
-            m.auth(AuthMechanism::Passthrough, AuthOutcome::RepositoryRefused)
-                .increment(1);
-            let _ = stream.shutdown().await;
-            let end = RelayEnd::Closed(relay::Transferred::default());
-            return log_end(who, end, Some(login), started, &ctx.metrics);
-        }
-        refused => return refuse_authentication(&mut stream, who, refused).await,
-    }
     let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
     log_end(who, end, login, started, &ctx.metrics);
-}
-
-/// Refuses a login attempt while its (address, user) pair is locked out.
-async fn refuse_locked_out(
-    stream: &mut NegotiatedStream,
-    who: &Who,
-    wait: Duration,
-    m: &ProxyMetrics,
-) {
-    m.auth(AuthMechanism::Scram, AuthOutcome::LockedOut)
-        .increment(1);
-    let secs = wait.as_secs() + 1;
-    let err = ErrorResponse::fatal(
-        SqlState::InvalidAuthorizationSpecification,
-        format!(
-            "too many failed logins for user \"{}\" from this address; try again in {secs} s",
-            who.user
-        ),
-    );
-    negotiate::send_fatal(stream, &err).await;
-    let (peer, user) = (who.peer, LogSafe(&who.user));
-    info!(%peer, %user, wait_secs = secs, outcome = "locked_out", "login refused: too many failed logins");
-}
-
-fn proven_mechanism(proven: &Proven) -> AuthMechanism {
-    if proven.mechanism == auth::scram::SCRAM_PLUS {
-        AuthMechanism::ScramPlus
-    } else {
-        AuthMechanism::Scram
-    }
-}
-
-/// Ends a session whose client failed pgssl's own authentication: as PostgreSQL words it.
-async fn refuse_client(
-    stream: &mut NegotiatedStream,
-    who: &Who,
-    e: ClientAuthError,
-    m: &ProxyMetrics,
-) {
-    let (peer, user) = (who.peer, LogSafe(&who.user));
-    let err = match &e {
-        ClientAuthError::Failed { reason, known } => {
-            let outcome = if *known {
-                AuthOutcome::BadPassword
-            } else {
-                AuthOutcome::UnknownUser
-            };
-            m.auth(AuthMechanism::Scram, outcome).increment(1);
-            info!(%peer, %user, reason = *reason, outcome = "password_failed", "password authentication failed");
-            ErrorResponse::fatal(
-                SqlState::InvalidPassword,
-                format!("password authentication failed for user \"{}\"", who.user),
-            )
-        }
-        ClientAuthError::Io(e) => {
-            info!(%peer, %user, error = %e, outcome = "failed", "the connection failed during authentication");
-            return;
-        }
-        ClientAuthError::Lookup(l) => {
-            warn!(%peer, %user, error = %l, outcome = "lookup_failed", "could not look up the role's verifier");
-            ErrorResponse::fatal(
-                SqlState::ConnectionFailure,
-                "could not connect to the repository: the credentials lookup failed",
-            )
-        }
-        other => {
-            info!(%peer, %user, error = %other, outcome = "authentication_failed", "invalid SCRAM exchange");
-            ErrorResponse::fatal(SqlState::ProtocolViolation, other.to_string())
-        }
-    };
-    negotiate::send_fatal(stream, &err).await;
-}
-
-/// Ends a session the repository did not let in after pgssl authenticated the client.
-async fn refuse_by_repository(
-    stream: &mut NegotiatedStream,
-    who: &Who,
-    e: RepositoryAuthError,
-    started: Instant,
-    m: &ProxyMetrics,
-) {
-    m.auth(AuthMechanism::Scram, AuthOutcome::RepositoryRefused)
-        .increment(1);
-    let (peer, user) = (who.peer, LogSafe(&who.user));
-    let err = match e {
-        RepositoryAuthError::Refused(frame) => {
-            // The repository's own words, as PostgreSQL would have sent them.
-            let _ = terminate::write_frame(stream, &frame).await;
-            let _ = stream.shutdown().await;
-            let login = crate::proxy::protocol::login_watch::LoginWatch::default().feed(&frame.encode());
-            let end = RelayEnd::Closed(relay::Transferred::default());
-            return log_end(who, end, login, started, m);
-        }
-        RepositoryAuthError::Method(method) => ErrorResponse::fatal(
-            SqlState::InvalidAuthorizationSpecification,
-            format!("the repository asks for {method} authentication, which pgssl cannot answer without the password"),
-        )
-        .with_hint("configure scram-sha-256 for connections from pgssl in the repository's pg_hba.conf (or set auth.mode = \"passthrough\")"),
-        RepositoryAuthError::Io(e) => {
-            info!(%peer, %user, error = %e, outcome = "upstream_failed", "the repository connection failed during authentication");
-            ErrorResponse::fatal(SqlState::ConnectionFailure, "lost the connection to the repository")
-        }
-        other => {
-            warn!(%peer, %user, error = %other, outcome = "upstream_failed", "logging into the repository failed");
-            ErrorResponse::fatal(SqlState::ConnectionFailure, "could not log into the repository")
-        }
-    };
-    negotiate::send_fatal(stream, &err).await;
-}
-
-/// Ends a session whose authentication exchange failed at pgssl, with a FATAL the client can read.
-async fn refuse_authentication(stream: &mut NegotiatedStream, who: &Who, end: AuthEnd) {
-    let (peer, user) = (who.peer, LogSafe(&who.user));
-    let err = match &end {
-        AuthEnd::OnlyChannelBinding => ErrorResponse::fatal(
-            SqlState::InvalidAuthorizationSpecification,
-            "the repository offers only SCRAM-SHA-256-PLUS, whose channel binding cannot pass through a TLS-terminating proxy",
-        )
-        .with_hint("allow scram-sha-256 without channel binding for this user in the repository's pg_hba.conf"),
-        AuthEnd::Malformed(e) => ErrorResponse::fatal(
-            SqlState::ProtocolViolation,
-            format!("invalid authentication message: {e}"),
-        ),
-        AuthEnd::TimedOut => ErrorResponse::fatal(
-            SqlState::QueryCanceled,
-            "authentication did not finish in time",
-        ),
-        AuthEnd::NoLookupUser => ErrorResponse::fatal(
-            SqlState::InvalidAuthorizationSpecification,
-            "pgssl cannot authenticate clients yet: no lookup user is applied",
-        )
-        .with_hint("run 'pgssl authentication lookup-user set' and 'pgssl pending-changes apply', or set auth.mode = \"auto\""),
-        AuthEnd::Io(e) => {
-            info!(%peer, %user, error = %e, outcome = "failed", "the connection failed during authentication");
-            return;
-        }
-        AuthEnd::Authenticated | AuthEnd::Handover | AuthEnd::Refused(_) => return,
-    };
-    negotiate::send_fatal(stream, &err).await;
-    info!(%peer, %user, sqlstate = err.code.code(), outcome = "authentication_failed",
-          "{}", err.message);
 }
 
 /// The policy, shutdown and `server.max_connections` decide whether the session may start; a refusal
@@ -433,7 +197,7 @@ async fn admit(
 
 /// Connects to the repository and forwards the start-up; a failure is answered (08006, without the
 /// repository's address) and logged (with it) here.
-async fn open_backend(
+pub(crate) async fn open_backend(
     stream: &mut NegotiatedStream,
     start: Start,
     who: &Who,
@@ -489,7 +253,7 @@ async fn open_backend(
 }
 
 /// Counts the bytes and logs the one line that says how the session ended.
-fn log_end(
+pub(crate) fn log_end(
     who: &Who,
     end: RelayEnd,
     login: Option<LoginOutcome>,

@@ -55,6 +55,7 @@ macro_rules! forward_io {
 
 pub mod auth;
 pub mod connection;
+pub mod login;
 pub mod metrics;
 pub mod negotiate;
 pub mod policy;

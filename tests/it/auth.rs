@@ -397,3 +397,45 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
     assert!(!keystore.windows(9).any(|w| w == b"lookup-pw"));
     serve.stop().await;
 }
+
+/// In passthrough the repository's own wrong-password answers count towards the same limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_passthrough_the_repositorys_password_failures_count_towards_the_lockout() {
+    use crate::harness::{Postgres, prepare_data_dir};
+    let pg = Postgres::start();
+    let env = CliEnv::new(&pg.upstream_text());
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str("[auth]\nmax_failures = 2\n");
+    std::fs::write(env.config(), config).unwrap();
+    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Off);
+    let serve = ServeProcess::start(&env, &["--upstream", &pg.upstream_text()]).await;
+    assert!(
+        serve.log_text().contains("auth=passthrough"),
+        "{}",
+        serve.log_text()
+    );
+    let conninfo = |extra: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=tableau dbname=postgres sslmode=disable {extra}",
+            serve.addr.port()
+        )
+    };
+    assert!(psql(&conninfo("")).await.ok);
+    for _ in 0..2 {
+        let run = psql(&conninfo("password=nope")).await;
+        assert!(
+            run.stderr.contains("password authentication failed"),
+            "{}",
+            run.stderr
+        );
+    }
+    let locked = psql(&conninfo("")).await;
+    assert!(
+        locked
+            .stderr
+            .contains("too many failed logins for user \"tableau\""),
+        "{}",
+        locked.stderr
+    );
+    serve.stop().await;
+}

@@ -109,21 +109,7 @@ where
     };
     // The lookup runs first: an unknown user then takes the same path as a known one.
     let secret = lookup.lookup(role).await?;
-    let (verifier, failure) = match &secret {
-        None => (None, Some(("no such role", false))),
-        Some(s) if s.expired => (None, Some(("the role's password has expired", true))),
-        Some(s) => match s.password.as_deref().map(Verifier::parse) {
-            Some(Ok(v)) => (Some(v), None),
-            _ => (
-                None,
-                Some((
-                    "the role has no SCRAM-SHA-256 password (reset it with password_encryption = scram-sha-256)",
-                    true,
-                )),
-            ),
-        },
-    };
-    let verifier = verifier.unwrap_or_else(|| Verifier::mock(role, mock_secret));
+    let (verifier, failure) = verifier_for(secret.as_ref(), role, mock_secret);
     write_frame(client, &auth_message::sasl_offer(offer)).await?;
 
     let initial = read_answer(client).await?;
@@ -134,23 +120,7 @@ where
         _ => return Err(ScramError::Malformed("a mechanism that was not offered").into()),
     };
     let first = ClientFirst::parse(data)?;
-    let binding_data: &[u8] = match (mechanism, first.binding) {
-        (m, Binding::Bound) if m == SCRAM_PLUS => binding.unwrap_or_default(),
-        (m, _) if m == SCRAM_PLUS => {
-            return Err(ScramError::ChannelBinding("SCRAM-SHA-256-PLUS without binding").into());
-        }
-        (_, Binding::Bound) => {
-            return Err(ScramError::ChannelBinding("binding requested with SCRAM-SHA-256").into());
-        }
-        // The client thinks pgssl cannot bind, but it offered PLUS: someone took it out (RFC 5802 §6).
-        (_, Binding::ClientOnly) if binding.is_some() => {
-            return Err(ScramError::ChannelBinding(
-                "the client supports channel binding but thinks the server does not",
-            )
-            .into());
-        }
-        _ => &[],
-    };
+    let binding_data = binding_for(mechanism, first.binding, binding)?;
     let expected_binding = [first.gs2_header.as_bytes(), binding_data].concat();
     let server_nonce = scram::nonce().ok_or(ScramError::Malformed("no random nonce"))?;
     let server_first = verifier.server_first(&first.nonce, &server_nonce);
@@ -185,6 +155,53 @@ where
         client_final,
         mechanism,
     })
+}
+
+/// Why a login cannot succeed whatever the proof, for the log, and whether the role exists.
+type Failure = Option<(&'static str, bool)>;
+
+/// The verifier the exchange runs against: the role's, or a mock one (with why it must fail) for an
+/// unknown role, an expired password or one that is not SCRAM, so that those take the same path.
+fn verifier_for(
+    secret: Option<&RoleSecret>,
+    role: &str,
+    mock_secret: &[u8],
+) -> (Verifier, Failure) {
+    let failure = match secret {
+        None => ("no such role", false),
+        Some(s) if s.expired => ("the role's password has expired", true),
+        Some(s) => match s.password.as_deref().map(Verifier::parse) {
+            Some(Ok(v)) => return (v, None),
+            _ => (
+                "the role has no SCRAM-SHA-256 password (reset it with password_encryption = scram-sha-256)",
+                true,
+            ),
+        },
+    };
+    (Verifier::mock(role, mock_secret), Some(failure))
+}
+
+/// The channel-binding data the client's `c=` must carry, after the GS2 header: checks the GS2 flag
+/// against the mechanism and what pgssl offered (`binding` is `Some` when it offered PLUS).
+fn binding_for<'a>(
+    mechanism: &str,
+    flag: Binding,
+    binding: Option<&'a [u8]>,
+) -> Result<&'a [u8], ScramError> {
+    match (mechanism == SCRAM_PLUS, flag) {
+        (true, Binding::Bound) => Ok(binding.unwrap_or_default()),
+        (true, _) => Err(ScramError::ChannelBinding(
+            "SCRAM-SHA-256-PLUS without binding",
+        )),
+        (false, Binding::Bound) => Err(ScramError::ChannelBinding(
+            "binding requested with SCRAM-SHA-256",
+        )),
+        // The client thinks pgssl cannot bind, but it offered PLUS: someone took it out (RFC 5802 §6).
+        (false, Binding::ClientOnly) if binding.is_some() => Err(ScramError::ChannelBinding(
+            "the client supports channel binding but thinks the server does not",
+        )),
+        _ => Ok(&[]),
+    }
 }
 
 /// How the repository leg ended when it did not let the session in.
@@ -227,7 +244,7 @@ pub async fn log_in<U>(
 where
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut exchange: Option<(String, String, String)> = None; // (gs2 header, nonce, first bare)
+    let mut exchange: Option<Exchange> = None;
     let mut expected_signature = None;
     loop {
         let frame = read_frame(upstream).await?;
@@ -246,52 +263,17 @@ where
         match code {
             AUTH_OK => return Ok(frame),
             AUTH_SASL => {
-                let offered = auth_message::sasl_mechanisms(&frame.body)?;
-                let bind = upstream_cert.filter(|_| offered.contains(&SCRAM_PLUS));
-                let (mechanism, gs2) = match (bind, upstream_cert) {
-                    (Some(_), _) => (SCRAM_PLUS, "p=tls-server-end-point,,"),
-                    (None, _) if !offered.contains(&SCRAM) => {
-                        return Err(RepositoryAuthError::Method("SASL (without SCRAM-SHA-256)"));
-                    }
-                    // Over TLS pgssl could bind; the repository did not offer it (RFC 5802's `y`).
-                    (None, Some(_)) => (SCRAM, "y,,"),
-                    (None, None) => (SCRAM, "n,,"),
-                };
-                let nonce = scram::nonce().ok_or(ScramError::Malformed("no random nonce"))?;
-                let bare = format!("n=,r={nonce}");
-                let first = format!("{gs2}{bare}");
-                write_frame(
-                    upstream,
-                    &auth_message::sasl_initial_response_frame(mechanism, first.as_bytes()),
-                )
-                .await?;
-                let binding = bind.map(scram::tls_server_end_point).unwrap_or_default();
-                exchange = Some((scram::channel_binding_attribute(gs2, &binding), nonce, bare));
+                let (first, state) = client_first(&frame, upstream_cert)?;
+                write_frame(upstream, &first).await?;
+                exchange = Some(state);
             }
             AUTH_SASL_CONTINUE => {
-                let (c, nonce, bare) = exchange
+                let state = exchange
                     .as_ref()
                     .ok_or(ScramError::Malformed("SASLContinue before SASL"))?;
-                let server_first =
-                    std::str::from_utf8(data).map_err(|_| ScramError::Malformed("not UTF-8"))?;
-                let combined = server_first
-                    .split(',')
-                    .find_map(|a| a.strip_prefix("r="))
-                    .filter(|r| r.starts_with(nonce.as_str()) && r.len() > nonce.len())
-                    .ok_or(ScramError::Nonce)?;
-                let without_proof = format!("c={c},r={combined}");
-                let message = scram::auth_message(bare, server_first, &without_proof);
-                let proof = scram::proof(&proven.client_key, &message);
-                let last = format!("{without_proof},p={}", scram::encode(&proof));
-                write_frame(
-                    upstream,
-                    &auth_message::sasl_response_frame(last.as_bytes()),
-                )
-                .await?;
-                expected_signature = Some(scram::server_signature(
-                    &proven.verifier.server_key,
-                    &message,
-                ));
+                let (last, signature) = client_final(state, data, proven)?;
+                write_frame(upstream, &last).await?;
+                expected_signature = Some(signature);
             }
             AUTH_SASL_FINAL => {
                 let expected = expected_signature
@@ -308,6 +290,70 @@ where
             _ => return Err(RepositoryAuthError::Method("an unknown")),
         }
     }
+}
+
+/// The repository leg's exchange so far: `c=` of the final message, pgssl's nonce, the first message
+/// without its GS2 header.
+struct Exchange {
+    channel_binding: String,
+    nonce: String,
+    first_bare: String,
+}
+
+/// Answers the repository's AuthenticationSASL: PLUS bound to its certificate when it offers it on a
+/// TLS leg, else SCRAM-SHA-256 with the flag that says whether pgssl could have bound.
+fn client_first(
+    offer: &Frame,
+    upstream_cert: Option<&[u8]>,
+) -> Result<(Frame, Exchange), RepositoryAuthError> {
+    let offered = auth_message::sasl_mechanisms(&offer.body)?;
+    let bind = upstream_cert.filter(|_| offered.contains(&SCRAM_PLUS));
+    let (mechanism, gs2) = match (bind, upstream_cert) {
+        (Some(_), _) => (SCRAM_PLUS, "p=tls-server-end-point,,"),
+        (None, _) if !offered.contains(&SCRAM) => {
+            return Err(RepositoryAuthError::Method("SASL (without SCRAM-SHA-256)"));
+        }
+        // Over TLS pgssl could bind; the repository did not offer it (RFC 5802's `y`).
+        (None, Some(_)) => (SCRAM, "y,,"),
+        (None, None) => (SCRAM, "n,,"),
+    };
+    let nonce = scram::nonce().ok_or(ScramError::Malformed("no random nonce"))?;
+    let first_bare = format!("n=,r={nonce}");
+    let first = format!("{gs2}{first_bare}");
+    let binding = bind.map(scram::tls_server_end_point).unwrap_or_default();
+    Ok((
+        auth_message::sasl_initial_response_frame(mechanism, first.as_bytes()),
+        Exchange {
+            channel_binding: scram::channel_binding_attribute(gs2, &binding),
+            nonce,
+            first_bare,
+        },
+    ))
+}
+
+/// Answers the repository's server-first message with a proof made from the client's ClientKey;
+/// returns it and the signature the repository must answer with.
+fn client_final(
+    state: &Exchange,
+    server_first: &[u8],
+    proven: &Proven,
+) -> Result<(Frame, [u8; 32]), RepositoryAuthError> {
+    let server_first =
+        std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+    let nonce = state.nonce.as_str();
+    let combined = server_first
+        .split(',')
+        .find_map(|a| a.strip_prefix("r="))
+        .filter(|r| r.starts_with(nonce) && r.len() > nonce.len())
+        .ok_or(ScramError::Nonce)?;
+    let without_proof = format!("c={},r={combined}", state.channel_binding);
+    let message = scram::auth_message(&state.first_bare, server_first, &without_proof);
+    let proof = scram::proof(&proven.client_key, &message);
+    let last = format!("{without_proof},p={}", scram::encode(&proof));
+    Ok((
+        auth_message::sasl_response_frame(last.as_bytes()),
+        scram::server_signature(&proven.verifier.server_key, &message),
+    ))
 }
 
 /// Reads the client's answer to a request: a `p` frame.

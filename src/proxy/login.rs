@@ -1,0 +1,354 @@
+//! A session's login, between the policy's admission and the byte relay: the failed-login limit, then
+//! authentication in the server's mode — pgssl's own SCRAM and the pass-through login to the
+//! repository (proxy), or the repository's exchange relayed (passthrough) — with every refusal
+//! answered and logged here.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::proxy::auth::terminate::{
+    self, ClientAuthError, Proven, RepositoryAuthError, VerifierSource,
+};
+use crate::proxy::auth::{self, AuthEnd, AuthPlan};
+use crate::proxy::connection::{ConnectionContext, Start, Who, log_end, open_backend};
+use crate::proxy::metrics::{AuthMechanism, AuthOutcome, ProxyMetrics};
+use crate::proxy::negotiate;
+use crate::proxy::policy::Transport;
+use crate::proxy::protocol::login_watch::{LoginOutcome, LoginWatch};
+use crate::proxy::protocol::{ErrorResponse, SqlState};
+use crate::proxy::relay::{self, RelayEnd};
+use crate::proxy::settings::LiveSettings;
+use crate::proxy::stream::NegotiatedStream;
+use crate::proxy::upstream::UpstreamStream;
+use crate::telemetry::LogSafe;
+
+/// Logs the session in: the repository connection, authenticated and ready for the relay, or
+/// `None` when the login was refused (answered and logged).
+pub(crate) async fn log_in(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    started: Instant,
+) -> Option<UpstreamStream> {
+    if let Err(wait) = ctx.lockout.check(who.peer.ip(), &who.user) {
+        refuse_locked_out(stream, who, wait, &ctx.metrics).await;
+        return None;
+    }
+    // The exchange gets its own window: a client that stalls mid-authentication is cut off.
+    let authenticating = Instant::now();
+    let proxy = match &ctx.auth {
+        AuthPlan::Passthrough => None,
+        AuthPlan::Proxy {
+            lookup,
+            mock_secret,
+            required,
+        } => match lookup.as_ref().or(settings.lookup.as_ref()) {
+            Some(lookup) => Some((&**lookup, mock_secret)),
+            None if *required => {
+                refuse_authentication(stream, who, AuthEnd::NoLookupUser).await;
+                return None;
+            }
+            None => None,
+        },
+    };
+    let attempt = Attempt {
+        who,
+        settings,
+        ctx,
+        authenticating,
+        started,
+    };
+    let upstream = match proxy {
+        Some((lookup, secret)) => {
+            proxy_login(stream, start, &attempt, Source { lookup, secret }).await
+        }
+        None => passthrough_login(stream, start, &attempt).await,
+    };
+    ctx.metrics
+        .auth_seconds
+        .record(authenticating.elapsed().as_secs_f64());
+    upstream
+}
+
+/// One login attempt: who, with which settings, since when.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    who: &'a Who,
+    settings: &'a LiveSettings,
+    ctx: &'a ConnectionContext,
+    /// When authentication began (its deadline counts from here).
+    authenticating: Instant,
+    /// When the connection was accepted (for the session's log line).
+    started: Instant,
+}
+
+/// Where proxy mode's verifiers come from.
+struct Source<'a> {
+    lookup: &'a dyn VerifierSource,
+    secret: &'a [u8; 32],
+}
+
+/// Proxy mode: pgssl authenticates the client, then logs into the repository as that role.
+async fn proxy_login(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    attempt: &Attempt<'_>,
+    source: Source<'_>,
+) -> Option<UpstreamStream> {
+    let Attempt {
+        who,
+        settings,
+        ctx,
+        authenticating,
+        started,
+    } = *attempt;
+    let deadline = authenticating + ctx.handshake_timeout;
+    let (m, ip) = (&ctx.metrics, who.peer.ip());
+    let binding = (who.transport == Transport::Tls)
+        .then_some(settings.channel_binding.as_deref())
+        .flatten();
+    let proven = tokio::time::timeout_at(
+        deadline,
+        terminate::authenticate_client(stream, &who.user, binding, source.lookup, source.secret),
+    )
+    .await;
+    let proven = match proven {
+        Ok(Ok(p)) => {
+            m.lookups_ok.increment(1);
+            p
+        }
+        Ok(Err(e)) => {
+            match &e {
+                ClientAuthError::Lookup(_) => m.lookups_failed.increment(1),
+                ClientAuthError::Failed { .. } => {
+                    m.lookups_ok.increment(1);
+                    ctx.lockout.failed(ip, &who.user);
+                }
+                _ => {}
+            }
+            refuse_client(stream, who, e, m).await;
+            return None;
+        }
+        Err(_) => {
+            refuse_authentication(stream, who, AuthEnd::TimedOut).await;
+            return None;
+        }
+    };
+    let mut upstream = open_backend(stream, start, who, settings, ctx).await?;
+    let upstream_cert = upstream.peer_certificate().map(<[u8]>::to_vec);
+    let logged_in = tokio::time::timeout_at(
+        deadline,
+        terminate::log_in(&mut upstream, &proven, upstream_cert.as_deref()),
+    )
+    .await;
+    match logged_in {
+        Ok(Ok(ok)) => {
+            let welcome = async {
+                terminate::write_frame(stream, &proven.client_final).await?;
+                terminate::write_frame(stream, &ok).await
+            };
+            welcome.await.ok()?;
+            m.auth(proven_mechanism(&proven), AuthOutcome::Ok)
+                .increment(1);
+            ctx.lockout.succeeded(ip, &who.user);
+            Some(upstream)
+        }
+        Ok(Err(e)) => {
+            refuse_by_repository(stream, who, e, started, m).await;
+            None
+        }
+        Err(_) => {
+            refuse_authentication(stream, who, AuthEnd::TimedOut).await;
+            None
+        }
+    }
+}
+
+/// Passthrough: the repository authenticates; pgssl relays the exchange without the PLUS offer.
+async fn passthrough_login(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    attempt: &Attempt<'_>,
+) -> Option<UpstreamStream> {
+    let Attempt {
+        who,
+        settings,
+        ctx,
+        authenticating,
+        started,
+    } = *attempt;
+    let mut upstream = open_backend(stream, start, who, settings, ctx).await?;
+    let (m, ip) = (&ctx.metrics, who.peer.ip());
+    let deadline = authenticating + ctx.handshake_timeout;
+    match auth::passthrough(stream, &mut upstream, deadline).await {
+        AuthEnd::Authenticated => {
+            m.auth(AuthMechanism::Passthrough, AuthOutcome::Ok)
+                .increment(1);
+            ctx.lockout.succeeded(ip, &who.user);
+            Some(upstream)
+        }
+        AuthEnd::Handover => Some(upstream),
+        AuthEnd::Refused(login) => {
+            m.auth(AuthMechanism::Passthrough, AuthOutcome::RepositoryRefused)
+                .increment(1);
+            // The repository's wrong-password answer counts like pgssl's own.
+            if matches!(&login, LoginOutcome::Refused { sqlstate, .. } if sqlstate == "28P01") {
+                ctx.lockout.failed(ip, &who.user);
+            }
+            let _ = stream.shutdown().await;
+            let end = RelayEnd::Closed(relay::Transferred::default());
+            log_end(who, end, Some(login), started, m);
+            None
+        }
+        refused => {
+            refuse_authentication(stream, who, refused).await;
+            None
+        }
+    }
+}
+
+/// Refuses a login attempt while its (address, user) pair is locked out.
+async fn refuse_locked_out(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    wait: Duration,
+    m: &ProxyMetrics,
+) {
+    m.auth(AuthMechanism::Scram, AuthOutcome::LockedOut)
+        .increment(1);
+    let secs = wait.as_secs() + 1;
+    let err = ErrorResponse::fatal(
+        SqlState::InvalidAuthorizationSpecification,
+        format!(
+            "too many failed logins for user \"{}\" from this address; try again in {secs} s",
+            who.user
+        ),
+    );
+    negotiate::send_fatal(stream, &err).await;
+    let (peer, user) = (who.peer, LogSafe(&who.user));
+    info!(%peer, %user, wait_secs = secs, outcome = "locked_out", "login refused: too many failed logins");
+}
+
+fn proven_mechanism(proven: &Proven) -> AuthMechanism {
+    if proven.mechanism == auth::scram::SCRAM_PLUS {
+        AuthMechanism::ScramPlus
+    } else {
+        AuthMechanism::Scram
+    }
+}
+
+/// Ends a session whose client failed pgssl's own authentication: as PostgreSQL words it.
+async fn refuse_client(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    e: ClientAuthError,
+    m: &ProxyMetrics,
+) {
+    let (peer, user) = (who.peer, LogSafe(&who.user));
+    let err = match &e {
+        ClientAuthError::Failed { reason, known } => {
+            let outcome = if *known {
+                AuthOutcome::BadPassword
+            } else {
+                AuthOutcome::UnknownUser
+            };
+            m.auth(AuthMechanism::Scram, outcome).increment(1);
+            info!(%peer, %user, reason = *reason, outcome = "password_failed", "password authentication failed");
+            ErrorResponse::fatal(
+                SqlState::InvalidPassword,
+                format!("password authentication failed for user \"{}\"", who.user),
+            )
+        }
+        ClientAuthError::Io(e) => {
+            info!(%peer, %user, error = %e, outcome = "failed", "the connection failed during authentication");
+            return;
+        }
+        ClientAuthError::Lookup(l) => {
+            warn!(%peer, %user, error = %l, outcome = "lookup_failed", "could not look up the role's verifier");
+            ErrorResponse::fatal(
+                SqlState::ConnectionFailure,
+                "could not connect to the repository: the credentials lookup failed",
+            )
+        }
+        other => {
+            info!(%peer, %user, error = %other, outcome = "authentication_failed", "invalid SCRAM exchange");
+            ErrorResponse::fatal(SqlState::ProtocolViolation, other.to_string())
+        }
+    };
+    negotiate::send_fatal(stream, &err).await;
+}
+
+/// Ends a session the repository did not let in after pgssl authenticated the client.
+async fn refuse_by_repository(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    e: RepositoryAuthError,
+    started: Instant,
+    m: &ProxyMetrics,
+) {
+    m.auth(AuthMechanism::Scram, AuthOutcome::RepositoryRefused)
+        .increment(1);
+    let (peer, user) = (who.peer, LogSafe(&who.user));
+    let err = match e {
+        RepositoryAuthError::Refused(frame) => {
+            // The repository's own words, as PostgreSQL would have sent them.
+            let _ = terminate::write_frame(stream, &frame).await;
+            let _ = stream.shutdown().await;
+            let login = LoginWatch::default().feed(&frame.encode());
+            let end = RelayEnd::Closed(relay::Transferred::default());
+            return log_end(who, end, login, started, m);
+        }
+        RepositoryAuthError::Method(method) => ErrorResponse::fatal(
+            SqlState::InvalidAuthorizationSpecification,
+            format!("the repository asks for {method} authentication, which pgssl cannot answer without the password"),
+        )
+        .with_hint("configure scram-sha-256 for connections from pgssl in the repository's pg_hba.conf (or set auth.mode = \"passthrough\")"),
+        RepositoryAuthError::Io(e) => {
+            info!(%peer, %user, error = %e, outcome = "upstream_failed", "the repository connection failed during authentication");
+            ErrorResponse::fatal(SqlState::ConnectionFailure, "lost the connection to the repository")
+        }
+        other => {
+            warn!(%peer, %user, error = %other, outcome = "upstream_failed", "logging into the repository failed");
+            ErrorResponse::fatal(SqlState::ConnectionFailure, "could not log into the repository")
+        }
+    };
+    negotiate::send_fatal(stream, &err).await;
+}
+
+/// Ends a session whose authentication exchange failed at pgssl, with a FATAL the client can read.
+async fn refuse_authentication(stream: &mut NegotiatedStream, who: &Who, end: AuthEnd) {
+    let (peer, user) = (who.peer, LogSafe(&who.user));
+    let err = match &end {
+        AuthEnd::OnlyChannelBinding => ErrorResponse::fatal(
+            SqlState::InvalidAuthorizationSpecification,
+            "the repository offers only SCRAM-SHA-256-PLUS, whose channel binding cannot pass through a TLS-terminating proxy",
+        )
+        .with_hint("allow scram-sha-256 without channel binding for this user in the repository's pg_hba.conf"),
+        AuthEnd::Malformed(e) => ErrorResponse::fatal(
+            SqlState::ProtocolViolation,
+            format!("invalid authentication message: {e}"),
+        ),
+        AuthEnd::TimedOut => ErrorResponse::fatal(
+            SqlState::QueryCanceled,
+            "authentication did not finish in time",
+        ),
+        AuthEnd::NoLookupUser => ErrorResponse::fatal(
+            SqlState::InvalidAuthorizationSpecification,
+            "pgssl cannot authenticate clients yet: no lookup user is applied",
+        )
+        .with_hint("run 'pgssl authentication lookup-user set' and 'pgssl pending-changes apply', or set auth.mode = \"auto\""),
+        AuthEnd::Io(e) => {
+            info!(%peer, %user, error = %e, outcome = "failed", "the connection failed during authentication");
+            return;
+        }
+        AuthEnd::Authenticated | AuthEnd::Handover | AuthEnd::Refused(_) => return,
+    };
+    negotiate::send_fatal(stream, &err).await;
+    info!(%peer, %user, sqlstate = err.code.code(), outcome = "authentication_failed",
+          "{}", err.message);
+}
