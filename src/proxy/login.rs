@@ -87,6 +87,13 @@ struct Attempt<'a> {
     started: Instant,
 }
 
+impl Attempt<'_> {
+    /// When the authentication exchange must be over.
+    fn deadline(&self) -> Instant {
+        self.authenticating + self.ctx.handshake_timeout
+    }
+}
+
 /// Where proxy mode's verifiers come from.
 struct Source<'a> {
     lookup: &'a dyn VerifierSource,
@@ -101,13 +108,9 @@ async fn proxy_login(
     source: Source<'_>,
 ) -> Option<UpstreamStream> {
     let Attempt {
-        who,
-        settings,
-        ctx,
-        authenticating,
-        started,
+        who, settings, ctx, ..
     } = *attempt;
-    let deadline = authenticating + ctx.handshake_timeout;
+    let (deadline, started) = (attempt.deadline(), attempt.started);
     let (m, ip) = (&ctx.metrics, who.peer.ip());
     let binding = (who.transport == Transport::Tls)
         .then_some(settings.channel_binding.as_deref())
@@ -176,16 +179,11 @@ async fn passthrough_login(
     attempt: &Attempt<'_>,
 ) -> Option<UpstreamStream> {
     let Attempt {
-        who,
-        settings,
-        ctx,
-        authenticating,
-        started,
+        who, settings, ctx, ..
     } = *attempt;
     let mut upstream = open_backend(stream, start, who, settings, ctx).await?;
     let (m, ip) = (&ctx.metrics, who.peer.ip());
-    let deadline = authenticating + ctx.handshake_timeout;
-    match auth::passthrough(stream, &mut upstream, deadline).await {
+    match auth::passthrough(stream, &mut upstream, attempt.deadline()).await {
         AuthEnd::Authenticated => {
             m.auth(AuthMechanism::Passthrough, AuthOutcome::Ok)
                 .increment(1);
@@ -202,7 +200,7 @@ async fn passthrough_login(
             }
             let _ = stream.shutdown().await;
             let end = RelayEnd::Closed(relay::Transferred::default());
-            log_end(who, end, Some(login), started, m);
+            log_end(who, end, Some(login), attempt.started, m);
             None
         }
         refused => {

@@ -89,7 +89,13 @@ async fn a_scrape_after_real_connections_shows_the_counters_moved() {
                 "pgssl_negotiation_failures_total",
                 &["reason=\"bad_packet\""],
             )
-            .is_some_and(|v| v >= 1.0);
+            .is_some_and(|v| v >= 1.0)
+            && sample(
+                &text,
+                "pgssl_bytes_relayed_total",
+                &["direction=\"to_upstream\""],
+            )
+            .is_some_and(|v| v > 0.0);
         if counted {
             break text;
         }
@@ -147,7 +153,9 @@ async fn a_scrape_after_real_connections_shows_the_counters_moved() {
             &["direction=\"to_upstream\""]
         )
         .unwrap()
-            > 0.0
+            > 0.0,
+        "{text}\n{}",
+        serve.log_text()
     );
     assert!(text.contains("# HELP pgssl_connections_active"), "{text}");
     // The one login the repository authenticated, relayed (passthrough: an external repository).

@@ -49,6 +49,23 @@ async fn proxy(
     Proxy::start_in(data_dir, upstream, config).await
 }
 
+/// PostgreSQL with `ssl = on` (a certificate from a test CA named `name`) and pgssl in front of it,
+/// TLS required of clients and `upstream_tls = "require"` towards it.
+async fn both_legs_on_tls(name: &str) -> (tempfile::TempDir, Postgres, Proxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path(), name);
+    let leaf = pki.server_from_root("pg", &["localhost"], 30);
+    let pg = Postgres::start_with_tls(&leaf.cert_pem, &leaf.key_pem);
+    let data_dir = tempfile::tempdir().unwrap();
+    prepare_data_dir(data_dir.path(), Mode::Required);
+    let mut config = Config::default();
+    config.server.shutdown_grace_secs = 2;
+    config.server.upstream_tls = UpstreamTlsMode::Require;
+    let upstream = UpstreamAddr::Tcp(format!("localhost:{}", pg.port()));
+    let p = Proxy::start_in(data_dir, upstream, config).await.unwrap();
+    (dir, pg, p)
+}
+
 /// `pg_stat_ssl` of the session pgssl opened: (ssl, version).
 async fn upstream_ssl(proxy: &Proxy) -> Result<(String, String), String> {
     let mut session = connect_plain(proxy.addr, "tableau")
@@ -163,17 +180,7 @@ async fn a_server_without_ssl_a_unix_socket_and_tls_on_both_legs() {
     assert!(err.to_string().contains("needs a TCP upstream"), "{err}");
 
     // Both legs encrypted: the client's TLS ends at pgssl, pgssl's own TLS reaches the repository.
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new(dir.path(), "Both");
-    let leaf = pki.server_from_root("pg", &["localhost"], 30);
-    let pg = Postgres::start_with_tls(&leaf.cert_pem, &leaf.key_pem);
-    let data_dir = tempfile::tempdir().unwrap();
-    prepare_data_dir(data_dir.path(), Mode::Required);
-    let mut config = Config::default();
-    config.server.shutdown_grace_secs = 2;
-    config.server.upstream_tls = UpstreamTlsMode::Require;
-    let upstream = UpstreamAddr::Tcp(format!("localhost:{}", pg.port()));
-    let p = Proxy::start_in(data_dir, upstream, config).await.unwrap();
+    let (_dir, _pg, p) = both_legs_on_tls("Both").await;
     let mut session = connect_tls_unverified(p.addr, "tableau", "postgres", PASSWORD)
         .await
         .unwrap();
@@ -201,17 +208,7 @@ async fn a_server_without_ssl_a_unix_socket_and_tls_on_both_legs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_two_tls_legs_the_plus_offer_is_withheld_and_channel_binding_require_is_refused_by_libpq()
  {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new(dir.path(), "Bind");
-    let leaf = pki.server_from_root("pg", &["localhost"], 30);
-    let pg = Postgres::start_with_tls(&leaf.cert_pem, &leaf.key_pem);
-    let data_dir = tempfile::tempdir().unwrap();
-    prepare_data_dir(data_dir.path(), Mode::Required);
-    let mut config = Config::default();
-    config.server.shutdown_grace_secs = 2;
-    config.server.upstream_tls = UpstreamTlsMode::Require;
-    let upstream = UpstreamAddr::Tcp(format!("localhost:{}", pg.port()));
-    let p = Proxy::start_in(data_dir, upstream, config).await.unwrap();
+    let (_dir, _pg, p) = both_legs_on_tls("Bind").await;
     let conninfo = |extra: &str| {
         format!(
             "host=127.0.0.1 port={} user=tableau dbname=postgres sslmode=require {extra}",
