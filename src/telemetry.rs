@@ -149,6 +149,14 @@ pub mod names {
     pub const AUTH_SECONDS: &str = "pgssl_auth_duration_seconds";
     /// Verifier lookups by `outcome` (`ok`, `failed`).
     pub const AUTH_LOOKUPS: &str = "pgssl_auth_lookups_total";
+    /// Gauge, label `state` (`idle`, `busy`).
+    pub const POOL_SESSIONS: &str = "pgssl_pool_sessions";
+    /// Counter, label `outcome` (`warm`, `opened`, `exhausted`).
+    pub const POOL_CHECKOUTS: &str = "pgssl_pool_checkouts_total";
+    /// Histogram.
+    pub const POOL_CHECKOUT_WAIT: &str = "pgssl_pool_checkout_wait_seconds";
+    /// Counter, label `outcome` (`kept`, `closed`).
+    pub const POOL_RETURNS: &str = "pgssl_pool_returns_total";
 }
 
 /// The process-wide Prometheus handle; the recorder is installed on first use.
@@ -216,6 +224,23 @@ fn describe() {
     describe_counter!(
         AUTH_ATTEMPTS,
         "Logins by mechanism (scram-sha-256, scram-sha-256-plus, passthrough) and outcome."
+    );
+    describe_gauge!(
+        POOL_SESSIONS,
+        "Repository sessions pgssl holds, by state: idle (warm, waiting for a client) or busy."
+    );
+    describe_counter!(
+        POOL_CHECKOUTS,
+        "Backends given to authenticated clients: warm (a reused session), opened (a new backend), exhausted (none within pool.checkout_timeout_secs)."
+    );
+    describe_histogram!(
+        POOL_CHECKOUT_WAIT,
+        Unit::Seconds,
+        "Time a client waited for a backend slot or a warm session."
+    );
+    describe_counter!(
+        POOL_RETURNS,
+        "Sessions whose client left: kept (reset and warm) or closed (not idle, reset failed, or over a bound)."
     );
     describe_counter!(RELOADS, "Reloads of the applied settings, by outcome.");
     describe_counter!(

@@ -104,6 +104,7 @@ impl Node {
                 upstream: options.upstream,
                 classifier: config.classifier(),
                 limits: limits(config),
+                pool: pool_options(config, &options.auth),
                 auth: options.auth,
             },
             cell.clone(),
@@ -151,6 +152,7 @@ impl Node {
             self.control_path,
             self.reloader,
             status,
+            self.server.pool(),
             control_stop.clone(),
         ));
         let served = self.server.run(shutdown).await;
@@ -208,6 +210,19 @@ pub fn limits(config: &Config) -> Limits {
             lockout: std::time::Duration::from_secs(config.auth.lockout_secs),
         },
     }
+}
+
+/// The pool's options: on as configured when pgssl authenticates clients itself; in passthrough
+/// nothing is kept (pgssl cannot log in again without the client) and nothing is bounded beyond
+/// what it was before the pool.
+fn pool_options(config: &Config, auth: &AuthPlan) -> crate::proxy::backend::PoolOptions {
+    let mut options = config.pool.options(config.repository.max_connections);
+    if matches!(auth, AuthPlan::Passthrough) || !config.pool.enabled {
+        options.enabled = false;
+        options.max_idle = 0;
+        options.max_backends = usize::MAX;
+    }
+    options
 }
 
 /// Raises the process's open-file limit to its hard limit and returns it with the number of

@@ -111,6 +111,19 @@ pub enum Command {
         #[command(subcommand)]
         command: PendingChangesCommand,
     },
+    /// Warm repository sessions of the running server (README: Warm backends).
+    Pool {
+        /// The action.
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+}
+
+/// `pool …`.
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Busy and warm sessions per (role, database), hand-outs and backends opened.
+    List(crate::control::operations::pool::List),
 }
 
 /// `admin-user …`: the name and password are the global `--username` and `--password`.
@@ -335,6 +348,9 @@ impl Cli {
                 PendingChangesCommand::Apply(r) => runner.show(r),
                 PendingChangesCommand::Discard(r) => runner.show(r),
             },
+            Command::Pool {
+                command: PoolCommand::List(r),
+            } => runner.show(r),
         }
     }
 

@@ -25,6 +25,9 @@ use crate::proxy::policy::Mode;
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::upstream::tls::UpstreamTlsMode;
 
+/// The running server's pool, as the `pool` request reports it.
+pub type PoolProbe = std::sync::Arc<crate::proxy::backend::Pool>;
+
 /// Re-reads the applied state and swaps it in.
 #[derive(Debug, Clone)]
 pub struct Reloader {
@@ -157,6 +160,7 @@ pub async fn serve(
     path: PathBuf,
     reloader: Reloader,
     status: ServeStatus,
+    pool: PoolProbe,
     stop: CancellationToken,
 ) {
     let status = serde_json::to_string(&status).unwrap_or_default();
@@ -175,6 +179,7 @@ pub async fn serve(
         };
         let reloader = reloader.clone();
         let status = status.clone();
+        let pool = pool.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -195,7 +200,19 @@ pub async fn serve(
                     }
                 },
                 Ok(Ok(_)) if line.trim() == "status" => format!("ok {status}\n"),
-                Ok(Ok(_)) => "error unknown request (expected 'reload' or 'status')\n".to_string(),
+                Ok(Ok(_)) if line.trim() == "pool" => {
+                    let report = PoolAnswer {
+                        enabled: pool.options().enabled,
+                        keys: pool.stats(),
+                    };
+                    format!(
+                        "ok {}\n",
+                        serde_json::to_string(&report).unwrap_or_default()
+                    )
+                }
+                Ok(Ok(_)) => {
+                    "error unknown request (expected 'reload', 'status' or 'pool')\n".to_string()
+                }
                 _ => return,
             };
             let _ = write.write_all(reply.as_bytes()).await;
@@ -214,6 +231,26 @@ pub fn request_status(path: &Path, timeout: Duration) -> Result<ServeStatus, Con
     let json = line.strip_prefix("ok ").unwrap_or_default();
     serde_json::from_str(json)
         .map_err(|_| ControlError::Refused(format!("unexpected reply '{line}'")))
+}
+
+/// The `pool` answer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PoolAnswer {
+    enabled: bool,
+    keys: Vec<crate::proxy::backend::pool::KeyStats>,
+}
+
+/// Asks the server on this data directory what its pool holds: whether it is on, and per (role,
+/// database). Blocking: used by the CLI.
+pub fn request_pool(
+    path: &Path,
+    timeout: Duration,
+) -> Result<(bool, Vec<crate::proxy::backend::pool::KeyStats>), ControlError> {
+    let line = request(path, "pool", timeout)?;
+    let json = line.strip_prefix("ok ").unwrap_or_default();
+    let answer: PoolAnswer = serde_json::from_str(json)
+        .map_err(|_| ControlError::Refused(format!("unexpected reply '{line}'")))?;
+    Ok((answer.enabled, answer.keys))
 }
 
 /// Sends one request line and returns the answer line, or the server's `error` as an error.

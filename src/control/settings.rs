@@ -144,6 +144,7 @@ pub fn for_state(
         channel_binding: Some(crate::proxy::auth::scram::tls_server_end_point(&leaf).into()),
         upstream_tls,
         lookup: None,
+        generation: 0,
     })
 }
 

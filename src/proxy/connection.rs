@@ -17,13 +17,16 @@ use tracing::{info, warn};
 
 use crate::proxy::auth::AuthPlan;
 use crate::proxy::auth::lockout::Lockout;
-use crate::proxy::login;
+use crate::proxy::backend::Pool;
+use crate::proxy::backend::cancel::CancelKeys;
+use crate::proxy::login::{self, LoggedIn};
 use crate::proxy::metrics::{Limit, ProxyMetrics};
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
 use crate::proxy::policy::{self, Transport, UserClass, UserClassifier, Verdict};
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
 use crate::proxy::relay::{self, RelayEnd};
+use crate::proxy::session;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
 use crate::proxy::upstream::{Target, UpstreamStream};
@@ -68,6 +71,10 @@ pub struct ConnectionContext {
     pub auth: AuthPlan,
     /// Failed logins per (address, user).
     pub lockout: Lockout,
+    /// Warm repository sessions (proxy mode).
+    pub pool: Arc<Pool>,
+    /// The cancel keys pgssl minted for proxy-mode sessions.
+    pub cancels: CancelKeys,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -133,8 +140,8 @@ pub(crate) struct Who {
 
 /// The start-up to forward: the message and any bytes the client sent after it.
 pub(crate) struct Start {
-    startup: StartupMessage,
-    pipelined: BytesMut,
+    pub(crate) startup: StartupMessage,
+    pub(crate) pipelined: BytesMut,
 }
 
 /// A start-up the policy may admit: admit → log in (authenticate, open the backend) → relay → log
@@ -152,12 +159,14 @@ async fn session(
         return;
     };
     drop(starting);
-    let Some(mut upstream) = login::log_in(&mut stream, start, who, settings, ctx, started).await
-    else {
-        return;
-    };
-    let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
-    log_end(who, end, login, started, &ctx.metrics);
+    match login::log_in(&mut stream, start, who, settings, ctx, started).await {
+        None => {}
+        Some(LoggedIn::Relayed(mut upstream)) => {
+            let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
+            log_end(who, end, login, started, &ctx.metrics);
+        }
+        Some(LoggedIn::Proxied(lease)) => session::serve(stream, *lease, who, ctx, started).await,
+    }
 }
 
 /// The policy, shutdown and `server.max_connections` decide whether the session may start; a refusal
@@ -287,7 +296,9 @@ pub(crate) fn log_end(
 }
 
 /// Delivers a CancelRequest to the repository on a fresh connection and replies nothing, as PostgreSQL
-/// does; the client learns the outcome from its own session.
+/// does; the client learns the outcome from its own session. A key pgssl minted is exchanged for its
+/// session's own; any other is sent on unchanged only while passthrough sessions (whose keys are the
+/// repository's) may exist, and otherwise cancels nothing.
 async fn forward_cancel(
     mut client: NegotiatedStream,
     packet: &[u8],
@@ -295,6 +306,16 @@ async fn forward_cancel(
     settings: &LiveSettings,
     ctx: &ConnectionContext,
 ) {
+    let routed = ctx.cancels.route(packet);
+    let packet = match &routed {
+        Some(p) => &p[..],
+        None if ctx.auth.may_pass_through(settings) => packet,
+        None => {
+            let _ = client.shutdown().await;
+            info!(%peer, outcome = "cancel_unknown_key", "a cancel request's key is not a current session's; ignored");
+            return;
+        }
+    };
     let result = async {
         // The cancel travels like a session would: inside TLS when upstream TLS is on.
         let mut upstream = ctx

@@ -17,16 +17,25 @@ use crate::proxy::connection::{ConnectionContext, Start, Who, log_end, open_back
 use crate::proxy::metrics::{AuthMechanism, AuthOutcome, ProxyMetrics};
 use crate::proxy::negotiate;
 use crate::proxy::policy::Transport;
+use crate::proxy::protocol::auth_message::AuthMessageError;
 use crate::proxy::protocol::login_watch::{LoginOutcome, LoginWatch};
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, RelayEnd};
+use crate::proxy::session::{self, Lease};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
 use crate::proxy::upstream::UpstreamStream;
 use crate::telemetry::LogSafe;
 
-/// Logs the session in: the repository connection, authenticated and ready for the relay, or
-/// `None` when the login was refused (answered and logged).
+/// A session that is logged in.
+pub(crate) enum LoggedIn {
+    /// Passthrough: the repository connection, its login answers still to relay.
+    Relayed(UpstreamStream),
+    /// Proxy mode: a backend whose start-up answer the client has had.
+    Proxied(Box<Lease>),
+}
+
+/// Logs the session in, or returns `None` when the login was refused (answered and logged).
 pub(crate) async fn log_in(
     stream: &mut NegotiatedStream,
     start: Start,
@@ -34,7 +43,7 @@ pub(crate) async fn log_in(
     settings: &LiveSettings,
     ctx: &ConnectionContext,
     started: Instant,
-) -> Option<UpstreamStream> {
+) -> Option<LoggedIn> {
     if let Err(wait) = ctx.lockout.check(who.peer.ip(), &who.user) {
         refuse_locked_out(stream, who, wait, &ctx.metrics).await;
         return None;
@@ -64,10 +73,12 @@ pub(crate) async fn log_in(
         started,
     };
     let upstream = match proxy {
-        Some((lookup, secret)) => {
-            proxy_login(stream, start, &attempt, Source { lookup, secret }).await
-        }
-        None => passthrough_login(stream, start, &attempt).await,
+        Some((lookup, secret)) => proxy_login(stream, start, &attempt, Source { lookup, secret })
+            .await
+            .map(|lease| LoggedIn::Proxied(Box::new(lease))),
+        None => passthrough_login(stream, start, &attempt)
+            .await
+            .map(LoggedIn::Relayed),
     };
     ctx.metrics
         .auth_seconds
@@ -100,18 +111,23 @@ struct Source<'a> {
     secret: &'a [u8; 32],
 }
 
-/// Proxy mode: pgssl authenticates the client, then logs into the repository as that role.
+/// Proxy mode: pgssl authenticates the client, then gives it a backend logged in as that role.
 async fn proxy_login(
     stream: &mut NegotiatedStream,
     start: Start,
     attempt: &Attempt<'_>,
     source: Source<'_>,
-) -> Option<UpstreamStream> {
+) -> Option<Lease> {
     let Attempt {
         who, settings, ctx, ..
     } = *attempt;
     let (deadline, started) = (attempt.deadline(), attempt.started);
     let (m, ip) = (&ctx.metrics, who.peer.ip());
+    if !start.pipelined.is_empty() {
+        // Nothing may come before pgssl's authentication request has been answered.
+        refuse_authentication(stream, who, AuthEnd::Malformed(AuthMessageError::Pipelined)).await;
+        return None;
+    }
     let binding = (who.transport == Transport::Tls)
         .then_some(settings.channel_binding.as_deref())
         .flatten();
@@ -142,31 +158,15 @@ async fn proxy_login(
             return None;
         }
     };
-    let mut upstream = open_backend(stream, start, who, settings, ctx).await?;
-    let upstream_cert = upstream.peer_certificate().map(<[u8]>::to_vec);
-    let logged_in = tokio::time::timeout_at(
-        deadline,
-        terminate::log_in(&mut upstream, &proven, upstream_cert.as_deref()),
-    )
-    .await;
-    match logged_in {
-        Ok(Ok(ok)) => {
-            let welcome = async {
-                terminate::write_frame(stream, &proven.client_final).await?;
-                terminate::write_frame(stream, &ok).await
-            };
-            welcome.await.ok()?;
+    match session::acquire(stream, start, who, settings, ctx, &proven, deadline).await {
+        Ok(lease) => {
             m.auth(proven_mechanism(&proven), AuthOutcome::Ok)
                 .increment(1);
             ctx.lockout.succeeded(ip, &who.user);
-            Some(upstream)
+            Some(lease)
         }
-        Ok(Err(e)) => {
-            refuse_by_repository(stream, who, e, started, m).await;
-            None
-        }
-        Err(_) => {
-            refuse_authentication(stream, who, AuthEnd::TimedOut).await;
+        Err(why) => {
+            session::refuse(stream, who, why, started, ctx).await;
             None
         }
     }
@@ -282,7 +282,7 @@ async fn refuse_client(
 }
 
 /// Ends a session the repository did not let in after pgssl authenticated the client.
-async fn refuse_by_repository(
+pub(crate) async fn refuse_by_repository(
     stream: &mut NegotiatedStream,
     who: &Who,
     e: RepositoryAuthError,

@@ -107,6 +107,51 @@ pub struct ProxyMetrics {
     pub lookups_ok: Counter,
     /// `pgssl_auth_lookups_total{outcome="failed"}`.
     pub lookups_failed: Counter,
+    /// The pool's series.
+    pub pool: PoolMetrics,
+}
+
+/// `pgssl_pool_*`.
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    /// `pgssl_pool_sessions{state="idle"}`.
+    pub idle: Gauge,
+    /// `pgssl_pool_sessions{state="busy"}`.
+    pub busy: Gauge,
+    /// `pgssl_pool_checkouts_total{outcome="warm"}`.
+    pub warm: Counter,
+    /// `pgssl_pool_checkouts_total{outcome="opened"}`.
+    pub opened: Counter,
+    /// `pgssl_pool_checkouts_total{outcome="exhausted"}`.
+    pub exhausted: Counter,
+    /// `pgssl_pool_checkout_wait_seconds`.
+    pub wait_seconds: Histogram,
+    /// `pgssl_pool_returns_total{outcome="kept"}`.
+    pub kept: Counter,
+    /// `pgssl_pool_returns_total{outcome="closed"}`.
+    pub closed: Counter,
+}
+
+impl PoolMetrics {
+    fn register() -> PoolMetrics {
+        use metrics::{counter, gauge, histogram};
+        PoolMetrics {
+            idle: gauge!(names::POOL_SESSIONS, "state" => "idle"),
+            busy: gauge!(names::POOL_SESSIONS, "state" => "busy"),
+            warm: counter!(names::POOL_CHECKOUTS, "outcome" => "warm"),
+            opened: counter!(names::POOL_CHECKOUTS, "outcome" => "opened"),
+            exhausted: counter!(names::POOL_CHECKOUTS, "outcome" => "exhausted"),
+            wait_seconds: histogram!(names::POOL_CHECKOUT_WAIT),
+            kept: counter!(names::POOL_RETURNS, "outcome" => "kept"),
+            closed: counter!(names::POOL_RETURNS, "outcome" => "closed"),
+        }
+    }
+
+    /// Sets the session gauges from the pool's totals (live, idle).
+    pub fn sessions(&self, (live, idle): (usize, usize)) {
+        self.idle.set(idle as f64);
+        self.busy.set(live.saturating_sub(idle) as f64);
+    }
 }
 
 impl ProxyMetrics {
@@ -158,6 +203,7 @@ impl ProxyMetrics {
             bytes_to_upstream: counter!(names::BYTES_RELAYED, "direction" => "to_upstream"),
             bytes_to_client: counter!(names::BYTES_RELAYED, "direction" => "to_client"),
             cancels: counter!(names::CANCELS_FORWARDED),
+            pool: PoolMetrics::register(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The data plane: accept → negotiate → policy → upstream → authenticate → relay.
+//! The data plane: accept → negotiate → policy → authenticate → backend → relay.
 //!
 //! Nothing here reads or writes pgssl's state on disk, runs the admin server or parses the command
 //! line: the control plane hands it a [`settings::LiveSettings`] snapshot through a
@@ -54,6 +54,7 @@ macro_rules! forward_io {
 }
 
 pub mod auth;
+pub mod backend;
 pub mod connection;
 pub mod login;
 pub mod metrics;
@@ -62,6 +63,7 @@ pub mod policy;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+pub mod session;
 pub mod settings;
 pub mod stream;
 pub mod upstream;

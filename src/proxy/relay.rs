@@ -2,7 +2,9 @@
 //!
 //! Nothing here changes the protocol; authentication, queries and COPY pass through untouched. Until
 //! the login is decided, the repository's bytes are also shown to a [`LoginWatch`] (frames only, no
-//! copy), which is dropped once it knows.
+//! copy), which is dropped once it knows. A pooled session's bytes are shown to a [`SessionWatch`]
+//! both ways; its relay ends when the client leaves, without closing the repository session, and
+//! holds back the client's Terminate.
 //!
 //! An idle session must cost as little memory as possible (a proxy may hold thousands), so the relay
 //! owns no copy buffers while nothing flows: each read lands in a buffer on the stack of the poll
@@ -19,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::protocol::login_watch::{LoginOutcome, LoginWatch};
+use crate::proxy::protocol::session_watch::{ClientChunk, SessionWatch};
 
 /// Size of the per-poll stack buffer: one TLS record's worth of plaintext.
 const CHUNK: usize = 16 * 1024;
@@ -58,7 +61,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    relay_with(client, upstream, stop, Direction::default())
+    relay_with(client, upstream, stop, &mut NoTap, Until::BothDone)
         .await
         .0
 }
@@ -74,29 +77,143 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let down = Direction {
-        login: Some(Box::default()),
-        ..Direction::default()
+    let mut tap = LoginTap {
+        watch: Some(Box::default()),
+        outcome: None,
     };
-    relay_with(client, upstream, stop, down).await
+    let (end, _) = relay_with(client, upstream, stop, &mut tap, Until::BothDone).await;
+    (end, tap.outcome)
 }
 
-async fn relay_with<C, U>(
+/// How a pooled session's relay ended.
+#[derive(Debug)]
+pub enum PooledEnd {
+    /// The client left (Terminate, or its end of the connection closed); the repository session is
+    /// open, and `watch` says whether it is idle.
+    ClientLeft(Transferred),
+    /// The relay ended otherwise: the repository closed, a socket failed, or shutdown.
+    Ended(RelayEnd),
+}
+
+/// [`relay`] for a pooled session: follows both streams in `watch`, never forwards the client's
+/// Terminate, and ends as soon as the client leaves, leaving the repository connection open.
+pub async fn relay_pooled<C, U>(
     client: &mut C,
     upstream: &mut U,
     stop: &CancellationToken,
-    mut down: Direction,
-) -> (RelayEnd, Option<LoginOutcome>)
+    watch: &mut SessionWatch,
+) -> PooledEnd
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut up = Direction::default();
+    match relay_with(client, upstream, stop, watch, Until::ClientLeaves).await {
+        (RelayEnd::Closed(t), Some(Side::Client)) => PooledEnd::ClientLeft(t),
+        (end, _) => PooledEnd::Ended(end),
+    }
+}
+
+/// What each direction's bytes are shown to.
+trait Tap {
+    /// A chunk from the client; returns how much of it to forward (all of it unless the client ended
+    /// its stream inside this chunk).
+    fn on_client(&mut self, chunk: &[u8]) -> usize;
+    /// A chunk from the repository.
+    fn on_server(&mut self, chunk: &[u8]);
+}
+
+struct NoTap;
+
+impl Tap for NoTap {
+    fn on_client(&mut self, chunk: &[u8]) -> usize {
+        chunk.len()
+    }
+    fn on_server(&mut self, _: &[u8]) {}
+}
+
+struct LoginTap {
+    watch: Option<Box<LoginWatch>>,
+    outcome: Option<LoginOutcome>,
+}
+
+impl Tap for LoginTap {
+    fn on_client(&mut self, chunk: &[u8]) -> usize {
+        chunk.len()
+    }
+    fn on_server(&mut self, chunk: &[u8]) {
+        if let Some(watch) = &mut self.watch
+            && let Some(outcome) = watch.feed(chunk)
+        {
+            self.outcome = Some(outcome);
+            self.watch = None;
+        }
+    }
+}
+
+impl Tap for SessionWatch {
+    fn on_client(&mut self, chunk: &[u8]) -> usize {
+        match SessionWatch::on_client(self, chunk) {
+            ClientChunk::Forward => chunk.len(),
+            ClientChunk::Terminated(n) => n,
+        }
+    }
+    fn on_server(&mut self, chunk: &[u8]) {
+        SessionWatch::on_server(self, chunk)
+    }
+}
+
+/// When a relay is over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Both directions finished: each side's end is passed on to the other.
+    BothDone,
+    /// The client left (its Terminate or end of stream, not passed on), or the repository's side
+    /// finished.
+    ClientLeaves,
+}
+
+/// Which side's stream ended a [`Until::ClientLeaves`] relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Repository,
+}
+
+async fn relay_with<C, U, T>(
+    client: &mut C,
+    upstream: &mut U,
+    stop: &CancellationToken,
+    tap: &mut T,
+    until: Until,
+) -> (RelayEnd, Option<Side>)
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    T: Tap,
+{
+    let mut up = Direction {
+        keep_writer_open: until == Until::ClientLeaves,
+        ..Direction::default()
+    };
+    let mut down = Direction::default();
     let copy = poll_fn(|cx| {
-        let a = up.poll(cx, &mut *client, &mut *upstream)?;
-        let b = down.poll(cx, &mut *upstream, &mut *client)?;
+        let a = up
+            .poll(cx, &mut *client, &mut *upstream, &mut |c| tap.on_client(c))
+            .map_err(|e| (Side::Client, e))?;
+        if a.is_ready() && until == Until::ClientLeaves {
+            return Poll::Ready(Ok(Some(Side::Client)));
+        }
+        let b = down
+            .poll(cx, &mut *upstream, &mut *client, &mut |c| {
+                tap.on_server(c);
+                c.len()
+            })
+            .map_err(|e| (Side::Repository, e))?;
+        if b.is_ready() && until == Until::ClientLeaves {
+            return Poll::Ready(Ok(Some(Side::Repository)));
+        }
         if a.is_ready() && b.is_ready() {
-            Poll::Ready(Ok::<(), io::Error>(()))
+            Poll::Ready(Ok(None))
         } else {
             Poll::Pending
         }
@@ -109,15 +226,16 @@ where
         to_upstream: up.moved,
         to_client: down.moved,
     };
-    let end = match result {
-        Some(Ok(())) => RelayEnd::Closed(moved),
+    match result {
+        Some(Ok(side)) => (RelayEnd::Closed(moved), side),
         // A client that drops TCP without TLS close_notify is how most clients leave after
         // Terminate; it is an ordinary end of session, not a failure.
-        Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => RelayEnd::Closed(moved),
-        Some(Err(e)) => RelayEnd::Failed(e, moved),
-        None => RelayEnd::Shutdown(moved),
-    };
-    (end, down.login_outcome)
+        Some(Err((side, e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            (RelayEnd::Closed(moved), Some(side))
+        }
+        Some(Err((side, e))) => (RelayEnd::Failed(e, moved), Some(side)),
+        None => (RelayEnd::Shutdown(moved), None),
+    }
 }
 
 /// One direction of the copy.
@@ -135,18 +253,22 @@ struct Direction {
     done: bool,
     /// Bytes moved.
     moved: u64,
-    /// Watches the login until it is decided (repository-to-client direction only).
-    login: Option<Box<LoginWatch>>,
-    /// What the watch found.
-    login_outcome: Option<LoginOutcome>,
+    /// The reader's end is not passed on: the writer stays open (a pooled session's repository
+    /// connection, when the client leaves).
+    keep_writer_open: bool,
+    /// The tap asked to stop after the bytes it let through.
+    cut: bool,
 }
 
 impl Direction {
+    /// Moves what `reader` has to `writer`; `tap` sees each chunk and says how much of it to move
+    /// (less than all of it ends this direction once that much is written).
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         reader: &mut R,
         writer: &mut W,
+        tap: &mut dyn FnMut(&[u8]) -> usize,
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin + ?Sized,
@@ -156,19 +278,14 @@ impl Direction {
             return Poll::Ready(Ok(()));
         }
         loop {
-            // Drain what the writer refused earlier before reading more.
-            if let Some(spill) = &self.spill {
-                while self.spill_pos < spill.len() {
-                    let n =
-                        ready!(Pin::new(&mut *writer).poll_write(cx, &spill[self.spill_pos..]))?;
-                    if n == 0 {
-                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                    }
-                    self.spill_pos += n;
-                    self.needs_flush = true;
+            ready!(self.drain_spill(cx, writer))?;
+            if self.cut || (self.eof && self.keep_writer_open) {
+                if self.needs_flush {
+                    ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                    self.needs_flush = false;
                 }
-                self.spill = None;
-                self.spill_pos = 0;
+                self.done = true;
+                return Poll::Ready(Ok(()));
             }
             if self.eof {
                 ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
@@ -195,30 +312,63 @@ impl Direction {
                 self.eof = true;
                 continue;
             }
+            let keep = tap(data);
+            let data = if keep < data.len() {
+                self.cut = true;
+                &data[..keep]
+            } else {
+                data
+            };
             self.moved += data.len() as u64;
-            if let Some(watch) = &mut self.login
-                && let Some(outcome) = watch.feed(data)
-            {
-                self.login_outcome = Some(outcome);
-                self.login = None;
+            ready!(self.write_or_spill(cx, writer, data))?;
+        }
+    }
+
+    /// Writes what the writer refused earlier, before anything more is read.
+    fn drain_spill<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut W,
+    ) -> Poll<io::Result<()>> {
+        if let Some(spill) = &self.spill {
+            while self.spill_pos < spill.len() {
+                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &spill[self.spill_pos..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.spill_pos += n;
+                self.needs_flush = true;
             }
-            let mut written = 0;
-            while written < data.len() {
-                match Pin::new(&mut *writer).poll_write(cx, &data[written..]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => {
-                        written += n;
-                        self.needs_flush = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        self.spill = Some(data[written..].to_vec());
-                        self.spill_pos = 0;
-                        return Poll::Pending;
-                    }
+            self.spill = None;
+            self.spill_pos = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `data` on; what the writer cannot take now is copied to the spill buffer (Pending).
+    fn write_or_spill<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut W,
+        data: &[u8],
+    ) -> Poll<io::Result<()>> {
+        let mut written = 0;
+        while written < data.len() {
+            match Pin::new(&mut *writer).poll_write(cx, &data[written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    written += n;
+                    self.needs_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.spill = Some(data[written..].to_vec());
+                    self.spill_pos = 0;
+                    return Poll::Pending;
                 }
             }
         }
+        Poll::Ready(Ok(()))
     }
 }
 

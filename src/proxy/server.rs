@@ -17,6 +17,9 @@ use tracing::{Instrument, error, info, warn};
 
 use crate::proxy::auth::AuthPlan;
 use crate::proxy::auth::lockout::{Lockout, LockoutPolicy};
+use crate::proxy::backend::cancel::CancelKeys;
+use crate::proxy::backend::maintain::{self, Housekeeping};
+use crate::proxy::backend::{Pool, PoolOptions};
 use crate::proxy::connection::{self, ConnectionContext};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::policy::UserClassifier;
@@ -55,6 +58,8 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// How sessions authenticate.
     pub auth: AuthPlan,
+    /// Warm repository sessions (used in proxy mode).
+    pub pool: PoolOptions,
 }
 
 /// No worker could accept on the listening socket.
@@ -114,6 +119,8 @@ impl Server {
                 metrics: ProxyMetrics::register(),
                 auth: options.auth,
                 lockout: Lockout::new(limits.lockout),
+                pool: Pool::new(options.pool),
+                cancels: CancelKeys::default(),
             }),
         })
     }
@@ -126,6 +133,11 @@ impl Server {
     /// The repository this server relays to.
     pub fn upstream(&self) -> &UpstreamAddr {
         self.ctx.upstream.addr()
+    }
+
+    /// The warm pool (for `pool list`).
+    pub fn pool(&self) -> Arc<Pool> {
+        self.ctx.pool.clone()
     }
 
     /// The settings new connections get now.
@@ -160,6 +172,8 @@ impl Server {
             lingering: Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS)),
             shutdown: shutdown.clone(),
         });
+        let sweeping = CancellationToken::new();
+        let sweeper = spawn_housekeeping(&shared.cell, &ctx, sweeping.clone());
         let pool = tokio_util::task::LocalPoolHandle::new(workers);
         let mut accept_loops = Vec::with_capacity(workers);
         match listener.into_std() {
@@ -201,6 +215,8 @@ impl Server {
             ctx.closing.cancel();
             tracker.wait().await;
         }
+        sweeping.cancel();
+        let _ = sweeper.await;
         info!("the proxy stopped");
         if accepted_until_shutdown {
             Ok(())
@@ -208,6 +224,23 @@ impl Server {
             Err(RunError)
         }
     }
+}
+
+/// Starts the pool's housekeeping ([`maintain::run`]) until `stop`.
+fn spawn_housekeeping(
+    cell: &SettingsCell,
+    ctx: &ConnectionContext,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let housekeeping = Housekeeping {
+        cell: cell.clone(),
+        lookup: match &ctx.auth {
+            AuthPlan::Proxy { lookup, .. } => lookup.clone(),
+            AuthPlan::Passthrough => None,
+        },
+        metrics: ctx.metrics.pool.clone(),
+    };
+    tokio::spawn(maintain::run(ctx.pool.clone(), housekeeping, stop))
 }
 
 /// What every accept loop shares.

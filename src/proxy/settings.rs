@@ -32,6 +32,10 @@ pub struct LiveSettings {
     pub upstream_tls: UpstreamTls,
     /// Verifiers through the lookup user, when one is applied (an external repository in proxy mode).
     pub lookup: Option<Arc<dyn VerifierSource>>,
+    /// Counts the snapshots a [`SettingsCell`] has held (it sets this): warm repository sessions
+    /// logged in under an older snapshot are not handed out, since an apply may have changed who may
+    /// connect (data access, internal tokens, the lookup user, TLS to the repository).
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for LiveSettings {
@@ -54,6 +58,7 @@ impl LiveSettings {
             channel_binding: None,
             upstream_tls: UpstreamTls::disabled(),
             lookup: None,
+            generation: 0,
         }
     }
 }
@@ -63,8 +68,9 @@ impl LiveSettings {
 pub struct SettingsCell(Arc<ArcSwap<LiveSettings>>);
 
 impl SettingsCell {
-    /// A cell holding `initial`.
-    pub fn new(initial: LiveSettings) -> SettingsCell {
+    /// A cell holding `initial` (generation 1).
+    pub fn new(mut initial: LiveSettings) -> SettingsCell {
+        initial.generation = 1;
         SettingsCell(Arc::new(ArcSwap::from_pointee(initial)))
     }
 
@@ -73,8 +79,11 @@ impl SettingsCell {
         self.0.load_full()
     }
 
-    /// Replaces the snapshot for connections accepted from now on.
-    pub fn replace(&self, next: LiveSettings) {
-        self.0.store(Arc::new(next));
+    /// Replaces the snapshot for connections accepted from now on, as the next generation.
+    pub fn replace(&self, mut next: LiveSettings) {
+        self.0.rcu(|old| {
+            next.generation = old.generation + 1;
+            Arc::new(next.clone())
+        });
     }
 }

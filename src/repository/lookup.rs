@@ -20,7 +20,10 @@ use crate::repository::managed::ManagedRepository;
 use crate::repository::sql;
 
 /// The default `auth.lookup_query`: `$1` is the role name (quoted as a literal before it is sent).
-pub const DEFAULT_LOOKUP_QUERY: &str = "SELECT rolpassword, coalesce(rolvaliduntil < now(), false)::text FROM pg_catalog.pg_authid WHERE rolname = $1";
+/// Its third column, `rolcanlogin`, may be missing from an administrator's own query (a NOLOGIN role
+/// then still gets the repository's refusal when it needs a new backend, but its warm sessions are not
+/// closed early).
+pub const DEFAULT_LOOKUP_QUERY: &str = "SELECT rolpassword, coalesce(rolvaliduntil < now(), false)::text, rolcanlogin::text FROM pg_catalog.pg_authid WHERE rolname = $1";
 
 /// One persistent lookup connection and how to (re)open it.
 #[derive(Debug, Default)]
@@ -51,6 +54,7 @@ impl Kept {
                     return Ok(rows.into_iter().next().map(|row| RoleSecret {
                         password: row.first().cloned().flatten(),
                         expired: row.get(1).cloned().flatten().as_deref() == Some("true"),
+                        can_login: row.get(2).cloned().flatten().as_deref() != Some("false"),
                     }));
                 }
                 Err(e) if attempt == 0 && e.sqlstate().is_none() => {

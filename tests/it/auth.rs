@@ -364,6 +364,9 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
         expired.stderr
     );
     pg.sql("ALTER ROLE tableau VALID UNTIL 'infinity' CONNECTION LIMIT 0");
+    // A warm session of the role still counts as its connection, as it does in the repository; once
+    // an administrator ends it, the next client needs a new backend, which the repository refuses.
+    pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tableau'");
     let full = psql(&conninfo("")).await;
     assert!(
         full.stderr

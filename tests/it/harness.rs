@@ -238,6 +238,27 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`): every backend is ended, the port stays.
+    pub fn restart(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("postgres.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "restart",
+                "-w",
+                "-m",
+                "fast",
+                "-t",
+                "60",
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+            ],
+        );
+    }
+
     /// The socket directory.
     pub fn socket_dir(&self) -> PathBuf {
         self.dir.path().join("sock")

@@ -17,6 +17,7 @@ mod managed;
 mod metrics;
 mod negotiation;
 mod pki;
+mod pool;
 mod psql_matrix;
 mod rotation;
 mod upstream_tls;

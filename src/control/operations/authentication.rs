@@ -158,9 +158,10 @@ pub fn sql(lookup_user: &str) -> Said {
     let text = format!(
         "-- Run as a superuser in the database pgssl's lookup user connects to (auth.lookup_database).\n\
 CREATE SCHEMA IF NOT EXISTS pgssl;\n\
-CREATE OR REPLACE FUNCTION pgssl.lookup(role_name text, OUT rolpassword text, OUT expired text)\n\
+DROP FUNCTION IF EXISTS pgssl.lookup(text);\n\
+CREATE FUNCTION pgssl.lookup(role_name text, OUT rolpassword text, OUT expired text, OUT canlogin text)\n\
   RETURNS SETOF record LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$\n\
-    SELECT rolpassword::text, coalesce(rolvaliduntil < now(), false)::text\n\
+    SELECT rolpassword::text, coalesce(rolvaliduntil < now(), false)::text, rolcanlogin::text\n\
       FROM pg_catalog.pg_authid WHERE rolname = role_name $$;\n\
 REVOKE ALL ON FUNCTION pgssl.lookup(text) FROM PUBLIC;\n\
 GRANT USAGE ON SCHEMA pgssl TO {role};\n\

@@ -21,6 +21,7 @@ pub mod external_ssl;
 pub mod internal_credentials;
 pub mod model;
 pub mod pending_changes;
+pub mod pool;
 pub mod regenerate_tokens;
 pub mod repository_ssl;
 pub mod vizql_extsvc;

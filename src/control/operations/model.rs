@@ -83,8 +83,8 @@ pub trait Visit {
 /// Every operation the admin API serves (and the remote CLI can call), each once.
 pub fn each_remote(v: &mut impl Visit) {
     use super::{
-        authentication, custom_cert, data_access, external_ssl, pending_changes, regenerate_tokens,
-        repository_ssl, vizql_extsvc,
+        authentication, custom_cert, data_access, external_ssl, pending_changes, pool,
+        regenerate_tokens, repository_ssl, vizql_extsvc,
     };
     v.operation::<repository_ssl::Enable>();
     v.operation::<repository_ssl::Disable>();
@@ -108,6 +108,7 @@ pub fn each_remote(v: &mut impl Visit) {
     v.operation::<authentication::Set>();
     v.operation::<authentication::Clear>();
     v.operation::<authentication::List>();
+    v.operation::<pool::List>();
 }
 
 /// A report that is only lines of text, for answers with nothing more to say than a sentence.

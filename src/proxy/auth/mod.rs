@@ -76,3 +76,16 @@ pub enum AuthPlan {
         required: bool,
     },
 }
+
+impl AuthPlan {
+    /// Whether a session accepted with `settings` may be a passthrough one (its cancel key is then the
+    /// repository's own, not one pgssl minted).
+    pub fn may_pass_through(&self, settings: &crate::proxy::settings::LiveSettings) -> bool {
+        match self {
+            AuthPlan::Passthrough => true,
+            AuthPlan::Proxy {
+                lookup, required, ..
+            } => !*required && lookup.is_none() && settings.lookup.is_none(),
+        }
+    }
+}

@@ -30,6 +30,8 @@ pub struct RoleSecret {
     pub password: Option<String>,
     /// Whether `rolvaliduntil` has passed.
     pub expired: bool,
+    /// `rolcanlogin` (true when the lookup query does not say).
+    pub can_login: bool,
 }
 
 /// A failed lookup: the repository could not be asked.
@@ -58,6 +60,17 @@ pub struct Proven {
     pub client_final: Frame,
     /// Which mechanism the client used.
     pub mechanism: &'static str,
+    /// Whether the role may log in (a NOLOGIN role's proof can be right; the repository refuses it,
+    /// so it must never get a warm session).
+    pub can_login: bool,
+}
+
+impl Proven {
+    /// The verifier the client proved itself against: a warm session is only handed to a client who
+    /// proved the same one (a changed password changes it).
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
 }
 
 /// Why the client leg did not authenticate.
@@ -110,6 +123,7 @@ where
     // The lookup runs first: an unknown user then takes the same path as a known one.
     let secret = lookup.lookup(role).await?;
     let (verifier, failure) = verifier_for(secret.as_ref(), role, mock_secret);
+    let can_login = secret.as_ref().is_none_or(|s| s.can_login);
     write_frame(client, &auth_message::sasl_offer(offer)).await?;
 
     let initial = read_answer(client).await?;
@@ -154,6 +168,7 @@ where
         verifier,
         client_final,
         mechanism,
+        can_login,
     })
 }
 
@@ -235,24 +250,29 @@ impl From<FrameError> for RepositoryAuthError {
 
 /// Logs into the repository (whose start-up was already sent) as the proven client: answers its
 /// SCRAM with the client's ClientKey, bound to `upstream_cert` when the repository offers
-/// SCRAM-SHA-256-PLUS on a TLS leg. Returns the repository's AuthenticationOk.
+/// SCRAM-SHA-256-PLUS on a TLS leg. Returns the repository's NegotiateProtocolVersion, if it sent
+/// one (the client must see it: it changes the protocol the session speaks).
 pub async fn log_in<U>(
     upstream: &mut U,
     proven: &Proven,
     upstream_cert: Option<&[u8]>,
-) -> Result<Frame, RepositoryAuthError>
+) -> Result<Option<Frame>, RepositoryAuthError>
 where
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let mut exchange: Option<Exchange> = None;
     let mut expected_signature = None;
+    let mut negotiated = None;
     loop {
         let frame = read_frame(upstream).await?;
-        if frame.kind == b'E' {
-            return Err(RepositoryAuthError::Refused(frame));
-        }
-        if frame.kind == b'N' || frame.kind == b'v' {
-            continue;
+        match frame.kind {
+            b'E' => return Err(RepositoryAuthError::Refused(frame)),
+            b'N' => continue,
+            b'v' => {
+                negotiated = Some(frame);
+                continue;
+            }
+            _ => {}
         }
         let Some(code) = frame.auth_code() else {
             return Err(
@@ -261,7 +281,7 @@ where
         };
         let data = &frame.body[4..];
         match code {
-            AUTH_OK => return Ok(frame),
+            AUTH_OK => return Ok(negotiated),
             AUTH_SASL => {
                 let (first, state) = client_first(&frame, upstream_cert)?;
                 write_frame(upstream, &first).await?;
@@ -381,6 +401,7 @@ mod tests {
             verifier: Verifier::mock("u", b"s"),
             client_final: auth_message::auth_request(AUTH_SASL_FINAL, b"v="),
             mechanism: SCRAM,
+            can_login: true,
         }
     }
 

@@ -75,6 +75,9 @@ pub enum AuthMessageError {
     /// A SASLInitialResponse that is not a mechanism name, a length and that many bytes.
     #[error("SASLInitialResponse is malformed")]
     BadInitialResponse,
+    /// Bytes came after the start-up packet before the server asked for anything.
+    #[error("data arrived after the start-up packet before the authentication request")]
+    Pipelined,
 }
 
 /// The body length a 5-byte frame header announces, checked against [`MAX_AUTH_MESSAGE`] before

@@ -15,6 +15,9 @@ use crate::proxy::policy::UserClassifier;
 use crate::proxy::upstream::tls::UpstreamTlsMode;
 use crate::proxy::upstream::{BadUpstreamAddr, UpstreamAddr};
 
+mod pool;
+pub use pool::{PoolConfig, SUPERUSER_RESERVE};
+
 /// The default path of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/pgssl.toml";
 
@@ -66,6 +69,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[auth]`: who authenticates clients.
     pub auth: AuthConfig,
+    /// `[pool]`: warm repository sessions.
+    pub pool: PoolConfig,
 }
 
 /// `[auth]`. Read when `serve` starts.
@@ -302,6 +307,7 @@ impl Config {
             message: e.message().to_string(),
         })?;
         config.validate()?;
+        config.pool.validate()?;
         Ok(config)
     }
 

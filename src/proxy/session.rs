@@ -1,0 +1,281 @@
+//! A proxy-mode session once pgssl has authenticated the client: its backend (a warm session of the
+//! same key, or a new one logged in by SCRAM pass-through), the start-up answer pgssl writes itself
+//! with a cancel key it minted, the relay, and — when the client leaves an idle session — the reset
+//! that makes it fresh and its return to the pool. Anything else about a session's end closes it.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::proxy::auth::terminate::{self, Proven, RepositoryAuthError};
+use crate::proxy::backend::cancel::ClientKey;
+use crate::proxy::backend::{Backend, Checkout, Exhausted, PoolKey, StartupError, reset};
+use crate::proxy::connection::{ConnectionContext, Start, Who, log_end, open_backend};
+use crate::proxy::negotiate;
+use crate::proxy::protocol::session_watch::SessionWatch;
+use crate::proxy::protocol::{ErrorResponse, SqlState};
+use crate::proxy::relay::{self, PooledEnd, RelayEnd};
+use crate::proxy::settings::LiveSettings;
+use crate::proxy::stream::NegotiatedStream;
+use crate::telemetry::LogSafe;
+
+/// A backend serving one client, with the cancel key that client was given.
+pub(crate) struct Lease {
+    backend: Backend,
+    key: ClientKey,
+    /// Whether the session may go back to the pool when the client leaves.
+    poolable: bool,
+}
+
+/// Why no backend could be had; each is answered to the client by [`refuse`].
+pub(crate) enum NoBackend {
+    /// Opening or logging into a new backend failed (already answered and logged).
+    Answered,
+    /// The repository refused the login.
+    Repository(RepositoryAuthError),
+    /// The bounds were reached and nothing came free in time.
+    Exhausted(Exhausted),
+}
+
+/// Finds the client a backend and sends it the start-up answer. `deadline` bounds logging into a
+/// new backend.
+pub(crate) async fn acquire(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    proven: &Proven,
+    deadline: Instant,
+) -> Result<Lease, NoBackend> {
+    let pool = &ctx.pool;
+    pool.saw_generation(settings.generation);
+    let (key, poolable) = match PoolKey::of(&start.startup) {
+        Some(key) => (key, pool.options().enabled),
+        None => (PoolKey::unpooled(&who.user, &who.database), false),
+    };
+    let app_name = start
+        .startup
+        .param("application_name")
+        .unwrap_or_default()
+        .to_string();
+    let m = &ctx.metrics.pool;
+    let waiting = Instant::now();
+    let checkout_deadline = waiting + pool.options().checkout_timeout;
+    let mut backend = loop {
+        let found = pool
+            .checkout(
+                &key,
+                proven.verifier(),
+                proven.can_login,
+                poolable,
+                checkout_deadline,
+            )
+            .await;
+        m.wait_seconds.record(waiting.elapsed().as_secs_f64());
+        match found {
+            Ok(Checkout::Warm(mut b)) => {
+                // The one round trip of a warm hand-out, and only when the name differs.
+                match reset::set_application_name(&mut b, &app_name, deadline).await {
+                    Ok(()) => {
+                        m.warm.increment(1);
+                        break *b;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "a warm session failed at hand-out; trying another");
+                        b.close().await;
+                    }
+                }
+            }
+            Ok(Checkout::Fork(slot)) => {
+                m.opened.increment(1);
+                let new = Fork {
+                    slot,
+                    proven,
+                    deadline,
+                };
+                break open(stream, start, who, settings, ctx, new).await?;
+            }
+            Err(e) => {
+                m.exhausted.increment(1);
+                return Err(NoBackend::Exhausted(e));
+            }
+        }
+    };
+    m.sessions(pool.totals());
+    let key = hand_out(stream, &backend, proven, ctx).await?;
+    backend.served_one();
+    Ok(Lease {
+        backend,
+        key,
+        poolable,
+    })
+}
+
+/// What opening a new backend needs besides the connection's own context.
+struct Fork<'a> {
+    slot: crate::proxy::backend::Slot,
+    proven: &'a Proven,
+    deadline: Instant,
+}
+
+/// Opens a new backend in `fork.slot`: connects, forwards the client's start-up, logs in by SCRAM
+/// pass-through and reads the repository's start-up answer.
+async fn open(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    fork: Fork<'_>,
+) -> Result<Backend, NoBackend> {
+    let minor = start.startup.minor;
+    let mut upstream = open_backend(stream, start, who, settings, ctx)
+        .await
+        .ok_or(NoBackend::Answered)?;
+    let cert = upstream.peer_certificate().map(<[u8]>::to_vec);
+    let proven = fork.proven;
+    let login = async {
+        let negotiated = terminate::log_in(&mut upstream, proven, cert.as_deref()).await?;
+        let verifier = proven.verifier().clone();
+        Backend::after_login(
+            upstream,
+            negotiated,
+            minor,
+            verifier,
+            fork.slot,
+            settings.generation,
+        )
+        .await
+        .map_err(|e| match e {
+            StartupError::Refused(frame) => RepositoryAuthError::Refused(frame),
+            StartupError::Frame(f) => f.into(),
+            StartupError::Unexpected(what) => {
+                RepositoryAuthError::Scram(crate::proxy::auth::scram::ScramError::Malformed(what))
+            }
+        })
+    };
+    match tokio::time::timeout_at(fork.deadline, login).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(NoBackend::Repository(e)),
+        Err(_) => Err(NoBackend::Repository(RepositoryAuthError::Io(
+            std::io::ErrorKind::TimedOut.into(),
+        ))),
+    }
+}
+
+/// Sends the client pgssl's SASLFinal and the session's start-up answer with a cancel key minted for
+/// it; returns the key.
+async fn hand_out(
+    stream: &mut NegotiatedStream,
+    backend: &Backend,
+    proven: &Proven,
+    ctx: &ConnectionContext,
+) -> Result<ClientKey, NoBackend> {
+    let Ok(key) = ctx.cancels.mint(backend.minor(), backend.cancel_packet()) else {
+        let err = ErrorResponse::fatal(
+            SqlState::ConnectionFailure,
+            "the system random number generator failed",
+        );
+        negotiate::send_fatal(stream, &err).await;
+        return Err(NoBackend::Answered);
+    };
+    let mut welcome = bytes::BytesMut::from(&proven.client_final.encode()[..]);
+    welcome.extend_from_slice(&backend.welcome(&key));
+    let sent = async {
+        stream.write_all(&welcome).await?;
+        stream.flush().await
+    };
+    if sent.await.is_err() {
+        ctx.cancels.revoke(&key);
+        return Err(NoBackend::Answered);
+    }
+    Ok(key)
+}
+
+/// Answers a client that got no backend.
+pub(crate) async fn refuse(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    why: NoBackend,
+    started: Instant,
+    ctx: &ConnectionContext,
+) {
+    match why {
+        NoBackend::Answered => {}
+        NoBackend::Repository(e) => {
+            crate::proxy::login::refuse_by_repository(stream, who, e, started, &ctx.metrics).await
+        }
+        NoBackend::Exhausted(e) => {
+            let (peer, user) = (who.peer, LogSafe(&who.user));
+            info!(%peer, %user, outcome = "pool_exhausted", error = %e,
+                  "no repository session came free within pool.checkout_timeout_secs");
+            let err = ErrorResponse::fatal(SqlState::TooManyConnections, e.to_string());
+            negotiate::send_fatal(stream, &err).await;
+        }
+    }
+}
+
+/// Relays the session, logs how it ended, and resets and returns the backend when the client left
+/// it idle.
+pub(crate) async fn serve(
+    mut stream: NegotiatedStream,
+    mut lease: Lease,
+    who: &Who,
+    ctx: &ConnectionContext,
+    started: Instant,
+) {
+    let mut watch = SessionWatch::default();
+    let end = relay::relay_pooled(
+        &mut stream,
+        lease.backend.stream(),
+        &ctx.closing,
+        &mut watch,
+    )
+    .await;
+    ctx.cancels.revoke(&lease.key);
+    let m = &ctx.metrics.pool;
+    match end {
+        PooledEnd::ClientLeft(moved) => {
+            let _ = stream.shutdown().await;
+            drop(stream);
+            log_end(who, RelayEnd::Closed(moved), None, started, &ctx.metrics);
+            match watch.idle().filter(|_| lease.poolable) {
+                Some(how) => give_back(lease.backend, how, &ctx.pool, ctx).await,
+                None => {
+                    m.closed.increment(1);
+                    lease.backend.close().await;
+                }
+            }
+        }
+        PooledEnd::Ended(end) => {
+            m.closed.increment(1);
+            log_end(who, end, None, started, &ctx.metrics);
+        }
+    }
+    m.sessions(ctx.pool.totals());
+}
+
+/// Resets a session its client left idle and keeps it warm, or closes it if the reset fails.
+async fn give_back(
+    mut backend: Backend,
+    how: crate::proxy::protocol::session_watch::Idle,
+    pool: &Arc<crate::proxy::backend::Pool>,
+    ctx: &ConnectionContext,
+) {
+    let deadline = Instant::now() + ctx.connect_timeout;
+    let m = &ctx.metrics.pool;
+    match reset::reset(&mut backend, how, &pool.options().reset_query, deadline).await {
+        Ok(()) => {
+            m.kept.increment(1);
+            pool.checkin(backend);
+        }
+        Err(e) => {
+            m.closed.increment(1);
+            warn!(pid = backend.pid(), error = %e, "could not reset a repository session; closing it");
+            backend.close().await;
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Warm backends (`[pool]`, on in proxy mode): a real PostgreSQL behind pgssl, with a lookup user, and
+//! real psql and the Rust client in front. Each test asserts what the client sees — the backend's
+//! process ID, what the session remembers, SQLSTATEs — and what the repository sees in
+//! `pg_stat_activity`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cli::{CliEnv, ServeProcess, ok};
+use crate::client::{connect_tls_unverified, ssl_request};
+use crate::harness::{PASSWORD, Postgres, prepare_data_dir, psql_commands};
+
+/// A repository, pgssl in front of it in proxy mode with `pool` (TOML lines of `[pool]`) and a lookup
+/// user applied.
+struct Pooled {
+    pg: Postgres,
+    env: CliEnv,
+    serve: ServeProcess,
+}
+
+impl Pooled {
+    async fn start(pool: &str) -> Pooled {
+        Pooled::start_on(Postgres::start_with_tcp(), "", pool).await
+    }
+
+    async fn start_on(pg: Postgres, extra_config: &str, pool: &str) -> Pooled {
+        pg.sql("CREATE ROLE pgssl_lookup SUPERUSER LOGIN PASSWORD 'lookup-pw'");
+        let upstream = format!("127.0.0.1:{}", pg.port());
+        let env = CliEnv::new(&upstream);
+        let mut config = std::fs::read_to_string(env.config()).unwrap();
+        config.push_str(&format!(
+            "{extra_config}\n[auth]\nmode = \"proxy\"\n[pool]\n{pool}\n"
+        ));
+        std::fs::write(env.config(), config).unwrap();
+        prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
+        let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+        let staged = env
+            .run_with_stdin(
+                &[
+                    "authentication",
+                    "lookup-user",
+                    "set",
+                    "--lookup-user",
+                    "pgssl_lookup",
+                    "--lookup-password",
+                    "-",
+                ],
+                "lookup-pw\n",
+            )
+            .await;
+        ok(&staged);
+        ok(&env.run(&["pending-changes", "apply"]));
+        Pooled { pg, env, serve }
+    }
+
+    fn conninfo(&self, extra: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=tableau dbname=postgres sslmode=require {extra}",
+            self.serve.addr.port()
+        )
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.serve.addr
+    }
+
+    /// Runs `commands` in one psql session; panics with its error if it fails.
+    async fn psql(&self, extra: &str, commands: &[&str]) -> Vec<String> {
+        let run = psql_commands(&self.conninfo(extra), commands).await;
+        assert!(run.ok, "{}\n{}", run.stderr, self.serve.log_text());
+        run.stdout.lines().map(str::to_string).collect()
+    }
+
+    /// Waits until `n` sessions of `user` sit idle in the pool, as the repository and pgssl see it:
+    /// reset (their last query the reset) and checked in.
+    async fn wait_warm(&self, user: &str, n: usize) {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}' AND state = 'idle' AND query = 'DISCARD ALL'"
+        );
+        for _ in 0..200 {
+            if self.pg.sql(&sql).parse::<usize>().unwrap() == n {
+                // The check-in follows the reset's answer by microseconds.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{n} warm sessions of {user} never appeared: {}",
+            self.pg
+                .sql("SELECT usename, state, query FROM pg_stat_activity")
+        );
+    }
+
+    /// The number of the repository's sessions of `user`.
+    fn sessions_of(&self, user: &str) -> usize {
+        self.pg
+            .sql(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'"
+            ))
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until the repository has `n` sessions of `user`.
+    async fn wait_sessions(&self, user: &str, n: usize) {
+        for _ in 0..200 {
+            if self.sessions_of(user) == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "expected {n} sessions of {user}, have {}",
+            self.sessions_of(user)
+        );
+    }
+}
+
+/// Sends a CancelRequest with `key` (process ID, secret) over TLS and waits until pgssl closes.
+async fn send_cancel(addr: SocketAddr, key: (i32, i32)) {
+    let (answer, tcp) = ssl_request(addr).await;
+    assert_eq!(answer, b'S');
+    let connector = pgssl::tls::client::require_mode_connector().unwrap();
+    let mut tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let mut packet = Vec::new();
+    packet.extend_from_slice(&16u32.to_be_bytes());
+    packet.extend_from_slice(&80_877_102u32.to_be_bytes());
+    packet.extend_from_slice(&key.0.to_be_bytes());
+    packet.extend_from_slice(&key.1.to_be_bytes());
+    tls.write_all(&packet).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut sink)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_client_gets_the_same_backend_as_a_fresh_session() {
+    let p = Pooled::start("").await;
+    p.pg.sql("GRANT CREATE ON SCHEMA public TO tableau");
+    let first = p
+        .psql(
+            "application_name=alpha",
+            &[
+                "CREATE TEMP TABLE scratch (x int)",
+                "PREPARE remembered AS SELECT 1",
+                "SET DateStyle = 'German'",
+                "SELECT pg_advisory_lock(42)",
+                "LISTEN channel",
+                "SELECT pg_backend_pid()",
+            ],
+        )
+        .await;
+    let pid = first.last().unwrap().clone();
+    p.wait_warm("tableau", 1).await;
+
+    let second = p
+        .psql(
+            "application_name=beta",
+            &[
+                "SELECT pg_backend_pid()",
+                "SELECT count(*) FROM pg_prepared_statements",
+                "SELECT count(*) FROM pg_class WHERE relname = 'scratch'",
+                "SHOW DateStyle",
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+                "SELECT count(*) FROM pg_listening_channels()",
+                "SHOW application_name",
+                "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            ],
+        )
+        .await;
+    assert_eq!(
+        second,
+        [&pid, "0", "0", "ISO, MDY", "0", "0", "beta", "beta"],
+        "the second client must get the first one's backend with nothing of the first left"
+    );
+
+    // A client that leaves in the middle of a transaction leaves nothing open behind it.
+    p.wait_warm("tableau", 1).await;
+    let third = p
+        .psql(
+            "",
+            &[
+                "BEGIN",
+                "CREATE TABLE leftover (x int)",
+                "SELECT pg_backend_pid()",
+            ],
+        )
+        .await;
+    assert_eq!(third.last().unwrap(), &pid);
+    p.wait_warm("tableau", 1).await;
+    assert_eq!(
+        p.pg.sql("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'"),
+        "0"
+    );
+    let fourth = p
+        .psql(
+            "",
+            &[
+                "SELECT pg_backend_pid()",
+                "SELECT count(*) FROM pg_class WHERE relname = 'leftover'",
+            ],
+        )
+        .await;
+    assert_eq!(fourth, [pid.as_str(), "0"]);
+
+    // `pool list` reports the hand-outs; the metrics count them.
+    let listed = ok(&p.env.run(&["pool", "list"]));
+    assert!(
+        listed.contains("tableau") && listed.contains("postgres"),
+        "{listed}"
+    );
+    let row = listed
+        .lines()
+        .find(|l| l.contains("tableau"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    // role database busy idle handouts opened
+    assert_eq!(&row[2..], ["0", "1", "3", "1"], "{listed}");
+    p.serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_key_is_the_clients_own_and_an_earlier_clients_cancels_nothing() {
+    let p = Pooled::start("").await;
+    let addr = p.addr();
+    let mut a = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    let key_a = a.backend_key.unwrap();
+    let pid = a.simple_query("SELECT pg_backend_pid()").await.unwrap()[0][0]
+        .clone()
+        .unwrap();
+    assert_ne!(
+        key_a.0.to_string(),
+        pid,
+        "the key is pgssl's, not the backend's"
+    );
+    // The current client's key cancels its query.
+    let sleeper = tokio::spawn(async move {
+        let r = a.simple_query("SELECT pg_sleep(30)").await;
+        (a, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_cancel(addr, key_a).await;
+    let (a, result) = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the cancel ends the sleep")
+        .unwrap();
+    assert_eq!(crate::client::sqlstate(result), "57014");
+    a.terminate().await.unwrap();
+    p.wait_warm("tableau", 1).await;
+
+    // The next client of the same backend has another key; the first client's cancels nothing.
+    let mut b = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    let key_b = b.backend_key.unwrap();
+    assert_ne!(key_a, key_b);
+    let pid_b = b.simple_query("SELECT pg_backend_pid()").await.unwrap()[0][0]
+        .clone()
+        .unwrap();
+    assert_eq!(pid_b, pid, "the same backend");
+    let sleeper = tokio::spawn(async move {
+        let r = b.simple_query("SELECT pg_sleep(2)").await.map(|_| ());
+        (b, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_cancel(addr, key_a).await;
+    let (mut b, result) = sleeper.await.unwrap();
+    assert!(
+        result.is_ok(),
+        "an earlier client's key cancelled: {result:?}"
+    );
+    // The backend's own key is no key at pgssl either.
+    let real = (pid.parse::<i32>().unwrap(), key_b.1);
+    let sleeper = tokio::spawn(async move {
+        let r = b.simple_query("SELECT pg_sleep(2)").await.map(|_| ());
+        (b, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_cancel(addr, real).await;
+    let (b, result) = sleeper.await.unwrap();
+    assert!(result.is_ok(), "a guessed key cancelled: {result:?}");
+    b.terminate().await.unwrap();
+    assert!(p.serve.log_text().contains("cancel_unknown_key"));
+    p.serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_or_nologin_closes_the_roles_warm_sessions() {
+    let p = Pooled::start("recheck_secs = 1").await;
+    let pid = p.psql("", &["SELECT pg_backend_pid()"]).await;
+    p.wait_warm("tableau", 1).await;
+    p.pg.sql("ALTER ROLE tableau PASSWORD 'changed-pw'");
+    // The sweep sees the new verifier and closes the warm session without any client arriving.
+    p.wait_sessions("tableau", 0).await;
+    let run = psql_commands(
+        &p.conninfo("password=changed-pw"),
+        &["SELECT pg_backend_pid()"],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    assert_ne!(run.stdout.lines().collect::<Vec<_>>(), pid);
+    p.wait_warm("tableau", 1).await;
+
+    p.pg.sql("ALTER ROLE tableau NOLOGIN");
+    p.wait_sessions("tableau", 0).await;
+    let refused = psql_commands(
+        &p.conninfo("password=changed-pw"),
+        &["SELECT pg_backend_pid()"],
+    )
+    .await;
+    assert!(
+        refused
+            .stderr
+            .contains("role \"tableau\" is not permitted to log in"),
+        "{}",
+        refused.stderr
+    );
+    p.serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_retires_warm_sessions_and_a_restarted_repository_gives_working_ones() {
+    let p = Pooled::start("").await;
+    let pid = p.psql("", &["SELECT pg_backend_pid()"]).await;
+    p.wait_warm("tableau", 1).await;
+    // Any apply may change who may connect: sessions logged in before it are not handed out.
+    ok(&p
+        .env
+        .run(&["security", "repository-ssl", "enable", "--internal-only"]));
+    ok(&p.env.run(&["pending-changes", "apply"]));
+    let after_apply = p.psql("", &["SELECT pg_backend_pid()"]).await;
+    assert_ne!(after_apply, pid);
+    p.wait_warm("tableau", 1).await;
+    assert_eq!(
+        p.sessions_of("tableau"),
+        1,
+        "the retired session was closed"
+    );
+
+    // The repository restarts under warm sessions: the next clients get new, working ones.
+    p.pg.restart();
+    for _ in 0..3 {
+        let run = p.psql("", &["SELECT 1"]).await;
+        assert_eq!(run, ["1"]);
+    }
+    p.serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waits_for_a_backend_then_gets_53300_and_gets_in_once_one_is_free() {
+    let p = Pooled::start("max_backends = 1\ncheckout_timeout_secs = 1").await;
+    let addr = p.addr();
+    let holder = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    let waited = std::time::Instant::now();
+    let refused = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD).await;
+    assert!(waited.elapsed() >= Duration::from_millis(900));
+    let refused_state = crate::client::sqlstate(refused);
+    assert_eq!(refused_state, "53300");
+    let psql_refused = psql_commands(&p.conninfo(""), &["SELECT 1"]).await;
+    assert!(
+        psql_refused
+            .stderr
+            .contains("sorry, too many clients already"),
+        "{}",
+        psql_refused.stderr
+    );
+    // Once the holder leaves, a waiting client gets its session.
+    let waiter =
+        tokio::spawn(
+            async move { connect_tls_unverified(addr, "tableau", "postgres", PASSWORD).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.terminate().await.unwrap();
+    let mut got = waiter
+        .await
+        .unwrap()
+        .expect("the waiter gets the freed session");
+    assert_eq!(
+        got.simple_query("SELECT 1").await.unwrap()[0][0].as_deref(),
+        Some("1")
+    );
+    p.serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
+    let pg = Postgres::start_with_tcp();
+    pg.sql("ALTER SYSTEM SET max_connections = 20");
+    pg.restart();
+    assert_eq!(pg.sql("SHOW max_connections"), "20");
+    let p = Pooled::start_on(pg, "[repository]\nmax_connections = 20", "").await;
+    let addr = p.addr();
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        clients.spawn(async move {
+            let mut s = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD).await?;
+            let rows = s.simple_query(&format!("SELECT {i}")).await?;
+            s.terminate().await?;
+            Ok::<_, pgssl::repository::ClientError>(rows[0][0].clone())
+        });
+    }
+    let mut answered = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        match done.unwrap() {
+            Ok(v) => answered.push(v.unwrap().parse::<u32>().unwrap()),
+            Err(e) => panic!("a client failed: {e}\n{}", p.serve.log_text()),
+        }
+    }
+    answered.sort();
+    assert_eq!(answered, (0..200).collect::<Vec<_>>());
+    // pgssl stayed within the repository's bound, less the superuser reserve and its own lookups.
+    assert!(p.sessions_of("tableau") <= 15);
+    p.serve.stop().await;
+}
