@@ -177,7 +177,7 @@ fn lookup_builder(options: &NodeOptions) -> Option<settings::LookupBuilder> {
                 .lookup_query
                 .clone()
                 .unwrap_or_else(|| crate::repository::lookup::DEFAULT_LOOKUP_QUERY.to_string());
-            Arc::new(crate::repository::lookup::ExternalLookup::new(
+            let lookup = Arc::new(crate::repository::lookup::ExternalLookup::new(
                 crate::repository::lookup::ExternalLookupOptions {
                     upstream: upstream.clone(),
                     tls: tls.clone(),
@@ -187,7 +187,11 @@ fn lookup_builder(options: &NodeOptions) -> Option<settings::LookupBuilder> {
                     query,
                     timeout,
                 },
-            ))
+            ));
+            crate::proxy::auth::cache::cached(
+                lookup,
+                std::time::Duration::from_secs(auth.verifier_cache_secs),
+            )
         },
     )))
 }

@@ -18,7 +18,6 @@ use crate::control::state::StateStore;
 use crate::control::state::admin_users::AdminUsers;
 use crate::keystore::Keystore;
 use crate::proxy::auth::AuthPlan;
-use crate::proxy::auth::terminate::VerifierSource;
 use crate::proxy::upstream::UpstreamAddr;
 use crate::repository::lookup::ManagedLookup;
 use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
@@ -100,8 +99,9 @@ fn auth_plan(
         let mut mock_secret = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut mock_secret)
             .map_err(|_| CommandError::Fault("the system random number generator failed".into()))?;
+        let ttl = std::time::Duration::from_secs(ctx.config.auth.verifier_cache_secs);
         Ok(AuthPlan::Proxy {
-            lookup: lookup.map(|l| l.clone() as Arc<dyn VerifierSource>),
+            lookup: lookup.map(|l| crate::proxy::auth::cache::cached(l.clone(), ttl)),
             mock_secret,
             required,
         })

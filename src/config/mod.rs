@@ -93,6 +93,9 @@ pub struct AuthConfig {
     pub lookup_query: Option<String>,
     /// The database the lookup user connects to. Default `postgres`.
     pub lookup_database: String,
+    /// Seconds a role's verifier is kept after it was read; 0 (the default) reads it at every login.
+    /// Kept, a changed password's old one works for up to this long on each node.
+    pub verifier_cache_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -104,6 +107,7 @@ impl Default for AuthConfig {
             lockout_secs: 300,
             lookup_query: None,
             lookup_database: "postgres".into(),
+            verifier_cache_secs: 0,
         }
     }
 }

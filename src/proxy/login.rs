@@ -131,9 +131,17 @@ async fn proxy_login(
     let binding = (who.transport == Transport::Tls)
         .then_some(settings.channel_binding.as_deref())
         .flatten();
+    // Boxed, like the backend's acquisition below: a task is as large as its largest state, and a
+    // session would otherwise carry the login's state for its whole life.
     let proven = tokio::time::timeout_at(
         deadline,
-        terminate::authenticate_client(stream, &who.user, binding, source.lookup, source.secret),
+        Box::pin(terminate::authenticate_client(
+            stream,
+            &who.user,
+            binding,
+            source.lookup,
+            source.secret,
+        )),
     )
     .await;
     let proven = match proven {
@@ -144,9 +152,12 @@ async fn proxy_login(
         Ok(Err(e)) => {
             match &e {
                 ClientAuthError::Lookup(_) => m.lookups_failed.increment(1),
-                ClientAuthError::Failed { .. } => {
+                ClientAuthError::Failed { known, .. } => {
                     m.lookups_ok.increment(1);
                     ctx.lockout.failed(ip, &who.user);
+                    if *known {
+                        source.lookup.forget(&who.user);
+                    }
                 }
                 _ => {}
             }
@@ -158,7 +169,11 @@ async fn proxy_login(
             return None;
         }
     };
-    match session::acquire(stream, start, who, settings, ctx, &proven, deadline).await {
+    match Box::pin(session::acquire(
+        stream, start, who, settings, ctx, &proven, deadline,
+    ))
+    .await
+    {
         Ok(lease) => {
             m.auth(proven_mechanism(&proven), AuthOutcome::Ok)
                 .increment(1);

@@ -406,6 +406,41 @@ mod tests {
         }
     }
 
+    /// A pooled relay ends when the client sends Terminate, which the repository never sees, and
+    /// leaves the repository's connection open and idle.
+    #[tokio::test]
+    async fn a_pooled_relay_holds_back_terminate_and_keeps_the_repository_side_open() {
+        let (mut client_far, mut client_near) = duplex(1024);
+        let (mut upstream_near, mut upstream_far) = duplex(1024);
+        let stop = CancellationToken::new();
+        let relay = tokio::spawn(async move {
+            let mut watch = SessionWatch::default();
+            let end = relay_pooled(&mut client_near, &mut upstream_near, &stop, &mut watch).await;
+            (end, watch.idle(), upstream_near)
+        });
+        client_far
+            .write_all(b"Q\0\0\0\x0dselect 1\0")
+            .await
+            .unwrap();
+        let mut query = [0u8; 14];
+        upstream_far.read_exact(&mut query).await.unwrap();
+        upstream_far.write_all(b"Z\0\0\0\x05I").await.unwrap();
+        let mut ready = [0u8; 6];
+        client_far.read_exact(&mut ready).await.unwrap();
+        client_far.write_all(b"X\0\0\0\x04").await.unwrap();
+        let (end, idle, mut upstream_near) = relay.await.unwrap();
+        assert!(
+            matches!(end, PooledEnd::ClientLeft(t) if t.to_upstream == 14),
+            "{end:?}"
+        );
+        assert!(idle.is_some());
+        // Nothing more reached the repository, and its connection still works.
+        upstream_near.write_all(b"Q").await.unwrap();
+        let mut next = [0u8; 1];
+        upstream_far.read_exact(&mut next).await.unwrap();
+        assert_eq!(&next, b"Q");
+    }
+
     #[tokio::test]
     async fn stops_when_cancelled() {
         let (_a, mut b) = duplex(64);

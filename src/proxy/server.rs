@@ -187,8 +187,9 @@ impl Server {
                         }
                     };
                     let shared = shared.clone();
-                    accept_loops
-                        .push(pool.spawn_pinned_by_idx(move || accept_loop(copy, shared), idx));
+                    accept_loops.push(
+                        pool.spawn_pinned_by_idx(move || accept_loop(copy, shared, idx), idx),
+                    );
                 }
             }
             Err(e) => error!(error = %e, "cannot hand the listening socket to the workers"),
@@ -255,7 +256,12 @@ struct AcceptShared {
 
 /// Accepts on one worker until shutdown; every connection is served on this worker's runtime.
 /// Returns whether it accepted until shutdown (false: it could not start).
-async fn accept_loop(listener: std::net::TcpListener, shared: Arc<AcceptShared>) -> bool {
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    shared: Arc<AcceptShared>,
+    worker: usize,
+) -> bool {
+    crate::proxy::backend::pool::set_worker(worker);
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {

@@ -243,7 +243,7 @@ pub(crate) async fn serve(
             drop(stream);
             log_end(who, RelayEnd::Closed(moved), None, started, &ctx.metrics);
             match watch.idle().filter(|_| lease.poolable) {
-                Some(how) => give_back(lease.backend, how, &ctx.pool, ctx).await,
+                Some(how) => Box::pin(give_back(lease.backend, how, &ctx.pool, ctx)).await,
                 None => {
                     m.closed.increment(1);
                     lease.backend.close().await;

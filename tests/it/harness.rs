@@ -238,6 +238,11 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
     /// Restarts the server (`pg_ctl restart -m fast`): every backend is ended, the port stays.
     pub fn restart(&self) {
         let data = self.dir.path().join("data");

@@ -22,16 +22,17 @@ struct Pooled {
 
 impl Pooled {
     async fn start(pool: &str) -> Pooled {
-        Pooled::start_on(Postgres::start_with_tcp(), "", pool).await
+        Pooled::start_on(Postgres::start_with_tcp(), "", "", pool).await
     }
 
-    async fn start_on(pg: Postgres, extra_config: &str, pool: &str) -> Pooled {
+    /// With `extra_config` before the `[auth]` table, `auth` lines in it and `pool` lines in `[pool]`.
+    async fn start_on(pg: Postgres, extra_config: &str, auth: &str, pool: &str) -> Pooled {
         pg.sql("CREATE ROLE pgssl_lookup SUPERUSER LOGIN PASSWORD 'lookup-pw'");
         let upstream = format!("127.0.0.1:{}", pg.port());
         let env = CliEnv::new(&upstream);
         let mut config = std::fs::read_to_string(env.config()).unwrap();
         config.push_str(&format!(
-            "{extra_config}\n[auth]\nmode = \"proxy\"\n[pool]\n{pool}\n"
+            "{extra_config}\n[auth]\nmode = \"proxy\"\n{auth}\n[pool]\n{pool}\n"
         ));
         std::fs::write(env.config(), config).unwrap();
         prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
@@ -402,7 +403,7 @@ async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
     pg.sql("ALTER SYSTEM SET max_connections = 20");
     pg.restart();
     assert_eq!(pg.sql("SHOW max_connections"), "20");
-    let p = Pooled::start_on(pg, "[repository]\nmax_connections = 20", "").await;
+    let p = Pooled::start_on(pg, "[repository]\nmax_connections = 20", "", "").await;
     let addr = p.addr();
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..200 {
@@ -424,5 +425,33 @@ async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
     assert_eq!(answered, (0..200).collect::<Vec<_>>());
     // pgssl stayed within the repository's bound, less the superuser reserve and its own lookups.
     assert!(p.sessions_of("tableau") <= 15);
+    p.serve.stop().await;
+}
+
+/// `auth.verifier_cache_secs`: the repository is asked once per role per TTL; a new password fails
+/// once against the kept verifier, which is then dropped, and works from the next attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_verifier_is_dropped_by_a_failed_proof() {
+    let pg = Postgres::start_with_tcp();
+    pg.sql("ALTER SYSTEM SET log_statement = 'all'");
+    pg.sql("SELECT pg_reload_conf()");
+    let p = Pooled::start_on(pg, "", "verifier_cache_secs = 600", "recheck_secs = 600").await;
+    for _ in 0..3 {
+        p.psql("", &["SELECT 1"]).await;
+    }
+    let log = std::fs::read_to_string(p.pg.log_path()).unwrap();
+    let asked = log
+        .matches("FROM pg_catalog.pg_authid WHERE rolname = 'tableau'")
+        .count();
+    assert_eq!(asked, 1, "three logins, one lookup:\n{log}");
+    p.pg.sql("ALTER ROLE tableau PASSWORD 'changed-pw'");
+    let first = psql_commands(&p.conninfo("password=changed-pw"), &["SELECT 1"]).await;
+    assert!(
+        first.stderr.contains("password authentication failed"),
+        "{}",
+        first.stderr
+    );
+    let second = psql_commands(&p.conninfo("password=changed-pw"), &["SELECT 1"]).await;
+    assert!(second.ok, "{}", second.stderr);
     p.serve.stop().await;
 }

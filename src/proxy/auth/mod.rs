@@ -9,6 +9,7 @@
 //!   [`crate::proxy::protocol::auth_message`]).
 //! - Both: failed logins are limited per (address, user) ([`lockout`]).
 
+pub mod cache;
 pub mod lockout;
 pub mod passthrough;
 pub mod scram;

@@ -62,7 +62,7 @@ pub async fn run(pool: Arc<Pool>, keeping: Housekeeping, stop: CancellationToken
 /// Closes the idle sessions of roles whose verifier is no longer the one they logged in with.
 async fn recheck(pool: &Pool, lookup: &dyn VerifierSource) {
     for (role, verifier) in pool.idle_roles() {
-        let now = match lookup.lookup(&role).await {
+        let now = match lookup.fresh(&role).await {
             Ok(now) => now,
             // The repository cannot be asked right now: hand-out still checks each login's own
             // lookup, so nothing stale is handed out meanwhile.

@@ -93,6 +93,8 @@ pub struct Backend {
     generation: u64,
     /// Clients it has served.
     served: u64,
+    /// The worker whose runtime its socket is registered with.
+    worker: Option<usize>,
     /// Its place in the pool's bounds (released when the backend is dropped).
     slot: Slot,
 }
@@ -162,6 +164,7 @@ impl Backend {
             born: Instant::now(),
             generation,
             served: 0,
+            worker: pool::this_worker(),
             slot,
         })
     }
@@ -330,6 +333,60 @@ mod tests {
         let f = startup(&[("user", "d")], 0);
         assert_eq!(PoolKey::of(&f).unwrap().database, "d");
         assert!(PoolKey::of(&startup(&[("user", "u"), ("replication", "true")], 0)).is_none());
+    }
+
+    /// A client that asked for protocol 3.2 from a repository that speaks 3.0 sees the repository's
+    /// NegotiateProtocolVersion before AuthenticationOk, and gets a 3.0 (4-byte) cancel key.
+    #[tokio::test]
+    async fn a_protocol_negotiation_reaches_every_client_of_the_session() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut far, _) = listener.accept().await.unwrap();
+        far.write_all(b"K\0\0\0\x0c\0\0\0\x05\x01\x02\x03\x04Z\0\0\0\x05I")
+            .await
+            .unwrap();
+        let pool = pool::Pool::new(pool::PoolOptions::default());
+        let key = PoolKey::unpooled("u", "d");
+        let verifier = Verifier::mock("u", b"s");
+        let Ok(pool::Checkout::Fork(slot)) = pool
+            .checkout(&key, &verifier, true, false, tokio::time::Instant::now())
+            .await
+        else {
+            panic!()
+        };
+        // NegotiateProtocolVersion: newest minor 0, no unrecognised options.
+        let v = Frame {
+            kind: b'v',
+            body: Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]),
+        };
+        let b = Backend::after_login(
+            UpstreamStream::Tcp(near),
+            Some(v.clone()),
+            2,
+            verifier,
+            slot,
+            1,
+        )
+        .await
+        .unwrap();
+        assert_eq!(b.minor(), 0);
+        assert_eq!(b.pid(), 5);
+        let welcome = b.welcome(&[0, 0, 0, 7, 9, 9, 9, 9]);
+        assert!(welcome.starts_with(&v.encode()));
+        let after = &welcome[v.encode().len()..];
+        assert_eq!(&after[..9], &[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
+        assert!(welcome.ends_with(b"K\0\0\0\x0c\0\0\0\x07\x09\x09\x09\x09Z\0\0\0\x05I"));
+        // Without the negotiation the session speaks what the client asked.
+        assert_eq!(
+            cancel::CancelKeys::default()
+                .mint(b.minor(), b.cancel_packet())
+                .unwrap()
+                .len(),
+            8
+        );
     }
 
     #[test]
