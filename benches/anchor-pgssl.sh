@@ -7,6 +7,8 @@
 # proxy: pgssl authenticates clients itself (SCRAM, channel binding over TLS) through a lookup user
 # that reads verifiers with the SECURITY DEFINER function 'pgssl authentication lookup-user sql' prints,
 # then logs into PostgreSQL by SCRAM pass-through. passthrough: PostgreSQL authenticates; pgssl relays.
+# VERIFIER_CACHE_SECS=N sets auth.verifier_cache_secs (default 0: a lookup per login).
+# Proxy mode keeps repository sessions warm between clients ([pool], on by default); passthrough cannot.
 # Both with repository SSL required towards clients and plaintext to PostgreSQL, like PgBouncer in
 # the anchor. Runs under anchor.sh (as root), which sets PG_PORT, PROXY_PORT, BENCH_DB and BENCH_TMP
 # (its PostgreSQL's socket directory, where local connections are trusted).
@@ -24,8 +26,11 @@ upstream = "127.0.0.1:$PG_PORT"
 mode = "$mode"
 lookup_database = "$BENCH_DB"
 lookup_query = "SELECT * FROM pgssl.lookup(\$1)"
+verifier_cache_secs = ${VERIFIER_CACHE_SECS:-0}
 CONF
 pg() { psql -X -q -v ON_ERROR_STOP=1 -h "$BENCH_TMP" -p "$PG_PORT" -U postgres -d "$BENCH_DB" "$@"; }
+# The warm pool's bound follows the repository's own (proxy mode keeps sessions warm between clients).
+printf '[repository]\nmax_connections = %s\n' "$(pg -At -c 'SHOW max_connections')" >>"$config"
 lookup_password=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 if [[ $mode == proxy ]]; then
   pg -c "DROP ROLE IF EXISTS pgssl_lookup" -c "CREATE ROLE pgssl_lookup LOGIN PASSWORD '$lookup_password'" >/dev/null
