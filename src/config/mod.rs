@@ -16,7 +16,7 @@ use crate::proxy::upstream::tls::UpstreamTlsMode;
 use crate::proxy::upstream::{BadUpstreamAddr, UpstreamAddr};
 
 mod pool;
-pub use pool::{PoolConfig, SUPERUSER_RESERVE};
+pub use pool::{LOOKUP_CONNECTIONS, PoolConfig, SUPERUSER_RESERVE};
 
 /// The default path of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/pgssl.toml";

@@ -9,9 +9,14 @@ use crate::proxy::backend::PoolOptions;
 
 /// Repository connections the pool leaves to others: PostgreSQL's `superuser_reserved_connections`
 /// default (3) — a non-superuser is refused once only those are free, and superusers' connections
-/// count towards the total too — plus pgssl's own verifier lookup connection and one more for an
+/// count towards the total too — plus pgssl's own verifier lookup connections and one more for an
 /// administrator's or a rotation's session.
-pub const SUPERUSER_RESERVE: u32 = 5;
+pub const SUPERUSER_RESERVE: u32 = 4 + LOOKUP_CONNECTIONS as u32;
+
+/// Verifier lookup connections kept per source: logins at a high rate queue behind one connection's
+/// round trips (measured: with one, pgssl fell below PgBouncer at 64 clients), and each is one the
+/// warm pool leaves free ([`SUPERUSER_RESERVE`]).
+pub const LOOKUP_CONNECTIONS: usize = 2;
 
 /// `[pool]`. Read when `serve` starts.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,8 +34,8 @@ pub struct PoolConfig {
     pub max_lifetime_secs: u64,
     /// Warm sessions kept at most. Default 100.
     pub max_idle: usize,
-    /// Repository sessions at most, busy and warm. Default 0: `repository.max_connections` less 5
-    /// (PostgreSQL's 3 superuser-reserved connections, pgssl's lookup connection, one spare).
+    /// Repository sessions at most, busy and warm. Default 0: `repository.max_connections` less 6
+    /// (PostgreSQL's 3 superuser-reserved connections, pgssl's 2 lookup connections, one spare).
     pub max_backends: usize,
     /// Sessions at most per (role, database, start-up options). Default 0: no limit of its own.
     pub max_per_role_database: usize,

@@ -1,5 +1,5 @@
 //! Verifier lookups for `auth.mode = "proxy"`: a role's `rolpassword` and whether it has expired, read
-//! over one persistent connection (opened on first use, re-opened once when it has died — after a
+//! over two persistent connections (each opened on first use, re-opened once when it has died — after a
 //! repository restart, or with a password a rotation has changed meanwhile):
 //! - [`ManagedLookup`]: the managed repository's `pg_authid`, as pgssl's superuser (its password read
 //!   from the keystore at each connect);
@@ -25,9 +25,24 @@ use crate::repository::sql;
 /// closed early).
 pub const DEFAULT_LOOKUP_QUERY: &str = "SELECT rolpassword, coalesce(rolvaliduntil < now(), false)::text, rolcanlogin::text FROM pg_catalog.pg_authid WHERE rolname = $1";
 
-/// One persistent lookup connection and how to (re)open it.
-#[derive(Debug, Default)]
-struct Kept(Mutex<Option<Session<UpstreamStream>>>);
+use crate::config::LOOKUP_CONNECTIONS;
+
+/// The persistent lookup connections and how to (re)open them: a lookup takes a free one, else waits
+/// for the next in turn.
+#[derive(Debug)]
+struct Kept {
+    slots: Vec<Mutex<Option<Session<UpstreamStream>>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Kept {
+    fn default() -> Kept {
+        Kept {
+            slots: (0..LOOKUP_CONNECTIONS).map(|_| Mutex::new(None)).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
 
 impl Kept {
     /// Runs `query` (with `$1` as `role`), connecting with `connect` when no connection is kept and
@@ -42,8 +57,15 @@ impl Kept {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Session<UpstreamStream>, LookupError>>,
     {
+        let free = self.slots.iter().find_map(|s| s.try_lock().ok());
+        let mut guard = match free {
+            Some(g) => g,
+            None => {
+                let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.slots[turn % self.slots.len()].lock().await
+            }
+        };
         let sql = query.replace("$1", &sql::literal(role));
-        let mut guard = self.0.lock().await;
         for attempt in 0..2 {
             let session = match guard.as_mut() {
                 Some(s) => s,

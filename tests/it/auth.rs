@@ -311,20 +311,7 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
         before.stderr
     );
 
-    let staged = env
-        .run_with_stdin(
-            &[
-                "authentication",
-                "lookup-user",
-                "set",
-                "--lookup-user",
-                "pgssl_lookup",
-                "--lookup-password",
-                "-",
-            ],
-            "lookup-pw\n",
-        )
-        .await;
+    let staged = env.stage_lookup_user("pgssl_lookup", "lookup-pw").await;
     assert!(ok(&staged).contains("lookup user 'pgssl_lookup'"));
     let listed = ok(&env.run(&["authentication", "lookup-user", "list"]));
     assert!(

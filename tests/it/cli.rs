@@ -91,6 +91,20 @@ impl CliEnv {
         self.run_with_stdin(&args, &format!("{password}\n")).await
     }
 
+    /// Stages the lookup user `user` with `password` fed on standard input.
+    pub async fn stage_lookup_user(&self, user: &str, password: &str) -> Output {
+        let args = [
+            "authentication",
+            "lookup-user",
+            "set",
+            "--lookup-user",
+            user,
+            "--lookup-password",
+            "-",
+        ];
+        self.run_with_stdin(&args, &format!("{password}\n")).await
+    }
+
     /// Runs `args` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()

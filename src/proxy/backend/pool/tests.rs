@@ -1,0 +1,154 @@
+//! The pool's bounds, hand-out rules and retirements, on loopback sockets that play the repository.
+
+use super::*;
+use crate::proxy::upstream::UpstreamStream;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+fn key(role: &str) -> PoolKey {
+    PoolKey::unpooled(role, "db")
+}
+
+fn verifier(seed: &str) -> Verifier {
+    Verifier::mock(seed, b"secret")
+}
+
+/// A backend on a loopback socket whose far end (returned) plays the repository.
+async fn backend(pool: &Arc<Pool>, slot: Slot, verifier: Verifier) -> (Backend, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let near = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut far, _) = listener.accept().await.unwrap();
+    let mut answer = Vec::new();
+    for (kind, body) in [
+        (b'S', &b"application_name\0one\0"[..]),
+        (b'K', &[0, 0, 0, 9, 1, 2, 3, 4][..]),
+        (b'Z', &b"I"[..]),
+    ] {
+        answer.push(kind);
+        answer.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        answer.extend_from_slice(body);
+    }
+    far.write_all(&answer).await.unwrap();
+    let generation = pool.generation.load(Ordering::Relaxed);
+    let b = Backend::after_login(
+        UpstreamStream::Tcp(near),
+        None,
+        0,
+        verifier,
+        slot,
+        generation,
+    )
+    .await
+    .unwrap();
+    (b, far)
+}
+
+fn options(max_backends: usize) -> PoolOptions {
+    PoolOptions {
+        enabled: true,
+        max_backends,
+        checkout_timeout: Duration::from_millis(50),
+        ..PoolOptions::default()
+    }
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_millis(50)
+}
+
+#[tokio::test]
+async fn a_checked_in_session_goes_to_the_next_client_who_proved_the_same_verifier() {
+    let pool = Pool::new(options(4));
+    let (v, k) = (verifier("a"), key("alice"));
+    let Ok(Checkout::Fork(slot)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!("an empty pool opens a backend")
+    };
+    let (b, _far) = backend(&pool, slot, v.clone()).await;
+    assert_eq!(b.pid(), 9);
+    assert_eq!(b.param("application_name"), Some(&b"one"[..]));
+    pool.checkin(b);
+    assert_eq!(pool.totals(), (1, 1));
+    let Ok(Checkout::Warm(warm)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!("the warm session is handed out")
+    };
+    assert_eq!(warm.pid(), 9);
+    pool.checkin(*warm);
+    // Another verifier (the password changed): the session is retired, a new one opened.
+    let other = verifier("b");
+    assert!(matches!(
+        pool.checkout(&k, &other, true, true, soon()).await,
+        Ok(Checkout::Fork(_))
+    ));
+    assert_eq!(pool.stats()[0].idle, 0);
+}
+
+#[tokio::test]
+async fn a_session_the_repository_spoke_on_or_closed_is_not_handed_out() {
+    let pool = Pool::new(options(4));
+    let (v, k) = (verifier("a"), key("alice"));
+    let Ok(Checkout::Fork(slot)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!()
+    };
+    let (b, mut far) = backend(&pool, slot, v.clone()).await;
+    pool.checkin(b);
+    // pg_terminate_backend: a FATAL arrives on the idle session.
+    far.write_all(b"E\0\0\0\x04").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(matches!(
+        pool.checkout(&k, &v, true, true, soon()).await,
+        Ok(Checkout::Fork(_))
+    ));
+}
+
+#[tokio::test]
+async fn at_the_bound_a_client_waits_then_is_refused_and_a_nologin_role_gets_nothing_warm() {
+    let pool = Pool::new(options(1));
+    let (v, k) = (verifier("a"), key("alice"));
+    let Ok(Checkout::Fork(slot)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!()
+    };
+    assert_eq!(
+        pool.checkout(&k, &v, true, true, soon()).await.unwrap_err(),
+        Exhausted::Total
+    );
+    // Another key's idle session is closed to make room.
+    let (b, _far) = backend(&pool, slot, v.clone()).await;
+    pool.checkin(b);
+    let other = key("bob");
+    let waiting = pool.checkout(
+        &other,
+        &v,
+        true,
+        true,
+        Instant::now() + Duration::from_secs(5),
+    );
+    assert!(matches!(waiting.await, Ok(Checkout::Fork(_))));
+    // NOLOGIN: never a warm session, and the role's warm ones are closed.
+    let pool = Pool::new(options(4));
+    let Ok(Checkout::Fork(slot)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!()
+    };
+    let (b, _far) = backend(&pool, slot, v.clone()).await;
+    pool.checkin(b);
+    assert!(matches!(
+        pool.checkout(&k, &v, false, true, soon()).await,
+        Ok(Checkout::Fork(_))
+    ));
+    assert_eq!(pool.stats()[0].idle, 0);
+}
+
+#[tokio::test]
+async fn an_apply_retires_sessions_opened_before_it() {
+    let pool = Pool::new(options(4));
+    let (v, k) = (verifier("a"), key("alice"));
+    let Ok(Checkout::Fork(slot)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!()
+    };
+    let (b, _far) = backend(&pool, slot, v.clone()).await;
+    pool.saw_generation(7);
+    pool.checkin(b);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(pool.totals(), (0, 0), "closed instead of kept");
+}
