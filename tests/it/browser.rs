@@ -309,6 +309,13 @@ async fn a_browser_signs_in_chooses_optional_applies_and_psql_sees_it() {
     browser
         .wait_text("#result", "Discarded the pending changes")
         .await;
+    // The warm-backends page asks the running server (whose sessions here are passthrough: none).
+    browser.click("a[href='/pool']").await;
+    browser.wait_text("h1", "Warm backends").await;
+    browser
+        .wait_text("main", "0 clients got a warm session")
+        .await;
+    assert!(browser.text("main").await.contains("handouts"));
     browser.close().await;
 
     // psql through the proxy: an internal user without TLS is refused, tableau without TLS gets in.

@@ -80,6 +80,7 @@ pub(crate) fn router(state: Shared) -> axum::Router {
             REGENERATE,
             get(regenerate_page).post(forms::stage::<regenerate_tokens::Regenerate, 4>),
         )
+        .route(POOL, get(pool_page))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Face::Pages),
             auth::require_admin,
@@ -104,6 +105,7 @@ pub(crate) fn router(state: Shared) -> axum::Router {
 
 const REPOSITORY_SSL: &str = "/security/repository-ssl";
 const REGENERATE: &str = "/security/regenerate-internal-tokens";
+const POOL: &str = "/pool";
 
 /// A page: HTML with a content security policy that allows its inline stylesheet and nothing else
 /// inline.
@@ -361,4 +363,17 @@ async fn regenerate_page(
 ) -> Response {
     let content = templates::regenerate_form(&admin.csrf);
     framed(&state, &admin, 4, content).await
+}
+
+/// The running server's warm sessions (`pool list`), read-only.
+async fn pool_page(State(state): State<Shared>, Extension(admin): Extension<Admin>) -> Response {
+    let empty = maud::html! {};
+    listing(
+        &state,
+        &admin,
+        5,
+        crate::control::operations::pool::List {},
+        empty,
+    )
+    .await
 }

@@ -16,12 +16,13 @@ button{padding:.4rem 1rem;margin-right:.5rem}dl{display:grid;grid-template-colum
 .help{margin:0 0 .6rem 1.6rem;color:#555}";
 
 /// The pages in the navigation, in order: path and title.
-pub(crate) const NAV: [(&str, &str); 5] = [
+pub(crate) const NAV: [(&str, &str); 6] = [
     ("/security/repository-ssl", "Repository SSL"),
     ("/security/external-ssl", "External SSL"),
     ("/security/custom-cert", "Custom certificate"),
     ("/security/vizql-extsvc-ssl", "External service"),
     ("/security/regenerate-internal-tokens", "Regenerate tokens"),
+    ("/pool", "Warm backends"),
 ];
 
 /// A whole document.
