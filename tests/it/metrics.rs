@@ -10,7 +10,7 @@ use crate::cli::{CliEnv, ServeProcess};
 use crate::client::{connect_plain, connect_tls, read_error, sqlstate};
 use crate::harness::{INTERNAL_USER, Postgres, prepare_data_dir};
 
-async fn scrape(addr: &str) -> String {
+pub async fn scrape(addr: &str) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
         .await
@@ -22,7 +22,7 @@ async fn scrape(addr: &str) -> String {
 }
 
 /// The value of the sample named `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {

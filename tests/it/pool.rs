@@ -36,7 +36,8 @@ impl Pooled {
         ));
         std::fs::write(env.config(), config).unwrap();
         prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
-        let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+        let serve =
+            ServeProcess::start(&env, &["--upstream", &upstream, "--metrics", "127.0.0.1:0"]).await;
         ok(&env.stage_lookup_user("pgssl_lookup", "lookup-pw").await);
         ok(&env.run(&["pending-changes", "apply"]));
         Pooled { pg, env, serve }
@@ -51,6 +52,18 @@ impl Pooled {
 
     fn addr(&self) -> SocketAddr {
         self.serve.addr
+    }
+
+    /// A scrape of `serve --metrics`.
+    async fn metrics(&self) -> String {
+        let log = self.serve.log_text();
+        let addr = log
+            .split("metrics=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the metrics address is logged")
+            .to_string();
+        crate::metrics::scrape(&addr).await
     }
 
     /// Runs `commands` in one psql session; panics with its error if it fails.
@@ -213,6 +226,23 @@ async fn the_next_client_gets_the_same_backend_as_a_fresh_session() {
         .collect::<Vec<_>>();
     // role database busy idle handouts opened
     assert_eq!(&row[2..], ["0", "1", "3", "1"], "{listed}");
+    let text = p.metrics().await;
+    let value = |name: &str, label: &str| crate::metrics::sample(&text, name, &[label]);
+    assert_eq!(
+        value("pgssl_pool_checkouts_total", "outcome=\"warm\""),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("pgssl_pool_checkouts_total", "outcome=\"opened\""),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("pgssl_pool_returns_total", "outcome=\"kept\""),
+        Some(4.0)
+    );
+    assert_eq!(value("pgssl_pool_sessions", "state=\"idle\""), Some(1.0));
+    assert!(text.contains("pgssl_pool_checkout_wait_seconds"));
     p.serve.stop().await;
 }
 
