@@ -18,10 +18,10 @@ use crate::proxy::metrics::{AuthMechanism, AuthOutcome, ProxyMetrics};
 use crate::proxy::negotiate;
 use crate::proxy::policy::Transport;
 use crate::proxy::protocol::auth_message::AuthMessageError;
-use crate::proxy::protocol::login_watch::{LoginOutcome, LoginWatch};
+use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, RelayEnd};
-use crate::proxy::session::{self, Lease};
+use crate::proxy::session::{self, Lease, NoBackend};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
 use crate::proxy::upstream::UpstreamStream;
@@ -181,7 +181,7 @@ async fn proxy_login(
             Some(lease)
         }
         Err(why) => {
-            session::refuse(stream, who, why, started, ctx).await;
+            refuse_no_backend(stream, who, why, started, ctx).await;
             None
         }
     }
@@ -296,8 +296,32 @@ async fn refuse_client(
     negotiate::send_fatal(stream, &err).await;
 }
 
+/// Answers a client pgssl authenticated but could find no backend for.
+async fn refuse_no_backend(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    why: NoBackend,
+    started: Instant,
+    ctx: &ConnectionContext,
+) {
+    match why {
+        NoBackend::Answered => {}
+        NoBackend::Repository(e) => {
+            refuse_by_repository(stream, who, e, started, &ctx.metrics).await
+        }
+        NoBackend::TimedOut => refuse_authentication(stream, who, AuthEnd::TimedOut).await,
+        NoBackend::Exhausted(e) => {
+            let (peer, user) = (who.peer, LogSafe(&who.user));
+            info!(%peer, %user, outcome = "pool_exhausted", error = %e,
+                  "no repository session came free within pool.checkout_timeout_secs");
+            let err = ErrorResponse::fatal(SqlState::TooManyConnections, e.to_string());
+            negotiate::send_fatal(stream, &err).await;
+        }
+    }
+}
+
 /// Ends a session the repository did not let in after pgssl authenticated the client.
-pub(crate) async fn refuse_by_repository(
+async fn refuse_by_repository(
     stream: &mut NegotiatedStream,
     who: &Who,
     e: RepositoryAuthError,
@@ -312,9 +336,9 @@ pub(crate) async fn refuse_by_repository(
             // The repository's own words, as PostgreSQL would have sent them.
             let _ = terminate::write_frame(stream, &frame).await;
             let _ = stream.shutdown().await;
-            let login = LoginWatch::default().feed(&frame.encode());
+            let login = LoginOutcome::refused(&frame.body);
             let end = RelayEnd::Closed(relay::Transferred::default());
-            return log_end(who, end, login, started, m);
+            return log_end(who, end, Some(login), started, m);
         }
         RepositoryAuthError::Method(method) => ErrorResponse::fatal(
             SqlState::InvalidAuthorizationSpecification,

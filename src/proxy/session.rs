@@ -7,19 +7,18 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::proxy::auth::terminate::{self, Proven, RepositoryAuthError};
 use crate::proxy::backend::cancel::ClientKey;
-use crate::proxy::backend::{Backend, Checkout, Exhausted, PoolKey, StartupError, reset};
+use crate::proxy::backend::{Backend, Checkout, Exhausted, Pool, PoolKey, Slot, reset};
 use crate::proxy::connection::{ConnectionContext, Start, Who, log_end, open_backend};
 use crate::proxy::negotiate;
-use crate::proxy::protocol::session_watch::SessionWatch;
+use crate::proxy::protocol::session_watch::{Idle, SessionWatch};
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, PooledEnd, RelayEnd};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
-use crate::telemetry::LogSafe;
 
 /// A backend serving one client, with the cancel key that client was given.
 pub(crate) struct Lease {
@@ -37,6 +36,8 @@ pub(crate) enum NoBackend {
     Repository(RepositoryAuthError),
     /// The bounds were reached and nothing came free in time.
     Exhausted(Exhausted),
+    /// Logging into a new backend did not finish by the login's deadline.
+    TimedOut,
 }
 
 /// Finds the client a backend and sends it the start-up answer. `deadline` bounds logging into a
@@ -53,8 +54,8 @@ pub(crate) async fn acquire(
     let pool = &ctx.pool;
     pool.saw_generation(settings.generation);
     let (key, poolable) = match PoolKey::of(&start.startup) {
-        Some(key) => (key, pool.options().enabled),
-        None => (PoolKey::unpooled(&who.user, &who.database), false),
+        Some(key) => (Arc::new(key), pool.options().enabled),
+        None => (Arc::new(PoolKey::unpooled(&who.user, &who.database)), false),
     };
     let app_name = start
         .startup
@@ -116,7 +117,7 @@ pub(crate) async fn acquire(
 
 /// What opening a new backend needs besides the connection's own context.
 struct Fork<'a> {
-    slot: crate::proxy::backend::Slot,
+    slot: Slot,
     proven: &'a Proven,
     deadline: Instant,
 }
@@ -149,20 +150,12 @@ async fn open(
             settings.generation,
         )
         .await
-        .map_err(|e| match e {
-            StartupError::Refused(frame) => RepositoryAuthError::Refused(frame),
-            StartupError::Frame(f) => f.into(),
-            StartupError::Unexpected(what) => {
-                RepositoryAuthError::Scram(crate::proxy::auth::scram::ScramError::Malformed(what))
-            }
-        })
+        .map_err(RepositoryAuthError::from)
     };
     match tokio::time::timeout_at(fork.deadline, login).await {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => Err(NoBackend::Repository(e)),
-        Err(_) => Err(NoBackend::Repository(RepositoryAuthError::Io(
-            std::io::ErrorKind::TimedOut.into(),
-        ))),
+        Err(_) => Err(NoBackend::TimedOut),
     }
 }
 
@@ -195,29 +188,6 @@ async fn hand_out(
     Ok(key)
 }
 
-/// Answers a client that got no backend.
-pub(crate) async fn refuse(
-    stream: &mut NegotiatedStream,
-    who: &Who,
-    why: NoBackend,
-    started: Instant,
-    ctx: &ConnectionContext,
-) {
-    match why {
-        NoBackend::Answered => {}
-        NoBackend::Repository(e) => {
-            crate::proxy::login::refuse_by_repository(stream, who, e, started, &ctx.metrics).await
-        }
-        NoBackend::Exhausted(e) => {
-            let (peer, user) = (who.peer, LogSafe(&who.user));
-            info!(%peer, %user, outcome = "pool_exhausted", error = %e,
-                  "no repository session came free within pool.checkout_timeout_secs");
-            let err = ErrorResponse::fatal(SqlState::TooManyConnections, e.to_string());
-            negotiate::send_fatal(stream, &err).await;
-        }
-    }
-}
-
 /// Relays the session, logs how it ended, and resets and returns the backend when the client left
 /// it idle.
 pub(crate) async fn serve(
@@ -243,7 +213,7 @@ pub(crate) async fn serve(
             drop(stream);
             log_end(who, RelayEnd::Closed(moved), None, started, &ctx.metrics);
             match watch.idle().filter(|_| lease.poolable) {
-                Some(how) => Box::pin(give_back(lease.backend, how, &ctx.pool, ctx)).await,
+                Some(how) => Box::pin(give_back(lease.backend, how, ctx)).await,
                 None => {
                     m.closed.increment(1);
                     lease.backend.close().await;
@@ -259,12 +229,8 @@ pub(crate) async fn serve(
 }
 
 /// Resets a session its client left idle and keeps it warm, or closes it if the reset fails.
-async fn give_back(
-    mut backend: Backend,
-    how: crate::proxy::protocol::session_watch::Idle,
-    pool: &Arc<crate::proxy::backend::Pool>,
-    ctx: &ConnectionContext,
-) {
+async fn give_back(mut backend: Backend, how: Idle, ctx: &ConnectionContext) {
+    let pool: &Pool = &ctx.pool;
     let deadline = Instant::now() + ctx.connect_timeout;
     let m = &ctx.metrics.pool;
     match reset::reset(&mut backend, how, &pool.options().reset_query, deadline).await {

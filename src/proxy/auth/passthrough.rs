@@ -14,7 +14,7 @@ use super::{FrameError, write_frame};
 use crate::proxy::protocol::auth_message::{
     self, AUTH_OK, AUTH_SASL, AUTH_SASL_FINAL, AuthMessageError, Frame,
 };
-use crate::proxy::protocol::login_watch::{LoginOutcome, LoginWatch};
+use crate::proxy::protocol::login_watch::LoginOutcome;
 
 /// How the authentication phase ended.
 #[derive(Debug)]
@@ -82,8 +82,7 @@ where
             // comes before the first request, so it is relayed and the exchange goes on.
             None if relayed.kind == b'v' || relayed.kind == b'N' => continue,
             None if relayed.kind == b'E' => {
-                let outcome = LoginWatch::default().feed(&relayed.encode());
-                return AuthEnd::Refused(outcome.unwrap_or(LoginOutcome::Unparsable));
+                return AuthEnd::Refused(LoginOutcome::refused(&relayed.body));
             }
             None => return AuthEnd::Handover,
         }

@@ -243,6 +243,9 @@ pub enum RepositoryAuthError {
     /// A frame was malformed or too large.
     #[error(transparent)]
     Frame(#[from] AuthMessageError),
+    /// After AuthenticationOk it sent what a PostgreSQL server does not.
+    #[error("unexpected start-up answer from the repository: {0}")]
+    Unexpected(&'static str),
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -21,6 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use crate::proxy::auth::scram::Verifier;
+use crate::proxy::auth::terminate::RepositoryAuthError;
 use crate::proxy::auth::{FrameError, read_frame};
 use crate::proxy::protocol::StartupMessage;
 use crate::proxy::protocol::auth_message::Frame;
@@ -121,6 +122,16 @@ pub enum StartupError {
     /// The socket failed or a frame was malformed.
     #[error(transparent)]
     Frame(#[from] FrameError),
+}
+
+impl From<StartupError> for RepositoryAuthError {
+    fn from(e: StartupError) -> RepositoryAuthError {
+        match e {
+            StartupError::Refused(frame) => RepositoryAuthError::Refused(frame),
+            StartupError::Frame(f) => f.into(),
+            StartupError::Unexpected(what) => RepositoryAuthError::Unexpected(what),
+        }
+    }
 }
 
 impl Backend {
@@ -349,7 +360,7 @@ mod tests {
             .await
             .unwrap();
         let pool = pool::Pool::new(pool::PoolOptions::default());
-        let key = PoolKey::unpooled("u", "d");
+        let key = Arc::new(PoolKey::unpooled("u", "d"));
         let verifier = Verifier::mock("u", b"s");
         let Ok(pool::Checkout::Fork(slot)) = pool
             .checkout(&key, &verifier, true, false, tokio::time::Instant::now())

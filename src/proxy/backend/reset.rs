@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{Backend, StartupError, set_param};
 use crate::proxy::auth::{FrameError, read_frame};
-use crate::proxy::protocol::login_watch::{LoginOutcome, LoginWatch};
+use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::session_watch::Idle;
 
 /// Why a session could not be made fresh (it is closed).
@@ -116,15 +116,11 @@ async fn read_answer(backend: &mut Backend, query: &str) -> Result<u8, ResetErro
         let frame = read_frame(&mut backend.stream).await?;
         match frame.kind {
             b'S' => set_param(&mut backend.params, &frame.body)?,
-            b'E' => refused = Some(frame.encode()),
+            b'E' => refused = Some(LoginOutcome::refused(&frame.body)),
             // CommandComplete, rows, EmptyQueryResponse, a notice or a notification.
             b'C' | b'T' | b'D' | b'I' | b'N' | b'A' => {}
             b'Z' => {
-                if let Some(error) = refused {
-                    let (sqlstate, message) = match LoginWatch::default().feed(&error) {
-                        Some(LoginOutcome::Refused { sqlstate, message }) => (sqlstate, message),
-                        _ => (String::new(), String::new()),
-                    };
+                if let Some(LoginOutcome::Refused { sqlstate, message }) = refused {
                     return Err(ResetError::Refused {
                         query: query.to_string(),
                         sqlstate,

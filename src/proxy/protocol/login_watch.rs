@@ -95,8 +95,16 @@ impl LoginWatch {
         if self.kind != b'E' {
             return None;
         }
+        Some(LoginOutcome::refused(&self.error))
+    }
+}
+
+impl LoginOutcome {
+    /// The refusal an ErrorResponse body (its fields, after type and length) states: its SQLSTATE and
+    /// primary message.
+    pub fn refused(body: &[u8]) -> LoginOutcome {
         let (mut sqlstate, mut message) = (String::new(), String::new());
-        let mut fields = self.error.as_slice();
+        let mut fields = body;
         while let Some((&code, rest)) = fields.split_first() {
             if code == 0 {
                 break;
@@ -110,7 +118,7 @@ impl LoginWatch {
             }
             fields = rest.get(end + 1..).unwrap_or_default();
         }
-        Some(LoginOutcome::Refused { sqlstate, message })
+        LoginOutcome::Refused { sqlstate, message }
     }
 }
 

@@ -153,7 +153,7 @@ pub struct Pool {
 }
 
 /// One key's figures for `pgssl pool list`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyStats {
     /// The role.
     pub role: String,
@@ -174,10 +174,7 @@ impl KeyStats {
         KeyStats {
             role: role.to_string(),
             database: database.to_string(),
-            busy: 0,
-            idle: 0,
-            handouts: 0,
-            opened: 0,
+            ..KeyStats::default()
         }
     }
 }
@@ -218,24 +215,23 @@ impl Pool {
     /// when the bounds are reached.
     pub async fn checkout(
         self: &Arc<Self>,
-        key: &PoolKey,
+        key: &Arc<PoolKey>,
         verifier: &Verifier,
         can_login: bool,
         reuse: bool,
         deadline: Instant,
     ) -> Result<Checkout, Exhausted> {
-        let key = Arc::new(key.clone());
+        let wanted = Wanted {
+            verifier,
+            can_login,
+            reuse,
+        };
         let mut retire = Vec::new();
         let result = loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wanted = Wanted {
-                verifier,
-                can_login,
-                reuse,
-            };
-            if let Some(found) = self.try_checkout(&key, &wanted, &mut retire) {
+            if let Some(found) = self.try_checkout(key, &wanted, &mut retire) {
                 break Ok(found);
             }
             close_all(std::mem::take(&mut retire));
@@ -243,7 +239,7 @@ impl Pool {
                 let inner = self.lock();
                 let per_key = self.options.max_per_role_database;
                 let full_key =
-                    per_key > 0 && inner.keys.get(&key).is_some_and(|e| e.live >= per_key);
+                    per_key > 0 && inner.keys.get(key).is_some_and(|e| e.live >= per_key);
                 break Err(if full_key {
                     Exhausted::PerKey(key.role.clone())
                 } else {

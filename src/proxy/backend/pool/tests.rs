@@ -5,8 +5,8 @@ use crate::proxy::upstream::UpstreamStream;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-fn key(role: &str) -> PoolKey {
-    PoolKey::unpooled(role, "db")
+fn key(role: &str) -> Arc<PoolKey> {
+    Arc::new(PoolKey::unpooled(role, "db"))
 }
 
 fn verifier(seed: &str) -> Verifier {
