@@ -157,6 +157,8 @@ pub mod names {
     pub const POOL_CHECKOUT_WAIT: &str = "pgssl_pool_checkout_wait_seconds";
     /// Counter, label `outcome` (`kept`, `closed`).
     pub const POOL_RETURNS: &str = "pgssl_pool_returns_total";
+    /// Counter: sessions opened ahead of clients (`pool.min_warm`).
+    pub const POOL_PREFILLED: &str = "pgssl_pool_prefilled_total";
 }
 
 /// The process-wide Prometheus handle; the recorder is installed on first use.
@@ -237,6 +239,10 @@ fn describe() {
         POOL_CHECKOUT_WAIT,
         Unit::Seconds,
         "Time a client waited for a backend slot or a warm session."
+    );
+    describe_counter!(
+        POOL_PREFILLED,
+        "Repository sessions opened ahead of clients (pool.min_warm)."
     );
     describe_counter!(
         POOL_RETURNS,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use crate::proxy::backend::PoolOptions;
+use crate::proxy::backend::{MinWarm, PoolOptions};
 
 /// Repository connections the pool leaves to others: PostgreSQL's `superuser_reserved_connections`
 /// default (3) — a non-superuser is refused once only those are free, and superusers' connections
@@ -43,6 +43,21 @@ pub struct PoolConfig {
     pub checkout_timeout_secs: u64,
     /// Seconds between re-reads of the verifiers of roles with warm sessions. Default 10.
     pub recheck_secs: u64,
+    /// Sessions opened ahead of clients, per (role, database). Default none.
+    pub min_warm: Vec<MinWarmConfig>,
+}
+
+/// One `[[pool.min_warm]]` entry: keep `sessions` repository sessions of `role` on `database` open
+/// (busy or warm), opened in the background once a client of the role has logged in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinWarmConfig {
+    /// The role.
+    pub role: String,
+    /// The database.
+    pub database: String,
+    /// Sessions kept open at least.
+    pub sessions: usize,
 }
 
 impl Default for PoolConfig {
@@ -57,6 +72,7 @@ impl Default for PoolConfig {
             max_per_role_database: 0,
             checkout_timeout_secs: 10,
             recheck_secs: 10,
+            min_warm: Vec::new(),
         }
     }
 }
@@ -74,6 +90,26 @@ impl PoolConfig {
                 return Err(ConfigError::Invalid {
                     key,
                     message: "must be greater than 0".into(),
+                });
+            }
+        }
+        for (i, w) in self.min_warm.iter().enumerate() {
+            if w.role.is_empty() || w.database.is_empty() || w.sessions == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "pool.min_warm",
+                    message: format!(
+                        "entry {} needs a role, a database and sessions greater than 0",
+                        i + 1
+                    ),
+                });
+            }
+            if self.min_warm[..i]
+                .iter()
+                .any(|o| o.role == w.role && o.database == w.database)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "pool.min_warm",
+                    message: format!("{} on {} is listed twice", w.role, w.database),
                 });
             }
         }
@@ -104,6 +140,50 @@ impl PoolConfig {
             max_per_role_database: self.max_per_role_database,
             checkout_timeout: Duration::from_secs(self.checkout_timeout_secs),
             recheck_interval: Duration::from_secs(self.recheck_secs),
+            min_warm: if self.enabled {
+                self.min_warm
+                    .iter()
+                    .map(|w| MinWarm {
+                        role: w.role.clone(),
+                        database: w.database.clone(),
+                        sessions: w.sessions.min(max_backends),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    #[test]
+    fn min_warm_entries_are_checked_and_bounded_by_max_backends() {
+        let p = Path::new("x.toml");
+        let entry = |sessions: usize| {
+            format!(
+                "[pool]\nmin_warm = [{{ role = \"tableau\", database = \"d\", sessions = {sessions} }}]\n"
+            )
+        };
+        let err = Config::parse(&entry(0), p).unwrap_err().to_string();
+        assert!(
+            err.contains("pool.min_warm") && err.contains("entry 1"),
+            "{err}"
+        );
+        let twice = "[pool]\nmin_warm = [{ role = \"a\", database = \"d\", sessions = 1 }, { role = \"a\", database = \"d\", sessions = 2 }]\n";
+        let err = Config::parse(twice, p).unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        let extra =
+            "[pool]\nmin_warm = [{ role = \"a\", database = \"d\", sessions = 1, x = 1 }]\n";
+        assert!(Config::parse(extra, p).is_err());
+        let ok = Config::parse(&entry(500), p).unwrap();
+        let options = ok.pool.options(100);
+        assert_eq!(options.min_warm.len(), 1);
+        assert_eq!(options.min_warm[0].sessions, options.max_backends);
     }
 }

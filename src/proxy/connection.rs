@@ -23,6 +23,7 @@ use crate::proxy::login::{self, LoggedIn};
 use crate::proxy::metrics::{Limit, ProxyMetrics};
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
 use crate::proxy::policy::{self, Transport, UserClass, UserClassifier, Verdict};
+use crate::proxy::prefill::Prefill;
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
 use crate::proxy::relay::{self, RelayEnd};
@@ -75,6 +76,8 @@ pub struct ConnectionContext {
     pub pool: Arc<Pool>,
     /// The cancel keys pgssl minted for proxy-mode sessions.
     pub cancels: CancelKeys,
+    /// Sessions opened ahead of clients (`pool.min_warm`).
+    pub prefill: Prefill,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place

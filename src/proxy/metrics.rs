@@ -130,6 +130,8 @@ pub struct PoolMetrics {
     pub kept: Counter,
     /// `pgssl_pool_returns_total{outcome="closed"}`.
     pub closed: Counter,
+    /// `pgssl_pool_prefilled_total`.
+    pub prefilled: Counter,
 }
 
 impl PoolMetrics {
@@ -144,6 +146,7 @@ impl PoolMetrics {
             wait_seconds: histogram!(names::POOL_CHECKOUT_WAIT),
             kept: counter!(names::POOL_RETURNS, "outcome" => "kept"),
             closed: counter!(names::POOL_RETURNS, "outcome" => "closed"),
+            prefilled: counter!(names::POOL_PREFILLED),
         }
     }
 

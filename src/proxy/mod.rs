@@ -60,6 +60,7 @@ pub mod login;
 pub mod metrics;
 pub mod negotiate;
 pub mod policy;
+pub mod prefill;
 pub mod protocol;
 pub mod relay;
 pub mod server;

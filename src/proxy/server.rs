@@ -23,6 +23,7 @@ use crate::proxy::backend::{Pool, PoolOptions};
 use crate::proxy::connection::{self, ConnectionContext};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::policy::UserClassifier;
+use crate::proxy::prefill::{self, Prefill};
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::upstream::{Target, UpstreamAddr};
 
@@ -119,6 +120,7 @@ impl Server {
                 metrics: ProxyMetrics::register(),
                 auth: options.auth,
                 lockout: Lockout::new(limits.lockout),
+                prefill: Prefill::new(options.pool.min_warm.clone()),
                 pool: Pool::new(options.pool),
                 cancels: CancelKeys::default(),
             }),
@@ -227,10 +229,11 @@ impl Server {
     }
 }
 
-/// Starts the pool's housekeeping ([`maintain::run`]) until `stop`.
+/// Starts the pool's housekeeping ([`maintain::run`]) and its top-ups ([`prefill::run`]) until
+/// `stop`.
 fn spawn_housekeeping(
     cell: &SettingsCell,
-    ctx: &ConnectionContext,
+    ctx: &Arc<ConnectionContext>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let housekeeping = Housekeeping {
@@ -241,7 +244,11 @@ fn spawn_housekeeping(
         },
         metrics: ctx.metrics.pool.clone(),
     };
-    tokio::spawn(maintain::run(ctx.pool.clone(), housekeeping, stop))
+    let sweep = maintain::run(ctx.pool.clone(), housekeeping, stop.clone());
+    let top_up = prefill::run(ctx.clone(), cell.clone(), stop);
+    tokio::spawn(async move {
+        tokio::join!(sweep, top_up);
+    })
 }
 
 /// What every accept loop shares.

@@ -65,6 +65,7 @@ pub(crate) async fn acquire(
     let m = &ctx.metrics.pool;
     let waiting = Instant::now();
     let checkout_deadline = waiting + pool.options().checkout_timeout;
+    ctx.prefill.learn(&key, &start.startup, proven);
     let mut backend = loop {
         let found = pool
             .checkout(

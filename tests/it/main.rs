@@ -18,6 +18,7 @@ mod metrics;
 mod negotiation;
 mod pki;
 mod pool;
+mod pool_prefill;
 mod psql_matrix;
 mod rotation;
 mod upstream_tls;

@@ -14,19 +14,24 @@ use crate::harness::{PASSWORD, Postgres, prepare_data_dir, psql_commands};
 
 /// A repository, pgssl in front of it in proxy mode with `pool` (TOML lines of `[pool]`) and a lookup
 /// user applied.
-struct Pooled {
-    pg: Postgres,
-    env: CliEnv,
-    serve: ServeProcess,
+pub(crate) struct Pooled {
+    pub(crate) pg: Postgres,
+    pub(crate) env: CliEnv,
+    pub(crate) serve: ServeProcess,
 }
 
 impl Pooled {
-    async fn start(pool: &str) -> Pooled {
+    pub(crate) async fn start(pool: &str) -> Pooled {
         Pooled::start_on(Postgres::start_with_tcp(), "", "", pool).await
     }
 
     /// With `extra_config` before the `[auth]` table, `auth` lines in it and `pool` lines in `[pool]`.
-    async fn start_on(pg: Postgres, extra_config: &str, auth: &str, pool: &str) -> Pooled {
+    pub(crate) async fn start_on(
+        pg: Postgres,
+        extra_config: &str,
+        auth: &str,
+        pool: &str,
+    ) -> Pooled {
         pg.sql("CREATE ROLE pgssl_lookup SUPERUSER LOGIN PASSWORD 'lookup-pw'");
         let upstream = format!("127.0.0.1:{}", pg.port());
         let env = CliEnv::new(&upstream);
@@ -43,19 +48,19 @@ impl Pooled {
         Pooled { pg, env, serve }
     }
 
-    fn conninfo(&self, extra: &str) -> String {
+    pub(crate) fn conninfo(&self, extra: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user=tableau dbname=postgres sslmode=require {extra}",
             self.serve.addr.port()
         )
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.serve.addr
     }
 
     /// A scrape of `serve --metrics`.
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         let log = self.serve.log_text();
         let addr = log
             .split("metrics=")
@@ -67,7 +72,7 @@ impl Pooled {
     }
 
     /// Runs `commands` in one psql session; panics with its error if it fails.
-    async fn psql(&self, extra: &str, commands: &[&str]) -> Vec<String> {
+    pub(crate) async fn psql(&self, extra: &str, commands: &[&str]) -> Vec<String> {
         let run = psql_commands(&self.conninfo(extra), commands).await;
         assert!(run.ok, "{}\n{}", run.stderr, self.serve.log_text());
         run.stdout.lines().map(str::to_string).collect()
@@ -75,7 +80,7 @@ impl Pooled {
 
     /// Waits until `n` sessions of `user` sit idle in the pool, as the repository and pgssl see it:
     /// reset (their last query the reset) and checked in.
-    async fn wait_warm(&self, user: &str, n: usize) {
+    pub(crate) async fn wait_warm(&self, user: &str, n: usize) {
         let sql = format!(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}' AND state = 'idle' AND query = 'DISCARD ALL'"
         );
@@ -95,7 +100,7 @@ impl Pooled {
     }
 
     /// The number of the repository's sessions of `user`.
-    fn sessions_of(&self, user: &str) -> usize {
+    pub(crate) fn sessions_of(&self, user: &str) -> usize {
         self.pg
             .sql(&format!(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'"
@@ -105,7 +110,7 @@ impl Pooled {
     }
 
     /// Waits until the repository has `n` sessions of `user`.
-    async fn wait_sessions(&self, user: &str, n: usize) {
+    pub(crate) async fn wait_sessions(&self, user: &str, n: usize) {
         for _ in 0..200 {
             if self.sessions_of(user) == n {
                 return;

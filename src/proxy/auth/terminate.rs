@@ -59,6 +59,7 @@ pub trait VerifierSource: Send + Sync + std::fmt::Debug {
 }
 
 /// A client that proved it knows the role's password.
+#[derive(Clone)]
 pub struct Proven {
     /// Its ClientKey, to sign the repository's exchange.
     client_key: [u8; 32],

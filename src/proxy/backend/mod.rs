@@ -27,7 +27,7 @@ use crate::proxy::protocol::StartupMessage;
 use crate::proxy::protocol::auth_message::Frame;
 use crate::proxy::upstream::UpstreamStream;
 
-pub use pool::{Checkout, Exhausted, Pool, PoolOptions, Slot};
+pub use pool::{Checkout, Exhausted, MinWarm, Pool, PoolOptions, Slot};
 
 /// What a warm session must match to be handed to a client: the role, the database, every start-up
 /// parameter except `application_name` (which is applied with SET at hand-out, so that the pool is

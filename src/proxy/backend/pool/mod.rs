@@ -48,6 +48,19 @@ pub struct PoolOptions {
     pub checkout_timeout: Duration,
     /// How often the verifiers of roles with idle sessions are read again.
     pub recheck_interval: Duration,
+    /// Sessions opened ahead of clients (`pool.min_warm`).
+    pub min_warm: Vec<MinWarm>,
+}
+
+/// Keep `sessions` sessions of `role` on `database` open (busy or warm).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinWarm {
+    /// The role.
+    pub role: String,
+    /// The database.
+    pub database: String,
+    /// Sessions at least.
+    pub sessions: usize,
 }
 
 impl Default for PoolOptions {
@@ -62,6 +75,7 @@ impl Default for PoolOptions {
             max_per_role_database: 0,
             checkout_timeout: Duration::from_secs(10),
             recheck_interval: Duration::from_secs(10),
+            min_warm: Vec::new(),
         }
     }
 }
@@ -327,6 +341,25 @@ impl Pool {
         None
     }
 
+    /// A slot for a session opened ahead of clients, when one is free without waiting or closing
+    /// another key's session (a client's need comes first), with how many are live for `key`.
+    pub fn reserve(self: &Arc<Self>, key: &Arc<PoolKey>, up_to: usize) -> Option<Slot> {
+        let mut inner = self.lock();
+        let per_key = self.options.max_per_role_database;
+        let full = inner.live >= self.options.max_backends || inner.idle >= self.options.max_idle;
+        let entry = inner.keys.entry(key.clone()).or_default();
+        if full || entry.live >= up_to || (per_key > 0 && entry.live >= per_key) {
+            return None;
+        }
+        entry.live += 1;
+        entry.opened += 1;
+        inner.live += 1;
+        Some(Slot {
+            pool: self.clone(),
+            key: key.clone(),
+        })
+    }
+
     /// Keeps a session whose client left and which was reset; closes it instead when it is past its
     /// lifetime, its settings are outdated, the pool is off or `max_idle` are idle already.
     pub fn checkin(&self, backend: Backend) {
@@ -428,32 +461,6 @@ impl Pool {
     }
 }
 
-/// The accepting worker this thread is, when it is one (set by the accept loops).
-pub fn set_worker(worker: usize) {
-    WORKER.with(|w| w.set(Some(worker)));
-}
-
-thread_local! {
-    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-}
-
-/// The worker of this thread, if it is one.
-pub(super) fn this_worker() -> Option<usize> {
-    WORKER.with(std::cell::Cell::get)
-}
-
-/// The most recently idle session opened on this thread's worker, else the most recently idle one.
-/// A session's socket is registered with the runtime of the worker that opened it; used from another
-/// worker, each of its readiness events crosses threads.
-fn take_local(idle: &mut Vec<(Backend, Instant)>) -> Option<(Backend, Instant)> {
-    let here = this_worker();
-    let at = idle
-        .iter()
-        .rposition(|(b, _)| b.worker == here)
-        .or_else(|| idle.len().checked_sub(1))?;
-    Some(idle.remove(at))
-}
-
 /// Closes sessions in the background (each sends Terminate, bounded by a second).
 pub fn close_all(backends: Vec<Backend>) {
     if backends.is_empty() {
@@ -466,5 +473,10 @@ pub fn close_all(backends: Vec<Backend>) {
     });
 }
 
+mod affinity;
 #[cfg(test)]
 mod tests;
+
+pub use affinity::set_worker;
+use affinity::take_local;
+pub(super) use affinity::this_worker;
