@@ -31,6 +31,8 @@ CONF
 pg() { psql -X -q -v ON_ERROR_STOP=1 -h "$BENCH_TMP" -p "$PG_PORT" -U postgres -d "$BENCH_DB" "$@"; }
 # The warm pool's bound follows the repository's own (proxy mode keeps sessions warm between clients).
 printf '[repository]\nmax_connections = %s\n' "$(pg -At -c 'SHOW max_connections')" >>"$config"
+# PGSSL_EXTRA_CONFIG: more TOML tables appended as they are (say "[pool]\nmax_idle = 500").
+[[ -n ${PGSSL_EXTRA_CONFIG:-} ]] && printf '%b\n' "$PGSSL_EXTRA_CONFIG" >>"$config"
 lookup_password=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 if [[ $mode == proxy ]]; then
   pg -c "DROP ROLE IF EXISTS pgssl_lookup" -c "CREATE ROLE pgssl_lookup LOGIN PASSWORD '$lookup_password'" >/dev/null

@@ -24,7 +24,7 @@ password=sweep-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 pg_port=15410 pgb_port=15411 proxy_port=6554
 
 # 1. The anchor's set-up, kept: PostgreSQL (ssl, SCRAM), PgBouncer, the bench database and role.
-BENCH_PASSWORD=$password PG_PORT=$pg_port PGB_PORT=$pgb_port KEEP_TMP=1 TESTS="conn1_tls" DURATION=1 \
+BENCH_PASSWORD=$password PG_PORT=$pg_port PGB_PORT=$pgb_port KEEP_TMP=1 TESTS="conn1_tls" DURATION=1 CLIENTS=16 \
   REPEATS=1 WARMUP=0 SKIP_MEM=1 OUT_DIR="$OUT/anchor" RESULTS_MD="$OUT/anchor.md" \
   "$repo/../shared/bench/anchor.sh" >"$OUT/anchor.log" 2>&1
 tmp=$(grep -o 'kept /[^ ]*' "$OUT/anchor.log" | tail -1 | cut -d' ' -f2)

@@ -32,7 +32,8 @@ pub struct PoolConfig {
     pub idle_timeout_secs: u64,
     /// Seconds after its login a session is retired (when its client leaves). Default 3600.
     pub max_lifetime_secs: u64,
-    /// Warm sessions kept at most. Default 100.
+    /// Warm sessions kept at most. Default 0: as many as `max_backends` (a lower bound makes a
+    /// burst of clients close sessions it needs again a moment later, and fork new ones).
     pub max_idle: usize,
     /// Repository sessions at most, busy and warm. Default 0: `repository.max_connections` less 6
     /// (PostgreSQL's 3 superuser-reserved connections, pgssl's 2 lookup connections, one spare).
@@ -67,7 +68,7 @@ impl Default for PoolConfig {
             reset_query: "DISCARD ALL".into(),
             idle_timeout_secs: 300,
             max_lifetime_secs: 3600,
-            max_idle: 100,
+            max_idle: 0,
             max_backends: 0,
             max_per_role_database: 0,
             checkout_timeout_secs: 10,
@@ -135,7 +136,11 @@ impl PoolConfig {
             reset_query: self.reset_query.clone(),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_lifetime: Duration::from_secs(self.max_lifetime_secs),
-            max_idle: if self.enabled { self.max_idle } else { 0 },
+            max_idle: match (self.enabled, self.max_idle) {
+                (false, _) => 0,
+                (true, 0) => max_backends,
+                (true, n) => n,
+            },
             max_backends,
             max_per_role_database: self.max_per_role_database,
             checkout_timeout: Duration::from_secs(self.checkout_timeout_secs),

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Backend, PoolKey};
@@ -121,8 +120,10 @@ impl Drop for Slot {
         if let Some(entry) = inner.keys.get_mut(&self.key) {
             entry.live = entry.live.saturating_sub(1);
         }
+        let undelivered = self.pool.hand_slots(&mut inner);
         drop(inner);
-        self.pool.changed.notify_waiters();
+        // Their receivers left meanwhile: dropping them here hands their slots on in turn.
+        drop(undelivered);
     }
 }
 
@@ -153,6 +154,9 @@ struct Inner {
     idle: usize,
     /// Hand-outs and openings of keys no longer live, per (role, database), for the statistics.
     past: HashMap<(String, String), (u64, u64)>,
+    /// Clients waiting for a backend, in arrival order.
+    waiters: std::collections::VecDeque<queue::Waiter>,
+    next_waiter: u64,
 }
 
 /// The pool shared by every connection of a server.
@@ -160,8 +164,6 @@ struct Inner {
 pub struct Pool {
     options: PoolOptions,
     inner: Mutex<Inner>,
-    /// Woken whenever a session is checked in or a slot is released.
-    changed: Notify,
     /// The newest settings generation seen: sessions logged in under an older one are retired.
     generation: AtomicU64,
 }
@@ -199,7 +201,6 @@ impl Pool {
         Arc::new(Pool {
             options,
             inner: Mutex::default(),
-            changed: Notify::new(),
             generation: AtomicU64::new(0),
         })
     }
@@ -241,33 +242,36 @@ impl Pool {
             reuse,
         };
         let mut retire = Vec::new();
-        let result = loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(found) = self.try_checkout(key, &wanted, &mut retire) {
-                break Ok(found);
-            }
-            close_all(std::mem::take(&mut retire));
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let inner = self.lock();
-                let per_key = self.options.max_per_role_database;
-                let full_key =
-                    per_key > 0 && inner.keys.get(key).is_some_and(|e| e.live >= per_key);
-                break Err(if full_key {
-                    Exhausted::PerKey(key.role.clone())
-                } else {
-                    Exhausted::Total
-                });
+        let queued = {
+            let mut inner = self.lock();
+            match self.try_checkout(&mut inner, key, &wanted, &mut retire) {
+                Some(found) => Ok(found),
+                None => Err(queue::enqueue(&mut inner, key, &wanted)),
             }
         };
         close_all(retire);
-        result
+        let (id, mut handed) = match queued {
+            Ok(found) => return Ok(found),
+            Err(queued) => queued,
+        };
+        if let Ok(Ok(found)) = tokio::time::timeout_at(deadline, &mut handed).await {
+            return Ok(found);
+        }
+        self.leave(id, handed);
+        let inner = self.lock();
+        let per_key = self.options.max_per_role_database;
+        let full_key = per_key > 0 && inner.keys.get(key).is_some_and(|e| e.live >= per_key);
+        Err(if full_key {
+            Exhausted::PerKey(key.role.clone())
+        } else {
+            Exhausted::Total
+        })
     }
 
     /// One attempt under the lock; sessions to close are moved to `retire`.
     fn try_checkout(
         self: &Arc<Self>,
+        inner: &mut Inner,
         key: &Arc<PoolKey>,
         wanted: &Wanted<'_>,
         retire: &mut Vec<Backend>,
@@ -277,8 +281,6 @@ impl Pool {
             can_login,
             reuse,
         } = *wanted;
-        let mut inner = self.lock();
-        let inner = &mut *inner;
         let mut stale_verifier = !can_login;
         if let Some(entry) = inner.keys.get_mut(key) {
             while reuse
@@ -346,7 +348,9 @@ impl Pool {
     pub fn reserve(self: &Arc<Self>, key: &Arc<PoolKey>, up_to: usize) -> Option<Slot> {
         let mut inner = self.lock();
         let per_key = self.options.max_per_role_database;
-        let full = inner.live >= self.options.max_backends || inner.idle >= self.options.max_idle;
+        let full = inner.live >= self.options.max_backends
+            || inner.idle >= self.options.max_idle
+            || !inner.waiters.is_empty();
         let entry = inner.keys.entry(key.clone()).or_default();
         if full || entry.live >= up_to || (per_key > 0 && entry.live >= per_key) {
             return None;
@@ -360,12 +364,22 @@ impl Pool {
         })
     }
 
-    /// Keeps a session whose client left and which was reset; closes it instead when it is past its
-    /// lifetime, its settings are outdated, the pool is off or `max_idle` are idle already.
+    /// Gives a session whose client left and which was reset to the first client waiting for its
+    /// key, else keeps it; closes it instead when it is past its lifetime, its settings are
+    /// outdated, the pool is off, `max_idle` are idle already, or the pool is full and clients of
+    /// other keys wait (its slot then goes to the first of them).
     pub fn checkin(&self, backend: Backend) {
         let keep = self.options.enabled && self.current(&backend);
         let mut inner = self.lock();
-        if !keep || inner.idle >= self.options.max_idle {
+        let backend = match keep {
+            true => match queue::hand_warm(&mut inner, backend) {
+                Some(b) => b,
+                None => return,
+            },
+            false => backend,
+        };
+        let slot_wanted = !inner.waiters.is_empty() && inner.live >= self.options.max_backends;
+        if !keep || slot_wanted || inner.idle >= self.options.max_idle {
             drop(inner);
             close_all(vec![backend]);
             return;
@@ -378,8 +392,6 @@ impl Pool {
             .or_default()
             .idle
             .push((backend, Instant::now()));
-        drop(inner);
-        self.changed.notify_waiters();
     }
 
     /// Takes out the idle sessions `retire` picks (given the backend and how long it has been idle):
@@ -474,6 +486,7 @@ pub fn close_all(backends: Vec<Backend>) {
 }
 
 mod affinity;
+mod queue;
 #[cfg(test)]
 mod tests;
 

@@ -152,3 +152,68 @@ async fn an_apply_retires_sessions_opened_before_it() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(pool.totals(), (0, 0), "closed instead of kept");
 }
+
+#[tokio::test]
+async fn waiting_clients_are_served_in_arrival_order_and_one_that_gives_up_leaves_the_queue() {
+    let pool = Pool::new(options(1));
+    let (v, k) = (verifier("a"), key("alice"));
+    let Ok(Checkout::Fork(slot)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!()
+    };
+    let (b, _far) = backend(&pool, slot, v.clone()).await;
+    let later = || Instant::now() + Duration::from_secs(5);
+    let (order_tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for n in 0..3 {
+        let (pool, k, v, tx) = (pool.clone(), k.clone(), v.clone(), order_tx.clone());
+        waiters.push(tokio::spawn(async move {
+            let Ok(Checkout::Warm(b)) = pool.checkout(&k, &v, true, true, later()).await else {
+                panic!("waiter {n} gets the warm session")
+            };
+            tx.send(n).unwrap();
+            pool.checkin(*b);
+        }));
+        // Each is queued before the next arrives.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pool.checkin(b);
+    for w in waiters {
+        w.await.unwrap();
+    }
+    let served: Vec<i32> = std::iter::from_fn(|| order.try_recv().ok()).collect();
+    assert_eq!(served, [0, 1, 2]);
+    assert_eq!(pool.totals(), (1, 1));
+    assert_eq!(pool.stats()[0].handouts, 3);
+    // A waiter that gives up leaves the queue: the next check-in keeps the session warm.
+    let Ok(Checkout::Warm(b)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!()
+    };
+    assert!(pool.checkout(&k, &v, true, true, soon()).await.is_err());
+    pool.checkin(*b);
+    assert_eq!(pool.totals(), (1, 1));
+}
+
+#[tokio::test]
+async fn a_freed_slot_goes_to_the_first_waiter_of_another_key() {
+    let pool = Pool::new(options(1));
+    let v = verifier("a");
+    let Ok(Checkout::Fork(slot)) = pool.checkout(&key("alice"), &v, true, true, soon()).await
+    else {
+        panic!()
+    };
+    let (b, _far) = backend(&pool, slot, v.clone()).await;
+    let waiting = {
+        let (pool, v) = (pool.clone(), v.clone());
+        tokio::spawn(async move {
+            let later = Instant::now() + Duration::from_secs(5);
+            pool.checkout(&key("bob"), &v, true, true, later).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // alice's session would only sit idle while bob waits for room: it is closed, bob gets its slot.
+    pool.checkin(b);
+    let Ok(Checkout::Fork(slot)) = waiting.await.unwrap() else {
+        panic!("bob gets the freed slot")
+    };
+    assert_eq!(slot.key().role, "bob");
+}
