@@ -157,6 +157,8 @@ pub mod names {
     pub const POOL_CHECKOUT_WAIT: &str = "pgssl_pool_checkout_wait_seconds";
     /// Counter, label `outcome` (`kept`, `closed`).
     pub const POOL_RETURNS: &str = "pgssl_pool_returns_total";
+    /// Gauge: when the mutual-SSL revocation list promises its next update (Unix seconds).
+    pub const CRL_NEXT_UPDATE: &str = "pgssl_mutual_ssl_crl_next_update_seconds";
     /// Counter: sessions opened ahead of clients (`pool.min_warm`).
     pub const POOL_PREFILLED: &str = "pgssl_pool_prefilled_total";
 }
@@ -227,6 +229,21 @@ fn describe() {
         AUTH_ATTEMPTS,
         "Logins by mechanism (scram-sha-256, scram-sha-256-plus, passthrough) and outcome."
     );
+    describe_pool();
+    describe_counter!(RELOADS, "Reloads of the applied settings, by outcome.");
+    describe_counter!(
+        CANCELS_FORWARDED,
+        "Cancel requests forwarded to the repository."
+    );
+    describe_counter!(
+        COMMAND_FAILURES,
+        "Control-plane operations (admin API, web pages) that failed, by kind: user, server, upstream."
+    );
+}
+
+/// The warm pool's metrics and the mutual-SSL CRL gauge.
+fn describe_pool() {
+    use names::*;
     describe_gauge!(
         POOL_SESSIONS,
         "Repository sessions pgssl holds, by state: idle (warm, waiting for a client) or busy."
@@ -240,6 +257,10 @@ fn describe() {
         Unit::Seconds,
         "Time a client waited for a backend slot or a warm session."
     );
+    describe_gauge!(
+        CRL_NEXT_UPDATE,
+        "When the mutual-SSL revocation list's issuer promises the next one (Unix time); alert when it is in the past."
+    );
     describe_counter!(
         POOL_PREFILLED,
         "Repository sessions opened ahead of clients (pool.min_warm)."
@@ -247,15 +268,6 @@ fn describe() {
     describe_counter!(
         POOL_RETURNS,
         "Sessions whose client left: kept (reset and warm) or closed (not idle, reset failed, or over a bound)."
-    );
-    describe_counter!(RELOADS, "Reloads of the applied settings, by outcome.");
-    describe_counter!(
-        CANCELS_FORWARDED,
-        "Cancel requests forwarded to the repository."
-    );
-    describe_counter!(
-        COMMAND_FAILURES,
-        "Control-plane operations (admin API, web pages) that failed, by kind: user, server, upstream."
     );
 }
 

@@ -150,7 +150,7 @@ impl AdminServer {
         let fingerprint = certs::sha256_fingerprint(&chain[0]);
         let key = certs::read_key(&paths.key)?;
         let mut tls =
-            crate::tls::server_config_from(chain, key, ProtocolSet::ALL).map_err(|e| {
+            crate::tls::server_config_from(chain, key, ProtocolSet::ALL, None).map_err(|e| {
                 CertError::Unusable {
                     cert: paths.cert.clone(),
                     key: paths.key.clone(),

@@ -2,6 +2,7 @@
 //! type ([`crate::control::operations::model`]); this module only arranges them into subcommands
 //! and runs the request locally or, with `-s`, on an admin server, then prints the typed report.
 
+mod mutual_ssl;
 pub mod remote;
 
 use std::path::PathBuf;
@@ -166,6 +167,12 @@ pub enum SecurityCommand {
         #[command(subcommand)]
         command: VizqlExtsvcCommand,
     },
+    /// pgssl's internal CA (the issuer of the certificates it presents to the repository).
+    InternalCa {
+        /// The action.
+        #[command(subcommand)]
+        command: mutual_ssl::InternalCaCommand,
+    },
 }
 
 /// `security external-ssl …`.
@@ -226,6 +233,12 @@ pub enum AuthenticationCommand {
         /// The action.
         #[command(subcommand)]
         command: LookupUserCommand,
+    },
+    /// Client certificates as credentials (mutual SSL).
+    MutualSsl {
+        /// The action.
+        #[command(subcommand)]
+        command: mutual_ssl::MutualSslCommand,
     },
 }
 
@@ -321,6 +334,9 @@ impl Cli {
                 &self.password,
             ),
             Command::Security { command } => security(&runner, command),
+            Command::Authentication {
+                command: AuthenticationCommand::MutualSsl { command },
+            } => mutual_ssl::mutual_ssl(&runner, command),
             Command::Authentication {
                 command: AuthenticationCommand::LookupUser { command },
             } => match command {
@@ -424,6 +440,7 @@ fn admin_users(
 fn security(runner: &Runner, command: SecurityCommand) -> Result<(), CommandError> {
     match command {
         SecurityCommand::RegenerateInternalTokens(r) => runner.show(r),
+        SecurityCommand::InternalCa { command } => mutual_ssl::internal_ca(runner, command),
         SecurityCommand::RepositorySsl { command } => match command {
             RepositorySslCommand::Enable(r) => runner.show(r),
             RepositorySslCommand::Disable(r) => runner.show(r),

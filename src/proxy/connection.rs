@@ -216,13 +216,20 @@ pub(crate) async fn open_backend(
     settings: &LiveSettings,
     ctx: &ConnectionContext,
 ) -> Option<UpstreamStream> {
+    open_backend_with(stream, start, who, &settings.upstream_tls, ctx).await
+}
+
+/// Like [`open_backend`], over `tls` (a certificate-authenticated session's own connector).
+pub(crate) async fn open_backend_with(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    who: &Who,
+    tls: &crate::proxy::upstream::tls::UpstreamTls,
+    ctx: &ConnectionContext,
+) -> Option<UpstreamStream> {
     let (peer, user, m) = (who.peer, LogSafe(&who.user), &ctx.metrics);
     let connecting = Instant::now();
-    let mut upstream = match ctx
-        .upstream
-        .connect(ctx.connect_timeout, &settings.upstream_tls)
-        .await
-    {
+    let mut upstream = match ctx.upstream.connect(ctx.connect_timeout, tls).await {
         Ok(u) => {
             m.upstream_seconds
                 .record(connecting.elapsed().as_secs_f64());

@@ -13,6 +13,7 @@ use crate::proxy::auth::terminate::{
     self, ClientAuthError, Proven, RepositoryAuthError, VerifierSource,
 };
 use crate::proxy::auth::{self, AuthEnd, AuthPlan};
+use crate::proxy::cert_login::{self, CertStep};
 use crate::proxy::connection::{ConnectionContext, Start, Who, log_end, open_backend};
 use crate::proxy::metrics::{AuthMechanism, AuthOutcome, ProxyMetrics};
 use crate::proxy::negotiate;
@@ -50,6 +51,13 @@ pub(crate) async fn log_in(
     }
     // The exchange gets its own window: a client that stalls mid-authentication is cut off.
     let authenticating = Instant::now();
+    let deadline = authenticating + ctx.handshake_timeout;
+    let start = match cert_login::by_certificate(stream, start, who, settings, ctx, deadline).await
+    {
+        CertStep::Continue(start) => start,
+        CertStep::Refused => return None,
+        CertStep::LoggedIn(upstream) => return Some(LoggedIn::Relayed(upstream)),
+    };
     let proxy = match &ctx.auth {
         AuthPlan::Passthrough => None,
         AuthPlan::Proxy {

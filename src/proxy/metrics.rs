@@ -32,7 +32,12 @@ const MODES: [Mode; 3] = [Mode::Off, Mode::Optional, Mode::Required];
 const CLASSES: [UserClass; 2] = [UserClass::Client, UserClass::Internal];
 
 /// Mechanisms as labelled in `pgssl_auth_attempts_total{mechanism}`.
-pub const AUTH_MECHANISMS: [&str; 3] = ["scram-sha-256", "scram-sha-256-plus", "passthrough"];
+pub const AUTH_MECHANISMS: [&str; 4] = [
+    "scram-sha-256",
+    "scram-sha-256-plus",
+    "passthrough",
+    "certificate",
+];
 /// Outcomes as labelled in `pgssl_auth_attempts_total{outcome}`.
 pub const AUTH_OUTCOMES: [&str; 5] = [
     "ok",
@@ -51,6 +56,8 @@ pub enum AuthMechanism {
     ScramPlus,
     /// The repository's own exchange, relayed.
     Passthrough,
+    /// A client certificate (`authentication mutual-ssl`).
+    Certificate,
 }
 
 /// How a login ended (the index into [`AUTH_OUTCOMES`]).

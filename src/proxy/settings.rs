@@ -7,6 +7,8 @@
 //! The snapshot is plain data: the control plane builds it (`control::settings`) from the state on
 //! disk, which the data plane never reads.
 
+use crate::proxy::auth::cert::CertLogin;
+use crate::proxy::upstream::identity::ClientIdentities;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -32,6 +34,11 @@ pub struct LiveSettings {
     pub upstream_tls: UpstreamTls,
     /// Verifiers through the lookup user, when one is applied (an external repository in proxy mode).
     pub lookup: Option<Arc<dyn VerifierSource>>,
+    /// Client certificates as credentials (`authentication mutual-ssl`), when enabled.
+    pub cert_login: Option<Arc<CertLogin>>,
+    /// The certificates pgssl presents to the repository for certificate-authenticated clients
+    /// (an external repository over TCP; absent for the managed one).
+    pub identities: Option<Arc<ClientIdentities>>,
     /// Counts the snapshots a [`SettingsCell`] has held (it sets this): warm repository sessions
     /// logged in under an older snapshot are not handed out, since an apply may have changed who may
     /// connect (data access, internal tokens, the lookup user, TLS to the repository).
@@ -58,6 +65,8 @@ impl LiveSettings {
             channel_binding: None,
             upstream_tls: UpstreamTls::disabled(),
             lookup: None,
+            cert_login: None,
+            identities: None,
             generation: 0,
         }
     }

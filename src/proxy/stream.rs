@@ -13,6 +13,21 @@ pub enum NegotiatedStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl NegotiatedStream {
+    /// The client's certificate (DER), when it presented one; the handshake has verified it.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            NegotiatedStream::Plain(_) => None,
+            NegotiatedStream::Tls(tls) => tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
+        }
+    }
+}
+
 /// What was negotiated on a TLS connection, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsInfo {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
@@ -56,27 +56,41 @@ pub fn connector_with_alpn(
     verification: Verification,
     alpn: &[&[u8]],
 ) -> Result<TlsConnector, rustls::Error> {
+    connector_with_identity(verification, alpn, None)
+}
+
+/// A client certificate chain (leaf first) and its key.
+pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Like [`connector_with_alpn`], presenting `identity` when the server asks for a certificate.
+pub fn connector_with_identity(
+    verification: Verification,
+    alpn: &[&[u8]],
+    identity: Option<Identity>,
+) -> Result<TlsConnector, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let config = match verification {
+    let wants = match verification {
         Verification::None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Relaxed {
                 chain: None,
                 provider,
-            }))
-            .with_no_client_auth(),
+            })),
         Verification::ChainOnly(roots) => {
             let chain = Some(webpki_verifier(roots, provider.clone())?);
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Relaxed { chain, provider }))
-                .with_no_client_auth()
         }
-        Verification::Full(roots) => builder
-            .with_webpki_verifier(webpki_verifier(roots, provider)?)
-            .with_no_client_auth(),
+        Verification::Full(roots) => {
+            builder.with_webpki_verifier(webpki_verifier(roots, provider)?)
+        }
+    };
+    let config = match identity {
+        Some((chain, key)) => wants.with_client_auth_cert(chain, key)?,
+        None => wants.with_no_client_auth(),
     };
     let mut config = config;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

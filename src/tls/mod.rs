@@ -7,42 +7,66 @@
 
 pub mod certs;
 pub mod client;
+pub mod internal_ca;
 pub mod protocols;
 
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 
 use certs::{CertError, CertPaths};
 use protocols::ProtocolSet;
+
+/// A verifier of client certificates that chain to `cas`, checked against `crls`. A client may also
+/// present none: whether that is allowed is the login's decision (mutual SSL's fallback), so that a
+/// client without one is told so in PostgreSQL's words instead of a bare TLS alert.
+pub fn client_verifier(
+    cas: &[CertificateDer<'static>],
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots.add(ca.clone())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .with_crls(crls)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))
+}
 
 /// The ALPN protocol name PostgreSQL registered.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
 /// Builds a server configuration from `server.crt` and `server.key`, checking that the key matches.
 pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, CertError> {
-    server_config_with_chain(paths, certs::read_chain(&paths.cert)?)
+    server_config_with_chain(paths, certs::read_chain(&paths.cert)?, None)
 }
 
 /// Like [`server_config`], with the certificate chain already read from `paths.cert`.
 pub fn server_config_with_chain(
     paths: &CertPaths,
     chain: Vec<CertificateDer<'static>>,
+    client_auth: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<Arc<ServerConfig>, CertError> {
     let key = certs::read_key(&paths.key)?;
-    server_config_from(chain, key, ProtocolSet::ALL).map_err(|e| CertError::Unusable {
+    server_config_from(chain, key, ProtocolSet::ALL, client_auth).map_err(|e| CertError::Unusable {
         cert: paths.cert.clone(),
         key: paths.key.clone(),
         reason: e.to_string(),
     })
 }
 
-/// Builds a server configuration offering `protocols`; rustls refuses a key that does not match.
+/// Builds a server configuration offering `protocols`, asking clients for a certificate that
+/// `client_auth` verifies when given; rustls refuses a key that does not match.
 pub fn server_config_from(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     protocols: ProtocolSet,
+    client_auth: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::with_capacity(2);
     if protocols.tls13 {
@@ -51,11 +75,14 @@ pub fn server_config_from(
     if protocols.tls12 {
         versions.push(&rustls::version::TLS12);
     }
-    let mut config =
+    let builder =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&versions)?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+            .with_protocol_versions(&versions)?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(Arc::new(config))
 }

@@ -238,6 +238,11 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The cluster's data directory (pg_hba.conf, postgresql.auto.conf).
+    pub fn data_path(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// The server's log file.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("postgres.log")

@@ -15,6 +15,7 @@ mod layout;
 mod live_reload;
 mod managed;
 mod metrics;
+mod mutual_ssl;
 mod negotiation;
 mod pki;
 mod pool;

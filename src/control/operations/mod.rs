@@ -20,6 +20,7 @@ pub mod data_access;
 pub mod external_ssl;
 pub mod internal_credentials;
 pub mod model;
+pub mod mutual_ssl;
 pub mod pending_changes;
 pub mod pool;
 pub mod regenerate_tokens;

@@ -83,7 +83,7 @@ pub trait Visit {
 /// Every operation the admin API serves (and the remote CLI can call), each once.
 pub fn each_remote(v: &mut impl Visit) {
     use super::{
-        authentication, custom_cert, data_access, external_ssl, pending_changes, pool,
+        authentication, custom_cert, data_access, external_ssl, mutual_ssl, pending_changes, pool,
         regenerate_tokens, repository_ssl, vizql_extsvc,
     };
     v.operation::<repository_ssl::Enable>();
@@ -108,6 +108,11 @@ pub fn each_remote(v: &mut impl Visit) {
     v.operation::<authentication::Set>();
     v.operation::<authentication::Clear>();
     v.operation::<authentication::List>();
+    v.operation::<mutual_ssl::Configure>();
+    v.operation::<mutual_ssl::Enable>();
+    v.operation::<mutual_ssl::Disable>();
+    v.operation::<mutual_ssl::List>();
+    v.operation::<mutual_ssl::InternalCaCertificate>();
     v.operation::<pool::List>();
 }
 

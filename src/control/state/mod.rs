@@ -11,6 +11,8 @@
 //! <data-dir>/config/external-ssl/<id>/         the administrator's server.crt, server.key (0600)
 //! <data-dir>/config/custom-ca/<id>.crt        the custom CA pgssl trusts for outgoing TLS
 //! <data-dir>/config/extsvc/<id>.crt           the external analytics service's certificate
+//! <data-dir>/config/mutual-ssl/<id>/          ca.pem, crl.pem, user-map (authentication mutual-ssl)
+//! <data-dir>/config/internal-ca/ca.crt        pgssl's internal CA (its key is in the keystore)
 //! <data-dir>/config/keystore, master-<id>.key secrets at rest (see [`keystore`])
 //! <data-dir>/config/.lock                     serialises CLI commands
 //! <data-dir>/run/control.sock                 a running server's reload socket
@@ -20,6 +22,7 @@ pub mod admin_users;
 pub mod custom_ca;
 pub mod external_cert;
 pub mod model;
+pub mod mutual_ssl;
 pub mod security;
 pub mod store;
 

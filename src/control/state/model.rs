@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::security::{Change, CustomCa, ExternalService, ExternalSsl, LookupUser};
+use super::security::{Change, CustomCa, ExternalService, ExternalSsl, LookupUser, MutualSsl};
 use crate::proxy::policy::Mode;
 
 /// The state a server serves.
@@ -25,6 +25,8 @@ pub struct AppliedState {
     pub extsvc: Option<ExternalService>,
     /// The role verifiers are read as on an external repository, if set.
     pub lookup_user: Option<LookupUser>,
+    /// Client certificates as credentials, if configured.
+    pub mutual_ssl: Option<MutualSsl>,
 }
 
 /// Whether a direct-connection user may log in.
@@ -67,6 +69,8 @@ pub struct PendingChanges {
     pub extsvc: Option<Change<ExternalService>>,
     /// `authentication lookup-user set`.
     pub lookup_user: Option<Change<LookupUser>>,
+    /// `authentication mutual-ssl configure`, `enable` or `disable`.
+    pub mutual_ssl: Option<Change<MutualSsl>>,
 }
 
 /// Keystore name of a staged direct-user password.
@@ -104,6 +108,9 @@ impl PendingChanges {
         if let Some(change) = &self.lookup_user {
             next.lookup_user = change.result();
         }
+        if let Some(change) = &self.mutual_ssl {
+            next.mutual_ssl = change.result();
+        }
         next
     }
 
@@ -135,6 +142,9 @@ impl PendingChanges {
         }
         if no_op(&self.lookup_user, &applied.lookup_user) {
             self.lookup_user = None;
+        }
+        if no_op(&self.mutual_ssl, &applied.mutual_ssl) {
+            self.mutual_ssl = None;
         }
         self
     }
@@ -205,6 +215,15 @@ impl PendingChanges {
                     .into(),
             ),
             None => {}
+        }
+        if let Some(Change::Set(m)) = &self.mutual_ssl {
+            lines.push(format!(
+                "authentication mutual-ssl: {} (CA from {}, names by {}, fallback {})",
+                if m.enabled { "on" } else { "off" },
+                m.ca_file_name,
+                m.user_name_map,
+                m.fallback
+            ));
         }
         lines
     }

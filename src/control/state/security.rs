@@ -27,6 +27,26 @@ pub struct ExternalSsl {
     pub encrypted_key: bool,
 }
 
+/// `authentication mutual-ssl`: client certificates as credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MutualSsl {
+    /// Folder `config/mutual-ssl/<id>` holding the copies.
+    pub id: String,
+    /// The `--ca-cert` name as given.
+    pub ca_file_name: String,
+    /// Whether a client without a certificate may log in otherwise.
+    pub fallback: bool,
+    /// How a certificate names its user.
+    pub user_name_map: crate::proxy::auth::cert::NameMapping,
+    /// The `--map-file` name, if one was given.
+    pub map_file_name: Option<String>,
+    /// The `--revocation-file` name, if one was given.
+    pub revocation_file_name: Option<String>,
+    /// Whether certificates are asked for (`enable`/`disable`).
+    pub enabled: bool,
+}
+
 /// `security custom-cert`: the CA pgssl trusts for its own outgoing TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

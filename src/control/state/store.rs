@@ -53,6 +53,8 @@ const EXTERNAL_SSL_DIR: &str = "external-ssl";
 const CUSTOM_CA_DIR: &str = "custom-ca";
 /// Folder of the external service's certificate.
 const EXTSVC_DIR: &str = "extsvc";
+/// Copies of `authentication mutual-ssl configure`'s files, one folder per record.
+const MUTUAL_SSL_DIR: &str = "mutual-ssl";
 
 /// A new random id for a staged record's files and secrets: 16 hex digits.
 pub fn new_id() -> Result<String, StateError> {
@@ -203,6 +205,11 @@ impl StateStore {
             .join(format!("{id}.crt"))
     }
 
+    /// The copies of a mutual-SSL record's files.
+    pub fn mutual_ssl_dir(&self, id: &str) -> PathBuf {
+        self.config_dir().join(MUTUAL_SSL_DIR).join(id)
+    }
+
     /// The external service certificate's copy.
     pub fn extsvc_cert_path(&self, id: &str) -> PathBuf {
         self.config_dir().join(EXTSVC_DIR).join(format!("{id}.crt"))
@@ -222,6 +229,8 @@ impl StateStore {
         self.prune_dir(EXTERNAL_SSL_DIR, &external)?;
         self.prune_dir(CUSTOM_CA_DIR, &custom)?;
         self.prune_dir(EXTSVC_DIR, &extsvc)?;
+        let mutual = ids(&|s| s.mutual_ssl.as_ref().map(|m| m.id.clone()));
+        self.prune_dir(MUTUAL_SSL_DIR, &mutual)?;
         let keep_external: Vec<String> = external
             .iter()
             .map(|id| security::passphrase_name(id))

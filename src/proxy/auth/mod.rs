@@ -10,6 +10,7 @@
 //! - Both: failed logins are limited per (address, user) ([`lockout`]).
 
 pub mod cache;
+pub mod cert;
 pub mod lockout;
 pub mod passthrough;
 pub mod scram;
@@ -86,7 +87,11 @@ impl AuthPlan {
             AuthPlan::Passthrough => true,
             AuthPlan::Proxy {
                 lookup, required, ..
-            } => !*required && lookup.is_none() && settings.lookup.is_none(),
+            } => {
+                // A certificate-authenticated session gets the repository's own cancel key.
+                (!*required && lookup.is_none() && settings.lookup.is_none())
+                    || settings.cert_login.is_some()
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Connecting to the repository: the upstream PostgreSQL, over TCP or its Unix socket.
 
+pub mod identity;
 pub mod tls;
 
 use std::fmt;

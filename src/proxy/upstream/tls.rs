@@ -121,8 +121,25 @@ impl UpstreamTls {
         mode: UpstreamTlsMode,
         custom_ca: Option<&CertificateDer<'static>>,
     ) -> Result<UpstreamTls, UpstreamTlsError> {
+        if mode == UpstreamTlsMode::Disable {
+            return Ok(UpstreamTls::disabled());
+        }
+        UpstreamTls::with_identity(mode, custom_ca, None)
+    }
+
+    /// TLS in `mode` that presents `identity` (a client certificate) when the repository asks for
+    /// one. With an identity, `disable` means `require`: a certificate can only travel inside TLS.
+    pub fn with_identity(
+        mode: UpstreamTlsMode,
+        custom_ca: Option<&CertificateDer<'static>>,
+        identity: Option<client::Identity>,
+    ) -> Result<UpstreamTls, UpstreamTlsError> {
+        let mode = match mode {
+            UpstreamTlsMode::Disable => UpstreamTlsMode::Require,
+            other => other,
+        };
         let verification = match (mode, custom_ca) {
-            (UpstreamTlsMode::Disable, _) => return Ok(UpstreamTls::disabled()),
+            (UpstreamTlsMode::Disable, _) => client::Verification::None,
             (UpstreamTlsMode::Require, None) => client::Verification::None,
             (UpstreamTlsMode::Require | UpstreamTlsMode::VerifyCa, _) => {
                 client::Verification::ChainOnly(roots(mode, custom_ca)?)
@@ -131,7 +148,11 @@ impl UpstreamTls {
         };
         Ok(UpstreamTls {
             mode,
-            connector: Some(client::connector(verification)?),
+            connector: Some(client::connector_with_identity(
+                verification,
+                &[],
+                identity,
+            )?),
         })
     }
 

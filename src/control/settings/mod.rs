@@ -61,7 +61,15 @@ pub enum LoadError {
     /// The upstream TLS settings cannot be built.
     #[error(transparent)]
     UpstreamTls(#[from] UpstreamTlsError),
+    /// The mutual-SSL files cannot be used.
+    #[error("authentication mutual-ssl cannot be used: {0}")]
+    MutualSslFiles(#[from] crate::control::state::mutual_ssl::MutualSslError),
+    /// rustls refused the mutual-SSL CA bundle or CRL.
+    #[error("authentication mutual-ssl cannot be used: {0}")]
+    MutualSsl(rustls::Error),
 }
+
+mod mutual_ssl;
 
 /// The lookup user's credentials, from the applied state and the keystore.
 #[derive(Debug, Clone)]
@@ -116,16 +124,30 @@ pub fn for_state(
     state: &AppliedState,
     upstream_tls: UpstreamTlsMode,
 ) -> Result<LiveSettings, LoadError> {
-    let upstream_tls = upstream_tls_for(store, state, upstream_tls)?;
+    let custom_ca = state
+        .custom_ca
+        .as_ref()
+        .map(|ca| custom_ca::load(&store.custom_ca_path(&ca.id)))
+        .transpose()?;
+    let upstream_mode = upstream_tls;
+    let upstream_tls = UpstreamTls::new(upstream_mode, custom_ca.as_ref())?;
     let mode = state.repository_ssl.mode;
+    let mutual = mutual_ssl::build(store, state, upstream_mode, custom_ca)?;
+    let (cert_login, identities) = match &mutual {
+        Some(m) => (Some(m.login.clone()), m.identities.clone()),
+        None => (None, None),
+    };
     if !mode.offers_tls() {
         return Ok(LiveSettings {
             upstream_tls,
+            cert_login,
+            identities,
             ..LiveSettings::off()
         });
     }
+    let client_auth = mutual.map(|m| m.verifier);
     let (config, leaf) = match &state.external_ssl {
-        Some(external) => external_config(store, external)?,
+        Some(external) => external_config(store, external, client_auth)?,
         None => {
             let paths = store
                 .cert_paths_of(state)
@@ -133,7 +155,10 @@ pub fn for_state(
             // Read the file once: the fingerprint comes from the same leaf the server will present.
             let chain = certs::read_chain(&paths.cert)?;
             let leaf = chain[0].clone();
-            (tls::server_config_with_chain(&paths, chain)?, leaf)
+            (
+                tls::server_config_with_chain(&paths, chain, client_auth)?,
+                leaf,
+            )
         }
     };
     Ok(LiveSettings {
@@ -144,6 +169,8 @@ pub fn for_state(
         channel_binding: Some(crate::proxy::auth::scram::tls_server_end_point(&leaf).into()),
         upstream_tls,
         lookup: None,
+        cert_login,
+        identities,
         generation: 0,
     })
 }
@@ -166,6 +193,7 @@ pub fn upstream_tls_for(
 fn external_config(
     store: &StateStore,
     external: &ExternalSsl,
+    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<
     (
         Arc<rustls::ServerConfig>,
@@ -187,6 +215,7 @@ fn external_config(
     let (chain, key) = external_cert::load(&paths, passphrase.as_ref())?;
     let leaf = chain[0].clone();
     let protocols = protocols::parse(&external.protocols)?.set;
-    let config = tls::server_config_from(chain, key, protocols).map_err(LoadError::ExternalTls)?;
+    let config = tls::server_config_from(chain, key, protocols, client_auth)
+        .map_err(LoadError::ExternalTls)?;
     Ok((config, leaf))
 }

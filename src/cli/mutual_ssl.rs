@@ -1,0 +1,60 @@
+//! `authentication mutual-ssl …` and `security internal-ca …`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::Runner;
+use crate::control::operations::model::Report;
+use crate::control::operations::{CommandError, Output, mutual_ssl};
+
+/// `authentication mutual-ssl …`.
+#[derive(Debug, Subcommand)]
+pub enum MutualSslCommand {
+    /// Check and stage the CA clients' certificates must chain to, the user name mapping and a CRL.
+    Configure(mutual_ssl::Configure),
+    /// Stage asking clients for certificates.
+    Enable(mutual_ssl::Enable),
+    /// Stage no longer asking for certificates (the configuration is kept).
+    Disable(mutual_ssl::Disable),
+    /// Show the CA, mapping, CRL and fallback (never file locations).
+    List(mutual_ssl::List),
+}
+
+/// `security internal-ca …`.
+#[derive(Debug, Subcommand)]
+pub enum InternalCaCommand {
+    /// Write pgssl's internal CA certificate (PEM) for the repository's ssl_ca_file.
+    GetCertificateFile {
+        /// File to write (overwritten).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+pub(super) fn mutual_ssl(runner: &Runner, command: MutualSslCommand) -> Result<(), CommandError> {
+    match command {
+        MutualSslCommand::Configure(r) => runner.show(r),
+        MutualSslCommand::Enable(r) => runner.show(r),
+        MutualSslCommand::Disable(r) => runner.show(r),
+        MutualSslCommand::List(r) => runner.show(r),
+    }
+}
+
+pub(super) fn internal_ca(runner: &Runner, command: InternalCaCommand) -> Result<(), CommandError> {
+    let InternalCaCommand::GetCertificateFile { file } = command;
+    let ca = runner.run(mutual_ssl::InternalCaCertificate {})?;
+    crate::atomic::write_file(&file, ca.pem.as_bytes(), crate::atomic::PUBLIC_MODE).map_err(
+        |source| crate::tls::certs::CertError::Write {
+            path: file.clone(),
+            source,
+        },
+    )?;
+    let out = Output::print();
+    out.info(format!(
+        "Wrote pgssl's internal CA certificate to {}",
+        file.display()
+    ));
+    ca.render(&out);
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The files of `authentication mutual-ssl configure`, checked and kept in
+//! `config/mutual-ssl/<id>/`: `ca.pem` (the CA bundle client certificates must chain to), `crl.pem`
+//! (optional: the revocation list checked on every handshake) and `user-map` (optional, for the
+//! `ldap` mapping: `DN user` lines). And pgssl's internal CA (`config/internal-ca/ca.crt`, its key
+//! sealed in the keystore), made on first need.
+
+use std::path::Path;
+
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+
+use crate::atomic::{self, PUBLIC_MODE};
+use crate::keystore::{Keystore, KeystoreError, Secret};
+use crate::proxy::auth::cert::normalise_dn;
+use crate::tls::certs::{self, CertError, CertInfo};
+use crate::tls::internal_ca::InternalCa;
+
+/// The keystore name of the internal CA's key.
+pub const INTERNAL_CA_KEY: &str = "internal-ca/key";
+
+/// Why mutual-SSL files cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MutualSslError {
+    /// The CA bundle is not X.509.
+    #[error("{file}: not a CA certificate in PEM or DER form ({reason})")]
+    BadCa {
+        /// The file's name.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// A CA has expired.
+    #[error("{file}: the CA certificate {subject} expired on {date}")]
+    ExpiredCa {
+        /// The file's name.
+        file: String,
+        /// Its subject.
+        subject: String,
+        /// When.
+        date: time::Date,
+    },
+    /// The CRL is not a CRL.
+    #[error("{file}: not a certificate revocation list in PEM or DER form ({reason})")]
+    BadCrl {
+        /// The file's name.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// The CRL was not issued (signed) by a configured CA.
+    #[error(
+        "{file}: the revocation list is issued by {issuer}, which is not a CA in the bundle (or its signature does not verify)"
+    )]
+    ForeignCrl {
+        /// The file's name.
+        file: String,
+        /// Its issuer.
+        issuer: String,
+    },
+    /// A map line is malformed.
+    #[error("{file} line {line}: expected 'DN user' (for example 'CN=alice,O=Example alice')")]
+    BadMap {
+        /// The file's name.
+        file: String,
+        /// The 1-based line.
+        line: usize,
+    },
+    /// Writing or reading the copies failed.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// The keystore failed.
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+}
+
+/// What `list` shows of a CRL.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CrlInfo {
+    /// Its issuer.
+    pub issuer: String,
+    /// When its issuer promises the next one, if it says.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_update: Option<OffsetDateTime>,
+    /// How many certificates it revokes.
+    pub revoked: usize,
+}
+
+/// Checked mutual-SSL files.
+#[derive(Debug, Clone)]
+pub struct MutualSslFiles {
+    /// The CA bundle.
+    pub cas: Vec<CertificateDer<'static>>,
+    /// Each CA's details.
+    pub ca_info: Vec<CertInfo>,
+    /// The CRL (DER) and its details.
+    pub crl: Option<(CertificateRevocationListDer<'static>, CrlInfo)>,
+    /// (normalised DN, user) pairs.
+    pub map: Vec<(String, String)>,
+}
+
+/// A file as given: its name (for messages) and bytes.
+#[derive(Clone, Copy)]
+pub struct Given<'a> {
+    /// The name.
+    pub name: &'a str,
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
+fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
+    if !bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 PEM".to_string())?;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let body_start = start + begin.len();
+        let stop = rest[body_start..]
+            .find(&end)
+            .ok_or_else(|| format!("unterminated {label} block"))?;
+        let b64: String = rest[body_start..body_start + stop]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        out.push(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                .map_err(|e| format!("bad base64 in a {label} block: {e}"))?,
+        );
+        rest = &rest[body_start + stop + end.len()..];
+    }
+    if out.is_empty() {
+        return Err(format!("no {label} block"));
+    }
+    Ok(out)
+}
+
+/// Checks the CA bundle, the CRL and the map.
+pub fn validate(
+    ca: Given<'_>,
+    crl: Option<Given<'_>>,
+    map: Option<Given<'_>>,
+    now: OffsetDateTime,
+) -> Result<MutualSslFiles, MutualSslError> {
+    let bad_ca = |reason: String| MutualSslError::BadCa {
+        file: ca.name.to_string(),
+        reason,
+    };
+    let mut cas = Vec::new();
+    let mut ca_info = Vec::new();
+    for der in pem_or_der(ca.bytes, "CERTIFICATE").map_err(bad_ca)? {
+        let der = CertificateDer::from(der);
+        let info = certs::describe(&der, 1, Path::new(ca.name))?;
+        if info.not_after < now {
+            return Err(MutualSslError::ExpiredCa {
+                file: ca.name.to_string(),
+                subject: info.subject,
+                date: info.not_after.date(),
+            });
+        }
+        cas.push(der);
+        ca_info.push(info);
+    }
+    let crl = crl.map(|c| read_crl(c, &cas)).transpose()?;
+    let map = map.map(parse_map).transpose()?.unwrap_or_default();
+    Ok(MutualSslFiles {
+        cas,
+        ca_info,
+        crl,
+        map,
+    })
+}
+
+fn read_crl(
+    given: Given<'_>,
+    cas: &[CertificateDer<'static>],
+) -> Result<(CertificateRevocationListDer<'static>, CrlInfo), MutualSslError> {
+    let bad = |reason: String| MutualSslError::BadCrl {
+        file: given.name.to_string(),
+        reason,
+    };
+    let der = pem_or_der(given.bytes, "X509 CRL")
+        .map_err(bad)?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| bad(e.to_string()))?;
+    let issuer = crl.issuer().to_string();
+    let signed_by_a_ca = cas.iter().any(|ca| {
+        X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
+            ca.subject() == crl.issuer() && crl.verify_signature(ca.public_key()).is_ok()
+        })
+    });
+    if !signed_by_a_ca {
+        return Err(MutualSslError::ForeignCrl {
+            file: given.name.to_string(),
+            issuer,
+        });
+    }
+    let info = CrlInfo {
+        issuer,
+        next_update: crl.next_update().map(|t| t.to_datetime()),
+        revoked: crl.iter_revoked_certificates().count(),
+    };
+    Ok((CertificateRevocationListDer::from(der), info))
+}
+
+/// Parses `DN user` lines (the user is the last word; `#` starts a comment).
+pub fn parse_map(given: Given<'_>) -> Result<Vec<(String, String)>, MutualSslError> {
+    let text = String::from_utf8_lossy(given.bytes);
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || MutualSslError::BadMap {
+            file: given.name.to_string(),
+            line: i + 1,
+        };
+        let (dn, user) = line.rsplit_once(char::is_whitespace).ok_or_else(bad)?;
+        let dn = dn.trim().trim_matches('"');
+        if !dn.contains('=') || user.is_empty() {
+            return Err(bad());
+        }
+        out.push((normalise_dn(dn), user.to_string()));
+    }
+    Ok(out)
+}
+
+impl MutualSslFiles {
+    /// Writes the copies into `dir` (created private): the CA bundle and CRL as PEM, the map as
+    /// normalised lines.
+    pub fn store(&self, dir: &Path) -> Result<(), CertError> {
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            atomic::write_file(&path, text.as_bytes(), PUBLIC_MODE)
+                .map_err(|source| CertError::Write { path, source })
+        };
+        atomic::create_private_dir(dir).map_err(|source| CertError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let pem = |label: &str, der: &[u8]| {
+            let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap_or_default())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        write(
+            "ca.pem",
+            self.cas.iter().map(|c| pem("CERTIFICATE", c)).collect(),
+        )?;
+        if let Some((crl, _)) = &self.crl {
+            write("crl.pem", pem("X509 CRL", crl))?;
+        }
+        if !self.map.is_empty() {
+            let lines: String = self.map.iter().map(|(d, u)| format!("{d} {u}\n")).collect();
+            write("user-map", lines)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the copies back from `dir`.
+    pub fn load(dir: &Path, now: OffsetDateTime) -> Result<MutualSslFiles, MutualSslError> {
+        let read = |name: &str| -> Result<Option<Vec<u8>>, MutualSslError> {
+            let path = dir.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(CertError::Read { path, source }.into()),
+            }
+        };
+        let ca = read("ca.pem")?.unwrap_or_default();
+        let crl = read("crl.pem")?;
+        let map = read("user-map")?;
+        fn given<'a>(name: &'a str, bytes: &'a Option<Vec<u8>>) -> Option<Given<'a>> {
+            bytes.as_deref().map(|bytes| Given { name, bytes })
+        }
+        validate(
+            Given {
+                name: "ca.pem",
+                bytes: &ca,
+            },
+            given("crl.pem", &crl),
+            given("user-map", &map),
+            now,
+        )
+    }
+}
+
+/// The internal CA, made (and its key sealed) the first time it is needed.
+pub fn internal_ca(config_dir: &Path, create: bool) -> Result<Option<InternalCa>, MutualSslError> {
+    let cert_path = internal_ca_path(config_dir);
+    let mut keystore = Keystore::open(config_dir)?;
+    let key = keystore.get(INTERNAL_CA_KEY)?;
+    match (std::fs::read_to_string(&cert_path), key) {
+        (Ok(cert), Some(key)) => Ok(Some(InternalCa::load(&cert, key.expose())?)),
+        _ if !create => Ok(None),
+        _ => {
+            let (ca, key_pem) = InternalCa::generate()?;
+            // The key first: a crash in between leaves no certificate, and the next call makes both.
+            keystore.set(INTERNAL_CA_KEY, &Secret::new(key_pem))?;
+            if let Some(dir) = cert_path.parent() {
+                atomic::create_private_dir(dir).map_err(|source| CertError::Write {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            atomic::write_file(&cert_path, ca.certificate_pem().as_bytes(), PUBLIC_MODE).map_err(
+                |source| CertError::Write {
+                    path: cert_path.clone(),
+                    source,
+                },
+            )?;
+            Ok(Some(ca))
+        }
+    }
+}
+
+/// Where the internal CA certificate is kept.
+pub fn internal_ca_path(config_dir: &Path) -> std::path::PathBuf {
+    config_dir.join("internal-ca").join("ca.crt")
+}
+
+#[cfg(test)]
+mod tests;

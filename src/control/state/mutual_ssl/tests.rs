@@ -1,0 +1,160 @@
+//! The CA bundle, CRL and map checks, on certificates made with rcgen.
+
+use super::*;
+
+fn ca(cn: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = p.self_signed(&key).unwrap();
+    (cert, rcgen::Issuer::new(p, key))
+}
+
+fn crl(issuer: &rcgen::Issuer<'_, rcgen::KeyPair>, revoked: &[u8]) -> Vec<u8> {
+    let now = OffsetDateTime::now_utc();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        next_update: now + time::Duration::days(7),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(u64::from(*s)),
+                revocation_time: now,
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params.signed_by(issuer).unwrap().der().to_vec()
+}
+
+#[test]
+fn a_bundle_a_crl_of_its_ca_and_a_map_are_accepted_and_survive_a_round_trip() {
+    let (one, issuer) = ca("Client CA");
+    let (two, _) = ca("Other CA");
+    let bundle = format!("{}{}", one.pem(), two.pem());
+    let crl_der = crl(&issuer, &[7, 9]);
+    let map = b"# who is who\nCN=alice,O=Example alice\n\"CN=bob, O=Example\"   readonly\n";
+    let now = OffsetDateTime::now_utc();
+    let files = validate(
+        Given {
+            name: "ca.pem",
+            bytes: bundle.as_bytes(),
+        },
+        Some(Given {
+            name: "crl.der",
+            bytes: &crl_der,
+        }),
+        Some(Given {
+            name: "map",
+            bytes: map,
+        }),
+        now,
+    )
+    .unwrap();
+    assert_eq!(files.cas.len(), 2);
+    let (_, info) = files.crl.as_ref().unwrap();
+    assert_eq!(info.revoked, 2);
+    assert!(info.next_update.unwrap() > now);
+    assert_eq!(files.map[1], ("CN=bob,O=Example".into(), "readonly".into()));
+    let dir = tempfile::tempdir().unwrap();
+    files.store(dir.path()).unwrap();
+    let back = MutualSslFiles::load(dir.path(), now).unwrap();
+    assert_eq!(back.cas, files.cas);
+    assert_eq!(back.crl.unwrap().0, files.crl.unwrap().0);
+    assert_eq!(back.map, files.map);
+}
+
+#[test]
+fn a_crl_of_another_ca_garbage_and_bad_map_lines_are_refused_with_their_file() {
+    let (one, _) = ca("Client CA");
+    let (_, other) = ca("Other CA");
+    let now = OffsetDateTime::now_utc();
+    let pem = one.pem();
+    let bundle = Given {
+        name: "ca.pem",
+        bytes: pem.as_bytes(),
+    };
+    let foreign = crl(&other, &[]);
+    let err = validate(
+        bundle,
+        Some(Given {
+            name: "other.crl",
+            bytes: &foreign,
+        }),
+        None,
+        now,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("other.crl") && err.contains("Other CA"),
+        "{err}"
+    );
+    let err = validate(
+        Given {
+            name: "junk.pem",
+            bytes: b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        },
+        None,
+        None,
+        now,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("junk.pem"), "{err}");
+    let err = validate(
+        bundle,
+        Some(Given {
+            name: "x.crl",
+            bytes: b"garbage",
+        }),
+        None,
+        now,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("x.crl") && err.contains("revocation list"),
+        "{err}"
+    );
+    let err = validate(
+        bundle,
+        None,
+        Some(Given {
+            name: "map",
+            bytes: b"CN=alice alice\njustoneword\n",
+        }),
+        now,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("map line 2"), "{err}");
+}
+
+#[test]
+fn the_internal_ca_is_made_once_and_its_key_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(internal_ca(dir.path(), false).unwrap().is_none());
+    let made = internal_ca(dir.path(), true).unwrap().unwrap();
+    let again = internal_ca(dir.path(), false).unwrap().unwrap();
+    assert_eq!(made.certificate_pem(), again.certificate_pem());
+    let on_disk = std::fs::read_to_string(internal_ca_path(dir.path())).unwrap();
+    assert!(!on_disk.contains("PRIVATE KEY"));
+    assert!(
+        Keystore::open(dir.path())
+            .unwrap()
+            .get(INTERNAL_CA_KEY)
+            .unwrap()
+            .is_some()
+    );
+}

@@ -1,0 +1,224 @@
+//! A login by client certificate (`authentication mutual-ssl`): the handshake verified the chain,
+//! dates and CRL; here the certificate's name must be the start-up's user, and the session then
+//! reaches the repository with no password: pgssl presents its own client certificate for the role
+//! (minted by its internal CA) to a repository that authenticates by certificate, and relays the
+//! repository's answer. Such sessions are not pooled: each gets the repository's own backend.
+//!
+//! Refusals are PostgreSQL's 28000 FATALs: no certificate when fallback is off ("certificate
+//! required"), a certificate for another user ("certificate authentication failed for user"), and a
+//! repository that asks for a password instead of taking pgssl's certificate.
+
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::proxy::auth::cert::CertCheck;
+use crate::proxy::auth::read_frame;
+use crate::proxy::connection::{ConnectionContext, Start, Who, open_backend_with};
+use crate::proxy::metrics::{AuthMechanism, AuthOutcome};
+use crate::proxy::negotiate;
+use crate::proxy::protocol::{ErrorResponse, SqlState};
+use crate::proxy::settings::LiveSettings;
+use crate::proxy::stream::NegotiatedStream;
+use crate::proxy::upstream::{UpstreamAddr, UpstreamStream};
+use crate::telemetry::LogSafe;
+
+/// What the client's certificate decided.
+pub(crate) enum CertStep {
+    /// Mutual SSL is off, or no certificate and fallback on: log in as usual.
+    Continue(Start),
+    /// Refused (answered and logged).
+    Refused,
+    /// Logged in: the repository's AuthenticationOk was relayed; the rest of its start-up answer is
+    /// the relay's.
+    LoggedIn(UpstreamStream),
+}
+
+/// Decides the login by the client's certificate, and carries it out when the certificate names
+/// the user.
+pub(crate) async fn by_certificate(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    deadline: Instant,
+) -> CertStep {
+    let Some(cert) = &settings.cert_login else {
+        return CertStep::Continue(start);
+    };
+    let (peer, user) = (who.peer, LogSafe(&who.user));
+    let m = &ctx.metrics;
+    match cert.check(stream.peer_certificate(), &who.user) {
+        CertCheck::NotPresented if cert.fallback => CertStep::Continue(start),
+        CertCheck::NotPresented => {
+            let err = ErrorResponse::fatal(
+                SqlState::InvalidAuthorizationSpecification,
+                "certificate required: connection requires a valid client certificate",
+            );
+            refuse(
+                stream,
+                who,
+                &err,
+                "no client certificate and mutual-SSL fallback is off",
+            )
+            .await;
+            CertStep::Refused
+        }
+        CertCheck::Mismatch { named } => {
+            m.auth(AuthMechanism::Certificate, AuthOutcome::BadPassword)
+                .increment(1);
+            ctx.lockout.failed(peer.ip(), &who.user);
+            let err = ErrorResponse::fatal(
+                SqlState::InvalidAuthorizationSpecification,
+                format!(
+                    "certificate authentication failed for user \"{}\"",
+                    who.user
+                ),
+            );
+            let why = match named {
+                Some(name) => format!("the client certificate names \"{}\"", LogSafe(&name)),
+                None => "the client certificate names no user under the configured mapping".into(),
+            };
+            refuse(stream, who, &err, &why).await;
+            CertStep::Refused
+        }
+        CertCheck::Authenticated => {
+            info!(%peer, %user, mechanism = "certificate", "client certificate accepted");
+            match to_repository(stream, start, who, settings, ctx, deadline).await {
+                Some(upstream) => {
+                    m.auth(AuthMechanism::Certificate, AuthOutcome::Ok)
+                        .increment(1);
+                    ctx.lockout.succeeded(peer.ip(), &who.user);
+                    CertStep::LoggedIn(upstream)
+                }
+                None => {
+                    m.auth(AuthMechanism::Certificate, AuthOutcome::RepositoryRefused)
+                        .increment(1);
+                    CertStep::Refused
+                }
+            }
+        }
+    }
+}
+
+/// Opens the repository connection with pgssl's certificate for the role and relays its answer up
+/// to AuthenticationOk.
+async fn to_repository(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    deadline: Instant,
+) -> Option<UpstreamStream> {
+    let unavailable = |why: &str| {
+        ErrorResponse::fatal(
+            SqlState::InvalidAuthorizationSpecification,
+            format!(
+                "certificate authentication failed for user \"{}\": {why}",
+                who.user
+            ),
+        )
+    };
+    if matches!(ctx.upstream.addr(), UpstreamAddr::Unix { .. }) {
+        let err = unavailable(
+            "the repository is reached over a Unix socket, where no certificate can be presented (certificate logins need an external repository over TCP)",
+        );
+        refuse(
+            stream,
+            who,
+            &err,
+            "certificate login to a Unix-socket repository",
+        )
+        .await;
+        return None;
+    }
+    let Some(identities) = &settings.identities else {
+        let err =
+            unavailable("pgssl has no internal CA to present a certificate to the repository");
+        refuse(
+            stream,
+            who,
+            &err,
+            "no internal CA (run 'pgssl authentication mutual-ssl configure' again)",
+        )
+        .await;
+        return None;
+    };
+    let tls = match identities.for_role(&who.user) {
+        Ok(tls) => tls,
+        Err(e) => {
+            let err = unavailable("pgssl could not make its client certificate");
+            refuse(stream, who, &err, &e.to_string()).await;
+            return None;
+        }
+    };
+    let mut upstream = open_backend_with(stream, start, who, &tls, ctx).await?;
+    match tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await {
+        Ok(Ok(Answer::Ok)) => Some(upstream),
+        Ok(Ok(Answer::Refused)) => {
+            info!(peer = %who.peer, user = %LogSafe(&who.user), outcome = "repository_refused",
+                  "the repository refused the certificate login");
+            None
+        }
+        Ok(Ok(Answer::Password)) => {
+            let err = unavailable("the repository asks for a password instead of accepting pgssl's client certificate")
+                .with_hint("add 'hostssl all all <pgssl's address> cert' to the repository's pg_hba.conf and set its ssl_ca_file to the file 'pgssl security internal-ca get-certificate-file' writes");
+            refuse(stream, who, &err, "the repository asked for a password").await;
+            None
+        }
+        Ok(Err(e)) => {
+            info!(peer = %who.peer, user = %LogSafe(&who.user), error = %e, outcome = "failed",
+                  "the certificate login to the repository failed");
+            None
+        }
+        Err(_) => {
+            let err = ErrorResponse::fatal(
+                SqlState::QueryCanceled,
+                "authentication did not finish in time",
+            );
+            refuse(stream, who, &err, "the repository did not answer in time").await;
+            None
+        }
+    }
+}
+
+/// How the repository answered the start-up.
+enum Answer {
+    /// AuthenticationOk (relayed).
+    Ok,
+    /// An ErrorResponse (relayed).
+    Refused,
+    /// Another authentication request (not relayed).
+    Password,
+}
+
+/// Relays the repository's messages up to its authentication decision.
+async fn first_answer(
+    client: &mut NegotiatedStream,
+    upstream: &mut UpstreamStream,
+) -> Result<Answer, crate::proxy::auth::FrameError> {
+    loop {
+        let frame = read_frame(upstream).await?;
+        let answer = match (frame.kind, frame.auth_code()) {
+            (b'R', Some(0)) => Some(Answer::Ok),
+            (b'R', _) => return Ok(Answer::Password),
+            (b'E', _) => Some(Answer::Refused),
+            // NegotiateProtocolVersion and notices come before the decision.
+            _ => None,
+        };
+        client.write_all(&frame.encode()).await?;
+        if let Some(answer) = answer {
+            client.flush().await?;
+            return Ok(answer);
+        }
+    }
+}
+
+/// Sends `err` and logs why.
+async fn refuse(stream: &mut NegotiatedStream, who: &Who, err: &ErrorResponse, why: &str) {
+    negotiate::send_fatal(stream, err).await;
+    info!(peer = %who.peer, user = %LogSafe(&who.user), sqlstate = err.code.code(),
+          outcome = "authentication_failed", reason = %why, "{}", err.message);
+}

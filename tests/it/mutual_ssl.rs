@@ -1,0 +1,351 @@
+//! Mutual SSL (`authentication mutual-ssl`) against a real PostgreSQL that authenticates pgssl by
+//! certificate (`hostssl … cert`, `ssl_ca_file` = pgssl's exported internal CA): psql with a client
+//! certificate logs in with no password, and the repository's `pg_stat_ssl` shows the certificate
+//! pgssl presented; every refusal is checked by what psql prints.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::cli::{CliEnv, ServeProcess, ok};
+use crate::harness::{PASSWORD, Postgres, PsqlRun, pg_bindir, prepare_data_dir};
+use crate::pki::TestPki;
+
+/// A client CA whose certificates and CRLs the tests make.
+struct ClientCa {
+    issuer: Issuer<'static, KeyPair>,
+    dir: PathBuf,
+    next_serial: u64,
+}
+
+/// A client certificate's files and serial.
+struct ClientCert {
+    cert: PathBuf,
+    key: PathBuf,
+    serial: u64,
+}
+
+impl ClientCa {
+    fn new(dir: &Path, name: &str) -> ClientCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        ClientCa {
+            issuer: Issuer::new(params, key),
+            dir: dir.to_path_buf(),
+            next_serial: 100,
+        }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A certificate with CN `cn`, valid from `from` to `until` days from now.
+    fn issue(&mut self, file: &str, cn: &str, from: i64, until: i64) -> ClientCert {
+        self.next_serial += 1;
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now + Duration::days(from) - Duration::hours(1);
+        params.not_after = now + Duration::days(until);
+        params.serial_number = Some(SerialNumber::from(self.next_serial));
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert_path, key_path) = (
+            self.file(&format!("{file}.crt")),
+            self.file(&format!("{file}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        ClientCert {
+            cert: cert_path,
+            key: key_path,
+            serial: self.next_serial,
+        }
+    }
+
+    /// A CRL (PEM file) revoking `serials`.
+    fn crl(&self, file: &str, serials: &[u64]) -> PathBuf {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(now.unix_timestamp() as u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now - Duration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let path = self.file(file);
+        std::fs::write(
+            &path,
+            params.signed_by(&self.issuer).unwrap().pem().unwrap(),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// psql through pgssl with `extra` conninfo and never a password (none in the environment, `-w`).
+async fn psql_no_password(port: u16, extra: &str, sql: &str) -> PsqlRun {
+    let conninfo = format!("host=127.0.0.1 port={port} dbname=postgres sslmode=require {extra}");
+    let out = tokio::process::Command::new(pg_bindir().join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-w",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &conninfo,
+            "-c",
+            sql,
+        ])
+        .env_remove("PGPASSWORD")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("HOME", std::env::temp_dir())
+        .env_remove("PGSSLMODE")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    PsqlRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn with_cert(cert: &ClientCert, user: &str) -> String {
+    format!(
+        "user={user} sslcert={} sslkey={}",
+        cert.cert.display(),
+        cert.key.display()
+    )
+}
+
+/// The repository trusts pgssl's internal CA for certificate logins over TLS and asks SCRAM
+/// otherwise.
+fn trust_pgssl(pg: &Postgres, env: &CliEnv) {
+    let ca = pg
+        .data_path()
+        .parent()
+        .unwrap()
+        .join("pgssl-internal-ca.crt");
+    ok(&env.run(&[
+        "security",
+        "internal-ca",
+        "get-certificate-file",
+        "-f",
+        ca.to_str().unwrap(),
+    ]));
+    std::fs::write(
+        pg.data_path().join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 cert\nhostnossl all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    pg.sql(&format!(
+        "ALTER SYSTEM SET ssl_ca_file = '{}'",
+        ca.display()
+    ));
+    pg.sql("SELECT pg_reload_conf()");
+}
+
+fn configure(env: &CliEnv, ca: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "authentication",
+        "mutual-ssl",
+        "configure",
+        "--ca-cert",
+        ca.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ok(&env.run(&args));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_its_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestPki::new(tmp.path(), "repo").server("repo", &["localhost", "127.0.0.1"], 30);
+    let pg = Postgres::start_with_tls(&server.cert_pem, &server.key_pem);
+    let mut ca = ClientCa::new(tmp.path(), "client-ca");
+    let tableau = ca.issue("tableau", "tableau", 0, 30);
+    let readonly = ca.issue("readonly", "readonly", 0, 30);
+    let expired = ca.issue("expired", "tableau", -30, -1);
+    let mut stranger_ca = ClientCa::new(tmp.path(), "stranger-ca");
+    let stranger = stranger_ca.issue("stranger", "tableau", 0, 30);
+
+    let upstream = format!("127.0.0.1:{}", pg.port());
+    let env = CliEnv::new(&upstream);
+    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
+    configure(
+        &env,
+        &ca.file("client-ca.pem"),
+        &["--fallback-enable", "false"],
+    );
+    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    trust_pgssl(&pg, &env);
+    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    let port = serve.addr.port();
+
+    // The certificate is the credential: no password exists anywhere in the client's reach.
+    let sql = "SELECT current_user || ' ' || (SELECT coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
+    let run = psql_no_password(port, &with_cert(&tableau, "tableau"), sql).await;
+    assert!(run.ok, "{}\n{}", run.stderr, serve.log_text());
+    assert_eq!(
+        run.stdout.trim(),
+        "tableau /CN=tableau",
+        "pgssl presented its own certificate for the role"
+    );
+
+    let run = psql_no_password(port, &with_cert(&readonly, "tableau"), "SELECT 1").await;
+    assert!(!run.ok);
+    assert!(
+        run.stderr
+            .contains("certificate authentication failed for user \"tableau\""),
+        "{}",
+        run.stderr
+    );
+    let run = psql_no_password(port, "user=tableau", "SELECT 1").await;
+    assert!(
+        run.stderr.contains("certificate required"),
+        "{}",
+        run.stderr
+    );
+    // Wrong CA and expiry fail the handshake itself, with the matching alert.
+    let run = psql_no_password(port, &with_cert(&stranger, "tableau"), "SELECT 1").await;
+    assert!(run.stderr.contains("unknown ca"), "{}", run.stderr);
+    let run = psql_no_password(port, &with_cert(&expired, "tableau"), "SELECT 1").await;
+    assert!(run.stderr.contains("certificate expired"), "{}", run.stderr);
+    let log = serve.log_text();
+    assert!(
+        log.contains("UnknownIssuer") || log.contains("unknown issuer"),
+        "{log}"
+    );
+
+    // Revoked: refused at the handshake once the CRL is applied, accepted again without it.
+    let crl = ca.crl("revoking.crl", &[tableau.serial]);
+    configure(
+        &env,
+        &ca.file("client-ca.pem"),
+        &[
+            "--fallback-enable",
+            "false",
+            "--revocation-file",
+            crl.to_str().unwrap(),
+        ],
+    );
+    ok(&env.run(&["pending-changes", "apply"]));
+    let list = env.run(&["authentication", "mutual-ssl", "list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains("CRL revoked:         1") && listed.contains("status:              on"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(tmp.path().to_str().unwrap()),
+        "list shows no file locations: {listed}"
+    );
+    let run = psql_no_password(port, &with_cert(&tableau, "tableau"), "SELECT 1").await;
+    assert!(run.stderr.contains("certificate revoked"), "{}", run.stderr);
+    let clean = ca.crl("clean.crl", &[readonly.serial]);
+    configure(
+        &env,
+        &ca.file("client-ca.pem"),
+        &[
+            "--fallback-enable",
+            "false",
+            "--revocation-file",
+            clean.to_str().unwrap(),
+        ],
+    );
+    ok(&env.run(&["pending-changes", "apply"]));
+    let run = psql_no_password(port, &with_cert(&tableau, "tableau"), "SELECT current_user").await;
+    assert!(run.ok, "{}", run.stderr);
+    let run = psql_no_password(port, &with_cert(&readonly, "readonly"), "SELECT 1").await;
+    assert!(run.stderr.contains("certificate revoked"), "{}", run.stderr);
+
+    // Fallback on: without a certificate the password still works; with a certificate, none is asked.
+    configure(&env, &ca.file("client-ca.pem"), &[]);
+    ok(&env.run(&["pending-changes", "apply"]));
+    let run = crate::harness::psql_commands(
+        &format!("host=127.0.0.1 port={port} user=tableau dbname=postgres sslmode=require password={PASSWORD}"),
+        &["SELECT current_user"],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    let run = psql_no_password(port, &with_cert(&tableau, "tableau"), "SELECT current_user").await;
+    assert!(run.ok, "{}", run.stderr);
+
+    // Disabled: certificates are no longer asked for, and the password is needed again.
+    ok(&env.run(&["authentication", "mutual-ssl", "disable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let run = psql_no_password(port, &with_cert(&tableau, "tableau"), "SELECT 1").await;
+    assert!(!run.ok && run.stderr.contains("password"), "{}", run.stderr);
+    serve.stop().await;
+}
+
+#[test]
+fn configure_refuses_a_foreign_crl_garbage_and_ldap_without_a_map() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = ClientCa::new(tmp.path(), "client-ca");
+    let other = ClientCa::new(tmp.path(), "other-ca");
+    let env = CliEnv::new("127.0.0.1:1");
+    let ca_file = ca.file("client-ca.pem");
+    let foreign = other.crl("foreign.crl", &[]);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "authentication",
+            "mutual-ssl",
+            "configure",
+            "--ca-cert",
+            ca_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+    let out = run(&["--revocation-file", foreign.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("other-ca"),
+        "{stderr}"
+    );
+    let out = run(&["--user-name-map", "ldap"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--map-file"));
+    let out = run(&["--user-name-map", "email"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cn, upn or ldap"));
+    let garbage = tmp.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let out = env.run(&[
+        "authentication",
+        "mutual-ssl",
+        "configure",
+        "--ca-cert",
+        garbage.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("garbage.pem"));
+    // Nothing was staged by the refusals; enable says what to do first.
+    let out = env.run(&["authentication", "mutual-ssl", "enable"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not configured"));
+}
