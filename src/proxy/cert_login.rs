@@ -13,8 +13,9 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::proxy::auth::cert::CertCheck;
-use crate::proxy::auth::read_frame;
-use crate::proxy::connection::{ConnectionContext, Start, Who, open_backend_with};
+use crate::proxy::auth::password_login::{self, Answer};
+use crate::proxy::auth::{FrameError, read_frame};
+use crate::proxy::connection::{ConnectionContext, Start, Who, open_backend, open_backend_with};
 use crate::proxy::metrics::{AuthMechanism, AuthOutcome};
 use crate::proxy::negotiate;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
@@ -102,8 +103,10 @@ pub(crate) async fn by_certificate(
     }
 }
 
-/// Opens the repository connection with pgssl's certificate for the role and relays its answer up
-/// to AuthenticationOk.
+/// Opens the repository connection for a certificate-authenticated client and relays its answer
+/// up to AuthenticationOk: with pgssl's certificate for the role over TCP, or with the role's
+/// password from pgssl's keystore on the managed repository's Unix socket (where PostgreSQL takes no
+/// certificate).
 async fn to_repository(
     stream: &mut NegotiatedStream,
     start: Start,
@@ -112,31 +115,29 @@ async fn to_repository(
     ctx: &ConnectionContext,
     deadline: Instant,
 ) -> Option<UpstreamStream> {
-    let unavailable = |why: &str| {
-        ErrorResponse::fatal(
-            SqlState::InvalidAuthorizationSpecification,
-            format!(
-                "certificate authentication failed for user \"{}\": {why}",
-                who.user
-            ),
-        )
-    };
     if matches!(ctx.upstream.addr(), UpstreamAddr::Unix { .. }) {
-        let err = unavailable(
-            "the repository is reached over a Unix socket, where no certificate can be presented (certificate logins need an external repository over TCP)",
-        );
-        refuse(
-            stream,
-            who,
-            &err,
-            "certificate login to a Unix-socket repository",
-        )
-        .await;
-        return None;
+        let Some(password) = settings
+            .role_passwords
+            .as_ref()
+            .and_then(|p| p.0.get(&who.user))
+        else {
+            let err = unavailable(
+                who,
+                "pgssl keeps no password for this role in the managed repository (only its internal roles and the data-access users log in by certificate there)",
+            );
+            refuse(stream, who, &err, "no password of the role in the keystore").await;
+            return None;
+        };
+        let mut upstream = open_backend(stream, start, who, settings, ctx).await?;
+        let answer = password_login::log_in(stream, &mut upstream, password.as_bytes());
+        let answer = tokio::time::timeout_at(deadline, answer).await;
+        return finish(stream, who, upstream, answer).await;
     }
     let Some(identities) = &settings.identities else {
-        let err =
-            unavailable("pgssl has no internal CA to present a certificate to the repository");
+        let err = unavailable(
+            who,
+            "pgssl has no internal CA to present a certificate to the repository",
+        );
         refuse(
             stream,
             who,
@@ -149,13 +150,34 @@ async fn to_repository(
     let tls = match identities.for_role(&who.user) {
         Ok(tls) => tls,
         Err(e) => {
-            let err = unavailable("pgssl could not make its client certificate");
+            let err = unavailable(who, "pgssl could not make its client certificate");
             refuse(stream, who, &err, &e.to_string()).await;
             return None;
         }
     };
     let mut upstream = open_backend_with(stream, start, who, &tls, ctx).await?;
-    match tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await {
+    let answer = tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await;
+    finish(stream, who, upstream, answer).await
+}
+
+fn unavailable(who: &Who, why: &str) -> ErrorResponse {
+    ErrorResponse::fatal(
+        SqlState::InvalidAuthorizationSpecification,
+        format!(
+            "certificate authentication failed for user \"{}\": {why}",
+            who.user
+        ),
+    )
+}
+
+/// Answers the client for what the repository decided (or failed to decide in time).
+async fn finish(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    upstream: UpstreamStream,
+    answer: Result<Result<Answer, FrameError>, tokio::time::error::Elapsed>,
+) -> Option<UpstreamStream> {
+    match answer {
         Ok(Ok(Answer::Ok)) => Some(upstream),
         Ok(Ok(Answer::Refused)) => {
             info!(peer = %who.peer, user = %LogSafe(&who.user), outcome = "repository_refused",
@@ -163,7 +185,7 @@ async fn to_repository(
             None
         }
         Ok(Ok(Answer::Password)) => {
-            let err = unavailable("the repository asks for a password instead of accepting pgssl's client certificate")
+            let err = unavailable(who, "the repository asks for a password instead of accepting pgssl's client certificate")
                 .with_hint("add 'hostssl all all <pgssl's address> cert' to the repository's pg_hba.conf and set its ssl_ca_file to the file 'pgssl security internal-ca get-certificate-file' writes");
             refuse(stream, who, &err, "the repository asked for a password").await;
             None
@@ -184,21 +206,11 @@ async fn to_repository(
     }
 }
 
-/// How the repository answered the start-up.
-enum Answer {
-    /// AuthenticationOk (relayed).
-    Ok,
-    /// An ErrorResponse (relayed).
-    Refused,
-    /// Another authentication request (not relayed).
-    Password,
-}
-
 /// Relays the repository's messages up to its authentication decision.
 async fn first_answer(
     client: &mut NegotiatedStream,
     upstream: &mut UpstreamStream,
-) -> Result<Answer, crate::proxy::auth::FrameError> {
+) -> Result<Answer, FrameError> {
     loop {
         let frame = read_frame(upstream).await?;
         let answer = match (frame.kind, frame.auth_code()) {

@@ -39,6 +39,9 @@ pub struct LiveSettings {
     /// The certificates pgssl presents to the repository for certificate-authenticated clients
     /// (an external repository over TCP; absent for the managed one).
     pub identities: Option<Arc<ClientIdentities>>,
+    /// The managed repository's role passwords pgssl logs certificate-authenticated clients in with
+    /// (its superuser's excluded), when mutual SSL is on.
+    pub role_passwords: Option<Arc<RolePasswords>>,
     /// Counts the snapshots a [`SettingsCell`] has held (it sets this): warm repository sessions
     /// logged in under an older snapshot are not handed out, since an apply may have changed who may
     /// connect (data access, internal tokens, the lookup user, TLS to the repository).
@@ -67,6 +70,7 @@ impl LiveSettings {
             lookup: None,
             cert_login: None,
             identities: None,
+            role_passwords: None,
             generation: 0,
         }
     }
@@ -94,5 +98,15 @@ impl SettingsCell {
             next.generation = old.generation + 1;
             Arc::new(next.clone())
         });
+    }
+}
+
+/// Passwords by role, held only in memory.
+#[derive(Default)]
+pub struct RolePasswords(pub std::collections::HashMap<String, zeroize::Zeroizing<String>>);
+
+impl std::fmt::Debug for RolePasswords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }

@@ -349,3 +349,69 @@ fn configure_refuses_a_foreign_crl_garbage_and_ldap_without_a_map() {
     let out = env.run(&["authentication", "mutual-ssl", "enable"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not configured"));
 }
+
+/// The managed repository listens only on a Unix socket, where PostgreSQL takes no certificate:
+/// pgssl logs a certificate-authenticated client in with the role's own password from its keystore.
+/// That path is pgssl's alone: the socket's folder (0700, the repository's OS user) and the keystore
+/// (0600, pgssl's) let no other OS user near it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_managed_repository_a_certificate_logs_in_with_the_roles_sealed_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ca = ClientCa::new(tmp.path(), "client-ca");
+    let tableau = ca.issue("tableau", "tableau", 0, 30);
+    let superuser = ca.issue("superuser", "postgres", 0, 30);
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    configure(
+        &env,
+        &ca.file("client-ca.pem"),
+        &["--fallback-enable", "false"],
+    );
+    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let port = serve.addr.port();
+
+    let as_tableau = format!("{} dbname=repository", with_cert(&tableau, "tableau"));
+    let run = psql_no_password(port, &as_tableau, "SELECT current_user").await;
+    assert!(run.ok, "{}\n{}", run.stderr, serve.log_text());
+    assert_eq!(run.stdout.trim(), "tableau");
+    // pgssl's own superuser is never reachable by a certificate, whatever the CA signs.
+    let as_postgres = format!("{} dbname=repository", with_cert(&superuser, "postgres"));
+    let run = psql_no_password(port, &as_postgres, "SELECT 1").await;
+    assert!(
+        !run.ok && run.stderr.contains("keeps no password for this role"),
+        "{}",
+        run.stderr
+    );
+
+    // Another OS user can reach neither the socket nor the keystore.
+    let socket_dir = env.data_dir().join("pgsocket");
+    let other = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(pg_bindir().join("psql"))
+        .args(["-X", "-w", "-h"])
+        .arg(&socket_dir)
+        .args(["-U", "tableau", "-d", "repository", "-c", "SELECT 1"])
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        !other.status.success() && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    let keystore_file = env.data_dir().join("config/keystore");
+    assert!(keystore_file.is_file());
+    let keystore = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "cat"])
+        .arg(&keystore_file)
+        .output()
+        .unwrap();
+    assert!(
+        !keystore.status.success(),
+        "the keystore is not readable by others"
+    );
+    serve.stop().await;
+}

@@ -133,15 +133,20 @@ pub fn for_state(
     let upstream_tls = UpstreamTls::new(upstream_mode, custom_ca.as_ref())?;
     let mode = state.repository_ssl.mode;
     let mutual = mutual_ssl::build(store, state, upstream_mode, custom_ca)?;
-    let (cert_login, identities) = match &mutual {
-        Some(m) => (Some(m.login.clone()), m.identities.clone()),
-        None => (None, None),
+    let (cert_login, identities, role_passwords) = match &mutual {
+        Some(m) => (
+            Some(m.login.clone()),
+            m.identities.clone(),
+            m.role_passwords.clone(),
+        ),
+        None => (None, None, None),
     };
     if !mode.offers_tls() {
         return Ok(LiveSettings {
             upstream_tls,
             cert_login,
             identities,
+            role_passwords,
             ..LiveSettings::off()
         });
     }
@@ -171,6 +176,7 @@ pub fn for_state(
         lookup: None,
         cert_login,
         identities,
+        role_passwords,
         generation: 0,
     })
 }

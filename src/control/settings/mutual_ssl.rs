@@ -10,16 +10,24 @@ use tracing::warn;
 use super::LoadError;
 use crate::control::state::mutual_ssl::{self, MutualSslFiles};
 use crate::control::state::{AppliedState, StateStore};
+use crate::keystore::Keystore;
 use crate::proxy::auth::cert::CertLogin;
+use crate::proxy::settings::RolePasswords;
 use crate::proxy::upstream::identity::ClientIdentities;
 use crate::proxy::upstream::tls::UpstreamTlsMode;
+use crate::repository::managed::SUPERUSER;
 use crate::telemetry::names;
+use zeroize::Zeroizing;
+
+/// The keystore names of the managed repository's role passwords (`role/<name>`).
+const ROLE_PREFIX: &str = "role/";
 
 /// What an enabled mutual SSL adds to a snapshot.
 pub(super) struct MutualSslSettings {
     pub(super) verifier: Arc<dyn ClientCertVerifier>,
     pub(super) login: Arc<CertLogin>,
     pub(super) identities: Option<Arc<ClientIdentities>>,
+    pub(super) role_passwords: Option<Arc<RolePasswords>>,
 }
 
 /// The settings of `state`'s mutual SSL, when it is enabled. A CRL past its next update is still
@@ -49,6 +57,23 @@ pub(super) fn build(
     }
     let verifier = crate::tls::client_verifier(&files.cas, crls).map_err(LoadError::MutualSsl)?;
     let ca = mutual_ssl::internal_ca(&store.config_dir(), false)?;
+    let keystore = Keystore::open(&store.config_dir())?;
+    let mut passwords = RolePasswords::default();
+    for name in keystore.names() {
+        let Some(role) = name.strip_prefix(ROLE_PREFIX) else {
+            continue;
+        };
+        // pgssl's own superuser is never reachable by a client certificate.
+        if role == SUPERUSER || role.contains('/') {
+            continue;
+        }
+        if let Some(secret) = keystore.get(name)? {
+            passwords.0.insert(
+                role.to_string(),
+                Zeroizing::new(secret.expose().to_string()),
+            );
+        }
+    }
     Ok(Some(MutualSslSettings {
         verifier,
         login: Arc::new(CertLogin {
@@ -56,6 +81,7 @@ pub(super) fn build(
             map: files.map,
             fallback: record.fallback,
         }),
+        role_passwords: (!passwords.0.is_empty()).then(|| Arc::new(passwords)),
         identities: ca
             .map(|ca| Arc::new(ClientIdentities::new(Arc::new(ca), upstream_tls, custom_ca))),
     }))

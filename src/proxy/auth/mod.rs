@@ -13,6 +13,7 @@ pub mod cache;
 pub mod cert;
 pub mod lockout;
 pub mod passthrough;
+pub(crate) mod password_login;
 pub mod scram;
 pub mod terminate;
 
