@@ -13,11 +13,12 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::proxy::auth::cert::CertCheck;
-use crate::proxy::auth::password_login::{self, Answer};
+use crate::proxy::auth::password_login::{self, Answer, PasswordAnswer};
 use crate::proxy::auth::{FrameError, read_frame};
 use crate::proxy::connection::{ConnectionContext, Start, Who, open_backend, open_backend_with};
 use crate::proxy::metrics::{AuthMechanism, AuthOutcome};
 use crate::proxy::negotiate;
+use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
@@ -116,22 +117,26 @@ async fn to_repository(
     deadline: Instant,
 ) -> Option<UpstreamStream> {
     if matches!(ctx.upstream.addr(), UpstreamAddr::Unix { .. }) {
-        let Some(password) = settings
+        let candidates = settings
             .role_passwords
             .as_ref()
-            .and_then(|p| p.0.get(&who.user))
-        else {
+            .map(|p| p.candidates(&who.user))
+            .unwrap_or_default();
+        if candidates.is_empty() {
             let err = unavailable(
                 who,
                 "pgssl keeps no password for this role in the managed repository (only its internal roles and the data-access users log in by certificate there)",
             );
             refuse(stream, who, &err, "no password of the role in the keystore").await;
             return None;
+        }
+        let attempt = Managed {
+            who,
+            settings,
+            ctx,
+            deadline,
         };
-        let mut upstream = open_backend(stream, start, who, settings, ctx).await?;
-        let answer = password_login::log_in(stream, &mut upstream, password.as_bytes());
-        let answer = tokio::time::timeout_at(deadline, answer).await;
-        return finish(stream, who, upstream, answer).await;
+        return attempt.log_in(stream, start, &candidates).await;
     }
     let Some(identities) = &settings.identities else {
         let err = unavailable(
@@ -158,6 +163,54 @@ async fn to_repository(
     let mut upstream = open_backend_with(stream, start, who, &tls, ctx).await?;
     let answer = tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await;
     finish(stream, who, upstream, answer).await
+}
+
+/// A certificate login to the managed repository.
+struct Managed<'a> {
+    who: &'a Who,
+    settings: &'a LiveSettings,
+    ctx: &'a ConnectionContext,
+    deadline: Instant,
+}
+
+impl Managed<'_> {
+    /// Tries each password in turn: a 28P01 for the current one during a rotation (the repository
+    /// already has the new password, the keystore not yet promoted it) moves on to the candidate.
+    async fn log_in(
+        &self,
+        stream: &mut NegotiatedStream,
+        start: Start,
+        candidates: &[zeroize::Zeroizing<String>],
+    ) -> Option<UpstreamStream> {
+        let who = self.who;
+        let mut start = Some(start);
+        for (i, password) in candidates.iter().enumerate() {
+            let last = i + 1 == candidates.len();
+            let this = if last { start.take() } else { start.clone() }?;
+            let mut upstream = open_backend(stream, this, who, self.settings, self.ctx).await?;
+            let login = password_login::log_in(stream, &mut upstream, password.as_bytes());
+            let answer = match tokio::time::timeout_at(self.deadline, login).await {
+                Ok(Ok(PasswordAnswer::Ok)) => Ok(Ok(Answer::Ok)),
+                Ok(Ok(PasswordAnswer::Refused(frame))) => {
+                    let outcome = LoginOutcome::refused(&frame.body);
+                    let wrong = matches!(&outcome, LoginOutcome::Refused { sqlstate, .. } if sqlstate == "28P01");
+                    if wrong && !last {
+                        continue;
+                    }
+                    if stream.write_all(&frame.encode()).await.is_err() {
+                        return None;
+                    }
+                    let _ = stream.flush().await;
+                    Ok(Ok(Answer::Refused))
+                }
+                Ok(Ok(PasswordAnswer::Other)) => Ok(Ok(Answer::Password)),
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(elapsed) => Err(elapsed),
+            };
+            return finish(stream, who, upstream, answer).await;
+        }
+        None
+    }
 }
 
 fn unavailable(who: &Who, why: &str) -> ErrorResponse {

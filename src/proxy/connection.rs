@@ -142,6 +142,7 @@ pub(crate) struct Who {
 }
 
 /// The start-up to forward: the message and any bytes the client sent after it.
+#[derive(Clone)]
 pub(crate) struct Start {
     pub(crate) startup: StartupMessage,
     pub(crate) pipelined: BytesMut,

@@ -41,7 +41,7 @@ pub struct LiveSettings {
     pub identities: Option<Arc<ClientIdentities>>,
     /// The managed repository's role passwords pgssl logs certificate-authenticated clients in with
     /// (its superuser's excluded), when mutual SSL is on.
-    pub role_passwords: Option<Arc<RolePasswords>>,
+    pub role_passwords: Option<Arc<dyn RolePasswords>>,
     /// Counts the snapshots a [`SettingsCell`] has held (it sets this): warm repository sessions
     /// logged in under an older snapshot are not handed out, since an apply may have changed who may
     /// connect (data access, internal tokens, the lookup user, TLS to the repository).
@@ -101,12 +101,10 @@ impl SettingsCell {
     }
 }
 
-/// Passwords by role, held only in memory.
-#[derive(Default)]
-pub struct RolePasswords(pub std::collections::HashMap<String, zeroize::Zeroizing<String>>);
-
-impl std::fmt::Debug for RolePasswords {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
+/// Where a managed role's password is read at each certificate login, so that a rotation
+/// (`regenerate-internal-tokens`) counts at once.
+pub trait RolePasswords: Send + Sync + std::fmt::Debug {
+    /// The passwords to try for `role`, current first, then a rotation's candidate; empty when pgssl
+    /// keeps none for it.
+    fn candidates(&self, role: &str) -> Vec<zeroize::Zeroizing<String>>;
 }

@@ -415,3 +415,75 @@ async fn on_the_managed_repository_a_certificate_logs_in_with_the_roles_sealed_p
     );
     serve.stop().await;
 }
+
+/// `regenerate-internal-tokens` under a load of certificate logins: new server certificate, new role
+/// passwords and master key, and not one login fails. pgssl reads the role's password from the
+/// keystore at each login (a snapshot taken at the last reload would be stale from the repository's
+/// ALTER ROLE until the rotation's reload), and after a 28P01 tries the rotation's sealed candidate,
+/// for the instant between the ALTER ROLE and the candidate's promotion (too short for this test to
+/// hit reliably: without the candidate it passes too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_under_certificate_logins_fails_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ca = ClientCa::new(tmp.path(), "client-ca");
+    let tableau = ca.issue("tableau", "tableau", 0, 30);
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    configure(
+        &env,
+        &ca.file("client-ca.pem"),
+        &["--fallback-enable", "false"],
+    );
+    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let conninfo = format!("{} dbname=repository", with_cert(&tableau, "tableau"));
+    let port = serve.addr.port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..2 {
+        let (stop, conninfo) = (stop.clone(), conninfo.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let run = psql_no_password(port, &conninfo, "SELECT current_user").await;
+                if run.ok && run.stdout.trim() == "tableau" {
+                    ok += 1;
+                } else {
+                    failed.push(run.stderr);
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rotated =
+        tokio::process::Command::from(env.command(&["security", "regenerate-internal-tokens"]))
+            .output()
+            .await
+            .unwrap();
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut logins, mut failures) = (0, Vec::new());
+    for l in load {
+        let (ok, failed) = l.await.unwrap();
+        logins += ok;
+        failures.extend(failed);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} logins failed: {:?}\n{}",
+        failures.len(),
+        logins + failures.len(),
+        failures.first(),
+        serve.log_text()
+    );
+    assert!(logins >= 10, "only {logins} logins ran during the rotation");
+    serve.stop().await;
+}

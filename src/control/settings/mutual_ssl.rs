@@ -15,19 +15,45 @@ use crate::proxy::auth::cert::CertLogin;
 use crate::proxy::settings::RolePasswords;
 use crate::proxy::upstream::identity::ClientIdentities;
 use crate::proxy::upstream::tls::UpstreamTlsMode;
-use crate::repository::managed::SUPERUSER;
+use crate::repository::managed::{SUPERUSER, role_secret_name};
 use crate::telemetry::names;
 use zeroize::Zeroizing;
 
-/// The keystore names of the managed repository's role passwords (`role/<name>`).
-const ROLE_PREFIX: &str = "role/";
+/// The managed repository's role passwords, read from the keystore at each certificate login: the
+/// current one (`role/<name>`) and a rotation's candidate (`rotation/role/<name>`, sealed before the
+/// repository learns it), so that a login during `regenerate-internal-tokens` finds the one that
+/// works. Never the superuser's.
+#[derive(Debug)]
+struct KeystorePasswords {
+    config_dir: std::path::PathBuf,
+}
+
+impl RolePasswords for KeystorePasswords {
+    fn candidates(&self, role: &str) -> Vec<Zeroizing<String>> {
+        if role == SUPERUSER || role.contains('/') {
+            return Vec::new();
+        }
+        let Ok(keystore) = Keystore::open(&self.config_dir) else {
+            warn!("the keystore could not be opened for a certificate login");
+            return Vec::new();
+        };
+        [
+            role_secret_name(role),
+            format!("rotation/{}", role_secret_name(role)),
+        ]
+        .iter()
+        .filter_map(|name| keystore.get(name).ok().flatten())
+        .map(|secret| Zeroizing::new(secret.expose().to_string()))
+        .collect()
+    }
+}
 
 /// What an enabled mutual SSL adds to a snapshot.
 pub(super) struct MutualSslSettings {
     pub(super) verifier: Arc<dyn ClientCertVerifier>,
     pub(super) login: Arc<CertLogin>,
     pub(super) identities: Option<Arc<ClientIdentities>>,
-    pub(super) role_passwords: Option<Arc<RolePasswords>>,
+    pub(super) role_passwords: Option<Arc<dyn RolePasswords>>,
 }
 
 /// The settings of `state`'s mutual SSL, when it is enabled. A CRL past its next update is still
@@ -57,23 +83,6 @@ pub(super) fn build(
     }
     let verifier = crate::tls::client_verifier(&files.cas, crls).map_err(LoadError::MutualSsl)?;
     let ca = mutual_ssl::internal_ca(&store.config_dir(), false)?;
-    let keystore = Keystore::open(&store.config_dir())?;
-    let mut passwords = RolePasswords::default();
-    for name in keystore.names() {
-        let Some(role) = name.strip_prefix(ROLE_PREFIX) else {
-            continue;
-        };
-        // pgssl's own superuser is never reachable by a client certificate.
-        if role == SUPERUSER || role.contains('/') {
-            continue;
-        }
-        if let Some(secret) = keystore.get(name)? {
-            passwords.0.insert(
-                role.to_string(),
-                Zeroizing::new(secret.expose().to_string()),
-            );
-        }
-    }
     Ok(Some(MutualSslSettings {
         verifier,
         login: Arc::new(CertLogin {
@@ -81,7 +90,9 @@ pub(super) fn build(
             map: files.map,
             fallback: record.fallback,
         }),
-        role_passwords: (!passwords.0.is_empty()).then(|| Arc::new(passwords)),
+        role_passwords: Some(Arc::new(KeystorePasswords {
+            config_dir: store.config_dir(),
+        })),
         identities: ca
             .map(|ca| Arc::new(ClientIdentities::new(Arc::new(ca), upstream_tls, custom_ca))),
     }))

@@ -23,13 +23,23 @@ pub(crate) enum Answer {
     Password,
 }
 
-/// Runs the exchange on `upstream` (its start-up already sent) and relays the decision to `client`.
-/// A method other than SCRAM-SHA-256 is [`Answer::Password`]: not answered.
+/// How a login with a password ended.
+pub(crate) enum PasswordAnswer {
+    /// AuthenticationOk (relayed).
+    Ok,
+    /// The repository's ErrorResponse, not relayed: the caller may try another password first.
+    Refused(crate::proxy::protocol::auth_message::Frame),
+    /// A method other than SCRAM-SHA-256 (not answered).
+    Other,
+}
+
+/// Runs the exchange on `upstream` (its start-up already sent); AuthenticationOk is relayed to
+/// `client`.
 pub(crate) async fn log_in<C, U>(
     client: &mut C,
     upstream: &mut U,
     password: &[u8],
-) -> Result<Answer, FrameError>
+) -> Result<PasswordAnswer, FrameError>
 where
     C: AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -40,21 +50,18 @@ where
         let data = frame.body.get(4..).unwrap_or_default();
         let mut out = BytesMut::new();
         match (frame.kind, frame.auth_code(), scram.as_mut()) {
-            (b'R', Some(AUTH_OK), _) | (b'E', _, _) => {
+            (b'R', Some(AUTH_OK), _) => {
                 client.write_all(&frame.encode()).await?;
                 client.flush().await?;
-                return Ok(if frame.kind == b'E' {
-                    Answer::Refused
-                } else {
-                    Answer::Ok
-                });
+                return Ok(PasswordAnswer::Ok);
             }
+            (b'E', _, _) => return Ok(PasswordAnswer::Refused(frame)),
             (b'R', Some(AUTH_SASL), None) => {
                 let offered = data
                     .split(|b| *b == 0)
                     .any(|m| m == SCRAM_SHA_256.as_bytes());
                 if !offered {
-                    return Ok(Answer::Password);
+                    return Ok(PasswordAnswer::Other);
                 }
                 let s = ScramSha256::new(password, ChannelBinding::unsupported());
                 frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
@@ -69,7 +76,7 @@ where
                 s.finish(data)?;
                 continue;
             }
-            (b'R', _, _) => return Ok(Answer::Password),
+            (b'R', _, _) => return Ok(PasswordAnswer::Other),
             // Notices and NegotiateProtocolVersion are the client's.
             _ => {
                 client.write_all(&frame.encode()).await?;
