@@ -27,7 +27,30 @@ struct ClientCa {
 struct ClientCert {
     cert: PathBuf,
     key: PathBuf,
+    /// The key as PKCS#8 DER (for pgjdbc).
+    pk8: PathBuf,
     serial: u64,
+}
+
+/// Runs `sql` through pgjdbc (Debian's libpostgresql-jdbc-java) at `url`: the first column, or
+/// `SQLSTATE …: message`.
+async fn jdbc(url: &str, sql: &str) -> String {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/java/JdbcLogin.java");
+    let out = tokio::process::Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar"])
+        .arg(source)
+        .args([url, sql])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("java runs (apt-get install default-jre-headless libpostgresql-jdbc-java)");
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 impl ClientCa {
@@ -67,11 +90,16 @@ impl ClientCa {
         );
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let pk8 = self.file(&format!("{file}.pk8"));
+        std::fs::write(&pk8, key.serialize_der()).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for k in [&key_path, &pk8] {
+            std::fs::set_permissions(k, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         ClientCert {
             cert: cert_path,
             key: key_path,
+            pk8,
             serial: self.next_serial,
         }
     }
@@ -377,6 +405,24 @@ async fn on_the_managed_repository_a_certificate_logs_in_with_the_roles_sealed_p
     let run = psql_no_password(port, &as_tableau, "SELECT current_user").await;
     assert!(run.ok, "{}\n{}", run.stderr, serve.log_text());
     assert_eq!(run.stdout.trim(), "tableau");
+    // pgjdbc with the certificate and its key as PKCS#8 DER (what its LibPQFactory reads).
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{port}/repository?user=tableau&sslmode=require&sslcert={}&sslkey={}",
+        tableau.cert.display(),
+        tableau.pk8.display()
+    );
+    assert_eq!(jdbc(&url, "SELECT current_user").await, "tableau");
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{port}/repository?user=readonly&sslmode=require&sslcert={}&sslkey={}",
+        tableau.cert.display(),
+        tableau.pk8.display()
+    );
+    let refused = jdbc(&url, "SELECT 1").await;
+    assert!(
+        refused.contains("SQLSTATE 28000")
+            && refused.contains("certificate authentication failed for user \"readonly\""),
+        "{refused}"
+    );
     // pgssl's own superuser is never reachable by a certificate, whatever the CA signs.
     let as_postgres = format!("{} dbname=repository", with_cert(&superuser, "postgres"));
     let run = psql_no_password(port, &as_postgres, "SELECT 1").await;
