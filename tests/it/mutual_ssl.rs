@@ -75,10 +75,24 @@ impl ClientCa {
 
     /// A certificate with CN `cn`, valid from `from` to `until` days from now.
     fn issue(&mut self, file: &str, cn: &str, from: i64, until: i64) -> ClientCert {
+        self.issue_with(file, from, until, |p| {
+            p.distinguished_name.push(DnType::CommonName, cn)
+        })
+    }
+
+    /// A certificate whose names `name` sets.
+    fn issue_with(
+        &mut self,
+        file: &str,
+        from: i64,
+        until: i64,
+        name: impl FnOnce(&mut CertificateParams),
+    ) -> ClientCert {
         self.next_serial += 1;
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        name(&mut params);
         let now = OffsetDateTime::now_utc();
         params.not_before = now + Duration::days(from) - Duration::hours(1);
         params.not_after = now + Duration::days(until);
@@ -531,5 +545,89 @@ async fn a_rotation_under_certificate_logins_fails_none() {
         serve.log_text()
     );
     assert!(logins >= 10, "only {logins} logins ran during the rotation");
+    serve.stop().await;
+}
+
+/// `upn` takes the UserPrincipalName SAN's local part; `ldap` the subject DN through the map file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upn_and_ldap_mappings_name_the_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ca = ClientCa::new(tmp.path(), "client-ca");
+    let principal = ca.issue_with("principal", 0, 30, |p| {
+        p.distinguished_name
+            .push(DnType::CommonName, "Tableau Service");
+        p.subject_alt_names = vec![rcgen::SanType::OtherName((
+            vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3],
+            rcgen::OtherNameValue::Utf8String("tableau@corp.example".into()),
+        ))];
+    });
+    let plain = ca.issue("plain", "tableau", 0, 30);
+    let by_dn = ca.issue_with("by-dn", 0, 30, |p| {
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Example");
+        p.distinguished_name.push(DnType::CommonName, "svc-tableau");
+    });
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    let ca_file = ca.file("client-ca.pem");
+    configure(
+        &env,
+        &ca_file,
+        &["--fallback-enable", "false", "--user-name-map", "upn"],
+    );
+    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let port = serve.addr.port();
+    let login = |cert: &ClientCert| format!("{} dbname=repository", with_cert(cert, "tableau"));
+    let run = psql_no_password(port, &login(&principal), "SELECT current_user").await;
+    assert_eq!(run.stdout.trim(), "tableau", "{}", run.stderr);
+    // A CN alone names nobody under upn.
+    let run = psql_no_password(port, &login(&plain), "SELECT 1").await;
+    assert!(
+        run.stderr.contains("certificate authentication failed"),
+        "{}",
+        run.stderr
+    );
+
+    let map = tmp.path().join("user-map");
+    std::fs::write(
+        &map,
+        "# DN as PostgreSQL prints it, then the user\nCN=svc-tableau, O=Example  tableau\n",
+    )
+    .unwrap();
+    configure(
+        &env,
+        &ca_file,
+        &[
+            "--fallback-enable",
+            "false",
+            "--user-name-map",
+            "ldap",
+            "--map-file",
+            map.to_str().unwrap(),
+        ],
+    );
+    ok(&env.run(&["pending-changes", "apply"]));
+    let listed = ok(&env.run(&["authentication", "mutual-ssl", "list"]));
+    assert!(
+        listed.contains("ldap") && listed.contains("map entries:         1"),
+        "{listed}"
+    );
+    let run = psql_no_password(port, &login(&by_dn), "SELECT current_user").await;
+    assert_eq!(
+        run.stdout.trim(),
+        "tableau",
+        "{}\n{}",
+        run.stderr,
+        serve.log_text()
+    );
+    let run = psql_no_password(port, &login(&principal), "SELECT 1").await;
+    assert!(
+        run.stderr.contains("certificate authentication failed"),
+        "{}",
+        run.stderr
+    );
     serve.stop().await;
 }
