@@ -316,6 +316,30 @@ async fn a_browser_signs_in_chooses_optional_applies_and_psql_sees_it() {
         .wait_text("main", "0 clients got a warm session")
         .await;
     assert!(browser.text("main").await.contains("handouts"));
+    // Mutual SSL: configure from a pasted CA, staged like every change, then discarded.
+    browser.click("a[href='/authentication/mutual-ssl']").await;
+    browser.wait_text("h1", "Mutual SSL").await;
+    browser.wait_text("main", "not configured").await;
+    browser
+        .type_into("#ca_pem", &std::fs::read_to_string(&pki.root).unwrap())
+        .await;
+    browser
+        .click("form[action='/authentication/mutual-ssl'] button")
+        .await;
+    browser
+        .wait_text(".banner", "authentication mutual-ssl: off (CA from")
+        .await;
+    browser.wait_text("#result", "Staged mutual SSL").await;
+    browser
+        .click("form[action='/authentication/mutual-ssl/enable'] button")
+        .await;
+    browser
+        .wait_text(".banner", "authentication mutual-ssl: on")
+        .await;
+    browser.click("#discard").await;
+    browser
+        .wait_text("#result", "Discarded the pending changes")
+        .await;
     browser.close().await;
 
     // psql through the proxy: an internal user without TLS is refused, tableau without TLS gets in.

@@ -15,7 +15,7 @@ use crate::admin::AdminState;
 use crate::admin::auth::Admin;
 use crate::control::operations::model::Operation;
 use crate::control::operations::model::Upload;
-use crate::control::operations::{custom_cert, external_ssl, vizql_extsvc};
+use crate::control::operations::{custom_cert, external_ssl, mutual_ssl, vizql_extsvc};
 use crate::keystore::Secret;
 
 type Shared = Arc<AdminState>;
@@ -164,6 +164,31 @@ impl PageForm for ExtsvcForm {
             },
             script_disabled: self.script_disabled.as_deref() != Some("false"),
             skip_check: self.skip_check.is_some(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MutualSslForm {
+    ca_pem: Option<String>,
+    user_name_map: Option<String>,
+    map_text: Option<String>,
+    crl_pem: Option<String>,
+    fallback_enable: Option<String>,
+}
+
+impl PageForm for MutualSslForm {
+    type Request = mutual_ssl::Configure;
+    const PAGE: &'static str = NAV[6].0;
+
+    fn request(self) -> Result<mutual_ssl::Configure, String> {
+        Ok(mutual_ssl::Configure {
+            ca_cert: pasted(self.ca_pem.ok_or("paste the CA certificate")?),
+            fallback_enable: self.fallback_enable.map(|f| f != "false"),
+            user_name_map: self.user_name_map.map(|m| m.parse()).transpose()?,
+            map_file: self.map_text.map(pasted),
+            revocation_file: self.crl_pem.map(pasted),
         })
     }
 }

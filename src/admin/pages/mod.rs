@@ -25,7 +25,7 @@ use super::session::Flash;
 use super::{AdminState, Outcome};
 use crate::control::operations::model::{Operation, Report};
 use crate::control::operations::{
-    Output, OutputLine, custom_cert, external_ssl, pending_changes, regenerate_tokens,
+    Output, OutputLine, custom_cert, external_ssl, mutual_ssl, pending_changes, regenerate_tokens,
     repository_ssl, vizql_extsvc,
 };
 
@@ -81,6 +81,18 @@ pub(crate) fn router(state: Shared) -> axum::Router {
             get(regenerate_page).post(forms::stage::<regenerate_tokens::Regenerate, 4>),
         )
         .route(POOL, get(pool_page))
+        .route(
+            MUTUAL_SSL,
+            get(mutual_ssl_page).post(forms::submit::<forms::MutualSslForm>),
+        )
+        .route(
+            "/authentication/mutual-ssl/enable",
+            post(forms::stage::<mutual_ssl::Enable, 6>),
+        )
+        .route(
+            "/authentication/mutual-ssl/disable",
+            post(forms::stage::<mutual_ssl::Disable, 6>),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Face::Pages),
             auth::require_admin,
@@ -106,6 +118,7 @@ pub(crate) fn router(state: Shared) -> axum::Router {
 const REPOSITORY_SSL: &str = "/security/repository-ssl";
 const REGENERATE: &str = "/security/regenerate-internal-tokens";
 const POOL: &str = "/pool";
+const MUTUAL_SSL: &str = "/authentication/mutual-ssl";
 
 /// A page: HTML with a content security policy that allows its inline stylesheet and nothing else
 /// inline.
@@ -376,4 +389,13 @@ async fn pool_page(State(state): State<Shared>, Extension(admin): Extension<Admi
         empty,
     )
     .await
+}
+
+/// Mutual SSL: the configuration (`mutual-ssl list`) and its forms.
+async fn mutual_ssl_page(
+    State(state): State<Shared>,
+    Extension(admin): Extension<Admin>,
+) -> Response {
+    let forms = templates::mutual_ssl_forms(&admin.csrf);
+    listing(&state, &admin, 6, mutual_ssl::List {}, forms).await
 }

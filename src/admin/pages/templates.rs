@@ -16,13 +16,14 @@ button{padding:.4rem 1rem;margin-right:.5rem}dl{display:grid;grid-template-colum
 .help{margin:0 0 .6rem 1.6rem;color:#555}";
 
 /// The pages in the navigation, in order: path and title.
-pub(crate) const NAV: [(&str, &str); 6] = [
+pub(crate) const NAV: [(&str, &str); 7] = [
     ("/security/repository-ssl", "Repository SSL"),
     ("/security/external-ssl", "External SSL"),
     ("/security/custom-cert", "Custom certificate"),
     ("/security/vizql-extsvc-ssl", "External service"),
     ("/security/regenerate-internal-tokens", "Regenerate tokens"),
     ("/pool", "Warm backends"),
+    ("/authentication/mutual-ssl", "Mutual SSL"),
 ];
 
 /// A whole document.
@@ -290,6 +291,34 @@ pub(crate) fn extsvc_forms(token: &str) -> Markup {
         "Stage connection",
         undo,
     )
+}
+
+/// Mutual SSL's forms: configure (pasted PEM), enable, disable.
+pub(crate) fn mutual_ssl_forms(token: &str) -> Markup {
+    let fields = html! {
+        (text_area("ca_pem", "CA certificate(s) that client certificates chain to (PEM)", true))
+        label for="user_name_map" { "The user is the certificate's" }
+        select id="user_name_map" name="user_name_map" {
+            option value="cn" { "subject CN" }
+            option value="upn" { "UserPrincipalName (or e-mail) local part" }
+            option value="ldap" { "subject DN, through the map below" }
+        }
+        (text_area("map_text", "Map for ldap: lines of 'DN user', e.g. CN=alice,O=Example alice", false))
+        (text_area("crl_pem", "Certificate revocation list (PEM)", false))
+        label for="fallback_enable" { "A client without a certificate" }
+        select id="fallback_enable" name="fallback_enable" {
+            option value="true" { "may log in with a password" }
+            option value="false" { "is refused (certificate required)" }
+        }
+    };
+    let undo = ("/authentication/mutual-ssl/disable", "Stage disable");
+    html! {
+        (staging_forms(token, "Configure mutual SSL", "/authentication/mutual-ssl", fields, "Stage configuration", undo))
+        form method="post" action="/authentication/mutual-ssl/enable" {
+            (csrf(token))
+            button type="submit" { "Stage enable" }
+        }
+    }
 }
 
 /// Regenerate tokens' form.
