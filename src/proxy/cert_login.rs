@@ -10,7 +10,7 @@
 
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::proxy::auth::cert::CertCheck;
 use crate::proxy::auth::password_login::{self, Answer, PasswordAnswer};
@@ -22,6 +22,7 @@ use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
+use crate::proxy::upstream::tls::UpstreamTls;
 use crate::proxy::upstream::{UpstreamAddr, UpstreamStream};
 use crate::telemetry::LogSafe;
 
@@ -152,17 +153,46 @@ async fn to_repository(
         .await;
         return None;
     };
-    let tls = match identities.for_role(&who.user) {
-        Ok(tls) => tls,
+    let connectors = match identities.for_role(&who.user) {
+        Ok(c) => c,
         Err(e) => {
             let err = unavailable(who, "pgssl could not make its client certificate");
             refuse(stream, who, &err, &e.to_string()).await;
             return None;
         }
     };
-    let mut upstream = open_backend_with(stream, start, who, &tls, ctx).await?;
+    // After a rotation the repository may trust only the previous CA for a while: a certificate it
+    // refuses at the TLS level (its alert arrives at the first read under TLS 1.3) is followed by
+    // the previous CA's, quietly; only the last attempt answers the client.
+    let (last, earlier) = connectors.split_last()?;
+    for tls in earlier {
+        let Some(mut upstream) = quiet_open(ctx, tls, &start).await else {
+            continue;
+        };
+        match tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await {
+            Ok(Err(FrameError::Io(e))) => {
+                debug!(user = %LogSafe(&who.user), error = %e,
+                       "the repository refused the current internal CA's certificate; trying the previous CA's");
+            }
+            answer => return finish(stream, who, upstream, answer).await,
+        }
+    }
+    let mut upstream = open_backend_with(stream, start, who, last, ctx).await?;
     let answer = tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await;
     finish(stream, who, upstream, answer).await
+}
+
+/// Connects over `tls` and sends the start-up, answering nobody on failure.
+async fn quiet_open(
+    ctx: &ConnectionContext,
+    tls: &UpstreamTls,
+    start: &Start,
+) -> Option<UpstreamStream> {
+    let mut upstream = ctx.upstream.connect(ctx.connect_timeout, tls).await.ok()?;
+    upstream.write_all(&start.startup.raw).await.ok()?;
+    upstream.write_all(&start.pipelined).await.ok()?;
+    upstream.flush().await.ok()?;
+    Some(upstream)
 }
 
 /// A certificate login to the managed repository.

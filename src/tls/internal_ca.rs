@@ -57,12 +57,24 @@ impl InternalCa {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "pgssl internal CA");
+        let now = OffsetDateTime::now_utc();
+        // Dated, so that the CAs before and after a rotation are told apart (pg_stat_ssl.issuer_dn).
+        dn.push(
+            DnType::CommonName,
+            format!(
+                "pgssl internal CA {:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                now.year(),
+                u8::from(now.month()),
+                now.day(),
+                now.hour(),
+                now.minute(),
+                now.second()
+            ),
+        );
         dn.push(DnType::OrganizationName, "pgssl");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
         params.serial_number = Some(serial()?);

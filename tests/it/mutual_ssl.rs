@@ -261,6 +261,45 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
         "pgssl presented its own certificate for the role"
     );
 
+    // regenerate-internal-tokens makes a new internal CA. The repository trusts only the old one
+    // until it is given the new file: pgssl presents the previous CA's certificate meanwhile.
+    let issuer = "SELECT issuer_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let before = psql_no_password(port, &with_cert(&tableau, "tableau"), issuer).await;
+    assert!(
+        before.stdout.contains("pgssl internal CA"),
+        "{}",
+        before.stderr
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a CA name is dated to the second
+    ok(&env.run(&["security", "regenerate-internal-tokens"]));
+    let during = psql_no_password(port, &with_cert(&tableau, "tableau"), issuer).await;
+    assert_eq!(
+        during.stdout,
+        before.stdout,
+        "{}\n{}",
+        during.stderr,
+        serve.log_text()
+    );
+    trust_pgssl(&pg, &env);
+    let exported = std::fs::read_to_string(
+        pg.data_path()
+            .parent()
+            .unwrap()
+            .join("pgssl-internal-ca.crt"),
+    )
+    .unwrap();
+    assert_eq!(
+        exported.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "both CAs are exported"
+    );
+    let after = psql_no_password(port, &with_cert(&tableau, "tableau"), issuer).await;
+    assert!(after.ok, "{}", after.stderr);
+    assert_ne!(
+        after.stdout, before.stdout,
+        "the new CA's certificate once the repository trusts it"
+    );
+
     let run = psql_no_password(port, &with_cert(&readonly, "tableau"), "SELECT 1").await;
     assert!(!run.ok);
     assert!(

@@ -307,13 +307,15 @@ no_arguments!(
     InternalCaCertificate
 );
 
-/// The internal CA certificate.
+/// The internal CA certificates: the current one, and the previous one after a rotation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InternalCaFile {
-    /// PEM.
+    /// PEM, the current CA first.
     pub pem: String,
-    /// Its details.
+    /// The current CA's details.
     pub info: CertInfo,
+    /// Whether the previous CA (replaced by the last rotation) is in the file too.
+    pub previous: bool,
 }
 
 impl Operation for InternalCaCertificate {
@@ -325,16 +327,17 @@ impl Operation for InternalCaCertificate {
     fn run(self, ctx: &Context) -> Result<InternalCaFile, CommandError> {
         let store = ctx.store_or_create()?;
         let _lock = store.lock()?;
-        let ca = mutual_ssl::internal_ca(&store.config_dir(), true)
+        let cas = mutual_ssl::internal_ca(&store.config_dir(), true)
             .map_err(|e| CommandError::Fault(e.to_string()))?
             .ok_or_else(|| CommandError::Fault("the internal CA could not be made".into()))?;
         Ok(InternalCaFile {
-            pem: ca.certificate_pem().to_string(),
+            pem: cas.bundle_pem(),
             info: certs::describe(
-                ca.certificate_der(),
+                cas.current.certificate_der(),
                 1,
                 std::path::Path::new("internal-ca.crt"),
             )?,
+            previous: cas.previous.is_some(),
         })
     }
 
@@ -359,6 +362,12 @@ impl Report for InternalCaFile {
             "  SHA-256 fingerprint: {}",
             self.info.sha256_fingerprint
         );
+        if self.previous {
+            say!(
+                out,
+                "  and the previous internal CA, replaced by the last regenerate-internal-tokens: the repository may trust both until the next rotation"
+            );
+        }
         say!(
             out,
             "Give it to the repository as ssl_ca_file, with 'hostssl all all <pgssl's address> cert' in its pg_hba.conf: pgssl then logs certificate-authenticated clients in with a certificate of its own whose CN is the role."

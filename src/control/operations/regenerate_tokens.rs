@@ -13,6 +13,7 @@
 //! Open sessions are never touched: PostgreSQL keeps authenticated sessions across `ALTER ROLE …
 //! PASSWORD`, and the proxy keeps open TLS sessions across a reload.
 
+use crate::control::state::mutual_ssl;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -168,6 +169,16 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, Comman
         );
     }
     let certificate_fingerprint = new_certificate(ctx, store)?;
+    if let Some(ca) = mutual_ssl::rotate_internal_ca(&mut keystore)
+        .map_err(|e| CommandError::Fault(e.to_string()))?
+    {
+        say!(
+            out,
+            "[1/{STEPS}] internal CA: a new one ({}, SHA-256 {}); the previous one is still presented to a repository that does not trust the new one yet: give the repository 'pgssl security internal-ca get-certificate-file' (both CAs) before the next rotation",
+            ca.subject,
+            ca.sha256_fingerprint
+        );
+    }
     fault_point(1);
     let roles_changed = new_passwords(out, repository, &mut keystore).await?;
     fault_point(2);

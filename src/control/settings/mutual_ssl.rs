@@ -93,7 +93,12 @@ pub(super) fn build(
         role_passwords: Some(Arc::new(KeystorePasswords {
             config_dir: store.config_dir(),
         })),
-        identities: ca
-            .map(|ca| Arc::new(ClientIdentities::new(Arc::new(ca), upstream_tls, custom_ca))),
+        identities: ca.map(|cas| {
+            let list = std::iter::once(cas.current)
+                .chain(cas.previous)
+                .map(Arc::new)
+                .collect();
+            Arc::new(ClientIdentities::new(list, upstream_tls, custom_ca))
+        }),
     }))
 }

@@ -1,8 +1,8 @@
 //! The files of `authentication mutual-ssl configure`, checked and kept in
 //! `config/mutual-ssl/<id>/`: `ca.pem` (the CA bundle client certificates must chain to), `crl.pem`
 //! (optional: the revocation list checked on every handshake) and `user-map` (optional, for the
-//! `ldap` mapping: `DN user` lines). And pgssl's internal CA (`config/internal-ca/ca.crt`, its key
-//! sealed in the keystore), made on first need.
+//! `ldap` mapping: `DN user` lines). And pgssl's internal CA, sealed in the keystore (key and
+//! certificate together), made on first need and rotated by `regenerate-internal-tokens`.
 
 use std::path::Path;
 
@@ -17,8 +17,10 @@ use crate::proxy::auth::cert::normalise_dn;
 use crate::tls::certs::{self, CertError, CertInfo};
 use crate::tls::internal_ca::InternalCa;
 
-/// The keystore name of the internal CA's key.
-pub const INTERNAL_CA_KEY: &str = "internal-ca/key";
+/// The keystore name of the internal CA (its key and certificate).
+pub const INTERNAL_CA_KEY: &str = "internal-ca/current";
+/// The keystore name of the CA a rotation replaced.
+pub const INTERNAL_CA_PREVIOUS: &str = "internal-ca/previous";
 
 /// Why mutual-SSL files cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -299,38 +301,77 @@ impl MutualSslFiles {
     }
 }
 
-/// The internal CA, made (and its key sealed) the first time it is needed.
-pub fn internal_ca(config_dir: &Path, create: bool) -> Result<Option<InternalCa>, MutualSslError> {
-    let cert_path = internal_ca_path(config_dir);
-    let mut keystore = Keystore::open(config_dir)?;
-    let key = keystore.get(INTERNAL_CA_KEY)?;
-    match (std::fs::read_to_string(&cert_path), key) {
-        (Ok(cert), Some(key)) => Ok(Some(InternalCa::load(&cert, key.expose())?)),
-        _ if !create => Ok(None),
-        _ => {
-            let (ca, key_pem) = InternalCa::generate()?;
-            // The key first: a crash in between leaves no certificate, and the next call makes both.
-            keystore.set(INTERNAL_CA_KEY, &Secret::new(key_pem))?;
-            if let Some(dir) = cert_path.parent() {
-                atomic::create_private_dir(dir).map_err(|source| CertError::Write {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-            }
-            atomic::write_file(&cert_path, ca.certificate_pem().as_bytes(), PUBLIC_MODE).map_err(
-                |source| CertError::Write {
-                    path: cert_path.clone(),
-                    source,
-                },
-            )?;
-            Ok(Some(ca))
+/// The internal CAs: the current one, which mints, and the one a rotation replaced, still presented
+/// when the repository does not trust the current one yet.
+pub struct InternalCas {
+    /// The current CA.
+    pub current: InternalCa,
+    /// The previous CA, until the next rotation.
+    pub previous: Option<InternalCa>,
+}
+
+impl InternalCas {
+    /// The certificates the repository's `ssl_ca_file` should hold (current first), PEM.
+    pub fn bundle_pem(&self) -> String {
+        let mut pem = self.current.certificate_pem().to_string();
+        if let Some(previous) = &self.previous {
+            pem.push_str(previous.certificate_pem());
         }
+        pem
     }
 }
 
-/// Where the internal CA certificate is kept.
-pub fn internal_ca_path(config_dir: &Path) -> std::path::PathBuf {
-    config_dir.join("internal-ca").join("ca.crt")
+/// A CA as sealed: its key and certificate in one keystore entry, so that one atomic keystore write
+/// replaces both (a crash can never pair a new key with an old certificate).
+fn sealed(ca: &InternalCa, key_pem: &str) -> Secret {
+    Secret::new(format!("{key_pem}{}", ca.certificate_pem()))
+}
+
+fn unsealed(secret: &Secret) -> Result<InternalCa, MutualSslError> {
+    let text = secret.expose();
+    let at = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .ok_or(CertError::NoCertificate {
+            path: INTERNAL_CA_KEY.into(),
+        })?;
+    Ok(InternalCa::load(&text[at..], &text[..at])?)
+}
+
+/// The internal CAs, the current one made (and sealed) the first time it is needed when `create`.
+pub fn internal_ca(config_dir: &Path, create: bool) -> Result<Option<InternalCas>, MutualSslError> {
+    let mut keystore = Keystore::open(config_dir)?;
+    let previous = keystore
+        .get(INTERNAL_CA_PREVIOUS)?
+        .map(|s| unsealed(&s))
+        .transpose()?;
+    if let Some(current) = keystore.get(INTERNAL_CA_KEY)? {
+        let current = unsealed(&current)?;
+        return Ok(Some(InternalCas { current, previous }));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let (current, key_pem) = InternalCa::generate()?;
+    keystore.set(INTERNAL_CA_KEY, &sealed(&current, &key_pem))?;
+    Ok(Some(InternalCas { current, previous }))
+}
+
+/// `regenerate-internal-tokens`: a new current CA, the current one kept as the previous (the one
+/// before is dropped). Does nothing when there is no internal CA yet. Returns the new certificate's
+/// details.
+pub fn rotate_internal_ca(keystore: &mut Keystore) -> Result<Option<CertInfo>, MutualSslError> {
+    let Some(current) = keystore.get(INTERNAL_CA_KEY)? else {
+        return Ok(None);
+    };
+    // A re-run after a crash between the two writes finds previous == current and rotates again.
+    keystore.set(INTERNAL_CA_PREVIOUS, &current)?;
+    let (next, key_pem) = InternalCa::generate()?;
+    keystore.set(INTERNAL_CA_KEY, &sealed(&next, &key_pem))?;
+    Ok(Some(certs::describe(
+        next.certificate_der(),
+        1,
+        Path::new("internal-ca.crt"),
+    )?))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The client certificates pgssl presents to the repository for certificate-authenticated clients:
-//! one per role, CN = the role, minted by the internal CA on first use, valid for a day and minted
-//! again when less than an hour is left. Each comes with its own TLS connector (rustls configures the
-//! client certificate per connector).
+//! one per role and internal CA, CN = the role, minted on first use, valid for a day and minted again
+//! when less than an hour is left. Each comes with its own TLS connector (rustls configures the client
+//! certificate per connector). After a rotation there are two CAs: the current one's certificate is
+//! presented first, the previous one's when the repository does not trust the current CA yet.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,12 +33,16 @@ pub enum IdentityError {
     Tls(#[from] UpstreamTlsError),
 }
 
-/// The internal CA and the connectors minted from it, per role.
+/// A connector presenting a minted certificate, and when that certificate ends.
+type Minted = (Arc<UpstreamTls>, OffsetDateTime);
+
+/// The internal CAs and the connectors minted from them, per role.
 pub struct ClientIdentities {
-    ca: Arc<InternalCa>,
+    /// Current first.
+    cas: Vec<Arc<InternalCa>>,
     mode: UpstreamTlsMode,
     custom_ca: Option<CertificateDer<'static>>,
-    minted: Mutex<HashMap<String, (Arc<UpstreamTls>, OffsetDateTime)>>,
+    minted: Mutex<HashMap<(String, usize), Minted>>,
 }
 
 impl std::fmt::Debug for ClientIdentities {
@@ -49,33 +54,40 @@ impl std::fmt::Debug for ClientIdentities {
 }
 
 impl ClientIdentities {
-    /// Certificates from `ca`, over TLS in `mode` (`disable` is taken as `require`) trusting
-    /// `custom_ca` as the repository's other connections do.
+    /// Certificates from `cas` (current first), over TLS in `mode` (`disable` is taken as
+    /// `require`) trusting `custom_ca` as the repository's other connections do.
     pub fn new(
-        ca: Arc<InternalCa>,
+        cas: Vec<Arc<InternalCa>>,
         mode: UpstreamTlsMode,
         custom_ca: Option<CertificateDer<'static>>,
     ) -> ClientIdentities {
         ClientIdentities {
-            ca,
+            cas,
             mode,
             custom_ca,
             minted: Mutex::default(),
         }
     }
 
-    /// The connector that presents `role`'s certificate.
-    pub fn for_role(&self, role: &str) -> Result<Arc<UpstreamTls>, IdentityError> {
+    /// The connectors that present `role`'s certificate, one per CA, current first.
+    pub fn for_role(&self, role: &str) -> Result<Vec<Arc<UpstreamTls>>, IdentityError> {
+        (0..self.cas.len())
+            .map(|i| self.minted_by(role, i))
+            .collect()
+    }
+
+    fn minted_by(&self, role: &str, ca: usize) -> Result<Arc<UpstreamTls>, IdentityError> {
         let now = OffsetDateTime::now_utc();
+        let key = (role.to_string(), ca);
         {
             let minted = self.minted.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((tls, not_after)) = minted.get(role)
+            if let Some((tls, not_after)) = minted.get(&key)
                 && *not_after - now > RENEW_BEFORE
             {
                 return Ok(tls.clone());
             }
         }
-        let id = self.ca.mint(role, VALIDITY)?;
+        let id = self.cas[ca].mint(role, VALIDITY)?;
         let tls = Arc::new(UpstreamTls::with_identity(
             self.mode,
             self.custom_ca.as_ref(),
@@ -85,7 +97,7 @@ impl ClientIdentities {
         if minted.len() >= MAX_ROLES {
             minted.clear();
         }
-        minted.insert(role.to_string(), (tls.clone(), id.not_after));
+        minted.insert(key, (tls.clone(), id.not_after));
         Ok(tls)
     }
 }

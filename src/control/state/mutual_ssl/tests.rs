@@ -142,19 +142,47 @@ fn a_crl_of_another_ca_garbage_and_bad_map_lines_are_refused_with_their_file() {
 }
 
 #[test]
-fn the_internal_ca_is_made_once_and_its_key_sealed() {
+fn the_internal_ca_is_made_once_sealed_and_rotated_with_the_previous_kept() {
     let dir = tempfile::tempdir().unwrap();
     assert!(internal_ca(dir.path(), false).unwrap().is_none());
+    assert!(
+        rotate_internal_ca(&mut Keystore::open(dir.path()).unwrap())
+            .unwrap()
+            .is_none()
+    );
     let made = internal_ca(dir.path(), true).unwrap().unwrap();
     let again = internal_ca(dir.path(), false).unwrap().unwrap();
-    assert_eq!(made.certificate_pem(), again.certificate_pem());
-    let on_disk = std::fs::read_to_string(internal_ca_path(dir.path())).unwrap();
-    assert!(!on_disk.contains("PRIVATE KEY"));
-    assert!(
-        Keystore::open(dir.path())
-            .unwrap()
-            .get(INTERNAL_CA_KEY)
-            .unwrap()
-            .is_some()
+    assert_eq!(
+        made.current.certificate_pem(),
+        again.current.certificate_pem()
     );
+    assert!(again.previous.is_none());
+    // Nothing of it is on disk outside the keystore.
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("internal-ca")),
+        "{files:?}"
+    );
+
+    rotate_internal_ca(&mut Keystore::open(dir.path()).unwrap())
+        .unwrap()
+        .unwrap();
+    let rotated = internal_ca(dir.path(), false).unwrap().unwrap();
+    assert_ne!(
+        rotated.current.certificate_pem(),
+        made.current.certificate_pem()
+    );
+    assert_eq!(
+        rotated.previous.as_ref().unwrap().certificate_pem(),
+        made.current.certificate_pem()
+    );
+    let bundle = rotated.bundle_pem();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(!bundle.contains("PRIVATE KEY"));
 }
