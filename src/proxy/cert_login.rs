@@ -88,7 +88,13 @@ pub(crate) async fn by_certificate(
         }
         CertCheck::Authenticated => {
             info!(%peer, %user, mechanism = "certificate", "client certificate accepted");
-            match to_repository(stream, start, who, settings, ctx, deadline).await {
+            let attempt = Attempt {
+                who,
+                settings,
+                ctx,
+                deadline,
+            };
+            match attempt.reach_repository(stream, start).await {
                 Some(upstream) => {
                     m.auth(AuthMechanism::Certificate, AuthOutcome::Ok)
                         .increment(1);
@@ -105,83 +111,6 @@ pub(crate) async fn by_certificate(
     }
 }
 
-/// Opens the repository connection for a certificate-authenticated client and relays its answer
-/// up to AuthenticationOk: with pgssl's certificate for the role over TCP, or with the role's
-/// password from pgssl's keystore on the managed repository's Unix socket (where PostgreSQL takes no
-/// certificate).
-async fn to_repository(
-    stream: &mut NegotiatedStream,
-    start: Start,
-    who: &Who,
-    settings: &LiveSettings,
-    ctx: &ConnectionContext,
-    deadline: Instant,
-) -> Option<UpstreamStream> {
-    if matches!(ctx.upstream.addr(), UpstreamAddr::Unix { .. }) {
-        let candidates = settings
-            .role_passwords
-            .as_ref()
-            .map(|p| p.candidates(&who.user))
-            .unwrap_or_default();
-        if candidates.is_empty() {
-            let err = unavailable(
-                who,
-                "pgssl keeps no password for this role in the managed repository (only its internal roles and the data-access users log in by certificate there)",
-            );
-            refuse(stream, who, &err, "no password of the role in the keystore").await;
-            return None;
-        }
-        let attempt = Managed {
-            who,
-            settings,
-            ctx,
-            deadline,
-        };
-        return attempt.log_in(stream, start, &candidates).await;
-    }
-    let Some(identities) = &settings.identities else {
-        let err = unavailable(
-            who,
-            "pgssl has no internal CA to present a certificate to the repository",
-        );
-        refuse(
-            stream,
-            who,
-            &err,
-            "no internal CA (run 'pgssl authentication mutual-ssl configure' again)",
-        )
-        .await;
-        return None;
-    };
-    let connectors = match identities.for_role(&who.user) {
-        Ok(c) => c,
-        Err(e) => {
-            let err = unavailable(who, "pgssl could not make its client certificate");
-            refuse(stream, who, &err, &e.to_string()).await;
-            return None;
-        }
-    };
-    // After a rotation the repository may trust only the previous CA for a while: a certificate it
-    // refuses at the TLS level (its alert arrives at the first read under TLS 1.3) is followed by
-    // the previous CA's, quietly; only the last attempt answers the client.
-    let (last, earlier) = connectors.split_last()?;
-    for tls in earlier {
-        let Some(mut upstream) = quiet_open(ctx, tls, &start).await else {
-            continue;
-        };
-        match tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await {
-            Ok(Err(FrameError::Io(e))) => {
-                debug!(user = %LogSafe(&who.user), error = %e,
-                       "the repository refused the current internal CA's certificate; trying the previous CA's");
-            }
-            answer => return finish(stream, who, upstream, answer).await,
-        }
-    }
-    let mut upstream = open_backend_with(stream, start, who, last, ctx).await?;
-    let answer = tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await;
-    finish(stream, who, upstream, answer).await
-}
-
 /// Connects over `tls` and sends the start-up, answering nobody on failure.
 async fn quiet_open(
     ctx: &ConnectionContext,
@@ -195,18 +124,93 @@ async fn quiet_open(
     Some(upstream)
 }
 
-/// A certificate login to the managed repository.
-struct Managed<'a> {
+/// A certificate-authenticated login on its way to the repository.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
     who: &'a Who,
     settings: &'a LiveSettings,
     ctx: &'a ConnectionContext,
     deadline: Instant,
 }
 
-impl Managed<'_> {
-    /// Tries each password in turn: a 28P01 for the current one during a rotation (the repository
+impl Attempt<'_> {
+    /// Opens the repository connection for a certificate-authenticated client and relays its answer
+    /// up to AuthenticationOk: with pgssl's certificate for the role over TCP, or with the role's
+    /// password from pgssl's keystore on the managed repository's Unix socket (where PostgreSQL takes no
+    /// certificate).
+    async fn reach_repository(
+        &self,
+        stream: &mut NegotiatedStream,
+        start: Start,
+    ) -> Option<UpstreamStream> {
+        let Attempt {
+            who,
+            settings,
+            ctx,
+            deadline,
+        } = *self;
+        if matches!(ctx.upstream.addr(), UpstreamAddr::Unix { .. }) {
+            let candidates = settings
+                .role_passwords
+                .as_ref()
+                .map(|p| p.candidates(&who.user))
+                .unwrap_or_default();
+            if candidates.is_empty() {
+                let err = unavailable(
+                    who,
+                    "pgssl keeps no password for this role in the managed repository (only its internal roles and the data-access users log in by certificate there)",
+                );
+                refuse(stream, who, &err, "no password of the role in the keystore").await;
+                return None;
+            }
+            return self.managed(stream, start, &candidates).await;
+        }
+        let Some(identities) = &settings.identities else {
+            let err = unavailable(
+                who,
+                "pgssl has no internal CA to present a certificate to the repository",
+            );
+            refuse(
+                stream,
+                who,
+                &err,
+                "no internal CA (run 'pgssl authentication mutual-ssl configure' again)",
+            )
+            .await;
+            return None;
+        };
+        let connectors = match identities.for_role(&who.user) {
+            Ok(c) => c,
+            Err(e) => {
+                let err = unavailable(who, "pgssl could not make its client certificate");
+                refuse(stream, who, &err, &e.to_string()).await;
+                return None;
+            }
+        };
+        // After a rotation the repository may trust only the previous CA for a while: a certificate it
+        // refuses at the TLS level (its alert arrives at the first read under TLS 1.3) is followed by
+        // the previous CA's, quietly; only the last attempt answers the client.
+        let (last, earlier) = connectors.split_last()?;
+        for tls in earlier {
+            let Some(mut upstream) = quiet_open(ctx, tls, &start).await else {
+                continue;
+            };
+            match tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await {
+                Ok(Err(FrameError::Io(e))) => {
+                    debug!(user = %LogSafe(&who.user), error = %e,
+                           "the repository refused the current internal CA's certificate; trying the previous CA's");
+                }
+                answer => return finish(stream, who, upstream, answer).await,
+            }
+        }
+        let mut upstream = open_backend_with(stream, start, who, last, ctx).await?;
+        let answer = tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await;
+        finish(stream, who, upstream, answer).await
+    }
+
+    /// The managed repository: tries each password in turn: a 28P01 for the current one during a rotation (the repository
     /// already has the new password, the keystore not yet promoted it) moves on to the candidate.
-    async fn log_in(
+    async fn managed(
         &self,
         stream: &mut NegotiatedStream,
         start: Start,

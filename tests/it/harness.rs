@@ -428,13 +428,21 @@ pub async fn psql(conninfo: &str) -> PsqlRun {
 
 /// Runs real psql with `conninfo` and the given `-c` commands.
 pub async fn psql_commands(conninfo: &str, commands: &[&str]) -> PsqlRun {
+    let args: Vec<&str> = commands.iter().flat_map(|c| ["-c", c]).collect();
+    psql_run(conninfo, &args, Some(PASSWORD)).await
+}
+
+/// psql with `args` after the connection, and `password` in the environment (none: not even one
+/// to fall back on).
+pub async fn psql_run(conninfo: &str, args: &[&str], password: Option<&str>) -> PsqlRun {
     let mut cmd = tokio::process::Command::new(pg_bindir().join("psql"));
     cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo]);
-    for c in commands {
-        cmd.args(["-c", c]);
-    }
+    cmd.args(args);
+    match password {
+        Some(p) => cmd.env("PGPASSWORD", p),
+        None => cmd.env_remove("PGPASSWORD"),
+    };
     let out = cmd
-        .env("PGPASSWORD", PASSWORD)
         .env("PGCONNECT_TIMEOUT", "10")
         // No ambient client certificates or service files may change what is tested.
         .env("HOME", std::env::temp_dir())

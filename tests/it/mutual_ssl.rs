@@ -150,32 +150,7 @@ impl ClientCa {
 /// psql through pgssl with `extra` conninfo and never a password (none in the environment, `-w`).
 async fn psql_no_password(port: u16, extra: &str, sql: &str) -> PsqlRun {
     let conninfo = format!("host=127.0.0.1 port={port} dbname=postgres sslmode=require {extra}");
-    let out = tokio::process::Command::new(pg_bindir().join("psql"))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-w",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &conninfo,
-            "-c",
-            sql,
-        ])
-        .env_remove("PGPASSWORD")
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("HOME", std::env::temp_dir())
-        .env_remove("PGSSLMODE")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    PsqlRun {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    crate::harness::psql_run(&conninfo, &["-w", "-c", sql], None).await
 }
 
 fn with_cert(cert: &ClientCert, user: &str) -> String {
@@ -211,6 +186,29 @@ fn trust_pgssl(pg: &Postgres, env: &CliEnv) {
         ca.display()
     ));
     pg.sql("SELECT pg_reload_conf()");
+}
+
+/// Configures the CA with `crl`, fallback off, and applies.
+fn apply_crl(env: &CliEnv, ca: &ClientCa, crl: &Path) {
+    let crl = crl.to_str().unwrap();
+    let args = ["--fallback-enable", "false", "--revocation-file", crl];
+    configure(env, &ca.file("client-ca.pem"), &args);
+    ok(&env.run(&["pending-changes", "apply"]));
+}
+
+/// A managed repository with tableau enabled, repository SSL and mutual SSL (fallback off, `extra`
+/// flags) applied, and `serve` running.
+async fn managed_with_mutual_ssl(ca: &ClientCa, extra: &[&str]) -> (CliEnv, ServeProcess) {
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    ok(&env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    let mut flags = vec!["--fallback-enable", "false"];
+    flags.extend_from_slice(extra);
+    configure(&env, &ca.file("client-ca.pem"), &flags);
+    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    (env, serve)
 }
 
 fn configure(env: &CliEnv, ca: &Path, extra: &[&str]) {
@@ -327,17 +325,7 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
 
     // Revoked: refused at the handshake once the CRL is applied, accepted again without it.
     let crl = ca.crl("revoking.crl", &[tableau.serial]);
-    configure(
-        &env,
-        &ca.file("client-ca.pem"),
-        &[
-            "--fallback-enable",
-            "false",
-            "--revocation-file",
-            crl.to_str().unwrap(),
-        ],
-    );
-    ok(&env.run(&["pending-changes", "apply"]));
+    apply_crl(&env, &ca, &crl);
     let list = env.run(&["authentication", "mutual-ssl", "list"]);
     let listed = String::from_utf8_lossy(&list.stdout);
     assert!(
@@ -351,17 +339,7 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
     let run = psql_no_password(port, &with_cert(&tableau, "tableau"), "SELECT 1").await;
     assert!(run.stderr.contains("certificate revoked"), "{}", run.stderr);
     let clean = ca.crl("clean.crl", &[readonly.serial]);
-    configure(
-        &env,
-        &ca.file("client-ca.pem"),
-        &[
-            "--fallback-enable",
-            "false",
-            "--revocation-file",
-            clean.to_str().unwrap(),
-        ],
-    );
-    ok(&env.run(&["pending-changes", "apply"]));
+    apply_crl(&env, &ca, &clean);
     let run = psql_no_password(port, &with_cert(&tableau, "tableau"), "SELECT current_user").await;
     assert!(run.ok, "{}", run.stderr);
     let run = psql_no_password(port, &with_cert(&readonly, "readonly"), "SELECT 1").await;
@@ -441,17 +419,7 @@ async fn on_the_managed_repository_a_certificate_logs_in_with_the_roles_sealed_p
     let mut ca = ClientCa::new(tmp.path(), "client-ca");
     let tableau = ca.issue("tableau", "tableau", 0, 30);
     let superuser = ca.issue("superuser", "postgres", 0, 30);
-    let env = CliEnv::managed();
-    let serve = ServeProcess::start(&env, &[]).await;
-    ok(&env.stage_direct_user("tableau", PASSWORD).await);
-    ok(&env.run(&["security", "repository-ssl", "enable"]));
-    configure(
-        &env,
-        &ca.file("client-ca.pem"),
-        &["--fallback-enable", "false"],
-    );
-    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
-    ok(&env.run(&["pending-changes", "apply"]));
+    let (env, serve) = managed_with_mutual_ssl(&ca, &[]).await;
     let port = serve.addr.port();
 
     let as_tableau = format!("{} dbname=repository", with_cert(&tableau, "tableau"));
@@ -526,17 +494,7 @@ async fn a_rotation_under_certificate_logins_fails_none() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ca = ClientCa::new(tmp.path(), "client-ca");
     let tableau = ca.issue("tableau", "tableau", 0, 30);
-    let env = CliEnv::managed();
-    let serve = ServeProcess::start(&env, &[]).await;
-    ok(&env.stage_direct_user("tableau", PASSWORD).await);
-    ok(&env.run(&["security", "repository-ssl", "enable"]));
-    configure(
-        &env,
-        &ca.file("client-ca.pem"),
-        &["--fallback-enable", "false"],
-    );
-    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
-    ok(&env.run(&["pending-changes", "apply"]));
+    let (env, serve) = managed_with_mutual_ssl(&ca, &[]).await;
     let conninfo = format!("{} dbname=repository", with_cert(&tableau, "tableau"));
     let port = serve.addr.port();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -606,18 +564,8 @@ async fn upn_and_ldap_mappings_name_the_user() {
             .push(DnType::OrganizationName, "Example");
         p.distinguished_name.push(DnType::CommonName, "svc-tableau");
     });
-    let env = CliEnv::managed();
-    let serve = ServeProcess::start(&env, &[]).await;
-    ok(&env.stage_direct_user("tableau", PASSWORD).await);
-    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    let (env, serve) = managed_with_mutual_ssl(&ca, &["--user-name-map", "upn"]).await;
     let ca_file = ca.file("client-ca.pem");
-    configure(
-        &env,
-        &ca_file,
-        &["--fallback-enable", "false", "--user-name-map", "upn"],
-    );
-    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
-    ok(&env.run(&["pending-changes", "apply"]));
     let port = serve.addr.port();
     let login = |cert: &ClientCert| format!("{} dbname=repository", with_cert(cert, "tableau"));
     let run = psql_no_password(port, &login(&principal), "SELECT current_user").await;
