@@ -12,13 +12,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::proxy::auth::AuthPlan;
 use crate::proxy::auth::cert::CertCheck;
-use crate::proxy::auth::password_login::{self, Answer, PasswordAnswer};
+use crate::proxy::auth::password_login::{self, Answer, Decided};
+use crate::proxy::auth::scram::Verifier;
 use crate::proxy::auth::{FrameError, read_frame};
+use crate::proxy::backend::PoolKey;
 use crate::proxy::connection::{ConnectionContext, Start, Who, open_backend, open_backend_with};
 use crate::proxy::metrics::{AuthMechanism, AuthOutcome};
 use crate::proxy::negotiate;
-use crate::proxy::protocol::login_watch::LoginOutcome;
+use crate::proxy::protocol::auth_message::Frame;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
@@ -35,6 +38,37 @@ pub(crate) enum CertStep {
     /// Logged in: the repository's AuthenticationOk was relayed; the rest of its start-up answer is
     /// the relay's.
     LoggedIn(UpstreamStream),
+    /// Authenticated, for a warm backend of the role (proxy mode): the role's current verifier
+    /// identifies which warm sessions it may have, as a SCRAM client's proof does.
+    Pooled {
+        /// The start-up.
+        start: Start,
+        /// The role's verifier, as the lookup read it now.
+        verifier: Verifier,
+        /// Whether the role may log in.
+        can_login: bool,
+    },
+}
+
+/// In proxy mode with pooling: the role's current verifier and login right, read as for a SCRAM
+/// login. None (a relayed session of its own) when there is no lookup, the role has no SCRAM
+/// password, the lookup fails, or the start-up cannot be pooled.
+async fn pooled_identity(
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    start: &Start,
+) -> Option<(Verifier, bool)> {
+    let AuthPlan::Proxy { lookup, .. } = &ctx.auth else {
+        return None;
+    };
+    let lookup = lookup.as_ref().or(settings.lookup.as_ref())?;
+    if !ctx.pool.options().enabled || PoolKey::of(&start.startup).is_none() {
+        return None;
+    }
+    let secret = lookup.lookup(&who.user).await.ok()??;
+    let verifier = Verifier::parse(secret.password.as_deref()?).ok()?;
+    Some((verifier, secret.can_login))
 }
 
 /// Decides the login by the client's certificate, and carries it out when the certificate names
@@ -94,14 +128,21 @@ pub(crate) async fn by_certificate(
                 ctx,
                 deadline,
             };
+            if let Some((verifier, can_login)) = pooled_identity(who, settings, ctx, &start).await {
+                return CertStep::Pooled {
+                    start,
+                    verifier,
+                    can_login,
+                };
+            }
             match attempt.reach_repository(stream, start).await {
-                Some(upstream) => {
+                Some((upstream, decided)) if pass_on(stream, &decided).await.is_ok() => {
                     m.auth(AuthMechanism::Certificate, AuthOutcome::Ok)
                         .increment(1);
                     ctx.lockout.succeeded(peer.ip(), &who.user);
                     CertStep::LoggedIn(upstream)
                 }
-                None => {
+                _ => {
                     m.auth(AuthMechanism::Certificate, AuthOutcome::RepositoryRefused)
                         .increment(1);
                     CertStep::Refused
@@ -134,15 +175,16 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Opens the repository connection for a certificate-authenticated client and relays its answer
+    /// Opens the repository connection for a certificate-authenticated client and reads its answer
     /// up to AuthenticationOk: with pgssl's certificate for the role over TCP, or with the role's
-    /// password from pgssl's keystore on the managed repository's Unix socket (where PostgreSQL takes no
-    /// certificate).
+    /// password from pgssl's keystore on the managed repository's Unix socket (where PostgreSQL takes
+    /// no certificate). Failures are answered here; what the repository sent up to its
+    /// AuthenticationOk is returned, not yet passed on.
     async fn reach_repository(
         &self,
         stream: &mut NegotiatedStream,
         start: Start,
-    ) -> Option<UpstreamStream> {
+    ) -> Option<(UpstreamStream, Decided)> {
         let Attempt {
             who,
             settings,
@@ -195,7 +237,7 @@ impl Attempt<'_> {
             let Some(mut upstream) = quiet_open(ctx, tls, &start).await else {
                 continue;
             };
-            match tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await {
+            match tokio::time::timeout_at(deadline, first_answer(&mut upstream)).await {
                 Ok(Err(FrameError::Io(e))) => {
                     debug!(user = %LogSafe(&who.user), error = %e,
                            "the repository refused the current internal CA's certificate; trying the previous CA's");
@@ -204,47 +246,54 @@ impl Attempt<'_> {
             }
         }
         let mut upstream = open_backend_with(stream, start, who, last, ctx).await?;
-        let answer = tokio::time::timeout_at(deadline, first_answer(stream, &mut upstream)).await;
+        let answer = tokio::time::timeout_at(deadline, first_answer(&mut upstream)).await;
         finish(stream, who, upstream, answer).await
     }
 
-    /// The managed repository: tries each password in turn: a 28P01 for the current one during a rotation (the repository
-    /// already has the new password, the keystore not yet promoted it) moves on to the candidate.
+    /// The managed repository: tries each password in turn: a 28P01 for the current one during a
+    /// rotation (the repository already has the new password, the keystore not yet promoted it)
+    /// moves on to the candidate.
     async fn managed(
         &self,
         stream: &mut NegotiatedStream,
         start: Start,
         candidates: &[zeroize::Zeroizing<String>],
-    ) -> Option<UpstreamStream> {
+    ) -> Option<(UpstreamStream, Decided)> {
         let who = self.who;
         let mut start = Some(start);
         for (i, password) in candidates.iter().enumerate() {
             let last = i + 1 == candidates.len();
             let this = if last { start.take() } else { start.clone() }?;
             let mut upstream = open_backend(stream, this, who, self.settings, self.ctx).await?;
-            let login = password_login::log_in(stream, &mut upstream, password.as_bytes());
-            let answer = match tokio::time::timeout_at(self.deadline, login).await {
-                Ok(Ok(PasswordAnswer::Ok)) => Ok(Ok(Answer::Ok)),
-                Ok(Ok(PasswordAnswer::Refused(frame))) => {
-                    let outcome = LoginOutcome::refused(&frame.body);
-                    let wrong = matches!(&outcome, LoginOutcome::Refused { sqlstate, .. } if sqlstate == "28P01");
-                    if wrong && !last {
-                        continue;
-                    }
-                    if stream.write_all(&frame.encode()).await.is_err() {
-                        return None;
-                    }
-                    let _ = stream.flush().await;
-                    Ok(Ok(Answer::Refused))
-                }
-                Ok(Ok(PasswordAnswer::Other)) => Ok(Ok(Answer::Password)),
-                Ok(Err(e)) => Ok(Err(e)),
-                Err(elapsed) => Err(elapsed),
-            };
+            let login = password_login::log_in(&mut upstream, password.as_bytes());
+            let answer = tokio::time::timeout_at(self.deadline, login).await;
+            if !last && matches!(&answer, Ok(Ok(d)) if d.wrong_password()) {
+                continue;
+            }
             return finish(stream, who, upstream, answer).await;
         }
         None
     }
+}
+
+/// A certificate-authenticated client's new warm-pool backend: the repository reached as in a
+/// relayed login, its answer kept (the client gets pgssl's own start-up answer).
+pub(crate) async fn open_for_pool(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    deadline: Instant,
+) -> Option<(UpstreamStream, Option<Frame>)> {
+    let attempt = Attempt {
+        who,
+        settings,
+        ctx,
+        deadline,
+    };
+    let (upstream, decided) = attempt.reach_repository(stream, start).await?;
+    Some((upstream, decided.negotiated()))
 }
 
 fn unavailable(who: &Who, why: &str) -> ErrorResponse {
@@ -257,26 +306,30 @@ fn unavailable(who: &Who, why: &str) -> ErrorResponse {
     )
 }
 
-/// Answers the client for what the repository decided (or failed to decide in time).
+/// Answers the client for what the repository decided against (or failed to decide in time); a
+/// refusal is relayed as the repository worded it.
 async fn finish(
     stream: &mut NegotiatedStream,
     who: &Who,
     upstream: UpstreamStream,
-    answer: Result<Result<Answer, FrameError>, tokio::time::error::Elapsed>,
-) -> Option<UpstreamStream> {
+    answer: Result<Result<Decided, FrameError>, tokio::time::error::Elapsed>,
+) -> Option<(UpstreamStream, Decided)> {
     match answer {
-        Ok(Ok(Answer::Ok)) => Some(upstream),
-        Ok(Ok(Answer::Refused)) => {
-            info!(peer = %who.peer, user = %LogSafe(&who.user), outcome = "repository_refused",
-                  "the repository refused the certificate login");
-            None
-        }
-        Ok(Ok(Answer::Password)) => {
-            let err = unavailable(who, "the repository asks for a password instead of accepting pgssl's client certificate")
-                .with_hint("add 'hostssl all all <pgssl's address> cert' to the repository's pg_hba.conf and set its ssl_ca_file to the file 'pgssl security internal-ca get-certificate-file' writes");
-            refuse(stream, who, &err, "the repository asked for a password").await;
-            None
-        }
+        Ok(Ok(decided)) => match decided.answer {
+            Answer::Ok => Some((upstream, decided)),
+            Answer::Refused => {
+                let _ = pass_on(stream, &decided).await;
+                info!(peer = %who.peer, user = %LogSafe(&who.user), outcome = "repository_refused",
+                      "the repository refused the certificate login");
+                None
+            }
+            Answer::Password => {
+                let err = unavailable(who, "the repository asks for a password instead of accepting pgssl's client certificate")
+                    .with_hint("add 'hostssl all all <pgssl's address> cert' to the repository's pg_hba.conf and set its ssl_ca_file to the file 'pgssl security internal-ca get-certificate-file' writes");
+                refuse(stream, who, &err, "the repository asked for a password").await;
+                None
+            }
+        },
         Ok(Err(e)) => {
             info!(peer = %who.peer, user = %LogSafe(&who.user), error = %e, outcome = "failed",
                   "the certificate login to the repository failed");
@@ -293,24 +346,29 @@ async fn finish(
     }
 }
 
-/// Relays the repository's messages up to its authentication decision.
-async fn first_answer(
-    client: &mut NegotiatedStream,
-    upstream: &mut UpstreamStream,
-) -> Result<Answer, FrameError> {
+/// Writes the repository's messages to the client.
+async fn pass_on(stream: &mut NegotiatedStream, decided: &Decided) -> std::io::Result<()> {
+    for frame in &decided.frames {
+        stream.write_all(&frame.encode()).await?;
+    }
+    stream.flush().await
+}
+
+/// Reads the repository's messages up to its authentication decision.
+async fn first_answer(upstream: &mut UpstreamStream) -> Result<Decided, FrameError> {
+    let mut frames = Vec::new();
     loop {
         let frame = read_frame(upstream).await?;
         let answer = match (frame.kind, frame.auth_code()) {
             (b'R', Some(0)) => Some(Answer::Ok),
-            (b'R', _) => return Ok(Answer::Password),
+            (b'R', _) => Some(Answer::Password),
             (b'E', _) => Some(Answer::Refused),
             // NegotiateProtocolVersion and notices come before the decision.
             _ => None,
         };
-        client.write_all(&frame.encode()).await?;
+        frames.push(frame);
         if let Some(answer) = answer {
-            client.flush().await?;
-            return Ok(answer);
+            return Ok(Decided { answer, frames });
         }
     }
 }

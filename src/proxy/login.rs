@@ -22,7 +22,7 @@ use crate::proxy::protocol::auth_message::AuthMessageError;
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, RelayEnd};
-use crate::proxy::session::{self, Lease, NoBackend};
+use crate::proxy::session::{self, Credential, Lease, NoBackend};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
 use crate::proxy::upstream::UpstreamStream;
@@ -57,6 +57,20 @@ pub(crate) async fn log_in(
         CertStep::Continue(start) => start,
         CertStep::Refused => return None,
         CertStep::LoggedIn(upstream) => return Some(LoggedIn::Relayed(upstream)),
+        CertStep::Pooled {
+            start,
+            verifier,
+            can_login,
+        } => {
+            let pooled = Pooled {
+                start,
+                verifier,
+                can_login,
+                deadline,
+                started,
+            };
+            return certified(stream, who, settings, ctx, pooled).await;
+        }
     };
     let proxy = match &ctx.auth {
         AuthPlan::Passthrough => None,
@@ -92,6 +106,45 @@ pub(crate) async fn log_in(
         .auth_seconds
         .record(authenticating.elapsed().as_secs_f64());
     upstream
+}
+
+/// A certificate-authenticated client bound for a warm backend.
+struct Pooled {
+    start: Start,
+    verifier: crate::proxy::auth::scram::Verifier,
+    can_login: bool,
+    deadline: Instant,
+    started: Instant,
+}
+
+/// Gives a certificate-authenticated client a warm backend of its role, or a new one.
+async fn certified(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    p: Pooled,
+) -> Option<LoggedIn> {
+    let credential = Credential::Certificate {
+        verifier: &p.verifier,
+        can_login: p.can_login,
+    };
+    let acquired = session::acquire(stream, p.start, who, settings, ctx, credential, p.deadline);
+    let m = &ctx.metrics;
+    match Box::pin(acquired).await {
+        Ok(lease) => {
+            m.auth(AuthMechanism::Certificate, AuthOutcome::Ok)
+                .increment(1);
+            ctx.lockout.succeeded(who.peer.ip(), &who.user);
+            Some(LoggedIn::Proxied(Box::new(lease)))
+        }
+        Err(why) => {
+            m.auth(AuthMechanism::Certificate, AuthOutcome::RepositoryRefused)
+                .increment(1);
+            refuse_no_backend(stream, who, why, p.started, ctx).await;
+            None
+        }
+    }
 }
 
 /// One login attempt: who, with which settings, since when.
@@ -178,7 +231,13 @@ async fn proxy_login(
         }
     };
     match Box::pin(session::acquire(
-        stream, start, who, settings, ctx, &proven, deadline,
+        stream,
+        start,
+        who,
+        settings,
+        ctx,
+        Credential::Proof(&proven),
+        deadline,
     ))
     .await
     {

@@ -9,9 +9,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::proxy::auth::scram::Verifier;
 use crate::proxy::auth::terminate::{self, Proven, RepositoryAuthError};
 use crate::proxy::backend::cancel::ClientKey;
 use crate::proxy::backend::{Backend, Checkout, Exhausted, Pool, PoolKey, Slot, reset};
+use crate::proxy::cert_login;
 use crate::proxy::connection::{ConnectionContext, Start, Who, log_end, open_backend};
 use crate::proxy::negotiate;
 use crate::proxy::protocol::session_watch::{Idle, SessionWatch};
@@ -40,6 +42,37 @@ pub(crate) enum NoBackend {
     TimedOut,
 }
 
+/// How the client proved who it is.
+#[derive(Clone, Copy)]
+pub(crate) enum Credential<'a> {
+    /// pgssl's SCRAM exchange: the proof logs new backends in by pass-through.
+    Proof(&'a Proven),
+    /// A client certificate (mutual SSL); `verifier` is the role's current one, read for it, so that
+    /// it shares warm sessions with the role's SCRAM clients.
+    Certificate {
+        /// The role's verifier now.
+        verifier: &'a Verifier,
+        /// Whether the role may log in.
+        can_login: bool,
+    },
+}
+
+impl Credential<'_> {
+    fn verifier(&self) -> &Verifier {
+        match self {
+            Credential::Proof(p) => p.verifier(),
+            Credential::Certificate { verifier, .. } => verifier,
+        }
+    }
+
+    fn can_login(&self) -> bool {
+        match self {
+            Credential::Proof(p) => p.can_login,
+            Credential::Certificate { can_login, .. } => *can_login,
+        }
+    }
+}
+
 /// Finds the client a backend and sends it the start-up answer. `deadline` bounds logging into a
 /// new backend.
 pub(crate) async fn acquire(
@@ -48,7 +81,7 @@ pub(crate) async fn acquire(
     who: &Who,
     settings: &LiveSettings,
     ctx: &ConnectionContext,
-    proven: &Proven,
+    credential: Credential<'_>,
     deadline: Instant,
 ) -> Result<Lease, NoBackend> {
     let pool = &ctx.pool;
@@ -65,13 +98,15 @@ pub(crate) async fn acquire(
     let m = &ctx.metrics.pool;
     let waiting = Instant::now();
     let checkout_deadline = waiting + pool.options().checkout_timeout;
-    ctx.prefill.learn(&key, &start.startup, proven);
+    if let Credential::Proof(proven) = credential {
+        ctx.prefill.learn(&key, &start.startup, proven);
+    }
     let mut backend = loop {
         let found = pool
             .checkout(
                 &key,
-                proven.verifier(),
-                proven.can_login,
+                credential.verifier(),
+                credential.can_login(),
                 poolable,
                 checkout_deadline,
             )
@@ -95,7 +130,7 @@ pub(crate) async fn acquire(
                 m.opened.increment(1);
                 let new = Fork {
                     slot,
-                    proven,
+                    credential,
                     deadline,
                 };
                 break open(stream, start, who, settings, ctx, new).await?;
@@ -107,7 +142,7 @@ pub(crate) async fn acquire(
         }
     };
     m.sessions(pool.totals());
-    let key = hand_out(stream, &backend, proven, ctx).await?;
+    let key = hand_out(stream, &backend, credential, ctx).await?;
     backend.served_one();
     Ok(Lease {
         backend,
@@ -119,7 +154,7 @@ pub(crate) async fn acquire(
 /// What opening a new backend needs besides the connection's own context.
 struct Fork<'a> {
     slot: Slot,
-    proven: &'a Proven,
+    credential: Credential<'a>,
     deadline: Instant,
 }
 
@@ -134,11 +169,33 @@ async fn open(
     fork: Fork<'_>,
 ) -> Result<Backend, NoBackend> {
     let minor = start.startup.minor;
+    let proven = match fork.credential {
+        Credential::Proof(proven) => proven,
+        Credential::Certificate { verifier, .. } => {
+            // Opened as a certificate login is (pgssl's own certificate, or the role's password on
+            // the managed repository), its answer kept: the client gets pgssl's start-up answer.
+            let opening =
+                cert_login::open_for_pool(stream, start, who, settings, ctx, fork.deadline);
+            let (upstream, negotiated) = opening.await.ok_or(NoBackend::Answered)?;
+            let after = Backend::after_login(
+                upstream,
+                negotiated,
+                minor,
+                verifier.clone(),
+                fork.slot,
+                settings.generation,
+            );
+            return match tokio::time::timeout_at(fork.deadline, after).await {
+                Ok(Ok(b)) => Ok(b),
+                Ok(Err(e)) => Err(NoBackend::Repository(RepositoryAuthError::from(e))),
+                Err(_) => Err(NoBackend::TimedOut),
+            };
+        }
+    };
     let mut upstream = open_backend(stream, start, who, settings, ctx)
         .await
         .ok_or(NoBackend::Answered)?;
     let cert = upstream.peer_certificate().map(<[u8]>::to_vec);
-    let proven = fork.proven;
     let login = async {
         let negotiated = terminate::log_in(&mut upstream, proven, cert.as_deref()).await?;
         let verifier = proven.verifier().clone();
@@ -165,7 +222,7 @@ async fn open(
 async fn hand_out(
     stream: &mut NegotiatedStream,
     backend: &Backend,
-    proven: &Proven,
+    credential: Credential<'_>,
     ctx: &ConnectionContext,
 ) -> Result<ClientKey, NoBackend> {
     let Ok(key) = ctx.cancels.mint(backend.minor(), backend.cancel_packet()) else {
@@ -176,7 +233,10 @@ async fn hand_out(
         negotiate::send_fatal(stream, &err).await;
         return Err(NoBackend::Answered);
     };
-    let mut welcome = bytes::BytesMut::from(&proven.client_final.encode()[..]);
+    let mut welcome = match credential {
+        Credential::Proof(proven) => bytes::BytesMut::from(&proven.client_final.encode()[..]),
+        Credential::Certificate { .. } => bytes::BytesMut::new(),
+    };
     welcome.extend_from_slice(&backend.welcome(&key));
     let sent = async {
         stream.write_all(&welcome).await?;

@@ -196,16 +196,14 @@ fn apply_crl(env: &CliEnv, ca: &ClientCa, crl: &Path) {
     ok(&env.run(&["pending-changes", "apply"]));
 }
 
-/// A managed repository with tableau enabled, repository SSL and mutual SSL (fallback off, `extra`
-/// flags) applied, and `serve` running.
-async fn managed_with_mutual_ssl(ca: &ClientCa, extra: &[&str]) -> (CliEnv, ServeProcess) {
+/// A managed repository with tableau enabled, repository SSL and mutual SSL (`flags` for
+/// `configure`) applied, and `serve` running.
+async fn managed_with_mutual_ssl(ca: &ClientCa, flags: &[&str]) -> (CliEnv, ServeProcess) {
     let env = CliEnv::managed();
     let serve = ServeProcess::start(&env, &[]).await;
     ok(&env.stage_direct_user("tableau", PASSWORD).await);
     ok(&env.run(&["security", "repository-ssl", "enable"]));
-    let mut flags = vec!["--fallback-enable", "false"];
-    flags.extend_from_slice(extra);
-    configure(&env, &ca.file("client-ca.pem"), &flags);
+    configure(&env, &ca.file("client-ca.pem"), flags);
     ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
     ok(&env.run(&["pending-changes", "apply"]));
     (env, serve)
@@ -419,13 +417,25 @@ async fn on_the_managed_repository_a_certificate_logs_in_with_the_roles_sealed_p
     let mut ca = ClientCa::new(tmp.path(), "client-ca");
     let tableau = ca.issue("tableau", "tableau", 0, 30);
     let superuser = ca.issue("superuser", "postgres", 0, 30);
-    let (env, serve) = managed_with_mutual_ssl(&ca, &[]).await;
+    let (env, serve) = managed_with_mutual_ssl(&ca, &["--fallback-enable", "true"]).await;
     let port = serve.addr.port();
 
     let as_tableau = format!("{} dbname=repository", with_cert(&tableau, "tableau"));
-    let run = psql_no_password(port, &as_tableau, "SELECT current_user").await;
+    let who = "SELECT current_user || ' ' || pg_backend_pid()";
+    let run = psql_no_password(port, &as_tableau, who).await;
     assert!(run.ok, "{}\n{}", run.stderr, serve.log_text());
-    assert_eq!(run.stdout.trim(), "tableau");
+    let first = run.stdout.trim().to_string();
+    assert!(first.starts_with("tableau "), "{first}");
+    // Warm backends: the next certificate login, and a password login of the same role, get the
+    // session the first one left (reset), as SCRAM clients share theirs.
+    let again = psql_no_password(port, &as_tableau, who).await;
+    assert_eq!(again.stdout.trim(), first, "{}", again.stderr);
+    let scram = crate::harness::psql_commands(
+        &format!("host=127.0.0.1 port={port} dbname=repository user=tableau sslmode=require"),
+        &[who],
+    )
+    .await;
+    assert_eq!(scram.stdout.trim(), first, "{}", scram.stderr);
     // pgjdbc with the certificate and its key as PKCS#8 DER (what its LibPQFactory reads).
     let url = format!(
         "jdbc:postgresql://127.0.0.1:{port}/repository?user=tableau&sslmode=require&sslcert={}&sslkey={}",
@@ -494,7 +504,7 @@ async fn a_rotation_under_certificate_logins_fails_none() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ca = ClientCa::new(tmp.path(), "client-ca");
     let tableau = ca.issue("tableau", "tableau", 0, 30);
-    let (env, serve) = managed_with_mutual_ssl(&ca, &[]).await;
+    let (env, serve) = managed_with_mutual_ssl(&ca, &["--fallback-enable", "false"]).await;
     let conninfo = format!("{} dbname=repository", with_cert(&tableau, "tableau"));
     let port = serve.addr.port();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -564,7 +574,11 @@ async fn upn_and_ldap_mappings_name_the_user() {
             .push(DnType::OrganizationName, "Example");
         p.distinguished_name.push(DnType::CommonName, "svc-tableau");
     });
-    let (env, serve) = managed_with_mutual_ssl(&ca, &["--user-name-map", "upn"]).await;
+    let (env, serve) = managed_with_mutual_ssl(
+        &ca,
+        &["--fallback-enable", "false", "--user-name-map", "upn"],
+    )
+    .await;
     let ca_file = ca.file("client-ca.pem");
     let port = serve.addr.port();
     let login = |cert: &ClientCert| format!("{} dbname=repository", with_cert(cert, "tableau"));

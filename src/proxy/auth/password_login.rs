@@ -1,7 +1,7 @@
 //! pgssl logging into the repository with a password it holds (a managed repository's role, for a
 //! certificate-authenticated client): SCRAM-SHA-256 as a client, with postgres-protocol's
-//! implementation. The repository's SASL messages stay between pgssl and the repository; the
-//! client sees AuthenticationOk (or the refusal) and what follows.
+//! implementation. The repository's SASL messages stay between pgssl and the repository; what it
+//! decided is returned for the caller to pass on (a relayed session) or keep (a warm backend).
 
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
@@ -10,58 +10,68 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{FrameError, read_frame};
 use crate::proxy::protocol::auth_message::{
-    AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL,
+    AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, Frame,
 };
+use crate::proxy::protocol::login_watch::LoginOutcome;
 
 /// How the repository answered the start-up.
 pub(crate) enum Answer {
-    /// AuthenticationOk (relayed).
+    /// AuthenticationOk.
     Ok,
-    /// An ErrorResponse (relayed).
+    /// An ErrorResponse.
     Refused,
-    /// Another authentication request (not relayed).
+    /// Another authentication request (not answered).
     Password,
 }
 
-/// How a login with a password ended.
-pub(crate) enum PasswordAnswer {
-    /// AuthenticationOk (relayed).
-    Ok,
-    /// The repository's ErrorResponse, not relayed: the caller may try another password first.
-    Refused(crate::proxy::protocol::auth_message::Frame),
-    /// A method other than SCRAM-SHA-256 (not answered).
-    Other,
+/// The repository's decision and the messages it sent up to it (notices, NegotiateProtocolVersion,
+/// then its AuthenticationOk or ErrorResponse), none of them passed on yet.
+pub(crate) struct Decided {
+    /// The decision.
+    pub answer: Answer,
+    /// The messages, in order.
+    pub frames: Vec<Frame>,
 }
 
-/// Runs the exchange on `upstream` (its start-up already sent); AuthenticationOk is relayed to
-/// `client`.
-pub(crate) async fn log_in<C, U>(
-    client: &mut C,
-    upstream: &mut U,
-    password: &[u8],
-) -> Result<PasswordAnswer, FrameError>
+impl Decided {
+    /// The NegotiateProtocolVersion among them, if the repository sent one.
+    pub fn negotiated(&self) -> Option<Frame> {
+        self.frames.iter().find(|f| f.kind == b'v').cloned()
+    }
+
+    /// Whether it refused the password itself (28P01).
+    pub fn wrong_password(&self) -> bool {
+        matches!(self.answer, Answer::Refused)
+            && self.frames.last().is_some_and(|f| {
+                matches!(LoginOutcome::refused(&f.body), LoginOutcome::Refused { sqlstate, .. } if sqlstate == "28P01")
+            })
+    }
+}
+
+/// Runs the exchange on `upstream` (its start-up already sent) until the repository decides.
+pub(crate) async fn log_in<U>(upstream: &mut U, password: &[u8]) -> Result<Decided, FrameError>
 where
-    C: AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let mut scram: Option<ScramSha256> = None;
+    let mut frames = Vec::new();
     loop {
         let frame = read_frame(upstream).await?;
         let data = frame.body.get(4..).unwrap_or_default();
         let mut out = BytesMut::new();
+        let decided = |answer, mut frames: Vec<Frame>, frame| {
+            frames.push(frame);
+            Ok(Decided { answer, frames })
+        };
         match (frame.kind, frame.auth_code(), scram.as_mut()) {
-            (b'R', Some(AUTH_OK), _) => {
-                client.write_all(&frame.encode()).await?;
-                client.flush().await?;
-                return Ok(PasswordAnswer::Ok);
-            }
-            (b'E', _, _) => return Ok(PasswordAnswer::Refused(frame)),
+            (b'R', Some(AUTH_OK), _) => return decided(Answer::Ok, frames, frame),
+            (b'E', _, _) => return decided(Answer::Refused, frames, frame),
             (b'R', Some(AUTH_SASL), None) => {
                 let offered = data
                     .split(|b| *b == 0)
                     .any(|m| m == SCRAM_SHA_256.as_bytes());
                 if !offered {
-                    return Ok(PasswordAnswer::Other);
+                    return decided(Answer::Password, frames, frame);
                 }
                 let s = ScramSha256::new(password, ChannelBinding::unsupported());
                 frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
@@ -76,10 +86,9 @@ where
                 s.finish(data)?;
                 continue;
             }
-            (b'R', _, _) => return Ok(PasswordAnswer::Other),
-            // Notices and NegotiateProtocolVersion are the client's.
+            (b'R', _, _) => return decided(Answer::Password, frames, frame),
             _ => {
-                client.write_all(&frame.encode()).await?;
+                frames.push(frame);
                 continue;
             }
         }
