@@ -632,3 +632,47 @@ async fn upn_and_ldap_mappings_name_the_user() {
     );
     serve.stop().await;
 }
+
+/// Proxy mode in front of an external repository that authenticates pgssl by certificate: the
+/// certificate-authenticated client gets a warm backend, opened with pgssl's certificate for the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_proxy_mode_a_certificate_login_gets_a_warm_backend_opened_by_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestPki::new(tmp.path(), "repo").server("repo", &["localhost", "127.0.0.1"], 30);
+    let pg = Postgres::start_with_tls(&server.cert_pem, &server.key_pem);
+    pg.sql("CREATE ROLE pgssl_lookup SUPERUSER LOGIN PASSWORD 'lookup-pw'");
+    let mut ca = ClientCa::new(tmp.path(), "client-ca");
+    let tableau = ca.issue("tableau", "tableau", 0, 30);
+    let upstream = format!("127.0.0.1:{}", pg.port());
+    let env = CliEnv::new(&upstream);
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str("\n[auth]\nmode = \"proxy\"\n");
+    std::fs::write(env.config(), config).unwrap();
+    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
+    configure(
+        &env,
+        &ca.file("client-ca.pem"),
+        &["--fallback-enable", "false"],
+    );
+    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
+    ok(&env.stage_lookup_user("pgssl_lookup", "lookup-pw").await);
+    ok(&env.run(&["pending-changes", "apply"]));
+    trust_pgssl(&pg, &env);
+    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    let port = serve.addr.port();
+    let sql = "SELECT pg_backend_pid() || ' ' || (SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
+    let first = psql_no_password(port, &with_cert(&tableau, "tableau"), sql).await;
+    assert!(first.ok, "{}\n{}", first.stderr, serve.log_text());
+    assert!(
+        first.stdout.trim().ends_with(" /CN=tableau"),
+        "{}",
+        first.stdout
+    );
+    let second = psql_no_password(port, &with_cert(&tableau, "tableau"), sql).await;
+    assert_eq!(
+        second.stdout, first.stdout,
+        "the same backend, reset: {}",
+        second.stderr
+    );
+    serve.stop().await;
+}
