@@ -188,6 +188,40 @@ fn trust_pgssl(pg: &Postgres, env: &CliEnv) {
     pg.sql("SELECT pg_reload_conf()");
 }
 
+/// PostgreSQL with `ssl = on` trusting pgssl's internal CA (`hostssl … cert`), and pgssl in front
+/// with mutual SSL on (fallback off) for `ca`; in proxy mode with `lookup_user` (a superuser made
+/// here) unless it is empty (passthrough).
+async fn external_with_mutual_ssl(
+    tmp: &tempfile::TempDir,
+    ca: &ClientCa,
+    lookup_user: &str,
+) -> (Postgres, CliEnv, ServeProcess) {
+    let server = TestPki::new(tmp.path(), "repo").server("repo", &["localhost", "127.0.0.1"], 30);
+    let pg = Postgres::start_with_tls(&server.cert_pem, &server.key_pem);
+    let upstream = format!("127.0.0.1:{}", pg.port());
+    let env = CliEnv::new(&upstream);
+    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
+    configure(
+        &env,
+        &ca.file("client-ca.pem"),
+        &["--fallback-enable", "false"],
+    );
+    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
+    if !lookup_user.is_empty() {
+        pg.sql(&format!(
+            "CREATE ROLE {lookup_user} SUPERUSER LOGIN PASSWORD 'lookup-pw'"
+        ));
+        let mut config = std::fs::read_to_string(env.config()).unwrap();
+        config.push_str("\n[auth]\nmode = \"proxy\"\n");
+        std::fs::write(env.config(), config).unwrap();
+        ok(&env.stage_lookup_user(lookup_user, "lookup-pw").await);
+    }
+    ok(&env.run(&["pending-changes", "apply"]));
+    trust_pgssl(&pg, &env);
+    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    (pg, env, serve)
+}
+
 /// Configures the CA with `crl`, fallback off, and applies.
 fn apply_crl(env: &CliEnv, ca: &ClientCa, crl: &Path) {
     let crl = crl.to_str().unwrap();
@@ -224,8 +258,6 @@ fn configure(env: &CliEnv, ca: &Path, extra: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_its_cause() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestPki::new(tmp.path(), "repo").server("repo", &["localhost", "127.0.0.1"], 30);
-    let pg = Postgres::start_with_tls(&server.cert_pem, &server.key_pem);
     let mut ca = ClientCa::new(tmp.path(), "client-ca");
     let tableau = ca.issue("tableau", "tableau", 0, 30);
     let readonly = ca.issue("readonly", "readonly", 0, 30);
@@ -233,18 +265,7 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
     let mut stranger_ca = ClientCa::new(tmp.path(), "stranger-ca");
     let stranger = stranger_ca.issue("stranger", "tableau", 0, 30);
 
-    let upstream = format!("127.0.0.1:{}", pg.port());
-    let env = CliEnv::new(&upstream);
-    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
-    configure(
-        &env,
-        &ca.file("client-ca.pem"),
-        &["--fallback-enable", "false"],
-    );
-    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
-    ok(&env.run(&["pending-changes", "apply"]));
-    trust_pgssl(&pg, &env);
-    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    let (pg, env, serve) = external_with_mutual_ssl(&tmp, &ca, "").await;
     let port = serve.addr.port();
 
     // The certificate is the credential: no password exists anywhere in the client's reach.
@@ -638,27 +659,9 @@ async fn upn_and_ldap_mappings_name_the_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_proxy_mode_a_certificate_login_gets_a_warm_backend_opened_by_certificate() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestPki::new(tmp.path(), "repo").server("repo", &["localhost", "127.0.0.1"], 30);
-    let pg = Postgres::start_with_tls(&server.cert_pem, &server.key_pem);
-    pg.sql("CREATE ROLE pgssl_lookup SUPERUSER LOGIN PASSWORD 'lookup-pw'");
     let mut ca = ClientCa::new(tmp.path(), "client-ca");
     let tableau = ca.issue("tableau", "tableau", 0, 30);
-    let upstream = format!("127.0.0.1:{}", pg.port());
-    let env = CliEnv::new(&upstream);
-    let mut config = std::fs::read_to_string(env.config()).unwrap();
-    config.push_str("\n[auth]\nmode = \"proxy\"\n");
-    std::fs::write(env.config(), config).unwrap();
-    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
-    configure(
-        &env,
-        &ca.file("client-ca.pem"),
-        &["--fallback-enable", "false"],
-    );
-    ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
-    ok(&env.stage_lookup_user("pgssl_lookup", "lookup-pw").await);
-    ok(&env.run(&["pending-changes", "apply"]));
-    trust_pgssl(&pg, &env);
-    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    let (_pg, _env, serve) = external_with_mutual_ssl(&tmp, &ca, "pgssl_lookup").await;
     let port = serve.addr.port();
     let sql = "SELECT pg_backend_pid() || ' ' || (SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
     let first = psql_no_password(port, &with_cert(&tableau, "tableau"), sql).await;
