@@ -118,12 +118,17 @@ impl ClientCa {
         }
     }
 
-    /// A CRL (PEM file) revoking `serials`.
+    /// A CRL (PEM file) revoking `serials`, its next update in a week.
     fn crl(&self, file: &str, serials: &[u64]) -> PathBuf {
+        self.crl_until(file, serials, Duration::days(7))
+    }
+
+    /// A CRL whose next update is `next` from now (negative: already past).
+    fn crl_until(&self, file: &str, serials: &[u64], next: Duration) -> PathBuf {
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::hours(1),
-            next_update: now + Duration::days(7),
+            this_update: now - Duration::days(30),
+            next_update: now + next,
             crl_number: SerialNumber::from(now.unix_timestamp() as u64),
             issuing_distribution_point: None,
             revoked_certs: serials
@@ -218,7 +223,8 @@ async fn external_with_mutual_ssl(
     }
     ok(&env.run(&["pending-changes", "apply"]));
     trust_pgssl(&pg, &env);
-    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    let serve =
+        ServeProcess::start(&env, &["--upstream", &upstream, "--metrics", "127.0.0.1:0"]).await;
     (pg, env, serve)
 }
 
@@ -262,6 +268,7 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
     let tableau = ca.issue("tableau", "tableau", 0, 30);
     let readonly = ca.issue("readonly", "readonly", 0, 30);
     let expired = ca.issue("expired", "tableau", -30, -1);
+    let future = ca.issue("future", "tableau", 2, 30);
     let mut stranger_ca = ClientCa::new(tmp.path(), "stranger-ca");
     let stranger = stranger_ca.issue("stranger", "tableau", 0, 30);
 
@@ -336,9 +343,16 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
     assert!(run.stderr.contains("unknown ca"), "{}", run.stderr);
     let run = psql_no_password(port, &with_cert(&expired, "tableau"), "SELECT 1").await;
     assert!(run.stderr.contains("certificate expired"), "{}", run.stderr);
+    // Not yet valid: TLS has one alert for both ends of the validity; the log says which.
+    let run = psql_no_password(port, &with_cert(&future, "tableau"), "SELECT 1").await;
+    assert!(run.stderr.contains("certificate expired"), "{}", run.stderr);
     let log = serve.log_text();
     assert!(
         log.contains("UnknownIssuer") || log.contains("unknown issuer"),
+        "{log}"
+    );
+    assert!(
+        log.contains("NotValidYet") || log.contains("not valid yet"),
         "{log}"
     );
 
@@ -363,6 +377,31 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
     assert!(run.ok, "{}", run.stderr);
     let run = psql_no_password(port, &with_cert(&readonly, "readonly"), "SELECT 1").await;
     assert!(run.stderr.contains("certificate revoked"), "{}", run.stderr);
+    // A CRL past its next update is still used, and said so: a warning and a gauge to alert on.
+    let stale = ca.crl_until("stale.crl", &[readonly.serial], Duration::days(-1));
+    apply_crl(&env, &ca, &stale);
+    let run = psql_no_password(port, &with_cert(&readonly, "readonly"), "SELECT 1").await;
+    assert!(run.stderr.contains("certificate revoked"), "{}", run.stderr);
+    assert!(
+        serve.log_text().contains("past its next update"),
+        "{}",
+        serve.log_text()
+    );
+    let listed = ok(&env.run(&["authentication", "mutual-ssl", "list"]));
+    assert!(listed.contains("PAST: update the CRL"), "{listed}");
+    let log = serve.log_text();
+    let metrics = log
+        .split("metrics=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the metrics address is logged");
+    let scraped = crate::metrics::scrape(metrics).await;
+    let next = crate::metrics::sample(&scraped, "pgssl_mutual_ssl_crl_next_update_seconds", &[])
+        .expect("the CRL gauge");
+    assert!(
+        next < OffsetDateTime::now_utc().unix_timestamp() as f64,
+        "{next}"
+    );
 
     // Fallback on: without a certificate the password still works; with a certificate, none is asked.
     configure(&env, &ca.file("client-ca.pem"), &[]);
