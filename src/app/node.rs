@@ -208,6 +208,7 @@ pub fn limits(config: &Config) -> Limits {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
+        proxy_protocol_from: config.proxy_protocol_from().unwrap_or_default(),
         lockout: crate::proxy::auth::lockout::LockoutPolicy {
             max_failures: config.auth.max_failures,
             window: std::time::Duration::from_secs(config.auth.failure_window_secs),

@@ -5,6 +5,7 @@
 //! directory's state instead (see [`crate::control::state`]); this file holds what is fixed at start-up. Every key
 //! is optional and unknown keys are refused, so a typo cannot silently fall back to a default.
 
+use crate::proxy::protocol::proxy_header::TrustedNet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -193,6 +194,9 @@ pub struct ServerConfig {
     /// Threads that accept and serve connections, each with its own single-threaded runtime; 0 means
     /// one per CPU core. Default 0.
     pub worker_threads: usize,
+    /// Networks (e.g. a load balancer's) whose connections start with a PROXY protocol v2 header
+    /// giving the client's address; required from them, not honoured from anywhere else. Default none.
+    pub proxy_protocol_from: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -207,6 +211,7 @@ impl Default for ServerConfig {
             connect_timeout_secs: 5,
             shutdown_grace_secs: 30,
             worker_threads: 0,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -315,9 +320,24 @@ impl Config {
         Ok(config)
     }
 
+    /// `server.proxy_protocol_from`, parsed.
+    pub fn proxy_protocol_from(&self) -> Result<Vec<TrustedNet>, ConfigError> {
+        self.server
+            .proxy_protocol_from
+            .iter()
+            .map(|n| {
+                n.parse().map_err(|message| ConfigError::Invalid {
+                    key: "server.proxy_protocol_from",
+                    message,
+                })
+            })
+            .collect()
+    }
+
     /// Checks ranges and addresses.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.proxy_protocol_from()?;
         parse_listen(&self.admin.listen)?;
         self.upstream_addr()?;
         let positive = [
@@ -370,6 +390,11 @@ impl Config {
                 ),
             });
         }
+        self.validate_internal_roles()
+    }
+
+    /// `repository.internal_roles`: plain names, none of them a client user.
+    fn validate_internal_roles(&self) -> Result<(), ConfigError> {
         if self.repository.internal_roles.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "repository.internal_roles",
@@ -450,42 +475,4 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_shipped_config_file_matches_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
-        let shipped = Config::load(&path, true).expect("config/pgssl.toml loads");
-        let defaults = Config::default();
-        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
-    }
-
-    #[test]
-    fn refuses_unknown_keys_and_bad_values() {
-        let p = Path::new("x.toml");
-        let err = Config::parse("[server]\nlisten_addr = \"x\"\n", p).unwrap_err();
-        assert!(err.to_string().contains("listen_addr"), "{err}");
-        assert!(Config::parse("[server]\nmax_connections = 0\n", p).is_err());
-        assert!(Config::parse("[server]\nlisten = \"nowhere\"\n", p).is_err());
-        assert!(Config::parse("[server]\nupstream = \"nowhere\"\n", p).is_err());
-        assert!(Config::parse("[repository]\npostgres_major = 9\n", p).is_err());
-        let err = Config::parse("[server]\nupstream_tls = \"prefer\"\n", p).unwrap_err();
-        assert!(err.to_string().contains("verify-full"), "{err}");
-        let tls = Config::parse("[server]\nupstream_tls = \"verify-ca\"\n", p).unwrap();
-        assert_eq!(tls.server.upstream_tls, UpstreamTlsMode::VerifyCa);
-        assert!(Config::parse("[repository]\ninternal_roles = [\"Bad-Name\"]\n", p).is_err());
-        assert!(Config::parse("[repository]\ninternal_roles = [\"tableau\"]\n", p).is_err());
-        assert!(Config::parse("[repository]\ninternal_roles = []\n", p).is_err());
-    }
-
-    #[test]
-    fn a_missing_default_file_means_defaults_but_a_named_one_is_an_error() {
-        let p = Path::new("/nonexistent/pgssl.toml");
-        assert!(Config::load(p, false).is_ok());
-        assert!(matches!(
-            Config::load(p, true),
-            Err(ConfigError::Read { .. })
-        ));
-    }
-}
+mod tests;

@@ -25,6 +25,7 @@ use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
 use crate::proxy::policy::{self, Transport, UserClass, UserClassifier, Verdict};
 use crate::proxy::prefill::Prefill;
 use crate::proxy::protocol::login_watch::LoginOutcome;
+use crate::proxy::protocol::proxy_header::{self, ProxyHeader};
 use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
 use crate::proxy::relay::{self, RelayEnd};
 use crate::proxy::session;
@@ -78,6 +79,8 @@ pub struct ConnectionContext {
     pub cancels: CancelKeys,
     /// Sessions opened ahead of clients (`pool.min_warm`).
     pub prefill: Prefill,
+    /// Sources whose connections start with a PROXY protocol v2 header.
+    pub proxy_protocol_from: Vec<crate::proxy::protocol::proxy_header::TrustedNet>,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -98,6 +101,28 @@ pub async fn handle(
         warn!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
     let deadline = started + ctx.handshake_timeout;
+    let mut tcp = tcp;
+    let peer = if ctx
+        .proxy_protocol_from
+        .iter()
+        .any(|n| n.contains(peer.ip()))
+    {
+        match tokio::time::timeout_at(deadline, read_proxy_header(&mut tcp)).await {
+            Ok(Ok(ProxyHeader::Proxied { source })) => source,
+            Ok(Ok(ProxyHeader::Local)) => peer,
+            Ok(Err(e)) => {
+                warn!(%peer, error = %e, outcome = "proxy_header_invalid",
+                      "a connection from a server.proxy_protocol_from network did not start with a valid PROXY protocol v2 header");
+                return;
+            }
+            Err(_) => {
+                info!(%peer, outcome = "timeout", "no PROXY protocol header in time");
+                return;
+            }
+        }
+    } else {
+        peer
+    };
     // Boxed: the negotiation's state (TLS handshake included) is freed once it finishes instead of
     // sizing the task for the whole life of the session.
     let negotiated = Box::pin(negotiate::negotiate(tcp, &settings, m, deadline)).await;
@@ -411,4 +436,17 @@ pub fn refuse_at_accept(
             }
         }
     }
+}
+
+/// Reads a PROXY protocol v2 header off the start of `tcp`.
+async fn read_proxy_header(tcp: &mut TcpStream) -> Result<ProxyHeader, String> {
+    use tokio::io::AsyncReadExt;
+    let mut fixed = [0u8; proxy_header::FIXED_LEN];
+    tcp.read_exact(&mut fixed)
+        .await
+        .map_err(|e| e.to_string())?;
+    let len = proxy_header::body_len(&fixed).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    proxy_header::parse(&fixed, &body).map_err(|e| e.to_string())
 }

@@ -44,6 +44,8 @@ pub struct Limits {
     pub workers: usize,
     /// Failed-login limiting per (address, user).
     pub lockout: LockoutPolicy,
+    /// Sources whose connections start with a PROXY protocol v2 header (`server.proxy_protocol_from`).
+    pub proxy_protocol_from: Vec<crate::proxy::protocol::proxy_header::TrustedNet>,
 }
 
 /// What a server is started with.
@@ -123,6 +125,7 @@ impl Server {
                 prefill: Prefill::new(options.pool.min_warm.clone()),
                 pool: Pool::new(options.pool),
                 cancels: CancelKeys::default(),
+                proxy_protocol_from: limits.proxy_protocol_from.clone(),
             }),
         })
     }

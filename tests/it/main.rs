@@ -20,6 +20,7 @@ mod negotiation;
 mod pki;
 mod pool;
 mod pool_prefill;
+mod proxy_protocol;
 mod psql_matrix;
 mod rotation;
 mod upstream_tls;

@@ -12,6 +12,7 @@ pub mod auth_message;
 pub mod error_response;
 pub mod first_packet;
 pub mod login_watch;
+pub mod proxy_header;
 pub mod session_watch;
 
 pub use error_response::{ErrorResponse, SqlState};
