@@ -296,10 +296,33 @@ pub fn chain_pem(chain: &[CertificateDer<'_>]) -> String {
 
 /// One certificate as PEM.
 pub(crate) fn to_pem(der: &[u8]) -> String {
+    pem_block("CERTIFICATE", der)
+}
+
+/// One PEM block labelled `label` (`CERTIFICATE`, `X509 CRL`), LF line endings.
+pub(crate) fn pem_block(label: &str, der: &[u8]) -> String {
     pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        &pem::Pem::new(label, der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
+}
+
+/// The contents of each `label` block in PEM text (other blocks are skipped), or the bytes as they
+/// are when they are not PEM (DER); the reason when the PEM does not parse or has no such block.
+pub(crate) fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
+    if !bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    let blocks: Vec<Vec<u8>> = pem::parse_many(bytes)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|b| b.tag() == label)
+        .map(pem::Pem::into_contents)
+        .collect();
+    if blocks.is_empty() {
+        return Err(format!("no BEGIN {label} block"));
+    }
+    Ok(blocks)
 }
 
 /// SHA-256 of `der` as upper-case hex pairs joined by colons (the form `openssl x509 -fingerprint`

@@ -111,36 +111,6 @@ pub struct Given<'a> {
     pub bytes: &'a [u8],
 }
 
-fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
-    if !bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-        return Ok(vec![bytes.to_vec()]);
-    }
-    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 PEM".to_string())?;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(&begin) {
-        let body_start = start + begin.len();
-        let stop = rest[body_start..]
-            .find(&end)
-            .ok_or_else(|| format!("unterminated {label} block"))?;
-        let b64: String = rest[body_start..body_start + stop]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        out.push(
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
-                .map_err(|e| format!("bad base64 in a {label} block: {e}"))?,
-        );
-        rest = &rest[body_start + stop + end.len()..];
-    }
-    if out.is_empty() {
-        return Err(format!("no {label} block"));
-    }
-    Ok(out)
-}
-
 /// Checks the CA bundle, the CRL and the map.
 pub fn validate(
     ca: Given<'_>,
@@ -154,7 +124,7 @@ pub fn validate(
     };
     let mut cas = Vec::new();
     let mut ca_info = Vec::new();
-    for der in pem_or_der(ca.bytes, "CERTIFICATE").map_err(bad_ca)? {
+    for der in certs::pem_or_der(ca.bytes, "CERTIFICATE").map_err(bad_ca)? {
         let der = CertificateDer::from(der);
         let info = certs::describe(&der, 1, Path::new(ca.name))?;
         if info.not_after < now {
@@ -185,7 +155,7 @@ fn read_crl(
         file: given.name.to_string(),
         reason,
     };
-    let der = pem_or_der(given.bytes, "X509 CRL")
+    let der = certs::pem_or_der(given.bytes, "X509 CRL")
         .map_err(bad)?
         .into_iter()
         .next()
@@ -247,24 +217,9 @@ impl MutualSslFiles {
             path: dir.to_path_buf(),
             source,
         })?;
-        let pem = |label: &str, der: &[u8]| {
-            let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der);
-            let lines: Vec<&str> = b64
-                .as_bytes()
-                .chunks(64)
-                .map(|c| std::str::from_utf8(c).unwrap_or_default())
-                .collect();
-            format!(
-                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-                lines.join("\n")
-            )
-        };
-        write(
-            "ca.pem",
-            self.cas.iter().map(|c| pem("CERTIFICATE", c)).collect(),
-        )?;
+        write("ca.pem", certs::chain_pem(&self.cas))?;
         if let Some((crl, _)) = &self.crl {
-            write("crl.pem", pem("X509 CRL", crl))?;
+            write("crl.pem", certs::pem_block("X509 CRL", crl))?;
         }
         if !self.map.is_empty() {
             let lines: String = self.map.iter().map(|(d, u)| format!("{d} {u}\n")).collect();
