@@ -124,11 +124,7 @@ pub fn for_state(
     state: &AppliedState,
     upstream_tls: UpstreamTlsMode,
 ) -> Result<LiveSettings, LoadError> {
-    let custom_ca = state
-        .custom_ca
-        .as_ref()
-        .map(|ca| custom_ca::load(&store.custom_ca_path(&ca.id)))
-        .transpose()?;
+    let custom_ca = custom_ca_of(store, state)?;
     let upstream_mode = upstream_tls;
     let upstream_tls = UpstreamTls::new(upstream_mode, custom_ca.as_ref())?;
     let mode = state.repository_ssl.mode;
@@ -187,12 +183,22 @@ pub fn upstream_tls_for(
     state: &AppliedState,
     mode: UpstreamTlsMode,
 ) -> Result<UpstreamTls, LoadError> {
-    let custom_ca = state
+    Ok(UpstreamTls::new(
+        mode,
+        custom_ca_of(store, state)?.as_ref(),
+    )?)
+}
+
+/// The state's custom CA certificate, if one is added.
+fn custom_ca_of(
+    store: &StateStore,
+    state: &AppliedState,
+) -> Result<Option<rustls::pki_types::CertificateDer<'static>>, LoadError> {
+    Ok(state
         .custom_ca
         .as_ref()
         .map(|ca| custom_ca::load(&store.custom_ca_path(&ca.id)))
-        .transpose()?;
-    Ok(UpstreamTls::new(mode, custom_ca.as_ref())?)
+        .transpose()?)
 }
 
 /// The server configuration of an `external-ssl` certificate and its leaf.
