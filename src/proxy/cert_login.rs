@@ -1,8 +1,9 @@
 //! A login by client certificate (`authentication mutual-ssl`): the handshake verified the chain,
 //! dates and CRL; here the certificate's name must be the start-up's user, and the session then
 //! reaches the repository with no password: pgssl presents its own client certificate for the role
-//! (minted by its internal CA) to a repository that authenticates by certificate, and relays the
-//! repository's answer. Such sessions are not pooled: each gets the repository's own backend.
+//! (minted by its internal CA) to a repository that authenticates by certificate, or the role's
+//! password from its keystore to the managed repository. In proxy mode the session gets a warm
+//! backend of the role (`CertStep::Pooled`); otherwise the repository's answer is relayed.
 //!
 //! Refusals are PostgreSQL's 28000 FATALs: no certificate when fallback is off ("certificate
 //! required"), a certificate for another user ("certificate authentication failed for user"), and a
@@ -18,7 +19,9 @@ use crate::proxy::auth::password_login::{self, Answer, Decided};
 use crate::proxy::auth::scram::Verifier;
 use crate::proxy::auth::{FrameError, read_frame};
 use crate::proxy::backend::PoolKey;
-use crate::proxy::connection::{ConnectionContext, Start, Who, open_backend, open_backend_with};
+use crate::proxy::connection::{
+    ConnectionContext, Start, Who, forward_start, open_backend, open_backend_with,
+};
 use crate::proxy::metrics::{AuthMechanism, AuthOutcome};
 use crate::proxy::negotiate;
 use crate::proxy::protocol::auth_message::Frame;
@@ -122,12 +125,6 @@ pub(crate) async fn by_certificate(
         }
         CertCheck::Authenticated => {
             info!(%peer, %user, mechanism = "certificate", "client certificate accepted");
-            let attempt = Attempt {
-                who,
-                settings,
-                ctx,
-                deadline,
-            };
             if let Some((verifier, can_login)) = pooled_identity(who, settings, ctx, &start).await {
                 return CertStep::Pooled {
                     start,
@@ -135,6 +132,12 @@ pub(crate) async fn by_certificate(
                     can_login,
                 };
             }
+            let attempt = Attempt {
+                who,
+                settings,
+                ctx,
+                deadline,
+            };
             match attempt.reach_repository(stream, start).await {
                 Some((upstream, decided)) if pass_on(stream, &decided).await.is_ok() => {
                     m.auth(AuthMechanism::Certificate, AuthOutcome::Ok)
@@ -159,9 +162,9 @@ async fn quiet_open(
     start: &Start,
 ) -> Option<UpstreamStream> {
     let mut upstream = ctx.upstream.connect(ctx.connect_timeout, tls).await.ok()?;
-    upstream.write_all(&start.startup.raw).await.ok()?;
-    upstream.write_all(&start.pipelined).await.ok()?;
-    upstream.flush().await.ok()?;
+    forward_start(&mut upstream, &start.startup.raw, &start.pipelined)
+        .await
+        .ok()?;
     Some(upstream)
 }
 

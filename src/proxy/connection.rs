@@ -276,14 +276,7 @@ pub(crate) async fn open_backend_with(
             return None;
         }
     };
-    let forwarded = async {
-        upstream.write_all(&start.startup.raw).await?;
-        if !start.pipelined.is_empty() {
-            upstream.write_all(&start.pipelined).await?;
-        }
-        upstream.flush().await
-    };
-    if let Err(e) = forwarded.await {
+    if let Err(e) = forward_start(&mut upstream, &start.startup.raw, &start.pipelined).await {
         let err = ErrorResponse::fatal(
             SqlState::ConnectionFailure,
             "lost the connection to the repository",
@@ -295,6 +288,19 @@ pub(crate) async fn open_backend_with(
     }
     // `start` is dropped here: an idle session should hold nothing it no longer needs.
     Some(upstream)
+}
+
+/// Sends the client's start-up (and anything it sent after it) to a new repository connection.
+pub(crate) async fn forward_start(
+    upstream: &mut UpstreamStream,
+    startup: &[u8],
+    pipelined: &[u8],
+) -> std::io::Result<()> {
+    upstream.write_all(startup).await?;
+    if !pipelined.is_empty() {
+        upstream.write_all(pipelined).await?;
+    }
+    upstream.flush().await
 }
 
 /// Counts the bytes and logs the one line that says how the session ended.

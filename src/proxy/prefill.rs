@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::proxy::auth::terminate::{self, Proven, RepositoryAuthError};
+use crate::proxy::auth::terminate::{Proven, RepositoryAuthError};
 use crate::proxy::backend::{Backend, MinWarm, PoolKey};
-use crate::proxy::connection::ConnectionContext;
+use crate::proxy::connection::{ConnectionContext, forward_start};
 use crate::proxy::protocol::first_packet::StartupMessage;
+use crate::proxy::session;
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::upstream::UpstreamError;
 use crate::telemetry::LogSafe;
@@ -184,24 +184,17 @@ async fn open(
             .upstream
             .connect(ctx.connect_timeout, &settings.upstream_tls)
             .await?;
-        upstream
-            .write_all(&learned.startup)
+        forward_start(&mut upstream, &learned.startup, &[])
             .await
             .map_err(RepositoryAuthError::Io)?;
-        upstream.flush().await.map_err(RepositoryAuthError::Io)?;
-        let cert = upstream.peer_certificate().map(<[u8]>::to_vec);
-        let negotiated = terminate::log_in(&mut upstream, &learned.proven, cert.as_deref()).await?;
-        let backend = Backend::after_login(
+        let login = session::pass_through(
             upstream,
-            negotiated,
+            &learned.proven,
             learned.minor,
-            learned.proven.verifier().clone(),
             slot,
             settings.generation,
-        )
-        .await
-        .map_err(RepositoryAuthError::from)?;
-        Ok::<_, PrefillError>(backend)
+        );
+        Ok::<_, PrefillError>(login.await?)
     };
     match tokio::time::timeout(ctx.connect_timeout + Duration::from_secs(10), login).await {
         Ok(result) => result,

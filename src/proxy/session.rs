@@ -21,6 +21,7 @@ use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, PooledEnd, RelayEnd};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
+use crate::proxy::upstream::UpstreamStream;
 
 /// A backend serving one client, with the cancel key that client was given.
 pub(crate) struct Lease {
@@ -192,29 +193,32 @@ async fn open(
             };
         }
     };
-    let mut upstream = open_backend(stream, start, who, settings, ctx)
+    let upstream = open_backend(stream, start, who, settings, ctx)
         .await
         .ok_or(NoBackend::Answered)?;
-    let cert = upstream.peer_certificate().map(<[u8]>::to_vec);
-    let login = async {
-        let negotiated = terminate::log_in(&mut upstream, proven, cert.as_deref()).await?;
-        let verifier = proven.verifier().clone();
-        Backend::after_login(
-            upstream,
-            negotiated,
-            minor,
-            verifier,
-            fork.slot,
-            settings.generation,
-        )
-        .await
-        .map_err(RepositoryAuthError::from)
-    };
+    let login = pass_through(upstream, proven, minor, fork.slot, settings.generation);
     match tokio::time::timeout_at(fork.deadline, login).await {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => Err(NoBackend::Repository(e)),
         Err(_) => Err(NoBackend::TimedOut),
     }
+}
+
+/// Logs a new backend in by SCRAM pass-through with `proven` (its start-up already sent) and reads
+/// its start-up answer: the login of a client's fork and of a session opened ahead of clients.
+pub(crate) async fn pass_through(
+    mut upstream: UpstreamStream,
+    proven: &Proven,
+    minor: u16,
+    slot: Slot,
+    generation: u64,
+) -> Result<Backend, RepositoryAuthError> {
+    let cert = upstream.peer_certificate().map(<[u8]>::to_vec);
+    let negotiated = terminate::log_in(&mut upstream, proven, cert.as_deref()).await?;
+    let verifier = proven.verifier().clone();
+    Backend::after_login(upstream, negotiated, minor, verifier, slot, generation)
+        .await
+        .map_err(RepositoryAuthError::from)
 }
 
 /// Sends the client pgssl's SASLFinal and the session's start-up answer with a cancel key minted for
