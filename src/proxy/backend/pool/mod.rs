@@ -259,8 +259,7 @@ impl Pool {
         }
         self.leave(id, handed);
         let inner = self.lock();
-        let per_key = self.options.max_per_role_database;
-        let full_key = per_key > 0 && inner.keys.get(key).is_some_and(|e| e.live >= per_key);
+        let full_key = !self.key_has_room(inner.keys.get(key).map_or(0, |e| e.live));
         Err(if full_key {
             Exhausted::PerKey(key.role.clone())
         } else {
@@ -314,9 +313,8 @@ impl Pool {
                 }
             }
         }
-        let per_key = self.options.max_per_role_database;
         let entry = inner.keys.entry(key.clone()).or_default();
-        if per_key > 0 && entry.live >= per_key {
+        if !self.key_has_room(entry.live) {
             return None;
         }
         if inner.live < self.options.max_backends {
@@ -343,16 +341,22 @@ impl Pool {
         None
     }
 
-    /// A slot for a session opened ahead of clients, when one is free without waiting or closing
-    /// another key's session (a client's need comes first), with how many are live for `key`.
+    /// Whether a key with `live` backends may have another (`max_per_role_database`).
+    fn key_has_room(&self, live: usize) -> bool {
+        let per_key = self.options.max_per_role_database;
+        per_key == 0 || live < per_key
+    }
+
+    /// A slot for a session opened ahead of clients, while fewer than `up_to` are live for `key`
+    /// and one is free without waiting or closing another key's session (a client's need comes
+    /// first).
     pub fn reserve(self: &Arc<Self>, key: &Arc<PoolKey>, up_to: usize) -> Option<Slot> {
         let mut inner = self.lock();
-        let per_key = self.options.max_per_role_database;
         let full = inner.live >= self.options.max_backends
             || inner.idle >= self.options.max_idle
             || !inner.waiters.is_empty();
         let entry = inner.keys.entry(key.clone()).or_default();
-        if full || entry.live >= up_to || (per_key > 0 && entry.live >= per_key) {
+        if full || entry.live >= up_to || !self.key_has_room(entry.live) {
             return None;
         }
         entry.live += 1;

@@ -80,13 +80,11 @@ impl Pool {
     /// Gives free slots to the first waiters whose key is within its bound. Returns what could not be
     /// delivered (the receiver left), to be dropped once the lock is released.
     pub(super) fn hand_slots(self: &Arc<Self>, inner: &mut Inner) -> Vec<Checkout> {
-        let per_key = self.options.max_per_role_database;
         let mut undelivered = Vec::new();
         while inner.live < self.options.max_backends {
             let keys = &inner.keys;
             let eligible = |w: &Waiter| {
-                !w.tx.is_closed()
-                    && (per_key == 0 || keys.get(&w.key).map_or(0, |e| e.live) < per_key)
+                !w.tx.is_closed() && self.key_has_room(keys.get(&w.key).map_or(0, |e| e.live))
             };
             let Some(at) = inner.waiters.iter().position(eligible) else {
                 break;
