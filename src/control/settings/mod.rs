@@ -133,7 +133,7 @@ pub fn for_state(
         Some(m) => (
             Some(m.login.clone()),
             m.identities.clone(),
-            m.role_passwords.clone(),
+            Some(m.role_passwords.clone()),
         ),
         None => (None, None, None),
     };

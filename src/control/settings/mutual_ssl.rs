@@ -53,7 +53,7 @@ pub(super) struct MutualSslSettings {
     pub(super) verifier: Arc<dyn ClientCertVerifier>,
     pub(super) login: Arc<CertLogin>,
     pub(super) identities: Option<Arc<ClientIdentities>>,
-    pub(super) role_passwords: Option<Arc<dyn RolePasswords>>,
+    pub(super) role_passwords: Arc<dyn RolePasswords>,
 }
 
 /// The settings of `state`'s mutual SSL, when it is enabled. A CRL past its next update is still
@@ -90,9 +90,9 @@ pub(super) fn build(
             map: files.map,
             fallback: record.fallback,
         }),
-        role_passwords: Some(Arc::new(KeystorePasswords {
+        role_passwords: Arc::new(KeystorePasswords {
             config_dir: store.config_dir(),
-        })),
+        }),
         identities: ca.map(|cas| {
             let list = std::iter::once(cas.current)
                 .chain(cas.previous)
