@@ -104,6 +104,27 @@ impl FileLock {
         }
         Ok(FileLock { _file: file })
     }
+
+    /// The lock on `path` if nobody holds it now, else `None` (without waiting).
+    pub fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(PRIVATE_MODE)
+            .open(path)?;
+        // SAFETY: as in `acquire`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        Ok(Some(FileLock { _file: file }))
+    }
 }
 
 #[cfg(test)]

@@ -161,6 +161,11 @@ pub mod names {
     pub const CRL_NEXT_UPDATE: &str = "pgssl_mutual_ssl_crl_next_update_seconds";
     /// Counter: sessions opened ahead of clients (`pool.min_warm`).
     pub const POOL_PREFILLED: &str = "pgssl_pool_prefilled_total";
+    /// Gauge: seconds since a cluster node last confirmed with the repository that it serves the
+    /// newest state (0 while it can reach it).
+    pub const CLUSTER_STATE_AGE: &str = "pgssl_cluster_state_age_seconds";
+    /// Gauge: the cluster state version a node serves.
+    pub const CLUSTER_STATE_VERSION: &str = "pgssl_cluster_state_version";
 }
 
 /// The process-wide Prometheus handle; the recorder is installed on first use.
@@ -260,6 +265,15 @@ fn describe_pool() {
     describe_gauge!(
         CRL_NEXT_UPDATE,
         "When the mutual-SSL revocation list's issuer promises the next one (Unix time); alert when it is in the past."
+    );
+    describe_gauge!(
+        CLUSTER_STATE_AGE,
+        Unit::Seconds,
+        "Seconds since this cluster node last confirmed with the repository that it serves the newest state; alert when it grows."
+    );
+    describe_gauge!(
+        CLUSTER_STATE_VERSION,
+        "The cluster state version this node serves."
     );
     describe_counter!(
         POOL_PREFILLED,

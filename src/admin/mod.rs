@@ -94,7 +94,7 @@ impl AdminState {
             out: Output::collect(),
         };
         let joined = tokio::task::spawn_blocking(move || {
-            let result = request.run(&ctx);
+            let result = crate::control::operations::model::execute(request, &ctx);
             (result, ctx.out.take())
         })
         .await;

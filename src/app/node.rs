@@ -121,6 +121,11 @@ impl Node {
         })
     }
 
+    /// The server's cancel keys.
+    pub fn cancel_keys(&self) -> Arc<crate::proxy::backend::cancel::CancelKeys> {
+        self.server.cancel_keys()
+    }
+
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.server.local_addr()

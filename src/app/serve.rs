@@ -70,7 +70,14 @@ pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
             UpstreamAddr::parse(u, ctx.config.repository.port)
                 .map_err(crate::config::ConfigError::from)?,
         ),
-        None => ctx.config.upstream_addr()?,
+        None => match ctx.config.upstream_addr()? {
+            Some(u) => Some(u),
+            // A cluster node relays to the cluster's repository unless told otherwise.
+            None => crate::control::cluster::Membership::read(&ctx.data_dir.join("config"))?
+                .map(|m| UpstreamAddr::parse(&m.repository, ctx.config.repository.port))
+                .transpose()
+                .map_err(crate::config::ConfigError::from)?,
+        },
     };
     // Sessions run on the server's own per-core workers; this runtime only carries the control
     // socket, signals, metrics and the managed repository's supervisor.
@@ -223,6 +230,16 @@ async fn run(
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), auth = %auth_mode,
           auth_reason, "pgssl is serving");
     warn_if_expiring(&store);
+    tokio::spawn(
+        crate::control::cluster::follow::Follower {
+            config_dir: store.config_dir(),
+            reloader: server.reloader(),
+            cancels: server.cancel_keys(),
+            address: addr.to_string(),
+            fingerprint: settings.cert_fingerprint.clone().unwrap_or_default(),
+        }
+        .run(services_stop.clone()),
+    );
     if let Some(admin) = admin {
         announce_admin(&admin, &store);
         tokio::spawn(admin.run(services_stop.clone()));

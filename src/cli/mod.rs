@@ -4,6 +4,7 @@
 
 mod mutual_ssl;
 pub mod remote;
+mod topology;
 
 use std::path::PathBuf;
 
@@ -111,6 +112,12 @@ pub enum Command {
         /// The action.
         #[command(subcommand)]
         command: PendingChangesCommand,
+    },
+    /// Cluster nodes sharing one state through the repository (README: Cluster).
+    Topology {
+        /// The action.
+        #[command(subcommand)]
+        command: topology::TopologyCommand,
     },
     /// Warm repository sessions of the running server (README: Warm backends).
     Pool {
@@ -305,7 +312,7 @@ impl Runner {
 
     fn run<T: Operation>(&self, request: T) -> Result<T::Report, CommandError> {
         match self {
-            Runner::Local(ctx) => request.run(ctx),
+            Runner::Local(ctx) => crate::control::operations::model::execute(request, ctx),
             Runner::Remote(remote) => remote.call(&request),
         }
     }
@@ -367,6 +374,7 @@ impl Cli {
             Command::Pool {
                 command: PoolCommand::List(r),
             } => runner.show(r),
+            Command::Topology { command } => topology::topology(&runner, command),
         }
     }
 
@@ -381,7 +389,7 @@ impl Cli {
                     self.username.clone(),
                     self.password.clone(),
                 )?
-                .trusting(local_custom_ca(&self.data_dir)),
+                .trusting(remote::local_custom_ca(&self.data_dir)),
             ),
             None => {
                 let admin_user = matches!(self.command, Command::AdminUser { .. });
@@ -477,17 +485,4 @@ fn security(runner: &Runner, command: SecurityCommand) -> Result<(), CommandErro
             VizqlExtsvcCommand::List(r) => runner.show(r),
         },
     }
-}
-
-/// The custom CA of a local data directory, if there is one: the remote CLI trusts it too. Nothing
-/// is created when the directory does not exist.
-fn local_custom_ca(
-    data_dir: &std::path::Path,
-) -> Option<rustls::pki_types::CertificateDer<'static>> {
-    if !data_dir.join("config").join("applied.toml").is_file() {
-        return None;
-    }
-    let store = crate::control::state::StateStore::open(data_dir).ok()?;
-    let ca = store.applied().ok()?.custom_ca?;
-    crate::control::state::custom_ca::load(&store.custom_ca_path(&ca.id)).ok()
 }

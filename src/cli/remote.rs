@@ -375,6 +375,19 @@ fn api_error(body: &[u8], status: StatusCode) -> String {
         .unwrap_or_else(|| format!("the admin server answered {status}"))
 }
 
+/// The custom CA of a local data directory, if there is one: the remote CLI trusts it too. Nothing
+/// is created when the directory does not exist.
+pub(super) fn local_custom_ca(
+    data_dir: &std::path::Path,
+) -> Option<rustls::pki_types::CertificateDer<'static>> {
+    if !data_dir.join("config").join("applied.toml").is_file() {
+        return None;
+    }
+    let store = crate::control::state::StateStore::open(data_dir).ok()?;
+    let ca = store.applied().ok()?.custom_ca?;
+    crate::control::state::custom_ca::load(&store.custom_ca_path(&ca.id)).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! reload path to a running server.
 
 pub mod api;
+pub mod cluster;
 pub mod operations;
 pub mod reload;
 pub mod settings;

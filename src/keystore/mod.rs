@@ -30,7 +30,9 @@ const KEY_LEN: usize = 32;
 const AAD_PREFIX: &str = "pgssl-keystore-v1:";
 
 mod secret;
+mod share;
 pub use secret::Secret;
+pub use share::{import_master_key, open_with, seal_with};
 
 /// Keystore failures.
 #[derive(Debug, thiserror::Error)]

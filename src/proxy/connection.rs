@@ -76,7 +76,7 @@ pub struct ConnectionContext {
     /// Warm repository sessions (proxy mode).
     pub pool: Arc<Pool>,
     /// The cancel keys pgssl minted for proxy-mode sessions.
-    pub cancels: CancelKeys,
+    pub cancels: Arc<CancelKeys>,
     /// Sessions opened ahead of clients (`pool.min_warm`).
     pub prefill: Prefill,
     /// Sources whose connections start with a PROXY protocol v2 header.
@@ -129,7 +129,7 @@ pub async fn handle(
     match negotiated {
         Err(e) => log_negotiation_failure(peer, &e, m),
         Ok(Negotiated::Cancel { stream, packet }) => {
-            forward_cancel(stream, &packet, peer, &settings, &ctx).await
+            crate::proxy::cancel_route::forward_cancel(stream, &packet, peer, &settings, &ctx).await
         }
         Ok(Negotiated::Startup {
             stream,
@@ -334,59 +334,6 @@ pub(crate) fn log_end(
         }
         RelayEnd::Shutdown(_) => info!(%peer, %user, %database, bytes_up, bytes_down, duration_ms,
             outcome = "shutdown", "session closed at the end of the shutdown grace period"),
-    }
-}
-
-/// Delivers a CancelRequest to the repository on a fresh connection and replies nothing, as PostgreSQL
-/// does; the client learns the outcome from its own session. A key pgssl minted is exchanged for its
-/// session's own; any other is sent on unchanged only while passthrough sessions (whose keys are the
-/// repository's) may exist, and otherwise cancels nothing.
-async fn forward_cancel(
-    mut client: NegotiatedStream,
-    packet: &[u8],
-    peer: SocketAddr,
-    settings: &LiveSettings,
-    ctx: &ConnectionContext,
-) {
-    let routed = ctx.cancels.route(packet);
-    let packet = match &routed {
-        Some(p) => &p[..],
-        None if ctx.auth.may_pass_through(settings) => packet,
-        None => {
-            let _ = client.shutdown().await;
-            info!(%peer, outcome = "cancel_unknown_key", "a cancel request's key is not a current session's; ignored");
-            return;
-        }
-    };
-    let result = async {
-        // The cancel travels like a session would: inside TLS when upstream TLS is on.
-        let mut upstream = ctx
-            .upstream
-            .connect(ctx.connect_timeout, &settings.upstream_tls)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        upstream.write_all(packet).await?;
-        upstream.flush().await?;
-        // The server closes once it has read the request; waiting for that keeps the cancel ordered
-        // before the client's next action.
-        let mut sink = [0u8; 64];
-        let _ = tokio::time::timeout(
-            ctx.connect_timeout,
-            tokio::io::AsyncReadExt::read(&mut upstream, &mut sink),
-        )
-        .await;
-        Ok::<_, std::io::Error>(())
-    }
-    .await;
-    let _ = client.shutdown().await;
-    match result {
-        Ok(()) => {
-            ctx.metrics.cancels.increment(1);
-            info!(%peer, outcome = "cancel_forwarded", "forwarded a cancel request")
-        }
-        Err(e) => {
-            warn!(%peer, error = %e, outcome = "cancel_failed", "could not forward a cancel request")
-        }
     }
 }
 

@@ -55,6 +55,7 @@ macro_rules! forward_io {
 
 pub mod auth;
 pub mod backend;
+pub mod cancel_route;
 pub mod cert_login;
 pub mod connection;
 pub mod login;

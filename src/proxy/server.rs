@@ -124,7 +124,7 @@ impl Server {
                 lockout: Lockout::new(limits.lockout),
                 prefill: Prefill::new(options.pool.min_warm.clone()),
                 pool: Pool::new(options.pool),
-                cancels: CancelKeys::default(),
+                cancels: Arc::new(CancelKeys::default()),
                 proxy_protocol_from: limits.proxy_protocol_from.clone(),
             }),
         })
@@ -143,6 +143,11 @@ impl Server {
     /// The warm pool (for `pool list`).
     pub fn pool(&self) -> Arc<Pool> {
         self.ctx.pool.clone()
+    }
+
+    /// The cancel keys (a cluster node's id and peers are set on it).
+    pub fn cancel_keys(&self) -> Arc<CancelKeys> {
+        self.ctx.cancels.clone()
     }
 
     /// The settings new connections get now.

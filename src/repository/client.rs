@@ -223,6 +223,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Waits up to `timeout` for a NotificationResponse (after LISTEN); `Ok(false)` when none came.
+    /// Safe to give up on: a message half read stays buffered for the next call.
+    pub async fn wait_notification(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<bool, ClientError> {
+        let wait = async {
+            loop {
+                match self.next_message().await? {
+                    Message::NotificationResponse(_) => return Ok(true),
+                    Message::ErrorResponse(e) => {
+                        return Err(ClientError::Server(server_error(&e)?));
+                    }
+                    _ => {}
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Err(_) => Ok(false),
+            Ok(result) => result,
+        }
+    }
+
     /// Sends Terminate and closes the stream.
     pub async fn terminate(mut self) -> Result<(), ClientError> {
         let mut out = BytesMut::new();

@@ -23,6 +23,10 @@ pub enum Verification {
     ChainOnly(RootCertStore),
     /// The chain and the host name (libpq `verify-full`).
     Full(RootCertStore),
+    /// A leaf certificate whose SHA-256 fingerprint ([`crate::tls::certs::sha256_fingerprint`]) is
+    /// one of these: how cluster nodes trust the repository and each other, whose certificates
+    /// may be self-signed and reached by address, so neither a chain nor a name could be checked.
+    Pinned(Vec<String>),
 }
 
 /// `host:port`, with an IPv6 address in brackets.
@@ -76,13 +80,28 @@ pub fn connector_with_identity(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Relaxed {
                 chain: None,
+                pins: Vec::new(),
                 provider,
             })),
         Verification::ChainOnly(roots) => {
             let chain = Some(webpki_verifier(roots, provider.clone())?);
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Relaxed { chain, provider }))
+                .with_custom_certificate_verifier(Arc::new(Relaxed {
+                    chain,
+                    pins: Vec::new(),
+                    provider,
+                }))
+        }
+        Verification::Pinned(pins) => {
+            let pins = pins.iter().map(|p| p.to_ascii_uppercase()).collect();
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Relaxed {
+                    chain: None,
+                    pins,
+                    provider,
+                }))
         }
         Verification::Full(roots) => {
             builder.with_webpki_verifier(webpki_verifier(roots, provider)?)
@@ -108,10 +127,12 @@ fn webpki_verifier(
 
 /// A verifier weaker than `verify-full`, as libpq's `require` and `verify-ca` are: with `chain`, the
 /// chain is verified but any host name accepted (`verify-ca`); without, any certificate is accepted
-/// (`require`). Either way the handshake's signatures are verified with the certificate presented.
+/// (`require`); with `pins`, only a leaf with one of those fingerprints is accepted. Either way the
+/// handshake's signatures are verified with the certificate presented.
 #[derive(Debug)]
 struct Relaxed {
     chain: Option<Arc<WebPkiServerVerifier>>,
+    pins: Vec<String>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -124,6 +145,16 @@ impl ServerCertVerifier for Relaxed {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if !self.pins.is_empty() {
+            let seen = crate::tls::certs::sha256_fingerprint(end_entity);
+            return if self.pins.contains(&seen) {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))
+            };
+        }
         let Some(chain) = &self.chain else {
             return Ok(ServerCertVerified::assertion());
         };

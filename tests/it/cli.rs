@@ -124,7 +124,12 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `pgssl serve --listen 127.0.0.1:0 extra…` and waits until it listens.
     pub async fn start(env: &CliEnv, extra: &[&str]) -> ServeProcess {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        ServeProcess::start_on(env, "127.0.0.1:0", extra).await
+    }
+
+    /// Starts `pgssl serve --listen LISTEN extra…` and waits until it listens.
+    pub async fn start_on(env: &CliEnv, listen: &str, extra: &[&str]) -> ServeProcess {
+        let mut args = vec!["serve", "--listen", listen];
         // Many servers run at once: no admin server unless the test asks for one.
         if !extra.iter().any(|a| a.starts_with("--admin-listen")) {
             args.push("--no-admin");

@@ -7,6 +7,7 @@ mod auth;
 mod browser;
 mod cli;
 mod client;
+mod cluster;
 mod external_ssl;
 mod extsvc;
 mod hardening;

@@ -125,7 +125,7 @@ impl Pooled {
 }
 
 /// Sends a CancelRequest with `key` (process ID, secret) over TLS and waits until pgssl closes.
-async fn send_cancel(addr: SocketAddr, key: (i32, i32)) {
+pub async fn send_cancel(addr: SocketAddr, key: (i32, i32)) {
     let (answer, tcp) = ssl_request(addr).await;
     assert_eq!(answer, b'S');
     let connector = pgssl::tls::client::require_mode_connector().unwrap();

@@ -25,6 +25,7 @@ pub mod pending_changes;
 pub mod pool;
 pub mod regenerate_tokens;
 pub mod repository_ssl;
+pub mod topology;
 pub mod vizql_extsvc;
 
 use std::path::PathBuf;
@@ -164,6 +165,9 @@ pub enum CommandError {
     /// Talking to a running server failed.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// Cluster coordination failed.
+    #[error(transparent)]
+    Cluster(#[from] crate::control::cluster::ClusterError),
     /// The request cannot be done as asked: bad input, a conflict with what is staged or applied,
     /// something that does not exist, nothing pending. The message says what to do instead.
     #[error("{0}")]
@@ -227,6 +231,8 @@ impl CommandError {
             | CommandError::AdminUser(A::BadName(_) | A::Exists(_) | A::Unknown(_)) => {
                 ErrorKind::User
             }
+            CommandError::Cluster(e) if e.is_user_error() => ErrorKind::User,
+            CommandError::Cluster(e) if e.is_unreachable() => ErrorKind::Upstream,
             CommandError::Unavailable(_)
             | CommandError::Control(ControlError::NotRunning)
             | CommandError::Managed(M::Unreachable { .. } | M::NotReady(..) | M::Client(_)) => {
@@ -238,6 +244,7 @@ impl CommandError {
             | CommandError::Managed(_)
             | CommandError::AdminUser(_)
             | CommandError::Keystore(_)
+            | CommandError::Cluster(_)
             | CommandError::Control(_)
             | CommandError::Fault(_)
             | CommandError::Runtime(_) => ErrorKind::Server,

@@ -49,6 +49,42 @@ pub trait Operation: Serialize + DeserializeOwned + Send + 'static {
     /// A valid request, from which the tests derive wrongly typed, unknown and missing fields for
     /// every operation.
     fn example() -> Self;
+
+    /// Whether, on a cluster node, what the operation changes is committed for every node (see
+    /// [`execute`]); `false` for the commands that make or change the membership itself.
+    const SHARED: bool = true;
+
+    /// Runs on a cluster node after the operation's change was committed as `version` (`None`: it
+    /// changed nothing): e.g. waiting for the nodes to take it.
+    fn after_commit(
+        _report: &mut Self::Report,
+        _ctx: &Context,
+        _change: &mut crate::control::cluster::publish::Change,
+        _version: Option<u64>,
+    ) -> Result<(), CommandError> {
+        Ok(())
+    }
+}
+
+/// Runs `request` on `ctx`'s data directory, as every caller (CLI, remote CLI, API, pages) does. On a
+/// cluster node a change is made on the cluster's newest state and committed for every node after
+/// it ran; when that cannot be done, the node's files are put back and the error says so.
+pub fn execute<T: Operation>(request: T, ctx: &Context) -> Result<T::Report, CommandError> {
+    use crate::control::cluster::publish::Change;
+    if T::VERB == Verb::Get || !T::SHARED {
+        return request.run(ctx);
+    }
+    let config_dir = ctx.data_dir.join("config");
+    let Some(mut change) = super::block_on(Change::begin(&config_dir))?? else {
+        return request.run(ctx);
+    };
+    let result = request.run(ctx);
+    let by = format!("{}: {}", change.membership().node_name, T::ACTION);
+    let version = super::block_on(change.commit(&by, None))??;
+    change.unlock();
+    let mut report = result?;
+    T::after_commit(&mut report, ctx, &mut change, version)?;
+    Ok(report)
 }
 
 /// An operation's typed answer: serialised as the API's JSON (its fields at the top level), and

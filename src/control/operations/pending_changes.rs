@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Report, Said, Verb, no_arguments};
 use super::{CommandError, Context, Output, block_on};
+use crate::control::cluster::Membership;
+use crate::control::cluster::publish::{Change, NodeOutcome, wait_for_nodes};
 use crate::control::reload::{self, ControlError};
 use crate::keystore::Keystore;
 use crate::repository::managed::ManagedRepository;
@@ -70,9 +72,19 @@ pub struct Apply {
 pub struct Applied {
     /// One line per applied change.
     pub applied: Vec<String>,
-    /// The running server's answer, when one runs on the data directory.
+    /// The running server's answer, when one runs on the data directory (not on a cluster node,
+    /// whose server takes the change like every other node).
     pub server: Option<reload::ReloadReport>,
+    /// On a cluster node: the state version committed.
+    #[serde(default)]
+    pub cluster_version: Option<u64>,
+    /// On a cluster node: how each node took it.
+    #[serde(default)]
+    pub nodes: Vec<NodeOutcome>,
 }
+
+/// How long `apply` waits for every live node of a cluster to serve the change.
+const CLUSTER_WAIT: Duration = Duration::from_secs(10);
 
 impl Operation for Apply {
     const ACTION: &'static str = "pending-changes apply";
@@ -88,6 +100,18 @@ impl Operation for Apply {
         Apply {
             ignore_prompt: true,
         }
+    }
+
+    fn after_commit(
+        report: &mut Applied,
+        _ctx: &Context,
+        change: &mut Change,
+        version: Option<u64>,
+    ) -> Result<(), CommandError> {
+        let version = version.unwrap_or(change.membership().version);
+        report.cluster_version = Some(version);
+        report.nodes = block_on(wait_for_nodes(change, version, CLUSTER_WAIT))??;
+        Ok(())
     }
 }
 
@@ -110,6 +134,15 @@ fn apply(ctx: &Context) -> Result<Applied, CommandError> {
     let lines = pending.describe(&applied);
     store.promote(&next)?;
     super::prune(&store, &ctx.out);
+    if Membership::read(&store.config_dir())?.is_some() {
+        // Committed by `execute` after this returns; every node, this one too, then reloads.
+        return Ok(Applied {
+            applied: lines,
+            server: None,
+            cluster_version: None,
+            nodes: Vec::new(),
+        });
+    }
     let server = match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30))
     {
         Ok(report) => Some(report),
@@ -123,6 +156,8 @@ fn apply(ctx: &Context) -> Result<Applied, CommandError> {
     Ok(Applied {
         applied: lines,
         server,
+        cluster_version: None,
+        nodes: Vec::new(),
     })
 }
 
@@ -131,6 +166,13 @@ impl Report for Applied {
         say!(out, "Applied:");
         for line in &self.applied {
             say!(out, "  {line}");
+        }
+        if let Some(version) = self.cluster_version {
+            say!(out, "Committed as cluster state version {version}:");
+            for node in &self.nodes {
+                say!(out, "  {} ({}): {}", node.name, node.address, node.outcome);
+            }
+            return;
         }
         match &self.server {
             Some(report) => say!(

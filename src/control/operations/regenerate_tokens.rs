@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Bounded, Operation, Report, Verb};
 use super::{CommandError, Context, Output, block_on, external_upstream, running_serve};
+use crate::control::cluster::publish::Change;
+use crate::control::cluster::repo as cluster_repo;
+use crate::control::cluster::{ClusterError, Membership, NEXT_PASSWORD_ENTRY, PASSWORD_ENTRY};
 use crate::control::reload::{self, ControlError};
 use crate::control::state::StateStore;
 use crate::keystore::Keystore;
@@ -88,6 +91,76 @@ impl Operation for Regenerate {
             request_timeout: Bounded(30),
         }
     }
+
+    fn after_commit(
+        _report: &mut Regenerated,
+        ctx: &Context,
+        change: &mut Change,
+        _version: Option<u64>,
+    ) -> Result<(), CommandError> {
+        let version = block_on(rotate_cluster_password(change))??;
+        say!(
+            ctx.out,
+            "cluster role: its password changed (cluster state version {version}); bootstrap files made before now no longer work"
+        );
+        Ok(())
+    }
+}
+
+/// Steps 3 and 4 on a cluster node: the password the cluster role rotates to is sealed first (and
+/// committed with the rest by `execute`); every node, this one too, reloads the new certificate when
+/// it takes the version; the master key stays, since the nodes share it and it never travels
+/// through the repository.
+fn cluster_rotation(
+    out: &Output,
+    keystore: &mut Keystore,
+    certificate_fingerprint: Option<String>,
+    roles_changed: Vec<String>,
+) -> Result<Regenerated, CommandError> {
+    keystore.get_or_generate(NEXT_PASSWORD_ENTRY, managed::PASSWORD_LEN)?;
+    say!(
+        out,
+        "[3/{STEPS}] cluster: committed for every node; each reloads the new certificate as it takes the change"
+    );
+    say!(
+        out,
+        "[4/{STEPS}] master key: kept (the cluster's nodes share it; it never travels through the repository)"
+    );
+    Ok(Regenerated {
+        certificate_fingerprint,
+        roles_changed,
+        server: None,
+        secrets_resealed: 0,
+    })
+}
+
+/// Gives the cluster role the sealed next password, then makes it the current one and raises the
+/// generation, so that bootstrap files made before carry a refused password. Before the commit, a
+/// node whose current password is refused connects with the next one.
+async fn rotate_cluster_password(change: &mut Change) -> Result<u64, ClusterError> {
+    let config_dir = change.config_dir().to_path_buf();
+    let mut keystore = Keystore::open(&config_dir)?;
+    let Some(next) = keystore.get(NEXT_PASSWORD_ENTRY)? else {
+        return Err(ClusterError::Invalid(
+            "no cluster password to rotate to".into(),
+        ));
+    };
+    let mut conn = change.connect().await?;
+    let repository = change.membership().repository.clone();
+    cluster_repo::set_password(&mut conn, &repository, &next).await?;
+    let generation = cluster_repo::head(&mut conn, &repository)
+        .await?
+        .map_or(1, |h| h.generation);
+    let _ = conn.terminate().await;
+    keystore.set(PASSWORD_ENTRY, &next)?;
+    keystore.remove(NEXT_PASSWORD_ENTRY)?;
+    let version = change
+        .commit(
+            "regenerate-internal-tokens: cluster role password",
+            Some(generation + 1),
+        )
+        .await?;
+    Ok(version.unwrap_or(change.membership().version))
 }
 
 impl Report for Regenerated {
@@ -182,6 +255,9 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, Comman
     fault_point(1);
     let roles_changed = new_passwords(out, repository, &mut keystore).await?;
     fault_point(2);
+    if Membership::read(&store.config_dir())?.is_some() {
+        return cluster_rotation(out, &mut keystore, certificate_fingerprint, roles_changed);
+    }
     let server = reload_server(out, store)?;
     fault_point(3);
     let sealed = keystore.len();

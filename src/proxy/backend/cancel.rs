@@ -3,9 +3,14 @@
 //! whoever holds the session later. Each client gets a random key of its own instead, valid while it
 //! holds the session; a CancelRequest carrying it is sent on with the session's real key, and any
 //! other key — an earlier client's, a guess — cancels nothing.
+//!
+//! In a cluster a client's cancel may reach another node than its session's (a TCP balancer picks
+//! one per connection), so a node's keys carry its node id in their first byte, and a node given a
+//! key of another's forwards the request to that node ([`Peer`]) over TLS.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -20,6 +25,20 @@ pub type ClientKey = Bytes;
 #[derive(Debug, Default)]
 pub struct CancelKeys {
     live: Mutex<HashMap<ClientKey, Bytes>>,
+    /// This node's id in its cluster (1–127), 0 when it is not in one.
+    node: AtomicU8,
+    /// The other nodes, by id.
+    peers: RwLock<HashMap<u8, Peer>>,
+}
+
+/// Another cluster node, as a forwarded cancel reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its listener, `host:port`.
+    pub address: String,
+    /// The SHA-256 fingerprint of the certificate it serves: the forwarded request goes inside TLS,
+    /// to that certificate only.
+    pub fingerprint: String,
 }
 
 /// The random source failed (the key is not minted; the session is refused).
@@ -38,8 +57,12 @@ impl CancelKeys {
         loop {
             let mut key = vec![0u8; 4 + secret_len];
             rng.fill(&mut key).map_err(|_| NoRandom)?;
-            // A positive process ID, as a real one is (some clients print it).
-            key[0] &= 0x7f;
+            // A positive process ID, as a real one is (some clients print it); in a cluster its first
+            // byte is the node's id.
+            match self.node.load(Ordering::Relaxed) {
+                0 => key[0] &= 0x7f,
+                node => key[0] = node,
+            }
             let key = Bytes::from(key);
             if !live.contains_key(&key) {
                 live.insert(key.clone(), target);
@@ -64,6 +87,26 @@ impl CancelKeys {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
+            .cloned()
+    }
+
+    /// Makes this node `id` of a cluster whose other nodes are `peers`; later keys carry the id.
+    pub fn set_cluster(&self, id: u8, peers: HashMap<u8, Peer>) {
+        self.node.store(id & 0x7f, Ordering::Relaxed);
+        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = peers;
+    }
+
+    /// The node a CancelRequest `packet` belongs to when that is another cluster node.
+    pub fn peer_for(&self, packet: &[u8]) -> Option<Peer> {
+        let owner = *packet.get(8)?;
+        let node = self.node.load(Ordering::Relaxed);
+        if node == 0 || owner == node {
+            return None;
+        }
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&owner)
             .cloned()
     }
 
@@ -107,6 +150,26 @@ mod tests {
         assert_eq!(keys.route(&cancel_packet(&old)), None);
         assert_eq!(keys.route(&cancel_packet(&new)), Some(target));
         assert_eq!(keys.route(b"short"), None);
+    }
+
+    #[test]
+    fn a_cluster_nodes_keys_name_it_and_route_to_their_node() {
+        let keys = CancelKeys::default();
+        let peer = Peer {
+            address: "127.0.0.3:6432".into(),
+            fingerprint: "AB".into(),
+        };
+        keys.set_cluster(2, HashMap::from([(3, peer.clone())]));
+        let mine = keys.mint(0, cancel_packet(&[0; 8])).unwrap();
+        assert_eq!(mine[0], 2);
+        assert_eq!(keys.peer_for(&cancel_packet(&mine)), None);
+        let theirs = cancel_packet(&[3, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(keys.peer_for(&theirs), Some(peer));
+        assert_eq!(
+            keys.peer_for(&cancel_packet(&[9, 0, 0, 0, 0, 0, 0, 0])),
+            None
+        );
+        assert_eq!(CancelKeys::default().peer_for(&theirs), None);
     }
 
     #[test]

@@ -156,6 +156,19 @@ impl UpstreamTls {
         })
     }
 
+    /// TLS that accepts only a server certificate with one of `fingerprints` (SHA-256, colon hex),
+    /// whatever its chain or names: a cluster node's trust in the repository and its peers.
+    pub fn pinned(fingerprints: Vec<String>) -> Result<UpstreamTls, UpstreamTlsError> {
+        Ok(UpstreamTls {
+            mode: UpstreamTlsMode::VerifyFull,
+            connector: Some(client::connector_with_identity(
+                client::Verification::Pinned(fingerprints),
+                &[],
+                None,
+            )?),
+        })
+    }
+
     /// The mode in force.
     pub fn mode(&self) -> UpstreamTlsMode {
         self.mode

@@ -1,0 +1,211 @@
+//! A running node following its cluster: it LISTENs for new versions (polling once a second as
+//! well, since a notification sent while it was disconnected is lost), installs and serves them,
+//! records a heartbeat with what it serves, and keeps the table of its peers for forwarded cancels.
+//! Cut off from the repository it keeps serving what it last installed, says so, and catches up on
+//! reconnecting by reading the whole state again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::publish::{self, TIMEOUT};
+use super::repo::{self, Beat, Conn};
+use super::snapshot::Snapshot;
+use super::{ClusterError, Membership};
+use crate::control::reload::Reloader;
+use crate::keystore::Keystore;
+use crate::proxy::backend::cancel::{CancelKeys, Peer};
+use crate::telemetry::names;
+
+/// How often a node beats and polls.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What a following node needs from the server it runs in.
+pub struct Follower {
+    /// `<data-dir>/config`.
+    pub config_dir: PathBuf,
+    /// Swaps in what is installed.
+    pub reloader: Reloader,
+    /// The server's cancel keys: its node id and peers are set on them.
+    pub cancels: Arc<CancelKeys>,
+    /// This node's listener as other nodes reach it.
+    pub address: String,
+    /// The fingerprint of the certificate served now ("" without one).
+    pub fingerprint: String,
+}
+
+/// State kept across reconnects.
+struct Progress {
+    /// The version the server serves.
+    served: u64,
+    /// A version that failed to load here, not tried again.
+    rejected: Option<u64>,
+    /// Last time the repository confirmed this node is current.
+    confirmed: Instant,
+    /// Whether the last attempt failed (to log an outage once).
+    cut_off: bool,
+}
+
+impl Follower {
+    /// Follows until `stop`.
+    /// A server that is in no cluster waits for one (`topology get-bootstrap-file` makes it the
+    /// first node while it runs).
+    pub async fn run(mut self, stop: CancellationToken) {
+        let m = loop {
+            match Membership::read(&self.config_dir) {
+                Ok(Some(m)) => break m,
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "cannot read this node's cluster membership"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+        };
+        let mut progress = Progress {
+            served: m.version,
+            rejected: None,
+            confirmed: Instant::now(),
+            cut_off: false,
+        };
+        metrics::gauge!(names::CLUSTER_STATE_VERSION).set(m.version as f64);
+        info!(node = %m.node_name, repository = %m.repository, version = m.version, "following the cluster");
+        loop {
+            let session = tokio::select! {
+                () = stop.cancelled() => return,
+                s = self.session(&mut progress) => s,
+            };
+            match session {
+                Ok(()) => {
+                    warn!(
+                        "this node was removed from the cluster ('pgssl topology remove-node'): it keeps serving its last state but no longer follows the cluster"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    if !progress.cut_off {
+                        warn!(error = %e, version = progress.served, "cut off from the cluster's repository: serving the last applied state from the local cache until it is back");
+                        progress.cut_off = true;
+                    }
+                }
+            }
+            metrics::gauge!(names::CLUSTER_STATE_AGE)
+                .set(progress.confirmed.elapsed().as_secs_f64());
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// One connection's life: fails when the connection does; `Ok` when the node was removed.
+    async fn session(&mut self, progress: &mut Progress) -> Result<(), ClusterError> {
+        let mut conn = self.connect().await?;
+        let repository = self.membership()?.repository;
+        repo::listen(&mut conn, &repository).await?;
+        if progress.cut_off {
+            info!("the cluster's repository is reachable again; catching up");
+            progress.cut_off = false;
+        }
+        loop {
+            self.sync(&mut conn, progress).await?;
+            if self.beat(&mut conn, progress).await?.is_none() {
+                return Ok(());
+            }
+            progress.confirmed = Instant::now();
+            metrics::gauge!(names::CLUSTER_STATE_AGE).set(0.0);
+            conn.wait_notification(TICK)
+                .await
+                .map_err(|e| ClusterError::Unreachable {
+                    repository: repository.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+    }
+
+    fn membership(&self) -> Result<Membership, ClusterError> {
+        Membership::read(&self.config_dir)?
+            .ok_or_else(|| ClusterError::Invalid("this node left the cluster".into()))
+    }
+
+    async fn connect(&self) -> Result<Conn, ClusterError> {
+        let m = self.membership()?;
+        let keystore = Keystore::open(&self.config_dir)?;
+        repo::connect(&m, &keystore, TIMEOUT).await
+    }
+
+    /// Installs a newer version (unless a command holds the cluster lock: next tick then) and
+    /// serves what is installed.
+    async fn sync(&mut self, conn: &mut Conn, progress: &mut Progress) -> Result<(), ClusterError> {
+        let config_dir = self.config_dir.clone();
+        let lock = tokio::task::spawn_blocking(move || try_cluster_lock(&config_dir))
+            .await
+            .ok()
+            .flatten();
+        let Some(_lock) = lock else {
+            return Ok(());
+        };
+        let mut m = self.membership()?;
+        let before = Snapshot::read(&self.config_dir)?;
+        let installed = publish::catch_up(conn, &self.config_dir, &mut m).await?;
+        if m.version == progress.served || progress.rejected == Some(m.version) {
+            return Ok(());
+        }
+        match self.reloader.reload() {
+            Ok(settings) => {
+                info!(version = m.version, mode = %settings.mode, certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "serving the cluster's state version");
+                self.fingerprint = settings.cert_fingerprint.clone().unwrap_or_default();
+                progress.served = m.version;
+                metrics::gauge!(names::CLUSTER_STATE_VERSION).set(m.version as f64);
+            }
+            Err(e) => {
+                error!(version = m.version, error = %e, "the cluster's state version cannot be served on this node; it keeps serving the previous one");
+                progress.rejected = Some(m.version);
+                if installed {
+                    before.install(&self.config_dir)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the heartbeat and refreshes the peers; `None` when the node was removed.
+    async fn beat(&self, conn: &mut Conn, progress: &Progress) -> Result<Option<u8>, ClusterError> {
+        let m = self.membership()?;
+        let beat = Beat {
+            name: &m.node_name,
+            address: &self.address,
+            version: progress.served,
+            fingerprint: &self.fingerprint,
+        };
+        let Some(id) = repo::heartbeat(conn, &m.repository, &beat).await? else {
+            return Ok(None);
+        };
+        let peers: HashMap<u8, Peer> = repo::nodes(conn, &m.repository)
+            .await?
+            .into_iter()
+            .filter(|n| n.id != id && !n.removed && !n.fingerprint.is_empty())
+            .map(|n| {
+                (
+                    n.id,
+                    Peer {
+                        address: n.address,
+                        fingerprint: n.fingerprint,
+                    },
+                )
+            })
+            .collect();
+        self.cancels.set_cluster(id, peers);
+        Ok(Some(id))
+    }
+}
+
+fn try_cluster_lock(config_dir: &std::path::Path) -> Option<crate::atomic::FileLock> {
+    crate::atomic::FileLock::try_acquire(&config_dir.join(".cluster.lock"))
+        .ok()
+        .flatten()
+}

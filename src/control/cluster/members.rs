@@ -1,0 +1,229 @@
+//! Making a cluster, joining one, and the bootstrap file's contents.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::bootstrap::Contents;
+use super::publish::{TIMEOUT, catch_up};
+use super::repo::{self, Beat, Conn};
+use super::snapshot::{PURPOSE, Snapshot};
+use super::{ClusterError, Membership, PASSWORD_ENTRY, membership::check_node_name};
+use crate::keystore::{self, Keystore, Secret};
+use crate::proxy::upstream::UpstreamAddr;
+use crate::proxy::upstream::tls::UpstreamTls;
+use crate::repository::client::Session;
+
+/// Length of the cluster role's generated password.
+const PASSWORD_LEN: usize = 32;
+
+/// Where a new cluster's repository is and how to reach it as an administrator.
+pub struct NewCluster<'a> {
+    /// `host:port`.
+    pub repository: &'a str,
+    /// TLS the administrator's session uses (the configured upstream TLS).
+    pub admin_tls: UpstreamTls,
+    /// The administrator role (`repository.probe_user`) and its password.
+    pub admin_user: &'a str,
+    /// Its password, if it needs one.
+    pub admin_password: Option<Secret>,
+    /// The database for the `pgssl` schema.
+    pub database: &'a str,
+    /// This first node's name and listener.
+    pub node_name: &'a str,
+    /// Its listener, `host:port`.
+    pub address: &'a str,
+}
+
+fn unreachable(repository: &str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Unreachable {
+        repository: repository.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The repository's certificate fingerprint, learnt over a TLS session that checks what
+/// `tls` checks; `None` when it refuses TLS.
+async fn repository_fingerprint(
+    addr: &UpstreamAddr,
+    tls: &UpstreamTls,
+    repository: &str,
+) -> Result<Option<String>, ClusterError> {
+    let tls = if tls.mode() == crate::proxy::upstream::tls::UpstreamTlsMode::Disable {
+        UpstreamTls::new(crate::proxy::upstream::tls::UpstreamTlsMode::Require, None)
+            .map_err(|e| unreachable(repository, e))?
+    } else {
+        tls.clone()
+    };
+    match addr.connect_with(TIMEOUT, &tls).await {
+        Ok(stream) => Ok(stream
+            .peer_certificate()
+            .map(crate::tls::certs::sha256_fingerprint)),
+        Err(crate::proxy::upstream::UpstreamError::Tls(
+            crate::proxy::upstream::tls::UpstreamTlsFailure::Refused(_),
+        )) => Ok(None),
+        Err(e) => Err(unreachable(repository, e)),
+    }
+}
+
+/// Makes the data directory at `config_dir` the first node of a new cluster: the cluster role and
+/// schema are created as the administrator, and this node's state committed as version 1.
+pub async fn create(config_dir: &Path, new: &NewCluster<'_>) -> Result<Membership, ClusterError> {
+    check_node_name(new.node_name)?;
+    let repository = new.repository;
+    let addr = UpstreamAddr::parse(repository, 5432).map_err(|e| unreachable(repository, e.0))?;
+    let fingerprint = repository_fingerprint(&addr, &new.admin_tls, repository).await?;
+    let stream = addr
+        .connect_with(TIMEOUT, &new.admin_tls)
+        .await
+        .map_err(|e| unreachable(repository, e))?;
+    let params = [
+        ("user", new.admin_user),
+        ("database", new.database),
+        ("application_name", "pgssl topology"),
+    ];
+    let mut admin: Conn = Session::start(
+        stream,
+        &params,
+        new.admin_password.as_ref().map(Secret::expose),
+    )
+    .await
+    .map_err(|e| unreachable(repository, format!("as {}: {e}", new.admin_user)))?;
+    let mut keystore = Keystore::open(config_dir)?;
+    let password = keystore.get_or_generate(PASSWORD_ENTRY, PASSWORD_LEN)?;
+    repo::create(&mut admin, &password)
+        .await
+        .map_err(|e| unreachable(repository, format!("creating the pgssl schema: {e}")))?;
+    let _ = admin.terminate().await;
+    let mut membership = Membership {
+        node_name: new.node_name.to_string(),
+        repository: repository.to_string(),
+        repository_fingerprint: fingerprint,
+        database: new.database.to_string(),
+        version: 0,
+        digest: String::new(),
+    };
+    let mut conn = repo::connect(&membership, &keystore, TIMEOUT).await?;
+    let snapshot = Snapshot::read(config_dir)?;
+    let sealed = keystore.seal_blob(PURPOSE, &snapshot.to_bytes())?;
+    let by = format!("{}: topology get-bootstrap-file", new.node_name);
+    let version = match repo::commit(&mut conn, repository, 0, None, &sealed, &by).await {
+        Err(ClusterError::Conflict { current, .. }) => {
+            return Err(ClusterError::Invalid(format!(
+                "the repository already holds a pgssl cluster's state (version {current}): join that cluster with a bootstrap file from one of its nodes instead"
+            )));
+        }
+        other => other?,
+    };
+    register(&mut conn, &membership, new.address).await?;
+    membership.version = version;
+    membership.digest = snapshot.digest();
+    membership.write(config_dir)?;
+    Ok(membership)
+}
+
+/// Records a node's first heartbeat (version 0: it serves nothing of the cluster's yet).
+async fn register(conn: &mut Conn, m: &Membership, address: &str) -> Result<u8, ClusterError> {
+    let beat = Beat {
+        name: &m.node_name,
+        address,
+        version: 0,
+        fingerprint: "",
+    };
+    repo::heartbeat(conn, &m.repository, &beat)
+        .await?
+        .ok_or_else(|| ClusterError::Invalid(format!("node {} is removed", m.node_name)))
+}
+
+/// What a bootstrap file made on this node carries.
+pub async fn bootstrap_contents(
+    config_dir: &Path,
+    m: &Membership,
+) -> Result<Contents, ClusterError> {
+    let keystore = Keystore::open(config_dir)?;
+    let mut conn = repo::connect(m, &keystore, TIMEOUT).await?;
+    let generation = repo::head(&mut conn, &m.repository)
+        .await?
+        .map_or(1, |h| h.generation);
+    let _ = conn.terminate().await;
+    let password = keystore
+        .get(PASSWORD_ENTRY)?
+        .ok_or_else(|| ClusterError::Invalid("the keystore holds no cluster password".into()))?;
+    let (master_key_id, key) = keystore.export_master_key()?;
+    Ok(Contents {
+        repository: m.repository.clone(),
+        repository_fingerprint: m.repository_fingerprint.clone(),
+        database: m.database.clone(),
+        password: password.expose().to_string(),
+        master_key_id,
+        master_key: BASE64.encode(&key[..]),
+        generation,
+    })
+}
+
+/// The message for a bootstrap file the cluster no longer takes.
+const STALE: &str = "this bootstrap file is stale: the cluster's internal tokens were regenerated after it was made (or it is from another cluster); get a new one with 'pgssl topology get-bootstrap-file' on a cluster node";
+
+/// Joins the data directory at `config_dir` to the cluster of `contents` as `node_name`: installs the
+/// master key and the cluster's newest state, and registers the node.
+pub async fn join(
+    config_dir: &Path,
+    contents: &Contents,
+    node_name: &str,
+    address: &str,
+) -> Result<Membership, ClusterError> {
+    check_node_name(node_name)?;
+    let password = contents.password();
+    let fingerprint = contents.repository_fingerprint.as_deref();
+    let mut conn = repo::connect_as(
+        &contents.repository,
+        fingerprint,
+        &contents.database,
+        &password,
+        TIMEOUT,
+    )
+    .await
+    .map_err(|e| match e {
+        ClusterError::Refused { .. } => ClusterError::Bootstrap(STALE.into()),
+        other => other,
+    })?;
+    let repository = &contents.repository;
+    let head = repo::head(&mut conn, repository).await?;
+    if head.is_some_and(|h| h.generation > contents.generation) {
+        return Err(ClusterError::Bootstrap(STALE.into()));
+    }
+    let live = repo::nodes(&mut conn, repository).await?;
+    if live.iter().any(|n| n.name == node_name && n.is_live()) {
+        return Err(ClusterError::Invalid(format!(
+            "a live node is named '{node_name}' already: give this one another name with --node-name"
+        )));
+    }
+    let key = contents.master_key()?;
+    let stored = repo::fetch(&mut conn, repository)
+        .await?
+        .ok_or_else(|| ClusterError::Corrupt("the repository holds no committed state".into()))?;
+    let plain = keystore::open_with(&key, PURPOSE, &stored.sealed).map_err(|_| {
+        ClusterError::Bootstrap(
+            "the bootstrap file's master key does not open the cluster's state".into(),
+        )
+    })?;
+    let snapshot = Snapshot::from_bytes(&plain)?;
+    keystore::import_master_key(config_dir, &contents.master_key_id, &key)?;
+    snapshot.install(config_dir)?;
+    repo::readmit(&mut conn, repository, node_name).await?;
+    let mut membership = Membership {
+        node_name: node_name.to_string(),
+        repository: repository.clone(),
+        repository_fingerprint: contents.repository_fingerprint.clone(),
+        database: contents.database.clone(),
+        version: stored.head.version,
+        digest: snapshot.digest(),
+    };
+    membership.write(config_dir)?;
+    register(&mut conn, &membership, address).await?;
+    // A commit between the fetch and now: take it too.
+    catch_up(&mut conn, config_dir, &mut membership).await?;
+    let _ = conn.terminate().await;
+    Ok(membership)
+}

@@ -1,0 +1,102 @@
+//! `config/cluster.toml`: what makes a data directory a cluster node. It belongs to this node alone
+//! and is never part of the shared snapshot.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::ClusterError;
+use crate::atomic::{self, PRIVATE_MODE};
+use crate::control::state::StateError;
+
+const FILE: &str = "cluster.toml";
+
+/// This node's membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    /// This node's name (unique in the cluster).
+    pub node_name: String,
+    /// The repository, `host:port`.
+    pub repository: String,
+    /// SHA-256 fingerprint of the repository's TLS certificate; `None` when it offers no TLS (the
+    /// cluster's traffic is then plaintext, which `topology` warns about).
+    pub repository_fingerprint: Option<String>,
+    /// The database holding the `pgssl` schema.
+    pub database: String,
+    /// The state version this node's `config/` holds.
+    pub version: u64,
+    /// SHA-256 of that version's snapshot, to tell whether a command changed anything.
+    pub digest: String,
+}
+
+impl Membership {
+    /// The membership file of `config_dir`.
+    pub fn path(config_dir: &Path) -> PathBuf {
+        config_dir.join(FILE)
+    }
+
+    /// The membership of the data directory whose config folder is `config_dir`, if it is a node.
+    pub fn read(config_dir: &Path) -> Result<Option<Membership>, ClusterError> {
+        let path = Membership::path(config_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateError::Io { path, source }.into()),
+        };
+        toml::from_str(&text).map(Some).map_err(|e| {
+            StateError::Corrupt {
+                path,
+                message: e.message().to_string(),
+            }
+            .into()
+        })
+    }
+
+    /// Writes it atomically (0600: it names the repository).
+    pub fn write(&self, config_dir: &Path) -> Result<(), ClusterError> {
+        let path = Membership::path(config_dir);
+        let text = toml::to_string(self).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let body = format!(
+            "# pgssl cluster membership of this node (written by 'pgssl topology'; do not copy it to another node).\n{text}"
+        );
+        atomic::write_file(&path, body.as_bytes(), PRIVATE_MODE)
+            .map_err(|source| StateError::Io { path, source }.into())
+    }
+
+    /// Leaves the cluster: removes the file (the node keeps its state and serves it alone).
+    pub fn remove(config_dir: &Path) -> Result<bool, ClusterError> {
+        let path = Membership::path(config_dir);
+        atomic::remove_file(&path).map_err(|source| StateError::Io { path, source }.into())
+    }
+}
+
+/// A node name: 1–63 letters, digits, '-', '_' or '.'.
+pub fn check_node_name(name: &str) -> Result<(), ClusterError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ClusterError::Invalid(format!(
+            "'{name}' is not a node name: use 1 to 63 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+/// The default node name: this machine's host name.
+pub fn default_node_name() -> String {
+    let name = crate::tls::certs::hostname().unwrap_or_default();
+    let name: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(63)
+        .collect();
+    if name.is_empty() { "node".into() } else { name }
+}

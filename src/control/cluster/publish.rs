@@ -1,0 +1,236 @@
+//! A state-changing command on a cluster node: before it runs, the node is brought up to the
+//! cluster's newest version (so the command works on what the cluster serves); after, what it
+//! changed is committed as the next version, or — when another node committed first, or the
+//! repository cannot be reached — the node's files are put back and nothing is changed anywhere.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::repo::{self, Conn, Stored};
+use super::snapshot::{PURPOSE, Snapshot};
+use super::{ClusterError, Membership};
+use crate::atomic::FileLock;
+use crate::control::state::StateError;
+use crate::keystore::Keystore;
+
+/// How long one statement or connection attempt may take.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Held by a command from before it reads the state until its change is committed, and taken by the
+/// node's follower before it installs a version, so neither overwrites the other's files.
+pub fn cluster_lock(config_dir: &Path) -> Result<FileLock, ClusterError> {
+    let path = config_dir.join(".cluster.lock");
+    FileLock::acquire(&path).map_err(|source| StateError::Io { path, source }.into())
+}
+
+/// A change under way on a node.
+pub struct Change {
+    config_dir: PathBuf,
+    membership: Membership,
+    before: Snapshot,
+    lock: Option<FileLock>,
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("node", &self.membership.node_name)
+            .field("version", &self.membership.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a stored version's snapshot with this node's master key.
+pub fn open_stored(config_dir: &Path, stored: &Stored) -> Result<Snapshot, ClusterError> {
+    let keystore = Keystore::open(config_dir)?;
+    let plain = keystore.open_blob(PURPOSE, &stored.sealed).map_err(|_| {
+        ClusterError::Corrupt(format!(
+            "version {} does not open with this node's master key (was the node joined with a bootstrap file of this cluster?)",
+            stored.head.version
+        ))
+    })?;
+    Snapshot::from_bytes(&plain)
+}
+
+/// Installs the repository's newest version when this node holds an older one; whether it did.
+pub async fn catch_up(
+    conn: &mut Conn,
+    config_dir: &Path,
+    membership: &mut Membership,
+) -> Result<bool, ClusterError> {
+    let Some(head) = repo::head(conn, &membership.repository).await? else {
+        return Ok(false);
+    };
+    if head.version <= membership.version {
+        return Ok(false);
+    }
+    let Some(stored) = repo::fetch(conn, &membership.repository).await? else {
+        return Ok(false);
+    };
+    let snapshot = open_stored(config_dir, &stored)?;
+    snapshot.install(config_dir)?;
+    membership.version = stored.head.version;
+    membership.digest = snapshot.digest();
+    membership.write(config_dir)?;
+    Ok(true)
+}
+
+impl Change {
+    /// Begins a command on the data directory whose config folder is `config_dir`; `None` when it
+    /// is not a cluster node. Fails, changing nothing, when the repository cannot be reached: a
+    /// change made then would reach no other node.
+    pub async fn begin(config_dir: &Path) -> Result<Option<Change>, ClusterError> {
+        if Membership::read(config_dir)?.is_none() {
+            return Ok(None);
+        }
+        let lock = cluster_lock(config_dir)?;
+        let Some(mut membership) = Membership::read(config_dir)? else {
+            return Ok(None);
+        };
+        let keystore = Keystore::open(config_dir)?;
+        let mut conn = repo::connect(&membership, &keystore, TIMEOUT).await?;
+        catch_up(&mut conn, config_dir, &mut membership).await?;
+        let _ = conn.terminate().await;
+        Ok(Some(Change {
+            config_dir: config_dir.to_path_buf(),
+            before: Snapshot::read(config_dir)?,
+            membership,
+            lock: Some(lock),
+        }))
+    }
+
+    /// Lets this node's follower install and serve again (after the commit: a command waiting for
+    /// the nodes must not keep its own node from taking the change).
+    pub fn unlock(&mut self) {
+        self.lock = None;
+    }
+
+    /// The config folder.
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    /// This node's membership.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Commits what the command changed, if anything, as the next version; `generation` (when set)
+    /// replaces the cluster's. Returns the new version.
+    pub async fn commit(
+        &mut self,
+        by: &str,
+        generation: Option<u64>,
+    ) -> Result<Option<u64>, ClusterError> {
+        let now = Snapshot::read(&self.config_dir)?;
+        let digest = now.digest();
+        if digest == self.membership.digest && generation.is_none() {
+            return Ok(None);
+        }
+        let keystore = Keystore::open(&self.config_dir)?;
+        let sealed = keystore.seal_blob(PURPOSE, &now.to_bytes())?;
+        let m = &self.membership;
+        let committed = async {
+            let mut conn = repo::connect(m, &keystore, TIMEOUT).await?;
+            let result =
+                repo::commit(&mut conn, &m.repository, m.version, generation, &sealed, by).await;
+            Ok::<_, ClusterError>((conn, result))
+        }
+        .await;
+        match committed {
+            Ok((_, Ok(version))) => {
+                self.membership.version = version;
+                self.membership.digest = digest;
+                self.membership.write(&self.config_dir)?;
+                self.before = now;
+                Ok(Some(version))
+            }
+            Ok((mut conn, Err(conflict @ ClusterError::Conflict { .. }))) => {
+                self.before.install(&self.config_dir)?;
+                catch_up(&mut conn, &self.config_dir, &mut self.membership).await?;
+                Err(conflict)
+            }
+            Ok((_, Err(e))) | Err(e) => {
+                self.before.install(&self.config_dir)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens a session as the cluster role (for a command's own statements).
+    pub async fn connect(&self) -> Result<Conn, ClusterError> {
+        let keystore = Keystore::open(&self.config_dir)?;
+        repo::connect(&self.membership, &keystore, TIMEOUT).await
+    }
+}
+
+/// How one node took a version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeOutcome {
+    /// The node.
+    pub name: String,
+    /// Its listener.
+    pub address: String,
+    /// What happened, in a sentence.
+    pub outcome: String,
+    /// Whether it serves the version.
+    pub took: bool,
+}
+
+/// Waits, up to `limit`, until every live node serves `version`; one outcome per node.
+pub async fn wait_for_nodes(
+    change: &Change,
+    version: u64,
+    limit: Duration,
+) -> Result<Vec<NodeOutcome>, ClusterError> {
+    let started = Instant::now();
+    let mut conn = change.connect().await?;
+    let repository = &change.membership.repository;
+    loop {
+        let nodes = repo::nodes(&mut conn, repository).await?;
+        let waiting = nodes.iter().any(|n| n.is_live() && n.version < version);
+        if !waiting || started.elapsed() >= limit {
+            let elapsed = started.elapsed();
+            return Ok(nodes
+                .into_iter()
+                .filter(|n| !n.removed)
+                .map(|n| outcome(n, version, elapsed))
+                .collect());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn outcome(n: repo::NodeRow, version: u64, elapsed: Duration) -> NodeOutcome {
+    let (took, outcome) = if n.version >= version {
+        (
+            true,
+            format!("took the change (serves version {})", n.version),
+        )
+    } else if !n.is_live() {
+        (
+            false,
+            format!(
+                "unreachable since {} (serves version {}); it will take the change when it starts",
+                n.heartbeat, n.version
+            ),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "did not take the change within {:.1} s (serves version {}); see its log",
+                elapsed.as_secs_f64(),
+                n.version
+            ),
+        )
+    };
+    NodeOutcome {
+        name: n.name,
+        address: n.address,
+        outcome,
+        took,
+    }
+}

@@ -1,0 +1,231 @@
+//! The shared state as one value: every file of `config/` but what belongs to this node alone.
+//!
+//! Left out: the master key (never in the repository), `cluster.toml` (this node's membership), the
+//! admin server's own certificate (`admin/`, made per node for its address), the command lock and
+//! temporary files (dot files). Installing a snapshot writes each file atomically, `applied.toml`
+//! last, so a server reloading mid-way reads either the old applied state or the new one with its
+//! files already in place; files the snapshot no longer has are removed after.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+
+use super::ClusterError;
+use crate::atomic;
+use crate::control::state::StateError;
+
+/// What the sealed blob is bound to.
+pub const PURPOSE: &str = "pgssl-cluster-state-v1";
+/// Written last: it is what a server serves, and names the other files.
+const APPLIED: &str = "applied.toml";
+
+/// The shared files: path under `config/` → contents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    files: BTreeMap<String, SnapshotFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotFile {
+    mode: u32,
+    base64: String,
+}
+
+/// Whether `rel` (a path under `config/`) is this node's own and stays out of snapshots.
+fn node_local(rel: &str) -> bool {
+    let first = rel.split('/').next().unwrap_or(rel);
+    let file = rel.rsplit('/').next().unwrap_or(rel);
+    file.starts_with('.')
+        || first == "admin"
+        || rel == "cluster.toml"
+        || (first.starts_with("master-") && first.ends_with(".key"))
+}
+
+impl Snapshot {
+    /// Reads the shared files of `config_dir`.
+    pub fn read(config_dir: &Path) -> Result<Snapshot, ClusterError> {
+        let mut files = BTreeMap::new();
+        for rel in shared_files(config_dir)? {
+            let path = config_dir.join(&rel);
+            let io = |source| StateError::Io {
+                path: path.clone(),
+                source,
+            };
+            let bytes = std::fs::read(&path).map_err(io)?;
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&path).map_err(io)?.permissions(),
+            ) & 0o777;
+            files.insert(
+                rel,
+                SnapshotFile {
+                    mode,
+                    base64: BASE64.encode(bytes),
+                },
+            );
+        }
+        Ok(Snapshot { files })
+    }
+
+    /// SHA-256 of the snapshot, hex: equal snapshots, equal digests.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &json);
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The serialised form (sealed before it leaves the node).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a serialised snapshot: every path must be a plain relative path of a shared
+    /// file, so a snapshot cannot write outside `config/` or over this node's own files.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, ClusterError> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes).map_err(|e| {
+            ClusterError::Corrupt(format!("the state snapshot does not parse: {e}"))
+        })?;
+        for (rel, file) in &snapshot.files {
+            let plain = !rel.is_empty()
+                && !rel.starts_with('/')
+                && rel
+                    .split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != "..");
+            if !plain || node_local(rel) {
+                return Err(ClusterError::Corrupt(format!(
+                    "the state snapshot names the file '{rel}', which is not a shared state file"
+                )));
+            }
+            BASE64.decode(file.base64.as_bytes()).map_err(|e| {
+                ClusterError::Corrupt(format!("the snapshot's file '{rel}' does not decode: {e}"))
+            })?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Makes `config_dir`'s shared files exactly the snapshot's.
+    pub fn install(&self, config_dir: &Path) -> Result<(), ClusterError> {
+        let mut order: Vec<(&String, &SnapshotFile)> = self
+            .files
+            .iter()
+            .filter(|(rel, _)| *rel != APPLIED)
+            .collect();
+        order.extend(self.files.get_key_value(APPLIED));
+        for (rel, file) in order {
+            let path = config_dir.join(rel);
+            let bytes = BASE64
+                .decode(file.base64.as_bytes())
+                .map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+            let io = |source| StateError::Io {
+                path: path.clone(),
+                source,
+            };
+            if let Some(parent) = path.parent() {
+                atomic::create_private_dir(parent).map_err(io)?;
+            }
+            if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+                // Never wider than 0644, and secrets' 0600 kept.
+                atomic::write_file(&path, &bytes, file.mode & 0o644).map_err(io)?;
+            }
+        }
+        for rel in shared_files(config_dir)? {
+            if !self.files.contains_key(&rel) {
+                let path = config_dir.join(&rel);
+                atomic::remove_file(&path).map_err(|source| StateError::Io { path, source })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Relative paths of the shared files under `config_dir`, sorted.
+fn shared_files(config_dir: &Path) -> Result<Vec<String>, ClusterError> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        let dir = config_dir.join(&rel_dir);
+        let entries = std::fs::read_dir(&dir).map_err(|source| StateError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let rel = rel_dir.join(entry.file_name());
+            let rel_text = rel.to_string_lossy().into_owned();
+            if node_local(&rel_text) {
+                continue;
+            }
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(rel),
+                Ok(t) if t.is_file() => out.push(rel_text),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn carries_the_shared_files_and_nothing_of_the_node() {
+        let a = tempfile::tempdir().unwrap();
+        write(a.path(), "applied.toml", "mode = 1");
+        write(a.path(), "pgsql15/security/server.crt", "CERT");
+        write(a.path(), "keystore", "sealed");
+        write(a.path(), "master-abcd.key", "KEY");
+        write(a.path(), "cluster.toml", "me");
+        write(a.path(), "admin/server.key", "admin");
+        write(a.path(), ".lock", "");
+        write(a.path(), ".applied.toml.tmp.1.2", "half");
+        let snap = Snapshot::read(a.path()).unwrap();
+        let names: Vec<&String> = snap.files.keys().collect();
+        assert_eq!(
+            names,
+            ["applied.toml", "keystore", "pgsql15/security/server.crt"]
+        );
+        let again = Snapshot::from_bytes(&snap.to_bytes()).unwrap();
+        assert_eq!(again.digest(), snap.digest());
+
+        let b = tempfile::tempdir().unwrap();
+        write(b.path(), "applied.toml", "old");
+        write(b.path(), "external-ssl/x/server.crt", "stale");
+        write(b.path(), "master-ffff.key", "MINE");
+        again.install(b.path()).unwrap();
+        assert_eq!(Snapshot::read(b.path()).unwrap().digest(), snap.digest());
+        assert!(!b.path().join("external-ssl/x/server.crt").exists());
+        assert_eq!(
+            std::fs::read_to_string(b.path().join("master-ffff.key")).unwrap(),
+            "MINE"
+        );
+    }
+
+    #[test]
+    fn refuses_paths_outside_the_shared_files() {
+        for rel in [
+            "../escape",
+            "/etc/passwd",
+            "a//b",
+            "master-1.key",
+            "cluster.toml",
+            "admin/x",
+            "",
+        ] {
+            let json = format!(r#"{{"files":{{"{rel}":{{"mode":384,"base64":""}}}}}}"#);
+            assert!(Snapshot::from_bytes(json.as_bytes()).is_err(), "{rel}");
+        }
+        assert!(Snapshot::from_bytes(b"not json").is_err());
+    }
+}

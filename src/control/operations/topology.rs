@@ -1,0 +1,351 @@
+//! `pgssl topology get-bootstrap-file | join | list-nodes | remove-node` (README: Cluster).
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Operation, Report, Said, Upload, Verb, no_arguments, secret_arg};
+use super::{CommandError, Context, Output, block_on, external_upstream, running_serve};
+use crate::control::cluster::members::{self, NewCluster};
+use crate::control::cluster::repo::{self, NodeRow};
+use crate::control::cluster::{ClusterError, Membership, bootstrap, publish::TIMEOUT};
+use crate::keystore::{Keystore, Secret};
+use crate::proxy::upstream::tls::UpstreamTls;
+
+/// `topology get-bootstrap-file`: a bootstrap file for a new node (the CLI writes it, 0600). On a
+/// node that is in no cluster yet, it first makes the cluster, with this node as its first member.
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[group(skip)]
+#[serde(deny_unknown_fields)]
+pub struct GetBootstrapFile {
+    /// The passphrase that seals the file (at least 8 characters), or '-' to read it from
+    /// standard input.
+    #[arg(long, value_name = "PW|-", value_parser = secret_arg, default_value = "-")]
+    pub passphrase: Secret,
+    /// This node's name when this makes the cluster [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// The repository database for the `pgssl` schema when this makes the cluster.
+    #[arg(long, value_name = "NAME", default_value = "postgres")]
+    #[serde(default = "default_database")]
+    pub database: String,
+}
+
+fn default_database() -> String {
+    "postgres".into()
+}
+
+/// A sealed bootstrap file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootstrapFile {
+    /// The file's text (the secrets in it sealed with the passphrase).
+    pub text: String,
+    /// Whether this call made the cluster.
+    pub created: bool,
+    /// This node's name.
+    pub node_name: String,
+    /// The cluster's repository.
+    pub repository: String,
+    /// Whether the repository's certificate is pinned (else its traffic is plaintext).
+    pub pinned: bool,
+}
+
+impl Operation for GetBootstrapFile {
+    const ACTION: &'static str = "topology get-bootstrap-file";
+    const PATH: &'static str = "/topology/get-bootstrap-file";
+    const VERB: Verb = Verb::Post;
+    const SHARED: bool = false;
+    type Report = BootstrapFile;
+
+    fn run(self, ctx: &Context) -> Result<BootstrapFile, CommandError> {
+        bootstrap::check_passphrase(&self.passphrase)?;
+        let store = ctx.store()?;
+        let config_dir = store.config_dir();
+        let existing = Membership::read(&config_dir)?;
+        let created = existing.is_none();
+        let membership = match existing {
+            Some(m) => m,
+            None => block_on(create(ctx, &self))??,
+        };
+        let contents = block_on(members::bootstrap_contents(&config_dir, &membership))??;
+        Ok(BootstrapFile {
+            text: bootstrap::seal(&contents, &self.passphrase)?,
+            created,
+            pinned: membership.repository_fingerprint.is_some(),
+            node_name: membership.node_name,
+            repository: membership.repository,
+        })
+    }
+
+    fn example() -> GetBootstrapFile {
+        GetBootstrapFile {
+            passphrase: Secret::new("a long passphrase".into()),
+            node_name: Some("node-1".into()),
+            database: default_database(),
+        }
+    }
+}
+
+/// Makes the cluster on an external repository, as `repository.probe_user`.
+async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership, CommandError> {
+    let store = ctx.store()?;
+    let running = running_serve(&store)?;
+    let Some(repository) = external_upstream(ctx, running.as_ref()) else {
+        return Err(CommandError::Invalid(
+            "a cluster needs an external repository that every node reaches (server.upstream = \"host:port\"); this node runs the managed one".into(),
+        ));
+    };
+    if repository.starts_with("unix:") {
+        return Err(CommandError::Invalid(format!(
+            "the repository {repository} is a Unix socket, which other nodes cannot reach: give server.upstream as host:port"
+        )));
+    }
+    let applied = store.applied()?;
+    let admin_tls: UpstreamTls = crate::control::settings::upstream_tls_for(
+        &store,
+        &applied,
+        ctx.config.server.upstream_tls,
+    )?;
+    let address = running.as_ref().map_or_else(
+        || ctx.config.server.listen.clone(),
+        |s| s.listen.to_string(),
+    );
+    let node_name = request
+        .node_name
+        .clone()
+        .unwrap_or_else(crate::control::cluster::membership::default_node_name);
+    let new = NewCluster {
+        repository: &repository,
+        admin_tls,
+        admin_user: &ctx.config.repository.probe_user,
+        admin_password: std::env::var(crate::repository::version::PASSWORD_ENV)
+            .ok()
+            .map(Secret::new),
+        database: &request.database,
+        node_name: &node_name,
+        address: &address,
+    };
+    Ok(members::create(&store.config_dir(), &new).await?)
+}
+
+impl Report for BootstrapFile {
+    fn render(&self, out: &Output) {
+        if self.created {
+            say!(
+                out,
+                "Made a cluster in the repository {} (schema pgssl, role pgssl_cluster) with this node, '{}', as its first member; a running 'pgssl serve' follows it from now on.",
+                self.repository,
+                self.node_name
+            );
+        }
+        if !self.pinned {
+            out.warning(format!(
+                "warning: the repository {} offers no TLS: the cluster's state (sealed) and its credential travel in plaintext; turn on ssl in its postgresql.conf",
+                self.repository
+            ));
+        }
+        say!(
+            out,
+            "On the new machine: pgssl topology join --bootstrap-file FILE --node-name NAME (the passphrase on standard input), then pgssl serve. Delete the file once used."
+        );
+    }
+}
+
+/// `topology join`: makes this data directory a node of the bootstrap file's cluster.
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// The file from 'pgssl topology get-bootstrap-file'.
+    #[arg(long, value_name = "FILE", value_parser = Upload::from_path)]
+    pub bootstrap_file: Upload,
+    /// Its passphrase, or '-' to read it from standard input.
+    #[arg(long, value_name = "PW|-", value_parser = secret_arg, default_value = "-")]
+    pub passphrase: Secret,
+    /// This node's name in the cluster [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub node_name: Option<String>,
+}
+
+impl Operation for Join {
+    const ACTION: &'static str = "topology join";
+    const PATH: &'static str = "/topology/join";
+    const VERB: Verb = Verb::Post;
+    const SHARED: bool = false;
+    type Report = Said;
+
+    fn run(self, ctx: &Context) -> Result<Said, CommandError> {
+        let store = ctx.store_or_create()?;
+        let _lock = store.lock()?;
+        let config_dir = store.config_dir();
+        if let Some(m) = Membership::read(&config_dir)? {
+            return Err(ClusterError::Invalid(format!(
+                "this data directory is already node '{}' of the cluster at {}",
+                m.node_name, m.repository
+            ))
+            .into());
+        }
+        if running_serve(&store)?.is_some() {
+            return Err(CommandError::Invalid(
+                "'pgssl serve' runs on this data directory: stop it, join, then start it again (joining replaces its state with the cluster's)".into(),
+            ));
+        }
+        let text = String::from_utf8_lossy(&self.bootstrap_file.contents).into_owned();
+        let contents = bootstrap::open(&text, &self.passphrase)?;
+        let name = self
+            .node_name
+            .unwrap_or_else(crate::control::cluster::membership::default_node_name);
+        let address = ctx.config.server.listen.clone();
+        let m = block_on(members::join(&config_dir, &contents, &name, &address))??;
+        Ok(Said::one(format!(
+            "Joined the cluster at {} as node '{}' with its state version {}; start 'pgssl serve' on this data directory.",
+            m.repository, m.node_name, m.version
+        )))
+    }
+
+    fn example() -> Join {
+        Join {
+            bootstrap_file: Upload {
+                name: Some("bootstrap.toml".into()),
+                contents: zeroize::Zeroizing::new(b"format = \"x\"".to_vec()),
+            },
+            passphrase: Secret::new("a long passphrase".into()),
+            node_name: None,
+        }
+    }
+}
+
+no_arguments!(
+    /// `topology list-nodes`: every node of the cluster.
+    ListNodes
+);
+
+/// The cluster's nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Nodes {
+    /// The state version committed.
+    pub version: u64,
+    /// This node's name.
+    pub this_node: String,
+    /// Every node.
+    pub nodes: Vec<NodeRow>,
+}
+
+/// The membership of a cluster node, or the error saying this is none.
+fn member(ctx: &Context) -> Result<(std::path::PathBuf, Membership), CommandError> {
+    let config_dir = ctx.store()?.config_dir();
+    let m = Membership::read(&config_dir)?.ok_or_else(|| {
+        ClusterError::Invalid(
+            "this data directory is not a cluster node (make a cluster with 'pgssl topology get-bootstrap-file', or join one with 'pgssl topology join')".into(),
+        )
+    })?;
+    Ok((config_dir, m))
+}
+
+impl Operation for ListNodes {
+    const ACTION: &'static str = "topology list-nodes";
+    const PATH: &'static str = "/topology/nodes";
+    const VERB: Verb = Verb::Get;
+    type Report = Nodes;
+
+    fn run(self, ctx: &Context) -> Result<Nodes, CommandError> {
+        let (config_dir, m) = member(ctx)?;
+        let keystore = Keystore::open(&config_dir)?;
+        let (version, nodes) = block_on(async {
+            let mut conn = repo::connect(&m, &keystore, TIMEOUT).await?;
+            let head = repo::head(&mut conn, &m.repository).await?;
+            let nodes = repo::nodes(&mut conn, &m.repository).await?;
+            Ok::<_, ClusterError>((head.map_or(0, |h| h.version), nodes))
+        })??;
+        Ok(Nodes {
+            version,
+            this_node: m.node_name,
+            nodes,
+        })
+    }
+
+    fn example() -> ListNodes {
+        ListNodes {}
+    }
+}
+
+impl Report for Nodes {
+    fn render(&self, out: &Output) {
+        say!(out, "Cluster state version {}:", self.version);
+        for n in &self.nodes {
+            let state = if n.removed {
+                "removed".to_string()
+            } else if n.is_live() {
+                "live".to_string()
+            } else {
+                format!("unreachable since {}", n.heartbeat)
+            };
+            let me = if n.name == self.this_node {
+                " (this node)"
+            } else {
+                ""
+            };
+            say!(
+                out,
+                "  {}{me}: id {}, {}, serves version {}, certificate {}, last heartbeat {} ({state})",
+                n.name,
+                n.id,
+                n.address,
+                n.version,
+                if n.fingerprint.is_empty() {
+                    "none"
+                } else {
+                    &n.fingerprint
+                },
+                n.heartbeat
+            );
+        }
+    }
+}
+
+/// `topology remove-node NAME`: the node stops following the cluster (it keeps serving its last
+/// state alone) and leaves the list; a node of the name may join again later.
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveNode {
+    /// The node's name (see list-nodes).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+impl Operation for RemoveNode {
+    const ACTION: &'static str = "topology remove-node";
+    const PATH: &'static str = "/topology/remove-node";
+    const VERB: Verb = Verb::Post;
+    const SHARED: bool = false;
+    type Report = Said;
+
+    fn run(self, ctx: &Context) -> Result<Said, CommandError> {
+        let (config_dir, m) = member(ctx)?;
+        if self.name == m.node_name {
+            return Err(CommandError::Invalid(
+                "a node cannot remove itself: run remove-node on another node".into(),
+            ));
+        }
+        let keystore = Keystore::open(&config_dir)?;
+        let removed = block_on(async {
+            let mut conn = repo::connect(&m, &keystore, TIMEOUT).await?;
+            repo::remove(&mut conn, &m.repository, &self.name).await
+        })??;
+        if !removed {
+            return Err(CommandError::Invalid(format!(
+                "no node is named '{}' (see 'pgssl topology list-nodes')",
+                self.name
+            )));
+        }
+        Ok(Said::one(format!(
+            "Removed node '{}': it no longer follows the cluster.",
+            self.name
+        )))
+    }
+
+    fn example() -> RemoveNode {
+        RemoveNode {
+            name: "node-2".into(),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Where a CancelRequest goes: to the repository with the session's own key, or, in a cluster, to
+//! the node whose session the key belongs to.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tracing::{info, warn};
+
+use crate::proxy::backend::cancel::Peer;
+use crate::proxy::connection::ConnectionContext;
+use crate::proxy::settings::LiveSettings;
+use crate::proxy::stream::NegotiatedStream;
+use crate::proxy::upstream::UpstreamAddr;
+use crate::proxy::upstream::tls::UpstreamTls;
+
+/// Delivers a CancelRequest to the repository on a fresh connection and replies nothing, as PostgreSQL
+/// does; the client learns the outcome from its own session. A key pgssl minted is exchanged for its
+/// session's own; any other is sent on unchanged only while passthrough sessions (whose keys are the
+/// repository's) may exist, and otherwise cancels nothing.
+pub async fn forward_cancel(
+    mut client: NegotiatedStream,
+    packet: &[u8],
+    peer: SocketAddr,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+) {
+    if let Some(node) = ctx.cancels.peer_for(packet) {
+        let result = to_peer(&node, packet, ctx).await;
+        let _ = client.shutdown().await;
+        match result {
+            Ok(()) => {
+                ctx.metrics.cancels.increment(1);
+                info!(%peer, node = %node.address, outcome = "cancel_forwarded_to_node", "forwarded a cancel request to the cluster node of its session")
+            }
+            Err(e) => {
+                warn!(%peer, node = %node.address, error = %e, outcome = "cancel_failed", "could not forward a cancel request to the cluster node of its session")
+            }
+        }
+        return;
+    }
+    let routed = ctx.cancels.route(packet);
+    let packet = match &routed {
+        Some(p) => &p[..],
+        None if ctx.auth.may_pass_through(settings) => packet,
+        None => {
+            let _ = client.shutdown().await;
+            info!(%peer, outcome = "cancel_unknown_key", "a cancel request's key is not a current session's; ignored");
+            return;
+        }
+    };
+    let result = async {
+        // The cancel travels like a session would: inside TLS when upstream TLS is on.
+        let mut upstream = ctx
+            .upstream
+            .connect(ctx.connect_timeout, &settings.upstream_tls)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        deliver(&mut upstream, packet, ctx).await
+    }
+    .await;
+    let _ = client.shutdown().await;
+    match result {
+        Ok(()) => {
+            ctx.metrics.cancels.increment(1);
+            info!(%peer, outcome = "cancel_forwarded", "forwarded a cancel request")
+        }
+        Err(e) => {
+            warn!(%peer, error = %e, outcome = "cancel_failed", "could not forward a cancel request")
+        }
+    }
+}
+
+/// Writes a CancelRequest and waits for the server to close: the server closes once it has read the
+/// request, and waiting for that keeps the cancel ordered before the client's next action.
+async fn deliver(
+    to: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    packet: &[u8],
+    ctx: &ConnectionContext,
+) -> std::io::Result<()> {
+    to.write_all(packet).await?;
+    to.flush().await?;
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(
+        ctx.connect_timeout,
+        tokio::io::AsyncReadExt::read(to, &mut sink),
+    )
+    .await;
+    Ok(())
+}
+
+/// Forwards a CancelRequest to the cluster node `node` inside TLS, trusting only the certificate
+/// that node reported serving.
+async fn to_peer(node: &Peer, packet: &[u8], ctx: &ConnectionContext) -> std::io::Result<()> {
+    let other = |e: String| std::io::Error::other(e);
+    let addr = UpstreamAddr::parse(&node.address, 5432).map_err(|e| other(e.0))?;
+    let tls =
+        UpstreamTls::pinned(vec![node.fingerprint.clone()]).map_err(|e| other(e.to_string()))?;
+    let mut stream = addr
+        .connect_with(ctx.connect_timeout, &tls)
+        .await
+        .map_err(|e| other(e.to_string()))?;
+    deliver(&mut stream, packet, ctx).await
+}
