@@ -270,3 +270,138 @@ async fn wait_live(n: &Node, count: usize) {
     }
     panic!("never {count} live nodes");
 }
+
+/// A TCP relay to the repository that the test can cut (every connection closed, new ones refused)
+/// and heal: one node's path to the repository.
+struct Relay {
+    port: u16,
+    cut: std::sync::Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::Mutex::new(
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let state = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let token = state.lock().unwrap().clone();
+                if token.is_cancelled() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Relay { port, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.lock().unwrap().cancel();
+    }
+
+    fn heal(&self) {
+        *self.cut.lock().unwrap() = tokio_util::sync::CancellationToken::new();
+    }
+}
+
+/// In proxy mode a node's cancel keys name it, so a cancel sent to another node cancels the query;
+/// a node cut off from the repository keeps serving its last state, says so in
+/// `pgssl_cluster_state_age_seconds`, and catches up when the repository is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_reach_the_sessions_node_and_a_cut_off_node_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::TestPki::new(dir.path(), "Cluster2");
+    let leaf = pki.server_from_root("pg", &["localhost", "127.0.0.1"], 30);
+    let pg = Postgres::start_with_tls(&leaf.cert_pem, &leaf.key_pem);
+    let upstream = format!("127.0.0.1:{}", pg.port());
+    let relay = Relay::start(upstream.parse().unwrap()).await;
+    let mut n1 = Node::new("a1", "127.0.0.2", &upstream);
+    let mut n2 = Node::new("a2", "127.0.0.3", &upstream);
+    let file = dir.path().join("bootstrap.toml");
+    n1.start().await;
+    ok(&n1.bootstrap_file(&file).await);
+    ok(&n2.join(&file).await);
+    // This node reaches the repository's cluster tables through the relay.
+    let membership = n2.env.data_dir().join("config/cluster.toml");
+    let text = std::fs::read_to_string(&membership).unwrap();
+    let via_relay = text.replace(&upstream, &format!("127.0.0.1:{}", relay.port));
+    std::fs::write(&membership, via_relay).unwrap();
+    let metrics = format!("127.0.0.3:{}", crate::harness::free_port());
+    n2.serve = Some(ServeProcess::start_on(&n2.env, "127.0.0.3:0", &["--metrics", &metrics]).await);
+    wait_live(&n1, 2).await;
+
+    // Proxy mode on both nodes (a lookup user), then a query on a1 cancelled through a2.
+    ok(&n1.env.stage_lookup_user("postgres", PASSWORD).await);
+    // Forwarded cancels travel inside TLS, to the certificate the other node serves.
+    ok(&n1.run(&["security", "repository-ssl", "enable"]).await);
+    let applied = ok(&n1.run(&["pending-changes", "apply"]).await);
+    assert_eq!(applied.matches("took the change").count(), 2, "{applied}");
+    let mut session = connect_tls_unverified(n1.addr(), "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    let key = session.backend_key.unwrap();
+    let id = pg.sql("SELECT id FROM pgssl.nodes WHERE name = 'a1'");
+    assert_eq!(
+        ((key.0 as u32) >> 24).to_string(),
+        id,
+        "the key names its node"
+    );
+    let sleeper = tokio::spawn(async move {
+        let r = session.simple_query("SELECT pg_sleep(30)").await;
+        (session, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    crate::pool::send_cancel(n2.addr(), key).await;
+    let (_, result) = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the cancel sent to the other node ends the sleep")
+        .unwrap();
+    assert_eq!(crate::client::sqlstate(result), "57014");
+
+    // Cut off: a2 serves its last state and says how old it is; back, it catches up.
+    let served = n2.fingerprint().await;
+    relay.cut();
+    ok(&n1.run(&["security", "repository-ssl", "disable"]).await);
+    let out = ok(&n1.run(&["pending-changes", "apply"]).await);
+    assert_eq!(out.matches("took the change").count(), 1, "{out}");
+    assert!(out.contains("a2 ("), "{out}");
+    assert_eq!(
+        n2.fingerprint().await,
+        served,
+        "the cut-off node still serves its certificate"
+    );
+    let mut age = 0.0;
+    for _ in 0..100 {
+        let text = crate::metrics::scrape(&metrics).await;
+        age = text
+            .lines()
+            .find(|l| l.starts_with("pgssl_cluster_state_age_seconds "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0.0);
+        if age >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(age >= 2.0, "the state age grows while cut off: {age}");
+    assert_eq!(crate::client::ssl_request(n1.addr()).await.0, b'N');
+    relay.heal();
+    for _ in 0..150 {
+        if crate::client::ssl_request(n2.addr()).await.0 == b'N' {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the node never caught up after the repository came back");
+}
