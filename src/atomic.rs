@@ -90,13 +90,7 @@ pub struct FileLock {
 impl FileLock {
     /// Blocks until the lock on `path` (created 0600 if missing) is held.
     pub fn acquire(path: &Path) -> io::Result<FileLock> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(PRIVATE_MODE)
-            .open(path)?;
+        let file = lock_file(path)?;
         // SAFETY: flock on a valid, owned descriptor has no memory-safety preconditions.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         if rc != 0 {
@@ -107,13 +101,7 @@ impl FileLock {
 
     /// The lock on `path` if nobody holds it now, else `None` (without waiting).
     pub fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(PRIVATE_MODE)
-            .open(path)?;
+        let file = lock_file(path)?;
         // SAFETY: as in `acquire`.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -125,6 +113,16 @@ impl FileLock {
         }
         Ok(Some(FileLock { _file: file }))
     }
+}
+
+fn lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(PRIVATE_MODE)
+        .open(path)
 }
 
 #[cfg(test)]

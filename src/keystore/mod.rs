@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::aead::{CHACHA20_POLY1305, LessSafeKey, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -325,37 +325,17 @@ fn check_private(path: &Path) -> Result<(), KeystoreError> {
 }
 
 fn seal_entry(key: &LessSafeKey, name: &str, secret: &Secret) -> Result<Vec<u8>, KeystoreError> {
-    let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .map_err(|_| KeystoreError::Random)?;
-    let mut in_out = secret.expose().as_bytes().to_vec();
-    let aad = format!("{AAD_PREFIX}{name}");
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(aad.as_bytes()),
-        &mut in_out,
+    share::seal(
+        key,
+        &format!("{AAD_PREFIX}{name}"),
+        secret.expose().as_bytes(),
     )
-    .map_err(|_| KeystoreError::Random)?;
-    let mut sealed = nonce.to_vec();
-    sealed.extend_from_slice(&in_out);
-    in_out.iter_mut().for_each(|b| *b = 0);
-    Ok(sealed)
 }
 
 fn open_entry(key: &LessSafeKey, name: &str, sealed: &[u8]) -> Result<Secret, KeystoreError> {
     let tampered = || KeystoreError::Tampered(name.to_string());
-    if sealed.len() < NONCE_LEN {
-        return Err(tampered());
-    }
-    let (nonce, body) = sealed.split_at(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| tampered())?;
-    let mut in_out = Zeroizing::new(body.to_vec());
-    let aad = format!("{AAD_PREFIX}{name}");
-    let plain = key
-        .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut in_out)
-        .map_err(|_| tampered())?;
-    let text = std::str::from_utf8(plain).map_err(|_| tampered())?;
+    let plain = share::open(key, &format!("{AAD_PREFIX}{name}"), sealed).map_err(|_| tampered())?;
+    let text = std::str::from_utf8(&plain).map_err(|_| tampered())?;
     Ok(Secret::new(text.to_string()))
 }
 

@@ -63,7 +63,11 @@ pub fn open_with(
     open(&aead_key(key)?, purpose, sealed)
 }
 
-fn seal(key: &LessSafeKey, purpose: &str, plain: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+pub(super) fn seal(
+    key: &LessSafeKey,
+    purpose: &str,
+    plain: &[u8],
+) -> Result<Vec<u8>, KeystoreError> {
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new()
         .fill(&mut nonce)
@@ -80,7 +84,7 @@ fn seal(key: &LessSafeKey, purpose: &str, plain: &[u8]) -> Result<Vec<u8>, Keyst
     Ok(sealed)
 }
 
-fn open(
+pub(super) fn open(
     key: &LessSafeKey,
     purpose: &str,
     sealed: &[u8],
