@@ -27,20 +27,25 @@ use crate::tls::certs;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeFlags {
     /// Address to listen on, e.g. 127.0.0.1:8060 [default: server.listen].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "PGSSL_LISTEN")]
     pub listen: Option<String>,
     /// Repository address: host:port or unix:/socket/dir [default: server.upstream, else a managed
     /// repository].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "PGSSL_UPSTREAM")]
     pub upstream: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "PGSSL_METRICS")]
     pub metrics: Option<String>,
     /// Address of the HTTPS admin server [default: admin.listen, 127.0.0.1:8850].
-    #[arg(long, value_name = "ADDR", conflicts_with = "no_admin")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        conflicts_with = "no_admin",
+        env = "PGSSL_ADMIN_LISTEN"
+    )]
     pub admin_listen: Option<String>,
     /// Run no admin server.
-    #[arg(long)]
+    #[arg(long, env = "PGSSL_NO_ADMIN")]
     pub no_admin: bool,
 }
 
@@ -235,7 +240,7 @@ async fn run(
             config_dir: store.config_dir(),
             reloader: server.reloader(),
             cancels: server.cancel_keys(),
-            address: addr.to_string(),
+            address: advertised(addr),
             fingerprint: settings.cert_fingerprint.clone().unwrap_or_default(),
         }
         .run(services_stop.clone()),
@@ -282,6 +287,15 @@ async fn bind(
         None => None,
     };
     Ok((server, admin, auth, auth_reason))
+}
+
+/// The listener as other cluster nodes reach it (for forwarded cancels): the bound address, or this
+/// host's name with its port when it listens on every address (0.0.0.0 in a container).
+fn advertised(addr: std::net::SocketAddr) -> String {
+    match (addr.ip().is_unspecified(), certs::hostname()) {
+        (true, Some(host)) => format!("{host}:{}", addr.port()),
+        _ => addr.to_string(),
+    }
 }
 
 /// How the start-up line names the authentication mode in force.

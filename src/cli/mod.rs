@@ -33,7 +33,7 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
     /// Configuration file [default: config/pgssl.toml; defaults apply if that file is absent].
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, env = "PGSSL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format on stderr: one human-readable line per event, or one JSON object per line.
     #[arg(long, global = true, env = "PGSSL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

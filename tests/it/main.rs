@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod client;
 mod cluster;
+mod containers;
 mod external_ssl;
 mod extsvc;
 mod hardening;
