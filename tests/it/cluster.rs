@@ -222,6 +222,13 @@ async fn three_nodes_serve_one_state_changed_on_any_of_them() {
     ok(&n2.run(&["pending-changes", "apply"]).await);
     let before = converged(&[&n1, &n2, &n3], None).await;
     assert_eq!(before, served, "enabled again, the same certificate");
+    // The rotation under a load of new TLS logins on every node: none fails.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let loads: Vec<_> = [&n1, &n2, &n3]
+        .iter()
+        .map(|n| tokio::spawn(login_loop(n.addr(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let out = n1.run(&["security", "regenerate-internal-tokens"]).await;
     assert!(
         ok(&out).contains("bootstrap files made before now no longer work"),
@@ -229,6 +236,17 @@ async fn three_nodes_serve_one_state_changed_on_any_of_them() {
     );
     let after = converged(&[&n1, &n2, &n3], Some(&before)).await;
     assert_ne!(after, before);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    for load in loads {
+        let (logins, failures) = load.await.unwrap();
+        assert!(logins > 0, "the load ran");
+        assert!(
+            failures.is_empty(),
+            "{} of {logins} logins failed: {failures:?}",
+            failures.len()
+        );
+    }
     let n4 = Node::new("n4", "127.0.0.5", &upstream);
     let out = n4.join(&file).await;
     assert!(failed(&out).contains("bootstrap file is stale"), "{out:?}");
@@ -245,6 +263,27 @@ async fn three_nodes_serve_one_state_changed_on_any_of_them() {
     ok(&n1.run(&["topology", "remove-node", "n4"]).await);
     let text = ok(&n1.run(&["topology", "list-nodes"]).await);
     assert!(!text.contains("n4:") || text.contains("removed"), "{text}");
+}
+
+/// TLS logins and a query through `addr` until `stop`: how many, and the failures.
+async fn login_loop(
+    addr: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+) -> (usize, Vec<String>) {
+    let (mut logins, mut failures) = (0, Vec::new());
+    while !stop.is_cancelled() {
+        logins += 1;
+        match connect_tls_unverified(addr, "tableau", "postgres", PASSWORD).await {
+            Ok(mut s) => match s.simple_query("SELECT 1").await {
+                Ok(rows) if rows == vec![vec![Some("1".to_string())]] => {
+                    let _ = s.terminate().await;
+                }
+                other => failures.push(format!("{other:?}")),
+            },
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    (logins, failures)
 }
 
 /// The committed version, read as the superuser.
