@@ -78,7 +78,9 @@ pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
         None => match ctx.config.upstream_addr()? {
             Some(u) => Some(u),
             // A cluster node relays to the cluster's repository unless told otherwise.
+            // (not the first node of a managed store, which runs that repository itself).
             None => crate::control::cluster::Membership::read(&ctx.data_dir.join("config"))?
+                .filter(|m| m.bootstrap_repository.is_none())
                 .map(|m| UpstreamAddr::parse(&m.repository, ctx.config.repository.port))
                 .transpose()
                 .map_err(crate::config::ConfigError::from)?,
@@ -240,7 +242,7 @@ async fn run(
             config_dir: store.config_dir(),
             reloader: server.reloader(),
             cancels: server.cancel_keys(),
-            address: advertised(addr),
+            address: crate::control::cluster::membership::advertised(addr),
             fingerprint: settings.cert_fingerprint.clone().unwrap_or_default(),
         }
         .run(services_stop.clone()),
@@ -287,15 +289,6 @@ async fn bind(
         None => None,
     };
     Ok((server, admin, auth, auth_reason))
-}
-
-/// The listener as other cluster nodes reach it (for forwarded cancels): the bound address, or this
-/// host's name with its port when it listens on every address (0.0.0.0 in a container).
-fn advertised(addr: std::net::SocketAddr) -> String {
-    match (addr.ip().is_unspecified(), certs::hostname()) {
-        (true, Some(host)) => format!("{host}:{}", addr.port()),
-        _ => addr.to_string(),
-    }
 }
 
 /// How the start-up line names the authentication mode in force.

@@ -444,3 +444,54 @@ async fn cancels_reach_the_sessions_node_and_a_cut_off_node_catches_up() {
     }
     panic!("the node never caught up after the repository came back");
 }
+
+/// With the managed repository the first node runs it and makes the cluster in it; a second node
+/// reaches it through the first node's listener over TLS (pinned to the certificate it serves) as
+/// the cluster role, relays its clients there, and a change applied on the second node reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_first_node_is_the_store_reached_through_its_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n1 = Node {
+        name: "m1",
+        ip: "127.0.0.2",
+        env: CliEnv::managed(),
+        serve: None,
+    };
+    let mut n2 = Node::new("m2", "127.0.0.3", "unused:1");
+    // No upstream: the cluster's (the first node's listener), with TLS, as that node requires.
+    std::fs::write(
+        n2.env.config(),
+        "[server]\nupstream_tls = \"require\"\nconnect_timeout_secs = 2\n",
+    )
+    .unwrap();
+    let file = dir.path().join("bootstrap.toml");
+    n1.start().await;
+    let out = n1.bootstrap_file(&file).await;
+    assert!(failed(&out).contains("enable repository SSL"), "{out:?}");
+    ok(&n1.run(&["security", "repository-ssl", "enable"]).await);
+    ok(&n1.env.stage_direct_user("tableau", PASSWORD).await);
+    ok(&n1.run(&["pending-changes", "apply"]).await);
+    let made = ok(&n1.bootstrap_file(&file).await);
+    assert!(made.contains("Made a cluster"), "{made}");
+    assert!(!made.contains("offers no TLS"), "{made}");
+    ok(&n2.join(&file).await);
+    n2.start().await;
+    wait_live(&n1, 2).await;
+
+    // A client of the second node reaches the managed repository through the first.
+    let mut s = connect_tls_unverified(n2.addr(), "tableau", "repository", PASSWORD)
+        .await
+        .expect("a login through the second node");
+    let who = s.simple_query("SELECT current_user").await.unwrap();
+    assert_eq!(who[0][0].as_deref(), Some("tableau"));
+    assert_eq!(peer_fingerprint(&s), n1.fingerprint().await);
+
+    // Applied on the second node: both serve optional mode.
+    ok(&n2
+        .run(&["security", "repository-ssl", "enable", "--internal-only"])
+        .await);
+    let out = ok(&n2.run(&["pending-changes", "apply"]).await);
+    assert_eq!(out.matches("took the change").count(), 2, "{out}");
+    let plain = connect_plain(n1.addr(), "tableau").await;
+    assert!(plain.is_ok(), "optional mode on the first node: {plain:?}");
+}

@@ -135,7 +135,7 @@ impl Follower {
     async fn connect(&self) -> Result<Conn, ClusterError> {
         let m = self.membership()?;
         let keystore = Keystore::open(&self.config_dir)?;
-        repo::connect(&m, &keystore, TIMEOUT).await
+        repo::connect(&m, &self.config_dir, &keystore, TIMEOUT).await
     }
 
     /// Installs a newer version (unless a command holds the cluster lock: next tick then) and

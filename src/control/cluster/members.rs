@@ -18,19 +18,20 @@ use crate::repository::client::Session;
 /// Length of the cluster role's generated password.
 const PASSWORD_LEN: usize = 32;
 
-/// Where a new cluster's repository is and how to reach it as an administrator.
+/// Where a new cluster's store is and who its first node is.
 pub struct NewCluster<'a> {
-    /// `host:port`.
-    pub repository: &'a str,
-    /// TLS the administrator's session uses (the configured upstream TLS).
-    pub admin_tls: UpstreamTls,
-    /// The administrator role (`repository.probe_user`) and its password.
-    pub admin_user: &'a str,
-    /// Its password, if it needs one.
-    pub admin_password: Option<Secret>,
+    /// How this node reaches the store: `host:port`, or `unix:/dir` for its managed repository.
+    pub repository: String,
+    /// The socket's port for `unix:/dir`.
+    pub socket_port: u16,
+    /// The store's certificate fingerprint (`None`: plaintext or a Unix socket).
+    pub repository_fingerprint: Option<String>,
+    /// What bootstrap files name as the repository when other nodes reach it elsewhere than this
+    /// node does: this node's listener, in front of its managed repository.
+    pub bootstrap_repository: Option<String>,
     /// The database for the `pgssl` schema.
     pub database: &'a str,
-    /// This first node's name and listener.
+    /// This first node's name.
     pub node_name: &'a str,
     /// Its listener, `host:port`.
     pub address: &'a str,
@@ -67,48 +68,63 @@ async fn repository_fingerprint(
     }
 }
 
-/// Makes the data directory at `config_dir` the first node of a new cluster: the cluster role and
-/// schema are created as the administrator, and this node's state committed as version 1.
-pub async fn create(config_dir: &Path, new: &NewCluster<'_>) -> Result<Membership, ClusterError> {
-    check_node_name(new.node_name)?;
-    let repository = new.repository;
+/// An administrator's session on an external repository (with `tls`, the configured upstream TLS)
+/// and the repository's certificate fingerprint.
+pub async fn external_admin(
+    repository: &str,
+    tls: &UpstreamTls,
+    user: &str,
+    password: Option<&Secret>,
+    database: &str,
+) -> Result<(Conn, Option<String>), ClusterError> {
     let addr = UpstreamAddr::parse(repository, 5432).map_err(|e| unreachable(repository, e.0))?;
-    let fingerprint = repository_fingerprint(&addr, &new.admin_tls, repository).await?;
+    let fingerprint = repository_fingerprint(&addr, tls, repository).await?;
     let stream = addr
-        .connect_with(TIMEOUT, &new.admin_tls)
+        .connect_with(TIMEOUT, tls)
         .await
         .map_err(|e| unreachable(repository, e))?;
     let params = [
-        ("user", new.admin_user),
-        ("database", new.database),
+        ("user", user),
+        ("database", database),
         ("application_name", "pgssl topology"),
     ];
-    let mut admin: Conn = Session::start(
-        stream,
-        &params,
-        new.admin_password.as_ref().map(Secret::expose),
-    )
-    .await
-    .map_err(|e| unreachable(repository, format!("as {}: {e}", new.admin_user)))?;
+    let admin = Session::start(stream, &params, password.map(Secret::expose))
+        .await
+        .map_err(|e| unreachable(repository, format!("as {user}: {e}")))?;
+    Ok((admin, fingerprint))
+}
+
+/// Makes the data directory at `config_dir` the first node of a new cluster: the cluster role and
+/// schema are created on `admin` (an administrator's session), and this node's state committed as
+/// version 1.
+pub async fn create(
+    config_dir: &Path,
+    mut admin: Conn,
+    new: NewCluster<'_>,
+) -> Result<Membership, ClusterError> {
+    check_node_name(new.node_name)?;
+    let repository = new.repository.clone();
     let mut keystore = Keystore::open(config_dir)?;
     let password = keystore.get_or_generate(PASSWORD_ENTRY, PASSWORD_LEN)?;
     repo::create(&mut admin, &password)
         .await
-        .map_err(|e| unreachable(repository, format!("creating the pgssl schema: {e}")))?;
+        .map_err(|e| unreachable(&repository, format!("creating the pgssl schema: {e}")))?;
     let _ = admin.terminate().await;
     let mut membership = Membership {
         node_name: new.node_name.to_string(),
-        repository: repository.to_string(),
-        repository_fingerprint: fingerprint,
+        repository: new.repository,
+        socket_port: new.socket_port,
+        bootstrap_repository: new.bootstrap_repository,
+        repository_fingerprint: new.repository_fingerprint,
         database: new.database.to_string(),
         version: 0,
         digest: String::new(),
     };
-    let mut conn = repo::connect(&membership, &keystore, TIMEOUT).await?;
+    let mut conn = repo::connect(&membership, config_dir, &keystore, TIMEOUT).await?;
     let snapshot = Snapshot::read(config_dir)?;
     let sealed = keystore.seal_blob(PURPOSE, &snapshot.to_bytes())?;
     let by = format!("{}: topology get-bootstrap-file", new.node_name);
-    let version = match repo::commit(&mut conn, repository, 0, None, &sealed, &by).await {
+    let version = match repo::commit(&mut conn, &repository, 0, None, &sealed, &by).await {
         Err(ClusterError::Conflict { current, .. }) => {
             return Err(ClusterError::Invalid(format!(
                 "the repository already holds a pgssl cluster's state (version {current}): join that cluster with a bootstrap file from one of its nodes instead"
@@ -142,7 +158,7 @@ pub async fn bootstrap_contents(
     m: &Membership,
 ) -> Result<Contents, ClusterError> {
     let keystore = Keystore::open(config_dir)?;
-    let mut conn = repo::connect(m, &keystore, TIMEOUT).await?;
+    let mut conn = repo::connect(m, config_dir, &keystore, TIMEOUT).await?;
     let generation = repo::head(&mut conn, &m.repository)
         .await?
         .map_or(1, |h| h.generation);
@@ -151,9 +167,22 @@ pub async fn bootstrap_contents(
         .get(PASSWORD_ENTRY)?
         .ok_or_else(|| ClusterError::Invalid("the keystore holds no cluster password".into()))?;
     let (master_key_id, key) = keystore.export_master_key()?;
+    let (repository, repository_fingerprint) = match &m.bootstrap_repository {
+        // The managed store is reached through this node's listener, with the certificate it
+        // serves now.
+        Some(listener) => (
+            listener.clone(),
+            Some(super::membership::served_fingerprint(config_dir).ok_or_else(|| {
+                ClusterError::Invalid(
+                    "other nodes reach this node's managed repository through its listener over TLS: enable repository SSL and apply it first".into(),
+                )
+            })?),
+        ),
+        None => (m.repository.clone(), m.repository_fingerprint.clone()),
+    };
     Ok(Contents {
-        repository: m.repository.clone(),
-        repository_fingerprint: m.repository_fingerprint.clone(),
+        repository,
+        repository_fingerprint,
         database: m.database.clone(),
         password: password.expose().to_string(),
         master_key_id,
@@ -175,19 +204,18 @@ pub async fn join(
 ) -> Result<Membership, ClusterError> {
     check_node_name(node_name)?;
     let password = contents.password();
-    let fingerprint = contents.repository_fingerprint.as_deref();
-    let mut conn = repo::connect_as(
-        &contents.repository,
-        fingerprint,
-        &contents.database,
-        &password,
-        TIMEOUT,
-    )
-    .await
-    .map_err(|e| match e {
-        ClusterError::Refused { .. } => ClusterError::Bootstrap(STALE.into()),
-        other => other,
-    })?;
+    let reach = repo::Reach {
+        repository: &contents.repository,
+        socket_port: 5432,
+        pins: contents.repository_fingerprint.iter().cloned().collect(),
+        database: &contents.database,
+    };
+    let mut conn = repo::connect_as(&reach, &password, TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            ClusterError::Refused { .. } => ClusterError::Bootstrap(STALE.into()),
+            other => other,
+        })?;
     let repository = &contents.repository;
     let head = repo::head(&mut conn, repository).await?;
     if head.is_some_and(|h| h.generation > contents.generation) {
@@ -215,6 +243,8 @@ pub async fn join(
     let mut membership = Membership {
         node_name: node_name.to_string(),
         repository: repository.clone(),
+        socket_port: 5432,
+        bootstrap_repository: None,
         repository_fingerprint: contents.repository_fingerprint.clone(),
         database: contents.database.clone(),
         version: stored.head.version,

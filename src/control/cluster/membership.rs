@@ -17,8 +17,16 @@ const FILE: &str = "cluster.toml";
 pub struct Membership {
     /// This node's name (unique in the cluster).
     pub node_name: String,
-    /// The repository, `host:port`.
+    /// The repository: `host:port`, or `unix:/dir` on the first node of a cluster whose store is its
+    /// managed repository (the other nodes reach that through this node's listener).
     pub repository: String,
+    /// The socket's port when `repository` is a Unix socket folder (`.s.PGSQL.<port>`).
+    #[serde(default = "default_socket_port")]
+    pub socket_port: u16,
+    /// What bootstrap files name as the repository when it is not `repository`: this (first)
+    /// node's listener in front of its managed repository.
+    #[serde(default)]
+    pub bootstrap_repository: Option<String>,
     /// SHA-256 fingerprint of the repository's TLS certificate; `None` when it offers no TLS (the
     /// cluster's traffic is then plaintext, which `topology` warns about).
     pub repository_fingerprint: Option<String>,
@@ -28,6 +36,10 @@ pub struct Membership {
     pub version: u64,
     /// SHA-256 of that version's snapshot, to tell whether a command changed anything.
     pub digest: String,
+}
+
+fn default_socket_port() -> u16 {
+    5432
 }
 
 impl Membership {
@@ -67,6 +79,20 @@ impl Membership {
             .map_err(|source| StateError::Io { path, source }.into())
     }
 
+    /// The SHA-256 fingerprints the repository's certificate may have: the one pinned when the node
+    /// joined and, when the repository is the first node's listener (a managed store), the
+    /// certificate this node's state serves, which is that node's too after a rotation.
+    pub fn pins(&self, config_dir: &Path) -> Vec<String> {
+        let mut pins: Vec<String> = self.repository_fingerprint.iter().cloned().collect();
+        if let Some(served) = served_fingerprint(config_dir)
+            && !pins.is_empty()
+            && !pins.contains(&served)
+        {
+            pins.push(served);
+        }
+        pins
+    }
+
     /// Leaves the cluster: removes the file (the node keeps its state and serves it alone).
     pub fn remove(config_dir: &Path) -> Result<bool, ClusterError> {
         let path = Membership::path(config_dir);
@@ -99,4 +125,28 @@ pub fn default_node_name() -> String {
         .take(63)
         .collect();
     if name.is_empty() { "node".into() } else { name }
+}
+
+/// The fingerprint of the certificate the applied state of `config_dir` serves, if any.
+pub fn served_fingerprint(config_dir: &Path) -> Option<String> {
+    let store = crate::control::state::StateStore::open_existing(config_dir.parent()?).ok()?;
+    let applied = store.applied().ok()?;
+    if !applied.repository_ssl.mode.offers_tls() {
+        return None;
+    }
+    let paths = store.served_cert_paths(&applied)?;
+    Some(
+        crate::tls::certs::read_info(&paths.cert)
+            .ok()?
+            .sha256_fingerprint,
+    )
+}
+
+/// A listener as other nodes reach it: the bound address, or this host's name with its port when it
+/// listens on every address (0.0.0.0 in a container).
+pub fn advertised(addr: std::net::SocketAddr) -> String {
+    match (addr.ip().is_unspecified(), crate::tls::certs::hostname()) {
+        (true, Some(host)) => format!("{host}:{}", addr.port()),
+        _ => addr.to_string(),
+    }
 }

@@ -90,7 +90,7 @@ impl Change {
             return Ok(None);
         };
         let keystore = Keystore::open(config_dir)?;
-        let mut conn = repo::connect(&membership, &keystore, TIMEOUT).await?;
+        let mut conn = repo::connect(&membership, config_dir, &keystore, TIMEOUT).await?;
         catch_up(&mut conn, config_dir, &mut membership).await?;
         let _ = conn.terminate().await;
         Ok(Some(Change {
@@ -133,7 +133,7 @@ impl Change {
         let sealed = keystore.seal_blob(PURPOSE, &now.to_bytes())?;
         let m = &self.membership;
         let committed = async {
-            let mut conn = repo::connect(m, &keystore, TIMEOUT).await?;
+            let mut conn = repo::connect(m, &self.config_dir, &keystore, TIMEOUT).await?;
             let result =
                 repo::commit(&mut conn, &m.repository, m.version, generation, &sealed, by).await;
             Ok::<_, ClusterError>((conn, result))
@@ -162,7 +162,7 @@ impl Change {
     /// Opens a session as the cluster role (for a command's own statements).
     pub async fn connect(&self) -> Result<Conn, ClusterError> {
         let keystore = Keystore::open(&self.config_dir)?;
-        repo::connect(&self.membership, &keystore, TIMEOUT).await
+        repo::connect(&self.membership, &self.config_dir, &keystore, TIMEOUT).await
     }
 }
 

@@ -72,24 +72,36 @@ pub async fn create(admin: &mut Conn, password: &Secret) -> Result<(), ClientErr
     admin.simple_query(&schema_sql(password)).await.map(|_| ())
 }
 
+/// Where and how a node reaches the repository as the cluster role.
+#[derive(Debug, Clone)]
+pub struct Reach<'a> {
+    /// `host:port` or `unix:/dir`.
+    pub repository: &'a str,
+    /// The socket's port for `unix:/dir`.
+    pub socket_port: u16,
+    /// Fingerprints the repository's certificate may have; empty: plaintext.
+    pub pins: Vec<String>,
+    /// The database of the `pgssl` schema.
+    pub database: &'a str,
+}
+
 /// Opens a session as the cluster role with `password`.
 pub async fn connect_as(
-    repository: &str,
-    fingerprint: Option<&str>,
-    database: &str,
+    reach: &Reach<'_>,
     password: &Secret,
     timeout: Duration,
 ) -> Result<Conn, ClusterError> {
+    let repository = reach.repository;
     let unreachable = |message: String| ClusterError::Unreachable {
         repository: repository.to_string(),
         message,
     };
-    let addr = UpstreamAddr::parse(repository, 5432).map_err(|e| unreachable(e.0))?;
-    let tls = match fingerprint {
-        Some(f) => {
-            UpstreamTls::pinned(vec![f.to_string()]).map_err(|e| unreachable(e.to_string()))?
+    let addr = UpstreamAddr::parse(repository, reach.socket_port).map_err(|e| unreachable(e.0))?;
+    let tls = match (&addr, reach.pins.is_empty()) {
+        (UpstreamAddr::Unix { .. }, _) | (_, true) => UpstreamTls::disabled(),
+        (_, false) => {
+            UpstreamTls::pinned(reach.pins.clone()).map_err(|e| unreachable(e.to_string()))?
         }
-        None => UpstreamTls::disabled(),
     };
     let attempt = async {
         let stream = addr
@@ -98,7 +110,7 @@ pub async fn connect_as(
             .map_err(|e| unreachable(e.to_string()))?;
         let params = [
             ("user", CLUSTER_ROLE),
-            ("database", database),
+            ("database", reach.database),
             ("application_name", "pgssl cluster"),
         ];
         Session::start(stream, &params, Some(password.expose()))
@@ -116,35 +128,25 @@ pub async fn connect_as(
         .map_err(|_| unreachable(format!("no answer within {:?}", timeout * 2)))?
 }
 
-/// Opens a session as the cluster role for `membership`, with the keystore's password or, while a
-/// rotation is under way, the one it rotates to.
+/// Opens a session as the cluster role for the node whose config folder is `config_dir`, with the
+/// keystore's password or, while a rotation is under way, the one it rotates to.
 pub async fn connect(
     membership: &Membership,
+    config_dir: &std::path::Path,
     keystore: &Keystore,
     timeout: Duration,
 ) -> Result<Conn, ClusterError> {
-    let fingerprint = membership.repository_fingerprint.as_deref();
+    let reach = Reach {
+        repository: &membership.repository,
+        socket_port: membership.socket_port,
+        pins: membership.pins(config_dir),
+        database: &membership.database,
+    };
     let missing = || ClusterError::Invalid("the keystore holds no cluster password".into());
     let current = keystore.get(PASSWORD_ENTRY)?.ok_or_else(missing)?;
-    let first = connect_as(
-        &membership.repository,
-        fingerprint,
-        &membership.database,
-        &current,
-        timeout,
-    )
-    .await;
+    let first = connect_as(&reach, &current, timeout).await;
     match (first, keystore.get(NEXT_PASSWORD_ENTRY)?) {
-        (Err(ClusterError::Refused { .. }), Some(next)) => {
-            connect_as(
-                &membership.repository,
-                fingerprint,
-                &membership.database,
-                &next,
-                timeout,
-            )
-            .await
-        }
+        (Err(ClusterError::Refused { .. }), Some(next)) => connect_as(&reach, &next, timeout).await,
         (result, _) => result,
     }
 }

@@ -8,7 +8,6 @@ use crate::control::cluster::members::{self, NewCluster};
 use crate::control::cluster::repo::{self, NodeRow};
 use crate::control::cluster::{ClusterError, Membership, bootstrap, publish::TIMEOUT};
 use crate::keystore::{Keystore, Secret};
-use crate::proxy::upstream::tls::UpstreamTls;
 
 /// `topology get-bootstrap-file`: a bootstrap file for a new node (the CLI writes it, 0600). On a
 /// node that is in no cluster yet, it first makes the cluster, with this node as its first member.
@@ -70,9 +69,9 @@ impl Operation for GetBootstrapFile {
         Ok(BootstrapFile {
             text: bootstrap::seal(&contents, &self.passphrase)?,
             created,
-            pinned: membership.repository_fingerprint.is_some(),
+            pinned: contents.repository_fingerprint.is_some(),
             node_name: membership.node_name,
-            repository: membership.repository,
+            repository: contents.repository.clone(),
         })
     }
 
@@ -85,46 +84,104 @@ impl Operation for GetBootstrapFile {
     }
 }
 
-/// Makes the cluster on an external repository, as `repository.probe_user`.
+/// Makes the cluster: on an external repository as `repository.probe_user`; on the managed one as
+/// its superuser, the other nodes then reaching it through this node's listener.
 async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership, CommandError> {
     let store = ctx.store()?;
     let running = running_serve(&store)?;
-    let Some(repository) = external_upstream(ctx, running.as_ref()) else {
-        return Err(CommandError::Invalid(
-            "a cluster needs an external repository that every node reaches (server.upstream = \"host:port\"); this node runs the managed one".into(),
-        ));
-    };
-    if repository.starts_with("unix:") {
-        return Err(CommandError::Invalid(format!(
-            "the repository {repository} is a Unix socket, which other nodes cannot reach: give server.upstream as host:port"
-        )));
-    }
-    let applied = store.applied()?;
-    let admin_tls: UpstreamTls = crate::control::settings::upstream_tls_for(
-        &store,
-        &applied,
-        ctx.config.server.upstream_tls,
-    )?;
     let address = running.as_ref().map_or_else(
         || ctx.config.server.listen.clone(),
-        |s| s.listen.to_string(),
+        |s| crate::control::cluster::membership::advertised(s.listen),
     );
     let node_name = request
         .node_name
         .clone()
         .unwrap_or_else(crate::control::cluster::membership::default_node_name);
-    let new = NewCluster {
-        repository: &repository,
-        admin_tls,
-        admin_user: &ctx.config.repository.probe_user,
-        admin_password: std::env::var(crate::repository::version::PASSWORD_ENV)
-            .ok()
-            .map(Secret::new),
-        database: &request.database,
-        node_name: &node_name,
-        address: &address,
+    let database = request.database.as_str();
+    let (admin, new) = match external_upstream(ctx, running.as_ref()) {
+        Some(repository) if repository.starts_with("unix:") => {
+            return Err(CommandError::Invalid(format!(
+                "the repository {repository} is a Unix socket, which other nodes cannot reach: give server.upstream as host:port"
+            )));
+        }
+        Some(repository) => {
+            let applied = store.applied()?;
+            let tls = crate::control::settings::upstream_tls_for(
+                &store,
+                &applied,
+                ctx.config.server.upstream_tls,
+            )?;
+            let password = std::env::var(crate::repository::version::PASSWORD_ENV)
+                .ok()
+                .map(Secret::new);
+            let user = &ctx.config.repository.probe_user;
+            let (admin, fingerprint) =
+                members::external_admin(&repository, &tls, user, password.as_ref(), database)
+                    .await?;
+            let new = NewCluster {
+                repository,
+                socket_port: 5432,
+                repository_fingerprint: fingerprint,
+                bootstrap_repository: None,
+                database,
+                node_name: &node_name,
+                address: &address,
+            };
+            (admin, new)
+        }
+        None => {
+            managed_store(
+                ctx,
+                &store,
+                running.is_some(),
+                database,
+                &node_name,
+                &address,
+            )
+            .await?
+        }
     };
-    Ok(members::create(&store.config_dir(), &new).await?)
+    Ok(members::create(&store.config_dir(), admin, new).await?)
+}
+
+/// The managed repository as the cluster's store: this node reaches it on its Unix socket as the
+/// superuser; bootstrap files name this node's listener, reached over TLS.
+async fn managed_store<'a>(
+    ctx: &Context,
+    store: &crate::control::state::StateStore,
+    running: bool,
+    database: &'a str,
+    node_name: &'a str,
+    address: &'a str,
+) -> Result<(repo::Conn, NewCluster<'a>), CommandError> {
+    if !running {
+        return Err(CommandError::Unavailable(
+            "the managed repository runs only while 'pgssl serve' runs on this data directory: start it, then run this command again".into(),
+        ));
+    }
+    if crate::control::cluster::membership::served_fingerprint(&store.config_dir()).is_none() {
+        return Err(CommandError::Invalid(
+            "other nodes reach this node's managed repository through its listener over TLS: enable repository SSL and apply it first".into(),
+        ));
+    }
+    let repo = crate::repository::managed::ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    let keystore = Keystore::open(&store.config_dir())?;
+    let admin = repo.connect_admin(&keystore, database).await?;
+    let crate::proxy::upstream::UpstreamAddr::Unix { dir, port } = repo.upstream() else {
+        return Err(CommandError::Fault(
+            "the managed repository has no Unix socket".into(),
+        ));
+    };
+    let new = NewCluster {
+        repository: format!("unix:{}", dir.display()),
+        socket_port: port,
+        repository_fingerprint: None,
+        bootstrap_repository: Some(address.to_string()),
+        database,
+        node_name,
+        address,
+    };
+    Ok((admin, new))
 }
 
 impl Report for BootstrapFile {
@@ -251,7 +308,7 @@ impl Operation for ListNodes {
         let (config_dir, m) = member(ctx)?;
         let keystore = Keystore::open(&config_dir)?;
         let (version, nodes) = block_on(async {
-            let mut conn = repo::connect(&m, &keystore, TIMEOUT).await?;
+            let mut conn = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
             let head = repo::head(&mut conn, &m.repository).await?;
             let nodes = repo::nodes(&mut conn, &m.repository).await?;
             Ok::<_, ClusterError>((head.map_or(0, |h| h.version), nodes))
@@ -328,7 +385,7 @@ impl Operation for RemoveNode {
         }
         let keystore = Keystore::open(&config_dir)?;
         let removed = block_on(async {
-            let mut conn = repo::connect(&m, &keystore, TIMEOUT).await?;
+            let mut conn = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
             repo::remove(&mut conn, &m.repository, &self.name).await
         })??;
         if !removed {
