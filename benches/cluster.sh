@@ -21,6 +21,7 @@ chmod 755 "$work"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   as_pg "$bindir/pg_ctl" stop -D "$work/pg" -m immediate >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -39,12 +40,17 @@ mkdir -m 700 "$work/pg" "$work/sock"
 as_pg "$bindir/initdb" -D "$work/pg" -U postgres --auth=scram-sha-256 --pwfile="$work/pwfile" --no-sync >/dev/null
 printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\nfsync = off\nmax_connections = 200\n" \
   "$pgport" "$work/sock" | as_pg tee -a "$work/pg/postgresql.auto.conf" >/dev/null
-as_pg "$bindir/pg_ctl" start -w -D "$work/pg" -l "$work/pg.log" >/dev/null
+as_pg "$bindir/pg_ctl" start -w -D "$work/pg" -l "$work/sock/pg.log" >/dev/null
 PGPASSWORD=$pw "$bindir/psql" -X -q -h 127.0.0.1 -p "$pgport" -U postgres -c "CREATE ROLE tableau LOGIN PASSWORD '$pw'"
 
 printf '[server]\nupstream = "127.0.0.1:%s"\n' "$pgport" > "$work/pgssl.toml"
 node() { PGSSL_UPSTREAM_PASSWORD=$pw "$PGSSL" --config "$work/pgssl.toml" --data-dir "$work/n$1" "${@:2}"; }
-serve() { node "$1" serve --no-admin --listen "127.0.0.$(($1 + 1)):6701" & pids+=($!); wait_port "127.0.0.$(($1 + 1))" 6701; }
+serve() {
+  PGSSL_UPSTREAM_PASSWORD=$pw "$PGSSL" --config "$work/pgssl.toml" --data-dir "$work/n$1" \
+    serve --no-admin --listen "127.0.0.$(($1 + 1)):6701" &
+  pids+=($!)
+  wait_port "127.0.0.$(($1 + 1))" 6701
+}
 node 1 security repository-ssl enable >/dev/null
 node 1 pending-changes apply >/dev/null
 serve 1

@@ -23,6 +23,8 @@ use crate::telemetry::names;
 
 /// How often a node beats and polls.
 const TICK: Duration = Duration::from_secs(1);
+/// How soon a node looks again while a command on it holds the state.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
 
 /// What a following node needs from the server it runs in.
 pub struct Follower {
@@ -112,13 +114,15 @@ impl Follower {
             progress.cut_off = false;
         }
         loop {
-            self.sync(&mut conn, progress).await?;
+            let waiting = self.sync(&mut conn, progress).await?;
             if self.beat(&mut conn, progress).await?.is_none() {
                 return Ok(());
             }
             progress.confirmed = Instant::now();
             metrics::gauge!(names::CLUSTER_STATE_AGE).set(0.0);
-            conn.wait_notification(TICK)
+            // A command on this node holds the state: look again soon, not a tick later (its apply
+            // is waiting for this node too).
+            conn.wait_notification(if waiting { BUSY_RETRY } else { TICK })
                 .await
                 .map_err(|e| ClusterError::Unreachable {
                     repository: repository.clone(),
@@ -138,22 +142,26 @@ impl Follower {
         repo::connect(&m, &self.config_dir, &keystore, TIMEOUT).await
     }
 
-    /// Installs a newer version (unless a command holds the cluster lock: next tick then) and
-    /// serves what is installed.
-    async fn sync(&mut self, conn: &mut Conn, progress: &mut Progress) -> Result<(), ClusterError> {
+    /// Installs a newer version and serves what is installed; `true` when a command holds the
+    /// cluster lock, so nothing could be looked at.
+    async fn sync(
+        &mut self,
+        conn: &mut Conn,
+        progress: &mut Progress,
+    ) -> Result<bool, ClusterError> {
         let config_dir = self.config_dir.clone();
         let lock = tokio::task::spawn_blocking(move || try_cluster_lock(&config_dir))
             .await
             .ok()
             .flatten();
         let Some(_lock) = lock else {
-            return Ok(());
+            return Ok(true);
         };
         let mut m = self.membership()?;
         let before = Snapshot::read(&self.config_dir)?;
         let installed = publish::catch_up(conn, &self.config_dir, &mut m).await?;
         if m.version == progress.served || progress.rejected == Some(m.version) {
-            return Ok(());
+            return Ok(false);
         }
         match self.reloader.reload() {
             Ok(settings) => {
@@ -170,7 +178,7 @@ impl Follower {
                 }
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Records the heartbeat and refreshes the peers; `None` when the node was removed.
