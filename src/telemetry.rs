@@ -164,6 +164,9 @@ pub mod names {
     /// Gauge: seconds since a cluster node last confirmed with the repository that it serves the
     /// newest state (0 while it can reach it).
     pub const CLUSTER_STATE_AGE: &str = "pgssl_cluster_state_age_seconds";
+    /// Gauge, labels `certificate` (`served`, `custom_ca`, `client_ca`, `extsvc`) and `subject`:
+    /// seconds until the certificate expires (negative once it has).
+    pub const CERTIFICATE_EXPIRY: &str = "pgssl_certificate_expiry_seconds";
     /// Gauge: the cluster state version a node serves.
     pub const CLUSTER_STATE_VERSION: &str = "pgssl_cluster_state_version";
 }
@@ -270,6 +273,11 @@ fn describe_pool() {
         CLUSTER_STATE_AGE,
         Unit::Seconds,
         "Seconds since this cluster node last confirmed with the repository that it serves the newest state; alert when it grows."
+    );
+    describe_gauge!(
+        CERTIFICATE_EXPIRY,
+        Unit::Seconds,
+        "Seconds until a certificate pgssl serves or trusts expires; pgssl warns from 30 days before."
     );
     describe_gauge!(
         CLUSTER_STATE_VERSION,

@@ -21,7 +21,6 @@ use crate::proxy::auth::AuthPlan;
 use crate::proxy::upstream::UpstreamAddr;
 use crate::repository::lookup::ManagedLookup;
 use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
-use crate::tls::certs;
 
 /// The command-line flags of `serve`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -236,7 +235,10 @@ async fn run(
     info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), auth = %auth_mode,
           auth_reason, "pgssl is serving");
-    warn_if_expiring(&store);
+    tokio::spawn(crate::control::expiry::watch(
+        store.clone(),
+        services_stop.clone(),
+    ));
     tokio::spawn(
         crate::control::cluster::follow::Follower {
             config_dir: store.config_dir(),
@@ -390,25 +392,5 @@ impl Signals {
             }
             shutdown.cancel();
         })
-    }
-}
-
-fn warn_if_expiring(store: &StateStore) {
-    // The certificate clients see: the administrator's own with external SSL, else the generated one.
-    let Some(paths) = store.applied().ok().and_then(|a| {
-        a.repository_ssl
-            .mode
-            .offers_tls()
-            .then(|| store.served_cert_paths(&a))
-            .flatten()
-    }) else {
-        return;
-    };
-    if let Ok(info) = certs::read_info(&paths.cert) {
-        let days = (info.not_after - time::OffsetDateTime::now_utc()).whole_days();
-        if days < 30 {
-            warn!(certificate = %paths.cert.display(), days_left = days,
-                  "the repository certificate expires soon; renew it");
-        }
     }
 }

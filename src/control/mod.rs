@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod expiry;
 pub mod operations;
 pub mod reload;
 pub mod settings;

@@ -420,3 +420,60 @@ async fn custom_cert_takes_pem_or_der_one_at_a_time() {
         .count();
     assert_eq!(left, 0, "the deleted CA's copy is removed");
 }
+
+/// Every certificate pgssl serves or trusts is in `pgssl_certificate_expiry_seconds` with its time
+/// left, and one within 30 days of expiry is warned about when serve starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_near_expiry_are_warned_about_and_measured() {
+    let pg = Postgres::start();
+    let env = CliEnv::new(&pg.upstream_text());
+    let pki = TestPki::new(env.dir.path(), "Soon");
+    let leaf = pki.server("db", &["localhost", "127.0.0.1"], 10);
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    ok(&env.run(&[
+        "security",
+        "external-ssl",
+        "enable",
+        "--cert-file",
+        path(&leaf.cert),
+        "--key-file",
+        path(&leaf.key),
+        "--chain-file",
+        path(&pki.intermediate),
+    ]));
+    ok(&env.run(&[
+        "security",
+        "custom-cert",
+        "add",
+        "--cert-file",
+        path(&pki.root),
+    ]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let metrics = format!("127.0.0.1:{}", crate::harness::free_port());
+    let server = ServeProcess::start(&env, &["--metrics", &metrics]).await;
+    server.wait_for_log("expires soon", 1).await;
+    let log = server.log_text();
+    assert!(
+        log.contains("certificate=\"served\"") || log.contains("certificate=served"),
+        "{log}"
+    );
+    let text = crate::metrics::scrape(&metrics).await;
+    let value = |kind: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("pgssl_certificate_expiry_seconds{")
+                    && l.contains(&format!("certificate=\"{kind}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {kind} gauge in:\n{text}"))
+    };
+    let served = value("served");
+    assert!(
+        served > 9.0 * 86_400.0 && served < 10.0 * 86_400.0,
+        "{served}"
+    );
+    // The root is the test PKI's long-lived CA: more than a year left, not warned about.
+    assert!(value("custom_ca") > 365.0 * 86_400.0);
+    assert_eq!(log.matches("expires soon").count(), 1, "{log}");
+    server.stop().await;
+}
