@@ -25,7 +25,7 @@ pub async fn forward_cancel(
     ctx: &ConnectionContext,
 ) {
     if let Some(node) = ctx.cancels.peer_for(packet) {
-        let result = to_peer(&node, packet, ctx).await;
+        let result = to_peer(&node, packet, settings, ctx).await;
         let _ = client.shutdown().await;
         match result {
             Ok(()) => {
@@ -89,12 +89,28 @@ async fn deliver(
 }
 
 /// Forwards a CancelRequest to the cluster node `node` inside TLS, trusting only the certificate
-/// that node reported serving.
-async fn to_peer(node: &Peer, packet: &[u8], ctx: &ConnectionContext) -> std::io::Result<()> {
+/// that node reported serving or the one this node serves (the cluster's, which a node that has just
+/// taken a change may not have reported yet).
+async fn to_peer(
+    node: &Peer,
+    packet: &[u8],
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+) -> std::io::Result<()> {
     let other = |e: String| std::io::Error::other(e);
     let addr = UpstreamAddr::parse(&node.address, 5432).map_err(|e| other(e.0))?;
-    let tls =
-        UpstreamTls::pinned(vec![node.fingerprint.clone()]).map_err(|e| other(e.to_string()))?;
+    let pins: Vec<String> = [Some(&node.fingerprint), settings.cert_fingerprint.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter(|f| !f.is_empty())
+        .cloned()
+        .collect();
+    if pins.is_empty() {
+        return Err(other(
+            "neither node serves a certificate: a cancel is forwarded only inside TLS".into(),
+        ));
+    }
+    let tls = UpstreamTls::pinned(pins).map_err(|e| other(e.to_string()))?;
     let mut stream = addr
         .connect_with(ctx.connect_timeout, &tls)
         .await

@@ -400,7 +400,16 @@ async fn cancels_reach_the_sessions_node_and_a_cut_off_node_catches_up() {
         let r = session.simple_query("SELECT pg_sleep(30)").await;
         (session, r)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The query runs before the cancel is sent, however loaded the machine is.
+    for _ in 0..200 {
+        let running = pg.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(30)'",
+        );
+        if running == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     crate::pool::send_cancel(n2.addr(), key).await;
     let (_, result) = tokio::time::timeout(Duration::from_secs(10), sleeper)
         .await

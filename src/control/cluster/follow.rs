@@ -196,7 +196,7 @@ impl Follower {
         let peers: HashMap<u8, Peer> = repo::nodes(conn, &m.repository)
             .await?
             .into_iter()
-            .filter(|n| n.id != id && !n.removed && !n.fingerprint.is_empty())
+            .filter(|n| n.id != id && !n.removed)
             .map(|n| {
                 (
                     n.id,

@@ -36,8 +36,8 @@ pub struct CancelKeys {
 pub struct Peer {
     /// Its listener, `host:port`.
     pub address: String,
-    /// The SHA-256 fingerprint of the certificate it serves: the forwarded request goes inside TLS,
-    /// to that certificate only.
+    /// The SHA-256 fingerprint of the certificate it reported serving ("" before it served one): the
+    /// forwarded request goes inside TLS, to that certificate or the one this node serves.
     pub fingerprint: String,
 }
 
