@@ -242,6 +242,10 @@ pub struct TlsConfig {
     pub subject_alt_names: Vec<String>,
     /// Validity of a generated certificate in days. Default 825.
     pub certificate_validity_days: u32,
+    /// TLS 1.3 cipher suites offered, in order of preference; empty: all (see `tls::policy`).
+    pub tls13_ciphersuites: Vec<String>,
+    /// Key-exchange groups offered, in order of preference; empty: all.
+    pub groups: Vec<String>,
 }
 
 impl Default for TlsConfig {
@@ -249,6 +253,8 @@ impl Default for TlsConfig {
         TlsConfig {
             subject_alt_names: Vec::new(),
             certificate_validity_days: 825,
+            tls13_ciphersuites: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -390,7 +396,31 @@ impl Config {
                 ),
             });
         }
+        self.served_tls_provider()?;
         self.validate_internal_roles()
+    }
+
+    /// The served TLS provider of `tls.tls13_ciphersuites` and `tls.groups`.
+    pub fn served_tls_provider(&self) -> Result<rustls::crypto::CryptoProvider, ConfigError> {
+        let key = |groups: bool| {
+            if groups {
+                "tls.groups"
+            } else {
+                "tls.tls13_ciphersuites"
+            }
+        };
+        crate::tls::policy::provider(&self.tls.tls13_ciphersuites, &[]).map_err(|e| {
+            ConfigError::Invalid {
+                key: key(false),
+                message: e.to_string(),
+            }
+        })?;
+        crate::tls::policy::provider(&self.tls.tls13_ciphersuites, &self.tls.groups).map_err(|e| {
+            ConfigError::Invalid {
+                key: key(true),
+                message: e.to_string(),
+            }
+        })
     }
 
     /// `repository.internal_roles`: plain names, none of them a client user.

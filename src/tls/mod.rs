@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod client;
 pub mod internal_ca;
+pub mod policy;
 pub mod protocols;
 
 use std::sync::Arc;
@@ -76,8 +77,7 @@ pub fn server_config_from(
         versions.push(&rustls::version::TLS12);
     }
     let builder =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&versions)?;
+        ServerConfig::builder_with_provider(policy::served()).with_protocol_versions(&versions)?;
     let builder = match client_auth {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),

@@ -477,3 +477,45 @@ async fn certificates_near_expiry_are_warned_about_and_measured() {
     assert_eq!(log.matches("expires soon").count(), 1, "{log}");
     server.stop().await;
 }
+
+/// `tls.tls13_ciphersuites` and `tls.groups` decide what TLS 1.3 handshakes negotiate; an unknown name
+/// stops serve with the key and the names it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_cipher_suite_and_group_are_negotiated_and_unknown_ones_refused() {
+    let pg = Postgres::start();
+    let env = CliEnv::new(&pg.upstream_text());
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str(
+        "[tls]\ntls13_ciphersuites = [\"TLS_CHACHA20_POLY1305_SHA256\"]\ngroups = [\"secp384r1\"]\n",
+    );
+    std::fs::write(env.config(), &config).unwrap();
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let server = ServeProcess::start(&env, &[]).await;
+    let session = crate::client::connect_tls_unverified(
+        server.addr,
+        "tableau",
+        "postgres",
+        crate::harness::PASSWORD,
+    )
+    .await
+    .unwrap();
+    let (_, tls) = session.stream().get_ref();
+    assert_eq!(
+        tls.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
+    );
+    assert_eq!(
+        tls.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(rustls::NamedGroup::secp384r1)
+    );
+    server.stop().await;
+
+    std::fs::write(env.config(), config.replace("secp384r1", "ffdhe2048")).unwrap();
+    let out = env.run(&["serve", "--listen", "127.0.0.1:0", "--no-admin"]);
+    let why = failed(&out);
+    assert!(
+        why.contains("tls.groups") && why.contains("'ffdhe2048' is not one of X25519"),
+        "{why}"
+    );
+}

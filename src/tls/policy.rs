@@ -1,0 +1,139 @@
+//! Which TLS 1.3 cipher suites and key-exchange groups the served TLS offers (`tls.tls13_ciphersuites`,
+//! `tls.groups`, as PgBouncer's `client_tls13_ciphers` and `client_tls_groups`): checked by name when
+//! the configuration is read, set once when `serve` starts, used by every served configuration.
+//! Empty lists mean everything the ring provider offers, in its order of preference.
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::{CipherSuite, NamedGroup};
+
+/// The TLS 1.3 suites, by their IANA/OpenSSL names.
+const SUITES: [(&str, CipherSuite); 3] = [
+    (
+        "TLS_AES_256_GCM_SHA384",
+        CipherSuite::TLS13_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_AES_128_GCM_SHA256",
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// The groups, by their IANA names (and OpenSSL's aliases).
+const GROUPS: [(&str, NamedGroup); 5] = [
+    ("X25519", NamedGroup::X25519),
+    ("secp256r1", NamedGroup::secp256r1),
+    ("P-256", NamedGroup::secp256r1),
+    ("prime256v1", NamedGroup::secp256r1),
+    ("secp384r1", NamedGroup::secp384r1),
+];
+
+/// A name that is not a suite or group pgssl offers.
+#[derive(Debug, thiserror::Error)]
+#[error("'{name}' is not one of {known}")]
+pub struct UnknownName {
+    /// The name given.
+    pub name: String,
+    /// The names accepted.
+    pub known: String,
+}
+
+fn lookup<T: Copy>(table: &[(&str, T)], name: &str) -> Result<T, UnknownName> {
+    table
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| UnknownName {
+            name: name.to_string(),
+            known: table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+        })
+}
+
+/// The served provider for these names (TLS 1.2 suites are kept as they are).
+pub fn provider(suites: &[String], groups: &[String]) -> Result<CryptoProvider, UnknownName> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !suites.is_empty() {
+        let wanted = suites
+            .iter()
+            .map(|n| lookup(&SUITES, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        provider
+            .cipher_suites
+            .retain(|s| s.version() != &rustls::version::TLS13 || wanted.contains(&s.suite()));
+        // The configured order is the preference order.
+        provider.cipher_suites.sort_by_key(|s| {
+            wanted
+                .iter()
+                .position(|w| *w == s.suite())
+                .unwrap_or(usize::MAX)
+        });
+    }
+    if !groups.is_empty() {
+        let wanted = groups
+            .iter()
+            .map(|n| lookup(&GROUPS, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        provider.kx_groups.retain(|g| wanted.contains(&g.name()));
+        provider.kx_groups.sort_by_key(|g| {
+            wanted
+                .iter()
+                .position(|w| *w == g.name())
+                .unwrap_or(usize::MAX)
+        });
+    }
+    Ok(provider)
+}
+
+static SERVED: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+
+/// Sets the served provider once (at `serve` start); later calls change nothing.
+pub fn set_served(provider: CryptoProvider) {
+    let _ = SERVED.set(Arc::new(provider));
+}
+
+/// The provider served configurations are built with.
+pub fn served() -> Arc<CryptoProvider> {
+    SERVED
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_pick_and_order_suites_and_groups() {
+        let p = provider(
+            &["tls_chacha20_poly1305_sha256".into()],
+            &["secp384r1".into(), "X25519".into()],
+        )
+        .unwrap();
+        let tls13: Vec<CipherSuite> = p
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(tls13, [CipherSuite::TLS13_CHACHA20_POLY1305_SHA256]);
+        assert!(
+            p.cipher_suites
+                .iter()
+                .any(|s| s.version() == &rustls::version::TLS12)
+        );
+        let groups: Vec<NamedGroup> = p.kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(groups, [NamedGroup::secp384r1, NamedGroup::X25519]);
+        let err = provider(&["RC4-MD5".into()], &[]).unwrap_err();
+        assert!(err.to_string().contains("TLS_AES_256_GCM_SHA384"), "{err}");
+        assert!(provider(&[], &["ffdhe2048".into()]).is_err());
+        assert_eq!(
+            provider(&[], &[]).unwrap().kx_groups.len(),
+            rustls::crypto::ring::default_provider().kx_groups.len()
+        );
+    }
+}
