@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod cluster;
 mod containers;
+mod downgrade;
 mod external_ssl;
 mod extsvc;
 mod hardening;

@@ -1,0 +1,244 @@
+//! The downgrade proof (SECURITY.md, promise 1): for every mode × user class × way in, a capturing
+//! relay between pgssl and PostgreSQL shows that no start-up of a user who must use TLS reaches the
+//! repository over a plaintext client connection, and that what does reach it is byte for byte the
+//! start-up the client sent.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use pgssl::proxy::policy::Mode;
+use pgssl::proxy::upstream::UpstreamAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::{INTERNAL_USER, Postgres, Proxy};
+
+/// What pgssl sent the repository, one entry per connection it opened.
+type Captured = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+
+/// A TCP relay to `target` recording the bytes pgssl sends on each connection.
+async fn capturing_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Captured) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let captured: Captured = Arc::default();
+    let all = captured.clone();
+    tokio::spawn(async move {
+        while let Ok((mut from_pgssl, _)) = listener.accept().await {
+            let record = Arc::new(Mutex::new(Vec::new()));
+            all.lock().unwrap().push(record.clone());
+            tokio::spawn(async move {
+                let Ok(to_pg) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut pg_read, mut pg_write) = to_pg.into_split();
+                let (mut in_read, mut in_write) = from_pgssl.split();
+                let upstream = async {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = match in_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        record.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if pg_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = pg_write.shutdown().await;
+                };
+                let downstream = tokio::io::copy(&mut pg_read, &mut in_write);
+                let _ = tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    (addr, captured)
+}
+
+fn packet(code: u32, body: &[u8]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_u32(8 + body.len() as u32);
+    b.put_u32(code);
+    b.put_slice(body);
+    b.to_vec()
+}
+
+fn startup(params: &[(&str, &str)], minor: u16) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    packet(3 << 16 | u32::from(minor), &body)
+}
+
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+
+/// The ways a client may try to get in without TLS.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    /// A plaintext start-up.
+    Plaintext,
+    /// Protocol 3.2's start-up, plaintext.
+    Protocol32,
+    /// SSLRequest, then a plaintext start-up whatever the answer.
+    SslRequestThenPlaintext,
+    /// GSSENCRequest (answered N), then a plaintext start-up.
+    GssencThenPlaintext,
+    /// SSLRequest and the start-up in one write.
+    Pipelined,
+    /// A start-up naming two users.
+    RepeatedUser,
+    /// A TLS ClientHello without ALPN at once (direct TLS needs ALPN `postgresql`).
+    DirectTlsWithoutAlpn,
+    /// The right way: SSLRequest, a TLS handshake, the start-up inside TLS (when TLS is offered).
+    Tls,
+}
+
+const WAYS: [Way; 8] = [
+    Way::Tls,
+    Way::Plaintext,
+    Way::Protocol32,
+    Way::SslRequestThenPlaintext,
+    Way::GssencThenPlaintext,
+    Way::Pipelined,
+    Way::RepeatedUser,
+    Way::DirectTlsWithoutAlpn,
+];
+
+/// Runs one attempt as `user` and returns the start-up bytes the client sent in plaintext.
+async fn attempt(addr: std::net::SocketAddr, way: Way, user: &str) -> Vec<u8> {
+    let params = [("user", user), ("database", "postgres")];
+    let plain = startup(&params, if matches!(way, Way::Protocol32) { 2 } else { 0 });
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut sent = plain.clone();
+    match way {
+        Way::Plaintext | Way::Protocol32 => tcp.write_all(&plain).await.unwrap(),
+        Way::SslRequestThenPlaintext | Way::GssencThenPlaintext => {
+            let code = if matches!(way, Way::SslRequestThenPlaintext) {
+                SSL_REQUEST
+            } else {
+                GSSENC_REQUEST
+            };
+            tcp.write_all(&packet(code, &[])).await.unwrap();
+            let mut answer = [0u8; 1];
+            let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut answer)).await;
+            let _ = tcp.write_all(&plain).await;
+        }
+        Way::Pipelined => {
+            let mut both = packet(SSL_REQUEST, &[]);
+            both.extend_from_slice(&plain);
+            tcp.write_all(&both).await.unwrap();
+        }
+        Way::RepeatedUser => {
+            sent = startup(
+                &[
+                    ("user", "tableau"),
+                    ("database", "postgres"),
+                    ("user", user),
+                ],
+                0,
+            );
+            tcp.write_all(&sent).await.unwrap();
+        }
+        Way::Tls => {
+            tcp.write_all(&packet(SSL_REQUEST, &[])).await.unwrap();
+            let mut answer = [0u8; 1];
+            tcp.read_exact(&mut answer).await.unwrap();
+            if answer[0] != b'S' {
+                return plain;
+            }
+            let connector = pgssl::tls::client::require_mode_connector().unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            tls.write_all(&plain).await.unwrap();
+            let mut sink = vec![0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(2), tls.read(&mut sink)).await;
+            return plain;
+        }
+        Way::DirectTlsWithoutAlpn => {
+            let connector = pgssl::tls::client::require_mode_connector().unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            if let Ok(Ok(mut tls)) =
+                tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await
+            {
+                let _ = tls.write_all(&plain).await;
+                let mut sink = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), tls.read_to_end(&mut sink)).await;
+            }
+            return plain;
+        }
+    }
+    // Whatever the answer (an error, or the repository's authentication request), read a little
+    // and leave.
+    let mut sink = vec![0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut sink)).await;
+    sent
+}
+
+/// Whether `user` must use TLS in `mode` (the client users `tableau`, `readonly` may skip it in
+/// optional mode).
+fn must_use_tls(mode: Mode, user: &str) -> bool {
+    match mode {
+        Mode::Off => false,
+        Mode::Optional => user != "tableau",
+        Mode::Required => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_plaintext_startup_of_a_user_who_must_use_tls_reaches_the_repository() {
+    let pg = Postgres::start_with_tcp();
+    let target = format!("127.0.0.1:{}", pg.tcp_port.unwrap())
+        .parse()
+        .unwrap();
+    let (relay, captured) = capturing_relay(target).await;
+    let mut reached_somewhere = 0;
+    for mode in [Mode::Off, Mode::Optional, Mode::Required] {
+        let proxy = Proxy::start_with(UpstreamAddr::Tcp(relay.to_string()), mode, |_| {}).await;
+        for user in ["tableau", INTERNAL_USER] {
+            for way in WAYS {
+                let before = captured.lock().unwrap().len();
+                let sent = attempt(proxy.addr, way, user).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let opened: Vec<Vec<u8>> = captured.lock().unwrap()[before..]
+                    .iter()
+                    .map(|r| r.lock().unwrap().clone())
+                    .collect();
+                let case = format!("{mode:?} × {user} × {way:?}");
+                if must_use_tls(mode, user) && !matches!(way, Way::Tls) {
+                    assert!(
+                        opened.iter().all(|b| b.is_empty()),
+                        "{case}: {opened:?} reached the repository"
+                    );
+                }
+                // What reaches the repository is exactly the start-up the client sent.
+                for bytes in opened.iter().filter(|b| !b.is_empty()) {
+                    assert!(
+                        bytes.starts_with(&sent),
+                        "{case}: the repository got {bytes:?}, the client sent {sent:?}"
+                    );
+                    reached_somewhere += 1;
+                }
+                if matches!(way, Way::RepeatedUser | Way::DirectTlsWithoutAlpn) {
+                    assert!(
+                        opened.iter().all(|b| b.is_empty()),
+                        "{case} must never reach it"
+                    );
+                }
+            }
+        }
+        proxy.stop().await;
+    }
+    // The allowed ways did reach it, each once: in off mode both users over plaintext, 3.2, GSSENC,
+    // SSLRequest answered N and SSLRequest pipelined with its (then plaintext) start-up (10); in
+    // optional mode tableau over plaintext, 3.2 and GSSENC (3) — SSLRequest is answered S there, so a
+    // plaintext start-up after it is a broken handshake; and over TLS both users in optional and
+    // required mode (4).
+    assert_eq!(reached_somewhere, 17);
+}
