@@ -447,8 +447,13 @@ async fn refuse_authentication(stream: &mut NegotiatedStream, who: &Who, end: Au
         )
         .with_hint("run 'pgssl authentication lookup-user set' and 'pgssl pending-changes apply', or set auth.mode = \"auto\""),
         AuthEnd::Io(e) => {
+            // Either side may have gone; when it was the repository (reset, closed at accept), the
+            // client is told in PostgreSQL's words, and when it was the client the write just fails.
             info!(%peer, %user, error = %e, outcome = "failed", "the connection failed during authentication");
-            return;
+            ErrorResponse::fatal(
+                SqlState::ConnectionFailure,
+                "lost the connection to the repository during authentication",
+            )
         }
         AuthEnd::Authenticated | AuthEnd::Handover | AuthEnd::Refused(_) => return,
     };

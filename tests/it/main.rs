@@ -12,6 +12,7 @@ mod containers;
 mod downgrade;
 mod external_ssl;
 mod extsvc;
+mod faults;
 mod hardening;
 mod harness;
 mod layout;

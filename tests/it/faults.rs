@@ -1,0 +1,161 @@
+//! Repository faults through a fault-injecting relay between pgssl and PostgreSQL: connections
+//! refused, reset in the middle of a query, a repository that accepts and never answers, and one
+//! whose max_connections is full. Clients get PostgreSQL-style errors within pgssl's timeouts, and
+//! `pgssl_connections_active` returns to 0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::cli::{CliEnv, ServeProcess};
+use crate::client::{connect_plain, sqlstate};
+use crate::harness::Postgres;
+
+const PASS: u8 = 0;
+const REFUSE: u8 = 1;
+const STALL: u8 = 2;
+
+/// A relay to `target` whose behaviour for new connections is `mode`; `reset()` resets every open
+/// one (RST, as a crashed host or a middlebox would).
+struct FaultRelay {
+    port: u16,
+    mode: Arc<AtomicU8>,
+    reset: Arc<tokio::sync::Notify>,
+}
+
+impl FaultRelay {
+    async fn start(target: std::net::SocketAddr) -> FaultRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let reset = Arc::new(tokio::sync::Notify::new());
+        let (m, r) = (mode.clone(), reset.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (m, r) = (m.load(Ordering::SeqCst), r.clone());
+                tokio::spawn(async move {
+                    match m {
+                        REFUSE => {
+                            let _ = client.set_zero_linger();
+                        }
+                        STALL => tokio::time::sleep(Duration::from_secs(600)).await,
+                        _ => {
+                            let Ok(mut server) = TcpStream::connect(target).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                () = r.notified() => {
+                                    let _ = client.set_zero_linger();
+                                    let _ = server.set_zero_linger();
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        FaultRelay { port, mode, reset }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+async fn active(metrics: &str) -> f64 {
+    let text = crate::metrics::scrape(metrics).await;
+    text.lines()
+        .find(|l| l.starts_with("pgssl_connections_active "))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn settles_at_zero(metrics: &str) {
+    for _ in 0..100 {
+        if active(metrics).await == 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "pgssl_connections_active never returned to 0: {}",
+        active(metrics).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_faults_end_in_postgresql_errors_within_the_timeouts() {
+    let pg = Postgres::start_with_tcp();
+    let relay = FaultRelay::start(
+        format!("127.0.0.1:{}", pg.tcp_port.unwrap())
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let env = CliEnv::new(&format!("127.0.0.1:{}", relay.port));
+    let metrics = format!("127.0.0.1:{}", crate::harness::free_port());
+    let serve = ServeProcess::start(&env, &["--metrics", &metrics]).await;
+    let addr = serve.addr;
+
+    // Healthy first: the relay passes a login through.
+    let mut s = connect_plain(addr, "tableau")
+        .await
+        .expect("a login through the relay");
+    s.simple_query("SELECT 1").await.unwrap();
+
+    // Reset in the middle of a query: the client's session ends with an error, not a hang.
+    let sleeper =
+        tokio::spawn(async move { s.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay.reset.notify_waiters();
+    let ended = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the reset ends the session")
+        .unwrap();
+    assert!(ended.is_err(), "a reset mid-query is an error: {ended:?}");
+    settles_at_zero(&metrics).await;
+
+    // Refused: 08006, with the repository's address kept out of the client's message.
+    relay.set(REFUSE);
+    let refused = connect_plain(addr, "tableau").await;
+    assert_eq!(sqlstate(refused), "08006");
+
+    // Accepts and never answers: the login fails within the connect and handshake timeouts
+    // (2 s and 10 s here), not never.
+    relay.set(STALL);
+    let started = Instant::now();
+    let stalled = tokio::time::timeout(Duration::from_secs(30), connect_plain(addr, "tableau"))
+        .await
+        .expect("a stalled repository does not hang the login");
+    assert!(stalled.is_err(), "{stalled:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    settles_at_zero(&metrics).await;
+
+    // The repository's max_connections full: PostgreSQL's own 53300 reaches the client.
+    relay.set(PASS);
+    pg.sql("ALTER SYSTEM SET max_connections = 3");
+    pg.sql("ALTER SYSTEM SET superuser_reserved_connections = 0");
+    pg.restart();
+    let mut held = Vec::new();
+    let mut full = None;
+    for _ in 0..5 {
+        match connect_plain(addr, "tableau").await {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                full = Some(sqlstate::<()>(Err(e)));
+                break;
+            }
+        }
+    }
+    assert_eq!(full.as_deref(), Some("53300"), "held {}", held.len());
+    drop(held);
+    settles_at_zero(&metrics).await;
+    serve.stop().await;
+}
