@@ -159,3 +159,69 @@ async fn repository_faults_end_in_postgresql_errors_within_the_timeouts() {
     settles_at_zero(&metrics).await;
     serve.stop().await;
 }
+
+/// Damaged state files: a clear error naming the file from every command, and a running server keeps
+/// serving its last good state through a reload that reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_state_files_are_named_and_the_last_good_state_is_served() {
+    use crate::cli::{failed, ok};
+    let pg = Postgres::start_with_tcp();
+    let env = CliEnv::new(&format!("127.0.0.1:{}", pg.tcp_port.unwrap()));
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let serve = ServeProcess::start(&env, &[]).await;
+    let fingerprint = || async {
+        let s = crate::client::connect_tls_unverified(
+            serve.addr,
+            "tableau",
+            "postgres",
+            crate::harness::PASSWORD,
+        )
+        .await
+        .expect("a TLS login");
+        crate::client::peer_fingerprint(&s)
+    };
+    let served = fingerprint().await;
+    let config = env.data_dir().join("config");
+    for (file, damage) in [
+        ("applied.toml", b"mode = [unclosed".as_slice()),
+        ("keystore", b"key_id = 7\n".as_slice()),
+        (
+            "pgsql15/security/server.key",
+            b"-----BEGIN PRIVATE KEY-----\ntruncated".as_slice(),
+        ),
+    ] {
+        let path = config.join(file);
+        let good = std::fs::read(&path).unwrap();
+        std::fs::write(&path, damage).unwrap();
+        if file == "applied.toml" || file == "keystore" {
+            let out = env.run(&["security", "repository-ssl", "list"]);
+            let out = if file == "keystore" {
+                env.stage_lookup_user("pgssl_lookup", "pw").await
+            } else {
+                out
+            };
+            let why = failed(&out);
+            assert!(
+                why.contains(file.rsplit('/').next().unwrap()),
+                "{file}: {why}"
+            );
+        }
+        let reloads = serve.log_text().matches("reload refused").count();
+        serve.signal(libc::SIGHUP);
+        if file == "keystore" {
+            // Serving this state needs no secret: the reload succeeds without reading it.
+            serve.wait_for_log("applied settings reloaded", 1).await;
+        } else {
+            serve.wait_for_log("reload refused", reloads + 1).await;
+            assert!(serve.log_text().contains(file.rsplit('/').next().unwrap()));
+        }
+        assert_eq!(
+            fingerprint().await,
+            served,
+            "{file}: the last good state is still served"
+        );
+        std::fs::write(&path, good).unwrap();
+    }
+    serve.stop().await;
+}
