@@ -81,6 +81,12 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.tmp.{}.{n}", std::process::id()))
 }
 
+/// Renames `from` to `to` (same folder) and makes the rename durable.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    File::open(parent_dir(to))?.sync_all()
+}
+
 /// An exclusive advisory lock on a file, released on drop.
 #[derive(Debug)]
 pub struct FileLock {

@@ -153,6 +153,7 @@ pub fn for_state(
             let paths = store
                 .cert_paths_of(state)
                 .ok_or(LoadError::NoCertificate(mode))?;
+            store.settle_certificates(&paths);
             // Read the file once: the fingerprint comes from the same leaf the server will present.
             let chain = certs::read_chain(&paths.cert)?;
             let leaf = chain[0].clone();
