@@ -14,7 +14,6 @@ use tracing::{error, info, warn};
 
 use super::publish::{self, TIMEOUT};
 use super::repo::{self, Beat, Conn};
-use super::snapshot::Snapshot;
 use super::{ClusterError, Membership};
 use crate::control::reload::Reloader;
 use crate::keystore::Keystore;
@@ -150,7 +149,7 @@ impl Follower {
         progress: &mut Progress,
     ) -> Result<bool, ClusterError> {
         let config_dir = self.config_dir.clone();
-        let lock = tokio::task::spawn_blocking(move || try_cluster_lock(&config_dir))
+        let lock = tokio::task::spawn_blocking(move || publish::try_cluster_lock(&config_dir))
             .await
             .ok()
             .flatten();
@@ -158,8 +157,7 @@ impl Follower {
             return Ok(true);
         };
         let mut m = self.membership()?;
-        let before = Snapshot::read(&self.config_dir)?;
-        let installed = publish::catch_up(conn, &self.config_dir, &mut m).await?;
+        let replaced = publish::catch_up(conn, &self.config_dir, &mut m).await?;
         if m.version == progress.served || progress.rejected == Some(m.version) {
             return Ok(false);
         }
@@ -173,7 +171,7 @@ impl Follower {
             Err(e) => {
                 error!(version = m.version, error = %e, "the cluster's state version cannot be served on this node; it keeps serving the previous one");
                 progress.rejected = Some(m.version);
-                if installed {
+                if let Some(before) = replaced {
                     before.install(&self.config_dir)?;
                 }
             }
@@ -210,10 +208,4 @@ impl Follower {
         self.cancels.set_cluster(id, peers);
         Ok(Some(id))
     }
-}
-
-fn try_cluster_lock(config_dir: &std::path::Path) -> Option<crate::atomic::FileLock> {
-    crate::atomic::FileLock::try_acquire(&config_dir.join(".cluster.lock"))
-        .ok()
-        .flatten()
 }

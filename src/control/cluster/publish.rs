@@ -20,9 +20,21 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Held by a command from before it reads the state until its change is committed, and taken by the
 /// node's follower before it installs a version, so neither overwrites the other's files.
+fn cluster_lock_path(config_dir: &Path) -> PathBuf {
+    config_dir.join(".cluster.lock")
+}
+
+/// Takes the cluster lock, waiting for a command that holds it.
 pub fn cluster_lock(config_dir: &Path) -> Result<FileLock, ClusterError> {
-    let path = config_dir.join(".cluster.lock");
+    let path = cluster_lock_path(config_dir);
     FileLock::acquire(&path).map_err(|source| StateError::Io { path, source }.into())
+}
+
+/// The cluster lock if no command holds it now (the follower's: it looks again soon instead).
+pub fn try_cluster_lock(config_dir: &Path) -> Option<FileLock> {
+    FileLock::try_acquire(&cluster_lock_path(config_dir))
+        .ok()
+        .flatten()
 }
 
 /// A change under way on a node.
@@ -54,27 +66,29 @@ pub fn open_stored(config_dir: &Path, stored: &Stored) -> Result<Snapshot, Clust
     Snapshot::from_bytes(&plain)
 }
 
-/// Installs the repository's newest version when this node holds an older one; whether it did.
+/// Installs the repository's newest version when this node holds an older one; the files it
+/// replaced when it did (read only then: the follower calls this every second).
 pub async fn catch_up(
     conn: &mut Conn,
     config_dir: &Path,
     membership: &mut Membership,
-) -> Result<bool, ClusterError> {
+) -> Result<Option<Snapshot>, ClusterError> {
     let Some(head) = repo::head(conn, &membership.repository).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     if head.version <= membership.version {
-        return Ok(false);
+        return Ok(None);
     }
     let Some(stored) = repo::fetch(conn, &membership.repository).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let snapshot = open_stored(config_dir, &stored)?;
+    let replaced = Snapshot::read(config_dir)?;
     snapshot.install(config_dir)?;
     membership.version = stored.head.version;
     membership.digest = snapshot.digest();
     membership.write(config_dir)?;
-    Ok(true)
+    Ok(Some(replaced))
 }
 
 impl Change {
