@@ -4,6 +4,7 @@
 
 mod mutual_ssl;
 pub mod remote;
+mod report_file;
 mod topology;
 
 use std::path::PathBuf;
@@ -455,17 +456,14 @@ fn security(runner: &Runner, command: SecurityCommand) -> Result<(), CommandErro
             RepositorySslCommand::List(r) => runner.show(r),
             RepositorySslCommand::GetCertificateFile { file } => {
                 let served = runner.run(repository_ssl::Certificate {})?;
-                crate::atomic::write_file(&file, served.pem.as_bytes(), crate::atomic::PUBLIC_MODE)
-                    .map_err(|source| crate::tls::certs::CertError::Write {
-                        path: file.clone(),
-                        source,
-                    })?;
-                let out = Output::print();
-                out.info(format!(
-                    "Wrote the repository certificate to {}",
-                    file.display()
-                ));
-                served.render(&out);
+                let said = format!("Wrote the repository certificate to {}", file.display());
+                report_file::write(
+                    &file,
+                    served.pem.as_bytes(),
+                    crate::atomic::PUBLIC_MODE,
+                    said,
+                )?;
+                served.render(&Output::print());
                 Ok(())
             }
         },

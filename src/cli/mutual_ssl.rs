@@ -44,17 +44,11 @@ pub(super) fn mutual_ssl(runner: &Runner, command: MutualSslCommand) -> Result<(
 pub(super) fn internal_ca(runner: &Runner, command: InternalCaCommand) -> Result<(), CommandError> {
     let InternalCaCommand::GetCertificateFile { file } = command;
     let ca = runner.run(mutual_ssl::InternalCaCertificate {})?;
-    crate::atomic::write_file(&file, ca.pem.as_bytes(), crate::atomic::PUBLIC_MODE).map_err(
-        |source| crate::tls::certs::CertError::Write {
-            path: file.clone(),
-            source,
-        },
-    )?;
-    let out = Output::print();
-    out.info(format!(
+    let said = format!(
         "Wrote pgssl's internal CA certificate to {}",
         file.display()
-    ));
-    ca.render(&out);
+    );
+    super::report_file::write(&file, ca.pem.as_bytes(), crate::atomic::PUBLIC_MODE, said)?;
+    ca.render(&Output::print());
     Ok(())
 }

@@ -33,17 +33,14 @@ pub(super) fn topology(runner: &Runner, command: TopologyCommand) -> Result<(), 
         TopologyCommand::GetBootstrapFile { file, request } => {
             runner.local("topology get-bootstrap-file")?;
             let made = runner.run(request)?;
-            crate::atomic::write_file(&file, made.text.as_bytes(), crate::atomic::PRIVATE_MODE)
-                .map_err(|source| crate::control::state::StateError::Io {
-                    path: file.clone(),
-                    source,
-                })?;
-            let out = Output::print();
-            made.render(&out);
-            out.info(format!(
-                "Wrote the bootstrap file {} (0600).",
-                file.display()
-            ));
+            let said = format!("Wrote the bootstrap file {} (0600).", file.display());
+            super::report_file::write(
+                &file,
+                made.text.as_bytes(),
+                crate::atomic::PRIVATE_MODE,
+                said,
+            )?;
+            made.render(&Output::print());
             Ok(())
         }
         TopologyCommand::Join(r) => {
