@@ -50,7 +50,7 @@ pub struct ServeFlags {
 
 /// Runs the proxy; with no upstream at all, a managed repository is run.
 pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
-    crate::tls::policy::set_served(ctx.config.served_tls_provider()?);
+    crate::tls::policy::set_served(ctx.config.tls.served_provider()?);
     let metrics = flags
         .metrics
         .as_deref()

@@ -17,7 +17,9 @@ use crate::proxy::upstream::tls::UpstreamTlsMode;
 use crate::proxy::upstream::{BadUpstreamAddr, UpstreamAddr};
 
 mod pool;
+mod tls;
 pub use pool::{LOOKUP_CONNECTIONS, PoolConfig, SUPERUSER_RESERVE};
+pub use tls::TlsConfig;
 
 /// The default path of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/pgssl.toml";
@@ -233,32 +235,6 @@ impl Default for PolicyConfig {
     }
 }
 
-/// `[tls]`. Used when a certificate is generated.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// Extra DNS names or IP addresses for the certificate, beside `localhost`, `127.0.0.1`, `::1` and
-    /// the host name. Default none.
-    pub subject_alt_names: Vec<String>,
-    /// Validity of a generated certificate in days. Default 825.
-    pub certificate_validity_days: u32,
-    /// TLS 1.3 cipher suites offered, in order of preference; empty: all (see `tls::policy`).
-    pub tls13_ciphersuites: Vec<String>,
-    /// Key-exchange groups offered, in order of preference; empty: all.
-    pub groups: Vec<String>,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            subject_alt_names: Vec::new(),
-            certificate_validity_days: 825,
-            tls13_ciphersuites: Vec::new(),
-            groups: Vec::new(),
-        }
-    }
-}
-
 /// `[repository]`. How pgssl learns about the upstream PostgreSQL.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -396,31 +372,8 @@ impl Config {
                 ),
             });
         }
-        self.served_tls_provider()?;
+        self.tls.served_provider()?;
         self.validate_internal_roles()
-    }
-
-    /// The served TLS provider of `tls.tls13_ciphersuites` and `tls.groups`.
-    pub fn served_tls_provider(&self) -> Result<rustls::crypto::CryptoProvider, ConfigError> {
-        let key = |groups: bool| {
-            if groups {
-                "tls.groups"
-            } else {
-                "tls.tls13_ciphersuites"
-            }
-        };
-        crate::tls::policy::provider(&self.tls.tls13_ciphersuites, &[]).map_err(|e| {
-            ConfigError::Invalid {
-                key: key(false),
-                message: e.to_string(),
-            }
-        })?;
-        crate::tls::policy::provider(&self.tls.tls13_ciphersuites, &self.tls.groups).map_err(|e| {
-            ConfigError::Invalid {
-                key: key(true),
-                message: e.to_string(),
-            }
-        })
     }
 
     /// `repository.internal_roles`: plain names, none of them a client user.

@@ -33,22 +33,34 @@ const GROUPS: [(&str, NamedGroup); 5] = [
     ("secp384r1", NamedGroup::secp384r1),
 ];
 
+/// Which list a name was given in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// `tls13_ciphersuites`.
+    Suite,
+    /// `groups`.
+    Group,
+}
+
 /// A name that is not a suite or group pgssl offers.
 #[derive(Debug, thiserror::Error)]
 #[error("'{name}' is not one of {known}")]
 pub struct UnknownName {
+    /// Which list it was in.
+    pub kind: NameKind,
     /// The name given.
     pub name: String,
     /// The names accepted.
     pub known: String,
 }
 
-fn lookup<T: Copy>(table: &[(&str, T)], name: &str) -> Result<T, UnknownName> {
+fn lookup<T: Copy>(table: &[(&str, T)], kind: NameKind, name: &str) -> Result<T, UnknownName> {
     table
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
         .map(|(_, v)| *v)
         .ok_or_else(|| UnknownName {
+            kind,
             name: name.to_string(),
             known: table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
         })
@@ -60,7 +72,7 @@ pub fn provider(suites: &[String], groups: &[String]) -> Result<CryptoProvider, 
     if !suites.is_empty() {
         let wanted = suites
             .iter()
-            .map(|n| lookup(&SUITES, n))
+            .map(|n| lookup(&SUITES, NameKind::Suite, n))
             .collect::<Result<Vec<_>, _>>()?;
         provider
             .cipher_suites
@@ -76,7 +88,7 @@ pub fn provider(suites: &[String], groups: &[String]) -> Result<CryptoProvider, 
     if !groups.is_empty() {
         let wanted = groups
             .iter()
-            .map(|n| lookup(&GROUPS, n))
+            .map(|n| lookup(&GROUPS, NameKind::Group, n))
             .collect::<Result<Vec<_>, _>>()?;
         provider.kx_groups.retain(|g| wanted.contains(&g.name()));
         provider.kx_groups.sort_by_key(|g| {
@@ -130,7 +142,9 @@ mod tests {
         assert_eq!(groups, [NamedGroup::secp384r1, NamedGroup::X25519]);
         let err = provider(&["RC4-MD5".into()], &[]).unwrap_err();
         assert!(err.to_string().contains("TLS_AES_256_GCM_SHA384"), "{err}");
-        assert!(provider(&[], &["ffdhe2048".into()]).is_err());
+        assert_eq!(err.kind, NameKind::Suite);
+        let err = provider(&[], &["ffdhe2048".into()]).unwrap_err();
+        assert_eq!(err.kind, NameKind::Group);
         assert_eq!(
             provider(&[], &[]).unwrap().kx_groups.len(),
             rustls::crypto::ring::default_provider().kx_groups.len()
