@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod client;
 pub mod internal_ca;
+pub mod pair;
 pub mod policy;
 pub mod protocols;
 

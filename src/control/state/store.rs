@@ -123,12 +123,12 @@ impl StateStore {
         FileLock::acquire(&path).map_err(|source| StateError::Io { path, source })
     }
 
-    /// Finishes a certificate replacement a crash interrupted ([`crate::tls::certs::finish_interrupted`]),
+    /// Finishes a certificate replacement a crash interrupted ([`crate::tls::pair::finish_interrupted`]),
     /// unless a command holds the data directory now (its own write may be under way).
     pub fn settle_certificates(&self, paths: &CertPaths) {
         let path = self.config_dir().join(".lock");
         if let Ok(Some(_lock)) = FileLock::try_acquire(&path) {
-            let _ = crate::tls::certs::finish_interrupted(paths);
+            let _ = crate::tls::pair::finish_interrupted(paths);
         }
     }
 
