@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use pgssl::repository::client::server_error;
 use pgssl::repository::{ClientError, ServerError, Session};
 use postgres_protocol::message::backend::Message;
@@ -155,4 +155,26 @@ pub fn peer_fingerprint(session: &TlsSession) -> String {
     let (_, conn) = session.stream().get_ref();
     let cert = &conn.peer_certificates().expect("a server certificate")[0];
     pgssl::tls::certs::sha256_fingerprint(cert)
+}
+
+/// A first packet: length, `code`, `body` (SSLRequest, GSSENCRequest, CancelRequest, start-up).
+pub fn raw_packet(code: u32, body: &[u8]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_u32(8 + body.len() as u32);
+    b.put_u32(code);
+    b.put_slice(body);
+    b.to_vec()
+}
+
+/// A protocol 3.`minor` start-up packet with `params`, in order (repeats included).
+pub fn startup_packet(params: &[(&str, &str)], minor: u16) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    raw_packet(3 << 16 | u32::from(minor), &body)
 }

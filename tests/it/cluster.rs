@@ -42,29 +42,25 @@ impl Node {
         cmd.output().await.unwrap()
     }
 
+    /// `topology get-bootstrap-file -f FILE` as this node.
     async fn bootstrap_file(&self, file: &std::path::Path) -> std::process::Output {
-        let args = [
-            "topology",
-            "get-bootstrap-file",
-            "-f",
-            file.to_str().unwrap(),
-            "--node-name",
-            self.name,
-        ];
-        self.env
-            .run_with_stdin(&args, &format!("{PASSPHRASE}\n"))
-            .await
+        self.topology("get-bootstrap-file", "-f", file).await
     }
 
+    /// `topology join --bootstrap-file FILE` as this node.
     async fn join(&self, file: &std::path::Path) -> std::process::Output {
-        let args = [
-            "topology",
-            "join",
-            "--bootstrap-file",
-            file.to_str().unwrap(),
-            "--node-name",
-            self.name,
-        ];
+        self.topology("join", "--bootstrap-file", file).await
+    }
+
+    /// A topology command about `file` named after this node, the passphrase on standard input.
+    async fn topology(
+        &self,
+        verb: &str,
+        flag: &str,
+        file: &std::path::Path,
+    ) -> std::process::Output {
+        let file = file.to_str().unwrap();
+        let args = ["topology", verb, flag, file, "--node-name", self.name];
         self.env
             .run_with_stdin(&args, &format!("{PASSPHRASE}\n"))
             .await

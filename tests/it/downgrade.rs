@@ -6,12 +6,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use pgssl::proxy::policy::Mode;
 use pgssl::proxy::upstream::UpstreamAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::client::{raw_packet, startup_packet};
 use crate::harness::{INTERNAL_USER, Postgres, Proxy};
 
 /// What pgssl sent the repository, one entry per connection it opened.
@@ -55,26 +55,6 @@ async fn capturing_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr,
     (addr, captured)
 }
 
-fn packet(code: u32, body: &[u8]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    b.put_u32(8 + body.len() as u32);
-    b.put_u32(code);
-    b.put_slice(body);
-    b.to_vec()
-}
-
-fn startup(params: &[(&str, &str)], minor: u16) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    packet(3 << 16 | u32::from(minor), &body)
-}
-
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
 
@@ -113,7 +93,7 @@ const WAYS: [Way; 8] = [
 /// Runs one attempt as `user` and returns the start-up bytes the client sent in plaintext.
 async fn attempt(addr: std::net::SocketAddr, way: Way, user: &str) -> Vec<u8> {
     let params = [("user", user), ("database", "postgres")];
-    let plain = startup(&params, if matches!(way, Way::Protocol32) { 2 } else { 0 });
+    let plain = startup_packet(&params, if matches!(way, Way::Protocol32) { 2 } else { 0 });
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let mut sent = plain.clone();
     match way {
@@ -124,18 +104,18 @@ async fn attempt(addr: std::net::SocketAddr, way: Way, user: &str) -> Vec<u8> {
             } else {
                 GSSENC_REQUEST
             };
-            tcp.write_all(&packet(code, &[])).await.unwrap();
+            tcp.write_all(&raw_packet(code, &[])).await.unwrap();
             let mut answer = [0u8; 1];
             let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut answer)).await;
             let _ = tcp.write_all(&plain).await;
         }
         Way::Pipelined => {
-            let mut both = packet(SSL_REQUEST, &[]);
+            let mut both = raw_packet(SSL_REQUEST, &[]);
             both.extend_from_slice(&plain);
             tcp.write_all(&both).await.unwrap();
         }
         Way::RepeatedUser => {
-            sent = startup(
+            sent = startup_packet(
                 &[
                     ("user", "tableau"),
                     ("database", "postgres"),
@@ -146,7 +126,7 @@ async fn attempt(addr: std::net::SocketAddr, way: Way, user: &str) -> Vec<u8> {
             tcp.write_all(&sent).await.unwrap();
         }
         Way::Tls => {
-            tcp.write_all(&packet(SSL_REQUEST, &[])).await.unwrap();
+            tcp.write_all(&raw_packet(SSL_REQUEST, &[])).await.unwrap();
             let mut answer = [0u8; 1];
             tcp.read_exact(&mut answer).await.unwrap();
             if answer[0] != b'S' {

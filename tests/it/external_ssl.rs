@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::cli::{CliEnv, ServeProcess, failed, ok};
 use crate::harness::{Postgres, psql};
-use crate::pki::{TestPki, encrypt_key};
+use crate::pki::{ServerCert, TestPki, encrypt_key};
 
 fn verify_full(addr: std::net::SocketAddr, root: &Path, extra: &str) -> String {
     format!(
@@ -19,14 +19,10 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ca_issued_chain_is_served_verified_by_psql_with_only_the_root_and_protocols_enforced() {
-    let pg = Postgres::start();
-    let env = CliEnv::new(&pg.upstream_text());
-    let pki = TestPki::new(env.dir.path(), "Acme");
-    let leaf = pki.server("db", &["localhost", "127.0.0.1"], 365);
-    ok(&env.run(&["security", "repository-ssl", "enable"]));
-    let staged = ok(&env.run(&[
+/// Stages `external-ssl enable` with `leaf` and the test PKI's intermediate as its chain, plus
+/// `extra` flags; the command's output.
+fn enable_external(env: &CliEnv, leaf: &ServerCert, pki: &TestPki, extra: &[&str]) -> String {
+    let mut args = vec![
         "security",
         "external-ssl",
         "enable",
@@ -36,7 +32,19 @@ async fn a_ca_issued_chain_is_served_verified_by_psql_with_only_the_root_and_pro
         path(&leaf.key),
         "--chain-file",
         path(&pki.intermediate),
-    ]));
+    ];
+    args.extend_from_slice(extra);
+    ok(&env.run(&args))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_issued_chain_is_served_verified_by_psql_with_only_the_root_and_protocols_enforced() {
+    let pg = Postgres::start();
+    let env = CliEnv::new(&pg.upstream_text());
+    let pki = TestPki::new(env.dir.path(), "Acme");
+    let leaf = pki.server("db", &["localhost", "127.0.0.1"], 365);
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    let staged = enable_external(&env, &leaf, &pki, &[]);
     assert!(
         staged.contains("issuer:              CN=Acme Intermediate CA"),
         "{staged}"
@@ -122,19 +130,7 @@ async fn a_ca_issued_chain_is_served_verified_by_psql_with_only_the_root_and_pro
     );
 
     // Re-enable without TLS 1.2, applied live: a TLS 1.2-only client is refused, TLS 1.3 still works.
-    ok(&env.run(&[
-        "security",
-        "external-ssl",
-        "enable",
-        "--cert-file",
-        path(&leaf.cert),
-        "--key-file",
-        path(&leaf.key),
-        "--chain-file",
-        path(&pki.intermediate),
-        "--protocols",
-        "all -TLSv1.2",
-    ]));
+    enable_external(&env, &leaf, &pki, &["--protocols", "all -TLSv1.2"]);
     let applied = ok(&env.run(&["pending-changes", "apply"]));
     assert!(
         applied.contains("The running pgssl server took the change"),
@@ -430,17 +426,7 @@ async fn certificates_near_expiry_are_warned_about_and_measured() {
     let pki = TestPki::new(env.dir.path(), "Soon");
     let leaf = pki.server("db", &["localhost", "127.0.0.1"], 10);
     ok(&env.run(&["security", "repository-ssl", "enable"]));
-    ok(&env.run(&[
-        "security",
-        "external-ssl",
-        "enable",
-        "--cert-file",
-        path(&leaf.cert),
-        "--key-file",
-        path(&leaf.key),
-        "--chain-file",
-        path(&pki.intermediate),
-    ]));
+    enable_external(&env, &leaf, &pki, &[]);
     ok(&env.run(&[
         "security",
         "custom-cert",

@@ -3,27 +3,21 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use pgssl::proxy::policy::Mode;
 use pgssl::proxy::upstream::UpstreamAddr;
 use pgssl::repository::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::client::{self, connect_plain, connect_tls, direct_tls, params, read_error, sqlstate};
+use crate::client::{
+    self, connect_plain, connect_tls, direct_tls, params, raw_packet, read_error, sqlstate,
+    startup_packet,
+};
 use crate::harness::{INTERNAL_USER, PASSWORD, Postgres, Proxy};
 
-fn raw_packet(code: u32, body: &[u8]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    b.put_u32(8 + body.len() as u32);
-    b.put_u32(code);
-    b.put_slice(body);
-    b.to_vec()
-}
-
 fn startup_bytes(user: &str, minor: u16) -> Vec<u8> {
-    let body = format!("user\0{user}\0database\0postgres\0\0");
-    raw_packet(3 << 16 | u32::from(minor), body.as_bytes())
+    startup_packet(&[("user", user), ("database", "postgres")], minor)
 }
 
 /// Reads to EOF, bounded, and returns what arrived.
