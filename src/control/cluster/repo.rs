@@ -190,13 +190,15 @@ pub async fn head(conn: &mut Conn, repository: &str) -> Result<Option<Head>, Clu
         .simple_query("SELECT version, generation FROM pgssl.state WHERE id = 1")
         .await
         .map_err(failed(repository))?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
-    };
-    Ok(Some(Head {
+    rows.first().map(|row| head_of(row)).transpose()
+}
+
+/// The head in the first two columns of a `pgssl.state` row.
+fn head_of(row: &[Option<String>]) -> Result<Head, ClusterError> {
+    Ok(Head {
         version: number(row.first(), "pgssl.state.version")?,
         generation: number(row.get(1), "pgssl.state.generation")?,
-    }))
+    })
 }
 
 /// The committed version and its snapshot.
@@ -214,10 +216,7 @@ pub async fn fetch(conn: &mut Conn, repository: &str) -> Result<Option<Stored>, 
         .and_then(|v| BASE64.decode(v).ok())
         .ok_or_else(|| ClusterError::Corrupt("pgssl.state.sealed does not decode".into()))?;
     Ok(Some(Stored {
-        head: Head {
-            version: number(row.first(), "pgssl.state.version")?,
-            generation: number(row.get(1), "pgssl.state.generation")?,
-        },
+        head: head_of(row)?,
         sealed,
     }))
 }
