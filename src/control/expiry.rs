@@ -34,9 +34,7 @@ pub fn certificates(store: &StateStore) -> Vec<Expiry> {
         return Vec::new();
     };
     let mut files: Vec<(&'static str, PathBuf)> = Vec::new();
-    if applied.repository_ssl.mode.offers_tls()
-        && let Some(paths) = store.served_cert_paths(&applied)
-    {
+    if let Some(paths) = store.serving_cert_paths(&applied) {
         files.push(("served", paths.cert));
     }
     if let Some(ca) = &applied.custom_ca {

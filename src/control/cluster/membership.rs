@@ -130,11 +130,7 @@ pub fn default_node_name() -> String {
 /// The fingerprint of the certificate the applied state of `config_dir` serves, if any.
 pub fn served_fingerprint(config_dir: &Path) -> Option<String> {
     let store = crate::control::state::StateStore::open_existing(config_dir.parent()?).ok()?;
-    let applied = store.applied().ok()?;
-    if !applied.repository_ssl.mode.offers_tls() {
-        return None;
-    }
-    let paths = store.served_cert_paths(&applied)?;
+    let paths = store.serving_cert_paths(&store.applied().ok()?)?;
     Some(
         crate::tls::certs::read_info(&paths.cert)
             .ok()?

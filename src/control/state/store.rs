@@ -207,6 +207,17 @@ impl StateStore {
         }
     }
 
+    /// The certificate a state serves now: [`StateStore::served_cert_paths`] while its mode offers
+    /// TLS, else none.
+    pub fn serving_cert_paths(&self, state: &AppliedState) -> Option<CertPaths> {
+        state
+            .repository_ssl
+            .mode
+            .offers_tls()
+            .then(|| self.served_cert_paths(state))
+            .flatten()
+    }
+
     /// The custom CA's copy.
     pub fn custom_ca_path(&self, id: &str) -> PathBuf {
         self.config_dir()
