@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ring::rand::SecureRandom;
+use aws_lc_rs::rand::SecureRandom;
 
 /// Failed sign-ins allowed per address within [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: usize = 5;
@@ -136,7 +136,7 @@ const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
 fn random_token() -> Option<String> {
     let mut raw = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut raw).ok()?;
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut raw).ok()?;
     Some(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -111,8 +111,11 @@ fn auth_plan(
 ) -> Result<(AuthPlan, &'static str), CommandError> {
     let proxy = |lookup: Option<&Arc<ManagedLookup>>, required| -> Result<AuthPlan, CommandError> {
         let mut mock_secret = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut mock_secret)
-            .map_err(|_| CommandError::Fault("the system random number generator failed".into()))?;
+        aws_lc_rs::rand::SecureRandom::fill(
+            &aws_lc_rs::rand::SystemRandom::new(),
+            &mut mock_secret,
+        )
+        .map_err(|_| CommandError::Fault("the system random number generator failed".into()))?;
         let ttl = std::time::Duration::from_secs(ctx.config.auth.verifier_cache_secs);
         Ok(AuthPlan::Proxy {
             lookup: lookup.map(|l| crate::proxy::auth::cache::cached(l.clone(), ttl)),

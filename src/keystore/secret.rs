@@ -1,6 +1,6 @@
 //! A secret in memory: zeroed on drop, never printed by `Debug`, written out only where it must go.
 
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use super::KeystoreError;

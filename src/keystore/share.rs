@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use ring::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use super::{KEY_LEN, Keystore, KeystoreError, aead_key, key_path, load_master_key};

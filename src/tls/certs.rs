@@ -9,11 +9,11 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use aws_lc_rs::rand::SecureRandom;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
     PKCS_ECDSA_P256_SHA256, SerialNumber,
 };
-use ring::rand::SecureRandom;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
@@ -186,7 +186,7 @@ pub fn generate(
     params.not_after = now + Duration::days(i64::from(validity_days));
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let mut serial = [0u8; 16];
-    ring::rand::SystemRandom::new()
+    aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut serial)
         .map_err(|_| CertError::Random)?;
     serial[0] &= 0x7f; // a positive INTEGER
@@ -317,7 +317,7 @@ pub(crate) fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<Vec<u8>>, Stri
 /// SHA-256 of `der` as upper-case hex pairs joined by colons (the form `openssl x509 -fingerprint`
 /// prints).
 pub fn sha256_fingerprint(der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
     digest
         .as_ref()
         .iter()

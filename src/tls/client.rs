@@ -50,7 +50,7 @@ pub fn require_mode_connector() -> Result<TlsConnector, rustls::Error> {
     connector(Verification::None)
 }
 
-/// A TLS 1.2/1.3 connector (ring provider) that checks what `verification` asks for.
+/// A TLS 1.2/1.3 connector (aws-lc-rs provider) that checks what `verification` asks for.
 pub fn connector(verification: Verification) -> Result<TlsConnector, rustls::Error> {
     connector_with_alpn(verification, &[])
 }
@@ -72,7 +72,7 @@ pub fn connector_with_identity(
     alpn: &[&[u8]],
     identity: Option<Identity>,
 ) -> Result<TlsConnector, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let wants = match verification {

@@ -6,11 +6,11 @@
 
 use std::time::Duration as StdDuration;
 
+use aws_lc_rs::rand::SecureRandom;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber,
 };
-use ring::rand::SecureRandom;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
@@ -44,7 +44,7 @@ pub struct ClientIdentity {
 
 fn serial() -> Result<SerialNumber, CertError> {
     let mut serial = [0u8; 16];
-    ring::rand::SystemRandom::new()
+    aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut serial)
         .map_err(|_| CertError::Random)?;
     serial[0] &= 0x7f; // a positive INTEGER

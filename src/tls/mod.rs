@@ -2,7 +2,7 @@
 //! connectors and verifiers ([`client`]), certificate files ([`certs`]) and protocol lists
 //! ([`protocols`]).
 //!
-//! TLS 1.2 and 1.3 (or the subset `external-ssl --protocols` leaves) with the ring provider, ALPN `postgresql` (PostgreSQL 17's protocol name, required for
+//! TLS 1.2 and 1.3 (or the subset `external-ssl --protocols` leaves) with the aws-lc-rs provider, ALPN `postgresql` (PostgreSQL 17's protocol name, required for
 //! direct TLS and accepted on the SSLRequest path), and the full chain from `server.crt`.
 
 pub mod certs;
@@ -32,7 +32,7 @@ pub fn client_verifier(
     for ca in cas {
         roots.add(ca.clone())?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .with_crls(crls)
         .allow_unauthenticated()

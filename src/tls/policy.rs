@@ -1,7 +1,7 @@
 //! Which TLS 1.3 cipher suites and key-exchange groups the served TLS offers (`tls.tls13_ciphersuites`,
 //! `tls.groups`, as PgBouncer's `client_tls13_ciphers` and `client_tls_groups`): checked by name when
 //! the configuration is read, set once when `serve` starts, used by every served configuration.
-//! Empty lists mean everything the ring provider offers, in its order of preference.
+//! Empty lists mean everything the aws-lc-rs provider offers, in its order of preference.
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,7 +25,9 @@ const SUITES: [(&str, CipherSuite); 3] = [
 ];
 
 /// The groups, by their IANA names (and OpenSSL's aliases).
-const GROUPS: [(&str, NamedGroup); 5] = [
+const GROUPS: [(&str, NamedGroup); 6] = [
+    // The hybrid post-quantum exchange (ML-KEM-768 with X25519), first by default.
+    ("X25519MLKEM768", NamedGroup::X25519MLKEM768),
     ("X25519", NamedGroup::X25519),
     ("secp256r1", NamedGroup::secp256r1),
     ("P-256", NamedGroup::secp256r1),
@@ -68,7 +70,7 @@ fn lookup<T: Copy>(table: &[(&str, T)], kind: NameKind, name: &str) -> Result<T,
 
 /// The served provider for these names (TLS 1.2 suites are kept as they are).
 pub fn provider(suites: &[String], groups: &[String]) -> Result<CryptoProvider, UnknownName> {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     if !suites.is_empty() {
         let wanted = suites
             .iter()
@@ -111,7 +113,7 @@ pub fn set_served(provider: CryptoProvider) {
 /// The provider served configurations are built with.
 pub fn served() -> Arc<CryptoProvider> {
     SERVED
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .clone()
 }
 
@@ -145,9 +147,16 @@ mod tests {
         assert_eq!(err.kind, NameKind::Suite);
         let err = provider(&[], &["ffdhe2048".into()]).unwrap_err();
         assert_eq!(err.kind, NameKind::Group);
-        assert_eq!(
-            provider(&[], &[]).unwrap().kx_groups.len(),
-            rustls::crypto::ring::default_provider().kx_groups.len()
-        );
+        let all: Vec<NamedGroup> = provider(&[], &[])
+            .unwrap()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        // Hybrid post-quantum preferred, the classical groups still there for older clients.
+        assert_eq!(all[0], NamedGroup::X25519MLKEM768, "{all:?}");
+        assert!(all.contains(&NamedGroup::X25519) && all.contains(&NamedGroup::secp256r1));
+        let p = provider(&[], &["x25519mlkem768".into()]).unwrap();
+        assert_eq!(p.kx_groups.len(), 1);
     }
 }

@@ -139,7 +139,7 @@ async fn man_in_the_middle(pgssl: std::net::SocketAddr) -> std::net::SocketAddr 
         .self_signed(&key)
         .unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()

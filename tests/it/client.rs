@@ -36,17 +36,45 @@ pub fn connector_for_versions(
     alpn: &[&[u8]],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> TlsConnector {
+    connector_with(
+        root,
+        alpn,
+        versions,
+        rustls::crypto::aws_lc_rs::default_provider(),
+    )
+}
+
+/// A connector that offers only these key-exchange groups, in this order.
+pub fn connector_for_groups(root: &Path, groups: &[rustls::NamedGroup]) -> TlsConnector {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = groups
+        .iter()
+        .map(|g| {
+            *provider
+                .kx_groups
+                .iter()
+                .find(|k| k.name() == *g)
+                .expect("a group the provider has")
+        })
+        .collect();
+    connector_with(root, &[], &[&rustls::version::TLS13], provider)
+}
+
+fn connector_with(
+    root: &Path,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    provider: rustls::crypto::CryptoProvider,
+) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(root).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(config))
 }

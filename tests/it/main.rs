@@ -27,4 +27,5 @@ mod pool_prefill;
 mod proxy_protocol;
 mod psql_matrix;
 mod rotation;
+mod tls_stack;
 mod upstream_tls;

@@ -4,9 +4,9 @@
 
 use std::num::NonZeroU32;
 
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -83,8 +83,8 @@ fn derive(
         ClusterError::Bootstrap("the bootstrap file is damaged (0 iterations)".into())
     })?;
     let mut key = Zeroizing::new([0u8; 32]);
-    ring::pbkdf2::derive(
-        ring::pbkdf2::PBKDF2_HMAC_SHA256,
+    aws_lc_rs::pbkdf2::derive(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
         rounds,
         salt,
         passphrase.expose().as_bytes(),

@@ -74,7 +74,7 @@ impl Snapshot {
     /// SHA-256 of the snapshot, hex: equal snapshots, equal digests.
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        let digest = ring::digest::digest(&ring::digest::SHA256, &json);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json);
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 

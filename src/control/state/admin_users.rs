@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
-use ring::rand::SecureRandom;
+use aws_lc_rs::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, PRIVATE_MODE};
@@ -99,7 +99,7 @@ impl AdminUsers {
             return Err(AdminUserError::Exists(name.to_string()));
         }
         let mut salt = [0u8; 16];
-        ring::rand::SystemRandom::new()
+        aws_lc_rs::rand::SystemRandom::new()
             .fill(&mut salt)
             .map_err(|_| {
                 AdminUserError::Hash("the system random number generator failed".into())

@@ -58,9 +58,9 @@ const MUTUAL_SSL_DIR: &str = "mutual-ssl";
 
 /// A new random id for a staged record's files and secrets: 16 hex digits.
 pub fn new_id() -> Result<String, StateError> {
-    use ring::rand::SecureRandom;
+    use aws_lc_rs::rand::SecureRandom;
     let mut raw = [0u8; 8];
-    ring::rand::SystemRandom::new()
+    aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut raw)
         .map_err(|_| StateError::Io {
             path: PathBuf::from("/dev/urandom"),

@@ -11,9 +11,9 @@
 //! connection presented, with the hash function of its signature (SHA-256 for MD5 and SHA-1).
 //! Nothing here allocates more than its input's length; every length is bounded by the frame reader.
 
+use aws_lc_rs::{digest, hmac};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ring::{digest, hmac};
 use subtle::ConstantTimeEq;
 
 /// The mechanism without channel binding.
@@ -328,7 +328,7 @@ pub fn channel_binding_attribute(gs2_header: &str, binding_data: &[u8]) -> Strin
 /// A fresh nonce: 18 random bytes, base64 (24 printable characters), as PostgreSQL makes them.
 pub fn nonce() -> Option<String> {
     let mut raw = [0u8; 18];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).ok()?;
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut raw).ok()?;
     Some(B64.encode(raw))
 }
 
@@ -373,8 +373,8 @@ mod tests {
     fn pencil() -> Verifier {
         let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
         let mut salted = [0u8; 32];
-        ring::pbkdf2::derive(
-            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+        aws_lc_rs::pbkdf2::derive(
+            aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
             std::num::NonZeroU32::new(4096).unwrap(),
             &salt,
             b"pencil",

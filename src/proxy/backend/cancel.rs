@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, RwLock};
 
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use bytes::{BufMut, Bytes, BytesMut};
-use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::proxy::protocol::first_packet::CANCEL_REQUEST_CODE;
 

@@ -373,7 +373,7 @@ fn check_key_matches(
     key: PrivateKeyDer<'static>,
     files: SuppliedFiles<'_>,
 ) -> Result<(), ExternalCertError> {
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
     let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
         ExternalCertError::UnsupportedKey {
             path: files.key.path.to_path_buf(),
