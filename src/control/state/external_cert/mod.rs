@@ -64,6 +64,16 @@ pub enum ExternalCertError {
         /// The file.
         path: PathBuf,
     },
+    /// The encrypted key's parameters ask for more work or memory than any real key file does.
+    #[error(
+        "{path} asks for {what} to decrypt its key, more than pgssl allows (PBKDF2 up to 10,000,000 rounds, scrypt up to 256 MiB with p at most 16); re-encrypt it with 'openssl pkcs8 -topk8 -v2 aes-256-cbc'"
+    )]
+    KeyTooCostly {
+        /// The file.
+        path: PathBuf,
+        /// What it asks for.
+        what: String,
+    },
     /// The key is encrypted and no passphrase was given.
     #[error(
         "{path} is encrypted; give its passphrase with --passphrase (or --passphrase - to type it)"
@@ -355,6 +365,7 @@ pub fn decode_key(
             };
             let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(der.as_slice())
                 .map_err(|_| no_key())?;
+            check_key_cost(&info.encryption_algorithm, path)?;
             let plain = info.decrypt(passphrase.expose()).map_err(|_| wrong())?;
             // A wrong passphrase can still "decrypt" to padding-valid garbage: insist on a PKCS#8 body.
             pkcs8::PrivateKeyInfoRef::try_from(plain.as_bytes()).map_err(|_| wrong())?;
@@ -366,6 +377,56 @@ pub fn decode_key(
         _ => return Err(no_key()),
     };
     Ok((key, false))
+}
+
+/// The most PBKDF2 rounds an encrypted key may ask for: OpenSSL 3 writes 2,048, and the PKCS#5
+/// crate's own ceiling is 100,000,000 (minutes of work).
+const MAX_PBKDF2_ROUNDS: u32 = 10_000_000;
+/// The most memory scrypt may take (128 · r · N bytes): OpenSSL's `-scrypt` takes 16 MiB.
+const MAX_SCRYPT_MEMORY: u64 = 256 << 20;
+/// The most scrypt lanes (p), each as costly as the first.
+const MAX_SCRYPT_LANES: u16 = 16;
+
+/// Refuses key-derivation parameters no real key file has, before any work is done: they are the
+/// file's to choose, and a crafted file could hold the command for hours (2^32 PBKDF2 rounds),
+/// take gigabytes (scrypt's N and r), or panic the scrypt parameter conversion (N = 0).
+fn check_key_cost(
+    scheme: &pkcs8::pkcs5::EncryptionScheme,
+    path: &Path,
+) -> Result<(), ExternalCertError> {
+    use pkcs8::pkcs5::{EncryptionScheme, pbes2::Kdf};
+    let too_costly = |what: String| {
+        Err(ExternalCertError::KeyTooCostly {
+            path: path.to_path_buf(),
+            what,
+        })
+    };
+    let EncryptionScheme::Pbes2(params) = scheme else {
+        return Ok(()); // PBES1: no parameter that costs more than a fixed, small amount.
+    };
+    match &params.kdf {
+        Kdf::Pbkdf2(p) if p.iteration_count == 0 || p.iteration_count > MAX_PBKDF2_ROUNDS => {
+            too_costly(format!("{} PBKDF2 rounds", p.iteration_count))
+        }
+        Kdf::Scrypt(p) => {
+            let (n, r, lanes) = (p.cost_parameter, p.block_size, p.parallelization);
+            let memory = 128u64
+                .checked_mul(u64::from(r))
+                .and_then(|m| m.checked_mul(n))
+                .unwrap_or(u64::MAX);
+            if n < 2 || !n.is_power_of_two() || r == 0 || lanes == 0 {
+                too_costly(format!("scrypt with N = {n}, r = {r}, p = {lanes}"))
+            } else if memory > MAX_SCRYPT_MEMORY || lanes > MAX_SCRYPT_LANES {
+                too_costly(format!(
+                    "scrypt with N = {n}, r = {r}, p = {lanes} ({} MiB per lane)",
+                    memory >> 20
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_key_matches(

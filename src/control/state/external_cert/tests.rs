@@ -144,3 +144,83 @@ fn key_file_forms_and_refusals() {
         Err(ExternalCertError::NoKey { .. })
     ));
 }
+
+/// A key file encrypted under `kdf` (PBES2, AES-256-CBC).
+fn encrypted_key(kdf: pkcs8::pkcs5::pbes2::Kdf) -> String {
+    encrypted_key_then(kdf, |_| {})
+}
+
+/// A key file encrypted under `kdf`, whose parameters `patch` then changes as a crafted file could
+/// (some of them could not be used to encrypt at all).
+fn encrypted_key_then(
+    kdf: pkcs8::pkcs5::pbes2::Kdf,
+    patch: impl FnOnce(&mut pkcs8::pkcs5::pbes2::Kdf),
+) -> String {
+    use pkcs8::der::{Decode, Encode};
+    use pkcs8::pkcs5::pbes2;
+    let key = KeyPair::generate().unwrap();
+    let plain = key.serialize_der();
+    let params = pbes2::Parameters {
+        kdf,
+        encryption: pbes2::EncryptionScheme::Aes256Cbc { iv: [9; 16] },
+    };
+    let doc = pkcs8::PrivateKeyInfoRef::try_from(plain.as_slice())
+        .unwrap()
+        .encrypt_with_params(params, "pw")
+        .unwrap();
+    let mut info = pkcs8::EncryptedPrivateKeyInfoRef::from_der(doc.as_bytes()).unwrap();
+    let pkcs8::pkcs5::EncryptionScheme::Pbes2(ref mut scheme) = info.encryption_algorithm else {
+        unreachable!("encrypted with PBES2 above")
+    };
+    patch(&mut scheme.kdf);
+    crate::tls::certs::pem_block("ENCRYPTED PRIVATE KEY", &info.to_der().unwrap())
+}
+
+#[test]
+fn an_encrypted_key_that_asks_for_too_much_work_is_refused_before_any() {
+    use pkcs8::pkcs5::pbes2::{Kdf, Pbkdf2Params, ScryptParams};
+    let pass = Secret::new("pw".into());
+    let path = Path::new("key.pem");
+    let pbkdf2 = |iterations| {
+        let mut p = Pbkdf2Params::hmac_sha256(1, &[7; 16]).unwrap();
+        p.iteration_count = iterations;
+        Kdf::Pbkdf2(p)
+    };
+    let scrypt = |n, r, p| {
+        Kdf::Scrypt(ScryptParams {
+            salt: pkcs8::pkcs5::pbes2::Salt::new([7; 16]).unwrap(),
+            cost_parameter: n,
+            block_size: r,
+            parallelization: p,
+            key_length: None,
+        })
+    };
+    // Hours of PBKDF2, a panic in the scrypt parameters' conversion (N = 0), N not a power of
+    // two, gigabytes of scrypt memory: each is named, with the file.
+    // Each crafted file starts as a cheap PBKDF2 one (1 round) and is then given its parameters.
+    for bad in [
+        pbkdf2(u32::MAX),
+        pbkdf2(0),
+        scrypt(0, 8, 1),
+        scrypt(3, 8, 1),
+        scrypt(1 << 40, 8, 1),
+        scrypt(1 << 14, 65_535, 1),
+        scrypt(1 << 14, 8, 65_535),
+    ] {
+        let pem = encrypted_key_then(pbkdf2(1), |kdf| *kdf = bad.clone());
+        let err = decode_key(pem.as_bytes(), Some(&pass), path).unwrap_err();
+        assert!(
+            matches!(err, ExternalCertError::KeyTooCostly { .. }),
+            "{bad:?}: {err}"
+        );
+        assert!(err.to_string().contains("key.pem"), "{err}");
+    }
+    // What OpenSSL 3 writes still decrypts: PBKDF2 with 2,048 rounds (`openssl pkcs8 -topk8`) and
+    // scrypt at N = 2^14, r = 8, p = 1 (`-scrypt`).
+    for good in [pbkdf2(2048), scrypt(1 << 14, 8, 1)] {
+        let pem = encrypted_key(good.clone());
+        let (_, encrypted) = decode_key(pem.as_bytes(), Some(&pass), path)
+            .unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        assert!(encrypted);
+    }
+}
