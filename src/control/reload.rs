@@ -131,6 +131,29 @@ pub struct ServeStatus {
     pub managed: bool,
 }
 
+/// A request on the control socket: one word on one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// Reload the applied state.
+    Reload,
+    /// What the server runs with.
+    Status,
+    /// What the pool holds.
+    Pool,
+}
+
+impl ControlRequest {
+    /// The request on `line` (surrounding white space ignored), or `None` for anything else.
+    pub fn parse(line: &str) -> Option<ControlRequest> {
+        match line.trim() {
+            "reload" => Some(ControlRequest::Reload),
+            "status" => Some(ControlRequest::Status),
+            "pool" => Some(ControlRequest::Pool),
+            _ => None,
+        }
+    }
+}
+
 /// Binds the control socket, replacing a stale one left by a crashed server.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let io_err = |source| ControlError::Io {
@@ -187,8 +210,9 @@ pub async fn serve(
             let mut reader = tokio::io::BufReader::new(read.take(256));
             let request =
                 tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
-            let reply = match request {
-                Ok(Ok(_)) if line.trim() == "reload" => match reloader.reload() {
+            let Ok(Ok(_)) = request else { return };
+            let reply = match ControlRequest::parse(&line) {
+                Some(ControlRequest::Reload) => match reloader.reload() {
                     Ok(s) => format!(
                         "ok {} {}\n",
                         s.mode,
@@ -199,8 +223,8 @@ pub async fn serve(
                         format!("error {}\n", one_line(&e.to_string()))
                     }
                 },
-                Ok(Ok(_)) if line.trim() == "status" => format!("ok {status}\n"),
-                Ok(Ok(_)) if line.trim() == "pool" => {
+                Some(ControlRequest::Status) => format!("ok {status}\n"),
+                Some(ControlRequest::Pool) => {
                     let report = PoolAnswer {
                         enabled: pool.options().enabled,
                         keys: pool.stats(),
@@ -210,10 +234,9 @@ pub async fn serve(
                         serde_json::to_string(&report).unwrap_or_default()
                     )
                 }
-                Ok(Ok(_)) => {
+                None => {
                     "error unknown request (expected 'reload', 'status' or 'pool')\n".to_string()
                 }
-                _ => return,
             };
             let _ = write.write_all(reply.as_bytes()).await;
         });
@@ -227,10 +250,17 @@ fn one_line(s: &str) -> String {
 
 /// Asks the server on this data directory what it runs with. Blocking: used by the CLI.
 pub fn request_status(path: &Path, timeout: Duration) -> Result<ServeStatus, ControlError> {
-    let line = request(path, "status", timeout)?;
+    parse_status_reply(&request(path, "status", timeout)?)
+}
+
+/// The answer line of a `status` request.
+pub fn parse_status_reply(line: &str) -> Result<ServeStatus, ControlError> {
     let json = line.strip_prefix("ok ").unwrap_or_default();
-    serde_json::from_str(json)
-        .map_err(|_| ControlError::Refused(format!("unexpected reply '{line}'")))
+    serde_json::from_str(json).map_err(|_| unexpected(line))
+}
+
+fn unexpected(line: &str) -> ControlError {
+    ControlError::Refused(format!("unexpected reply '{line}'"))
 }
 
 /// The `pool` answer.
@@ -246,10 +276,15 @@ pub fn request_pool(
     path: &Path,
     timeout: Duration,
 ) -> Result<(bool, Vec<crate::proxy::backend::pool::KeyStats>), ControlError> {
-    let line = request(path, "pool", timeout)?;
+    parse_pool_reply(&request(path, "pool", timeout)?)
+}
+
+/// The answer line of a `pool` request: whether the pool is on, and per (role, database).
+pub fn parse_pool_reply(
+    line: &str,
+) -> Result<(bool, Vec<crate::proxy::backend::pool::KeyStats>), ControlError> {
     let json = line.strip_prefix("ok ").unwrap_or_default();
-    let answer: PoolAnswer = serde_json::from_str(json)
-        .map_err(|_| ControlError::Refused(format!("unexpected reply '{line}'")))?;
+    let answer: PoolAnswer = serde_json::from_str(json).map_err(|_| unexpected(line))?;
     Ok((answer.enabled, answer.keys))
 }
 
@@ -289,16 +324,76 @@ fn request(path: &Path, what: &str, timeout: Duration) -> Result<String, Control
 
 /// Asks the server on this data directory to reload. Blocking: used by the CLI.
 pub fn request_reload(path: &Path, timeout: Duration) -> Result<ReloadReport, ControlError> {
-    let line = request(path, "reload", timeout)?;
-    let line = line.as_str();
+    parse_reload_reply(&request(path, "reload", timeout)?)
+}
+
+/// The answer line of a `reload` request: the mode now served and the certificate's fingerprint.
+pub fn parse_reload_reply(line: &str) -> Result<ReloadReport, ControlError> {
     let mut words = line.strip_prefix("ok ").unwrap_or_default().split(' ');
     let mode = words
         .next()
         .and_then(|m| m.parse::<Mode>().ok())
-        .ok_or_else(|| ControlError::Refused(format!("unexpected reply '{line}'")))?;
+        .ok_or_else(|| unexpected(line))?;
     let cert_fingerprint = words.next().filter(|f| *f != "-").map(str::to_string);
     Ok(ReloadReport {
         mode,
         cert_fingerprint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_one_known_word_and_a_reply_parses_or_is_refused() {
+        assert_eq!(
+            ControlRequest::parse("reload\n"),
+            Some(ControlRequest::Reload)
+        );
+        assert_eq!(
+            ControlRequest::parse("  status \r\n"),
+            Some(ControlRequest::Status)
+        );
+        assert_eq!(ControlRequest::parse("pool"), Some(ControlRequest::Pool));
+        for other in [
+            "",
+            "\n",
+            "reload now",
+            "RELOAD",
+            "re\0load",
+            "status\nreload",
+        ] {
+            assert_eq!(ControlRequest::parse(other), None, "{other:?}");
+        }
+
+        let report = parse_reload_reply(&format!("ok {} AB:CD", Mode::Required)).unwrap();
+        assert_eq!(report.mode, Mode::Required);
+        assert_eq!(report.cert_fingerprint.as_deref(), Some("AB:CD"));
+        let report = parse_reload_reply(&format!("ok {} -", Mode::Off)).unwrap();
+        assert_eq!(report.cert_fingerprint, None);
+        let status = ServeStatus {
+            listen: "127.0.0.1:6432".parse().unwrap(),
+            upstream: "127.0.0.1:5432".into(),
+            managed: false,
+        };
+        let line = format!("ok {}", serde_json::to_string(&status).unwrap());
+        assert_eq!(parse_status_reply(&line).unwrap(), status);
+        let (enabled, keys) = parse_pool_reply("ok {\"enabled\":true,\"keys\":[]}").unwrap();
+        assert!(enabled && keys.is_empty());
+        for garbage in ["", "ok", "ok nonsense", "ok {", "required AB", "\u{0}"] {
+            assert!(matches!(
+                parse_reload_reply(garbage),
+                Err(ControlError::Refused(_))
+            ));
+            assert!(matches!(
+                parse_status_reply(garbage),
+                Err(ControlError::Refused(_))
+            ));
+            assert!(matches!(
+                parse_pool_reply(garbage),
+                Err(ControlError::Refused(_))
+            ));
+        }
+    }
 }
