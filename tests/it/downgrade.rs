@@ -75,11 +75,14 @@ enum Way {
     RepeatedUser,
     /// A TLS ClientHello without ALPN at once (direct TLS needs ALPN `postgresql`).
     DirectTlsWithoutAlpn,
+    /// A plaintext CancelRequest with a key pgssl never gave out, then a start-up on the same
+    /// connection (a cancel connection carries nothing after its one packet).
+    CancelThenStartup,
     /// The right way: SSLRequest, a TLS handshake, the start-up inside TLS (when TLS is offered).
     Tls,
 }
 
-const WAYS: [Way; 8] = [
+const WAYS: [Way; 9] = [
     Way::Tls,
     Way::Plaintext,
     Way::Protocol32,
@@ -88,6 +91,7 @@ const WAYS: [Way; 8] = [
     Way::Pipelined,
     Way::RepeatedUser,
     Way::DirectTlsWithoutAlpn,
+    Way::CancelThenStartup,
 ];
 
 /// Runs one attempt as `user` and returns the start-up bytes the client sent in plaintext.
@@ -108,6 +112,15 @@ async fn attempt(addr: std::net::SocketAddr, way: Way, user: &str) -> Vec<u8> {
             let mut answer = [0u8; 1];
             let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut answer)).await;
             let _ = tcp.write_all(&plain).await;
+        }
+        Way::CancelThenStartup => {
+            let mut both = raw_packet(
+                pgssl::proxy::protocol::first_packet::CANCEL_REQUEST_CODE,
+                &[0x7f, 1, 2, 3, 4, 5, 6, 7],
+            );
+            both.extend_from_slice(&plain);
+            let _ = tcp.write_all(&both).await;
+            sent = both;
         }
         Way::Pipelined => {
             let mut both = raw_packet(SSL_REQUEST, &[]);
@@ -191,11 +204,24 @@ async fn no_plaintext_startup_of_a_user_who_must_use_tls_reaches_the_repository(
                     .map(|r| r.lock().unwrap().clone())
                     .collect();
                 let case = format!("{mode:?} × {user} × {way:?}");
-                if must_use_tls(mode, user) && !matches!(way, Way::Tls) {
+                // (A cancel carries no user: it is judged below.)
+                if must_use_tls(mode, user) && !matches!(way, Way::Tls | Way::CancelThenStartup) {
                     assert!(
                         opened.iter().all(|b| b.is_empty()),
                         "{case}: {opened:?} reached the repository"
                     );
+                }
+                if matches!(way, Way::CancelThenStartup) {
+                    // In passthrough the keys are the repository's, so the cancel goes on as sent
+                    // (PostgreSQL checks the key and ignores an unknown one); the start-up behind
+                    // it never does.
+                    for bytes in &opened {
+                        assert!(
+                            bytes.is_empty() || *bytes == sent[..16],
+                            "{case}: the repository got {bytes:?}"
+                        );
+                    }
+                    continue;
                 }
                 // What reaches the repository is exactly the start-up the client sent.
                 for bytes in opened.iter().filter(|b| !b.is_empty()) {
