@@ -316,3 +316,147 @@ async fn kill_9_during_apply_and_rotation_leaves_the_old_or_the_new_state() {
     }
     serve.stop().await;
 }
+
+/// A small tmpfs mounted on a test's data directory, so that it can be filled up or made read-only;
+/// unmounted when dropped (lazily, so a panic leaves nothing mounted behind the test).
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        Self::mount_cmd(&["-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs"], path);
+        SmallDisk {
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn mount_cmd(args: &[&str], path: &std::path::Path) {
+        let out = std::process::Command::new("mount")
+            .args(args)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount {args:?} needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn read_only(&self, ro: bool) {
+        let opts = if ro { "remount,ro" } else { "remount,rw" };
+        Self::mount_cmd(&["-o", opts], &self.path);
+    }
+
+    /// Fills the disk to the last byte and returns the filler to remove.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        for chunk in [65_536, 4_096, 1] {
+            let block = vec![0u8; chunk];
+            while f.write_all(&block).is_ok() {}
+        }
+        let _ = f.sync_all();
+        // Nothing more fits, not even a new empty file's first byte.
+        let probe = self.path.join("probe");
+        assert!(std::fs::write(&probe, b"x").is_err(), "the disk is full");
+        let _ = std::fs::remove_file(&probe);
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// A full disk and a read-only data directory during `pending-changes apply` and
+/// `regenerate-internal-tokens`: the command fails with an error that says what it could not write,
+/// nothing half-written is left, `serve` keeps serving the last good state (same certificate, TLS
+/// logins work), and once there is room again the same commands succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_disk_fails_the_command_and_keeps_the_served_state() {
+    use crate::cli::{failed, ok};
+    let pg = Postgres::start_with_tcp();
+    let env = CliEnv::new(&format!("127.0.0.1:{}", pg.tcp_port.unwrap()));
+    let disk = SmallDisk::mount(&env.data_dir());
+    ok(&env.run(&["security", "repository-ssl", "enable"]));
+    ok(&env.run(&["pending-changes", "apply"]));
+    let serve = ServeProcess::start(&env, &[]).await;
+    let fingerprint = || async {
+        let s = crate::client::connect_tls_unverified(
+            serve.addr,
+            "tableau",
+            "postgres",
+            crate::harness::PASSWORD,
+        )
+        .await
+        .expect("a TLS login");
+        crate::client::peer_fingerprint(&s)
+    };
+    let first = fingerprint().await;
+    let config = env.data_dir().join("config");
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<String> = walk(dir)
+            .into_iter()
+            .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&config);
+
+    // A full disk: a rotation and a staged change are refused, saying why; no stray file is left.
+    let filler = disk.fill();
+    let why = failed(&env.run(&["security", "regenerate-internal-tokens"]));
+    assert!(why.contains("No space left on device"), "{why}");
+    let why = failed(&env.run(&["security", "repository-ssl", "disable"]));
+    assert!(why.contains("No space left on device"), "{why}");
+    assert_eq!(listing(&config), before, "nothing half-written");
+    ok(&env.run(&["security", "repository-ssl", "list"]));
+    serve.signal(libc::SIGHUP);
+    assert_eq!(
+        fingerprint().await,
+        first,
+        "the full disk changed nothing served"
+    );
+
+    // A read-only data directory: the same.
+    std::fs::remove_file(&filler).unwrap();
+    disk.read_only(true);
+    let why = failed(&env.run(&["security", "regenerate-internal-tokens"]));
+    assert!(why.contains("Read-only file system"), "{why}");
+    let why = failed(&env.run(&["security", "repository-ssl", "disable"]));
+    assert!(why.contains("Read-only file system"), "{why}");
+    assert_eq!(listing(&config), before);
+    assert_eq!(fingerprint().await, first);
+
+    // Room again: the rotation goes through and is served.
+    disk.read_only(false);
+    ok(&env.run(&["security", "regenerate-internal-tokens"]));
+    let rotated = fingerprint().await;
+    assert_ne!(rotated, first, "the rotated certificate is served");
+    serve.stop().await;
+    drop(disk);
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
