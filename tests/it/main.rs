@@ -27,5 +27,6 @@ mod pool_prefill;
 mod proxy_protocol;
 mod psql_matrix;
 mod rotation;
+mod soak;
 mod tls_stack;
 mod upstream_tls;
