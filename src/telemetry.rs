@@ -120,8 +120,8 @@ pub mod names {
     pub const CONNECTIONS_ACCEPTED: &str = "pgssl_connections_accepted_total";
     /// Connections open now.
     pub const CONNECTIONS_ACTIVE: &str = "pgssl_connections_active";
-    /// Connections refused with 53300, by `limit` (`max_connections` after start-up, `max_startups` at
-    /// accept).
+    /// Connections answered 53300, by `limit` (`max_connections`: refused after start-up;
+    /// `max_startups`: the oldest negotiating connection closed to make room for a new one).
     pub const CONNECTIONS_OVER_LIMIT: &str = "pgssl_connections_over_limit_total";
     /// TLS handshakes by `version` and `outcome`.
     pub const TLS_HANDSHAKES: &str = "pgssl_tls_handshakes_total";
@@ -195,7 +195,7 @@ fn describe() {
     describe_gauge!(CONNECTIONS_ACTIVE, "Client connections open now.");
     describe_counter!(
         CONNECTIONS_OVER_LIMIT,
-        "Connections refused with 53300, by the limit reached (max_connections, max_startups)."
+        "Connections answered 53300, by limit: max_connections (refused after start-up), max_startups (the oldest negotiating connection closed to admit a new one)."
     );
     describe_counter!(
         TLS_HANDSHAKES,

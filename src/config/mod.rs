@@ -183,7 +183,8 @@ pub struct ServerConfig {
     /// once; the next start-up gets FATAL 53300, as PostgreSQL answers it. Default 1000.
     pub max_connections: usize,
     /// Most connections still in their TLS handshake or start-up at once (each for at most
-    /// `handshake_timeout_secs`); more are answered FATAL 53300 at accept. Kept apart from
+    /// `handshake_timeout_secs`); past it, a new connection takes the place of the one negotiating
+    /// longest, which is answered FATAL 53300 and closed. Kept apart from
     /// `max_connections` so that sockets that never finish start-up cannot take the slots sessions
     /// need. Default 4096.
     pub max_startups: usize,

@@ -30,6 +30,7 @@ use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
 use crate::proxy::relay::{self, RelayEnd};
 use crate::proxy::session;
 use crate::proxy::settings::LiveSettings;
+use crate::proxy::startups::{Expired, StartupPlace};
 use crate::proxy::stream::NegotiatedStream;
 use crate::proxy::upstream::{Target, UpstreamStream};
 use crate::telemetry::LogSafe;
@@ -90,7 +91,7 @@ pub async fn handle(
     peer: SocketAddr,
     settings: Arc<LiveSettings>,
     ctx: Arc<ConnectionContext>,
-    starting: OwnedSemaphorePermit,
+    starting: StartupPlace,
 ) {
     let started = Instant::now();
     let m = &ctx.metrics;
@@ -100,14 +101,14 @@ pub async fn handle(
     if let Err(e) = tcp.set_nodelay(true) {
         warn!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
-    let deadline = started + ctx.handshake_timeout;
+    let deadline = starting.deadline(started + ctx.handshake_timeout);
     let mut tcp = tcp;
     let peer = if ctx
         .proxy_protocol_from
         .iter()
         .any(|n| n.contains(peer.ip()))
     {
-        match tokio::time::timeout_at(deadline, read_proxy_header(&mut tcp)).await {
+        match deadline.run(read_proxy_header(&mut tcp)).await {
             Ok(Ok(ProxyHeader::Proxied { source })) => source,
             Ok(Ok(ProxyHeader::Local)) => peer,
             Ok(Err(e)) => {
@@ -115,8 +116,12 @@ pub async fn handle(
                       "a connection from a server.proxy_protocol_from network did not start with a valid PROXY protocol v2 header");
                 return;
             }
-            Err(_) => {
+            Err(Expired::Timeout) => {
                 info!(%peer, outcome = "timeout", "no PROXY protocol header in time");
+                return;
+            }
+            Err(Expired::Evicted) => {
+                info!(%peer, outcome = "evicted", "closed before its PROXY protocol header to make room: server.max_startups connections were negotiating");
                 return;
             }
         }
@@ -125,7 +130,7 @@ pub async fn handle(
     };
     // Boxed: the negotiation's state (TLS handshake included) is freed once it finishes instead of
     // sizing the task for the whole life of the session.
-    let negotiated = Box::pin(negotiate::negotiate(tcp, &settings, m, deadline)).await;
+    let negotiated = Box::pin(negotiate::negotiate(tcp, &settings, m, &deadline)).await;
     match negotiated {
         Err(e) => log_negotiation_failure(peer, &e, m),
         Ok(Negotiated::Cancel { stream, packet }) => {
@@ -181,7 +186,7 @@ async fn session(
     who: &Who,
     settings: &LiveSettings,
     ctx: &ConnectionContext,
-    starting: OwnedSemaphorePermit,
+    starting: StartupPlace,
     started: Instant,
 ) {
     let Some(_session) = admit(&mut stream, who, settings, ctx).await else {
@@ -225,7 +230,7 @@ async fn admit(
     // PostgreSQL answers "too many clients" once it has read the start-up packet; so does pgssl.
     let Ok(slot) = ctx.sessions.clone().try_acquire_owned() else {
         m.over_limit(Limit::MaxConnections).increment(1);
-        negotiate::send_fatal(stream, &too_many_clients()).await;
+        negotiate::send_fatal(stream, &negotiate::too_many_clients()).await;
         info!(%peer, %user, outcome = "over_limit",
               "server.max_connections sessions are open; start-up refused");
         return None;
@@ -344,50 +349,6 @@ fn log_negotiation_failure(peer: SocketAddr, e: &NegotiateError, m: &ProxyMetric
     match e {
         NegotiateError::ClosedByClient => info!(%peer, outcome = "client_closed", "{e}"),
         _ => info!(%peer, outcome = "negotiation_failed", "{e}"),
-    }
-}
-
-fn too_many_clients() -> ErrorResponse {
-    ErrorResponse::fatal(
-        SqlState::TooManyConnections,
-        "sorry, too many clients already",
-    )
-}
-
-/// Answers a connection over `server.max_startups` with FATAL 53300 at accept, before reading
-/// anything (libpq reports such an error even in reply to SSLRequest), with bounded work: the answer
-/// is written at once without waiting (a fresh socket's buffer always has room for it); then the
-/// socket lingers until the client closes, in a task when one of `lingering` is free, else input
-/// already there is read off and the socket closed on the spot. Unread input at close would make the
-/// kernel send RST, which can destroy the answer before the client reads it.
-pub fn refuse_at_accept(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    metrics: &ProxyMetrics,
-    lingering: &Arc<Semaphore>,
-    tracker: &tokio_util::task::TaskTracker,
-) {
-    static ANSWER: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
-    let answer = ANSWER.get_or_init(|| too_many_clients().encode());
-    metrics.over_limit(Limit::MaxStartups).increment(1);
-    let _ = tcp.try_write(answer);
-    info!(%peer, outcome = "over_limit", "server.max_startups connections are starting up; refused");
-    match lingering.clone().try_acquire_owned() {
-        Ok(permit) => {
-            tracker.spawn(async move {
-                negotiate::close_after_answer(tcp).await;
-                drop(permit);
-            });
-        }
-        Err(_) => {
-            let mut sink = [0u8; 1024];
-            for _ in 0..64 {
-                match tcp.try_read(&mut sink) {
-                    Ok(n) if n > 0 => {}
-                    _ => break,
-                }
-            }
-        }
     }
 }
 

@@ -80,7 +80,7 @@ pub enum AuthOutcome {
 pub enum Limit {
     /// `server.max_connections`, after start-up.
     MaxConnections,
-    /// `server.max_startups`, at accept.
+    /// `server.max_startups`: the oldest negotiating connection was closed to admit a new one.
     MaxStartups,
 }
 

@@ -68,5 +68,6 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod startups;
 pub mod stream;
 pub mod upstream;

@@ -12,12 +12,13 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::protocol::first_packet::{self, TLS_HANDSHAKE_RECORD};
 use crate::proxy::protocol::{ErrorResponse, FirstPacket, PacketError, SqlState, StartupMessage};
 use crate::proxy::settings::LiveSettings;
+use crate::proxy::startups::{Deadline, Expired};
 use crate::proxy::stream::{NegotiatedStream, TlsInfo};
 use crate::tls::ALPN_POSTGRESQL;
 use tokio_rustls::TlsAcceptor;
@@ -58,6 +59,9 @@ pub enum NegotiateError {
     /// The start-up did not complete in time.
     #[error("start-up not completed within the handshake timeout")]
     Timeout,
+    /// Its place among the connections negotiating went to a newer one (`server.max_startups`).
+    #[error("closed to make room: server.max_startups connections were negotiating")]
+    Evicted,
     /// A malformed or unsupported packet.
     #[error("{0}")]
     Packet(#[from] PacketError),
@@ -88,6 +92,7 @@ impl NegotiateError {
             NegotiateError::ClosedByClient => "client_closed",
             NegotiateError::Io(_) => "io",
             NegotiateError::Timeout => "timeout",
+            NegotiateError::Evicted => "evicted",
             NegotiateError::Packet(_) => "bad_packet",
             NegotiateError::UnencryptedDataAfterSslRequest => "data_after_ssl_request",
             NegotiateError::OutOfOrder(_) => "out_of_order",
@@ -104,18 +109,11 @@ pub async fn negotiate(
     tcp: TcpStream,
     settings: &LiveSettings,
     metrics: &ProxyMetrics,
-    deadline: Instant,
+    deadline: &Deadline,
 ) -> Result<Negotiated, NegotiateError> {
     let mut first = [0u8; 1];
-    match timeout_at(deadline, tcp.peek(&mut first)).await {
-        Err(_) => {
-            return Err(refuse(
-                NegotiatedStream::Plain(tcp),
-                timeout_error(),
-                NegotiateError::Timeout,
-            )
-            .await);
-        }
+    match deadline.run(tcp.peek(&mut first)).await {
+        Err(why) => return Err(refuse_expired(NegotiatedStream::Plain(tcp), why).await),
         Ok(Err(e)) => return Err(e.into()),
         Ok(Ok(0)) => return Err(NegotiateError::ClosedByClient),
         Ok(Ok(_)) => {}
@@ -181,7 +179,7 @@ async fn direct_tls(
     tcp: TcpStream,
     settings: &LiveSettings,
     metrics: &ProxyMetrics,
-    deadline: Instant,
+    deadline: &Deadline,
 ) -> Result<Negotiated, NegotiateError> {
     // The client speaks TLS already: a plaintext error would be garbage to it, so just close.
     let Some(acceptor) = settings.acceptor.clone() else {
@@ -205,13 +203,14 @@ async fn direct_tls(
 async fn accept_tls(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
-    deadline: Instant,
+    deadline: &Deadline,
     direct: bool,
     metrics: &ProxyMetrics,
 ) -> Result<(TlsStream<TcpStream>, TlsInfo), NegotiateError> {
     let started = Instant::now();
-    let result = match timeout_at(deadline, acceptor.accept(tcp)).await {
-        Err(_) => Err(("timeout", NegotiateError::Timeout)),
+    let result = match deadline.run(acceptor.accept(tcp)).await {
+        Err(Expired::Timeout) => Err(("timeout", NegotiateError::Timeout)),
+        Err(Expired::Evicted) => Err(("evicted", NegotiateError::Evicted)),
         Ok(Err(e)) => Err(("failed", NegotiateError::TlsHandshake(e))),
         Ok(Ok(tls)) => {
             let info = TlsInfo::of(&tls, direct);
@@ -232,7 +231,7 @@ async fn accept_tls(
 async fn after_tls(
     mut stream: NegotiatedStream,
     info: TlsInfo,
-    deadline: Instant,
+    deadline: &Deadline,
 ) -> Result<Negotiated, NegotiateError> {
     let mut buf = BytesMut::with_capacity(512);
     match read_packet(&mut stream, &mut buf, deadline).await {
@@ -274,7 +273,7 @@ async fn with_user(
 enum ReadError {
     Closed,
     Io(io::Error),
-    Timeout,
+    Expired(Expired),
     Packet(PacketError),
 }
 
@@ -282,7 +281,7 @@ enum ReadError {
 async fn read_packet<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
-    deadline: Instant,
+    deadline: &Deadline,
 ) -> Result<FirstPacket, ReadError> {
     loop {
         match first_packet::parse(buf) {
@@ -293,8 +292,8 @@ async fn read_packet<S: AsyncRead + Unpin>(
         // The announced length is already bounded by `parse`, so this reserve is too.
         let want = first_packet::announced_len(buf).unwrap_or(8).max(8);
         buf.reserve(want.saturating_sub(buf.len()));
-        match timeout_at(deadline, stream.read_buf(buf)).await {
-            Err(_) => return Err(ReadError::Timeout),
+        match deadline.run(stream.read_buf(buf)).await {
+            Err(why) => return Err(ReadError::Expired(why)),
             Ok(Err(e)) => return Err(ReadError::Io(e)),
             Ok(Ok(0)) if buf.is_empty() => return Err(ReadError::Closed),
             Ok(Ok(0)) => {
@@ -312,7 +311,7 @@ async fn refuse_read_error(stream: NegotiatedStream, e: ReadError) -> NegotiateE
     match e {
         ReadError::Closed => NegotiateError::ClosedByClient,
         ReadError::Io(e) => NegotiateError::Io(e),
-        ReadError::Timeout => refuse(stream, timeout_error(), NegotiateError::Timeout).await,
+        ReadError::Expired(why) => refuse_expired(stream, why).await,
         ReadError::Packet(p) => {
             refuse(stream, p.to_error_response(), NegotiateError::Packet(p)).await
         }
@@ -322,6 +321,36 @@ async fn refuse_read_error(stream: NegotiatedStream, e: ReadError) -> NegotiateE
 async fn out_of_order(stream: NegotiatedStream, what: &'static str) -> NegotiateError {
     let err = ErrorResponse::fatal(SqlState::ProtocolViolation, what);
     refuse(stream, err, NegotiateError::OutOfOrder(what)).await
+}
+
+/// Answers a connection its deadline ended: 57014 when it took too long; 53300, as PostgreSQL says
+/// when it has no room, when it was evicted, lingering only briefly for the client to close (an
+/// evicted socket is most likely one that never would, and a flood must not pile them up).
+async fn refuse_expired(mut stream: NegotiatedStream, why: Expired) -> NegotiateError {
+    match why {
+        Expired::Timeout => refuse(stream, timeout_error(), NegotiateError::Timeout).await,
+        Expired::Evicted => {
+            let answer = too_many_clients().encode();
+            let _ = tokio::time::timeout(EVICTED_LINGER, async {
+                stream.write_all(&answer).await?;
+                stream.flush().await?;
+                shut_and_drain(&mut stream).await
+            })
+            .await;
+            NegotiateError::Evicted
+        }
+    }
+}
+
+/// How long an evicted connection may linger while its answer is delivered.
+const EVICTED_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// FATAL 53300, as PostgreSQL words it.
+pub fn too_many_clients() -> ErrorResponse {
+    ErrorResponse::fatal(
+        SqlState::TooManyConnections,
+        "sorry, too many clients already",
+    )
 }
 
 fn timeout_error() -> ErrorResponse {

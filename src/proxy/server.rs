@@ -21,10 +21,11 @@ use crate::proxy::backend::cancel::CancelKeys;
 use crate::proxy::backend::maintain::{self, Housekeeping};
 use crate::proxy::backend::{Pool, PoolOptions};
 use crate::proxy::connection::{self, ConnectionContext};
-use crate::proxy::metrics::ProxyMetrics;
+use crate::proxy::metrics::{Limit, ProxyMetrics};
 use crate::proxy::policy::UserClassifier;
 use crate::proxy::prefill::{self, Prefill};
 use crate::proxy::settings::{LiveSettings, SettingsCell};
+use crate::proxy::startups::Startups;
 use crate::proxy::upstream::{Target, UpstreamAddr};
 
 /// Limits and timeouts of the data plane (`[server]` in the configuration).
@@ -32,7 +33,7 @@ use crate::proxy::upstream::{Target, UpstreamAddr};
 pub struct Limits {
     /// Client sessions at once (`server.max_connections`).
     pub max_connections: usize,
-    /// Connections still negotiating at once (`server.max_startups`).
+    /// Connections still negotiating at once (`server.max_startups`); past it the oldest is closed.
     pub max_startups: usize,
     /// Accept-to-start-up limit.
     pub handshake_timeout: Duration,
@@ -79,10 +80,6 @@ pub struct BindError {
     /// Why.
     pub source: std::io::Error,
 }
-
-/// Refused connections lingering at once while their FATAL 53300 is delivered; past this, a refused
-/// connection still gets its answer but is closed at once, so a flood cannot pile up tasks.
-const MAX_LINGERING_REFUSALS: usize = 1024;
 
 /// A bound server, ready to run.
 #[derive(Debug)]
@@ -178,8 +175,7 @@ impl Server {
             cell,
             ctx: ctx.clone(),
             tracker: tracker.clone(),
-            startups: Arc::new(Semaphore::new(max_startups)),
-            lingering: Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS)),
+            startups: Startups::new(max_startups),
             shutdown: shutdown.clone(),
         });
         let sweeping = CancellationToken::new();
@@ -264,8 +260,7 @@ struct AcceptShared {
     cell: SettingsCell,
     ctx: Arc<ConnectionContext>,
     tracker: TaskTracker,
-    startups: Arc<Semaphore>,
-    lingering: Arc<Semaphore>,
+    startups: Arc<Startups>,
     shutdown: CancellationToken,
 }
 
@@ -293,23 +288,20 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = Duration::from_millis(5);
-                match shared.startups.clone().try_acquire_owned() {
-                    Ok(startup) => {
-                        let settings = shared.cell.current();
-                        let ctx = shared.ctx.clone();
-                        let span = tracing::info_span!("connection", %peer);
-                        shared.tracker.spawn(
-                            connection::handle(tcp, peer, settings, ctx, startup).instrument(span),
-                        );
-                    }
-                    Err(_) => connection::refuse_at_accept(
-                        tcp,
-                        peer,
-                        &shared.ctx.metrics,
-                        &shared.lingering,
-                        &shared.tracker,
-                    ),
+                let (startup, evicted) = shared.startups.admit();
+                if evicted {
+                    shared
+                        .ctx
+                        .metrics
+                        .over_limit(Limit::MaxStartups)
+                        .increment(1);
                 }
+                let settings = shared.cell.current();
+                let ctx = shared.ctx.clone();
+                let span = tracing::info_span!("connection", %peer);
+                shared
+                    .tracker
+                    .spawn(connection::handle(tcp, peer, settings, ctx, startup).instrument(span));
             }
             // EMFILE and friends are transient: back off instead of ending the server. Another
             // worker winning the race for a connection shows up as WouldBlock and is not an error.

@@ -405,7 +405,7 @@ async fn every_connection_of_a_burst_over_the_limits_gets_53300() {
             .await
             .unwrap(),
     ];
-    // 500 at once: some are refused at accept (over max_startups), the rest after their start-up
+    // 500 at once: some are closed to make room for newer ones (over max_startups), the rest after their start-up
     // (over max_connections). Before the fix 436 of them were closed without a word.
     let burst: Vec<_> = (0..500)
         .map(|_| tokio::spawn(start_up_expecting_error(proxy.addr)))
