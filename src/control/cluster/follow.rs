@@ -41,7 +41,9 @@ pub struct Follower {
 
 /// State kept across reconnects.
 struct Progress {
-    /// The version the server serves.
+    /// The version the server serves; 0 (versions start at 1) until the follower has reloaded
+    /// once, since the server may have loaded its state before this node joined or before a command
+    /// committed a newer version and the follower began.
     served: u64,
     /// A version that failed to load here, not tried again.
     rejected: Option<u64>,
@@ -68,7 +70,7 @@ impl Follower {
             }
         };
         let mut progress = Progress {
-            served: m.version,
+            served: 0,
             rejected: None,
             confirmed: Instant::now(),
             cut_off: false,
@@ -173,6 +175,10 @@ impl Follower {
                 progress.rejected = Some(m.version);
                 if let Some(before) = replaced {
                     before.install(&self.config_dir)?;
+                    // What is installed is what this node keeps serving, so that catch_up does
+                    // not take it for an interrupted command's leftovers.
+                    m.digest = before.digest();
+                    m.write(&self.config_dir)?;
                 }
             }
         }

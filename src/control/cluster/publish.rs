@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use super::repo::{self, Conn, Stored};
 use super::snapshot::{PURPOSE, Snapshot};
@@ -66,8 +67,15 @@ pub fn open_stored(config_dir: &Path, stored: &Stored) -> Result<Snapshot, Clust
     Snapshot::from_bytes(&plain)
 }
 
-/// Installs the repository's newest version when this node holds an older one; the files it
-/// replaced when it did (read only then: the follower calls this every second).
+/// Installs the repository's newest version when this node holds an older one, or holds files that
+/// are not the version it says it holds; the files it replaced when it did. Call with the cluster
+/// lock held.
+///
+/// Files that differ from the version held are what a command killed between changing them and
+/// committing leaves behind (or a half-installed snapshot): a change the repository never took.
+/// Serving them would make this node the one that differs from the cluster, and the next command's
+/// commit would publish them as if they were its own, so they are put back to the committed version:
+/// the interrupted command did not happen, and running it again does it.
 pub async fn catch_up(
     conn: &mut Conn,
     config_dir: &Path,
@@ -77,7 +85,14 @@ pub async fn catch_up(
         return Ok(None);
     };
     if head.version <= membership.version {
-        return Ok(None);
+        let intact = Snapshot::read(config_dir).is_ok_and(|s| s.digest() == membership.digest);
+        if intact {
+            return Ok(None);
+        }
+        warn!(
+            version = membership.version,
+            "this node's shared files are not the version it holds (a command was interrupted before it committed?); putting the committed version back"
+        );
     }
     let Some(stored) = repo::fetch(conn, &membership.repository).await? else {
         return Ok(None);
