@@ -139,6 +139,18 @@ impl Api {
             .to_string()
     }
 
+    /// The headers a signed-in client sends: the session cookie and the CSRF token.
+    pub fn session_headers(&self) -> Vec<String> {
+        let mut headers = Vec::new();
+        if let Some(c) = &self.cookie {
+            headers.push(format!("Cookie: pgssl_admin={c}"));
+        }
+        if let Some(t) = &self.csrf {
+            headers.push(format!("X-CSRF-Token: {t}"));
+        }
+        headers
+    }
+
     pub async fn sign_in(&mut self, user: &str, password: &str) -> (StatusCode, HeaderMap, Value) {
         let (status, headers, bytes) = self
             .call(

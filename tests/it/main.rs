@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_abuse;
+mod admin_schema;
 mod auth;
 mod browser;
 mod cli;
