@@ -560,10 +560,7 @@ async fn agree(a: &Node, b: &Node, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_cluster_apply_rotation_and_join_leaves_the_old_or_the_new_state() {
     use tokio::io::AsyncWriteExt;
-    let loops: usize = std::env::var("PGSSL_KILL_LOOPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+    let loops = crate::harness::kill_loops(8);
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start_with_tcp();
     let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());

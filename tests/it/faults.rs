@@ -233,10 +233,7 @@ async fn damaged_state_files_are_named_and_the_last_good_state_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_apply_and_rotation_leaves_the_old_or_the_new_state() {
     use crate::cli::ok;
-    let loops: u64 = std::env::var("PGSSL_KILL_LOOPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+    let loops = crate::harness::kill_loops(15);
     let pg = Postgres::start_with_tcp();
     let env = CliEnv::new(&format!("127.0.0.1:{}", pg.tcp_port.unwrap()));
     ok(&env.run(&["security", "repository-ssl", "enable"]));
@@ -253,7 +250,7 @@ async fn kill_9_during_apply_and_rotation_leaves_the_old_or_the_new_state() {
         &["security", "repository-ssl", "enable"],
         &["security", "repository-ssl", "disable"],
     ];
-    for i in 0..loops as usize * 2 {
+    for i in 0..loops * 2 {
         let command: &[&str] = if i % 2 == 0 {
             ok(&env.run(stages[(i / 2) % 3]));
             &["pending-changes", "apply"]

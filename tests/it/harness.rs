@@ -458,3 +458,11 @@ pub async fn psql_run(conninfo: &str, args: &[&str], password: Option<&str>) -> 
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// How many iterations a kill -9 loop runs: `PGSSL_KILL_LOOPS` (200 by hand), else `default`.
+pub fn kill_loops(default: usize) -> usize {
+    std::env::var("PGSSL_KILL_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
