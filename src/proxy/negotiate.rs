@@ -330,13 +330,7 @@ async fn refuse_expired(mut stream: NegotiatedStream, why: Expired) -> Negotiate
     match why {
         Expired::Timeout => refuse(stream, timeout_error(), NegotiateError::Timeout).await,
         Expired::Evicted => {
-            let answer = too_many_clients().encode();
-            let _ = tokio::time::timeout(EVICTED_LINGER, async {
-                stream.write_all(&answer).await?;
-                stream.flush().await?;
-                shut_and_drain(&mut stream).await
-            })
-            .await;
+            send_fatal_within(&mut stream, &too_many_clients(), EVICTED_LINGER).await;
             NegotiateError::Evicted
         }
     }
@@ -376,21 +370,25 @@ pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
 /// After the write side is shut, unread input is drained until the client closes: closing a socket
 /// with unread bytes makes the kernel send RST, which can destroy the error before the client reads it.
 pub async fn send_fatal<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, err: &ErrorResponse) {
+    send_fatal_within(stream, err, CLOSE_LINGER).await;
+}
+
+/// [`send_fatal`], lingering at most `linger` in all.
+async fn send_fatal_within<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    err: &ErrorResponse,
+    linger: std::time::Duration,
+) {
     let deliver = async {
         stream.write_all(&err.encode()).await?;
         stream.flush().await?;
         shut_and_drain(stream).await
     };
-    let _ = tokio::time::timeout(CLOSE_LINGER, deliver).await;
+    let _ = tokio::time::timeout(linger, deliver).await;
 }
 
 /// How long a refused connection may linger while its answer is delivered.
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Closes a stream whose answer is already written, as [`send_fatal`] does after writing.
-pub async fn close_after_answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
-    let _ = tokio::time::timeout(CLOSE_LINGER, shut_and_drain(&mut stream)).await;
-}
 
 /// Shuts the write side, then reads off (a bounded amount of) input until the client closes.
 async fn shut_and_drain<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {

@@ -92,7 +92,8 @@ impl Startups {
     }
 
     /// Places held now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).held
     }
 }
