@@ -555,32 +555,23 @@ async fn the_remote_cli_runs_commands_through_the_api() {
     assert!(err.contains("only https"), "{err}");
 
     // Sign in with the password on standard input; the staged change is visible remotely.
-    let mut child = tokio::process::Command::from(remote(&[
-        "-s",
-        &url,
-        "-u",
-        ADMIN,
-        "-p",
-        "-",
-        "--trust-admin-controller-cert",
-        "security",
-        "repository-ssl",
-        "enable",
-        "--internal-only",
-    ]))
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
-            .await
-            .unwrap();
-    }
+    let child = crate::cli::spawn_with_stdin(
+        remote(&[
+            "-s",
+            &url,
+            "-u",
+            ADMIN,
+            "-p",
+            "-",
+            "--trust-admin-controller-cert",
+            "security",
+            "repository-ssl",
+            "enable",
+            "--internal-only",
+        ]),
+        &format!("{ADMIN_PASSWORD}\n"),
+    )
+    .await;
     let out = child.wait_with_output().await.unwrap();
     assert!(ok(&out).contains("Staged repository SSL mode off -> optional"));
     // The session is cached 0600: -u/-p are not needed again.

@@ -64,17 +64,11 @@ impl CliEnv {
 
     /// Runs `args` without blocking the async runtime, feeding `input` on standard input.
     pub async fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
-        use tokio::io::AsyncWriteExt;
-        let mut child = tokio::process::Command::from(self.command(args))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).await.unwrap();
-        drop(stdin);
-        child.wait_with_output().await.unwrap()
+        spawn_with_stdin(self.command(args), input)
+            .await
+            .wait_with_output()
+            .await
+            .unwrap()
     }
 
     /// Stages direct access for `user` with `password` fed on standard input, as an operator should.
@@ -534,4 +528,20 @@ fn serve_exits_1_naming_the_address_when_it_cannot_listen() {
         err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"),
         "{err}"
     );
+}
+
+/// Starts `cmd` with `input` on its standard input (then closed) and its output piped, without
+/// waiting for it: the caller may wait, or kill it first.
+pub async fn spawn_with_stdin(cmd: Command, input: &str) -> tokio::process::Child {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::from(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    child
 }

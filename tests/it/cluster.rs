@@ -559,7 +559,6 @@ async fn agree(a: &Node, b: &Node, what: &str) {
 /// was killed joins when asked again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_cluster_apply_rotation_and_join_leaves_the_old_or_the_new_state() {
-    use tokio::io::AsyncWriteExt;
     let loops = crate::harness::kill_loops(8);
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start_with_tcp();
@@ -629,18 +628,11 @@ async fn kill_9_during_cluster_apply_rotation_and_join_leaves_the_old_or_the_new
                     "--node-name",
                     name,
                 ];
-                let mut child = tokio::process::Command::from(joiner.env.command(&args))
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap();
-                let mut stdin = child.stdin.take().unwrap();
-                stdin
-                    .write_all(format!("{PASSPHRASE}\n").as_bytes())
-                    .await
-                    .unwrap();
-                drop(stdin);
+                let mut child = crate::cli::spawn_with_stdin(
+                    joiner.env.command(&args),
+                    &format!("{PASSPHRASE}\n"),
+                )
+                .await;
                 tokio::time::sleep(next_delay(600)).await;
                 let _ = child.start_kill();
                 let joined_already = child.wait().await.is_ok_and(|s| s.success());
