@@ -1,7 +1,8 @@
 //! The downgrade proof (SECURITY.md, promise 1): for every mode × user class × way in, a capturing
 //! relay between pgssl and PostgreSQL shows that no start-up of a user who must use TLS reaches the
 //! repository over a plaintext client connection, and that what does reach it is byte for byte the
-//! start-up the client sent.
+//! start-up the client sent. With mutual SSL on, the same holds for every login without the user's
+//! own valid client certificate.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -179,7 +180,7 @@ async fn attempt(addr: std::net::SocketAddr, way: Way, user: &str) -> Vec<u8> {
 fn must_use_tls(mode: Mode, user: &str) -> bool {
     match mode {
         Mode::Off => false,
-        Mode::Optional => user != "tableau",
+        Mode::Optional => !matches!(user, "tableau" | "readonly"),
         Mode::Required => true,
     }
 }
@@ -199,10 +200,7 @@ async fn no_plaintext_startup_of_a_user_who_must_use_tls_reaches_the_repository(
                 let before = captured.lock().unwrap().len();
                 let sent = attempt(proxy.addr, way, user).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let opened: Vec<Vec<u8>> = captured.lock().unwrap()[before..]
-                    .iter()
-                    .map(|r| r.lock().unwrap().clone())
-                    .collect();
+                let opened = opened_since(&captured, before);
                 let case = format!("{mode:?} × {user} × {way:?}");
                 // (A cancel carries no user: it is judged below.)
                 if must_use_tls(mode, user) && !matches!(way, Way::Tls | Way::CancelThenStartup) {
@@ -247,4 +245,274 @@ async fn no_plaintext_startup_of_a_user_who_must_use_tls_reaches_the_repository(
     // plaintext start-up after it is a broken handshake; and over TLS both users in optional and
     // required mode (4).
     assert_eq!(reached_somewhere, 17);
+}
+
+/// A client certificate a mutual-SSL attempt presents (or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Presented {
+    /// None at all.
+    Nothing,
+    /// The user's own, from the configured CA.
+    Own,
+    /// Another user's, from the configured CA.
+    OtherUsers,
+    /// One naming the user, from a CA pgssl does not trust.
+    Stranger,
+    /// The user's, expired yesterday.
+    Expired,
+    /// The user's, listed in the configured CRL.
+    Revoked,
+    /// One from the configured CA with no common name.
+    Nameless,
+}
+
+const PRESENTED: [Presented; 7] = [
+    Presented::Nothing,
+    Presented::Own,
+    Presented::OtherUsers,
+    Presented::Stranger,
+    Presented::Expired,
+    Presented::Revoked,
+    Presented::Nameless,
+];
+
+/// The client certificates of the mutual-SSL proof.
+struct Certificates {
+    by_user: std::collections::HashMap<(&'static str, Presented), crate::mutual_ssl::ClientCert>,
+    ca: std::path::PathBuf,
+    crl: std::path::PathBuf,
+}
+
+impl Certificates {
+    fn make(dir: &std::path::Path, users: [&'static str; 2]) -> Certificates {
+        use crate::mutual_ssl::ClientCa;
+        let mut ca = ClientCa::new(dir, "client-ca");
+        let mut stranger = ClientCa::new(dir, "stranger-ca");
+        let mut by_user = std::collections::HashMap::new();
+        let mut revoked = Vec::new();
+        for (i, user) in users.into_iter().enumerate() {
+            let other = users[1 - i];
+            let made = [
+                (
+                    Presented::Own,
+                    ca.issue(&format!("{user}-own"), user, 0, 30),
+                ),
+                (
+                    Presented::OtherUsers,
+                    ca.issue(&format!("{user}-other"), other, 0, 30),
+                ),
+                (
+                    Presented::Stranger,
+                    stranger.issue(&format!("{user}-stranger"), user, 0, 30),
+                ),
+                (
+                    Presented::Expired,
+                    ca.issue(&format!("{user}-expired"), user, -30, -1),
+                ),
+                (
+                    Presented::Revoked,
+                    ca.issue(&format!("{user}-revoked"), user, 0, 30),
+                ),
+                (
+                    Presented::Nameless,
+                    ca.issue_with(&format!("{user}-nameless"), 0, 30, |p| {
+                        p.distinguished_name
+                            .push(rcgen::DnType::OrganizationName, "no user here")
+                    }),
+                ),
+            ];
+            for (presented, cert) in made {
+                if presented == Presented::Revoked {
+                    revoked.push(cert.serial);
+                }
+                by_user.insert((user, presented), cert);
+            }
+        }
+        Certificates {
+            by_user,
+            ca: ca.file("client-ca.pem"),
+            crl: ca.crl("client-ca.crl", &revoked),
+        }
+    }
+
+    fn identity(&self, user: &'static str, presented: Presented) -> Option<Identity> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert = self.by_user.get(&(user, presented))?;
+        let chain = CertificateDer::pem_file_iter(&cert.cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        Some((chain, PrivateKeyDer::from_pem_file(&cert.key).unwrap()))
+    }
+}
+
+type Identity = pgssl::tls::client::Identity;
+
+/// SSLRequest, a TLS handshake presenting `identity`, and a start-up as `user` with no password
+/// and application name `tag`; once logged in, who the repository says the session is
+/// (`current_user application_name`).
+async fn certificate_attempt(
+    addr: std::net::SocketAddr,
+    user: &str,
+    identity: Option<Identity>,
+    tag: &str,
+) -> Option<String> {
+    use pgssl::tls::client::{Verification, connector_with_identity};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&raw_packet(SSL_REQUEST, &[])).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), b'S', "mutual SSL offers TLS");
+    let connector = connector_with_identity(Verification::None, &[], identity).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .ok()?
+        .ok()?;
+    let params = [
+        ("user", user),
+        ("database", "postgres"),
+        ("application_name", tag),
+    ];
+    let start = pgssl::repository::Session::start(tls, &params, None);
+    let mut session = tokio::time::timeout(Duration::from_secs(5), start)
+        .await
+        .ok()?
+        .ok()?;
+    let rows = session
+        .simple_query("SELECT current_user || ' ' || current_setting('application_name')")
+        .await
+        .ok()?;
+    rows.first()?.first()?.clone()
+}
+
+/// What pgssl sent on each connection it opened toward the repository since `before`.
+fn opened_since(captured: &Captured, before: usize) -> Vec<Vec<u8>> {
+    captured.lock().unwrap()[before..]
+        .iter()
+        .map(|r| r.lock().unwrap().clone())
+        .collect()
+}
+
+/// How many of `opened` carried any byte.
+fn reached(opened: &[Vec<u8>]) -> usize {
+    opened.iter().filter(|b| !b.is_empty()).count()
+}
+
+/// With `authentication mutual-ssl` on, the certificate is the credential: in optional and
+/// required mode, with fallback off and on, every plaintext way in above and every TLS login
+/// without the user's own valid certificate (none, another user's, an untrusted CA's, expired,
+/// revoked, nameless) is stopped before pgssl opens anything toward the repository — except a TLS
+/// login with no certificate where fallback lets it log in as usual. The repository runs
+/// `hostssl … cert` and trusts pgssl's internal CA; the relay sees pgssl's TLS, so what reached it is
+/// judged by the session the repository gave: the start-up's user and application name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_ssl_no_start_up_without_the_users_own_valid_certificate_reaches_the_repository()
+ {
+    use crate::cli::{CliEnv, ServeProcess, ok};
+    let tmp = tempfile::tempdir().unwrap();
+    let users = ["tableau", "readonly"];
+    let certs = Certificates::make(tmp.path(), users);
+    let server = crate::pki::TestPki::new(tmp.path(), "repo").server(
+        "repo",
+        &["localhost", "127.0.0.1"],
+        30,
+    );
+    let pg = Postgres::start_with_tls(&server.cert_pem, &server.key_pem);
+    let target = format!("127.0.0.1:{}", pg.port()).parse().unwrap();
+    let (relay, captured) = capturing_relay(target).await;
+    let mut logged_in = 0;
+    for (mode, fallback) in [
+        (Mode::Optional, false),
+        (Mode::Required, false),
+        (Mode::Optional, true),
+        (Mode::Required, true),
+    ] {
+        let env = CliEnv::new(&relay.to_string());
+        crate::harness::prepare_data_dir(&env.data_dir(), mode);
+        let fallback_flag = if fallback { "true" } else { "false" };
+        crate::mutual_ssl::configure(
+            &env,
+            &certs.ca,
+            &[
+                "--fallback-enable",
+                fallback_flag,
+                "--revocation-file",
+                certs.crl.to_str().unwrap(),
+            ],
+        );
+        ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
+        ok(&env.run(&["pending-changes", "apply"]));
+        crate::mutual_ssl::trust_pgssl(&pg, &env);
+        let serve = ServeProcess::start(&env, &["--upstream", &relay.to_string()]).await;
+        for user in users {
+            let case = |way: &dyn std::fmt::Debug| {
+                format!("{mode:?} × fallback {fallback} × {user} × {way:?}")
+            };
+            // Without TLS there is no certificate: with fallback off nobody gets in that way; with
+            // it on the mode decides, as without mutual SSL.
+            for way in WAYS.into_iter().filter(|w| !matches!(w, Way::Tls)) {
+                let before = captured.lock().unwrap().len();
+                let sent = attempt(serve.addr, way, user).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let opened = opened_since(&captured, before);
+                if matches!(way, Way::CancelThenStartup) {
+                    // The cancel goes on as sent (the keys are the repository's), never the
+                    // start-up behind it.
+                    assert!(
+                        opened.iter().all(|b| b.is_empty() || *b == sent[..16]),
+                        "{}: the repository got {opened:?}",
+                        case(&way)
+                    );
+                    continue;
+                }
+                let may = fallback
+                    && !must_use_tls(mode, user)
+                    && matches!(
+                        way,
+                        Way::Plaintext | Way::Protocol32 | Way::GssencThenPlaintext
+                    );
+                assert_eq!(
+                    reached(&opened),
+                    usize::from(may),
+                    "{}: what reached the repository",
+                    case(&way)
+                );
+            }
+            for presented in PRESENTED {
+                let before = captured.lock().unwrap().len();
+                let tag = format!("proof-{user}-{presented:?}");
+                let session =
+                    certificate_attempt(serve.addr, user, certs.identity(user, presented), &tag)
+                        .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let reached = reached(&opened_since(&captured, before));
+                match presented {
+                    Presented::Own => {
+                        assert_eq!(
+                            session.as_deref(),
+                            Some(format!("{user} {tag}").as_str()),
+                            "{}: {}",
+                            case(&presented),
+                            serve.log_text()
+                        );
+                        logged_in += 1;
+                    }
+                    // Fallback: the repository decides as without mutual SSL (here it asks a
+                    // password for no certificate over pgssl's plaintext upstream, and the client
+                    // has none).
+                    Presented::Nothing if fallback => {
+                        assert_eq!(session, None, "{}", case(&presented));
+                        assert_eq!(reached, 1, "{}", case(&presented));
+                    }
+                    _ => {
+                        assert_eq!(session, None, "{}", case(&presented));
+                        assert_eq!(reached, 0, "{} reached the repository", case(&presented));
+                    }
+                }
+            }
+        }
+        drop(serve);
+    }
+    // Each user's own certificate logged in, in all four settings.
+    assert_eq!(logged_in, 8);
 }

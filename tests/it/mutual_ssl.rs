@@ -17,19 +17,19 @@ use crate::harness::{PASSWORD, Postgres, PsqlRun, pg_bindir, prepare_data_dir};
 use crate::pki::TestPki;
 
 /// A client CA whose certificates and CRLs the tests make.
-struct ClientCa {
+pub(crate) struct ClientCa {
     issuer: Issuer<'static, KeyPair>,
     dir: PathBuf,
     next_serial: u64,
 }
 
 /// A client certificate's files and serial.
-struct ClientCert {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct ClientCert {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     /// The key as PKCS#8 DER (for pgjdbc).
     pk8: PathBuf,
-    serial: u64,
+    pub(crate) serial: u64,
 }
 
 /// Runs `sql` through pgjdbc (Debian's libpostgresql-jdbc-java) at `url`: the first column, or
@@ -54,7 +54,7 @@ async fn jdbc(url: &str, sql: &str) -> String {
 }
 
 impl ClientCa {
-    fn new(dir: &Path, name: &str) -> ClientCa {
+    pub(crate) fn new(dir: &Path, name: &str) -> ClientCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -69,19 +69,19 @@ impl ClientCa {
         }
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
     /// A certificate with CN `cn`, valid from `from` to `until` days from now.
-    fn issue(&mut self, file: &str, cn: &str, from: i64, until: i64) -> ClientCert {
+    pub(crate) fn issue(&mut self, file: &str, cn: &str, from: i64, until: i64) -> ClientCert {
         self.issue_with(file, from, until, |p| {
             p.distinguished_name.push(DnType::CommonName, cn)
         })
     }
 
     /// A certificate whose names `name` sets.
-    fn issue_with(
+    pub(crate) fn issue_with(
         &mut self,
         file: &str,
         from: i64,
@@ -119,7 +119,7 @@ impl ClientCa {
     }
 
     /// A CRL (PEM file) revoking `serials`, its next update in a week.
-    fn crl(&self, file: &str, serials: &[u64]) -> PathBuf {
+    pub(crate) fn crl(&self, file: &str, serials: &[u64]) -> PathBuf {
         self.crl_until(file, serials, Duration::days(7))
     }
 
@@ -168,7 +168,7 @@ fn with_cert(cert: &ClientCert, user: &str) -> String {
 
 /// The repository trusts pgssl's internal CA for certificate logins over TLS and asks SCRAM
 /// otherwise.
-fn trust_pgssl(pg: &Postgres, env: &CliEnv) {
+pub(crate) fn trust_pgssl(pg: &Postgres, env: &CliEnv) {
     let ca = pg
         .data_path()
         .parent()
@@ -249,7 +249,7 @@ async fn managed_with_mutual_ssl(ca: &ClientCa, flags: &[&str]) -> (CliEnv, Serv
     (env, serve)
 }
 
-fn configure(env: &CliEnv, ca: &Path, extra: &[&str]) {
+pub(crate) fn configure(env: &CliEnv, ca: &Path, extra: &[&str]) {
     let mut args = vec![
         "authentication",
         "mutual-ssl",
