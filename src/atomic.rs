@@ -18,26 +18,55 @@ pub const PUBLIC_MODE: u32 = 0o644;
 
 /// Atomically replaces `path` with `contents`, created with exactly `mode`.
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent_dir(path);
-    let tmp = temp_path(path);
-    let result = (|| {
-        // create_new: never follow or reuse a file someone planted at the temporary name.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have removed bits from a public file's mode; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(&dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    stage_file(path, contents, mode)?.commit()
+}
+
+/// A file's new contents written and synced beside it, not yet in its place: [`Staged::commit`]
+/// renames it over the target; dropped uncommitted, it is removed. Writing several files' contents
+/// first and renaming them after means that running out of room (the writes' failure, not the
+/// renames') changes none of them.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+/// Writes `contents` (with exactly `mode`) to a temporary file beside `path`, synced.
+pub fn stage_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<Staged> {
+    let staged = Staged {
+        tmp: temp_path(path),
+        path: path.to_path_buf(),
+        committed: false,
+    };
+    // create_new: never follow or reuse a file someone planted at the temporary name.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&staged.tmp)?;
+    // The umask may have removed bits from a public file's mode; set it exactly.
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(staged)
+}
+
+impl Staged {
+    /// Renames the staged contents over the target and makes the rename durable.
+    pub fn commit(mut self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.path)?;
+        self.committed = true;
+        sync_dir(&parent_dir(&self.path))
     }
-    result
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Removes `path` durably; a missing file is not an error. Returns whether it existed.
@@ -166,5 +195,26 @@ mod tests {
         assert!(write_file(&target, b"x", PRIVATE_MODE).is_err());
         assert!(target.is_dir());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_staged_file_changes_nothing_until_committed_and_is_removed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write_file(&a, b"old a", PRIVATE_MODE).unwrap();
+        write_file(&b, b"old b", PRIVATE_MODE).unwrap();
+        let staged_a = stage_file(&a, b"new a", PRIVATE_MODE).unwrap();
+        let staged_b = stage_file(&b, b"new b", PRIVATE_MODE).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"old a");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 4);
+        staged_a.commit().unwrap();
+        drop(staged_b);
+        assert_eq!(fs::read(&a).unwrap(), b"new a");
+        assert_eq!(fs::read(&b).unwrap(), b"old b");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temporary file left"
+        );
     }
 }

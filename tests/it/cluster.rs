@@ -669,3 +669,127 @@ async fn kill_9_during_cluster_apply_rotation_and_join_leaves_the_old_or_the_new
         }
     }
 }
+
+/// A full disk, then a read-only data directory, on one node of two while the other applies a change
+/// and rotates: the node cannot install the new version and keeps serving the last one (also after
+/// a restart), logging why; the apply reports it did not take the change; the rotation commits the
+/// new certificate but leaves the cluster role its password, since the node would be locked out; a
+/// command run on the node itself fails with the OS's reason and commits nothing. Once there is room
+/// the node takes the newest version by itself and the rotation, run again, completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_disk_on_one_node_keeps_it_on_the_last_version_until_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start_with_tcp();
+    let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
+    let mut n1 = Node::new("n1", "127.0.0.2", &upstream);
+    let mut n2 = Node::new("n2", "127.0.0.3", &upstream);
+    let disk = crate::faults::SmallDisk::mount(&n2.env.data_dir());
+    n1.start().await;
+    let file = dir.path().join("bootstrap.toml");
+    ok(&n1.bootstrap_file(&file).await);
+    ok(&n2.join(&file).await);
+    n2.start().await;
+    wait_live(&n1, 2).await;
+    ok(&n1.run(&["security", "repository-ssl", "enable"]).await);
+    ok(&n1.run(&["pending-changes", "apply"]).await);
+    agree(&n1, &n2, "before the disk fills").await;
+    // Required mode refuses a plaintext login; optional mode lets tableau in.
+    let plaintext_ok = |n: &Node| {
+        let addr = n.addr();
+        async move { connect_plain(addr, "tableau").await.is_ok() }
+    };
+
+    for full in [true, false] {
+        let (fault, reason) = if full {
+            ("a full disk", "No space left on device")
+        } else {
+            ("a read-only data directory", "Read-only file system")
+        };
+        let served = n2.fingerprint().await;
+        let filler = if full {
+            Some(disk.fill())
+        } else {
+            disk.read_only(true);
+            None
+        };
+
+        // A change applied on n1 is committed; n2 cannot install it and says why.
+        ok(&n1
+            .run(&["security", "repository-ssl", "enable", "--internal-only"])
+            .await);
+        let applied = ok(&n1.run(&["pending-changes", "apply"]).await);
+        assert!(
+            applied.contains("n2") && applied.contains("did not take the change"),
+            "{fault}: {applied}"
+        );
+        let log = n2.serve.as_ref().unwrap().log_text();
+        assert!(
+            log.contains("cannot install the cluster's newest state version")
+                && log.contains(reason),
+            "{fault}: n2's log: {log}"
+        );
+        assert!(plaintext_ok(&n1).await, "{fault}: n1 serves optional mode");
+        assert!(
+            !plaintext_ok(&n2).await,
+            "{fault}: n2 still serves required mode"
+        );
+        assert_eq!(n2.fingerprint().await, served, "{fault}");
+        let nodes = ok(&n1.run(&["topology", "list-nodes"]).await);
+        assert_eq!(nodes.matches("(live)").count(), 2, "{fault}: {nodes}");
+
+        // A rotation on n1: the certificate is committed and n1 serves it; the cluster role keeps
+        // its password, which n2 still needs.
+        let why = failed(&n1.run(&["security", "regenerate-internal-tokens"]).await);
+        assert!(
+            why.contains("keeps its password") && why.contains("n2"),
+            "{fault}: {why}"
+        );
+        assert_ne!(
+            n1.fingerprint().await,
+            served,
+            "{fault}: n1 serves the rotated certificate"
+        );
+        assert_eq!(
+            n2.fingerprint().await,
+            served,
+            "{fault}: n2 keeps its certificate"
+        );
+
+        // A command on n2 itself fails with the OS's reason and commits nothing.
+        let version = state_version(&pg);
+        let why = failed(&n2.run(&["security", "repository-ssl", "disable"]).await);
+        assert!(why.contains(reason), "{fault}: {why}");
+        assert_eq!(state_version(&pg), version, "{fault}: nothing committed");
+
+        // Restarted on the full disk, n2 serves the version it had.
+        if full {
+            n2.serve.take().unwrap().stop().await;
+            n2.start().await;
+            assert_eq!(n2.fingerprint().await, served, "{fault}: after a restart");
+            assert!(
+                !plaintext_ok(&n2).await,
+                "{fault}: required mode after a restart"
+            );
+        }
+
+        // Room again: n2 takes the newest version by itself, and the rotation completes.
+        match filler {
+            Some(filler) => std::fs::remove_file(filler).unwrap(),
+            None => disk.read_only(false),
+        }
+        agree(&n1, &n2, &format!("{fault}: room again")).await;
+        assert!(plaintext_ok(&n2).await, "{fault}: n2 took optional mode");
+        let rotated = ok(&n1.run(&["security", "regenerate-internal-tokens"]).await);
+        assert!(
+            rotated.contains("cluster role: its password changed"),
+            "{fault}: {rotated}"
+        );
+        agree(&n1, &n2, &format!("{fault}: rotated")).await;
+        ok(&n1.run(&["security", "repository-ssl", "enable"]).await);
+        ok(&n1.run(&["pending-changes", "apply"]).await);
+        agree(&n1, &n2, &format!("{fault}: required again")).await;
+    }
+    // Both nodes still reach the repository as the cluster role (the password they hold works).
+    let nodes = ok(&n2.run(&["topology", "list-nodes"]).await);
+    assert_eq!(nodes.matches("(live)").count(), 2, "{nodes}");
+}

@@ -316,12 +316,12 @@ async fn kill_9_during_apply_and_rotation_leaves_the_old_or_the_new_state() {
 
 /// A small tmpfs mounted on a test's data directory, so that it can be filled up or made read-only;
 /// unmounted when dropped (lazily, so a panic leaves nothing mounted behind the test).
-struct SmallDisk {
+pub(crate) struct SmallDisk {
     path: std::path::PathBuf,
 }
 
 impl SmallDisk {
-    fn mount(path: &std::path::Path) -> SmallDisk {
+    pub(crate) fn mount(path: &std::path::Path) -> SmallDisk {
         std::fs::create_dir_all(path).unwrap();
         Self::mount_cmd(&["-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs"], path);
         SmallDisk {
@@ -342,13 +342,13 @@ impl SmallDisk {
         );
     }
 
-    fn read_only(&self, ro: bool) {
+    pub(crate) fn read_only(&self, ro: bool) {
         let opts = if ro { "remount,ro" } else { "remount,rw" };
         Self::mount_cmd(&["-o", opts], &self.path);
     }
 
     /// Fills the disk to the last byte and returns the filler to remove.
-    fn fill(&self) -> std::path::PathBuf {
+    pub(crate) fn fill(&self) -> std::path::PathBuf {
         use std::io::Write;
         let filler = self.path.join("filler");
         let mut f = std::fs::File::create(&filler).unwrap();

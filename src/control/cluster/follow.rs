@@ -51,6 +51,8 @@ struct Progress {
     confirmed: Instant,
     /// Whether the last attempt failed (to log an outage once).
     cut_off: bool,
+    /// Why the newest version could not be installed here (to log each new reason once).
+    install_failed: Option<String>,
 }
 
 impl Follower {
@@ -74,6 +76,7 @@ impl Follower {
             rejected: None,
             confirmed: Instant::now(),
             cut_off: false,
+            install_failed: None,
         };
         metrics::gauge!(names::CLUSTER_STATE_VERSION).set(m.version as f64);
         info!(node = %m.node_name, repository = %m.repository, version = m.version, "following the cluster");
@@ -119,8 +122,13 @@ impl Follower {
             if self.beat(&mut conn, progress).await?.is_none() {
                 return Ok(());
             }
-            progress.confirmed = Instant::now();
-            metrics::gauge!(names::CLUSTER_STATE_AGE).set(0.0);
+            // A node that cannot install the newest version is in touch but not current: its
+            // state age keeps growing for whoever alerts on it.
+            if progress.install_failed.is_none() {
+                progress.confirmed = Instant::now();
+            }
+            metrics::gauge!(names::CLUSTER_STATE_AGE)
+                .set(progress.confirmed.elapsed().as_secs_f64());
             // A command on this node holds the state: look again soon, not a tick later (its apply
             // is waiting for this node too).
             conn.wait_notification(if waiting { BUSY_RETRY } else { TICK })
@@ -153,13 +161,37 @@ impl Follower {
         let config_dir = self.config_dir.clone();
         let lock = tokio::task::spawn_blocking(move || publish::try_cluster_lock(&config_dir))
             .await
-            .ok()
-            .flatten();
-        let Some(_lock) = lock else {
-            return Ok(true);
-        };
+            .unwrap_or(Ok(None));
         let mut m = self.membership()?;
-        let replaced = publish::catch_up(conn, &self.config_dir, &mut m).await?;
+        // The lock is held until this version is served or put back.
+        let (_lock, installed) = match lock {
+            Ok(None) => return Ok(true),
+            Ok(Some(lock)) => (
+                Some(lock),
+                publish::catch_up(conn, &self.config_dir, &mut m).await,
+            ),
+            Err(e) => (None, Err(e)),
+        };
+        let replaced = match installed {
+            Ok(replaced) => {
+                if progress.install_failed.take().is_some() {
+                    info!("this node can install the cluster's state again");
+                }
+                replaced
+            }
+            // This node's disk, not the repository: it stays in touch (its heartbeat says which
+            // version it serves, so an apply reports it as lagging) and tries again every tick.
+            // The install changed no file, so what it serves is intact.
+            Err(e) if e.is_local() => {
+                let reason = e.to_string();
+                if progress.install_failed.as_deref() != Some(reason.as_str()) {
+                    error!(version = m.version, error = %e, "cannot install the cluster's newest state version on this node; it keeps serving the version it has and tries again every second");
+                    progress.install_failed = Some(reason);
+                }
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
         if m.version == progress.served || progress.rejected == Some(m.version) {
             return Ok(false);
         }

@@ -46,7 +46,9 @@ pub enum ClusterError {
         message: String,
     },
     /// The repository refused the cluster role's password (rotated since, or the node was removed).
-    #[error("the cluster's repository {repository} refused the cluster role: {message}")]
+    #[error(
+        "the cluster's repository {repository} refused the cluster role: {message} (if its password was rotated while this node was away, join again with a new bootstrap file: 'pgssl topology join')"
+    )]
     Refused {
         /// Its address.
         repository: String,
@@ -69,6 +71,9 @@ pub enum ClusterError {
     /// A bootstrap file that cannot be used.
     #[error("{0}")]
     Bootstrap(String),
+    /// A live node does not serve the version a step depends on (see its log for why).
+    #[error("{0}")]
+    NodesBehind(String),
     /// The repository holds something pgssl cannot read.
     #[error("the cluster state in the repository is unusable: {0}")]
     Corrupt(String),
@@ -85,8 +90,17 @@ impl ClusterError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            ClusterError::Conflict { .. } | ClusterError::Invalid(_) | ClusterError::Bootstrap(_)
+            ClusterError::Conflict { .. }
+                | ClusterError::Invalid(_)
+                | ClusterError::Bootstrap(_)
+                | ClusterError::NodesBehind(_)
         )
+    }
+
+    /// This node's own files (a full or read-only disk, a file it cannot read or write): neither
+    /// the caller's request nor the repository is at fault.
+    pub fn is_local(&self) -> bool {
+        matches!(self, ClusterError::State(_) | ClusterError::Keystore(_))
     }
 
     /// The repository's to fix.

@@ -31,11 +31,11 @@ pub fn cluster_lock(config_dir: &Path) -> Result<FileLock, ClusterError> {
     FileLock::acquire(&path).map_err(|source| StateError::Io { path, source }.into())
 }
 
-/// The cluster lock if no command holds it now (the follower's: it looks again soon instead).
-pub fn try_cluster_lock(config_dir: &Path) -> Option<FileLock> {
-    FileLock::try_acquire(&cluster_lock_path(config_dir))
-        .ok()
-        .flatten()
+/// The cluster lock if no command holds it now (the follower's: it looks again soon instead); an
+/// error when the lock file cannot be opened (a read-only data directory).
+pub fn try_cluster_lock(config_dir: &Path) -> Result<Option<FileLock>, ClusterError> {
+    let path = cluster_lock_path(config_dir);
+    FileLock::try_acquire(&path).map_err(|source| StateError::Io { path, source }.into())
 }
 
 /// A change under way on a node.
@@ -206,7 +206,13 @@ pub struct NodeOutcome {
     pub outcome: String,
     /// Whether it serves the version.
     pub took: bool,
+    /// Whether its heartbeat is recent (a node that is not live takes the change when it starts).
+    #[serde(default)]
+    pub live: bool,
 }
+
+/// How long a command waits for every live node of the cluster to serve what it committed.
+pub const NODE_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits, up to `limit`, until every live node serves `version`; one outcome per node.
 pub async fn wait_for_nodes(
@@ -233,6 +239,7 @@ pub async fn wait_for_nodes(
 }
 
 fn outcome(n: repo::NodeRow, version: u64, elapsed: Duration) -> NodeOutcome {
+    let live = n.is_live();
     let (took, outcome) = if n.version >= version {
         (
             true,
@@ -261,5 +268,6 @@ fn outcome(n: repo::NodeRow, version: u64, elapsed: Duration) -> NodeOutcome {
         address: n.address,
         outcome,
         took,
+        live,
     }
 }

@@ -115,6 +115,10 @@ impl Snapshot {
             .filter(|(rel, _)| *rel != APPLIED)
             .collect();
         order.extend(self.files.get_key_value(APPLIED));
+        // Every changed file is written beside its target before any is renamed into place: a
+        // full or read-only disk fails the writes, and then no file has changed (the staged ones
+        // are removed as `staged` drops).
+        let mut staged = Vec::new();
         for (rel, file) in order {
             let path = config_dir.join(rel);
             let bytes = BASE64
@@ -129,8 +133,17 @@ impl Snapshot {
             }
             if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
                 // Never wider than 0644, and secrets' 0600 kept.
-                atomic::write_file(&path, &bytes, file.mode & 0o644).map_err(io)?;
+                staged.push((
+                    atomic::stage_file(&path, &bytes, file.mode & 0o644).map_err(io)?,
+                    path,
+                ));
             }
+        }
+        // In order, `applied.toml` last: a crash between renames leaves files whose digest is not
+        // the version `cluster.toml` names, which the next catch-up puts back.
+        for (file, path) in staged {
+            file.commit()
+                .map_err(|source| StateError::Io { path, source })?;
         }
         for rel in shared_files(config_dir)? {
             if !self.files.contains_key(&rel) {
@@ -210,6 +223,30 @@ mod tests {
             std::fs::read_to_string(b.path().join("master-ffff.key")).unwrap(),
             "MINE"
         );
+    }
+
+    #[test]
+    fn an_install_that_cannot_write_every_file_changes_none() {
+        let a = tempfile::tempdir().unwrap();
+        write(a.path(), "applied.toml", "new");
+        write(a.path(), "keystore", "new sealed");
+        write(a.path(), "pgsql15/security/server.crt", "NEW");
+        let snap = Snapshot::read(a.path()).unwrap();
+        let b = tempfile::tempdir().unwrap();
+        write(b.path(), "applied.toml", "old");
+        write(b.path(), "keystore", "old sealed");
+        // The certificate's folder cannot be made (a file is in its place): the install fails after
+        // the keystore's new contents were written, and must have renamed nothing.
+        write(b.path(), "pgsql15", "in the way");
+        let before = Snapshot::read(b.path()).unwrap().digest();
+        assert!(snap.install(b.path()).is_err());
+        assert_eq!(Snapshot::read(b.path()).unwrap().digest(), before);
+        let stray: Vec<_> = std::fs::read_dir(b.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{Operation, Report, Said, Verb, no_arguments};
 use super::{CommandError, Context, Output, block_on};
 use crate::control::cluster::Membership;
-use crate::control::cluster::publish::{Change, NodeOutcome, wait_for_nodes};
+use crate::control::cluster::publish::{Change, NODE_WAIT, NodeOutcome, wait_for_nodes};
 use crate::control::reload::{self, ControlError};
 use crate::keystore::Keystore;
 use crate::repository::managed::ManagedRepository;
@@ -83,9 +83,6 @@ pub struct Applied {
     pub nodes: Vec<NodeOutcome>,
 }
 
-/// How long `apply` waits for every live node of a cluster to serve the change.
-const CLUSTER_WAIT: Duration = Duration::from_secs(10);
-
 impl Operation for Apply {
     const ACTION: &'static str = "pending-changes apply";
     const PATH: &'static str = "/pending-changes/apply";
@@ -110,7 +107,7 @@ impl Operation for Apply {
     ) -> Result<(), CommandError> {
         let version = version.unwrap_or(change.membership().version);
         report.cluster_version = Some(version);
-        report.nodes = block_on(wait_for_nodes(change, version, CLUSTER_WAIT))??;
+        report.nodes = block_on(wait_for_nodes(change, version, NODE_WAIT))??;
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Bounded, Operation, Report, Verb};
 use super::{CommandError, Context, Output, block_on, external_upstream, running_serve};
-use crate::control::cluster::publish::Change;
+use crate::control::cluster::publish::{Change, NODE_WAIT, wait_for_nodes};
 use crate::control::cluster::repo as cluster_repo;
 use crate::control::cluster::{ClusterError, Membership, NEXT_PASSWORD_ENTRY, PASSWORD_ENTRY};
 use crate::control::reload::{self, ControlError};
@@ -98,11 +98,17 @@ impl Operation for Regenerate {
         change: &mut Change,
         _version: Option<u64>,
     ) -> Result<(), CommandError> {
-        let version = block_on(rotate_cluster_password(change))??;
+        let (version, away) = block_on(rotate_cluster_password(change))??;
         say!(
             ctx.out,
             "cluster role: its password changed (cluster state version {version}); bootstrap files made before now no longer work"
         );
+        for node in away {
+            say!(
+                ctx.out,
+                "node {node} was unreachable and never took the new password: it must join again with a new bootstrap file ('pgssl topology join')"
+            );
+        }
         Ok(())
     }
 }
@@ -137,7 +143,12 @@ fn cluster_rotation(
 /// Gives the cluster role the sealed next password, then makes it the current one and raises the
 /// generation, so that bootstrap files made before carry a refused password. Before the commit, a
 /// node whose current password is refused connects with the next one.
-async fn rotate_cluster_password(change: &mut Change) -> Result<u64, ClusterError> {
+///
+/// Only a node that holds the next password can connect after the role gets it, so the role keeps
+/// its password while any live node has not taken the version that carries it (a full disk, a
+/// file it cannot write): that node would be locked out for good. Nodes that are not live cannot be
+/// waited for; they are returned, to be told to join again.
+async fn rotate_cluster_password(change: &mut Change) -> Result<(u64, Vec<String>), ClusterError> {
     let config_dir = change.config_dir().to_path_buf();
     let mut keystore = Keystore::open(&config_dir)?;
     let Some(next) = keystore.get(NEXT_PASSWORD_ENTRY)? else {
@@ -145,6 +156,24 @@ async fn rotate_cluster_password(change: &mut Change) -> Result<u64, ClusterErro
             "no cluster password to rotate to".into(),
         ));
     };
+    let carried = change.membership().version;
+    let nodes = wait_for_nodes(change, carried, NODE_WAIT).await?;
+    let behind: Vec<String> = nodes
+        .iter()
+        .filter(|n| !n.took && n.live)
+        .map(|n| format!("{} ({})", n.name, n.outcome))
+        .collect();
+    if !behind.is_empty() {
+        return Err(ClusterError::NodesBehind(format!(
+            "the cluster role keeps its password: live nodes have not taken cluster state version {carried}, which carries the next one, and would be locked out: {}. The new certificate is committed; run 'pgssl security regenerate-internal-tokens' again once they serve it, or remove a node for good ('pgssl topology remove-node NAME')",
+            behind.join("; ")
+        )));
+    }
+    let away = nodes
+        .into_iter()
+        .filter(|n| !n.took)
+        .map(|n| n.name)
+        .collect();
     let mut conn = change.connect().await?;
     let repository = change.membership().repository.clone();
     cluster_repo::set_password(&mut conn, &repository, &next).await?;
@@ -160,7 +189,7 @@ async fn rotate_cluster_password(change: &mut Change) -> Result<u64, ClusterErro
             Some(generation + 1),
         )
         .await?;
-    Ok(version.unwrap_or(change.membership().version))
+    Ok((version.unwrap_or(change.membership().version), away))
 }
 
 impl Report for Regenerated {
