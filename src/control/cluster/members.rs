@@ -147,6 +147,7 @@ async fn register(conn: &mut Conn, m: &Membership, address: &str) -> Result<u8, 
         version: 0,
         fingerprint: "",
     };
+    repo::reclaim_id(conn, &m.repository, &m.node_name).await?;
     repo::heartbeat(conn, &m.repository, &beat)
         .await?
         .ok_or_else(|| ClusterError::Invalid(format!("node {} is removed", m.node_name)))

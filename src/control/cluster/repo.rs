@@ -280,33 +280,71 @@ pub struct Beat<'a> {
 }
 
 /// Records `beat` and returns the node's id; `None` when the node was removed from the cluster.
+///
+/// A node's row keeps its id. A node with no row (its join was killed before it registered) gets
+/// the lowest id no row holds — not one past the highest, which ran out after 127 joins however many
+/// nodes had been removed, and since PostgreSQL checks a proposed row before `ON CONFLICT`, then failed
+/// every node's heartbeat. A removed node's row is left as it is.
 pub async fn heartbeat(
     conn: &mut Conn,
     repository: &str,
     beat: &Beat<'_>,
 ) -> Result<Option<u8>, ClusterError> {
+    let name = literal(beat.name);
     let sql = format!(
-        "INSERT INTO pgssl.nodes AS n (name, id, address, version, fingerprint)
-           VALUES ({name}, (SELECT coalesce(max(id), 0) + 1 FROM pgssl.nodes), {addr}, {v}, {fp})
-         ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version,
-           fingerprint = EXCLUDED.fingerprint, heartbeat = now()
-         WHERE NOT n.removed
-         RETURNING id",
-        name = literal(beat.name),
+        "WITH known AS (
+           UPDATE pgssl.nodes SET address = {addr}, version = {v}, fingerprint = {fp},
+                  heartbeat = now()
+            WHERE name = {name} AND NOT removed
+           RETURNING id),
+         added AS (
+           INSERT INTO pgssl.nodes (name, id, address, version, fingerprint)
+           SELECT {name}, i, {addr}, {v}, {fp} FROM generate_series(1, {MAX_NODES}) AS i
+            WHERE NOT EXISTS (SELECT 1 FROM pgssl.nodes WHERE name = {name})
+              AND NOT EXISTS (SELECT 1 FROM pgssl.nodes AS n WHERE n.id = i)
+            ORDER BY i LIMIT 1
+           ON CONFLICT (name) DO NOTHING
+           RETURNING id)
+         SELECT id FROM known UNION ALL SELECT id FROM added",
         addr = literal(beat.address),
         v = beat.version,
         fp = literal(beat.fingerprint),
     );
     let rows = conn.simple_query(&sql).await.map_err(failed(repository))?;
-    match rows.first() {
-        None => Ok(None),
-        Some(row) => {
-            let id = number(row.first(), "pgssl.nodes.id")?;
-            u8::try_from(id)
-                .map(Some)
-                .map_err(|_| ClusterError::Corrupt(format!("node id {id} is out of range")))
-        }
+    if let Some(row) = rows.first() {
+        let id = number(row.first(), "pgssl.nodes.id")?;
+        return u8::try_from(id)
+            .map(Some)
+            .map_err(|_| ClusterError::Corrupt(format!("node id {id} is out of range")));
     }
+    let removed = conn
+        .simple_query(&format!(
+            "SELECT 1 FROM pgssl.nodes WHERE name = {name} AND removed"
+        ))
+        .await
+        .map_err(failed(repository))?;
+    if removed.is_empty() {
+        return Err(ClusterError::Invalid(format!(
+            "every one of the cluster's {MAX_NODES} node ids is taken: remove nodes that are gone ('pgssl topology remove-node NAME'), then join this one again"
+        )));
+    }
+    Ok(None)
+}
+
+/// Frees an id for a node about to register as `name` when every id is taken: the row of the
+/// removed node seen longest ago goes (its id is the only thing it still held; a node that is
+/// removed has stopped following). Nothing when an id is free or no node is removed.
+pub async fn reclaim_id(conn: &mut Conn, repository: &str, name: &str) -> Result<(), ClusterError> {
+    let name = literal(name);
+    conn.simple_query(&format!(
+        "DELETE FROM pgssl.nodes
+          WHERE name = (SELECT name FROM pgssl.nodes WHERE removed AND name <> {name}
+                         ORDER BY heartbeat LIMIT 1)
+            AND (SELECT count(*) FROM pgssl.nodes WHERE name <> {name}) >= {MAX_NODES}"
+    ))
+    .await
+    .map(|_| ())
+    .map_err(failed(repository))
 }
 
 /// Lets a node of this name join again after a `remove-node` (a new machine taking the name).
