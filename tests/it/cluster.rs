@@ -552,6 +552,16 @@ async fn agree(a: &Node, b: &Node, what: &str) {
     );
 }
 
+/// A PostgreSQL on TCP and two nodes in front of it, neither started: a scratch folder, the
+/// repository, its address, `n1` on 127.0.0.2 and `n2` on 127.0.0.3.
+fn two_nodes_over_tcp() -> (tempfile::TempDir, Postgres, String, Node, Node) {
+    let pg = Postgres::start_with_tcp();
+    let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
+    let n1 = Node::new("n1", "127.0.0.2", &upstream);
+    let n2 = Node::new("n2", "127.0.0.3", &upstream);
+    (tempfile::tempdir().unwrap(), pg, upstream, n1, n2)
+}
+
 /// `n1` makes a cluster (its bootstrap file in `dir`), `n2` joins it, both serve, and repository SSL
 /// is applied as required on both.
 async fn two_nodes_in_required_mode(n1: &mut Node, n2: &mut Node, dir: &std::path::Path) {
@@ -574,11 +584,7 @@ async fn two_nodes_in_required_mode(n1: &mut Node, n2: &mut Node, dir: &std::pat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_cluster_apply_rotation_and_join_leaves_the_old_or_the_new_state() {
     let loops = crate::harness::kill_loops(8);
-    let dir = tempfile::tempdir().unwrap();
-    let pg = Postgres::start_with_tcp();
-    let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
-    let mut n1 = Node::new("n1", "127.0.0.2", &upstream);
-    let mut n2 = Node::new("n2", "127.0.0.3", &upstream);
+    let (dir, _pg, upstream, mut n1, mut n2) = two_nodes_over_tcp();
     two_nodes_in_required_mode(&mut n1, &mut n2, dir.path()).await;
 
     // A small LCG: the kill points differ from one iteration to the next but a failure reproduces.
@@ -686,11 +692,7 @@ async fn kill_9_during_cluster_apply_rotation_and_join_leaves_the_old_or_the_new
 /// the node takes the newest version by itself and the rotation, run again, completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_or_read_only_disk_on_one_node_keeps_it_on_the_last_version_until_there_is_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = Postgres::start_with_tcp();
-    let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
-    let mut n1 = Node::new("n1", "127.0.0.2", &upstream);
-    let mut n2 = Node::new("n2", "127.0.0.3", &upstream);
+    let (dir, pg, _upstream, mut n1, mut n2) = two_nodes_over_tcp();
     let disk = crate::faults::SmallDisk::mount(&n2.env.data_dir());
     two_nodes_in_required_mode(&mut n1, &mut n2, dir.path()).await;
     // Required mode refuses a plaintext login; optional mode lets tableau in.
@@ -801,11 +803,7 @@ async fn a_full_or_read_only_disk_on_one_node_keeps_it_on_the_last_version_until
 /// every heartbeat failed and the whole cluster called itself cut off.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_whose_node_ids_are_all_taken_keeps_beating_and_reuses_a_removed_nodes_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = Postgres::start_with_tcp();
-    let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
-    let mut n1 = Node::new("n1", "127.0.0.2", &upstream);
-    let mut n2 = Node::new("n2", "127.0.0.3", &upstream);
+    let (dir, pg, upstream, mut n1, mut n2) = two_nodes_over_tcp();
     two_nodes_in_required_mode(&mut n1, &mut n2, dir.path()).await;
     pg.sql(
         "INSERT INTO pgssl.nodes (name, id, address, version, fingerprint, heartbeat, removed)
