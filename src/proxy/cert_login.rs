@@ -108,7 +108,7 @@ pub(crate) async fn by_certificate(
         CertCheck::Mismatch { named } => {
             m.auth(AuthMechanism::Certificate, AuthOutcome::BadPassword)
                 .increment(1);
-            ctx.lockout.failed(peer.ip(), &who.user);
+            ctx.lockout.record_failure(peer.ip(), &who.user);
             let err = ErrorResponse::fatal(
                 SqlState::InvalidAuthorizationSpecification,
                 format!(
@@ -142,7 +142,6 @@ pub(crate) async fn by_certificate(
                 Some((upstream, decided)) if pass_on(stream, &decided).await.is_ok() => {
                     m.auth(AuthMechanism::Certificate, AuthOutcome::Ok)
                         .increment(1);
-                    ctx.lockout.succeeded(peer.ip(), &who.user);
                     CertStep::LoggedIn(upstream)
                 }
                 _ => {

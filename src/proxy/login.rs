@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::proxy::auth::lockout::Attempt as Counted;
 use crate::proxy::auth::terminate::{
     self, ClientAuthError, Proven, RepositoryAuthError, VerifierSource,
 };
@@ -45,13 +46,12 @@ pub(crate) async fn log_in(
     ctx: &ConnectionContext,
     started: Instant,
 ) -> Option<LoggedIn> {
-    if let Err(wait) = ctx.lockout.check(who.peer.ip(), &who.user) {
-        refuse_locked_out(stream, who, wait, &ctx.metrics).await;
-        return None;
-    }
     // The exchange gets its own window: a client that stalls mid-authentication is cut off.
     let authenticating = Instant::now();
     let deadline = authenticating + ctx.handshake_timeout;
+    // A certificate the handshake verified is not a password: the password lockout is not in its
+    // way (a client that guesses passwords for a user from the same address, or behind the same
+    // relay, must not shut out the holder of that user's certificate).
     let start = match cert_login::by_certificate(stream, start, who, settings, ctx, deadline).await
     {
         CertStep::Continue(start) => start,
@@ -70,6 +70,14 @@ pub(crate) async fn log_in(
                 started,
             };
             return certified(stream, who, settings, ctx, pooled).await;
+        }
+    };
+    // Counted from now on: parallel guesses cannot outrun the limit.
+    let counted = match ctx.lockout.begin(who.peer.ip(), &who.user) {
+        Ok(counted) => counted,
+        Err(wait) => {
+            refuse_locked_out(stream, who, wait, &ctx.metrics).await;
+            return None;
         }
     };
     let proxy = match &ctx.auth {
@@ -95,10 +103,13 @@ pub(crate) async fn log_in(
         started,
     };
     let upstream = match proxy {
-        Some((lookup, secret)) => proxy_login(stream, start, &attempt, Source { lookup, secret })
-            .await
-            .map(|lease| LoggedIn::Proxied(Box::new(lease))),
-        None => passthrough_login(stream, start, &attempt)
+        Some((lookup, secret)) => {
+            let source = Source { lookup, secret };
+            proxy_login(stream, start, &attempt, source, counted)
+                .await
+                .map(|lease| LoggedIn::Proxied(Box::new(lease)))
+        }
+        None => passthrough_login(stream, start, &attempt, counted)
             .await
             .map(LoggedIn::Relayed),
     };
@@ -135,7 +146,6 @@ async fn certified(
         Ok(lease) => {
             m.auth(AuthMechanism::Certificate, AuthOutcome::Ok)
                 .increment(1);
-            ctx.lockout.succeeded(who.peer.ip(), &who.user);
             Some(LoggedIn::Proxied(Box::new(lease)))
         }
         Err(why) => {
@@ -178,12 +188,13 @@ async fn proxy_login(
     start: Start,
     attempt: &Attempt<'_>,
     source: Source<'_>,
+    counted: Counted<'_>,
 ) -> Option<Lease> {
     let Attempt {
         who, settings, ctx, ..
     } = *attempt;
     let (deadline, started) = (attempt.deadline(), attempt.started);
-    let (m, ip) = (&ctx.metrics, who.peer.ip());
+    let m = &ctx.metrics;
     if !start.pipelined.is_empty() {
         // Nothing may come before pgssl's authentication request has been answered.
         refuse_authentication(stream, who, AuthEnd::Malformed(AuthMessageError::Pipelined)).await;
@@ -215,7 +226,7 @@ async fn proxy_login(
                 ClientAuthError::Lookup(_) => m.lookups_failed.increment(1),
                 ClientAuthError::Failed { known, .. } => {
                     m.lookups_ok.increment(1);
-                    ctx.lockout.failed(ip, &who.user);
+                    counted.failed();
                     if *known {
                         source.lookup.forget(&who.user);
                     }
@@ -244,7 +255,7 @@ async fn proxy_login(
         Ok(lease) => {
             m.auth(proven_mechanism(&proven), AuthOutcome::Ok)
                 .increment(1);
-            ctx.lockout.succeeded(ip, &who.user);
+            counted.succeeded();
             Some(lease)
         }
         Err(why) => {
@@ -259,17 +270,18 @@ async fn passthrough_login(
     stream: &mut NegotiatedStream,
     start: Start,
     attempt: &Attempt<'_>,
+    counted: Counted<'_>,
 ) -> Option<UpstreamStream> {
     let Attempt {
         who, settings, ctx, ..
     } = *attempt;
     let mut upstream = open_backend(stream, start, who, settings, ctx).await?;
-    let (m, ip) = (&ctx.metrics, who.peer.ip());
+    let m = &ctx.metrics;
     match auth::passthrough(stream, &mut upstream, attempt.deadline()).await {
         AuthEnd::Authenticated => {
             m.auth(AuthMechanism::Passthrough, AuthOutcome::Ok)
                 .increment(1);
-            ctx.lockout.succeeded(ip, &who.user);
+            counted.succeeded();
             Some(upstream)
         }
         AuthEnd::Handover => Some(upstream),
@@ -278,7 +290,7 @@ async fn passthrough_login(
                 .increment(1);
             // The repository's wrong-password answer counts like pgssl's own.
             if matches!(&login, LoginOutcome::Refused { sqlstate, .. } if sqlstate == "28P01") {
-                ctx.lockout.failed(ip, &who.user);
+                counted.failed();
             }
             let _ = stream.shutdown().await;
             let end = RelayEnd::Closed(relay::Transferred::default());

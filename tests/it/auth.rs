@@ -429,3 +429,137 @@ async fn in_passthrough_the_repositorys_password_failures_count_towards_the_lock
     );
     serve.stop().await;
 }
+
+/// A lockout counts attempts as they arrive: 40 wrong guesses sent at once from one address get no
+/// more than `max_failures` password checks (the rest are refused with 28000 before their password
+/// is looked at), and the right password sent after them is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_guesses_get_no_more_password_checks_than_the_limit() {
+    use crate::client::{connect_tls_unverified, sqlstate};
+    let env = CliEnv::managed();
+    let (serve, _cert) = managed_with_tls(&env).await;
+    let addr = serve.addr;
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        guesses.spawn(async move {
+            let guess = format!("guess {i}");
+            sqlstate(connect_tls_unverified(addr, "tableau", "repository", &guess).await)
+        });
+    }
+    let answers = guesses.join_all().await;
+    let checked = answers.iter().filter(|c| *c == "28P01").count();
+    let refused = answers.iter().filter(|c| *c == "28000").count();
+    assert_eq!(checked + refused, 40, "{answers:?}");
+    assert!(
+        (1..=5).contains(&checked),
+        "at most max_failures (5) guesses may be checked: {answers:?}"
+    );
+    let right = connect_tls_unverified(addr, "tableau", "repository", PASSWORD).await;
+    assert_eq!(sqlstate(right), "28000");
+    serve.stop().await;
+}
+
+/// PostgreSQL names a role by the first 63 bytes of the start-up's user: a longer spelling of a
+/// locked role is the same (address, role) pair, not a fresh counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_spelling_of_a_locked_63_byte_role_is_locked_too() {
+    use crate::harness::{Postgres, prepare_data_dir};
+    let pg = Postgres::start();
+    let role = "r".repeat(63);
+    pg.sql(&format!("CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'"));
+    let env = CliEnv::new(&pg.upstream_text());
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str("[auth]\nmax_failures = 2\n");
+    std::fs::write(env.config(), config).unwrap();
+    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Off);
+    let serve = ServeProcess::start(&env, &["--upstream", &pg.upstream_text()]).await;
+    let conninfo = |user: &str, extra: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=disable {extra}",
+            serve.addr.port()
+        )
+    };
+    // PostgreSQL itself takes the longer spelling as the role.
+    let longer = format!("{role}suffix");
+    let run = psql_commands(&conninfo(&longer, ""), &["SELECT current_user"]).await;
+    assert!(run.ok && run.stdout.contains(&role), "{}", run.stderr);
+    for _ in 0..2 {
+        let run = psql(&conninfo(&role, "password=nope")).await;
+        assert!(
+            run.stderr.contains("password authentication failed"),
+            "{}",
+            run.stderr
+        );
+    }
+    for user in [role.as_str(), longer.as_str()] {
+        let locked = psql(&conninfo(user, "")).await;
+        assert!(
+            !locked.ok && locked.stderr.contains("too many failed logins"),
+            "{user}: {}",
+            locked.stderr
+        );
+    }
+    serve.stop().await;
+}
+
+/// The salt pgssl's SCRAM exchange offers `user` (over TLS; the exchange is abandoned there).
+async fn scram_salt(addr: std::net::SocketAddr, user: &str) -> String {
+    use bytes::BytesMut;
+    use postgres_protocol::message::backend::Message;
+    use postgres_protocol::message::frontend;
+    let connector = pgssl::tls::client::require_mode_connector().unwrap();
+    let (answer, tcp) = crate::client::ssl_request(addr).await;
+    assert_eq!(answer, b'S');
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let startup = crate::client::startup_packet(&[("user", user), ("database", "repository")], 0);
+    tls.write_all(&startup).await.unwrap();
+    let mut out = BytesMut::new();
+    frontend::sasl_initial_response(
+        "SCRAM-SHA-256",
+        b"n,,n=,r=fyko+d2lbbFgONRv9qkxdawL",
+        &mut out,
+    )
+    .unwrap();
+    let mut buf = BytesMut::new();
+    loop {
+        while let Some(message) = Message::parse(&mut buf).unwrap() {
+            match message {
+                Message::AuthenticationSasl(_) => tls.write_all(&out).await.unwrap(),
+                Message::AuthenticationSaslContinue(body) => {
+                    let text = String::from_utf8(body.data().to_vec()).unwrap();
+                    let salt = text.split(',').find_map(|f| f.strip_prefix("s="));
+                    return salt.expect("a salt in server-first-message").to_string();
+                }
+                _ => panic!("unexpected message before server-first-message"),
+            }
+        }
+        assert!(
+            tls.read_buf(&mut buf).await.unwrap() > 0,
+            "closed before server-first"
+        );
+    }
+}
+
+/// An unknown user's mock salt is derived from the master key, so it stays the same across a
+/// restart as a real role's salt does: a restart does not tell the two apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_users_salt_survives_a_restart_like_a_real_roles() {
+    let env = CliEnv::managed();
+    let (serve, _cert) = managed_with_tls(&env).await;
+    let before = (
+        scram_salt(serve.addr, "nobody").await,
+        scram_salt(serve.addr, "tableau").await,
+    );
+    // Stable within one run, and different for the two names.
+    assert_eq!(scram_salt(serve.addr, "nobody").await, before.0);
+    assert_ne!(before.0, before.1);
+    serve.stop().await;
+    let serve = ServeProcess::start(&env, &[]).await;
+    let after = (
+        scram_salt(serve.addr, "nobody").await,
+        scram_salt(serve.addr, "tableau").await,
+    );
+    assert_eq!(after, before);
+    serve.stop().await;
+}
