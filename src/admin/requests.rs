@@ -10,11 +10,14 @@ use serde::de::DeserializeOwned;
 use crate::control::operations::model::{self, Operation, Visit};
 
 /// Reads `body` as `T`; an empty body reads as `{}`. The error names the offending field.
+///
+/// Only a JSON object is a request: serde's derive would also read a struct from an array of its
+/// fields in order (`[true]` as `{"internal_only": true}`), which no documented request is.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
+    let body: &[u8] = match body.trim_ascii_start().first() {
+        None => b"{}",
+        Some(b'{') => body,
+        Some(_) => return Err("invalid request body: expected a JSON object".to_string()),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -66,6 +69,10 @@ mod tests {
             (br#"{"internalOnly": true}"#, "internalOnly"),
             (b"", "internal_only"),
             (br#"{"internal_only": true} x"#, "trailing"),
+            (b"[true]", "expected a JSON object"),
+            (b"[]", "expected a JSON object"),
+            (b"true", "expected a JSON object"),
+            (b"\"x\"", "expected a JSON object"),
         ] {
             let e = parse::<repository_ssl::Enable>(body).unwrap_err();
             assert!(e.contains(field), "{e}");

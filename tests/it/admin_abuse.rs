@@ -145,6 +145,17 @@ async fn wrongly_typed_unknown_or_missing_fields_are_a_400_naming_the_field_and_
             "internalOnly",
         ),
         ("/api/v1/repository-ssl/enable", None, "internal_only"),
+        // serde would read a struct from an array of its fields: only an object is a request.
+        (
+            "/api/v1/repository-ssl/enable",
+            Some(json!([true])),
+            "expected a JSON object",
+        ),
+        (
+            "/api/v1/regenerate-internal-tokens",
+            Some(json!([1800])),
+            "expected a JSON object",
+        ),
         (
             "/api/v1/repository-ssl/disable",
             Some(json!({"force": true})),
