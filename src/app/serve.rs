@@ -104,18 +104,21 @@ struct RunningRepository {
     lookup: Arc<ManagedLookup>,
 }
 
+/// What the mock SCRAM secret is derived for (a new purpose string would change every unknown
+/// user's salt).
+const MOCK_SCRAM_PURPOSE: &str = "pgssl mock SCRAM secret v1";
+
 /// Who authenticates clients, from `auth.mode` and the repository, and why (for the start-up line).
 fn auth_plan(
     ctx: &Context,
+    store: &StateStore,
     managed: Option<&RunningRepository>,
 ) -> Result<(AuthPlan, &'static str), CommandError> {
     let proxy = |lookup: Option<&Arc<ManagedLookup>>, required| -> Result<AuthPlan, CommandError> {
-        let mut mock_secret = [0u8; 32];
-        aws_lc_rs::rand::SecureRandom::fill(
-            &aws_lc_rs::rand::SystemRandom::new(),
-            &mut mock_secret,
-        )
-        .map_err(|_| CommandError::Fault("the system random number generator failed".into()))?;
+        // An unknown user's mock salt must not change across restarts, nor from node to node of a
+        // cluster, while a real role's does not: derived from the master key, which every node of
+        // a cluster shares (as PostgreSQL keeps its mock nonce in pg_control).
+        let mock_secret = *Keystore::open(&store.config_dir())?.derive(MOCK_SCRAM_PURPOSE)?;
         let ttl = std::time::Duration::from_secs(ctx.config.auth.verifier_cache_secs);
         Ok(AuthPlan::Proxy {
             lookup: lookup.map(|l| crate::proxy::auth::cache::cached(l.clone(), ttl)),
@@ -216,7 +219,7 @@ async fn run(
             (addr, Some(running))
         }
     };
-    let bound = bind(ctx, listen, &upstream, repository.as_ref(), admin).await;
+    let bound = bind(ctx, &store, listen, &upstream, repository.as_ref(), admin).await;
     let (server, admin, auth, auth_reason) = match bound {
         Ok(bound) => bound,
         Err(e) => {
@@ -271,12 +274,13 @@ async fn run(
 /// authentication plan, and the admin server.
 async fn bind(
     ctx: &Context,
+    store: &StateStore,
     listen: std::net::SocketAddr,
     upstream: &UpstreamAddr,
     repository: Option<&RunningRepository>,
     admin: Option<std::net::SocketAddr>,
 ) -> Result<(Node, Option<AdminServer>, AuthPlan, &'static str), CommandError> {
-    let (auth, auth_reason) = auth_plan(ctx, repository)?;
+    let (auth, auth_reason) = auth_plan(ctx, store, repository)?;
     let options = NodeOptions {
         data_dir: ctx.data_dir.clone(),
         listen,

@@ -27,6 +27,18 @@ impl Keystore {
         open(&self.key, purpose, sealed)
     }
 
+    /// A 32-byte key for `purpose`, derived from the master key (HMAC-SHA256 over the purpose):
+    /// the same on every start and on every node that holds the master key, and nothing about the
+    /// master key can be learnt from it.
+    pub fn derive(&self, purpose: &str) -> Result<Zeroizing<[u8; 32]>, KeystoreError> {
+        let (_, master) = self.export_master_key()?;
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &master);
+        let tag = aws_lc_rs::hmac::sign(&key, purpose.as_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
     /// The master key's id and bytes, for a bootstrap file.
     pub fn export_master_key(&self) -> Result<(String, Zeroizing<Vec<u8>>), KeystoreError> {
         let path = key_path(&self.dir, &self.key_id);
