@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
-use crate::proxy::backend::cancel::Peer;
+use crate::proxy::backend::cancel::{Owner, Peer};
 use crate::proxy::connection::ConnectionContext;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
@@ -15,8 +15,9 @@ use crate::proxy::upstream::tls::UpstreamTls;
 
 /// Delivers a CancelRequest to the repository on a fresh connection and replies nothing, as PostgreSQL
 /// does; the client learns the outcome from its own session. A key pgssl minted is exchanged for its
-/// session's own; any other is sent on unchanged only while passthrough sessions (whose keys are the
-/// repository's) may exist, and otherwise cancels nothing.
+/// session's own; another cluster node's goes to that node and nowhere else; any other is sent on
+/// unchanged only while passthrough sessions (whose keys are the repository's) may exist, and
+/// otherwise cancels nothing. At most [`MAX_CANCEL_FORWARDS`] are on their way at once.
 pub async fn forward_cancel(
     mut client: NegotiatedStream,
     packet: &[u8],
@@ -24,8 +25,14 @@ pub async fn forward_cancel(
     settings: &LiveSettings,
     ctx: &ConnectionContext,
 ) {
-    if let Some(node) = ctx.cancels.peer_for(packet) {
-        let result = to_peer(&node, packet, settings, ctx).await;
+    let owner = ctx.cancels.owner(packet);
+    if let Owner::Peer(node) = &owner {
+        let Ok(_forwarding) = ctx.cancel_forwards.try_acquire() else {
+            let _ = client.shutdown().await;
+            warn!(%peer, outcome = "cancel_dropped", "too many cancel requests are being forwarded at once; dropped one");
+            return;
+        };
+        let result = to_peer(node, packet, settings, ctx).await;
         let _ = client.shutdown().await;
         match result {
             Ok(()) => {
@@ -41,12 +48,18 @@ pub async fn forward_cancel(
     let routed = ctx.cancels.route(packet);
     let packet = match &routed {
         Some(p) => &p[..],
-        None if ctx.auth.may_pass_through(settings) => packet,
+        // A key carrying this node's id is one it minted: no repository session holds it.
+        None if owner == Owner::Nobody && ctx.auth.may_pass_through(settings) => packet,
         None => {
             let _ = client.shutdown().await;
             info!(%peer, outcome = "cancel_unknown_key", "a cancel request's key is not a current session's; ignored");
             return;
         }
+    };
+    let Ok(_forwarding) = ctx.cancel_forwards.try_acquire() else {
+        let _ = client.shutdown().await;
+        warn!(%peer, outcome = "cancel_dropped", "too many cancel requests are being forwarded at once; dropped one");
+        return;
     };
     let result = async {
         // The cancel travels like a session would: inside TLS when upstream TLS is on.
@@ -69,6 +82,11 @@ pub async fn forward_cancel(
         }
     }
 }
+
+/// Cancel requests forwarded at once, at most: a cancel takes a few milliseconds, so this is far
+/// above any real burst, and it bounds what a flood of spoofed ones (or a misconfiguration that
+/// makes two servers each other's repository) can hold open.
+pub const MAX_CANCEL_FORWARDS: usize = 64;
 
 /// Writes a CancelRequest and waits for the server to close: the server closes once it has read the
 /// request, and waiting for that keeps the cancel ordered before the client's next action.

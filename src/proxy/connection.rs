@@ -78,6 +78,8 @@ pub struct ConnectionContext {
     pub pool: Arc<Pool>,
     /// The cancel keys pgssl minted for proxy-mode sessions.
     pub cancels: Arc<CancelKeys>,
+    /// Places for cancel requests on their way to the repository or another node.
+    pub cancel_forwards: Semaphore,
     /// Sessions opened ahead of clients (`pool.min_warm`).
     pub prefill: Prefill,
     /// Sources whose connections start with a PROXY protocol v2 header.

@@ -122,6 +122,9 @@ impl Server {
                 prefill: Prefill::new(options.pool.min_warm.clone()),
                 pool: Pool::new(options.pool),
                 cancels: Arc::new(CancelKeys::default()),
+                cancel_forwards: tokio::sync::Semaphore::new(
+                    crate::proxy::cancel_route::MAX_CANCEL_FORWARDS,
+                ),
                 proxy_protocol_from: limits.proxy_protocol_from.clone(),
             }),
         })

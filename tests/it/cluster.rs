@@ -450,12 +450,9 @@ async fn cancels_reach_the_sessions_node_and_a_cut_off_node_catches_up() {
     panic!("the node never caught up after the repository came back");
 }
 
-/// With the managed repository the first node runs it and makes the cluster in it; a second node
-/// reaches it through the first node's listener over TLS (pinned to the certificate it serves) as
-/// the cluster role, relays its clients there, and a change applied on the second node reaches both.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_managed_first_node_is_the_store_reached_through_its_listener() {
-    let dir = tempfile::tempdir().unwrap();
+/// A managed first node `m1` on 127.0.0.2 in required mode with `tableau` enabled, which makes the
+/// cluster, and `m2` on 127.0.0.3 joined to it (reaching it over TLS, as it requires), both serving.
+async fn managed_first_node_and_a_second(dir: &std::path::Path) -> (Node, Node) {
     let mut n1 = Node {
         name: "m1",
         ip: "127.0.0.2",
@@ -469,7 +466,7 @@ async fn a_managed_first_node_is_the_store_reached_through_its_listener() {
         "[server]\nupstream_tls = \"require\"\nconnect_timeout_secs = 2\n",
     )
     .unwrap();
-    let file = dir.path().join("bootstrap.toml");
+    let file = dir.join("bootstrap.toml");
     n1.start().await;
     let out = n1.bootstrap_file(&file).await;
     assert!(failed(&out).contains("enable repository SSL"), "{out:?}");
@@ -482,6 +479,16 @@ async fn a_managed_first_node_is_the_store_reached_through_its_listener() {
     ok(&n2.join(&file).await);
     n2.start().await;
     wait_live(&n1, 2).await;
+    (n1, n2)
+}
+
+/// With the managed repository the first node runs it and makes the cluster in it; a second node
+/// reaches it through the first node's listener over TLS (pinned to the certificate it serves) as
+/// the cluster role, relays its clients there, and a change applied on the second node reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_first_node_is_the_store_reached_through_its_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n1, n2) = managed_first_node_and_a_second(dir.path()).await;
 
     // A client of the second node reaches the managed repository through the first.
     let mut s = connect_tls_unverified(n2.addr(), "tableau", "repository", PASSWORD)
@@ -499,6 +506,76 @@ async fn a_managed_first_node_is_the_store_reached_through_its_listener() {
     assert_eq!(out.matches("took the change").count(), 2, "{out}");
     let plain = connect_plain(n1.addr(), "tableau").await;
     assert!(plain.is_ok(), "optional mode on the first node: {plain:?}");
+}
+
+/// A node's id, as `topology list-nodes` on `on` lists it.
+async fn node_id(on: &Node, name: &str) -> u8 {
+    let nodes = ok(&on.run(&["topology", "list-nodes"]).await);
+    let line = nodes
+        .lines()
+        .find(|l| {
+            l.trim_start().starts_with(&format!("{name}:"))
+                || l.contains(&format!("{name} (this node):"))
+        })
+        .unwrap_or_else(|| panic!("{name} is not listed: {nodes}"));
+    let id = line.split(": id ").nth(1).and_then(|r| r.split(',').next());
+    id.and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("no id in {line}"))
+}
+
+/// One spoofed, plaintext CancelRequest to the first node carrying the second node's id (the
+/// second relays to the first in passthrough): the first forwards it to the second once, and the
+/// second, which minted no such key, drops it instead of passing it to its repository — the first
+/// node — which would forward it back, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_cancel_naming_another_node_is_forwarded_once_and_never_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (n1, n2) = managed_first_node_and_a_second(dir.path()).await;
+    let id = node_id(&n1, "m2").await;
+    let (log1, log2) = (n1.serve.as_ref().unwrap(), n2.serve.as_ref().unwrap());
+    let count = |log: &ServeProcess, what: &str| log.log_text().matches(what).count();
+    let (unknown, forwarded) = (
+        "outcome=\"cancel_unknown_key\"",
+        "outcome=\"cancel_forwarded",
+    );
+    // The first node learns of the second from its heartbeat: spoof until one has reached it.
+    let mut sent = 0;
+    while count(log2, unknown) == 0 {
+        assert!(
+            sent < 100,
+            "the second node never dropped the cancel: {}",
+            log2.log_text()
+        );
+        let mut tcp = tokio::net::TcpStream::connect(n1.addr()).await.unwrap();
+        let key = [id, 0x5a, 0x5a, 0x5a, 1, 2, 3, 4];
+        tcp.write_all(&crate::client::raw_packet(80_877_102, &key))
+            .await
+            .unwrap();
+        // Answered by a close, as PostgreSQL does.
+        assert_eq!(tcp.read(&mut [0u8; 16]).await.unwrap(), 0);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each spoof that reached the second node was forwarded by the first exactly once (the two
+    // log lines come a moment apart), and the second forwarded none.
+    let to_node = "outcome=\"cancel_forwarded_to_node\"";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count(log1, to_node) != count(log2, unknown) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "forwarded {} times for {} arrivals: {}",
+            count(log1, to_node),
+            count(log2, unknown),
+            log1.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(count(log1, to_node) <= sent);
+    assert_eq!(count(log2, forwarded), 0, "{}", log2.log_text());
+    // Still serving, with no connection left open by the cancel.
+    let s = connect_tls_unverified(n2.addr(), "tableau", "repository", PASSWORD).await;
+    assert!(s.is_ok(), "{s:?}");
 }
 
 /// What a node's command line says its state is: the repository SSL listing and the pending changes

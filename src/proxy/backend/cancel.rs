@@ -41,6 +41,18 @@ pub struct Peer {
     pub fingerprint: String,
 }
 
+/// Whose key a CancelRequest carries ([`CancelKeys::owner`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// This node minted it: it cancels one of this node's sessions or nothing.
+    ThisNode,
+    /// Another node of the cluster minted it: only that node may act on it.
+    Peer(Peer),
+    /// No cluster node's: this node's own key when it is in no cluster, or the repository's key
+    /// of a passthrough session.
+    Nobody,
+}
+
 /// The random source failed (the key is not minted; the session is refused).
 #[derive(Debug, thiserror::Error)]
 #[error("the system random number generator failed")]
@@ -96,18 +108,31 @@ impl CancelKeys {
         *self.peers.write().unwrap_or_else(|p| p.into_inner()) = peers;
     }
 
-    /// The node a CancelRequest `packet` belongs to when that is another cluster node.
-    pub fn peer_for(&self, packet: &[u8]) -> Option<Peer> {
-        let owner = *packet.get(8)?;
+    /// Whose key a CancelRequest `packet` carries. A key whose first byte is a cluster node's id
+    /// is that node's alone: only it minted the key, so only it can cancel with it, and a node
+    /// never hands such a key to anyone else — not to the repository, not back to the node that
+    /// forwarded it. That is what keeps one spoofed packet from travelling between two nodes
+    /// forever (a passthrough node's repository may be another node).
+    pub fn owner(&self, packet: &[u8]) -> Owner {
+        let Some(&first) = packet.get(8) else {
+            return Owner::Nobody;
+        };
         let node = self.node.load(Ordering::Relaxed);
-        if node == 0 || owner == node {
-            return None;
+        if node == 0 {
+            return Owner::Nobody;
         }
-        self.peers
+        if first == node {
+            return Owner::ThisNode;
+        }
+        match self
+            .peers
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&owner)
-            .cloned()
+            .get(&first)
+        {
+            Some(peer) => Owner::Peer(peer.clone()),
+            None => Owner::Nobody,
+        }
     }
 
     /// How many keys are valid now.
@@ -162,14 +187,23 @@ mod tests {
         keys.set_cluster(2, HashMap::from([(3, peer.clone())]));
         let mine = keys.mint(0, cancel_packet(&[0; 8])).unwrap();
         assert_eq!(mine[0], 2);
-        assert_eq!(keys.peer_for(&cancel_packet(&mine)), None);
+        assert_eq!(keys.owner(&cancel_packet(&mine)), Owner::ThisNode);
+        // A key with this node's id that no session holds is still this node's: never passed on.
+        let spoofed = cancel_packet(&[2, 9, 9, 9, 9, 9, 9, 9]);
+        assert_eq!(keys.owner(&spoofed), Owner::ThisNode);
+        assert_eq!(keys.route(&spoofed), None);
         let theirs = cancel_packet(&[3, 1, 2, 3, 4, 5, 6, 7]);
-        assert_eq!(keys.peer_for(&theirs), Some(peer));
+        assert_eq!(keys.owner(&theirs), Owner::Peer(peer));
         assert_eq!(
-            keys.peer_for(&cancel_packet(&[9, 0, 0, 0, 0, 0, 0, 0])),
-            None
+            keys.owner(&cancel_packet(&[9, 0, 0, 0, 0, 0, 0, 0])),
+            Owner::Nobody
         );
-        assert_eq!(CancelKeys::default().peer_for(&theirs), None);
+        assert_eq!(
+            keys.owner(&cancel_packet(&[0, 0, 0, 7, 1, 2, 3, 4])),
+            Owner::Nobody
+        );
+        assert_eq!(CancelKeys::default().owner(&theirs), Owner::Nobody);
+        assert_eq!(keys.owner(b"short"), Owner::Nobody);
     }
 
     #[test]
