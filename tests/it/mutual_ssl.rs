@@ -632,6 +632,18 @@ async fn upn_and_ldap_mappings_name_the_user() {
             .push(DnType::OrganizationName, "Example");
         p.distinguished_name.push(DnType::CommonName, "svc-tableau");
     });
+    // The outside probe's certificates: a CN whose comma spells another attribute, and a CN
+    // padded with spaces; neither is CN=svc-tableau,O=Example.
+    let comma = ca.issue_with("comma", 0, 30, |p| {
+        p.distinguished_name
+            .push(DnType::CommonName, "svc-tableau,O=Example");
+    });
+    let padded = ca.issue_with("padded", 0, 30, |p| {
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Example");
+        p.distinguished_name
+            .push(DnType::CommonName, " svc-tableau ");
+    });
     let (env, serve) = managed_with_mutual_ssl(
         &ca,
         &["--fallback-enable", "false", "--user-name-map", "upn"],
@@ -682,12 +694,14 @@ async fn upn_and_ldap_mappings_name_the_user() {
         run.stderr,
         serve.log_text()
     );
-    let run = psql_no_password(port, &login(&principal), "SELECT 1").await;
-    assert!(
-        run.stderr.contains("certificate authentication failed"),
-        "{}",
-        run.stderr
-    );
+    for refused in [&principal, &comma, &padded] {
+        let run = psql_no_password(port, &login(refused), "SELECT 1").await;
+        assert!(
+            run.stderr.contains("certificate authentication failed"),
+            "{}",
+            run.stderr
+        );
+    }
     serve.stop().await;
 }
 

@@ -195,11 +195,21 @@ pub fn parse_map(given: Given<'_>) -> Result<Vec<(String, String)>, MutualSslErr
             line: i + 1,
         };
         let (dn, user) = line.rsplit_once(char::is_whitespace).ok_or_else(bad)?;
-        let dn = dn.trim().trim_matches('"');
-        if !dn.contains('=') || user.is_empty() {
+        // Only unescaped white space is trimmed, by the DN's own reading: `CN=\ x\ ` keeps its
+        // escaped spaces.
+        let dn = dn.trim_start();
+        let dn = match dn
+            .trim_end()
+            .strip_prefix('"')
+            .and_then(|d| d.strip_suffix('"'))
+        {
+            Some(quoted) => quoted,
+            None => dn,
+        };
+        if user.is_empty() {
             return Err(bad());
         }
-        out.push((normalise_dn(dn), user.to_string()));
+        out.push((normalise_dn(dn).map_err(|_| bad())?, user.to_string()));
     }
     Ok(out)
 }

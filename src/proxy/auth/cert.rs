@@ -98,7 +98,7 @@ impl CertLogin {
                 .map(str::to_string),
             NameMapping::Upn => upn_of(&cert),
             NameMapping::Ldap => {
-                let dn = normalise_dn(&subject_dn(&cert));
+                let dn = normalise_dn(&subject_dn(&cert)).ok()?;
                 self.map
                     .iter()
                     .find(|(d, _)| *d == dn)
@@ -108,7 +108,10 @@ impl CertLogin {
     }
 }
 
-/// The subject DN in RFC 4514 order (most specific first), `TYPE=value` joined by commas.
+/// The subject DN in RFC 4514 order (most specific first), `TYPE=value` joined by commas, each
+/// value escaped ([`escape_value`]) so that no value can pass for more attributes: a common name
+/// `tableau,O=Example` prints as `CN=tableau\,O=Example`. A value that is no string prints as `#`
+/// and its hex, as OpenSSL dumps one.
 pub fn subject_dn(cert: &X509Certificate<'_>) -> String {
     let registry = x509_parser::objects::oid_registry();
     let rdns: Vec<String> = cert
@@ -121,7 +124,17 @@ pub fn subject_dn(cert: &X509Certificate<'_>) -> String {
                     let name = x509_parser::objects::oid2abbrev(oid, registry)
                         .map(str::to_string)
                         .unwrap_or_else(|_| oid.to_id_string());
-                    format!("{name}={}", attr.as_str().unwrap_or("?"))
+                    let mut out = format!("{name}=");
+                    match attr.as_str() {
+                        Ok(value) => escape_value(value, &mut out),
+                        Err(_) => {
+                            out.push('#');
+                            for b in attr.attr_value().data.iter() {
+                                out.push_str(&format!("{b:02x}"));
+                            }
+                        }
+                    }
+                    out
                 })
                 .collect::<Vec<_>>()
                 .join("+")
@@ -130,20 +143,124 @@ pub fn subject_dn(cert: &X509Certificate<'_>) -> String {
     rdns.into_iter().rev().collect::<Vec<_>>().join(",")
 }
 
-/// A DN as it is compared: whitespace around `,`, `+` and `=` dropped, attribute names upper case.
-pub fn normalise_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|rdn| {
-            rdn.split('+')
-                .map(|attr| match attr.split_once('=') {
-                    Some((k, v)) => format!("{}={}", k.trim().to_ascii_uppercase(), v.trim()),
-                    None => attr.trim().to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+/// Appends `value` escaped as RFC 4514 asks (`,+"\<>;` and `=` behind a backslash, a space at
+/// either end and control characters as `\XX`), and `#` as `\23` anywhere, so that a stored map
+/// line never reads as a comment.
+pub fn escape_value(value: &str, out: &mut String) {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' if i == 0 || i == last => out.push_str("\\20"),
+            '#' => out.push_str("\\23"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Why a DN could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnError {
+    /// A `\` not followed by a special character or two hex digits.
+    #[error("a backslash must escape a special character or two hex digits")]
+    BadEscape,
+    /// Escaped bytes that are not UTF-8.
+    #[error("escaped bytes are not UTF-8")]
+    NotUtf8,
+    /// An attribute without `=`, or with an empty type.
+    #[error("every attribute must be TYPE=value")]
+    NoType,
+    /// A `"` outside an escape.
+    #[error("a quote must be escaped (\\\")")]
+    Quote,
+}
+
+/// A DN as it is compared: parsed as RFC 4514 (escapes undone, unescaped white space around `,`,
+/// `+` and `=` dropped, attribute types upper case), then written again escaped. Two DNs are the
+/// same name exactly when their normal forms are equal; a value's own spaces and commas, escaped,
+/// stay part of it.
+pub fn normalise_dn(dn: &str) -> Result<String, DnError> {
+    let mut out = String::new();
+    let mut rest = dn.as_bytes();
+    loop {
+        // The type, up to the first `=`.
+        let eq = rest
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or(DnError::NoType)?;
+        let name = std::str::from_utf8(&rest[..eq])
+            .map_err(|_| DnError::NotUtf8)?
+            .trim();
+        if name.is_empty() || name.contains([',', '+', '\\', '"']) {
+            return Err(DnError::NoType);
+        }
+        out.push_str(&name.to_ascii_uppercase());
+        out.push('=');
+        rest = &rest[eq + 1..];
+        // The value, up to an unescaped `,` or `+`: each byte with whether it was escaped.
+        let mut value: Vec<(u8, bool)> = Vec::new();
+        let mut end = None;
+        let mut i = 0;
+        while i < rest.len() {
+            match rest[i] {
+                b'\\' => {
+                    let next = *rest.get(i + 1).ok_or(DnError::BadEscape)?;
+                    let hex = |b: u8| (b as char).to_digit(16);
+                    match (hex(next), rest.get(i + 2).and_then(|&b| hex(b))) {
+                        (Some(hi), Some(lo)) => {
+                            value.push(((hi * 16 + lo) as u8, true));
+                            i += 3;
+                        }
+                        _ if b",+\"\\<>;=# ".contains(&next) => {
+                            value.push((next, true));
+                            i += 2;
+                        }
+                        _ => return Err(DnError::BadEscape),
+                    }
+                }
+                b'"' => return Err(DnError::Quote),
+                sep @ (b',' | b'+') => {
+                    end = Some(sep);
+                    i += 1;
+                    break;
+                }
+                b => {
+                    value.push((b, false));
+                    i += 1;
+                }
+            }
+        }
+        rest = &rest[i..];
+        let unescaped_space = |&(b, escaped): &(u8, bool)| !escaped && b.is_ascii_whitespace();
+        let first = value.iter().position(|v| !unescaped_space(v));
+        let last = value.iter().rposition(|v| !unescaped_space(v));
+        let bytes: Vec<u8> = match (first, last) {
+            (Some(a), Some(b)) => value[a..=b].iter().map(|(b, _)| *b).collect(),
+            _ => Vec::new(),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| DnError::NotUtf8)?;
+        match text.strip_prefix('#') {
+            // A value given as the hex of its encoding (RFC 4514 2.4) stays as written.
+            Some(hex) if first.is_some_and(|a| !value[a].1) => {
+                out.push('#');
+                out.push_str(&hex.to_ascii_lowercase());
+            }
+            _ => escape_value(&text, &mut out),
+        }
+        match end {
+            Some(sep) => out.push(sep as char),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// The UserPrincipalName otherName's local part, else an e-mail SAN's.
@@ -218,7 +335,7 @@ mod tests {
             mapping,
             map: map
                 .iter()
-                .map(|(d, u)| (normalise_dn(d), u.to_string()))
+                .map(|(d, u)| (normalise_dn(d).unwrap(), u.to_string()))
                 .collect(),
             fallback: false,
         }
@@ -267,6 +384,69 @@ mod tests {
         assert_eq!(subject_dn(&parsed), "CN=tableau,O=Example");
         assert_eq!(ldap.user_of(&der).as_deref(), Some("readonly"));
         assert_eq!(ldap.user_of(&cert(named("other"))), None);
+    }
+
+    fn subject(attrs: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in attrs {
+            p.distinguished_name.push(kind.clone(), *value);
+        }
+        cert(p)
+    }
+
+    /// The outside probe's two certificates: a common name with a comma that spells another
+    /// attribute, and one padded with spaces. Neither is `CN=tableau,O=Example`.
+    #[test]
+    fn commas_and_spaces_inside_a_value_do_not_make_another_name() {
+        use rcgen::DnType::{CommonName, OrganizationName};
+        let ldap = login(NameMapping::Ldap, &[("CN=tableau,O=Example", "tableau")]);
+        assert_eq!(
+            ldap.user_of(&subject(&[
+                (OrganizationName, "Example"),
+                (CommonName, "tableau")
+            ])),
+            Some("tableau".into())
+        );
+        let comma = subject(&[(CommonName, "tableau,O=Example")]);
+        let (_, parsed) = X509Certificate::from_der(&comma).unwrap();
+        assert_eq!(subject_dn(&parsed), r"CN=tableau\,O\=Example");
+        assert_eq!(ldap.user_of(&comma), None);
+        let padded = subject(&[(OrganizationName, "Example"), (CommonName, " tableau ")]);
+        let (_, parsed) = X509Certificate::from_der(&padded).unwrap();
+        assert_eq!(subject_dn(&parsed), r"CN=\20tableau\20,O=Example");
+        assert_eq!(ldap.user_of(&padded), None);
+        // The map can name those exactly, escaped.
+        let exact = login(
+            NameMapping::Ldap,
+            &[(r"CN=\ tableau\ ,O=Example", "readonly")],
+        );
+        assert_eq!(exact.user_of(&padded), Some("readonly".into()));
+        let exact = login(
+            NameMapping::Ldap,
+            &[(r"cn=tableau\2CO\3DExample", "readonly")],
+        );
+        assert_eq!(exact.user_of(&comma), Some("readonly".into()));
+    }
+
+    #[test]
+    fn a_dn_is_normalised_once_and_bad_escapes_are_refused() {
+        for (given, normal) in [
+            (" cn = tableau , o=Example", "CN=tableau,O=Example"),
+            (r"CN=a\,b+UID=x", r"CN=a\,b+UID=x"),
+            (r"CN=\#hash", r"CN=\23hash"),
+            ("CN=#0C0161", "CN=#0c0161"),
+            (r"CN=caf\C3\A9", "CN=café"),
+            (r"CN=\20x\20", r"CN=\20x\20"),
+            ("CN=", "CN="),
+        ] {
+            let once = normalise_dn(given).unwrap();
+            assert_eq!(once, normal, "{given}");
+            assert_eq!(normalise_dn(&once).unwrap(), once, "{given}");
+        }
+        for bad in [r"CN=a\", r"CN=a\q", "CN=\"q\"", "tableau", "=x", r"CN=\FF"] {
+            assert!(normalise_dn(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
