@@ -1,7 +1,13 @@
 //! The managed repository's supervisor: runs the cluster until pgssl stops, restarting it with
 //! backoff when it dies, and stops it with a fast shutdown.
+//!
+//! A postmaster killed outright (`kill -9`, the OOM killer) leaves its backends running: each keeps
+//! the old shared memory attached until its current work ends, and PostgreSQL refuses to start
+//! while it is ("pre-existing shared memory block is still in use"). Restarting blindly would fail
+//! and let the backoff grow, so the repository stayed down long after the last one had gone. The
+//! supervisor names those processes instead, watches them, and restarts the moment they are gone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::process::Child;
@@ -42,7 +48,18 @@ pub async fn supervise(
                 () = tokio::time::sleep(backoff) => {}
                 () = stop.cancelled() => return,
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            let left = leftovers(&repo.pgdata);
+            if !left.is_empty() {
+                warn!(pids = ?left, pgdata = %repo.pgdata.display(),
+                      "the repository cannot restart yet: processes of the one that died still run in its data directory, holding its shared memory; restarting as soon as they exit");
+                tokio::select! {
+                    () = wait_gone(&repo.pgdata) => {}
+                    () = stop.cancelled() => return,
+                }
+                info!("the old repository's processes have exited; restarting it now");
+                backoff = Duration::from_secs(1);
+            }
             let mut next = match repo.start() {
                 Ok(next) => next,
                 Err(e) => {
@@ -72,6 +89,39 @@ pub async fn supervise(
             child = next;
             break;
         }
+    }
+}
+
+/// The longest wait between two restarts: a restart costs little, and the repository is the one
+/// thing every session needs.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The processes of a PostgreSQL that still run in `pgdata` (every postgres process works there),
+/// as `/proc` shows them: they hold the old shared memory and keep a new postmaster from starting.
+fn leftovers(pgdata: &Path) -> Vec<u32> {
+    let Ok(pgdata) = pgdata.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            std::fs::read_to_string(proc.join("comm")).is_ok_and(|c| c.trim_end() == "postgres")
+                && std::fs::read_link(proc.join("cwd")).is_ok_and(|cwd| cwd == pgdata)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Returns once no process of the old PostgreSQL runs in `pgdata` (polled: they are not our
+/// children, so nothing signals their exit to us).
+async fn wait_gone(pgdata: &Path) {
+    while !leftovers(pgdata).is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -326,3 +326,73 @@ async fn internal_roles_whose_names_need_quoting_are_created_granted_and_log_in(
     assert_eq!(read.stdout.trim(), "7", "{read:?}");
     drop(serve);
 }
+
+/// The children of process `parent`, from `/proc`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: the name may hold spaces, so read after its closing parenthesis.
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        if after.split_whitespace().nth(1) == Some(&parent.to_string()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A postmaster killed with `kill -9` while one of its processes is busy (held stopped here, as a
+/// long query would hold it): that process keeps the old shared memory and PostgreSQL cannot
+/// start. pgssl names it in the log, watches it, and restarts the repository as soon as it exits —
+/// not after a backoff that grew while it waited (that took the repository down for a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_repository_restarts_as_soon_as_its_orphaned_processes_exit() {
+    let env = CliEnv::managed();
+    let serve = ServeProcess::start(&env, &[]).await;
+    let conninfo = credentials(&env, &serve).await;
+    assert!(psql_commands(&conninfo, &["SELECT 1"]).await.ok);
+    let pid_text = std::fs::read_to_string(env.data_dir().join("pgdata/postmaster.pid")).unwrap();
+    let postmaster: i32 = pid_text.lines().next().unwrap().trim().parse().unwrap();
+    let orphan = *children_of(postmaster)
+        .first()
+        .expect("the postmaster's processes");
+    // SAFETY: signalling the test's own repository.
+    unsafe {
+        assert_eq!(libc::kill(orphan, libc::SIGSTOP), 0);
+        assert_eq!(libc::kill(postmaster, libc::SIGKILL), 0);
+    }
+    serve
+        .wait_for_log("the repository cannot restart yet", 1)
+        .await;
+    let named = serve
+        .log_text()
+        .lines()
+        .find(|l| l.contains("cannot restart yet"))
+        .unwrap()
+        .to_string();
+    assert!(named.contains(&orphan.to_string()), "{named}");
+    // The "long query": held longer than the first restart attempts would have taken.
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let released = std::time::Instant::now();
+    // SAFETY: as above.
+    unsafe { libc::kill(orphan, libc::SIGKILL) };
+    serve
+        .wait_for_log("the repository is running again", 1)
+        .await;
+    let waited = released.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(4),
+        "restarted {waited:?} after the last orphan exited: {}",
+        serve.log_text()
+    );
+    let after = psql_commands(&conninfo, &["SELECT 'back'"]).await;
+    assert_eq!(after.stdout.trim(), "back", "{after:?}");
+}
