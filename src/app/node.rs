@@ -35,6 +35,8 @@ pub struct NodeOptions {
     pub config: Config,
     /// How sessions authenticate.
     pub auth: AuthPlan,
+    /// The key client addresses travel between cluster nodes under.
+    pub relay_key: Option<crate::proxy::relayed_client::RelayKey>,
 }
 
 /// Start-up failures.
@@ -106,6 +108,7 @@ impl Node {
                 limits: limits(config),
                 pool: pool_options(config, &options.auth),
                 auth: options.auth,
+                relay_key: options.relay_key,
             },
             cell.clone(),
         )

@@ -108,6 +108,9 @@ struct RunningRepository {
 /// user's salt).
 const MOCK_SCRAM_PURPOSE: &str = "pgssl mock SCRAM secret v1";
 
+/// What the key that carries client addresses between cluster nodes is derived for.
+const RELAYED_CLIENT_PURPOSE: &str = "pgssl relayed client v1";
+
 /// Who authenticates clients, from `auth.mode` and the repository, and why (for the start-up line).
 fn auth_plan(
     ctx: &Context,
@@ -288,6 +291,10 @@ async fn bind(
         managed: repository.is_some(),
         config: ctx.config.clone(),
         auth: auth.clone(),
+        // Derived from the master key, so every node of a cluster holds the same one.
+        relay_key: Some(crate::proxy::relayed_client::RelayKey::new(
+            &*Keystore::open(&store.config_dir())?.derive(RELAYED_CLIENT_PURPOSE)?,
+        )),
     };
     let server = Node::bind(options).await?;
     let admin = match admin {

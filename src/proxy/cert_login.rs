@@ -247,7 +247,7 @@ impl Attempt<'_> {
                 answer => return finish(stream, who, upstream, answer).await,
             }
         }
-        let mut upstream = open_backend_with(stream, start, who, last, ctx).await?;
+        let mut upstream = open_backend_with(stream, start, who, settings, last, ctx).await?;
         let answer = tokio::time::timeout_at(deadline, first_answer(&mut upstream)).await;
         finish(stream, who, upstream, answer).await
     }

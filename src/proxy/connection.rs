@@ -28,6 +28,7 @@ use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::proxy_header::{self, ProxyHeader};
 use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
 use crate::proxy::relay::{self, RelayEnd};
+use crate::proxy::relayed_client::{self, RelayError, RelayKey};
 use crate::proxy::session;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::{Expired, StartupPlace};
@@ -84,6 +85,8 @@ pub struct ConnectionContext {
     pub prefill: Prefill,
     /// Sources whose connections start with a PROXY protocol v2 header.
     pub proxy_protocol_from: Vec<crate::proxy::protocol::proxy_header::TrustedNet>,
+    /// The key a client's address travels under from one cluster node to another.
+    pub relay_key: Option<RelayKey>,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -139,11 +142,31 @@ pub async fn handle(
             crate::proxy::cancel_route::forward_cancel(stream, &packet, peer, &settings, &ctx).await
         }
         Ok(Negotiated::Startup {
-            stream,
+            mut stream,
             startup,
             pipelined,
             tls,
         }) => {
+            // A client relayed by another node of the cluster: its own address, proven.
+            let (peer, startup) = match startup.param(relayed_client::PARAM) {
+                None => (peer, startup),
+                Some(value) => match relayed_peer(&stream, value, &ctx) {
+                    Ok(client) => (
+                        client,
+                        relayed_client::without_param(&startup, relayed_client::PARAM),
+                    ),
+                    Err(e) => {
+                        let err = ErrorResponse::fatal(
+                            SqlState::InvalidAuthorizationSpecification,
+                            e.to_string(),
+                        );
+                        negotiate::send_fatal(&mut stream, &err).await;
+                        info!(%peer, error = %e, outcome = "relayed_client_refused",
+                              "a start-up named a relayed client without a valid tag");
+                        return;
+                    }
+                },
+            };
             let who = Who {
                 peer,
                 user: startup.user().unwrap_or_default().to_string(),
@@ -160,6 +183,49 @@ pub async fn handle(
             session(stream, start, &who, &settings, &ctx, starting, started).await;
         }
     }
+}
+
+/// The client address another node relayed in `value`, when its tag is good for this TLS
+/// connection under this node's key.
+fn relayed_peer(
+    stream: &NegotiatedStream,
+    value: &str,
+    ctx: &ConnectionContext,
+) -> Result<SocketAddr, RelayError> {
+    let key = ctx.relay_key.as_ref().ok_or(RelayError::NotFromANode)?;
+    let NegotiatedStream::Tls(tls) = stream else {
+        return Err(RelayError::NotFromANode);
+    };
+    let exporter = relayed_client::exporter(tls.get_ref().1).ok_or(RelayError::NotFromANode)?;
+    key.verify(&exporter, value)
+}
+
+/// The start-up to send to a repository that is another node of this cluster — one that presents
+/// the very certificate this node serves — naming the client's own address; `None` for any other
+/// repository, which gets the client's start-up as it came.
+fn relayed_start_up(
+    upstream: &UpstreamStream,
+    start: &Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+) -> Option<StartupMessage> {
+    let key = ctx.relay_key.as_ref()?;
+    let UpstreamStream::Tls(tls) = upstream else {
+        return None;
+    };
+    let served = settings.cert_fingerprint.as_deref()?;
+    let presented = upstream.peer_certificate()?;
+    if crate::tls::certs::sha256_fingerprint(presented) != served {
+        return None;
+    }
+    let exporter = relayed_client::exporter(tls.get_ref().1)?;
+    let claim = key.claim(&exporter, who.peer);
+    Some(relayed_client::with_param(
+        &start.startup,
+        relayed_client::PARAM,
+        &claim,
+    ))
 }
 
 /// Who a session is, for the policy and every log line about it.
@@ -249,7 +315,7 @@ pub(crate) async fn open_backend(
     settings: &LiveSettings,
     ctx: &ConnectionContext,
 ) -> Option<UpstreamStream> {
-    open_backend_with(stream, start, who, &settings.upstream_tls, ctx).await
+    open_backend_with(stream, start, who, settings, &settings.upstream_tls, ctx).await
 }
 
 /// Like [`open_backend`], over `tls` (a certificate-authenticated session's own connector).
@@ -257,6 +323,7 @@ pub(crate) async fn open_backend_with(
     stream: &mut NegotiatedStream,
     start: Start,
     who: &Who,
+    settings: &LiveSettings,
     tls: &crate::proxy::upstream::tls::UpstreamTls,
     ctx: &ConnectionContext,
 ) -> Option<UpstreamStream> {
@@ -283,7 +350,9 @@ pub(crate) async fn open_backend_with(
             return None;
         }
     };
-    if let Err(e) = forward_start(&mut upstream, &start.startup.raw, &start.pipelined).await {
+    let relayed = relayed_start_up(&upstream, &start, who, settings, ctx);
+    let startup = relayed.as_ref().unwrap_or(&start.startup);
+    if let Err(e) = forward_start(&mut upstream, &startup.raw, &start.pipelined).await {
         let err = ErrorResponse::fatal(
             SqlState::ConnectionFailure,
             "lost the connection to the repository",

@@ -65,6 +65,7 @@ pub mod policy;
 pub mod prefill;
 pub mod protocol;
 pub mod relay;
+pub mod relayed_client;
 pub mod server;
 pub mod session;
 pub mod settings;

@@ -64,6 +64,8 @@ pub struct ServerOptions {
     pub auth: AuthPlan,
     /// Warm repository sessions (used in proxy mode).
     pub pool: PoolOptions,
+    /// The key client addresses travel between cluster nodes under ([`crate::proxy::relayed_client`]).
+    pub relay_key: Option<crate::proxy::relayed_client::RelayKey>,
 }
 
 /// No worker could accept on the listening socket.
@@ -126,6 +128,7 @@ impl Server {
                     crate::proxy::cancel_route::MAX_CANCEL_FORWARDS,
                 ),
                 proxy_protocol_from: limits.proxy_protocol_from.clone(),
+                relay_key: options.relay_key,
             }),
         })
     }

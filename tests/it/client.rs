@@ -95,7 +95,11 @@ pub async fn connect_plain(
 
 /// Sends SSLRequest and returns the one-byte answer and the stream.
 pub async fn ssl_request(addr: SocketAddr) -> (u8, TcpStream) {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    ssl_request_on(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// Sends SSLRequest on `tcp` and returns the one-byte answer and the stream.
+async fn ssl_request_on(mut tcp: TcpStream) -> (u8, TcpStream) {
     let mut buf = BytesMut::new();
     postgres_protocol::message::frontend::ssl_request(&mut buf);
     tcp.write_all(&buf).await.unwrap();
@@ -159,8 +163,24 @@ pub async fn connect_tls_unverified(
     database: &str,
     password: &str,
 ) -> Result<TlsSession, ClientError> {
+    connect_tls_unverified_from(None, addr, user, database, password).await
+}
+
+/// [`connect_tls_unverified`] from the local address `source` (any loopback address: the client
+/// address a server sees).
+pub async fn connect_tls_unverified_from(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    user: &str,
+    database: &str,
+    password: &str,
+) -> Result<TlsSession, ClientError> {
     let connector = pgssl::tls::client::require_mode_connector().unwrap();
-    let (answer, tcp) = ssl_request(addr).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    }
+    let (answer, tcp) = ssl_request_on(socket.connect(addr).await.unwrap()).await;
     if answer != b'S' {
         return Err(ClientError::Protocol(format!(
             "SSLRequest answered {:?}",

@@ -916,3 +916,57 @@ async fn a_cluster_whose_node_ids_are_all_taken_keeps_beating_and_reuses_a_remov
     );
     agree(&n1, &n3, "the third node").await;
 }
+
+/// The second node relays its clients to the first, which counts failed logins per client address:
+/// it must see each client's own address (carried in the start-up under the cluster's key, bound
+/// to that TLS connection), not the second node's. Five wrong passwords for `readonly` from one
+/// address lock out that address alone; clients on other addresses still log in through the same
+/// node, and the first node logs the client's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_locked_out_behind_a_relaying_node_locks_out_no_one_else() {
+    use crate::client::{connect_tls_unverified_from, sqlstate};
+    let dir = tempfile::tempdir().unwrap();
+    let (n1, n2) = managed_first_node_and_a_second(dir.path()).await;
+    ok(&n1.env.stage_direct_user("readonly", PASSWORD).await);
+    ok(&n1.run(&["pending-changes", "apply"]).await);
+    let ip = |last: u8| Some(std::net::IpAddr::from([127, 0, 0, last]));
+    let login = |source, password: &'static str| {
+        connect_tls_unverified_from(source, n2.addr(), "readonly", "repository", password)
+    };
+    // Applied on both nodes before the guesses start.
+    let mut first = login(ip(21), PASSWORD).await;
+    for _ in 0..100 {
+        if first.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first = login(ip(21), PASSWORD).await;
+    }
+    assert!(first.is_ok(), "{first:?}");
+    for _ in 0..5 {
+        assert_eq!(sqlstate(login(ip(20), "wrong").await), "28P01");
+    }
+    assert_eq!(sqlstate(login(ip(20), PASSWORD).await), "28000");
+    for other in [21, 22] {
+        let s = login(ip(other), PASSWORD).await;
+        assert!(s.is_ok(), "127.0.0.{other} is locked out too: {s:?}");
+    }
+    // The first node saw the client, not the second node.
+    let log = n1.serve.as_ref().unwrap().log_text();
+    assert!(log.contains("peer=127.0.0.20:"), "{log}");
+    // A start-up that names a relayed client itself, without the cluster's key, is refused.
+    let mut params = crate::client::params("readonly").to_vec();
+    params.push(("pgssl.relayed_client", "127.0.0.99:1 AAAA"));
+    let (answer, tcp) = crate::client::ssl_request(n1.addr()).await;
+    assert_eq!(answer, b'S');
+    let connector = pgssl::tls::client::require_mode_connector().unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    tls.write_all(&crate::client::startup_packet(&params, 0))
+        .await
+        .unwrap();
+    let err = crate::client::read_error(&mut tls).await;
+    assert_eq!(err.code, "28000", "{err:?}");
+    assert!(err.message.contains("pgssl.relayed_client"), "{err:?}");
+}

@@ -378,6 +378,7 @@ impl Proxy {
             managed: false,
             config,
             auth: Default::default(),
+            relay_key: None,
         })
         .await?;
         let addr = server.local_addr().unwrap();
