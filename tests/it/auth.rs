@@ -388,17 +388,24 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
     serve.stop().await;
 }
 
-/// In passthrough the repository's own wrong-password answers count towards the same limit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_passthrough_the_repositorys_password_failures_count_towards_the_lockout() {
-    use crate::harness::{Postgres, prepare_data_dir};
-    let pg = Postgres::start();
+/// pgssl in passthrough in front of `pg`, repository SSL off, locking a pair out after two failures.
+async fn passthrough_locking_after_two_failures(
+    pg: &crate::harness::Postgres,
+) -> (CliEnv, ServeProcess) {
     let env = CliEnv::new(&pg.upstream_text());
     let mut config = std::fs::read_to_string(env.config()).unwrap();
     config.push_str("[auth]\nmax_failures = 2\n");
     std::fs::write(env.config(), config).unwrap();
-    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Off);
+    crate::harness::prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Off);
     let serve = ServeProcess::start(&env, &["--upstream", &pg.upstream_text()]).await;
+    (env, serve)
+}
+
+/// In passthrough the repository's own wrong-password answers count towards the same limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_passthrough_the_repositorys_password_failures_count_towards_the_lockout() {
+    let pg = crate::harness::Postgres::start();
+    let (_env, serve) = passthrough_locking_after_two_failures(&pg).await;
     assert!(
         serve.log_text().contains("auth=passthrough"),
         "{}",
@@ -463,16 +470,10 @@ async fn parallel_wrong_guesses_get_no_more_password_checks_than_the_limit() {
 /// locked role is the same (address, role) pair, not a fresh counter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_longer_spelling_of_a_locked_63_byte_role_is_locked_too() {
-    use crate::harness::{Postgres, prepare_data_dir};
-    let pg = Postgres::start();
+    let pg = crate::harness::Postgres::start();
     let role = "r".repeat(63);
     pg.sql(&format!("CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'"));
-    let env = CliEnv::new(&pg.upstream_text());
-    let mut config = std::fs::read_to_string(env.config()).unwrap();
-    config.push_str("[auth]\nmax_failures = 2\n");
-    std::fs::write(env.config(), config).unwrap();
-    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Off);
-    let serve = ServeProcess::start(&env, &["--upstream", &pg.upstream_text()]).await;
+    let (_env, serve) = passthrough_locking_after_two_failures(&pg).await;
     let conninfo = |user: &str, extra: &str| {
         format!(
             "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=disable {extra}",
