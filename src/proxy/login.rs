@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::proxy::auth::lockout::Attempt as Counted;
+use crate::proxy::auth::passthrough::Verdict;
 use crate::proxy::auth::terminate::{
     self, ClientAuthError, Proven, RepositoryAuthError, VerifierSource,
 };
@@ -226,9 +227,13 @@ async fn proxy_login(
                 ClientAuthError::Lookup(_) => m.lookups_failed.increment(1),
                 ClientAuthError::Failed { known, .. } => {
                     m.lookups_ok.increment(1);
-                    counted.failed();
                     if *known {
                         source.lookup.forget(&who.user);
+                    }
+                    // Past the limit, the answer is the lockout's: it says nothing of the guess.
+                    if let Err(wait) = counted.failed() {
+                        refuse_locked_out(stream, who, wait, m).await;
+                        return None;
                     }
                 }
                 _ => {}
@@ -241,6 +246,12 @@ async fn proxy_login(
             return None;
         }
     };
+    // A right password whose pair was locked out while it was in flight is refused like any other
+    // attempt then (its server signature is not sent).
+    if let Err(wait) = counted.succeeded() {
+        refuse_locked_out(stream, who, wait, m).await;
+        return None;
+    }
     match Box::pin(session::acquire(
         stream,
         start,
@@ -255,7 +266,6 @@ async fn proxy_login(
         Ok(lease) => {
             m.auth(proven_mechanism(&proven), AuthOutcome::Ok)
                 .increment(1);
-            counted.succeeded();
             Some(lease)
         }
         Err(why) => {
@@ -277,21 +287,27 @@ async fn passthrough_login(
     } = *attempt;
     let mut upstream = open_backend(stream, start, who, settings, ctx).await?;
     let m = &ctx.metrics;
-    match auth::passthrough(stream, &mut upstream, attempt.deadline()).await {
+    // The repository's verdict is judged by the failed-login limit before it is relayed.
+    let mut counted = Some(counted);
+    let mut gate = |verdict: Verdict| match (counted.take(), verdict) {
+        (None, _) => Ok(()),
+        (Some(c), Verdict::Accepted) => c.succeeded(),
+        (Some(c), Verdict::WrongPassword) => c.failed(),
+    };
+    match auth::passthrough_gated(stream, &mut upstream, attempt.deadline(), &mut gate).await {
         AuthEnd::Authenticated => {
             m.auth(AuthMechanism::Passthrough, AuthOutcome::Ok)
                 .increment(1);
-            counted.succeeded();
             Some(upstream)
+        }
+        AuthEnd::LockedOut(wait) => {
+            refuse_locked_out(stream, who, wait, m).await;
+            None
         }
         AuthEnd::Handover => Some(upstream),
         AuthEnd::Refused(login) => {
             m.auth(AuthMechanism::Passthrough, AuthOutcome::RepositoryRefused)
                 .increment(1);
-            // The repository's wrong-password answer counts like pgssl's own.
-            if matches!(&login, LoginOutcome::Refused { sqlstate, .. } if sqlstate == "28P01") {
-                counted.failed();
-            }
             let _ = stream.shutdown().await;
             let end = RelayEnd::Closed(relay::Transferred::default());
             log_end(who, end, Some(login), attempt.started, m);
@@ -467,7 +483,10 @@ async fn refuse_authentication(stream: &mut NegotiatedStream, who: &Who, end: Au
                 "lost the connection to the repository during authentication",
             )
         }
-        AuthEnd::Authenticated | AuthEnd::Handover | AuthEnd::Refused(_) => return,
+        AuthEnd::Authenticated
+        | AuthEnd::Handover
+        | AuthEnd::Refused(_)
+        | AuthEnd::LockedOut(_) => return,
     };
     negotiate::send_fatal(stream, &err).await;
     info!(%peer, %user, sqlstate = err.code.code(), outcome = "authentication_failed",

@@ -2,11 +2,12 @@
 //! that address may not try that user again for `lockout`; other addresses and users are not
 //! affected. Failures are password failures only — pgssl's own, or the repository's 28P01.
 //!
-//! An attempt counts from the moment it arrives, not when its verdict is known: [`Lockout::begin`]
-//! reserves a place among the pair's `max_failures`, so however many guesses a client sends in
-//! parallel, at most `max_failures` of them are ever evaluated. A reservation becomes a failure
-//! ([`Attempt::failed`]), forgets the pair ([`Attempt::succeeded`]) or, dropped without a verdict
-//! (the client left, the repository failed), is given back.
+//! A verdict is judged against the table as it is when the verdict comes, not as it was when the
+//! attempt began: once a pair is locked, every attempt still in flight is answered with the lockout
+//! (28000) whatever its password was, so however many guesses a client sends in parallel, at most
+//! `max_failures` of them ever learn whether their password was right ([`Attempt::failed`],
+//! [`Attempt::succeeded`]). Legitimate bursts (a pool opening 200 sessions at once) are not held
+//! back: only failures count.
 //!
 //! The user is keyed as PostgreSQL will name the role — truncated to 63 bytes (NAMEDATALEN - 1) at
 //! a character boundary — so a longer spelling of a locked role is the same pair.
@@ -50,8 +51,6 @@ pub const MAX_TRACKED: usize = 65_536;
 struct Entry {
     /// Failures within the window.
     failures: u32,
-    /// Attempts begun and not yet decided: they count against the limit already.
-    in_flight: u32,
     since: Instant,
     locked_until: Option<Instant>,
 }
@@ -60,7 +59,6 @@ impl Entry {
     fn new(now: Instant) -> Entry {
         Entry {
             failures: 0,
-            in_flight: 0,
             since: now,
             locked_until: None,
         }
@@ -68,20 +66,22 @@ impl Entry {
 
     /// Whether this entry still says anything at `now`.
     fn counts(&self, now: Instant, policy: &LockoutPolicy) -> bool {
-        self.in_flight > 0
-            || match self.locked_until {
-                Some(until) => until > now,
-                None => now - self.since < policy.window,
-            }
+        match self.locked_until {
+            Some(until) => until > now,
+            None => now - self.since < policy.window,
+        }
     }
 
-    /// Starts a new window when the old one (or the lockout) is over; attempts in flight stay.
+    /// Starts a new window when the old one (or the lockout) is over.
     fn refresh(&mut self, now: Instant, policy: &LockoutPolicy) {
         if now - self.since >= policy.window || self.locked_until.is_some_and(|u| u <= now) {
-            let in_flight = self.in_flight;
             *self = Entry::new(now);
-            self.in_flight = in_flight;
         }
+    }
+
+    /// How long the pair stays locked out, if it is.
+    fn locked(&self, now: Instant) -> Option<Duration> {
+        self.locked_until.filter(|u| *u > now).map(|u| u - now)
     }
 }
 
@@ -131,115 +131,82 @@ impl Lockout {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Begins a login attempt of `user` from `ip`: `Err(wait)` while the pair is locked out, or
-    /// while as many attempts as it has failures left are still undecided (the wait is then a
-    /// second: they may yet succeed).
+    /// Begins a login attempt of `user` from `ip`: `Err(wait)` while the pair is locked out.
     pub fn begin(&self, ip: IpAddr, user: &str) -> Result<Attempt<'_>, Duration> {
         let key = (ip, role_name(user).to_string());
+        if self.policy.max_failures > 0 {
+            let now = Instant::now();
+            if let Some(wait) = self.table().get(&key).and_then(|e| e.locked(now)) {
+                return Err(wait);
+            }
+        }
+        Ok(Attempt { lockout: self, key })
+    }
+
+    /// Counts a failure that had no attempt of its own (a client certificate naming another
+    /// user): it locks the pair out like a password failure.
+    pub fn record_failure(&self, ip: IpAddr, user: &str) {
+        if let Ok(attempt) = self.begin(ip, user) {
+            let _ = attempt.failed();
+        }
+    }
+
+    /// Judges a verdict on `key` (a failure, or a success): `Err(wait)` when the pair is locked
+    /// out now — by this failure's predecessors, or while a success was in flight.
+    fn verdict(&self, key: &Key, failed: bool) -> Result<(), Duration> {
         if self.policy.max_failures == 0 {
-            return Ok(Attempt {
-                lockout: self,
-                key: None,
-            });
+            return Ok(());
         }
         let now = Instant::now();
         let policy = self.policy;
         let mut table = self.table();
-        if !table.contains_key(&key) && table.len() >= self.capacity {
+        if let Some(wait) = table.get(key).and_then(|e| e.locked(now)) {
+            return Err(wait);
+        }
+        if !failed {
+            table.remove(key);
+            return Ok(());
+        }
+        if !table.contains_key(key) && table.len() >= self.capacity {
             table.retain(|_, e| e.counts(now, &policy));
             if table.len() >= self.capacity {
                 tracing::warn!(
                     tracked = table.len(),
                     "the failed-login table is full; a new address is not tracked"
                 );
-                return Ok(Attempt {
-                    lockout: self,
-                    key: None,
-                });
+                return Ok(());
             }
         }
         let entry = table.entry(key.clone()).or_insert_with(|| Entry::new(now));
         entry.refresh(now, &policy);
-        if let Some(until) = entry.locked_until {
-            return Err(until - now);
+        entry.failures += 1;
+        if entry.failures >= policy.max_failures {
+            entry.locked_until = Some(now + policy.lockout);
         }
-        if entry.failures + entry.in_flight >= policy.max_failures {
-            return Err(Duration::from_secs(1));
-        }
-        entry.in_flight += 1;
-        Ok(Attempt {
-            lockout: self,
-            key: Some(key),
-        })
-    }
-
-    /// Counts a failure that had no attempt of its own (a client certificate naming another
-    /// user): it locks the pair out like a password failure, but never refuses anything itself.
-    pub fn record_failure(&self, ip: IpAddr, user: &str) {
-        if let Ok(attempt) = self.begin(ip, user) {
-            attempt.failed();
-        }
-    }
-
-    /// Settles one attempt of `key`: a failure counts (and may lock the pair), a success forgets
-    /// the pair, neither gives the place back.
-    fn settle(&self, key: &Key, verdict: Option<bool>) {
-        let now = Instant::now();
-        let policy = self.policy;
-        let mut table = self.table();
-        let Some(entry) = table.get_mut(key) else {
-            return;
-        };
-        entry.in_flight = entry.in_flight.saturating_sub(1);
-        match verdict {
-            Some(true) => {
-                table.remove(key);
-            }
-            Some(false) => {
-                entry.refresh(now, &policy);
-                entry.failures += 1;
-                if entry.failures >= policy.max_failures {
-                    entry.locked_until = Some(now + policy.lockout);
-                }
-            }
-            None if entry.failures == 0 && entry.in_flight == 0 => {
-                table.remove(key);
-            }
-            None => {}
-        }
+        Ok(())
     }
 }
 
-/// One login attempt, counted against its pair's limit from [`Lockout::begin`] on.
+/// One login attempt of an (address, role) pair, whose verdict is judged when it comes.
 #[derive(Debug)]
-#[must_use = "an attempt dropped without a verdict is given back"]
 pub struct Attempt<'a> {
     lockout: &'a Lockout,
-    /// `None` when the pair is not tracked (limiting off, or the table full).
-    key: Option<Key>,
+    key: Key,
 }
 
 impl Attempt<'_> {
-    /// The password was wrong.
-    pub fn failed(mut self) {
-        if let Some(key) = self.key.take() {
-            self.lockout.settle(&key, Some(false));
-        }
+    /// The password was wrong: counted. `Err(wait)` when the pair was already locked out as the
+    /// verdict came: the client must get the lockout's answer, which says nothing of its password.
+    #[must_use = "a failure past the limit is answered with the lockout"]
+    pub fn failed(self) -> Result<(), Duration> {
+        self.lockout.verdict(&self.key, true)
     }
 
-    /// The client logged in: the pair's failures are forgotten.
-    pub fn succeeded(mut self) {
-        if let Some(key) = self.key.take() {
-            self.lockout.settle(&key, Some(true));
-        }
-    }
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.lockout.settle(&key, None);
-        }
+    /// The password was right: the pair's failures are forgotten. `Err(wait)` when the pair was
+    /// locked out while this attempt was in flight: it must be refused like any attempt then.
+    #[must_use = "a success after the pair was locked out is refused"]
+    pub fn succeeded(self) -> Result<(), Duration> {
+        self.lockout.verdict(&self.key, false)
     }
 }
 
@@ -256,10 +223,14 @@ mod tests {
     }
 
     fn fail(lockout: &Lockout, ip: IpAddr, user: &str) {
-        lockout.begin(ip, user).expect("not locked").failed();
+        lockout
+            .begin(ip, user)
+            .expect("not locked")
+            .failed()
+            .expect("not locked");
     }
 
-    /// Whether a new attempt would be refused (the probe's own place is given back).
+    /// Whether a new attempt would be refused.
     fn refused(lockout: &Lockout, ip: IpAddr, user: &str) -> bool {
         lockout.begin(ip, user).is_err()
     }
@@ -285,38 +256,36 @@ mod tests {
         fail(&lockout, a, "readonly");
         assert!(!refused(&lockout, a, "readonly"));
         fail(&lockout, a, "readonly");
-        lockout.begin(a, "readonly").unwrap().succeeded();
+        lockout.begin(a, "readonly").unwrap().succeeded().unwrap();
         fail(&lockout, a, "readonly");
         assert!(!refused(&lockout, a, "readonly"));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn attempts_count_on_arrival_so_parallel_guesses_get_no_more_than_the_limit() {
+    async fn verdicts_past_the_limit_get_the_lockout_so_parallel_guesses_learn_no_more() {
         let lockout = Lockout::new(policy());
         let a = IpAddr::from([127, 0, 0, 20]);
-        // Three guesses in flight at once take every place; the fourth is refused before its
-        // password is looked at, and so is the right password sent now.
-        let in_flight: Vec<_> = (0..3)
+        // Ten guesses begin at once; their verdicts come one after another.
+        let in_flight: Vec<_> = (0..10)
             .map(|_| lockout.begin(a, "tableau").unwrap())
             .collect();
-        assert_eq!(
-            lockout.begin(a, "tableau").unwrap_err(),
-            Duration::from_secs(1)
+        let right = lockout.begin(a, "tableau").unwrap();
+        let answers: Vec<_> = in_flight.into_iter().map(Attempt::failed).collect();
+        assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 3);
+        assert!(
+            answers[3..]
+                .iter()
+                .all(|a| *a == Err(Duration::from_secs(30)))
         );
-        // All three fail: locked for the lockout's length.
-        for attempt in in_flight {
-            attempt.failed();
-        }
-        let wait = lockout.begin(a, "tableau").unwrap_err();
-        assert_eq!(wait, Duration::from_secs(30));
-        // An attempt that ends without a verdict gives its place back.
+        // The right password, in flight meanwhile, is refused too.
+        assert_eq!(right.succeeded(), Err(Duration::from_secs(30)));
+        assert!(refused(&lockout, a, "tableau"));
+        // Many successes at once from one address are not held back by anything.
         let b = IpAddr::from([127, 0, 0, 21]);
-        for _ in 0..10 {
-            drop(lockout.begin(b, "tableau").unwrap());
-        }
-        fail(&lockout, b, "tableau");
-        fail(&lockout, b, "tableau");
-        assert!(!refused(&lockout, b, "tableau"));
+        let burst: Vec<_> = (0..200)
+            .map(|_| lockout.begin(b, "tableau").unwrap())
+            .collect();
+        assert!(burst.into_iter().all(|a| a.succeeded().is_ok()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,7 +17,7 @@ pub(crate) mod password_login;
 pub mod scram;
 pub mod terminate;
 
-pub use passthrough::{AuthEnd, passthrough};
+pub use passthrough::{AuthEnd, passthrough, passthrough_gated};
 
 use std::sync::Arc;
 

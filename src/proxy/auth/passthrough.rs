@@ -36,7 +36,23 @@ pub enum AuthEnd {
     NoLookupUser,
     /// A socket failed or a side closed.
     Io(std::io::Error),
+    /// The failed-login limit judged the repository's verdict: the (address, role) pair was locked
+    /// out by the time it came, so it was not relayed. Retry after this long.
+    LockedOut(std::time::Duration),
 }
+
+/// What the repository decided, shown to the failed-login limit before it is relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The server's last SASL message or AuthenticationOk: the client is in.
+    Accepted,
+    /// 28P01: the password was wrong.
+    WrongPassword,
+}
+
+/// Judges a verdict before it is relayed: `Err(wait)` withholds it and ends the exchange as
+/// [`AuthEnd::LockedOut`].
+pub type Gate<'a> = &'a mut (dyn FnMut(Verdict) -> Result<(), std::time::Duration> + Send);
 
 /// Relays the authentication exchange between `client` and `upstream` until it is decided, within
 /// `deadline`.
@@ -45,13 +61,27 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    match tokio::time::timeout_at(deadline, exchange(client, upstream)).await {
+    passthrough_gated(client, upstream, deadline, &mut |_| Ok(())).await
+}
+
+/// [`passthrough`], with the repository's verdict shown to `gate` before it is relayed.
+pub async fn passthrough_gated<C, U>(
+    client: &mut C,
+    upstream: &mut U,
+    deadline: Instant,
+    gate: Gate<'_>,
+) -> AuthEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    match tokio::time::timeout_at(deadline, exchange(client, upstream, gate)).await {
         Ok(end) => end,
         Err(_) => AuthEnd::TimedOut,
     }
 }
 
-async fn exchange<C, U>(client: &mut C, upstream: &mut U) -> AuthEnd
+async fn exchange<C, U>(client: &mut C, upstream: &mut U, gate: Gate<'_>) -> AuthEnd
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -70,6 +100,18 @@ where
             },
             _ => request,
         };
+        let verdict = match code {
+            Some(AUTH_OK | AUTH_SASL_FINAL) => Some(Verdict::Accepted),
+            None if relayed.kind == b'E'
+                && matches!(LoginOutcome::refused(&relayed.body), LoginOutcome::Refused { sqlstate, .. } if sqlstate == "28P01") =>
+            {
+                Some(Verdict::WrongPassword)
+            }
+            _ => None,
+        };
+        if let Some(Err(wait)) = verdict.map(&mut *gate) {
+            return AuthEnd::LockedOut(wait);
+        }
         if let Err(e) = write_frame(client, &relayed).await {
             return AuthEnd::Io(e);
         }
@@ -166,6 +208,41 @@ mod tests {
         client.read_exact(&mut seen).await.unwrap();
         assert_eq!(seen, ok);
         assert!(matches!(relay.await.unwrap(), AuthEnd::Authenticated));
+    }
+
+    /// The failed-login limit sees each verdict before the client does: a withheld one is never
+    /// relayed, so a locked-out client learns nothing of its password.
+    #[tokio::test]
+    async fn a_verdict_the_gate_refuses_is_not_relayed() {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        for (verdict, expected) in [
+            (
+                frame(b'E', b"SFATAL\0C28P01\0Mno\0\0"),
+                Verdict::WrongPassword,
+            ),
+            (frame(b'R', &[0, 0, 0, 0]), Verdict::Accepted),
+            (frame(b'R', b"\0\0\0\x0cv=sig"), Verdict::Accepted),
+        ] {
+            let (mut client, mut client_end) = duplex(4096);
+            let (mut upstream, mut upstream_end) = duplex(4096);
+            upstream.write_all(&verdict).await.unwrap();
+            let mut seen = Vec::new();
+            let mut gate = |v: Verdict| {
+                seen.push(v);
+                Err(std::time::Duration::from_secs(7))
+            };
+            let end =
+                passthrough_gated(&mut client_end, &mut upstream_end, deadline, &mut gate).await;
+            assert!(
+                matches!(end, AuthEnd::LockedOut(w) if w.as_secs() == 7),
+                "{end:?}"
+            );
+            assert_eq!(seen, [expected]);
+            drop(client_end);
+            let mut relayed = Vec::new();
+            client.read_to_end(&mut relayed).await.unwrap();
+            assert!(relayed.is_empty(), "{relayed:?}");
+        }
     }
 
     #[tokio::test]
