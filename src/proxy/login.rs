@@ -201,6 +201,12 @@ async fn proxy_login(
         refuse_authentication(stream, who, AuthEnd::Malformed(AuthMessageError::Pipelined)).await;
         return None;
     }
+    // As PostgreSQL does, the protocol version is settled before authentication begins.
+    if let Some(answer) = start.startup.protocol_answer()
+        && stream.write_all(&answer).await.is_err()
+    {
+        return None;
+    }
     let binding = (who.transport == Transport::Tls)
         .then_some(settings.channel_binding.as_deref())
         .flatten();

@@ -96,6 +96,12 @@ pub(crate) async fn acquire(
         .param("application_name")
         .unwrap_or_default()
         .to_string();
+    // What the client was told of its protocol: a certificate login hears it with the welcome (a
+    // SCRAM login heard it before its exchange), and its cancel key has that version's length.
+    let (answer, minor) = (
+        start.startup.protocol_answer(),
+        start.startup.agreed_minor(),
+    );
     let m = &ctx.metrics.pool;
     let waiting = Instant::now();
     let checkout_deadline = waiting + pool.options().checkout_timeout;
@@ -143,7 +149,11 @@ pub(crate) async fn acquire(
         }
     };
     m.sessions(pool.totals());
-    let key = hand_out(stream, &backend, credential, ctx).await?;
+    let told = Told {
+        answer: answer.as_deref(),
+        minor,
+    };
+    let key = hand_out(stream, &backend, credential, told, ctx).await?;
     backend.served_one();
     Ok(Lease {
         backend,
@@ -221,15 +231,23 @@ pub(crate) async fn pass_through(
         .map_err(RepositoryAuthError::from)
 }
 
-/// Sends the client pgssl's SASLFinal and the session's start-up answer with a cancel key minted for
-/// it; returns the key.
+/// The client's protocol as pgssl settled it: the NegotiateProtocolVersion it needs, if any, and the
+/// minor version agreed.
+struct Told<'a> {
+    answer: Option<&'a [u8]>,
+    minor: u16,
+}
+
+/// Sends the client pgssl's SASLFinal (or, after a certificate login, its protocol answer) and the
+/// session's start-up answer with a cancel key minted for it; returns the key.
 async fn hand_out(
     stream: &mut NegotiatedStream,
     backend: &Backend,
     credential: Credential<'_>,
+    told: Told<'_>,
     ctx: &ConnectionContext,
 ) -> Result<ClientKey, NoBackend> {
-    let Ok(key) = ctx.cancels.mint(backend.minor(), backend.cancel_packet()) else {
+    let Ok(key) = ctx.cancels.mint(told.minor, backend.cancel_packet()) else {
         let err = ErrorResponse::fatal(
             SqlState::ConnectionFailure,
             "the system random number generator failed",
@@ -239,7 +257,7 @@ async fn hand_out(
     };
     let mut welcome = match credential {
         Credential::Proof(proven) => bytes::BytesMut::from(&proven.client_final.encode()[..]),
-        Credential::Certificate { .. } => bytes::BytesMut::new(),
+        Credential::Certificate { .. } => bytes::BytesMut::from(told.answer.unwrap_or_default()),
     };
     welcome.extend_from_slice(&backend.welcome(&key));
     let sent = async {

@@ -14,6 +14,7 @@ mod downgrade;
 mod external_ssl;
 mod extsvc;
 mod faults;
+mod grease;
 mod hardening;
 mod harness;
 mod layout;

@@ -83,8 +83,6 @@ pub struct Backend {
     params: Vec<(Bytes, Bytes)>,
     /// The repository's BackendKeyData body (process ID, secret).
     key: Bytes,
-    /// The repository's NegotiateProtocolVersion, replayed to every client.
-    negotiated: Option<Frame>,
     /// The protocol minor version the session speaks.
     minor: u16,
     /// The verifier the login proved (a changed password retires the session).
@@ -169,7 +167,6 @@ impl Backend {
             stream,
             params,
             key,
-            negotiated,
             minor,
             verifier,
             born: Instant::now(),
@@ -181,13 +178,11 @@ impl Backend {
     }
 
     /// The start-up answer a client gets for this session, after its own authentication exchange:
-    /// NegotiateProtocolVersion if the repository sent one, AuthenticationOk, the parameters as they
-    /// are now, the client's own cancel key, ReadyForQuery (idle).
+    /// AuthenticationOk, the parameters as they are now, the client's own cancel key, ReadyForQuery
+    /// (idle). (The repository's NegotiateProtocolVersion is not the client's: pgssl settles the
+    /// client's protocol itself, before authentication, as PostgreSQL does.)
     pub fn welcome(&self, client_key: &[u8]) -> BytesMut {
         let mut out = BytesMut::with_capacity(512);
-        if let Some(v) = &self.negotiated {
-            out.put_slice(&v.encode());
-        }
         out.put_slice(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
         for (name, value) in &self.params {
             out.put_u8(b'S');
@@ -346,10 +341,10 @@ mod tests {
         assert!(PoolKey::of(&startup(&[("user", "u"), ("replication", "true")], 0)).is_none());
     }
 
-    /// A client that asked for protocol 3.2 from a repository that speaks 3.0 sees the repository's
-    /// NegotiateProtocolVersion before AuthenticationOk, and gets a 3.0 (4-byte) cancel key.
+    /// A session logged in with protocol 3.2 to a repository that speaks 3.0 speaks 3.0 with it; the
+    /// repository's NegotiateProtocolVersion is not replayed to clients (pgssl answers their own).
     #[tokio::test]
-    async fn a_protocol_negotiation_reaches_every_client_of_the_session() {
+    async fn the_repositorys_negotiation_sets_the_sessions_minor_but_is_not_the_clients() {
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let near = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
@@ -385,10 +380,10 @@ mod tests {
         .unwrap();
         assert_eq!(b.minor(), 0);
         assert_eq!(b.pid(), 5);
+        // pgssl settled the client's protocol before authentication: the welcome starts with
+        // AuthenticationOk, never with the repository's NegotiateProtocolVersion.
         let welcome = b.welcome(&[0, 0, 0, 7, 9, 9, 9, 9]);
-        assert!(welcome.starts_with(&v.encode()));
-        let after = &welcome[v.encode().len()..];
-        assert_eq!(&after[..9], &[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
+        assert_eq!(&welcome[..9], &[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
         assert!(welcome.ends_with(b"K\0\0\0\x0c\0\0\0\x07\x09\x09\x09\x09Z\0\0\0\x05I"));
         // Without the negotiation the session speaks what the client asked.
         assert_eq!(

@@ -4,7 +4,7 @@
 //! (<https://www.postgresql.org/docs/current/protocol-message-formats.html>). Limits follow PostgreSQL's
 //! `ProcessStartupPacket`: 8 to 10 000 bytes, and a CancelRequest key of 4 to 256 bytes (protocol 3.2).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{ErrorResponse, SqlState};
 
@@ -74,7 +74,46 @@ impl StartupMessage {
             .filter(|d| !d.is_empty())
             .or_else(|| self.user())
     }
+
+    /// The protocol minor version a session with this start-up speaks with pgssl: what it asked
+    /// for, at most [`NEWEST_MINOR`].
+    pub fn agreed_minor(&self) -> u16 {
+        self.minor.min(NEWEST_MINOR)
+    }
+
+    /// The NegotiateProtocolVersion message PostgreSQL sends before anything else when a start-up
+    /// asks for a newer minor version than it speaks or names protocol options (`_pq_.*`) it does
+    /// not know — pgssl knows none — or `None` when the start-up needs no answer of this kind. A
+    /// client that asked for 3.9999 (libpq's "grease" check) and got an authentication request
+    /// straight away would rightly conclude that the server is broken.
+    pub fn protocol_answer(&self) -> Option<Bytes> {
+        let unknown: Vec<&str> = self
+            .params
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| n.starts_with("_pq_."))
+            .collect();
+        if self.minor <= NEWEST_MINOR && unknown.is_empty() {
+            return None;
+        }
+        let mut body = BytesMut::new();
+        body.put_u32(u32::from(self.agreed_minor()));
+        body.put_u32(unknown.len() as u32);
+        for name in unknown {
+            body.put_slice(name.as_bytes());
+            body.put_u8(0);
+        }
+        let mut out = BytesMut::with_capacity(5 + body.len());
+        out.put_u8(b'v');
+        out.put_u32(4 + body.len() as u32);
+        out.put_slice(&body);
+        Some(out.freeze())
+    }
 }
+
+/// The newest protocol minor version pgssl speaks with clients (3.2: cancel keys of up to 256 bytes,
+/// which pgssl mints itself whatever the repository speaks).
+pub const NEWEST_MINOR: u16 = 2;
 
 /// Why a first packet was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
