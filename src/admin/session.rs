@@ -153,11 +153,12 @@ mod tests {
 
     #[test]
     fn sessions_expire_when_idle() {
-        let mut sessions = Sessions::new(Duration::from_millis(50));
+        // Long enough that a loaded machine still touches it in time; the sleep is the idle time.
+        let mut sessions = Sessions::new(Duration::from_millis(500));
         let (token, session) = sessions.create("admin").unwrap();
         assert_eq!(session.csrf.len(), 64);
         assert!(sessions.touch(&token).is_some());
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(600));
         assert!(sessions.touch(&token).is_none());
     }
 
