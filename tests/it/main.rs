@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod cluster;
 mod containers;
+mod crl;
 mod downgrade;
 mod external_ssl;
 mod extsvc;

@@ -51,6 +51,14 @@ pub enum MutualSslError {
         /// Why.
         reason: String,
     },
+    /// The CRL parses, but the TLS stack that would check clients against it refuses it.
+    #[error("{file}: this revocation list cannot be used to check client certificates: {reason}")]
+    UnusableCrl {
+        /// The file's name.
+        file: String,
+        /// What it lacks, or the TLS stack's reason.
+        reason: String,
+    },
     /// The CRL was not issued (signed) by a configured CA.
     #[error(
         "{file}: the revocation list is issued by {issuer}, which is not a CA in the bundle (or its signature does not verify)"
@@ -178,7 +186,23 @@ fn read_crl(
         next_update: crl.next_update().map(|t| t.to_datetime()),
         revoked: crl.iter_revoked_certificates().count(),
     };
-    Ok((CertificateRevocationListDer::from(der), info))
+    let has_number = crl.crl_number().is_some();
+    let der = CertificateRevocationListDer::from(der.clone());
+    // Checked by the code that will serve it: what stages must apply. The TLS stack (webpki) takes
+    // only RFC 5280 CRLs, which carry a CRL number; name what is missing rather than its parse error.
+    if let Err(e) = crate::tls::client_verifier(cas, vec![der.clone()]) {
+        return Err(MutualSslError::UnusableCrl {
+            file: given.name.to_string(),
+            reason: if has_number {
+                e.to_string()
+            } else {
+                "it has no CRL number extension (RFC 5280, 5.2.3), which the TLS stack requires; \
+                 issue it again with a CRL number (openssl ca -gencrl with a crlnumber file)"
+                    .to_string()
+            },
+        });
+    }
+    Ok((der, info))
 }
 
 /// Parses `DN user` lines (the user is the last word; `#` starts a comment).
