@@ -242,6 +242,13 @@ async fn run(
         })
     })?;
     let auth_mode = auth_label(&auth, settings.lookup.is_some());
+    if let Some(warning) = crate::control::operations::authentication::passthrough_over_tls_warning(
+        &ctx.config,
+        repository.is_none(),
+        settings.lookup.is_some(),
+    ) {
+        warn!("{warning}");
+    }
     info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), auth = %auth_mode,
           auth_reason, "pgssl is serving");

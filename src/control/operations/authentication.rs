@@ -36,7 +36,8 @@ impl Operation for Set {
     type Report = Staged;
 
     fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
-        if ctx.config.server.upstream.is_none() {
+        let store = ctx.store_or_create()?;
+        if super::served_upstream(ctx, &store).is_none() {
             return Err(CommandError::Invalid(
                 "the managed repository needs no lookup user: pgssl reads its verifiers as its own superuser".into(),
             ));
@@ -48,7 +49,6 @@ impl Operation for Set {
             ));
         }
         check_secret(&self.lookup_password, "--lookup-password")?;
-        let store = ctx.store_or_create()?;
         let _lock = store.lock()?;
         let id = new_id()?;
         Keystore::open(&store.config_dir())?
@@ -173,4 +173,28 @@ GRANT EXECUTE ON FUNCTION pgssl.lookup(text) TO {role};\n\
     Said {
         said: text.lines().map(str::to_string).collect(),
     }
+}
+
+/// Whether `serve` relays logins in passthrough over TLS to an external repository — `auth.mode =
+/// "passthrough"`, or `auto` with no lookup user applied — where every libpq client with the default
+/// `channel_binding=prefer` is refused: the warning `serve` and `repository-ssl list` give then,
+/// `None` otherwise.
+pub fn passthrough_over_tls_warning(
+    config: &crate::config::Config,
+    external: bool,
+    lookup_applied: bool,
+) -> Option<String> {
+    use crate::config::AuthMode;
+    use crate::proxy::upstream::tls::UpstreamTlsMode;
+    let tls = config.server.upstream_tls;
+    let passthrough = match config.auth.mode {
+        AuthMode::Passthrough => true,
+        AuthMode::Auto => !lookup_applied,
+        AuthMode::Proxy => false,
+    };
+    (external && passthrough && tls != UpstreamTlsMode::Disable).then(|| {
+        format!(
+            "logins are relayed to the repository in passthrough while server.upstream_tls = {tls}: libpq clients with the default channel_binding=prefer are refused ('SCRAM channel binding negotiation error'); run 'pgssl authentication lookup-user set' and 'pgssl pending-changes apply' so that pgssl authenticates clients itself"
+        )
+    })
 }

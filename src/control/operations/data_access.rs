@@ -123,10 +123,11 @@ impl Operation for Disable {
 }
 
 fn require_managed(ctx: &Context) -> Result<(), CommandError> {
-    if ctx.config.server.upstream.is_some() {
-        return Err(CommandError::Invalid(
-            "data-access needs the managed repository; server.upstream is set, so manage roles on that PostgreSQL directly".into(),
-        ));
+    let store = ctx.store_or_create()?;
+    if let Some(upstream) = super::served_upstream(ctx, &store) {
+        return Err(CommandError::Invalid(format!(
+            "data-access needs the managed repository; this data directory fronts {upstream}, so manage roles on that PostgreSQL directly"
+        )));
     }
     Ok(())
 }

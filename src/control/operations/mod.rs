@@ -427,6 +427,23 @@ pub(crate) fn external_upstream(ctx: &Context, running: Option<&ServeStatus>) ->
     }
 }
 
+/// The external repository this data directory fronts, or `None` for the managed one — one answer
+/// for `serve` and every command: what the running `serve` reports (`serve --upstream` may name
+/// one the config does not), else what `serve` would choose, the config's `server.upstream`, else,
+/// on a node that joined a cluster, the cluster's repository.
+pub(crate) fn served_upstream(ctx: &Context, store: &StateStore) -> Option<String> {
+    if let Ok(Some(running)) = running_serve(store) {
+        return external_upstream(ctx, Some(&running));
+    }
+    ctx.config.server.upstream.clone().or_else(|| {
+        crate::control::cluster::Membership::read(&store.config_dir())
+            .ok()
+            .flatten()
+            .filter(|m| m.bootstrap_repository.is_none())
+            .map(|m| m.repository)
+    })
+}
+
 /// The line every staging command ends with.
 pub(crate) fn apply_hint(out: &Output) {
     out.info("Run 'pgssl pending-changes apply' to make it take effect.".into());

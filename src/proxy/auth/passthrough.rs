@@ -50,6 +50,49 @@ pub enum Verdict {
     WrongPassword,
 }
 
+/// The cure for the one refusal pgssl itself causes in passthrough: it withholds the
+/// SCRAM-SHA-256-PLUS offer (channel binding cannot pass through a TLS terminator), so a client that
+/// could bind says so (`y`), and a repository reached over TLS, which did offer PLUS, takes that
+/// for a downgrade: `FATAL 28000 SCRAM channel binding negotiation error`. Its words name no cure.
+pub const CHANNEL_BINDING_HINT: &str = "pgssl relays this login to the repository over TLS and cannot pass channel binding through: let pgssl authenticate clients itself ('pgssl authentication lookup-user set', then 'pgssl pending-changes apply'), or connect with channel_binding=disable";
+
+/// `frame` with [`CHANNEL_BINDING_HINT`] added when it is the repository's channel-binding refusal
+/// (and has no hint of its own); any other frame as it is.
+fn with_channel_binding_hint(frame: Frame) -> Frame {
+    let LoginOutcome::Refused { message, .. } = LoginOutcome::refused(&frame.body) else {
+        return frame;
+    };
+    let has_hint = {
+        let mut fields = &frame.body[..];
+        let mut found = false;
+        while let Some((&code, rest)) = fields.split_first() {
+            if code == 0 {
+                break;
+            }
+            found |= code == b'H';
+            let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+            fields = rest.get(end + 1..).unwrap_or_default();
+        }
+        found
+    };
+    // PostgreSQL says it with 28000 (08P01 in some versions): the words are what is stable.
+    if !message.contains("channel binding negotiation") || has_hint {
+        return frame;
+    }
+    let Some(fields) = frame.body.strip_suffix(&[0]) else {
+        return frame;
+    };
+    let mut body = Vec::with_capacity(frame.body.len() + CHANNEL_BINDING_HINT.len() + 3);
+    body.extend_from_slice(fields);
+    body.push(b'H');
+    body.extend_from_slice(CHANNEL_BINDING_HINT.as_bytes());
+    body.extend_from_slice(&[0, 0]);
+    Frame {
+        kind: frame.kind,
+        body: body.into(),
+    }
+}
+
 /// Judges a verdict before it is relayed: `Err(wait)` withholds it and ends the exchange as
 /// [`AuthEnd::LockedOut`].
 pub type Gate<'a> = &'a mut (dyn FnMut(Verdict) -> Result<(), std::time::Duration> + Send);
@@ -112,6 +155,10 @@ where
         if let Some(Err(wait)) = verdict.map(&mut *gate) {
             return AuthEnd::LockedOut(wait);
         }
+        let relayed = match code {
+            None if relayed.kind == b'E' => with_channel_binding_hint(relayed),
+            _ => relayed,
+        };
         if let Err(e) = write_frame(client, &relayed).await {
             return AuthEnd::Io(e);
         }
@@ -243,6 +290,31 @@ mod tests {
             client.read_to_end(&mut relayed).await.unwrap();
             assert!(relayed.is_empty(), "{relayed:?}");
         }
+    }
+
+    #[test]
+    fn the_repositorys_channel_binding_refusal_gets_the_cure_as_its_hint() {
+        let refusal = Frame {
+            kind: b'E',
+            body: bytes::Bytes::from_static(
+                b"SFATAL\0C28000\0MSCRAM channel binding negotiation error\0\0",
+            ),
+        };
+        let hinted = with_channel_binding_hint(refusal.clone());
+        let expected = [
+            &b"SFATAL\0C28000\0MSCRAM channel binding negotiation error\0H"[..],
+            CHANNEL_BINDING_HINT.as_bytes(),
+            b"\0\0",
+        ]
+        .concat();
+        assert_eq!(&hinted.body[..], &expected[..]);
+        // Once only; other refusals as they are.
+        assert_eq!(with_channel_binding_hint(hinted.clone()).body, hinted.body);
+        let other = Frame {
+            kind: b'E',
+            body: bytes::Bytes::from_static(b"SFATAL\0C28P01\0Mpassword authentication failed\0\0"),
+        };
+        assert_eq!(with_channel_binding_hint(other.clone()).body, other.body);
     }
 
     #[tokio::test]
