@@ -204,6 +204,7 @@ impl AdminServer {
     /// [`AdminConfig::request_timeout_secs`]: crate::config::AdminConfig::request_timeout_secs
     pub async fn run(self, stop: CancellationToken) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let overflow = Arc::new(tokio::sync::Semaphore::new(MAX_OVERFLOW_ANSWERS));
         let per_address = Arc::new(PerAddress::default());
         let limit = self.state.config.admin.max_connections_per_address;
         let timeout = Duration::from_secs(self.state.config.admin.request_timeout_secs);
@@ -225,6 +226,18 @@ impl AdminServer {
             };
             let Some(address_slot) = per_address.take(peer.ip(), limit) else {
                 info!(%peer, limit, "admin connection refused: too many from this address");
+                // Answered with 429 while a few such answers are under way; past that, closed.
+                if let Ok(spare) = overflow.clone().try_acquire_owned() {
+                    let acceptor = self.acceptor.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        let _held = (spare, slot);
+                        tokio::select! {
+                            () = answer_too_many(acceptor, tcp, timeout) => {}
+                            () = stop.cancelled() => {}
+                        }
+                    });
+                }
                 continue;
             };
             let acceptor = self.acceptor.clone();
@@ -257,6 +270,43 @@ impl AdminServer {
             });
         }
     }
+}
+
+/// Over-limit connections answered with 429 at once, at most; more are closed at accept. Each costs
+/// a TLS handshake, so this bounds what a flood from one address can make the server do.
+const MAX_OVERFLOW_ANSWERS: usize = 32;
+
+/// Answers one over-limit connection's request with 429 and `Retry-After: 1` (the security headers
+/// as on every answer), within `timeout`: a client that opened too many connections at once is told
+/// so in HTTP instead of seeing a bare reset.
+async fn answer_too_many(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    timeout: Duration,
+) {
+    let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await else {
+        return;
+    };
+    let app = axum::Router::new()
+        .fallback(|| async {
+            let mut answer = http::json_error(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address at once; try again in a second",
+            );
+            answer.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            answer
+        })
+        .layer(axum::middleware::from_fn(http::security_headers));
+    let service = hyper::service::service_fn(move |req| app.clone().oneshot(req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(tls), service);
+    let _ = tokio::time::timeout(timeout, conn).await;
 }
 
 /// Admin connections held per source address.

@@ -63,6 +63,38 @@ async fn parallel_guesses_from_one_address_are_counted_before_they_are_checked()
     assert_eq!(refused, 55, "{answers:?}");
 }
 
+/// Past `max_connections_per_address` (16 by default) a burst from one address is told so in HTTP —
+/// 429 with Retry-After — instead of seeing bare resets: 40 wrong guesses at once all get an answer,
+/// and still no more than five are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_burst_over_the_connection_cap_is_answered_429_not_reset() {
+    let pg = Postgres::start();
+    let (_env, _server, addr) = admin_env(&pg).await;
+    let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 78));
+    let answers = futures_join(40, |_| async move {
+        let mut api = Api::from_source(addr, source);
+        let (status, headers, _) = api.sign_in(ADMIN, "guess").await;
+        (status, headers.contains_key("retry-after"))
+    })
+    .await;
+    let wrong = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(wrong <= 5, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, retry)| *s == StatusCode::UNAUTHORIZED
+                || (*retry
+                    && matches!(
+                        *s,
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                    ))),
+        "{answers:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_concurrent_sign_ins_from_sixty_addresses_keep_memory_bounded() {
     let pg = Postgres::start();
