@@ -64,6 +64,9 @@ fn negotiated(body: &[u8]) -> (u32, Vec<String>) {
     (newest, names)
 }
 
+/// A start-up's minor version and options, and the negotiation it should get.
+type Case<'a> = (u16, &'a [(&'a str, &'a str)], Option<(u32, Vec<&'a str>)>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_versions_and_unknown_options_are_negotiated_before_authentication() {
     let env = CliEnv::managed();
@@ -73,7 +76,8 @@ async fn newer_versions_and_unknown_options_are_negotiated_before_authentication
     ok(&env.run(&["pending-changes", "apply"]));
     let grease = ("_pq_.test_protocol_negotiation", "");
     let unknown = ("_pq_.unknown_option", "x");
-    let cases: [(u16, &[(&str, &str)], Option<(u32, Vec<&str>)>); 5] = [
+    // (minor asked for, options, the NegotiateProtocolVersion expected: newest minor, options named)
+    let cases: [Case; 5] = [
         (0, &[], None),
         (2, &[], None),
         (9999, &[grease], Some((2, vec![grease.0]))),
