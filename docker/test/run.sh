@@ -3,17 +3,19 @@
 # docker/test/run.sh). No registry can be reached, so it builds what it needs (docker/README.md says
 # exactly what it substitutes):
 #   1. a Debian bookworm base image, made with debootstrap (with PostgreSQL included) and
-#      `docker import`, kept between runs as $BASE_IMAGE;
+#      `docker import`, kept between runs as $BASE_IMAGE (base-image.sh);
 #   2. a stand-in for the stock `postgres` image from it (postgres.Dockerfile), as POSTGRES_IMAGE;
-#   3. the pgssl image from docker/Dockerfile's `prebuilt` target with the binary $PGSSL_BIN;
+#   3. pgssl's Debian package from the binary $PGSSL_BIN (packaging/build-deb.sh), or the package
+#      $PGSSL_DEB, and the pgssl image from docker/Dockerfile's `prebuilt` target, which installs it;
 # then `docker-compose up` of docker/compose.yaml, psql with sslmode=verify-full through each node,
 # one node stopped and the other still serving, and `docker-compose down -v`.
 # Every check prints `CHECK <what>: ok`; any failure exits non-zero.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-: "${PGSSL_BIN:?set PGSSL_BIN to a pgssl binary built on Debian bookworm}"
-BASE_IMAGE=${BASE_IMAGE:-pgssl-test/debian:bookworm}
+: "${PGSSL_DEB:=}"
+[ -n "$PGSSL_DEB" ] || : "${PGSSL_BIN:?set PGSSL_BIN to a pgssl binary built on Debian bookworm (or PGSSL_DEB to its package)}"
+export BASE_IMAGE=${BASE_IMAGE:-pgssl-test/debian:bookworm}
 export POSTGRES_IMAGE=${POSTGRES_IMAGE:-pgssl-test/postgres:ci}
 export PGSSL_IMAGE=${PGSSL_IMAGE:-pgssl-test/pgssl:ci}
 export POSTGRES_PASSWORD="ci-$$-$RANDOM"
@@ -31,28 +33,30 @@ fail() { echo "FAIL $*" >&2; compose logs --no-color --tail 60 >&2 || true; exit
 
 step() { echo "==> $* ($(date +%T))"; }
 
-if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  step "base image $BASE_IMAGE: debootstrap bookworm (minbase + postgresql) and docker import"
-  root="$work/rootfs"
-  debootstrap --variant=minbase --include=postgresql,postgresql-client,ca-certificates \
-    bookworm "$root" http://deb.debian.org/debian > "$work/debootstrap.log" 2>&1 \
-    || { tail -20 "$work/debootstrap.log"; exit 1; }
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" -c . | docker import -c 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
-  rm -rf "$root"
-fi
+"$here/base-image.sh" >/dev/null
 
 step "stand-in postgres image $POSTGRES_IMAGE"
 docker build -q -t "$POSTGRES_IMAGE" --build-arg BASE_IMAGE="$BASE_IMAGE" \
   -f "$here/postgres.Dockerfile" "$here" >/dev/null
 
-step "pgssl image $PGSSL_IMAGE (docker/Dockerfile, target prebuilt)"
+if [ -z "$PGSSL_DEB" ]; then
+  step "Debian package from $PGSSL_BIN (packaging/build-deb.sh)"
+  PGSSL_DEB=$(PGSSL_BIN="$PGSSL_BIN" CARGO_DEB_FAST=1 "$repo/packaging/build-deb.sh" "$work/deb" 2>"$work/build-deb.log") \
+    || { tail -20 "$work/build-deb.log"; exit 1; }
+fi
+
+step "pgssl image $PGSSL_IMAGE (docker/Dockerfile, target prebuilt: installs $(basename "$PGSSL_DEB"))"
 ctx="$work/context"
 mkdir -p "$ctx/docker"
-cp "$PGSSL_BIN" "$ctx/pgssl"
+cp "$PGSSL_DEB" "$ctx/pgssl.deb"
 cp "$repo/docker/entrypoint.sh" "$repo/docker/pgssl.toml" "$ctx/docker/"
 docker build -q -t "$PGSSL_IMAGE" --target prebuilt --build-arg BASE_IMAGE="$BASE_IMAGE" \
   -f "$repo/docker/Dockerfile" "$ctx" >/dev/null
+installed=$(docker run --rm --entrypoint sh "$PGSSL_IMAGE" -c \
+  'dpkg-query -W -f "\${Status} \${Version}" pgssl; echo " $(id -un) $(command -v pgssl)"')
+[ "$installed" = "install ok installed $(dpkg-deb -f "$PGSSL_DEB" Version) pgssl /usr/bin/pgssl" ] \
+  || fail "the image's pgssl: $installed"
+echo "CHECK image runs the Debian package's pgssl as pgssl: ok"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export PGSSL_NODE1_PORT=$(free_port) PGSSL_NODE2_PORT=$(free_port)

@@ -2,6 +2,7 @@
 //! type ([`crate::control::operations::model`]); this module only arranges them into subcommands
 //! and runs the request locally or, with `-s`, on an admin server, then prints the typed report.
 
+mod generate;
 mod mutual_ssl;
 pub mod remote;
 mod report_file;
@@ -126,6 +127,9 @@ pub enum Command {
         #[command(subcommand)]
         command: PoolCommand,
     },
+    /// Write the man pages and shell completions (for packaging/build-deb.sh).
+    #[command(hide = true)]
+    GenerateDocs(generate::GenerateDocs),
 }
 
 /// `pool …`.
@@ -376,6 +380,7 @@ impl Cli {
                 command: PoolCommand::List(r),
             } => runner.show(r),
             Command::Topology { command } => topology::topology(&runner, command),
+            Command::GenerateDocs(flags) => generate::run(&flags),
         }
     }
 

@@ -24,6 +24,7 @@ mod managed;
 mod metrics;
 mod mutual_ssl;
 mod negotiation;
+mod package;
 mod passthrough_trap;
 mod pki;
 mod pool;
