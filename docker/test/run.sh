@@ -92,7 +92,10 @@ for node in 1 2; do
   echo "CHECK plaintext refused by pgssl-$node (TLS required): ok"
 done
 nodes=$(docker exec "$(compose ps -q pgssl-2)" pgssl topology list-nodes) || fail "list-nodes"
-[[ $nodes == *"pgssl-1"*"(live)"* && $nodes == *"pgssl-2 (this node)"*"(live)"* ]] || fail "list-nodes: $nodes"
+# Each node's own line must say live (a glob over the whole listing passed with pgssl-1 unreachable).
+n1=$(grep -E '^ +pgssl-1: ' <<<"$nodes" || true)
+n2=$(grep -E '^ +pgssl-2 \(this node\): ' <<<"$nodes" || true)
+[[ $n1 == *"(live)" && $n2 == *"(live)" ]] || fail "list-nodes: $nodes"
 echo "CHECK both nodes live in one cluster: ok"
 
 step "stop pgssl-1"
