@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cli::{CliEnv, ServeProcess, ok};
-use crate::harness::{PASSWORD, psql, psql_commands};
+use crate::harness::{PASSWORD, psql, psql_commands, wait_for};
 
 /// A managed repository with repository SSL required and `tableau` enabled with [`PASSWORD`]; the
 /// exported certificate's path.
@@ -216,7 +216,9 @@ async fn repeated_failures_lock_that_user_out_from_that_address_for_a_while() {
     std::fs::write(env.config(), config).unwrap();
     let (serve, cert) = managed_with_tls(&env).await;
     let port = serve.addr.port();
+    let mut third_began = std::time::Instant::now();
     for _ in 0..3 {
+        third_began = std::time::Instant::now();
         let run = psql(&conninfo(port, &cert, "tableau", "password=guess")).await;
         assert!(
             run.stderr.contains("password authentication failed"),
@@ -241,10 +243,31 @@ async fn repeated_failures_lock_that_user_out_from_that_address_for_a_while() {
         "{}",
         other.stderr
     );
-    // After the lockout the right password works again.
-    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
-    let back = psql(&conninfo(port, &cert, "tableau", "")).await;
-    assert!(back.ok, "{}", back.stderr);
+    // The right password works again once the lockout (2 s from the third failure) is over, not
+    // before: until then every attempt gets the lockout's answer.
+    let right = conninfo(port, &cert, "tableau", "");
+    let back = wait_for(
+        "the right password to log in after the lockout",
+        std::time::Duration::from_secs(30),
+        || async {
+            let run = psql(&right).await;
+            if run.ok {
+                return Ok(std::time::Instant::now());
+            }
+            assert!(
+                run.stderr.contains("too many failed logins"),
+                "refused for another reason than the lockout: {}",
+                run.stderr
+            );
+            Err(run.stderr)
+        },
+    )
+    .await;
+    let after = back - third_began;
+    assert!(
+        after >= std::time::Duration::from_secs(2),
+        "logged in {after:?} after the third failure began, before its 2 s lockout was over"
+    );
     serve.stop().await;
 }
 

@@ -14,7 +14,10 @@ use pgssl::cli::remote::http_request;
 use serde_json::{Value, json};
 
 use crate::admin::{ADMIN, ADMIN_PASSWORD, admin_env};
-use crate::harness::{Postgres, free_port, psql};
+use crate::harness::{Postgres, free_port, poll, psql, wait_until};
+
+/// How long a page or the driver has to show what a test waits for.
+const PAGE_WAIT: Duration = Duration::from_secs(30);
 
 /// W3C WebDriver's element key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -58,12 +61,10 @@ impl Browser {
             .spawn()
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until("chromedriver to listen", PAGE_WAIT, || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
         let profile = tempfile::tempdir().unwrap();
         let mut browser = Browser {
             driver,
@@ -119,7 +120,7 @@ impl Browser {
 
     /// The element matching `css`, waiting up to 30 s for it.
     async fn find(&self, css: &str) -> String {
-        for _ in 0..300 {
+        let found = poll(PAGE_WAIT, || async {
             let found = self
                 .session_call(
                     Method::POST,
@@ -127,10 +128,11 @@ impl Browser {
                     Some(json!({ "using": "css selector", "value": css })),
                 )
                 .await;
-            if let Some(id) = found[ELEMENT].as_str() {
-                return id.to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            found[ELEMENT].as_str().map(str::to_string)
+        })
+        .await;
+        if let Some(id) = found {
+            return id;
         }
         let source = self.session_call(Method::GET, "/source", None).await;
         panic!("no element '{css}' on the page:\n{source}");
@@ -164,8 +166,8 @@ impl Browser {
     /// Waits up to 30 s for the element matching `css` to contain `needle` (pages load after a click
     /// returns); returns its text.
     async fn wait_text(&self, css: &str, needle: &str) -> String {
-        let mut last = String::new();
-        for _ in 0..300 {
+        let what = format!("'{css}' to contain '{needle}'");
+        crate::harness::wait_for(&what, PAGE_WAIT, || async {
             let found = self
                 .session_call(
                     Method::POST,
@@ -173,18 +175,20 @@ impl Browser {
                     Some(json!({ "using": "css selector", "value": css })),
                 )
                 .await;
-            if let Some(id) = found[ELEMENT].as_str() {
-                let text = self
-                    .session_call(Method::GET, &format!("/element/{id}/text"), None)
-                    .await;
-                last = text.as_str().unwrap_or_default().to_string();
-                if last.contains(needle) {
-                    return last;
-                }
+            let Some(id) = found[ELEMENT].as_str() else {
+                return Err("no such element".to_string());
+            };
+            let text = self
+                .session_call(Method::GET, &format!("/element/{id}/text"), None)
+                .await;
+            let text = text.as_str().unwrap_or_default().to_string();
+            if text.contains(needle) {
+                Ok(text)
+            } else {
+                Err(format!("text {text:?}"))
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("'{css}' never contained '{needle}'; last text: {last}");
+        })
+        .await
     }
 
     async fn selected(&self, css: &str) -> bool {

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::harness::{PASSWORD, Postgres};
+use crate::harness::{PASSWORD, Postgres, wait_for};
+
+/// How long a server has to log what a test waits for.
+const LOG_WAIT: Duration = Duration::from_secs(60);
 
 /// A data directory and a config file pointing at `upstream`.
 pub struct CliEnv {
@@ -177,30 +180,33 @@ impl ServeProcess {
 
     /// The admin server's address, from its start-up log line.
     pub async fn admin_addr(&self) -> std::net::SocketAddr {
-        for _ in 0..300 {
-            let found = self.log.lock().unwrap().iter().find_map(|l| {
-                let rest = l.split("admin=https://").nth(1)?;
-                rest.split('/').next()?.parse().ok()
-            });
-            if let Some(addr) = found {
-                return addr;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no admin server in the log: {}", self.log_text());
+        wait_for(
+            "the admin server's address in the log",
+            LOG_WAIT,
+            || async move {
+                // The guard is dropped before log_text locks again.
+                let found = self.log.lock().unwrap().iter().find_map(|l| {
+                    let rest = l.split("admin=https://").nth(1)?;
+                    rest.split('/').next()?.parse().ok()
+                });
+                found.ok_or_else(|| self.log_text())
+            },
+        )
+        .await
     }
 
     /// Waits (up to 60 s) until `needle` appears `count` times in what it logged.
     pub async fn wait_for_log(&self, needle: &str, count: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while self.log_text().matches(needle).count() < count {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never logged {needle:?} {count} times: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{needle:?} logged {count} times");
+        wait_for(&what, LOG_WAIT, || async move {
+            let log = self.log_text();
+            if log.matches(needle).count() >= count {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        })
+        .await
     }
 
     /// Everything it logged so far.

@@ -1,11 +1,17 @@
 //! Several pgssl nodes sharing one state through the repository (README: Cluster): real processes
 //! on 127.0.0.2–4 in front of one real PostgreSQL.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::cli::{CliEnv, ServeProcess, failed, ok};
 use crate::client::{connect_plain, connect_tls_unverified, peer_fingerprint};
-use crate::harness::{PASSWORD, Postgres};
+use crate::harness::{PASSWORD, Postgres, wait_for, wait_until};
+
+/// How long the nodes have to agree, converge or catch up (generous: a loaded machine runs several
+/// nodes, each doing a TLS login per look).
+const CONVERGE: Duration = Duration::from_secs(90);
 
 const PASSPHRASE: &str = "cluster passphrase 1";
 
@@ -77,17 +83,22 @@ impl Node {
 
 /// Waits until every node serves the same certificate, other than `old`; returns it.
 async fn converged(nodes: &[&Node], old: Option<&str>) -> String {
-    for _ in 0..100 {
-        let mut seen = Vec::new();
-        for n in nodes {
-            seen.push(n.fingerprint().await);
-        }
-        if seen.iter().all(|f| *f == seen[0]) && old != Some(seen[0].as_str()) {
-            return seen.remove(0);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the nodes never served one new certificate");
+    wait_for(
+        "the nodes to serve one new certificate",
+        CONVERGE,
+        || async move {
+            let mut seen = Vec::new();
+            for n in nodes {
+                seen.push(n.fingerprint().await);
+            }
+            if seen.iter().all(|f| *f == seen[0]) && old != Some(seen[0].as_str()) {
+                Ok(seen.remove(0))
+            } else {
+                Err(format!("{seen:?} (old: {old:?})"))
+            }
+        },
+    )
+    .await
 }
 
 /// Three nodes: made and joined with a bootstrap file; a change applied on one is served by all
@@ -203,15 +214,13 @@ async fn three_nodes_serve_one_state_changed_on_any_of_them() {
     let text = ok(&out);
     assert!(text.contains("n3"), "{text}");
     n3.start().await;
-    for _ in 0..100 {
-        let (answer, _) = crate::client::ssl_request(n3.addr()).await;
-        if answer == b'N' {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (answer, _) = crate::client::ssl_request(n3.addr()).await;
-    assert_eq!(answer, b'N', "the restarted node serves repository SSL off");
+    let addr = n3.addr();
+    wait_until(
+        "the restarted node to serve repository SSL off (SSLRequest answered N)",
+        CONVERGE,
+        || async move { crate::client::ssl_request(addr).await.0 == b'N' },
+    )
+    .await;
 
     // Back on, then a rotation: every node serves the one new certificate; the old file is stale.
     ok(&n2.run(&["security", "repository-ssl", "enable"]).await);
@@ -220,11 +229,15 @@ async fn three_nodes_serve_one_state_changed_on_any_of_them() {
     assert_eq!(before, served, "enabled again, the same certificate");
     // The rotation under a load of new TLS logins on every node: none fails.
     let stop = tokio_util::sync::CancellationToken::new();
+    let done: Vec<_> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
     let loads: Vec<_> = [&n1, &n2, &n3]
         .iter()
-        .map(|n| tokio::spawn(login_loop(n.addr(), stop.clone())))
+        .zip(&done)
+        .map(|(n, done)| tokio::spawn(login_loop(n.addr(), stop.clone(), done.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every node is under load before the rotation starts, and still after every node serves the
+    // new certificate.
+    logins_done(&done, &[1; 3]).await;
     let out = n1.run(&["security", "regenerate-internal-tokens"]).await;
     assert!(
         ok(&out).contains("bootstrap files made before now no longer work"),
@@ -232,7 +245,8 @@ async fn three_nodes_serve_one_state_changed_on_any_of_them() {
     );
     let after = converged(&[&n1, &n2, &n3], Some(&before)).await;
     assert_ne!(after, before);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_convergence: Vec<usize> = done.iter().map(|d| d.load(Ordering::SeqCst) + 2).collect();
+    logins_done(&done, &at_convergence).await;
     stop.cancel();
     for load in loads {
         let (logins, failures) = load.await.unwrap();
@@ -256,15 +270,36 @@ async fn three_nodes_serve_one_state_changed_on_any_of_them() {
     for name in ["n1 (this node)", "n2", "n3", "n4"] {
         assert!(text.contains(name), "{text}");
     }
+    let n4_line = |listing: &str| {
+        listing
+            .lines()
+            .find(|l| l.trim_start().starts_with("n4:"))
+            .unwrap_or_else(|| panic!("n4 is not listed: {listing}"))
+            .to_string()
+    };
+    assert!(!n4_line(&text).ends_with("(removed)"), "{text}");
     ok(&n1.run(&["topology", "remove-node", "n4"]).await);
+    // remove-node marks the row removed (src/control/cluster/repo.rs `remove`) and list-nodes
+    // still lists it, as removed.
     let text = ok(&n1.run(&["topology", "list-nodes"]).await);
-    assert!(!text.contains("n4:") || text.contains("removed"), "{text}");
+    let line = n4_line(&text);
+    assert!(
+        line.ends_with("(removed)"),
+        "n4 must be listed as removed: {text}"
+    );
+    assert_eq!(
+        text.matches("(removed)").count(),
+        1,
+        "only n4 is removed: {text}"
+    );
 }
 
-/// TLS logins and a query through `addr` until `stop`: how many, and the failures.
+/// TLS logins and a query through `addr` until `stop`: how many, and the failures; `done` counts
+/// the logins finished so far (for the test to wait on).
 async fn login_loop(
     addr: std::net::SocketAddr,
     stop: tokio_util::sync::CancellationToken,
+    done: Arc<AtomicUsize>,
 ) -> (usize, Vec<String>) {
     let (mut logins, mut failures) = (0, Vec::new());
     while !stop.is_cancelled() {
@@ -278,8 +313,22 @@ async fn login_loop(
             },
             Err(e) => failures.push(e.to_string()),
         }
+        done.fetch_add(1, Ordering::SeqCst);
     }
     (logins, failures)
+}
+
+/// Waits until each `login_loop` has finished at least `at_least` logins (one count per loop).
+async fn logins_done(done: &[Arc<AtomicUsize>], at_least: &[usize]) {
+    wait_for("logins through every node", CONVERGE, || async move {
+        let now: Vec<usize> = done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+        if now.iter().zip(at_least).all(|(n, least)| n >= least) {
+            Ok(())
+        } else {
+            Err(format!("logins done per node {now:?}, wanted {at_least:?}"))
+        }
+    })
+    .await
 }
 
 /// The committed version, read as the superuser.
@@ -292,18 +341,21 @@ fn state_version(pg: &Postgres) -> u64 {
 
 /// Waits until `n` lists `count` live nodes.
 async fn wait_live(n: &Node, count: usize) {
-    for _ in 0..100 {
+    let what = format!("{} to list {count} live nodes", n.name);
+    wait_for(&what, CONVERGE, || async move {
         let out = n.run(&["topology", "list-nodes"]).await;
-        if String::from_utf8_lossy(&out.stdout)
-            .matches("(live)")
-            .count()
-            == count
-        {
-            return;
+        let listed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if listed.matches("(live)").count() == count {
+            Ok(())
+        } else {
+            Err(listed)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("never {count} live nodes");
+    })
+    .await
 }
 
 /// A TCP relay to the repository that the test can cut (every connection closed, new ones refused)
@@ -397,15 +449,14 @@ async fn cancels_reach_the_sessions_node_and_a_cut_off_node_catches_up() {
         (session, r)
     });
     // The query runs before the cancel is sent, however loaded the machine is.
-    for _ in 0..200 {
-        let running = pg.sql(
+    let repository = &pg;
+    wait_until("the query to run", CONVERGE, || async move {
+        let running = repository.sql(
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(30)'",
         );
-        if running == "1" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        running == "1"
+    })
+    .await;
     crate::pool::send_cancel(n2.addr(), key).await;
     let (_, result) = tokio::time::timeout(Duration::from_secs(10), sleeper)
         .await
@@ -425,34 +476,47 @@ async fn cancels_reach_the_sessions_node_and_a_cut_off_node_catches_up() {
         served,
         "the cut-off node still serves its certificate"
     );
-    let mut age = 0.0;
-    for _ in 0..100 {
-        let text = crate::metrics::scrape(&metrics).await;
-        age = text
-            .lines()
-            .find(|l| l.starts_with("pgssl_cluster_state_age_seconds "))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0.0);
-        if age >= 2.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(age >= 2.0, "the state age grows while cut off: {age}");
+    let metrics = &metrics;
+    wait_for(
+        "the state age to grow past 2 s while cut off",
+        CONVERGE,
+        || async move {
+            let text = crate::metrics::scrape(metrics).await;
+            let age: f64 = text
+                .lines()
+                .find(|l| l.starts_with("pgssl_cluster_state_age_seconds "))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0.0);
+            if age >= 2.0 {
+                Ok(())
+            } else {
+                Err(format!("pgssl_cluster_state_age_seconds {age}"))
+            }
+        },
+    )
+    .await;
     assert_eq!(crate::client::ssl_request(n1.addr()).await.0, b'N');
     relay.heal();
-    for _ in 0..150 {
-        if crate::client::ssl_request(n2.addr()).await.0 == b'N' {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the node never caught up after the repository came back");
+    let addr = n2.addr();
+    wait_until(
+        "the node to catch up after the repository came back (SSLRequest answered N)",
+        CONVERGE,
+        || async move { crate::client::ssl_request(addr).await.0 == b'N' },
+    )
+    .await;
 }
 
 /// A managed first node `m1` on 127.0.0.2 in required mode with `tableau` enabled, which makes the
 /// cluster, and `m2` on 127.0.0.3 joined to it (reaching it over TLS, as it requires), both serving.
 async fn managed_first_node_and_a_second(dir: &std::path::Path) -> (Node, Node) {
+    managed_first_node_and_a_second_with(dir, "").await
+}
+
+/// [`managed_first_node_and_a_second`] with `n2_config` added to the second node's config file.
+async fn managed_first_node_and_a_second_with(
+    dir: &std::path::Path,
+    n2_config: &str,
+) -> (Node, Node) {
     let mut n1 = Node {
         name: "m1",
         ip: "127.0.0.2",
@@ -463,7 +527,7 @@ async fn managed_first_node_and_a_second(dir: &std::path::Path) -> (Node, Node) 
     // No upstream: the cluster's (the first node's listener), with TLS, as that node requires.
     std::fs::write(
         n2.env.config(),
-        "[server]\nupstream_tls = \"require\"\nconnect_timeout_secs = 2\n",
+        format!("[server]\nupstream_tls = \"require\"\nconnect_timeout_secs = 2\n{n2_config}"),
     )
     .unwrap();
     let file = dir.join("bootstrap.toml");
@@ -555,22 +619,28 @@ async fn a_spoofed_cancel_naming_another_node_is_forwarded_once_and_never_back()
         // Answered by a close, as PostgreSQL does.
         assert_eq!(tcp.read(&mut [0u8; 16]).await.unwrap(), 0);
         sent += 1;
+        // Paces the spoofs (each is a send, not a look): at most 100, some 10 s.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Each spoof that reached the second node was forwarded by the first exactly once (the two
     // log lines come a moment apart), and the second forwarded none.
     let to_node = "outcome=\"cancel_forwarded_to_node\"";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while count(log1, to_node) != count(log2, unknown) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "forwarded {} times for {} arrivals: {}",
-            count(log1, to_node),
-            count(log2, unknown),
-            log1.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "one forward by the first node per spoof the second dropped",
+        CONVERGE,
+        || async move {
+            let (forwards, arrivals) = (count(log1, to_node), count(log2, unknown));
+            if forwards == arrivals {
+                Ok(())
+            } else {
+                Err(format!(
+                    "forwarded {forwards} times for {arrivals} arrivals: {}",
+                    log1.log_text()
+                ))
+            }
+        },
+    )
+    .await;
     assert!(count(log1, to_node) <= sent);
     assert_eq!(count(log2, forwarded), 0, "{}", log2.log_text());
     // Still serving, with no connection left open by the cancel.
@@ -597,18 +667,26 @@ async fn listed_state(n: &Node) -> String {
 /// Waits until `a` and `b` list the same state and their servers answer an SSLRequest the same way
 /// with the same certificate; panics with both listings when they never do.
 async fn agree(a: &Node, b: &Node, what: &str) {
-    let (mut left, mut right) = (String::new(), String::new());
-    for _ in 0..100 {
-        left = listed_state(a).await;
-        right = listed_state(b).await;
+    let (left, right) = (
+        std::cell::RefCell::new(String::new()),
+        std::cell::RefCell::new(String::new()),
+    );
+    let (seen_left, seen_right) = (&left, &right);
+    let agreed = crate::harness::poll(CONVERGE, || async move {
+        let (l, r) = (listed_state(a).await, listed_state(b).await);
         let (answer_a, _) = crate::client::ssl_request(a.addr()).await;
         let (answer_b, _) = crate::client::ssl_request(b.addr()).await;
         let same_cert = answer_a != b'S' || a.fingerprint().await == b.fingerprint().await;
-        if left == right && answer_a == answer_b && same_cert {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let same = l == r && answer_a == answer_b && same_cert;
+        *seen_left.borrow_mut() = l;
+        *seen_right.borrow_mut() = r;
+        same.then_some(())
+    })
+    .await;
+    if agreed.is_some() {
+        return;
     }
+    let (left, right) = (left.into_inner(), right.into_inner());
     let log = |n: &Node| {
         let text = n.serve.as_ref().map(|s| s.log_text()).unwrap_or_default();
         // The probes' own connection lines say nothing here.
@@ -690,6 +768,7 @@ async fn kill_9_during_cluster_apply_rotation_and_join_leaves_the_old_or_the_new
                     .stderr(std::process::Stdio::null())
                     .spawn()
                     .unwrap();
+                // Not a wait: the random point at which the command is killed.
                 tokio::time::sleep(next_delay(400)).await;
                 let _ = child.start_kill();
                 let _ = child.wait().await;
@@ -722,6 +801,7 @@ async fn kill_9_during_cluster_apply_rotation_and_join_leaves_the_old_or_the_new
                     &format!("{PASSPHRASE}\n"),
                 )
                 .await;
+                // Not a wait: the random point at which the join is killed.
                 tokio::time::sleep(next_delay(600)).await;
                 let _ = child.start_kill();
                 let joined_already = child.wait().await.is_ok_and(|s| s.success());
@@ -896,7 +976,24 @@ async fn a_cluster_whose_node_ids_are_all_taken_keeps_beating_and_reuses_a_remov
         .await);
     let applied = ok(&n2.run(&["pending-changes", "apply"]).await);
     assert_eq!(applied.matches("took the change").count(), 2, "{applied}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both live nodes beat after every id was taken (before the fix their heartbeat failed).
+    let taken = pg.sql("SELECT now()");
+    let (repository, beaten) = (
+        &pg,
+        &format!("SELECT count(*) FROM pgssl.nodes WHERE NOT removed AND heartbeat > '{taken}'"),
+    );
+    wait_for(
+        "both live nodes to beat after every id was taken",
+        CONVERGE,
+        || async move {
+            if repository.sql(beaten) == "2" {
+                Ok(())
+            } else {
+                Err(repository.sql("SELECT name, heartbeat FROM pgssl.nodes WHERE NOT removed"))
+            }
+        },
+    )
+    .await;
     wait_live(&n1, 2).await;
     for n in [&n1, &n2] {
         let log = n.serve.as_ref().unwrap().log_text();
@@ -926,23 +1023,30 @@ async fn a_cluster_whose_node_ids_are_all_taken_keeps_beating_and_reuses_a_remov
 async fn a_client_locked_out_behind_a_relaying_node_locks_out_no_one_else() {
     use crate::client::{connect_tls_unverified_from, sqlstate};
     let dir = tempfile::tempdir().unwrap();
-    let (n1, n2) = managed_first_node_and_a_second(dir.path()).await;
+    // A joined node authenticates its clients itself; told to relay their logins instead, it is the
+    // case where the first node counts them.
+    let relaying = "[auth]\nmode = \"passthrough\"\n";
+    let (n1, n2) = managed_first_node_and_a_second_with(dir.path(), relaying).await;
     ok(&n1.env.stage_direct_user("readonly", PASSWORD).await);
     ok(&n1.run(&["pending-changes", "apply"]).await);
     let ip = |last: u8| Some(std::net::IpAddr::from([127, 0, 0, last]));
     let login = |source, password: &'static str| {
         connect_tls_unverified_from(source, n2.addr(), "readonly", "repository", password)
     };
-    // Applied on both nodes before the guesses start.
-    let mut first = login(ip(21), PASSWORD).await;
-    for _ in 0..100 {
-        if first.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        first = login(ip(21), PASSWORD).await;
-    }
-    assert!(first.is_ok(), "{first:?}");
+    // Applied on both nodes before the guesses start (probed from an address of its own: a refusal
+    // meanwhile counts as a failure of that address).
+    let login = &login;
+    wait_for(
+        "readonly's direct access to reach the second node",
+        CONVERGE,
+        || async move {
+            login(ip(23), PASSWORD)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
     for _ in 0..5 {
         assert_eq!(sqlstate(login(ip(20), "wrong").await), "28P01");
     }
@@ -969,4 +1073,46 @@ async fn a_client_locked_out_behind_a_relaying_node_locks_out_no_one_else() {
     let err = crate::client::read_error(&mut tls).await;
     assert_eq!(err.code, "28000", "{err:?}");
     assert!(err.message.contains("pgssl.relayed_client"), "{err:?}");
+}
+
+/// A node joined to a managed first node authenticates its clients itself, with nothing more to
+/// configure: psql with libpq's default `channel_binding=prefer` logs in through it, and so does
+/// `channel_binding=require`, bound to the certificate the cluster serves (before, it relayed logins
+/// in passthrough over TLS and the first node took the missing channel binding for a downgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_with_libpqs_defaults_logs_in_through_a_node_joined_to_a_managed_first_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n1, n2) = managed_first_node_and_a_second(dir.path()).await;
+    let log = n2.serve.as_ref().unwrap().log_text();
+    assert!(log.contains("auth=proxy"), "{log}");
+    for setting in ["", "channel_binding=require"] {
+        let run = crate::harness::psql_commands(
+            &format!(
+                "host=localhost hostaddr={} port={} user=tableau dbname=repository sslmode=require {setting}",
+                n2.ip,
+                n2.addr().port()
+            ),
+            &["SELECT current_user"],
+        )
+        .await;
+        assert!(
+            run.ok && run.stdout.trim() == "tableau",
+            "{setting}: {}\n{}",
+            run.stderr,
+            n2.serve.as_ref().unwrap().log_text()
+        );
+    }
+    // The second node checked the password: a wrong one is its refusal, as PostgreSQL words it.
+    let run = crate::harness::psql(&format!(
+        "host=localhost hostaddr={} port={} user=tableau dbname=repository sslmode=require password=wrong",
+        n2.ip,
+        n2.addr().port()
+    ))
+    .await;
+    assert!(
+        run.stderr.contains("password authentication failed"),
+        "{}",
+        run.stderr
+    );
+    drop(n1);
 }

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::cli::{CliEnv, ServeProcess};
 use crate::client::{connect_plain, sqlstate};
-use crate::harness::Postgres;
+use crate::harness::{Postgres, wait_for, wait_until};
 
 const PASS: u8 = 0;
 const REFUSE: u8 = 1;
@@ -40,6 +40,7 @@ impl FaultRelay {
                         REFUSE => {
                             let _ = client.set_zero_linger();
                         }
+                        // Not a wait: a repository that accepts and never answers.
                         STALL => tokio::time::sleep(Duration::from_secs(600)).await,
                         _ => {
                             let Ok(mut server) = TcpStream::connect(target).await else {
@@ -74,16 +75,19 @@ async fn active(metrics: &str) -> f64 {
 }
 
 async fn settles_at_zero(metrics: &str) {
-    for _ in 0..100 {
-        if active(metrics).await == 0.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "pgssl_connections_active never returned to 0: {}",
-        active(metrics).await
-    );
+    wait_for(
+        "pgssl_connections_active to return to 0",
+        Duration::from_secs(30),
+        || async {
+            let n = active(metrics).await;
+            if n == 0.0 {
+                Ok(())
+            } else {
+                Err(format!("pgssl_connections_active {n}"))
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +113,12 @@ async fn repository_faults_end_in_postgresql_errors_within_the_timeouts() {
     // Reset in the middle of a query: the client's session ends with an error, not a hang.
     let sleeper =
         tokio::spawn(async move { s.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("the query to run", Duration::from_secs(30), || async {
+        pg.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tableau' AND state = 'active' AND query = 'SELECT pg_sleep(30)'",
+        ) == "1"
+    })
+    .await;
     relay.reset.notify_waiters();
     let ended = tokio::time::timeout(Duration::from_secs(10), sleeper)
         .await
@@ -262,6 +271,7 @@ async fn kill_9_during_apply_and_rotation_leaves_the_old_or_the_new_state() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // Not a wait: the random point at which the command is killed.
         tokio::time::sleep(next_delay()).await;
         let _ = child.start_kill();
         let _ = child.wait().await;
@@ -275,16 +285,17 @@ async fn kill_9_during_apply_and_rotation_leaves_the_old_or_the_new_state() {
             .count();
         serve.signal(libc::SIGHUP);
         // The reload's outcome is in before anything writes again.
-        for _ in 0..200 {
-            let log = serve.log_text();
-            if log.matches("reload refused").count()
-                + log.matches("applied settings reloaded").count()
-                > refused + reloads
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(
+            &format!("iteration {i}: the reload's outcome in the log"),
+            Duration::from_secs(30),
+            || async {
+                let log = serve.log_text();
+                log.matches("reload refused").count()
+                    + log.matches("applied settings reloaded").count()
+                    > refused + reloads
+            },
+        )
+        .await;
         // Re-running finishes whatever was interrupted.
         let again = env.run(command);
         let why = String::from_utf8_lossy(&again.stderr);

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::cli::{CliEnv, ServeProcess, ok};
 use crate::client::ssl_request;
-use crate::harness::{INTERNAL_USER, PASSWORD, Postgres, Proxy};
+use crate::harness::{INTERNAL_USER, PASSWORD, Postgres, Proxy, wait_for};
 
 /// Start-up as `params` over plaintext, or over TLS when `tls`.
 async fn start_up(
@@ -203,13 +203,37 @@ async fn a_clients_tls_renegotiation_is_logged_at_info_not_warn() {
         .args(["s_client", "-starttls", "postgres", "-tls1_2", "-connect"])
         .arg(serve.addr.to_string())
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("the openssl command (Debian package openssl)");
     let mut stdin = child.stdin.take().unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It reads its input once the handshake is done, which it reports on its output.
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = printed.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stdout, &mut buf).await {
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    wait_for(
+        "openssl s_client to finish its handshake",
+        Duration::from_secs(30),
+        || async {
+            let text = printed.lock().unwrap().clone();
+            if text.contains("SSL handshake has read") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
     stdin.write_all(b"R\n").await.unwrap();
     serve.wait_for_log("NoRenegotiation", 1).await;
     drop(stdin);

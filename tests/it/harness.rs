@@ -5,6 +5,7 @@
 //! the `postgres` user. The cluster listens on a Unix socket in its temp dir (no TCP port) unless a
 //! test asks for TCP.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -466,4 +467,78 @@ pub fn kill_loops(default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// How often [`poll`], [`wait_for`] and [`wait_until`] look again.
+pub const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Runs `check` until it gives a value, every [`POLL_EVERY`], for at most `timeout` (it is always
+/// run at least once, and once more at the deadline); `None` when it never did. For a caller that
+/// must gather its failure report itself (asynchronously); others use [`wait_for`] or
+/// [`wait_until`].
+pub async fn poll<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let late = tokio::time::Instant::now() >= deadline;
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if late {
+            return None;
+        }
+        tokio::time::sleep(
+            POLL_EVERY.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
+    }
+}
+
+/// Waits until `check` gives `Ok(value)` and returns the value. `Err(seen)` means "not yet", with
+/// what it saw; when `timeout` passes first, panics naming `what`, the timeout and the last `seen`.
+/// Deadlines may be generous: they cost nothing when the condition holds early.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let last = std::cell::RefCell::new(String::new());
+    let found = poll(timeout, || {
+        let attempt = check();
+        let last = &last;
+        async move {
+            match attempt.await {
+                Ok(value) => Some(value),
+                Err(seen) => {
+                    *last.borrow_mut() = seen;
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    match found {
+        Some(value) => value,
+        None => panic!(
+            "waited {timeout:?} for {what}, in vain; last seen: {}",
+            last.into_inner()
+        ),
+    }
+}
+
+/// Waits until `check` holds; when `timeout` passes first, panics naming `what` and the timeout.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let held = poll(timeout, || {
+        let attempt = check();
+        async move { attempt.await.then_some(()) }
+    })
+    .await;
+    assert!(held.is_some(), "waited {timeout:?} for {what}, in vain");
 }

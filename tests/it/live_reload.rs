@@ -166,27 +166,16 @@ async fn the_serve_binary_serves_reloads_and_shuts_down_gracefully() {
 
     // SIGHUP reloads the same applied state; nothing changes for clients.
     serve.signal(libc::SIGHUP);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !serve.log_text().contains("applied settings reloaded")
-        || serve
-            .log_text()
-            .matches("applied settings reloaded")
-            .count()
-            < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no reload logged: {}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    serve.wait_for_log("applied settings reloaded", 2).await;
     connect_tls(serve.addr, "tableau", &cert).await.unwrap();
 
     // SIGTERM: stop accepting, let the open session finish, exit 0.
     assert_eq!(open.simple_query("SELECT 1").await.unwrap().len(), 1);
     serve.signal(libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Draining: no longer accepting, waiting for the open session.
+    serve
+        .wait_for_log("stopped accepting; waiting for open sessions to finish", 1)
+        .await;
     assert_eq!(
         open.simple_query("SELECT 'still here'").await.unwrap()[0][0].as_deref(),
         Some("still here")

@@ -379,7 +379,9 @@ async fn a_killed_repository_restarts_as_soon_as_its_orphaned_processes_exit() {
         .unwrap()
         .to_string();
     assert!(named.contains(&orphan.to_string()), "{named}");
-    // The "long query": held longer than the first restart attempts would have taken.
+    // The "long query": held longer than the first restart attempts would have taken. Not a wait
+    // for a condition: the scenario is the length of the hold (a backoff that grew meanwhile was
+    // the bug).
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
     let released = std::time::Instant::now();
     // SAFETY: as above.

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 
 use crate::cli::{CliEnv, ServeProcess};
 use crate::client::{connect_plain, connect_tls, read_error, sqlstate};
-use crate::harness::{INTERNAL_USER, Postgres, prepare_data_dir};
+use crate::harness::{INTERNAL_USER, Postgres, prepare_data_dir, wait_for};
 
 pub async fn scrape(addr: &str) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -74,38 +74,38 @@ async fn a_scrape_after_real_connections_shows_the_counters_moved() {
 
     // Session and negotiation counters are recorded after the client got its answer (every label is
     // registered up front, at 0): wait until the proxy has seen the closes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = scrape(&metrics_addr).await;
-        let counted = sample(
-            &text,
-            "pgssl_bytes_relayed_total",
-            &["direction=\"to_client\""],
-        )
-        .unwrap_or(0.0)
-            > 1000.0
-            && sample(
-                &text,
-                "pgssl_negotiation_failures_total",
-                &["reason=\"bad_packet\""],
-            )
-            .is_some_and(|v| v >= 1.0)
-            && sample(
+    let text = wait_for(
+        "the closes to be counted",
+        Duration::from_secs(30),
+        || async {
+            let text = scrape(&metrics_addr).await;
+            let counted = sample(
                 &text,
                 "pgssl_bytes_relayed_total",
-                &["direction=\"to_upstream\""],
+                &["direction=\"to_client\""],
             )
-            .is_some_and(|v| v > 0.0);
-        if counted {
-            break text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bytes never counted:\n{text}\n{}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            .unwrap_or(0.0)
+                > 1000.0
+                && sample(
+                    &text,
+                    "pgssl_negotiation_failures_total",
+                    &["reason=\"bad_packet\""],
+                )
+                .is_some_and(|v| v >= 1.0)
+                && sample(
+                    &text,
+                    "pgssl_bytes_relayed_total",
+                    &["direction=\"to_upstream\""],
+                )
+                .is_some_and(|v| v > 0.0);
+            if counted {
+                Ok(text)
+            } else {
+                Err(format!("{text}\n{}", serve.log_text()))
+            }
+        },
+    )
+    .await;
     assert!(
         sample(&text, "pgssl_connections_accepted_total", &[]).unwrap() >= 3.0,
         "{text}"
@@ -186,6 +186,8 @@ async fn a_scrape_after_real_connections_shows_the_counters_moved() {
     for _ in 0..pgssl::telemetry::MAX_METRICS_CONNECTIONS {
         silent.push(TcpStream::connect(&metrics_addr).await.unwrap());
     }
+    // Not a wait for a condition: it lets the metrics server accept the silent connections before
+    // the extra one, which nothing outside it can see.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut extra = TcpStream::connect(&metrics_addr).await.unwrap();
     let _ = extra
@@ -195,23 +197,24 @@ async fn a_scrape_after_real_connections_shows_the_counters_moved() {
     let _ = tokio::time::timeout(Duration::from_secs(3), extra.read_to_end(&mut answer)).await;
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     drop(silent);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut tcp = TcpStream::connect(&metrics_addr).await.unwrap();
-        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        let _ = tcp.read_to_string(&mut response).await;
-        if response.starts_with("HTTP/1.1 200 OK") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no scrape after the slots freed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "a scrape after the slots freed",
+        Duration::from_secs(30),
+        || async {
+            let mut tcp = TcpStream::connect(&metrics_addr).await.unwrap();
+            tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await
+                .unwrap();
+            let mut response = String::new();
+            let _ = tcp.read_to_string(&mut response).await;
+            if response.starts_with("HTTP/1.1 200 OK") {
+                Ok(())
+            } else {
+                Err(response)
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

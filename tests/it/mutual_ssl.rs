@@ -13,7 +13,9 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::cli::{CliEnv, ServeProcess, ok};
-use crate::harness::{PASSWORD, Postgres, PsqlRun, pg_bindir, prepare_data_dir};
+use crate::harness::{
+    PASSWORD, Postgres, PsqlRun, pg_bindir, prepare_data_dir, wait_for, wait_until,
+};
 use crate::pki::TestPki;
 
 /// A client CA whose certificates and CRLs the tests make.
@@ -294,7 +296,33 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
         "{}",
         before.stderr
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100)); // a CA name is dated to the second
+    // A CA's name is dated to the second (the issuer's name is how pg_stat_ssl tells the CAs apart):
+    // the rotation makes its CA in a later second than the current one's.
+    let dated = before
+        .stdout
+        .split("pgssl internal CA ")
+        .nth(1)
+        .and_then(|rest| rest.get(..20))
+        .unwrap_or_else(|| panic!("no date in the issuer: {}", before.stdout))
+        .to_string();
+    wait_until(
+        "the clock to leave the second the current internal CA is dated to",
+        std::time::Duration::from_secs(10),
+        || async {
+            let now = OffsetDateTime::now_utc();
+            let second = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                now.year(),
+                u8::from(now.month()),
+                now.day(),
+                now.hour(),
+                now.minute(),
+                now.second()
+            );
+            second > dated
+        },
+    )
+    .await;
     ok(&env.run(&["security", "regenerate-internal-tokens"]));
     let during = psql_no_password(port, &with_cert(&tableau, "tableau"), issuer).await;
     assert_eq!(
@@ -566,9 +594,11 @@ async fn a_rotation_under_certificate_logins_fails_none() {
     let conninfo = format!("{} dbname=repository", with_cert(&tableau, "tableau"));
     let port = serve.addr.port();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Logins finished so far, by either loop.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut load = Vec::new();
     for _ in 0..2 {
-        let (stop, conninfo) = (stop.clone(), conninfo.clone());
+        let (stop, conninfo, done) = (stop.clone(), conninfo.clone(), done.clone());
         load.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -578,11 +608,29 @@ async fn a_rotation_under_certificate_logins_fails_none() {
                 } else {
                     failed.push(run.stderr);
                 }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             (ok, failed)
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Under load before the rotation starts, and for a few logins more after it is done.
+    let logins_reach = |count: usize| {
+        let done = done.clone();
+        async move {
+            wait_for(
+                &format!("{count} logins under load"),
+                std::time::Duration::from_secs(60),
+                || async {
+                    match done.load(std::sync::atomic::Ordering::SeqCst) {
+                        n if n >= count => Ok(()),
+                        n => Err(format!("{n} logins")),
+                    }
+                },
+            )
+            .await
+        }
+    };
+    logins_reach(4).await;
     let rotated =
         tokio::process::Command::from(env.command(&["security", "regenerate-internal-tokens"]))
             .output()
@@ -593,7 +641,7 @@ async fn a_rotation_under_certificate_logins_fails_none() {
         "{}",
         String::from_utf8_lossy(&rotated.stderr)
     );
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    logins_reach(done.load(std::sync::atomic::Ordering::SeqCst) + 6).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut logins, mut failures) = (0, Vec::new());
     for l in load {

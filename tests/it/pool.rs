@@ -10,7 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cli::{CliEnv, ServeProcess, ok};
 use crate::client::{connect_tls_unverified, ssl_request};
-use crate::harness::{PASSWORD, Postgres, prepare_data_dir, psql_commands};
+use crate::harness::{PASSWORD, Postgres, prepare_data_dir, psql_commands, wait_for, wait_until};
+
+/// How long the repository and pgssl have to reach a state a test waits for.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A repository, pgssl in front of it in proxy mode with `pool` (TOML lines of `[pool]`) and a lookup
 /// user applied.
@@ -79,24 +82,31 @@ impl Pooled {
     }
 
     /// Waits until `n` sessions of `user` sit idle in the pool, as the repository and pgssl see it:
-    /// reset (their last query the reset) and checked in.
+    /// reset (their last query the reset) and checked in (pgssl's idle gauge, which counts every
+    /// role: the tests pool one).
     pub(crate) async fn wait_warm(&self, user: &str, n: usize) {
-        let sql = format!(
+        let sql = &format!(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}' AND state = 'idle' AND query = 'DISCARD ALL'"
         );
-        for _ in 0..200 {
-            if self.pg.sql(&sql).parse::<usize>().unwrap() == n {
-                // The check-in follows the reset's answer by microseconds.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return;
+        let what = format!("{n} warm sessions of {user}");
+        wait_for(&what, WAIT, || async move {
+            let reset: usize = self.pg.sql(sql).parse().unwrap();
+            let idle = crate::metrics::sample(
+                &self.metrics().await,
+                "pgssl_pool_sessions",
+                &["state=\"idle\""],
+            );
+            if reset == n && idle == Some(n as f64) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{reset} reset, pgssl's idle gauge {idle:?}; {}",
+                    self.pg
+                        .sql("SELECT usename, state, query FROM pg_stat_activity")
+                ))
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "{n} warm sessions of {user} never appeared: {}",
-            self.pg
-                .sql("SELECT usename, state, query FROM pg_stat_activity")
-        );
+        })
+        .await
     }
 
     /// The number of the repository's sessions of `user`.
@@ -111,16 +121,39 @@ impl Pooled {
 
     /// Waits until the repository has `n` sessions of `user`.
     pub(crate) async fn wait_sessions(&self, user: &str, n: usize) {
-        for _ in 0..200 {
-            if self.sessions_of(user) == n {
-                return;
+        let what = format!("{n} sessions of {user}");
+        wait_for(&what, WAIT, || async move {
+            match self.sessions_of(user) {
+                have if have == n => Ok(()),
+                have => Err(format!("{have} sessions of {user}")),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "expected {n} sessions of {user}, have {}",
-            self.sessions_of(user)
+        })
+        .await
+    }
+
+    /// Waits until the repository runs `query` (exactly this text) in the backend `pid`.
+    pub(crate) async fn wait_running(&self, pid: &str, query: &str) {
+        let sql = &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND state = 'active' AND query = '{query}'"
         );
+        let what = format!("backend {pid} to run {query:?}");
+        wait_for(&what, WAIT, || async move {
+            if self.pg.sql(sql) == "1" {
+                Ok(())
+            } else {
+                Err(self.pg.sql(&format!(
+                    "SELECT state, query FROM pg_stat_activity WHERE pid = {pid}"
+                )))
+            }
+        })
+        .await
+    }
+
+    /// Whether the backend `pid` still runs `query`.
+    pub(crate) fn still_running(&self, pid: &str, query: &str) -> bool {
+        self.pg.sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND state = 'active' AND query = '{query}'"
+        )) == "1"
     }
 }
 
@@ -267,12 +300,12 @@ async fn a_cancel_key_is_the_clients_own_and_an_earlier_clients_cancels_nothing(
         pid,
         "the key is pgssl's, not the backend's"
     );
-    // The current client's key cancels its query.
+    // The current client's key cancels its query (sent while it runs).
     let sleeper = tokio::spawn(async move {
         let r = a.simple_query("SELECT pg_sleep(30)").await;
         (a, r)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.wait_running(&pid, "SELECT pg_sleep(30)").await;
     send_cancel(addr, key_a).await;
     let (a, result) = tokio::time::timeout(Duration::from_secs(10), sleeper)
         .await
@@ -292,12 +325,21 @@ async fn a_cancel_key_is_the_clients_own_and_an_earlier_clients_cancels_nothing(
         .clone()
         .unwrap();
     assert_eq!(pid_b, pid, "the same backend");
+    // Each wrong key is sent while the query runs, and pgssl judges it unknown while the query still
+    // runs; the query, long enough for a forwarded cancel to land, then ends as it would have.
+    const SLEEP: &str = "SELECT pg_sleep(5)";
+    let unknown = "outcome=\"cancel_unknown_key\"";
     let sleeper = tokio::spawn(async move {
-        let r = b.simple_query("SELECT pg_sleep(2)").await.map(|_| ());
+        let r = b.simple_query(SLEEP).await.map(|_| ());
         (b, r)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.wait_running(&pid, SLEEP).await;
     send_cancel(addr, key_a).await;
+    p.serve.wait_for_log(unknown, 1).await;
+    assert!(
+        p.still_running(&pid, SLEEP),
+        "the query ended before the earlier client's key was judged"
+    );
     let (mut b, result) = sleeper.await.unwrap();
     assert!(
         result.is_ok(),
@@ -306,15 +348,19 @@ async fn a_cancel_key_is_the_clients_own_and_an_earlier_clients_cancels_nothing(
     // The backend's own key is no key at pgssl either.
     let real = (pid.parse::<i32>().unwrap(), key_b.1);
     let sleeper = tokio::spawn(async move {
-        let r = b.simple_query("SELECT pg_sleep(2)").await.map(|_| ());
+        let r = b.simple_query(SLEEP).await.map(|_| ());
         (b, r)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.wait_running(&pid, SLEEP).await;
     send_cancel(addr, real).await;
+    p.serve.wait_for_log(unknown, 2).await;
+    assert!(
+        p.still_running(&pid, SLEEP),
+        "the query ended before the guessed key was judged"
+    );
     let (b, result) = sleeper.await.unwrap();
     assert!(result.is_ok(), "a guessed key cancelled: {result:?}");
     b.terminate().await.unwrap();
-    assert!(p.serve.log_text().contains("cancel_unknown_key"));
     p.serve.stop().await;
 }
 
@@ -400,12 +446,27 @@ async fn a_client_waits_for_a_backend_then_gets_53300_and_gets_in_once_one_is_fr
         "{}",
         psql_refused.stderr
     );
-    // Once the holder leaves, a waiting client gets its session.
+    // Once the holder leaves, a waiting client gets its session. The waiter waits from the moment
+    // pgssl has checked its password (its lookup counted), microseconds before it queues: the
+    // holder leaves then, well within the waiter's checkout timeout.
+    let lookups = || async {
+        let text = p.metrics().await;
+        crate::metrics::sample(&text, "pgssl_auth_lookups_total", &["outcome=\"ok\""])
+            .unwrap_or(0.0)
+    };
+    let checked = lookups().await;
     let waiter =
         tokio::spawn(
             async move { connect_tls_unverified(addr, "tableau", "postgres", PASSWORD).await },
         );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("pgssl to check the waiter's password", WAIT, || async {
+        lookups().await > checked
+    })
+    .await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter got in while the holder held the only backend"
+    );
     holder.terminate().await.unwrap();
     let mut got = waiter
         .await
@@ -426,6 +487,32 @@ async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
     assert_eq!(pg.sql("SHOW max_connections"), "20");
     let p = Pooled::start_on(pg, "[repository]\nmax_connections = 20", "", "").await;
     let addr = p.addr();
+    // The repository's sessions of tableau, watched all through the run over a session of the
+    // superuser's opened before it (it fits: pgssl's bound leaves one slot more free than the
+    // superuser_reserved_connections PostgreSQL keeps, besides its own two lookup sessions).
+    let repository = format!("127.0.0.1:{}", p.pg.tcp_port.unwrap())
+        .parse()
+        .unwrap();
+    let mut watcher = crate::client::connect_plain(repository, "postgres")
+        .await
+        .expect("the superuser logs into the repository");
+    let running = tokio_util::sync::CancellationToken::new();
+    let watching = running.clone();
+    let peak = tokio::spawn(async move {
+        let (mut peak, mut samples) = (0usize, 0usize);
+        while !watching.is_cancelled() {
+            let rows = watcher
+                .simple_query("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tableau'")
+                .await
+                .expect("the watcher's query");
+            let now: usize = rows[0][0].as_deref().unwrap().parse().unwrap();
+            peak = peak.max(now);
+            samples += 1;
+            // Many looks, without taking a core from the clients.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (peak, samples)
+    });
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..200 {
         clients.spawn(async move {
@@ -442,10 +529,20 @@ async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
             Err(e) => panic!("a client failed: {e}\n{}", p.serve.log_text()),
         }
     }
+    running.cancel();
+    let (peak, samples) = peak.await.unwrap();
     answered.sort();
     assert_eq!(answered, (0..200).collect::<Vec<_>>());
-    // pgssl stayed within the repository's bound, less the superuser reserve and its own lookups.
-    assert!(p.sessions_of("tableau") <= 14);
+    // pgssl stayed within the repository's bound, less the superuser reserve and its own lookups,
+    // all through the run, which did share the repository among several sessions at once.
+    assert!(
+        peak <= 14,
+        "{peak} sessions of tableau at once ({samples} looks)"
+    );
+    assert!(
+        peak > 1,
+        "the watcher never saw the load: peak {peak} in {samples} looks"
+    );
     p.serve.stop().await;
 }
 

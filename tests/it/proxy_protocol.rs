@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::cli::{CliEnv, ServeProcess};
-use crate::harness::{Postgres, prepare_data_dir};
+use crate::harness::{Postgres, prepare_data_dir, wait_until};
 
 /// A v2 PROXY header for a TCP/IPv4 client at `source`.
 fn header(source: SocketAddr) -> Vec<u8> {
@@ -87,7 +87,18 @@ async fn the_client_address_comes_from_the_header_only_from_the_trusted_network(
     let forged_before = serve.log_text().matches("203.0.113.7").count();
     let answer = exchange("127.0.0.2", addr, &bytes).await;
     assert_ne!(answer, Some(b'R'), "a forged header is not honoured");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once pgssl has logged that connection's outcome it is done with it.
+    wait_until(
+        "the outcome of the connection from 127.0.0.2 in the log",
+        Duration::from_secs(30),
+        || async {
+            serve
+                .log_text()
+                .lines()
+                .any(|l| l.contains("peer=127.0.0.2:") && l.contains("outcome="))
+        },
+    )
+    .await;
     assert_eq!(
         serve.log_text().matches("203.0.113.7").count(),
         forged_before

@@ -47,6 +47,10 @@ pub struct Contents {
     pub master_key: String,
     /// The cluster's generation when the file was made.
     pub generation: u64,
+    /// Whether `repository` is the listener of a first node in front of its managed repository
+    /// (files made before this was recorded read as `false`).
+    #[serde(default)]
+    pub through_node: bool,
 }
 
 impl Drop for Contents {
@@ -185,6 +189,7 @@ mod tests {
             master_key_id: "abcd".into(),
             master_key: BASE64.encode([7u8; 32]),
             generation: 3,
+            through_node: true,
         }
     }
 

@@ -119,6 +119,7 @@ pub async fn create(
         database: new.database.to_string(),
         version: 0,
         digest: String::new(),
+        through_node: false,
     };
     let mut conn = repo::connect(&membership, config_dir, &keystore, TIMEOUT).await?;
     let snapshot = Snapshot::read(config_dir)?;
@@ -189,6 +190,7 @@ pub async fn bootstrap_contents(
         master_key_id,
         master_key: BASE64.encode(&key[..]),
         generation,
+        through_node: m.bootstrap_repository.is_some(),
     })
 }
 
@@ -250,6 +252,7 @@ pub async fn join(
         database: contents.database.clone(),
         version: stored.head.version,
         digest: snapshot.digest(),
+        through_node: contents.through_node,
     };
     membership.write(config_dir)?;
     register(&mut conn, &membership, address).await?;

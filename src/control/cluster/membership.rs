@@ -36,6 +36,11 @@ pub struct Membership {
     pub version: u64,
     /// SHA-256 of that version's snapshot, to tell whether a command changed anything.
     pub digest: String,
+    /// Whether `repository` is the first node's listener in front of its managed repository: this
+    /// node then authenticates its clients as that node does, with the managed repository's
+    /// superuser (whose password the shared keystore holds) reading verifiers through it.
+    #[serde(default)]
+    pub through_node: bool,
 }
 
 fn default_socket_port() -> u16 {

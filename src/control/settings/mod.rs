@@ -104,18 +104,49 @@ pub fn load(
 ) -> Result<LiveSettings, LoadError> {
     let applied = store.applied()?;
     let mut settings = for_state(store, &applied, upstream_tls)?;
-    if let (Some(build), Some(user)) = (lookups, &applied.lookup_user) {
-        let keystore = Keystore::open(&store.config_dir())?;
-        let password = keystore
-            .get(&security::lookup_password_name(&user.id))?
-            .ok_or(LoadError::MissingLookupPassword)?;
-        let credentials = LookupCredentials {
-            username: user.username.clone(),
-            password,
-        };
+    let Some(build) = lookups else {
+        return Ok(settings);
+    };
+    let credentials = match &applied.lookup_user {
+        Some(user) => {
+            let keystore = Keystore::open(&store.config_dir())?;
+            let password = keystore
+                .get(&security::lookup_password_name(&user.id))?
+                .ok_or(LoadError::MissingLookupPassword)?;
+            Some(LookupCredentials {
+                username: user.username.clone(),
+                password,
+            })
+        }
+        None => node_lookup_credentials(store)?,
+    };
+    if let Some(credentials) = credentials {
         settings.lookup = Some((build.0)(credentials, &settings.upstream_tls));
     }
     Ok(settings)
+}
+
+/// On a node that reaches its cluster's managed repository through the first node's listener, the
+/// credentials that node reads verifiers with: the managed repository's superuser, whose password is
+/// in the keystore every node shares. So a joined node authenticates its clients itself, as the
+/// first node does — with channel binding to the certificate they share — instead of relaying
+/// logins that libpq's default `channel_binding=prefer` would fail across two TLS legs.
+pub fn node_lookup_credentials(store: &StateStore) -> Result<Option<LookupCredentials>, LoadError> {
+    let through_node = crate::control::cluster::Membership::read(&store.config_dir())
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.through_node && m.bootstrap_repository.is_none());
+    if !through_node {
+        return Ok(None);
+    }
+    let superuser = crate::repository::managed::SUPERUSER;
+    let keystore = Keystore::open(&store.config_dir())?;
+    Ok(keystore
+        .get(&crate::repository::managed::role_secret_name(superuser))?
+        .map(|password| LookupCredentials {
+            username: superuser.to_string(),
+            password,
+        }))
 }
 
 /// Builds the settings a given state would serve; `apply` uses this to validate before promoting.

@@ -296,7 +296,12 @@ impl Operation for List {
             _ => None,
         };
         let external = crate::control::operations::served_upstream(ctx, &store).is_some();
-        let lookup_applied = applied.lookup_user.is_some();
+        // A joined node behind a managed first node authenticates with that node's credentials.
+        let lookup_applied = applied.lookup_user.is_some()
+            || crate::control::settings::node_lookup_credentials(&store)
+                .ok()
+                .flatten()
+                .is_some();
         Ok(Listing {
             status: status(ctx)?,
             generated,
