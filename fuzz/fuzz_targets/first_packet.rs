@@ -24,10 +24,18 @@ fuzz_target!(|data: &[u8]| {
             }
             let stripped = relayed_client::without_param(&startup, PARAM);
             assert!(stripped.param(PARAM).is_none());
-            let mut again = BytesMut::from(&stripped.raw[..]);
-            if let Ok(Some(FirstPacket::Startup(back))) = first_packet::parse(&mut again) {
-                assert_eq!(back.params, stripped.params);
+            // Taking out a parameter the packet does not have gives back the client's own bytes,
+            // and adding one then taking it out does too.
+            if startup.param(PARAM).is_none() {
+                assert_eq!(stripped.raw, startup.raw);
+                let added = relayed_client::with_param(&startup, PARAM, "127.0.0.1:1 t");
+                assert_eq!(relayed_client::without_param(&added, PARAM).raw, startup.raw);
             }
+            let mut again = BytesMut::from(&stripped.raw[..]);
+            let Ok(Some(FirstPacket::Startup(back))) = first_packet::parse(&mut again) else {
+                panic!("a start-up with one parameter taken out no longer parses");
+            };
+            assert_eq!(back.params, stripped.params);
         }
     }
 });

@@ -80,41 +80,66 @@ pub fn exporter<D>(conn: &rustls::ConnectionCommon<D>) -> Option<[u8; 32]> {
         .ok()
 }
 
-/// `startup` with `name = value` added at the end of its parameters.
+/// `startup` with `name = value` added at the end of its parameters. The packet is the client's own
+/// bytes with one pair appended (its parameters are kept as sent, not as decoded text).
 pub fn with_param(startup: &StartupMessage, name: &str, value: &str) -> StartupMessage {
+    let raw = &startup.raw;
+    // The packet ends with the terminating NUL after the last pair.
+    let body_end = raw.len().saturating_sub(1);
+    let mut out = BytesMut::with_capacity(raw.len() + name.len() + value.len() + 2);
+    out.put_slice(&raw[..body_end]);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(value.as_bytes());
+    out.put_u8(0);
+    out.put_u8(0);
     let mut params = startup.params.clone();
     params.push((name.to_string(), value.to_string()));
-    rebuild(startup, params)
+    finish(startup, out, params)
 }
 
-/// `startup` without the parameter `name`.
+/// `startup` without the parameter `name`: the client's own bytes less that one pair.
 pub fn without_param(startup: &StartupMessage, name: &str) -> StartupMessage {
+    let raw = &startup.raw;
+    let mut out = BytesMut::with_capacity(raw.len());
+    // Length and protocol version, then NUL-terminated name/value pairs, then a NUL.
+    out.put_slice(raw.get(..8).unwrap_or_default());
+    let mut rest = raw.get(8..).unwrap_or_default();
+    while let Some(end) = rest.iter().position(|b| *b == 0) {
+        if end == 0 {
+            break;
+        }
+        let key = &rest[..end];
+        let after = &rest[end + 1..];
+        let value_end = after.iter().position(|b| *b == 0).unwrap_or(after.len());
+        let pair_len = end + 1 + (value_end + 1).min(after.len());
+        if key != name.as_bytes() {
+            out.put_slice(&rest[..pair_len]);
+        }
+        rest = &rest[pair_len..];
+    }
+    out.put_u8(0);
     let params = startup
         .params
         .iter()
         .filter(|(n, _)| n != name)
         .cloned()
         .collect();
-    rebuild(startup, params)
+    finish(startup, out, params)
 }
 
-/// A start-up packet of `startup`'s version with `params`, in order.
-fn rebuild(startup: &StartupMessage, params: Vec<(String, String)>) -> StartupMessage {
-    let mut body = BytesMut::new();
-    body.put_u32(0);
-    body.put_u16(startup.major);
-    body.put_u16(startup.minor);
-    for (k, v) in &params {
-        body.put_slice(k.as_bytes());
-        body.put_u8(0);
-        body.put_slice(v.as_bytes());
-        body.put_u8(0);
+/// Writes the packet's new length into `raw` and makes the message.
+fn finish(
+    startup: &StartupMessage,
+    mut raw: BytesMut,
+    params: Vec<(String, String)>,
+) -> StartupMessage {
+    if raw.len() >= 4 {
+        let len = raw.len() as u32;
+        raw[..4].copy_from_slice(&len.to_be_bytes());
     }
-    body.put_u8(0);
-    let len = body.len() as u32;
-    body[..4].copy_from_slice(&len.to_be_bytes());
     StartupMessage {
-        raw: body.freeze(),
+        raw: raw.freeze(),
         major: startup.major,
         minor: startup.minor,
         params,
@@ -168,5 +193,21 @@ mod tests {
         assert_eq!(&with.raw[..4], &(with.raw.len() as u32).to_be_bytes());
         assert!(with.raw.ends_with(b"pgssl.relayed_client\0v\0\0"));
         assert_eq!(without_param(&with, PARAM), startup);
+        // Bytes that are not UTF-8 pass through as the client sent them.
+        let mut latin1 = BytesMut::new();
+        latin1.put_u32(0);
+        latin1.put_u32(3 << 16);
+        latin1.put_slice(b"user\0jos\xe9\0\0");
+        let len = latin1.len() as u32;
+        latin1[..4].copy_from_slice(&len.to_be_bytes());
+        let mut buf = latin1.clone();
+        let Ok(Some(crate::proxy::protocol::first_packet::FirstPacket::Startup(parsed))) =
+            crate::proxy::protocol::first_packet::parse(&mut buf)
+        else {
+            panic!("a start-up")
+        };
+        let relayed = with_param(&parsed, PARAM, "127.0.0.1:1 t");
+        assert!(relayed.raw.windows(5).any(|w| w == b"jos\xe9\0"));
+        assert_eq!(&without_param(&relayed, PARAM).raw[..], &latin1[..]);
     }
 }
