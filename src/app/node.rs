@@ -37,6 +37,8 @@ pub struct NodeOptions {
     pub auth: AuthPlan,
     /// The key client addresses travel between cluster nodes under.
     pub relay_key: Option<crate::proxy::relayed_client::RelayKey>,
+    /// Whether the repository is another node of this cluster.
+    pub upstream_is_node: bool,
 }
 
 /// Start-up failures.
@@ -109,6 +111,7 @@ impl Node {
                 pool: pool_options(config, &options.auth),
                 auth: options.auth,
                 relay_key: options.relay_key,
+                upstream_is_node: options.upstream_is_node,
             },
             cell.clone(),
         )

@@ -302,6 +302,12 @@ async fn bind(
         relay_key: Some(crate::proxy::relayed_client::RelayKey::new(
             &*Keystore::open(&store.config_dir())?.derive(RELAYED_CLIENT_PURPOSE)?,
         )),
+        // A joined node in front of a managed first node: its repository is that node.
+        upstream_is_node: repository.is_none()
+            && crate::control::cluster::Membership::read(&store.config_dir())
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.through_node && m.bootstrap_repository.is_none()),
     };
     let server = Node::bind(options).await?;
     let admin = match admin {

@@ -48,8 +48,14 @@ pub async fn forward_cancel(
     let routed = ctx.cancels.route(packet);
     let packet = match &routed {
         Some(p) => &p[..],
-        // A key carrying this node's id is one it minted: no repository session holds it.
-        None if owner == Owner::Nobody && ctx.auth.may_pass_through(settings) => packet,
+        // A key carrying this node's id is one it minted when the repository is another node of
+        // the cluster (which would send it straight back); any other repository may hold it (a
+        // pooler in front of PostgreSQL mints random keys).
+        None if (owner == Owner::Nobody || !ctx.upstream_is_node)
+            && ctx.auth.may_pass_through(settings) =>
+        {
+            packet
+        }
         None => {
             let _ = client.shutdown().await;
             info!(%peer, outcome = "cancel_unknown_key", "a cancel request's key is not a current session's; ignored");

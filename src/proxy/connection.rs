@@ -87,6 +87,8 @@ pub struct ConnectionContext {
     pub proxy_protocol_from: Vec<crate::proxy::protocol::proxy_header::TrustedNet>,
     /// The key a client's address travels under from one cluster node to another.
     pub relay_key: Option<RelayKey>,
+    /// Whether the repository is another node of this cluster.
+    pub upstream_is_node: bool,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -200,9 +202,9 @@ fn relayed_peer(
     key.verify(&exporter, value)
 }
 
-/// The start-up to send to a repository that is another node of this cluster — one that presents
-/// the very certificate this node serves — naming the client's own address; `None` for any other
-/// repository, which gets the client's start-up as it came.
+/// The start-up to send to a repository that is another node of this cluster — as this node's
+/// membership says, and presenting the very certificate this node serves — naming the client's own
+/// address; `None` for any other repository, which gets the client's start-up as it came.
 fn relayed_start_up(
     upstream: &UpstreamStream,
     start: &Start,
@@ -210,7 +212,7 @@ fn relayed_start_up(
     settings: &LiveSettings,
     ctx: &ConnectionContext,
 ) -> Option<StartupMessage> {
-    let key = ctx.relay_key.as_ref()?;
+    let key = ctx.relay_key.as_ref().filter(|_| ctx.upstream_is_node)?;
     let UpstreamStream::Tls(tls) = upstream else {
         return None;
     };

@@ -66,6 +66,10 @@ pub struct ServerOptions {
     pub pool: PoolOptions,
     /// The key client addresses travel between cluster nodes under ([`crate::proxy::relayed_client`]).
     pub relay_key: Option<crate::proxy::relayed_client::RelayKey>,
+    /// Whether the repository is another node of this cluster (the first node's listener in front
+    /// of its managed repository): client addresses are relayed to it, and a cancel key minted by
+    /// this node is never passed to it.
+    pub upstream_is_node: bool,
 }
 
 /// No worker could accept on the listening socket.
@@ -129,6 +133,7 @@ impl Server {
                 ),
                 proxy_protocol_from: limits.proxy_protocol_from.clone(),
                 relay_key: options.relay_key,
+                upstream_is_node: options.upstream_is_node,
             }),
         })
     }

@@ -380,6 +380,7 @@ impl Proxy {
             config,
             auth: Default::default(),
             relay_key: None,
+            upstream_is_node: false,
         })
         .await?;
         let addr = server.local_addr().unwrap();
