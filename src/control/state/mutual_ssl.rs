@@ -205,13 +205,15 @@ fn read_crl(
     Ok((der, info))
 }
 
-/// Parses `DN user` lines (the user is the last word; `#` starts a comment).
+/// Parses `DN user` lines (the user is the last word). A line whose first character (after blanks)
+/// is `#` is a comment; a `#` anywhere else belongs to the line, since a DN value may hold one
+/// (`CN=Data Team #1`), and cutting there would map a shorter DN to the wrong user.
 pub fn parse_map(given: Given<'_>) -> Result<Vec<(String, String)>, MutualSslError> {
     let text = String::from_utf8_lossy(given.bytes);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or_default().trim();
-        if line.is_empty() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let bad = || MutualSslError::BadMap {

@@ -47,8 +47,21 @@ impl UpstreamAddr {
             if !dir.starts_with('/') {
                 return Err(bad());
             }
+            // The socket itself (`/dir/.s.PGSQL.5432`, as the address prints) names its port.
+            let path = PathBuf::from(dir);
+            let socket_port = path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .and_then(|f| f.strip_prefix(".s.PGSQL."))
+                .and_then(|p| u16::from_str(p).ok());
+            if let (Some(port), Some(parent)) = (socket_port, path.parent()) {
+                return Ok(UpstreamAddr::Unix {
+                    dir: parent.to_path_buf(),
+                    port,
+                });
+            }
             return Ok(UpstreamAddr::Unix {
-                dir: PathBuf::from(dir),
+                dir: path,
                 port: unix_port,
             });
         }
@@ -364,6 +377,13 @@ mod tests {
 
     #[test]
     fn parses_tcp_and_unix_forms() {
+        assert_eq!(
+            UpstreamAddr::parse("unix:/run/pg/.s.PGSQL.6000", 5432),
+            Ok(UpstreamAddr::Unix {
+                dir: PathBuf::from("/run/pg"),
+                port: 6000
+            })
+        );
         assert_eq!(
             UpstreamAddr::parse("127.0.0.1:5432", 5432),
             Ok(UpstreamAddr::Tcp("127.0.0.1:5432".into()))

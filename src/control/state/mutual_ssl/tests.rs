@@ -186,3 +186,25 @@ fn the_internal_ca_is_made_once_sealed_and_rotated_with_the_previous_kept() {
     assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
     assert!(!bundle.contains("PRIVATE KEY"));
 }
+
+/// A `#` inside a DN is part of it (RFC 4514 values may hold one); only a line starting with `#` is
+/// a comment. Cutting at the first `#` mapped `CN=Data` to the user `Team`.
+#[test]
+fn a_hash_inside_a_dn_is_part_of_it_and_comments_are_whole_lines() {
+    let map = b"  # a comment\nCN=Data Team #1,O=Example tableau\nCN=\\#x readonly\n";
+    let parsed = parse_map(Given {
+        name: "map",
+        bytes: map,
+    })
+    .unwrap();
+    assert_eq!(
+        parsed,
+        vec![
+            (
+                "CN=Data Team \\231,O=Example".to_string(),
+                "tableau".to_string()
+            ),
+            ("CN=\\23x".to_string(), "readonly".to_string()),
+        ]
+    );
+}
