@@ -22,7 +22,7 @@ have_postgres() {
 }
 
 # Installs the Debian packages named (nothing when none is named), or says what to do when this is
-# neither root nor able to use sudo.
+# neither root nor able to use sudo. APT_OPTIONS adds options to apt-get install.
 install_debs() {
   [ $# -gt 0 ] || return 0
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
@@ -37,5 +37,6 @@ install_debs() {
   fi
   echo "==> installing Debian packages: $*"
   as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+  # shellcheck disable=SC2086 # APT_OPTIONS holds whole options, split on purpose.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ${APT_OPTIONS:-} "$@"
 }

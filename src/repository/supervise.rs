@@ -117,10 +117,32 @@ fn leftovers(pgdata: &Path) -> Vec<u32> {
     pids
 }
 
+/// How long the dead repository's processes get to finish their work before they are killed.
+const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+
 /// Returns once no process of the old PostgreSQL runs in `pgdata` (polled: they are not our
-/// children, so nothing signals their exit to us).
+/// children, so nothing signals their exit to us). Those still running after [`ORPHAN_GRACE`] are
+/// killed, as PostgreSQL's documentation advises after a postmaster crash: a stopped or endless
+/// one would otherwise keep the repository down for good.
 async fn wait_gone(pgdata: &Path) {
-    while !leftovers(pgdata).is_empty() {
+    let mut deadline = Some(Instant::now() + ORPHAN_GRACE);
+    loop {
+        let left = leftovers(pgdata);
+        if left.is_empty() {
+            return;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            warn!(pids = ?left, grace = ?ORPHAN_GRACE,
+                  "the dead repository's processes still run; killing them so that it can restart");
+            for pid in left {
+                if let Ok(pid) = i32::try_from(pid) {
+                    // SAFETY: a signal to a process of our own repository (comm postgres, working
+                    // in its data directory).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            deadline = None;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

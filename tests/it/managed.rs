@@ -391,7 +391,8 @@ async fn a_killed_repository_restarts_as_soon_as_its_orphaned_processes_exit() {
         .await;
     let waited = released.elapsed();
     assert!(
-        waited < std::time::Duration::from_secs(4),
+        // PostgreSQL's own start-up is in this on a loaded machine; the old backoff took ~7 s.
+        waited < std::time::Duration::from_secs(6),
         "restarted {waited:?} after the last orphan exited: {}",
         serve.log_text()
     );

@@ -46,7 +46,8 @@ pub enum AuthEnd {
 pub enum Verdict {
     /// The server's last SASL message or AuthenticationOk: the client is in.
     Accepted,
-    /// 28P01: the password was wrong.
+    /// The login was refused after the client answered a credential request: 28P01, or the 28000 of
+    /// an LDAP, PAM or RADIUS failure (a guess like any other).
     WrongPassword,
 }
 
@@ -129,6 +130,8 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    // Whether the client has answered a request: a refusal after that judged its credential.
+    let mut answered = false;
     loop {
         let request = match read_frame(upstream).await {
             Ok(f) => f,
@@ -146,7 +149,10 @@ where
         let verdict = match code {
             Some(AUTH_OK | AUTH_SASL_FINAL) => Some(Verdict::Accepted),
             None if relayed.kind == b'E'
-                && matches!(LoginOutcome::refused(&relayed.body), LoginOutcome::Refused { sqlstate, .. } if sqlstate == "28P01") =>
+                && matches!(LoginOutcome::refused(&relayed.body), LoginOutcome::Refused { sqlstate, message }
+                    if sqlstate == "28P01"
+                        // Not the channel-binding refusal pgssl itself causes: that is no guess.
+                        || (answered && sqlstate == "28000" && !message.contains("channel binding"))) =>
             {
                 Some(Verdict::WrongPassword)
             }
@@ -184,6 +190,7 @@ where
         if let Err(e) = write_frame(upstream, &answer).await {
             return AuthEnd::Io(e);
         }
+        answered = true;
         if last {
             // Terminate or anything else: the byte relay carries the rest.
             return AuthEnd::Handover;
@@ -289,6 +296,43 @@ mod tests {
             let mut relayed = Vec::new();
             client.read_to_end(&mut relayed).await.unwrap();
             assert!(relayed.is_empty(), "{relayed:?}");
+        }
+    }
+
+    /// A 28000 after the client answered a credential request (LDAP, PAM) is a failed guess; one
+    /// before any answer (no pg_hba.conf entry) or the channel-binding refusal is not.
+    #[tokio::test]
+    async fn a_28000_counts_as_a_guess_only_after_the_client_answered() {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let ldap = frame(b'E', b"SFATAL\0C28000\0MLDAP authentication failed\0\0");
+        let binding = frame(
+            b'E',
+            b"SFATAL\0C28000\0MSCRAM channel binding negotiation error\0\0",
+        );
+        for (answer_first, refusal, counted) in [
+            (true, &ldap, true),
+            (false, &ldap, false),
+            (true, &binding, false),
+        ] {
+            let (mut client, mut client_end) = duplex(4096);
+            let (mut upstream, mut upstream_end) = duplex(4096);
+            if answer_first {
+                upstream
+                    .write_all(&frame(b'R', &[0, 0, 0, 3]))
+                    .await
+                    .unwrap();
+                client.write_all(&frame(b'p', b"guess\0")).await.unwrap();
+            }
+            upstream.write_all(refusal).await.unwrap();
+            let mut seen = Vec::new();
+            let mut gate = |v: Verdict| {
+                seen.push(v);
+                Ok(())
+            };
+            let end =
+                passthrough_gated(&mut client_end, &mut upstream_end, deadline, &mut gate).await;
+            assert!(matches!(end, AuthEnd::Refused(_)), "{end:?}");
+            assert_eq!(seen == [Verdict::WrongPassword], counted, "{seen:?}");
         }
     }
 
