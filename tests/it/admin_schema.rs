@@ -1,4 +1,4 @@
-//! schemathesis (PyPI; `.ci/run` installs it) against the OpenAPI document the admin server serves,
+//! schemathesis (PyPI; `scripts/test` installs it into the project's venv) against the OpenAPI document the admin server serves,
 //! signed in as an administrator: generated requests for every operation, valid and not, must never
 //! get a 5xx, an undocumented status, or an answer that breaks the document's schema.
 
@@ -47,7 +47,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
         cmd.args(["--header", &h]);
     }
     let out = cmd.output().await.expect(
-        "schemathesis runs (pip install schemathesis; .ci/run installs the version it pins)",
+        "schemathesis runs (scripts/test installs the version it pins into target/test-tools/venv)",
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
