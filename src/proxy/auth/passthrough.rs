@@ -14,7 +14,7 @@ use super::{FrameError, write_frame};
 use crate::proxy::protocol::auth_message::{
     self, AUTH_OK, AUTH_SASL, AUTH_SASL_FINAL, AuthMessageError, Frame,
 };
-use crate::proxy::protocol::login_watch::LoginOutcome;
+use crate::proxy::protocol::login_watch::{LoginOutcome, error_fields};
 
 /// How the authentication phase ended.
 #[derive(Debug)]
@@ -63,19 +63,7 @@ fn with_channel_binding_hint(frame: Frame) -> Frame {
     let LoginOutcome::Refused { message, .. } = LoginOutcome::refused(&frame.body) else {
         return frame;
     };
-    let has_hint = {
-        let mut fields = &frame.body[..];
-        let mut found = false;
-        while let Some((&code, rest)) = fields.split_first() {
-            if code == 0 {
-                break;
-            }
-            found |= code == b'H';
-            let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-            fields = rest.get(end + 1..).unwrap_or_default();
-        }
-        found
-    };
+    let has_hint = error_fields(&frame.body).any(|(code, _)| code == b'H');
     // PostgreSQL says it with 28000 (08P01 in some versions): the words are what is stable.
     if !message.contains("channel binding negotiation") || has_hint {
         return frame;

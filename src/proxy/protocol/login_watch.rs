@@ -104,22 +104,31 @@ impl LoginOutcome {
     /// primary message.
     pub fn refused(body: &[u8]) -> LoginOutcome {
         let (mut sqlstate, mut message) = (String::new(), String::new());
-        let mut fields = body;
-        while let Some((&code, rest)) = fields.split_first() {
-            if code == 0 {
-                break;
-            }
-            let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-            let value = String::from_utf8_lossy(&rest[..end]).into_owned();
+        for (code, value) in error_fields(body) {
+            let value = String::from_utf8_lossy(value).into_owned();
             match code {
                 b'C' => sqlstate = value,
                 b'M' => message = value,
                 _ => {}
             }
-            fields = rest.get(end + 1..).unwrap_or_default();
         }
         LoginOutcome::Refused { sqlstate, message }
     }
+}
+
+/// The fields of an ErrorResponse or NoticeResponse body (after type and length): each field's
+/// type byte and value, up to the terminating NUL (or the end of a truncated body).
+pub fn error_fields(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut fields = body;
+    std::iter::from_fn(move || {
+        let (&code, rest) = fields.split_first()?;
+        if code == 0 {
+            return None;
+        }
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        fields = rest.get(end + 1..).unwrap_or_default();
+        Some((code, &rest[..end]))
+    })
 }
 
 #[cfg(test)]
