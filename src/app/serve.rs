@@ -304,10 +304,7 @@ async fn bind(
         )),
         // A joined node in front of a managed first node: its repository is that node.
         upstream_is_node: repository.is_none()
-            && crate::control::cluster::Membership::read(&store.config_dir())
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.through_node && m.bootstrap_repository.is_none()),
+            && crate::control::cluster::Membership::joined_through_node(&store.config_dir()),
     };
     let server = Node::bind(options).await?;
     let admin = match admin {

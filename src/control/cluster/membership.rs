@@ -53,6 +53,22 @@ impl Membership {
         config_dir.join(FILE)
     }
 
+    /// The membership of a node that joined a cluster (not the first node of a managed store, which
+    /// runs the repository itself), whose repository is the cluster's; `None` for any other data
+    /// directory, or one whose membership file cannot be read (the commands that need it say why).
+    pub fn joined(config_dir: &Path) -> Option<Membership> {
+        Membership::read(config_dir)
+            .ok()
+            .flatten()
+            .filter(|m| m.bootstrap_repository.is_none())
+    }
+
+    /// Whether this data directory joined a cluster whose repository is the first node's listener
+    /// in front of its managed repository.
+    pub fn joined_through_node(config_dir: &Path) -> bool {
+        Membership::joined(config_dir).is_some_and(|m| m.through_node)
+    }
+
     /// The membership of the data directory whose config folder is `config_dir`, if it is a node.
     pub fn read(config_dir: &Path) -> Result<Option<Membership>, ClusterError> {
         let path = Membership::path(config_dir);

@@ -436,11 +436,7 @@ pub(crate) fn served_upstream(ctx: &Context, store: &StateStore) -> Option<Strin
         return external_upstream(ctx, Some(&running));
     }
     ctx.config.server.upstream.clone().or_else(|| {
-        crate::control::cluster::Membership::read(&store.config_dir())
-            .ok()
-            .flatten()
-            .filter(|m| m.bootstrap_repository.is_none())
-            .map(|m| m.repository)
+        crate::control::cluster::Membership::joined(&store.config_dir()).map(|m| m.repository)
     })
 }
 

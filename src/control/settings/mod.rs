@@ -132,11 +132,7 @@ pub fn load(
 /// first node does — with channel binding to the certificate they share — instead of relaying
 /// logins that libpq's default `channel_binding=prefer` would fail across two TLS legs.
 pub fn node_lookup_credentials(store: &StateStore) -> Result<Option<LookupCredentials>, LoadError> {
-    let through_node = crate::control::cluster::Membership::read(&store.config_dir())
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.through_node && m.bootstrap_repository.is_none());
-    if !through_node {
+    if !crate::control::cluster::Membership::joined_through_node(&store.config_dir()) {
         return Ok(None);
     }
     let superuser = crate::repository::managed::SUPERUSER;
