@@ -209,6 +209,7 @@ impl AdminServer {
         let limit = self.state.config.admin.max_connections_per_address;
         let timeout = Duration::from_secs(self.state.config.admin.request_timeout_secs);
         let app = router(self.state.clone(), timeout);
+        let too_many = too_many_router();
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
@@ -230,10 +231,11 @@ impl AdminServer {
                 if let Ok(spare) = overflow.clone().try_acquire_owned() {
                     let acceptor = self.acceptor.clone();
                     let stop = stop.clone();
+                    let too_many = too_many.clone();
                     tokio::spawn(async move {
                         let _held = (spare, slot);
                         tokio::select! {
-                            () = answer_too_many(acceptor, tcp, timeout) => {}
+                            () = answer_too_many(acceptor, tcp, too_many, timeout) => {}
                             () = stop.cancelled() => {}
                         }
                     });
@@ -276,18 +278,10 @@ impl AdminServer {
 /// a TLS handshake, so this bounds what a flood from one address can make the server do.
 const MAX_OVERFLOW_ANSWERS: usize = 32;
 
-/// Answers one over-limit connection's request with 429 and `Retry-After: 1` (the security headers
-/// as on every answer), within `timeout`: a client that opened too many connections at once is told
-/// so in HTTP instead of seeing a bare reset.
-async fn answer_too_many(
-    acceptor: tokio_rustls::TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    timeout: Duration,
-) {
-    let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await else {
-        return;
-    };
-    let app = axum::Router::new()
+/// What every over-limit connection is answered: 429 and `Retry-After: 1`, with the security
+/// headers of every answer.
+fn too_many_router() -> axum::Router {
+    axum::Router::new()
         .fallback(|| async {
             let mut answer = http::json_error(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -299,7 +293,21 @@ async fn answer_too_many(
             );
             answer
         })
-        .layer(axum::middleware::from_fn(http::security_headers));
+        .layer(axum::middleware::from_fn(http::security_headers))
+}
+
+/// Answers one over-limit connection's request with `app` ([`too_many_router`]) within `timeout`:
+/// a client that opened too many connections at once is told so in HTTP instead of seeing a bare
+/// reset.
+async fn answer_too_many(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    app: axum::Router,
+    timeout: Duration,
+) {
+    let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await else {
+        return;
+    };
     let service = hyper::service::service_fn(move |req| app.clone().oneshot(req));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
