@@ -51,6 +51,20 @@ fn serial() -> Result<SerialNumber, CertError> {
     Ok(SerialNumber::from_slice(&serial))
 }
 
+/// `now` as an internal CA's name dates it, `YYYY-MM-DDTHH:MM:SSZ`: to the second, so that names
+/// written in the same second are equal and later ones sort after them.
+pub fn dated_to_the_second(now: OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
 impl InternalCa {
     /// A new CA (ECDSA P-256); returns it with its key as PEM, for the keystore.
     pub fn generate() -> Result<(InternalCa, String), CertError> {
@@ -61,15 +75,7 @@ impl InternalCa {
         // Dated, so that the CAs before and after a rotation are told apart (pg_stat_ssl.issuer_dn).
         dn.push(
             DnType::CommonName,
-            format!(
-                "pgssl internal CA {:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                now.year(),
-                u8::from(now.month()),
-                now.day(),
-                now.hour(),
-                now.minute(),
-                now.second()
-            ),
+            format!("pgssl internal CA {}", dated_to_the_second(now)),
         );
         dn.push(DnType::OrganizationName, "pgssl");
         params.distinguished_name = dn;

@@ -309,17 +309,7 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
         "the clock to leave the second the current internal CA is dated to",
         std::time::Duration::from_secs(10),
         || async {
-            let now = OffsetDateTime::now_utc();
-            let second = format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                now.year(),
-                u8::from(now.month()),
-                now.day(),
-                now.hour(),
-                now.minute(),
-                now.second()
-            );
-            second > dated
+            pgssl::tls::internal_ca::dated_to_the_second(OffsetDateTime::now_utc()) > dated
         },
     )
     .await;
