@@ -3,25 +3,30 @@
 //! records a heartbeat with what it serves, and keeps the table of its peers for forwarded cancels.
 //! Cut off from the repository it keeps serving what it last installed, says so, and catches up on
 //! reconnecting by reading the whole state again.
+//!
+//! [`Follower`] is what a server starts; it runs [`Following`], the same loop over any shared
+//! [`Store`] and any [`Serving`] node, which is how the tests drive it in memory.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::publish::{self, TIMEOUT};
-use super::repo::{self, Beat, Conn};
+use super::publish;
+use super::repo::Beat;
+use super::store::{PgStore, Store, StoreSession};
 use super::{ClusterError, Membership};
 use crate::control::reload::Reloader;
-use crate::keystore::Keystore;
+use crate::control::settings::LoadError;
 use crate::proxy::backend::cancel::{CancelKeys, Peer};
 use crate::telemetry::names;
 
 /// How often a node beats and polls.
-const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 /// How soon a node looks again while a command on it holds the state.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
 
@@ -33,6 +38,63 @@ pub struct Follower {
     pub reloader: Reloader,
     /// The server's cancel keys: its node id and peers are set on them.
     pub cancels: Arc<CancelKeys>,
+    /// This node's listener as other nodes reach it.
+    pub address: String,
+    /// The fingerprint of the certificate served now ("" without one).
+    pub fingerprint: String,
+}
+
+/// What a reload serves now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reloaded {
+    /// The SSL mode, as logged.
+    pub mode: String,
+    /// The served certificate's fingerprint, if any.
+    pub fingerprint: Option<String>,
+}
+
+/// The node a follower serves with: it reloads what is installed and learns its id and peers.
+pub(crate) trait Serving: Send + Sync {
+    /// Why a reload failed (it keeps what it served).
+    type Error: std::fmt::Display;
+
+    /// Serves what `config/` holds now; on failure nothing changes.
+    fn reload(&self) -> Result<Reloaded, Self::Error>;
+
+    /// This node's id in its cluster and the other nodes, for forwarded cancels.
+    fn set_cluster(&self, id: u8, peers: HashMap<u8, Peer>);
+}
+
+/// The server a [`Follower`] runs in.
+struct Server {
+    reloader: Reloader,
+    cancels: Arc<CancelKeys>,
+}
+
+impl Serving for Server {
+    type Error = LoadError;
+
+    fn reload(&self) -> Result<Reloaded, LoadError> {
+        let settings = self.reloader.reload()?;
+        Ok(Reloaded {
+            mode: settings.mode.to_string(),
+            fingerprint: settings.cert_fingerprint.clone(),
+        })
+    }
+
+    fn set_cluster(&self, id: u8, peers: HashMap<u8, Peer>) {
+        self.cancels.set_cluster(id, peers);
+    }
+}
+
+/// A node following its cluster through `store`, serving with `node`.
+pub(crate) struct Following<S, N> {
+    /// `<data-dir>/config`.
+    pub config_dir: PathBuf,
+    /// The shared store.
+    pub store: S,
+    /// Reloads and takes the peers.
+    pub node: N,
     /// This node's listener as other nodes reach it.
     pub address: String,
     /// The fingerprint of the certificate served now ("" without one).
@@ -59,6 +121,24 @@ impl Follower {
     /// Follows until `stop`.
     /// A server that is in no cluster waits for one (`topology get-bootstrap-file` makes it the
     /// first node while it runs).
+    pub async fn run(self, stop: CancellationToken) {
+        Following {
+            config_dir: self.config_dir,
+            store: PgStore,
+            node: Server {
+                reloader: self.reloader,
+                cancels: self.cancels,
+            },
+            address: self.address,
+            fingerprint: self.fingerprint,
+        }
+        .run(stop)
+        .await;
+    }
+}
+
+impl<S: Store, N: Serving> Following<S, N> {
+    /// Follows until `stop`, or until this node is removed from the cluster.
     pub async fn run(mut self, stop: CancellationToken) {
         let m = loop {
             match Membership::read(&self.config_dir) {
@@ -110,16 +190,15 @@ impl Follower {
 
     /// One connection's life: fails when the connection does; `Ok` when the node was removed.
     async fn session(&mut self, progress: &mut Progress) -> Result<(), ClusterError> {
-        let mut conn = self.connect().await?;
-        let repository = self.membership()?.repository;
-        repo::listen(&mut conn, &repository).await?;
+        let mut session = self.connect().await?;
+        session.listen().await?;
         if progress.cut_off {
             info!("the cluster's repository is reachable again; catching up");
             progress.cut_off = false;
         }
         loop {
-            let waiting = self.sync(&mut conn, progress).await?;
-            if self.beat(&mut conn, progress).await?.is_none() {
+            let waiting = self.sync(&mut session, progress).await?;
+            if self.beat(&mut session, progress).await?.is_none() {
                 return Ok(());
             }
             // A node that cannot install the newest version is in touch but not current: its
@@ -131,12 +210,9 @@ impl Follower {
                 .set(progress.confirmed.elapsed().as_secs_f64());
             // A command on this node holds the state: look again soon, not a tick later (its apply
             // is waiting for this node too).
-            conn.wait_notification(if waiting { BUSY_RETRY } else { TICK })
-                .await
-                .map_err(|e| ClusterError::Unreachable {
-                    repository: repository.clone(),
-                    message: e.to_string(),
-                })?;
+            session
+                .wait_change(if waiting { BUSY_RETRY } else { TICK })
+                .await?;
         }
     }
 
@@ -145,17 +221,16 @@ impl Follower {
             .ok_or_else(|| ClusterError::Invalid("this node left the cluster".into()))
     }
 
-    async fn connect(&self) -> Result<Conn, ClusterError> {
+    async fn connect(&self) -> Result<S::Session, ClusterError> {
         let m = self.membership()?;
-        let keystore = Keystore::open(&self.config_dir)?;
-        repo::connect(&m, &self.config_dir, &keystore, TIMEOUT).await
+        self.store.connect(&m, &self.config_dir).await
     }
 
     /// Installs a newer version and serves what is installed; `true` when a command holds the
     /// cluster lock, so nothing could be looked at.
     async fn sync(
         &mut self,
-        conn: &mut Conn,
+        session: &mut S::Session,
         progress: &mut Progress,
     ) -> Result<bool, ClusterError> {
         let config_dir = self.config_dir.clone();
@@ -168,7 +243,7 @@ impl Follower {
             Ok(None) => return Ok(true),
             Ok(Some(lock)) => (
                 Some(lock),
-                publish::catch_up(conn, &self.config_dir, &mut m).await,
+                publish::catch_up_on(session, &self.config_dir, &mut m).await,
             ),
             Err(e) => (None, Err(e)),
         };
@@ -195,10 +270,10 @@ impl Follower {
         if m.version == progress.served || progress.rejected == Some(m.version) {
             return Ok(false);
         }
-        match self.reloader.reload() {
+        match self.node.reload() {
             Ok(settings) => {
-                info!(version = m.version, mode = %settings.mode, certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), "serving the cluster's state version");
-                self.fingerprint = settings.cert_fingerprint.clone().unwrap_or_default();
+                info!(version = m.version, mode = %settings.mode, certificate = settings.fingerprint.as_deref().unwrap_or("none"), "serving the cluster's state version");
+                self.fingerprint = settings.fingerprint.unwrap_or_default();
                 progress.served = m.version;
                 metrics::gauge!(names::CLUSTER_STATE_VERSION).set(m.version as f64);
             }
@@ -218,7 +293,11 @@ impl Follower {
     }
 
     /// Records the heartbeat and refreshes the peers; `None` when the node was removed.
-    async fn beat(&self, conn: &mut Conn, progress: &Progress) -> Result<Option<u8>, ClusterError> {
+    async fn beat(
+        &self,
+        session: &mut S::Session,
+        progress: &Progress,
+    ) -> Result<Option<u8>, ClusterError> {
         let m = self.membership()?;
         let beat = Beat {
             name: &m.node_name,
@@ -226,10 +305,11 @@ impl Follower {
             version: progress.served,
             fingerprint: &self.fingerprint,
         };
-        let Some(id) = repo::heartbeat(conn, &m.repository, &beat).await? else {
+        let Some(id) = session.heartbeat(&beat).await? else {
             return Ok(None);
         };
-        let peers: HashMap<u8, Peer> = repo::nodes(conn, &m.repository)
+        let peers: HashMap<u8, Peer> = session
+            .nodes()
             .await?
             .into_iter()
             .filter(|n| n.id != id && !n.removed)
@@ -243,7 +323,7 @@ impl Follower {
                 )
             })
             .collect();
-        self.cancels.set_cluster(id, peers);
+        self.node.set_cluster(id, peers);
         Ok(Some(id))
     }
 }

@@ -21,6 +21,7 @@ pub mod membership;
 pub mod publish;
 pub mod repo;
 pub mod snapshot;
+pub mod store;
 
 pub use membership::Membership;
 

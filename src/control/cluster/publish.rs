@@ -4,13 +4,15 @@
 //! repository cannot be reached — the node's files are put back and nothing is changed anywhere.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use tracing::warn;
 
 use super::repo::{self, Conn, Stored};
-use super::snapshot::{PURPOSE, Snapshot};
+use super::snapshot::Snapshot;
+use super::store::{PgSession, PgStore, Store, StoreSession};
 use super::{ClusterError, Membership};
 use crate::atomic::FileLock;
 use crate::control::state::StateError;
@@ -38,15 +40,16 @@ pub fn try_cluster_lock(config_dir: &Path) -> Result<Option<FileLock>, ClusterEr
     FileLock::try_acquire(&path).map_err(|source| StateError::Io { path, source }.into())
 }
 
-/// A change under way on a node.
-pub struct Change {
+/// A change under way on a node, made through the shared store `S` (the repository but in tests).
+pub struct Change<S = PgStore> {
+    store: S,
     config_dir: PathBuf,
     membership: Membership,
     before: Snapshot,
     lock: Option<FileLock>,
 }
 
-impl std::fmt::Debug for Change {
+impl<S> std::fmt::Debug for Change<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Change")
             .field("node", &self.membership.node_name)
@@ -58,16 +61,20 @@ impl std::fmt::Debug for Change {
 /// Opens a stored version's snapshot with this node's master key.
 pub fn open_stored(config_dir: &Path, stored: &Stored) -> Result<Snapshot, ClusterError> {
     let keystore = Keystore::open(config_dir)?;
-    let plain = keystore.open_blob(PURPOSE, &stored.sealed).map_err(|_| {
-        ClusterError::Corrupt(format!(
-            "version {} does not open with this node's master key (was the node joined with a bootstrap file of this cluster?)",
-            stored.head.version
-        ))
-    })?;
-    Snapshot::from_bytes(&plain)
+    Snapshot::open(&keystore, stored.head.version, &stored.sealed)
 }
 
-/// Installs the repository's newest version when this node holds an older one, or holds files that
+/// [`catch_up_on`] over a repository connection the caller keeps.
+pub async fn catch_up(
+    conn: &mut Conn,
+    config_dir: &Path,
+    membership: &mut Membership,
+) -> Result<Option<Snapshot>, ClusterError> {
+    let mut session = PgSession::new(conn, &membership.repository);
+    catch_up_on(&mut session, config_dir, membership).await
+}
+
+/// Installs the store's newest version when this node holds an older one, or holds files that
 /// are not the version it says it holds; the files it replaced when it did. Call with the cluster
 /// lock held.
 ///
@@ -76,12 +83,12 @@ pub fn open_stored(config_dir: &Path, stored: &Stored) -> Result<Snapshot, Clust
 /// Serving them would make this node the one that differs from the cluster, and the next command's
 /// commit would publish them as if they were its own, so they are put back to the committed version:
 /// the interrupted command did not happen, and running it again does it.
-pub async fn catch_up(
-    conn: &mut Conn,
+pub async fn catch_up_on<T: StoreSession>(
+    session: &mut T,
     config_dir: &Path,
     membership: &mut Membership,
 ) -> Result<Option<Snapshot>, ClusterError> {
-    let Some(head) = repo::head(conn, &membership.repository).await? else {
+    let Some(head) = session.head().await? else {
         return Ok(None);
     };
     if head.version <= membership.version {
@@ -94,7 +101,7 @@ pub async fn catch_up(
             "this node's shared files are not the version it holds (a command was interrupted before it committed?); putting the committed version back"
         );
     }
-    let Some(stored) = repo::fetch(conn, &membership.repository).await? else {
+    let Some(stored) = session.fetch().await? else {
         return Ok(None);
     };
     let snapshot = open_stored(config_dir, &stored)?;
@@ -111,6 +118,22 @@ impl Change {
     /// is not a cluster node. Fails, changing nothing, when the repository cannot be reached: a
     /// change made then would reach no other node.
     pub async fn begin(config_dir: &Path) -> Result<Option<Change>, ClusterError> {
+        Change::begin_on(PgStore, config_dir).await
+    }
+
+    /// Opens a session as the cluster role (for a command's own statements).
+    pub async fn connect(&self) -> Result<Conn, ClusterError> {
+        let session = self
+            .store
+            .connect(&self.membership, &self.config_dir)
+            .await?;
+        Ok(session.into_conn())
+    }
+}
+
+impl<S: Store> Change<S> {
+    /// [`Change::begin`] through `store`.
+    pub async fn begin_on(store: S, config_dir: &Path) -> Result<Option<Change<S>>, ClusterError> {
         if Membership::read(config_dir)?.is_none() {
             return Ok(None);
         }
@@ -118,11 +141,11 @@ impl Change {
         let Some(mut membership) = Membership::read(config_dir)? else {
             return Ok(None);
         };
-        let keystore = Keystore::open(config_dir)?;
-        let mut conn = repo::connect(&membership, config_dir, &keystore, TIMEOUT).await?;
-        catch_up(&mut conn, config_dir, &mut membership).await?;
-        let _ = conn.terminate().await;
+        let mut session = store.connect(&membership, config_dir).await?;
+        catch_up_on(&mut session, config_dir, &mut membership).await?;
+        session.close().await;
         Ok(Some(Change {
+            store,
             config_dir: config_dir.to_path_buf(),
             before: Snapshot::read(config_dir)?,
             membership,
@@ -158,27 +181,27 @@ impl Change {
         if digest == self.membership.digest && generation.is_none() {
             return Ok(None);
         }
-        let keystore = Keystore::open(&self.config_dir)?;
-        let sealed = keystore.seal_blob(PURPOSE, &now.to_bytes())?;
+        let sealed = now.seal(&Keystore::open(&self.config_dir)?)?;
         let m = &self.membership;
         let committed = async {
-            let mut conn = repo::connect(m, &self.config_dir, &keystore, TIMEOUT).await?;
-            let result =
-                repo::commit(&mut conn, &m.repository, m.version, generation, &sealed, by).await;
-            Ok::<_, ClusterError>((conn, result))
+            let mut session = self.store.connect(m, &self.config_dir).await?;
+            let result = session.commit(m.version, generation, &sealed, by).await;
+            Ok::<_, ClusterError>((session, result))
         }
         .await;
         match committed {
-            Ok((_, Ok(version))) => {
+            Ok((session, Ok(version))) => {
                 self.membership.version = version;
                 self.membership.digest = digest;
                 self.membership.write(&self.config_dir)?;
                 self.before = now;
+                session.close().await;
                 Ok(Some(version))
             }
-            Ok((mut conn, Err(conflict @ ClusterError::Conflict { .. }))) => {
+            Ok((mut session, Err(conflict @ ClusterError::Conflict { .. }))) => {
                 self.before.install(&self.config_dir)?;
-                catch_up(&mut conn, &self.config_dir, &mut self.membership).await?;
+                catch_up_on(&mut session, &self.config_dir, &mut self.membership).await?;
+                session.close().await;
                 Err(conflict)
             }
             Ok((_, Err(e))) | Err(e) => {
@@ -186,12 +209,6 @@ impl Change {
                 Err(e)
             }
         }
-    }
-
-    /// Opens a session as the cluster role (for a command's own statements).
-    pub async fn connect(&self) -> Result<Conn, ClusterError> {
-        let keystore = Keystore::open(&self.config_dir)?;
-        repo::connect(&self.membership, &self.config_dir, &keystore, TIMEOUT).await
     }
 }
 
@@ -215,19 +232,22 @@ pub struct NodeOutcome {
 pub const NODE_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits, up to `limit`, until every live node serves `version`; one outcome per node.
-pub async fn wait_for_nodes(
-    change: &Change,
+pub async fn wait_for_nodes<S: Store>(
+    change: &Change<S>,
     version: u64,
     limit: Duration,
 ) -> Result<Vec<NodeOutcome>, ClusterError> {
     let started = Instant::now();
-    let mut conn = change.connect().await?;
-    let repository = &change.membership.repository;
+    let mut session = change
+        .store
+        .connect(&change.membership, &change.config_dir)
+        .await?;
     loop {
-        let nodes = repo::nodes(&mut conn, repository).await?;
+        let nodes = session.nodes().await?;
         let waiting = nodes.iter().any(|n| n.is_live() && n.version < version);
         if !waiting || started.elapsed() >= limit {
             let elapsed = started.elapsed();
+            session.close().await;
             return Ok(nodes
                 .into_iter()
                 .filter(|n| !n.removed)

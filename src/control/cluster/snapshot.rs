@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::ClusterError;
 use crate::atomic;
 use crate::control::state::StateError;
+use crate::keystore::Keystore;
 
 /// What the sealed blob is bound to.
 pub const PURPOSE: &str = "pgssl-cluster-state-v1";
@@ -81,6 +82,26 @@ impl Snapshot {
     /// The serialised form (sealed before it leaves the node).
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The snapshot sealed under `keystore`'s master key, as the store keeps it.
+    pub fn seal(&self, keystore: &Keystore) -> Result<Vec<u8>, ClusterError> {
+        Ok(keystore.seal_blob(PURPOSE, &self.to_bytes())?)
+    }
+
+    /// Opens what [`Snapshot::seal`] made, committed as `version`, with `keystore`'s master key;
+    /// [`ClusterError::Corrupt`] when it was sealed under another key, altered, or is no snapshot.
+    pub fn open(
+        keystore: &Keystore,
+        version: u64,
+        sealed: &[u8],
+    ) -> Result<Snapshot, ClusterError> {
+        let plain = keystore.open_blob(PURPOSE, sealed).map_err(|_| {
+            ClusterError::Corrupt(format!(
+                "version {version} does not open with this node's master key (was the node joined with a bootstrap file of this cluster?)"
+            ))
+        })?;
+        Snapshot::from_bytes(&plain)
     }
 
     /// Parses and checks a serialised snapshot: every path must be a plain relative path of a shared

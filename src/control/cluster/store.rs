@@ -1,0 +1,179 @@
+//! The shared store as the publish/follow state machine sees it: one committed version (with its
+//! generation and sealed snapshot), a commit guarded by the version it was based on, every node's
+//! heartbeat, and a notification when a version commits.
+//!
+//! [`PgStore`] is the cluster's repository, through the statements of [`super::repo`]; the tests
+//! drive the same state machine ([`super::publish`], [`super::follow`]) over an in-memory store
+//! that can also be cut off or made to lose a race on demand.
+
+use std::borrow::BorrowMut;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use super::publish::TIMEOUT;
+use super::repo::{self, Beat, Conn, Head, NodeRow, Stored};
+use super::{ClusterError, Membership};
+use crate::keystore::Keystore;
+
+/// Opens sessions on the shared store for a node.
+pub trait Store: Send + Sync {
+    /// One node's session.
+    type Session: StoreSession;
+
+    /// A session for the node of `membership` whose config folder is `config_dir`;
+    /// [`ClusterError::Unreachable`] or [`ClusterError::Refused`] when the store cannot be reached.
+    fn connect(
+        &self,
+        membership: &Membership,
+        config_dir: &Path,
+    ) -> impl Future<Output = Result<Self::Session, ClusterError>> + Send;
+}
+
+/// A session on the shared store. Every failure to reach the store is
+/// [`ClusterError::Unreachable`]; a lost commit race is [`ClusterError::Conflict`].
+pub trait StoreSession: Send {
+    /// The committed version and generation; `None` before the first commit.
+    fn head(&mut self) -> impl Future<Output = Result<Option<Head>, ClusterError>> + Send;
+
+    /// The committed version with its sealed snapshot; `None` before the first commit.
+    fn fetch(&mut self) -> impl Future<Output = Result<Option<Stored>, ClusterError>> + Send;
+
+    /// Commits `sealed` as the version after `base` (0: the first), with `generation` (`None`
+    /// keeps it), and notifies every listening session; [`ClusterError::Conflict`] when the store
+    /// is no longer at `base`. Returns the new version.
+    fn commit(
+        &mut self,
+        base: u64,
+        generation: Option<u64>,
+        sealed: &[u8],
+        by: &str,
+    ) -> impl Future<Output = Result<u64, ClusterError>> + Send;
+
+    /// Starts receiving the notifications of new versions on this session.
+    fn listen(&mut self) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Waits up to `timeout` for a notification; `false` when none came.
+    fn wait_change(
+        &mut self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+
+    /// Records a node's heartbeat; its id, or `None` when the node was removed.
+    fn heartbeat(
+        &mut self,
+        beat: &Beat<'_>,
+    ) -> impl Future<Output = Result<Option<u8>, ClusterError>> + Send;
+
+    /// Every node, by name.
+    fn nodes(&mut self) -> impl Future<Output = Result<Vec<NodeRow>, ClusterError>> + Send;
+
+    /// Ends the session (nothing to report if that fails: the store drops it anyway).
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// The cluster's repository, reached as the cluster role.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PgStore;
+
+/// A session on the repository: a connection (owned, or borrowed from a caller that keeps it)
+/// and the repository's address for error messages.
+#[derive(Debug)]
+pub struct PgSession<C = Conn> {
+    conn: C,
+    repository: String,
+}
+
+/// A connection a [`PgSession`] runs on: its own, ended with the session, or a caller's, which the
+/// caller ends.
+pub trait PgConn: BorrowMut<Conn> + Send {
+    /// Ends the connection if it is the session's own.
+    fn end(self) -> impl Future<Output = ()> + Send;
+}
+
+impl PgConn for Conn {
+    async fn end(self) {
+        let _ = self.terminate().await;
+    }
+}
+
+impl PgConn for &mut Conn {
+    async fn end(self) {}
+}
+
+impl<C: PgConn> PgSession<C> {
+    /// A session over `conn`, a connection to `repository`.
+    pub fn new(conn: C, repository: &str) -> PgSession<C> {
+        PgSession {
+            conn,
+            repository: repository.to_string(),
+        }
+    }
+
+    /// The connection, for statements of a command's own.
+    pub fn into_conn(self) -> C {
+        self.conn
+    }
+}
+
+impl Store for PgStore {
+    type Session = PgSession;
+
+    async fn connect(
+        &self,
+        membership: &Membership,
+        config_dir: &Path,
+    ) -> Result<PgSession, ClusterError> {
+        let keystore = Keystore::open(config_dir)?;
+        let conn = repo::connect(membership, config_dir, &keystore, TIMEOUT).await?;
+        Ok(PgSession::new(conn, &membership.repository))
+    }
+}
+
+impl<C: PgConn> StoreSession for PgSession<C> {
+    async fn head(&mut self) -> Result<Option<Head>, ClusterError> {
+        repo::head(self.conn.borrow_mut(), &self.repository).await
+    }
+
+    async fn fetch(&mut self) -> Result<Option<Stored>, ClusterError> {
+        repo::fetch(self.conn.borrow_mut(), &self.repository).await
+    }
+
+    async fn commit(
+        &mut self,
+        base: u64,
+        generation: Option<u64>,
+        sealed: &[u8],
+        by: &str,
+    ) -> Result<u64, ClusterError> {
+        let conn = self.conn.borrow_mut();
+        repo::commit(conn, &self.repository, base, generation, sealed, by).await
+    }
+
+    async fn listen(&mut self) -> Result<(), ClusterError> {
+        repo::listen(self.conn.borrow_mut(), &self.repository).await
+    }
+
+    async fn wait_change(&mut self, timeout: Duration) -> Result<bool, ClusterError> {
+        self.conn
+            .borrow_mut()
+            .wait_notification(timeout)
+            .await
+            .map_err(|e| ClusterError::Unreachable {
+                repository: self.repository.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn heartbeat(&mut self, beat: &Beat<'_>) -> Result<Option<u8>, ClusterError> {
+        repo::heartbeat(self.conn.borrow_mut(), &self.repository, beat).await
+    }
+
+    async fn nodes(&mut self) -> Result<Vec<NodeRow>, ClusterError> {
+        repo::nodes(self.conn.borrow_mut(), &self.repository).await
+    }
+
+    async fn close(self) {
+        self.conn.end().await;
+    }
+}
