@@ -167,3 +167,139 @@ pub fn advertised(addr: std::net::SocketAddr) -> String {
         _ => addr.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member() -> Membership {
+        Membership {
+            node_name: "node-1".into(),
+            repository: "db.example:5432".into(),
+            socket_port: 5432,
+            bootstrap_repository: None,
+            repository_fingerprint: Some("AB:CD".into()),
+            database: "postgres".into(),
+            version: 7,
+            digest: "d".repeat(64),
+            through_node: false,
+        }
+    }
+
+    #[test]
+    fn a_folder_without_cluster_toml_is_no_node() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Membership::read(dir.path()).unwrap(), None);
+        assert_eq!(Membership::joined(dir.path()), None);
+        assert!(!Membership::joined_through_node(dir.path()));
+        assert!(!Membership::remove(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_membership_round_trips_through_its_private_file_and_leaves_with_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        member().write(dir.path()).unwrap();
+        assert_eq!(Membership::read(dir.path()).unwrap(), Some(member()));
+        let path = Membership::path(dir.path());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .starts_with("# pgssl cluster membership")
+        );
+        assert!(Membership::remove(dir.path()).unwrap());
+        assert_eq!(Membership::read(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unknown_field_or_a_bad_value_makes_cluster_toml_a_local_error() {
+        let dir = tempfile::tempdir().unwrap();
+        member().write(dir.path()).unwrap();
+        let path = Membership::path(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        for bent in [
+            format!("{text}surprise = 1\n"),
+            text.replace("version = 7", "version = -1"),
+            text.replace("node_name = \"node-1\"\n", ""),
+            "not toml at all".to_string(),
+        ] {
+            std::fs::write(&path, &bent).unwrap();
+            let e = Membership::read(dir.path()).unwrap_err();
+            assert!(
+                matches!(&e, ClusterError::State(StateError::Corrupt { .. })),
+                "{bent}: {e:?}"
+            );
+            assert!(e.is_local() && !e.is_user_error() && !e.is_unreachable());
+            // The membership of a node whose file is unreadable is not guessed.
+            assert_eq!(Membership::joined(dir.path()), None);
+        }
+    }
+
+    #[test]
+    fn a_file_written_before_socket_port_and_through_node_reads_with_their_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            Membership::path(dir.path()),
+            "node_name = \"node-1\"\nrepository = \"db.example:5432\"\nrepository_fingerprint = \"AB:CD\"\ndatabase = \"postgres\"\nversion = 7\ndigest = \"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\"\n",
+        )
+        .unwrap();
+        assert_eq!(Membership::read(dir.path()).unwrap(), Some(member()));
+    }
+
+    #[test]
+    fn only_a_node_that_joined_is_joined_and_through_a_node_when_its_file_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Membership {
+            repository: "unix:/data/run".into(),
+            bootstrap_repository: Some("node-1.example:6432".into()),
+            ..member()
+        };
+        first.write(dir.path()).unwrap();
+        assert_eq!(Membership::joined(dir.path()), None);
+        assert!(!Membership::joined_through_node(dir.path()));
+        let second = Membership {
+            through_node: true,
+            ..member()
+        };
+        second.write(dir.path()).unwrap();
+        assert_eq!(Membership::joined(dir.path()), Some(second));
+        assert!(Membership::joined_through_node(dir.path()));
+    }
+
+    #[test]
+    fn node_names_are_1_to_63_letters_digits_dashes_underscores_or_dots() {
+        for good in ["a", "node-1", "eu_west.2", &"x".repeat(63)] {
+            assert!(check_node_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", &"x".repeat(64), "a b", "a/b", "é", "a;b", "-\n"] {
+            let e = check_node_name(bad).unwrap_err();
+            assert!(e.is_user_error(), "{bad}");
+            assert!(e.to_string().contains("not a node name"), "{e}");
+        }
+        let default = default_node_name();
+        assert!(check_node_name(&default).is_ok(), "{default}");
+    }
+
+    #[test]
+    fn pins_are_the_fingerprint_pinned_at_join_and_none_for_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(member().pins(dir.path()), ["AB:CD"]);
+        let plaintext = Membership {
+            repository_fingerprint: None,
+            ..member()
+        };
+        assert!(plaintext.pins(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_listener_is_advertised_by_its_address_or_by_host_name_when_it_listens_everywhere() {
+        let bound: std::net::SocketAddr = "192.0.2.7:6432".parse().unwrap();
+        assert_eq!(advertised(bound), "192.0.2.7:6432");
+        let everywhere: std::net::SocketAddr = "0.0.0.0:6432".parse().unwrap();
+        let expected = crate::tls::certs::hostname()
+            .map_or_else(|| "0.0.0.0:6432".to_string(), |h| format!("{h}:6432"));
+        assert_eq!(advertised(everywhere), expected);
+    }
+}

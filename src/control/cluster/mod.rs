@@ -18,10 +18,14 @@ pub mod bootstrap;
 pub mod follow;
 pub mod members;
 pub mod membership;
+#[cfg(test)]
+mod memory;
 pub mod publish;
 pub mod repo;
 pub mod snapshot;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 pub use membership::Membership;
 

@@ -270,6 +270,96 @@ mod tests {
         assert!(stray.is_empty(), "{stray:?}");
     }
 
+    /// A config folder with shared files and its keystore, and another node's folder given the
+    /// same master key (as `topology join` does).
+    fn two_nodes() -> (tempfile::TempDir, Snapshot, tempfile::TempDir) {
+        let a = tempfile::tempdir().unwrap();
+        let (id, key) = Keystore::open(a.path())
+            .unwrap()
+            .export_master_key()
+            .unwrap();
+        write(a.path(), "applied.toml", "mode = 1");
+        write(a.path(), "pgsql15/security/server.crt", "CERT");
+        let snap = Snapshot::read(a.path()).unwrap();
+        let b = tempfile::tempdir().unwrap();
+        crate::keystore::import_master_key(b.path(), &id, &key).unwrap();
+        std::fs::copy(a.path().join("keystore"), b.path().join("keystore")).unwrap();
+        (a, snap, b)
+    }
+
+    #[test]
+    fn a_sealed_snapshot_opens_on_every_node_with_the_master_key() {
+        let (a, snap, b) = two_nodes();
+        let sealed = snap.seal(&Keystore::open(a.path()).unwrap()).unwrap();
+        assert!(!String::from_utf8_lossy(&sealed).contains("CERT"));
+        for dir in [a.path(), b.path()] {
+            let opened = Snapshot::open(&Keystore::open(dir).unwrap(), 4, &sealed).unwrap();
+            assert_eq!(opened, snap);
+            assert_eq!(opened.digest(), snap.digest());
+        }
+    }
+
+    #[test]
+    fn a_snapshot_sealed_under_another_master_key_is_refused_as_corrupt() {
+        let (a, snap, _) = two_nodes();
+        let sealed = snap.seal(&Keystore::open(a.path()).unwrap()).unwrap();
+        let stranger = tempfile::tempdir().unwrap();
+        let e = Snapshot::open(&Keystore::open(stranger.path()).unwrap(), 4, &sealed).unwrap_err();
+        assert!(matches!(e, ClusterError::Corrupt(_)), "{e:?}");
+        assert!(e.to_string().contains("version 4 does not open"), "{e}");
+        assert!(!e.is_local() && !e.is_user_error() && !e.is_unreachable());
+    }
+
+    #[test]
+    fn an_altered_or_cut_sealed_snapshot_is_refused() {
+        let (a, snap, _) = two_nodes();
+        let ks = Keystore::open(a.path()).unwrap();
+        let sealed = snap.seal(&ks).unwrap();
+        let mut flipped = sealed.clone();
+        flipped[20] ^= 1;
+        for bent in [&flipped[..], &sealed[..sealed.len() - 1], &sealed[..4], b""] {
+            let e = Snapshot::open(&ks, 1, bent).unwrap_err();
+            assert!(matches!(e, ClusterError::Corrupt(_)), "{e:?}");
+        }
+        // Sealed with the key, but not for the cluster's state.
+        let other = ks.seal_blob("another purpose", &snap.to_bytes()).unwrap();
+        assert!(Snapshot::open(&ks, 1, &other).is_err());
+    }
+
+    #[test]
+    fn a_sealed_blob_that_is_no_snapshot_is_refused() {
+        let (a, _, _) = two_nodes();
+        let ks = Keystore::open(a.path()).unwrap();
+        let not_json = ks.seal_blob(PURPOSE, b"{not json").unwrap();
+        let e = Snapshot::open(&ks, 1, &not_json).unwrap_err();
+        assert!(e.to_string().contains("does not parse"), "{e}");
+        let escaping = br#"{"files":{"../x":{"mode":384,"base64":""}}}"#;
+        let e = Snapshot::open(&ks, 1, &ks.seal_blob(PURPOSE, escaping).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("not a shared state file"), "{e}");
+        let undecodable = br#"{"files":{"x":{"mode":384,"base64":"***"}}}"#;
+        let e = Snapshot::from_bytes(undecodable).unwrap_err();
+        assert!(e.to_string().contains("does not decode"), "{e}");
+    }
+
+    #[test]
+    fn any_change_to_a_shared_file_changes_the_digest() {
+        let (a, snap, _) = two_nodes();
+        write(a.path(), "pgsql15/security/server.crt", "CERT2");
+        assert_ne!(Snapshot::read(a.path()).unwrap().digest(), snap.digest());
+        write(a.path(), "pgsql15/security/server.crt", "CERT");
+        assert_eq!(Snapshot::read(a.path()).unwrap().digest(), snap.digest());
+        use std::os::unix::fs::PermissionsExt as _;
+        let cert = a.path().join("pgsql15/security/server.crt");
+        let mode = std::fs::metadata(&cert).unwrap().permissions().mode() & 0o777;
+        let other = if mode == 0o600 { 0o640 } else { 0o600 };
+        std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(other)).unwrap();
+        assert_ne!(Snapshot::read(a.path()).unwrap().digest(), snap.digest());
+        // A node's own files are no part of it.
+        write(a.path(), "cluster.toml", "me");
+        std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_eq!(Snapshot::read(a.path()).unwrap().digest(), snap.digest());
+    }
+
     #[test]
     fn refuses_paths_outside_the_shared_files() {
         for rel in [
