@@ -192,14 +192,12 @@ async fn a_follower_learns_its_id_and_its_live_peers_and_beats_its_certificate()
     })
     .await;
     let id = |n: &str| store.node(n).unwrap().id;
+    // Ids go by which node beat first: compare in id order, as `cluster()` lists them.
     let others = |b_peers: &[(u8, &str)]| {
-        Some((
-            id("b"),
-            b_peers
-                .iter()
-                .map(|(i, a)| (*i, a.to_string()))
-                .collect::<Vec<_>>(),
-        ))
+        let mut peers: Vec<(u8, String)> =
+            b_peers.iter().map(|(i, a)| (*i, a.to_string())).collect();
+        peers.sort();
+        Some((id("b"), peers))
     };
     eventually("b knows a and c", || {
         fb.server.cluster() == others(&[(id("a"), "a.test:6432"), (id("c"), "c.test:6432")])
