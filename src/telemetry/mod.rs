@@ -1,19 +1,19 @@
 //! Metrics in Prometheus text format, served on an optional listener (`serve --metrics ADDR`).
 //!
 //! The data plane records through the `metrics` facade (a no-op until a recorder is installed); this
-//! module installs the Prometheus recorder once per process, describes every metric, and answers
-//! `GET /metrics` with a deliberately tiny HTTP/1.1 responder: one request per connection, bounded reads,
-//! a timeout, nothing else to attack.
+//! module installs the Prometheus recorder once per process and describes every metric; [`endpoint`]
+//! answers `GET /metrics`. It also holds what makes client text safe for logs ([`LogSafe`]) and the
+//! bridge from `log` records to `tracing` ([`LogBridge`]).
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+mod endpoint;
+
+pub use endpoint::{MAX_METRICS_CONNECTIONS, serve_metrics};
 
 /// Longest client-supplied text a log line carries; the rest is summarised by its length.
 pub const LOG_TEXT_LIMIT: usize = 128;
@@ -293,108 +293,10 @@ fn describe_pool() {
     );
 }
 
-/// Metrics requests answered at once.
-pub const MAX_METRICS_CONNECTIONS: usize = 16;
-
-/// Serves `GET /metrics` on `listener` until `stop` is cancelled.
-///
-/// At most [`MAX_METRICS_CONNECTIONS`] requests are answered at once, each within 5 s; a connection
-/// beyond that is closed at accept, so a scraper storm cannot pile up tasks.
-pub async fn serve_metrics(listener: TcpListener, stop: CancellationToken) {
-    let handle = prometheus();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
-    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        let (mut stream, _) = tokio::select! {
-            () = stop.cancelled() => return,
-            _ = upkeep.tick() => {
-                handle.run_upkeep();
-                continue;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let _slot = slot;
-            let answer = async {
-                let head = read_request_head(&mut stream).await?;
-                let response = respond(&head, handle);
-                stream.write_all(response.as_bytes()).await?;
-                stream.shutdown().await
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
-        });
-    }
-}
-
-async fn read_request_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<String> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-fn respond(head: &str, handle: &PrometheusHandle) -> String {
-    let request_line = head.lines().next().unwrap_or_default();
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let (status, content_type, body) = match (method, path.split('?').next().unwrap_or_default()) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            handle.render(),
-        ),
-        ("GET", _) => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "not found; try /metrics\n".into(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "only GET\n".into(),
-        ),
-    };
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::LogSafe;
     use super::*;
-
-    #[test]
-    fn answers_metrics_404_and_405() {
-        let handle = prometheus();
-        metrics::counter!(names::RELOADS, "outcome" => "ok").increment(1);
-        let ok = respond("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", handle);
-        assert!(ok.starts_with("HTTP/1.1 200 OK"));
-        assert!(ok.contains("pgssl_reloads_total{outcome=\"ok\"}"), "{ok}");
-        assert!(respond("GET / HTTP/1.1\r\n\r\n", handle).starts_with("HTTP/1.1 404"));
-        assert!(respond("POST /metrics HTTP/1.1\r\n\r\n", handle).starts_with("HTTP/1.1 405"));
-        assert!(respond("", handle).starts_with("HTTP/1.1 405"));
-    }
 
     #[test]
     fn client_text_cannot_forge_lines_fields_or_terminal_codes() {
