@@ -123,13 +123,11 @@ async fn sign_in(
     };
     match state.sign_in(peer, &body.username, &body.password).await {
         Ok((token, session)) => {
-            let mut resp = http::json(
+            let resp = http::json(
                 StatusCode::OK,
                 &json!({ "username": body.username, "csrf_token": session.csrf }),
             );
-            resp.headers_mut()
-                .insert(header::SET_COOKIE, http::session_cookie(&token, None));
-            resp
+            http::with_cookie(resp, &http::session_cookie(&token))
         }
         Err(refusal) => auth::refusal_answer(&refusal, Face::Api),
     }

@@ -147,10 +147,7 @@ pub(crate) async fn sign_out(state: &AdminState, admin: &Admin, resp: Response) 
         .audit
         .record(&admin.user, admin.peer, "sign-out", "ok")
         .await;
-    let mut resp = resp;
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, http::session_cookie("", Some(0)));
-    resp
+    http::with_cookie(resp, &http::ended_session_cookie())
 }
 
 /// A refused sign-in as an answer: status, message, `Retry-After` when there is one.

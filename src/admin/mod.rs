@@ -77,6 +77,23 @@ pub(crate) struct AdminState {
 pub(crate) type Outcome<R> = (Result<R, CommandError>, Vec<OutputLine>);
 
 impl AdminState {
+    /// No sessions yet, operations on `data_dir` with `config`, audit records in its log folder.
+    fn new(data_dir: PathBuf, config: Config) -> AdminState {
+        let idle = Duration::from_secs(config.admin.session_idle_timeout_secs);
+        let audit = audit::AuditLog::new(&data_dir);
+        AdminState {
+            data_dir,
+            config,
+            sessions: Mutex::new(Sessions::new(idle)),
+            limiter: Mutex::new(SignInLimiter::default()),
+            hash_memory: Mutex::new(Vec::new()),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+            audit,
+        }
+    }
+
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         lock(&self.sessions)
     }
@@ -163,22 +180,10 @@ impl AdminServer {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AdminError::Bind { addr, source })?;
-        let idle = Duration::from_secs(config.admin.session_idle_timeout_secs);
-        let audit = audit::AuditLog::new(&data_dir);
         Ok(AdminServer {
             listener,
             acceptor: TlsAcceptor::from(tls),
-            state: Arc::new(AdminState {
-                data_dir,
-                config,
-                sessions: Mutex::new(Sessions::new(idle)),
-                limiter: Mutex::new(SignInLimiter::default()),
-                hash_memory: Mutex::new(Vec::new()),
-                hashing: tokio::sync::Semaphore::new(
-                    std::thread::available_parallelism().map_or(1, |n| n.get()),
-                ),
-                audit,
-            }),
+            state: Arc::new(AdminState::new(data_dir, config)),
             fingerprint,
         })
     }
@@ -235,7 +240,7 @@ impl AdminServer {
                     tokio::spawn(async move {
                         let _held = (spare, slot);
                         tokio::select! {
-                            () = answer_too_many(acceptor, tcp, too_many, timeout) => {}
+                            () = answer_too_many(acceptor, tcp, peer.ip(), too_many, timeout) => {}
                             () = stop.cancelled() => {}
                         }
                     });
@@ -256,15 +261,7 @@ impl AdminServer {
                     }
                     Err(_) => return,
                 };
-                let service = hyper::service::service_fn(move |mut req| {
-                    req.extensions_mut().insert(http::Peer(peer.ip()));
-                    app.clone().oneshot(req)
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(timeout)
-                    .keep_alive(false)
-                    .serve_connection(TokioIo::new(tls), service);
+                let conn = one_request(tls, app, peer.ip(), timeout);
                 tokio::select! {
                     _ = conn => {}
                     () = stop.cancelled() => {}
@@ -281,19 +278,18 @@ const MAX_OVERFLOW_ANSWERS: usize = 32;
 /// What every over-limit connection is answered: 429 and `Retry-After: 1`, with the security
 /// headers of every answer.
 fn too_many_router() -> axum::Router {
-    axum::Router::new()
-        .fallback(|| async {
-            let mut answer = http::json_error(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from this address at once; try again in a second",
-            );
-            answer.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-            answer
-        })
-        .layer(axum::middleware::from_fn(http::security_headers))
+    let app = axum::Router::new().fallback(|| async {
+        let mut answer = http::json_error(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address at once; try again in a second",
+        );
+        answer.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        answer
+    });
+    http::with_security_headers(app)
 }
 
 /// Answers one over-limit connection's request with `app` ([`too_many_router`]) within `timeout`:
@@ -302,19 +298,36 @@ fn too_many_router() -> axum::Router {
 async fn answer_too_many(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: tokio::net::TcpStream,
+    peer: IpAddr,
     app: axum::Router,
     timeout: Duration,
 ) {
     let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await else {
         return;
     };
-    let service = hyper::service::service_fn(move |req| app.clone().oneshot(req));
+    let _ = tokio::time::timeout(timeout, one_request(tls, app, peer, timeout)).await;
+}
+
+/// Serves one HTTP/1.1 request from `peer` on `tls` with `app`, its headers due within `timeout`;
+/// the connection is closed after the answer.
+async fn one_request(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    app: axum::Router,
+    peer: IpAddr,
+    timeout: Duration,
+) {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(http::Peer(peer));
+        app.clone().oneshot(req)
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(timeout)
         .keep_alive(false)
         .serve_connection(TokioIo::new(tls), service);
-    let _ = tokio::time::timeout(timeout, conn).await;
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "admin connection ended with an error");
+    }
 }
 
 /// Admin connections held per source address.
@@ -360,11 +373,8 @@ impl Drop for AddressSlot {
 /// The whole admin application: the API under `/api/v1`, the pages, and around both the body
 /// deadline and size limit and the security headers every answer carries.
 fn router(state: Arc<AdminState>, body_timeout: Duration) -> axum::Router {
-    axum::Router::new()
+    let app = axum::Router::new()
         .nest("/api/v1", api::router(state.clone()))
-        .merge(pages::router(state))
-        .layer(axum::middleware::from_fn(http::security_headers))
-        .layer(axum::middleware::from_fn(move |req, next| {
-            http::collect_body(body_timeout, req, next)
-        }))
+        .merge(pages::router(state));
+    http::harden(app, body_timeout)
 }

@@ -162,10 +162,8 @@ async fn login(
     });
     match state.sign_in(peer, &form.username, &form.password).await {
         Ok((token, _)) => {
-            let mut resp = http::redirect(REPOSITORY_SSL);
-            resp.headers_mut()
-                .insert(header::SET_COOKIE, http::session_cookie(&token, None));
-            resp
+            let resp = http::redirect(REPOSITORY_SSL);
+            http::with_cookie(resp, &http::session_cookie(&token))
         }
         Err(refusal) => auth::refusal_answer(&refusal, Face::Pages),
     }
