@@ -6,11 +6,11 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::Response;
+use axum::routing::{MethodRouter, post};
 use serde::Deserialize;
 
 use super::act;
-use super::templates::NAV;
+use super::nav::Page;
 use crate::admin::AdminState;
 use crate::admin::auth::Admin;
 use crate::control::operations::model::Operation;
@@ -20,32 +20,32 @@ use crate::keystore::Secret;
 
 type Shared = Arc<AdminState>;
 
-/// A page's form: its fields, the operation they make, and the page to return to.
-pub(super) trait PageForm: serde::de::DeserializeOwned {
+/// A page's form: its fields and the operation they make.
+pub(super) trait PageForm: serde::de::DeserializeOwned + Send + 'static {
     /// The operation.
     type Request: Operation;
-    /// The page the form is on.
-    const PAGE: &'static str;
     /// The request, or what is missing.
     fn request(self) -> Result<Self::Request, String>;
 }
 
-/// `POST` of a page form: decode it, run its operation, flash the outcome, back to its page.
-pub(super) async fn submit<F: PageForm>(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-    body: Bytes,
-) -> Response {
-    let request = fields::<F>(&body).and_then(F::request);
-    act(&state, &admin, request, F::PAGE).await
+/// `POST` of `page`'s form: decode it, run its operation, flash the outcome, back to `page`.
+pub(super) fn submit<F: PageForm>(page: Page) -> MethodRouter<Shared> {
+    post(
+        move |State(state): State<Shared>, Extension(admin): Extension<Admin>, body: Bytes| async move {
+            let request = fields::<F>(&body).and_then(F::request);
+            act(&state, &admin, request, page).await
+        },
+    )
 }
 
-/// `POST` of a button that stages an operation without arguments (disable, delete).
-pub(super) async fn stage<T: Operation + Default, const PAGE: usize>(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
-    act(&state, &admin, Ok(T::default()), NAV[PAGE].0).await
+/// `POST` of a button on `page` that stages an operation without arguments (disable, delete,
+/// regenerate), then back to `page`.
+pub(super) fn stage<T: Operation + Default>(page: Page) -> MethodRouter<Shared> {
+    post(
+        move |State(state): State<Shared>, Extension(admin): Extension<Admin>| async move {
+            act(&state, &admin, Ok(T::default()), page).await
+        },
+    )
 }
 
 /// A form's fields; an empty text field counts as not given.
@@ -80,8 +80,6 @@ pub(super) struct ExternalSslForm {
 
 impl PageForm for ExternalSslForm {
     type Request = external_ssl::Enable;
-    const PAGE: &'static str = NAV[1].0;
-
     fn request(self) -> Result<external_ssl::Enable, String> {
         Ok(external_ssl::Enable {
             cert_file: pasted(self.cert_pem.ok_or("paste the certificate")?),
@@ -101,8 +99,6 @@ pub(super) struct CustomCertForm {
 
 impl PageForm for CustomCertForm {
     type Request = custom_cert::Add;
-    const PAGE: &'static str = NAV[2].0;
-
     fn request(self) -> Result<custom_cert::Add, String> {
         Ok(custom_cert::Add {
             cert_file: pasted(self.cert_pem.ok_or("paste the CA certificate")?),
@@ -126,8 +122,6 @@ pub(super) struct ExtsvcForm {
 
 impl PageForm for ExtsvcForm {
     type Request = vizql_extsvc::Enable;
-    const PAGE: &'static str = NAV[3].0;
-
     fn request(self) -> Result<vizql_extsvc::Enable, String> {
         let number = |field: &str, value: Option<String>| {
             value
@@ -180,8 +174,6 @@ pub(super) struct MutualSslForm {
 
 impl PageForm for MutualSslForm {
     type Request = mutual_ssl::Configure;
-    const PAGE: &'static str = NAV[6].0;
-
     fn request(self) -> Result<mutual_ssl::Configure, String> {
         Ok(mutual_ssl::Configure {
             ca_cert: pasted(self.ca_pem.ok_or("paste the CA certificate")?),

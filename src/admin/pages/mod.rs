@@ -5,6 +5,7 @@
 //! request type and runs it like the API does.
 
 mod forms;
+mod nav;
 mod templates;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use maud::Markup;
 use serde::Deserialize;
 
@@ -28,6 +29,7 @@ use crate::control::operations::{
     Output, OutputLine, custom_cert, external_ssl, mutual_ssl, pending_changes, regenerate_tokens,
     repository_ssl, vizql_extsvc,
 };
+use nav::{Button, Page};
 
 type Shared = Arc<AdminState>;
 
@@ -43,67 +45,17 @@ document.querySelectorAll('form[data-progress]').forEach(function (form) {
 
 /// The pages' router.
 pub(crate) fn router(state: Shared) -> axum::Router {
-    let guarded = axum::Router::new()
-        .route("/", get(|| async { http::redirect(REPOSITORY_SSL) }))
-        .route("/logout", post(logout))
-        .route(
-            REPOSITORY_SSL,
-            get(repository_ssl_page).post(repository_ssl_form),
-        )
-        .route("/pending-changes/apply", post(apply))
-        .route("/pending-changes/discard", post(discard))
-        .route(
-            "/security/external-ssl",
-            get(external_ssl_page).post(forms::submit::<forms::ExternalSslForm>),
-        )
-        .route(
-            "/security/external-ssl/disable",
-            post(forms::stage::<external_ssl::Disable, 1>),
-        )
-        .route(
-            "/security/custom-cert",
-            get(custom_cert_page).post(forms::submit::<forms::CustomCertForm>),
-        )
-        .route(
-            "/security/custom-cert/delete",
-            post(forms::stage::<custom_cert::Delete, 2>),
-        )
-        .route(
-            "/security/vizql-extsvc-ssl",
-            get(extsvc_page).post(forms::submit::<forms::ExtsvcForm>),
-        )
-        .route(
-            "/security/vizql-extsvc-ssl/disable",
-            post(forms::stage::<vizql_extsvc::Disable, 3>),
-        )
-        .route(
-            REGENERATE,
-            get(regenerate_page).post(forms::stage::<regenerate_tokens::Regenerate, 4>),
-        )
-        .route(POOL, get(pool_page))
-        .route(
-            MUTUAL_SSL,
-            get(mutual_ssl_page).post(forms::submit::<forms::MutualSslForm>),
-        )
-        .route(
-            "/authentication/mutual-ssl/enable",
-            post(forms::stage::<mutual_ssl::Enable, 6>),
-        )
-        .route(
-            "/authentication/mutual-ssl/disable",
-            post(forms::stage::<mutual_ssl::Disable, 6>),
-        )
+    routes()
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Face::Pages),
             auth::require_admin,
-        ));
-    guarded
+        ))
         .route(
-            "/login",
+            nav::LOGIN,
             get(|| async { html(templates::login(None)) }).post(login),
         )
         .route(
-            "/static/pgssl.js",
+            nav::SCRIPT,
             get(|| async {
                 (
                     [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
@@ -115,10 +67,74 @@ pub(crate) fn router(state: Shared) -> axum::Router {
         .with_state(state)
 }
 
-const REPOSITORY_SSL: &str = "/security/repository-ssl";
-const REGENERATE: &str = "/security/regenerate-internal-tokens";
-const POOL: &str = "/pool";
-const MUTUAL_SSL: &str = "/authentication/mutual-ssl";
+/// The routes for a signed-in administrator: every [`Page`], every [`Button`], the banner's forms
+/// and sign-out.
+fn routes() -> axum::Router<Shared> {
+    let router = axum::Router::new()
+        .route("/", get(|| async { http::redirect(Page::LANDING.path()) }))
+        .route(nav::LOGOUT, post(logout))
+        .route(nav::APPLY, post(apply))
+        .route(nav::DISCARD, post(discard));
+    let router = Page::ALL
+        .into_iter()
+        .fold(router, |r, page| r.route(page.path(), page_route(page)));
+    Button::ALL.into_iter().fold(router, |r, button| {
+        r.route(&button.path(), button_route(button))
+    })
+}
+
+/// What a page's path serves: the page, and the form it posts to itself (if it has one). Every
+/// handler is given `page`, so the page it frames and the page its form returns to are the one
+/// routed here.
+fn page_route(page: Page) -> MethodRouter<Shared> {
+    match page {
+        Page::RepositorySsl => view(page, repository_ssl_content).post(repository_ssl_form),
+        Page::ExternalSsl => {
+            view(page, external_ssl_content).merge(forms::submit::<forms::ExternalSslForm>(page))
+        }
+        Page::CustomCert => {
+            view(page, custom_cert_content).merge(forms::submit::<forms::CustomCertForm>(page))
+        }
+        Page::ExternalService => {
+            view(page, extsvc_content).merge(forms::submit::<forms::ExtsvcForm>(page))
+        }
+        Page::RegenerateTokens => view(page, regenerate_content)
+            .merge(forms::stage::<regenerate_tokens::Regenerate>(page)),
+        Page::Pool => view(page, pool_content),
+        Page::MutualSsl => {
+            view(page, mutual_ssl_content).merge(forms::submit::<forms::MutualSslForm>(page))
+        }
+    }
+}
+
+/// What a button's path serves: its operation, staged, then back to the button's page.
+fn button_route(button: Button) -> MethodRouter<Shared> {
+    let page = button.page();
+    match button {
+        Button::ExternalSslDisable => forms::stage::<external_ssl::Disable>(page),
+        Button::CustomCertDelete => forms::stage::<custom_cert::Delete>(page),
+        Button::ExternalServiceDisable => forms::stage::<vizql_extsvc::Disable>(page),
+        Button::MutualSslEnable => forms::stage::<mutual_ssl::Enable>(page),
+        Button::MutualSslDisable => forms::stage::<mutual_ssl::Disable>(page),
+    }
+}
+
+/// A page's `GET`: what `content` makes for the signed-in administrator, framed with `page` marked
+/// in the navigation (or the answer `content` gave instead).
+fn view<C, F>(page: Page, content: C) -> MethodRouter<Shared>
+where
+    C: Fn(Shared, Admin) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Markup, Response>> + Send + 'static,
+{
+    get(
+        move |State(state): State<Shared>, Extension(admin): Extension<Admin>| async move {
+            match content(state.clone(), admin.clone()).await {
+                Ok(markup) => framed(&state, &admin, page, markup).await,
+                Err(answer) => answer,
+            }
+        },
+    )
+}
 
 /// A page: HTML with a content security policy that allows its inline stylesheet and nothing else
 /// inline.
@@ -162,7 +178,7 @@ async fn login(
     });
     match state.sign_in(peer, &form.username, &form.password).await {
         Ok((token, _)) => {
-            let resp = http::redirect(REPOSITORY_SSL);
+            let resp = http::redirect(Page::LANDING.path());
             http::with_cookie(resp, &http::session_cookie(&token))
         }
         Err(refusal) => auth::refusal_answer(&refusal, Face::Pages),
@@ -170,16 +186,16 @@ async fn login(
 }
 
 async fn logout(State(state): State<Shared>, Extension(admin): Extension<Admin>) -> Response {
-    auth::sign_out(&state, &admin, http::redirect("/login")).await
+    auth::sign_out(&state, &admin, http::redirect(nav::LOGIN)).await
 }
 
 /// Runs a page form's operation (or shows why its fields do not make one), keeps the outcome for the
-/// next page as its flash message, and sends the browser to `back`.
+/// next page as its flash message, and sends the browser back to `page`.
 async fn act<T: Operation>(
     state: &AdminState,
     admin: &Admin,
     request: Result<T, String>,
-    back: &'static str,
+    page: Page,
 ) -> Response {
     let flash = match request {
         Ok(request) => flash_of(state.perform(admin, request).await),
@@ -191,7 +207,7 @@ async fn act<T: Operation>(
     if let Some(s) = state.sessions().touch(&admin.token) {
         s.flash = Some(flash);
     }
-    http::redirect(back)
+    http::redirect(page.path())
 }
 
 /// An operation's outcome as the CLI would print it, its error (if any) as the last line.
@@ -226,7 +242,7 @@ fn rendered<R: Report>(report: &R) -> Vec<String> {
 }
 
 /// A signed-in page: `content` in the frame, with the pending-changes banner and the flash message.
-async fn framed(state: &AdminState, admin: &Admin, current: usize, content: Markup) -> Response {
+async fn framed(state: &AdminState, admin: &Admin, current: Page, content: Markup) -> Response {
     // A banner that cannot be read is left out; the page itself says what failed.
     let pending = state
         .perform(admin, pending_changes::List {})
@@ -248,16 +264,10 @@ async fn framed(state: &AdminState, admin: &Admin, current: usize, content: Mark
     html(templates::page(frame, content))
 }
 
-async fn repository_ssl_page(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
+async fn repository_ssl_content(state: Shared, admin: Admin) -> Result<Markup, Response> {
     match state.perform(&admin, repository_ssl::List {}).await.0 {
-        Ok(listing) => {
-            let content = templates::repository_ssl(&listing.status, &admin.csrf);
-            framed(&state, &admin, 0, content).await
-        }
-        Err(e) => http::text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(listing) => Ok(templates::repository_ssl(&listing.status, &admin.csrf)),
+        Err(e) => Err(http::text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
@@ -267,50 +277,30 @@ async fn repository_ssl_form(
     Extension(admin): Extension<Admin>,
     body: Bytes,
 ) -> Response {
+    let page = Page::RepositorySsl;
     match form_field(&body, "mode").as_deref() {
         Some("required") => {
-            act(
-                &state,
-                &admin,
-                Ok(repository_ssl::Enable {
-                    internal_only: false,
-                }),
-                REPOSITORY_SSL,
-            )
-            .await
+            let request = repository_ssl::Enable {
+                internal_only: false,
+            };
+            act(&state, &admin, Ok(request), page).await
         }
         Some("optional") => {
-            act(
-                &state,
-                &admin,
-                Ok(repository_ssl::Enable {
-                    internal_only: true,
-                }),
-                REPOSITORY_SSL,
-            )
-            .await
+            let request = repository_ssl::Enable {
+                internal_only: true,
+            };
+            act(&state, &admin, Ok(request), page).await
         }
-        Some("off") => {
-            act(
-                &state,
-                &admin,
-                Ok(repository_ssl::Disable {}),
-                REPOSITORY_SSL,
-            )
-            .await
-        }
+        Some("off") => act(&state, &admin, Ok(repository_ssl::Disable {}), page).await,
         _ => http::text(StatusCode::BAD_REQUEST, "choose one of the three options"),
     }
 }
 
 /// Where a banner form came from (one of the pages only).
-fn back(body: &[u8]) -> &'static str {
-    let asked = form_field(body, "back");
-    templates::NAV
-        .iter()
-        .map(|(path, _)| *path)
-        .find(|p| asked.as_deref() == Some(*p))
-        .unwrap_or(REPOSITORY_SSL)
+fn back(body: &[u8]) -> Page {
+    form_field(body, "back")
+        .and_then(|asked| Page::at(&asked))
+        .unwrap_or(Page::LANDING)
 }
 
 async fn apply(
@@ -332,68 +322,51 @@ async fn discard(
     act(&state, &admin, Ok(pending_changes::Discard {}), back(&body)).await
 }
 
-/// A listing page: the `list` operation's report as the CLI words it, then the page's forms.
+/// A listing page's content: the `list` operation's report as the CLI words it, then the page's
+/// forms.
 async fn listing<T: Operation>(
     state: &AdminState,
     admin: &Admin,
-    current: usize,
     list: T,
     forms: Markup,
-) -> Response {
+) -> Markup {
     let text = match state.perform(admin, list).await.0 {
         Ok(report) => rendered(&report).join("\n"),
         Err(e) => format!("error: {e}"),
     };
-    framed(state, admin, current, templates::listing(&text, forms)).await
+    templates::listing(&text, forms)
 }
 
-async fn external_ssl_page(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
+async fn external_ssl_content(state: Shared, admin: Admin) -> Result<Markup, Response> {
     let forms = templates::external_ssl_forms(&admin.csrf);
-    listing(&state, &admin, 1, external_ssl::List {}, forms).await
+    Ok(listing(&state, &admin, external_ssl::List {}, forms).await)
 }
 
-async fn custom_cert_page(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
+async fn custom_cert_content(state: Shared, admin: Admin) -> Result<Markup, Response> {
     let forms = templates::custom_cert_forms(&admin.csrf);
-    listing(&state, &admin, 2, custom_cert::List {}, forms).await
+    Ok(listing(&state, &admin, custom_cert::List {}, forms).await)
 }
 
-async fn extsvc_page(State(state): State<Shared>, Extension(admin): Extension<Admin>) -> Response {
+async fn extsvc_content(state: Shared, admin: Admin) -> Result<Markup, Response> {
     let forms = templates::extsvc_forms(&admin.csrf);
-    listing(&state, &admin, 3, vizql_extsvc::List {}, forms).await
+    Ok(listing(&state, &admin, vizql_extsvc::List {}, forms).await)
 }
 
-async fn regenerate_page(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
-    let content = templates::regenerate_form(&admin.csrf);
-    framed(&state, &admin, 4, content).await
+async fn regenerate_content(_: Shared, admin: Admin) -> Result<Markup, Response> {
+    Ok(templates::regenerate_form(&admin.csrf))
 }
 
 /// The running server's warm sessions (`pool list`), read-only.
-async fn pool_page(State(state): State<Shared>, Extension(admin): Extension<Admin>) -> Response {
-    let empty = maud::html! {};
-    listing(
-        &state,
-        &admin,
-        5,
-        crate::control::operations::pool::List {},
-        empty,
-    )
-    .await
+async fn pool_content(state: Shared, admin: Admin) -> Result<Markup, Response> {
+    let list = crate::control::operations::pool::List {};
+    Ok(listing(&state, &admin, list, maud::html! {}).await)
 }
 
 /// Mutual SSL: the configuration (`mutual-ssl list`) and its forms.
-async fn mutual_ssl_page(
-    State(state): State<Shared>,
-    Extension(admin): Extension<Admin>,
-) -> Response {
+async fn mutual_ssl_content(state: Shared, admin: Admin) -> Result<Markup, Response> {
     let forms = templates::mutual_ssl_forms(&admin.csrf);
-    listing(&state, &admin, 6, mutual_ssl::List {}, forms).await
+    Ok(listing(&state, &admin, mutual_ssl::List {}, forms).await)
 }
+
+#[cfg(test)]
+mod tests;

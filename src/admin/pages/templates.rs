@@ -3,6 +3,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use super::nav::{self, Button, Page};
 use crate::admin::session::Flash;
 use crate::control::operations::repository_ssl::Status;
 use crate::proxy::policy::Mode;
@@ -14,17 +15,6 @@ main{margin-left:16rem;padding:1rem;max-width:50rem}.banner{background:#fff4ce;b
 .error{background:#fdecea;border-color:#c62828}fieldset{border:1px solid #ccc;margin:1rem 0}label{display:block;margin:.4rem 0}\
 button{padding:.4rem 1rem;margin-right:.5rem}dl{display:grid;grid-template-columns:12rem 1fr}dt{font-weight:600}pre{background:#f5f5f5;padding:.6rem}\
 .help{margin:0 0 .6rem 1.6rem;color:#555}";
-
-/// The pages in the navigation, in order: path and title.
-pub(crate) const NAV: [(&str, &str); 7] = [
-    ("/security/repository-ssl", "Repository SSL"),
-    ("/security/external-ssl", "External SSL"),
-    ("/security/custom-cert", "Custom certificate"),
-    ("/security/vizql-extsvc-ssl", "External service"),
-    ("/security/regenerate-internal-tokens", "Regenerate tokens"),
-    ("/pool", "Warm backends"),
-    ("/authentication/mutual-ssl", "Mutual SSL"),
-];
 
 /// A whole document.
 fn document(title: &str, body: Markup) -> Markup {
@@ -39,7 +29,7 @@ fn document(title: &str, body: Markup) -> Markup {
             }
             body {
                 (body)
-                script src="/static/pgssl.js" {}
+                script src=(nav::SCRIPT) {}
             }
         }
     }
@@ -54,7 +44,7 @@ pub(crate) fn login(error: Option<&str>) -> Markup {
             main style="margin-left:1rem" {
                 h1 { "Sign in" }
                 @if let Some(e) = error { p.flash.error role="alert" { (e) } }
-                form method="post" action="/login" {
+                form method="post" action=(nav::LOGIN) {
                     label for="username" { "User name" }
                     input id="username" name="username" autocomplete="username" required autofocus;
                     label for="password" { "Password" }
@@ -72,8 +62,8 @@ pub(crate) struct Frame<'a> {
     pub user: &'a str,
     /// The session's CSRF token, for every form.
     pub csrf: &'a str,
-    /// Which page of [`NAV`] this is.
-    pub current: usize,
+    /// Which page this is (marked in the navigation).
+    pub current: Page,
     /// The staged changes (the banner shows when there are any).
     pub pending: &'a [String],
     /// The result of the last change, shown once.
@@ -86,22 +76,22 @@ fn csrf(token: &str) -> Markup {
 
 /// Navigation, the flash message and the pending-changes banner around `content`.
 pub(crate) fn page(frame: Frame<'_>, content: Markup) -> Markup {
-    let (path, title) = NAV[frame.current];
+    let (path, title) = (frame.current.path(), frame.current.title());
     let token = frame.csrf;
     document(
         title,
         html! {
             header {
                 strong { "pgssl" } " services manager · Configuration · signed in as " (frame.user) " "
-                form method="post" action="/logout" style="display:inline" {
+                form method="post" action=(nav::LOGOUT) style="display:inline" {
                     (csrf(token)) button type="submit" { "Sign out" }
                 }
             }
             nav aria-label="Security" {
                 h2 { "Security" }
                 ul {
-                    @for (i, (href, label)) in NAV.iter().enumerate() {
-                        li { a href=(href) aria-current=[(i == frame.current).then_some("page")] { (label) } }
+                    @for page in Page::ALL {
+                        li { a href=(page.path()) aria-current=[(page == frame.current).then_some("page")] { (page.title()) } }
                     }
                 }
             }
@@ -110,11 +100,11 @@ pub(crate) fn page(frame: Frame<'_>, content: Markup) -> Markup {
                     section.banner aria-labelledby="pending-title" {
                         h2 id="pending-title" { "Pending changes" }
                         ul { @for line in frame.pending { li { (line) } } }
-                        form method="post" action="/pending-changes/apply" data-progress="Applying pending changes…" style="display:inline" {
+                        form method="post" action=(nav::APPLY) data-progress="Applying pending changes…" style="display:inline" {
                             (csrf(token)) input type="hidden" name="back" value=(path);
                             button type="submit" id="apply" { "Apply changes" }
                         }
-                        form method="post" action="/pending-changes/discard" style="display:inline" {
+                        form method="post" action=(nav::DISCARD) style="display:inline" {
                             (csrf(token)) input type="hidden" name="back" value=(path);
                             button type="submit" id="discard" { "Discard changes" }
                         }
@@ -144,7 +134,7 @@ pub(crate) fn repository_ssl(status: &Status, token: &str) -> Markup {
     };
     html! {
         p { "Applied option: " strong id="applied-mode" { (status.mode.description()) } }
-        form method="post" action="/security/repository-ssl" {
+        form method="post" action=(Page::RepositorySsl.path()) {
             (csrf(token))
             fieldset {
                 legend { "SSL for connections to the repository" }
@@ -203,7 +193,7 @@ fn staging_forms(
     action: &str,
     fields: Markup,
     submit: &str,
-    undo: (&str, &str),
+    undo: (Button, &str),
 ) -> Markup {
     html! {
         h2 { (title) }
@@ -212,7 +202,7 @@ fn staging_forms(
             (fields)
             p { button type="submit" { (submit) } }
         }
-        form method="post" action=(undo.0) { (csrf(token)) button type="submit" { (undo.1) } }
+        form method="post" action=(undo.0.path()) { (csrf(token)) button type="submit" { (undo.1) } }
     }
 }
 
@@ -227,8 +217,8 @@ pub(crate) fn external_ssl_forms(token: &str) -> Markup {
         label for="protocols" { "Protocols" }
         input id="protocols" name="protocols" value="all, -SSLv2, -SSLv3" size="40";
     };
-    let action = "/security/external-ssl";
-    let undo = ("/security/external-ssl/disable", "Stage disable");
+    let action = Page::ExternalSsl.path();
+    let undo = (Button::ExternalSslDisable, "Stage disable");
     staging_forms(
         token,
         "Enable with your certificate",
@@ -242,11 +232,11 @@ pub(crate) fn external_ssl_forms(token: &str) -> Markup {
 /// The custom CA's forms.
 pub(crate) fn custom_cert_forms(token: &str) -> Markup {
     let fields = text_area("cert_pem", "CA certificate (PEM)", true);
-    let undo = ("/security/custom-cert/delete", "Stage delete");
+    let undo = (Button::CustomCertDelete, "Stage delete");
     staging_forms(
         token,
         "Add a CA certificate",
-        "/security/custom-cert",
+        Page::CustomCert.path(),
         fields,
         "Stage add",
         undo,
@@ -281,8 +271,8 @@ pub(crate) fn extsvc_forms(token: &str) -> Markup {
         }
         label for="skip_check" { input type="checkbox" id="skip_check" name="skip_check"; " Skip the TLS check" }
     };
-    let action = "/security/vizql-extsvc-ssl";
-    let undo = ("/security/vizql-extsvc-ssl/disable", "Stage disable");
+    let action = Page::ExternalService.path();
+    let undo = (Button::ExternalServiceDisable, "Stage disable");
     staging_forms(
         token,
         "Enable a connection",
@@ -311,10 +301,10 @@ pub(crate) fn mutual_ssl_forms(token: &str) -> Markup {
             option value="false" { "is refused (certificate required)" }
         }
     };
-    let undo = ("/authentication/mutual-ssl/disable", "Stage disable");
+    let undo = (Button::MutualSslDisable, "Stage disable");
     html! {
-        (staging_forms(token, "Configure mutual SSL", "/authentication/mutual-ssl", fields, "Stage configuration", undo))
-        form method="post" action="/authentication/mutual-ssl/enable" {
+        (staging_forms(token, "Configure mutual SSL", Page::MutualSsl.path(), fields, "Stage configuration", undo))
+        form method="post" action=(Button::MutualSslEnable.path()) {
             (csrf(token))
             button type="submit" { "Stage enable" }
         }
@@ -325,7 +315,7 @@ pub(crate) fn mutual_ssl_forms(token: &str) -> Markup {
 pub(crate) fn regenerate_form(token: &str) -> Markup {
     html! {
         p { "Generates a new internal certificate, new passwords for the internal roles and a new master key, without downtime." }
-        form method="post" action="/security/regenerate-internal-tokens" data-progress="Regenerating…" {
+        form method="post" action=(Page::RegenerateTokens.path()) data-progress="Regenerating…" {
             (csrf(token))
             button type="submit" { "Regenerate internal tokens" }
         }
@@ -345,5 +335,51 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<script>alert"), "{html}");
+    }
+
+    /// The `href`s of the links inside the page's `<nav>`, and which one is marked current.
+    fn nav_links(html: &str) -> (Vec<String>, Vec<String>) {
+        let start = html.find("<nav").expect("a nav");
+        let end = html[start..].find("</nav>").expect("the nav ends") + start;
+        let mut links = Vec::new();
+        let mut current = Vec::new();
+        for anchor in html[start..end].split("<a ").skip(1) {
+            let tag = &anchor[..anchor.find('>').expect("the tag ends")];
+            let href = tag
+                .split("href=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .expect("an href");
+            if tag.contains("aria-current=\"page\"") {
+                current.push(href.to_string());
+            }
+            links.push(href.to_string());
+        }
+        (links, current)
+    }
+
+    #[test]
+    fn the_navigation_lists_every_page_once_in_order_and_marks_the_current_one() {
+        let paths: Vec<String> = Page::ALL.iter().map(|p| p.path().to_string()).collect();
+        for page in Page::ALL {
+            let frame = Frame {
+                user: "admin",
+                csrf: "t",
+                current: page,
+                pending: &["one change".to_string()],
+                flash: None,
+            };
+            let html = super::page(frame, html! {}).into_string();
+            let (links, current) = nav_links(&html);
+            assert_eq!(links, paths, "{page:?}");
+            assert_eq!(current, [page.path()], "{page:?}");
+            assert!(
+                html.contains(&format!("<h1>{}</h1>", page.title())),
+                "{html}"
+            );
+            // The banner's forms come back to this page.
+            let back = format!("name=\"back\" value=\"{}\"", page.path());
+            assert_eq!(html.matches(&back).count(), 2, "{html}");
+        }
     }
 }

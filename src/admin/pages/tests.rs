@@ -1,0 +1,125 @@
+//! The pages' routing table against the handlers: every page is served and frames itself, every
+//! form and button returns to its own page.
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use tower::ServiceExt;
+
+use super::*;
+
+/// The signed-in routes for an administrator.
+struct Pages {
+    app: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+impl Pages {
+    /// On an empty data directory: the listings read that nothing is set up.
+    fn empty() -> Pages {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("config")).unwrap();
+        let data_dir = dir.path().to_path_buf();
+        Pages::on(dir, data_dir)
+    }
+
+    /// On a data directory that cannot exist (under a file): every operation fails at once,
+    /// so no change (regenerating tokens included) gets under way, and the pages say so.
+    fn unusable() -> Pages {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let data_dir = dir.path().join("file").join("data");
+        Pages::on(dir, data_dir)
+    }
+
+    fn on(dir: tempfile::TempDir, data_dir: std::path::PathBuf) -> Pages {
+        let state = Arc::new(AdminState::new(data_dir, crate::config::Config::default()));
+        let admin = Admin {
+            user: "admin".into(),
+            peer: [127, 0, 0, 1].into(),
+            token: "token".into(),
+            csrf: "csrf".into(),
+        };
+        Pages {
+            app: routes().layer(Extension(admin)).with_state(state),
+            _dir: dir,
+        }
+    }
+
+    /// `method path` with `form` as its body: status, `Location`, body.
+    async fn ask(&self, method: Method, path: &str, form: &str) -> (StatusCode, String, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_string()))
+            .unwrap();
+        let resp = self.app.clone().oneshot(request).await.unwrap();
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            location,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn every_page_is_routed_and_shows_itself_as_current() {
+    let pages = Pages::empty();
+    for page in Page::ALL {
+        let (status, _, html) = pages.ask(Method::GET, page.path(), "").await;
+        assert_eq!(status, StatusCode::OK, "{page:?}: {html}");
+        let current = format!("<a href=\"{}\" aria-current=\"page\">", page.path());
+        assert_eq!(html.matches("aria-current").count(), 1, "{page:?}: {html}");
+        assert!(html.contains(&current), "{page:?}: {html}");
+        assert!(
+            html.contains(&format!("<h1>{}</h1>", page.title())),
+            "{html}"
+        );
+    }
+    let (status, location, _) = pages.ask(Method::GET, "/", "").await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, Page::LANDING.path())
+    );
+    assert_eq!(
+        pages.ask(Method::GET, "/security", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn every_form_and_button_returns_to_its_own_page() {
+    let pages = Pages::unusable();
+    for button in Button::ALL {
+        let (status, location, _) = pages.ask(Method::POST, &button.path(), "").await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{button:?}");
+        assert_eq!(location, button.page().path(), "{button:?}");
+    }
+    for page in Page::ALL {
+        let form = match page {
+            Page::RepositorySsl => "mode=off",
+            Page::Pool => continue,
+            _ => "",
+        };
+        let (status, location, body) = pages.ask(Method::POST, page.path(), form).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{page:?}: {body}");
+        assert_eq!(location, page.path(), "{page:?}");
+    }
+    // The banner's forms return to the page named in the form, or to the landing page.
+    for page in Page::ALL {
+        let form = format!("back={}", page.path());
+        let (_, location, _) = pages.ask(Method::POST, nav::DISCARD, &form).await;
+        assert_eq!(location, page.path());
+    }
+    let (_, location, _) = pages.ask(Method::POST, nav::APPLY, "back=/elsewhere").await;
+    assert_eq!(location, Page::LANDING.path());
+}
