@@ -31,9 +31,9 @@ use crate::proxy::relay::{self, RelayEnd};
 use crate::proxy::relayed_client::{self, RelayError, RelayKey};
 use crate::proxy::session;
 use crate::proxy::settings::LiveSettings;
-use crate::proxy::startups::{Expired, StartupPlace};
-use crate::proxy::stream::NegotiatedStream;
-use crate::proxy::upstream::{Target, UpstreamStream};
+use crate::proxy::startups::{Deadline, Expired, StartupPlace};
+use crate::proxy::stream::{ClientSocket, NegotiatedStream};
+use crate::proxy::upstream::{RepositoryConnector, UpstreamStream};
 use crate::telemetry::LogSafe;
 
 /// Counts a connection in `pgssl_connections_active` for as long as it lives.
@@ -57,8 +57,8 @@ impl Drop for ActiveGuard<'_> {
 pub struct ConnectionContext {
     /// Who is a client user.
     pub classifier: UserClassifier,
-    /// The repository.
-    pub upstream: Target,
+    /// The repository: a [`crate::proxy::upstream::Target`] in a server.
+    pub upstream: Arc<dyn RepositoryConnector>,
     /// Accept-to-start-up limit.
     pub handshake_timeout: Duration,
     /// Limit for connecting to the repository.
@@ -135,13 +135,38 @@ pub async fn handle(
     } else {
         peer
     };
+    serve_accepted(
+        ClientSocket::Tcp(tcp),
+        peer,
+        &settings,
+        &ctx,
+        starting,
+        deadline,
+        started,
+    )
+    .await
+}
+
+/// Negotiates on a connection whose transport is ready (the PROXY header, if any, read off it) and
+/// serves what it asked for: a cancel request or a session. `deadline` bounds the negotiation;
+/// `started` is when the connection was accepted.
+pub(crate) async fn serve_accepted(
+    client: ClientSocket,
+    peer: SocketAddr,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    starting: StartupPlace,
+    deadline: Deadline,
+    started: Instant,
+) {
+    let m = &ctx.metrics;
     // Boxed: the negotiation's state (TLS handshake included) is freed once it finishes instead of
     // sizing the task for the whole life of the session.
-    let negotiated = Box::pin(negotiate::negotiate(tcp, &settings, m, &deadline)).await;
+    let negotiated = Box::pin(negotiate::negotiate(client, settings, m, &deadline)).await;
     match negotiated {
         Err(e) => log_negotiation_failure(peer, &e, m),
         Ok(Negotiated::Cancel { stream, packet }) => {
-            crate::proxy::cancel_route::forward_cancel(stream, &packet, peer, &settings, &ctx).await
+            crate::proxy::cancel_route::forward_cancel(stream, &packet, peer, settings, ctx).await
         }
         Ok(Negotiated::Startup {
             mut stream,
@@ -152,7 +177,7 @@ pub async fn handle(
             // A client relayed by another node of the cluster: its own address, proven.
             let (peer, startup) = match startup.param(relayed_client::PARAM) {
                 None => (peer, startup),
-                Some(value) => match relayed_peer(&stream, value, &ctx) {
+                Some(value) => match relayed_peer(&stream, value, ctx) {
                     Ok(client) => (
                         client,
                         relayed_client::without_param(&startup, relayed_client::PARAM),
@@ -182,7 +207,7 @@ pub async fn handle(
                 },
             };
             let start = Start { startup, pipelined };
-            session(stream, start, &who, &settings, &ctx, starting, started).await;
+            session(stream, start, &who, settings, ctx, starting, started).await;
         }
     }
 }

@@ -6,9 +6,9 @@
 
 /// Implements `AsyncRead` and `AsyncWrite` for an enum whose every variant holds one stream (boxed or
 /// not), by forwarding each call to it: the client side and the repository side each have a few kinds
-/// of stream, and the relay sees one type per side.
+/// of stream, and the relay sees one type per side. A variant may carry attributes (`#[cfg(test)]`).
 macro_rules! forward_io {
-    ($ty:ident: $($variant:ident),+) => {
+    ($ty:ident: $($(#[$attr:meta])* $variant:ident),+) => {
         impl tokio::io::AsyncRead for $ty {
             fn poll_read(
                 self: std::pin::Pin<&mut Self>,
@@ -16,7 +16,7 @@ macro_rules! forward_io {
                 buf: &mut tokio::io::ReadBuf<'_>,
             ) -> std::task::Poll<std::io::Result<()>> {
                 match self.get_mut() {
-                    $($ty::$variant(s) => std::pin::Pin::new(s).poll_read(cx, buf),)+
+                    $($(#[$attr])* $ty::$variant(s) => std::pin::Pin::new(s).poll_read(cx, buf),)+
                 }
             }
         }
@@ -28,7 +28,7 @@ macro_rules! forward_io {
                 buf: &[u8],
             ) -> std::task::Poll<std::io::Result<usize>> {
                 match self.get_mut() {
-                    $($ty::$variant(s) => std::pin::Pin::new(s).poll_write(cx, buf),)+
+                    $($(#[$attr])* $ty::$variant(s) => std::pin::Pin::new(s).poll_write(cx, buf),)+
                 }
             }
 
@@ -37,7 +37,7 @@ macro_rules! forward_io {
                 cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<std::io::Result<()>> {
                 match self.get_mut() {
-                    $($ty::$variant(s) => std::pin::Pin::new(s).poll_flush(cx),)+
+                    $($(#[$attr])* $ty::$variant(s) => std::pin::Pin::new(s).poll_flush(cx),)+
                 }
             }
 
@@ -46,7 +46,7 @@ macro_rules! forward_io {
                 cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<std::io::Result<()>> {
                 match self.get_mut() {
-                    $($ty::$variant(s) => std::pin::Pin::new(s).poll_shutdown(cx),)+
+                    $($(#[$attr])* $ty::$variant(s) => std::pin::Pin::new(s).poll_shutdown(cx),)+
                 }
             }
         }
@@ -72,3 +72,6 @@ pub mod settings;
 pub mod startups;
 pub mod stream;
 pub mod upstream;
+
+#[cfg(test)]
+mod tests;

@@ -11,7 +11,6 @@ use std::io;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::proxy::metrics::ProxyMetrics;
@@ -19,7 +18,7 @@ use crate::proxy::protocol::first_packet::{self, TLS_HANDSHAKE_RECORD};
 use crate::proxy::protocol::{ErrorResponse, FirstPacket, PacketError, SqlState, StartupMessage};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::{Deadline, Expired};
-use crate::proxy::stream::{NegotiatedStream, TlsInfo};
+use crate::proxy::stream::{ClientSocket, NegotiatedStream, TlsInfo};
 use crate::tls::ALPN_POSTGRESQL;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -106,7 +105,7 @@ impl NegotiateError {
 
 /// Runs negotiation on a freshly accepted connection; everything must finish by `deadline`.
 pub async fn negotiate(
-    tcp: TcpStream,
+    mut tcp: ClientSocket,
     settings: &LiveSettings,
     metrics: &ProxyMetrics,
     deadline: &Deadline,
@@ -122,7 +121,6 @@ pub async fn negotiate(
         return direct_tls(tcp, settings, metrics, deadline).await;
     }
 
-    let mut tcp = tcp;
     let mut buf = BytesMut::with_capacity(512);
     let (mut ssl_seen, mut gss_seen) = (false, false);
     loop {
@@ -176,7 +174,7 @@ pub async fn negotiate(
 }
 
 async fn direct_tls(
-    tcp: TcpStream,
+    tcp: ClientSocket,
     settings: &LiveSettings,
     metrics: &ProxyMetrics,
     deadline: &Deadline,
@@ -202,11 +200,11 @@ async fn direct_tls(
 /// negotiated (read once, for both the metrics and the caller).
 async fn accept_tls(
     acceptor: &TlsAcceptor,
-    tcp: TcpStream,
+    tcp: ClientSocket,
     deadline: &Deadline,
     direct: bool,
     metrics: &ProxyMetrics,
-) -> Result<(TlsStream<TcpStream>, TlsInfo), NegotiateError> {
+) -> Result<(TlsStream<ClientSocket>, TlsInfo), NegotiateError> {
     let started = Instant::now();
     let result = match deadline.run(acceptor.accept(tcp)).await {
         Err(Expired::Timeout) => Err(("timeout", NegotiateError::Timeout)),

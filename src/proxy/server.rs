@@ -26,7 +26,7 @@ use crate::proxy::policy::UserClassifier;
 use crate::proxy::prefill::{self, Prefill};
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::startups::Startups;
-use crate::proxy::upstream::{Target, UpstreamAddr};
+use crate::proxy::upstream::{RepositoryConnector, Target, UpstreamAddr};
 
 /// Limits and timeouts of the data plane (`[server]` in the configuration).
 #[derive(Debug, Clone)]
@@ -72,6 +72,35 @@ pub struct ServerOptions {
     pub upstream_is_node: bool,
 }
 
+impl ServerOptions {
+    /// What every connection of a server with these options shares, reaching the repository
+    /// through `upstream` (the server's [`Target`]; a fake repository in unit tests).
+    pub(crate) fn context(self, upstream: Arc<dyn RepositoryConnector>) -> ConnectionContext {
+        let limits = self.limits;
+        ConnectionContext {
+            classifier: self.classifier,
+            upstream,
+            handshake_timeout: limits.handshake_timeout,
+            connect_timeout: limits.connect_timeout,
+            draining: CancellationToken::new(),
+            closing: CancellationToken::new(),
+            sessions: Arc::new(Semaphore::new(limits.max_connections)),
+            metrics: ProxyMetrics::register(),
+            auth: self.auth,
+            lockout: Lockout::new(limits.lockout),
+            prefill: Prefill::new(self.pool.min_warm.clone()),
+            pool: Pool::new(self.pool),
+            cancels: Arc::new(CancelKeys::default()),
+            cancel_forwards: tokio::sync::Semaphore::new(
+                crate::proxy::cancel_route::MAX_CANCEL_FORWARDS,
+            ),
+            proxy_protocol_from: limits.proxy_protocol_from,
+            relay_key: self.relay_key,
+            upstream_is_node: self.upstream_is_node,
+        }
+    }
+}
+
 /// No worker could accept on the listening socket.
 #[derive(Debug, thiserror::Error)]
 #[error("no worker could accept connections on the listening socket (see the errors logged above)")]
@@ -107,34 +136,20 @@ impl Server {
                 addr: options.listen,
                 source,
             })?;
-        let limits = options.limits;
+        let limits = &options.limits;
+        let (max_startups, workers, grace) = (
+            limits.max_startups,
+            limits.workers.max(1),
+            limits.shutdown_grace,
+        );
+        let upstream = Arc::new(Target::new(options.upstream.clone()));
         Ok(Server {
             listener,
             cell,
-            max_startups: limits.max_startups,
-            workers: limits.workers.max(1),
-            grace: limits.shutdown_grace,
-            ctx: Arc::new(ConnectionContext {
-                classifier: options.classifier,
-                upstream: Target::new(options.upstream),
-                handshake_timeout: limits.handshake_timeout,
-                connect_timeout: limits.connect_timeout,
-                draining: CancellationToken::new(),
-                closing: CancellationToken::new(),
-                sessions: Arc::new(Semaphore::new(limits.max_connections)),
-                metrics: ProxyMetrics::register(),
-                auth: options.auth,
-                lockout: Lockout::new(limits.lockout),
-                prefill: Prefill::new(options.pool.min_warm.clone()),
-                pool: Pool::new(options.pool),
-                cancels: Arc::new(CancelKeys::default()),
-                cancel_forwards: tokio::sync::Semaphore::new(
-                    crate::proxy::cancel_route::MAX_CANCEL_FORWARDS,
-                ),
-                proxy_protocol_from: limits.proxy_protocol_from.clone(),
-                relay_key: options.relay_key,
-                upstream_is_node: options.upstream_is_node,
-            }),
+            max_startups,
+            workers,
+            grace,
+            ctx: Arc::new(options.context(upstream)),
         })
     }
 

@@ -1,16 +1,43 @@
-//! [`NegotiatedStream`]: the client connection after negotiation, plaintext or TLS.
+//! [`NegotiatedStream`]: the client connection after negotiation, plaintext or TLS, over a
+//! [`ClientSocket`] (the accepted TCP connection; in unit tests, an in-memory pipe).
 
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+
+/// The transport a client connection arrives on: an accepted TCP socket. Unit tests put an
+/// in-memory pipe in its place ([`MemorySocket`]), so that every stage after accept runs in
+/// process; in other builds the enum has one variant and costs nothing.
+#[derive(Debug)]
+pub enum ClientSocket {
+    /// An accepted TCP connection.
+    Tcp(TcpStream),
+    /// One end of a `tokio::io::duplex` pipe whose other end plays the client.
+    #[cfg(test)]
+    Memory(MemorySocket),
+}
+
+impl ClientSocket {
+    /// Reads the next bytes without consuming them (negotiation tells a TLS ClientHello from a
+    /// PostgreSQL packet by its first byte); 0 when the client closed.
+    pub async fn peek(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ClientSocket::Tcp(tcp) => tcp.peek(buf).await,
+            #[cfg(test)]
+            ClientSocket::Memory(memory) => memory.peek(buf).await,
+        }
+    }
+}
+
+forward_io!(ClientSocket: Tcp, #[cfg(test)] Memory);
 
 /// A client connection, either as accepted or wrapped in TLS terminated by pgssl.
 #[derive(Debug)]
 pub enum NegotiatedStream {
     /// No encryption.
-    Plain(TcpStream),
+    Plain(ClientSocket),
     /// TLS terminated here; boxed because the rustls state is large and most of the enum's life is
     /// spent moving it between phases.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<ClientSocket>>),
 }
 
 impl NegotiatedStream {
@@ -41,7 +68,7 @@ pub struct TlsInfo {
 
 impl TlsInfo {
     /// Reads the negotiated parameters of a finished handshake.
-    pub fn of(stream: &TlsStream<TcpStream>, direct: bool) -> TlsInfo {
+    pub fn of(stream: &TlsStream<ClientSocket>, direct: bool) -> TlsInfo {
         let (_, conn) = stream.get_ref();
         // Static names: nothing is formatted per handshake.
         TlsInfo {
@@ -60,3 +87,86 @@ impl TlsInfo {
 }
 
 forward_io!(NegotiatedStream: Plain, Tls);
+
+/// An in-memory client transport for unit tests: a duplex pipe that can be peeked at like a socket.
+#[cfg(test)]
+#[derive(Debug)]
+pub struct MemorySocket {
+    io: tokio::io::DuplexStream,
+    /// A byte [`MemorySocket::peek`] read and the next read returns first.
+    peeked: Option<u8>,
+}
+
+#[cfg(test)]
+impl MemorySocket {
+    /// Wraps pgssl's end of a duplex pipe.
+    pub fn new(io: tokio::io::DuplexStream) -> MemorySocket {
+        MemorySocket { io, peeked: None }
+    }
+
+    async fn peek(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let byte = match self.peeked {
+            Some(byte) => byte,
+            None => {
+                let mut one = [0u8; 1];
+                if self.io.read(&mut one).await? == 0 {
+                    return Ok(0);
+                }
+                self.peeked = Some(one[0]);
+                one[0]
+            }
+        };
+        buf[0] = byte;
+        Ok(1)
+    }
+}
+
+#[cfg(test)]
+impl tokio::io::AsyncRead for MemorySocket {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() > 0
+            && let Some(byte) = this.peeked.take()
+        {
+            // As after a socket's peek: the byte comes with whatever else has arrived.
+            buf.put_slice(&[byte]);
+            // An error here comes again at the next read; the byte is delivered now.
+            let _ = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+#[cfg(test)]
+impl tokio::io::AsyncWrite for MemorySocket {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

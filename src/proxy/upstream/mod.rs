@@ -1,7 +1,10 @@
 //! Connecting to the repository: the upstream PostgreSQL, over TCP or its Unix socket.
 
+pub mod connector;
 pub mod identity;
 pub mod tls;
+
+pub use connector::RepositoryConnector;
 
 use std::fmt;
 use std::io;

@@ -1,0 +1,232 @@
+//! What the stage tests share: a served certificate, settings and connection contexts, a verifier
+//! lookup, and connections driven through [`crate::proxy::connection::serve_accepted`] with a
+//! scripted client ([`Client`]) and a fake repository ([`FakeRepository`]).
+
+pub(super) mod client;
+pub(super) mod repository;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+pub(super) use client::{Client, Fatal};
+pub(super) use repository::{FakeRepository, RepoSession};
+
+use crate::proxy::auth::AuthPlan;
+use crate::proxy::auth::lockout::LockoutPolicy;
+use crate::proxy::auth::terminate::{LookupError, LookupFuture, RoleSecret, VerifierSource};
+use crate::proxy::backend::PoolOptions;
+use crate::proxy::connection::{self, ConnectionContext};
+use crate::proxy::policy::{Mode, UserClassifier};
+use crate::proxy::server::{Limits, ServerOptions};
+use crate::proxy::settings::LiveSettings;
+use crate::proxy::startups::Startups;
+use crate::proxy::stream::{ClientSocket, MemorySocket};
+use crate::proxy::upstream::UpstreamAddr;
+
+/// The client users of every test context; any other name is an internal user.
+pub(super) const CLIENT_USER: &str = "tableau";
+/// An internal user.
+pub(super) const INTERNAL_USER: &str = "svc";
+/// The password every role the lookup knows has.
+pub(super) const PASSWORD: &str = "correct horse battery";
+
+/// How long any one step of a test may take before it fails (a hang is a failure, not a wait).
+pub(super) const STEP: Duration = Duration::from_secs(10);
+
+/// Awaits `work`, failing the test when it takes longer than [`STEP`].
+pub(super) async fn within<F: std::future::Future>(what: &str, work: F) -> F::Output {
+    match tokio::time::timeout(STEP, work).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what} did not happen within {STEP:?}"),
+    }
+}
+
+/// The certificate pgssl serves in the tests, generated once.
+pub(super) struct Served {
+    /// The certificate (DER).
+    pub(super) der: CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+/// The served certificate.
+pub(super) fn served() -> &'static Served {
+    static SERVED: OnceLock<Served> = OnceLock::new();
+    SERVED.get_or_init(|| {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("a self-signed certificate");
+        Served {
+            der: generated.cert.der().clone(),
+            key: generated.signing_key.serialize_der(),
+        }
+    })
+}
+
+/// An acceptor serving [`served`]'s certificate (ALPN `postgresql`, as the server's own).
+pub(super) fn acceptor(
+    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> TlsAcceptor {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(served().key.clone()));
+    let config = crate::tls::server_config_from(
+        vec![served().der.clone()],
+        key,
+        crate::tls::protocols::ProtocolSet::ALL,
+        client_auth,
+    )
+    .expect("a server configuration");
+    TlsAcceptor::from(config)
+}
+
+/// Settings in `mode`, serving [`served`]'s certificate whenever the mode offers TLS.
+pub(super) fn settings(mode: Mode) -> LiveSettings {
+    let mut settings = LiveSettings::off();
+    settings.mode = mode;
+    if mode.offers_tls() {
+        settings.acceptor = Some(acceptor(None));
+        settings.channel_binding =
+            Some(crate::proxy::auth::scram::tls_server_end_point(&served().der).into());
+        settings.cert_fingerprint = Some(crate::tls::certs::sha256_fingerprint(&served().der));
+    }
+    settings.generation = 1;
+    settings
+}
+
+/// A server's options for tests: generous limits, the default lockout, no pool.
+pub(super) fn options(auth: AuthPlan) -> ServerOptions {
+    ServerOptions {
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        upstream: UpstreamAddr::Tcp("repository.test:5432".into()),
+        classifier: UserClassifier::new(vec![CLIENT_USER.into()]),
+        limits: Limits {
+            max_connections: 16,
+            max_startups: 16,
+            handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(1),
+            workers: 1,
+            lockout: LockoutPolicy::default(),
+            proxy_protocol_from: Vec::new(),
+        },
+        auth,
+        pool: PoolOptions::default(),
+        relay_key: None,
+        upstream_is_node: false,
+    }
+}
+
+/// Options with warm sessions kept.
+pub(super) fn pooled(auth: AuthPlan) -> ServerOptions {
+    let mut options = options(auth);
+    options.pool = PoolOptions {
+        enabled: true,
+        ..PoolOptions::default()
+    };
+    options
+}
+
+/// pgssl authenticates clients itself against `lookup`.
+pub(super) fn proxy_plan(lookup: Arc<FakeLookup>) -> AuthPlan {
+    AuthPlan::Proxy {
+        lookup: Some(lookup),
+        mock_secret: [7; 32],
+        required: true,
+    }
+}
+
+/// The context of a server with `options` whose repository is `repository`.
+pub(super) fn context(
+    options: ServerOptions,
+    repository: &Arc<FakeRepository>,
+) -> Arc<ConnectionContext> {
+    Arc::new(options.context(repository.clone()))
+}
+
+/// The client address of connections started with [`connect`].
+pub(super) fn peer() -> SocketAddr {
+    "192.0.2.10:50000".parse().expect("an address")
+}
+
+/// Opens a connection from `peer` to a server with `settings` and `ctx`: the client's end, and the
+/// task serving pgssl's (it ends when the connection is over).
+pub(super) fn connect_from(
+    peer: SocketAddr,
+    settings: &LiveSettings,
+    ctx: &Arc<ConnectionContext>,
+) -> (Client, JoinHandle<()>) {
+    let (far, near) = tokio::io::duplex(64 * 1024);
+    let (settings, ctx) = (Arc::new(settings.clone()), ctx.clone());
+    let task = tokio::spawn(async move {
+        let (starting, _) = Startups::new(16).admit();
+        let started = Instant::now();
+        let deadline = starting.deadline(started + ctx.handshake_timeout);
+        let socket = ClientSocket::Memory(MemorySocket::new(near));
+        connection::serve_accepted(socket, peer, &settings, &ctx, starting, deadline, started)
+            .await;
+    });
+    (Client::new(far), task)
+}
+
+/// [`connect_from`] the usual [`peer`].
+pub(super) fn connect(
+    settings: &LiveSettings,
+    ctx: &Arc<ConnectionContext>,
+) -> (Client, JoinHandle<()>) {
+    connect_from(peer(), settings, ctx)
+}
+
+/// A role's SCRAM-SHA-256 verifier for `password`, as PostgreSQL stores it.
+pub(super) fn verifier_text(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
+/// Verifiers as a lookup user would read them from the repository.
+#[derive(Debug, Default)]
+pub(super) struct FakeLookup {
+    roles: HashMap<String, RoleSecret>,
+    /// Every lookup fails (the repository cannot be asked).
+    pub(super) failing: bool,
+}
+
+impl FakeLookup {
+    /// A lookup that knows `roles`, each with [`PASSWORD`].
+    pub(super) fn with(roles: &[&str]) -> FakeLookup {
+        let mut lookup = FakeLookup::default();
+        for role in roles {
+            lookup.set(role, verifier_text(PASSWORD), false);
+        }
+        lookup
+    }
+
+    /// Gives `role` the stored password `password` (a verifier, or anything else).
+    pub(super) fn set(&mut self, role: &str, password: String, expired: bool) {
+        let secret = RoleSecret {
+            password: Some(password),
+            expired,
+            can_login: true,
+        };
+        self.roles.insert(role.to_string(), secret);
+    }
+
+    /// The stored verifier of `role`.
+    pub(super) fn verifier(&self, role: &str) -> crate::proxy::auth::scram::Verifier {
+        let stored = self.roles[role].password.as_deref().expect("a password");
+        crate::proxy::auth::scram::Verifier::parse(stored).expect("a SCRAM verifier")
+    }
+}
+
+impl VerifierSource for FakeLookup {
+    fn lookup<'a>(&'a self, role: &'a str) -> LookupFuture<'a> {
+        Box::pin(async move {
+            if self.failing {
+                return Err(LookupError("the lookup connection is down".into()));
+            }
+            Ok(self.roles.get(role).cloned())
+        })
+    }
+}
