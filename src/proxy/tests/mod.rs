@@ -11,5 +11,11 @@
 //! - [`relay`]: bytes both ways until either side leaves.
 //! - [`certificate`]: logins by client certificate.
 
+mod authenticate;
+mod backend;
+mod cancel;
+mod certificate;
 mod negotiate;
+mod policy;
+mod relay;
 mod support;

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::within;
 use crate::tls::ALPN_POSTGRESQL;
-use crate::tls::client::{Verification, connector_with_alpn};
+use crate::tls::client::{Identity, Verification, connector_with_identity};
 
 /// The client's transport: the pipe as it is, or TLS over it.
 enum ClientIo {
@@ -97,11 +97,24 @@ impl Client {
     /// Runs a TLS handshake over the connection (after `S`, or as direct TLS), offering ALPN
     /// `postgresql` when `alpn`; fails when pgssl refuses the handshake.
     pub(in crate::proxy::tests) async fn tls(self, alpn: bool) -> std::io::Result<Client> {
+        self.handshake(alpn, None).await
+    }
+
+    /// [`Client::tls`] with ALPN `postgresql`, presenting the client certificate `identity`.
+    pub(in crate::proxy::tests) async fn tls_as(
+        self,
+        identity: Identity,
+    ) -> std::io::Result<Client> {
+        self.handshake(true, Some(identity)).await
+    }
+
+    async fn handshake(self, alpn: bool, identity: Option<Identity>) -> std::io::Result<Client> {
         let ClientIo::Plain(io) = self.io else {
             panic!("TLS inside TLS")
         };
         let protocols: &[&[u8]] = if alpn { &[ALPN_POSTGRESQL] } else { &[] };
-        let connector = connector_with_alpn(Verification::None, protocols).expect("a connector");
+        let connector =
+            connector_with_identity(Verification::None, protocols, identity).expect("a connector");
         let name = ServerName::try_from("localhost").expect("a server name");
         let tls = within("the TLS handshake", connector.connect(name, io)).await?;
         Ok(Client {

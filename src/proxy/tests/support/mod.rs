@@ -10,12 +10,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use postgres_protocol::authentication::sasl::ChannelBinding;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-pub(super) use client::{Client, Fatal};
+pub(super) use client::{Client, Fatal, Welcome};
 pub(super) use repository::{FakeRepository, RepoSession};
 
 use crate::proxy::auth::AuthPlan;
@@ -98,7 +99,7 @@ pub(super) fn settings(mode: Mode) -> LiveSettings {
 }
 
 /// A server's options for tests: generous limits, the default lockout, no pool.
-pub(super) fn options(auth: AuthPlan) -> ServerOptions {
+fn options(auth: AuthPlan) -> ServerOptions {
     ServerOptions {
         listen: "127.0.0.1:0".parse().expect("an address"),
         upstream: UpstreamAddr::Tcp("repository.test:5432".into()),
@@ -120,18 +121,16 @@ pub(super) fn options(auth: AuthPlan) -> ServerOptions {
     }
 }
 
-/// Options with warm sessions kept.
-pub(super) fn pooled(auth: AuthPlan) -> ServerOptions {
-    let mut options = options(auth);
+/// Keeps warm sessions (a tuning for [`Server::with`]).
+pub(super) fn keep_warm(options: &mut ServerOptions) {
     options.pool = PoolOptions {
         enabled: true,
         ..PoolOptions::default()
     };
-    options
 }
 
 /// pgssl authenticates clients itself against `lookup`.
-pub(super) fn proxy_plan(lookup: Arc<FakeLookup>) -> AuthPlan {
+fn proxy_plan(lookup: Arc<FakeLookup>) -> AuthPlan {
     AuthPlan::Proxy {
         lookup: Some(lookup),
         mock_secret: [7; 32],
@@ -140,10 +139,7 @@ pub(super) fn proxy_plan(lookup: Arc<FakeLookup>) -> AuthPlan {
 }
 
 /// The context of a server with `options` whose repository is `repository`.
-pub(super) fn context(
-    options: ServerOptions,
-    repository: &Arc<FakeRepository>,
-) -> Arc<ConnectionContext> {
+fn context(options: ServerOptions, repository: &Arc<FakeRepository>) -> Arc<ConnectionContext> {
     Arc::new(options.context(repository.clone()))
 }
 
@@ -154,7 +150,7 @@ pub(super) fn peer() -> SocketAddr {
 
 /// Opens a connection from `peer` to a server with `settings` and `ctx`: the client's end, and the
 /// task serving pgssl's (it ends when the connection is over).
-pub(super) fn connect_from(
+fn connect_from(
     peer: SocketAddr,
     settings: &LiveSettings,
     ctx: &Arc<ConnectionContext>,
@@ -180,9 +176,13 @@ pub(super) fn connect(
     connect_from(peer(), settings, ctx)
 }
 
-/// A role's SCRAM-SHA-256 verifier for `password`, as PostgreSQL stores it.
-pub(super) fn verifier_text(password: &str) -> String {
-    postgres_protocol::password::scram_sha_256(password.as_bytes())
+/// The SCRAM-SHA-256 verifier of [`PASSWORD`], as PostgreSQL stores it (derived once: PBKDF2 is
+/// slow in a debug build).
+pub(super) fn password_verifier() -> String {
+    static VERIFIER: OnceLock<String> = OnceLock::new();
+    VERIFIER
+        .get_or_init(|| postgres_protocol::password::scram_sha_256(PASSWORD.as_bytes()))
+        .clone()
 }
 
 /// Verifiers as a lookup user would read them from the repository.
@@ -198,7 +198,7 @@ impl FakeLookup {
     pub(super) fn with(roles: &[&str]) -> FakeLookup {
         let mut lookup = FakeLookup::default();
         for role in roles {
-            lookup.set(role, verifier_text(PASSWORD), false);
+            lookup.set(role, password_verifier(), false);
         }
         lookup
     }
@@ -228,5 +228,131 @@ impl VerifierSource for FakeLookup {
             }
             Ok(self.roles.get(role).cloned())
         })
+    }
+}
+
+/// A server whose repository is a [`FakeRepository`]: its settings, context, repository and verifier
+/// lookup (used in proxy mode, where pgssl authenticates clients itself).
+pub(super) struct Server {
+    pub(super) settings: LiveSettings,
+    pub(super) ctx: Arc<ConnectionContext>,
+    pub(super) repository: Arc<FakeRepository>,
+    pub(super) lookup: Arc<FakeLookup>,
+}
+
+/// The process ID and secret of the backends the fake repository opens for a [`Server`].
+pub(super) const BACKEND_KEY: (i32, i32) = (4100, 99);
+
+impl Server {
+    /// A proxy-mode server in `mode` whose lookup is `lookup`, its options changed by `tune`.
+    pub(super) fn with(
+        mode: Mode,
+        lookup: FakeLookup,
+        tune: impl FnOnce(&mut ServerOptions),
+    ) -> Server {
+        Server::at(FakeRepository::new(), mode, lookup, tune)
+    }
+
+    /// [`Server::with`] in front of `repository`.
+    pub(super) fn at(
+        repository: Arc<FakeRepository>,
+        mode: Mode,
+        lookup: FakeLookup,
+        tune: impl FnOnce(&mut ServerOptions),
+    ) -> Server {
+        let lookup = Arc::new(lookup);
+        let mut options = options(proxy_plan(lookup.clone()));
+        tune(&mut options);
+        Server {
+            settings: settings(mode),
+            ctx: context(options, &repository),
+            repository,
+            lookup,
+        }
+    }
+
+    /// A proxy-mode server in `mode` that knows the client user and the internal user.
+    pub(super) fn new(mode: Mode) -> Server {
+        Server::with(
+            mode,
+            FakeLookup::with(&[CLIENT_USER, INTERNAL_USER]),
+            |_| {},
+        )
+    }
+
+    /// A server in `mode` where the repository authenticates (passthrough).
+    pub(super) fn passthrough(mode: Mode) -> Server {
+        Server::with(mode, FakeLookup::default(), |o| {
+            o.auth = AuthPlan::Passthrough
+        })
+    }
+
+    /// A client from `peer` that has sent a start-up with `params` (over TLS when `tls`), and the
+    /// task serving it.
+    pub(super) async fn client_with(
+        &self,
+        peer: SocketAddr,
+        params: &[(&str, &str)],
+        tls: bool,
+    ) -> (Client, JoinHandle<()>) {
+        let (mut client, task) = connect_from(peer, &self.settings, &self.ctx);
+        if tls {
+            assert_eq!(client.ssl_request().await, b'S');
+            client = client.tls(true).await.expect("a handshake");
+        }
+        client.startup(params).await;
+        (client, task)
+    }
+
+    /// A client from `peer` that has sent its start-up as `user` to database `repository`.
+    pub(super) async fn client_from(&self, peer: SocketAddr, user: &str, tls: bool) -> Client {
+        let params = [("user", user), ("database", "repository")];
+        self.client_with(peer, &params, tls).await.0
+    }
+
+    /// [`Server::client_from`] the usual [`peer`].
+    pub(super) async fn client(&self, user: &str, tls: bool) -> Client {
+        self.client_from(peer(), user, tls).await
+    }
+
+    /// The repository's side of a new backend for `user`: the start-up pgssl forwards, SCRAM
+    /// pass-through proven against the role's own verifier, the start-up answer with
+    /// [`BACKEND_KEY`]. Returns the backend's end, to script the session on.
+    pub(super) async fn opens_backend(&self, user: &str) -> RepoSession {
+        let mut session = self.repository.session().await;
+        let startup = session.startup().await;
+        assert_eq!(startup.user(), Some(user));
+        assert!(
+            session.scram(&self.lookup.verifier(user)).await,
+            "pgssl proved the client's key to the repository"
+        );
+        session
+            .welcome(&startup, BACKEND_KEY.0, BACKEND_KEY.1)
+            .await;
+        session
+    }
+
+    /// Logs `client` in as `user` with the right password over `mechanism` and `binding` while
+    /// the repository opens a new backend for it: what pgssl offered, what it welcomed the client
+    /// with, and the backend's end.
+    pub(super) async fn log_in(
+        &self,
+        client: &mut Client,
+        user: &str,
+        mechanism: &str,
+        binding: ChannelBinding,
+    ) -> (Vec<String>, Welcome, RepoSession) {
+        let (offered, backend) = tokio::join!(
+            client.scram(PASSWORD, mechanism, binding),
+            self.opens_backend(user)
+        );
+        let offered = offered.expect("logged in");
+        let welcome = client.welcome().await;
+        assert_ne!(
+            (welcome.pid, welcome.secret),
+            BACKEND_KEY,
+            "the client gets a cancel key pgssl minted"
+        );
+        (offered, welcome, backend)
     }
 }

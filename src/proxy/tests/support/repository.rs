@@ -190,6 +190,18 @@ impl RepoSession {
         String::from_utf8(text.to_vec()).expect("UTF-8")
     }
 
+    /// Exactly `n` bytes pgssl sent, as they came.
+    pub(in crate::proxy::tests) async fn raw(&mut self, n: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; n];
+        within(
+            "bytes from pgssl to the repository",
+            self.io.read_exact(&mut bytes),
+        )
+        .await
+        .expect("bytes");
+        bytes
+    }
+
     /// Sends raw bytes.
     pub(in crate::proxy::tests) async fn send(&mut self, bytes: &[u8]) {
         self.io.write_all(bytes).await.expect("repository write");
