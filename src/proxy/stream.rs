@@ -5,8 +5,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 /// The transport a client connection arrives on: an accepted TCP socket. Unit tests put an
-/// in-memory pipe in its place ([`MemorySocket`]), so that every stage after accept runs in
-/// process; in other builds the enum has one variant and costs nothing.
+/// in-memory pipe in its place (`MemorySocket`, built only for them), so that every stage after
+/// accept runs in process; in other builds the enum has one variant and costs nothing.
 #[derive(Debug)]
 pub enum ClientSocket {
     /// An accepted TCP connection.
