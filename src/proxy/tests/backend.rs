@@ -9,7 +9,7 @@ use postgres_protocol::authentication::sasl::ChannelBinding;
 use postgres_protocol::message::backend::Message;
 use tokio::task::JoinHandle;
 
-use super::support::repository::{error, message, parameter, ready};
+use super::support::repository::{TERMINATE, error, message, parameter, ready};
 use super::support::{
     BACKEND_KEY, CLIENT_USER, Client, FakeLookup, PASSWORD, RepoSession, Server, Welcome,
     keep_warm, peer, within,
@@ -18,9 +18,6 @@ use crate::proxy::auth::scram::SCRAM;
 use crate::proxy::policy::Mode;
 use crate::proxy::protocol::auth_message::auth_request;
 use crate::proxy::upstream::UpstreamError;
-
-/// The Terminate message pgssl closes a backend with.
-const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 
 /// A proxy-mode server that keeps warm sessions.
 fn pooled_server() -> Server {

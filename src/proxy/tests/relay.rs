@@ -3,11 +3,12 @@
 //! unchanged until either side leaves; the repository's own words, a FATAL included, reach the
 //! client as they were sent.
 
+use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::ChannelBinding;
 use postgres_protocol::message::backend::Message;
 use tokio::task::JoinHandle;
 
-use super::support::repository::{error, message, ready};
+use super::support::repository::{TERMINATE, error, message, ready};
 use super::support::{
     CLIENT_USER, Client, FakeLookup, RepoSession, Server, keep_warm, peer, within,
 };
@@ -48,7 +49,7 @@ async fn terminate_reaches_the_repository_and_both_sides_close() {
     let (mut client, task, mut backend) = passthrough_session(&server).await;
     client.terminate().await;
     drop(client);
-    assert_eq!(backend.until_closed().await, [b'X', 0, 0, 0, 4]);
+    assert_eq!(backend.until_closed().await, TERMINATE);
     drop(backend);
     within("the session's end", task).await.expect("no panic");
 }
@@ -93,7 +94,6 @@ async fn a_passthrough_login_offers_the_client_scram_without_plus() {
         panic!("expected AuthenticationSASL")
     };
     let mut mechanisms = offer.mechanisms();
-    use fallible_iterator::FallibleIterator;
     assert_eq!(mechanisms.next().expect("a mechanism"), Some(SCRAM));
     assert_eq!(mechanisms.next().expect("the end"), None);
 }

@@ -99,6 +99,9 @@ impl RepositoryConnector for FakeRepository {
     }
 }
 
+/// Terminate, as a client (or pgssl closing a backend) sends it.
+pub(in crate::proxy::tests) const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
 /// A backend message: its type, its length, its body.
 pub(in crate::proxy::tests) fn message(kind: u8, body: &[u8]) -> Vec<u8> {
     Frame {
