@@ -79,7 +79,7 @@ pub(crate) type Outcome<R> = (Result<R, CommandError>, Vec<OutputLine>);
 impl AdminState {
     /// No sessions yet, operations on `data_dir` with `config`, audit records in its log folder.
     fn new(data_dir: PathBuf, config: Config) -> AdminState {
-        let idle = Duration::from_secs(config.admin.session_idle_timeout_secs);
+        let idle = config.admin.session_idle_timeout;
         let audit = audit::AuditLog::new(&data_dir);
         AdminState {
             data_dir,
@@ -200,19 +200,19 @@ impl AdminServer {
 
     /// Serves until `stop` is cancelled.
     ///
-    /// Each connection carries one request and has [`AdminConfig::request_timeout_secs`] for its TLS
+    /// Each connection carries one request and has [`AdminConfig::request_timeout`] for its TLS
     /// handshake and headers and as much again for its body, so a client that trickles bytes holds a
     /// slot for seconds, not for as long as it likes; and one source address holds at most
     /// `max_connections_per_address` of the `MAX_CONNECTIONS` (128) slots, so others are still served
     /// while it tries.
     ///
-    /// [`AdminConfig::request_timeout_secs`]: crate::config::AdminConfig::request_timeout_secs
+    /// [`AdminConfig::request_timeout`]: crate::config::AdminConfig::request_timeout
     pub async fn run(self, stop: CancellationToken) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let overflow = Arc::new(tokio::sync::Semaphore::new(MAX_OVERFLOW_ANSWERS));
         let per_address = Arc::new(PerAddress::default());
         let limit = self.state.config.admin.max_connections_per_address;
-        let timeout = Duration::from_secs(self.state.config.admin.request_timeout_secs);
+        let timeout = self.state.config.admin.request_timeout;
         let app = router(self.state.clone(), timeout);
         let too_many = too_many_router();
         loop {

@@ -56,9 +56,9 @@ pub enum ServerError {
     /// The control socket cannot be bound.
     #[error(transparent)]
     Control(#[from] ControlError),
-    /// Upstream TLS was configured for a Unix-socket upstream.
+    /// Repository TLS was configured for a repository on a Unix socket.
     #[error(
-        "server.upstream_tls = {0} needs a TCP upstream (host:port); PostgreSQL does not use TLS on Unix sockets (set server.upstream_tls = \"disable\")"
+        "repository.tls = {0} needs a TCP repository address (host:port); PostgreSQL does not use TLS on Unix sockets (set repository.tls = \"disable\")"
     )]
     TlsOverUnixSocket(UpstreamTlsMode),
 }
@@ -71,7 +71,7 @@ impl From<ServerError> for CommandError {
             ServerError::Bind(e) => e.into(),
             ServerError::Control(e) => e.into(),
             e @ ServerError::TlsOverUnixSocket(_) => ConfigError::Invalid {
-                key: "server.upstream_tls",
+                key: "repository.tls",
                 message: e.to_string(),
             }
             .into(),
@@ -93,7 +93,7 @@ impl Node {
     /// Loads the applied settings and binds the listener and the control socket.
     pub async fn bind(options: NodeOptions) -> Result<Node, ServerError> {
         let store = StateStore::open(&options.data_dir)?;
-        let upstream_tls = options.config.server.upstream_tls;
+        let upstream_tls = options.config.repository.tls;
         if upstream_tls != UpstreamTlsMode::Disable
             && matches!(options.upstream, UpstreamAddr::Unix { .. })
         {
@@ -199,10 +199,7 @@ fn lookup_builder(options: &NodeOptions) -> Option<settings::LookupBuilder> {
                     timeout,
                 },
             ));
-            crate::proxy::auth::cache::cached(
-                lookup,
-                std::time::Duration::from_secs(auth.verifier_cache_secs),
-            )
+            crate::proxy::auth::cache::cached(lookup, auth.verifier_cache_ttl)
         },
     )))
 }
@@ -219,11 +216,11 @@ pub fn limits(config: &Config) -> Limits {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
-        proxy_protocol_from: config.proxy_protocol_from().unwrap_or_default(),
+        proxy_protocol_from: config.server.proxy_protocol_from.clone(),
         lockout: crate::proxy::auth::lockout::LockoutPolicy {
             max_failures: config.auth.max_failures,
-            window: std::time::Duration::from_secs(config.auth.failure_window_secs),
-            lockout: std::time::Duration::from_secs(config.auth.lockout_secs),
+            window: config.auth.failure_window,
+            lockout: config.auth.lockout,
         },
     }
 }

@@ -1,5 +1,5 @@
-//! `pgssl serve [--listen ADDR] [--upstream ADDR]`: run the proxy until SIGINT or SIGTERM, in front of
-//! an external upstream or of a managed repository that it starts and stops itself.
+//! `pgssl serve [--listen ADDR] [--repository ADDR]`: run the proxy until SIGINT or SIGTERM, in front
+//! of an external repository or of a managed repository that it starts and stops itself.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::admin::AdminServer;
 use crate::app::node::{Node, NodeOptions};
-use crate::config::{self, AuthMode};
+use crate::config::{self, AuthMode, RepositoryAddress};
 use crate::control::operations::{CommandError, Context};
 use crate::control::state::StateStore;
 use crate::control::state::admin_users::AdminUsers;
@@ -28,10 +28,20 @@ pub struct ServeFlags {
     /// Address to listen on, e.g. 127.0.0.1:8060 [default: server.listen].
     #[arg(long, value_name = "ADDR", env = "PGSSL_LISTEN")]
     pub listen: Option<String>,
-    /// Repository address: host:port or unix:/socket/dir [default: server.upstream, else a managed
-    /// repository].
-    #[arg(long, value_name = "ADDR", env = "PGSSL_UPSTREAM")]
-    pub upstream: Option<String>,
+    /// Repository address: host:port or unix:/socket/dir [default: repository.address, else a
+    /// managed repository].
+    #[arg(long, value_name = "ADDR", env = "PGSSL_REPOSITORY")]
+    pub repository: Option<RepositoryAddress>,
+    /// The old name of --repository (and PGSSL_UPSTREAM of PGSSL_REPOSITORY): still accepted, with a
+    /// warning.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "PGSSL_UPSTREAM",
+        hide = true,
+        conflicts_with = "repository"
+    )]
+    pub upstream: Option<RepositoryAddress>,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
     #[arg(long, value_name = "ADDR", env = "PGSSL_METRICS")]
     pub metrics: Option<String>,
@@ -48,43 +58,41 @@ pub struct ServeFlags {
     pub no_admin: bool,
 }
 
-/// Runs the proxy; with no upstream at all, a managed repository is run.
+/// Runs the proxy; with no repository address at all, a managed repository is run.
 pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
+    if flags.upstream.is_some() {
+        warn!(
+            "--upstream (PGSSL_UPSTREAM) is the old name of --repository (PGSSL_REPOSITORY); rename it: the old name will stop working"
+        );
+    }
     crate::tls::policy::set_served(ctx.config.tls.served_provider()?);
     let metrics = flags
         .metrics
         .as_deref()
         .map(config::parse_listen)
         .transpose()?;
-    let admin = if flags.no_admin {
-        None
-    } else {
-        Some(config::parse_listen(
-            flags
-                .admin_listen
-                .as_deref()
-                .unwrap_or(&ctx.config.admin.listen),
-        )?)
+    let admin = match (&flags.admin_listen, flags.no_admin) {
+        (_, true) => None,
+        (Some(a), false) => Some(config::parse_listen(a)?),
+        (None, false) => Some(ctx.config.admin.listen),
     };
     let listen = match &flags.listen {
         Some(l) => config::parse_listen(l)?,
-        None => ctx.config.listen_addr()?,
+        None => ctx.config.server.listen,
     };
-    let upstream = match &flags.upstream {
-        Some(u) => Some(
-            UpstreamAddr::parse(u, ctx.config.repository.port)
-                .map_err(crate::config::ConfigError::from)?,
-        ),
-        None => match ctx.config.upstream_addr()? {
-            Some(u) => Some(u),
+    let socket_port = ctx.config.repository.port;
+    let given = flags.repository.as_ref().or(flags.upstream.as_ref());
+    let upstream = match given.or(ctx.config.repository.address.as_ref()) {
+        Some(address) => Some(address.upstream(socket_port)),
+        None => {
             // A cluster node relays to the cluster's repository unless told otherwise.
             // (not the first node of a managed store, which runs that repository itself).
-            None => crate::control::cluster::Membership::read(&ctx.data_dir.join("config"))?
+            crate::control::cluster::Membership::read(&ctx.data_dir.join("config"))?
                 .filter(|m| m.bootstrap_repository.is_none())
-                .map(|m| UpstreamAddr::parse(&m.repository, ctx.config.repository.port))
+                .map(|m| UpstreamAddr::parse(&m.repository, socket_port))
                 .transpose()
-                .map_err(crate::config::ConfigError::from)?,
-        },
+                .map_err(crate::config::ConfigError::from)?
+        }
     };
     // Sessions run on the server's own per-core workers; this runtime only carries the control
     // socket, signals, metrics and the managed repository's supervisor.
@@ -122,7 +130,7 @@ fn auth_plan(
         // cluster, while a real role's does not: derived from the master key, which every node of
         // a cluster shares (as PostgreSQL keeps its mock nonce in pg_control).
         let mock_secret = *Keystore::open(&store.config_dir())?.derive(MOCK_SCRAM_PURPOSE)?;
-        let ttl = std::time::Duration::from_secs(ctx.config.auth.verifier_cache_secs);
+        let ttl = ctx.config.auth.verifier_cache_ttl;
         Ok(AuthPlan::Proxy {
             lookup: lookup.map(|l| crate::proxy::auth::cache::cached(l.clone(), ttl)),
             mock_secret,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
+use super::values::de_duration;
 use crate::proxy::backend::{MinWarm, PoolOptions};
 
 /// Repository connections the pool leaves to others: PostgreSQL's `superuser_reserved_connections`
@@ -28,10 +29,13 @@ pub struct PoolConfig {
     pub enabled: bool,
     /// Run before a session is kept for the next client. Default `DISCARD ALL`.
     pub reset_query: String,
-    /// Seconds an unused warm session is kept. Default 300.
-    pub idle_timeout_secs: u64,
-    /// Seconds after its login a session is retired (when its client leaves). Default 3600.
-    pub max_lifetime_secs: u64,
+    /// How long an unused warm session is kept. Default 5 min. Formerly `idle_timeout_secs`.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// How long after its login a session is retired (when its client leaves). Default 1 h.
+    /// Formerly `max_lifetime_secs`.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_lifetime: Duration,
     /// Warm sessions kept at most. Default 0: as many as `max_backends` (a lower bound makes a
     /// burst of clients close sessions it needs again a moment later, and fork new ones).
     pub max_idle: usize,
@@ -40,10 +44,14 @@ pub struct PoolConfig {
     pub max_backends: usize,
     /// Sessions at most per (role, database, start-up options). Default 0: no limit of its own.
     pub max_per_role_database: usize,
-    /// Seconds a client waits for a session when the bounds are reached, then gets 53300. Default 10.
-    pub checkout_timeout_secs: u64,
-    /// Seconds between re-reads of the verifiers of roles with warm sessions. Default 10.
-    pub recheck_secs: u64,
+    /// How long a client waits for a session when the bounds are reached, then gets 53300. Default
+    /// 10 s. Formerly `checkout_timeout_secs`.
+    #[serde(deserialize_with = "de_duration")]
+    pub checkout_timeout: Duration,
+    /// How often the verifiers of roles with warm sessions are read again. Default 10 s. Formerly
+    /// `recheck_secs`.
+    #[serde(deserialize_with = "de_duration")]
+    pub recheck_interval: Duration,
     /// Sessions opened ahead of clients, per (role, database). Default none.
     pub min_warm: Vec<MinWarmConfig>,
 }
@@ -66,13 +74,13 @@ impl Default for PoolConfig {
         PoolConfig {
             enabled: true,
             reset_query: "DISCARD ALL".into(),
-            idle_timeout_secs: 300,
-            max_lifetime_secs: 3600,
+            idle_timeout: Duration::from_secs(300),
+            max_lifetime: Duration::from_secs(3600),
             max_idle: 0,
             max_backends: 0,
             max_per_role_database: 0,
-            checkout_timeout_secs: 10,
-            recheck_secs: 10,
+            checkout_timeout: Duration::from_secs(10),
+            recheck_interval: Duration::from_secs(10),
             min_warm: Vec::new(),
         }
     }
@@ -82,12 +90,12 @@ impl PoolConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
-            ("pool.idle_timeout_secs", self.idle_timeout_secs),
-            ("pool.max_lifetime_secs", self.max_lifetime_secs),
-            ("pool.checkout_timeout_secs", self.checkout_timeout_secs),
-            ("pool.recheck_secs", self.recheck_secs),
+            ("pool.idle_timeout", self.idle_timeout),
+            ("pool.max_lifetime", self.max_lifetime),
+            ("pool.checkout_timeout", self.checkout_timeout),
+            ("pool.recheck_interval", self.recheck_interval),
         ] {
-            if value == 0 {
+            if value.is_zero() {
                 return Err(ConfigError::Invalid {
                     key,
                     message: "must be greater than 0".into(),
@@ -134,8 +142,8 @@ impl PoolConfig {
         PoolOptions {
             enabled: self.enabled,
             reset_query: self.reset_query.clone(),
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            max_lifetime: Duration::from_secs(self.max_lifetime_secs),
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
             max_idle: match (self.enabled, self.max_idle) {
                 (false, _) => 0,
                 (true, 0) => max_backends,
@@ -143,8 +151,8 @@ impl PoolConfig {
             },
             max_backends,
             max_per_role_database: self.max_per_role_database,
-            checkout_timeout: Duration::from_secs(self.checkout_timeout_secs),
-            recheck_interval: Duration::from_secs(self.recheck_secs),
+            checkout_timeout: self.checkout_timeout,
+            recheck_interval: self.recheck_interval,
             min_warm: if self.enabled {
                 self.min_warm
                     .iter()

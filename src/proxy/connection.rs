@@ -84,7 +84,7 @@ pub struct ConnectionContext {
     /// Sessions opened ahead of clients (`pool.min_warm`).
     pub prefill: Prefill,
     /// Sources whose connections start with a PROXY protocol v2 header.
-    pub proxy_protocol_from: Vec<crate::proxy::protocol::proxy_header::TrustedNet>,
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     /// The key a client's address travels under from one cluster node to another.
     pub relay_key: Option<RelayKey>,
     /// Whether the repository is another node of this cluster.
@@ -110,10 +110,7 @@ pub async fn handle(
     }
     let deadline = starting.deadline(started + ctx.handshake_timeout);
     let mut tcp = tcp;
-    let peer = if ctx
-        .proxy_protocol_from
-        .iter()
-        .any(|n| n.contains(peer.ip()))
+    let peer = if crate::proxy::protocol::proxy_header::trusted(&ctx.proxy_protocol_from, peer.ip())
     {
         match deadline.run(read_proxy_header(&mut tcp)).await {
             Ok(Ok(ProxyHeader::Proxied { source })) => source,

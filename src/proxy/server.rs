@@ -46,7 +46,7 @@ pub struct Limits {
     /// Failed-login limiting per (address, user).
     pub lockout: LockoutPolicy,
     /// Sources whose connections start with a PROXY protocol v2 header (`server.proxy_protocol_from`).
-    pub proxy_protocol_from: Vec<crate::proxy::protocol::proxy_header::TrustedNet>,
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 /// What a server is started with.

@@ -50,7 +50,7 @@ pub fn role_secret_name(role: &str) -> String {
 pub enum ManagedError {
     /// No PostgreSQL server binaries are installed.
     #[error(
-        "PostgreSQL server binaries not found (looked at 'pg_config --bindir' and /usr/lib/postgresql/*/bin); install them with 'apt-get install postgresql', or set server.upstream to use an existing PostgreSQL"
+        "PostgreSQL server binaries not found (looked at 'pg_config --bindir' and /usr/lib/postgresql/*/bin); install them with 'apt-get install postgresql', or set repository.address to use an existing PostgreSQL"
     )]
     NoBinaries,
     /// The configured OS user does not exist.

@@ -1,4 +1,4 @@
-//! TLS for pgssl's own outgoing connections: to the repository (`server.upstream_tls`), and for the
+//! TLS for pgssl's own outgoing connections: to the repository (`repository.tls`), and for the
 //! load generator and tests.
 //!
 //! The three levels of server authentication match libpq's `sslmode`: none (`require`: encryption

@@ -359,7 +359,7 @@ impl Proxy {
             .unwrap();
         prepare_data_dir(data_dir.path(), mode);
         let mut config = Config::default();
-        config.server.shutdown_grace_secs = 2;
+        config.server.shutdown_grace = Duration::from_secs(2);
         tweak(&mut config);
         Self::start_in(data_dir, upstream, config)
             .await

@@ -324,7 +324,7 @@ async fn direct_tls_is_refused_and_ssl_request_answered_n_when_off() {
 async fn a_silent_client_gets_57014_after_the_handshake_timeout() {
     let pg = Postgres::start();
     let proxy = Proxy::start_with(pg.upstream(), Mode::Required, |c| {
-        c.server.handshake_timeout_secs = 1
+        c.server.handshake_timeout = Duration::from_secs(1)
     })
     .await;
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
@@ -373,7 +373,7 @@ async fn a_connection_over_max_startups_takes_the_place_of_the_oldest_negotiatin
     let pg = Postgres::start();
     let proxy = Proxy::start_with(pg.upstream(), Mode::Required, |c| {
         c.server.max_startups = 1;
-        c.server.handshake_timeout_secs = 60;
+        c.server.handshake_timeout = Duration::from_secs(60);
     })
     .await;
     // A socket that never says anything holds the only place...

@@ -1,9 +1,10 @@
-//! `server.upstream_tls` against a real PostgreSQL with `ssl = on` and a certificate from a test CA:
+//! `repository.tls` against a real PostgreSQL with `ssl = on` and a certificate from a test CA:
 //! each libpq mode, proven from the server's side with `pg_stat_ssl`, and each failure reaching the
 //! client as a clear FATAL that names the kind of failure but not the repository's address (the
 //! detail is in the operator's log: `hardening::a_dead_or_refusing_repository_is_named_in_the_log_only`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use pgssl::config::Config;
 use pgssl::control::state::StateStore;
@@ -42,9 +43,9 @@ async fn proxy(
         store.promote(&state).unwrap();
     }
     let mut config = Config::default();
-    config.server.shutdown_grace_secs = 2;
-    config.server.connect_timeout_secs = 5;
-    config.server.upstream_tls = mode;
+    config.server.shutdown_grace = Duration::from_secs(2);
+    config.server.connect_timeout = Duration::from_secs(5);
+    config.repository.tls = mode;
     let upstream = UpstreamAddr::Tcp(format!("{host}:{}", pg.port()));
     Proxy::start_in(data_dir, upstream, config).await
 }
@@ -59,8 +60,8 @@ async fn both_legs_on_tls(name: &str) -> (tempfile::TempDir, Postgres, Proxy) {
     let data_dir = tempfile::tempdir().unwrap();
     prepare_data_dir(data_dir.path(), Mode::Required);
     let mut config = Config::default();
-    config.server.shutdown_grace_secs = 2;
-    config.server.upstream_tls = UpstreamTlsMode::Require;
+    config.server.shutdown_grace = Duration::from_secs(2);
+    config.repository.tls = UpstreamTlsMode::Require;
     let upstream = UpstreamAddr::Tcp(format!("localhost:{}", pg.port()));
     let p = Proxy::start_in(data_dir, upstream, config).await.unwrap();
     (dir, pg, p)
@@ -127,9 +128,8 @@ async fn each_mode_behaves_as_libpq_against_a_real_ssl_server() {
         .unwrap_err();
     assert!(
         err.contains("08006")
-            && err.contains(
-                "TLS handshake with the repository failed (server.upstream_tls = verify-ca)"
-            ),
+            && err
+                .contains("TLS handshake with the repository failed (repository.tls = verify-ca)"),
         "{err}"
     );
     assert!(!err.contains("127.0.0.1"), "{err}");
@@ -146,9 +146,7 @@ async fn each_mode_behaves_as_libpq_against_a_real_ssl_server() {
         .unwrap_err();
     assert!(err.contains("FATAL") && err.contains("08006"), "{err}");
     assert!(
-        err.contains(
-            "TLS handshake with the repository failed (server.upstream_tls = verify-full)"
-        ),
+        err.contains("TLS handshake with the repository failed (repository.tls = verify-full)"),
         "{err}"
     );
     assert!(!err.contains("127.0.0.1"), "{err}");
@@ -172,12 +170,15 @@ async fn a_server_without_ssl_a_unix_socket_and_tls_on_both_legs() {
     let data_dir = tempfile::tempdir().unwrap();
     prepare_data_dir(data_dir.path(), Mode::Off);
     let mut config = Config::default();
-    config.server.upstream_tls = UpstreamTlsMode::Require;
+    config.repository.tls = UpstreamTlsMode::Require;
     let err = Proxy::start_in(data_dir, plain.upstream(), config)
         .await
         .err()
         .expect("refused");
-    assert!(err.to_string().contains("needs a TCP upstream"), "{err}");
+    assert!(
+        err.to_string().contains("needs a TCP repository address"),
+        "{err}"
+    );
 
     // Both legs encrypted: the client's TLS ends at pgssl, pgssl's own TLS reaches the repository.
     let (_dir, _pg, p) = both_legs_on_tls("Both").await;

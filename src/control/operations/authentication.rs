@@ -186,7 +186,7 @@ pub fn passthrough_over_tls_warning(
 ) -> Option<String> {
     use crate::config::AuthMode;
     use crate::proxy::upstream::tls::UpstreamTlsMode;
-    let tls = config.server.upstream_tls;
+    let tls = config.repository.tls;
     let passthrough = match config.auth.mode {
         AuthMode::Passthrough => true,
         AuthMode::Auto => !lookup_applied,
@@ -194,7 +194,7 @@ pub fn passthrough_over_tls_warning(
     };
     (external && passthrough && tls != UpstreamTlsMode::Disable).then(|| {
         format!(
-            "logins are relayed to the repository in passthrough while server.upstream_tls = {tls}: libpq clients with the default channel_binding=prefer are refused ('SCRAM channel binding negotiation error'); run 'pgssl authentication lookup-user set' and 'pgssl pending-changes apply' so that pgssl authenticates clients itself"
+            "logins are relayed to the repository in passthrough while repository.tls = {tls}: libpq clients with the default channel_binding=prefer are refused ('SCRAM channel binding negotiation error'); run 'pgssl authentication lookup-user set' and 'pgssl pending-changes apply' so that pgssl authenticates clients itself"
         )
     })
 }

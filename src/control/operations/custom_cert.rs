@@ -1,5 +1,5 @@
 //! `pgssl security custom-cert add --cert-file F | delete | list`: the one CA certificate pgssl trusts
-//! for its own outgoing TLS (the repository with `server.upstream_tls`, and the external service check).
+//! for its own outgoing TLS (the repository with `repository.tls`, and the external service check).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

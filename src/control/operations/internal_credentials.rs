@@ -109,7 +109,7 @@ fn listen_address(
             status.listen
         }
         None => {
-            let listen = ctx.config.listen_addr()?;
+            let listen = ctx.config.server.listen;
             notes.push(format!(
                 "note: no 'pgssl serve' is running on this data directory; host and port are the configured server.listen ({listen})"
             ));

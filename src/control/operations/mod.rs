@@ -419,25 +419,35 @@ pub(crate) fn running_serve(store: &StateStore) -> Result<Option<ServeStatus>, C
 }
 
 /// The external repository this data directory fronts, or `None` for the managed one: what the
-/// running server uses (`serve --upstream` may differ from the config), else the config.
+/// running server uses (`serve --repository` may differ from the config), else the config.
 pub(crate) fn external_upstream(ctx: &Context, running: Option<&ServeStatus>) -> Option<String> {
     match running {
         Some(status) => (!status.managed).then(|| status.upstream.clone()),
-        None => ctx.config.server.upstream.clone(),
+        None => ctx
+            .config
+            .repository
+            .address
+            .as_ref()
+            .map(ToString::to_string),
     }
 }
 
 /// The external repository this data directory fronts, or `None` for the managed one — one answer
-/// for `serve` and every command: what the running `serve` reports (`serve --upstream` may name
-/// one the config does not), else what `serve` would choose, the config's `server.upstream`, else,
+/// for `serve` and every command: what the running `serve` reports (`serve --repository` may name
+/// one the config does not), else what `serve` would choose, the config's `repository.address`, else,
 /// on a node that joined a cluster, the cluster's repository.
 pub(crate) fn served_upstream(ctx: &Context, store: &StateStore) -> Option<String> {
     if let Ok(Some(running)) = running_serve(store) {
         return external_upstream(ctx, Some(&running));
     }
-    ctx.config.server.upstream.clone().or_else(|| {
-        crate::control::cluster::Membership::joined(&store.config_dir()).map(|m| m.repository)
-    })
+    ctx.config
+        .repository
+        .address
+        .as_ref()
+        .map(ToString::to_string)
+        .or_else(|| {
+            crate::control::cluster::Membership::joined(&store.config_dir()).map(|m| m.repository)
+        })
 }
 
 /// The line every staging command ends with.

@@ -124,7 +124,7 @@ fn apply(ctx: &Context) -> Result<Applied, CommandError> {
     }
     let next = pending.merged_into(&applied);
     // The same loader a server uses: what passes here, a server can serve.
-    crate::control::settings::for_state(&store, &next, ctx.config.server.upstream_tls)?;
+    crate::control::settings::for_state(&store, &next, ctx.config.repository.tls)?;
     if !pending.data_access.is_empty() {
         apply_data_access(ctx, &store, &pending)?;
     }

@@ -241,7 +241,7 @@ enum Repository {
 }
 
 /// Finds out which repository this data directory fronts — from the running server when there is
-/// one, since `serve --upstream` may differ from the config — and, for the managed one, connects as
+/// one, since `serve --repository` may differ from the config — and, for the managed one, connects as
 /// its superuser. Any refusal happens here, before step 1, so a refused command changes nothing.
 async fn repository(
     ctx: &Context,

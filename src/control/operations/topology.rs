@@ -90,7 +90,7 @@ async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership,
     let store = ctx.store()?;
     let running = running_serve(&store)?;
     let address = running.as_ref().map_or_else(
-        || ctx.config.server.listen.clone(),
+        || ctx.config.server.listen.to_string(),
         |s| crate::control::cluster::membership::advertised(s.listen),
     );
     let node_name = request
@@ -101,7 +101,7 @@ async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership,
     let (admin, new) = match external_upstream(ctx, running.as_ref()) {
         Some(repository) if repository.starts_with("unix:") => {
             return Err(CommandError::Invalid(format!(
-                "the repository {repository} is a Unix socket, which other nodes cannot reach: give server.upstream as host:port"
+                "the repository {repository} is a Unix socket, which other nodes cannot reach: give repository.address as host:port"
             )));
         }
         Some(repository) => {
@@ -109,7 +109,7 @@ async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership,
             let tls = crate::control::settings::upstream_tls_for(
                 &store,
                 &applied,
-                ctx.config.server.upstream_tls,
+                ctx.config.repository.tls,
             )?;
             let password = std::env::var(crate::repository::version::PASSWORD_ENV)
                 .ok()
@@ -251,7 +251,7 @@ impl Operation for Join {
         let name = self
             .node_name
             .unwrap_or_else(crate::control::cluster::membership::default_node_name);
-        let address = ctx.config.server.listen.clone();
+        let address = ctx.config.server.listen.to_string();
         let m = block_on(members::join(&config_dir, &contents, &name, &address))??;
         Ok(Said::one(format!(
             "Joined the cluster at {} as node '{}' with its state version {}; start 'pgssl serve' on this data directory.",

@@ -283,7 +283,7 @@ pub enum UpstreamError {
     Tls(#[from] UpstreamTlsFailure),
     /// TLS was asked for on a Unix socket, where PostgreSQL never offers it.
     #[error(
-        "server.upstream_tls = {0} needs a TCP upstream (host:port); PostgreSQL does not use TLS on Unix sockets"
+        "repository.tls = {0} needs a TCP repository address (host:port); PostgreSQL does not use TLS on Unix sockets"
     )]
     TlsOverUnixSocket(UpstreamTlsMode),
 }
@@ -301,7 +301,7 @@ impl UpstreamError {
             },
             UpstreamError::TimedOut => "the repository did not answer in time".into(),
             UpstreamError::Tls(UpstreamTlsFailure::Handshake { mode, .. }) => {
-                format!("TLS handshake with the repository failed (server.upstream_tls = {mode})")
+                format!("TLS handshake with the repository failed (repository.tls = {mode})")
             }
             UpstreamError::Tls(UpstreamTlsFailure::BadHost(_)) => {
                 "the repository's host name is not valid for TLS".into()
@@ -320,7 +320,7 @@ pub enum UpstreamStream {
     Tcp(TcpStream),
     /// Over the repository's Unix socket.
     Unix(UnixStream),
-    /// Over TCP with TLS (`server.upstream_tls`); boxed for the size of the rustls state.
+    /// Over TCP with TLS (`repository.tls`); boxed for the size of the rustls state.
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 

@@ -1,4 +1,4 @@
-//! TLS from pgssl to the repository (`server.upstream_tls`), with libpq's `sslmode` semantics.
+//! TLS from pgssl to the repository (`repository.tls`), with libpq's `sslmode` semantics.
 //!
 //! After the TCP connect pgssl sends SSLRequest, reads the one-byte answer exactly as libpq does, and
 //! on `S` runs a TLS handshake; the client's start-up then travels inside it. `N` (or anything else)
@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 use crate::proxy::protocol::first_packet::SSL_REQUEST_CODE;
 use crate::tls::client;
 
-/// `server.upstream_tls`.
+/// `repository.tls`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamTlsMode {
@@ -57,7 +57,7 @@ impl fmt::Display for UpstreamTlsMode {
 pub enum UpstreamTlsError {
     /// No trust anchor is available for a verifying mode.
     #[error(
-        "server.upstream_tls = {0} needs a trusted CA, but no custom CA is installed and the system CA bundle is empty (run 'pgssl security custom-cert add --cert-file CA.crt' and apply, or install ca-certificates)"
+        "repository.tls = {0} needs a trusted CA, but no custom CA is installed and the system CA bundle is empty (run 'pgssl security custom-cert add --cert-file CA.crt' and apply, or install ca-certificates)"
     )]
     NoTrustAnchor(UpstreamTlsMode),
     /// The custom CA certificate is not usable as a trust anchor.
@@ -73,7 +73,7 @@ pub enum UpstreamTlsError {
 pub enum UpstreamTlsFailure {
     /// The server answered `N`.
     #[error(
-        "the repository does not support SSL, but server.upstream_tls = {0} requires it (set ssl = on in its postgresql.conf, or set server.upstream_tls = \"disable\")"
+        "the repository does not support SSL, but repository.tls = {0} requires it (set ssl = on in its postgresql.conf, or set repository.tls = \"disable\")"
     )]
     Refused(UpstreamTlsMode),
     /// The server answered something other than `S` or `N`.
@@ -83,7 +83,7 @@ pub enum UpstreamTlsFailure {
     #[error("'{0}' is not a valid host name for TLS")]
     BadHost(String),
     /// Reading the answer or running the handshake failed.
-    #[error("TLS handshake with the repository failed (server.upstream_tls = {mode}): {source}")]
+    #[error("TLS handshake with the repository failed (repository.tls = {mode}): {source}")]
     Handshake {
         /// The mode in force.
         mode: UpstreamTlsMode,

@@ -93,7 +93,7 @@ fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, CommandErr
             let tls = crate::control::settings::upstream_tls_for(
                 &store,
                 &applied,
-                ctx.config.server.upstream_tls,
+                ctx.config.repository.tls,
             )
             .unwrap_or_else(|_| UpstreamTls::disabled());
             block_on(version::probe(&ctx.config, &upstream, &tls))?

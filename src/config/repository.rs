@@ -1,0 +1,308 @@
+//! `[repository]`: the PostgreSQL server behind pgssl, the repository, whether an external one
+//! (`address`) or the managed one pgssl runs itself; and the typed form of its address.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, de::Error as _};
+
+use crate::proxy::upstream::UpstreamAddr;
+use crate::proxy::upstream::tls::UpstreamTlsMode;
+
+/// `[repository]`. Read at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoryConfig {
+    /// An external repository: `host:port` or `unix:/socket/dir` (`serve --repository` overrides
+    /// it). Default none: pgssl runs a managed repository in `<data-dir>/pgdata`. Formerly
+    /// `server.upstream`.
+    pub address: Option<RepositoryAddress>,
+    /// TLS from pgssl to the repository, with libpq's `sslmode` meaning. Default `disable`. Formerly
+    /// `server.upstream_tls`.
+    pub tls: UpstreamTlsMode,
+    /// Port that names the socket file when `address` is a Unix socket directory. Default 5432.
+    pub port: u16,
+    /// Major version assumed when the repository cannot be asked. Default 15.
+    pub postgres_major: u32,
+    /// Role used to read the repository's `server_version`; its password comes from the environment
+    /// variable `PGSSL_UPSTREAM_PASSWORD`, never from this file. Default `postgres`.
+    pub probe_user: String,
+    /// Database used for that probe. Default `postgres`.
+    pub probe_database: String,
+    /// `max_connections` of a managed repository (each proxied session holds one). Default 100.
+    pub max_connections: u32,
+    /// Operating-system user that runs a managed repository when pgssl runs as root. Default `postgres`.
+    pub os_user: String,
+    /// Internal service roles of a managed repository, created with generated passwords. The first
+    /// owns the `repository` database. Default `["pgssl_internal"]`.
+    pub internal_roles: Vec<String>,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            address: None,
+            tls: UpstreamTlsMode::Disable,
+            port: 5432,
+            postgres_major: 15,
+            probe_user: "postgres".into(),
+            probe_database: "postgres".into(),
+            max_connections: 100,
+            os_user: "postgres".into(),
+            internal_roles: vec!["pgssl_internal".into()],
+        }
+    }
+}
+
+/// A repository address that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid repository address '{0}': expected host:port (e.g. 127.0.0.1:5432) or unix:/socket/dir"
+)]
+pub struct BadRepositoryAddress(pub String);
+
+/// One place the repository listens, as the file or `serve --repository` wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositoryEndpoint {
+    /// `host:port`: a name, an IPv4 address, or an IPv6 address (in brackets, as written).
+    Tcp {
+        /// The host as written.
+        host: String,
+        /// The port, never 0.
+        port: u16,
+    },
+    /// A Unix socket directory: the socket is `<dir>/.s.PGSQL.<port>`, PostgreSQL's convention.
+    Unix {
+        /// The socket directory (`unix_socket_directories`).
+        dir: PathBuf,
+        /// The port the address named (`unix:/dir/.s.PGSQL.6000`); `None` for a bare directory,
+        /// whose socket is named by `repository.port`.
+        port: Option<u16>,
+    },
+}
+
+impl FromStr for RepositoryEndpoint {
+    type Err = BadRepositoryAddress;
+
+    /// Parses `host:port`, `unix:/dir`, `/dir` or the socket itself, `unix:/dir/.s.PGSQL.5432`.
+    fn from_str(text: &str) -> Result<Self, BadRepositoryAddress> {
+        let bad = || BadRepositoryAddress(text.to_string());
+        if let Some(dir) = text
+            .strip_prefix("unix:")
+            .or_else(|| text.starts_with('/').then_some(text))
+        {
+            if !dir.starts_with('/') {
+                return Err(bad());
+            }
+            let path = PathBuf::from(dir);
+            let socket_port = path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .and_then(|f| f.strip_prefix(".s.PGSQL."))
+                .and_then(|p| u16::from_str(p).ok());
+            return Ok(match (socket_port, path.parent()) {
+                (Some(port), Some(parent)) => RepositoryEndpoint::Unix {
+                    dir: parent.to_path_buf(),
+                    port: Some(port),
+                },
+                _ => RepositoryEndpoint::Unix {
+                    dir: path,
+                    port: None,
+                },
+            });
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        match u16::from_str(port) {
+            Ok(port) if port != 0 && !host.is_empty() => Ok(RepositoryEndpoint::Tcp {
+                host: host.to_string(),
+                port,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl RepositoryEndpoint {
+    /// The address connections use; `socket_port` (`repository.port`) names the socket of a bare
+    /// Unix socket directory.
+    pub fn upstream(&self, socket_port: u16) -> UpstreamAddr {
+        match self {
+            RepositoryEndpoint::Tcp { .. } => UpstreamAddr::Tcp(self.to_string()),
+            RepositoryEndpoint::Unix { dir, port } => UpstreamAddr::Unix {
+                dir: dir.clone(),
+                port: port.unwrap_or(socket_port),
+            },
+        }
+    }
+}
+
+impl fmt::Display for RepositoryEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepositoryEndpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
+            RepositoryEndpoint::Unix {
+                dir,
+                port: Some(port),
+            } => write!(f, "unix:{}", dir.join(format!(".s.PGSQL.{port}")).display()),
+            RepositoryEndpoint::Unix { dir, port: None } => write!(f, "unix:{}", dir.display()),
+        }
+    }
+}
+
+/// `repository.address`: where the repository listens. Written as one string or, the form fail-over
+/// will use, a list; so far the list holds exactly one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryAddress {
+    /// Never empty.
+    endpoints: Vec<RepositoryEndpoint>,
+}
+
+impl RepositoryAddress {
+    /// The address connections go to.
+    pub fn primary(&self) -> &RepositoryEndpoint {
+        &self.endpoints[0]
+    }
+
+    /// Every address, in the order given.
+    pub fn endpoints(&self) -> &[RepositoryEndpoint] {
+        &self.endpoints
+    }
+
+    /// The address connections use (see [`RepositoryEndpoint::upstream`]).
+    pub fn upstream(&self, socket_port: u16) -> UpstreamAddr {
+        self.primary().upstream(socket_port)
+    }
+}
+
+impl From<RepositoryEndpoint> for RepositoryAddress {
+    fn from(endpoint: RepositoryEndpoint) -> RepositoryAddress {
+        RepositoryAddress {
+            endpoints: vec![endpoint],
+        }
+    }
+}
+
+impl FromStr for RepositoryAddress {
+    type Err = BadRepositoryAddress;
+
+    /// One address (the command line's `--repository`).
+    fn from_str(text: &str) -> Result<Self, BadRepositoryAddress> {
+        text.parse::<RepositoryEndpoint>()
+            .map(RepositoryAddress::from)
+    }
+}
+
+impl fmt::Display for RepositoryAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.primary().fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for RepositoryAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "an address such as \"db:5432\", or a list of one"
+        )]
+        enum Written {
+            One(String),
+            List(Vec<String>),
+        }
+        let texts = match Written::deserialize(d)? {
+            Written::One(text) => vec![text],
+            Written::List(texts) => texts,
+        };
+        match texts.len() {
+            0 => return Err(D::Error::custom("needs an address, e.g. \"db:5432\"")),
+            1 => {}
+            // Until pgssl fails over between them, a second address would be silently unused.
+            _ => {
+                return Err(D::Error::custom(
+                    "only one repository address is supported so far",
+                ));
+            }
+        }
+        let endpoints = texts
+            .iter()
+            .map(|t| t.parse().map_err(D::Error::custom))
+            .collect::<Result<_, _>>()?;
+        Ok(RepositoryAddress { endpoints })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(text: &str) -> RepositoryEndpoint {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn tcp_and_unix_forms_parse_once_and_the_socket_port_applies_to_a_bare_directory() {
+        assert_eq!(
+            endpoint("[::1]:6000"),
+            RepositoryEndpoint::Tcp {
+                host: "[::1]".into(),
+                port: 6000
+            }
+        );
+        assert_eq!(
+            endpoint("[::1]:6000").upstream(5432),
+            UpstreamAddr::Tcp("[::1]:6000".into())
+        );
+        assert_eq!(
+            endpoint("unix:/run/pg/.s.PGSQL.6000").upstream(5433),
+            UpstreamAddr::Unix {
+                dir: "/run/pg".into(),
+                port: 6000
+            }
+        );
+        assert_eq!(
+            endpoint("unix:/run/postgresql").upstream(5433),
+            UpstreamAddr::Unix {
+                dir: "/run/postgresql".into(),
+                port: 5433
+            }
+        );
+        assert_eq!(endpoint("/tmp/pg").to_string(), "unix:/tmp/pg");
+        assert_eq!(
+            endpoint("unix:/run/pg/.s.PGSQL.6000").to_string(),
+            "unix:/run/pg/.s.PGSQL.6000"
+        );
+        assert_eq!(endpoint("db.example:5432").to_string(), "db.example:5432");
+        for bad in [
+            "",
+            "localhost",
+            "host:",
+            ":5432",
+            "host:0",
+            "host:x",
+            "unix:rel",
+        ] {
+            let err = bad.parse::<RepositoryEndpoint>().unwrap_err();
+            assert_eq!(err, BadRepositoryAddress(bad.into()));
+        }
+    }
+
+    #[test]
+    fn an_address_is_one_string_or_a_list_of_one() {
+        #[derive(Deserialize)]
+        struct T {
+            address: RepositoryAddress,
+        }
+        let read = |text: &str| toml::from_str::<T>(text).map(|t| t.address);
+        let one = read("address = \"db:5432\"").unwrap();
+        assert_eq!(one.endpoints(), [endpoint("db:5432")]);
+        assert_eq!(read("address = [\"db:5432\"]").unwrap(), one);
+        let two = read("address = [\"h1:5432\", \"h2:5432\"]").unwrap_err();
+        assert!(two.message().contains("only one"), "{two}");
+        let none = read("address = []").unwrap_err();
+        assert!(none.message().contains("needs an address"), "{none}");
+        let bad = read("address = \"nowhere\"").unwrap_err();
+        assert!(bad.message().contains("'nowhere'"), "{bad}");
+        assert!(read("address = 5432").is_err());
+    }
+}
