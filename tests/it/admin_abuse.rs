@@ -383,7 +383,7 @@ async fn trickle(addr: std::net::SocketAddr, source: IpAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_bodies_are_cut_off_and_others_are_served_meanwhile() {
     let pg = Postgres::start();
-    let (_env, server, addr) = admin_env_with(&pg, "request_timeout_secs = 2").await;
+    let (_env, server, addr) = admin_env_with(&pg, "request_timeout = \"2s\"").await;
     // 130 connections trickling a body from one address: more than all 128 slots.
     let attacker = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
     let attack: Vec<_> = (0..130)

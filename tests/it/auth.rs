@@ -211,9 +211,7 @@ async fn a_man_in_the_middle_is_caught_by_channel_binding_and_invisible_without_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_that_user_out_from_that_address_for_a_while() {
     let env = CliEnv::managed();
-    let mut config = std::fs::read_to_string(env.config()).unwrap();
-    config.push_str("[auth]\nmax_failures = 3\nlockout_secs = 2\n");
-    std::fs::write(env.config(), config).unwrap();
+    env.add_config("auth", "max_failures = 3\nlockout = \"2s\"");
     let (serve, cert) = managed_with_tls(&env).await;
     let port = serve.addr.port();
     let mut third_began = std::time::Instant::now();
@@ -272,7 +270,7 @@ async fn repeated_failures_lock_that_user_out_from_that_address_for_a_while() {
 }
 
 /// The bug that made authentication part of pgssl: an external repository with `ssl = on`, reached
-/// with `server.upstream_tls`, and libpq's default `channel_binding=prefer`. In passthrough the
+/// with `repository.tls`, and libpq's default `channel_binding=prefer`. In passthrough the
 /// repository refuses it (its binding cannot cross pgssl's TLS); with a lookup user applied, pgssl
 /// authenticates the client and binds each leg to its own certificate, so default psql and
 /// `channel_binding=require` both log in, and the repository sees TLS on its leg (`verify-full`, so
@@ -287,11 +285,8 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
     pg.sql("CREATE ROLE pgssl_lookup LOGIN PASSWORD 'lookup-pw'");
     let upstream = format!("localhost:{}", pg.port());
     let env = CliEnv::new(&upstream);
-    let mut config = std::fs::read_to_string(env.config()).unwrap();
-    config.push_str(
-        "upstream_tls = \"verify-full\"\n[auth]\nlookup_query = \"SELECT * FROM pgssl.lookup($1)\"\n",
-    );
-    std::fs::write(env.config(), config).unwrap();
+    env.add_config("repository", "tls = \"verify-full\"");
+    env.add_config("auth", "lookup_query = \"SELECT * FROM pgssl.lookup($1)\"");
 
     // The DBA installs the function the `sql` command prints: the lookup user is no superuser.
     let sql = ok(&env.run(&[

@@ -20,15 +20,17 @@ pub struct CliEnv {
 }
 
 impl CliEnv {
-    /// A fresh environment whose config names `upstream` (e.g. `unix:/path`).
-    pub fn new(upstream: &str) -> CliEnv {
+    /// A fresh environment whose config names the repository `address` (e.g. `unix:/path`).
+    pub fn new(address: &str) -> CliEnv {
         let dir = tempfile::Builder::new()
             .prefix("pgssl-cli")
             .tempdir()
             .unwrap();
         std::fs::write(
             dir.path().join("pgssl.toml"),
-            format!("[server]\nupstream = \"{upstream}\"\nconnect_timeout_secs = 2\n"),
+            format!(
+                "[repository]\naddress = \"{address}\"\n\n[server]\nconnect_timeout = \"2s\"\n"
+            ),
         )
         .unwrap();
         CliEnv { dir }
@@ -44,7 +46,7 @@ impl CliEnv {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(
             dir.path().join("pgssl.toml"),
-            "[server]\nconnect_timeout_secs = 2\n",
+            "[server]\nconnect_timeout = \"2s\"\n",
         )
         .unwrap();
         CliEnv { dir }
@@ -58,6 +60,19 @@ impl CliEnv {
     /// The config file.
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("pgssl.toml")
+    }
+
+    /// Adds `lines` to the config file's `[table]`, which is added when the file has none (a TOML
+    /// table cannot be opened twice).
+    pub fn add_config(&self, table: &str, lines: &str) {
+        let config = std::fs::read_to_string(self.config()).unwrap();
+        let header = format!("[{table}]\n");
+        let config = if config.contains(&header) {
+            config.replacen(&header, &format!("{header}{lines}\n"), 1)
+        } else {
+            format!("{config}\n{header}{lines}\n")
+        };
+        std::fs::write(self.config(), config).unwrap();
     }
 
     /// The command line for `args`, with the data dir, config and probe password set.
@@ -532,6 +547,53 @@ fn serve_exits_1_naming_the_address_when_it_cannot_listen() {
     let err = failed(&out);
     assert!(
         err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"),
+        "{err}"
+    );
+}
+
+/// A config written for an older pgssl still loads: each old key name (`server.upstream`, the
+/// `_secs` keys) and `serve --upstream` warns once, naming its new name, on a command's standard
+/// error and in `serve`'s log; a key given under both names is refused, naming both and the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_key_names_and_the_upstream_flag_warn_once_each_and_both_names_are_refused() {
+    let env = CliEnv::new("127.0.0.1:1");
+    std::fs::write(
+        env.config(),
+        "[server]\nupstream = \"127.0.0.1:1\"\nupstream_tls = \"disable\"\nhandshake_timeout_secs = 10\n",
+    )
+    .unwrap();
+    let warnings = [
+        "server.upstream is the old name of repository.address",
+        "server.upstream_tls is the old name of repository.tls",
+        "server.handshake_timeout_secs is the old name of server.handshake_timeout",
+    ];
+    let out = env.run(&["security", "repository-ssl", "disable"]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for warning in warnings {
+        assert_eq!(stderr.matches(warning).count(), 1, "{warning}: {stderr}");
+    }
+
+    let serve = ServeProcess::start(&env, &["--upstream", "127.0.0.1:1"]).await;
+    let log = serve.log_text();
+    let flag = "--upstream (PGSSL_UPSTREAM) is the old name of --repository (PGSSL_REPOSITORY)";
+    for warning in warnings.into_iter().chain([flag]) {
+        assert_eq!(log.matches(warning).count(), 1, "{warning}: {log}");
+    }
+    assert!(log.contains("upstream=127.0.0.1:1"), "{log}");
+    serve.stop().await;
+
+    std::fs::write(
+        env.config(),
+        "[server]\nupstream = \"127.0.0.1:1\"\n[repository]\naddress = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let err = failed(&env.run(&["pending-changes", "list"]));
+    assert!(
+        err.contains(&format!(
+            "config file {} is invalid",
+            env.config().display()
+        )) && err.contains("server.upstream and repository.address are both set"),
         "{err}"
     );
 }

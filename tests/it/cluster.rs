@@ -527,7 +527,9 @@ async fn managed_first_node_and_a_second_with(
     // No upstream: the cluster's (the first node's listener), with TLS, as that node requires.
     std::fs::write(
         n2.env.config(),
-        format!("[server]\nupstream_tls = \"require\"\nconnect_timeout_secs = 2\n{n2_config}"),
+        format!(
+            "[repository]\ntls = \"require\"\n\n[server]\nconnect_timeout = \"2s\"\n{n2_config}"
+        ),
     )
     .unwrap();
     let file = dir.join("bootstrap.toml");

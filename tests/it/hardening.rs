@@ -319,7 +319,7 @@ async fn managed_credentials_name_the_running_port_and_a_refused_rotation_change
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_in_front_of_an_external_repository_rotates_what_pgssl_owns_and_serves_it() {
-    // The probe's set-up: no upstream in the config, `serve --upstream` on the command line.
+    // The probe's set-up: no repository address in the config, `serve --upstream` on the command line.
     let pg = Postgres::start_with_tcp();
     let env = CliEnv::managed();
     let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
@@ -487,16 +487,11 @@ async fn clients_connect_while_2000_sockets_never_finish_start_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_or_refusing_repository_is_named_in_the_log_only() {
-    // A repository that refuses TLS (ssl = off) under upstream_tls = require, then one that is gone.
+    // A repository that refuses TLS (ssl = off) under repository.tls = require, then one that is gone.
     let pg = Postgres::start_with_tcp();
     let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
     let env = CliEnv::new(&upstream);
-    let config = std::fs::read_to_string(env.config()).unwrap();
-    std::fs::write(
-        env.config(),
-        config.replace("[server]\n", "[server]\nupstream_tls = \"require\"\n"),
-    )
-    .unwrap();
+    env.add_config("repository", "tls = \"require\"");
     let serve = ServeProcess::start(&env, &[]).await;
     let err = crate::client::connect_plain(serve.addr, "tableau")
         .await

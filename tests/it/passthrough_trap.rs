@@ -15,9 +15,7 @@ async fn passthrough_over_upstream_tls_warns_and_the_refusal_names_the_cure() {
     let pg = Postgres::start_with_tls(&leaf.cert_pem, &leaf.key_pem);
     let upstream = format!("localhost:{}", pg.port());
     let env = CliEnv::new(&upstream);
-    let mut config = std::fs::read_to_string(env.config()).unwrap();
-    config.push_str("upstream_tls = \"require\"\n");
-    std::fs::write(env.config(), &config).unwrap();
+    env.add_config("repository", "tls = \"require\"");
     prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
     let serve = ServeProcess::start(&env, &[]).await;
     let log = serve.log_text();

@@ -28,21 +28,14 @@ impl Pooled {
         Pooled::start_on(Postgres::start_with_tcp(), "", "", pool).await
     }
 
-    /// With `extra_config` before the `[auth]` table, `auth` lines in it and `pool` lines in `[pool]`.
-    pub(crate) async fn start_on(
-        pg: Postgres,
-        extra_config: &str,
-        auth: &str,
-        pool: &str,
-    ) -> Pooled {
+    /// With `repository` lines in `[repository]`, `auth` lines in `[auth]` and `pool` lines in `[pool]`.
+    pub(crate) async fn start_on(pg: Postgres, repository: &str, auth: &str, pool: &str) -> Pooled {
         pg.sql("CREATE ROLE pgssl_lookup SUPERUSER LOGIN PASSWORD 'lookup-pw'");
         let upstream = format!("127.0.0.1:{}", pg.port());
         let env = CliEnv::new(&upstream);
-        let mut config = std::fs::read_to_string(env.config()).unwrap();
-        config.push_str(&format!(
-            "{extra_config}\n[auth]\nmode = \"proxy\"\n{auth}\n[pool]\n{pool}\n"
-        ));
-        std::fs::write(env.config(), config).unwrap();
+        env.add_config("repository", repository);
+        env.add_config("auth", &format!("mode = \"proxy\"\n{auth}"));
+        env.add_config("pool", pool);
         prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
         let serve =
             ServeProcess::start(&env, &["--upstream", &upstream, "--metrics", "127.0.0.1:0"]).await;
@@ -366,7 +359,7 @@ async fn a_cancel_key_is_the_clients_own_and_an_earlier_clients_cancels_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_change_or_nologin_closes_the_roles_warm_sessions() {
-    let p = Pooled::start("recheck_secs = 1").await;
+    let p = Pooled::start("recheck_interval = \"1s\"").await;
     let pid = p.psql("", &["SELECT pg_backend_pid()"]).await;
     p.wait_warm("tableau", 1).await;
     p.pg.sql("ALTER ROLE tableau PASSWORD 'changed-pw'");
@@ -428,7 +421,7 @@ async fn an_apply_retires_warm_sessions_and_a_restarted_repository_gives_working
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_waits_for_a_backend_then_gets_53300_and_gets_in_once_one_is_free() {
-    let p = Pooled::start("max_backends = 1\ncheckout_timeout_secs = 1").await;
+    let p = Pooled::start("max_backends = 1\ncheckout_timeout = \"1s\"").await;
     let addr = p.addr();
     let holder = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD)
         .await
@@ -485,7 +478,7 @@ async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
     pg.sql("ALTER SYSTEM SET max_connections = 20");
     pg.restart();
     assert_eq!(pg.sql("SHOW max_connections"), "20");
-    let p = Pooled::start_on(pg, "[repository]\nmax_connections = 20", "", "").await;
+    let p = Pooled::start_on(pg, "max_connections = 20", "", "").await;
     let addr = p.addr();
     // The repository's sessions of tableau, watched all through the run over a session of the
     // superuser's opened before it (it fits: pgssl's bound leaves one slot more free than the
@@ -546,14 +539,20 @@ async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
     p.serve.stop().await;
 }
 
-/// `auth.verifier_cache_secs`: the repository is asked once per role per TTL; a new password fails
+/// `auth.verifier_cache_ttl`: the repository is asked once per role per TTL; a new password fails
 /// once against the kept verifier, which is then dropped, and works from the next attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_verifier_is_dropped_by_a_failed_proof() {
     let pg = Postgres::start_with_tcp();
     pg.sql("ALTER SYSTEM SET log_statement = 'all'");
     pg.sql("SELECT pg_reload_conf()");
-    let p = Pooled::start_on(pg, "", "verifier_cache_secs = 600", "recheck_secs = 600").await;
+    let p = Pooled::start_on(
+        pg,
+        "",
+        "verifier_cache_ttl = \"10m\"",
+        "recheck_interval = \"10m\"",
+    )
+    .await;
     for _ in 0..3 {
         p.psql("", &["SELECT 1"]).await;
     }

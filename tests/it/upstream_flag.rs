@@ -1,5 +1,5 @@
-//! One answer to "which repository?" for `serve` and every command: `serve --upstream H:P` on a
-//! data directory whose config names no upstream serves an external repository, and the commands
+//! One answer to "which repository?" for `serve` and every command: `serve --repository H:P` on a
+//! data directory whose config names no repository address serves an external repository, and the commands
 //! run against that data directory learn it from the running server instead of believing, from the
 //! config, that the repository is the managed one.
 
@@ -10,7 +10,7 @@ use crate::harness::Postgres;
 async fn commands_follow_the_repository_serve_was_given_on_its_command_line() {
     let pg = Postgres::start_with_tcp();
     let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
-    // A config with no server.upstream: alone, it means the managed repository.
+    // A config with no repository.address: alone, it means the managed repository.
     let env = CliEnv::managed();
     let refused = failed(&env.stage_lookup_user("pgssl_lookup", "lookup-pw").await);
     assert!(
@@ -18,7 +18,7 @@ async fn commands_follow_the_repository_serve_was_given_on_its_command_line() {
         "{refused}"
     );
 
-    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    let serve = ServeProcess::start(&env, &["--repository", &upstream]).await;
     let staged = ok(&env.stage_lookup_user("pgssl_lookup", "lookup-pw").await);
     assert!(staged.contains("lookup user 'pgssl_lookup'"), "{staged}");
     // The managed repository's own commands know it is not there.
