@@ -414,7 +414,7 @@ async fn refuse_no_backend(
         NoBackend::Exhausted(e) => {
             let (peer, user) = (who.peer, LogSafe(&who.user));
             info!(%peer, %user, outcome = "pool_exhausted", error = %e,
-                  "no repository session came free within pool.checkout_timeout_secs");
+                  "no repository session came free within pool.checkout_timeout");
             let err = ErrorResponse::fatal(SqlState::TooManyConnections, e.to_string());
             negotiate::send_fatal(stream, &err).await;
         }

@@ -131,7 +131,7 @@ impl Drop for StartupPlace {
 /// Why a negotiation's deadline ended it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
-    /// `handshake_timeout_secs` passed.
+    /// `handshake_timeout` passed.
     Timeout,
     /// Its place went to a newer connection (`server.max_startups`).
     Evicted,

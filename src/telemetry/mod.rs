@@ -258,7 +258,7 @@ fn describe_pool() {
     );
     describe_counter!(
         POOL_CHECKOUTS,
-        "Backends given to authenticated clients: warm (a reused session), opened (a new backend), exhausted (none within pool.checkout_timeout_secs)."
+        "Backends given to authenticated clients: warm (a reused session), opened (a new backend), exhausted (none within pool.checkout_timeout)."
     );
     describe_histogram!(
         POOL_CHECKOUT_WAIT,

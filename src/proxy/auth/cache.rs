@@ -1,4 +1,4 @@
-//! An optional short-lived cache in front of a verifier source (`auth.verifier_cache_secs`, off by
+//! An optional short-lived cache in front of a verifier source (`auth.verifier_cache_ttl`, off by
 //! default). Every proxy-mode login reads the role's verifier from the repository, which is what makes
 //! a password change or NOLOGIN count from the very next login; that read is also a query per login
 //! on the repository (a SECURITY DEFINER function call, for a lookup user) and a round trip on the

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The limits (`[auth]` `max_failures`, `failure_window_secs`, `lockout_secs`).
+/// The limits (`[auth]` `max_failures`, `failure_window`, `lockout`).
 #[derive(Debug, Clone, Copy)]
 pub struct LockoutPolicy {
     /// Failures that lock a pair out; 0 turns limiting off.

@@ -1,6 +1,6 @@
-//! The pool's housekeeping, once a second: idle sessions past `pool.idle_timeout_secs` or their
+//! The pool's housekeeping, once a second: idle sessions past `pool.idle_timeout` or their
 //! lifetime, logged in under settings an apply has replaced, or no longer quiet (the repository closed
-//! them, restarted, or is shutting down) are closed; every `pool.recheck_secs` the verifiers of the
+//! them, restarted, or is shutting down) are closed; every `pool.recheck_interval` the verifiers of the
 //! roles with idle sessions are read again, and a role whose password changed, that may no longer log
 //! in, or that is gone has its idle sessions closed. Hand-out checks the same things for the session it
 //! hands out, so the sweep only makes them go away sooner; it never delays a client.
