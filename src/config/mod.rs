@@ -210,12 +210,15 @@ impl Config {
             ),
             ("admin.request_timeout", self.admin.request_timeout),
         ];
-        let zero = positive
-            .iter()
-            .find(|(_, v)| *v == 0)
-            .map(|(k, _)| *k)
-            .or_else(|| durations.iter().find(|(_, d)| d.is_zero()).map(|(k, _)| *k));
-        if let Some(key) = zero {
+        let zero = (positive.iter().filter(|(_, v)| *v == 0).map(|(k, _)| k))
+            .chain(
+                durations
+                    .iter()
+                    .filter(|(_, d)| d.is_zero())
+                    .map(|(k, _)| k),
+            )
+            .next();
+        if let Some(&key) = zero {
             return Err(ConfigError::Invalid {
                 key,
                 message: "must be greater than 0".into(),
