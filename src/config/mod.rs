@@ -163,7 +163,7 @@ impl Config {
             })?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                // `.` is the whole file: an unknown top-level table.
+                // `.` is the file itself: nothing more precise to name.
                 let at = e.path().to_string();
                 let message = e.into_inner().message().to_string();
                 parse_error(if at == "." {

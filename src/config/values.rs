@@ -41,7 +41,8 @@ pub(super) fn de_networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>,
 pub(super) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime_serde::deserialize(d).map_err(|e: D::Error| {
         D::Error::custom(format!(
-            "{e}: write a duration with its unit in quotes, e.g. \"10s\", \"5m\" or \"250ms\""
+            "{}: write a duration with its unit in quotes, e.g. \"10s\", \"5m\" or \"250ms\"",
+            e.to_string().trim_end()
         ))
     })
 }
