@@ -7,7 +7,7 @@
 # proxy: pgssl authenticates clients itself (SCRAM, channel binding over TLS) through a lookup user
 # that reads verifiers with the SECURITY DEFINER function 'pgssl authentication lookup-user sql' prints,
 # then logs into PostgreSQL by SCRAM pass-through. passthrough: PostgreSQL authenticates; pgssl relays.
-# VERIFIER_CACHE_SECS=N sets auth.verifier_cache_secs (default 0: a lookup per login).
+# VERIFIER_CACHE_SECS=N sets auth.verifier_cache_ttl to N seconds (default 0: a lookup per login).
 # Proxy mode keeps repository sessions warm between clients ([pool], on by default); passthrough cannot.
 # Both with repository SSL required towards clients and plaintext to PostgreSQL, like PgBouncer in
 # the anchor. Runs under anchor.sh (as root), which sets PG_PORT, PROXY_PORT, BENCH_DB and BENCH_TMP
@@ -20,17 +20,18 @@ dir=$BENCH_TMP/pgssl-$mode
 config=$dir.toml
 mkdir -p "$dir"
 cat >"$config" <<CONF
-[server]
-upstream = "127.0.0.1:$PG_PORT"
 [auth]
 mode = "$mode"
 lookup_database = "$BENCH_DB"
 lookup_query = "SELECT * FROM pgssl.lookup(\$1)"
-verifier_cache_secs = ${VERIFIER_CACHE_SECS:-0}
+verifier_cache_ttl = "${VERIFIER_CACHE_SECS:-0}s"
+[repository]
+address = "127.0.0.1:$PG_PORT"
 CONF
 pg() { psql -X -q -v ON_ERROR_STOP=1 -h "$BENCH_TMP" -p "$PG_PORT" -U postgres -d "$BENCH_DB" "$@"; }
-# The warm pool's bound follows the repository's own (proxy mode keeps sessions warm between clients).
-printf '[repository]\nmax_connections = %s\n' "$(pg -At -c 'SHOW max_connections')" >>"$config"
+# The warm pool's bound follows the repository's own (proxy mode keeps sessions warm between clients);
+# still in the [repository] table the file ends with.
+printf 'max_connections = %s\n' "$(pg -At -c 'SHOW max_connections')" >>"$config"
 # PGSSL_EXTRA_CONFIG: more TOML tables appended as they are (say "[pool]\nmax_idle = 500").
 [[ -n ${PGSSL_EXTRA_CONFIG:-} ]] && printf '%b\n' "$PGSSL_EXTRA_CONFIG" >>"$config"
 lookup_password=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')

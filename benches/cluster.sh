@@ -43,7 +43,7 @@ printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s
 as_pg "$bindir/pg_ctl" start -w -D "$work/pg" -l "$work/sock/pg.log" >/dev/null
 PGPASSWORD=$pw "$bindir/psql" -X -q -h 127.0.0.1 -p "$pgport" -U postgres -c "CREATE ROLE tableau LOGIN PASSWORD '$pw'"
 
-printf '[server]\nupstream = "127.0.0.1:%s"\n' "$pgport" > "$work/pgssl.toml"
+printf '[repository]\naddress = "127.0.0.1:%s"\n' "$pgport" > "$work/pgssl.toml"
 node() { PGSSL_UPSTREAM_PASSWORD=$pw "$PGSSL" --config "$work/pgssl.toml" --data-dir "$work/n$1" "${@:2}"; }
 serve() {
   PGSSL_UPSTREAM_PASSWORD=$pw "$PGSSL" --config "$work/pgssl.toml" --data-dir "$work/n$1" \

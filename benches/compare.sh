@@ -34,7 +34,7 @@ if [[ " $PARTS " == *" 1 "* ]]; then
     echo "== anchor.sh with pgssl, SCRAM iterations $iters"
     SCRAM_ITERATIONS=$iters DURATION=$SECONDS_PER_RUN REPEATS=$ROUNDS OUT_DIR="$OUT/anchor-scram$iters" \
     RESULTS_MD="$OUT/anchor-scram$iters.md" PROXY_NAME=pgssl PROXY_PORT=6544 \
-    PROXY_CMD="D=\$BENCH_TMP/pgssl; B=$PGSSL; export PGSSL_LOG=warn; \$B --data-dir \$D security repository-ssl enable >/dev/null && \$B --data-dir \$D pending-changes apply --ignore-prompt >/dev/null && exec \$B --data-dir \$D serve --listen 127.0.0.1:\$PROXY_PORT --upstream 127.0.0.1:\$PG_PORT" \
+    PROXY_CMD="D=\$BENCH_TMP/pgssl; B=$PGSSL; export PGSSL_LOG=warn; \$B --data-dir \$D security repository-ssl enable >/dev/null && \$B --data-dir \$D pending-changes apply --ignore-prompt >/dev/null && exec \$B --data-dir \$D serve --listen 127.0.0.1:\$PROXY_PORT --repository 127.0.0.1:\$PG_PORT" \
       "$ANCHOR" > "$OUT/anchor-scram$iters.log" 2>&1
   done
 fi
@@ -42,7 +42,7 @@ fi
 # Parts 2 and 4 need no database: the start-up is refused by the front end itself.
 work=$(mktemp -d /tmp/pgssl-compare.XXXXXX)
 chmod 755 "$work"
-printf '[server]\nupstream = "127.0.0.1:9"\n' > "$work/pgssl.toml"
+printf '[repository]\naddress = "127.0.0.1:9"\n' > "$work/pgssl.toml"
 "$PGSSL" --config "$work/pgssl.toml" --data-dir "$work/data" security repository-ssl enable >/dev/null
 "$PGSSL" --config "$work/pgssl.toml" --data-dir "$work/data" pending-changes apply >/dev/null
 cert=$work/data/config/pgsql15/security/server.crt

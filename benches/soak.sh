@@ -35,7 +35,7 @@ bindir=$(pg_config --bindir 2>/dev/null || true)
 mkdir -p "$OUT"
 work=$(mktemp -d /tmp/pgssl-soak.XXXXXX)
 chmod 755 "$work"
-printf '[server]\nhandshake_timeout_secs = 30\n' > "$work/pgssl.toml"
+printf '[server]\nhandshake_timeout = "30s"\n' > "$work/pgssl.toml"
 export PGSSL_DATA_DIR=$work/data PGSSL_LOG=warn
 run() { "$PGSSL_BIN" --config "$work/pgssl.toml" "$@"; }
 

@@ -24,7 +24,7 @@ pgssl=$repo/target/release/pgssl
 bench=$repo/target/release/pgssl-bench
 work=$(mktemp -d /tmp/pgssl-stalled.XXXXXX)
 chmod 755 "$work"
-printf '[server]\nhandshake_timeout_secs = 120\n' > "$work/pgssl.toml"
+printf '[server]\nhandshake_timeout = "120s"\n' > "$work/pgssl.toml"
 export PGSSL_DATA_DIR=$work/data PGSSL_LOG=warn
 run() { "$pgssl" --config "$work/pgssl.toml" "$@"; }
 

@@ -38,7 +38,7 @@ case "${PGSSL_CLUSTER:-}" in
     ;;
   first)
     # Making the cluster needs the repository: wait for it (its first start runs initdb).
-    until pg_isready -q -h "${PGSSL_UPSTREAM%:*}" -p "${PGSSL_UPSTREAM##*:}"; do sleep 1; done
+    until pg_isready -q -h "${PGSSL_REPOSITORY%:*}" -p "${PGSSL_REPOSITORY##*:}"; do sleep 1; done
     pgssl serve "$@" &
     pid=$!
     trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
