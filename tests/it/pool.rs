@@ -519,7 +519,7 @@ async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
             let mut s = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD).await?;
             let rows = s.simple_query(&format!("SELECT {i}")).await?;
             s.terminate().await?;
-            Ok::<_, pgssl::repository::ClientError>(rows[0][0].clone())
+            Ok::<_, crate::client::ClientError>(rows[0][0].clone())
         });
     }
     let mut answered = Vec::new();

@@ -141,8 +141,7 @@ impl Follower {
     }
 
     fn membership(&self) -> Result<Membership, ClusterError> {
-        Membership::read(&self.config_dir)?
-            .ok_or_else(|| ClusterError::Invalid("this node left the cluster".into()))
+        Membership::read(&self.config_dir)?.ok_or(ClusterError::LeftCluster)
     }
 
     async fn connect(&self) -> Result<Conn, ClusterError> {
