@@ -299,3 +299,25 @@ impl VerifierSource for ExternalLookup {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn truth(ty: &Type, raw: &[u8]) -> Option<bool> {
+        Truth::from_sql(ty, raw).unwrap().0
+    }
+
+    #[test]
+    fn a_yes_no_column_reads_as_bool_or_as_bool_text() {
+        assert_eq!(truth(&Type::BOOL, &[1]), Some(true));
+        assert_eq!(truth(&Type::BOOL, &[0]), Some(false));
+        // The default query's `::text`, and an administrator's text columns.
+        assert_eq!(truth(&Type::TEXT, b"true"), Some(true));
+        assert_eq!(truth(&Type::VARCHAR, b"false"), Some(false));
+        // Anything else says nothing: not expired, may log in.
+        assert_eq!(truth(&Type::TEXT, b"t"), None);
+        assert!(<Truth as FromSql>::accepts(&Type::NAME));
+        assert!(!<Truth as FromSql>::accepts(&Type::INT4));
+    }
+}
