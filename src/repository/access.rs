@@ -7,6 +7,7 @@ use tracing::info;
 use super::managed::{
     ManagedError, REPOSITORY_DATABASE, ensure_database, ensure_login_role, role_exists,
 };
+use super::session::SessionError;
 use super::sql;
 use crate::keystore::Secret;
 
@@ -31,14 +32,16 @@ pub async fn enable(admin: &mut Admin, user: &str, password: &Secret) -> Result<
 pub async fn disable(admin: &mut Admin, user: &str) -> Result<(), ManagedError> {
     if role_exists(admin, user).await? {
         admin
-            .simple_query(&format!("ALTER ROLE {} NOLOGIN", sql::ident(user)))
-            .await?;
+            .batch_execute(&format!("ALTER ROLE {} NOLOGIN", sql::ident(user)))
+            .await
+            .map_err(SessionError::from)?;
         admin
-            .simple_query(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}",
-                sql::literal(user)
-            ))
-            .await?;
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = $1",
+                &[&user],
+            )
+            .await
+            .map_err(SessionError::from)?;
     }
     info!(user, "direct access disabled");
     Ok(())
@@ -60,14 +63,17 @@ pub async fn regrant(admin: &mut Admin, owners: &[String]) -> Result<(), Managed
     }
     for user in DIRECT_USERS {
         if role_exists(admin, user).await? {
-            admin.simple_query(&grants(user, &creators)).await?;
+            admin
+                .batch_execute(&grants(user, &creators))
+                .await
+                .map_err(SessionError::from)?;
         }
     }
     Ok(())
 }
 
 /// A superuser session on the repository database.
-type Admin = crate::repository::Session<crate::proxy::upstream::UpstreamStream>;
+type Admin = super::session::Session;
 
 /// An empty database named after the user, so that clients relying on libpq's default database (the
 /// user name) connect instead of failing with "database does not exist"; the data lives in
@@ -76,10 +82,11 @@ async fn ensure_landing_database(admin: &mut Admin, user: &str) -> Result<(), Ma
     ensure_database(admin, user, None).await?;
     let (db, user) = (sql::ident(user), sql::ident(user));
     admin
-        .simple_query(&format!(
+        .batch_execute(&format!(
             "REVOKE CONNECT ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {user}"
         ))
-        .await?;
+        .await
+        .map_err(SessionError::from)?;
     Ok(())
 }
 

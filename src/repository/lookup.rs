@@ -9,23 +9,30 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio_postgres::Statement;
+use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use crate::keystore::{Keystore, Secret};
 use crate::proxy::auth::terminate::{LookupError, LookupFuture, RoleSecret, VerifierSource};
-use crate::proxy::upstream::UpstreamStream;
 use crate::proxy::upstream::tls::UpstreamTls;
 use crate::proxy::upstream::{Target, UpstreamAddr};
-use crate::repository::Session;
 use crate::repository::managed::ManagedRepository;
-use crate::repository::sql;
+use crate::repository::session::{Login, Session, SessionError};
 
-/// The default `auth.lookup_query`: `$1` is the role name (quoted as a literal before it is sent).
+/// The default `auth.lookup_query`: `$1` is the role name, a bound parameter.
 /// Its third column, `rolcanlogin`, may be missing from an administrator's own query (a NOLOGIN role
 /// then still gets the repository's refusal when it needs a new backend, but its warm sessions are not
 /// closed early).
 pub const DEFAULT_LOOKUP_QUERY: &str = "SELECT rolpassword, coalesce(rolvaliduntil < now(), false)::text, rolcanlogin::text FROM pg_catalog.pg_authid WHERE rolname = $1";
 
 use crate::config::LOOKUP_CONNECTIONS;
+
+/// A lookup connection and the lookup query, prepared on it once (a lookup is then one round trip).
+#[derive(Debug)]
+struct Connection {
+    session: Session,
+    statement: Option<Statement>,
+}
 
 /// The persistent lookup connections and how to (re)open them. A lookup waits for the first
 /// connection to come free, in arrival order: tying each lookup to one connection in turn let a slow
@@ -34,7 +41,7 @@ use crate::config::LOOKUP_CONNECTIONS;
 #[derive(Debug)]
 struct Kept {
     /// The connections not in use (`None`: not opened yet, or closed after a failure).
-    free: std::sync::Mutex<Vec<Option<Session<UpstreamStream>>>>,
+    free: std::sync::Mutex<Vec<Option<Connection>>>,
     /// One permit per connection; tokio's semaphore queues waiters fairly.
     turns: Semaphore,
 }
@@ -48,30 +55,91 @@ impl Default for Kept {
     }
 }
 
-/// A lookup connection taken from [`Kept`], put back when dropped (even when the lookup's future is
-/// dropped midway: the connection is then closed, as its answer would be read by the next lookup).
+/// A lookup connection taken from [`Kept`], put back when dropped unless it has closed. A lookup's
+/// future dropped midway leaves the connection usable: tokio-postgres discards the answer nobody
+/// waits for.
 struct Taken<'a> {
     kept: &'a Kept,
-    session: Option<Session<UpstreamStream>>,
-    clean: bool,
+    connection: Option<Connection>,
     _turn: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
-        let session = if self.clean {
-            self.session.take()
-        } else {
-            None
-        };
+        let connection = self.connection.take().filter(|c| !c.session.is_closed());
         let mut free = self.kept.free.lock().unwrap_or_else(|p| p.into_inner());
-        free.push(session);
+        free.push(connection);
+    }
+}
+
+/// A yes/no column of a lookup query: a `bool`, or text (the default query casts to text, as an
+/// administrator's query may), read as PostgreSQL's `bool::text` writes it: `true` or `false`.
+struct Truth(Option<bool>);
+
+impl<'a> FromSql<'a> for Truth {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Truth, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::BOOL {
+            return bool::from_sql(ty, raw).map(|b| Truth(Some(b)));
+        }
+        Ok(Truth(match <&str>::from_sql(ty, raw)? {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <bool as FromSql>::accepts(ty) || <&str as FromSql>::accepts(ty)
+    }
+}
+
+/// A row of the lookup query: the verifier, then whether it expired (no: not said), then whether
+/// the role may log in (yes: not said).
+fn role_secret(row: &tokio_postgres::Row) -> Result<RoleSecret, tokio_postgres::Error> {
+    let truth = |i: usize| -> Result<Option<bool>, tokio_postgres::Error> {
+        if i >= row.len() {
+            return Ok(None);
+        }
+        Ok(row.try_get::<_, Option<Truth>>(i)?.and_then(|t| t.0))
+    };
+    Ok(RoleSecret {
+        password: row.try_get(0)?,
+        expired: truth(1)? == Some(true),
+        can_login: truth(2)? != Some(false),
+    })
+}
+
+impl Connection {
+    /// Runs `query` with `role` as `$1` (an administrator's query may not use it).
+    async fn ask(
+        &mut self,
+        query: &str,
+        role: &str,
+    ) -> Result<Option<RoleSecret>, tokio_postgres::Error> {
+        let statement = match &self.statement {
+            Some(statement) => statement.clone(),
+            None => self
+                .statement
+                .insert(self.session.prepare(query).await?)
+                .clone(),
+        };
+        let with_role: [&(dyn ToSql + Sync); 1] = [&role];
+        let params: &[&(dyn ToSql + Sync)] = if statement.params().is_empty() {
+            &[]
+        } else {
+            &with_role
+        };
+        let rows = self.session.query(&statement, params).await?;
+        rows.first().map(role_secret).transpose()
     }
 }
 
 impl Kept {
-    /// Runs `query` (with `$1` as `role`), connecting with `connect` when no connection is kept and
-    /// once more when the kept one has died.
+    /// Runs `query` (with `$1` bound to `role`), connecting with `connect` when no connection is
+    /// kept and once more when the kept one has died.
     async fn lookup<F, Fut>(
         &self,
         query: &str,
@@ -80,14 +148,14 @@ impl Kept {
     ) -> Result<Option<RoleSecret>, LookupError>
     where
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<Session<UpstreamStream>, LookupError>>,
+        Fut: std::future::Future<Output = Result<Session, LookupError>>,
     {
         let turn = self
             .turns
             .acquire()
             .await
             .map_err(|_| LookupError("the verifier lookup is shutting down".into()))?;
-        let session = {
+        let connection = {
             let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
             // Prefer an open connection.
             let at = free.iter().rposition(Option::is_some).unwrap_or(0);
@@ -95,33 +163,32 @@ impl Kept {
         };
         let mut guard = Taken {
             kept: self,
-            session,
-            clean: false,
+            connection,
             _turn: turn,
         };
-        let sql = query.replace("$1", &sql::literal(role));
         for attempt in 0..2 {
-            let session = match guard.session.as_mut() {
-                Some(s) => s,
-                None => guard.session.insert(connect().await?),
+            let connection = match guard.connection.as_mut() {
+                Some(c) => c,
+                None => guard.connection.insert(Connection {
+                    session: connect().await?,
+                    statement: None,
+                }),
             };
-            match session.simple_query(&sql).await {
-                Ok(rows) => {
-                    guard.clean = true;
-                    return Ok(rows.into_iter().next().map(|row| RoleSecret {
-                        password: row.first().cloned().flatten(),
-                        expired: row.get(1).cloned().flatten().as_deref() == Some("true"),
-                        can_login: row.get(2).cloned().flatten().as_deref() != Some("false"),
-                    }));
-                }
-                Err(e) if attempt == 0 && e.sqlstate().is_none() => {
+            let answer = connection.ask(query, role).await;
+            // A connection that has died (a repository restart, a password a rotation changed
+            // meanwhile) is opened again once; any other error leaves it ready for the next lookup.
+            let died = connection.session.is_closed();
+            match answer {
+                Ok(secret) => return Ok(secret),
+                Err(e) if died && attempt == 0 => {
                     tracing::debug!(error = %e, "the verifier lookup connection failed; reconnecting");
-                    guard.session = None;
+                    guard.connection = None;
                 }
                 Err(e) => {
-                    // An error the repository answered leaves the connection ready for the next.
-                    guard.clean = e.sqlstate().is_some();
-                    return Err(LookupError(e.to_string()));
+                    if died {
+                        guard.connection = None;
+                    }
+                    return Err(LookupError(SessionError::from(e).to_string()));
                 }
             }
         }
@@ -149,7 +216,7 @@ impl ManagedLookup {
         }
     }
 
-    async fn connect(&self) -> Result<Session<UpstreamStream>, LookupError> {
+    async fn connect(&self) -> Result<Session, LookupError> {
         let keystore = Keystore::open(&self.config_dir).map_err(|e| LookupError(e.to_string()))?;
         self.repo
             .connect_admin(&keystore, "postgres")
@@ -204,7 +271,7 @@ impl ExternalLookup {
         }
     }
 
-    async fn connect(&self) -> Result<Session<UpstreamStream>, LookupError> {
+    async fn connect(&self) -> Result<Session, LookupError> {
         let o = &self.options;
         let failed = |e: String| LookupError(format!("as lookup user {}: {e}", o.user));
         let stream = self
@@ -212,17 +279,15 @@ impl ExternalLookup {
             .connect(o.timeout, &o.tls)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        Session::start(
-            stream,
-            &[
-                ("user", o.user.as_str()),
-                ("database", o.database.as_str()),
-                ("application_name", "pgssl lookup"),
-            ],
-            Some(o.password.expose()),
-        )
-        .await
-        .map_err(|e| failed(e.to_string()))
+        let login = Login {
+            user: &o.user,
+            database: &o.database,
+            application_name: "pgssl lookup",
+            password: Some(&o.password),
+        };
+        Session::start(stream, &login)
+            .await
+            .map_err(|e| failed(e.to_string()))
     }
 }
 
@@ -232,5 +297,27 @@ impl VerifierSource for ExternalLookup {
             self.kept
                 .lookup(&self.options.query, role, || self.connect()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn truth(ty: &Type, raw: &[u8]) -> Option<bool> {
+        Truth::from_sql(ty, raw).unwrap().0
+    }
+
+    #[test]
+    fn a_yes_no_column_reads_as_bool_or_as_bool_text() {
+        assert_eq!(truth(&Type::BOOL, &[1]), Some(true));
+        assert_eq!(truth(&Type::BOOL, &[0]), Some(false));
+        // The default query's `::text`, and an administrator's text columns.
+        assert_eq!(truth(&Type::TEXT, b"true"), Some(true));
+        assert_eq!(truth(&Type::VARCHAR, b"false"), Some(false));
+        // Anything else says nothing: not expired, may log in.
+        assert_eq!(truth(&Type::TEXT, b"t"), None);
+        assert!(<Truth as FromSql>::accepts(&Type::NAME));
+        assert!(!<Truth as FromSql>::accepts(&Type::INT4));
     }
 }

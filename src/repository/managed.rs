@@ -24,14 +24,15 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::client::{ClientError, Session};
 use super::host::{can_traverse, find_bindir, lookup_user};
 pub use super::roles::{ensure_database, ensure_login_role, role_exists, set_password};
+use super::session::{Login, Session, SessionError};
 use super::sql;
 pub use super::supervise::supervise;
 use crate::config::Config;
+use crate::error::ErrorKind;
 use crate::keystore::{Keystore, KeystoreError, Secret};
-use crate::proxy::upstream::{UpstreamAddr, UpstreamStream};
+use crate::proxy::upstream::UpstreamAddr;
 
 /// The superuser of a managed cluster.
 pub const SUPERUSER: &str = "postgres";
@@ -87,9 +88,33 @@ pub enum ManagedError {
     /// Keystore trouble.
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
-    /// A query to the repository failed.
+    /// A session on the repository failed (its SQLSTATE, if it answered one, is kept).
     #[error("repository: {0}")]
-    Client(#[from] ClientError),
+    Client(#[from] SessionError),
+}
+
+impl ManagedError {
+    /// Who has to act: a repository that is not there or refuses is the repository's, the rest is
+    /// pgssl's own (its files, its keystore, the machine it runs on).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ManagedError::Client(e) => e.kind(),
+            ManagedError::Unreachable { .. } | ManagedError::NotReady(..) => ErrorKind::Upstream,
+            ManagedError::NoBinaries
+            | ManagedError::NoOsUser(_)
+            | ManagedError::Io { .. }
+            | ManagedError::Initdb(_)
+            | ManagedError::Keystore(_) => ErrorKind::Server,
+        }
+    }
+
+    /// The SQLSTATE the repository answered, if this is its answer (28P01: a refused password).
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            ManagedError::Client(e) => e.sqlstate(),
+            _ => None,
+        }
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ManagedError {
@@ -380,18 +405,15 @@ impl ManagedRepository {
         user: &str,
         database: &str,
         password: &Secret,
-    ) -> Result<Session<UpstreamStream>, ClientError> {
+    ) -> Result<Session, SessionError> {
         let stream = self.upstream().connect(Duration::from_secs(5)).await?;
-        Session::start(
-            stream,
-            &[
-                ("user", user),
-                ("database", database),
-                ("application_name", "pgssl"),
-            ],
-            Some(password.expose()),
-        )
-        .await
+        let login = Login {
+            user,
+            database,
+            application_name: "pgssl",
+            password: Some(password),
+        };
+        Session::start(stream, &login).await
     }
 
     /// Opens a superuser session with the password from the keystore.
@@ -399,7 +421,7 @@ impl ManagedRepository {
         &self,
         keystore: &Keystore,
         database: &str,
-    ) -> Result<Session<UpstreamStream>, ManagedError> {
+    ) -> Result<Session, ManagedError> {
         let password = keystore.get(&role_secret_name(SUPERUSER))?.ok_or_else(|| {
             ManagedError::NotReady(
                 "the keystore holds no superuser password".into(),
@@ -428,12 +450,13 @@ impl ManagedRepository {
         }
         for role in &self.internal_roles[1..] {
             admin
-                .simple_query(&format!(
+                .batch_execute(&format!(
                     "GRANT CONNECT ON DATABASE {} TO {}",
                     sql::ident(REPOSITORY_DATABASE),
                     sql::ident(role)
                 ))
-                .await?;
+                .await
+                .map_err(SessionError::from)?;
         }
         let _ = admin.terminate().await;
         Ok(())

@@ -1,16 +1,18 @@
-//! Talking to the repository as a client: a minimal PostgreSQL frontend and the version probe.
+//! Talking to the repository as a client: sessions through tokio-postgres, the managed cluster, its
+//! roles and grants, the verifier lookups and the version probe.
 //!
-//! The control plane uses it to learn the upstream's major version (for `config/pgsql<major>`); tests
-//! use it as a Rust client over whatever stream they open (plain, TLS via SSLRequest, direct TLS).
+//! Every session goes over a stream pgssl opened itself (so the repository's TLS settings are the
+//! ones the data plane uses), and every value in a statement is a bound parameter; only names that
+//! SQL cannot bind (roles, databases, channels) are quoted, by [`sql`].
 
 pub mod access;
-pub mod client;
 pub mod host;
 pub mod lookup;
 pub mod managed;
 pub mod roles;
+pub mod session;
 pub mod sql;
 pub mod supervise;
 pub mod version;
 
-pub use client::{ClientError, ServerError, Session};
+pub use session::{Login, Session, SessionError};

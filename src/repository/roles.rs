@@ -1,23 +1,23 @@
 //! Roles and databases of a repository, as its superuser: create a login role, set a password (as a
-//! SCRAM verifier computed here), check that a role exists, create a database. Every name and value
-//! is quoted by [`super::sql`]. Idempotent, so a re-run after a failure finishes the job.
+//! SCRAM verifier computed here), check that a role exists, create a database. Values are bound
+//! parameters; names, which SQL cannot bind, are quoted by [`super::sql`]. Idempotent, so a re-run
+//! after a failure finishes the job.
 
-use super::client::{ClientError, Session};
+use super::session::{Session, SessionError};
 use super::sql;
 use crate::keystore::Secret;
-use crate::proxy::upstream::UpstreamStream;
 
 /// Creates `role` with LOGIN if it does not exist, then sets its password; returns whether it was
 /// created.
 pub async fn ensure_login_role(
-    admin: &mut Session<UpstreamStream>,
+    admin: &mut Session,
     role: &str,
     password: &Secret,
-) -> Result<bool, ClientError> {
+) -> Result<bool, SessionError> {
     let created = !role_exists(admin, role).await?;
     if created {
         admin
-            .simple_query(&format!("CREATE ROLE {} LOGIN", sql::ident(role)))
+            .batch_execute(&format!("CREATE ROLE {} LOGIN", sql::ident(role)))
             .await?;
     }
     set_password(admin, role, password).await?;
@@ -25,40 +25,37 @@ pub async fn ensure_login_role(
 }
 
 /// Whether the role `name` exists.
-pub async fn role_exists(
-    admin: &mut Session<UpstreamStream>,
-    name: &str,
-) -> Result<bool, ClientError> {
-    let rows = admin
-        .simple_query(&format!(
-            "SELECT 1 FROM pg_roles WHERE rolname = {}",
-            sql::literal(name)
-        ))
+pub async fn role_exists(admin: &mut Session, name: &str) -> Result<bool, SessionError> {
+    let row = admin
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&name],
+        )
         .await?;
-    Ok(!rows.is_empty())
+    Ok(row.is_some())
 }
 
 /// Creates the database `name` (owned by `owner`, else by the superuser) unless it exists; returns
 /// whether it was created.
 pub async fn ensure_database(
-    admin: &mut Session<UpstreamStream>,
+    admin: &mut Session,
     name: &str,
     owner: Option<&str>,
-) -> Result<bool, ClientError> {
-    let rows = admin
-        .simple_query(&format!(
-            "SELECT 1 FROM pg_database WHERE datname = {}",
-            sql::literal(name)
-        ))
+) -> Result<bool, SessionError> {
+    let exists = admin
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+            &[&name],
+        )
         .await?;
-    if !rows.is_empty() {
+    if exists.is_some() {
         return Ok(false);
     }
     let owner = owner
         .map(|o| format!(" OWNER {}", sql::ident(o)))
         .unwrap_or_default();
     admin
-        .simple_query(&format!("CREATE DATABASE {}{owner}", sql::ident(name)))
+        .batch_execute(&format!("CREATE DATABASE {}{owner}", sql::ident(name)))
         .await?;
     Ok(true)
 }
@@ -66,17 +63,41 @@ pub async fn ensure_database(
 /// Sets `role`'s password by sending a SCRAM verifier computed here, so the plaintext never reaches the
 /// server, its logs or `pg_stat_activity`.
 pub async fn set_password(
-    admin: &mut Session<UpstreamStream>,
+    admin: &mut Session,
     role: &str,
     password: &Secret,
-) -> Result<(), ClientError> {
-    let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+) -> Result<(), SessionError> {
     admin
-        .simple_query(&format!(
-            "ALTER ROLE {} WITH LOGIN PASSWORD {}",
-            sql::ident(role),
-            sql::literal(&verifier)
-        ))
+        .batch_execute(&set_password_sql(role, password))
         .await?;
     Ok(())
+}
+
+/// `ALTER ROLE … PASSWORD` with `password`'s SCRAM verifier. Utility statements take no bound
+/// parameters, so the verifier is a quoted literal: it is what the server would store anyway, and the
+/// password itself is never in the statement.
+pub fn set_password_sql(role: &str, password: &Secret) -> String {
+    let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+    format!(
+        "ALTER ROLE {} WITH LOGIN PASSWORD {}",
+        sql::ident(role),
+        sql::literal(&verifier)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_sent_as_its_scram_verifier_never_in_the_clear() {
+        let sql = set_password_sql("Svc \"Odd\"", &Secret::new("s3cr'et".into()));
+        assert!(
+            sql.starts_with(
+                "ALTER ROLE \"Svc \"\"Odd\"\"\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:"
+            ),
+            "{sql}"
+        );
+        assert!(!sql.contains("s3cr"), "{sql}");
+    }
 }

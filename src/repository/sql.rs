@@ -1,6 +1,8 @@
-//! Quoting for the SQL pgssl builds itself (roles, grants, passwords, databases): every name goes
-//! through [`ident`] and every value through [`literal`], PostgreSQL's own rules as implemented by
-//! `postgres_protocol::escape`, so a role called `Svc "Odd" Name` is one name and never SQL.
+//! Quoting for the SQL pgssl builds itself. Values are bound parameters everywhere a statement takes
+//! them; what SQL cannot bind goes through here, PostgreSQL's own rules as implemented by
+//! `postgres_protocol::escape`: every name (role, database, channel) through [`ident`], so a role
+//! called `Svc "Odd" Name` is one name and never SQL, and the one value in DDL (`ALTER ROLE …
+//! PASSWORD`, which takes no parameters) through [`literal`].
 
 /// A quoted identifier: `"name"`, with `"` doubled.
 pub fn ident(name: &str) -> String {

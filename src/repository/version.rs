@@ -6,7 +6,8 @@ use crate::config::Config;
 use crate::proxy::upstream::UpstreamAddr;
 use crate::proxy::upstream::tls::UpstreamTls;
 
-use super::client::{ClientError, Session};
+use super::session::{Login, Session, SessionError};
+use crate::keystore::Secret;
 
 /// The environment variable holding the probe role's password.
 pub const PASSWORD_ENV: &str = "PGSSL_UPSTREAM_PASSWORD";
@@ -50,7 +51,7 @@ pub fn parse_major(server_version: &str) -> Option<u32> {
 /// Asks the upstream for its `server_version` as `repository.probe_user`; falls back to
 /// `repository.postgres_major` and says why.
 pub async fn probe(config: &Config, upstream: &UpstreamAddr, tls: &UpstreamTls) -> MajorVersion {
-    let password = std::env::var(PASSWORD_ENV).ok();
+    let password = std::env::var(PASSWORD_ENV).ok().map(Secret::new);
     let fallback = |reason: String| MajorVersion {
         major: config.repository.postgres_major,
         source: VersionSource::Config { reason },
@@ -60,15 +61,16 @@ pub async fn probe(config: &Config, upstream: &UpstreamAddr, tls: &UpstreamTls) 
             .connect_with(config.connect_timeout(), tls)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let params = [
-            ("user", config.repository.probe_user.as_str()),
-            ("database", config.repository.probe_database.as_str()),
-            ("application_name", "pgssl version probe"),
-        ];
-        let session = Session::start(stream, &params, password.as_deref()).await?;
-        let version = session.parameters.get("server_version").cloned();
+        let login = Login {
+            user: &config.repository.probe_user,
+            database: &config.repository.probe_database,
+            application_name: "pgssl version probe",
+            password: password.as_ref(),
+        };
+        let session = Session::start(stream, &login).await?;
+        let version = session.server_version().map(str::to_owned);
         let _ = session.terminate().await;
-        Ok::<_, ClientError>(version)
+        Ok::<_, SessionError>(version)
     };
     let limit = config.connect_timeout() + Duration::from_secs(5);
     match tokio::time::timeout(limit, attempt).await {

@@ -373,7 +373,7 @@ async fn certificate_attempt(
         ("database", "postgres"),
         ("application_name", tag),
     ];
-    let start = pgssl::repository::Session::start(tls, &params, None);
+    let start = crate::client::Session::start(tls, &params, None);
     let mut session = tokio::time::timeout(Duration::from_secs(5), start)
         .await
         .ok()?

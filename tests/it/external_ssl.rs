@@ -486,15 +486,12 @@ async fn the_configured_cipher_suite_and_group_are_negotiated_and_unknown_ones_r
     )
     .await
     .unwrap();
-    let (_, tls) = session.stream().get_ref();
+    let tls = session.tls.as_ref().unwrap();
     assert_eq!(
-        tls.negotiated_cipher_suite().map(|s| s.suite()),
+        tls.cipher_suite,
         Some(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
     );
-    assert_eq!(
-        tls.negotiated_key_exchange_group().map(|g| g.name()),
-        Some(rustls::NamedGroup::secp384r1)
-    );
+    assert_eq!(tls.kx_group, Some(rustls::NamedGroup::secp384r1));
     server.stop().await;
 
     std::fs::write(env.config(), config.replace("secp384r1", "ffdhe2048")).unwrap();

@@ -4,20 +4,15 @@
 use std::time::Duration;
 
 use pgssl::proxy::policy::Mode;
-use pgssl::repository::{ClientError, Session};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::cli::{CliEnv, ServeProcess, ok};
-use crate::client::ssl_request;
+use crate::client::{ClientError, Rows, ServerError, Session, ssl_request};
 use crate::harness::{INTERNAL_USER, PASSWORD, Postgres, Proxy, wait_for};
 
 /// Start-up as `params` over plaintext, or over TLS when `tls`.
-async fn start_up(
-    proxy: &Proxy,
-    params: &[(&str, &str)],
-    tls: bool,
-) -> Result<Vec<Vec<Option<String>>>, ClientError> {
+async fn start_up(proxy: &Proxy, params: &[(&str, &str)], tls: bool) -> Result<Rows, ClientError> {
     let sql = "SELECT current_user, current_setting('application_name'), \
                (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())::text";
     if tls {
@@ -39,10 +34,34 @@ async fn start_up(
     }
 }
 
-fn server_error(result: Result<Vec<Vec<Option<String>>>, ClientError>) -> (String, String) {
-    match result {
-        Err(ClientError::Server(e)) => (e.code, e.message),
-        other => panic!("expected a FATAL from the proxy, got {other:?}"),
+fn server_error(result: Result<Rows, ClientError>) -> (String, String) {
+    match result.as_ref().map_err(ClientError::server) {
+        Err(Some(e)) => (e.code, e.message),
+        _ => panic!("expected a FATAL from the proxy, got {result:?}"),
+    }
+}
+
+/// A start-up with `params` sent as they are, repeats included (which no real client sends: raw
+/// bytes), over plaintext or TLS; the error the proxy answers.
+async fn refused_start_up(proxy: &Proxy, params: &[(&str, &str)], tls: bool) -> ServerError {
+    let packet = crate::client::startup_packet(params, 0);
+    if tls {
+        let (answer, tcp) = ssl_request(proxy.addr).await;
+        assert_eq!(answer, b'S');
+        let mut tls = pgssl::tls::client::require_mode_connector()
+            .unwrap()
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        tls.write_all(&packet).await.unwrap();
+        crate::client::read_error(&mut tls).await
+    } else {
+        let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+        tcp.write_all(&packet).await.unwrap();
+        crate::client::read_error(&mut tcp).await
     }
 }
 
@@ -74,7 +93,7 @@ async fn a_repeated_startup_parameter_is_refused_with_08p01_in_every_mode() {
                 if tls && !mode.offers_tls() {
                     continue;
                 }
-                let (code, message) = server_error(start_up(&proxy, params, tls).await);
+                let ServerError { code, message, .. } = refused_start_up(&proxy, params, tls).await;
                 assert_eq!(code, "08P01", "{mode} tls={tls} {params:?}: {message}");
                 assert!(message.contains("repeats parameter"), "{message}");
             }
@@ -390,9 +409,7 @@ async fn start_up_expecting_error(addr: std::net::SocketAddr) -> String {
     loop {
         match postgres_protocol::message::backend::Message::parse(&mut got) {
             Ok(Some(postgres_protocol::message::backend::Message::ErrorResponse(body))) => {
-                return pgssl::repository::client::server_error(&body)
-                    .map(|e| e.code)
-                    .unwrap_or_else(|e| format!("{e:?}"));
+                return crate::client::server_error(&body).code;
             }
             Ok(Some(_)) => return "not an error".into(),
             Ok(None) => {}
@@ -496,7 +513,7 @@ async fn a_dead_or_refusing_repository_is_named_in_the_log_only() {
     let err = crate::client::connect_plain(serve.addr, "tableau")
         .await
         .unwrap_err();
-    let ClientError::Server(e) = err else {
+    let Some(e) = err.server() else {
         panic!("{err:?}")
     };
     assert_eq!(e.code, "08006");
@@ -506,7 +523,7 @@ async fn a_dead_or_refusing_repository_is_named_in_the_log_only() {
     let err = crate::client::connect_plain(serve.addr, "tableau")
         .await
         .unwrap_err();
-    let ClientError::Server(e) = err else {
+    let Some(e) = err.server() else {
         panic!("{err:?}")
     };
     assert_eq!(
@@ -530,7 +547,11 @@ async fn a_login_the_repository_refuses_is_logged_with_its_sqlstate() {
     let tcp = TcpStream::connect(serve.addr).await.unwrap();
     let wrong = Session::start(tcp, &crate::client::params("tableau"), Some("wrong")).await;
     assert!(
-        matches!(&wrong, Err(ClientError::Server(e)) if e.code == "28P01"),
+        wrong
+            .as_ref()
+            .err()
+            .and_then(ClientError::server)
+            .is_some_and(|e| e.code == "28P01"),
         "{wrong:?}"
     );
     let tcp = TcpStream::connect(serve.addr).await.unwrap();
@@ -541,7 +562,11 @@ async fn a_login_the_repository_refuses_is_logged_with_its_sqlstate() {
     )
     .await;
     assert!(
-        matches!(&missing, Err(ClientError::Server(e)) if e.code == "3D000"),
+        missing
+            .as_ref()
+            .err()
+            .and_then(ClientError::server)
+            .is_some_and(|e| e.code == "3D000"),
         "{missing:?}"
     );
     let mut fine = crate::client::connect_plain(serve.addr, "tableau")

@@ -6,13 +6,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use pgssl::proxy::policy::Mode;
 use pgssl::proxy::upstream::UpstreamAddr;
-use pgssl::repository::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::{
-    self, connect_plain, connect_tls, direct_tls, params, raw_packet, read_error, sqlstate,
-    startup_packet,
+    self, Session, connect_plain, connect_tls, direct_tls, params, raw_packet, read_error,
+    sqlstate, startup_packet,
 };
 use crate::harness::{INTERNAL_USER, PASSWORD, Postgres, Proxy, wait_for, wait_until};
 
@@ -35,7 +34,7 @@ async fn required_mode_rejects_plaintext_internal_user_with_28000_before_reachin
     let pg = Postgres::start();
     let proxy = Proxy::start(&pg, Mode::Required).await;
     let err = connect_plain(proxy.addr, INTERNAL_USER).await.unwrap_err();
-    let pgssl::repository::ClientError::Server(e) = err else {
+    let Some(e) = err.server() else {
         panic!("{err:?}")
     };
     assert_eq!((e.severity.as_str(), e.code.as_str()), ("FATAL", "28000"));
@@ -52,9 +51,8 @@ async fn required_mode_rejects_plaintext_internal_user_with_28000_before_reachin
     let tls = connect_tls(proxy.addr, INTERNAL_USER, &proxy.cert_path())
         .await
         .unwrap();
-    let (_, conn) = tls.stream().get_ref();
     assert_eq!(
-        conn.protocol_version(),
+        tls.tls.as_ref().unwrap().protocol_version,
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
     proxy.stop().await;
@@ -346,7 +344,7 @@ async fn sessions_over_max_connections_get_53300_after_start_up() {
         .unwrap();
     // As PostgreSQL does: the start-up is read (inside TLS), then refused.
     let refused = connect_tls(proxy.addr, "tableau", &proxy.cert_path()).await;
-    let Err(pgssl::repository::ClientError::Server(err)) = refused else {
+    let Some(err) = refused.as_ref().err().and_then(|e| e.server()) else {
         panic!("expected 53300, got {refused:?}")
     };
     assert_eq!(err.code, "53300");
@@ -425,7 +423,7 @@ async fn a_dead_upstream_gets_08006_without_its_address() {
     };
     let proxy = Proxy::start_with(upstream.clone(), Mode::Off, |_| {}).await;
     let err = connect_plain(proxy.addr, "tableau").await.unwrap_err();
-    let pgssl::repository::ClientError::Server(e) = err else {
+    let Some(e) = err.server() else {
         panic!("{err:?}")
     };
     assert_eq!(e.code, "08006");

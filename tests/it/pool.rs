@@ -512,7 +512,7 @@ async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
             let mut s = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD).await?;
             let rows = s.simple_query(&format!("SELECT {i}")).await?;
             s.terminate().await?;
-            Ok::<_, pgssl::repository::ClientError>(rows[0][0].clone())
+            Ok::<_, crate::client::ClientError>(rows[0][0].clone())
         });
     }
     let mut answered = Vec::new();
@@ -557,8 +557,16 @@ async fn a_kept_verifier_is_dropped_by_a_failed_proof() {
         p.psql("", &["SELECT 1"]).await;
     }
     let log = std::fs::read_to_string(p.pg.log_path()).unwrap();
-    let asked = log
-        .matches("FROM pg_catalog.pg_authid WHERE rolname = 'tableau'")
+    // A lookup is the execution of the prepared lookup query, its role a bound parameter that the
+    // log's next line (DETAIL) shows.
+    let lines: Vec<&str> = log.lines().collect();
+    let asked = lines
+        .windows(2)
+        .filter(|w| {
+            w[0].contains("execute")
+                && w[0].contains("FROM pg_catalog.pg_authid WHERE rolname = $1")
+                && w[1].contains("parameters: $1 = 'tableau'")
+        })
         .count();
     assert_eq!(asked, 1, "three logins, one lookup:\n{log}");
     p.pg.sql("ALTER ROLE tableau PASSWORD 'changed-pw'");

@@ -11,6 +11,10 @@ use crate::pool::Pooled;
 
 const MIN_WARM: &str = "min_warm = [{ role = \"tableau\", database = \"postgres\", sessions = 3 }]";
 
+/// The start-up parameters are part of a warm session's key, and the Rust client (tokio-postgres)
+/// always sends `client_encoding=UTF8`: psql sends it too here, so both are clients of one key.
+const AS_THE_RUST_CLIENT: &str = "client_encoding=UTF8";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_warm_sessions_are_opened_after_the_first_login_and_handed_out_warm() {
     let p = Pooled::start(MIN_WARM).await;
@@ -20,7 +24,7 @@ async fn min_warm_sessions_are_opened_after_the_first_login_and_handed_out_warm(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(p.sessions_of("tableau"), 0);
 
-    p.psql("", &["SELECT 1"]).await;
+    p.psql(AS_THE_RUST_CLIENT, &["SELECT 1"]).await;
     // Its own session comes back warm and two more are opened in the background.
     wait_idle(&p, 3).await;
     let warm: BTreeSet<String> = p
@@ -68,7 +72,11 @@ async fn min_warm_sessions_are_opened_after_the_first_login_and_handed_out_warm(
         .await;
     assert_eq!(p.sessions_of("tableau"), 0, "{}", p.serve.log_text());
     // ...until a client proves the new one.
-    let run = psql_commands(&p.conninfo("password=changed-pw"), &["SELECT 1"]).await;
+    let run = psql_commands(
+        &p.conninfo(&format!("password=changed-pw {AS_THE_RUST_CLIENT}")),
+        &["SELECT 1"],
+    )
+    .await;
     assert!(run.ok, "{}", run.stderr);
     wait_idle(&p, 3).await;
     assert_eq!(p.sessions_of("tableau"), 3);

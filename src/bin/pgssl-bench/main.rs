@@ -27,10 +27,12 @@ macro_rules! errln {
 
 mod baseline;
 mod clients;
+mod frontend;
 mod process;
 
 use baseline::bare_server;
 use clients::{connect_once, handshake_once, run_idle, steady_client};
+use frontend::Session;
 use process::{process_cpu_seconds, process_rss_kib};
 
 use std::net::SocketAddr;
@@ -42,7 +44,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::{BufMut, BytesMut};
 use clap::{Parser, Subcommand, ValueEnum};
-use pgssl::repository::Session;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;

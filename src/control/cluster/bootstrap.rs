@@ -100,9 +100,9 @@ fn derive(
 /// Checks a passphrase given to `get-bootstrap-file`.
 pub fn check_passphrase(passphrase: &Secret) -> Result<(), ClusterError> {
     if passphrase.expose().chars().count() < MIN_PASSPHRASE {
-        return Err(ClusterError::Invalid(format!(
-            "the passphrase must have at least {MIN_PASSPHRASE} characters"
-        )));
+        return Err(ClusterError::ShortPassphrase {
+            min: MIN_PASSPHRASE,
+        });
     }
     Ok(())
 }

@@ -217,8 +217,7 @@ impl<S: Store, N: Serving> Following<S, N> {
     }
 
     fn membership(&self) -> Result<Membership, ClusterError> {
-        Membership::read(&self.config_dir)?
-            .ok_or_else(|| ClusterError::Invalid("this node left the cluster".into()))
+        Membership::read(&self.config_dir)?.ok_or(ClusterError::LeftCluster)
     }
 
     async fn connect(&self) -> Result<S::Session, ClusterError> {

@@ -13,7 +13,7 @@ use super::{ClusterError, Membership, PASSWORD_ENTRY, membership::check_node_nam
 use crate::keystore::{self, Keystore, Secret};
 use crate::proxy::upstream::UpstreamAddr;
 use crate::proxy::upstream::tls::UpstreamTls;
-use crate::repository::client::Session;
+use crate::repository::{Login, Session};
 
 /// Length of the cluster role's generated password.
 const PASSWORD_LEN: usize = 32;
@@ -83,14 +83,19 @@ pub async fn external_admin(
         .connect_with(TIMEOUT, tls)
         .await
         .map_err(|e| unreachable(repository, e))?;
-    let params = [
-        ("user", user),
-        ("database", database),
-        ("application_name", "pgssl topology"),
-    ];
-    let admin = Session::start(stream, &params, password.map(Secret::expose))
+    let login = Login {
+        user,
+        database,
+        application_name: "pgssl topology",
+        password,
+    };
+    let admin = Session::start(stream, &login)
         .await
-        .map_err(|e| unreachable(repository, format!("as {user}: {e}")))?;
+        .map_err(|source| ClusterError::Admin {
+            repository: repository.to_string(),
+            user: user.to_string(),
+            source,
+        })?;
     Ok((admin, fingerprint))
 }
 
@@ -127,9 +132,7 @@ pub async fn create(
     let by = format!("{}: topology get-bootstrap-file", new.node_name);
     let version = match repo::commit(&mut conn, &repository, 0, None, &sealed, &by).await {
         Err(ClusterError::Conflict { current, .. }) => {
-            return Err(ClusterError::Invalid(format!(
-                "the repository already holds a pgssl cluster's state (version {current}): join that cluster with a bootstrap file from one of its nodes instead"
-            )));
+            return Err(ClusterError::AlreadyHoldsACluster { version: current });
         }
         other => other?,
     };
@@ -151,7 +154,7 @@ async fn register(conn: &mut Conn, m: &Membership, address: &str) -> Result<u8, 
     repo::reclaim_id(conn, &m.repository, &m.node_name).await?;
     repo::heartbeat(conn, &m.repository, &beat)
         .await?
-        .ok_or_else(|| ClusterError::Invalid(format!("node {} is removed", m.node_name)))
+        .ok_or_else(|| ClusterError::NodeRemoved(m.node_name.clone()))
 }
 
 /// What a bootstrap file made on this node carries.
@@ -167,18 +170,17 @@ pub async fn bootstrap_contents(
     let _ = conn.terminate().await;
     let password = keystore
         .get(PASSWORD_ENTRY)?
-        .ok_or_else(|| ClusterError::Invalid("the keystore holds no cluster password".into()))?;
+        .ok_or(ClusterError::NoPassword)?;
     let (master_key_id, key) = keystore.export_master_key()?;
     let (repository, repository_fingerprint) = match &m.bootstrap_repository {
         // The managed store is reached through this node's listener, with the certificate it
         // serves now.
         Some(listener) => (
             listener.clone(),
-            Some(super::membership::served_fingerprint(config_dir).ok_or_else(|| {
-                ClusterError::Invalid(
-                    "other nodes reach this node's managed repository through its listener over TLS: enable repository SSL and apply it first".into(),
-                )
-            })?),
+            Some(
+                super::membership::served_fingerprint(config_dir)
+                    .ok_or(ClusterError::ListenerWithoutTls)?,
+            ),
         ),
         None => (m.repository.clone(), m.repository_fingerprint.clone()),
     };
@@ -226,9 +228,7 @@ pub async fn join(
     }
     let live = repo::nodes(&mut conn, repository).await?;
     if live.iter().any(|n| n.name == node_name && n.is_live()) {
-        return Err(ClusterError::Invalid(format!(
-            "a live node is named '{node_name}' already: give this one another name with --node-name"
-        )));
+        return Err(ClusterError::NameTaken(node_name.to_string()));
     }
     let key = contents.master_key()?;
     let stored = repo::fetch(&mut conn, repository)

@@ -131,9 +131,7 @@ pub fn check_node_name(name: &str) -> Result<(), ClusterError> {
     if ok {
         Ok(())
     } else {
-        Err(ClusterError::Invalid(format!(
-            "'{name}' is not a node name: use 1 to 63 letters, digits, '-', '_' or '.'"
-        )))
+        Err(ClusterError::BadNodeName(name.to_string()))
     }
 }
 

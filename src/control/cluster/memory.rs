@@ -208,7 +208,11 @@ fn fault_error(fault: Option<Fault>) -> Result<(), ClusterError> {
         }),
         Some(Fault::Refused) => Err(ClusterError::Refused {
             repository,
-            message: "password authentication failed for user \"pgssl_cluster\"".into(),
+            // A stand-in for the repository's 28P01: only the variant matters to the state machine.
+            source: crate::repository::SessionError::Connect(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "password authentication failed for user \"pgssl_cluster\"",
+            )),
         }),
     }
 }
@@ -320,7 +324,9 @@ impl StoreSession for MemorySession {
         let id = (1..=MAX_NODES)
             .filter_map(|i| u8::try_from(i).ok())
             .find(|i| !taken.contains(i))
-            .ok_or_else(|| ClusterError::Invalid("every node id is taken".into()))?;
+            .ok_or_else(|| ClusterError::IdsExhausted {
+                max: super::repo::MAX_NODES,
+            })?;
         shared.nodes.insert(
             beat.name.to_string(),
             NodeEntry {

@@ -22,12 +22,16 @@ pub mod membership;
 mod memory;
 pub mod publish;
 pub mod repo;
+pub mod schema;
 pub mod snapshot;
 pub mod store;
 #[cfg(test)]
 mod tests;
 
 pub use membership::Membership;
+
+use crate::error::ErrorKind;
+use crate::repository::SessionError;
 
 /// The role the nodes use in the repository; only it (and superusers) can read the `pgssl` schema.
 pub const CLUSTER_ROLE: &str = "pgssl_cluster";
@@ -38,11 +42,10 @@ pub const NEXT_PASSWORD_ENTRY: &str = "cluster/password-next";
 /// The channel a new state version is announced on.
 pub const CHANNEL: &str = "pgssl_state";
 
-/// Cluster coordination failures, classified once by [`ClusterError::is_user_error`] and
-/// [`ClusterError::is_unreachable`].
+/// Cluster coordination failures, each deciding its own [`ErrorKind`] ([`ClusterError::kind`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// The repository cannot be reached or refused the cluster role.
+    /// The repository cannot be reached (its address, TLS to it, no answer in time).
     #[error("cannot reach the cluster's repository {repository}: {message}")]
     Unreachable {
         /// Its address.
@@ -50,15 +53,33 @@ pub enum ClusterError {
         /// Why.
         message: String,
     },
+    /// A session on the repository failed: the repository answered an error or went away.
+    #[error("cannot reach the cluster's repository {repository}: {source}")]
+    Repository {
+        /// Its address.
+        repository: String,
+        /// The session's failure, with the SQLSTATE the repository answered.
+        source: SessionError,
+    },
+    /// An administrator's session for making a cluster failed.
+    #[error("cannot reach the cluster's repository {repository}: as {user}: {source}")]
+    Admin {
+        /// Its address.
+        repository: String,
+        /// The administrator's role.
+        user: String,
+        /// Why.
+        source: SessionError,
+    },
     /// The repository refused the cluster role's password (rotated since, or the node was removed).
     #[error(
-        "the cluster's repository {repository} refused the cluster role: {message} (if its password was rotated while this node was away, join again with a new bootstrap file: 'pgssl topology join')"
+        "the cluster's repository {repository} refused the cluster role: {source} (if its password was rotated while this node was away, join again with a new bootstrap file: 'pgssl topology join')"
     )]
     Refused {
         /// Its address.
         repository: String,
-        /// The server's message.
-        message: String,
+        /// The repository's refusal (SQLSTATE 28P01 or 28000).
+        source: SessionError,
     },
     /// Another node committed a version first.
     #[error(
@@ -70,9 +91,64 @@ pub enum ClusterError {
         /// The cluster's version now.
         current: u64,
     },
-    /// The request does not fit this node's membership (not a member, already one, unknown node).
-    #[error("{0}")]
-    Invalid(String),
+    /// A command that needs a cluster node ran on a data directory that is none.
+    #[error(
+        "this data directory is not a cluster node (make a cluster with 'pgssl topology get-bootstrap-file', or join one with 'pgssl topology join')"
+    )]
+    NotANode,
+    /// A following node's membership went away under it.
+    #[error("this node left the cluster")]
+    LeftCluster,
+    /// A join on a data directory that is a node already.
+    #[error("this data directory is already node '{node}' of the cluster at {repository}")]
+    AlreadyANode {
+        /// Its node name.
+        node: String,
+        /// Its cluster's repository.
+        repository: String,
+    },
+    /// A node name outside the allowed characters or length.
+    #[error("'{0}' is not a node name: use 1 to 63 letters, digits, '-', '_' or '.'")]
+    BadNodeName(String),
+    /// A join under a name a live node has.
+    #[error("a live node is named '{0}' already: give this one another name with --node-name")]
+    NameTaken(String),
+    /// A node registering under a name the cluster has removed.
+    #[error("node {0} is removed")]
+    NodeRemoved(String),
+    /// Every node id is held by a row of `pgssl.nodes`.
+    #[error(
+        "every one of the cluster's {max} node ids is taken: remove nodes that are gone ('pgssl topology remove-node NAME'), then join this one again"
+    )]
+    IdsExhausted {
+        /// How many ids there are.
+        max: u32,
+    },
+    /// Making a cluster on a repository that holds one already.
+    #[error(
+        "the repository already holds a pgssl cluster's state (version {version}): join that cluster with a bootstrap file from one of its nodes instead"
+    )]
+    AlreadyHoldsACluster {
+        /// The version it holds.
+        version: u64,
+    },
+    /// The keystore holds no cluster role password.
+    #[error("the keystore holds no cluster password")]
+    NoPassword,
+    /// A rotation found no password to rotate to.
+    #[error("no cluster password to rotate to")]
+    NoNextPassword,
+    /// A bootstrap file for a managed first node, whose listener serves no certificate yet.
+    #[error(
+        "other nodes reach this node's managed repository through its listener over TLS: enable repository SSL and apply it first"
+    )]
+    ListenerWithoutTls,
+    /// A bootstrap passphrase shorter than the minimum.
+    #[error("the passphrase must have at least {min} characters")]
+    ShortPassphrase {
+        /// The minimum.
+        min: usize,
+    },
     /// A bootstrap file that cannot be used.
     #[error("{0}")]
     Bootstrap(String),
@@ -91,15 +167,38 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
-    /// The caller's to fix.
-    pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
+    /// Who has to act: the caller for a request that does not fit the cluster, the repository's
+    /// owner when it is out of reach or refuses, pgssl's own for what it cannot read or write.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClusterError::Repository { source, .. }
+            | ClusterError::Admin { source, .. }
+            | ClusterError::Refused { source, .. } => source.kind(),
+            ClusterError::Unreachable { .. } => ErrorKind::Upstream,
             ClusterError::Conflict { .. }
-                | ClusterError::Invalid(_)
-                | ClusterError::Bootstrap(_)
-                | ClusterError::NodesBehind(_)
-        )
+            | ClusterError::NotANode
+            | ClusterError::LeftCluster
+            | ClusterError::AlreadyANode { .. }
+            | ClusterError::BadNodeName(_)
+            | ClusterError::NameTaken(_)
+            | ClusterError::NodeRemoved(_)
+            | ClusterError::IdsExhausted { .. }
+            | ClusterError::AlreadyHoldsACluster { .. }
+            | ClusterError::NoPassword
+            | ClusterError::NoNextPassword
+            | ClusterError::ListenerWithoutTls
+            | ClusterError::ShortPassphrase { .. }
+            | ClusterError::Bootstrap(_)
+            | ClusterError::NodesBehind(_) => ErrorKind::User,
+            ClusterError::Corrupt(_) | ClusterError::State(_) | ClusterError::Keystore(_) => {
+                ErrorKind::Server
+            }
+        }
+    }
+
+    /// The caller's to fix ([`ErrorKind::User`]).
+    pub fn is_user_error(&self) -> bool {
+        self.kind() == ErrorKind::User
     }
 
     /// This node's own files (a full or read-only disk, a file it cannot read or write): neither
@@ -108,11 +207,8 @@ impl ClusterError {
         matches!(self, ClusterError::State(_) | ClusterError::Keystore(_))
     }
 
-    /// The repository's to fix.
+    /// The repository's to fix ([`ErrorKind::Upstream`]).
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            ClusterError::Unreachable { .. } | ClusterError::Refused { .. }
-        )
+        self.kind() == ErrorKind::Upstream
     }
 }

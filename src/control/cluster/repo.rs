@@ -1,4 +1,5 @@
-//! The cluster's tables in the repository and the statements on them.
+//! The statements on the cluster's tables (their schema is in [`super::schema`]), every value a
+//! bound parameter.
 //!
 //! Every change is one statement (PostgreSQL runs it atomically): a commit is an UPDATE guarded by
 //! the version it was based on, with `pg_notify` in the same statement so the announcement is sent
@@ -6,18 +7,18 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use tokio_postgres::Row;
 
+use super::schema;
 use super::{CHANNEL, CLUSTER_ROLE, ClusterError, Membership, NEXT_PASSWORD_ENTRY, PASSWORD_ENTRY};
 use crate::keystore::{Keystore, Secret};
+use crate::proxy::upstream::UpstreamAddr;
 use crate::proxy::upstream::tls::UpstreamTls;
-use crate::proxy::upstream::{UpstreamAddr, UpstreamStream};
-use crate::repository::client::{ClientError, Session};
-use crate::repository::sql::literal;
+use crate::repository::sql;
+use crate::repository::{Login, Session, SessionError};
 
 /// A session on the repository.
-pub type Conn = Session<UpstreamStream>;
+pub type Conn = Session;
 
 /// Most nodes: a node's id travels in the first byte of the cancel keys it mints (1–127).
 pub const MAX_NODES: u32 = 127;
@@ -25,51 +26,10 @@ pub const MAX_NODES: u32 = 127;
 /// A node is live while its heartbeat is this recent (nodes beat every second).
 pub const LIVE_SECS: f64 = 5.0;
 
-/// The schema, created by an administrator's session when a cluster is made. Owned by the cluster
-/// role; nobody else but superusers may read it.
-fn schema_sql(password: &Secret) -> String {
-    let role = CLUSTER_ROLE;
-    format!(
-        "DO $$ BEGIN
-           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
-             CREATE ROLE {role} LOGIN;
-           END IF;
-         END $$;
-         ALTER ROLE {role} LOGIN PASSWORD {verifier};
-         CREATE SCHEMA IF NOT EXISTS pgssl;
-         GRANT USAGE, CREATE ON SCHEMA pgssl TO {role};
-         SET ROLE {role};
-         CREATE TABLE IF NOT EXISTS pgssl.state (
-           id int PRIMARY KEY CHECK (id = 1),
-           version bigint NOT NULL,
-           generation bigint NOT NULL,
-           sealed text NOT NULL,
-           applied_by text NOT NULL,
-           applied_at timestamptz NOT NULL DEFAULT now());
-         CREATE TABLE IF NOT EXISTS pgssl.nodes (
-           name text PRIMARY KEY,
-           id int NOT NULL UNIQUE CHECK (id BETWEEN 1 AND {MAX_NODES}),
-           address text NOT NULL,
-           version bigint NOT NULL,
-           fingerprint text NOT NULL,
-           heartbeat timestamptz NOT NULL DEFAULT now(),
-           removed boolean NOT NULL DEFAULT false);
-         REVOKE ALL ON pgssl.state, pgssl.nodes FROM PUBLIC;
-         RESET ROLE",
-        verifier = literal(&verifier(password)),
-    )
-}
-
-/// The SCRAM verifier of `password`: the role's password is set as a verifier, so the plaintext
-/// never reaches the repository's statement log.
-fn verifier(password: &Secret) -> String {
-    postgres_protocol::password::scram_sha_256(password.expose().as_bytes())
-}
-
 /// Creates (or re-creates the password of) the cluster role and the schema, on an administrator's
 /// session.
-pub async fn create(admin: &mut Conn, password: &Secret) -> Result<(), ClientError> {
-    admin.simple_query(&schema_sql(password)).await.map(|_| ())
+pub async fn create(admin: &mut Conn, password: &Secret) -> Result<(), SessionError> {
+    schema::create(admin, password).await
 }
 
 /// Where and how a node reaches the repository as the cluster role.
@@ -108,20 +68,24 @@ pub async fn connect_as(
             .connect_with(timeout, &tls)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let params = [
-            ("user", CLUSTER_ROLE),
-            ("database", reach.database),
-            ("application_name", "pgssl cluster"),
-        ];
-        Session::start(stream, &params, Some(password.expose()))
-            .await
-            .map_err(|e| match e.sqlstate() {
-                Some("28P01" | "28000") => ClusterError::Refused {
-                    repository: repository.to_string(),
-                    message: e.to_string(),
-                },
-                _ => unreachable(e.to_string()),
-            })
+        let login = Login {
+            user: CLUSTER_ROLE,
+            database: reach.database,
+            application_name: "pgssl cluster",
+            password: Some(password),
+        };
+        let conn =
+            Session::start(stream, &login)
+                .await
+                .map_err(|source| match source.sqlstate() {
+                    Some("28P01" | "28000") => ClusterError::Refused {
+                        repository: repository.to_string(),
+                        source,
+                    },
+                    _ => failed(repository)(source),
+                })?;
+        schema::migrate(&conn).await.map_err(failed(repository))?;
+        Ok(conn)
     };
     tokio::time::timeout(timeout * 2, attempt)
         .await
@@ -142,8 +106,9 @@ pub async fn connect(
         pins: membership.pins(config_dir),
         database: &membership.database,
     };
-    let missing = || ClusterError::Invalid("the keystore holds no cluster password".into());
-    let current = keystore.get(PASSWORD_ENTRY)?.ok_or_else(missing)?;
+    let current = keystore
+        .get(PASSWORD_ENTRY)?
+        .ok_or(ClusterError::NoPassword)?;
     let first = connect_as(&reach, &current, timeout).await;
     match (first, keystore.get(NEXT_PASSWORD_ENTRY)?) {
         (Err(ClusterError::Refused { .. }), Some(next)) => connect_as(&reach, &next, timeout).await,
@@ -152,10 +117,10 @@ pub async fn connect(
 }
 
 /// What a failed statement means for a caller: the repository went away or answered an error.
-fn failed(conn_repository: &str) -> impl Fn(ClientError) -> ClusterError + '_ {
-    move |e| ClusterError::Unreachable {
-        repository: conn_repository.to_string(),
-        message: e.to_string(),
+fn failed<E: Into<SessionError>>(repository: &str) -> impl Fn(E) -> ClusterError + '_ {
+    move |e| ClusterError::Repository {
+        repository: repository.to_string(),
+        source: e.into(),
     }
 }
 
@@ -177,46 +142,63 @@ pub struct Stored {
     pub sealed: Vec<u8>,
 }
 
-fn number(value: Option<&Option<String>>, what: &str) -> Result<u64, ClusterError> {
-    value
-        .and_then(|v| v.as_deref())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ClusterError::Corrupt(format!("{what} is not a number")))
+/// A `bigint` column that holds a count (a version, a generation, an id): never negative.
+fn count(row: &Row, column: usize, what: &str) -> Result<u64, ClusterError> {
+    let corrupt = |why: String| ClusterError::Corrupt(format!("{what} {why}"));
+    let value: i64 = match row.columns().get(column).map(|c| c.type_().clone()) {
+        Some(tokio_postgres::types::Type::INT4) => row
+            .try_get::<_, i32>(column)
+            .map(i64::from)
+            .map_err(|e| corrupt(format!("does not read: {e}")))?,
+        _ => row
+            .try_get(column)
+            .map_err(|e| corrupt(format!("does not read: {e}")))?,
+    };
+    u64::try_from(value).map_err(|_| corrupt(format!("is negative ({value})")))
+}
+
+/// A version or generation as the `bigint` it is stored as.
+fn bigint(value: u64) -> Result<i64, ClusterError> {
+    i64::try_from(value).map_err(|_| ClusterError::Corrupt(format!("version {value} is too large")))
 }
 
 /// The head, without the snapshot (what the poll reads every second).
 pub async fn head(conn: &mut Conn, repository: &str) -> Result<Option<Head>, ClusterError> {
-    let rows = conn
-        .simple_query("SELECT version, generation FROM pgssl.state WHERE id = 1")
+    let row = conn
+        .query_opt(
+            "SELECT version, generation FROM pgssl.state WHERE id = 1",
+            &[],
+        )
         .await
         .map_err(failed(repository))?;
-    rows.first().map(|row| head_of(row)).transpose()
+    row.as_ref().map(head_of).transpose()
 }
 
 /// The head in the first two columns of a `pgssl.state` row.
-fn head_of(row: &[Option<String>]) -> Result<Head, ClusterError> {
+fn head_of(row: &Row) -> Result<Head, ClusterError> {
     Ok(Head {
-        version: number(row.first(), "pgssl.state.version")?,
-        generation: number(row.get(1), "pgssl.state.generation")?,
+        version: count(row, 0, "pgssl.state.version")?,
+        generation: count(row, 1, "pgssl.state.generation")?,
     })
 }
 
 /// The committed version and its snapshot.
 pub async fn fetch(conn: &mut Conn, repository: &str) -> Result<Option<Stored>, ClusterError> {
-    let rows = conn
-        .simple_query("SELECT version, generation, sealed FROM pgssl.state WHERE id = 1")
+    let row = conn
+        .query_opt(
+            "SELECT version, generation, sealed FROM pgssl.state WHERE id = 1",
+            &[],
+        )
         .await
         .map_err(failed(repository))?;
-    let Some(row) = rows.first() else {
+    let Some(row) = row else {
         return Ok(None);
     };
-    let sealed = row
-        .get(2)
-        .and_then(|v| v.as_deref())
-        .and_then(|v| BASE64.decode(v).ok())
-        .ok_or_else(|| ClusterError::Corrupt("pgssl.state.sealed does not decode".into()))?;
+    let sealed: Vec<u8> = row
+        .try_get(2)
+        .map_err(|e| ClusterError::Corrupt(format!("pgssl.state.sealed does not read: {e}")))?;
     Ok(Some(Stored {
-        head: head_of(row)?,
+        head: head_of(&row)?,
         sealed,
     }))
 }
@@ -232,37 +214,39 @@ pub async fn commit(
     sealed: &[u8],
     by: &str,
 ) -> Result<u64, ClusterError> {
-    let (sealed, by) = (literal(&BASE64.encode(sealed)), literal(by));
-    let next = base + 1;
-    let generation = generation.map_or_else(|| "generation".to_string(), |g| g.to_string());
-    let sql = if base == 0 {
-        format!(
+    let rows = if base == 0 {
+        conn.query(
             "WITH c AS (INSERT INTO pgssl.state (id, version, generation, sealed, applied_by)
-                        VALUES (1, 1, 1, {sealed}, {by}) ON CONFLICT (id) DO NOTHING
+                        VALUES (1, 1, 1, $1, $2) ON CONFLICT (id) DO NOTHING
                         RETURNING version)
-             SELECT version, pg_notify('{CHANNEL}', version::text) FROM c"
+             SELECT version, pg_notify($3, version::text) FROM c",
+            &[&sealed, &by, &CHANNEL],
         )
+        .await
     } else {
-        format!(
-            "WITH c AS (UPDATE pgssl.state SET version = {next}, generation = {generation},
-                          sealed = {sealed}, applied_by = {by}, applied_at = now()
-                        WHERE id = 1 AND version = {base} RETURNING version)
-             SELECT version, pg_notify('{CHANNEL}', version::text) FROM c"
+        let generation = generation.map(bigint).transpose()?;
+        conn.query(
+            "WITH c AS (UPDATE pgssl.state SET version = $1::bigint + 1,
+                          generation = coalesce($2::bigint, generation),
+                          sealed = $3, applied_by = $4, applied_at = now()
+                        WHERE id = 1 AND version = $1::bigint RETURNING version)
+             SELECT version, pg_notify($5, version::text) FROM c",
+            &[&bigint(base)?, &generation, &sealed, &by, &CHANNEL],
         )
-    };
-    let rows = conn.simple_query(&sql).await.map_err(failed(repository))?;
+        .await
+    }
+    .map_err(failed(repository))?;
     if rows.is_empty() {
         let current = head(conn, repository).await?.map_or(0, |h| h.version);
         return Err(ClusterError::Conflict { base, current });
     }
-    Ok(next)
+    Ok(base + 1)
 }
 
 /// Starts receiving the announcements of new versions on this session.
 pub async fn listen(conn: &mut Conn, repository: &str) -> Result<(), ClusterError> {
-    conn.simple_query(&format!("LISTEN {CHANNEL}"))
+    conn.batch_execute(&schema::listen_sql())
         .await
-        .map(|_| ())
         .map_err(failed(repository))
 }
 
@@ -290,58 +274,70 @@ pub async fn heartbeat(
     repository: &str,
     beat: &Beat<'_>,
 ) -> Result<Option<u8>, ClusterError> {
-    let name = literal(beat.name);
-    let sql = format!(
-        "WITH known AS (
-           UPDATE pgssl.nodes SET address = {addr}, version = {v}, fingerprint = {fp},
-                  heartbeat = now()
-            WHERE name = {name} AND NOT removed
-           RETURNING id),
-         added AS (
-           INSERT INTO pgssl.nodes (name, id, address, version, fingerprint)
-           SELECT {name}, i, {addr}, {v}, {fp} FROM generate_series(1, {MAX_NODES}) AS i
-            WHERE NOT EXISTS (SELECT 1 FROM pgssl.nodes WHERE name = {name})
-              AND NOT EXISTS (SELECT 1 FROM pgssl.nodes AS n WHERE n.id = i)
-            ORDER BY i LIMIT 1
-           ON CONFLICT (name) DO NOTHING
-           RETURNING id)
-         SELECT id FROM known UNION ALL SELECT id FROM added",
-        addr = literal(beat.address),
-        v = beat.version,
-        fp = literal(beat.fingerprint),
-    );
-    let rows = conn.simple_query(&sql).await.map_err(failed(repository))?;
-    if let Some(row) = rows.first() {
-        let id = number(row.first(), "pgssl.nodes.id")?;
-        return u8::try_from(id)
-            .map(Some)
-            .map_err(|_| ClusterError::Corrupt(format!("node id {id} is out of range")));
-    }
-    let removed = conn
-        .simple_query(&format!(
-            "SELECT 1 FROM pgssl.nodes WHERE name = {name} AND removed"
-        ))
+    let rows = conn
+        .query(
+            "WITH known AS (
+               UPDATE pgssl.nodes SET address = $2, version = $3::bigint, fingerprint = $4,
+                      heartbeat = now()
+                WHERE name = $1 AND NOT removed
+               RETURNING id),
+             added AS (
+               INSERT INTO pgssl.nodes (name, id, address, version, fingerprint)
+               SELECT $1, i, $2, $3::bigint, $4 FROM generate_series(1, $5::int) AS i
+                WHERE NOT EXISTS (SELECT 1 FROM pgssl.nodes WHERE name = $1)
+                  AND NOT EXISTS (SELECT 1 FROM pgssl.nodes AS n WHERE n.id = i)
+                ORDER BY i LIMIT 1
+               ON CONFLICT (name) DO NOTHING
+               RETURNING id)
+             SELECT id FROM known UNION ALL SELECT id FROM added",
+            &[
+                &beat.name,
+                &beat.address,
+                &bigint(beat.version)?,
+                &beat.fingerprint,
+                &max_nodes(),
+            ],
+        )
         .await
         .map_err(failed(repository))?;
-    if removed.is_empty() {
-        return Err(ClusterError::Invalid(format!(
-            "every one of the cluster's {MAX_NODES} node ids is taken: remove nodes that are gone ('pgssl topology remove-node NAME'), then join this one again"
-        )));
+    if let Some(row) = rows.first() {
+        return node_id(row, 0).map(Some);
+    }
+    let removed = conn
+        .query_opt(
+            "SELECT 1 FROM pgssl.nodes WHERE name = $1 AND removed",
+            &[&beat.name],
+        )
+        .await
+        .map_err(failed(repository))?;
+    if removed.is_none() {
+        return Err(ClusterError::IdsExhausted { max: MAX_NODES });
     }
     Ok(None)
+}
+
+/// [`MAX_NODES`] as the `int` the statements compare it with.
+fn max_nodes() -> i32 {
+    i32::try_from(MAX_NODES).unwrap_or(i32::MAX)
+}
+
+/// A node id column: 1–127.
+fn node_id(row: &Row, column: usize) -> Result<u8, ClusterError> {
+    let id = count(row, column, "pgssl.nodes.id")?;
+    u8::try_from(id).map_err(|_| ClusterError::Corrupt(format!("node id {id} is out of range")))
 }
 
 /// Frees an id for a node about to register as `name` when every id is taken: the row of the
 /// removed node seen longest ago goes (its id is the only thing it still held; a node that is
 /// removed has stopped following). Nothing when an id is free or no node is removed.
 pub async fn reclaim_id(conn: &mut Conn, repository: &str, name: &str) -> Result<(), ClusterError> {
-    let name = literal(name);
-    conn.simple_query(&format!(
+    conn.execute(
         "DELETE FROM pgssl.nodes
-          WHERE name = (SELECT name FROM pgssl.nodes WHERE removed AND name <> {name}
+          WHERE name = (SELECT name FROM pgssl.nodes WHERE removed AND name <> $1
                          ORDER BY heartbeat LIMIT 1)
-            AND (SELECT count(*) FROM pgssl.nodes WHERE name <> {name}) >= {MAX_NODES}"
-    ))
+            AND (SELECT count(*) FROM pgssl.nodes WHERE name <> $1) >= $2::int",
+        &[&name, &max_nodes()],
+    )
     .await
     .map(|_| ())
     .map_err(failed(repository))
@@ -349,10 +345,10 @@ pub async fn reclaim_id(conn: &mut Conn, repository: &str, name: &str) -> Result
 
 /// Lets a node of this name join again after a `remove-node` (a new machine taking the name).
 pub async fn readmit(conn: &mut Conn, repository: &str, name: &str) -> Result<(), ClusterError> {
-    conn.simple_query(&format!(
-        "UPDATE pgssl.nodes SET removed = false WHERE name = {}",
-        literal(name)
-    ))
+    conn.execute(
+        "UPDATE pgssl.nodes SET removed = false WHERE name = $1",
+        &[&name],
+    )
     .await
     .map(|_| ())
     .map_err(failed(repository))
@@ -389,42 +385,42 @@ impl NodeRow {
 /// Every node, by name.
 pub async fn nodes(conn: &mut Conn, repository: &str) -> Result<Vec<NodeRow>, ClusterError> {
     let rows = conn
-        .simple_query(
+        .query(
             "SELECT name, id, address, version, fingerprint,
                     to_char(heartbeat AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    extract(epoch FROM now() - heartbeat), removed
+                    extract(epoch FROM now() - heartbeat)::float8, removed
              FROM pgssl.nodes ORDER BY name",
+            &[],
         )
         .await
         .map_err(failed(repository))?;
-    rows.iter().map(|r| node_row(r)).collect()
+    rows.iter().map(node_row).collect()
 }
 
-fn node_row(row: &[Option<String>]) -> Result<NodeRow, ClusterError> {
-    let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-    let id = number(row.get(1), "pgssl.nodes.id")?;
+fn node_row(row: &Row) -> Result<NodeRow, ClusterError> {
+    let corrupt = |e: tokio_postgres::Error| ClusterError::Corrupt(format!("pgssl.nodes: {e}"));
     Ok(NodeRow {
-        name: text(0),
-        id: u8::try_from(id).map_err(|_| ClusterError::Corrupt(format!("node id {id}")))?,
-        address: text(2),
-        version: number(row.get(3), "pgssl.nodes.version")?,
-        fingerprint: text(4),
-        heartbeat: text(5),
-        age_secs: text(6).parse().unwrap_or(f64::INFINITY),
-        removed: text(7) == "t",
+        name: row.try_get(0).map_err(corrupt)?,
+        id: node_id(row, 1)?,
+        address: row.try_get(2).map_err(corrupt)?,
+        version: count(row, 3, "pgssl.nodes.version")?,
+        fingerprint: row.try_get(4).map_err(corrupt)?,
+        heartbeat: row.try_get(5).map_err(corrupt)?,
+        age_secs: row.try_get(6).map_err(corrupt)?,
+        removed: row.try_get(7).map_err(corrupt)?,
     })
 }
 
 /// Marks `name` removed; whether it was a node.
 pub async fn remove(conn: &mut Conn, repository: &str, name: &str) -> Result<bool, ClusterError> {
-    let rows = conn
-        .simple_query(&format!(
-            "UPDATE pgssl.nodes SET removed = true WHERE name = {} RETURNING name",
-            literal(name)
-        ))
+    let removed = conn
+        .execute(
+            "UPDATE pgssl.nodes SET removed = true WHERE name = $1",
+            &[&name],
+        )
         .await
         .map_err(failed(repository))?;
-    Ok(!rows.is_empty())
+    Ok(removed > 0)
 }
 
 /// Sets the cluster role's password (its own session may do it).
@@ -433,11 +429,13 @@ pub async fn set_password(
     repository: &str,
     password: &Secret,
 ) -> Result<(), ClusterError> {
-    conn.simple_query(&format!(
-        "ALTER ROLE {CLUSTER_ROLE} PASSWORD {}",
-        literal(&verifier(password))
+    // Utility statements take no bound parameters: the verifier (never the password) is a literal.
+    let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+    conn.batch_execute(&format!(
+        "ALTER ROLE {} PASSWORD {}",
+        sql::ident(CLUSTER_ROLE),
+        sql::literal(&verifier)
     ))
     .await
-    .map(|_| ())
     .map_err(failed(repository))
 }

@@ -26,9 +26,7 @@ use crate::control::cluster::{ClusterError, Membership, NEXT_PASSWORD_ENTRY, PAS
 use crate::control::reload::{self, ControlError};
 use crate::control::state::StateStore;
 use crate::keystore::Keystore;
-use crate::proxy::upstream::UpstreamStream;
 use crate::repository::Session;
-use crate::repository::client::ClientError;
 use crate::repository::managed::{
     self, ManagedError, ManagedRepository, SUPERUSER, role_secret_name,
 };
@@ -152,9 +150,7 @@ async fn rotate_cluster_password(change: &mut Change) -> Result<(u64, Vec<String
     let config_dir = change.config_dir().to_path_buf();
     let mut keystore = Keystore::open(&config_dir)?;
     let Some(next) = keystore.get(NEXT_PASSWORD_ENTRY)? else {
-        return Err(ClusterError::Invalid(
-            "no cluster password to rotate to".into(),
-        ));
+        return Err(ClusterError::NoNextPassword);
     };
     let carried = change.membership().version;
     let nodes = wait_for_nodes(change, carried, NODE_WAIT).await?;
@@ -235,7 +231,7 @@ fn fault_point(_step: usize) {}
 /// The repository whose internal roles a rotation changes, decided before anything changes.
 enum Repository {
     /// The managed repository, reached as its superuser (through a running `serve`).
-    Managed(Box<ManagedRepository>, Session<UpstreamStream>),
+    Managed(Box<ManagedRepository>, Session),
     /// An external repository: pgssl manages none of its roles.
     External(String),
 }
@@ -393,10 +389,10 @@ fn reload_server(
 async fn connect_superuser(
     repo: &ManagedRepository,
     keystore: &Keystore,
-) -> Result<Session<UpstreamStream>, ManagedError> {
+) -> Result<Session, ManagedError> {
     match repo.connect_admin(keystore, "postgres").await {
         Ok(admin) => Ok(admin),
-        Err(ManagedError::Client(ClientError::Server(e))) if e.code == "28P01" => {
+        Err(e) if e.sqlstate() == Some("28P01") => {
             let candidate = keystore.get(&rotation_name(SUPERUSER))?.ok_or_else(|| {
                 ManagedError::NotReady(
                     "no superuser password candidate".into(),
@@ -411,7 +407,7 @@ async fn connect_superuser(
 
 async fn rotate_passwords(
     repo: &ManagedRepository,
-    mut admin: Session<UpstreamStream>,
+    mut admin: Session,
     keystore: &mut Keystore,
 ) -> Result<Vec<String>, ManagedError> {
     let mut roles: Vec<String> = repo.internal_roles.clone();

@@ -235,10 +235,10 @@ impl Operation for Join {
         let _lock = store.lock()?;
         let config_dir = store.config_dir();
         if let Some(m) = Membership::read(&config_dir)? {
-            return Err(ClusterError::Invalid(format!(
-                "this data directory is already node '{}' of the cluster at {}",
-                m.node_name, m.repository
-            ))
+            return Err(ClusterError::AlreadyANode {
+                node: m.node_name,
+                repository: m.repository,
+            }
             .into());
         }
         if running_serve(&store)?.is_some() {
@@ -290,11 +290,7 @@ pub struct Nodes {
 /// The membership of a cluster node, or the error saying this is none.
 fn member(ctx: &Context) -> Result<(std::path::PathBuf, Membership), CommandError> {
     let config_dir = ctx.store()?.config_dir();
-    let m = Membership::read(&config_dir)?.ok_or_else(|| {
-        ClusterError::Invalid(
-            "this data directory is not a cluster node (make a cluster with 'pgssl topology get-bootstrap-file', or join one with 'pgssl topology join')".into(),
-        )
-    })?;
+    let m = Membership::read(&config_dir)?.ok_or(ClusterError::NotANode)?;
     Ok((config_dir, m))
 }
 

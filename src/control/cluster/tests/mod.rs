@@ -3,6 +3,7 @@
 //! server that records what it reloaded. Tests run on tokio's paused clock, so the follower's
 //! one-second ticks take no time.
 
+mod errors;
 mod following;
 mod publishing;
 
