@@ -307,7 +307,7 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
         pki.root.to_str().unwrap(),
     ]));
     ok(&env.run(&["pending-changes", "apply"]));
-    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    let serve = ServeProcess::start(&env, &["--repository", &upstream]).await;
     assert!(
         serve
             .log_text()
@@ -415,7 +415,7 @@ async fn passthrough_locking_after_two_failures(
     config.push_str("[auth]\nmax_failures = 2\n");
     std::fs::write(env.config(), config).unwrap();
     crate::harness::prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Off);
-    let serve = ServeProcess::start(&env, &["--upstream", &pg.upstream_text()]).await;
+    let serve = ServeProcess::start(&env, &["--repository", &pg.upstream_text()]).await;
     (env, serve)
 }
 

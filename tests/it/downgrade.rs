@@ -443,7 +443,7 @@ async fn with_mutual_ssl_no_start_up_without_the_users_own_valid_certificate_rea
         ok(&env.run(&["authentication", "mutual-ssl", "enable"]));
         ok(&env.run(&["pending-changes", "apply"]));
         crate::mutual_ssl::trust_pgssl(&pg, &env);
-        let serve = ServeProcess::start(&env, &["--upstream", &relay.to_string()]).await;
+        let serve = ServeProcess::start(&env, &["--repository", &relay.to_string()]).await;
         for user in users {
             let case = |way: &dyn std::fmt::Debug| {
                 format!("{mode:?} × fallback {fallback} × {user} × {way:?}")

@@ -342,7 +342,7 @@ async fn rotation_in_front_of_an_external_repository_rotates_what_pgssl_owns_and
     let pg = Postgres::start_with_tcp();
     let env = CliEnv::managed();
     let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
-    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    let serve = ServeProcess::start(&env, &["--repository", &upstream]).await;
     ok(&run(&env, &["security", "repository-ssl", "enable"]).await);
     ok(&run(&env, &["pending-changes", "apply"]).await);
     let before = connect_tls_unverified_fingerprint(serve.addr).await;

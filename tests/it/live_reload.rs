@@ -125,7 +125,7 @@ async fn apply_switches_a_running_server_live_and_keeps_open_sessions() {
 async fn the_serve_binary_serves_reloads_and_shuts_down_gracefully() {
     let pg = Postgres::start();
     let env = CliEnv::new(&pg.upstream_text());
-    let mut serve = ServeProcess::start(&env, &["--upstream", &pg.upstream_text()]).await;
+    let mut serve = ServeProcess::start(&env, &["--repository", &pg.upstream_text()]).await;
 
     // A second server on the same data dir is refused.
     let second = pgssl_command(

@@ -41,7 +41,7 @@ async fn a_scrape_after_real_connections_shows_the_counters_moved() {
     let serve = ServeProcess::start(
         &env,
         &[
-            "--upstream",
+            "--repository",
             &pg.upstream_text(),
             "--metrics",
             "127.0.0.1:0",
@@ -231,7 +231,7 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
             "--no-admin",
             "--listen",
             "127.0.0.1:0",
-            "--upstream",
+            "--repository",
             &pg.upstream_text(),
         ],
     ));

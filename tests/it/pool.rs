@@ -38,7 +38,7 @@ impl Pooled {
         env.add_config("pool", pool);
         prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
         let serve =
-            ServeProcess::start(&env, &["--upstream", &upstream, "--metrics", "127.0.0.1:0"]).await;
+            ServeProcess::start(&env, &["--repository", &upstream, "--metrics", "127.0.0.1:0"]).await;
         ok(&env.stage_lookup_user("pgssl_lookup", "lookup-pw").await);
         ok(&env.run(&["pending-changes", "apply"]));
         Pooled { pg, env, serve }

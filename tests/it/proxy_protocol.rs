@@ -66,7 +66,7 @@ async fn the_client_address_comes_from_the_header_only_from_the_trusted_network(
     );
     std::fs::write(env.config(), config).unwrap();
     prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Off);
-    let serve = ServeProcess::start(&env, &["--upstream", &upstream]).await;
+    let serve = ServeProcess::start(&env, &["--repository", &upstream]).await;
     let addr = serve.addr;
 
     // From the balancer (127.0.0.1): the header names the client; the repository's password request
