@@ -16,8 +16,8 @@
 //! - [`admin`]: the HTTPS admin server (JSON API, web pages) over the same operations.
 //! - [`cli`]: the command-line grammar, run locally or against the admin API ([`cli::remote`]).
 //! - [`app`]: the composition root of `pgssl serve`.
-//! - Shared: [`config`], [`telemetry`], [`atomic`] (atomic file writes), [`keystore`] (secrets sealed
-//!   at rest).
+//! - Shared: [`config`], [`error`] (who has to act on a failure), [`telemetry`], [`atomic`] (atomic
+//!   file writes), [`keystore`] (secrets sealed at rest).
 
 #![warn(missing_docs)]
 
@@ -27,6 +27,7 @@ pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod error;
 pub mod keystore;
 pub mod proxy;
 pub mod repository;

@@ -10,12 +10,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::admin::AdminServer;
-use crate::app::node::{Node, NodeOptions};
+use crate::admin::{AdminError, AdminServer};
+use crate::app::node::{Node, NodeOptions, ServerError};
 use crate::config::{self, AuthMode};
 use crate::control::operations::{CommandError, Context};
 use crate::control::state::StateStore;
 use crate::control::state::admin_users::AdminUsers;
+use crate::error::ErrorKind;
 use crate::keystore::Keystore;
 use crate::proxy::auth::AuthPlan;
 use crate::proxy::upstream::UpstreamAddr;
@@ -48,8 +49,64 @@ pub struct ServeFlags {
     pub no_admin: bool,
 }
 
-/// Runs the proxy; with no upstream at all, a managed repository is run.
-pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
+/// Why `serve` could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration, the state, the repository, the listener: what an operation reports too.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// SIGTERM, SIGINT or SIGHUP cannot be handled.
+    #[error("cannot handle signals: {0}")]
+    Signals(std::io::Error),
+    /// The admin server cannot start.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The managed repository's superuser has no password to log in with.
+    #[error(
+        "the keystore in {} holds no repository superuser password; restore the keystore from a backup",
+        .0.display()
+    )]
+    NoSuperuserPassword(PathBuf),
+}
+
+impl ServeError {
+    /// What failed decides; `serve`'s own start-up failures are pgssl's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ServeError::Command(e) => e.kind(),
+            ServeError::Signals(_) | ServeError::Admin(_) | ServeError::NoSuperuserPassword(_) => {
+                ErrorKind::Server
+            }
+        }
+    }
+}
+
+/// The errors `serve` reports as an operation would: through [`CommandError`].
+macro_rules! via_command_error {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for ServeError {
+            fn from(e: $error) -> ServeError {
+                ServeError::Command(e.into())
+            }
+        }
+    )*};
+}
+via_command_error!(
+    crate::config::ConfigError,
+    crate::control::state::StateError,
+    crate::control::cluster::ClusterError,
+    crate::keystore::KeystoreError,
+    crate::repository::managed::ManagedError,
+    crate::proxy::server::RunError,
+    ServerError,
+);
+
+/// Runs the proxy until SIGINT or SIGTERM; with no upstream at all, a managed repository is run.
+///
+/// Sessions run on the server's own per-core workers; the runtime this runs in (the binary's one)
+/// only carries the control socket, signals, metrics, the admin server and the managed
+/// repository's supervisor.
+pub async fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), ServeError> {
     crate::tls::policy::set_served(ctx.config.tls.served_provider()?);
     let metrics = flags
         .metrics
@@ -86,14 +143,7 @@ pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
                 .map_err(crate::config::ConfigError::from)?,
         },
     };
-    // Sessions run on the server's own per-core workers; this runtime only carries the control
-    // socket, signals, metrics and the managed repository's supervisor.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(CommandError::Runtime)?;
-    runtime.block_on(run(ctx, listen, upstream, metrics, admin))
+    run(ctx, listen, upstream, metrics, admin).await
 }
 
 /// A running managed repository and how to stop it.
@@ -207,7 +257,7 @@ async fn run(
     upstream: Option<UpstreamAddr>,
     metrics: Option<std::net::SocketAddr>,
     admin: Option<std::net::SocketAddr>,
-) -> Result<(), CommandError> {
+) -> Result<(), ServeError> {
     let signals = Signals::register()?;
     let store = ctx.store_or_create()?;
     check_open_file_limit(&ctx.config);
@@ -236,7 +286,7 @@ async fn run(
     let signals = signals.spawn(server.reloader(), shutdown.clone());
     let settings = server.settings();
     let addr = server.local_addr().map_err(|source| {
-        crate::app::node::ServerError::Bind(crate::proxy::server::BindError {
+        ServerError::Bind(crate::proxy::server::BindError {
             addr: listen,
             source,
         })
@@ -289,7 +339,7 @@ async fn bind(
     upstream: &UpstreamAddr,
     repository: Option<&RunningRepository>,
     admin: Option<std::net::SocketAddr>,
-) -> Result<(Node, Option<AdminServer>, AuthPlan, &'static str), CommandError> {
+) -> Result<(Node, Option<AdminServer>, AuthPlan, &'static str), ServeError> {
     let (auth, auth_reason) = auth_plan(ctx, store, repository)?;
     let options = NodeOptions {
         data_dir: ctx.data_dir.clone(),
@@ -308,10 +358,15 @@ async fn bind(
     };
     let server = Node::bind(options).await?;
     let admin = match admin {
+        // The admin server asks this node in-process, not through its own control socket.
         Some(addr) => Some(
-            AdminServer::bind(addr, ctx.data_dir.clone(), ctx.config.clone())
-                .await
-                .map_err(|e| CommandError::Fault(e.to_string()))?,
+            AdminServer::bind(
+                addr,
+                ctx.data_dir.clone(),
+                ctx.config.clone(),
+                Arc::new(server.handle()),
+            )
+            .await?,
         ),
         None => None,
     };
@@ -337,13 +392,13 @@ fn auth_label(auth: &AuthPlan, lookup_user: bool) -> &'static str {
 async fn start_managed(
     ctx: &Context,
     store: &StateStore,
-) -> Result<(UpstreamAddr, RunningRepository), CommandError> {
+) -> Result<(UpstreamAddr, RunningRepository), ServeError> {
     let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     repo.prepare_dirs(&ctx.data_dir)?;
     let config_dir = store.config_dir();
     // CLI commands that change the keystore (data-access, regenerate) wait while this start creates
     // or reconciles secrets.
-    let lock = store.lock()?;
+    let lock = crate::control::operations::lock(store)?;
     let mut keystore = Keystore::open(&config_dir)?;
     repo.stop_orphan().await;
     if !repo.is_initialized() {
@@ -353,10 +408,7 @@ async fn start_managed(
     let mut child = repo.start()?;
     let password = keystore
         .get(&role_secret_name(SUPERUSER))?
-        .ok_or_else(|| CommandError::Fault(format!(
-            "the keystore in {} holds no repository superuser password; restore the keystore from a backup",
-            config_dir.display()
-        )))?;
+        .ok_or_else(|| ServeError::NoSuperuserPassword(config_dir.clone()))?;
     if let Err(e) = repo
         .wait_ready(&password, &mut child, Duration::from_secs(120))
         .await
@@ -389,11 +441,11 @@ struct Signals {
 }
 
 impl Signals {
-    fn register() -> Result<Signals, CommandError> {
+    fn register() -> Result<Signals, ServeError> {
         Ok(Signals {
-            term: signal(SignalKind::terminate()).map_err(CommandError::Runtime)?,
-            int: signal(SignalKind::interrupt()).map_err(CommandError::Runtime)?,
-            hup: signal(SignalKind::hangup()).map_err(CommandError::Runtime)?,
+            term: signal(SignalKind::terminate()).map_err(ServeError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(ServeError::Signals)?,
+            hup: signal(SignalKind::hangup()).map_err(ServeError::Signals)?,
         })
     }
 

@@ -462,3 +462,23 @@ impl ManagedRepository {
         cmd
     }
 }
+
+// The kind of a managed-repository failure. (Kept apart so that a merge with a branch that
+// classifies ManagedError itself keeps one of the two.)
+impl ManagedError {
+    /// A repository that cannot be reached, is not ready or refuses a query is out of reach; the
+    /// rest (binaries, the OS user, files, initdb, the keystore) is pgssl's to fix.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            ManagedError::Unreachable { .. }
+            | ManagedError::NotReady(..)
+            | ManagedError::Client(_) => ErrorKind::Upstream,
+            ManagedError::NoBinaries
+            | ManagedError::NoOsUser(_)
+            | ManagedError::Io { .. }
+            | ManagedError::Initdb(_)
+            | ManagedError::Keystore(_) => ErrorKind::Server,
+        }
+    }
+}

@@ -250,7 +250,9 @@ async fn the_next_client_gets_the_same_backend_as_a_fresh_session() {
         .await;
     assert_eq!(fourth, [pid.as_str(), "0"]);
 
-    // `pool list` reports the hand-outs; the metrics count them.
+    // `pool list` reports the hand-outs; the metrics count them. The fourth client's session goes
+    // back to the pool (reset) after psql has exited: wait for it, as after the others.
+    p.wait_warm("tableau", 1).await;
     let listed = ok(&p.env.run(&["pool", "list"]));
     assert!(
         listed.contains("tableau") && listed.contains("postgres"),

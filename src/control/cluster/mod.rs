@@ -111,3 +111,20 @@ impl ClusterError {
         )
     }
 }
+
+// The kind of a cluster failure, from its own classification. (Kept apart so that a merge with a
+// branch that classifies ClusterError itself keeps one of the two.)
+impl ClusterError {
+    /// The caller's ([`ClusterError::is_user_error`]), the repository's
+    /// ([`ClusterError::is_unreachable`]), else pgssl's.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        if self.is_user_error() {
+            ErrorKind::User
+        } else if self.is_unreachable() {
+            ErrorKind::Upstream
+        } else {
+            ErrorKind::Server
+        }
+    }
+}
