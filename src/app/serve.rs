@@ -10,18 +10,20 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::admin::{AdminError, AdminServer};
+use crate::admin::AdminServer;
 use crate::app::node::{Node, NodeOptions, ServerError};
 use crate::config::{self, AuthMode};
 use crate::control::operations::{CommandError, Context};
 use crate::control::state::StateStore;
 use crate::control::state::admin_users::AdminUsers;
-use crate::error::ErrorKind;
 use crate::keystore::Keystore;
 use crate::proxy::auth::AuthPlan;
 use crate::proxy::upstream::UpstreamAddr;
 use crate::repository::lookup::ManagedLookup;
 use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
+
+mod error;
+pub use error::ServeError;
 
 /// The command-line flags of `serve`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -48,58 +50,6 @@ pub struct ServeFlags {
     #[arg(long, env = "PGSSL_NO_ADMIN")]
     pub no_admin: bool,
 }
-
-/// Why `serve` could not start, or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The configuration, the state, the repository, the listener: what an operation reports too.
-    #[error(transparent)]
-    Command(#[from] CommandError),
-    /// SIGTERM, SIGINT or SIGHUP cannot be handled.
-    #[error("cannot handle signals: {0}")]
-    Signals(std::io::Error),
-    /// The admin server cannot start.
-    #[error(transparent)]
-    Admin(#[from] AdminError),
-    /// The managed repository's superuser has no password to log in with.
-    #[error(
-        "the keystore in {} holds no repository superuser password; restore the keystore from a backup",
-        .0.display()
-    )]
-    NoSuperuserPassword(PathBuf),
-}
-
-impl ServeError {
-    /// What failed decides; `serve`'s own start-up failures are pgssl's.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            ServeError::Command(e) => e.kind(),
-            ServeError::Signals(_) | ServeError::Admin(_) | ServeError::NoSuperuserPassword(_) => {
-                ErrorKind::Server
-            }
-        }
-    }
-}
-
-/// The errors `serve` reports as an operation would: through [`CommandError`].
-macro_rules! via_command_error {
-    ($($error:ty),* $(,)?) => {$(
-        impl From<$error> for ServeError {
-            fn from(e: $error) -> ServeError {
-                ServeError::Command(e.into())
-            }
-        }
-    )*};
-}
-via_command_error!(
-    crate::config::ConfigError,
-    crate::control::state::StateError,
-    crate::control::cluster::ClusterError,
-    crate::keystore::KeystoreError,
-    crate::repository::managed::ManagedError,
-    crate::proxy::server::RunError,
-    ServerError,
-);
 
 /// Runs the proxy until SIGINT or SIGTERM; with no upstream at all, a managed repository is run.
 ///

@@ -18,10 +18,7 @@ use crate::control::state::store::new_id;
 use crate::keystore::{Keystore, Secret};
 
 /// Where the lookup user is in the state.
-const SLOT: RecordSlot<LookupUser> = RecordSlot {
-    applied: |s| s.lookup_user.as_ref(),
-    pending: |p| &mut p.lookup_user,
-};
+const SLOT: RecordSlot<LookupUser> = record_slot!(lookup_user);
 
 /// Why `lookup-user set` refused.
 #[derive(Debug, thiserror::Error)]

@@ -62,20 +62,16 @@ impl Context {
 /// Another command may hold the lock for as long as it runs (a rotation, a cluster commit), so the
 /// wait must not hold up the runtime's other tasks: `serve`'s runtime has one worker, which also
 /// answers the admin server, the control socket and the signals, and another operation of the same
-/// process may be what holds the lock.
+/// process may be what holds the lock. On a multi-threaded runtime the wait gives this worker's
+/// tasks to another thread (`block_in_place`); elsewhere (a test's current-thread runtime, no
+/// runtime) it just waits.
 pub(crate) fn lock(store: &StateStore) -> Result<FileLock, StateError> {
-    blocking_wait(|| store.lock())
-}
-
-/// Runs `wait`, which may block for long on another command, on a thread of its own when the
-/// runtime has others to keep going (`block_in_place` hands this worker's tasks to a new one).
-fn blocking_wait<R>(wait: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
+            tokio::task::block_in_place(|| store.lock())
         }
-        _ => wait(),
+        _ => store.lock(),
     }
 }
 

@@ -15,10 +15,7 @@ use crate::control::state::store::new_id;
 use crate::tls::certs::{self, CertInfo};
 
 /// Where the custom CA is in the state.
-const SLOT: RecordSlot<CustomCa> = RecordSlot {
-    applied: |s| s.custom_ca.as_ref(),
-    pending: |p| &mut p.custom_ca,
-};
+const SLOT: RecordSlot<CustomCa> = record_slot!(custom_ca);
 
 /// Why a `custom-cert` command refused.
 #[derive(Debug, thiserror::Error)]

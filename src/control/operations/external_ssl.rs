@@ -19,10 +19,7 @@ use crate::tls::certs::{self, CertInfo};
 use crate::tls::protocols::{self, DEFAULT_PROTOCOLS, ProtocolError};
 
 /// Where external SSL is in the state.
-const SLOT: RecordSlot<ExternalSsl> = RecordSlot {
-    applied: |s| s.external_ssl.as_ref(),
-    pending: |p| &mut p.external_ssl,
-};
+const SLOT: RecordSlot<ExternalSsl> = record_slot!(external_ssl);
 
 /// Why `external-ssl enable` refused.
 #[derive(Debug, thiserror::Error)]

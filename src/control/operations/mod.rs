@@ -14,6 +14,17 @@ macro_rules! note {
     ($out:expr, $($arg:tt)*) => { $out.warning(format!($($arg)*)) };
 }
 
+/// The [`RecordSlot`] of the optional record in the field `$field` of both the applied state and
+/// the pending changes.
+macro_rules! record_slot {
+    ($field:ident) => {
+        $crate::control::operations::RecordSlot {
+            applied: |s| s.$field.as_ref(),
+            pending: |p| &mut p.$field,
+        }
+    };
+}
+
 pub mod admin_user;
 pub mod authentication;
 mod context;

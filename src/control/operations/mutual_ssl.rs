@@ -18,10 +18,7 @@ use crate::proxy::auth::cert::NameMapping;
 use crate::tls::certs::{self, CertInfo};
 
 /// Where mutual SSL is in the state.
-const SLOT: RecordSlot<MutualSsl> = RecordSlot {
-    applied: |s| s.mutual_ssl.as_ref(),
-    pending: |p| &mut p.mutual_ssl,
-};
+const SLOT: RecordSlot<MutualSsl> = record_slot!(mutual_ssl);
 
 /// Why a `mutual-ssl` command or the internal CA failed.
 #[derive(Debug, thiserror::Error)]

@@ -32,10 +32,7 @@ pub const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
 pub type ConnectTimeoutMs = Bounded<1, MAX_CONNECT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS>;
 
 /// Where the external service connection is in the state.
-const SLOT: RecordSlot<ExternalService> = RecordSlot {
-    applied: |s| s.extsvc.as_ref(),
-    pending: |p| &mut p.extsvc,
-};
+const SLOT: RecordSlot<ExternalService> = record_slot!(extsvc);
 
 /// Why `vizql-extsvc-ssl enable` refused; nothing was staged.
 #[derive(Debug, thiserror::Error)]
