@@ -57,21 +57,26 @@ impl Context {
     }
 }
 
-/// Takes the data directory's lock, which serialises the commands that change it.
-///
-/// Another command may hold the lock for as long as it runs (a rotation, a cluster commit), so the
-/// wait must not hold up the runtime's other tasks: `serve`'s runtime has one worker, which also
-/// answers the admin server, the control socket and the signals, and another operation of the same
-/// process may be what holds the lock. On a multi-threaded runtime the wait gives this worker's
-/// tasks to another thread (`block_in_place`); elsewhere (a test's current-thread runtime, no
-/// runtime) it just waits.
+/// Takes the data directory's lock, which serialises the commands that change it. Another command
+/// may hold it for as long as it runs (a rotation, a cluster commit), and another operation of
+/// this very process may be what holds it: the wait is [`blocking`].
 pub(crate) fn lock(store: &StateStore) -> Result<FileLock, StateError> {
+    blocking(|| store.lock())
+}
+
+/// Runs `work`, which may take long without awaiting anything (waiting for a lock another command
+/// holds; deriving the key of an encrypted file whose cost the caller's file chose), without
+/// holding up the runtime's other tasks: `serve`'s runtime has one worker, which also answers the
+/// admin server, the control socket and the signals. On a multi-threaded runtime this worker's
+/// tasks go to another thread meanwhile (`block_in_place`); elsewhere (a test's current-thread
+/// runtime, no runtime) `work` just runs.
+pub(crate) fn blocking<R>(work: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| store.lock())
+            tokio::task::block_in_place(work)
         }
-        _ => store.lock(),
+        _ => work(),
     }
 }
 
@@ -130,4 +135,38 @@ pub(crate) async fn served_upstream(ctx: &Context, store: &StateStore) -> Option
     ctx.config.server.upstream.clone().or_else(|| {
         crate::control::cluster::Membership::joined(&store.config_dir()).map(|m| m.repository)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// While one operation waits for the data directory's lock, the one-worker runtime (as in
+    /// `serve`) keeps running everything else, among which may be what holds the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_lock_wait_leaves_the_runtime_to_its_other_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let held = lock(&store).unwrap();
+        let (started, waits) = tokio::sync::oneshot::channel();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let _ = started.send(());
+                lock(&store).map(drop)
+            }
+        });
+        waits.await.unwrap();
+        // Another task is served meanwhile (watched from this thread, which is not the worker);
+        // then the holder lets go and the waiter gets the lock.
+        let (served, answer) = std::sync::mpsc::channel();
+        tokio::spawn(async move { served.send("served") });
+        assert_eq!(answer.recv_timeout(Duration::from_secs(10)), Ok("served"));
+        assert!(!waiting.is_finished());
+        drop(held);
+        let got = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+        assert!(got.unwrap().unwrap().is_ok());
+    }
 }

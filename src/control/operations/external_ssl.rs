@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::model::{Operation, Report, Staged, Upload, Verb, no_arguments, secret_arg};
 use super::{
     CommandError, Context, ErrorKind, Output, RecordListing, RecordSlot, Removal, Staging,
-    apply_hint, check_secret, describe_expiry, list_record, prune, stage_removal,
+    apply_hint, blocking, check_secret, describe_expiry, list_record, prune, stage_removal,
 };
 use crate::control::state::StateStore;
 use crate::control::state::external_cert::{self, ExternalCertError, Supplied, SuppliedFiles};
@@ -123,8 +123,10 @@ fn enable<'a>(ctx: &Context, args: &'a Enable) -> Result<Enabled, CommandError> 
         key: supplied(&args.key_file, "server.key"),
         chain: args.chain_file.as_ref().map(|c| supplied(c, "chain.crt")),
     };
-    let validated = external_cert::validate(files, passphrase, OffsetDateTime::now_utc())
-        .map_err(ExternalSslError::Unusable)?;
+    // An encrypted key's derivation may take seconds (its file chooses the cost, within bounds).
+    let validated =
+        blocking(|| external_cert::validate(files, passphrase, OffsetDateTime::now_utc()))
+            .map_err(ExternalSslError::Unusable)?;
     let warnings = validated
         .warnings
         .iter()

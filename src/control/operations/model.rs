@@ -89,7 +89,7 @@ pub async fn execute<T: Operation>(request: T, ctx: &Context) -> Result<T::Repor
 
 /// Begins a change on a cluster node ([`Change::begin`]), which waits for the cluster lock another
 /// command may hold while it runs: on a thread of its own when the runtime has other workers, so
-/// the wait holds up nothing else (as [`super::lock`] does for the data directory's lock).
+/// the wait holds up nothing else (as [`super::blocking`] does for other long waits).
 ///
 /// [`Change::begin`]: crate::control::cluster::publish::Change::begin
 async fn begin_change(

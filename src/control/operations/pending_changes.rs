@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Report, Said, Verb, no_arguments};
-use super::{CommandError, Context, ErrorKind, Output, lock};
+use super::{CommandError, Context, ErrorKind, Output, blocking, lock};
 use crate::control::cluster::Membership;
 use crate::control::cluster::publish::{Change, NODE_WAIT, NodeOutcome, wait_for_nodes};
 use crate::control::reload::{self, ControlError};
@@ -152,8 +152,11 @@ async fn apply(ctx: &Context) -> Result<Applied, CommandError> {
         return Err(ApplyError::NothingPending.into());
     }
     let next = pending.merged_into(&applied);
-    // The same loader a server uses: what passes here, a server can serve.
-    crate::control::settings::for_state(&store, &next, ctx.config.server.upstream_tls)?;
+    // The same loader a server uses: what passes here, a server can serve. It decrypts an
+    // encrypted external key, which may take seconds.
+    blocking(|| {
+        crate::control::settings::for_state(&store, &next, ctx.config.server.upstream_tls)
+    })?;
     if !pending.data_access.is_empty() {
         apply_data_access(ctx, &store, &pending).await?;
     }

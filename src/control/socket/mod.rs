@@ -6,7 +6,7 @@
 //! (`{"request":"reload"}`, `{"request":"status"}`, `{"request":"pool"}`), then the answer,
 //! `{"ok": …}` with the request's report or `{"error": "…"}`. Lines are framed with
 //! [`tokio_util::codec::LinesCodec`] and bounded ([`MAX_REQUEST_LINE`], [`MAX_REPLY_LINE`]), so a
-//! peer that never ends its line costs a bounded buffer. The server side ([`server`]) answers from
+//! peer that never ends its line costs a bounded buffer. The server side ([`serve`]) answers from
 //! the node's in-process handle; the client side ([`SocketNode`]) is that same handle
 //! ([`RunningNode`](crate::control::node::RunningNode)) for a process that is not the node.
 
