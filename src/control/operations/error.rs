@@ -8,12 +8,17 @@ use crate::control::settings::LoadError;
 use crate::control::state::{CertError, StateError};
 pub use crate::error::ErrorKind;
 
-use super::{
-    data_access::DataAccessError, internal_credentials::CredentialsError,
-    mutual_ssl::MutualSslCommandError, pending_changes::ApplyError,
-    regenerate_tokens::RegenerateError, repository_ssl::RepositorySslError,
-    topology::TopologyError, vizql_extsvc::ExtsvcError,
-};
+use super::authentication::LookupUserError;
+use super::custom_cert::CustomCertError;
+use super::data_access::DataAccessError;
+use super::external_ssl::ExternalSslError;
+use super::internal_credentials::CredentialsError;
+use super::mutual_ssl::MutualSslCommandError;
+use super::pending_changes::ApplyError;
+use super::regenerate_tokens::RegenerateError;
+use super::repository_ssl::RepositorySslError;
+use super::topology::TopologyError;
+use super::vizql_extsvc::ExtsvcError;
 
 /// A command that failed; the message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +67,10 @@ pub enum CommandError {
     RepositorySsl(#[from] RepositorySslError),
     /// `custom-cert …` refused.
     #[error(transparent)]
-    CustomCert(#[from] super::custom_cert::CustomCertError),
+    CustomCert(#[from] CustomCertError),
     /// `external-ssl enable` refused the files or protocols.
     #[error(transparent)]
-    ExternalSsl(#[from] super::external_ssl::ExternalSslError),
+    ExternalSsl(#[from] ExternalSslError),
     /// `vizql-extsvc-ssl …` refused.
     #[error(transparent)]
     Extsvc(#[from] ExtsvcError),
@@ -74,7 +79,7 @@ pub enum CommandError {
     MutualSsl(#[from] MutualSslCommandError),
     /// `lookup-user set` refused.
     #[error(transparent)]
-    LookupUser(#[from] super::authentication::LookupUserError),
+    LookupUser(#[from] LookupUserError),
     /// `data-access …` refused.
     #[error(transparent)]
     DataAccess(#[from] DataAccessError),

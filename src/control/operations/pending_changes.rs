@@ -8,8 +8,7 @@ use crate::control::cluster::Membership;
 use crate::control::cluster::publish::{Change, NODE_WAIT, NodeOutcome, wait_for_nodes};
 use crate::control::reload::{self, ControlError};
 use crate::keystore::Keystore;
-use crate::repository::managed::ManagedError;
-use crate::repository::managed::ManagedRepository;
+use crate::repository::managed::{ManagedError, ManagedRepository};
 
 no_arguments!(
     /// `pending-changes list`: the staged changes.

@@ -4,9 +4,6 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::control::cluster::ClusterError;
-use crate::control::operations::{
-    authentication::LookupUserError, custom_cert::CustomCertError, external_ssl::ExternalSslError,
-};
 use crate::control::state::admin_users::AdminUserError;
 use crate::keystore::KeystoreError;
 use crate::repository::managed::ManagedError;
