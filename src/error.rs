@@ -1,9 +1,10 @@
-//! Who has to act on a failure, shared by every layer's error types: each error type answers its
-//! own [`ErrorKind`] (delegating to the errors it wraps), and the control plane turns it into the
-//! admin API's status, the log level and the metric label once.
+//! Who has to act on a failure. Every error type of the control plane answers its own
+//! [`ErrorKind`] (`fn kind(&self) -> ErrorKind`), delegating to the errors it wraps; the admin API,
+//! the logs and the `pgssl_command_failures_total` metric read it, so that one mapping decides the
+//! status, the level and the label.
 //!
-//! It lives outside `control` so that the repository layer, which must not name the control plane,
-//! can classify its own errors too; `control::operations` re-exports it.
+//! The kind lives here, beside no layer, because the errors that answer it live in several
+//! (configuration, keystore, certificates, state, control plane).
 
 /// Who has to act on a failure: decided once per error, it sets the admin API's HTTP status, the
 /// log level and the `kind` label of `pgssl_command_failures_total`. The CLI exits 1 for every kind
@@ -35,5 +36,17 @@ impl ErrorKind {
             ErrorKind::Server => "server",
             ErrorKind::Upstream => "upstream",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn each_kind_has_one_status_and_one_label() {
+        let all = [ErrorKind::User, ErrorKind::Server, ErrorKind::Upstream];
+        let answers: Vec<(u16, &str)> = all.iter().map(|k| (k.http_status(), k.as_str())).collect();
+        assert_eq!(answers, [(400, "user"), (500, "server"), (503, "upstream")]);
     }
 }

@@ -12,13 +12,12 @@
 //! - [`control`], the control plane: [`control::operations`] (one file per command family),
 //!   [`control::state`] (applied and pending state, keystore), [`control::reload`] (building the
 //!   settings snapshot and the reload socket).
-//! - [`repository`]: the managed PostgreSQL cluster, roles and grants, sessions through
-//!   tokio-postgres.
+//! - [`repository`]: the managed PostgreSQL cluster, roles and grants, a minimal client.
 //! - [`admin`]: the HTTPS admin server (JSON API, web pages) over the same operations.
 //! - [`cli`]: the command-line grammar, run locally or against the admin API ([`cli::remote`]).
 //! - [`app`]: the composition root of `pgssl serve`.
-//! - Shared: [`config`], [`error`] (who acts on a failure), [`telemetry`], [`atomic`] (atomic file
-//!   writes), [`keystore`] (secrets sealed at rest).
+//! - Shared: [`config`], [`error`] (who has to act on a failure), [`telemetry`], [`atomic`] (atomic
+//!   file writes), [`keystore`] (secrets sealed at rest).
 
 #![warn(missing_docs)]
 

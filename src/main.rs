@@ -33,11 +33,18 @@ fn main() -> ExitCode {
     if installed.is_ok() {
         let _ = pgssl::telemetry::LogBridge::install();
     }
-    match cli.run() {
+    // The process's one runtime, for every command and for `serve`. One worker: sessions run on
+    // `serve`'s own per-core workers, and this runtime carries only the control plane (operations,
+    // the admin server, the control socket, signals, metrics, the managed repository's supervisor).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"));
+    match runtime.and_then(|runtime| Ok(runtime.block_on(cli.run())?)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(err) => {
             // Each error's message already carries its cause; print it once, on one line.
-            let err = anyhow::Error::from(e);
             pgssl::control::operations::print_line(
                 &mut std::io::stderr(),
                 &format!("error: {}", err.to_string().replace('\n', " ")),

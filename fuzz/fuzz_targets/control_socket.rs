@@ -1,21 +1,20 @@
 //! The control socket's request line as `serve` reads it from a local peer, and the answer lines as
-//! the CLI reads them back: never a panic; a request is one known word or nothing.
+//! the CLI reads them back: never a panic; a request is one of the known tagged objects or nothing.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pgssl::control::reload::{
-    ControlRequest, parse_pool_reply, parse_reload_reply, parse_status_reply,
-};
+use pgssl::control::node::PoolSnapshot;
+use pgssl::control::reload::{ReloadReport, ServeStatus};
+use pgssl::control::socket::{ControlRequest, decode_reply};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(line) = std::str::from_utf8(data) else {
-        return; // `serve` reads the line as UTF-8 and closes on anything else
+        return; // `serve` reads the line as UTF-8 and answers an error for anything else
     };
-    if let Some(request) = ControlRequest::parse(line) {
-        let word = line.trim();
-        assert!(matches!(word, "reload" | "status" | "pool"), "{request:?} from {word:?}");
+    if let Ok(request) = ControlRequest::decode(line) {
+        assert_eq!(ControlRequest::decode(&request.encode()).ok(), Some(request));
     }
-    let _ = parse_reload_reply(line);
-    let _ = parse_status_reply(line);
-    let _ = parse_pool_reply(line);
+    let _ = decode_reply::<ReloadReport>(line);
+    let _ = decode_reply::<ServeStatus>(line);
+    let _ = decode_reply::<PoolSnapshot>(line);
 });

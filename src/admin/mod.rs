@@ -26,6 +26,7 @@ use tower::ServiceExt;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::control::node::RunningNode;
 use crate::control::operations::model::{Operation, Verb};
 use crate::control::operations::{CommandError, Context, Output, OutputLine};
 use crate::control::state::admin_users::HashMemory;
@@ -64,6 +65,8 @@ pub enum AdminError {
 pub(crate) struct AdminState {
     data_dir: PathBuf,
     config: Config,
+    /// The node this admin server runs in, asked in-process.
+    node: Arc<dyn RunningNode>,
     sessions: Mutex<Sessions>,
     limiter: Mutex<SignInLimiter>,
     /// Password checks running at once (one per core).
@@ -77,13 +80,15 @@ pub(crate) struct AdminState {
 pub(crate) type Outcome<R> = (Result<R, CommandError>, Vec<OutputLine>);
 
 impl AdminState {
-    /// No sessions yet, operations on `data_dir` with `config`, audit records in its log folder.
-    fn new(data_dir: PathBuf, config: Config) -> AdminState {
+    /// No sessions yet, operations on `data_dir` with `config` asking `node`, audit records in its
+    /// log folder.
+    fn new(data_dir: PathBuf, config: Config, node: Arc<dyn RunningNode>) -> AdminState {
         let idle = config.admin.session_idle_timeout;
         let audit = audit::AuditLog::new(&data_dir);
         AdminState {
             data_dir,
             config,
+            node,
             sessions: Mutex::new(Sessions::new(idle)),
             limiter: Mutex::new(SignInLimiter::default()),
             hash_memory: Mutex::new(Vec::new()),
@@ -102,25 +107,27 @@ impl AdminState {
         lock(&self.limiter)
     }
 
-    /// Runs `request` for the signed-in administrator: on a blocking thread, with its progress lines
-    /// collected; a change is audit-logged with how it ended (never its inputs).
+    /// Runs `request` for the signed-in administrator, with its progress lines collected; a change
+    /// is audit-logged with how it ended (never its inputs).
+    ///
+    /// The operation runs as a task of its own in this runtime: it finishes even when the
+    /// administrator's connection goes away mid-way (a half-done apply or rotation is worse than an
+    /// unread answer), and a panic in it is answered as a failure instead of dropping the
+    /// connection.
     async fn perform<T: Operation>(&self, who: &auth::Admin, request: T) -> Outcome<T::Report> {
         let ctx = Context {
             data_dir: self.data_dir.clone(),
             config: self.config.clone(),
             out: Output::collect(),
+            node: self.node.clone(),
         };
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = crate::control::operations::model::execute(request, &ctx);
+        let joined = tokio::spawn(async move {
+            let result = crate::control::operations::model::execute(request, &ctx).await;
             (result, ctx.out.take())
         })
         .await;
-        let (result, lines) = joined.unwrap_or_else(|e| {
-            (
-                Err(CommandError::Fault(format!("the operation failed: {e}"))),
-                Vec::new(),
-            )
-        });
+        let (result, lines) =
+            joined.unwrap_or_else(|e| (Err(CommandError::Aborted(e)), Vec::new()));
         if T::VERB == Verb::Post {
             let outcome = match &result {
                 Ok(_) => "ok".to_string(),
@@ -152,11 +159,13 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Binds `addr` and loads (generating on first use) the admin certificate in
-    /// `<data-dir>/config/admin/`, separate from the repository certificate.
+    /// `<data-dir>/config/admin/`, separate from the repository certificate. Operations ask `node`
+    /// about the running server.
     pub async fn bind(
         addr: SocketAddr,
         data_dir: PathBuf,
         config: Config,
+        node: Arc<dyn RunningNode>,
     ) -> Result<AdminServer, AdminError> {
         let paths = CertPaths::in_dir(&data_dir.join("config").join("admin"));
         if !paths.exist() {
@@ -183,7 +192,7 @@ impl AdminServer {
         Ok(AdminServer {
             listener,
             acceptor: TlsAcceptor::from(tls),
-            state: Arc::new(AdminState::new(data_dir, config)),
+            state: Arc::new(AdminState::new(data_dir, config, node)),
             fingerprint,
         })
     }

@@ -10,9 +10,11 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
+use crate::control::node::LocalNode;
 use crate::control::operations::CommandError;
-use crate::control::reload::{self, ControlError, Reloader, ServeStatus};
+use crate::control::reload::{ControlError, Reloader, ServeStatus};
 use crate::control::settings::{self, LoadError};
+use crate::control::socket;
 use crate::control::state::{StateError, StateStore};
 use crate::proxy::auth::AuthPlan;
 use crate::proxy::server::{BindError, Limits, RunError, Server, ServerOptions};
@@ -117,7 +119,7 @@ impl Node {
         )
         .await?;
         let control_path = store.control_socket_path();
-        let control = reload::bind(&control_path)?;
+        let control = socket::bind(&control_path)?;
         Ok(Node {
             server,
             control,
@@ -147,8 +149,9 @@ impl Node {
         self.server.settings()
     }
 
-    /// Serves until `shutdown` is cancelled, answering the control socket meanwhile.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
+    /// The node as operations ask it in-process (the admin server's), and as its control socket
+    /// answers: reload, status, pool.
+    pub fn handle(&self) -> LocalNode {
         let status = ServeStatus {
             listen: self
                 .server
@@ -157,13 +160,17 @@ impl Node {
             upstream: self.server.upstream().to_string(),
             managed: self.managed,
         };
+        LocalNode::new(self.reloader.clone(), status, self.server.pool())
+    }
+
+    /// Serves until `shutdown` is cancelled, answering the control socket meanwhile.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let node = Arc::new(self.handle());
         let control_stop = CancellationToken::new();
-        let control_task = tokio::spawn(reload::serve(
+        let control_task = tokio::spawn(socket::serve(
             self.control,
             self.control_path,
-            self.reloader,
-            status,
-            self.server.pool(),
+            node,
             control_stop.clone(),
         ));
         let served = self.server.run(shutdown).await;

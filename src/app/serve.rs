@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::AdminServer;
-use crate::app::node::{Node, NodeOptions};
+use crate::app::node::{Node, NodeOptions, ServerError};
 use crate::config::{self, AuthMode, RepositoryAddress};
 use crate::control::operations::{CommandError, Context};
 use crate::control::state::StateStore;
@@ -21,6 +21,9 @@ use crate::proxy::auth::AuthPlan;
 use crate::proxy::upstream::UpstreamAddr;
 use crate::repository::lookup::ManagedLookup;
 use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
+
+mod error;
+pub use error::ServeError;
 
 /// The command-line flags of `serve`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -58,8 +61,13 @@ pub struct ServeFlags {
     pub no_admin: bool,
 }
 
-/// Runs the proxy; with no repository address at all, a managed repository is run.
-pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
+/// Runs the proxy until SIGINT or SIGTERM; with no repository address at all, a managed repository
+/// is run.
+///
+/// Sessions run on the server's own per-core workers; the runtime this runs in (the binary's one)
+/// only carries the control socket, signals, metrics, the admin server and the managed
+/// repository's supervisor.
+pub async fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), ServeError> {
     if flags.upstream.is_some() {
         warn!(
             "--upstream (PGSSL_UPSTREAM) is the old name of --repository (PGSSL_REPOSITORY); rename it: the old name will stop working"
@@ -94,14 +102,7 @@ pub fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), CommandError> {
                 .map_err(crate::config::ConfigError::from)?
         }
     };
-    // Sessions run on the server's own per-core workers; this runtime only carries the control
-    // socket, signals, metrics and the managed repository's supervisor.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(CommandError::Runtime)?;
-    runtime.block_on(run(ctx, listen, upstream, metrics, admin))
+    run(ctx, listen, upstream, metrics, admin).await
 }
 
 /// A running managed repository and how to stop it.
@@ -215,7 +216,7 @@ async fn run(
     upstream: Option<UpstreamAddr>,
     metrics: Option<std::net::SocketAddr>,
     admin: Option<std::net::SocketAddr>,
-) -> Result<(), CommandError> {
+) -> Result<(), ServeError> {
     let signals = Signals::register()?;
     let store = ctx.store_or_create()?;
     check_open_file_limit(&ctx.config);
@@ -244,7 +245,7 @@ async fn run(
     let signals = signals.spawn(server.reloader(), shutdown.clone());
     let settings = server.settings();
     let addr = server.local_addr().map_err(|source| {
-        crate::app::node::ServerError::Bind(crate::proxy::server::BindError {
+        ServerError::Bind(crate::proxy::server::BindError {
             addr: listen,
             source,
         })
@@ -297,7 +298,7 @@ async fn bind(
     upstream: &UpstreamAddr,
     repository: Option<&RunningRepository>,
     admin: Option<std::net::SocketAddr>,
-) -> Result<(Node, Option<AdminServer>, AuthPlan, &'static str), CommandError> {
+) -> Result<(Node, Option<AdminServer>, AuthPlan, &'static str), ServeError> {
     let (auth, auth_reason) = auth_plan(ctx, store, repository)?;
     let options = NodeOptions {
         data_dir: ctx.data_dir.clone(),
@@ -316,10 +317,15 @@ async fn bind(
     };
     let server = Node::bind(options).await?;
     let admin = match admin {
+        // The admin server asks this node in-process, not through its own control socket.
         Some(addr) => Some(
-            AdminServer::bind(addr, ctx.data_dir.clone(), ctx.config.clone())
-                .await
-                .map_err(|e| CommandError::Fault(e.to_string()))?,
+            AdminServer::bind(
+                addr,
+                ctx.data_dir.clone(),
+                ctx.config.clone(),
+                Arc::new(server.handle()),
+            )
+            .await?,
         ),
         None => None,
     };
@@ -345,13 +351,13 @@ fn auth_label(auth: &AuthPlan, lookup_user: bool) -> &'static str {
 async fn start_managed(
     ctx: &Context,
     store: &StateStore,
-) -> Result<(UpstreamAddr, RunningRepository), CommandError> {
+) -> Result<(UpstreamAddr, RunningRepository), ServeError> {
     let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     repo.prepare_dirs(&ctx.data_dir)?;
     let config_dir = store.config_dir();
     // CLI commands that change the keystore (data-access, regenerate) wait while this start creates
     // or reconciles secrets.
-    let lock = store.lock()?;
+    let lock = crate::control::operations::lock(store)?;
     let mut keystore = Keystore::open(&config_dir)?;
     repo.stop_orphan().await;
     if !repo.is_initialized() {
@@ -361,10 +367,7 @@ async fn start_managed(
     let mut child = repo.start()?;
     let password = keystore
         .get(&role_secret_name(SUPERUSER))?
-        .ok_or_else(|| CommandError::Fault(format!(
-            "the keystore in {} holds no repository superuser password; restore the keystore from a backup",
-            config_dir.display()
-        )))?;
+        .ok_or_else(|| ServeError::NoSuperuserPassword(config_dir.clone()))?;
     if let Err(e) = repo
         .wait_ready(&password, &mut child, Duration::from_secs(120))
         .await
@@ -397,11 +400,11 @@ struct Signals {
 }
 
 impl Signals {
-    fn register() -> Result<Signals, CommandError> {
+    fn register() -> Result<Signals, ServeError> {
         Ok(Signals {
-            term: signal(SignalKind::terminate()).map_err(CommandError::Runtime)?,
-            int: signal(SignalKind::interrupt()).map_err(CommandError::Runtime)?,
-            hup: signal(SignalKind::hangup()).map_err(CommandError::Runtime)?,
+            term: signal(SignalKind::terminate()).map_err(ServeError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(ServeError::Signals)?,
+            hup: signal(SignalKind::hangup()).map_err(ServeError::Signals)?,
         })
     }
 

@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::control::operations::CommandError;
-
 /// Flags of `generate-docs`.
 #[derive(Debug, clap::Args)]
 pub struct GenerateDocs {
@@ -37,9 +35,8 @@ pub enum GenerateError {
 const SHELLS: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
 
 /// Writes the man pages and completions, printing one line per folder.
-pub fn run(flags: &GenerateDocs) -> Result<(), CommandError> {
-    // A folder the caller cannot write to is the caller's to fix, like any other bad path argument.
-    let written = generate(&flags.out).map_err(|e| CommandError::Invalid(e.to_string()))?;
+pub fn run(flags: &GenerateDocs) -> Result<(), GenerateError> {
+    let written = generate(&flags.out)?;
     for line in written {
         println!("{line}");
     }

@@ -2,19 +2,24 @@
 //! type ([`crate::control::operations::model`]); this module only arranges them into subcommands
 //! and runs the request locally or, with `-s`, on an admin server, then prints the typed report.
 
+mod error;
 mod generate;
 mod mutual_ssl;
 pub mod remote;
 mod report_file;
+mod runner;
 mod topology;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use error::CliError;
+use runner::Runner;
+
 use crate::cli::remote::Remote;
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::control::operations::model::{Operation, Report, secret_arg};
+use crate::control::operations::model::{Report, secret_arg};
 use crate::control::operations::{
     CommandError, Context, Output, admin_user, authentication, custom_cert, data_access,
     external_ssl, internal_credentials, pending_changes, regenerate_tokens, repository_ssl,
@@ -302,59 +307,31 @@ pub enum PendingChangesCommand {
     Discard(pending_changes::Discard),
 }
 
-/// Where a command's operation runs: on the local data directory, or on an admin server.
-enum Runner {
-    Local(Box<Context>),
-    Remote(Remote),
-}
-
-impl Runner {
-    /// Runs `request` and prints its report.
-    fn show<T: Operation>(&self, request: T) -> Result<(), CommandError> {
-        self.run(request)?.render(&Output::print());
-        Ok(())
-    }
-
-    fn run<T: Operation>(&self, request: T) -> Result<T::Report, CommandError> {
-        match self {
-            Runner::Local(ctx) => crate::control::operations::model::execute(request, ctx),
-            Runner::Remote(remote) => remote.call(&request),
-        }
-    }
-
-    /// The local context, for commands that run only on the data directory.
-    fn local(&self, what: &str) -> Result<&Context, CommandError> {
-        match self {
-            Runner::Local(ctx) => Ok(ctx),
-            Runner::Remote(_) => Err(CommandError::Invalid(format!(
-                "'{what}' runs only locally, on the data directory (leave out -s)"
-            ))),
-        }
-    }
-}
-
 impl Cli {
-    /// Loads the configuration and runs the command, locally or (with `-s`) on an admin server.
-    pub fn run(self) -> Result<(), CommandError> {
+    /// Loads the configuration and runs the command, locally or (with `-s`) on an admin server, in
+    /// the runtime the binary built (`serve` keeps running in it).
+    pub async fn run(self) -> Result<(), CliError> {
         let runner = self.runner()?;
         match self.command {
-            Command::Serve(flags) => crate::app::serve::serve(runner.local("serve")?, &flags),
+            Command::Serve(flags) => {
+                Ok(crate::app::serve::serve(runner.local("serve")?, &flags).await?)
+            }
             Command::AdminUser { command } => admin_users(
                 runner.local("admin-user")?,
                 command,
                 &self.username,
                 &self.password,
             ),
-            Command::Security { command } => security(&runner, command),
+            Command::Security { command } => security(&runner, command).await,
             Command::Authentication {
                 command: AuthenticationCommand::MutualSsl { command },
-            } => mutual_ssl::mutual_ssl(&runner, command),
+            } => mutual_ssl::mutual_ssl(&runner, command).await,
             Command::Authentication {
                 command: AuthenticationCommand::LookupUser { command },
             } => match command {
-                LookupUserCommand::Set(r) => runner.show(r),
-                LookupUserCommand::Clear(r) => runner.show(r),
-                LookupUserCommand::List(r) => runner.show(r),
+                LookupUserCommand::Set(r) => runner.show(r).await,
+                LookupUserCommand::Clear(r) => runner.show(r).await,
+                LookupUserCommand::List(r) => runner.show(r).await,
                 LookupUserCommand::Sql { lookup_user } => {
                     authentication::sql(&lookup_user).render(&Output::print());
                     Ok(())
@@ -363,30 +340,32 @@ impl Cli {
             Command::DataAccess {
                 command: DataAccessCommand::RepositoryAccess { command },
             } => match command {
-                RepositoryAccessCommand::Enable(r) => runner.show(r),
-                RepositoryAccessCommand::Disable(r) => runner.show(r),
+                RepositoryAccessCommand::Enable(r) => runner.show(r).await,
+                RepositoryAccessCommand::Disable(r) => runner.show(r).await,
             },
             Command::InternalCredentials { user } => {
                 let ctx = runner.local("internal-credentials")?;
-                internal_credentials::internal_credentials(ctx, user.as_deref())?.render(&ctx.out);
+                internal_credentials::internal_credentials(ctx, user.as_deref())
+                    .await?
+                    .render(&ctx.out);
                 Ok(())
             }
             Command::PendingChanges { command } => match command {
-                PendingChangesCommand::List(r) => runner.show(r),
-                PendingChangesCommand::Apply(r) => runner.show(r),
-                PendingChangesCommand::Discard(r) => runner.show(r),
+                PendingChangesCommand::List(r) => runner.show(r).await,
+                PendingChangesCommand::Apply(r) => runner.show(r).await,
+                PendingChangesCommand::Discard(r) => runner.show(r).await,
             },
             Command::Pool {
                 command: PoolCommand::List(r),
-            } => runner.show(r),
-            Command::Topology { command } => topology::topology(&runner, command),
-            Command::GenerateDocs(flags) => generate::run(&flags),
+            } => runner.show(r).await,
+            Command::Topology { command } => topology::topology(&runner, command).await,
+            Command::GenerateDocs(flags) => Ok(generate::run(&flags)?),
         }
     }
 
     /// Where the command runs: on an admin server with `-s`, else on the local data directory with
     /// the loaded configuration.
-    fn runner(&self) -> Result<Runner, CommandError> {
+    fn runner(&self) -> Result<Runner, CliError> {
         Ok(match &self.server {
             Some(server) => Runner::Remote(
                 Remote::new(
@@ -400,19 +379,18 @@ impl Cli {
             None => {
                 let admin_user = matches!(self.command, Command::AdminUser { .. });
                 if !admin_user && (self.username.is_some() || self.password.is_some()) {
-                    return Err(CommandError::Invalid(
-                        "-u and -p sign in to a remote admin server; give -s URL too".into(),
-                    ));
+                    return Err(CliError::CredentialsWithoutServer);
                 }
                 let config = match &self.config {
-                    Some(path) => Config::load(path, true)?,
-                    None => Config::load(std::path::Path::new(DEFAULT_CONFIG_PATH), false)?,
-                };
-                Runner::Local(Box::new(Context {
-                    data_dir: self.data_dir.clone(),
+                    Some(path) => Config::load(path, true),
+                    None => Config::load(std::path::Path::new(DEFAULT_CONFIG_PATH), false),
+                }
+                .map_err(CommandError::from)?;
+                Runner::Local(Box::new(Context::local(
+                    self.data_dir.clone(),
                     config,
-                    out: Output::print(),
-                }))
+                    Output::print(),
+                )))
             }
         })
     }
@@ -429,19 +407,11 @@ fn admin_users(
     command: AdminUserCommand,
     username: &Option<String>,
     password: &Option<crate::keystore::Secret>,
-) -> Result<(), CommandError> {
-    let name = || {
-        username.as_deref().ok_or_else(|| {
-            CommandError::Invalid("give the administrator's name with --username NAME".into())
-        })
-    };
+) -> Result<(), CliError> {
+    let name = || username.as_deref().ok_or(CliError::NoAdminName);
     let report = match command {
         AdminUserCommand::Add => {
-            let password = password.as_ref().ok_or_else(|| {
-                    CommandError::Invalid(
-                        "give the new password with --password - (read from standard input) or --password PW".into(),
-                    )
-                })?;
+            let password = password.as_ref().ok_or(CliError::NoAdminPassword)?;
             admin_user::add(ctx, name()?, password)?
         }
         AdminUserCommand::Delete => admin_user::delete(ctx, name()?)?,
@@ -451,16 +421,16 @@ fn admin_users(
     Ok(())
 }
 
-fn security(runner: &Runner, command: SecurityCommand) -> Result<(), CommandError> {
+async fn security(runner: &Runner, command: SecurityCommand) -> Result<(), CliError> {
     match command {
-        SecurityCommand::RegenerateInternalTokens(r) => runner.show(r),
-        SecurityCommand::InternalCa { command } => mutual_ssl::internal_ca(runner, command),
+        SecurityCommand::RegenerateInternalTokens(r) => runner.show(r).await,
+        SecurityCommand::InternalCa { command } => mutual_ssl::internal_ca(runner, command).await,
         SecurityCommand::RepositorySsl { command } => match command {
-            RepositorySslCommand::Enable(r) => runner.show(r),
-            RepositorySslCommand::Disable(r) => runner.show(r),
-            RepositorySslCommand::List(r) => runner.show(r),
+            RepositorySslCommand::Enable(r) => runner.show(r).await,
+            RepositorySslCommand::Disable(r) => runner.show(r).await,
+            RepositorySslCommand::List(r) => runner.show(r).await,
             RepositorySslCommand::GetCertificateFile { file } => {
-                let served = runner.run(repository_ssl::Certificate {})?;
+                let served = runner.run(repository_ssl::Certificate {}).await?;
                 let said = format!("Wrote the repository certificate to {}", file.display());
                 report_file::write(
                     &file,
@@ -473,19 +443,19 @@ fn security(runner: &Runner, command: SecurityCommand) -> Result<(), CommandErro
             }
         },
         SecurityCommand::ExternalSsl { command } => match command {
-            ExternalSslCommand::Enable(r) => runner.show(r),
-            ExternalSslCommand::Disable(r) => runner.show(r),
-            ExternalSslCommand::List(r) => runner.show(r),
+            ExternalSslCommand::Enable(r) => runner.show(r).await,
+            ExternalSslCommand::Disable(r) => runner.show(r).await,
+            ExternalSslCommand::List(r) => runner.show(r).await,
         },
         SecurityCommand::CustomCert { command } => match command {
-            CustomCertCommand::Add(r) => runner.show(r),
-            CustomCertCommand::Delete(r) => runner.show(r),
-            CustomCertCommand::List(r) => runner.show(r),
+            CustomCertCommand::Add(r) => runner.show(r).await,
+            CustomCertCommand::Delete(r) => runner.show(r).await,
+            CustomCertCommand::List(r) => runner.show(r).await,
         },
         SecurityCommand::VizqlExtsvcSsl { command } => match command {
-            VizqlExtsvcCommand::Enable(r) => runner.show(r),
-            VizqlExtsvcCommand::Disable(r) => runner.show(r),
-            VizqlExtsvcCommand::List(r) => runner.show(r),
+            VizqlExtsvcCommand::Enable(r) => runner.show(r).await,
+            VizqlExtsvcCommand::Disable(r) => runner.show(r).await,
+            VizqlExtsvcCommand::List(r) => runner.show(r).await,
         },
     }
 }

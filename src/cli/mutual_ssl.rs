@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use super::CliError;
 use super::Runner;
 use crate::control::operations::model::Report;
-use crate::control::operations::{CommandError, Output, mutual_ssl};
+use crate::control::operations::{Output, mutual_ssl};
 
 /// `authentication mutual-ssl …`.
 #[derive(Debug, Subcommand)]
@@ -32,18 +33,21 @@ pub enum InternalCaCommand {
     },
 }
 
-pub(super) fn mutual_ssl(runner: &Runner, command: MutualSslCommand) -> Result<(), CommandError> {
+pub(super) async fn mutual_ssl(runner: &Runner, command: MutualSslCommand) -> Result<(), CliError> {
     match command {
-        MutualSslCommand::Configure(r) => runner.show(r),
-        MutualSslCommand::Enable(r) => runner.show(r),
-        MutualSslCommand::Disable(r) => runner.show(r),
-        MutualSslCommand::List(r) => runner.show(r),
+        MutualSslCommand::Configure(r) => runner.show(r).await,
+        MutualSslCommand::Enable(r) => runner.show(r).await,
+        MutualSslCommand::Disable(r) => runner.show(r).await,
+        MutualSslCommand::List(r) => runner.show(r).await,
     }
 }
 
-pub(super) fn internal_ca(runner: &Runner, command: InternalCaCommand) -> Result<(), CommandError> {
+pub(super) async fn internal_ca(
+    runner: &Runner,
+    command: InternalCaCommand,
+) -> Result<(), CliError> {
     let InternalCaCommand::GetCertificateFile { file } = command;
-    let ca = runner.run(mutual_ssl::InternalCaCertificate {})?;
+    let ca = runner.run(mutual_ssl::InternalCaCertificate {}).await?;
     let said = format!(
         "Wrote pgssl's internal CA certificate to {}",
         file.display()

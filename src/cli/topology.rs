@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use super::CliError;
 use super::Runner;
 use crate::control::operations::model::Report;
-use crate::control::operations::{CommandError, Output, topology};
+use crate::control::operations::{Output, topology};
 
 /// `topology …`.
 #[derive(Debug, Subcommand)]
@@ -28,11 +29,11 @@ pub enum TopologyCommand {
     RemoveNode(topology::RemoveNode),
 }
 
-pub(super) fn topology(runner: &Runner, command: TopologyCommand) -> Result<(), CommandError> {
+pub(super) async fn topology(runner: &Runner, command: TopologyCommand) -> Result<(), CliError> {
     match command {
         TopologyCommand::GetBootstrapFile { file, request } => {
             runner.local("topology get-bootstrap-file")?;
-            let made = runner.run(request)?;
+            let made = runner.run(request).await?;
             let said = format!("Wrote the bootstrap file {} (0600).", file.display());
             super::report_file::write(
                 &file,
@@ -45,17 +46,17 @@ pub(super) fn topology(runner: &Runner, command: TopologyCommand) -> Result<(), 
         }
         TopologyCommand::Join(r) => {
             runner.local("topology join")?;
-            runner.show(r)
+            runner.show(r).await
         }
         // Every topology command runs on a node's own data directory: its membership and keystore
         // are what reach the repository.
         TopologyCommand::ListNodes(r) => {
             runner.local("topology list-nodes")?;
-            runner.show(r)
+            runner.show(r).await
         }
         TopologyCommand::RemoveNode(r) => {
             runner.local("topology remove-node")?;
-            runner.show(r)
+            runner.show(r).await
         }
     }
 }

@@ -303,5 +303,12 @@ pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, ConfigError> {
     })
 }
 
+impl ConfigError {
+    /// Every configuration problem is the administrator's to fix.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::User
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,13 @@
 //! The control plane: the operations behind every command, the state they stage and apply, and the
-//! reload path to a running server.
+//! running node they ask to reload (in-process inside `serve`, over the control socket from the
+//! CLI).
 
 pub mod api;
 pub mod cluster;
 pub mod expiry;
+pub mod node;
 pub mod operations;
 pub mod reload;
 pub mod settings;
+pub mod socket;
 pub mod state;

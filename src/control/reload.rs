@@ -1,32 +1,22 @@
-//! Reload signalling between the CLI and a running server: a Unix socket in the data directory.
+//! Reloading a running server: the [`Reloader`] that re-reads the applied state and swaps it in,
+//! what a reload and a status answer report, and the errors of asking a running server.
 //!
-//! `pending-changes apply` promotes the staged state on disk, then connects to
-//! `<data-dir>/run/control.sock` and sends `reload`. The server re-reads the applied state, swaps in the
-//! new settings (keeping the old ones if that fails) and answers one line: `ok <mode> <fingerprint>` or
-//! `error <message>`. `status` is answered `ok <json>` with what the server runs with
-//! ([`ServeStatus`]), so that commands describe the running server rather than the config file. The
-//! socket's folder is 0700, so only the data directory's owner can reload. SIGHUP triggers the same
-//! reload.
+//! `pending-changes apply` promotes the staged state on disk, then asks the running node to reload
+//! ([`crate::control::node::RunningNode::reload`]): in-process inside `serve`, else over the
+//! control socket ([`crate::control::socket`]). The server re-reads the applied state and swaps in
+//! the new settings, keeping the old ones if that fails. SIGHUP triggers the same reload.
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::io;
+use std::path::PathBuf;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::atomic;
 use crate::control::settings::LoadError;
 use crate::control::state::StateStore;
+use crate::error::ErrorKind;
 use crate::proxy::policy::Mode;
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::upstream::tls::UpstreamTlsMode;
-
-/// The running server's pool, as the `pool` request reports it.
-pub type PoolProbe = std::sync::Arc<crate::proxy::backend::Pool>;
 
 /// Re-reads the applied state and swaps it in.
 #[derive(Debug, Clone)]
@@ -77,7 +67,7 @@ impl Reloader {
     }
 }
 
-/// Errors of the control socket.
+/// Errors of asking a running server.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// No server listens on this data directory.
@@ -91,6 +81,11 @@ pub enum ControlError {
     /// The server answered with an error.
     #[error("the running server refused the change: {0}")]
     Refused(String),
+    /// The server's answer is not one this side understands.
+    #[error(
+        "the running server's answer is not understood ({0}); are 'pgssl serve' and this command the same version?"
+    )]
+    Unexpected(String),
     /// Socket trouble.
     #[error("control socket {path}: {source}")]
     Io {
@@ -99,6 +94,20 @@ pub enum ControlError {
         /// Why.
         source: io::Error,
     },
+}
+
+impl ControlError {
+    /// A second server on one data directory is the caller's mistake; a server that does not run
+    /// is out of reach; a refusal, an answer not understood or a socket failure is pgssl's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ControlError::AlreadyRunning(_) => ErrorKind::User,
+            ControlError::NotRunning => ErrorKind::Upstream,
+            ControlError::Refused(_) | ControlError::Unexpected(_) | ControlError::Io { .. } => {
+                ErrorKind::Server
+            }
+        }
+    }
 }
 
 /// What a running server reported after a reload.
@@ -129,271 +138,4 @@ pub struct ServeStatus {
     pub upstream: String,
     /// Whether that repository is the managed one `serve` runs itself.
     pub managed: bool,
-}
-
-/// A request on the control socket: one word on one line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlRequest {
-    /// Reload the applied state.
-    Reload,
-    /// What the server runs with.
-    Status,
-    /// What the pool holds.
-    Pool,
-}
-
-impl ControlRequest {
-    /// The request on `line` (surrounding white space ignored), or `None` for anything else.
-    pub fn parse(line: &str) -> Option<ControlRequest> {
-        match line.trim() {
-            "reload" => Some(ControlRequest::Reload),
-            "status" => Some(ControlRequest::Status),
-            "pool" => Some(ControlRequest::Pool),
-            _ => None,
-        }
-    }
-}
-
-/// Binds the control socket, replacing a stale one left by a crashed server.
-pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    let io_err = |source| ControlError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        atomic::create_private_dir(dir).map_err(io_err)?;
-    }
-    if path.exists() {
-        if StdUnixStream::connect(path).is_ok() {
-            return Err(ControlError::AlreadyRunning(
-                path.parent()
-                    .and_then(Path::parent)
-                    .unwrap_or(path)
-                    .to_path_buf(),
-            ));
-        }
-        std::fs::remove_file(path).map_err(io_err)?;
-    }
-    UnixListener::bind(path).map_err(io_err)
-}
-
-/// Answers control requests until `stop` is cancelled, then removes the socket file.
-pub async fn serve(
-    listener: UnixListener,
-    path: PathBuf,
-    reloader: Reloader,
-    status: ServeStatus,
-    pool: PoolProbe,
-    stop: CancellationToken,
-) {
-    let status = serde_json::to_string(&status).unwrap_or_default();
-    loop {
-        let conn = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, _) = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "control socket accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let reloader = reloader.clone();
-        let status = status.clone();
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            // A request is one short word: never buffer more than a little from a local peer.
-            let mut reader = tokio::io::BufReader::new(read.take(256));
-            let request =
-                tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
-            let Ok(Ok(_)) = request else { return };
-            let reply = match ControlRequest::parse(&line) {
-                Some(ControlRequest::Reload) => match reloader.reload() {
-                    Ok(s) => format!(
-                        "ok {} {}\n",
-                        s.mode,
-                        s.cert_fingerprint.as_deref().unwrap_or("-")
-                    ),
-                    Err(e) => {
-                        warn!(error = %e, "reload refused; keeping the previous settings");
-                        format!("error {}\n", one_line(&e.to_string()))
-                    }
-                },
-                Some(ControlRequest::Status) => format!("ok {status}\n"),
-                Some(ControlRequest::Pool) => {
-                    let report = PoolAnswer {
-                        enabled: pool.options().enabled,
-                        keys: pool.stats(),
-                    };
-                    format!(
-                        "ok {}\n",
-                        serde_json::to_string(&report).unwrap_or_default()
-                    )
-                }
-                None => {
-                    "error unknown request (expected 'reload', 'status' or 'pool')\n".to_string()
-                }
-            };
-            let _ = write.write_all(reply.as_bytes()).await;
-        });
-    }
-    let _ = std::fs::remove_file(&path);
-}
-
-fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
-}
-
-/// Asks the server on this data directory what it runs with. Blocking: used by the CLI.
-pub fn request_status(path: &Path, timeout: Duration) -> Result<ServeStatus, ControlError> {
-    parse_status_reply(&request(path, "status", timeout)?)
-}
-
-/// The answer line of a `status` request.
-pub fn parse_status_reply(line: &str) -> Result<ServeStatus, ControlError> {
-    let json = line.strip_prefix("ok ").unwrap_or_default();
-    serde_json::from_str(json).map_err(|_| unexpected(line))
-}
-
-fn unexpected(line: &str) -> ControlError {
-    ControlError::Refused(format!("unexpected reply '{line}'"))
-}
-
-/// The `pool` answer.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct PoolAnswer {
-    enabled: bool,
-    keys: Vec<crate::proxy::backend::pool::KeyStats>,
-}
-
-/// Asks the server on this data directory what its pool holds: whether it is on, and per (role,
-/// database). Blocking: used by the CLI.
-pub fn request_pool(
-    path: &Path,
-    timeout: Duration,
-) -> Result<(bool, Vec<crate::proxy::backend::pool::KeyStats>), ControlError> {
-    parse_pool_reply(&request(path, "pool", timeout)?)
-}
-
-/// The answer line of a `pool` request: whether the pool is on, and per (role, database).
-pub fn parse_pool_reply(
-    line: &str,
-) -> Result<(bool, Vec<crate::proxy::backend::pool::KeyStats>), ControlError> {
-    let json = line.strip_prefix("ok ").unwrap_or_default();
-    let answer: PoolAnswer = serde_json::from_str(json).map_err(|_| unexpected(line))?;
-    Ok((answer.enabled, answer.keys))
-}
-
-/// Sends one request line and returns the answer line, or the server's `error` as an error.
-fn request(path: &Path, what: &str, timeout: Duration) -> Result<String, ControlError> {
-    let io_err = |source| ControlError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut stream = match StdUnixStream::connect(path) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(ControlError::NotRunning);
-        }
-        Err(e) => return Err(io_err(e)),
-    };
-    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    stream
-        .write_all(format!("{what}\n").as_bytes())
-        .map_err(io_err)?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(io_err)?;
-    let line = line.trim_end();
-    if let Some(msg) = line.strip_prefix("error ") {
-        return Err(ControlError::Refused(msg.to_string()));
-    }
-    Ok(line.to_string())
-}
-
-/// Asks the server on this data directory to reload. Blocking: used by the CLI.
-pub fn request_reload(path: &Path, timeout: Duration) -> Result<ReloadReport, ControlError> {
-    parse_reload_reply(&request(path, "reload", timeout)?)
-}
-
-/// The answer line of a `reload` request: the mode now served and the certificate's fingerprint.
-pub fn parse_reload_reply(line: &str) -> Result<ReloadReport, ControlError> {
-    let mut words = line.strip_prefix("ok ").unwrap_or_default().split(' ');
-    let mode = words
-        .next()
-        .and_then(|m| m.parse::<Mode>().ok())
-        .ok_or_else(|| unexpected(line))?;
-    let cert_fingerprint = words.next().filter(|f| *f != "-").map(str::to_string);
-    Ok(ReloadReport {
-        mode,
-        cert_fingerprint,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_request_is_one_known_word_and_a_reply_parses_or_is_refused() {
-        assert_eq!(
-            ControlRequest::parse("reload\n"),
-            Some(ControlRequest::Reload)
-        );
-        assert_eq!(
-            ControlRequest::parse("  status \r\n"),
-            Some(ControlRequest::Status)
-        );
-        assert_eq!(ControlRequest::parse("pool"), Some(ControlRequest::Pool));
-        for other in [
-            "",
-            "\n",
-            "reload now",
-            "RELOAD",
-            "re\0load",
-            "status\nreload",
-        ] {
-            assert_eq!(ControlRequest::parse(other), None, "{other:?}");
-        }
-
-        let report = parse_reload_reply(&format!("ok {} AB:CD", Mode::Required)).unwrap();
-        assert_eq!(report.mode, Mode::Required);
-        assert_eq!(report.cert_fingerprint.as_deref(), Some("AB:CD"));
-        let report = parse_reload_reply(&format!("ok {} -", Mode::Off)).unwrap();
-        assert_eq!(report.cert_fingerprint, None);
-        let status = ServeStatus {
-            listen: "127.0.0.1:6432".parse().unwrap(),
-            upstream: "127.0.0.1:5432".into(),
-            managed: false,
-        };
-        let line = format!("ok {}", serde_json::to_string(&status).unwrap());
-        assert_eq!(parse_status_reply(&line).unwrap(), status);
-        let (enabled, keys) = parse_pool_reply("ok {\"enabled\":true,\"keys\":[]}").unwrap();
-        assert!(enabled && keys.is_empty());
-        for garbage in ["", "ok", "ok nonsense", "ok {", "required AB", "\u{0}"] {
-            assert!(matches!(
-                parse_reload_reply(garbage),
-                Err(ControlError::Refused(_))
-            ));
-            assert!(matches!(
-                parse_status_reply(garbage),
-                Err(ControlError::Refused(_))
-            ));
-            assert!(matches!(
-                parse_pool_reply(garbage),
-                Err(ControlError::Refused(_))
-            ));
-        }
-    }
 }

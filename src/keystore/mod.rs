@@ -339,6 +339,14 @@ fn open_entry(key: &LessSafeKey, name: &str, sealed: &[u8]) -> Result<Secret, Ke
     Ok(Secret::new(text.to_string()))
 }
 
+impl KeystoreError {
+    /// The keystore is pgssl's own: a file it cannot read, a damaged or altered one, is pgssl's
+    /// failure, never the caller's request.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Server
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -366,6 +366,14 @@ fn format_ip(bytes: &[u8]) -> String {
     }
 }
 
+impl CertError {
+    /// A certificate or key that cannot be made, read or used is the administrator's to fix (a
+    /// file to replace, a folder to make writable, `repository-ssl enable` to run).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::User
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

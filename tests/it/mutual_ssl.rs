@@ -225,8 +225,11 @@ async fn external_with_mutual_ssl(
     }
     ok(&env.run(&["pending-changes", "apply"]));
     trust_pgssl(&pg, &env);
-    let serve =
-        ServeProcess::start(&env, &["--repository", &upstream, "--metrics", "127.0.0.1:0"]).await;
+    let serve = ServeProcess::start(
+        &env,
+        &["--repository", &upstream, "--metrics", "127.0.0.1:0"],
+    )
+    .await;
     (pg, env, serve)
 }
 

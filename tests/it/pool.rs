@@ -37,8 +37,11 @@ impl Pooled {
         env.add_config("auth", &format!("mode = \"proxy\"\n{auth}"));
         env.add_config("pool", pool);
         prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
-        let serve =
-            ServeProcess::start(&env, &["--repository", &upstream, "--metrics", "127.0.0.1:0"]).await;
+        let serve = ServeProcess::start(
+            &env,
+            &["--repository", &upstream, "--metrics", "127.0.0.1:0"],
+        )
+        .await;
         ok(&env.stage_lookup_user("pgssl_lookup", "lookup-pw").await);
         ok(&env.run(&["pending-changes", "apply"]));
         Pooled { pg, env, serve }
@@ -243,7 +246,9 @@ async fn the_next_client_gets_the_same_backend_as_a_fresh_session() {
         .await;
     assert_eq!(fourth, [pid.as_str(), "0"]);
 
-    // `pool list` reports the hand-outs; the metrics count them.
+    // `pool list` reports the hand-outs; the metrics count them. The fourth client's session goes
+    // back to the pool (reset) after psql has exited: wait for it, as after the others.
+    p.wait_warm("tableau", 1).await;
     let listed = ok(&p.env.run(&["pool", "list"]));
     assert!(
         listed.contains("tableau") && listed.contains("postgres"),

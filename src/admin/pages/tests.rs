@@ -32,7 +32,13 @@ impl Pages {
     }
 
     fn on(dir: tempfile::TempDir, data_dir: std::path::PathBuf) -> Pages {
-        let state = Arc::new(AdminState::new(data_dir, crate::config::Config::default()));
+        // No `serve` answers on the data directory's control socket: the pages ask no running node.
+        let node = crate::control::socket::SocketNode::new(data_dir.join("run/control.sock"));
+        let state = Arc::new(AdminState::new(
+            data_dir,
+            crate::config::Config::default(),
+            Arc::new(node),
+        ));
         let admin = Admin {
             user: "admin".into(),
             peer: [127, 0, 0, 1].into(),

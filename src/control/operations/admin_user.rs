@@ -2,7 +2,7 @@
 //! to the admin server.
 
 use super::model::Said;
-use super::{CommandError, Context, check_secret};
+use super::{CommandError, Context, check_secret, lock};
 use crate::control::state::admin_users::AdminUsers;
 use crate::keystore::Secret;
 
@@ -10,7 +10,7 @@ use crate::keystore::Secret;
 pub fn add(ctx: &Context, name: &str, password: &Secret) -> Result<Said, CommandError> {
     check_secret(password, "the password")?;
     let store = ctx.store_or_create()?;
-    let _lock = store.lock()?;
+    let _lock = lock(&store)?;
     AdminUsers::open(&store.config_dir()).add(name, password)?;
     Ok(Said::one(format!(
         "Added administrator '{name}' (password stored as an Argon2id hash)."
@@ -20,7 +20,7 @@ pub fn add(ctx: &Context, name: &str, password: &Secret) -> Result<Said, Command
 /// Deletes an administrator; their open admin sessions end at their next request.
 pub fn delete(ctx: &Context, name: &str) -> Result<Said, CommandError> {
     let store = ctx.store()?;
-    let _lock = store.lock()?;
+    let _lock = lock(&store)?;
     AdminUsers::open(&store.config_dir()).delete(name)?;
     Ok(Said::one(format!("Deleted administrator '{name}'.")))
 }

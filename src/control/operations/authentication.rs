@@ -10,12 +10,35 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Report, Said, Staged, Verb, no_arguments, secret_arg};
 use super::{
-    CommandError, Context, Output, RecordList, RecordListing, RecordSlot, Removal, check_secret,
-    list_record, prune, stage_removal,
+    CommandError, Context, ErrorKind, Output, RecordList, RecordListing, RecordSlot, Removal,
+    Staging, check_secret, list_record, prune, stage_removal,
 };
 use crate::control::state::security::{self, Change, LookupUser};
 use crate::control::state::store::new_id;
 use crate::keystore::{Keystore, Secret};
+
+/// Where the lookup user is in the state.
+const SLOT: RecordSlot<LookupUser> = record_slot!(lookup_user);
+
+/// Why `lookup-user set` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupUserError {
+    /// The repository is the managed one.
+    #[error(
+        "the managed repository needs no lookup user: pgssl reads its verifiers as its own superuser"
+    )]
+    ManagedNeedsNone,
+    /// The name is empty or holds a NUL byte.
+    #[error("--lookup-user must be a role name")]
+    NotARoleName,
+}
+
+impl LookupUserError {
+    /// Each is the caller's to fix.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+}
 
 /// `authentication lookup-user set`: stages the lookup user and its password (sealed).
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
@@ -35,31 +58,26 @@ impl Operation for Set {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
         let store = ctx.store_or_create()?;
-        if super::served_upstream(ctx, &store).is_none() {
-            return Err(CommandError::Invalid(
-                "the managed repository needs no lookup user: pgssl reads its verifiers as its own superuser".into(),
-            ));
+        if super::served_upstream(ctx, &store).await.is_none() {
+            return Err(LookupUserError::ManagedNeedsNone.into());
         }
         let name = self.lookup_user.trim();
         if name.is_empty() || name.contains('\0') {
-            return Err(CommandError::Invalid(
-                "--lookup-user must be a role name".into(),
-            ));
+            return Err(LookupUserError::NotARoleName.into());
         }
         check_secret(&self.lookup_password, "--lookup-password")?;
-        let _lock = store.lock()?;
+        let mut staging = Staging::begin(store)?;
         let id = new_id()?;
-        Keystore::open(&store.config_dir())?
+        Keystore::open(&staging.store.config_dir())?
             .set(&security::lookup_password_name(&id), &self.lookup_password)?;
-        let mut pending = store.pending()?;
-        pending.lookup_user = Some(Change::Set(LookupUser {
+        staging.pending.lookup_user = Some(Change::Set(LookupUser {
             id,
             username: name.to_string(),
         }));
-        store.save_pending(&pending)?;
-        prune(&store, &ctx.out);
+        staging.save()?;
+        prune(&staging.store, &ctx.out);
         let mut staged = Staged::change(format!(
             "Staged: read verifiers as lookup user '{name}' (password sealed in the keystore)."
         ));
@@ -90,12 +108,8 @@ impl Operation for Clear {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
-        let slot = RecordSlot {
-            pending: |p| &mut p.lookup_user,
-            present: |s| s.lookup_user.is_some(),
-        };
-        Ok(match stage_removal(ctx, slot)? {
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        Ok(match stage_removal(ctx, &SLOT)? {
             Removal::Absent => Staged::nothing("No lookup user is set; nothing to stage."),
             Removal::DroppedStaged => {
                 Staged::nothing("Dropped the staged lookup user; none is applied.")
@@ -121,14 +135,8 @@ impl Operation for List {
     const VERB: Verb = Verb::Get;
     type Report = RecordList<LookupUser>;
 
-    fn run(self, ctx: &Context) -> Result<RecordList<LookupUser>, CommandError> {
-        let store = ctx.store()?;
-        let (applied, pending) = (store.applied()?, store.pending()?);
-        RecordList::read(
-            applied.lookup_user.as_ref(),
-            pending.lookup_user.as_ref(),
-            |l| Ok(l.clone()),
-        )
+    async fn run(self, ctx: &Context) -> Result<RecordList<LookupUser>, CommandError> {
+        SLOT.list(ctx, |_, l| Ok(l.clone()))
     }
 
     fn example() -> List {

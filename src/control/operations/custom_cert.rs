@@ -6,13 +6,39 @@ use time::OffsetDateTime;
 
 use super::model::{Operation, Report, Staged, Upload, Verb, no_arguments};
 use super::{
-    CommandError, Context, Output, RecordList, RecordListing, RecordSlot, Removal, apply_hint,
-    describe_expiry, list_record, stage_removal,
+    CommandError, Context, ErrorKind, Output, RecordList, RecordListing, RecordSlot, Removal,
+    Staging, apply_hint, describe_expiry, list_record, stage_removal,
 };
-use crate::control::state::custom_ca;
+use crate::control::state::custom_ca::{self, CustomCaError};
 use crate::control::state::security::{Change, CustomCa};
 use crate::control::state::store::new_id;
 use crate::tls::certs::{self, CertInfo};
+
+/// Where the custom CA is in the state.
+const SLOT: RecordSlot<CustomCa> = record_slot!(custom_ca);
+
+/// Why a `custom-cert` command refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CustomCertError {
+    /// The file is not a certificate pgssl can trust.
+    #[error(transparent)]
+    Unusable(CustomCaError),
+    /// One is added already.
+    #[error(
+        "a custom CA certificate is already added; remove it with 'pgssl security custom-cert delete' first"
+    )]
+    AlreadyAdded,
+    /// None is added or staged.
+    #[error("there is no custom CA certificate to delete")]
+    NothingToDelete,
+}
+
+impl CustomCertError {
+    /// Each is the caller's to fix.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+}
 
 /// `custom-cert add`: stages a CA certificate (PEM or DER); refused when one is already added.
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
@@ -48,30 +74,26 @@ impl Operation for Add {
     const VERB: Verb = Verb::Post;
     type Report = Added;
 
-    fn run(self, ctx: &Context) -> Result<Added, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Added, CommandError> {
         let path = std::path::PathBuf::from(self.cert_file.name_or("custom-ca.crt"));
         let ca = custom_ca::parse(
             &path,
             self.cert_file.contents.to_vec(),
             OffsetDateTime::now_utc(),
         )
-        .map_err(|e| CommandError::Invalid(e.to_string()))?;
-        let store = ctx.store_or_create()?;
-        let _lock = store.lock()?;
-        let mut pending = store.pending()?;
-        if pending.merged_into(&store.applied()?).custom_ca.is_some() {
-            return Err(CommandError::Invalid(
-                "a custom CA certificate is already added; remove it with 'pgssl security custom-cert delete' first".into(),
-            ));
+        .map_err(CustomCertError::Unusable)?;
+        let mut staging = Staging::begin(ctx.store_or_create()?)?;
+        if staging.next().custom_ca.is_some() {
+            return Err(CustomCertError::AlreadyAdded.into());
         }
         let id = new_id()?;
-        custom_ca::store(&ca, &store.custom_ca_path(&id))?;
+        custom_ca::store(&ca, &staging.store.custom_ca_path(&id))?;
         let record = CustomCa {
             id,
             cert_file_name: self.cert_file.file_name("custom-ca.crt"),
         };
-        pending.custom_ca = Some(Change::Set(record.clone()));
-        store.save_pending(&pending)?;
+        staging.pending.custom_ca = Some(Change::Set(record.clone()));
+        staging.save()?;
         Ok(Added {
             added: Record {
                 record,
@@ -117,15 +139,9 @@ impl Operation for Delete {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
-        let slot = RecordSlot {
-            pending: |p| &mut p.custom_ca,
-            present: |s| s.custom_ca.is_some(),
-        };
-        match stage_removal(ctx, slot)? {
-            Removal::Absent => Err(CommandError::Invalid(
-                "there is no custom CA certificate to delete".into(),
-            )),
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        match stage_removal(ctx, &SLOT)? {
+            Removal::Absent => Err(CustomCertError::NothingToDelete.into()),
             Removal::Staged => Ok(Staged::change("Staged: delete the custom CA certificate.")),
             Removal::DroppedStaged => Ok(Staged::nothing(
                 "Dropped the staged custom CA certificate; none is applied.",
@@ -149,19 +165,13 @@ impl Operation for List {
     const VERB: Verb = Verb::Get;
     type Report = RecordList<Record>;
 
-    fn run(self, ctx: &Context) -> Result<RecordList<Record>, CommandError> {
-        let store = ctx.store()?;
-        let (applied, pending) = (store.applied()?, store.pending()?);
-        RecordList::read(
-            applied.custom_ca.as_ref(),
-            pending.custom_ca.as_ref(),
-            |ca| {
-                Ok(Record {
-                    certificate: certs::read_info(&store.custom_ca_path(&ca.id))?,
-                    record: ca.clone(),
-                })
-            },
-        )
+    async fn run(self, ctx: &Context) -> Result<RecordList<Record>, CommandError> {
+        SLOT.list(ctx, |store, ca| {
+            Ok(Record {
+                certificate: certs::read_info(&store.custom_ca_path(&ca.id))?,
+                record: ca.clone(),
+            })
+        })
     }
 
     fn example() -> List {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Staged, Verb, secret_arg};
-use super::{CommandError, Context, check_secret};
+use super::{CommandError, Context, ErrorKind, Staging, check_secret};
+use crate::control::state::StateStore;
 use crate::control::state::store::{Access, pending_password_name};
 use crate::keystore::{Keystore, Secret};
 use crate::repository::access;
@@ -51,19 +52,18 @@ impl Operation for Enable {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
         let user = self.repository_username.name();
-        require_managed(ctx)?;
+        let store = require_managed(ctx).await?;
         check_secret(&self.repository_password, "the password")?;
-        let store = ctx.store_or_create()?;
-        let _lock = store.lock()?;
-        let mut keystore = Keystore::open(&store.config_dir())?;
+        let mut staging = Staging::begin(store)?;
+        let mut keystore = Keystore::open(&staging.store.config_dir())?;
         keystore.set(&pending_password_name(user), &self.repository_password)?;
-        let mut pending = store.pending()?;
-        pending
+        staging
+            .pending
             .data_access
             .insert(user.to_string(), Access::Enabled);
-        store.save_pending(&pending)?;
+        staging.save()?;
         Ok(Staged::change(format!(
             "Staged: enable login for '{user}' with a new password."
         )))
@@ -92,19 +92,17 @@ impl Operation for Disable {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
         let user = self.repository_username.name();
-        require_managed(ctx)?;
-        let store = ctx.store_or_create()?;
-        let _lock = store.lock()?;
-        let mut pending = store.pending()?;
-        pending
+        let mut staging = Staging::begin(require_managed(ctx).await?)?;
+        staging
+            .pending
             .data_access
             .insert(user.to_string(), Access::Disabled);
-        let mut keystore = Keystore::open(&store.config_dir())?;
+        let mut keystore = Keystore::open(&staging.store.config_dir())?;
         keystore.remove(&pending_password_name(user))?;
-        store.save_pending(&pending)?;
-        Ok(if store.pending()?.data_access.contains_key(user) {
+        staging.save()?;
+        Ok(if staging.store.pending()?.data_access.contains_key(user) {
             Staged::change(format!(
                 "Staged: disable login for '{user}' and end its sessions."
             ))
@@ -122,14 +120,30 @@ impl Operation for Disable {
     }
 }
 
-fn require_managed(ctx: &Context) -> Result<(), CommandError> {
-    let store = ctx.store_or_create()?;
-    if let Some(upstream) = super::served_upstream(ctx, &store) {
-        return Err(CommandError::Invalid(format!(
-            "data-access needs the managed repository; this data directory fronts {upstream}, so manage roles on that PostgreSQL directly"
-        )));
+/// Why `data-access` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DataAccessError {
+    /// The repository is external: pgssl manages none of its roles.
+    #[error(
+        "data-access needs the managed repository; this data directory fronts {0}, so manage roles on that PostgreSQL directly"
+    )]
+    ExternalRepository(String),
+}
+
+impl DataAccessError {
+    /// The caller's to take elsewhere.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::User
     }
-    Ok(())
+}
+
+/// The data directory's state, when its repository is the managed one.
+async fn require_managed(ctx: &Context) -> Result<StateStore, CommandError> {
+    let store = ctx.store_or_create()?;
+    if let Some(upstream) = super::served_upstream(ctx, &store).await {
+        return Err(DataAccessError::ExternalRepository(upstream).into());
+    }
+    Ok(store)
 }
 
 /// Runs staged direct-user changes on the running managed repository. Each change is idempotent, so

@@ -7,16 +7,37 @@ use time::OffsetDateTime;
 
 use super::model::{Operation, Report, Staged, Upload, Verb, no_arguments, secret_arg};
 use super::{
-    CommandError, Context, Output, RecordListing, RecordSlot, Removal, apply_hint, check_secret,
-    describe_expiry, list_record, prune, stage_removal,
+    CommandError, Context, ErrorKind, Output, RecordListing, RecordSlot, Removal, Staging,
+    apply_hint, blocking, check_secret, describe_expiry, list_record, prune, stage_removal,
 };
 use crate::control::state::StateStore;
-use crate::control::state::external_cert::{self, Supplied, SuppliedFiles};
+use crate::control::state::external_cert::{self, ExternalCertError, Supplied, SuppliedFiles};
 use crate::control::state::security::{self, Change, ExternalSsl};
 use crate::control::state::store::new_id;
 use crate::keystore::{Keystore, Secret};
 use crate::tls::certs::{self, CertInfo};
-use crate::tls::protocols::{self, DEFAULT_PROTOCOLS};
+use crate::tls::protocols::{self, DEFAULT_PROTOCOLS, ProtocolError};
+
+/// Where external SSL is in the state.
+const SLOT: RecordSlot<ExternalSsl> = record_slot!(external_ssl);
+
+/// Why `external-ssl enable` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalSslError {
+    /// The protocol list does not parse.
+    #[error(transparent)]
+    Protocols(ProtocolError),
+    /// The certificate, key or chain cannot be served.
+    #[error(transparent)]
+    Unusable(ExternalCertError),
+}
+
+impl ExternalSslError {
+    /// Each is the caller's to fix.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+}
 
 /// `external-ssl enable`: validates a certificate, its key and chain, and stages them for the client
 /// listener.
@@ -66,7 +87,7 @@ impl Operation for Enable {
     const VERB: Verb = Verb::Post;
     type Report = Enabled;
 
-    fn run(self, ctx: &Context) -> Result<Enabled, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Enabled, CommandError> {
         enable(ctx, &self)
     }
 
@@ -87,8 +108,7 @@ impl Operation for Enable {
 
 fn enable<'a>(ctx: &Context, args: &'a Enable) -> Result<Enabled, CommandError> {
     let protocol_list = args.protocols.as_deref().unwrap_or(DEFAULT_PROTOCOLS);
-    let parsed =
-        protocols::parse(protocol_list).map_err(|e| CommandError::Invalid(e.to_string()))?;
+    let parsed = protocols::parse(protocol_list).map_err(ExternalSslError::Protocols)?;
     let notes = parsed.notes.iter().map(|n| format!("note: {n}")).collect();
     let passphrase = args.passphrase.as_ref();
     if let Some(p) = passphrase {
@@ -103,25 +123,25 @@ fn enable<'a>(ctx: &Context, args: &'a Enable) -> Result<Enabled, CommandError> 
         key: supplied(&args.key_file, "server.key"),
         chain: args.chain_file.as_ref().map(|c| supplied(c, "chain.crt")),
     };
-    let validated = external_cert::validate(files, passphrase, OffsetDateTime::now_utc())
-        .map_err(|e| CommandError::Invalid(e.to_string()))?;
+    // An encrypted key's derivation may take seconds (its file chooses the cost, within bounds).
+    let validated =
+        blocking(|| external_cert::validate(files, passphrase, OffsetDateTime::now_utc()))
+            .map_err(ExternalSslError::Unusable)?;
     let warnings = validated
         .warnings
         .iter()
         .map(|w| format!("warning: {w}"))
         .collect();
 
-    let store = ctx.store_or_create()?;
-    let _lock = store.lock()?;
+    let mut staging = Staging::begin(ctx.store_or_create()?)?;
     let id = new_id()?;
-    validated.store(&store.external_ssl_dir(&id))?;
+    validated.store(&staging.store.external_ssl_dir(&id))?;
     if let Some(passphrase) = passphrase {
-        let mut keystore = Keystore::open(&store.config_dir())?;
+        let mut keystore = Keystore::open(&staging.store.config_dir())?;
         keystore.set(&security::passphrase_name(&id), passphrase)?;
     }
-    let mut pending = store.pending()?;
     let cert_file_name = args.cert_file.file_name("server.crt");
-    pending.external_ssl = Some(Change::Set(ExternalSsl {
+    staging.pending.external_ssl = Some(Change::Set(ExternalSsl {
         id,
         cert_file_name: cert_file_name.clone(),
         key_file_name: args.key_file.file_name("server.key"),
@@ -129,13 +149,9 @@ fn enable<'a>(ctx: &Context, args: &'a Enable) -> Result<Enabled, CommandError> 
         protocols: protocol_list.to_string(),
         encrypted_key: validated.encrypted,
     }));
-    store.save_pending(&pending)?;
-    prune(&store, &ctx.out);
-    let repository_ssl_off = !pending
-        .merged_into(&store.applied()?)
-        .repository_ssl
-        .mode
-        .offers_tls();
+    staging.save()?;
+    prune(&staging.store, &ctx.out);
+    let repository_ssl_off = !staging.next().repository_ssl.mode.offers_tls();
     Ok(Enabled {
         repository_ssl_off,
         cert_file_name,
@@ -195,12 +211,8 @@ impl Operation for Disable {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
-        let slot = RecordSlot {
-            pending: |p| &mut p.external_ssl,
-            present: |s| s.external_ssl.is_some(),
-        };
-        Ok(match stage_removal(ctx, slot)? {
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        Ok(match stage_removal(ctx, &SLOT)? {
             Removal::Absent | Removal::DroppedStaged => {
                 Staged::nothing("External SSL is not enabled; nothing to stage.")
             }
@@ -241,14 +253,8 @@ impl Operation for List {
     const VERB: Verb = Verb::Get;
     type Report = Listing;
 
-    fn run(self, ctx: &Context) -> Result<Listing, CommandError> {
-        let store = ctx.store()?;
-        let (applied, pending) = (store.applied()?, store.pending()?);
-        super::RecordList::read(
-            applied.external_ssl.as_ref(),
-            pending.external_ssl.as_ref(),
-            |record| detail(&store, record),
-        )
+    async fn run(self, ctx: &Context) -> Result<Listing, CommandError> {
+        SLOT.list(ctx, detail)
     }
 
     fn example() -> List {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::model::Report;
-use super::{CommandError, Context, Output, external_upstream, running_serve};
+use super::{CommandError, Context, ErrorKind, Output, external_upstream};
 use crate::keystore::Keystore;
 use crate::repository::managed::{REPOSITORY_DATABASE, role_secret_name};
 use crate::tls::certs;
@@ -28,39 +28,66 @@ impl Report for Credentials {
     }
 }
 
+/// Why `internal-credentials` has no connection string to give.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The repository is external: pgssl manages none of its roles.
+    #[error(
+        "internal credentials exist only for a managed repository (this data directory's repository is {0}, whose roles pgssl does not manage)"
+    )]
+    ExternalRepository(String),
+    /// The role is not one of `repository.internal_roles`.
+    #[error(
+        "'{user}' is not an internal role (internal roles: {roles}; add it to repository.internal_roles)"
+    )]
+    NotInternal {
+        /// The role asked for.
+        user: String,
+        /// The internal roles, comma-separated.
+        roles: String,
+    },
+    /// The role has no password yet.
+    #[error("no password for '{0}' yet: start 'pgssl serve' once so that it creates the role")]
+    NoPassword(String),
+}
+
+impl CredentialsError {
+    /// Each is the caller's to fix, as the message says.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+}
+
 /// A libpq connection string with the role's password and, when repository SSL is on,
 /// `sslmode=verify-full` with the certificate as `sslrootcert`.
-pub fn internal_credentials(
+pub async fn internal_credentials(
     ctx: &Context,
     user: Option<&str>,
 ) -> Result<Credentials, CommandError> {
     let mut notes = Vec::new();
     let store = ctx.store()?;
-    let running = running_serve(&store).unwrap_or_else(|e| {
+    let running = ctx.running().await.unwrap_or_else(|e| {
         notes.push(format!(
             "note: cannot ask the running server for its address: {e}"
         ));
         None
     });
     if let Some(upstream) = external_upstream(ctx, running.as_ref()) {
-        return Err(CommandError::Invalid(format!(
-            "internal credentials exist only for a managed repository (this data directory's repository is {upstream}, whose roles pgssl does not manage)"
-        )));
+        return Err(CredentialsError::ExternalRepository(upstream).into());
     }
     let roles = &ctx.config.repository.internal_roles;
     let user = user.unwrap_or(&roles[0]);
     if !roles.iter().any(|r| r == user) {
-        return Err(CommandError::Invalid(format!(
-            "'{user}' is not an internal role (internal roles: {}; add it to repository.internal_roles)",
-            roles.join(", ")
-        )));
+        return Err(CredentialsError::NotInternal {
+            user: user.to_string(),
+            roles: roles.join(", "),
+        }
+        .into());
     }
     let keystore = Keystore::open(&store.config_dir())?;
-    let password = keystore.get(&role_secret_name(user))?.ok_or_else(|| {
-        CommandError::Invalid(format!(
-            "no password for '{user}' yet: start 'pgssl serve' once so that it creates the role"
-        ))
-    })?;
+    let password = keystore
+        .get(&role_secret_name(user))?
+        .ok_or_else(|| CredentialsError::NoPassword(user.to_string()))?;
     let (host, port) = listen_address(ctx, running.as_ref(), &mut notes)?;
     let mut parts = vec![
         ("host", host),

@@ -43,8 +43,9 @@ pub trait Operation: Serialize + DeserializeOwned + Send + 'static {
     type Report: Report;
 
     /// Runs the operation on the data directory of `ctx`. Long operations may report progress on
-    /// `ctx.out` as they go; the result is the report.
-    fn run(self, ctx: &Context) -> Result<Self::Report, CommandError>;
+    /// `ctx.out` as they go; the result is the report. The future is `Send`: the admin server runs
+    /// it as a task of its own.
+    fn run(self, ctx: &Context) -> impl Future<Output = Result<Self::Report, CommandError>> + Send;
 
     /// A valid request, from which the tests derive wrongly typed, unknown and missing fields for
     /// every operation.
@@ -61,30 +62,48 @@ pub trait Operation: Serialize + DeserializeOwned + Send + 'static {
         _ctx: &Context,
         _change: &mut crate::control::cluster::publish::Change,
         _version: Option<u64>,
-    ) -> Result<(), CommandError> {
-        Ok(())
+    ) -> impl Future<Output = Result<(), CommandError>> + Send {
+        async { Ok(()) }
     }
 }
 
 /// Runs `request` on `ctx`'s data directory, as every caller (CLI, remote CLI, API, pages) does. On a
 /// cluster node a change is made on the cluster's newest state and committed for every node after
 /// it ran; when that cannot be done, the node's files are put back and the error says so.
-pub fn execute<T: Operation>(request: T, ctx: &Context) -> Result<T::Report, CommandError> {
-    use crate::control::cluster::publish::Change;
+pub async fn execute<T: Operation>(request: T, ctx: &Context) -> Result<T::Report, CommandError> {
     if T::VERB == Verb::Get || !T::SHARED {
-        return request.run(ctx);
+        return request.run(ctx).await;
     }
     let config_dir = ctx.data_dir.join("config");
-    let Some(mut change) = super::block_on(Change::begin(&config_dir))?? else {
-        return request.run(ctx);
+    let Some(mut change) = begin_change(&config_dir).await? else {
+        return request.run(ctx).await;
     };
-    let result = request.run(ctx);
+    let result = request.run(ctx).await;
     let by = format!("{}: {}", change.membership().node_name, T::ACTION);
-    let version = super::block_on(change.commit(&by, None))??;
+    let version = change.commit(&by, None).await?;
     change.unlock();
     let mut report = result?;
-    T::after_commit(&mut report, ctx, &mut change, version)?;
+    T::after_commit(&mut report, ctx, &mut change, version).await?;
     Ok(report)
+}
+
+/// Begins a change on a cluster node ([`Change::begin`]), which waits for the cluster lock another
+/// command may hold while it runs: on a thread of its own when the runtime has other workers, so
+/// the wait holds up nothing else (as [`super::blocking`] does for other long waits).
+///
+/// [`Change::begin`]: crate::control::cluster::publish::Change::begin
+async fn begin_change(
+    config_dir: &std::path::Path,
+) -> Result<Option<crate::control::cluster::publish::Change>, crate::control::cluster::ClusterError>
+{
+    use crate::control::cluster::publish::Change;
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let handle = Handle::current();
+    if handle.runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| handle.block_on(Change::begin(config_dir)))
+    } else {
+        Change::begin(config_dir).await
+    }
 }
 
 /// An operation's typed answer: serialised as the API's JSON (its fields at the top level), and

@@ -7,12 +7,57 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::model::{Operation, Report, ReportFile, Staged, Upload, Verb, no_arguments};
-use super::{CommandError, Context, Output, RecordList, RecordListing, list_record, prune};
-use crate::control::state::mutual_ssl::{self, CrlInfo, Given, MutualSslFiles};
+use super::{
+    CommandError, Context, ErrorKind, Output, RecordList, RecordListing, RecordSlot, Staging,
+    list_record, lock, prune,
+};
+use crate::control::state::mutual_ssl::{self, CrlInfo, Given, MutualSslError, MutualSslFiles};
 use crate::control::state::security::{Change, MutualSsl};
 use crate::control::state::store::new_id;
 use crate::proxy::auth::cert::NameMapping;
 use crate::tls::certs::{self, CertInfo};
+
+/// Where mutual SSL is in the state.
+const SLOT: RecordSlot<MutualSsl> = record_slot!(mutual_ssl);
+
+/// Why a `mutual-ssl` command or the internal CA failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MutualSslCommandError {
+    /// `--user-name-map ldap` without its map.
+    #[error("--user-name-map ldap needs --map-file with 'DN user' lines")]
+    LdapNeedsMapFile,
+    /// The CA bundle, CRL or map file given cannot be used.
+    #[error(transparent)]
+    Refused(MutualSslError),
+    /// Neither applied nor staged.
+    #[error(
+        "mutual SSL is not configured; run 'pgssl authentication mutual-ssl configure --ca-cert FILE' first"
+    )]
+    NotConfigured,
+    /// The copies of a configuration's files cannot be read.
+    #[error(transparent)]
+    Stored(MutualSslError),
+    /// The internal CA cannot be read or made.
+    #[error(transparent)]
+    InternalCa(MutualSslError),
+    /// The internal CA was not made.
+    #[error("the internal CA could not be made")]
+    InternalCaNotMade,
+}
+
+impl MutualSslCommandError {
+    /// A request or file the caller gave is theirs to fix; pgssl's own copies and CA are pgssl's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            MutualSslCommandError::LdapNeedsMapFile
+            | MutualSslCommandError::Refused(_)
+            | MutualSslCommandError::NotConfigured => ErrorKind::User,
+            MutualSslCommandError::Stored(_)
+            | MutualSslCommandError::InternalCa(_)
+            | MutualSslCommandError::InternalCaNotMade => ErrorKind::Server,
+        }
+    }
+}
 
 /// `mutual-ssl configure`: checks and stages the CA bundle, the mapping, the map file and the CRL.
 /// Keeps mutual SSL on or off as it is (a first `configure` leaves it off until `enable`).
@@ -46,12 +91,10 @@ impl Operation for Configure {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
         let mapping = self.user_name_map.unwrap_or_default();
         if mapping == NameMapping::Ldap && self.map_file.is_none() {
-            return Err(CommandError::Invalid(
-                "--user-name-map ldap needs --map-file with 'DN user' lines".into(),
-            ));
+            return Err(MutualSslCommandError::LdapNeedsMapFile.into());
         }
         let given = |u: &Upload, default: &'static str| (u.file_name(default), u.contents.clone());
         let ca = given(&self.ca_cert, "ca.pem");
@@ -69,16 +112,14 @@ impl Operation for Configure {
             map.as_ref().map(as_given),
             OffsetDateTime::now_utc(),
         )
-        .map_err(|e| CommandError::Invalid(e.to_string()))?;
-        let store = ctx.store_or_create()?;
-        let _lock = store.lock()?;
+        .map_err(MutualSslCommandError::Refused)?;
+        let mut staging = Staging::begin(ctx.store_or_create()?)?;
         // The internal CA is made now, so the repository can be told to trust it before apply.
-        mutual_ssl::internal_ca(&store.config_dir(), true)
-            .map_err(|e| CommandError::Fault(e.to_string()))?;
-        let mut pending = store.pending()?;
-        let current = pending.merged_into(&store.applied()?).mutual_ssl;
+        mutual_ssl::internal_ca(&staging.store.config_dir(), true)
+            .map_err(MutualSslCommandError::InternalCa)?;
+        let current = staging.next().mutual_ssl;
         let id = new_id()?;
-        files.store(&store.mutual_ssl_dir(&id))?;
+        files.store(&staging.store.mutual_ssl_dir(&id))?;
         let record = MutualSsl {
             id,
             ca_file_name: ca.0.clone(),
@@ -100,9 +141,9 @@ impl Operation for Configure {
             }
         );
         let enabled = record.enabled;
-        pending.mutual_ssl = Some(Change::Set(record));
-        store.save_pending(&pending)?;
-        prune(&store, &ctx.out);
+        staging.pending.mutual_ssl = Some(Change::Set(record));
+        staging.save()?;
+        prune(&staging.store, &ctx.out);
         let mut staged = Staged::change(summary);
         if !enabled {
             staged
@@ -136,13 +177,9 @@ fn describe_mapping(mapping: NameMapping) -> &'static str {
 
 /// Stages turning mutual SSL on or off.
 fn stage_enabled(ctx: &Context, on: bool) -> Result<Staged, CommandError> {
-    let store = ctx.store_or_create()?;
-    let _lock = store.lock()?;
-    let mut pending = store.pending()?;
-    let Some(mut record) = pending.merged_into(&store.applied()?).mutual_ssl else {
-        return Err(CommandError::Invalid(
-            "mutual SSL is not configured; run 'pgssl authentication mutual-ssl configure --ca-cert FILE' first".into(),
-        ));
+    let mut staging = Staging::begin(ctx.store_or_create()?)?;
+    let Some(mut record) = staging.next().mutual_ssl else {
+        return Err(MutualSslCommandError::NotConfigured.into());
     };
     if record.enabled == on {
         return Ok(Staged::nothing(format!(
@@ -151,8 +188,8 @@ fn stage_enabled(ctx: &Context, on: bool) -> Result<Staged, CommandError> {
         )));
     }
     record.enabled = on;
-    pending.mutual_ssl = Some(Change::Set(record));
-    store.save_pending(&pending)?;
+    staging.pending.mutual_ssl = Some(Change::Set(record));
+    staging.save()?;
     Ok(Staged::change(if on {
         "Staged: ask clients for certificates and log in those that name their user."
     } else {
@@ -171,7 +208,7 @@ impl Operation for Enable {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
         stage_enabled(ctx, true)
     }
 
@@ -191,7 +228,7 @@ impl Operation for Disable {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
         stage_enabled(ctx, false)
     }
 
@@ -228,26 +265,20 @@ impl Operation for List {
     const VERB: Verb = Verb::Get;
     type Report = RecordList<Record>;
 
-    fn run(self, ctx: &Context) -> Result<RecordList<Record>, CommandError> {
-        let store = ctx.store()?;
-        let (applied, pending) = (store.applied()?, store.pending()?);
+    async fn run(self, ctx: &Context) -> Result<RecordList<Record>, CommandError> {
         let now = OffsetDateTime::now_utc();
-        RecordList::read(
-            applied.mutual_ssl.as_ref(),
-            pending.mutual_ssl.as_ref(),
-            |m| {
-                let files = MutualSslFiles::load(&store.mutual_ssl_dir(&m.id), now)
-                    .map_err(|e| CommandError::Fault(e.to_string()))?;
-                Ok(Record {
-                    enabled: m.enabled,
-                    cas: files.ca_info,
-                    user_name_map: m.user_name_map,
-                    map_entries: files.map.len(),
-                    crl: files.crl.map(|(_, info)| info),
-                    fallback: m.fallback,
-                })
-            },
-        )
+        SLOT.list(ctx, |store, m| {
+            let files = MutualSslFiles::load(&store.mutual_ssl_dir(&m.id), now)
+                .map_err(MutualSslCommandError::Stored)?;
+            Ok(Record {
+                enabled: m.enabled,
+                cas: files.ca_info,
+                user_name_map: m.user_name_map,
+                map_entries: files.map.len(),
+                crl: files.crl.map(|(_, info)| info),
+                fallback: m.fallback,
+            })
+        })
     }
 
     fn example() -> List {
@@ -324,12 +355,12 @@ impl Operation for InternalCaCertificate {
     const VERB: Verb = Verb::Get;
     type Report = InternalCaFile;
 
-    fn run(self, ctx: &Context) -> Result<InternalCaFile, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<InternalCaFile, CommandError> {
         let store = ctx.store_or_create()?;
-        let _lock = store.lock()?;
+        let _lock = lock(&store)?;
         let cas = mutual_ssl::internal_ca(&store.config_dir(), true)
-            .map_err(|e| CommandError::Fault(e.to_string()))?
-            .ok_or_else(|| CommandError::Fault("the internal CA could not be made".into()))?;
+            .map_err(MutualSslCommandError::InternalCa)?
+            .ok_or(MutualSslCommandError::InternalCaNotMade)?;
         Ok(InternalCaFile {
             pem: cas.bundle_pem(),
             info: certs::describe(

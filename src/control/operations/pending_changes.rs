@@ -1,16 +1,14 @@
 //! `pgssl pending-changes list | apply [--ignore-prompt] | discard`.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Report, Said, Verb, no_arguments};
-use super::{CommandError, Context, Output, block_on};
+use super::{CommandError, Context, ErrorKind, Output, blocking, lock};
 use crate::control::cluster::Membership;
 use crate::control::cluster::publish::{Change, NODE_WAIT, NodeOutcome, wait_for_nodes};
 use crate::control::reload::{self, ControlError};
 use crate::keystore::Keystore;
-use crate::repository::managed::ManagedRepository;
+use crate::repository::managed::{ManagedError, ManagedRepository};
 
 no_arguments!(
     /// `pending-changes list`: the staged changes.
@@ -30,7 +28,7 @@ impl Operation for List {
     const VERB: Verb = Verb::Get;
     type Report = Changes;
 
-    fn run(self, ctx: &Context) -> Result<Changes, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Changes, CommandError> {
         let store = ctx.store()?;
         Ok(Changes {
             changes: store.pending()?.describe(&store.applied()?),
@@ -89,8 +87,8 @@ impl Operation for Apply {
     const VERB: Verb = Verb::Post;
     type Report = Applied;
 
-    fn run(self, ctx: &Context) -> Result<Applied, CommandError> {
-        apply(ctx)
+    async fn run(self, ctx: &Context) -> Result<Applied, CommandError> {
+        apply(ctx).await
     }
 
     fn example() -> Apply {
@@ -99,7 +97,7 @@ impl Operation for Apply {
         }
     }
 
-    fn after_commit(
+    async fn after_commit(
         report: &mut Applied,
         _ctx: &Context,
         change: &mut Change,
@@ -107,26 +105,57 @@ impl Operation for Apply {
     ) -> Result<(), CommandError> {
         let version = version.unwrap_or(change.membership().version);
         report.cluster_version = Some(version);
-        report.nodes = block_on(wait_for_nodes(change, version, NODE_WAIT))??;
+        report.nodes = wait_for_nodes(change, version, NODE_WAIT).await?;
         Ok(())
     }
 }
 
-fn apply(ctx: &Context) -> Result<Applied, CommandError> {
+/// Why `pending-changes apply` did not apply, or did but could not tell the running server.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Nothing is staged.
+    #[error(
+        "there are no pending changes to apply (stage one with 'pgssl security repository-ssl enable' or 'disable')"
+    )]
+    NothingPending,
+    /// The change is on disk, but the running server did not take it.
+    #[error(
+        "the change is applied on disk, but {0}; the server keeps serving its previous settings (fix the cause, then send it SIGHUP or restart it)"
+    )]
+    NotReloaded(ControlError),
+    /// The managed repository did not take the staged direct-access changes.
+    #[error(
+        "cannot change direct access on the managed repository ({0}); is 'pgssl serve' running on this data directory? The pending changes were kept"
+    )]
+    DataAccess(ManagedError),
+}
+
+impl ApplyError {
+    /// Nothing to apply is the caller's; a server that kept its settings is pgssl's to sort out;
+    /// a repository that did not take the users' changes is out of reach.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ApplyError::NothingPending => ErrorKind::User,
+            ApplyError::NotReloaded(_) => ErrorKind::Server,
+            ApplyError::DataAccess(_) => ErrorKind::Upstream,
+        }
+    }
+}
+
+async fn apply(ctx: &Context) -> Result<Applied, CommandError> {
     let store = ctx.store()?;
-    let _lock = store.lock()?;
+    let _lock = lock(&store)?;
     let applied = store.applied()?;
     let pending = store.pending()?;
     if pending.is_empty() {
-        return Err(CommandError::Invalid(
-            "there are no pending changes to apply (stage one with 'pgssl security repository-ssl enable' or 'disable')".into(),
-        ));
+        return Err(ApplyError::NothingPending.into());
     }
     let next = pending.merged_into(&applied);
-    // The same loader a server uses: what passes here, a server can serve.
-    crate::control::settings::for_state(&store, &next, ctx.config.repository.tls)?;
+    // The same loader a server uses: what passes here, a server can serve. It decrypts an
+    // encrypted external key, which may take seconds.
+    blocking(|| crate::control::settings::for_state(&store, &next, ctx.config.repository.tls))?;
     if !pending.data_access.is_empty() {
-        apply_data_access(ctx, &store, &pending)?;
+        apply_data_access(ctx, &store, &pending).await?;
     }
     let lines = pending.describe(&applied);
     store.promote(&next)?;
@@ -140,16 +169,7 @@ fn apply(ctx: &Context) -> Result<Applied, CommandError> {
             nodes: Vec::new(),
         });
     }
-    let server = match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30))
-    {
-        Ok(report) => Some(report),
-        Err(ControlError::NotRunning) => None,
-        Err(e) => {
-            return Err(CommandError::Fault(format!(
-                "the change is applied on disk, but {e}; the server keeps serving its previous settings (fix the cause, then send it SIGHUP or restart it)"
-            )));
-        }
-    };
+    let server = ctx.node.reload().await.map_err(ApplyError::NotReloaded)?;
     Ok(Applied {
         applied: lines,
         server,
@@ -187,18 +207,17 @@ impl Report for Applied {
 
 /// Runs staged direct-user changes on the managed repository; they must succeed before anything is
 /// promoted, and re-running finishes an interrupted run.
-fn apply_data_access(
+async fn apply_data_access(
     ctx: &Context,
     store: &crate::control::state::StateStore,
     pending: &crate::control::state::PendingChanges,
 ) -> Result<(), CommandError> {
     let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     let mut keystore = Keystore::open(&store.config_dir())?;
-    block_on(super::data_access::apply_staged(&repo, &mut keystore, &pending.data_access))?.map_err(|e| {
-        CommandError::Unavailable(format!(
-            "cannot change direct access on the managed repository ({e}); is 'pgssl serve' running on this data directory? The pending changes were kept"
-        ))
-    })
+    super::data_access::apply_staged(&repo, &mut keystore, &pending.data_access)
+        .await
+        .map_err(ApplyError::DataAccess)?;
+    Ok(())
 }
 
 no_arguments!(
@@ -212,9 +231,9 @@ impl Operation for Discard {
     const VERB: Verb = Verb::Post;
     type Report = Said;
 
-    fn run(self, ctx: &Context) -> Result<Said, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Said, CommandError> {
         let store = ctx.store()?;
-        let _lock = store.lock()?;
+        let _lock = lock(&store)?;
         let staged_users: Vec<String> = store.pending()?.data_access.into_keys().collect();
         if !staged_users.is_empty() {
             let mut keystore = Keystore::open(&store.config_dir())?;

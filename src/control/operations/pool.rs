@@ -1,11 +1,10 @@
-//! `pool list`: the warm repository sessions of the running server, per (role, database), as its
-//! control socket reports them.
-
-use serde::{Deserialize, Serialize};
+//! `pool list`: the warm repository sessions of the running server, per (role, database), as it
+//! reports them.
 
 use super::model::{Operation, Report, Verb, no_arguments};
 use super::{CommandError, Context, Output};
-use crate::proxy::backend::pool::KeyStats;
+use crate::control::node::PoolSnapshot;
+use crate::control::reload::ControlError;
 
 no_arguments!(
     /// `pool list`: busy and warm sessions per (role, database), warm hand-outs and backends opened.
@@ -13,13 +12,7 @@ no_arguments!(
 );
 
 /// What the running server's pool holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PoolReport {
-    /// Whether the server keeps sessions warm (proxy mode with `pool.enabled`).
-    pub enabled: bool,
-    /// Per (role, database), sorted.
-    pub keys: Vec<KeyStats>,
-}
+pub type PoolReport = PoolSnapshot;
 
 impl Report for PoolReport {
     fn render(&self, out: &Output) {
@@ -55,13 +48,9 @@ impl Operation for List {
     const VERB: Verb = Verb::Get;
     type Report = PoolReport;
 
-    fn run(self, ctx: &Context) -> Result<PoolReport, CommandError> {
-        let store = ctx.store()?;
-        let (enabled, keys) = crate::control::reload::request_pool(
-            &store.control_socket_path(),
-            std::time::Duration::from_secs(5),
-        )?;
-        Ok(PoolReport { enabled, keys })
+    async fn run(self, ctx: &Context) -> Result<PoolReport, CommandError> {
+        ctx.store()?;
+        Ok(ctx.node.pool().await?.ok_or(ControlError::NotRunning)?)
     }
 
     fn example() -> List {

@@ -19,11 +19,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Bounded, Operation, Report, Verb};
-use super::{CommandError, Context, Output, block_on, external_upstream, running_serve};
+use super::{CommandError, Context, ErrorKind, Output, external_upstream, lock};
 use crate::control::cluster::publish::{Change, NODE_WAIT, wait_for_nodes};
 use crate::control::cluster::repo as cluster_repo;
 use crate::control::cluster::{ClusterError, Membership, NEXT_PASSWORD_ENTRY, PASSWORD_ENTRY};
-use crate::control::reload::{self, ControlError};
+use crate::control::reload;
 use crate::control::state::StateStore;
 use crate::keystore::Keystore;
 use crate::repository::Session;
@@ -49,6 +49,46 @@ fn rotation_name(role: &str) -> String {
 
 /// `--request-timeout` in seconds: 1 to [`MAX_TIMEOUT_SECS`], default [`DEFAULT_TIMEOUT_SECS`].
 pub type TimeoutSecs = Bounded<1, MAX_TIMEOUT_SECS, DEFAULT_TIMEOUT_SECS>;
+
+/// Why a rotation stopped; every step before is consistent, and running it again finishes it.
+#[derive(Debug, thiserror::Error)]
+pub enum RegenerateError {
+    /// `--request-timeout` passed.
+    #[error(
+        "regenerate-internal-tokens did not finish within {0} s; every step so far is consistent, run it again to finish"
+    )]
+    TimedOut(u64),
+    /// The managed repository, whose roles it rotates, is not running.
+    #[error(
+        "the managed repository runs only while 'pgssl serve' runs on this data directory: start it, then run this command again (nothing was changed)"
+    )]
+    ManagedNotRunning,
+    /// The managed repository refused its superuser.
+    #[error("cannot connect to the managed repository as its superuser ({0}); nothing was changed")]
+    SuperuserUnreachable(ManagedError),
+    /// The managed repository did not take the new passwords.
+    #[error(
+        "cannot change the internal passwords ({0}); the new certificate is written but not yet served: run the command again to finish"
+    )]
+    Passwords(ManagedError),
+    /// The internal CA could not be rotated.
+    #[error(transparent)]
+    InternalCa(mutual_ssl::MutualSslError),
+}
+
+impl RegenerateError {
+    /// A repository that is not running or does not answer is out of reach; the internal CA is
+    /// pgssl's own.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RegenerateError::TimedOut(_)
+            | RegenerateError::ManagedNotRunning
+            | RegenerateError::SuperuserUnreachable(_)
+            | RegenerateError::Passwords(_) => ErrorKind::Upstream,
+            RegenerateError::InternalCa(_) => ErrorKind::Server,
+        }
+    }
+}
 
 /// `security regenerate-internal-tokens`: a new internal certificate, internal role passwords and
 /// master key, with no downtime. Each step is reported as it finishes.
@@ -80,8 +120,8 @@ impl Operation for Regenerate {
     const VERB: Verb = Verb::Post;
     type Report = Regenerated;
 
-    fn run(self, ctx: &Context) -> Result<Regenerated, CommandError> {
-        regenerate(ctx, Duration::from_secs(self.request_timeout.0))
+    async fn run(self, ctx: &Context) -> Result<Regenerated, CommandError> {
+        regenerate(ctx, Duration::from_secs(self.request_timeout.0)).await
     }
 
     fn example() -> Regenerate {
@@ -90,13 +130,13 @@ impl Operation for Regenerate {
         }
     }
 
-    fn after_commit(
+    async fn after_commit(
         _report: &mut Regenerated,
         ctx: &Context,
         change: &mut Change,
         _version: Option<u64>,
     ) -> Result<(), CommandError> {
-        let (version, away) = block_on(rotate_cluster_password(change))??;
+        let (version, away) = rotate_cluster_password(change).await?;
         say!(
             ctx.out,
             "cluster role: its password changed (cluster state version {version}); bootstrap files made before now no longer work"
@@ -198,17 +238,12 @@ impl Report for Regenerated {
 }
 
 /// Runs the rotation, giving up after `timeout`.
-fn regenerate(ctx: &Context, timeout: Duration) -> Result<Regenerated, CommandError> {
+async fn regenerate(ctx: &Context, timeout: Duration) -> Result<Regenerated, CommandError> {
     let store = ctx.store()?;
-    let _lock = store.lock()?;
-    let outcome = block_on(async { tokio::time::timeout(timeout, rotate(ctx, &store)).await })?;
-    match outcome {
-        Ok(result) => result,
-        Err(_) => Err(CommandError::Unavailable(format!(
-            "regenerate-internal-tokens did not finish within {} s; every step so far is consistent, run it again to finish",
-            timeout.as_secs()
-        ))),
-    }
+    let _lock = lock(&store)?;
+    tokio::time::timeout(timeout, rotate(ctx, &store))
+        .await
+        .unwrap_or_else(|_| Err(RegenerateError::TimedOut(timeout.as_secs()).into()))
 }
 
 /// Aborts after `step` when [`FAULT_ENV`] says so. Only in builds with debug assertions (the tests'):
@@ -239,33 +274,25 @@ enum Repository {
 /// Finds out which repository this data directory fronts — from the running server when there is
 /// one, since `serve --repository` may differ from the config — and, for the managed one, connects as
 /// its superuser. Any refusal happens here, before step 1, so a refused command changes nothing.
-async fn repository(
-    ctx: &Context,
-    store: &StateStore,
-    keystore: &Keystore,
-) -> Result<Repository, CommandError> {
-    let running = running_serve(store)?;
+async fn repository(ctx: &Context, keystore: &Keystore) -> Result<Repository, CommandError> {
+    let running = ctx.running().await?;
     if let Some(upstream) = external_upstream(ctx, running.as_ref()) {
         return Ok(Repository::External(upstream));
     }
     if running.is_none() {
-        return Err(CommandError::Unavailable(
-            "the managed repository runs only while 'pgssl serve' runs on this data directory: start it, then run this command again (nothing was changed)".into(),
-        ));
+        return Err(RegenerateError::ManagedNotRunning.into());
     }
     let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
-    let admin = connect_superuser(&repo, keystore).await.map_err(|e| {
-        CommandError::Unavailable(format!(
-            "cannot connect to the managed repository as its superuser ({e}); nothing was changed"
-        ))
-    })?;
+    let admin = connect_superuser(&repo, keystore)
+        .await
+        .map_err(RegenerateError::SuperuserUnreachable)?;
     Ok(Repository::Managed(Box::new(repo), admin))
 }
 
 async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, CommandError> {
     let out = &ctx.out;
     let mut keystore = Keystore::open(&store.config_dir())?;
-    let repository = repository(ctx, store, &keystore).await?;
+    let repository = repository(ctx, &keystore).await?;
     if let Repository::External(upstream) = &repository {
         say!(
             out,
@@ -273,8 +300,8 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, Comman
         );
     }
     let certificate_fingerprint = new_certificate(ctx, store)?;
-    if let Some(ca) = mutual_ssl::rotate_internal_ca(&mut keystore)
-        .map_err(|e| CommandError::Fault(e.to_string()))?
+    if let Some(ca) =
+        mutual_ssl::rotate_internal_ca(&mut keystore).map_err(RegenerateError::InternalCa)?
     {
         say!(
             out,
@@ -289,7 +316,7 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, Comman
     if Membership::read(&store.config_dir())?.is_some() {
         return cluster_rotation(out, &mut keystore, certificate_fingerprint, roles_changed);
     }
-    let server = reload_server(out, store)?;
+    let server = reload_server(ctx).await?;
     fault_point(3);
     let sealed = keystore.len();
     keystore.rotate_master_key()?;
@@ -347,11 +374,7 @@ async fn new_passwords(
     };
     let changed = rotate_passwords(&repo, admin, keystore)
         .await
-        .map_err(|e| {
-            CommandError::Unavailable(format!(
-                "cannot change the internal passwords ({e}); the new certificate is written but not yet served: run the command again to finish"
-            ))
-        })?;
+        .map_err(RegenerateError::Passwords)?;
     say!(
         out,
         "[2/{STEPS}] internal role passwords: changed for {}",
@@ -361,28 +384,20 @@ async fn new_passwords(
 }
 
 /// Step 3: the running server swaps in the new certificate; its report, or `None` when none runs.
-fn reload_server(
-    out: &Output,
-    store: &StateStore,
-) -> Result<Option<reload::ReloadReport>, CommandError> {
-    match reload::request_reload(&store.control_socket_path(), Duration::from_secs(30)) {
-        Ok(report) => {
-            say!(
-                out,
-                "[3/{STEPS}] running server: reloaded; new connections use {}",
-                report.describe()
-            );
-            Ok(Some(report))
-        }
-        Err(ControlError::NotRunning) => {
-            say!(
-                out,
-                "[3/{STEPS}] running server: none on this data directory; 'pgssl serve' will use the new certificate when it starts"
-            );
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
+async fn reload_server(ctx: &Context) -> Result<Option<reload::ReloadReport>, CommandError> {
+    let reloaded = ctx.node.reload().await?;
+    match &reloaded {
+        Some(report) => say!(
+            ctx.out,
+            "[3/{STEPS}] running server: reloaded; new connections use {}",
+            report.describe()
+        ),
+        None => say!(
+            ctx.out,
+            "[3/{STEPS}] running server: none on this data directory; 'pgssl serve' will use the new certificate when it starts"
+        ),
     }
+    Ok(reloaded)
 }
 
 /// Connects as the superuser; after an interrupted rotation its password may be the sealed candidate.

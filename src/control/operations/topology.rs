@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Report, Said, Upload, Verb, no_arguments, secret_arg};
-use super::{CommandError, Context, Output, block_on, external_upstream, running_serve};
+use super::{CommandError, Context, ErrorKind, Output, external_upstream, lock};
 use crate::control::cluster::members::{self, NewCluster};
 use crate::control::cluster::repo::{self, NodeRow};
 use crate::control::cluster::{ClusterError, Membership, bootstrap, publish::TIMEOUT};
@@ -33,6 +33,56 @@ fn default_database() -> String {
     "postgres".into()
 }
 
+/// Why a `topology` command refused, or could not make the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// The repository is a Unix socket, which other nodes cannot reach.
+    #[error(
+        "the repository {0} is a Unix socket, which other nodes cannot reach: give repository.address as host:port"
+    )]
+    UnixSocketRepository(String),
+    /// The managed repository is not running.
+    #[error(
+        "the managed repository runs only while 'pgssl serve' runs on this data directory: start it, then run this command again"
+    )]
+    ManagedNotRunning,
+    /// Other nodes would reach this node's managed repository over TLS, which is off.
+    #[error(
+        "other nodes reach this node's managed repository through its listener over TLS: enable repository SSL and apply it first"
+    )]
+    NoServedCertificate,
+    /// The managed repository has no Unix socket.
+    #[error("the managed repository has no Unix socket")]
+    NoUnixSocket,
+    /// `serve` runs on the data directory that would join.
+    #[error(
+        "'pgssl serve' runs on this data directory: stop it, join, then start it again (joining replaces its state with the cluster's)"
+    )]
+    ServeRunning,
+    /// A node named itself for removal.
+    #[error("a node cannot remove itself: run remove-node on another node")]
+    RemoveSelf,
+    /// No node has the name.
+    #[error("no node is named '{0}' (see 'pgssl topology list-nodes')")]
+    UnknownNode(String),
+}
+
+impl TopologyError {
+    /// A request that does not fit is the caller's; a managed repository that is not running is
+    /// out of reach; one without its socket is pgssl's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TopologyError::UnixSocketRepository(_)
+            | TopologyError::NoServedCertificate
+            | TopologyError::ServeRunning
+            | TopologyError::RemoveSelf
+            | TopologyError::UnknownNode(_) => ErrorKind::User,
+            TopologyError::ManagedNotRunning => ErrorKind::Upstream,
+            TopologyError::NoUnixSocket => ErrorKind::Server,
+        }
+    }
+}
+
 /// A sealed bootstrap file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootstrapFile {
@@ -55,7 +105,7 @@ impl Operation for GetBootstrapFile {
     const SHARED: bool = false;
     type Report = BootstrapFile;
 
-    fn run(self, ctx: &Context) -> Result<BootstrapFile, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<BootstrapFile, CommandError> {
         bootstrap::check_passphrase(&self.passphrase)?;
         let store = ctx.store()?;
         let config_dir = store.config_dir();
@@ -63,9 +113,9 @@ impl Operation for GetBootstrapFile {
         let created = existing.is_none();
         let membership = match existing {
             Some(m) => m,
-            None => block_on(create(ctx, &self))??,
+            None => create(ctx, &self).await?,
         };
-        let contents = block_on(members::bootstrap_contents(&config_dir, &membership))??;
+        let contents = members::bootstrap_contents(&config_dir, &membership).await?;
         Ok(BootstrapFile {
             text: bootstrap::seal(&contents, &self.passphrase)?,
             created,
@@ -88,7 +138,7 @@ impl Operation for GetBootstrapFile {
 /// its superuser, the other nodes then reaching it through this node's listener.
 async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership, CommandError> {
     let store = ctx.store()?;
-    let running = running_serve(&store)?;
+    let running = ctx.running().await?;
     let address = running.as_ref().map_or_else(
         || ctx.config.server.listen.to_string(),
         |s| crate::control::cluster::membership::advertised(s.listen),
@@ -100,9 +150,7 @@ async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership,
     let database = request.database.as_str();
     let (admin, new) = match external_upstream(ctx, running.as_ref()) {
         Some(repository) if repository.starts_with("unix:") => {
-            return Err(CommandError::Invalid(format!(
-                "the repository {repository} is a Unix socket, which other nodes cannot reach: give repository.address as host:port"
-            )));
+            return Err(TopologyError::UnixSocketRepository(repository).into());
         }
         Some(repository) => {
             let applied = store.applied()?;
@@ -155,22 +203,16 @@ async fn managed_store<'a>(
     address: &'a str,
 ) -> Result<(repo::Conn, NewCluster<'a>), CommandError> {
     if !running {
-        return Err(CommandError::Unavailable(
-            "the managed repository runs only while 'pgssl serve' runs on this data directory: start it, then run this command again".into(),
-        ));
+        return Err(TopologyError::ManagedNotRunning.into());
     }
     if crate::control::cluster::membership::served_fingerprint(&store.config_dir()).is_none() {
-        return Err(CommandError::Invalid(
-            "other nodes reach this node's managed repository through its listener over TLS: enable repository SSL and apply it first".into(),
-        ));
+        return Err(TopologyError::NoServedCertificate.into());
     }
     let repo = crate::repository::managed::ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     let keystore = Keystore::open(&store.config_dir())?;
     let admin = repo.connect_admin(&keystore, database).await?;
     let crate::proxy::upstream::UpstreamAddr::Unix { dir, port } = repo.upstream() else {
-        return Err(CommandError::Fault(
-            "the managed repository has no Unix socket".into(),
-        ));
+        return Err(TopologyError::NoUnixSocket.into());
     };
     let new = NewCluster {
         repository: format!("unix:{}", dir.display()),
@@ -230,9 +272,9 @@ impl Operation for Join {
     const SHARED: bool = false;
     type Report = Said;
 
-    fn run(self, ctx: &Context) -> Result<Said, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Said, CommandError> {
         let store = ctx.store_or_create()?;
-        let _lock = store.lock()?;
+        let _lock = lock(&store)?;
         let config_dir = store.config_dir();
         if let Some(m) = Membership::read(&config_dir)? {
             return Err(ClusterError::AlreadyANode {
@@ -241,10 +283,8 @@ impl Operation for Join {
             }
             .into());
         }
-        if running_serve(&store)?.is_some() {
-            return Err(CommandError::Invalid(
-                "'pgssl serve' runs on this data directory: stop it, join, then start it again (joining replaces its state with the cluster's)".into(),
-            ));
+        if ctx.running().await?.is_some() {
+            return Err(TopologyError::ServeRunning.into());
         }
         let text = String::from_utf8_lossy(&self.bootstrap_file.contents).into_owned();
         let contents = bootstrap::open(&text, &self.passphrase)?;
@@ -252,7 +292,7 @@ impl Operation for Join {
             .node_name
             .unwrap_or_else(crate::control::cluster::membership::default_node_name);
         let address = ctx.config.server.listen.to_string();
-        let m = block_on(members::join(&config_dir, &contents, &name, &address))??;
+        let m = members::join(&config_dir, &contents, &name, &address).await?;
         Ok(Said::one(format!(
             "Joined the cluster at {} as node '{}' with its state version {}; start 'pgssl serve' on this data directory.",
             m.repository, m.node_name, m.version
@@ -300,17 +340,14 @@ impl Operation for ListNodes {
     const VERB: Verb = Verb::Get;
     type Report = Nodes;
 
-    fn run(self, ctx: &Context) -> Result<Nodes, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Nodes, CommandError> {
         let (config_dir, m) = member(ctx)?;
         let keystore = Keystore::open(&config_dir)?;
-        let (version, nodes) = block_on(async {
-            let mut conn = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
-            let head = repo::head(&mut conn, &m.repository).await?;
-            let nodes = repo::nodes(&mut conn, &m.repository).await?;
-            Ok::<_, ClusterError>((head.map_or(0, |h| h.version), nodes))
-        })??;
+        let mut conn = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
+        let head = repo::head(&mut conn, &m.repository).await?;
+        let nodes = repo::nodes(&mut conn, &m.repository).await?;
         Ok(Nodes {
-            version,
+            version: head.map_or(0, |h| h.version),
             this_node: m.node_name,
             nodes,
         })
@@ -372,23 +409,15 @@ impl Operation for RemoveNode {
     const SHARED: bool = false;
     type Report = Said;
 
-    fn run(self, ctx: &Context) -> Result<Said, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Said, CommandError> {
         let (config_dir, m) = member(ctx)?;
         if self.name == m.node_name {
-            return Err(CommandError::Invalid(
-                "a node cannot remove itself: run remove-node on another node".into(),
-            ));
+            return Err(TopologyError::RemoveSelf.into());
         }
         let keystore = Keystore::open(&config_dir)?;
-        let removed = block_on(async {
-            let mut conn = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
-            repo::remove(&mut conn, &m.repository, &self.name).await
-        })??;
-        if !removed {
-            return Err(CommandError::Invalid(format!(
-                "no node is named '{}' (see 'pgssl topology list-nodes')",
-                self.name
-            )));
+        let mut conn = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
+        if !repo::remove(&mut conn, &m.repository, &self.name).await? {
+            return Err(TopologyError::UnknownNode(self.name).into());
         }
         Ok(Said::one(format!(
             "Removed node '{}': it no longer follows the cluster.",

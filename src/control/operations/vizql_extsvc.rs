@@ -14,14 +14,14 @@ use super::model::{
     Bounded, Operation, Port, Report, Staged, Upload, Verb, no_arguments, secret_arg, yes,
 };
 use super::{
-    CommandError, Context, Output, RecordList, RecordListing, RecordSlot, Removal, apply_hint,
-    block_on, check_secret, list_record, stage_removal,
+    CommandError, Context, ErrorKind, Output, RecordList, RecordListing, RecordSlot, Removal,
+    Staging, apply_hint, check_secret, list_record, stage_removal,
 };
-use crate::control::state::custom_ca;
+use crate::control::state::custom_ca::{self, CustomCaError};
 use crate::control::state::security::{self, Change, ConnectionType, ExternalService};
 use crate::control::state::store::new_id;
 use crate::keystore::{Keystore, Secret};
-use crate::tls::client::{self, Verification};
+use crate::tls::client::{self, HandshakeCheckError, Verification};
 
 /// The model's default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
@@ -30,6 +30,46 @@ pub const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
 
 /// `--connect-timeout-ms`: 1 to [`MAX_CONNECT_TIMEOUT_MS`], default [`DEFAULT_CONNECT_TIMEOUT_MS`].
 pub type ConnectTimeoutMs = Bounded<1, MAX_CONNECT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS>;
+
+/// Where the external service connection is in the state.
+const SLOT: RecordSlot<ExternalService> = record_slot!(extsvc);
+
+/// Why `vizql-extsvc-ssl enable` refused; nothing was staged.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtsvcError {
+    /// `--extsvc-host` is not a host.
+    #[error("--extsvc-host '{0}' is not a host name or IP address")]
+    BadHost(String),
+    /// `--cert-file` with a type that uses no TLS.
+    #[error("--cert-file applies only to rserve-secure and tabpy-secure, not {0}")]
+    CertFileNotSecure(ConnectionType),
+    /// A password without a user name.
+    #[error("--extsvc-password needs --extsvc-username")]
+    PasswordWithoutUser,
+    /// `--cert-file` is not a usable certificate.
+    #[error(transparent)]
+    CertFile(CustomCaError),
+    /// A connection is configured already.
+    #[error(
+        "an external service connection is already configured; run 'pgssl security vizql-extsvc-ssl disable' first"
+    )]
+    AlreadyConfigured,
+    /// `--cert-file` cannot be a trust anchor.
+    #[error("cannot trust --cert-file: {0}")]
+    Untrusted(rustls::Error),
+    /// The live check failed.
+    #[error(
+        "{0}; nothing was staged (fix the service or --cert-file, or use --skip-check to stage anyway)"
+    )]
+    Handshake(HandshakeCheckError),
+}
+
+impl ExtsvcError {
+    /// Each is the caller's to fix: the request, the file, or the service it names.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+}
 
 /// `vizql-extsvc-ssl enable`: checks (TLS types with a live handshake) and stages the external
 /// service connection.
@@ -89,8 +129,8 @@ impl Operation for Enable {
     const VERB: Verb = Verb::Post;
     type Report = Enabled;
 
-    fn run(self, ctx: &Context) -> Result<Enabled, CommandError> {
-        enable(ctx, self)
+    async fn run(self, ctx: &Context) -> Result<Enabled, CommandError> {
+        enable(ctx, self).await
     }
 
     fn example() -> Enable {
@@ -119,22 +159,15 @@ struct Checked {
 }
 
 fn check(args: &Enable) -> Result<Checked, CommandError> {
-    let refuse = |m: String| Err(CommandError::Invalid(m));
     let host = args.extsvc_host.trim();
     if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
-        return refuse(format!(
-            "--extsvc-host '{}' is not a host name or IP address",
-            args.extsvc_host
-        ));
+        return Err(ExtsvcError::BadHost(args.extsvc_host.clone()).into());
     }
     if args.cert_file.is_some() && !args.connection_type.is_secure() {
-        return refuse(format!(
-            "--cert-file applies only to rserve-secure and tabpy-secure, not {}",
-            args.connection_type
-        ));
+        return Err(ExtsvcError::CertFileNotSecure(args.connection_type).into());
     }
     if args.extsvc_password.is_some() && args.extsvc_username.is_none() {
-        return refuse("--extsvc-password needs --extsvc-username".into());
+        return Err(ExtsvcError::PasswordWithoutUser.into());
     }
     if let Some(p) = &args.extsvc_password {
         check_secret(p, "--extsvc-password")?;
@@ -147,7 +180,7 @@ fn check(args: &Enable) -> Result<Checked, CommandError> {
             custom_ca::parse(&path, f.contents.to_vec(), OffsetDateTime::now_utc())
         })
         .transpose()
-        .map_err(|e| CommandError::Invalid(e.to_string()))?;
+        .map_err(ExtsvcError::CertFile)?;
     Ok(Checked {
         host: host.to_string(),
         port: args
@@ -157,17 +190,13 @@ fn check(args: &Enable) -> Result<Checked, CommandError> {
     })
 }
 
-fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
+async fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
     let Checked { host, port, cert } = check(&args)?;
     let (host, password) = (host.as_str(), args.extsvc_password.as_ref());
-    let store = ctx.store_or_create()?;
-    let _lock = store.lock()?;
-    let mut pending = store.pending()?;
-    let next = pending.merged_into(&store.applied()?);
+    let mut staging = Staging::begin(ctx.store_or_create()?)?;
+    let next = staging.next();
     if next.extsvc.is_some() {
-        return Err(CommandError::Invalid(
-            "an external service connection is already configured; run 'pgssl security vizql-extsvc-ssl disable' first".into(),
-        ));
+        return Err(ExtsvcError::AlreadyConfigured.into());
     }
 
     let mut warnings = Vec::new();
@@ -180,20 +209,20 @@ fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
         } else {
             let anchor = match (&cert, &next.custom_ca) {
                 (Some(cert), _) => Some(cert.der.clone()),
-                (None, Some(ca)) => Some(custom_ca::load(&store.custom_ca_path(&ca.id))?),
+                (None, Some(ca)) => Some(custom_ca::load(&staging.store.custom_ca_path(&ca.id))?),
                 (None, None) => None,
             };
             let timeout = Duration::from_millis(args.connect_timeout_ms.0);
-            checked_tls_version = Some(check_service(host, port, anchor, timeout)?);
+            checked_tls_version = Some(check_service(host, port, anchor, timeout).await?);
         }
     }
 
     let id = new_id()?;
     if let Some(cert) = &cert {
-        custom_ca::store(cert, &store.extsvc_cert_path(&id))?;
+        custom_ca::store(cert, &staging.store.extsvc_cert_path(&id))?;
     }
     if let Some(password) = password {
-        let mut keystore = Keystore::open(&store.config_dir())?;
+        let mut keystore = Keystore::open(&staging.store.config_dir())?;
         keystore.set(&security::extsvc_password_name(&id), password)?;
     }
     let record = ExternalService {
@@ -207,8 +236,8 @@ fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
         connect_timeout_ms: args.connect_timeout_ms.0,
         script_disabled: args.script_disabled,
     };
-    pending.extsvc = Some(Change::Set(record.clone()));
-    store.save_pending(&pending)?;
+    staging.pending.extsvc = Some(Change::Set(record.clone()));
+    staging.save()?;
     Ok(Enabled {
         checked_tls_version,
         record,
@@ -218,33 +247,23 @@ fn enable(ctx: &Context, args: Enable) -> Result<Enabled, CommandError> {
 
 /// Proves that `host:port` completes a TLS handshake with a certificate that `anchor` (else the system
 /// CA bundle) vouches for; returns the TLS version.
-fn check_service(
+async fn check_service(
     host: &str,
     port: u16,
     anchor: Option<rustls::pki_types::CertificateDer<'static>>,
     timeout: Duration,
-) -> Result<String, CommandError> {
+) -> Result<String, ExtsvcError> {
     let roots = match anchor {
         Some(der) => {
             let mut roots = RootCertStore::empty();
-            roots
-                .add(der)
-                .map_err(|e| CommandError::Invalid(format!("cannot trust --cert-file: {e}")))?;
+            roots.add(der).map_err(ExtsvcError::Untrusted)?;
             roots
         }
         None => client::system_roots(),
     };
-    block_on(client::check_handshake(
-        host,
-        port,
-        Verification::Full(roots),
-        timeout,
-    ))?
-    .map_err(|e| {
-        CommandError::Invalid(format!(
-            "{e}; nothing was staged (fix the service or --cert-file, or use --skip-check to stage anyway)"
-        ))
-    })
+    client::check_handshake(host, port, Verification::Full(roots), timeout)
+        .await
+        .map_err(ExtsvcError::Handshake)
 }
 
 impl Report for Enabled {
@@ -276,12 +295,8 @@ impl Operation for Disable {
     const VERB: Verb = Verb::Post;
     type Report = Staged;
 
-    fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
-        let slot = RecordSlot {
-            pending: |p| &mut p.extsvc,
-            present: |s| s.extsvc.is_some(),
-        };
-        Ok(match stage_removal(ctx, slot)? {
+    async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
+        Ok(match stage_removal(ctx, &SLOT)? {
             Removal::Absent => {
                 Staged::nothing("No external service connection is configured; nothing to stage.")
             }
@@ -308,12 +323,8 @@ impl Operation for List {
     const VERB: Verb = Verb::Get;
     type Report = RecordList<ExternalService>;
 
-    fn run(self, ctx: &Context) -> Result<RecordList<ExternalService>, CommandError> {
-        let store = ctx.store()?;
-        let (applied, pending) = (store.applied()?, store.pending()?);
-        RecordList::read(applied.extsvc.as_ref(), pending.extsvc.as_ref(), |r| {
-            Ok(r.clone())
-        })
+    async fn run(self, ctx: &Context) -> Result<RecordList<ExternalService>, CommandError> {
+        SLOT.list(ctx, |_, r| Ok(r.clone()))
     }
 
     fn example() -> List {

@@ -69,6 +69,15 @@ pub enum LoadError {
     MutualSsl(rustls::Error),
 }
 
+impl LoadError {
+    /// Settings that cannot be served are the administrator's to fix, whatever the cause: what was
+    /// staged (a certificate, a protocol list, a secret) is refused, and the message says what to
+    /// change or run again.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::User
+    }
+}
+
 mod mutual_ssl;
 
 /// The lookup user's credentials, from the applied state and the keystore.

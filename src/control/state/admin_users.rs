@@ -220,6 +220,21 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+impl AdminUserError {
+    /// A name that is wrong, taken or unknown is the caller's; the file and the hashing are pgssl's.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            AdminUserError::BadName(_) | AdminUserError::Exists(_) | AdminUserError::Unknown(_) => {
+                ErrorKind::User
+            }
+            AdminUserError::Io { .. }
+            | AdminUserError::Corrupt { .. }
+            | AdminUserError::Hash(_) => ErrorKind::Server,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

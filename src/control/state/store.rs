@@ -305,7 +305,12 @@ impl StateStore {
 
     /// The control socket a running server listens on.
     pub fn control_socket_path(&self) -> PathBuf {
-        self.data_dir.join("run").join("control.sock")
+        StateStore::control_socket_path_in(&self.data_dir)
+    }
+
+    /// The control socket of the data directory at `data_dir`, which need not exist.
+    pub fn control_socket_path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("run").join("control.sock")
     }
 
     /// `<data-dir>/config`: state, certificates and the keystore.
@@ -351,6 +356,18 @@ fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+impl StateError {
+    /// A data directory that does not exist is the caller's (a mistyped `--data-dir`); a state file
+    /// that cannot be read or written is pgssl's.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            StateError::Missing(_) => ErrorKind::User,
+            StateError::Io { .. } | StateError::Corrupt { .. } => ErrorKind::Server,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Report, ReportFile, Verb, no_arguments};
-use super::{CommandError, Context, Output, apply_hint, block_on, describe_expiry};
+use super::{CommandError, Context, ErrorKind, Output, Staging, apply_hint, describe_expiry};
 use crate::proxy::policy::Mode;
 
 use crate::proxy::upstream::tls::UpstreamTls;
@@ -13,6 +13,38 @@ use crate::tls::certs::{self, CertInfo};
 
 mod served;
 pub use served::{CertificateStatus, ServedCertificate, Status, served_certificate, status};
+
+/// Why a `repository-ssl` command refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RepositorySslError {
+    /// `enable` found a certificate it cannot serve, and never overwrites one silently.
+    #[error(
+        "the existing certificate cannot be used: {source}; move {} and {} aside and run enable again to generate new ones",
+        paths.cert.display(),
+        paths.key.display()
+    )]
+    ExistingUnusable {
+        /// Why it cannot be served.
+        source: crate::tls::certs::CertError,
+        /// The certificate and key files (boxed: a command's error stays small).
+        paths: Box<certs::CertPaths>,
+    },
+    /// SSL is off in the applied and the staged state.
+    #[error(
+        "repository SSL is off, so there is no certificate to get (run 'pgssl security repository-ssl enable', then 'pgssl pending-changes apply')"
+    )]
+    Off,
+    /// The state records no certificate.
+    #[error("no certificate is recorded (run 'pgssl security repository-ssl enable')")]
+    NoCertificate,
+}
+
+impl RepositorySslError {
+    /// Each is the administrator's to fix, as the message says.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+}
 
 /// `repository-ssl enable`: stages `required`, or `optional` with `--internal-only`, generating the
 /// certificate if there is none.
@@ -61,8 +93,8 @@ impl Operation for Enable {
     const VERB: Verb = Verb::Post;
     type Report = EnableReport;
 
-    fn run(self, ctx: &Context) -> Result<EnableReport, CommandError> {
-        enable(ctx, self.internal_only)
+    async fn run(self, ctx: &Context) -> Result<EnableReport, CommandError> {
+        enable(ctx, self.internal_only).await
     }
 
     fn example() -> Enable {
@@ -72,18 +104,17 @@ impl Operation for Enable {
     }
 }
 
-fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, CommandError> {
+async fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, CommandError> {
     let mode = if internal_only {
         Mode::Optional
     } else {
         Mode::Required
     };
-    let store = ctx.store_or_create()?;
-    let _lock = store.lock()?;
-    let applied = store.applied()?;
-    let mut pending = store.pending()?;
+    let mut staging = Staging::begin(ctx.store_or_create()?)?;
+    let (store, applied) = (&staging.store, &staging.applied);
 
-    let served = crate::control::operations::served_upstream(ctx, &store)
+    let served = crate::control::operations::served_upstream(ctx, store)
+        .await
         .map(|u| crate::proxy::upstream::UpstreamAddr::parse(&u, ctx.config.repository.port))
         .transpose()
         .map_err(crate::config::ConfigError::from)?;
@@ -91,12 +122,12 @@ fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, CommandErr
         Some(upstream) => {
             // Reach the upstream the way the proxy will, with the TLS settings in force.
             let tls = crate::control::settings::upstream_tls_for(
-                &store,
-                &applied,
+                store,
+                applied,
                 ctx.config.repository.tls,
             )
             .unwrap_or_else(|_| UpstreamTls::disabled());
-            block_on(version::probe(&ctx.config, &upstream, &tls))?
+            version::probe(&ctx.config, &upstream, &tls).await
         }
         None => managed_major(ctx),
     };
@@ -117,26 +148,25 @@ fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, CommandErr
         certs::generate(&paths, &sans, ctx.config.tls.certificate_validity_days)?
     } else {
         // An existing pair is reused only if it can be served; never overwrite it silently.
-        crate::tls::server_config(&paths).map_err(|e| {
-            CommandError::Invalid(format!(
-                "the existing certificate cannot be used: {e}; move {} and {} aside and run enable again to generate new ones",
-                paths.cert.display(),
-                paths.key.display()
-            ))
+        crate::tls::server_config(&paths).map_err(|source| {
+            RepositorySslError::ExistingUnusable {
+                source,
+                paths: Box::new(paths.clone()),
+            }
         })?;
         certs::read_info(&paths.cert)?
     };
 
-    pending.repository_ssl_mode = Some(mode);
-    pending.postgres_major = Some(found.major);
-    store.save_pending(&pending)?;
+    staging.pending.repository_ssl_mode = Some(mode);
+    staging.pending.postgres_major = Some(found.major);
+    staging.save()?;
     Ok(EnableReport {
         postgres_major: found.major,
         version_source,
         generated,
         certificate_path: paths.cert.display().to_string(),
         certificate,
-        change: mode_change(&store, &applied, mode)?,
+        change: mode_change(&staging, mode)?,
     })
 }
 
@@ -201,14 +231,11 @@ impl Operation for Disable {
     const VERB: Verb = Verb::Post;
     type Report = ModeChange;
 
-    fn run(self, ctx: &Context) -> Result<ModeChange, CommandError> {
-        let store = ctx.store_or_create()?;
-        let _lock = store.lock()?;
-        let applied = store.applied()?;
-        let mut pending = store.pending()?;
-        pending.repository_ssl_mode = Some(Mode::Off);
-        store.save_pending(&pending)?;
-        mode_change(&store, &applied, Mode::Off)
+    async fn run(self, ctx: &Context) -> Result<ModeChange, CommandError> {
+        let mut staging = Staging::begin(ctx.store_or_create()?)?;
+        staging.pending.repository_ssl_mode = Some(Mode::Off);
+        staging.save()?;
+        mode_change(&staging, Mode::Off)
     }
 
     fn example() -> Disable {
@@ -216,15 +243,13 @@ impl Operation for Disable {
     }
 }
 
-fn mode_change(
-    store: &crate::control::state::StateStore,
-    applied: &crate::control::state::AppliedState,
-    mode: Mode,
-) -> Result<ModeChange, CommandError> {
+/// The mode change `staging` saved: whether anything is staged once its changes are normalised
+/// against the applied state (staging the applied mode stages nothing).
+fn mode_change(staging: &Staging, mode: Mode) -> Result<ModeChange, CommandError> {
     Ok(ModeChange {
-        applied_mode: applied.repository_ssl.mode,
+        applied_mode: staging.applied.repository_ssl.mode,
         mode,
-        staged: !store.pending()?.is_empty(),
+        staged: !staging.store.pending()?.is_empty(),
     })
 }
 
@@ -281,7 +306,7 @@ impl Operation for List {
     const VERB: Verb = Verb::Get;
     type Report = Listing;
 
-    fn run(self, ctx: &Context) -> Result<Listing, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<Listing, CommandError> {
         let store = ctx.store()?;
         let applied = store.applied()?;
         let next = store.pending()?.merged_into(&applied);
@@ -295,7 +320,9 @@ impl Operation for List {
             }),
             _ => None,
         };
-        let external = crate::control::operations::served_upstream(ctx, &store).is_some();
+        let external = crate::control::operations::served_upstream(ctx, &store)
+            .await
+            .is_some();
         // A joined node behind a managed first node authenticates with that node's credentials.
         let lookup_applied = applied.lookup_user.is_some()
             || crate::control::settings::node_lookup_credentials(&store)
@@ -392,7 +419,7 @@ impl Operation for Certificate {
     const VERB: Verb = Verb::Get;
     type Report = CertificateFile;
 
-    fn run(self, ctx: &Context) -> Result<CertificateFile, CommandError> {
+    async fn run(self, ctx: &Context) -> Result<CertificateFile, CommandError> {
         let served = served_certificate(ctx)?;
         Ok(CertificateFile {
             pem: served.pem(),

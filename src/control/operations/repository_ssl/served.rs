@@ -4,6 +4,7 @@
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
+use super::RepositorySslError;
 use crate::control::operations::{CommandError, Context};
 use crate::proxy::policy::Mode;
 use crate::tls::certs;
@@ -36,15 +37,11 @@ pub fn served_certificate(ctx: &Context) -> Result<ServedCertificate, CommandErr
     } else if next.repository_ssl.mode.offers_tls() {
         (&next, true)
     } else {
-        return Err(CommandError::Invalid(
-            "repository SSL is off, so there is no certificate to get (run 'pgssl security repository-ssl enable', then 'pgssl pending-changes apply')".into(),
-        ));
+        return Err(RepositorySslError::Off.into());
     };
-    let paths = store.served_cert_paths(state).ok_or_else(|| {
-        CommandError::Invalid(
-            "no certificate is recorded (run 'pgssl security repository-ssl enable')".into(),
-        )
-    })?;
+    let paths = store
+        .served_cert_paths(state)
+        .ok_or(RepositorySslError::NoCertificate)?;
     Ok(ServedCertificate {
         chain: certs::read_chain(&paths.cert)?,
         external: state.external_ssl.is_some(),

@@ -20,9 +20,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::atomic;
 use crate::control::api::{CSRF_HEADER, SESSION_COOKIE};
 use crate::control::operations::model::{Operation, Verb};
-use crate::control::operations::{CommandError, block_on, print_line};
+use crate::control::operations::print_line;
 use crate::keystore::Secret;
 use crate::tls::client::{self, Verification};
+
+mod error;
+pub use error::{BadServerUrl, RemoteError};
 
 /// How to reach and sign in to an admin server.
 #[derive(Debug)]
@@ -97,30 +100,25 @@ impl Remote {
         trust_self_signed: bool,
         username: Option<String>,
         password: Option<Secret>,
-    ) -> Result<Remote, CommandError> {
-        let bad = |why: &str| CommandError::Invalid(format!("-s {server}: {why}"));
+    ) -> Result<Remote, RemoteError> {
+        let bad = |problem| RemoteError::BadServer {
+            server: server.to_string(),
+            problem,
+        };
         // Without a scheme the text is an authority (`host[:port]`), which http::Uri reads as such.
-        let uri: hyper::Uri = server
-            .parse()
-            .map_err(|_| bad("expected https://host:port"))?;
+        let uri: hyper::Uri = server.parse().map_err(|_| bad(BadServerUrl::NotAUrl))?;
         match uri.scheme_str() {
             None | Some("https") => {}
-            Some(scheme) => {
-                return Err(bad(&format!(
-                    "the admin server speaks only https, not {scheme}"
-                )));
-            }
+            Some(scheme) => return Err(bad(BadServerUrl::NotHttps(scheme.to_string()))),
         }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| bad("expected https://host:port"))?;
+        let authority = uri.authority().ok_or_else(|| bad(BadServerUrl::NotAUrl))?;
         let port = match authority.port_u16() {
-            Some(0) => return Err(bad("'0' is not a port")),
+            Some(0) => return Err(bad(BadServerUrl::PortZero)),
             Some(p) => p,
             // A port that is not a number leaves text after the host.
             None if authority.as_str() != authority.host() => {
                 let text = authority.as_str().rsplit(':').next().unwrap_or_default();
-                return Err(bad(&format!("'{text}' is not a port")));
+                return Err(bad(BadServerUrl::BadPort(text.to_string())));
             }
             None => 8850,
         };
@@ -129,12 +127,10 @@ impl Remote {
             .trim_start_matches('[')
             .trim_end_matches(']');
         if host.is_empty() {
-            return Err(bad("expected https://host:port"));
+            return Err(bad(BadServerUrl::NotAUrl));
         }
         if username.is_some() != password.is_some() {
-            return Err(CommandError::Invalid(
-                "give both -u NAME and -p PASSWORD (or -p - to type it)".into(),
-            ));
+            return Err(RemoteError::HalfCredentials);
         }
         Ok(Remote {
             host: host.to_string(),
@@ -181,36 +177,23 @@ impl Remote {
 
     /// Runs `request` on the admin server: prints the progress lines it reports and returns its typed
     /// report.
-    pub fn call<T: Operation>(&self, request: &T) -> Result<T::Report, CommandError> {
-        block_on(self.call_async(request))?
-    }
-
-    async fn call_async<T: Operation>(&self, request: &T) -> Result<T::Report, CommandError> {
+    pub async fn call<T: Operation>(&self, request: &T) -> Result<T::Report, RemoteError> {
         let mut session = match &self.username {
             Some(_) => self.sign_in().await?,
-            None => self.cached().ok_or_else(|| {
-                CommandError::Invalid(format!(
-                    "not signed in to {}: give -u NAME -p - once (the session is then cached)",
-                    self.url()
-                ))
-            })?,
+            None => self
+                .cached()
+                .ok_or_else(|| RemoteError::NotSignedIn(self.url()))?,
         };
         let body = match T::VERB {
             Verb::Get => None,
-            Verb::Post => Some(
-                serde_json::to_vec(request)
-                    .map_err(|e| CommandError::Fault(format!("cannot encode the request: {e}")))?,
-            ),
+            Verb::Post => Some(serde_json::to_vec(request).map_err(RemoteError::Encode)?),
         };
         let mut retried = false;
         loop {
             let (status, _, answer) = self.send::<T>(body.clone(), &session).await?;
             if status == StatusCode::UNAUTHORIZED && !retried && self.username.is_none() {
                 let _ = std::fs::remove_file(self.cache_path());
-                return Err(CommandError::Invalid(format!(
-                    "the session with {} has ended: sign in again with -u NAME -p -",
-                    self.url()
-                )));
+                return Err(RemoteError::SessionEnded(self.url()));
             }
             if status == StatusCode::UNAUTHORIZED && !retried {
                 session = self.sign_in().await?;
@@ -226,9 +209,9 @@ impl Remote {
         serde_json::from_str(&text).ok()
     }
 
-    async fn sign_in(&self) -> Result<CachedSession, CommandError> {
+    async fn sign_in(&self) -> Result<CachedSession, RemoteError> {
         let (Some(user), Some(password)) = (&self.username, &self.password) else {
-            return Err(CommandError::Invalid("sign in with -u NAME -p -".into()));
+            return Err(RemoteError::NoCredentials);
         };
         let body = json!({ "username": user, "password": password.expose() }).to_string();
         let (status, headers, bytes) = self
@@ -240,15 +223,12 @@ impl Remote {
             )
             .await?;
         if !status.is_success() {
-            return Err(CommandError::Invalid(format!(
-                "sign-in to {} failed: {}",
-                self.url(),
-                api_error(&bytes, status)
-            )));
+            return Err(RemoteError::SignInRefused {
+                url: self.url(),
+                message: api_error(&bytes, status),
+            });
         }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            CommandError::Fault(format!("the admin server's answer is not JSON: {e}"))
-        })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(RemoteError::NotJson)?;
         let token = headers
             .get_all(header::SET_COOKIE)
             .iter()
@@ -256,7 +236,7 @@ impl Remote {
             .find_map(|c| c.strip_prefix(&format!("{SESSION_COOKIE}=")))
             .and_then(|c| c.split(';').next())
             .map(str::to_string)
-            .ok_or_else(|| CommandError::Fault("the admin server set no session cookie".into()))?;
+            .ok_or(RemoteError::NoSessionCookie)?;
         let session = CachedSession {
             token,
             csrf: value["csrf_token"].as_str().unwrap_or_default().to_string(),
@@ -277,7 +257,7 @@ impl Remote {
         &self,
         body: Option<Vec<u8>>,
         session: &CachedSession,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), CommandError> {
+    ) -> Result<(StatusCode, HeaderMap, Bytes), RemoteError> {
         let headers = [
             ("cookie", format!("{SESSION_COOKIE}={}", session.token)),
             (CSRF_HEADER, session.csrf.clone()),
@@ -297,12 +277,10 @@ impl Remote {
         path: &str,
         headers: &[(&str, String)],
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), CommandError> {
-        let unreachable = |e: String| {
-            CommandError::Unavailable(format!(
-                "cannot reach the admin server at {}: {e}",
-                self.url()
-            ))
+    ) -> Result<(StatusCode, HeaderMap, Bytes), RemoteError> {
+        let unreachable = |reason: String| RemoteError::Unreachable {
+            url: self.url(),
+            reason,
         };
         let verification = if self.trust_self_signed {
             Verification::None
@@ -321,14 +299,14 @@ impl Remote {
             let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
-            let tls = connector.connect(name, tcp).await.map_err(|e| {
+            let tls = connector.connect(name, tcp).await.map_err(|source| {
                 if self.trust_self_signed {
-                    unreachable(e.to_string())
+                    unreachable(source.to_string())
                 } else {
-                    CommandError::Invalid(format!(
-                        "the admin server at {} presented a certificate this machine does not trust ({e}); if it is pgssl's self-signed admin certificate, compare its fingerprint with the one 'pgssl serve' logged and pass --trust-admin-controller-cert",
-                        self.url()
-                    ))
+                    RemoteError::Untrusted {
+                        url: self.url(),
+                        source,
+                    }
                 }
             })?;
             http_request(tls, method, &self.authority(), path, headers, body)
@@ -343,7 +321,7 @@ impl Remote {
 
 /// The typed report of a successful answer, after printing its progress lines; the API's error,
 /// classified by its status, otherwise.
-fn decode<T: Operation>(status: StatusCode, body: &[u8]) -> Result<T::Report, CommandError> {
+fn decode<T: Operation>(status: StatusCode, body: &[u8]) -> Result<T::Report, RemoteError> {
     let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     for line in value["progress"].as_array().into_iter().flatten() {
         let text = line["text"].as_str().unwrap_or_default();
@@ -353,18 +331,14 @@ fn decode<T: Operation>(status: StatusCode, body: &[u8]) -> Result<T::Report, Co
         }
     }
     if !status.is_success() {
-        let message = api_error(body, status);
-        return Err(match status.as_u16() {
-            503 => CommandError::Unavailable(message),
-            500..=599 => CommandError::Fault(message),
-            _ => CommandError::Invalid(message),
+        return Err(RemoteError::Refused {
+            status: status.as_u16(),
+            message: api_error(body, status),
         });
     }
-    serde_json::from_value(value).map_err(|e| {
-        CommandError::Fault(format!(
-            "the admin server's answer to {} is not the report this CLI expects ({e}); are both the same pgssl version?",
-            T::ACTION
-        ))
+    serde_json::from_value(value).map_err(|source| RemoteError::UnexpectedReport {
+        action: T::ACTION,
+        source,
     })
 }
 
