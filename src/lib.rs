@@ -5,7 +5,7 @@
 //!
 //! - [`proxy`], the data plane: [`proxy::server`] accepts and limits connections;
 //!   [`proxy::connection`] runs one through [`proxy::negotiate`] (first packets, on [`proxy::protocol`]),
-//!   [`proxy::policy`] (mode × user class), [`proxy::upstream`] (optionally over TLS) and
+//!   [`proxy::policy`] (mode × user class), [`proxy::repository`] (optionally over TLS) and
 //!   [`proxy::relay`]. It serves the plain [`proxy::settings::LiveSettings`] snapshot it is handed and
 //!   knows nothing of how state is stored.
 //! - [`tls`]: rustls server configuration, outgoing-TLS verifiers, certificate files and protocol lists.

@@ -17,10 +17,10 @@ use crate::control::settings::{self, LoadError};
 use crate::control::socket;
 use crate::control::state::{StateError, StateStore};
 use crate::proxy::auth::AuthPlan;
+use crate::proxy::repository::RepositoryAddr;
+use crate::proxy::repository::tls::RepositoryTlsMode;
 use crate::proxy::server::{BindError, Limits, RunError, Server, ServerOptions};
 use crate::proxy::settings::{LiveSettings, SettingsCell};
-use crate::proxy::upstream::UpstreamAddr;
-use crate::proxy::upstream::tls::UpstreamTlsMode;
 
 /// What a node is started with.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct NodeOptions {
     /// Where to listen (port 0 picks a free port).
     pub listen: SocketAddr,
     /// The repository.
-    pub upstream: UpstreamAddr,
+    pub upstream: RepositoryAddr,
     /// Whether the repository is the managed one (reported to `status` requests).
     pub managed: bool,
     /// Limits, timeouts and client users.
@@ -40,7 +40,7 @@ pub struct NodeOptions {
     /// The key client addresses travel between cluster nodes under.
     pub relay_key: Option<crate::proxy::relayed_client::RelayKey>,
     /// Whether the repository is another node of this cluster.
-    pub upstream_is_node: bool,
+    pub repository_is_node: bool,
 }
 
 /// Start-up failures.
@@ -62,7 +62,7 @@ pub enum ServerError {
     #[error(
         "repository.tls = {0} needs a TCP repository address (host:port); PostgreSQL does not use TLS on Unix sockets (set repository.tls = \"disable\")"
     )]
-    TlsOverUnixSocket(UpstreamTlsMode),
+    TlsOverUnixSocket(RepositoryTlsMode),
 }
 
 impl From<ServerError> for CommandError {
@@ -95,14 +95,14 @@ impl Node {
     /// Loads the applied settings and binds the listener and the control socket.
     pub async fn bind(options: NodeOptions) -> Result<Node, ServerError> {
         let store = StateStore::open(&options.data_dir)?;
-        let upstream_tls = options.config.repository.tls;
-        if upstream_tls != UpstreamTlsMode::Disable
-            && matches!(options.upstream, UpstreamAddr::Unix { .. })
+        let repository_tls = options.config.repository.tls;
+        if repository_tls != RepositoryTlsMode::Disable
+            && matches!(options.upstream, RepositoryAddr::Unix { .. })
         {
-            return Err(ServerError::TlsOverUnixSocket(upstream_tls));
+            return Err(ServerError::TlsOverUnixSocket(repository_tls));
         }
         let lookups = lookup_builder(&options);
-        let cell = SettingsCell::new(settings::load(&store, upstream_tls, lookups.as_ref())?);
+        let cell = SettingsCell::new(settings::load(&store, repository_tls, lookups.as_ref())?);
         let config = &options.config;
         let server = Server::bind(
             ServerOptions {
@@ -113,7 +113,7 @@ impl Node {
                 pool: pool_options(config, &options.auth),
                 auth: options.auth,
                 relay_key: options.relay_key,
-                upstream_is_node: options.upstream_is_node,
+                repository_is_node: options.repository_is_node,
             },
             cell.clone(),
         )
@@ -124,7 +124,7 @@ impl Node {
             server,
             control,
             control_path,
-            reloader: Reloader::new(store, cell, upstream_tls, lookups),
+            reloader: Reloader::new(store, cell, repository_tls, lookups),
             managed: options.managed,
         })
     }

@@ -18,7 +18,7 @@ use crate::control::state::StateStore;
 use crate::control::state::admin_users::AdminUsers;
 use crate::keystore::Keystore;
 use crate::proxy::auth::AuthPlan;
-use crate::proxy::upstream::UpstreamAddr;
+use crate::proxy::repository::RepositoryAddr;
 use crate::repository::lookup::ManagedLookup;
 use crate::repository::managed::{self, ManagedRepository, SUPERUSER, role_secret_name};
 
@@ -97,7 +97,7 @@ pub async fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), ServeError> 
             // (not the first node of a managed store, which runs that repository itself).
             crate::control::cluster::Membership::read(&ctx.data_dir.join("config"))?
                 .filter(|m| m.bootstrap_repository.is_none())
-                .map(|m| UpstreamAddr::parse(&m.repository, socket_port))
+                .map(|m| RepositoryAddr::parse(&m.repository, socket_port))
                 .transpose()
                 .map_err(crate::config::ConfigError::from)?
         }
@@ -213,7 +213,7 @@ fn announce_admin(admin: &AdminServer, store: &StateStore) {
 async fn run(
     ctx: &Context,
     listen: std::net::SocketAddr,
-    upstream: Option<UpstreamAddr>,
+    upstream: Option<RepositoryAddr>,
     metrics: Option<std::net::SocketAddr>,
     admin: Option<std::net::SocketAddr>,
 ) -> Result<(), ServeError> {
@@ -295,7 +295,7 @@ async fn bind(
     ctx: &Context,
     store: &StateStore,
     listen: std::net::SocketAddr,
-    upstream: &UpstreamAddr,
+    upstream: &RepositoryAddr,
     repository: Option<&RunningRepository>,
     admin: Option<std::net::SocketAddr>,
 ) -> Result<(Node, Option<AdminServer>, AuthPlan, &'static str), ServeError> {
@@ -312,7 +312,7 @@ async fn bind(
             &*Keystore::open(&store.config_dir())?.derive(RELAYED_CLIENT_PURPOSE)?,
         )),
         // A joined node in front of a managed first node: its repository is that node.
-        upstream_is_node: repository.is_none()
+        repository_is_node: repository.is_none()
             && crate::control::cluster::Membership::joined_through_node(&store.config_dir()),
     };
     let server = Node::bind(options).await?;
@@ -351,7 +351,7 @@ fn auth_label(auth: &AuthPlan, lookup_user: bool) -> &'static str {
 async fn start_managed(
     ctx: &Context,
     store: &StateStore,
-) -> Result<(UpstreamAddr, RunningRepository), ServeError> {
+) -> Result<(RepositoryAddr, RunningRepository), ServeError> {
     let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     repo.prepare_dirs(&ctx.data_dir)?;
     let config_dir = store.config_dir();

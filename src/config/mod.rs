@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::proxy::policy::UserClassifier;
-use crate::proxy::upstream::BadUpstreamAddr;
+use crate::proxy::repository::BadRepositoryAddr;
 
 mod auth;
 mod pool;
@@ -82,7 +82,7 @@ pub enum ConfigError {
     /// A repository address from elsewhere than this file (a cluster's, the running server's) is
     /// malformed.
     #[error(transparent)]
-    Upstream(#[from] BadUpstreamAddr),
+    Upstream(#[from] BadRepositoryAddr),
 }
 
 /// The whole configuration.

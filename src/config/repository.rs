@@ -7,8 +7,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::proxy::upstream::UpstreamAddr;
-use crate::proxy::upstream::tls::UpstreamTlsMode;
+use crate::proxy::repository::RepositoryAddr;
+use crate::proxy::repository::tls::RepositoryTlsMode;
 
 /// `[repository]`. Read at start-up.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,7 +20,7 @@ pub struct RepositoryConfig {
     pub address: Option<RepositoryAddress>,
     /// TLS from pgssl to the repository, with libpq's `sslmode` meaning. Default `disable`. Formerly
     /// `server.upstream_tls`.
-    pub tls: UpstreamTlsMode,
+    pub tls: RepositoryTlsMode,
     /// Port that names the socket file when `address` is a Unix socket directory. Default 5432.
     pub port: u16,
     /// Major version assumed when the repository cannot be asked. Default 15.
@@ -43,7 +43,7 @@ impl Default for RepositoryConfig {
     fn default() -> Self {
         RepositoryConfig {
             address: None,
-            tls: UpstreamTlsMode::Disable,
+            tls: RepositoryTlsMode::Disable,
             port: 5432,
             postgres_major: 15,
             probe_user: "postgres".into(),
@@ -126,10 +126,10 @@ impl FromStr for RepositoryEndpoint {
 impl RepositoryEndpoint {
     /// The address connections use; `socket_port` (`repository.port`) names the socket of a bare
     /// Unix socket directory.
-    pub fn upstream(&self, socket_port: u16) -> UpstreamAddr {
+    pub fn upstream(&self, socket_port: u16) -> RepositoryAddr {
         match self {
-            RepositoryEndpoint::Tcp { .. } => UpstreamAddr::Tcp(self.to_string()),
-            RepositoryEndpoint::Unix { dir, port } => UpstreamAddr::Unix {
+            RepositoryEndpoint::Tcp { .. } => RepositoryAddr::Tcp(self.to_string()),
+            RepositoryEndpoint::Unix { dir, port } => RepositoryAddr::Unix {
                 dir: dir.clone(),
                 port: port.unwrap_or(socket_port),
             },
@@ -170,7 +170,7 @@ impl RepositoryAddress {
     }
 
     /// The address connections use (see [`RepositoryEndpoint::upstream`]).
-    pub fn upstream(&self, socket_port: u16) -> UpstreamAddr {
+    pub fn upstream(&self, socket_port: u16) -> RepositoryAddr {
         self.primary().upstream(socket_port)
     }
 }
@@ -251,18 +251,18 @@ mod tests {
         );
         assert_eq!(
             endpoint("[::1]:6000").upstream(5432),
-            UpstreamAddr::Tcp("[::1]:6000".into())
+            RepositoryAddr::Tcp("[::1]:6000".into())
         );
         assert_eq!(
             endpoint("unix:/run/pg/.s.PGSQL.6000").upstream(5433),
-            UpstreamAddr::Unix {
+            RepositoryAddr::Unix {
                 dir: "/run/pg".into(),
                 port: 6000
             }
         );
         assert_eq!(
             endpoint("unix:/run/postgresql").upstream(5433),
-            UpstreamAddr::Unix {
+            RepositoryAddr::Unix {
                 dir: "/run/postgresql".into(),
                 port: 5433
             }

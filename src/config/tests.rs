@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::proxy::upstream::UpstreamAddr;
-use crate::proxy::upstream::tls::UpstreamTlsMode;
+use crate::proxy::repository::RepositoryAddr;
+use crate::proxy::repository::tls::RepositoryTlsMode;
 
 #[test]
 fn the_shipped_config_file_matches_the_defaults() {
@@ -44,7 +44,7 @@ fn refuses_unknown_keys_and_bad_values() {
     let err = Config::parse("[server]\nupstream_tls = \"prefer\"\n", p).unwrap_err();
     assert!(err.to_string().contains("verify-full"), "{err}");
     let tls = Config::parse("[server]\nupstream_tls = \"verify-ca\"\n", p).unwrap();
-    assert_eq!(tls.repository.tls, UpstreamTlsMode::VerifyCa);
+    assert_eq!(tls.repository.tls, RepositoryTlsMode::VerifyCa);
     assert!(Config::parse("[repository]\ninternal_roles = [\"Bad-Name\"]\n", p).is_err());
     assert!(Config::parse("[repository]\ninternal_roles = [\"tableau\"]\n", p).is_err());
     assert!(Config::parse("[repository]\ninternal_roles = []\n", p).is_err());
@@ -112,7 +112,7 @@ fn values_are_typed_as_the_file_is_read() {
     let address = config.repository.address.unwrap();
     assert_eq!(
         address.upstream(config.repository.port),
-        UpstreamAddr::Unix {
+        RepositoryAddr::Unix {
             dir: "/run/postgresql".into(),
             port: 5433
         }

@@ -15,31 +15,31 @@ use crate::control::settings::LoadError;
 use crate::control::state::StateStore;
 use crate::error::ErrorKind;
 use crate::proxy::policy::Mode;
+use crate::proxy::repository::tls::RepositoryTlsMode;
 use crate::proxy::settings::{LiveSettings, SettingsCell};
-use crate::proxy::upstream::tls::UpstreamTlsMode;
 
 /// Re-reads the applied state and swaps it in.
 #[derive(Debug, Clone)]
 pub struct Reloader {
     store: StateStore,
     cell: SettingsCell,
-    upstream_tls: UpstreamTlsMode,
+    repository_tls: RepositoryTlsMode,
     lookups: Option<crate::control::settings::LookupBuilder>,
 }
 
 impl Reloader {
-    /// A reloader that loads from `store` into `cell`, with `upstream_tls` from the configuration and
+    /// A reloader that loads from `store` into `cell`, with `repository_tls` from the configuration and
     /// `lookups` making a lookup user's verifier source.
     pub fn new(
         store: StateStore,
         cell: SettingsCell,
-        upstream_tls: UpstreamTlsMode,
+        repository_tls: RepositoryTlsMode,
         lookups: Option<crate::control::settings::LookupBuilder>,
     ) -> Reloader {
         Reloader {
             store,
             cell,
-            upstream_tls,
+            repository_tls,
             lookups,
         }
     }
@@ -48,7 +48,7 @@ impl Reloader {
     pub fn reload(&self) -> Result<std::sync::Arc<LiveSettings>, LoadError> {
         let next = match crate::control::settings::load(
             &self.store,
-            self.upstream_tls,
+            self.repository_tls,
             self.lookups.as_ref(),
         ) {
             Ok(next) => next,

@@ -8,10 +8,10 @@ use tracing::{info, warn};
 
 use crate::proxy::backend::cancel::{Owner, Peer};
 use crate::proxy::connection::ConnectionContext;
+use crate::proxy::repository::RepositoryAddr;
+use crate::proxy::repository::tls::RepositoryTls;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
-use crate::proxy::upstream::UpstreamAddr;
-use crate::proxy::upstream::tls::UpstreamTls;
 
 /// Delivers a CancelRequest to the repository on a fresh connection and replies nothing, as PostgreSQL
 /// does; the client learns the outcome from its own session. A key pgssl minted is exchanged for its
@@ -51,7 +51,7 @@ pub async fn forward_cancel(
         // A key carrying this node's id is one it minted when the repository is another node of
         // the cluster (which would send it straight back); any other repository may hold it (a
         // pooler in front of PostgreSQL mints random keys).
-        None if (owner == Owner::Nobody || !ctx.upstream_is_node)
+        None if (owner == Owner::Nobody || !ctx.repository_is_node)
             && ctx.auth.may_pass_through(settings) =>
         {
             packet
@@ -71,7 +71,7 @@ pub async fn forward_cancel(
         // The cancel travels like a session would: inside TLS when upstream TLS is on.
         let mut upstream = ctx
             .upstream
-            .connect(ctx.connect_timeout, &settings.upstream_tls)
+            .connect(ctx.connect_timeout, &settings.repository_tls)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         deliver(&mut upstream, packet, ctx).await
@@ -122,7 +122,7 @@ async fn to_peer(
     ctx: &ConnectionContext,
 ) -> std::io::Result<()> {
     let other = |e: String| std::io::Error::other(e);
-    let addr = UpstreamAddr::parse(&node.address, 5432).map_err(|e| other(e.0))?;
+    let addr = RepositoryAddr::parse(&node.address, 5432).map_err(|e| other(e.0))?;
     let pins: Vec<String> = [Some(&node.fingerprint), settings.cert_fingerprint.as_ref()]
         .into_iter()
         .flatten()
@@ -134,7 +134,7 @@ async fn to_peer(
             "neither node serves a certificate: a cancel is forwarded only inside TLS".into(),
         ));
     }
-    let tls = UpstreamTls::pinned(pins).map_err(|e| other(e.to_string()))?;
+    let tls = RepositoryTls::pinned(pins).map_err(|e| other(e.to_string()))?;
     let mut stream = addr
         .connect_with(ctx.connect_timeout, &tls)
         .await

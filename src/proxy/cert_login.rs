@@ -26,10 +26,10 @@ use crate::proxy::metrics::{AuthMechanism, AuthOutcome};
 use crate::proxy::negotiate;
 use crate::proxy::protocol::auth_message::Frame;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
+use crate::proxy::repository::tls::RepositoryTls;
+use crate::proxy::repository::{RepositoryAddr, RepositoryStream};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
-use crate::proxy::upstream::tls::UpstreamTls;
-use crate::proxy::upstream::{UpstreamAddr, UpstreamStream};
 use crate::telemetry::LogSafe;
 
 /// What the client's certificate decided.
@@ -40,7 +40,7 @@ pub(crate) enum CertStep {
     Refused,
     /// Logged in: the repository's AuthenticationOk was relayed; the rest of its start-up answer is
     /// the relay's.
-    LoggedIn(UpstreamStream),
+    LoggedIn(RepositoryStream),
     /// Authenticated, for a warm backend of the role (proxy mode): the role's current verifier
     /// identifies which warm sessions it may have, as a SCRAM client's proof does.
     Pooled {
@@ -157,9 +157,9 @@ pub(crate) async fn by_certificate(
 /// Connects over `tls` and sends the start-up, answering nobody on failure.
 async fn quiet_open(
     ctx: &ConnectionContext,
-    tls: &UpstreamTls,
+    tls: &RepositoryTls,
     start: &Start,
-) -> Option<UpstreamStream> {
+) -> Option<RepositoryStream> {
     let mut upstream = ctx.upstream.connect(ctx.connect_timeout, tls).await.ok()?;
     forward_start(&mut upstream, &start.startup.raw, &start.pipelined)
         .await
@@ -186,14 +186,14 @@ impl Attempt<'_> {
         &self,
         stream: &mut NegotiatedStream,
         start: Start,
-    ) -> Option<(UpstreamStream, Decided)> {
+    ) -> Option<(RepositoryStream, Decided)> {
         let Attempt {
             who,
             settings,
             ctx,
             deadline,
         } = *self;
-        if matches!(ctx.upstream.addr(), UpstreamAddr::Unix { .. }) {
+        if matches!(ctx.upstream.addr(), RepositoryAddr::Unix { .. }) {
             let candidates = settings
                 .role_passwords
                 .as_ref()
@@ -260,7 +260,7 @@ impl Attempt<'_> {
         stream: &mut NegotiatedStream,
         start: Start,
         candidates: &[zeroize::Zeroizing<String>],
-    ) -> Option<(UpstreamStream, Decided)> {
+    ) -> Option<(RepositoryStream, Decided)> {
         let who = self.who;
         let mut start = Some(start);
         for (i, password) in candidates.iter().enumerate() {
@@ -287,7 +287,7 @@ pub(crate) async fn open_for_pool(
     settings: &LiveSettings,
     ctx: &ConnectionContext,
     deadline: Instant,
-) -> Option<(UpstreamStream, Option<Frame>)> {
+) -> Option<(RepositoryStream, Option<Frame>)> {
     let attempt = Attempt {
         who,
         settings,
@@ -313,9 +313,9 @@ fn unavailable(who: &Who, why: &str) -> ErrorResponse {
 async fn finish(
     stream: &mut NegotiatedStream,
     who: &Who,
-    upstream: UpstreamStream,
+    upstream: RepositoryStream,
     answer: Result<Result<Decided, FrameError>, tokio::time::error::Elapsed>,
-) -> Option<(UpstreamStream, Decided)> {
+) -> Option<(RepositoryStream, Decided)> {
     match answer {
         Ok(Ok(decided)) => match decided.answer {
             Answer::Ok => Some((upstream, decided)),
@@ -357,7 +357,7 @@ async fn pass_on(stream: &mut NegotiatedStream, decided: &Decided) -> std::io::R
 }
 
 /// Reads the repository's messages up to its authentication decision.
-async fn first_answer(upstream: &mut UpstreamStream) -> Result<Decided, FrameError> {
+async fn first_answer(upstream: &mut RepositoryStream) -> Result<Decided, FrameError> {
     let mut frames = Vec::new();
     loop {
         let frame = read_frame(upstream).await?;

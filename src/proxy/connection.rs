@@ -29,11 +29,11 @@ use crate::proxy::protocol::proxy_header::{self, ProxyHeader};
 use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
 use crate::proxy::relay::{self, RelayEnd};
 use crate::proxy::relayed_client::{self, RelayError, RelayKey};
+use crate::proxy::repository::{RepositoryConnector, RepositoryStream};
 use crate::proxy::session;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::{Deadline, Expired, StartupPlace};
 use crate::proxy::stream::{ClientSocket, NegotiatedStream};
-use crate::proxy::upstream::{RepositoryConnector, UpstreamStream};
 use crate::telemetry::LogSafe;
 
 /// Counts a connection in `pgssl_connections_active` for as long as it lives.
@@ -57,7 +57,7 @@ impl Drop for ActiveGuard<'_> {
 pub struct ConnectionContext {
     /// Who is a client user.
     pub classifier: UserClassifier,
-    /// The repository: a [`crate::proxy::upstream::Target`] in a server.
+    /// The repository: a [`crate::proxy::repository::Target`] in a server.
     pub upstream: Arc<dyn RepositoryConnector>,
     /// Accept-to-start-up limit.
     pub handshake_timeout: Duration,
@@ -88,7 +88,7 @@ pub struct ConnectionContext {
     /// The key a client's address travels under from one cluster node to another.
     pub relay_key: Option<RelayKey>,
     /// Whether the repository is another node of this cluster.
-    pub upstream_is_node: bool,
+    pub repository_is_node: bool,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -228,14 +228,14 @@ fn relayed_peer(
 /// membership says, and presenting the very certificate this node serves — naming the client's own
 /// address; `None` for any other repository, which gets the client's start-up as it came.
 fn relayed_start_up(
-    upstream: &UpstreamStream,
+    upstream: &RepositoryStream,
     start: &Start,
     who: &Who,
     settings: &LiveSettings,
     ctx: &ConnectionContext,
 ) -> Option<StartupMessage> {
-    let key = ctx.relay_key.as_ref().filter(|_| ctx.upstream_is_node)?;
-    let UpstreamStream::Tls(tls) = upstream else {
+    let key = ctx.relay_key.as_ref().filter(|_| ctx.repository_is_node)?;
+    let RepositoryStream::Tls(tls) = upstream else {
         return None;
     };
     let served = settings.cert_fingerprint.as_deref()?;
@@ -338,8 +338,8 @@ pub(crate) async fn open_backend(
     who: &Who,
     settings: &LiveSettings,
     ctx: &ConnectionContext,
-) -> Option<UpstreamStream> {
-    open_backend_with(stream, start, who, settings, &settings.upstream_tls, ctx).await
+) -> Option<RepositoryStream> {
+    open_backend_with(stream, start, who, settings, &settings.repository_tls, ctx).await
 }
 
 /// Like [`open_backend`], over `tls` (a certificate-authenticated session's own connector).
@@ -348,9 +348,9 @@ pub(crate) async fn open_backend_with(
     start: Start,
     who: &Who,
     settings: &LiveSettings,
-    tls: &crate::proxy::upstream::tls::UpstreamTls,
+    tls: &crate::proxy::repository::tls::RepositoryTls,
     ctx: &ConnectionContext,
-) -> Option<UpstreamStream> {
+) -> Option<RepositoryStream> {
     let (peer, user, m) = (who.peer, LogSafe(&who.user), &ctx.metrics);
     let connecting = Instant::now();
     let mut upstream = match ctx.upstream.connect(ctx.connect_timeout, tls).await {
@@ -392,7 +392,7 @@ pub(crate) async fn open_backend_with(
 
 /// Sends the client's start-up (and anything it sent after it) to a new repository connection.
 pub(crate) async fn forward_start(
-    upstream: &mut UpstreamStream,
+    upstream: &mut RepositoryStream,
     startup: &[u8],
     pipelined: &[u8],
 ) -> std::io::Result<()> {

@@ -24,16 +24,16 @@ use crate::proxy::protocol::auth_message::AuthMessageError;
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, RelayEnd};
+use crate::proxy::repository::RepositoryStream;
 use crate::proxy::session::{self, Credential, Lease, NoBackend};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
-use crate::proxy::upstream::UpstreamStream;
 use crate::telemetry::LogSafe;
 
 /// A session that is logged in.
 pub(crate) enum LoggedIn {
     /// Passthrough: the repository connection, its login answers still to relay.
-    Relayed(UpstreamStream),
+    Relayed(RepositoryStream),
     /// Proxy mode: a backend whose start-up answer the client has had.
     Proxied(Box<Lease>),
 }
@@ -287,7 +287,7 @@ async fn passthrough_login(
     start: Start,
     attempt: &Attempt<'_>,
     counted: Counted<'_>,
-) -> Option<UpstreamStream> {
+) -> Option<RepositoryStream> {
     let Attempt {
         who, settings, ctx, ..
     } = *attempt;

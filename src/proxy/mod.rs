@@ -66,12 +66,12 @@ pub mod prefill;
 pub mod protocol;
 pub mod relay;
 pub mod relayed_client;
+pub mod repository;
 pub mod server;
 pub mod session;
 pub mod settings;
 pub mod startups;
 pub mod stream;
-pub mod upstream;
 
 #[cfg(test)]
 mod tests;

@@ -21,9 +21,9 @@ use crate::proxy::auth::terminate::{Proven, RepositoryAuthError};
 use crate::proxy::backend::{Backend, MinWarm, PoolKey};
 use crate::proxy::connection::{ConnectionContext, forward_start};
 use crate::proxy::protocol::first_packet::StartupMessage;
+use crate::proxy::repository::RepositoryConnectError;
 use crate::proxy::session;
 use crate::proxy::settings::{LiveSettings, SettingsCell};
-use crate::proxy::upstream::UpstreamError;
 use crate::telemetry::LogSafe;
 
 /// What a session opened ahead of a client logs in with: the last login of its (role, database).
@@ -45,7 +45,7 @@ pub struct Prefill {
 #[derive(Debug, thiserror::Error)]
 enum PrefillError {
     #[error("could not connect to the repository: {0}")]
-    Connect(#[from] UpstreamError),
+    Connect(#[from] RepositoryConnectError),
     #[error(transparent)]
     Login(#[from] RepositoryAuthError),
     #[error("the repository did not answer the login in time")]
@@ -182,7 +182,7 @@ async fn open(
     let login = async {
         let mut upstream = ctx
             .upstream
-            .connect(ctx.connect_timeout, &settings.upstream_tls)
+            .connect(ctx.connect_timeout, &settings.repository_tls)
             .await?;
         forward_start(&mut upstream, &learned.startup, &[])
             .await

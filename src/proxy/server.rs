@@ -24,9 +24,9 @@ use crate::proxy::connection::{self, ConnectionContext};
 use crate::proxy::metrics::{Limit, ProxyMetrics};
 use crate::proxy::policy::UserClassifier;
 use crate::proxy::prefill::{self, Prefill};
+use crate::proxy::repository::{RepositoryAddr, RepositoryConnector, Target};
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::startups::Startups;
-use crate::proxy::upstream::{RepositoryConnector, Target, UpstreamAddr};
 
 /// Limits and timeouts of the data plane (`[server]` in the configuration).
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct ServerOptions {
     /// Where to listen (port 0 picks a free port).
     pub listen: SocketAddr,
     /// The repository.
-    pub upstream: UpstreamAddr,
+    pub upstream: RepositoryAddr,
     /// Who is a client user.
     pub classifier: UserClassifier,
     /// Limits and timeouts.
@@ -69,7 +69,7 @@ pub struct ServerOptions {
     /// Whether the repository is another node of this cluster (the first node's listener in front
     /// of its managed repository): client addresses are relayed to it, and a cancel key minted by
     /// this node is never passed to it.
-    pub upstream_is_node: bool,
+    pub repository_is_node: bool,
 }
 
 impl ServerOptions {
@@ -96,7 +96,7 @@ impl ServerOptions {
             ),
             proxy_protocol_from: limits.proxy_protocol_from,
             relay_key: self.relay_key,
-            upstream_is_node: self.upstream_is_node,
+            repository_is_node: self.repository_is_node,
         }
     }
 }
@@ -159,7 +159,7 @@ impl Server {
     }
 
     /// The repository this server relays to.
-    pub fn upstream(&self) -> &UpstreamAddr {
+    pub fn upstream(&self) -> &RepositoryAddr {
         self.ctx.upstream.addr()
     }
 

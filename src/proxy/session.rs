@@ -19,9 +19,9 @@ use crate::proxy::negotiate;
 use crate::proxy::protocol::session_watch::{Idle, SessionWatch};
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, PooledEnd, RelayEnd};
+use crate::proxy::repository::RepositoryStream;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
-use crate::proxy::upstream::UpstreamStream;
 
 /// A backend serving one client, with the cancel key that client was given.
 pub(crate) struct Lease {
@@ -217,7 +217,7 @@ async fn open(
 /// Logs a new backend in by SCRAM pass-through with `proven` (its start-up already sent) and reads
 /// its start-up answer: the login of a client's fork and of a session opened ahead of clients.
 pub(crate) async fn pass_through(
-    mut upstream: UpstreamStream,
+    mut upstream: RepositoryStream,
     proven: &Proven,
     minor: u16,
     slot: Slot,

@@ -8,7 +8,7 @@
 //! disk, which the data plane never reads.
 
 use crate::proxy::auth::cert::CertLogin;
-use crate::proxy::upstream::identity::ClientIdentities;
+use crate::proxy::repository::identity::ClientIdentities;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::proxy::auth::terminate::VerifierSource;
 use crate::proxy::policy::Mode;
-use crate::proxy::upstream::tls::UpstreamTls;
+use crate::proxy::repository::tls::RepositoryTls;
 
 /// One consistent view of the applied settings.
 #[derive(Clone)]
@@ -31,7 +31,7 @@ pub struct LiveSettings {
     /// every connection accepted with this snapshot, so a reload during a login cannot break it.
     pub channel_binding: Option<Arc<[u8]>>,
     /// TLS from pgssl to the repository.
-    pub upstream_tls: UpstreamTls,
+    pub repository_tls: RepositoryTls,
     /// Verifiers through the lookup user, when one is applied (an external repository in proxy mode).
     pub lookup: Option<Arc<dyn VerifierSource>>,
     /// Client certificates as credentials (`authentication mutual-ssl`), when enabled.
@@ -53,7 +53,7 @@ impl std::fmt::Debug for LiveSettings {
         f.debug_struct("LiveSettings")
             .field("mode", &self.mode)
             .field("cert_fingerprint", &self.cert_fingerprint)
-            .field("upstream_tls", &self.upstream_tls.mode())
+            .field("repository_tls", &self.repository_tls.mode())
             .finish_non_exhaustive()
     }
 }
@@ -66,7 +66,7 @@ impl LiveSettings {
             acceptor: None,
             cert_fingerprint: None,
             channel_binding: None,
-            upstream_tls: UpstreamTls::disabled(),
+            repository_tls: RepositoryTls::disabled(),
             lookup: None,
             cert_login: None,
             identities: None,

@@ -14,8 +14,8 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use crate::keystore::{Keystore, Secret};
 use crate::proxy::auth::terminate::{LookupError, LookupFuture, RoleSecret, VerifierSource};
-use crate::proxy::upstream::tls::UpstreamTls;
-use crate::proxy::upstream::{Target, UpstreamAddr};
+use crate::proxy::repository::tls::RepositoryTls;
+use crate::proxy::repository::{RepositoryAddr, Target};
 use crate::repository::managed::ManagedRepository;
 use crate::repository::session::{Login, Session, SessionError};
 
@@ -238,9 +238,9 @@ impl VerifierSource for ManagedLookup {
 #[derive(Debug, Clone)]
 pub struct ExternalLookupOptions {
     /// The repository.
-    pub upstream: UpstreamAddr,
+    pub upstream: RepositoryAddr,
     /// TLS to it, as every other connection there.
-    pub tls: UpstreamTls,
+    pub tls: RepositoryTls,
     /// The lookup user.
     pub user: String,
     /// Its password.

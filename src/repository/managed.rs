@@ -32,7 +32,7 @@ pub use super::supervise::supervise;
 use crate::config::Config;
 use crate::error::ErrorKind;
 use crate::keystore::{Keystore, KeystoreError, Secret};
-use crate::proxy::upstream::UpstreamAddr;
+use crate::proxy::repository::RepositoryAddr;
 
 /// The superuser of a managed cluster.
 pub const SUPERUSER: &str = "postgres";
@@ -169,8 +169,8 @@ impl ManagedRepository {
     }
 
     /// The address the proxy and the control plane use.
-    pub fn upstream(&self) -> UpstreamAddr {
-        UpstreamAddr::Unix {
+    pub fn upstream(&self) -> RepositoryAddr {
+        RepositoryAddr::Unix {
             dir: self.socket_dir.clone(),
             port: self.port,
         }

@@ -1,6 +1,6 @@
 //! Sessions on the repository through `tokio-postgres`, over the stream pgssl opened itself.
 //!
-//! Every repository stream is established in one place, `crate::proxy::upstream` (TCP or Unix
+//! Every repository stream is established in one place, `crate::proxy::repository` (TCP or Unix
 //! socket, the SSLRequest, rustls with the configured verification), and handed to tokio-postgres's
 //! `connect_raw` with `NoTls`: tokio-postgres speaks the protocol on it — the start-up,
 //! authentication with the given password (trust, cleartext, MD5 or SCRAM-SHA-256; no channel

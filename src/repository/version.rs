@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::proxy::upstream::UpstreamAddr;
-use crate::proxy::upstream::tls::UpstreamTls;
+use crate::proxy::repository::RepositoryAddr;
+use crate::proxy::repository::tls::RepositoryTls;
 
 use super::session::{Login, Session, SessionError};
 use crate::keystore::Secret;
@@ -50,7 +50,11 @@ pub fn parse_major(server_version: &str) -> Option<u32> {
 
 /// Asks the upstream for its `server_version` as `repository.probe_user`; falls back to
 /// `repository.postgres_major` and says why.
-pub async fn probe(config: &Config, upstream: &UpstreamAddr, tls: &UpstreamTls) -> MajorVersion {
+pub async fn probe(
+    config: &Config,
+    upstream: &RepositoryAddr,
+    tls: &RepositoryTls,
+) -> MajorVersion {
     let password = std::env::var(PASSWORD_ENV).ok().map(Secret::new);
     let fallback = |reason: String| MajorVersion {
         major: config.repository.postgres_major,

@@ -23,7 +23,7 @@ pub async fn admin_env(pg: &Postgres) -> (CliEnv, ServeProcess, SocketAddr) {
 
 /// [`admin_env`] with `[admin]` settings added to the config.
 pub async fn admin_env_with(pg: &Postgres, admin: &str) -> (CliEnv, ServeProcess, SocketAddr) {
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
     if !admin.is_empty() {
         let config = std::fs::read_to_string(env.config()).unwrap();
         std::fs::write(env.config(), format!("{config}[admin]\n{admin}\n")).unwrap();

@@ -410,12 +410,12 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
 async fn passthrough_locking_after_two_failures(
     pg: &crate::harness::Postgres,
 ) -> (CliEnv, ServeProcess) {
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
     let mut config = std::fs::read_to_string(env.config()).unwrap();
     config.push_str("[auth]\nmax_failures = 2\n");
     std::fs::write(env.config(), config).unwrap();
     crate::harness::prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Off);
-    let serve = ServeProcess::start(&env, &["--repository", &pg.upstream_text()]).await;
+    let serve = ServeProcess::start(&env, &["--repository", &pg.repository_text()]).await;
     (env, serve)
 }
 

@@ -350,7 +350,7 @@ fn a_fresh_data_dir_lists_off_and_refuses_get_certificate_and_an_empty_apply() {
 fn enable_reads_the_major_version_generates_a_certificate_and_stages_until_apply() {
     let pg = Postgres::start();
     let major: u32 = pg.sql("SHOW server_version_num").parse::<u32>().unwrap() / 10_000;
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
 
     let out = ok(&env.run(&["security", "repository-ssl", "enable"]));
     assert!(

@@ -44,7 +44,7 @@ const OLD_SCHEMA: &str = "DO $$ BEGIN
      RESET ROLE";
 
 fn reach(pg: &Postgres) -> (String, u16) {
-    (pg.upstream_text(), pg.port())
+    (pg.repository_text(), pg.port())
 }
 
 async fn connect(repository: &str, port: u16) -> Result<repo::Conn, ClusterError> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgssl::proxy::policy::Mode;
-use pgssl::proxy::upstream::UpstreamAddr;
+use pgssl::proxy::repository::RepositoryAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -194,7 +194,7 @@ async fn no_plaintext_startup_of_a_user_who_must_use_tls_reaches_the_repository(
     let (relay, captured) = capturing_relay(target).await;
     let mut reached_somewhere = 0;
     for mode in [Mode::Off, Mode::Optional, Mode::Required] {
-        let proxy = Proxy::start_with(UpstreamAddr::Tcp(relay.to_string()), mode, |_| {}).await;
+        let proxy = Proxy::start_with(RepositoryAddr::Tcp(relay.to_string()), mode, |_| {}).await;
         for user in ["tableau", INTERNAL_USER] {
             for way in WAYS {
                 let before = captured.lock().unwrap().len();

@@ -40,7 +40,7 @@ fn enable_external(env: &CliEnv, leaf: &ServerCert, pki: &TestPki, extra: &[&str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_issued_chain_is_served_verified_by_psql_with_only_the_root_and_protocols_enforced() {
     let pg = Postgres::start();
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
     let pki = TestPki::new(env.dir.path(), "Acme");
     let leaf = pki.server("db", &["localhost", "127.0.0.1"], 365);
     ok(&env.run(&["security", "repository-ssl", "enable"]));
@@ -197,7 +197,7 @@ async fn a_ca_issued_chain_is_served_verified_by_psql_with_only_the_root_and_pro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_key_is_served_with_its_sealed_passphrase_and_bad_inputs_are_refused() {
     let pg = Postgres::start();
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
     let pki = TestPki::new(env.dir.path(), "Corp");
     let leaf = pki.server_from_root("db", &["localhost"], 365);
     let passphrase = "correct horse battery staple";
@@ -422,7 +422,7 @@ async fn custom_cert_takes_pem_or_der_one_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_near_expiry_are_warned_about_and_measured() {
     let pg = Postgres::start();
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
     let pki = TestPki::new(env.dir.path(), "Soon");
     let leaf = pki.server("db", &["localhost", "127.0.0.1"], 10);
     ok(&env.run(&["security", "repository-ssl", "enable"]));
@@ -469,7 +469,7 @@ async fn certificates_near_expiry_are_warned_about_and_measured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_configured_cipher_suite_and_group_are_negotiated_and_unknown_ones_refused() {
     let pg = Postgres::start();
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
     let mut config = std::fs::read_to_string(env.config()).unwrap();
     config.push_str(
         "[tls]\ntls13_ciphersuites = [\"TLS_CHACHA20_POLY1305_SHA256\"]\ngroups = [\"secp384r1\"]\n",

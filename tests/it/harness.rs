@@ -18,8 +18,8 @@ use pgssl::config::Config;
 use pgssl::control::state::{AppliedState, StateStore};
 use pgssl::proxy::policy::Mode;
 
-use pgssl::proxy::upstream::UpstreamAddr;
-use pgssl::proxy::upstream::tls::UpstreamTlsMode;
+use pgssl::proxy::repository::RepositoryAddr;
+use pgssl::proxy::repository::tls::RepositoryTlsMode;
 use pgssl::tls::certs;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -281,13 +281,13 @@ impl Postgres {
     }
 
     /// The upstream address text for pgssl: the Unix socket directory.
-    pub fn upstream_text(&self) -> String {
+    pub fn repository_text(&self) -> String {
         format!("unix:{}", self.socket_dir().display())
     }
 
     /// The upstream address pgssl uses.
-    pub fn upstream(&self) -> UpstreamAddr {
-        UpstreamAddr::Unix {
+    pub fn upstream(&self) -> RepositoryAddr {
+        RepositoryAddr::Unix {
             dir: self.socket_dir(),
             port: self.port(),
         }
@@ -327,7 +327,7 @@ pub fn prepare_data_dir(data_dir: &Path, mode: Mode) {
         }
         state.repository_ssl.postgres_major = Some(15);
     }
-    pgssl::control::settings::for_state(&store, &state, UpstreamTlsMode::Disable).unwrap();
+    pgssl::control::settings::for_state(&store, &state, RepositoryTlsMode::Disable).unwrap();
     store.promote(&state).unwrap();
 }
 
@@ -349,7 +349,7 @@ impl Proxy {
 
     /// Starts pgssl in `mode` in front of `upstream`, letting the test adjust the config.
     pub async fn start_with(
-        upstream: UpstreamAddr,
+        upstream: RepositoryAddr,
         mode: Mode,
         tweak: impl FnOnce(&mut Config),
     ) -> Proxy {
@@ -369,7 +369,7 @@ impl Proxy {
     /// Starts pgssl on a data directory the test prepared, with `config`.
     pub async fn start_in(
         data_dir: TempDir,
-        upstream: UpstreamAddr,
+        upstream: RepositoryAddr,
         config: Config,
     ) -> Result<Proxy, pgssl::app::node::ServerError> {
         let server = Node::bind(NodeOptions {
@@ -380,7 +380,7 @@ impl Proxy {
             config,
             auth: Default::default(),
             relay_key: None,
-            upstream_is_node: false,
+            repository_is_node: false,
         })
         .await?;
         let addr = server.local_addr().unwrap();

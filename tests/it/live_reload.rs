@@ -19,7 +19,7 @@ async fn cli(proxy: &Proxy, env: &CliEnv, args: &[&str]) -> std::process::Output
 async fn apply_switches_a_running_server_live_and_keeps_open_sessions() {
     let pg = Postgres::start();
     let proxy = Proxy::start(&pg, Mode::Off).await;
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
 
     let mut plain_session = connect_plain(proxy.addr, INTERNAL_USER).await.unwrap();
     ok(&cli(&proxy, &env, &["security", "repository-ssl", "enable"]).await);
@@ -124,8 +124,8 @@ async fn apply_switches_a_running_server_live_and_keeps_open_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serve_binary_serves_reloads_and_shuts_down_gracefully() {
     let pg = Postgres::start();
-    let env = CliEnv::new(&pg.upstream_text());
-    let mut serve = ServeProcess::start(&env, &["--repository", &pg.upstream_text()]).await;
+    let env = CliEnv::new(&pg.repository_text());
+    let mut serve = ServeProcess::start(&env, &["--repository", &pg.repository_text()]).await;
 
     // A second server on the same data dir is refused.
     let second = pgssl_command(

@@ -36,13 +36,13 @@ pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_after_real_connections_shows_the_counters_moved() {
     let pg = Postgres::start();
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
     prepare_data_dir(&env.data_dir(), Mode::Required);
     let serve = ServeProcess::start(
         &env,
         &[
             "--repository",
-            &pg.upstream_text(),
+            &pg.repository_text(),
             "--metrics",
             "127.0.0.1:0",
         ],
@@ -220,7 +220,7 @@ async fn a_scrape_after_real_connections_shows_the_counters_moved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_without_secrets() {
     let pg = Postgres::start();
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
     let mut cmd = tokio::process::Command::from(crate::cli::pgssl_command(
         &env.data_dir(),
         &env.config(),
@@ -232,7 +232,7 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
             "--listen",
             "127.0.0.1:0",
             "--repository",
-            &pg.upstream_text(),
+            &pg.repository_text(),
         ],
     ));
     let mut child = cmd

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pgssl::proxy::policy::Mode;
-use pgssl::proxy::upstream::UpstreamAddr;
+use pgssl::proxy::repository::RepositoryAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -417,7 +417,7 @@ async fn a_connection_over_max_startups_takes_the_place_of_the_oldest_negotiatin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_upstream_gets_08006_without_its_address() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = UpstreamAddr::Unix {
+    let upstream = RepositoryAddr::Unix {
         dir: dir.path().to_path_buf(),
         port: 5432,
     };
@@ -439,7 +439,7 @@ async fn a_dead_upstream_gets_08006_without_its_address() {
 async fn tcp_upstream_and_protocol_3_2_startup_pass_through() {
     let pg = Postgres::start_with_tcp();
     let port = pg.tcp_port.unwrap();
-    let upstream = UpstreamAddr::parse(&format!("127.0.0.1:{port}"), 5432).unwrap();
+    let upstream = RepositoryAddr::parse(&format!("127.0.0.1:{port}"), 5432).unwrap();
     let proxy = Proxy::start_with(upstream, Mode::Off, |_| {}).await;
     let mut s = connect_plain(proxy.addr, "readonly").await.unwrap();
     assert_eq!(

@@ -11,7 +11,7 @@ use crate::harness::{Postgres, psql_commands};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_post_quantum_key_exchange_is_preferred_and_classical_clients_still_connect() {
     let pg = Postgres::start();
-    let env = CliEnv::new(&pg.upstream_text());
+    let env = CliEnv::new(&pg.repository_text());
     ok(&env.run(&["security", "repository-ssl", "enable"]));
     ok(&env.run(&["pending-changes", "apply"]));
     let root = env.dir.path().join("root.crt");

@@ -11,8 +11,8 @@ use super::repo::{self, Beat, Conn};
 use super::snapshot::{PURPOSE, Snapshot};
 use super::{ClusterError, Membership, PASSWORD_ENTRY, membership::check_node_name};
 use crate::keystore::{self, Keystore, Secret};
-use crate::proxy::upstream::UpstreamAddr;
-use crate::proxy::upstream::tls::UpstreamTls;
+use crate::proxy::repository::RepositoryAddr;
+use crate::proxy::repository::tls::RepositoryTls;
 use crate::repository::{Login, Session};
 
 /// Length of the cluster role's generated password.
@@ -47,13 +47,16 @@ fn unreachable(repository: &str, e: impl std::fmt::Display) -> ClusterError {
 /// The repository's certificate fingerprint, learnt over a TLS session that checks what
 /// `tls` checks; `None` when it refuses TLS.
 async fn repository_fingerprint(
-    addr: &UpstreamAddr,
-    tls: &UpstreamTls,
+    addr: &RepositoryAddr,
+    tls: &RepositoryTls,
     repository: &str,
 ) -> Result<Option<String>, ClusterError> {
-    let tls = if tls.mode() == crate::proxy::upstream::tls::UpstreamTlsMode::Disable {
-        UpstreamTls::new(crate::proxy::upstream::tls::UpstreamTlsMode::Require, None)
-            .map_err(|e| unreachable(repository, e))?
+    let tls = if tls.mode() == crate::proxy::repository::tls::RepositoryTlsMode::Disable {
+        RepositoryTls::new(
+            crate::proxy::repository::tls::RepositoryTlsMode::Require,
+            None,
+        )
+        .map_err(|e| unreachable(repository, e))?
     } else {
         tls.clone()
     };
@@ -61,8 +64,8 @@ async fn repository_fingerprint(
         Ok(stream) => Ok(stream
             .peer_certificate()
             .map(crate::tls::certs::sha256_fingerprint)),
-        Err(crate::proxy::upstream::UpstreamError::Tls(
-            crate::proxy::upstream::tls::UpstreamTlsFailure::Refused(_),
+        Err(crate::proxy::repository::RepositoryConnectError::Tls(
+            crate::proxy::repository::tls::RepositoryTlsFailure::Refused(_),
         )) => Ok(None),
         Err(e) => Err(unreachable(repository, e)),
     }
@@ -72,12 +75,12 @@ async fn repository_fingerprint(
 /// and the repository's certificate fingerprint.
 pub async fn external_admin(
     repository: &str,
-    tls: &UpstreamTls,
+    tls: &RepositoryTls,
     user: &str,
     password: Option<&Secret>,
     database: &str,
 ) -> Result<(Conn, Option<String>), ClusterError> {
-    let addr = UpstreamAddr::parse(repository, 5432).map_err(|e| unreachable(repository, e.0))?;
+    let addr = RepositoryAddr::parse(repository, 5432).map_err(|e| unreachable(repository, e.0))?;
     let fingerprint = repository_fingerprint(&addr, tls, repository).await?;
     let stream = addr
         .connect_with(TIMEOUT, tls)

@@ -12,8 +12,8 @@ use tokio_postgres::Row;
 use super::schema;
 use super::{CHANNEL, CLUSTER_ROLE, ClusterError, Membership, NEXT_PASSWORD_ENTRY, PASSWORD_ENTRY};
 use crate::keystore::{Keystore, Secret};
-use crate::proxy::upstream::UpstreamAddr;
-use crate::proxy::upstream::tls::UpstreamTls;
+use crate::proxy::repository::RepositoryAddr;
+use crate::proxy::repository::tls::RepositoryTls;
 use crate::repository::sql;
 use crate::repository::{Login, Session, SessionError};
 
@@ -56,11 +56,12 @@ pub async fn connect_as(
         repository: repository.to_string(),
         message,
     };
-    let addr = UpstreamAddr::parse(repository, reach.socket_port).map_err(|e| unreachable(e.0))?;
+    let addr =
+        RepositoryAddr::parse(repository, reach.socket_port).map_err(|e| unreachable(e.0))?;
     let tls = match (&addr, reach.pins.is_empty()) {
-        (UpstreamAddr::Unix { .. }, _) | (_, true) => UpstreamTls::disabled(),
+        (RepositoryAddr::Unix { .. }, _) | (_, true) => RepositoryTls::disabled(),
         (_, false) => {
-            UpstreamTls::pinned(reach.pins.clone()).map_err(|e| unreachable(e.to_string()))?
+            RepositoryTls::pinned(reach.pins.clone()).map_err(|e| unreachable(e.to_string()))?
         }
     };
     let attempt = async {

@@ -60,7 +60,7 @@ impl Operation for Set {
 
     async fn run(self, ctx: &Context) -> Result<Staged, CommandError> {
         let store = ctx.store_or_create()?;
-        if super::served_upstream(ctx, &store).await.is_none() {
+        if super::served_repository(ctx, &store).await.is_none() {
             return Err(LookupUserError::ManagedNeedsNone.into());
         }
         let name = self.lookup_user.trim();
@@ -193,14 +193,14 @@ pub fn passthrough_over_tls_warning(
     lookup_applied: bool,
 ) -> Option<String> {
     use crate::config::AuthMode;
-    use crate::proxy::upstream::tls::UpstreamTlsMode;
+    use crate::proxy::repository::tls::RepositoryTlsMode;
     let tls = config.repository.tls;
     let passthrough = match config.auth.mode {
         AuthMode::Passthrough => true,
         AuthMode::Auto => !lookup_applied,
         AuthMode::Proxy => false,
     };
-    (external && passthrough && tls != UpstreamTlsMode::Disable).then(|| {
+    (external && passthrough && tls != RepositoryTlsMode::Disable).then(|| {
         format!(
             "logins are relayed to the repository in passthrough while repository.tls = {tls}: libpq clients with the default channel_binding=prefer are refused ('SCRAM channel binding negotiation error'); run 'pgssl authentication lookup-user set' and 'pgssl pending-changes apply' so that pgssl authenticates clients itself"
         )

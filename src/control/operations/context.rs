@@ -117,7 +117,7 @@ impl Staging {
 
 /// The external repository this data directory fronts, or `None` for the managed one: what the
 /// running server uses (`serve --repository` may differ from the config), else the config.
-pub(crate) fn external_upstream(ctx: &Context, running: Option<&ServeStatus>) -> Option<String> {
+pub(crate) fn external_repository(ctx: &Context, running: Option<&ServeStatus>) -> Option<String> {
     match running {
         Some(status) => (!status.managed).then(|| status.upstream.clone()),
         None => ctx
@@ -133,9 +133,9 @@ pub(crate) fn external_upstream(ctx: &Context, running: Option<&ServeStatus>) ->
 /// for `serve` and every command: what the running `serve` reports (`serve --repository` may name
 /// one the config does not), else what `serve` would choose, the config's `repository.address`,
 /// else, on a node that joined a cluster, the cluster's repository.
-pub(crate) async fn served_upstream(ctx: &Context, store: &StateStore) -> Option<String> {
+pub(crate) async fn served_repository(ctx: &Context, store: &StateStore) -> Option<String> {
     if let Ok(Some(running)) = ctx.running().await {
-        return external_upstream(ctx, Some(&running));
+        return external_repository(ctx, Some(&running));
     }
     ctx.config
         .repository

@@ -140,7 +140,7 @@ impl DataAccessError {
 /// The data directory's state, when its repository is the managed one.
 async fn require_managed(ctx: &Context) -> Result<StateStore, CommandError> {
     let store = ctx.store_or_create()?;
-    if let Some(upstream) = super::served_upstream(ctx, &store).await {
+    if let Some(upstream) = super::served_repository(ctx, &store).await {
         return Err(DataAccessError::ExternalRepository(upstream).into());
     }
     Ok(store)

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::model::Report;
-use super::{CommandError, Context, ErrorKind, Output, external_upstream};
+use super::{CommandError, Context, ErrorKind, Output, external_repository};
 use crate::keystore::Keystore;
 use crate::repository::managed::{REPOSITORY_DATABASE, role_secret_name};
 use crate::tls::certs;
@@ -72,7 +72,7 @@ pub async fn internal_credentials(
         ));
         None
     });
-    if let Some(upstream) = external_upstream(ctx, running.as_ref()) {
+    if let Some(upstream) = external_repository(ctx, running.as_ref()) {
         return Err(CredentialsError::ExternalRepository(upstream).into());
     }
     let roles = &ctx.config.repository.internal_roles;

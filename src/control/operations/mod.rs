@@ -45,7 +45,7 @@ pub mod topology;
 pub mod vizql_extsvc;
 
 pub use context::Context;
-pub(crate) use context::{Staging, blocking, external_upstream, lock, served_upstream};
+pub(crate) use context::{Staging, blocking, external_repository, lock, served_repository};
 pub use error::{CommandError, ErrorKind};
 pub use output::{Output, OutputLine, print_line};
 pub use record::RecordList;

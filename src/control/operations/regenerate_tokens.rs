@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Bounded, Operation, Report, Verb};
-use super::{CommandError, Context, ErrorKind, Output, external_upstream, lock};
+use super::{CommandError, Context, ErrorKind, Output, external_repository, lock};
 use crate::control::cluster::publish::{Change, NODE_WAIT, wait_for_nodes};
 use crate::control::cluster::repo as cluster_repo;
 use crate::control::cluster::{ClusterError, Membership, NEXT_PASSWORD_ENTRY, PASSWORD_ENTRY};
@@ -276,7 +276,7 @@ enum Repository {
 /// its superuser. Any refusal happens here, before step 1, so a refused command changes nothing.
 async fn repository(ctx: &Context, keystore: &Keystore) -> Result<Repository, CommandError> {
     let running = ctx.running().await?;
-    if let Some(upstream) = external_upstream(ctx, running.as_ref()) {
+    if let Some(upstream) = external_repository(ctx, running.as_ref()) {
         return Ok(Repository::External(upstream));
     }
     if running.is_none() {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Report, Said, Upload, Verb, no_arguments, secret_arg};
-use super::{CommandError, Context, ErrorKind, Output, external_upstream, lock};
+use super::{CommandError, Context, ErrorKind, Output, external_repository, lock};
 use crate::control::cluster::members::{self, NewCluster};
 use crate::control::cluster::repo::{self, NodeRow};
 use crate::control::cluster::{ClusterError, Membership, bootstrap, publish::TIMEOUT};
@@ -148,13 +148,13 @@ async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership,
         .clone()
         .unwrap_or_else(crate::control::cluster::membership::default_node_name);
     let database = request.database.as_str();
-    let (admin, new) = match external_upstream(ctx, running.as_ref()) {
+    let (admin, new) = match external_repository(ctx, running.as_ref()) {
         Some(repository) if repository.starts_with("unix:") => {
             return Err(TopologyError::UnixSocketRepository(repository).into());
         }
         Some(repository) => {
             let applied = store.applied()?;
-            let tls = crate::control::settings::upstream_tls_for(
+            let tls = crate::control::settings::repository_tls_for(
                 &store,
                 &applied,
                 ctx.config.repository.tls,
@@ -211,7 +211,7 @@ async fn managed_store<'a>(
     let repo = crate::repository::managed::ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
     let keystore = Keystore::open(&store.config_dir())?;
     let admin = repo.connect_admin(&keystore, database).await?;
-    let crate::proxy::upstream::UpstreamAddr::Unix { dir, port } = repo.upstream() else {
+    let crate::proxy::repository::RepositoryAddr::Unix { dir, port } = repo.upstream() else {
         return Err(TopologyError::NoUnixSocket.into());
     };
     let new = NewCluster {

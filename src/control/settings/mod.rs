@@ -16,8 +16,8 @@ use crate::control::state::{AppliedState, CertError, StateError, StateStore, cus
 use crate::keystore::{Keystore, KeystoreError, Secret};
 use crate::proxy::auth::terminate::VerifierSource;
 use crate::proxy::policy::Mode;
+use crate::proxy::repository::tls::{RepositoryTls, RepositoryTlsError, RepositoryTlsMode};
 use crate::proxy::settings::LiveSettings;
-use crate::proxy::upstream::tls::{UpstreamTls, UpstreamTlsError, UpstreamTlsMode};
 use crate::tls;
 use crate::tls::certs;
 use crate::tls::protocols::{self, ProtocolError};
@@ -60,7 +60,7 @@ pub enum LoadError {
     MissingLookupPassword,
     /// The upstream TLS settings cannot be built.
     #[error(transparent)]
-    UpstreamTls(#[from] UpstreamTlsError),
+    RepositoryTls(#[from] RepositoryTlsError),
     /// The mutual-SSL files cannot be used.
     #[error("authentication mutual-ssl cannot be used: {0}")]
     MutualSslFiles(#[from] crate::control::state::mutual_ssl::MutualSslError),
@@ -96,7 +96,7 @@ pub struct LookupBuilder(pub Arc<BuildLookup>);
 
 /// What a [`LookupBuilder`] calls.
 pub type BuildLookup =
-    dyn Fn(LookupCredentials, &UpstreamTls) -> Arc<dyn VerifierSource> + Send + Sync;
+    dyn Fn(LookupCredentials, &RepositoryTls) -> Arc<dyn VerifierSource> + Send + Sync;
 
 impl std::fmt::Debug for LookupBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,11 +108,11 @@ impl std::fmt::Debug for LookupBuilder {
 /// gets its verifier source (one per snapshot, so a changed password takes effect on apply).
 pub fn load(
     store: &StateStore,
-    upstream_tls: UpstreamTlsMode,
+    repository_tls: RepositoryTlsMode,
     lookups: Option<&LookupBuilder>,
 ) -> Result<LiveSettings, LoadError> {
     let applied = store.applied()?;
-    let mut settings = for_state(store, &applied, upstream_tls)?;
+    let mut settings = for_state(store, &applied, repository_tls)?;
     let Some(build) = lookups else {
         return Ok(settings);
     };
@@ -130,7 +130,7 @@ pub fn load(
         None => node_lookup_credentials(store)?,
     };
     if let Some(credentials) = credentials {
-        settings.lookup = Some((build.0)(credentials, &settings.upstream_tls));
+        settings.lookup = Some((build.0)(credentials, &settings.repository_tls));
     }
     Ok(settings)
 }
@@ -158,11 +158,11 @@ pub fn node_lookup_credentials(store: &StateStore) -> Result<Option<LookupCreden
 pub fn for_state(
     store: &StateStore,
     state: &AppliedState,
-    upstream_tls: UpstreamTlsMode,
+    repository_tls: RepositoryTlsMode,
 ) -> Result<LiveSettings, LoadError> {
     let custom_ca = custom_ca_of(store, state)?;
-    let upstream_mode = upstream_tls;
-    let upstream_tls = UpstreamTls::new(upstream_mode, custom_ca.as_ref())?;
+    let upstream_mode = repository_tls;
+    let repository_tls = RepositoryTls::new(upstream_mode, custom_ca.as_ref())?;
     let mode = state.repository_ssl.mode;
     let mutual = mutual_ssl::build(store, state, upstream_mode, custom_ca)?;
     let (cert_login, identities, role_passwords) = match &mutual {
@@ -175,7 +175,7 @@ pub fn for_state(
     };
     if !mode.offers_tls() {
         return Ok(LiveSettings {
-            upstream_tls,
+            repository_tls,
             cert_login,
             identities,
             role_passwords,
@@ -205,7 +205,7 @@ pub fn for_state(
         cert_fingerprint: Some(certs::sha256_fingerprint(&leaf)),
         // Hashed once here, for every SCRAM-SHA-256-PLUS login this snapshot serves.
         channel_binding: Some(crate::proxy::auth::scram::tls_server_end_point(&leaf).into()),
-        upstream_tls,
+        repository_tls,
         lookup: None,
         cert_login,
         identities,
@@ -215,12 +215,12 @@ pub fn for_state(
 }
 
 /// The upstream TLS settings of a state: `mode` from the configuration, trusting the state's custom CA.
-pub fn upstream_tls_for(
+pub fn repository_tls_for(
     store: &StateStore,
     state: &AppliedState,
-    mode: UpstreamTlsMode,
-) -> Result<UpstreamTls, LoadError> {
-    Ok(UpstreamTls::new(
+    mode: RepositoryTlsMode,
+) -> Result<RepositoryTls, LoadError> {
+    Ok(RepositoryTls::new(
         mode,
         custom_ca_of(store, state)?.as_ref(),
     )?)

@@ -12,9 +12,9 @@ use crate::control::state::mutual_ssl::{self, MutualSslFiles};
 use crate::control::state::{AppliedState, StateStore};
 use crate::keystore::Keystore;
 use crate::proxy::auth::cert::CertLogin;
+use crate::proxy::repository::identity::ClientIdentities;
+use crate::proxy::repository::tls::RepositoryTlsMode;
 use crate::proxy::settings::RolePasswords;
-use crate::proxy::upstream::identity::ClientIdentities;
-use crate::proxy::upstream::tls::UpstreamTlsMode;
 use crate::repository::managed::{SUPERUSER, role_secret_name};
 use crate::telemetry::names;
 use zeroize::Zeroizing;
@@ -62,7 +62,7 @@ pub(super) struct MutualSslSettings {
 pub(super) fn build(
     store: &StateStore,
     state: &AppliedState,
-    upstream_tls: UpstreamTlsMode,
+    repository_tls: RepositoryTlsMode,
     custom_ca: Option<rustls::pki_types::CertificateDer<'static>>,
 ) -> Result<Option<MutualSslSettings>, LoadError> {
     let Some(record) = state.mutual_ssl.as_ref().filter(|m| m.enabled) else {
@@ -98,7 +98,7 @@ pub(super) fn build(
                 .chain(cas.previous)
                 .map(Arc::new)
                 .collect();
-            Arc::new(ClientIdentities::new(list, upstream_tls, custom_ca))
+            Arc::new(ClientIdentities::new(list, repository_tls, custom_ca))
         }),
     }))
 }

@@ -25,7 +25,7 @@ use crate::proxy::auth::terminate::RepositoryAuthError;
 use crate::proxy::auth::{FrameError, read_frame};
 use crate::proxy::protocol::StartupMessage;
 use crate::proxy::protocol::auth_message::Frame;
-use crate::proxy::upstream::UpstreamStream;
+use crate::proxy::repository::RepositoryStream;
 
 pub use pool::{Checkout, Exhausted, MinWarm, Pool, PoolOptions, Slot};
 
@@ -78,7 +78,7 @@ impl PoolKey {
 
 /// A logged-in repository session and what its start-up said.
 pub struct Backend {
-    stream: UpstreamStream,
+    stream: RepositoryStream,
     /// ParameterStatus values as the repository last reported them, in the order first reported.
     params: Vec<(Bytes, Bytes)>,
     /// The repository's BackendKeyData body (process ID, secret).
@@ -136,7 +136,7 @@ impl Backend {
     /// Reads the repository's answer after AuthenticationOk (ParameterStatus, BackendKeyData, up to
     /// ReadyForQuery) for a session whose start-up asked for protocol 3.`minor`.
     pub async fn after_login(
-        mut stream: UpstreamStream,
+        mut stream: RepositoryStream,
         negotiated: Option<Frame>,
         minor: u16,
         verifier: Verifier,
@@ -225,7 +225,7 @@ impl Backend {
     }
 
     /// The connection, for the relay.
-    pub fn stream(&mut self) -> &mut UpstreamStream {
+    pub fn stream(&mut self) -> &mut RepositoryStream {
         &mut self.stream
     }
 
@@ -240,9 +240,9 @@ impl Backend {
     /// `idle_session_timeout`) or has already gone (end of stream). Either way it is not handed out.
     pub fn is_quiet(&self) -> bool {
         let fd: RawFd = match &self.stream {
-            UpstreamStream::Tcp(s) => s.as_raw_fd(),
-            UpstreamStream::Unix(s) => s.as_raw_fd(),
-            UpstreamStream::Tls(s) => s.get_ref().0.as_raw_fd(),
+            RepositoryStream::Tcp(s) => s.as_raw_fd(),
+            RepositoryStream::Unix(s) => s.as_raw_fd(),
+            RepositoryStream::Tls(s) => s.get_ref().0.as_raw_fd(),
         };
         let mut byte = 0u8;
         // SAFETY: `fd` is an open socket owned by `self.stream` for the duration of this call, and
@@ -369,7 +369,7 @@ mod tests {
             body: Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]),
         };
         let b = Backend::after_login(
-            UpstreamStream::Tcp(near),
+            RepositoryStream::Tcp(near),
             Some(v.clone()),
             2,
             verifier,

@@ -17,7 +17,7 @@ use super::support::{
 use crate::proxy::auth::scram::SCRAM;
 use crate::proxy::policy::Mode;
 use crate::proxy::protocol::auth_message::auth_request;
-use crate::proxy::upstream::UpstreamError;
+use crate::proxy::repository::RepositoryConnectError;
 
 /// A proxy-mode server that keeps warm sessions.
 fn pooled_server() -> Server {
@@ -211,7 +211,9 @@ async fn a_refused_repository_connection_is_answered_08006_without_its_address()
 #[tokio::test]
 async fn a_repository_that_does_not_answer_in_time_is_answered_08006() {
     let server = Server::new(Mode::Off);
-    server.repository.fail_next(UpstreamError::TimedOut);
+    server
+        .repository
+        .fail_next(RepositoryConnectError::TimedOut);
     let mut client = server.client(CLIENT_USER, false).await;
     let fatal = prove(&mut client).await.expect_err("refused");
     assert_eq!(fatal.code, "08006");

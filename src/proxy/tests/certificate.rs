@@ -16,8 +16,8 @@ use crate::proxy::auth::AuthPlan;
 use crate::proxy::auth::cert::{CertLogin, NameMapping};
 use crate::proxy::auth::scram::Verifier;
 use crate::proxy::policy::Mode;
+use crate::proxy::repository::RepositoryAddr;
 use crate::proxy::settings::RolePasswords;
-use crate::proxy::upstream::UpstreamAddr;
 use crate::tls::internal_ca::InternalCa;
 
 /// Mutual SSL by common name; `fallback` lets a client without a certificate log in otherwise.
@@ -114,7 +114,7 @@ impl RolePasswords for Keystore {
 /// in with the role's password, and the client never sees that exchange.
 #[tokio::test]
 async fn a_certificate_naming_the_user_logs_in_to_the_managed_repository_with_its_password() {
-    let managed = FakeRepository::at(UpstreamAddr::Unix {
+    let managed = FakeRepository::at(RepositoryAddr::Unix {
         dir: "/run/pgssl".into(),
         port: 5432,
     });
@@ -136,7 +136,7 @@ async fn a_certificate_naming_the_user_logs_in_to_the_managed_repository_with_it
 
 #[tokio::test]
 async fn a_role_without_a_password_in_the_keystore_is_refused_with_28000() {
-    let managed = FakeRepository::at(UpstreamAddr::Unix {
+    let managed = FakeRepository::at(RepositoryAddr::Unix {
         dir: "/run/pgssl".into(),
         port: 5432,
     });

@@ -6,7 +6,7 @@ use super::model::{Operation, Report, ReportFile, Verb, no_arguments};
 use super::{CommandError, Context, ErrorKind, Output, Staging, apply_hint, describe_expiry};
 use crate::proxy::policy::Mode;
 
-use crate::proxy::upstream::tls::UpstreamTls;
+use crate::proxy::repository::tls::RepositoryTls;
 use crate::repository::managed::ManagedRepository;
 use crate::repository::version::{self, VersionSource};
 use crate::tls::certs::{self, CertInfo};
@@ -113,20 +113,20 @@ async fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, Comm
     let mut staging = Staging::begin(ctx.store_or_create()?)?;
     let (store, applied) = (&staging.store, &staging.applied);
 
-    let served = crate::control::operations::served_upstream(ctx, store)
+    let served = crate::control::operations::served_repository(ctx, store)
         .await
-        .map(|u| crate::proxy::upstream::UpstreamAddr::parse(&u, ctx.config.repository.port))
+        .map(|u| crate::proxy::repository::RepositoryAddr::parse(&u, ctx.config.repository.port))
         .transpose()
         .map_err(crate::config::ConfigError::from)?;
     let found = match served {
         Some(upstream) => {
             // Reach the upstream the way the proxy will, with the TLS settings in force.
-            let tls = crate::control::settings::upstream_tls_for(
+            let tls = crate::control::settings::repository_tls_for(
                 store,
                 applied,
                 ctx.config.repository.tls,
             )
-            .unwrap_or_else(|_| UpstreamTls::disabled());
+            .unwrap_or_else(|_| RepositoryTls::disabled());
             version::probe(&ctx.config, &upstream, &tls).await
         }
         None => managed_major(ctx),
@@ -320,7 +320,7 @@ impl Operation for List {
             }),
             _ => None,
         };
-        let external = crate::control::operations::served_upstream(ctx, &store)
+        let external = crate::control::operations::served_repository(ctx, &store)
             .await
             .is_some();
         // A joined node behind a managed first node authenticates with that node's credentials.

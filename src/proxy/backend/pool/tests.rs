@@ -1,7 +1,7 @@
 //! The pool's bounds, hand-out rules and retirements, on loopback sockets that play the repository.
 
 use super::*;
-use crate::proxy::upstream::UpstreamStream;
+use crate::proxy::repository::RepositoryStream;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -33,7 +33,7 @@ async fn backend(pool: &Arc<Pool>, slot: Slot, verifier: Verifier) -> (Backend, 
     far.write_all(&answer).await.unwrap();
     let generation = pool.generation.load(Ordering::Relaxed);
     let b = Backend::after_login(
-        UpstreamStream::Tcp(near),
+        RepositoryStream::Tcp(near),
         None,
         0,
         verifier,

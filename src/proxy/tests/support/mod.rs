@@ -25,11 +25,11 @@ use crate::proxy::auth::terminate::{LookupError, LookupFuture, RoleSecret, Verif
 use crate::proxy::backend::PoolOptions;
 use crate::proxy::connection::{self, ConnectionContext};
 use crate::proxy::policy::{Mode, UserClassifier};
+use crate::proxy::repository::RepositoryAddr;
 use crate::proxy::server::{Limits, ServerOptions};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::Startups;
 use crate::proxy::stream::{ClientSocket, MemorySocket};
-use crate::proxy::upstream::UpstreamAddr;
 
 /// The client users of every test context; any other name is an internal user.
 pub(super) const CLIENT_USER: &str = "tableau";
@@ -102,7 +102,7 @@ pub(super) fn settings(mode: Mode) -> LiveSettings {
 fn options(auth: AuthPlan) -> ServerOptions {
     ServerOptions {
         listen: "127.0.0.1:0".parse().expect("an address"),
-        upstream: UpstreamAddr::Tcp("repository.test:5432".into()),
+        upstream: RepositoryAddr::Tcp("repository.test:5432".into()),
         classifier: UserClassifier::new(vec![CLIENT_USER.into()]),
         limits: Limits {
             max_connections: 16,
@@ -117,7 +117,7 @@ fn options(auth: AuthPlan) -> ServerOptions {
         auth,
         pool: PoolOptions::default(),
         relay_key: None,
-        upstream_is_node: false,
+        repository_is_node: false,
     }
 }
 

@@ -22,16 +22,18 @@ use crate::proxy::protocol::auth_message::{
     self, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, Frame, sasl_initial_response,
 };
 use crate::proxy::protocol::first_packet::{self, FirstPacket, StartupMessage};
-use crate::proxy::upstream::connector::ConnectFuture;
-use crate::proxy::upstream::tls::UpstreamTls;
-use crate::proxy::upstream::{RepositoryConnector, UpstreamAddr, UpstreamError, UpstreamStream};
+use crate::proxy::repository::connector::ConnectFuture;
+use crate::proxy::repository::tls::RepositoryTls;
+use crate::proxy::repository::{
+    RepositoryAddr, RepositoryConnectError, RepositoryConnector, RepositoryStream,
+};
 
 /// The repository as the data plane reaches it in a test.
 #[derive(Debug)]
 pub(in crate::proxy::tests) struct FakeRepository {
-    addr: UpstreamAddr,
+    addr: RepositoryAddr,
     /// How the next connections fail, in order; once empty they succeed.
-    failures: Mutex<VecDeque<UpstreamError>>,
+    failures: Mutex<VecDeque<RepositoryConnectError>>,
     attempts: AtomicUsize,
     accepted: mpsc::UnboundedSender<UnixStream>,
     sessions: tokio::sync::Mutex<mpsc::UnboundedReceiver<UnixStream>>,
@@ -40,11 +42,11 @@ pub(in crate::proxy::tests) struct FakeRepository {
 impl FakeRepository {
     /// A repository at a TCP address (never dialled).
     pub(in crate::proxy::tests) fn new() -> std::sync::Arc<FakeRepository> {
-        FakeRepository::at(UpstreamAddr::Tcp("repository.test:5432".into()))
+        FakeRepository::at(RepositoryAddr::Tcp("repository.test:5432".into()))
     }
 
     /// A repository that says it is at `addr` (a Unix socket is the managed repository's).
-    pub(in crate::proxy::tests) fn at(addr: UpstreamAddr) -> std::sync::Arc<FakeRepository> {
+    pub(in crate::proxy::tests) fn at(addr: RepositoryAddr) -> std::sync::Arc<FakeRepository> {
         let (accepted, sessions) = mpsc::unbounded_channel();
         std::sync::Arc::new(FakeRepository {
             addr,
@@ -56,7 +58,7 @@ impl FakeRepository {
     }
 
     /// Makes the next connection fail with `error`.
-    pub(in crate::proxy::tests) fn fail_next(&self, error: UpstreamError) {
+    pub(in crate::proxy::tests) fn fail_next(&self, error: RepositoryConnectError) {
         self.failures.lock().expect("lock").push_back(error);
     }
 
@@ -82,7 +84,7 @@ impl fmt::Display for FakeRepository {
 }
 
 impl RepositoryConnector for FakeRepository {
-    fn connect<'a>(&'a self, _timeout: Duration, _tls: &'a UpstreamTls) -> ConnectFuture<'a> {
+    fn connect<'a>(&'a self, _timeout: Duration, _tls: &'a RepositoryTls) -> ConnectFuture<'a> {
         Box::pin(async move {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             if let Some(error) = self.failures.lock().expect("lock").pop_front() {
@@ -90,11 +92,11 @@ impl RepositoryConnector for FakeRepository {
             }
             let (near, far) = UnixStream::pair()?;
             let _ = self.accepted.send(far);
-            Ok(UpstreamStream::Unix(near))
+            Ok(RepositoryStream::Unix(near))
         })
     }
 
-    fn addr(&self) -> &UpstreamAddr {
+    fn addr(&self) -> &RepositoryAddr {
         &self.addr
     }
 }

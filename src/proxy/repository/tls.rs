@@ -29,7 +29,7 @@ use crate::tls::client;
 /// `repository.tls`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum UpstreamTlsMode {
+pub enum RepositoryTlsMode {
     /// Plaintext to the repository (fine on loopback or a Unix socket).
     #[default]
     Disable,
@@ -41,25 +41,25 @@ pub enum UpstreamTlsMode {
     VerifyFull,
 }
 
-impl fmt::Display for UpstreamTlsMode {
+impl fmt::Display for RepositoryTlsMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            UpstreamTlsMode::Disable => "disable",
-            UpstreamTlsMode::Require => "require",
-            UpstreamTlsMode::VerifyCa => "verify-ca",
-            UpstreamTlsMode::VerifyFull => "verify-full",
+            RepositoryTlsMode::Disable => "disable",
+            RepositoryTlsMode::Require => "require",
+            RepositoryTlsMode::VerifyCa => "verify-ca",
+            RepositoryTlsMode::VerifyFull => "verify-full",
         })
     }
 }
 
 /// Why the upstream TLS settings cannot be built.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamTlsError {
+pub enum RepositoryTlsError {
     /// No trust anchor is available for a verifying mode.
     #[error(
         "repository.tls = {0} needs a trusted CA, but no custom CA is installed and the system CA bundle is empty (run 'pgssl security custom-cert add --cert-file CA.crt' and apply, or install ca-certificates)"
     )]
-    NoTrustAnchor(UpstreamTlsMode),
+    NoTrustAnchor(RepositoryTlsMode),
     /// The custom CA certificate is not usable as a trust anchor.
     #[error("the custom CA certificate cannot be used as a trust anchor: {0}")]
     BadAnchor(String),
@@ -70,12 +70,12 @@ pub enum UpstreamTlsError {
 
 /// Why TLS to the repository could not be set up on one connection.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamTlsFailure {
+pub enum RepositoryTlsFailure {
     /// The server answered `N`.
     #[error(
         "the repository does not support SSL, but repository.tls = {0} requires it (set ssl = on in its postgresql.conf, or set repository.tls = \"disable\")"
     )]
-    Refused(UpstreamTlsMode),
+    Refused(RepositoryTlsMode),
     /// The server answered something other than `S` or `N`.
     #[error("the repository answered the SSL request with byte 0x{0:02x} instead of 'S' or 'N'")]
     BadAnswer(u8),
@@ -86,7 +86,7 @@ pub enum UpstreamTlsFailure {
     #[error("TLS handshake with the repository failed (repository.tls = {mode}): {source}")]
     Handshake {
         /// The mode in force.
-        mode: UpstreamTlsMode,
+        mode: RepositoryTlsMode,
         /// rustls' or the socket's error.
         source: io::Error,
     },
@@ -94,59 +94,61 @@ pub enum UpstreamTlsFailure {
 
 /// The upstream TLS settings in force: the mode and, unless `disable`, the connector.
 #[derive(Clone)]
-pub struct UpstreamTls {
-    mode: UpstreamTlsMode,
+pub struct RepositoryTls {
+    mode: RepositoryTlsMode,
     connector: Option<TlsConnector>,
 }
 
-impl fmt::Debug for UpstreamTls {
+impl fmt::Debug for RepositoryTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamTls")
+        f.debug_struct("RepositoryTls")
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
 
-impl UpstreamTls {
+impl RepositoryTls {
     /// Plaintext to the repository.
-    pub fn disabled() -> UpstreamTls {
-        UpstreamTls {
-            mode: UpstreamTlsMode::Disable,
+    pub fn disabled() -> RepositoryTls {
+        RepositoryTls {
+            mode: RepositoryTlsMode::Disable,
             connector: None,
         }
     }
 
     /// Builds the settings for `mode`, trusting `custom_ca` if given, else the system's CA bundle.
     pub fn new(
-        mode: UpstreamTlsMode,
+        mode: RepositoryTlsMode,
         custom_ca: Option<&CertificateDer<'static>>,
-    ) -> Result<UpstreamTls, UpstreamTlsError> {
-        if mode == UpstreamTlsMode::Disable {
-            return Ok(UpstreamTls::disabled());
+    ) -> Result<RepositoryTls, RepositoryTlsError> {
+        if mode == RepositoryTlsMode::Disable {
+            return Ok(RepositoryTls::disabled());
         }
-        UpstreamTls::with_identity(mode, custom_ca, None)
+        RepositoryTls::with_identity(mode, custom_ca, None)
     }
 
     /// TLS in `mode` that presents `identity` (a client certificate) when the repository asks for
     /// one. With an identity, `disable` means `require`: a certificate can only travel inside TLS.
     pub fn with_identity(
-        mode: UpstreamTlsMode,
+        mode: RepositoryTlsMode,
         custom_ca: Option<&CertificateDer<'static>>,
         identity: Option<client::Identity>,
-    ) -> Result<UpstreamTls, UpstreamTlsError> {
+    ) -> Result<RepositoryTls, RepositoryTlsError> {
         let mode = match mode {
-            UpstreamTlsMode::Disable => UpstreamTlsMode::Require,
+            RepositoryTlsMode::Disable => RepositoryTlsMode::Require,
             other => other,
         };
         let verification = match (mode, custom_ca) {
-            (UpstreamTlsMode::Disable, _) => client::Verification::None,
-            (UpstreamTlsMode::Require, None) => client::Verification::None,
-            (UpstreamTlsMode::Require | UpstreamTlsMode::VerifyCa, _) => {
+            (RepositoryTlsMode::Disable, _) => client::Verification::None,
+            (RepositoryTlsMode::Require, None) => client::Verification::None,
+            (RepositoryTlsMode::Require | RepositoryTlsMode::VerifyCa, _) => {
                 client::Verification::ChainOnly(roots(mode, custom_ca)?)
             }
-            (UpstreamTlsMode::VerifyFull, _) => client::Verification::Full(roots(mode, custom_ca)?),
+            (RepositoryTlsMode::VerifyFull, _) => {
+                client::Verification::Full(roots(mode, custom_ca)?)
+            }
         };
-        Ok(UpstreamTls {
+        Ok(RepositoryTls {
             mode,
             connector: Some(client::connector_with_identity(
                 verification,
@@ -158,9 +160,9 @@ impl UpstreamTls {
 
     /// TLS that accepts only a server certificate with one of `fingerprints` (SHA-256, colon hex),
     /// whatever its chain or names: a cluster node's trust in the repository and its peers.
-    pub fn pinned(fingerprints: Vec<String>) -> Result<UpstreamTls, UpstreamTlsError> {
-        Ok(UpstreamTls {
-            mode: UpstreamTlsMode::VerifyFull,
+    pub fn pinned(fingerprints: Vec<String>) -> Result<RepositoryTls, RepositoryTlsError> {
+        Ok(RepositoryTls {
+            mode: RepositoryTlsMode::VerifyFull,
             connector: Some(client::connector_with_identity(
                 client::Verification::Pinned(fingerprints),
                 &[],
@@ -170,7 +172,7 @@ impl UpstreamTls {
     }
 
     /// The mode in force.
-    pub fn mode(&self) -> UpstreamTlsMode {
+    pub fn mode(&self) -> RepositoryTlsMode {
         self.mode
     }
 
@@ -179,13 +181,13 @@ impl UpstreamTls {
         &self,
         mut tcp: TcpStream,
         name: ServerName<'static>,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamTlsFailure> {
-        let handshake = |source| UpstreamTlsFailure::Handshake {
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, RepositoryTlsFailure> {
+        let handshake = |source| RepositoryTlsFailure::Handshake {
             mode: self.mode,
             source,
         };
         let Some(connector) = &self.connector else {
-            return Err(UpstreamTlsFailure::Refused(self.mode));
+            return Err(RepositoryTlsFailure::Refused(self.mode));
         };
         let mut request = [0u8; 8];
         request[..4].copy_from_slice(&8u32.to_be_bytes());
@@ -193,29 +195,29 @@ impl UpstreamTls {
         tcp.write_all(&request).await.map_err(handshake)?;
         match tcp.read_u8().await.map_err(handshake)? {
             b'S' => {}
-            b'N' => return Err(UpstreamTlsFailure::Refused(self.mode)),
-            other => return Err(UpstreamTlsFailure::BadAnswer(other)),
+            b'N' => return Err(RepositoryTlsFailure::Refused(self.mode)),
+            other => return Err(RepositoryTlsFailure::BadAnswer(other)),
         }
         connector.connect(name, tcp).await.map_err(handshake)
     }
 }
 
 fn roots(
-    mode: UpstreamTlsMode,
+    mode: RepositoryTlsMode,
     custom_ca: Option<&CertificateDer<'static>>,
-) -> Result<rustls::RootCertStore, UpstreamTlsError> {
+) -> Result<rustls::RootCertStore, RepositoryTlsError> {
     match custom_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             roots
                 .add(ca.clone())
-                .map_err(|e| UpstreamTlsError::BadAnchor(e.to_string()))?;
+                .map_err(|e| RepositoryTlsError::BadAnchor(e.to_string()))?;
             Ok(roots)
         }
         None => {
             let roots = client::system_roots();
             if roots.is_empty() {
-                return Err(UpstreamTlsError::NoTrustAnchor(mode));
+                return Err(RepositoryTlsError::NoTrustAnchor(mode));
             }
             Ok(roots)
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use super::tls::{UpstreamTls, UpstreamTlsError, UpstreamTlsMode};
+use super::tls::{RepositoryTls, RepositoryTlsError, RepositoryTlsMode};
 use crate::tls::certs::CertError;
 use crate::tls::internal_ca::InternalCa;
 
@@ -30,17 +30,17 @@ pub enum IdentityError {
     Mint(#[from] CertError),
     /// rustls refused the certificate or the trust settings.
     #[error(transparent)]
-    Tls(#[from] UpstreamTlsError),
+    Tls(#[from] RepositoryTlsError),
 }
 
 /// A connector presenting a minted certificate, and when that certificate ends.
-type Minted = (Arc<UpstreamTls>, OffsetDateTime);
+type Minted = (Arc<RepositoryTls>, OffsetDateTime);
 
 /// The internal CAs and the connectors minted from them, per role.
 pub struct ClientIdentities {
     /// Current first.
     cas: Vec<Arc<InternalCa>>,
-    mode: UpstreamTlsMode,
+    mode: RepositoryTlsMode,
     custom_ca: Option<CertificateDer<'static>>,
     minted: Mutex<HashMap<(String, usize), Minted>>,
 }
@@ -58,7 +58,7 @@ impl ClientIdentities {
     /// `require`) trusting `custom_ca` as the repository's other connections do.
     pub fn new(
         cas: Vec<Arc<InternalCa>>,
-        mode: UpstreamTlsMode,
+        mode: RepositoryTlsMode,
         custom_ca: Option<CertificateDer<'static>>,
     ) -> ClientIdentities {
         ClientIdentities {
@@ -70,13 +70,13 @@ impl ClientIdentities {
     }
 
     /// The connectors that present `role`'s certificate, one per CA, current first.
-    pub fn for_role(&self, role: &str) -> Result<Vec<Arc<UpstreamTls>>, IdentityError> {
+    pub fn for_role(&self, role: &str) -> Result<Vec<Arc<RepositoryTls>>, IdentityError> {
         (0..self.cas.len())
             .map(|i| self.minted_by(role, i))
             .collect()
     }
 
-    fn minted_by(&self, role: &str, ca: usize) -> Result<Arc<UpstreamTls>, IdentityError> {
+    fn minted_by(&self, role: &str, ca: usize) -> Result<Arc<RepositoryTls>, IdentityError> {
         let now = OffsetDateTime::now_utc();
         let key = (role.to_string(), ca);
         {
@@ -88,7 +88,7 @@ impl ClientIdentities {
             }
         }
         let id = self.cas[ca].mint(role, VALIDITY)?;
-        let tls = Arc::new(UpstreamTls::with_identity(
+        let tls = Arc::new(RepositoryTls::with_identity(
             self.mode,
             self.custom_ca.as_ref(),
             Some((id.chain, id.key)),

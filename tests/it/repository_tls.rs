@@ -11,8 +11,8 @@ use pgssl::control::state::StateStore;
 use pgssl::control::state::custom_ca;
 use pgssl::control::state::security::CustomCa;
 use pgssl::proxy::policy::Mode;
-use pgssl::proxy::upstream::UpstreamAddr;
-use pgssl::proxy::upstream::tls::UpstreamTlsMode;
+use pgssl::proxy::repository::RepositoryAddr;
+use pgssl::proxy::repository::tls::RepositoryTlsMode;
 use time::OffsetDateTime;
 
 use crate::client::{connect_plain, connect_tls_unverified};
@@ -23,7 +23,7 @@ use crate::pki::TestPki;
 async fn proxy(
     pg: &Postgres,
     host: &str,
-    mode: UpstreamTlsMode,
+    mode: RepositoryTlsMode,
     custom: Option<&Path>,
 ) -> Result<Proxy, pgssl::app::node::ServerError> {
     let data_dir = tempfile::Builder::new()
@@ -46,12 +46,12 @@ async fn proxy(
     config.server.shutdown_grace = Duration::from_secs(2);
     config.server.connect_timeout = Duration::from_secs(5);
     config.repository.tls = mode;
-    let upstream = UpstreamAddr::Tcp(format!("{host}:{}", pg.port()));
+    let upstream = RepositoryAddr::Tcp(format!("{host}:{}", pg.port()));
     Proxy::start_in(data_dir, upstream, config).await
 }
 
 /// PostgreSQL with `ssl = on` (a certificate from a test CA named `name`) and pgssl in front of it,
-/// TLS required of clients and `upstream_tls = "require"` towards it.
+/// TLS required of clients and `repository_tls = "require"` towards it.
 async fn both_legs_on_tls(name: &str) -> (tempfile::TempDir, Postgres, Proxy) {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(dir.path(), name);
@@ -61,8 +61,8 @@ async fn both_legs_on_tls(name: &str) -> (tempfile::TempDir, Postgres, Proxy) {
     prepare_data_dir(data_dir.path(), Mode::Required);
     let mut config = Config::default();
     config.server.shutdown_grace = Duration::from_secs(2);
-    config.repository.tls = UpstreamTlsMode::Require;
-    let upstream = UpstreamAddr::Tcp(format!("localhost:{}", pg.port()));
+    config.repository.tls = RepositoryTlsMode::Require;
+    let upstream = RepositoryAddr::Tcp(format!("localhost:{}", pg.port()));
     let p = Proxy::start_in(data_dir, upstream, config).await.unwrap();
     (dir, pg, p)
 }
@@ -89,7 +89,7 @@ async fn upstream_ssl(proxy: &Proxy) -> Result<(String, String), String> {
 async fn through(
     pg: &Postgres,
     host: &str,
-    mode: UpstreamTlsMode,
+    mode: RepositoryTlsMode,
     custom: Option<&Path>,
 ) -> Result<(String, String), String> {
     let p = proxy(pg, host, mode, custom).await.unwrap();
@@ -108,7 +108,7 @@ async fn each_mode_behaves_as_libpq_against_a_real_ssl_server() {
     let pg = Postgres::start_with_tls(&(leaf.cert_pem.clone() + &intermediate), &leaf.key_pem);
     let other = TestPki::new(dir.path(), "Elsewhere");
     let (root, stranger) = (Some(pki.root.as_path()), Some(other.root.as_path()));
-    use UpstreamTlsMode::{Disable, Require, VerifyCa, VerifyFull};
+    use RepositoryTlsMode::{Disable, Require, VerifyCa, VerifyFull};
 
     // disable: plaintext on the second leg; require: encrypted, any certificate.
     assert_eq!(
@@ -156,7 +156,7 @@ async fn each_mode_behaves_as_libpq_against_a_real_ssl_server() {
 async fn a_server_without_ssl_a_unix_socket_and_tls_on_both_legs() {
     // PostgreSQL with ssl = off answers 'N': every mode but disable refuses, with the fix in words.
     let plain = Postgres::start_with_tcp();
-    let p = proxy(&plain, "127.0.0.1", UpstreamTlsMode::Require, None)
+    let p = proxy(&plain, "127.0.0.1", RepositoryTlsMode::Require, None)
         .await
         .unwrap();
     let err = upstream_ssl(&p).await.unwrap_err();
@@ -170,7 +170,7 @@ async fn a_server_without_ssl_a_unix_socket_and_tls_on_both_legs() {
     let data_dir = tempfile::tempdir().unwrap();
     prepare_data_dir(data_dir.path(), Mode::Off);
     let mut config = Config::default();
-    config.repository.tls = UpstreamTlsMode::Require;
+    config.repository.tls = RepositoryTlsMode::Require;
     let err = Proxy::start_in(data_dir, plain.upstream(), config)
         .await
         .err()

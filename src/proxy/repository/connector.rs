@@ -10,30 +10,30 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use super::tls::UpstreamTls;
-use super::{Target, UpstreamAddr, UpstreamError, UpstreamStream};
+use super::tls::RepositoryTls;
+use super::{RepositoryAddr, RepositoryConnectError, RepositoryStream, Target};
 
 /// A connection to the repository on its way.
 pub type ConnectFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<UpstreamStream, UpstreamError>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<RepositoryStream, RepositoryConnectError>> + Send + 'a>>;
 
 /// Opens connections to the repository. `Display` names it for the operator's log (never for a
 /// client).
 pub trait RepositoryConnector: Send + Sync + fmt::Debug + fmt::Display {
     /// Connects and, unless `tls` is `disable`, negotiates TLS with the repository; all within
     /// `timeout`.
-    fn connect<'a>(&'a self, timeout: Duration, tls: &'a UpstreamTls) -> ConnectFuture<'a>;
+    fn connect<'a>(&'a self, timeout: Duration, tls: &'a RepositoryTls) -> ConnectFuture<'a>;
 
     /// The repository's address as configured (a Unix socket is the managed repository's).
-    fn addr(&self) -> &UpstreamAddr;
+    fn addr(&self) -> &RepositoryAddr;
 }
 
 impl RepositoryConnector for Target {
-    fn connect<'a>(&'a self, timeout: Duration, tls: &'a UpstreamTls) -> ConnectFuture<'a> {
+    fn connect<'a>(&'a self, timeout: Duration, tls: &'a RepositoryTls) -> ConnectFuture<'a> {
         Box::pin(Target::connect(self, timeout, tls))
     }
 
-    fn addr(&self) -> &UpstreamAddr {
+    fn addr(&self) -> &RepositoryAddr {
         Target::addr(self)
     }
 }

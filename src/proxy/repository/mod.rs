@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::proxy::upstream::tls::{UpstreamTls, UpstreamTlsFailure, UpstreamTlsMode};
+use crate::proxy::repository::tls::{RepositoryTls, RepositoryTlsFailure, RepositoryTlsMode};
 
 /// Where the repository listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamAddr {
+pub enum RepositoryAddr {
     /// `host:port` (a name, an IPv4 address or a bracketed IPv6 address).
     Tcp(String),
     /// A Unix socket directory and port: the socket is `<dir>/.s.PGSQL.<port>`, PostgreSQL's convention.
@@ -37,12 +37,12 @@ pub enum UpstreamAddr {
 #[error(
     "invalid upstream address '{0}': expected host:port (e.g. 127.0.0.1:5432) or unix:/socket/dir"
 )]
-pub struct BadUpstreamAddr(pub String);
+pub struct BadRepositoryAddr(pub String);
 
-impl UpstreamAddr {
+impl RepositoryAddr {
     /// Parses `host:port`, `unix:/dir` or `/dir`; `unix_port` names the socket file of a directory.
-    pub fn parse(text: &str, unix_port: u16) -> Result<Self, BadUpstreamAddr> {
-        let bad = || BadUpstreamAddr(text.to_string());
+    pub fn parse(text: &str, unix_port: u16) -> Result<Self, BadRepositoryAddr> {
+        let bad = || BadRepositoryAddr(text.to_string());
         if let Some(dir) = text
             .strip_prefix("unix:")
             .or_else(|| text.starts_with('/').then_some(text))
@@ -58,12 +58,12 @@ impl UpstreamAddr {
                 .and_then(|f| f.strip_prefix(".s.PGSQL."))
                 .and_then(|p| u16::from_str(p).ok());
             if let (Some(port), Some(parent)) = (socket_port, path.parent()) {
-                return Ok(UpstreamAddr::Unix {
+                return Ok(RepositoryAddr::Unix {
                     dir: parent.to_path_buf(),
                     port,
                 });
             }
-            return Ok(UpstreamAddr::Unix {
+            return Ok(RepositoryAddr::Unix {
                 dir: path,
                 port: unix_port,
             });
@@ -72,16 +72,16 @@ impl UpstreamAddr {
         if host.is_empty() || u16::from_str(port).map_or(true, |p| p == 0) {
             return Err(bad());
         }
-        Ok(UpstreamAddr::Tcp(text.to_string()))
+        Ok(RepositoryAddr::Tcp(text.to_string()))
     }
 
     /// Connects in plaintext, giving up after `timeout`. TCP connections get `TCP_NODELAY`: the
     /// protocol is request/response and small writes must not wait for Nagle.
-    pub async fn connect(&self, timeout: Duration) -> io::Result<UpstreamStream> {
-        self.connect_with(timeout, &UpstreamTls::disabled())
+    pub async fn connect(&self, timeout: Duration) -> io::Result<RepositoryStream> {
+        self.connect_with(timeout, &RepositoryTls::disabled())
             .await
             .map_err(|e| match e {
-                UpstreamError::Io(e) => e,
+                RepositoryConnectError::Io(e) => e,
                 other => io::Error::other(other.to_string()),
             })
     }
@@ -92,28 +92,28 @@ impl UpstreamAddr {
     pub async fn connect_with(
         &self,
         timeout: Duration,
-        tls: &UpstreamTls,
-    ) -> Result<UpstreamStream, UpstreamError> {
+        tls: &RepositoryTls,
+    ) -> Result<RepositoryStream, RepositoryConnectError> {
         Target::new(self.clone()).connect(timeout, tls).await
     }
 
     /// The host part of a TCP address, without IPv6 brackets (what `verify-full` checks).
     pub fn host(&self) -> &str {
         match self {
-            UpstreamAddr::Tcp(addr) => {
+            RepositoryAddr::Tcp(addr) => {
                 let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
                 host.strip_prefix('[')
                     .and_then(|h| h.strip_suffix(']'))
                     .unwrap_or(host)
             }
-            UpstreamAddr::Unix { .. } => "localhost",
+            RepositoryAddr::Unix { .. } => "localhost",
         }
     }
 
     fn socket_path(&self) -> PathBuf {
         match self {
-            UpstreamAddr::Unix { dir, port } => dir.join(format!(".s.PGSQL.{port}")),
-            UpstreamAddr::Tcp(addr) => PathBuf::from(addr),
+            RepositoryAddr::Unix { dir, port } => dir.join(format!(".s.PGSQL.{port}")),
+            RepositoryAddr::Tcp(addr) => PathBuf::from(addr),
         }
     }
 }
@@ -127,7 +127,7 @@ pub const DNS_TTL: Duration = Duration::from_secs(15);
 /// every [`DNS_TTL`], and the TLS server name (what `verify-full` checks) validated once.
 #[derive(Debug)]
 pub struct Target {
-    addr: UpstreamAddr,
+    addr: RepositoryAddr,
     endpoint: Endpoint,
     server_name: Option<ServerName<'static>>,
 }
@@ -148,10 +148,10 @@ enum Endpoint {
 
 impl Target {
     /// Parses `addr` once; nothing is resolved until the first connection.
-    pub fn new(addr: UpstreamAddr) -> Target {
+    pub fn new(addr: RepositoryAddr) -> Target {
         let (endpoint, server_name) = match &addr {
-            UpstreamAddr::Unix { .. } => (Endpoint::Unix(addr.socket_path()), None),
-            UpstreamAddr::Tcp(text) => {
+            RepositoryAddr::Unix { .. } => (Endpoint::Unix(addr.socket_path()), None),
+            RepositoryAddr::Tcp(text) => {
                 let host = addr.host().to_string();
                 let port = text
                     .rsplit_once(':')
@@ -177,7 +177,7 @@ impl Target {
     }
 
     /// The address as configured.
-    pub fn addr(&self) -> &UpstreamAddr {
+    pub fn addr(&self) -> &RepositoryAddr {
         &self.addr
     }
 
@@ -185,33 +185,35 @@ impl Target {
     pub async fn connect(
         &self,
         timeout: Duration,
-        tls: &UpstreamTls,
-    ) -> Result<UpstreamStream, UpstreamError> {
+        tls: &RepositoryTls,
+    ) -> Result<RepositoryStream, RepositoryConnectError> {
         let connect = async {
             let addrs = match &self.endpoint {
-                Endpoint::Unix(_) if tls.mode() != UpstreamTlsMode::Disable => {
-                    return Err(UpstreamError::TlsOverUnixSocket(tls.mode()));
+                Endpoint::Unix(_) if tls.mode() != RepositoryTlsMode::Disable => {
+                    return Err(RepositoryConnectError::TlsOverUnixSocket(tls.mode()));
                 }
                 Endpoint::Unix(path) => {
-                    return Ok(UpstreamStream::Unix(UnixStream::connect(path).await?));
+                    return Ok(RepositoryStream::Unix(UnixStream::connect(path).await?));
                 }
                 Endpoint::Literal(addr) => vec![*addr],
                 Endpoint::Name { host, port, cache } => self.resolve(host, *port, cache).await?,
             };
             let s = connect_any(&addrs).await?;
             s.set_nodelay(true)?;
-            if tls.mode() == UpstreamTlsMode::Disable {
-                return Ok(UpstreamStream::Tcp(s));
+            if tls.mode() == RepositoryTlsMode::Disable {
+                return Ok(RepositoryStream::Tcp(s));
             }
             let name = self
                 .server_name
                 .clone()
-                .ok_or_else(|| UpstreamTlsFailure::BadHost(self.addr.host().to_string()))?;
-            Ok(UpstreamStream::Tls(Box::new(tls.negotiate(s, name).await?)))
+                .ok_or_else(|| RepositoryTlsFailure::BadHost(self.addr.host().to_string()))?;
+            Ok(RepositoryStream::Tls(Box::new(
+                tls.negotiate(s, name).await?,
+            )))
         };
         tokio::time::timeout(timeout, connect)
             .await
-            .map_err(|_| UpstreamError::TimedOut)?
+            .map_err(|_| RepositoryConnectError::TimedOut)?
     }
 
     async fn resolve(
@@ -260,18 +262,18 @@ impl fmt::Display for Target {
     }
 }
 
-impl fmt::Display for UpstreamAddr {
+impl fmt::Display for RepositoryAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UpstreamAddr::Tcp(addr) => f.write_str(addr),
-            UpstreamAddr::Unix { .. } => write!(f, "unix:{}", self.socket_path().display()),
+            RepositoryAddr::Tcp(addr) => f.write_str(addr),
+            RepositoryAddr::Unix { .. } => write!(f, "unix:{}", self.socket_path().display()),
         }
     }
 }
 
 /// Why the repository could not be reached.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub enum RepositoryConnectError {
     /// Connecting failed.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -280,42 +282,42 @@ pub enum UpstreamError {
     TimedOut,
     /// TLS could not be set up.
     #[error(transparent)]
-    Tls(#[from] UpstreamTlsFailure),
+    Tls(#[from] RepositoryTlsFailure),
     /// TLS was asked for on a Unix socket, where PostgreSQL never offers it.
     #[error(
         "repository.tls = {0} needs a TCP repository address (host:port); PostgreSQL does not use TLS on Unix sockets"
     )]
-    TlsOverUnixSocket(UpstreamTlsMode),
+    TlsOverUnixSocket(RepositoryTlsMode),
 }
 
-impl UpstreamError {
+impl RepositoryConnectError {
     /// What a client may be told: the kind of failure, never the repository's address, host names or
     /// certificate details, which only the operator's log carries.
     pub fn client_summary(&self) -> String {
         match self {
-            UpstreamError::Io(e) => match e.kind() {
+            RepositoryConnectError::Io(e) => match e.kind() {
                 io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
                     "the repository refused the connection".into()
                 }
                 _ => "the connection to the repository failed".into(),
             },
-            UpstreamError::TimedOut => "the repository did not answer in time".into(),
-            UpstreamError::Tls(UpstreamTlsFailure::Handshake { mode, .. }) => {
+            RepositoryConnectError::TimedOut => "the repository did not answer in time".into(),
+            RepositoryConnectError::Tls(RepositoryTlsFailure::Handshake { mode, .. }) => {
                 format!("TLS handshake with the repository failed (repository.tls = {mode})")
             }
-            UpstreamError::Tls(UpstreamTlsFailure::BadHost(_)) => {
+            RepositoryConnectError::Tls(RepositoryTlsFailure::BadHost(_)) => {
                 "the repository's host name is not valid for TLS".into()
             }
             // The remaining causes name no address: the text itself is the summary.
-            UpstreamError::Tls(e) => e.to_string(),
-            UpstreamError::TlsOverUnixSocket(_) => self.to_string(),
+            RepositoryConnectError::Tls(e) => e.to_string(),
+            RepositoryConnectError::TlsOverUnixSocket(_) => self.to_string(),
         }
     }
 }
 
 /// A connection to the repository.
 #[derive(Debug)]
-pub enum UpstreamStream {
+pub enum RepositoryStream {
     /// Over TCP.
     Tcp(TcpStream),
     /// Over the repository's Unix socket.
@@ -324,13 +326,13 @@ pub enum UpstreamStream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-forward_io!(UpstreamStream: Tcp, Unix, Tls);
+forward_io!(RepositoryStream: Tcp, Unix, Tls);
 
-impl UpstreamStream {
+impl RepositoryStream {
     /// The repository's certificate, on a TLS leg (for channel binding to it).
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         match self {
-            UpstreamStream::Tls(s) => s
+            RepositoryStream::Tls(s) => s
                 .get_ref()
                 .1
                 .peer_certificates()
@@ -347,7 +349,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_target_parses_once_and_resolves_a_name_at_most_every_ttl() {
-        let literal = Target::new(UpstreamAddr::parse("[::1]:6000", 5432).unwrap());
+        let literal = Target::new(RepositoryAddr::parse("[::1]:6000", 5432).unwrap());
         assert!(
             matches!(literal.endpoint, Endpoint::Literal(a) if a.port() == 6000 && a.ip().is_loopback())
         );
@@ -358,7 +360,7 @@ mod tests {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let named = Target::new(UpstreamAddr::parse(&format!("localhost:{port}"), 5432).unwrap());
+        let named = Target::new(RepositoryAddr::parse(&format!("localhost:{port}"), 5432).unwrap());
         let Endpoint::Name { cache, .. } = &named.endpoint else {
             panic!("{:?}", named.endpoint)
         };
@@ -366,7 +368,7 @@ mod tests {
         let mut resolved_at = Vec::new();
         for _ in 0..2 {
             named
-                .connect(Duration::from_secs(5), &UpstreamTls::disabled())
+                .connect(Duration::from_secs(5), &RepositoryTls::disabled())
                 .await
                 .unwrap();
             let (addrs, at) = cache.lock().unwrap().clone().unwrap();
@@ -381,36 +383,38 @@ mod tests {
     #[test]
     fn parses_tcp_and_unix_forms() {
         assert_eq!(
-            UpstreamAddr::parse("unix:/run/pg/.s.PGSQL.6000", 5432),
-            Ok(UpstreamAddr::Unix {
+            RepositoryAddr::parse("unix:/run/pg/.s.PGSQL.6000", 5432),
+            Ok(RepositoryAddr::Unix {
                 dir: PathBuf::from("/run/pg"),
                 port: 6000
             })
         );
         assert_eq!(
-            UpstreamAddr::parse("127.0.0.1:5432", 5432),
-            Ok(UpstreamAddr::Tcp("127.0.0.1:5432".into()))
+            RepositoryAddr::parse("127.0.0.1:5432", 5432),
+            Ok(RepositoryAddr::Tcp("127.0.0.1:5432".into()))
         );
         assert_eq!(
-            UpstreamAddr::parse("[::1]:6000", 5432),
-            Ok(UpstreamAddr::Tcp("[::1]:6000".into()))
+            RepositoryAddr::parse("[::1]:6000", 5432),
+            Ok(RepositoryAddr::Tcp("[::1]:6000".into()))
         );
         assert_eq!(
-            UpstreamAddr::parse("unix:/run/postgresql", 5433),
-            Ok(UpstreamAddr::Unix {
+            RepositoryAddr::parse("unix:/run/postgresql", 5433),
+            Ok(RepositoryAddr::Unix {
                 dir: "/run/postgresql".into(),
                 port: 5433
             })
         );
         assert_eq!(
-            UpstreamAddr::parse("[::1]:6000", 5432).unwrap().host(),
+            RepositoryAddr::parse("[::1]:6000", 5432).unwrap().host(),
             "::1"
         );
         assert_eq!(
-            UpstreamAddr::parse("db.example:5432", 5432).unwrap().host(),
+            RepositoryAddr::parse("db.example:5432", 5432)
+                .unwrap()
+                .host(),
             "db.example"
         );
-        let unix = UpstreamAddr::parse("/tmp/pg", 5432).unwrap();
+        let unix = RepositoryAddr::parse("/tmp/pg", 5432).unwrap();
         assert_eq!(unix.to_string(), "unix:/tmp/pg/.s.PGSQL.5432");
         for bad in [
             "",
@@ -421,7 +425,7 @@ mod tests {
             "host:x",
             "unix:rel",
         ] {
-            assert!(UpstreamAddr::parse(bad, 5432).is_err(), "{bad}");
+            assert!(RepositoryAddr::parse(bad, 5432).is_err(), "{bad}");
         }
     }
 }
