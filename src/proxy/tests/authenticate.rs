@@ -20,16 +20,7 @@ use crate::proxy::server::ServerOptions;
 #[tokio::test]
 async fn over_plaintext_only_scram_sha_256_is_offered_and_a_right_password_logs_in() {
     let proxy = Server::new(Mode::Off);
-    let mut client = proxy.client(CLIENT_USER, false).await;
-    let offered = proxy
-        .log_in(
-            &mut client,
-            CLIENT_USER,
-            SCRAM,
-            ChannelBinding::unsupported(),
-        )
-        .await
-        .0;
+    let offered = proxy.logged_in(false).await.offered;
     assert_eq!(offered, [SCRAM]);
     assert_eq!(proxy.repository.attempts(), 1);
 }
@@ -37,11 +28,7 @@ async fn over_plaintext_only_scram_sha_256_is_offered_and_a_right_password_logs_
 #[tokio::test]
 async fn a_wrong_password_is_refused_with_28p01_before_the_repository_is_reached() {
     let proxy = Server::new(Mode::Off);
-    let mut client = proxy.client(CLIENT_USER, false).await;
-    let fatal = client
-        .scram("wrong", SCRAM, ChannelBinding::unsupported())
-        .await
-        .expect_err("refused");
+    let fatal = proxy.refused(CLIENT_USER, "wrong").await;
     assert_eq!(fatal.code, "28P01");
     assert_eq!(
         fatal.message,
@@ -55,11 +42,7 @@ async fn a_wrong_password_is_refused_with_28p01_before_the_repository_is_reached
 #[tokio::test]
 async fn an_unknown_user_is_refused_with_28p01_like_a_wrong_password() {
     let proxy = Server::new(Mode::Off);
-    let mut client = proxy.client("nobody", false).await;
-    let fatal = client
-        .scram(PASSWORD, SCRAM, ChannelBinding::unsupported())
-        .await
-        .expect_err("refused");
+    let fatal = proxy.refused("nobody", PASSWORD).await;
     assert_eq!(fatal.code, "28P01");
     assert_eq!(
         fatal.message,
@@ -72,11 +55,7 @@ async fn an_expired_password_is_refused_with_28p01() {
     let mut lookup = FakeLookup::default();
     lookup.set(CLIENT_USER, password_verifier(), true);
     let proxy = Server::with(Mode::Off, lookup, |_| {});
-    let mut client = proxy.client(CLIENT_USER, false).await;
-    let fatal = client
-        .scram(PASSWORD, SCRAM, ChannelBinding::unsupported())
-        .await
-        .expect_err("refused");
+    let fatal = proxy.refused(CLIENT_USER, PASSWORD).await;
     assert_eq!(fatal.code, "28P01");
     assert_eq!(proxy.repository.attempts(), 0);
 }
@@ -90,22 +69,15 @@ async fn a_role_with_an_md5_password_is_refused_with_28p01() {
         false,
     );
     let proxy = Server::with(Mode::Off, lookup, |_| {});
-    let mut client = proxy.client(CLIENT_USER, false).await;
-    let fatal = client
-        .scram(PASSWORD, SCRAM, ChannelBinding::unsupported())
-        .await
-        .expect_err("refused");
+    let fatal = proxy.refused(CLIENT_USER, PASSWORD).await;
     assert_eq!(fatal.code, "28P01");
 }
 
 #[tokio::test]
 async fn scram_plus_bound_to_the_served_certificate_logs_in() {
     let proxy = Server::new(Mode::Required);
-    let mut client = proxy.client(CLIENT_USER, true).await;
-    let binding = ChannelBinding::tls_server_end_point(client.server_end_point());
-    let (offered, _, _) = proxy
-        .log_in(&mut client, CLIENT_USER, SCRAM_PLUS, binding)
-        .await;
+    // Over TLS the client binds to the certificate it was served.
+    let offered = proxy.logged_in(true).await.offered;
     assert_eq!(offered, [SCRAM_PLUS, SCRAM]);
 }
 
@@ -115,10 +87,7 @@ async fn scram_plus_bound_to_another_certificate_is_refused_with_08p01() {
     let proxy = Server::new(Mode::Required);
     let mut client = proxy.client(CLIENT_USER, true).await;
     let binding = ChannelBinding::tls_server_end_point(vec![0x5a; 32]);
-    let fatal = client
-        .scram(PASSWORD, SCRAM_PLUS, binding)
-        .await
-        .expect_err("refused");
+    let fatal = client.refused(PASSWORD, SCRAM_PLUS, binding).await;
     assert_eq!(fatal.code, "08P01");
     assert_eq!(
         fatal.message,
@@ -133,10 +102,7 @@ async fn scram_plus_over_plaintext_is_refused_with_08p01() {
     let proxy = Server::new(Mode::Optional);
     let mut client = proxy.client(CLIENT_USER, false).await;
     let binding = ChannelBinding::tls_server_end_point(vec![1; 32]);
-    let fatal = client
-        .scram(PASSWORD, SCRAM_PLUS, binding)
-        .await
-        .expect_err("refused");
+    let fatal = client.refused(PASSWORD, SCRAM_PLUS, binding).await;
     assert_eq!(fatal.code, "08P01");
     assert_eq!(
         fatal.message,
@@ -150,9 +116,8 @@ async fn a_client_that_thinks_pgssl_cannot_bind_over_tls_is_refused_as_a_downgra
     let proxy = Server::new(Mode::Required);
     let mut client = proxy.client(CLIENT_USER, true).await;
     let fatal = client
-        .scram(PASSWORD, SCRAM, ChannelBinding::unrequested())
-        .await
-        .expect_err("refused");
+        .refused(PASSWORD, SCRAM, ChannelBinding::unrequested())
+        .await;
     assert_eq!(fatal.code, "08P01");
     assert_eq!(
         fatal.message,
@@ -165,10 +130,7 @@ async fn a_binding_sent_with_plain_scram_is_refused_with_08p01() {
     let proxy = Server::new(Mode::Required);
     let mut client = proxy.client(CLIENT_USER, true).await;
     let binding = ChannelBinding::tls_server_end_point(client.server_end_point());
-    let fatal = client
-        .scram(PASSWORD, SCRAM, binding)
-        .await
-        .expect_err("refused");
+    let fatal = client.refused(PASSWORD, SCRAM, binding).await;
     assert_eq!(fatal.code, "08P01");
     assert_eq!(
         fatal.message,
@@ -186,11 +148,7 @@ fn two_failures(options: &mut ServerOptions) {
 
 /// Fails `user`'s password from `peer` once, with 28P01.
 async fn fail_once(proxy: &Server, peer: SocketAddr, user: &str) {
-    let mut client = proxy.client_from(peer, user, false).await;
-    let fatal = client
-        .scram("wrong", SCRAM, ChannelBinding::unsupported())
-        .await
-        .expect_err("refused");
+    let fatal = proxy.refused_from(peer, user, "wrong").await;
     assert_eq!(fatal.code, "28P01");
 }
 
@@ -228,15 +186,7 @@ async fn a_lockout_holds_only_for_its_address_and_user() {
     ));
     // The same user from another address logs in.
     let elsewhere: SocketAddr = "198.51.100.7:40000".parse().expect("an address");
-    let mut client = proxy.client_from(elsewhere, CLIENT_USER, false).await;
-    proxy
-        .log_in(
-            &mut client,
-            CLIENT_USER,
-            SCRAM,
-            ChannelBinding::unsupported(),
-        )
-        .await;
+    proxy.logged_in_from(elsewhere, false).await;
 }
 
 #[tokio::test]
@@ -244,11 +194,7 @@ async fn a_failed_verifier_lookup_is_answered_08006() {
     let mut lookup = FakeLookup::with(&[CLIENT_USER]);
     lookup.failing = true;
     let proxy = Server::with(Mode::Off, lookup, |_| {});
-    let mut client = proxy.client(CLIENT_USER, false).await;
-    let fatal = client
-        .scram(PASSWORD, SCRAM, ChannelBinding::unsupported())
-        .await
-        .expect_err("refused");
+    let fatal = proxy.refused(CLIENT_USER, PASSWORD).await;
     assert_eq!(fatal.code, "08006");
     assert_eq!(
         fatal.message,

@@ -38,16 +38,13 @@ async fn on_new_backend(
     server: &Server,
     params: &[(&str, &str)],
 ) -> (Client, JoinHandle<()>, Welcome, RepoSession) {
-    let (mut client, task) = server.client_with(peer(), params, false).await;
-    let (_, welcome, backend) = server
-        .log_in(
-            &mut client,
-            CLIENT_USER,
-            SCRAM,
-            ChannelBinding::unsupported(),
-        )
-        .await;
-    (client, task, welcome, backend)
+    let session = server.logged_in_with(peer(), params, false).await;
+    (
+        session.client,
+        session.task,
+        session.welcome,
+        session.backend,
+    )
 }
 
 /// The client's SCRAM exchange with the right password.
@@ -198,8 +195,7 @@ async fn a_refused_repository_connection_is_answered_08006_without_its_address()
     server
         .repository
         .fail_next(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into());
-    let mut client = server.client(CLIENT_USER, false).await;
-    let fatal = prove(&mut client).await.expect_err("refused");
+    let fatal = server.refused(CLIENT_USER, PASSWORD).await;
     assert_eq!(fatal.code, "08006");
     assert_eq!(
         fatal.message,
@@ -214,8 +210,7 @@ async fn a_repository_that_does_not_answer_in_time_is_answered_08006() {
     server
         .repository
         .fail_next(RepositoryConnectError::TimedOut);
-    let mut client = server.client(CLIENT_USER, false).await;
-    let fatal = prove(&mut client).await.expect_err("refused");
+    let fatal = server.refused(CLIENT_USER, PASSWORD).await;
     assert_eq!(fatal.code, "08006");
     assert_eq!(
         fatal.message,
@@ -281,8 +276,7 @@ async fn when_every_backend_is_busy_past_the_checkout_timeout_a_client_gets_5330
         o.pool.checkout_timeout = Duration::from_millis(50);
     });
     let _busy = on_new_backend(&server, &params("app")).await;
-    let mut client = server.client(CLIENT_USER, false).await;
-    let fatal = prove(&mut client).await.expect_err("refused");
+    let fatal = server.refused(CLIENT_USER, PASSWORD).await;
     assert_eq!(
         (fatal.code.as_str(), fatal.message.as_str()),
         ("53300", "sorry, too many clients already")

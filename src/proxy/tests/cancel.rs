@@ -3,31 +3,15 @@
 //! nothing. pgssl answers a cancel request with nothing but the close, as PostgreSQL does.
 
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::ChannelBinding;
 use postgres_protocol::message::frontend;
 
-use super::support::{BACKEND_KEY, CLIENT_USER, Client, Server, Welcome, connect, within};
-use crate::proxy::auth::scram::{SCRAM, SCRAM_PLUS};
+use super::support::{BACKEND_KEY, LoggedIn, Server, connect, within};
 use crate::proxy::policy::Mode;
 
 fn cancel_request(pid: i32, secret: i32) -> BytesMut {
     let mut packet = BytesMut::new();
     frontend::cancel_request(pid, secret, &mut packet);
     packet
-}
-
-/// A proxy-mode client logged in on a new backend: the client, its welcome, the backend's end.
-async fn logged_in(server: &Server) -> (Client, Welcome, super::support::RepoSession) {
-    let mut client = server.client(CLIENT_USER, false).await;
-    let (_, welcome, backend) = server
-        .log_in(
-            &mut client,
-            CLIENT_USER,
-            SCRAM,
-            ChannelBinding::unsupported(),
-        )
-        .await;
-    (client, welcome, backend)
 }
 
 /// Sends a cancel request with `key` on a new connection and waits until pgssl is done with it;
@@ -44,7 +28,8 @@ async fn cancel_with(server: &Server, key: (i32, i32)) {
 #[tokio::test]
 async fn a_minted_key_reaches_the_repository_as_its_backends_own_key() {
     let server = Server::new(Mode::Off);
-    let (_client, welcome, _backend) = logged_in(&server).await;
+    let session = server.logged_in(false).await;
+    let welcome = &session.welcome;
     let (mut canceller, task) = connect(&server.settings, &server.ctx);
     canceller
         .send(&cancel_request(welcome.pid, welcome.secret))
@@ -63,11 +48,8 @@ async fn a_minted_key_reaches_the_repository_as_its_backends_own_key() {
 #[tokio::test]
 async fn a_cancel_over_tls_is_routed_like_one_in_plaintext() {
     let server = Server::new(Mode::Required);
-    let mut client = server.client(CLIENT_USER, true).await;
-    let binding = ChannelBinding::tls_server_end_point(client.server_end_point());
-    let (_, welcome, _backend) = server
-        .log_in(&mut client, CLIENT_USER, SCRAM_PLUS, binding)
-        .await;
+    let session = server.logged_in(true).await;
+    let welcome = &session.welcome;
     let (mut canceller, _task) = connect(&server.settings, &server.ctx);
     assert_eq!(canceller.ssl_request().await, b'S');
     let mut canceller = canceller.tls(true).await.expect("a handshake");
@@ -89,7 +71,12 @@ async fn in_proxy_mode_a_key_nobody_holds_reaches_nothing() {
 #[tokio::test]
 async fn a_key_cancels_nothing_once_its_client_has_left() {
     let server = Server::new(Mode::Off);
-    let (mut client, welcome, mut backend) = logged_in(&server).await;
+    let LoggedIn {
+        mut client,
+        welcome,
+        mut backend,
+        ..
+    } = server.logged_in(false).await;
     client.terminate().await;
     backend.until_closed().await;
     client.assert_closed().await;

@@ -110,10 +110,9 @@ impl RolePasswords for Keystore {
     }
 }
 
-/// The managed repository is on a Unix socket, where PostgreSQL takes no certificate: pgssl logs
-/// in with the role's password, and the client never sees that exchange.
-#[tokio::test]
-async fn a_certificate_naming_the_user_logs_in_to_the_managed_repository_with_its_password() {
+/// A passthrough server in front of the managed repository (on a Unix socket), logging clients in
+/// by the certificates of the CA it returns, with role passwords from [`Keystore`].
+fn managed_by_certificate() -> (Server, InternalCa) {
     let managed = FakeRepository::at(RepositoryAddr::Unix {
         dir: "/run/pgssl".into(),
         port: 5432,
@@ -123,6 +122,14 @@ async fn a_certificate_naming_the_user_logs_in_to_the_managed_repository_with_it
     });
     let ca = trusting_a_ca(&mut server, false);
     server.settings.role_passwords = Some(Arc::new(Keystore));
+    (server, ca)
+}
+
+/// The managed repository is on a Unix socket, where PostgreSQL takes no certificate: pgssl logs
+/// in with the role's password, and the client never sees that exchange.
+#[tokio::test]
+async fn a_certificate_naming_the_user_logs_in_to_the_managed_repository_with_its_password() {
+    let (server, ca) = managed_by_certificate();
     let mut client = presenting(&server, &ca, CLIENT_USER, CLIENT_USER).await;
     let mut backend = server.repository.session().await;
     let startup = backend.startup().await;
@@ -136,15 +143,7 @@ async fn a_certificate_naming_the_user_logs_in_to_the_managed_repository_with_it
 
 #[tokio::test]
 async fn a_role_without_a_password_in_the_keystore_is_refused_with_28000() {
-    let managed = FakeRepository::at(RepositoryAddr::Unix {
-        dir: "/run/pgssl".into(),
-        port: 5432,
-    });
-    let mut server = Server::at(managed, Mode::Required, FakeLookup::default(), |o| {
-        o.auth = AuthPlan::Passthrough
-    });
-    let ca = trusting_a_ca(&mut server, false);
-    server.settings.role_passwords = Some(Arc::new(Keystore));
+    let (server, ca) = managed_by_certificate();
     let fatal = presenting(&server, &ca, "svc", "svc").await.fatal().await;
     assert_eq!(fatal.code, "28000");
     assert!(fatal.message.starts_with(

@@ -4,13 +4,12 @@
 //! client as they were sent.
 
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::authentication::sasl::ChannelBinding;
 use postgres_protocol::message::backend::Message;
 use tokio::task::JoinHandle;
 
 use super::support::repository::{TERMINATE, error, message, ready};
 use super::support::{
-    CLIENT_USER, Client, FakeLookup, RepoSession, Server, keep_warm, peer, within,
+    CLIENT_USER, Client, FakeLookup, LoggedIn, RepoSession, Server, keep_warm, peer, within,
 };
 use crate::proxy::auth::scram::{SCRAM, SCRAM_PLUS};
 use crate::proxy::policy::Mode;
@@ -102,16 +101,12 @@ async fn a_passthrough_login_offers_the_client_scram_without_plus() {
 #[tokio::test]
 async fn in_proxy_mode_a_backend_fatal_reaches_the_client_and_the_backend_is_dropped() {
     let server = Server::with(Mode::Off, FakeLookup::with(&[CLIENT_USER]), keep_warm);
-    let params = [("user", CLIENT_USER), ("database", "repository")];
-    let (mut client, task) = server.client_with(peer(), &params, false).await;
-    let (_, _, mut backend) = server
-        .log_in(
-            &mut client,
-            CLIENT_USER,
-            SCRAM,
-            ChannelBinding::unsupported(),
-        )
-        .await;
+    let LoggedIn {
+        mut client,
+        task,
+        mut backend,
+        ..
+    } = server.logged_in(false).await;
     backend
         .send(&error("FATAL", "57P01", "terminating connection"))
         .await;

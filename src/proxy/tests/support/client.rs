@@ -251,6 +251,18 @@ impl Client {
         }
     }
 
+    /// The FATAL pgssl answers [`Client::scram`] with; fails the test when the client logs in.
+    pub(in crate::proxy::tests) async fn refused(
+        &mut self,
+        password: &str,
+        mechanism: &str,
+        binding: ChannelBinding,
+    ) -> Fatal {
+        self.scram(password, mechanism, binding)
+            .await
+            .expect_err("refused")
+    }
+
     /// The start-up answer after authentication: AuthenticationOk, parameters, BackendKeyData,
     /// ReadyForQuery (idle).
     pub(in crate::proxy::tests) async fn welcome(&mut self) -> Welcome {

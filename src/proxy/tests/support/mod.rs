@@ -21,6 +21,7 @@ pub(super) use repository::{FakeRepository, RepoSession};
 
 use crate::proxy::auth::AuthPlan;
 use crate::proxy::auth::lockout::LockoutPolicy;
+use crate::proxy::auth::scram::{SCRAM, SCRAM_PLUS};
 use crate::proxy::auth::terminate::{LookupError, LookupFuture, RoleSecret, VerifierSource};
 use crate::proxy::backend::PoolOptions;
 use crate::proxy::connection::{self, ConnectionContext};
@@ -332,16 +333,27 @@ impl Server {
         session
     }
 
-    /// Logs `client` in as `user` with the right password over `mechanism` and `binding` while
-    /// the repository opens a new backend for it: what pgssl offered, what it welcomed the client
-    /// with, and the backend's end.
-    pub(super) async fn log_in(
+    /// A client from `peer` that has sent a start-up with `params` (over TLS when `tls`) and logged
+    /// in as its `user` with the right password while the repository opened a new backend: over
+    /// TLS with SCRAM-SHA-256-PLUS bound to the served certificate, in plaintext with
+    /// SCRAM-SHA-256, as libpq would.
+    pub(super) async fn logged_in_with(
         &self,
-        client: &mut Client,
-        user: &str,
-        mechanism: &str,
-        binding: ChannelBinding,
-    ) -> (Vec<String>, Welcome, RepoSession) {
+        peer: SocketAddr,
+        params: &[(&str, &str)],
+        tls: bool,
+    ) -> LoggedIn {
+        let user = params
+            .iter()
+            .find_map(|(key, value)| (*key == "user").then_some(*value))
+            .expect("a user in the start-up");
+        let (mut client, task) = self.client_with(peer, params, tls).await;
+        let (mechanism, binding) = if tls {
+            let end_point = client.server_end_point();
+            (SCRAM_PLUS, ChannelBinding::tls_server_end_point(end_point))
+        } else {
+            (SCRAM, ChannelBinding::unsupported())
+        };
         let (offered, backend) = tokio::join!(
             client.scram(PASSWORD, mechanism, binding),
             self.opens_backend(user)
@@ -353,6 +365,51 @@ impl Server {
             BACKEND_KEY,
             "the client gets a cancel key pgssl minted"
         );
-        (offered, welcome, backend)
+        LoggedIn {
+            client,
+            task,
+            offered,
+            welcome,
+            backend,
+        }
     }
+
+    /// [`Server::logged_in_with`] the start-up of [`CLIENT_USER`] to database `repository`.
+    pub(super) async fn logged_in_from(&self, peer: SocketAddr, tls: bool) -> LoggedIn {
+        let params = [("user", CLIENT_USER), ("database", "repository")];
+        self.logged_in_with(peer, &params, tls).await
+    }
+
+    /// [`Server::logged_in_from`] the usual [`peer`].
+    pub(super) async fn logged_in(&self, tls: bool) -> LoggedIn {
+        self.logged_in_from(peer(), tls).await
+    }
+
+    /// The FATAL pgssl refuses a plaintext client from `peer` with, when it has sent its start-up
+    /// as `user` and answers SCRAM-SHA-256 with `password`.
+    pub(super) async fn refused_from(&self, peer: SocketAddr, user: &str, password: &str) -> Fatal {
+        let mut client = self.client_from(peer, user, false).await;
+        client
+            .refused(password, SCRAM, ChannelBinding::unsupported())
+            .await
+    }
+
+    /// [`Server::refused_from`] the usual [`peer`].
+    pub(super) async fn refused(&self, user: &str, password: &str) -> Fatal {
+        self.refused_from(peer(), user, password).await
+    }
+}
+
+/// A client logged in on a new backend ([`Server::logged_in`]).
+pub(super) struct LoggedIn {
+    /// The client's end.
+    pub(super) client: Client,
+    /// The task serving the client (it ends when the connection is over).
+    pub(super) task: JoinHandle<()>,
+    /// The mechanisms pgssl offered.
+    pub(super) offered: Vec<String>,
+    /// What pgssl welcomed the client with.
+    pub(super) welcome: Welcome,
+    /// The repository's end of the backend.
+    pub(super) backend: RepoSession,
 }
