@@ -19,9 +19,7 @@ async fn ticks(n: u32) {
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_installs_a_newer_version_and_reloads_once() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
+    let (store, a, b) = two_nodes().await;
     let f = follow(&store, &b);
     eventually("b serves version 1", || served(&store, "b") == Some(1)).await;
     assert_eq!(f.server.reloads(), ["version one"]);
@@ -36,8 +34,7 @@ async fn a_follower_installs_a_newer_version_and_reloads_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_started_after_another_nodes_commit_installs_it_and_reloads() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
+    let (store, a) = one_node().await;
     // b's server loaded version 1 when it started; version 2 is committed before its follower runs.
     let b = join(&store, &a, "b").await;
     a.change(&store, "two").await.unwrap();
@@ -49,9 +46,7 @@ async fn a_follower_started_after_another_nodes_commit_installs_it_and_reloads()
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_started_after_its_own_nodes_commit_still_reloads_what_it_holds() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
+    let (store, _a, b) = two_nodes().await;
     // A command on b committed version 2 before b's follower began: b's files and membership
     // already say version 2, but its server was loaded before and serves version 1's settings.
     b.change(&store, "two").await.unwrap();
@@ -64,9 +59,7 @@ async fn a_follower_started_after_its_own_nodes_commit_still_reloads_what_it_hol
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_puts_back_a_killed_commands_files_before_it_serves() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
+    let (store, a, b) = two_nodes().await;
     b.write(APPLIED, "half done");
     let f = follow(&store, &b);
     eventually("b serves version 1", || served(&store, "b") == Some(1)).await;
@@ -75,20 +68,18 @@ async fn a_follower_puts_back_a_killed_commands_files_before_it_serves() {
     assert_eq!(store.head().unwrap().version, 1);
 }
 
-/// Starts following `b` and returns once its first heartbeat is recorded: the follower then waits
-/// a tick for a notification.
-async fn settled(store: &MemoryStore, b: &Node) -> Followed {
-    let f = follow(store, b);
-    eventually("b serves version 1", || served(store, "b") == Some(1)).await;
-    f
+/// A cluster of two nodes whose second, `b`, is followed; returns once b's first heartbeat is
+/// recorded: the follower then waits a tick for a notification.
+async fn settled() -> (MemoryStore, Node, Node, Followed) {
+    let (store, a, b) = two_nodes().await;
+    let f = follow(&store, &b);
+    eventually("b serves version 1", || served(&store, "b") == Some(1)).await;
+    (store, a, b, f)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_notified_change_is_taken_without_waiting_for_the_poll() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
-    let f = settled(&store, &b).await;
+    let (store, a, _b, f) = settled().await;
     let committed = Instant::now();
     a.change(&store, "two").await.unwrap();
     eventually("b reloads version 2", || f.server.reloads().len() == 2).await;
@@ -97,11 +88,8 @@ async fn a_notified_change_is_taken_without_waiting_for_the_poll() {
 
 #[tokio::test(start_paused = true)]
 async fn the_poll_takes_a_change_within_a_tick_when_no_notification_comes() {
-    let store = MemoryStore::new();
+    let (store, a, _b, f) = settled().await;
     store.set_silent(true);
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
-    let f = settled(&store, &b).await;
     let committed = Instant::now();
     a.change(&store, "two").await.unwrap();
     eventually("b reloads version 2", || f.server.reloads().len() == 2).await;
@@ -114,10 +102,7 @@ async fn the_poll_takes_a_change_within_a_tick_when_no_notification_comes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cut_off_follower_serves_its_local_copy_and_catches_up_when_the_store_is_back() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
-    let f = settled(&store, &b).await;
+    let (store, a, b, f) = settled().await;
     store.set_fault("b", Some(Fault::Unreachable));
     a.change(&store, "two").await.unwrap();
     a.change(&store, "three").await.unwrap();
@@ -135,10 +120,7 @@ async fn a_cut_off_follower_serves_its_local_copy_and_catches_up_when_the_store_
 
 #[tokio::test(start_paused = true)]
 async fn a_version_that_does_not_load_is_put_back_and_not_tried_again() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
-    let f = settled(&store, &b).await;
+    let (store, a, b, f) = settled().await;
     *f.server.refuse.lock().unwrap() = Some("broken".into());
     a.change(&store, "broken").await.unwrap();
     eventually("b puts version 1's files back", || {
@@ -160,10 +142,7 @@ async fn a_version_that_does_not_load_is_put_back_and_not_tried_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_installs_nothing_while_a_command_on_its_node_holds_the_state() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
-    let f = settled(&store, &b).await;
+    let (store, a, b, f) = settled().await;
     // Taken between two of the follower's looks (never waited for: it would block this runtime).
     let mut lock = None;
     eventually("b's cluster lock is free", || {
@@ -182,9 +161,7 @@ async fn a_follower_installs_nothing_while_a_command_on_its_node_holds_the_state
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_learns_its_id_and_its_live_peers_and_beats_its_certificate() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
+    let (store, a, b) = two_nodes().await;
     let c = join(&store, &a, "c").await;
     let (_fa, fb, _fc) = (follow(&store, &a), follow(&store, &b), follow(&store, &c));
     eventually("every node beats", || {
@@ -216,10 +193,7 @@ async fn a_follower_learns_its_id_and_its_live_peers_and_beats_its_certificate()
 
 #[tokio::test(start_paused = true)]
 async fn a_removed_node_stops_following_and_keeps_its_last_state() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
-    let f = settled(&store, &b).await;
+    let (store, a, b, f) = settled().await;
     store.remove("b");
     eventually("b's follower ends", || f.task.is_finished()).await;
     a.change(&store, "two").await.unwrap();
@@ -230,8 +204,7 @@ async fn a_removed_node_stops_following_and_keeps_its_last_state() {
 
 #[tokio::test(start_paused = true)]
 async fn a_server_in_no_cluster_follows_once_its_node_joins() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
+    let (store, a) = one_node().await;
     let b = Node {
         name: "b".into(),
         dir: tempfile::tempdir().unwrap(),

@@ -66,6 +66,21 @@ impl Node {
         self.write(APPLIED, text);
         change.commit(&format!("{}: test", self.name), None).await
     }
+
+    /// A command begun on this node, which is one.
+    async fn begin(&self, store: &MemoryStore) -> Change<MemoryStore> {
+        Change::begin_on(store.clone(), self.config())
+            .await
+            .unwrap()
+            .expect("a cluster node")
+    }
+
+    /// Why a command cannot begin on this node.
+    async fn cannot_begin(&self, store: &MemoryStore) -> ClusterError {
+        Change::begin_on(store.clone(), self.config())
+            .await
+            .unwrap_err()
+    }
 }
 
 fn membership(name: &str, version: u64, digest: String) -> Membership {
@@ -96,6 +111,20 @@ async fn first_node(store: &MemoryStore, name: &str) -> Node {
         .unwrap();
     assert_eq!(node.change(store, "version one").await.unwrap(), Some(1));
     node
+}
+
+/// A new store, and the first node of a cluster on it, `a`.
+async fn one_node() -> (MemoryStore, Node) {
+    let store = MemoryStore::new();
+    let a = first_node(&store, "a").await;
+    (store, a)
+}
+
+/// A new store, and a cluster of two nodes on it: `a` made it, `b` joined at version 1.
+async fn two_nodes() -> (MemoryStore, Node, Node) {
+    let (store, a) = one_node().await;
+    let b = join(&store, &a, "b").await;
+    (store, a, b)
 }
 
 /// A node joined to `first`'s cluster as `topology join` does: the master key, then the store's
@@ -220,6 +249,15 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "waited a minute for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Asserts that `e` is the conflict of a change made on version `base` while the store holds
+/// `current`.
+fn assert_conflict(e: &ClusterError, base: u64, current: u64) {
+    assert!(
+        matches!(e, ClusterError::Conflict { base: b, current: c } if (*b, *c) == (base, current)),
+        "{e:?}"
+    );
 }
 
 /// The kind an operation gives this error (what the admin API answers, the CLI's log level).

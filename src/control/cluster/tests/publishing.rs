@@ -12,9 +12,7 @@ use crate::control::operations::ErrorKind;
 
 #[tokio::test(start_paused = true)]
 async fn a_change_commits_the_next_version_on_the_newest_one() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
+    let (store, a, b) = two_nodes().await;
     assert_eq!(a.change(&store, "two").await.unwrap(), Some(2));
     // b holds version 1: its command first takes version 2, then commits on it.
     assert_eq!(b.change(&store, "three").await.unwrap(), Some(3));
@@ -34,8 +32,7 @@ async fn a_change_commits_the_next_version_on_the_newest_one() {
 
 #[tokio::test(start_paused = true)]
 async fn a_command_that_changed_nothing_commits_nothing() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
+    let (store, a) = one_node().await;
     assert_eq!(a.change(&store, "version one").await.unwrap(), None);
     assert_eq!(store.head().unwrap().version, 1);
     assert_eq!(store.applied_by().len(), 1);
@@ -43,12 +40,8 @@ async fn a_command_that_changed_nothing_commits_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_new_generation_is_committed_even_when_no_file_changed() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let mut change = Change::begin_on(store.clone(), a.config())
-        .await
-        .unwrap()
-        .unwrap();
+    let (store, a) = one_node().await;
+    let mut change = a.begin(&store).await;
     assert_eq!(
         change.commit("a: regenerate", Some(2)).await.unwrap(),
         Some(2)
@@ -60,26 +53,12 @@ async fn a_new_generation_is_committed_even_when_no_file_changed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_change_made_while_another_node_committed_conflicts_and_applies_nothing() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
-    let mut change = Change::begin_on(store.clone(), a.config())
-        .await
-        .unwrap()
-        .unwrap();
+    let (store, a, b) = two_nodes().await;
+    let mut change = a.begin(&store).await;
     a.write(APPLIED, "a's change");
     assert_eq!(b.change(&store, "b's change").await.unwrap(), Some(2));
     let e = change.commit("a: test", None).await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClusterError::Conflict {
-                base: 1,
-                current: 2
-            }
-        ),
-        "{e:?}"
-    );
+    assert_conflict(&e, 1, 2);
     assert!(e.to_string().contains("nothing was applied"), "{e}");
     assert_eq!(kind(e), ErrorKind::User);
     // The store keeps b's version, and a now holds it instead of its own change.
@@ -93,20 +72,10 @@ async fn a_change_made_while_another_node_committed_conflicts_and_applies_nothin
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_commit_race_puts_the_nodes_files_back_to_the_winners_version() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
+    let (store, a) = one_node().await;
     store.lose_next_commit();
     let e = a.change(&store, "mine").await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClusterError::Conflict {
-                base: 1,
-                current: 2
-            }
-        ),
-        "{e:?}"
-    );
+    assert_conflict(&e, 1, 2);
     assert_eq!(store.head().unwrap().version, 2);
     assert_eq!(store.applied_by().last().unwrap(), "another node");
     assert_eq!(a.applied(), "version one");
@@ -116,20 +85,16 @@ async fn a_lost_commit_race_puts_the_nodes_files_back_to_the_winners_version() {
 
 #[tokio::test(start_paused = true)]
 async fn a_killed_commands_uncommitted_files_are_put_back_at_the_same_version() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
+    let (store, a) = one_node().await;
     let committed = a.digest();
     // A command changed files and was killed before it committed (its Change is dropped).
-    let change = Change::begin_on(store.clone(), a.config()).await.unwrap();
+    let change = a.begin(&store).await;
     a.write(APPLIED, "half done");
     a.write("external-ssl/x/server.crt", "stray");
     drop(change);
     assert_ne!(a.digest(), committed);
     // The next command finds files that are not the version the node holds and puts it back.
-    let change = Change::begin_on(store.clone(), a.config())
-        .await
-        .unwrap()
-        .unwrap();
+    let change = a.begin(&store).await;
     assert_eq!(a.applied(), "version one");
     assert!(!a.config().join("external-ssl/x/server.crt").exists());
     assert_eq!(a.digest(), committed);
@@ -139,9 +104,7 @@ async fn a_killed_commands_uncommitted_files_are_put_back_at_the_same_version() 
 
 #[tokio::test(start_paused = true)]
 async fn catch_up_reports_the_files_it_replaced_and_leaves_an_intact_node_alone() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
+    let (store, a, b) = two_nodes().await;
     let mut m = b.membership();
     let mut s = session(&store, &b).await;
     assert!(
@@ -180,16 +143,13 @@ async fn catch_up_on_a_store_with_no_version_changes_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_version_sealed_under_another_master_key_is_corrupt_and_installs_nothing() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
+    let (store, a) = one_node().await;
     let stranger = tempfile::tempdir().unwrap();
     let sealed = Snapshot::default()
         .seal(&Keystore::open(stranger.path()).unwrap())
         .unwrap();
     store.put(sealed, "a stranger");
-    let e = Change::begin_on(store.clone(), a.config())
-        .await
-        .unwrap_err();
+    let e = a.cannot_begin(&store).await;
     assert!(matches!(e, ClusterError::Corrupt(_)), "{e:?}");
     assert!(e.to_string().contains("master key"), "{e}");
     assert_eq!(kind(e), ErrorKind::Server);
@@ -199,14 +159,10 @@ async fn a_version_sealed_under_another_master_key_is_corrupt_and_installs_nothi
 
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_store_fails_a_command_before_it_runs_as_an_upstream_error() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let b = join(&store, &a, "b").await;
+    let (store, a, b) = two_nodes().await;
     a.change(&store, "two").await.unwrap();
     store.set_fault("b", Some(Fault::Unreachable));
-    let e = Change::begin_on(store.clone(), b.config())
-        .await
-        .unwrap_err();
+    let e = b.cannot_begin(&store).await;
     assert!(matches!(e, ClusterError::Unreachable { .. }), "{e:?}");
     assert_eq!(kind(e), ErrorKind::Upstream);
     // b keeps serving its local copy of version 1.
@@ -216,12 +172,8 @@ async fn an_unreachable_store_fails_a_command_before_it_runs_as_an_upstream_erro
 
 #[tokio::test(start_paused = true)]
 async fn a_store_lost_before_the_commit_puts_the_files_back_as_an_upstream_error() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
-    let mut change = Change::begin_on(store.clone(), a.config())
-        .await
-        .unwrap()
-        .unwrap();
+    let (store, a) = one_node().await;
+    let mut change = a.begin(&store).await;
     a.write(APPLIED, "unpublished");
     store.set_fault("a", Some(Fault::Unreachable));
     let e = change.commit("a: test", None).await.unwrap_err();
@@ -233,12 +185,9 @@ async fn a_store_lost_before_the_commit_puts_the_files_back_as_an_upstream_error
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_cluster_role_is_an_upstream_error_that_says_to_join_again() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
+    let (store, a) = one_node().await;
     store.set_fault("a", Some(Fault::Refused));
-    let e = Change::begin_on(store.clone(), a.config())
-        .await
-        .unwrap_err();
+    let e = a.cannot_begin(&store).await;
     assert!(e.to_string().contains("topology join"), "{e}");
     assert_eq!(kind(e), ErrorKind::Upstream);
 }
@@ -265,8 +214,7 @@ async fn beat(store: &MemoryStore, node: &Node, name: &str, version: u64) {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_for_the_nodes_reports_each_one_and_gives_up_on_a_lagging_live_node() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
+    let (store, a) = one_node().await;
     beat(&store, &a, "gone", 1).await;
     beat(&store, &a, "removed", 1).await;
     store.remove("removed");
@@ -274,10 +222,7 @@ async fn waiting_for_the_nodes_reports_each_one_and_gives_up_on_a_lagging_live_n
     tokio::time::sleep(Duration::from_secs(6)).await;
     beat(&store, &a, "a", 2).await;
     beat(&store, &a, "slow", 1).await;
-    let change = Change::begin_on(store.clone(), a.config())
-        .await
-        .unwrap()
-        .unwrap();
+    let change = a.begin(&store).await;
     let started = Instant::now();
     let outcomes = wait_for_nodes(&change, 2, Duration::from_secs(3))
         .await
@@ -309,13 +254,9 @@ async fn waiting_for_the_nodes_reports_each_one_and_gives_up_on_a_lagging_live_n
 
 #[tokio::test(start_paused = true)]
 async fn waiting_for_the_nodes_ends_as_soon_as_every_live_node_serves_the_version() {
-    let store = MemoryStore::new();
-    let a = first_node(&store, "a").await;
+    let (store, a) = one_node().await;
     beat(&store, &a, "a", 1).await;
-    let change = Change::begin_on(store.clone(), a.config())
-        .await
-        .unwrap()
-        .unwrap();
+    let change = a.begin(&store).await;
     let started = Instant::now();
     let outcomes = wait_for_nodes(&change, 1, Duration::from_secs(10))
         .await
