@@ -14,34 +14,27 @@ use crate::harness::{PASSWORD, Postgres};
 const TIMEOUT: Duration = Duration::from_secs(5);
 const CLUSTER_PASSWORD: &str = "cluster-pw-0123456789";
 
-/// The schema as the previous version created it (`repo::schema_sql` before `bytea`), verbatim but
-/// for the password, which it set as a SCRAM verifier.
-const OLD_SCHEMA: &str = "DO $$ BEGIN
-       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgssl_cluster') THEN
-         CREATE ROLE pgssl_cluster LOGIN;
-       END IF;
-     END $$;
-     ALTER ROLE pgssl_cluster LOGIN PASSWORD 'cluster-pw-0123456789';
-     CREATE SCHEMA IF NOT EXISTS pgssl;
-     GRANT USAGE, CREATE ON SCHEMA pgssl TO pgssl_cluster;
-     SET ROLE pgssl_cluster;
-     CREATE TABLE IF NOT EXISTS pgssl.state (
-       id int PRIMARY KEY CHECK (id = 1),
-       version bigint NOT NULL,
-       generation bigint NOT NULL,
-       sealed text NOT NULL,
-       applied_by text NOT NULL,
-       applied_at timestamptz NOT NULL DEFAULT now());
-     CREATE TABLE IF NOT EXISTS pgssl.nodes (
-       name text PRIMARY KEY,
-       id int NOT NULL UNIQUE CHECK (id BETWEEN 1 AND 127),
-       address text NOT NULL,
-       version bigint NOT NULL,
-       fingerprint text NOT NULL,
-       heartbeat timestamptz NOT NULL DEFAULT now(),
-       removed boolean NOT NULL DEFAULT false);
-     REVOKE ALL ON pgssl.state, pgssl.nodes FROM PUBLIC;
-     RESET ROLE";
+/// What turns this version's tables into the previous version's: they differ in one column, the
+/// sealed state, which the previous version kept as base64 text.
+const TO_PREVIOUS_VERSION: &str = "ALTER TABLE pgssl.state
+     ALTER COLUMN sealed TYPE text USING encode(sealed, 'base64')";
+
+/// Makes the cluster's role (with [`CLUSTER_PASSWORD`]) and schema on an administrator's session,
+/// as a new cluster's first node does; returns the session.
+async fn make_cluster(pg: &Postgres) -> Session {
+    let admin_login = Login {
+        user: "postgres",
+        database: "postgres",
+        application_name: "test",
+        password: Some(&Secret::new(PASSWORD.into())),
+    };
+    let stream = pg.upstream().connect(TIMEOUT).await.unwrap();
+    let mut admin = Session::start(stream, &admin_login).await.unwrap();
+    repo::create(&mut admin, &Secret::new(CLUSTER_PASSWORD.into()))
+        .await
+        .unwrap();
+    admin
+}
 
 fn reach(pg: &Postgres) -> (String, u16) {
     (pg.repository_text(), pg.port())
@@ -67,7 +60,9 @@ fn sealed_type(pg: &Postgres) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_made_by_the_previous_version_is_migrated_to_bytea_and_keeps_working() {
     let pg = Postgres::start();
-    pg.sql(OLD_SCHEMA);
+    // The tables as the previous version made them.
+    make_cluster(&pg).await.terminate().await.unwrap();
+    pg.sql(TO_PREVIOUS_VERSION);
     // What the previous version committed: the sealed snapshot as base64 text (bytes that are no
     // valid UTF-8, so a text round trip would show), and a node that beat.
     pg.sql(
@@ -149,18 +144,7 @@ async fn a_cluster_made_by_the_previous_version_is_migrated_to_bytea_and_keeps_w
 
     // Making the cluster again on the same repository (an administrator's session) keeps the
     // migrated tables and their state, and gives the role the password again.
-    let admin_login = Login {
-        user: "postgres",
-        database: "postgres",
-        application_name: "test",
-        password: Some(&Secret::new(PASSWORD.into())),
-    };
-    let stream = pg.upstream().connect(TIMEOUT).await.unwrap();
-    let mut admin = Session::start(stream, &admin_login).await.unwrap();
-    repo::create(&mut admin, &Secret::new(CLUSTER_PASSWORD.into()))
-        .await
-        .unwrap();
-    admin.terminate().await.unwrap();
+    make_cluster(&pg).await.terminate().await.unwrap();
     assert_eq!(sealed_type(&pg), "bytea");
     let mut again = connect(&repository, port).await.unwrap();
     let head = repo::head(&mut again, &repository).await.unwrap().unwrap();
@@ -170,17 +154,7 @@ async fn a_cluster_made_by_the_previous_version_is_migrated_to_bytea_and_keeps_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_cluster_keeps_bytea_and_a_commit_wakes_a_listening_session() {
     let pg = Postgres::start();
-    let admin_login = Login {
-        user: "postgres",
-        database: "postgres",
-        application_name: "test",
-        password: Some(&Secret::new(PASSWORD.into())),
-    };
-    let stream = pg.upstream().connect(TIMEOUT).await.unwrap();
-    let mut admin = Session::start(stream, &admin_login).await.unwrap();
-    repo::create(&mut admin, &Secret::new(CLUSTER_PASSWORD.into()))
-        .await
-        .unwrap();
+    let _admin = make_cluster(&pg).await;
     assert_eq!(sealed_type(&pg), "bytea");
     assert_eq!(
         pg.sql("SELECT has_table_privilege('pgssl_cluster', 'pgssl.state', 'SELECT')"),
