@@ -26,9 +26,7 @@ mod values;
 pub use auth::{AdminConfig, AuthConfig, AuthMode};
 pub use pool::{LOOKUP_CONNECTIONS, MinWarmConfig, PoolConfig, SUPERUSER_RESERVE};
 pub use renamed::{OldKey, RenameError};
-pub use repository::{
-    BadRepositoryAddress, RepositoryAddress, RepositoryConfig, RepositoryEndpoint,
-};
+pub use repository::{RepositoryAddress, RepositoryConfig, RepositoryEndpoint};
 pub use server::{PolicyConfig, ServerConfig};
 pub use tls::TlsConfig;
 pub use values::{network, socket_addr};

@@ -2,13 +2,13 @@
 //! (`address`) or the managed one pgssl runs itself; and the typed form of its address.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::proxy::repository::RepositoryAddr;
+pub use crate::proxy::repository::RepositoryEndpoint;
 use crate::proxy::repository::tls::RepositoryTlsMode;
+use crate::proxy::repository::{BadRepositoryAddr, RepositoryAddr};
 
 /// `[repository]`. Read at start-up.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,101 +55,6 @@ impl Default for RepositoryConfig {
     }
 }
 
-/// A repository address that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid repository address '{0}': expected host:port (e.g. 127.0.0.1:5432) or unix:/socket/dir"
-)]
-pub struct BadRepositoryAddress(pub String);
-
-/// One place the repository listens, as the file or `serve --repository` wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RepositoryEndpoint {
-    /// `host:port`: a name, an IPv4 address, or an IPv6 address (in brackets, as written).
-    Tcp {
-        /// The host as written.
-        host: String,
-        /// The port, never 0.
-        port: u16,
-    },
-    /// A Unix socket directory: the socket is `<dir>/.s.PGSQL.<port>`, PostgreSQL's convention.
-    Unix {
-        /// The socket directory (`unix_socket_directories`).
-        dir: PathBuf,
-        /// The port the address named (`unix:/dir/.s.PGSQL.6000`); `None` for a bare directory,
-        /// whose socket is named by `repository.port`.
-        port: Option<u16>,
-    },
-}
-
-impl FromStr for RepositoryEndpoint {
-    type Err = BadRepositoryAddress;
-
-    /// Parses `host:port`, `unix:/dir`, `/dir` or the socket itself, `unix:/dir/.s.PGSQL.5432`.
-    fn from_str(text: &str) -> Result<Self, BadRepositoryAddress> {
-        let bad = || BadRepositoryAddress(text.to_string());
-        if let Some(dir) = text
-            .strip_prefix("unix:")
-            .or_else(|| text.starts_with('/').then_some(text))
-        {
-            if !dir.starts_with('/') {
-                return Err(bad());
-            }
-            let path = PathBuf::from(dir);
-            let socket_port = path
-                .file_name()
-                .and_then(|f| f.to_str())
-                .and_then(|f| f.strip_prefix(".s.PGSQL."))
-                .and_then(|p| u16::from_str(p).ok());
-            return Ok(match (socket_port, path.parent()) {
-                (Some(port), Some(parent)) => RepositoryEndpoint::Unix {
-                    dir: parent.to_path_buf(),
-                    port: Some(port),
-                },
-                _ => RepositoryEndpoint::Unix {
-                    dir: path,
-                    port: None,
-                },
-            });
-        }
-        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-        match u16::from_str(port) {
-            Ok(port) if port != 0 && !host.is_empty() => Ok(RepositoryEndpoint::Tcp {
-                host: host.to_string(),
-                port,
-            }),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl RepositoryEndpoint {
-    /// The address connections use; `socket_port` (`repository.port`) names the socket of a bare
-    /// Unix socket directory.
-    pub fn upstream(&self, socket_port: u16) -> RepositoryAddr {
-        match self {
-            RepositoryEndpoint::Tcp { .. } => RepositoryAddr::Tcp(self.to_string()),
-            RepositoryEndpoint::Unix { dir, port } => RepositoryAddr::Unix {
-                dir: dir.clone(),
-                port: port.unwrap_or(socket_port),
-            },
-        }
-    }
-}
-
-impl fmt::Display for RepositoryEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RepositoryEndpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
-            RepositoryEndpoint::Unix {
-                dir,
-                port: Some(port),
-            } => write!(f, "unix:{}", dir.join(format!(".s.PGSQL.{port}")).display()),
-            RepositoryEndpoint::Unix { dir, port: None } => write!(f, "unix:{}", dir.display()),
-        }
-    }
-}
-
 /// `repository.address`: where the repository listens. Written as one string or, the form fail-over
 /// will use, a list; so far the list holds exactly one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,10 +89,10 @@ impl From<RepositoryEndpoint> for RepositoryAddress {
 }
 
 impl FromStr for RepositoryAddress {
-    type Err = BadRepositoryAddress;
+    type Err = BadRepositoryAddr;
 
     /// One address (the command line's `--repository`).
-    fn from_str(text: &str) -> Result<Self, BadRepositoryAddress> {
+    fn from_str(text: &str) -> Result<Self, BadRepositoryAddr> {
         text.parse::<RepositoryEndpoint>()
             .map(RepositoryAddress::from)
     }
@@ -238,53 +143,6 @@ mod tests {
 
     fn endpoint(text: &str) -> RepositoryEndpoint {
         text.parse().unwrap()
-    }
-
-    #[test]
-    fn tcp_and_unix_forms_parse_once_and_the_socket_port_applies_to_a_bare_directory() {
-        assert_eq!(
-            endpoint("[::1]:6000"),
-            RepositoryEndpoint::Tcp {
-                host: "[::1]".into(),
-                port: 6000
-            }
-        );
-        assert_eq!(
-            endpoint("[::1]:6000").upstream(5432),
-            RepositoryAddr::Tcp("[::1]:6000".into())
-        );
-        assert_eq!(
-            endpoint("unix:/run/pg/.s.PGSQL.6000").upstream(5433),
-            RepositoryAddr::Unix {
-                dir: "/run/pg".into(),
-                port: 6000
-            }
-        );
-        assert_eq!(
-            endpoint("unix:/run/postgresql").upstream(5433),
-            RepositoryAddr::Unix {
-                dir: "/run/postgresql".into(),
-                port: 5433
-            }
-        );
-        assert_eq!(endpoint("/tmp/pg").to_string(), "unix:/tmp/pg");
-        assert_eq!(
-            endpoint("unix:/run/pg/.s.PGSQL.6000").to_string(),
-            "unix:/run/pg/.s.PGSQL.6000"
-        );
-        assert_eq!(endpoint("db.example:5432").to_string(), "db.example:5432");
-        for bad in [
-            "",
-            "localhost",
-            "host:",
-            ":5432",
-            "host:0",
-            "host:x",
-            "unix:rel",
-        ] {
-            let err = bad.parse::<RepositoryEndpoint>().unwrap_err();
-            assert_eq!(err, BadRepositoryAddress(bad.into()));
-        }
     }
 
     #[test]
