@@ -51,8 +51,9 @@ pub enum SessionError {
     Closed,
 }
 
-/// A server error as `SEVERITY: message (SQLSTATE code)`, anything else as tokio-postgres words it.
-fn describe(e: &tokio_postgres::Error) -> String {
+/// A server error as `SEVERITY: message (SQLSTATE code)`, anything else as tokio-postgres words it
+/// (how a session's failure reads, in pgssl and in its tests' clients).
+pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!(
             "{}: {} (SQLSTATE {})",

@@ -47,24 +47,11 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     /// The server answered an error (shown as `SEVERITY: message (SQLSTATE code)`), or the
     /// protocol failed.
-    #[error("{}", describe(.0))]
+    #[error("{}", pgssl::repository::session::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// SSLRequest answered something else than `S`.
     #[error("SSLRequest answered {:?}", *.0 as char)]
     NoTls(u8),
-}
-
-/// A server error as the tests read it in text, anything else as tokio-postgres words it.
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        ),
-        None => e.to_string(),
-    }
 }
 
 impl ClientError {
