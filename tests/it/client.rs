@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, BytesMut};
-use fallible_iterator::FallibleIterator;
-use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::backend::Message;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -29,15 +28,7 @@ use tokio_rustls::client::TlsStream;
 use crate::harness::PASSWORD;
 
 /// An error a server answered: what the tests look at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerError {
-    /// `ERROR`, `FATAL` or `PANIC`.
-    pub severity: String,
-    /// The SQLSTATE.
-    pub code: String,
-    /// The primary message.
-    pub message: String,
-}
+pub use pgssl::proxy::protocol::error_response::ReceivedError as ServerError;
 
 /// Why a test client's session failed.
 #[derive(Debug, thiserror::Error)]
@@ -374,34 +365,13 @@ pub async fn read_error<S: AsyncRead + Unpin>(stream: &mut S) -> ServerError {
     loop {
         if let Some(message) = Message::parse(&mut buf).unwrap() {
             match message {
-                Message::ErrorResponse(body) => return server_error(&body),
+                Message::ErrorResponse(body) => return ServerError::from_response(&body).unwrap(),
                 _ => panic!("expected an ErrorResponse"),
             }
         }
         let n = stream.read_buf(&mut buf).await.unwrap();
         assert!(n > 0, "connection closed before an ErrorResponse arrived");
     }
-}
-
-/// The fields of an ErrorResponse body.
-pub fn server_error(body: &ErrorResponseBody) -> ServerError {
-    let mut err = ServerError {
-        severity: String::new(),
-        code: String::new(),
-        message: String::new(),
-    };
-    let mut fields = body.fields();
-    while let Some(field) = fields.next().unwrap() {
-        let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
-        match field.type_() {
-            b'V' => err.severity = value,
-            b'S' if err.severity.is_empty() => err.severity = value,
-            b'C' => err.code = value,
-            b'M' => err.message = value,
-            _ => {}
-        }
-    }
-    err
 }
 
 /// The SQLSTATE of a failed start-up or statement.

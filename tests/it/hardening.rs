@@ -409,7 +409,9 @@ async fn start_up_expecting_error(addr: std::net::SocketAddr) -> String {
     loop {
         match postgres_protocol::message::backend::Message::parse(&mut got) {
             Ok(Some(postgres_protocol::message::backend::Message::ErrorResponse(body))) => {
-                return crate::client::server_error(&body).code;
+                return crate::client::ServerError::from_response(&body)
+                    .unwrap()
+                    .code;
             }
             Ok(Some(_)) => return "not an error".into(),
             Ok(None) => {}

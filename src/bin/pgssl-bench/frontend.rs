@@ -11,30 +11,12 @@ use std::io;
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
-use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// An error reported by the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerError {
-    /// `ERROR`, `FATAL` or `PANIC`.
-    pub severity: String,
-    /// The SQLSTATE.
-    pub code: String,
-    /// The primary message.
-    pub message: String,
-}
-
-impl std::fmt::Display for ServerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {} (SQLSTATE {})",
-            self.severity, self.message, self.code
-        )
-    }
-}
+/// An error reported by the server, read as pgssl reads the repository's.
+pub use pgssl::proxy::protocol::error_response::ReceivedError as ServerError;
 
 /// Client-side failures.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +72,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match session.next_message().await? {
                 Message::ParameterStatus(_) | Message::BackendKeyData(_) => {}
                 Message::ReadyForQuery(_) => return Ok(session),
-                Message::ErrorResponse(e) => return Err(ClientError::Server(server_error(&e)?)),
+                Message::ErrorResponse(e) => {
+                    return Err(ClientError::Server(ServerError::from_response(&e)?));
+                }
                 Message::NoticeResponse(_) => {}
                 _ => {
                     return Err(ClientError::Protocol(
@@ -159,7 +143,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         "Kerberos, GSSAPI, SSPI or SCM",
                     ));
                 }
-                Message::ErrorResponse(e) => return Err(ClientError::Server(server_error(&e)?)),
+                Message::ErrorResponse(e) => {
+                    return Err(ClientError::Server(ServerError::from_response(&e)?));
+                }
                 Message::NoticeResponse(_) => continue,
                 _ => {
                     return Err(ClientError::Protocol(
@@ -189,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .collect()?;
                     rows.push(values);
                 }
-                Message::ErrorResponse(e) => error = Some(server_error(&e)?),
+                Message::ErrorResponse(e) => error = Some(ServerError::from_response(&e)?),
                 Message::ReadyForQuery(_) => {
                     return match error {
                         Some(e) => Err(ClientError::Server(e)),
@@ -229,25 +215,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
     }
-}
-
-/// Converts an ErrorResponse body.
-fn server_error(body: &ErrorResponseBody) -> Result<ServerError, ClientError> {
-    let mut err = ServerError {
-        severity: String::new(),
-        code: String::new(),
-        message: String::new(),
-    };
-    let mut fields = body.fields();
-    while let Some(field) = fields.next()? {
-        let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
-        match field.type_() {
-            b'V' => err.severity = value,
-            b'S' if err.severity.is_empty() => err.severity = value,
-            b'C' => err.code = value,
-            b'M' => err.message = value,
-            _ => {}
-        }
-    }
-    Ok(err)
 }

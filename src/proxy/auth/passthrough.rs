@@ -14,7 +14,8 @@ use super::{FrameError, write_frame};
 use crate::proxy::protocol::auth_message::{
     self, AUTH_OK, AUTH_SASL, AUTH_SASL_FINAL, AuthMessageError, Frame,
 };
-use crate::proxy::protocol::login_watch::{LoginOutcome, error_fields};
+use crate::proxy::protocol::error_response::error_fields;
+use crate::proxy::protocol::login_watch::LoginOutcome;
 
 /// How the authentication phase ended.
 #[derive(Debug)]

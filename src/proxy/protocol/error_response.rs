@@ -1,9 +1,15 @@
-//! Encoding of the `ErrorResponse` message pgssl sends when it refuses a connection.
+//! Encoding of the `ErrorResponse` message pgssl sends when it refuses a connection, and the fields
+//! read from one a server sent ([`ReceivedError`]).
 //!
 //! Format: <https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-ERRORRESPONSE>.
 //! pgssl only ever sends FATAL errors: each one ends the connection, as PostgreSQL's own start-up errors do.
 
+use std::fmt;
+use std::io;
+
 use bytes::{BufMut, Bytes, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend::ErrorResponseBody;
 
 /// The SQLSTATE codes pgssl can answer with
 /// (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
@@ -94,6 +100,77 @@ fn put_field(buf: &mut BytesMut, tag: u8, value: &str) {
     // A NUL inside a field would end it early and desynchronise the client's parser.
     buf.extend(value.bytes().filter(|b| *b != 0));
     buf.put_u8(0);
+}
+
+/// The fields of an ErrorResponse or NoticeResponse body (after type and length): each field's
+/// type byte and value, up to the terminating NUL (or the end of a truncated body).
+pub fn error_fields(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut fields = body;
+    std::iter::from_fn(move || {
+        let (&code, rest) = fields.split_first()?;
+        if code == 0 {
+            return None;
+        }
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        fields = rest.get(end + 1..).unwrap_or_default();
+        Some((code, &rest[..end]))
+    })
+}
+
+/// What an `ErrorResponse` a server sent says: the fields pgssl reads from the repository's
+/// refusals, and its tools and tests from any server's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceivedError {
+    /// `ERROR`, `FATAL` or `PANIC` (`V`; the localized `S` from a server that sends no `V`).
+    pub severity: String,
+    /// The SQLSTATE (`C`).
+    pub code: String,
+    /// The primary message (`M`).
+    pub message: String,
+}
+
+impl ReceivedError {
+    /// The fields of an ErrorResponse body (after type and length).
+    pub fn from_body(body: &[u8]) -> ReceivedError {
+        let mut error = ReceivedError::default();
+        for (field, value) in error_fields(body) {
+            error.set(field, value);
+        }
+        error
+    }
+
+    /// The fields of an ErrorResponse body as postgres-protocol decoded it; fails on a malformed
+    /// field.
+    pub fn from_response(body: &ErrorResponseBody) -> io::Result<ReceivedError> {
+        let mut error = ReceivedError::default();
+        let mut fields = body.fields();
+        while let Some(field) = fields.next()? {
+            error.set(field.type_(), field.value_bytes());
+        }
+        Ok(error)
+    }
+
+    fn set(&mut self, field: u8, value: &[u8]) {
+        let value = String::from_utf8_lossy(value).into_owned();
+        match field {
+            b'V' => self.severity = value,
+            b'S' if self.severity.is_empty() => self.severity = value,
+            b'C' => self.code = value,
+            b'M' => self.message = value,
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Display for ReceivedError {
+    /// `SEVERITY: message (SQLSTATE code)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} (SQLSTATE {})",
+            self.severity, self.message, self.code
+        )
+    }
 }
 
 #[cfg(test)]

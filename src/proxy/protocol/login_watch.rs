@@ -7,6 +7,8 @@
 //! that is open costs nothing for it. It never changes a byte that is relayed.
 //! Message layout: <https://www.postgresql.org/docs/current/protocol-message-formats.html>.
 
+use super::error_response::ReceivedError;
+
 /// How much of an ErrorResponse body is kept for its fields.
 pub const MAX_ERROR_BYTES: usize = 1024;
 
@@ -103,32 +105,12 @@ impl LoginOutcome {
     /// The refusal an ErrorResponse body (its fields, after type and length) states: its SQLSTATE and
     /// primary message.
     pub fn refused(body: &[u8]) -> LoginOutcome {
-        let (mut sqlstate, mut message) = (String::new(), String::new());
-        for (code, value) in error_fields(body) {
-            let value = String::from_utf8_lossy(value).into_owned();
-            match code {
-                b'C' => sqlstate = value,
-                b'M' => message = value,
-                _ => {}
-            }
+        let error = ReceivedError::from_body(body);
+        LoginOutcome::Refused {
+            sqlstate: error.code,
+            message: error.message,
         }
-        LoginOutcome::Refused { sqlstate, message }
     }
-}
-
-/// The fields of an ErrorResponse or NoticeResponse body (after type and length): each field's
-/// type byte and value, up to the terminating NUL (or the end of a truncated body).
-pub fn error_fields(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
-    let mut fields = body;
-    std::iter::from_fn(move || {
-        let (&code, rest) = fields.split_first()?;
-        if code == 0 {
-            return None;
-        }
-        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-        fields = rest.get(end + 1..).unwrap_or_default();
-        Some((code, &rest[..end]))
-    })
 }
 
 #[cfg(test)]
