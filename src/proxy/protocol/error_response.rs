@@ -216,4 +216,37 @@ mod tests {
         let bytes = err.encode();
         assert!(bytes.windows(4).any(|w| w == b"Mab\0"));
     }
+
+    #[test]
+    fn a_received_error_reads_the_same_fields_from_raw_and_decoded_bodies() {
+        // A localized `S` before the fixed `V`, as PostgreSQL sends them; a hint it does not keep.
+        let body = b"SFATAL-LOCAL\0VFATAL\0C28P01\0Mpassword authentication failed\0Hnone\0\0";
+        let expected = ReceivedError {
+            severity: "FATAL".into(),
+            code: "28P01".into(),
+            message: "password authentication failed".into(),
+        };
+        assert_eq!(ReceivedError::from_body(body), expected);
+        let mut frame = BytesMut::new();
+        frame.put_u8(b'E');
+        frame.put_u32(body.len() as u32 + 4);
+        frame.put_slice(body);
+        let Some(Message::ErrorResponse(decoded)) = Message::parse(&mut frame).expect("parse")
+        else {
+            panic!("not an ErrorResponse");
+        };
+        assert_eq!(
+            ReceivedError::from_response(&decoded).expect("fields"),
+            expected
+        );
+        assert_eq!(
+            expected.to_string(),
+            "FATAL: password authentication failed (SQLSTATE 28P01)"
+        );
+        // Without `V`, the localized severity is what there is.
+        assert_eq!(
+            ReceivedError::from_body(b"SERROR\0C42000\0\0").severity,
+            "ERROR"
+        );
+    }
 }
