@@ -6,7 +6,7 @@
 //! start-up. Every key is optional and unknown keys are refused, so a typo cannot silently fall back
 //! to a default. Values are typed as the file is read (addresses, networks, durations with their
 //! unit), so a bad one is refused at load, naming its key and the file, and nothing parses them again.
-//! Keys that were renamed still load, with one warning each ([`renamed`]).
+//! Keys that were renamed still load, with one warning each (`renamed.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

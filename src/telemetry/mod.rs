@@ -1,7 +1,7 @@
 //! Metrics in Prometheus text format, served on an optional listener (`serve --metrics ADDR`).
 //!
 //! The data plane records through the `metrics` facade (a no-op until a recorder is installed); this
-//! module installs the Prometheus recorder once per process and describes every metric; [`endpoint`]
+//! module installs the Prometheus recorder once per process and describes every metric; `endpoint`
 //! answers `GET /metrics`. It also holds what makes client text safe for logs ([`LogSafe`]) and the
 //! bridge from `log` records to `tracing` ([`LogBridge`]).
 

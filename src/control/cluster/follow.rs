@@ -4,8 +4,8 @@
 //! Cut off from the repository it keeps serving what it last installed, says so, and catches up on
 //! reconnecting by reading the whole state again.
 //!
-//! [`Follower`] is what a server starts; it runs [`Following`], the same loop over any shared
-//! [`Store`] and any [`Serving`] node, which is how the tests drive it in memory.
+//! [`Follower`] is what a server starts; it runs `Following`, the same loop over any shared
+//! [`Store`] and any `Serving` node, which is how the tests drive it in memory.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
