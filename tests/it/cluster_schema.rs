@@ -1,6 +1,8 @@
 //! The cluster's tables on a real PostgreSQL, through the library's statements: a cluster made by
-//! the previous version (its sealed state base64 in a text column) is migrated to `bytea` when a node
-//! connects, once, and then read and committed to as before; a commit wakes a listening session.
+//! the previous version (its sealed state base64 in a text column, `sealed`) is migrated to `bytea`
+//! under a new name (`sealed_bytes`) when a node connects, once, and then read and committed to as
+//! before, while a node of the previous version still running fails loudly instead of writing base64
+//! that would corrupt it; a commit wakes a listening session.
 
 use std::time::Duration;
 
@@ -15,9 +17,15 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const CLUSTER_PASSWORD: &str = "cluster-pw-0123456789";
 
 /// What turns this version's tables into the previous version's: they differ in one column, the
-/// sealed state, which the previous version kept as base64 text.
+/// sealed state, which the previous version kept as base64 text named `sealed`.
 const TO_PREVIOUS_VERSION: &str = "ALTER TABLE pgssl.state
-     ALTER COLUMN sealed TYPE text USING encode(sealed, 'base64')";
+       ALTER COLUMN sealed_bytes TYPE text USING encode(sealed_bytes, 'base64');
+     ALTER TABLE pgssl.state RENAME COLUMN sealed_bytes TO sealed";
+
+/// A commit as the previous version made it: the sealed state as base64 text in `sealed`.
+const PREVIOUS_VERSION_COMMIT: &str = "UPDATE pgssl.state SET version = version + 1,
+       sealed = 'AP8Qww==', applied_by = 'n1: old', applied_at = now()
+     WHERE id = 1";
 
 /// Makes the cluster's role (with [`CLUSTER_PASSWORD`]) and schema on an administrator's session,
 /// as a new cluster's first node does; returns the session.
@@ -50,11 +58,19 @@ async fn connect(repository: &str, port: u16) -> Result<repo::Conn, ClusterError
     repo::connect_as(&reach, &Secret::new(CLUSTER_PASSWORD.into()), TIMEOUT).await
 }
 
-fn sealed_type(pg: &Postgres) -> String {
-    pg.sql(
+/// The type of `pgssl.state`'s column `name`; empty when it has none.
+fn column_type(pg: &Postgres, name: &str) -> String {
+    pg.sql(&format!(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
-         WHERE attrelid = 'pgssl.state'::regclass AND attname = 'sealed'",
-    )
+         WHERE attrelid = 'pgssl.state'::regclass AND attname = '{name}' AND NOT attisdropped"
+    ))
+}
+
+/// The column types of this version's tables: the sealed state is `bytea`, named `sealed_bytes`,
+/// and no `sealed` column is left for an older version to write to.
+fn assert_current(pg: &Postgres) {
+    assert_eq!(column_type(pg, "sealed_bytes"), "bytea");
+    assert_eq!(column_type(pg, "sealed"), "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,13 +89,14 @@ async fn a_cluster_made_by_the_previous_version_is_migrated_to_bytea_and_keeps_w
         "INSERT INTO pgssl.nodes (name, id, address, version, fingerprint) \
          VALUES ('n1', 1, '127.0.0.1:6432', 3, 'AB:CD')",
     );
-    assert_eq!(sealed_type(&pg), "text");
+    assert_eq!(column_type(&pg, "sealed"), "text");
+    assert_eq!(column_type(&pg, "sealed_bytes"), "");
     let (repository, port) = reach(&pg);
 
     // Two nodes connect at once: the column is converted, once, and both read the old state.
     let (a, b) = tokio::join!(connect(&repository, port), connect(&repository, port));
     let (mut a, mut b) = (a.unwrap(), b.unwrap());
-    assert_eq!(sealed_type(&pg), "bytea");
+    assert_current(&pg);
     for conn in [&mut a, &mut b] {
         let stored = repo::fetch(conn, &repository).await.unwrap().unwrap();
         assert_eq!(
@@ -92,6 +109,24 @@ async fn a_cluster_made_by_the_previous_version_is_migrated_to_bytea_and_keeps_w
     // Nothing left to migrate.
     assert!(!schema::migrate(&a).await.unwrap());
 
+    // A node of the previous version still running fails loudly, reading or committing: no base64
+    // text reaches the column (PostgreSQL would take it as escape-format bytea, which no node of
+    // this version could open).
+    for old in [
+        PREVIOUS_VERSION_COMMIT,
+        "SELECT version, generation, sealed FROM pgssl.state WHERE id = 1",
+    ] {
+        let refused = b.batch_execute(old).await.unwrap_err();
+        assert_eq!(refused.code().map(|c| c.code()), Some("42703"), "{refused}");
+    }
+    let stored = repo::fetch(&mut a, &repository).await.unwrap().unwrap();
+    assert_eq!((stored.head.version, stored.head.generation), (3, 2));
+    assert_eq!(
+        stored.sealed,
+        [0x00, 0xff, 0x10, 0xc3],
+        "the old commit changed nothing"
+    );
+
     // The new version commits on top, and everyone reads what it committed.
     let next = [7u8, 0, 8, 0xfe];
     let version = repo::commit(&mut a, &repository, 3, None, &next, "n2: new")
@@ -102,7 +137,7 @@ async fn a_cluster_made_by_the_previous_version_is_migrated_to_bytea_and_keeps_w
     assert_eq!((stored.head.version, stored.head.generation), (4, 2));
     assert_eq!(stored.sealed, next);
     assert_eq!(
-        pg.sql("SELECT encode(sealed, 'hex'), applied_by FROM pgssl.state"),
+        pg.sql("SELECT encode(sealed_bytes, 'hex'), applied_by FROM pgssl.state"),
         "070008fe|n2: new"
     );
     // A commit on a stale base is a conflict naming the current version.
@@ -145,7 +180,7 @@ async fn a_cluster_made_by_the_previous_version_is_migrated_to_bytea_and_keeps_w
     // Making the cluster again on the same repository (an administrator's session) keeps the
     // migrated tables and their state, and gives the role the password again.
     make_cluster(&pg).await.terminate().await.unwrap();
-    assert_eq!(sealed_type(&pg), "bytea");
+    assert_current(&pg);
     let mut again = connect(&repository, port).await.unwrap();
     let head = repo::head(&mut again, &repository).await.unwrap().unwrap();
     assert_eq!((head.version, head.generation), (4, 2));
@@ -155,7 +190,7 @@ async fn a_cluster_made_by_the_previous_version_is_migrated_to_bytea_and_keeps_w
 async fn a_new_cluster_keeps_bytea_and_a_commit_wakes_a_listening_session() {
     let pg = Postgres::start();
     let _admin = make_cluster(&pg).await;
-    assert_eq!(sealed_type(&pg), "bytea");
+    assert_current(&pg);
     assert_eq!(
         pg.sql("SELECT has_table_privilege('pgssl_cluster', 'pgssl.state', 'SELECT')"),
         "t"
@@ -217,4 +252,22 @@ async fn a_new_cluster_keeps_bytea_and_a_commit_wakes_a_listening_session() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bytea_column_still_named_sealed_is_renamed_with_its_bytes() {
+    let pg = Postgres::start();
+    // The tables as a build between the two made them: `bytea` already, under the old name.
+    make_cluster(&pg).await.terminate().await.unwrap();
+    pg.sql("ALTER TABLE pgssl.state RENAME COLUMN sealed_bytes TO sealed");
+    pg.sql(
+        "INSERT INTO pgssl.state (id, version, generation, sealed, applied_by) \
+         VALUES (1, 5, 1, '\\x00ff10c3'::bytea, 'n1')",
+    );
+    let (repository, port) = reach(&pg);
+    let mut conn = connect(&repository, port).await.unwrap();
+    assert_current(&pg);
+    let stored = repo::fetch(&mut conn, &repository).await.unwrap().unwrap();
+    assert_eq!((stored.head.version, stored.head.generation), (5, 1));
+    assert_eq!(stored.sealed, [0x00, 0xff, 0x10, 0xc3]);
 }

@@ -187,7 +187,7 @@ fn head_of(row: &Row) -> Result<Head, ClusterError> {
 pub async fn fetch(conn: &mut Conn, repository: &str) -> Result<Option<Stored>, ClusterError> {
     let row = conn
         .query_opt(
-            "SELECT version, generation, sealed FROM pgssl.state WHERE id = 1",
+            "SELECT version, generation, sealed_bytes FROM pgssl.state WHERE id = 1",
             &[],
         )
         .await
@@ -195,9 +195,9 @@ pub async fn fetch(conn: &mut Conn, repository: &str) -> Result<Option<Stored>, 
     let Some(row) = row else {
         return Ok(None);
     };
-    let sealed: Vec<u8> = row
-        .try_get(2)
-        .map_err(|e| ClusterError::Corrupt(format!("pgssl.state.sealed does not read: {e}")))?;
+    let sealed: Vec<u8> = row.try_get(2).map_err(|e| {
+        ClusterError::Corrupt(format!("pgssl.state.sealed_bytes does not read: {e}"))
+    })?;
     Ok(Some(Stored {
         head: head_of(&row)?,
         sealed,
@@ -217,7 +217,7 @@ pub async fn commit(
 ) -> Result<u64, ClusterError> {
     let rows = if base == 0 {
         conn.query(
-            "WITH c AS (INSERT INTO pgssl.state (id, version, generation, sealed, applied_by)
+            "WITH c AS (INSERT INTO pgssl.state (id, version, generation, sealed_bytes, applied_by)
                         VALUES (1, 1, 1, $1, $2) ON CONFLICT (id) DO NOTHING
                         RETURNING version)
              SELECT version, pg_notify($3, version::text) FROM c",
@@ -229,7 +229,7 @@ pub async fn commit(
         conn.query(
             "WITH c AS (UPDATE pgssl.state SET version = $1::bigint + 1,
                           generation = coalesce($2::bigint, generation),
-                          sealed = $3, applied_by = $4, applied_at = now()
+                          sealed_bytes = $3, applied_by = $4, applied_at = now()
                         WHERE id = 1 AND version = $1::bigint RETURNING version)
              SELECT version, pg_notify($5, version::text) FROM c",
             &[&bigint(base)?, &generation, &sealed, &by, &CHANNEL],

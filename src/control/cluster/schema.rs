@@ -2,13 +2,17 @@
 //! when a cluster is made, and brought up to date by every node when it connects.
 //!
 //! ```text
-//! pgssl.state   one row (id 1): version, generation, sealed snapshot (bytea), who applied it, when
+//! pgssl.state   one row (id 1): version, generation, sealed snapshot (bytea, `sealed_bytes`), who
+//!               applied it, when
 //! pgssl.nodes   one row per node: name, id (1–127), address, version served, fingerprint,
 //!               heartbeat, removed
 //! ```
 //!
-//! Versions before this one kept the sealed snapshot as base64 in a text column; [`migrate`] turns it
-//! into `bytea` in place, once, whichever node connects first.
+//! Versions before this one kept the sealed snapshot as base64 in a text column named `sealed`;
+//! [`migrate`] turns it into `bytea` and renames it `sealed_bytes`, in place, once, whichever node
+//! connects first. The rename is what keeps a node of an older version that is still running from
+//! harming the cluster: its statements name `sealed`, so they fail ("column does not exist")
+//! instead of writing base64 text that PostgreSQL would take as escape-format `bytea`.
 
 use super::repo::Conn;
 use super::{CHANNEL, CLUSTER_ROLE};
@@ -26,7 +30,7 @@ const SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS pgssl;
        id int PRIMARY KEY CHECK (id = 1),
        version bigint NOT NULL,
        generation bigint NOT NULL,
-       sealed bytea NOT NULL,
+       sealed_bytes bytea NOT NULL,
        applied_by text NOT NULL,
        applied_at timestamptz NOT NULL DEFAULT now());
      CREATE TABLE IF NOT EXISTS pgssl.nodes (
@@ -49,33 +53,45 @@ pub async fn create(admin: &mut Conn, password: &Secret) -> Result<(), SessionEr
     Ok(())
 }
 
-/// The type of `pgssl.state.sealed`, if the table exists.
-const SEALED_TYPE: &str = "SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+/// The type of an older version's `pgssl.state.sealed`, if the table has that column.
+const OLD_SEALED_TYPE: &str = "SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
      WHERE attrelid = to_regclass('pgssl.state') AND attname = 'sealed' AND NOT attisdropped";
 
-/// Turns the base64 text of an older version's `pgssl.state.sealed` into `bytea`. The table is
-/// locked and its column type read again first, so two nodes connecting at once convert it once.
-const SEALED_TO_BYTEA: &str = "DO $$ BEGIN
+/// Turns an older version's `pgssl.state.sealed` into this version's `sealed_bytes`: base64 text is
+/// decoded into `bytea` (a column already `bytea` keeps its bytes), and the column renamed. One
+/// statement, so one transaction: an old node's write lands before it (and is converted) or fails
+/// after it. The table is locked and the new column looked for again first, so two nodes
+/// connecting at once migrate it once.
+const SEALED_TO_BYTES: &str = "DO $$ BEGIN
        LOCK TABLE pgssl.state IN ACCESS EXCLUSIVE MODE;
-       IF (SELECT atttypid FROM pg_catalog.pg_attribute
-            WHERE attrelid = 'pgssl.state'::regclass AND attname = 'sealed') = 'text'::regtype THEN
-         ALTER TABLE pgssl.state ALTER COLUMN sealed TYPE bytea USING decode(sealed, 'base64');
+       IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+            WHERE attrelid = 'pgssl.state'::regclass AND attname = 'sealed_bytes'
+              AND NOT attisdropped) THEN
+         IF (SELECT atttypid FROM pg_catalog.pg_attribute
+              WHERE attrelid = 'pgssl.state'::regclass AND attname = 'sealed'
+                AND NOT attisdropped) = 'text'::regtype THEN
+           ALTER TABLE pgssl.state ALTER COLUMN sealed TYPE bytea USING decode(sealed, 'base64');
+         END IF;
+         ALTER TABLE pgssl.state RENAME COLUMN sealed TO sealed_bytes;
        END IF;
      END $$";
 
 /// Brings the tables an older version made up to date, on a session as the cluster role (their
-/// owner). Nothing but one catalog read when they are current.
+/// owner); whether there was anything to do. Nothing but one catalog read when they are current.
 pub async fn migrate(conn: &Conn) -> Result<bool, SessionError> {
-    let sealed: Option<String> = conn
-        .query_opt(SEALED_TYPE, &[])
+    let old: Option<String> = conn
+        .query_opt(OLD_SEALED_TYPE, &[])
         .await?
         .map(|row| row.try_get(0))
         .transpose()?;
-    if sealed.as_deref() != Some("text") {
+    let Some(old) = old else {
         return Ok(false);
-    }
-    conn.batch_execute(SEALED_TO_BYTEA).await?;
-    tracing::info!("the cluster's state is now kept as bytea (it was base64 text)");
+    };
+    conn.batch_execute(SEALED_TO_BYTES).await?;
+    tracing::info!(
+        "the cluster's state is now kept as bytea in pgssl.state.sealed_bytes (it was {old} in \
+         pgssl.state.sealed); nodes of older versions can no longer read or write it"
+    );
     Ok(true)
 }
 
@@ -94,7 +110,8 @@ mod tests {
         assert!(SCHEMA.contains(&format!("TO {CLUSTER_ROLE};")));
         assert!(SCHEMA.contains(&format!("SET ROLE {CLUSTER_ROLE};")));
         assert!(SCHEMA.contains(&format!("CHECK (id BETWEEN 1 AND {MAX_NODES})")));
-        assert!(SCHEMA.contains("sealed bytea NOT NULL"));
+        assert!(SCHEMA.contains("sealed_bytes bytea NOT NULL"));
+        assert!(!SCHEMA.contains("sealed bytea"));
         assert_eq!(listen_sql(), "LISTEN \"pgssl_state\"");
     }
 }
