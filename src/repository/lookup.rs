@@ -9,15 +9,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio_postgres::Statement;
-use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::types::{FromSql, Type};
 
 use crate::keystore::{Keystore, Secret};
 use crate::proxy::auth::terminate::{LookupError, LookupFuture, RoleSecret, VerifierSource};
 use crate::proxy::repository::tls::RepositoryTls;
 use crate::proxy::repository::{RepositoryAddr, Target};
 use crate::repository::managed::ManagedRepository;
-use crate::repository::session::{Login, Session, SessionError};
+use crate::repository::session::{Login, Session, describe};
 
 /// The default `auth.lookup_query`: `$1` is the role name, a bound parameter.
 /// Its third column, `rolcanlogin`, may be missing from an administrator's own query (a NOLOGIN role
@@ -27,11 +26,34 @@ pub const DEFAULT_LOOKUP_QUERY: &str = "SELECT rolpassword, coalesce(rolvalidunt
 
 use crate::config::LOOKUP_CONNECTIONS;
 
-/// A lookup connection and the lookup query, prepared on it once (a lookup is then one round trip).
+/// A lookup connection. The query runs as an unnamed statement in one round trip (parse, bind and
+/// execute sent together), so nothing is kept on the server: a named statement kept for the
+/// connection's life failed every lookup with `0A000 cached plan must not change result type` once
+/// the DBA re-ran `lookup-user sql` (which recreates `pgssl.lookup` with other columns), and a
+/// transaction-mode pooler in front of the repository keeps no named statement anyway.
 #[derive(Debug)]
 struct Connection {
     session: Session,
-    statement: Option<Statement>,
+}
+
+/// Why a lookup failed on a connection.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    /// The repository refused the query, or the connection failed.
+    #[error("{}", describe(.0))]
+    Repository(#[from] tokio_postgres::Error),
+    /// A yes/no column has a type that says neither.
+    #[error(
+        "the lookup query's column {index} ({name}) is of type {ty}; it must be boolean or text"
+    )]
+    NotYesNo {
+        /// 1-based, as the query lists it.
+        index: usize,
+        /// Its name in the query's answer.
+        name: String,
+        /// Its type.
+        ty: Type,
+    },
 }
 
 /// The persistent lookup connections and how to (re)open them. A lookup waits for the first
@@ -73,7 +95,8 @@ impl Drop for Taken<'_> {
 }
 
 /// A yes/no column of a lookup query: a `bool`, or text (the default query casts to text, as an
-/// administrator's query may), read as PostgreSQL's `bool::text` writes it: `true` or `false`.
+/// administrator's query may) in any spelling PostgreSQL's `bool` input takes (`t`, `true`, `yes`,
+/// `on`, `1`, `f`, `false`, …, any case, spaces around). Text that is none of them says nothing.
 struct Truth(Option<bool>);
 
 impl<'a> FromSql<'a> for Truth {
@@ -84,9 +107,10 @@ impl<'a> FromSql<'a> for Truth {
         if *ty == Type::BOOL {
             return bool::from_sql(ty, raw).map(|b| Truth(Some(b)));
         }
-        Ok(Truth(match <&str>::from_sql(ty, raw)? {
-            "true" => Some(true),
-            "false" => Some(false),
+        let text = <&str>::from_sql(ty, raw)?.trim().to_ascii_lowercase();
+        Ok(Truth(match text.as_str() {
+            "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
+            "f" | "false" | "n" | "no" | "off" | "0" => Some(false),
             _ => None,
         }))
     }
@@ -98,10 +122,17 @@ impl<'a> FromSql<'a> for Truth {
 
 /// A row of the lookup query: the verifier, then whether it expired (no: not said), then whether
 /// the role may log in (yes: not said).
-fn role_secret(row: &tokio_postgres::Row) -> Result<RoleSecret, tokio_postgres::Error> {
-    let truth = |i: usize| -> Result<Option<bool>, tokio_postgres::Error> {
-        if i >= row.len() {
+fn role_secret(row: &tokio_postgres::Row) -> Result<RoleSecret, AskError> {
+    let truth = |i: usize| -> Result<Option<bool>, AskError> {
+        let Some(column) = row.columns().get(i) else {
             return Ok(None);
+        };
+        if !<Truth as FromSql>::accepts(column.type_()) {
+            return Err(AskError::NotYesNo {
+                index: i + 1,
+                name: column.name().to_string(),
+                ty: column.type_().clone(),
+            });
         }
         Ok(row.try_get::<_, Option<Truth>>(i)?.and_then(|t| t.0))
     };
@@ -113,26 +144,13 @@ fn role_secret(row: &tokio_postgres::Row) -> Result<RoleSecret, tokio_postgres::
 }
 
 impl Connection {
-    /// Runs `query` with `role` as `$1` (an administrator's query may not use it).
-    async fn ask(
-        &mut self,
-        query: &str,
-        role: &str,
-    ) -> Result<Option<RoleSecret>, tokio_postgres::Error> {
-        let statement = match &self.statement {
-            Some(statement) => statement.clone(),
-            None => self
-                .statement
-                .insert(self.session.prepare(query).await?)
-                .clone(),
-        };
-        let with_role: [&(dyn ToSql + Sync); 1] = [&role];
-        let params: &[&(dyn ToSql + Sync)] = if statement.params().is_empty() {
-            &[]
-        } else {
-            &with_role
-        };
-        let rows = self.session.query(&statement, params).await?;
+    /// Runs `query` with `role` bound as `$1`, of type `text` (an administrator's query may not
+    /// use it: a declared parameter nothing refers to is allowed).
+    async fn ask(&mut self, query: &str, role: &str) -> Result<Option<RoleSecret>, AskError> {
+        let rows = self
+            .session
+            .query_typed(query, &[(&role, Type::TEXT)])
+            .await?;
         rows.first().map(role_secret).transpose()
     }
 }
@@ -171,7 +189,6 @@ impl Kept {
                 Some(c) => c,
                 None => guard.connection.insert(Connection {
                     session: connect().await?,
-                    statement: None,
                 }),
             };
             let answer = connection.ask(query, role).await;
@@ -188,7 +205,7 @@ impl Kept {
                     if died {
                         guard.connection = None;
                     }
-                    return Err(LookupError(SessionError::from(e).to_string()));
+                    return Err(LookupError(e.to_string()));
                 }
             }
         }
@@ -315,8 +332,14 @@ mod tests {
         // The default query's `::text`, and an administrator's text columns.
         assert_eq!(truth(&Type::TEXT, b"true"), Some(true));
         assert_eq!(truth(&Type::VARCHAR, b"false"), Some(false));
+        // PostgreSQL's other spellings of a bool, as the text protocol sends a bool column.
+        assert_eq!(truth(&Type::TEXT, b"t"), Some(true));
+        assert_eq!(truth(&Type::TEXT, b"f"), Some(false));
+        assert_eq!(truth(&Type::BPCHAR, b" Yes "), Some(true));
+        assert_eq!(truth(&Type::TEXT, b"OFF"), Some(false));
         // Anything else says nothing: not expired, may log in.
-        assert_eq!(truth(&Type::TEXT, b"t"), None);
+        assert_eq!(truth(&Type::TEXT, b"maybe"), None);
+        assert_eq!(truth(&Type::TEXT, b""), None);
         assert!(<Truth as FromSql>::accepts(&Type::NAME));
         assert!(!<Truth as FromSql>::accepts(&Type::INT4));
     }

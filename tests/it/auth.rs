@@ -580,3 +580,96 @@ async fn an_unknown_users_salt_survives_a_restart_like_a_real_roles() {
     assert_eq!(after, before);
     serve.stop().await;
 }
+
+/// The lookup query runs as an unnamed statement, so nothing the repository caches outlives a lookup:
+/// the DBA re-running `lookup-user sql` after an upgrade (it drops and recreates `pgssl.lookup` with
+/// another result type) changes nothing for a running pgssl — with a named statement kept on the
+/// lookup connections, every later login failed with `0A000 cached plan must not change result
+/// type` until pgssl restarted. Real `bool` columns are read too, and a column of another type is
+/// refused with a message naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_function_recreated_with_other_columns_keeps_logins_working_without_a_restart() {
+    use crate::harness::Postgres;
+    use crate::pool::Pooled;
+    const WAIT_LOG: std::time::Duration = std::time::Duration::from_secs(10);
+    let pg = Postgres::start_with_tcp();
+    // The function as an older `lookup-user sql` printed it: two text columns.
+    pg.sql(
+        "CREATE SCHEMA pgssl;
+         CREATE FUNCTION pgssl.lookup(role_name text, OUT rolpassword text, OUT expired text)
+           RETURNS SETOF record LANGUAGE sql STABLE AS $$
+             SELECT rolpassword::text, coalesce(rolvaliduntil < now(), false)::text
+               FROM pg_catalog.pg_authid WHERE rolname = role_name $$",
+    );
+    let p = Pooled::start_on(
+        pg,
+        "",
+        "lookup_query = \"SELECT * FROM pgssl.lookup($1)\"",
+        "",
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(p.psql("", &["SELECT current_user"]).await, ["tableau"]);
+    }
+
+    // The DBA runs what `lookup-user sql` prints now: three columns.
+    let sql = ok(&p.env.run(&[
+        "authentication",
+        "lookup-user",
+        "sql",
+        "--lookup-user",
+        "pgssl_lookup",
+    ]));
+    p.pg.sql(&sql);
+    for _ in 0..3 {
+        assert_eq!(p.psql("", &["SELECT current_user"]).await, ["tableau"]);
+    }
+
+    // Real bool columns are read: a password said to have expired fails as PostgreSQL fails it.
+    let recreate = |columns: &str, select: &str| {
+        format!(
+            "DROP FUNCTION pgssl.lookup(text);
+             CREATE FUNCTION pgssl.lookup(role_name text, OUT rolpassword text, {columns})
+               RETURNS SETOF record LANGUAGE sql STABLE AS $$
+                 SELECT rolpassword::text, {select}
+                   FROM pg_catalog.pg_authid WHERE rolname = role_name $$"
+        )
+    };
+    p.pg.sql(&recreate(
+        "OUT expired boolean, OUT canlogin boolean",
+        "false, rolcanlogin",
+    ));
+    assert_eq!(p.psql("", &["SELECT current_user"]).await, ["tableau"]);
+    p.pg.sql(&recreate(
+        "OUT expired boolean, OUT canlogin boolean",
+        "true, rolcanlogin",
+    ));
+    let expired = psql_commands(&p.conninfo(""), &["SELECT 1"]).await;
+    assert!(
+        expired
+            .stderr
+            .contains("password authentication failed for user \"tableau\""),
+        "{}",
+        expired.stderr
+    );
+
+    // A yes/no column of another type is refused, the log naming the column and its type.
+    p.pg.sql(&recreate("OUT expired int", "0"));
+    let refused = psql_commands(&p.conninfo(""), &["SELECT 1"]).await;
+    assert!(
+        refused.stderr.contains("the credentials lookup failed"),
+        "{}",
+        refused.stderr
+    );
+    let logged = "the lookup query's column 2 (expired) is of type int4";
+    wait_for("the lookup's refusal in serve's log", WAIT_LOG, || async {
+        let log = p.serve.log_text();
+        if log.contains(logged) {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+    p.serve.stop().await;
+}

@@ -562,8 +562,8 @@ async fn a_kept_verifier_is_dropped_by_a_failed_proof() {
         p.psql("", &["SELECT 1"]).await;
     }
     let log = std::fs::read_to_string(p.pg.log_path()).unwrap();
-    // A lookup is the execution of the prepared lookup query, its role a bound parameter that the
-    // log's next line (DETAIL) shows.
+    // A lookup is the execution of the lookup query (an unnamed statement), its role a bound
+    // parameter that the log's next line (DETAIL) shows.
     let lines: Vec<&str> = log.lines().collect();
     let asked = lines
         .windows(2)
