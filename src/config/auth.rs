@@ -24,9 +24,11 @@ pub struct AuthConfig {
     #[serde(deserialize_with = "de_duration")]
     pub lockout: Duration,
     /// The query the lookup user runs on an external repository, `$1` standing for the role name
-    /// (sent as a quoted literal); it returns the role's `rolpassword` and whether it has expired
-    /// (`'true'`/`'false'`). Default: read `pg_authid` (which needs a superuser; see `pgssl
-    /// authentication lookup-user sql` for a function that does not).
+    /// (a bound parameter of type `text`); it returns the role's `rolpassword`, whether it has
+    /// expired and, optionally third, whether it may log in (`rolcanlogin`): each yes/no column a
+    /// `boolean`, or text PostgreSQL reads as one (`true`/`false`, `t`/`f`, …). Default: read
+    /// `pg_authid` (which needs a superuser; see `pgssl authentication lookup-user sql` for a
+    /// function that does not).
     pub lookup_query: Option<String>,
     /// The database the lookup user connects to. Default `postgres`.
     pub lookup_database: String,
