@@ -68,18 +68,32 @@ pub async fn set_password(
     password: &Secret,
 ) -> Result<(), SessionError> {
     admin
-        .batch_execute(&set_password_sql(role, password))
+        .batch_execute(&set_password_sql(role, password, AndLogin::Grant))
         .await?;
     Ok(())
 }
 
-/// `ALTER ROLE … PASSWORD` with `password`'s SCRAM verifier. Utility statements take no bound
-/// parameters, so the verifier is a quoted literal: it is what the server would store anyway, and the
-/// password itself is never in the statement.
-pub fn set_password_sql(role: &str, password: &Secret) -> String {
+/// What an `ALTER ROLE … PASSWORD` says about LOGIN besides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AndLogin {
+    /// Grants LOGIN too: an administrator's session, re-enabling a role a `NOLOGIN` disabled.
+    Grant,
+    /// Nothing: a role without CREATEROLE may change its own password on its own session, but no
+    /// attribute, LOGIN included.
+    Leave,
+}
+
+/// `ALTER ROLE … PASSWORD` with `password`'s SCRAM verifier (and LOGIN as `login` says). Utility
+/// statements take no bound parameters, so the verifier is a quoted literal: it is what the server
+/// would store anyway, and the password itself is never in the statement.
+pub fn set_password_sql(role: &str, password: &Secret, login: AndLogin) -> String {
     let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+    let with = match login {
+        AndLogin::Grant => "WITH LOGIN ",
+        AndLogin::Leave => "",
+    };
     format!(
-        "ALTER ROLE {} WITH LOGIN PASSWORD {}",
+        "ALTER ROLE {} {with}PASSWORD {}",
         sql::ident(role),
         sql::literal(&verifier)
     )
@@ -91,7 +105,8 @@ mod tests {
 
     #[test]
     fn a_password_is_sent_as_its_scram_verifier_never_in_the_clear() {
-        let sql = set_password_sql("Svc \"Odd\"", &Secret::new("s3cr'et".into()));
+        let secret = Secret::new("s3cr'et".into());
+        let sql = set_password_sql("Svc \"Odd\"", &secret, AndLogin::Grant);
         assert!(
             sql.starts_with(
                 "ALTER ROLE \"Svc \"\"Odd\"\"\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:"
@@ -99,5 +114,12 @@ mod tests {
             "{sql}"
         );
         assert!(!sql.contains("s3cr"), "{sql}");
+        // A role's own session may only change its password.
+        let own = set_password_sql("pgssl_cluster", &secret, AndLogin::Leave);
+        assert!(
+            own.starts_with("ALTER ROLE \"pgssl_cluster\" PASSWORD 'SCRAM-SHA-256$4096:"),
+            "{own}"
+        );
+        assert!(!own.contains("s3cr"), "{own}");
     }
 }

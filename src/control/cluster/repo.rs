@@ -14,7 +14,7 @@ use super::{CHANNEL, CLUSTER_ROLE, ClusterError, Membership, NEXT_PASSWORD_ENTRY
 use crate::keystore::{Keystore, Secret};
 use crate::proxy::repository::RepositoryAddr;
 use crate::proxy::repository::tls::RepositoryTls;
-use crate::repository::sql;
+use crate::repository::roles::{AndLogin, set_password_sql};
 use crate::repository::{Login, Session, SessionError};
 
 /// A session on the repository.
@@ -430,13 +430,8 @@ pub async fn set_password(
     repository: &str,
     password: &Secret,
 ) -> Result<(), ClusterError> {
-    // Utility statements take no bound parameters: the verifier (never the password) is a literal.
-    let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
-    conn.batch_execute(&format!(
-        "ALTER ROLE {} PASSWORD {}",
-        sql::ident(CLUSTER_ROLE),
-        sql::literal(&verifier)
-    ))
-    .await
-    .map_err(failed(repository))
+    // The role has no CREATEROLE: on its own session it may change its password, nothing else.
+    conn.batch_execute(&set_password_sql(CLUSTER_ROLE, password, AndLogin::Leave))
+        .await
+        .map_err(failed(repository))
 }
