@@ -352,7 +352,10 @@ async fn start_managed(
     ctx: &Context,
     store: &StateStore,
 ) -> Result<(RepositoryAddr, RunningRepository), ServeError> {
-    let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    // Locating runs `pg_config`: off the runtime's one worker.
+    let repo = crate::control::operations::blocking(|| {
+        ManagedRepository::locate(&ctx.data_dir, &ctx.config)
+    })?;
     repo.prepare_dirs(&ctx.data_dir)?;
     let config_dir = store.config_dir();
     // CLI commands that change the keystore (data-access, regenerate) wait while this start creates
@@ -420,7 +423,8 @@ impl Signals {
                     _ = self.term.recv() => { info!("SIGTERM: shutting down"); break; }
                     _ = self.int.recv() => { info!("SIGINT: shutting down"); break; }
                     _ = self.hup.recv() => {
-                        if let Err(e) = reloader.reload() {
+                        // Off the one worker: loading may derive an encrypted key's cost.
+                        if let Err(e) = crate::control::operations::blocking(|| reloader.reload()) {
                             warn!(error = %e, "SIGHUP reload refused; keeping the previous settings");
                         }
                     }

@@ -69,7 +69,9 @@ impl RunningNode for LocalNode {
 
     fn reload(&self) -> NodeFuture<'_, Option<ReloadReport>> {
         Box::pin(async {
-            match self.reloader.reload() {
+            // Loading may derive an encrypted key's cost (seconds of PBKDF2 or scrypt): off the
+            // runtime's one worker, which also answers the admin server, the socket and signals.
+            match crate::control::operations::blocking(|| self.reloader.reload()) {
                 Ok(settings) => Ok(Some(ReloadReport {
                     mode: settings.mode,
                     cert_fingerprint: settings.cert_fingerprint.clone(),
@@ -93,5 +95,64 @@ impl RunningNode for LocalNode {
                 keys: self.pool.stats(),
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::control::state::{AppliedState, StateStore};
+    use crate::proxy::backend::pool::PoolOptions;
+    use crate::proxy::repository::tls::RepositoryTlsMode;
+    use crate::proxy::settings::SettingsCell;
+
+    /// While a reload is held up loading the state (as by an encrypted key's derivation), the
+    /// one-worker runtime (as in `serve`) keeps answering everything else.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_reload_leaves_the_runtime_to_its_other_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let tls = RepositoryTlsMode::default();
+        let initial = crate::control::settings::load(&store, tls, None).unwrap();
+        let mode = initial.mode;
+        let node = LocalNode::new(
+            Reloader::new(store.clone(), SettingsCell::new(initial), tls, None),
+            ServeStatus {
+                listen: "127.0.0.1:5432".parse().unwrap(),
+                upstream: "managed".into(),
+                managed: true,
+            },
+            Pool::new(PoolOptions::default()),
+        );
+        // The applied state becomes a FIFO: loading it waits, without awaiting, until this test
+        // writes it.
+        let applied = store.config_dir().join("applied.toml");
+        std::fs::remove_file(&applied).ok();
+        let path = CString::new(applied.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let (started, reloads) = tokio::sync::oneshot::channel();
+        let reloading = tokio::spawn(async move {
+            let _ = started.send(());
+            node.reload().await
+        });
+        reloads.await.unwrap();
+        // From here the reload task does not await until it has loaded: another task is served
+        // only if the load left the worker (watched from this thread, which is not the worker).
+        let (served, answer) = std::sync::mpsc::channel();
+        tokio::spawn(async move { served.send("served") });
+        let meanwhile = answer.recv_timeout(Duration::from_secs(10));
+        let still_loading = !reloading.is_finished();
+        // Written before asserting, so that a failure frees the worker instead of hanging.
+        std::fs::write(&applied, toml::to_string(&AppliedState::default()).unwrap()).unwrap();
+        assert_eq!(meanwhile, Ok("served"));
+        assert!(still_loading);
+        let got = tokio::time::timeout(Duration::from_secs(10), reloading).await;
+        let report = got.unwrap().unwrap().unwrap().unwrap();
+        assert_eq!(report.mode, mode);
     }
 }

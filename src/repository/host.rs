@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 /// PostgreSQL's server programs: `pg_config --bindir`, then the newest Debian `/usr/lib/postgresql/<N>/bin`.
+///
+/// It waits for `pg_config` to run: async callers call it (and `ManagedRepository::locate`, which
+/// does) through `control::operations::blocking`.
 pub fn find_bindir() -> Option<PathBuf> {
     let from_pg_config = std::process::Command::new("pg_config")
         .arg("--bindir")

@@ -269,7 +269,8 @@ impl<S: Store, N: Serving> Following<S, N> {
         if m.version == progress.served || progress.rejected == Some(m.version) {
             return Ok(false);
         }
-        match self.node.reload() {
+        // Off the runtime's one worker: loading may derive an encrypted key's cost.
+        match crate::control::operations::blocking(|| self.node.reload()) {
             Ok(settings) => {
                 info!(version = m.version, mode = %settings.mode, certificate = settings.fingerprint.as_deref().unwrap_or("none"), "serving the cluster's state version");
                 self.fingerprint = settings.fingerprint.unwrap_or_default();

@@ -212,7 +212,8 @@ async fn apply_data_access(
     store: &crate::control::state::StateStore,
     pending: &crate::control::state::PendingChanges,
 ) -> Result<(), CommandError> {
-    let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    // Locating runs `pg_config`: off the runtime's one worker.
+    let repo = super::blocking(|| ManagedRepository::locate(&ctx.data_dir, &ctx.config))?;
     let mut keystore = Keystore::open(&store.config_dir())?;
     super::data_access::apply_staged(&repo, &mut keystore, &pending.data_access)
         .await

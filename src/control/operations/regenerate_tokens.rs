@@ -282,7 +282,8 @@ async fn repository(ctx: &Context, keystore: &Keystore) -> Result<Repository, Co
     if running.is_none() {
         return Err(RegenerateError::ManagedNotRunning.into());
     }
-    let repo = ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    // Locating runs `pg_config`: off the runtime's one worker.
+    let repo = super::blocking(|| ManagedRepository::locate(&ctx.data_dir, &ctx.config))?;
     let admin = connect_superuser(&repo, keystore)
         .await
         .map_err(RegenerateError::SuperuserUnreachable)?;

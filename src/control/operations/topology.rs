@@ -208,7 +208,10 @@ async fn managed_store<'a>(
     if crate::control::cluster::membership::served_fingerprint(&store.config_dir()).is_none() {
         return Err(TopologyError::NoServedCertificate.into());
     }
-    let repo = crate::repository::managed::ManagedRepository::locate(&ctx.data_dir, &ctx.config)?;
+    // Locating runs `pg_config`: off the runtime's one worker.
+    let repo = super::blocking(|| {
+        crate::repository::managed::ManagedRepository::locate(&ctx.data_dir, &ctx.config)
+    })?;
     let keystore = Keystore::open(&store.config_dir())?;
     let admin = repo.connect_admin(&keystore, database).await?;
     let crate::proxy::repository::RepositoryAddr::Unix { dir, port } = repo.upstream() else {

@@ -199,7 +199,10 @@ impl Report for EnableReport {
 }
 
 fn managed_major(ctx: &Context) -> version::MajorVersion {
-    let located = ManagedRepository::locate(&ctx.data_dir, &ctx.config);
+    // Locating runs `pg_config`: off the runtime's one worker.
+    let located = crate::control::operations::blocking(|| {
+        ManagedRepository::locate(&ctx.data_dir, &ctx.config)
+    });
     match located.as_ref().map(ManagedRepository::major) {
         Ok(Some(major)) => version::MajorVersion {
             major,
