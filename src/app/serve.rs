@@ -34,7 +34,7 @@ pub struct ServeFlags {
     /// Repository address: host:port or unix:/socket/dir [default: repository.address, else a
     /// managed repository].
     #[arg(long, value_name = "ADDR", env = "PGSSL_REPOSITORY")]
-    pub repository: Option<RepositoryAddress>,
+    pub repository: Option<String>,
     /// The old name of --repository (and PGSSL_UPSTREAM of PGSSL_REPOSITORY): still accepted, with a
     /// warning.
     #[arg(
@@ -44,7 +44,7 @@ pub struct ServeFlags {
         hide = true,
         conflicts_with = "repository"
     )]
-    pub upstream: Option<RepositoryAddress>,
+    pub upstream: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
     #[arg(long, value_name = "ADDR", env = "PGSSL_METRICS")]
     pub metrics: Option<String>,
@@ -89,8 +89,16 @@ pub async fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), ServeError> 
         None => ctx.config.server.listen,
     };
     let socket_port = ctx.config.repository.port;
-    let given = flags.repository.as_ref().or(flags.upstream.as_ref());
-    let upstream = match given.or(ctx.config.repository.address.as_ref()) {
+    // Parsed here, not by clap: a bad address fails as a bad --listen does (exit 1, the config's
+    // wording), not as a usage error naming the hidden --upstream.
+    let given = flags
+        .repository
+        .as_deref()
+        .or(flags.upstream.as_deref())
+        .map(str::parse::<RepositoryAddress>)
+        .transpose()
+        .map_err(crate::config::ConfigError::from)?;
+    let upstream = match given.as_ref().or(ctx.config.repository.address.as_ref()) {
         Some(address) => Some(address.upstream(socket_port)),
         None => {
             // A cluster node relays to the cluster's repository unless told otherwise.
