@@ -16,12 +16,22 @@ pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Parses a network: `10.0.0.0/8`, `::1/128`, or a bare address meaning that one host (`/32` or
-/// `/128`).
+/// `/128`). Spaces around either side of the `/` are allowed (`10.0.0.0 / 8`), as they always were.
 pub fn network(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("'{text}' is not a network such as 10.0.0.0/8, 192.0.2.7 or ::1/128"))
+    let bad = || format!("'{text}' is not a network such as 10.0.0.0/8, 192.0.2.7 or ::1/128");
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+    match prefix {
+        Some(prefix) => {
+            let prefix = prefix.trim().parse::<u8>().map_err(|_| bad())?;
+            IpNet::new(addr, prefix).map_err(|_| bad())
+        }
+        None => Ok(IpNet::from(addr)),
+    }
 }
 
 /// `deserialize_with` for a listen address.
@@ -64,7 +74,22 @@ mod tests {
         );
         assert_eq!(network("::1").unwrap(), "::1/128".parse().unwrap());
         assert_eq!(network("::/0").unwrap().prefix_len(), 0);
-        for bad in ["10.0.0.0/33", "nowhere", "10.0.0.0/", ""] {
+        assert_eq!(
+            network(" 10.0.0.0 / 8 ").unwrap(),
+            "10.0.0.0/8".parse().unwrap()
+        );
+        assert_eq!(network("fd00:: /\t8").unwrap(), "fd00::/8".parse().unwrap());
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "nowhere",
+            "10.0.0.0/",
+            "/8",
+            "10.0.0.0/8/8",
+            "10.0.0.0/-1",
+            "10.0.0.0/x",
+            "",
+        ] {
             let err = network(bad).unwrap_err();
             assert!(err.contains("is not a network"), "{bad}: {err}");
         }
