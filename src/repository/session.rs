@@ -55,12 +55,18 @@ pub enum SessionError {
 /// (how a session's failure reads, in pgssl and in its tests' clients).
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        ),
+        Some(db) => {
+            // `S` is localized in real servers; `V` (9.6+) is the fixed severity, as
+            // ReceivedError reads it.
+            let severity = db
+                .parsed_severity()
+                .map_or_else(|| db.severity().to_string(), |v| v.to_string());
+            format!(
+                "{severity}: {} (SQLSTATE {})",
+                db.message(),
+                db.code().code()
+            )
+        }
         None => e.to_string(),
     }
 }
