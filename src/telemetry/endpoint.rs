@@ -71,7 +71,8 @@ pub async fn serve_metrics(listener: TcpListener, stop: CancellationToken) {
     }
 }
 
-/// `GET /metrics`: the Prometheus text of `handle`; any other path is 404 and any other method 405.
+/// `GET /metrics` (and `HEAD`, which axum's `get` serves too): the Prometheus text of `handle`; any
+/// other path is 404 and any other method 405.
 fn metrics_router(handle: &'static PrometheusHandle) -> axum::Router {
     let render =
         move || async move { ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], handle.render()) };
@@ -87,11 +88,11 @@ fn metrics_router(handle: &'static PrometheusHandle) -> axum::Router {
         })
 }
 
-/// The answer to any method but `GET`.
+/// The answer to any method but `GET` and `HEAD`.
 fn only_get() -> Response {
-    let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET or HEAD\n");
     resp.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     resp
 }
 
@@ -109,8 +110,8 @@ mod tests {
     use super::*;
     use crate::telemetry::names;
 
-    /// `method path` through the metrics router: status, content type, body.
-    async fn ask(method: &str, path: &str) -> (StatusCode, String, String) {
+    /// `method path` through the metrics router: status, content type, body, `Allow` header.
+    async fn ask(method: &str, path: &str) -> (StatusCode, String, String, Option<String>) {
         use tower::ServiceExt;
         let request = axum::http::Request::builder()
             .method(method)
@@ -123,6 +124,10 @@ mod tests {
             .to_str()
             .unwrap()
             .to_string();
+        let allow = resp
+            .headers()
+            .get(header::ALLOW)
+            .map(|v| v.to_str().unwrap().to_string());
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .unwrap();
@@ -130,13 +135,14 @@ mod tests {
             status,
             content_type,
             String::from_utf8(body.to_vec()).unwrap(),
+            allow,
         )
     }
 
     #[tokio::test]
     async fn answers_metrics_404_and_405() {
         metrics::counter!(names::RELOADS, "outcome" => "ok").increment(1);
-        let (status, content_type, body) = ask("GET", "/metrics").await;
+        let (status, content_type, body, _) = ask("GET", "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         assert!(
@@ -144,14 +150,15 @@ mod tests {
             "{body}"
         );
         assert_eq!(ask("GET", "/metrics?x=1").await.0, StatusCode::OK);
+        // axum's `get` answers HEAD too, so the 405's Allow names both.
+        assert_eq!(ask("HEAD", "/metrics").await.0, StatusCode::OK);
+        assert_eq!(ask("HEAD", "/").await.0, StatusCode::NOT_FOUND);
         assert_eq!(ask("GET", "/").await.0, StatusCode::NOT_FOUND);
         assert_eq!(ask("GET", "/admin").await.0, StatusCode::NOT_FOUND);
         for (method, path) in [("POST", "/metrics"), ("DELETE", "/metrics"), ("POST", "/")] {
-            assert_eq!(
-                ask(method, path).await.0,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "{method} {path}"
-            );
+            let (status, _, _, allow) = ask(method, path).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(allow.as_deref(), Some("GET, HEAD"), "{method} {path}");
         }
     }
 
