@@ -37,8 +37,17 @@ case "${PGSSL_CLUSTER:-}" in
     exec pgssl serve "$@"
     ;;
   first)
-    # Making the cluster needs the repository: wait for it (its first start runs initdb).
-    until pg_isready -q -h "${PGSSL_REPOSITORY%:*}" -p "${PGSSL_REPOSITORY##*:}"; do sleep 1; done
+    # PGSSL_UPSTREAM is the old name of PGSSL_REPOSITORY: a container still configured with it
+    # keeps working (serve reads it too, and warns likewise).
+    repo=${PGSSL_REPOSITORY:-${PGSSL_UPSTREAM:-}}
+    if [ -z "${PGSSL_REPOSITORY:-}" ] && [ -n "${PGSSL_UPSTREAM:-}" ]; then
+      echo "pgssl-entrypoint: PGSSL_UPSTREAM is the old name of PGSSL_REPOSITORY; rename it: the old name will stop working" >&2
+    fi
+    # Making the cluster needs the repository: wait for it (its first start runs initdb). A
+    # managed repository (no address) is started by serve itself: nothing to wait for.
+    if [ -n "$repo" ]; then
+      until pg_isready -q -h "${repo%:*}" -p "${repo##*:}"; do sleep 1; done
+    fi
     pgssl serve "$@" &
     pid=$!
     trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
