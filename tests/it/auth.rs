@@ -351,23 +351,11 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
         assert_eq!(run.stdout, "tableau\nt\n", "{setting}");
     }
     let wrong = psql(&conninfo("password=nope")).await;
-    assert!(
-        wrong
-            .stderr
-            .contains("password authentication failed for user \"tableau\""),
-        "{}",
-        wrong.stderr
-    );
+    assert_password_refused(&wrong.stderr);
     // An expired password fails as PostgreSQL fails it; a full role gets the repository's 53300.
     pg.sql("ALTER ROLE tableau VALID UNTIL '2000-01-01'");
     let expired = psql(&conninfo("")).await;
-    assert!(
-        expired
-            .stderr
-            .contains("password authentication failed for user \"tableau\""),
-        "{}",
-        expired.stderr
-    );
+    assert_password_refused(&expired.stderr);
     pg.sql("ALTER ROLE tableau VALID UNTIL 'infinity' CONNECTION LIMIT 0");
     // A warm session of the role still counts as its connection, as it does in the repository; once
     // an administrator ends it, the next client needs a new backend, which the repository refuses.
@@ -645,13 +633,7 @@ async fn a_lookup_function_recreated_with_other_columns_keeps_logins_working_wit
         "true, rolcanlogin",
     ));
     let expired = psql_commands(&p.conninfo(""), &["SELECT 1"]).await;
-    assert!(
-        expired
-            .stderr
-            .contains("password authentication failed for user \"tableau\""),
-        "{}",
-        expired.stderr
-    );
+    assert_password_refused(&expired.stderr);
 
     // A yes/no column of another type is refused, the log naming the column and its type.
     p.pg.sql(&recreate("OUT expired int", "0"));
@@ -672,4 +654,12 @@ async fn a_lookup_function_recreated_with_other_columns_keeps_logins_working_wit
     })
     .await;
     p.serve.stop().await;
+}
+
+/// The client was refused as PostgreSQL refuses a wrong or expired password (28P01's message).
+fn assert_password_refused(stderr: &str) {
+    assert!(
+        stderr.contains("password authentication failed for user \"tableau\""),
+        "{stderr}"
+    );
 }
