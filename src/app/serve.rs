@@ -431,8 +431,8 @@ impl Signals {
                     _ = self.term.recv() => { info!("SIGTERM: shutting down"); break; }
                     _ = self.int.recv() => { info!("SIGINT: shutting down"); break; }
                     _ = self.hup.recv() => {
-                        // Off the one worker: loading may derive an encrypted key's cost.
-                        if let Err(e) = crate::control::operations::blocking(|| reloader.reload()) {
+                        // The reloader loads off the one worker (see Reloader::reload).
+                        if let Err(e) = reloader.reload() {
                             warn!(error = %e, "SIGHUP reload refused; keeping the previous settings");
                         }
                     }

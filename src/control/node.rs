@@ -69,9 +69,8 @@ impl RunningNode for LocalNode {
 
     fn reload(&self) -> NodeFuture<'_, Option<ReloadReport>> {
         Box::pin(async {
-            // Loading may derive an encrypted key's cost (seconds of PBKDF2 or scrypt): off the
-            // runtime's one worker, which also answers the admin server, the socket and signals.
-            match crate::control::operations::blocking(|| self.reloader.reload()) {
+            // The reloader loads off the runtime's one worker (see Reloader::reload).
+            match self.reloader.reload() {
                 Ok(settings) => Ok(Some(ReloadReport {
                     mode: settings.mode,
                     cert_fingerprint: settings.cert_fingerprint.clone(),

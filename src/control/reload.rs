@@ -45,12 +45,15 @@ impl Reloader {
     }
 
     /// Loads the applied state; on success new connections use it, on failure nothing changes.
+    ///
+    /// Every reload (control socket, admin server, SIGHUP, cluster follower) comes here, and loading
+    /// may derive an encrypted key's cost (seconds of PBKDF2 or scrypt): it runs off the runtime's
+    /// worker, which also answers the admin server, the control socket and the signals.
     pub fn reload(&self) -> Result<std::sync::Arc<LiveSettings>, LoadError> {
-        let next = match crate::control::settings::load(
-            &self.store,
-            self.repository_tls,
-            self.lookups.as_ref(),
-        ) {
+        let loaded = crate::control::operations::blocking(|| {
+            crate::control::settings::load(&self.store, self.repository_tls, self.lookups.as_ref())
+        });
+        let next = match loaded {
             Ok(next) => next,
             Err(e) => {
                 metrics::counter!(crate::telemetry::names::RELOADS, "outcome" => "refused")

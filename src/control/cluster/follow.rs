@@ -75,6 +75,7 @@ impl Serving for Server {
     type Error = LoadError;
 
     fn reload(&self) -> Result<Reloaded, LoadError> {
+        // Off the runtime's one worker: the reloader loads through `operations::blocking`.
         let settings = self.reloader.reload()?;
         Ok(Reloaded {
             mode: settings.mode.to_string(),
@@ -269,8 +270,7 @@ impl<S: Store, N: Serving> Following<S, N> {
         if m.version == progress.served || progress.rejected == Some(m.version) {
             return Ok(false);
         }
-        // Off the runtime's one worker: loading may derive an encrypted key's cost.
-        match crate::control::operations::blocking(|| self.node.reload()) {
+        match self.node.reload() {
             Ok(settings) => {
                 info!(version = m.version, mode = %settings.mode, certificate = settings.fingerprint.as_deref().unwrap_or("none"), "serving the cluster's state version");
                 self.fingerprint = settings.fingerprint.unwrap_or_default();
