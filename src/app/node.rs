@@ -17,10 +17,12 @@ use crate::control::settings::{self, LoadError};
 use crate::control::socket;
 use crate::control::state::{StateError, StateStore};
 use crate::proxy::auth::AuthPlan;
-use crate::proxy::repository::RepositoryAddr;
+use crate::proxy::repository::hosts::{Hosts, HostsOptions, Targets};
 use crate::proxy::repository::tls::RepositoryTlsMode;
+use crate::proxy::repository::{RepositoryAddr, RepositoryConnector, Target};
 use crate::proxy::server::{BindError, Limits, RunError, Server, ServerOptions};
 use crate::proxy::settings::{LiveSettings, SettingsCell};
+use crate::repository::probe::ProbeOptions;
 
 /// What a node is started with.
 #[derive(Debug, Clone)]
@@ -29,8 +31,8 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     /// Where to listen (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// The repository.
-    pub upstream: RepositoryAddr,
+    /// The repository: one address, or the hosts of one replicated cluster (never empty).
+    pub repository: Vec<RepositoryAddr>,
     /// Whether the repository is the managed one (reported to `status` requests).
     pub managed: bool,
     /// Limits, timeouts and client users.
@@ -41,6 +43,9 @@ pub struct NodeOptions {
     pub relay_key: Option<crate::proxy::relayed_client::RelayKey>,
     /// Whether the repository is another node of this cluster.
     pub repository_is_node: bool,
+    /// The password of `repository.probe_user`, which probes the hosts when there are several
+    /// (`PGSSL_UPSTREAM_PASSWORD` for `serve`).
+    pub probe_password: Option<crate::keystore::Secret>,
 }
 
 /// Start-up failures.
@@ -89,6 +94,7 @@ pub struct Node {
     control_path: PathBuf,
     reloader: Reloader,
     managed: bool,
+    probe: ProbeOptions,
 }
 
 impl Node {
@@ -97,17 +103,21 @@ impl Node {
         let store = StateStore::open(&options.data_dir)?;
         let repository_tls = options.config.repository.tls;
         if repository_tls != RepositoryTlsMode::Disable
-            && matches!(options.upstream, RepositoryAddr::Unix { .. })
+            && options
+                .repository
+                .iter()
+                .any(|a| matches!(a, RepositoryAddr::Unix { .. }))
         {
             return Err(ServerError::TlsOverUnixSocket(repository_tls));
         }
-        let lookups = lookup_builder(&options);
+        let hosts = hosts(&options);
+        let lookups = lookup_builder(&options, &hosts);
         let cell = SettingsCell::new(settings::load(&store, repository_tls, lookups.as_ref())?);
         let config = &options.config;
         let server = Server::bind(
             ServerOptions {
                 listen: options.listen,
-                upstream: options.upstream,
+                repository: hosts,
                 classifier: config.classifier(),
                 limits: limits(config),
                 pool: pool_options(config, &options.auth),
@@ -126,7 +136,13 @@ impl Node {
             control_path,
             reloader: Reloader::new(store, cell, repository_tls, lookups),
             managed: options.managed,
+            probe: probe_options(&options.config, options.probe_password.clone()),
         })
+    }
+
+    /// The repository's hosts as configured (`h1:5432,h2:5432`).
+    pub fn repository_addresses(&self) -> String {
+        self.server.repository().addresses()
     }
 
     /// The server's cancel keys.
@@ -157,10 +173,15 @@ impl Node {
                 .server
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
-            upstream: self.server.upstream().to_string(),
+            upstream: self.server.repository().addresses(),
             managed: self.managed,
         };
-        LocalNode::new(self.reloader.clone(), status, self.server.pool())
+        LocalNode::new(
+            self.reloader.clone(),
+            status,
+            self.server.pool(),
+            self.server.repository(),
+        )
     }
 
     /// Serves until `shutdown` is cancelled, answering the control socket meanwhile.
@@ -173,21 +194,59 @@ impl Node {
             node,
             control_stop.clone(),
         ));
+        // With several repository hosts, each is probed until the server has stopped.
+        let probing = tokio::spawn(crate::repository::probe::run(
+            self.server.repository(),
+            self.probe.clone(),
+            self.server.settings_cell(),
+            control_stop.clone(),
+        ));
         let served = self.server.run(shutdown).await;
         control_stop.cancel();
         let _ = control_task.await;
+        let _ = probing.await;
         tracing::info!("pgssl stopped");
         served
     }
 }
 
+/// The repository's hosts, routed by `[repository]`.
+fn hosts(options: &NodeOptions) -> Arc<Hosts> {
+    let r = &options.config.repository;
+    let connectors = options
+        .repository
+        .iter()
+        .map(|a| Arc::new(Target::new(a.clone())) as Arc<dyn RepositoryConnector>)
+        .collect();
+    Arc::new(Hosts::new(
+        connectors,
+        HostsOptions {
+            failover_wait: r.failover_wait,
+            max_standby_lag: r.max_standby_lag,
+            targets: Targets::new(r.targets.clone()),
+        },
+    ))
+}
+
+/// How the hosts are probed (only when there are several).
+fn probe_options(config: &Config, password: Option<crate::keystore::Secret>) -> ProbeOptions {
+    let r = &config.repository;
+    ProbeOptions {
+        interval: r.probe_interval,
+        timeout: r.probe_timeout,
+        user: r.probe_user.clone(),
+        database: r.probe_database.clone(),
+        password,
+    }
+}
+
 /// How a lookup user reaches an external repository, when pgssl may authenticate its clients.
-fn lookup_builder(options: &NodeOptions) -> Option<settings::LookupBuilder> {
+fn lookup_builder(options: &NodeOptions, hosts: &Arc<Hosts>) -> Option<settings::LookupBuilder> {
     let may_proxy = matches!(options.auth, AuthPlan::Proxy { lookup: None, .. });
     if !may_proxy || options.managed {
         return None;
     }
-    let (upstream, auth) = (options.upstream.clone(), options.config.auth.clone());
+    let (hosts, auth) = (hosts.clone(), options.config.auth.clone());
     let timeout = options.config.connect_timeout();
     Some(settings::LookupBuilder(Arc::new(
         move |credentials, tls| {
@@ -197,7 +256,7 @@ fn lookup_builder(options: &NodeOptions) -> Option<settings::LookupBuilder> {
                 .unwrap_or_else(|| crate::repository::lookup::DEFAULT_LOOKUP_QUERY.to_string());
             let lookup = Arc::new(crate::repository::lookup::ExternalLookup::new(
                 crate::repository::lookup::ExternalLookupOptions {
-                    upstream: upstream.clone(),
+                    hosts: hosts.clone(),
                     tls: tls.clone(),
                     user: credentials.username,
                     password: credentials.password,

@@ -99,13 +99,13 @@ pub async fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), ServeError> 
         .transpose()
         .map_err(crate::config::ConfigError::from)?;
     let upstream = match given.as_ref().or(ctx.config.repository.address.as_ref()) {
-        Some(address) => Some(address.upstream(socket_port)),
+        Some(address) => Some(address.upstreams(socket_port)),
         None => {
             // A cluster node relays to the cluster's repository unless told otherwise.
             // (not the first node of a managed store, which runs that repository itself).
             crate::control::cluster::Membership::read(&ctx.data_dir.join("config"))?
                 .filter(|m| m.bootstrap_repository.is_none())
-                .map(|m| RepositoryAddr::parse(&m.repository, socket_port))
+                .map(|m| RepositoryAddr::parse(&m.repository, socket_port).map(|a| vec![a]))
                 .transpose()
                 .map_err(crate::config::ConfigError::from)?
         }
@@ -221,7 +221,7 @@ fn announce_admin(admin: &AdminServer, store: &StateStore) {
 async fn run(
     ctx: &Context,
     listen: std::net::SocketAddr,
-    upstream: Option<RepositoryAddr>,
+    upstream: Option<Vec<RepositoryAddr>>,
     metrics: Option<std::net::SocketAddr>,
     admin: Option<std::net::SocketAddr>,
 ) -> Result<(), ServeError> {
@@ -236,7 +236,7 @@ async fn run(
         Some(u) => (u, None),
         None => {
             let (addr, running) = start_managed(ctx, &store).await?;
-            (addr, Some(running))
+            (vec![addr], Some(running))
         }
     };
     let bound = bind(ctx, &store, listen, &upstream, repository.as_ref(), admin).await;
@@ -266,7 +266,7 @@ async fn run(
     ) {
         warn!("{warning}");
     }
-    info!(listen = %addr, upstream = %upstream, managed = repository.is_some(), mode = %settings.mode,
+    info!(listen = %addr, upstream = %server.repository_addresses(), managed = repository.is_some(), mode = %settings.mode,
           certificate = settings.cert_fingerprint.as_deref().unwrap_or("none"), auth = %auth_mode,
           auth_reason, "pgssl is serving");
     tokio::spawn(crate::control::expiry::watch(
@@ -303,7 +303,7 @@ async fn bind(
     ctx: &Context,
     store: &StateStore,
     listen: std::net::SocketAddr,
-    upstream: &RepositoryAddr,
+    upstream: &[RepositoryAddr],
     repository: Option<&RunningRepository>,
     admin: Option<std::net::SocketAddr>,
 ) -> Result<(Node, Option<AdminServer>, AuthPlan, &'static str), ServeError> {
@@ -311,7 +311,7 @@ async fn bind(
     let options = NodeOptions {
         data_dir: ctx.data_dir.clone(),
         listen,
-        upstream: upstream.clone(),
+        repository: upstream.to_vec(),
         managed: repository.is_some(),
         config: ctx.config.clone(),
         auth: auth.clone(),
@@ -322,6 +322,9 @@ async fn bind(
         // A joined node in front of a managed first node: its repository is that node.
         repository_is_node: repository.is_none()
             && crate::control::cluster::Membership::joined_through_node(&store.config_dir()),
+        probe_password: std::env::var(crate::repository::version::PASSWORD_ENV)
+            .ok()
+            .map(crate::keystore::Secret::new),
     };
     let server = Node::bind(options).await?;
     let admin = match admin {

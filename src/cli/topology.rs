@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::CliError;
 use super::Runner;
 use crate::control::operations::model::Report;
-use crate::control::operations::{Output, topology};
+use crate::control::operations::{Output, repository_hosts, topology};
 
 /// `topology …`.
 #[derive(Debug, Subcommand)]
@@ -27,6 +27,8 @@ pub enum TopologyCommand {
     ListNodes(topology::ListNodes),
     /// Stop a node from following the cluster and drop it from the list.
     RemoveNode(topology::RemoveNode),
+    /// The running server's repository hosts: role, timeline, lag, sessions and warm backends.
+    ListRepositoryHosts(repository_hosts::ListRepositoryHosts),
 }
 
 pub(super) async fn topology(runner: &Runner, command: TopologyCommand) -> Result<(), CliError> {
@@ -58,5 +60,6 @@ pub(super) async fn topology(runner: &Runner, command: TopologyCommand) -> Resul
             runner.local("topology remove-node")?;
             runner.show(r).await
         }
+        TopologyCommand::ListRepositoryHosts(r) => runner.show(r).await,
     }
 }

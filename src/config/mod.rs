@@ -26,7 +26,9 @@ mod values;
 pub use auth::{AdminConfig, AuthConfig, AuthMode};
 pub use pool::{LOOKUP_CONNECTIONS, MinWarmConfig, PoolConfig, SUPERUSER_RESERVE};
 pub use renamed::{OldKey, RenameError};
-pub use repository::{RepositoryAddress, RepositoryConfig, RepositoryEndpoint};
+pub use repository::{
+    BadAddressList, RepositoryAddress, RepositoryConfig, RepositoryEndpoint, StandbyLag, TargetRole,
+};
 pub use server::{PolicyConfig, ServerConfig};
 pub use tls::TlsConfig;
 pub use values::{network, socket_addr};
@@ -81,6 +83,9 @@ pub enum ConfigError {
     /// malformed.
     #[error(transparent)]
     Upstream(#[from] BadRepositoryAddr),
+    /// `repository.address` or `--repository` is not a list of addresses.
+    #[error(transparent)]
+    Addresses(#[from] repository::BadAddressList),
 }
 
 /// The whole configuration.

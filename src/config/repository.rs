@@ -1,12 +1,15 @@
 //! `[repository]`: the PostgreSQL server behind pgssl, the repository, whether an external one
 //! (`address`) or the managed one pgssl runs itself; and the typed form of its address.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 pub use crate::proxy::repository::RepositoryEndpoint;
+pub use crate::proxy::repository::hosts::{StandbyLag, TargetRole};
 use crate::proxy::repository::tls::RepositoryTlsMode;
 use crate::proxy::repository::{BadRepositoryAddr, RepositoryAddr};
 
@@ -14,10 +17,28 @@ use crate::proxy::repository::{BadRepositoryAddr, RepositoryAddr};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RepositoryConfig {
-    /// An external repository: `host:port` or `unix:/socket/dir` (`serve --repository` overrides
-    /// it). Default none: pgssl runs a managed repository in `<data-dir>/pgdata`. Formerly
-    /// `server.upstream`.
+    /// An external repository: `host:port` or `unix:/socket/dir`, or a list of the hosts of one
+    /// replicated cluster (`serve --repository` overrides it). Default none: pgssl runs a managed
+    /// repository in `<data-dir>/pgdata`. Formerly `server.upstream`.
     pub address: Option<RepositoryAddress>,
+    /// With several hosts: how long a login waits for a primary while there is none (a failover)
+    /// before it is refused with 08006. Default 30 s.
+    #[serde(deserialize_with = "super::values::de_duration")]
+    pub failover_wait: Duration,
+    /// With several hosts: how often each is asked whether it is the primary. Default 1 s (every
+    /// 200 ms while there is no primary).
+    #[serde(deserialize_with = "super::values::de_duration")]
+    pub probe_interval: Duration,
+    /// With several hosts: how long one probe may take, connecting included. Default 2 s.
+    #[serde(deserialize_with = "super::values::de_duration")]
+    pub probe_timeout: Duration,
+    /// How far behind the primary a standby may be and still take sessions: bytes (`"16MB"`) or a
+    /// time (`"10s"`). Default none: any lag.
+    pub max_standby_lag: Option<StandbyLag>,
+    /// Where each user's sessions go, by role name or user class (`tableau`, `readonly`, `internal`,
+    /// `client`): `primary`, `prefer-standby`, `standby` or `any`. A role's own entry wins over its
+    /// class's. Default: everyone `primary`.
+    pub targets: BTreeMap<String, TargetRole>,
     /// TLS from pgssl to the repository, with libpq's `sslmode` meaning. Default `disable`. Formerly
     /// `server.upstream_tls`.
     pub tls: RepositoryTlsMode,
@@ -43,6 +64,11 @@ impl Default for RepositoryConfig {
     fn default() -> Self {
         RepositoryConfig {
             address: None,
+            failover_wait: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(2),
+            max_standby_lag: None,
+            targets: BTreeMap::new(),
             tls: RepositoryTlsMode::Disable,
             port: 5432,
             postgres_major: 15,
@@ -55,8 +81,9 @@ impl Default for RepositoryConfig {
     }
 }
 
-/// `repository.address`: where the repository listens. Written as one string or, the form fail-over
-/// will use, a list; so far the list holds exactly one address.
+/// `repository.address`: where the repository listens. Written as one string, a list, or on the
+/// command line as libpq does, separated by commas (`h1:5432,h2:5432`): the hosts of one replicated
+/// cluster, of which pgssl follows whichever is the primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositoryAddress {
     /// Never empty.
@@ -64,8 +91,8 @@ pub struct RepositoryAddress {
 }
 
 impl RepositoryAddress {
-    /// The address connections go to.
-    pub fn primary(&self) -> &RepositoryEndpoint {
+    /// The first address given.
+    pub fn first(&self) -> &RepositoryEndpoint {
         &self.endpoints[0]
     }
 
@@ -74,10 +101,27 @@ impl RepositoryAddress {
         &self.endpoints
     }
 
-    /// The address connections use (see [`RepositoryEndpoint::upstream`]).
-    pub fn upstream(&self, socket_port: u16) -> RepositoryAddr {
-        self.primary().upstream(socket_port)
+    /// The addresses connections use, in the order given (see [`RepositoryEndpoint::upstream`]).
+    pub fn upstreams(&self, socket_port: u16) -> Vec<RepositoryAddr> {
+        self.endpoints
+            .iter()
+            .map(|e| e.upstream(socket_port))
+            .collect()
     }
+}
+
+/// `repository.address` (or `--repository`) is not a list of addresses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadAddressList {
+    /// An empty list.
+    #[error("needs an address, e.g. \"db:5432\"")]
+    Empty,
+    /// One host twice: it would be probed and counted twice.
+    #[error("the repository address '{0}' is given twice")]
+    Twice(String),
+    /// One of them is not an address.
+    #[error(transparent)]
+    Address(#[from] BadRepositoryAddr),
 }
 
 impl From<RepositoryEndpoint> for RepositoryAddress {
@@ -89,18 +133,43 @@ impl From<RepositoryEndpoint> for RepositoryAddress {
 }
 
 impl FromStr for RepositoryAddress {
-    type Err = BadRepositoryAddr;
+    type Err = BadAddressList;
 
-    /// One address (the command line's `--repository`).
-    fn from_str(text: &str) -> Result<Self, BadRepositoryAddr> {
-        text.parse::<RepositoryEndpoint>()
-            .map(RepositoryAddress::from)
+    /// One address, or several separated by commas (the command line's `--repository`).
+    fn from_str(text: &str) -> Result<Self, BadAddressList> {
+        let endpoints = text
+            .split(',')
+            .map(|t| t.trim().parse::<RepositoryEndpoint>())
+            .collect::<Result<Vec<_>, _>>()?;
+        RepositoryAddress::new(endpoints)
+    }
+}
+
+impl RepositoryAddress {
+    /// The hosts, when there is at least one and none is given twice.
+    pub fn new(endpoints: Vec<RepositoryEndpoint>) -> Result<RepositoryAddress, BadAddressList> {
+        if endpoints.is_empty() {
+            return Err(BadAddressList::Empty);
+        }
+        for (i, e) in endpoints.iter().enumerate() {
+            if endpoints[..i].contains(e) {
+                return Err(BadAddressList::Twice(e.to_string()));
+            }
+        }
+        Ok(RepositoryAddress { endpoints })
     }
 }
 
 impl fmt::Display for RepositoryAddress {
+    /// The libpq-style list: `h1:5432,h2:5432`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.primary().fmt(f)
+        for (i, e) in self.endpoints.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            e.fmt(f)?;
+        }
+        Ok(())
     }
 }
 
@@ -109,31 +178,22 @@ impl<'de> Deserialize<'de> for RepositoryAddress {
         #[derive(Deserialize)]
         #[serde(
             untagged,
-            expecting = "an address such as \"db:5432\", or a list of one"
+            expecting = "an address such as \"db:5432\", or a list of them"
         )]
         enum Written {
             One(String),
             List(Vec<String>),
         }
         let texts = match Written::deserialize(d)? {
-            Written::One(text) => vec![text],
+            // One string may list hosts libpq's way, as `--repository` does.
+            Written::One(text) => return text.parse().map_err(D::Error::custom),
             Written::List(texts) => texts,
         };
-        match texts.len() {
-            0 => return Err(D::Error::custom("needs an address, e.g. \"db:5432\"")),
-            1 => {}
-            // Until pgssl fails over between them, a second address would be silently unused.
-            _ => {
-                return Err(D::Error::custom(
-                    "only one repository address is supported so far",
-                ));
-            }
-        }
         let endpoints = texts
             .iter()
             .map(|t| t.parse().map_err(D::Error::custom))
             .collect::<Result<_, _>>()?;
-        Ok(RepositoryAddress { endpoints })
+        RepositoryAddress::new(endpoints).map_err(D::Error::custom)
     }
 }
 
@@ -146,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn an_address_is_one_string_or_a_list_of_one() {
+    fn an_address_is_one_string_or_a_list() {
         #[derive(Deserialize)]
         struct T {
             address: RepositoryAddress,
@@ -155,8 +215,17 @@ mod tests {
         let one = read("address = \"db:5432\"").unwrap();
         assert_eq!(one.endpoints(), [endpoint("db:5432")]);
         assert_eq!(read("address = [\"db:5432\"]").unwrap(), one);
-        let two = read("address = [\"h1:5432\", \"h2:5432\"]").unwrap_err();
-        assert!(two.message().contains("only one"), "{two}");
+        let two = read("address = [\"h1:5432\", \"h2:5432\"]").unwrap();
+        assert_eq!(two.endpoints(), [endpoint("h1:5432"), endpoint("h2:5432")]);
+        assert_eq!(two.to_string(), "h1:5432,h2:5432");
+        assert_eq!(
+            "h1:5432, h2:5432".parse::<RepositoryAddress>(),
+            Ok(two.clone())
+        );
+        assert_eq!(read("address = \"h1:5432,h2:5432\"").unwrap(), two);
+        let twice = read("address = [\"h1:5432\", \"h1:5432\"]").unwrap_err();
+        assert!(twice.message().contains("given twice"), "{twice}");
+        assert!("h1:5432,".parse::<RepositoryAddress>().is_err());
         let none = read("address = []").unwrap_err();
         assert!(none.message().contains("needs an address"), "{none}");
         let bad = read("address = \"nowhere\"").unwrap_err();

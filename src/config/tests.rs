@@ -111,11 +111,11 @@ fn values_are_typed_as_the_file_is_read() {
     );
     let address = config.repository.address.unwrap();
     assert_eq!(
-        address.upstream(config.repository.port),
-        RepositoryAddr::Unix {
+        address.upstreams(config.repository.port),
+        [RepositoryAddr::Unix {
             dir: "/run/postgresql".into(),
             port: 5433
-        }
+        }]
     );
 }
 

@@ -15,6 +15,7 @@ use tracing::warn;
 use crate::control::reload::{ControlError, ReloadReport, Reloader, ServeStatus};
 use crate::proxy::backend::Pool;
 use crate::proxy::backend::pool::KeyStats;
+use crate::proxy::repository::hosts::{HostStatus, Hosts};
 
 /// What a [`RunningNode`] question resolves to.
 pub type NodeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ControlError>> + Send + 'a>>;
@@ -31,6 +32,9 @@ pub trait RunningNode: std::fmt::Debug + Send + Sync {
 
     /// What its pool of warm repository sessions holds.
     fn pool(&self) -> NodeFuture<'_, Option<PoolSnapshot>>;
+
+    /// Its repository hosts: role, timeline, lag, sessions and warm backends on each.
+    fn repository_hosts(&self) -> NodeFuture<'_, Option<Vec<HostStatus>>>;
 }
 
 /// A running node's pool, as `pool list` reports it.
@@ -49,15 +53,23 @@ pub struct LocalNode {
     reloader: Reloader,
     status: ServeStatus,
     pool: Arc<Pool>,
+    hosts: Arc<Hosts>,
 }
 
 impl LocalNode {
-    /// The node that reloads with `reloader`, reports `status` and whose pool is `pool`.
-    pub fn new(reloader: Reloader, status: ServeStatus, pool: Arc<Pool>) -> LocalNode {
+    /// The node that reloads with `reloader`, reports `status`, whose pool is `pool` and whose
+    /// repository hosts are `hosts`.
+    pub fn new(
+        reloader: Reloader,
+        status: ServeStatus,
+        pool: Arc<Pool>,
+        hosts: Arc<Hosts>,
+    ) -> LocalNode {
         LocalNode {
             reloader,
             status,
             pool,
+            hosts,
         }
     }
 }
@@ -95,6 +107,13 @@ impl RunningNode for LocalNode {
             }))
         })
     }
+
+    fn repository_hosts(&self) -> NodeFuture<'_, Option<Vec<HostStatus>>> {
+        Box::pin(async {
+            let warm = self.pool.idle_per_host(self.hosts.len());
+            Ok(Some(self.hosts.status(&warm)))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +145,11 @@ mod tests {
                 managed: true,
             },
             Pool::new(PoolOptions::default()),
+            Arc::new(Hosts::single(Arc::new(
+                crate::proxy::repository::Target::new(
+                    crate::proxy::repository::RepositoryAddr::Tcp("h:5432".into()),
+                ),
+            ))),
         );
         // The applied state becomes a FIFO: loading it waits, without awaiting, until this test
         // writes it.

@@ -46,15 +46,17 @@ pub async fn forward_cancel(
         return;
     }
     let routed = ctx.cancels.route(packet);
-    let packet = match &routed {
-        Some(p) => &p[..],
+    let (packet, host) = match &routed {
+        Some((p, host)) => (&p[..], Some(*host)),
         // A key carrying this node's id is one it minted when the repository is another node of
         // the cluster (which would send it straight back); any other repository may hold it (a
         // pooler in front of PostgreSQL mints random keys).
         None if (owner == Owner::Nobody || !ctx.repository_is_node)
             && ctx.auth.may_pass_through(settings) =>
         {
-            packet
+            // A passthrough session's key is its repository host's own: which host is not known,
+            // and a key is unique only per host, so every host gets it (a wrong one ignores it).
+            (packet, None)
         }
         None => {
             let _ = client.shutdown().await;
@@ -67,16 +69,26 @@ pub async fn forward_cancel(
         warn!(%peer, outcome = "cancel_dropped", "too many cancel requests are being forwarded at once; dropped one");
         return;
     };
-    let result = async {
-        // The cancel travels like a session would: inside TLS when upstream TLS is on.
-        let mut upstream = ctx
-            .upstream
-            .connect(ctx.connect_timeout, &settings.repository_tls)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        deliver(&mut upstream, packet, ctx).await
+    let hosts: Vec<usize> = match host {
+        Some(h) => vec![h],
+        None => (0..ctx.repository.len()).collect(),
+    };
+    // Delivered when any host took it (the session's own host, for a key pgssl minted).
+    let mut result = Err(std::io::Error::other("no repository host"));
+    for h in hosts {
+        let sent = async {
+            // The cancel travels like a session would: inside TLS when upstream TLS is on.
+            let connector = ctx.repository.connector(h).ok_or_else(|| {
+                std::io::Error::other("the repository host is no longer configured")
+            })?;
+            let mut upstream = connector
+                .connect(ctx.connect_timeout, &settings.repository_tls)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            deliver(&mut upstream, packet, ctx).await
+        };
+        result = result.or(sent.await);
     }
-    .await;
     let _ = client.shutdown().await;
     match result {
         Ok(()) => {

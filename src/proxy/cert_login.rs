@@ -160,7 +160,13 @@ async fn quiet_open(
     tls: &RepositoryTls,
     start: &Start,
 ) -> Option<RepositoryStream> {
-    let mut upstream = ctx.upstream.connect(ctx.connect_timeout, tls).await.ok()?;
+    let mut upstream = start
+        .host
+        .get()
+        .connector
+        .connect(ctx.connect_timeout, tls)
+        .await
+        .ok()?;
     forward_start(&mut upstream, &start.startup.raw, &start.pipelined)
         .await
         .ok()?;
@@ -193,7 +199,10 @@ impl Attempt<'_> {
             ctx,
             deadline,
         } = *self;
-        if matches!(ctx.upstream.addr(), RepositoryAddr::Unix { .. }) {
+        if matches!(
+            start.host.get().connector.addr(),
+            RepositoryAddr::Unix { .. }
+        ) {
             let candidates = settings
                 .role_passwords
                 .as_ref()

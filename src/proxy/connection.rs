@@ -29,7 +29,9 @@ use crate::proxy::protocol::proxy_header::{self, ProxyHeader};
 use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
 use crate::proxy::relay::{self, RelayEnd};
 use crate::proxy::relayed_client::{self, RelayError, RelayKey};
-use crate::proxy::repository::{RepositoryConnector, RepositoryStream};
+use crate::proxy::repository::RepositoryStream;
+use crate::proxy::repository::hosts::Hosts;
+use crate::proxy::route;
 use crate::proxy::session;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::{Deadline, Expired, StartupPlace};
@@ -57,8 +59,8 @@ impl Drop for ActiveGuard<'_> {
 pub struct ConnectionContext {
     /// Who is a client user.
     pub classifier: UserClassifier,
-    /// The repository: a [`crate::proxy::repository::Target`] in a server.
-    pub upstream: Arc<dyn RepositoryConnector>,
+    /// The repository's hosts, and where each session goes.
+    pub repository: Arc<Hosts>,
     /// Accept-to-start-up limit.
     pub handshake_timeout: Duration,
     /// Limit for connecting to the repository.
@@ -203,8 +205,16 @@ pub(crate) async fn serve_accepted(
                     Transport::Plaintext
                 },
             };
-            let start = Start { startup, pipelined };
-            session(stream, start, &who, settings, ctx, starting, started).await;
+            session(
+                stream,
+                (startup, pipelined),
+                &who,
+                settings,
+                ctx,
+                starting,
+                started,
+            )
+            .await;
         }
     }
 }
@@ -263,18 +273,20 @@ pub(crate) struct Who {
     pub(crate) transport: Transport,
 }
 
-/// The start-up to forward: the message and any bytes the client sent after it.
+/// The start-up to forward: the message and any bytes the client sent after it, and the repository
+/// host the session goes to.
 #[derive(Clone)]
 pub(crate) struct Start {
     pub(crate) startup: StartupMessage,
     pub(crate) pipelined: BytesMut,
+    pub(crate) host: route::HostChoice,
 }
 
-/// A start-up the policy may admit: admit → log in (authenticate, open the backend) → relay → log
-/// how it ended.
+/// A start-up the policy may admit: admit → find its repository host → log in (authenticate, open
+/// the backend) → relay → log how it ended.
 async fn session(
     mut stream: NegotiatedStream,
-    start: Start,
+    (startup, pipelined): (StartupMessage, BytesMut),
     who: &Who,
     settings: &LiveSettings,
     ctx: &ConnectionContext,
@@ -284,11 +296,28 @@ async fn session(
     let Some(_session) = admit(&mut stream, who, settings, ctx).await else {
         return;
     };
+    // A login waiting for a failover still counts among those starting (server.max_startups).
+    let Some(routed) = route::route(&mut stream, who, ctx).await else {
+        return;
+    };
     drop(starting);
-    match login::log_in(&mut stream, start, who, settings, ctx, started).await {
+    let host = route::HostChoice::new(routed);
+    let start = Start {
+        startup,
+        pipelined,
+        host: host.clone(),
+    };
+    let logged_in = login::log_in(&mut stream, start, who, settings, ctx, started).await;
+    let routed = host.get();
+    let _on_host = routed.session();
+    let epoch = routed.epoch;
+    match logged_in {
         None => {}
         Some(LoggedIn::Relayed(mut upstream)) => {
-            let (end, login) = relay::relay_login(&mut stream, &mut upstream, &ctx.closing).await;
+            let (end, login) = relay::relay_login(&mut stream, &mut upstream, &epoch).await;
+            if route::failed_over(&end, ctx) {
+                route::end_for_failover(&mut stream, who, ctx).await;
+            }
             log_end(who, end, login, started, &ctx.metrics);
         }
         Some(LoggedIn::Proxied(lease)) => session::serve(stream, *lease, who, ctx, started).await,
@@ -353,7 +382,9 @@ pub(crate) async fn open_backend_with(
 ) -> Option<RepositoryStream> {
     let (peer, user, m) = (who.peer, LogSafe(&who.user), &ctx.metrics);
     let connecting = Instant::now();
-    let mut upstream = match ctx.upstream.connect(ctx.connect_timeout, tls).await {
+    let (connected, routed) = route::connect(&start.host, tls, who, ctx).await;
+    let host = &routed.connector;
+    let mut upstream = match connected {
         Ok(u) => {
             m.upstream_seconds
                 .record(connecting.elapsed().as_secs_f64());
@@ -369,7 +400,7 @@ pub(crate) async fn open_backend_with(
                 ),
             );
             negotiate::send_fatal(stream, &err).await;
-            warn!(%peer, %user, upstream = %ctx.upstream, error = %e, outcome = "upstream_unreachable",
+            warn!(%peer, %user, upstream = %host, error = %e, outcome = "upstream_unreachable",
                   "could not connect to the repository");
             return None;
         }
@@ -382,7 +413,7 @@ pub(crate) async fn open_backend_with(
             "lost the connection to the repository",
         );
         negotiate::send_fatal(stream, &err).await;
-        warn!(%peer, %user, upstream = %ctx.upstream, error = %e, outcome = "upstream_failed",
+        warn!(%peer, %user, upstream = %host, error = %e, outcome = "upstream_failed",
               "could not forward the start-up");
         return None;
     }

@@ -1,7 +1,6 @@
-//! A session's login, between the policy's admission and the byte relay: the failed-login limit, then
-//! authentication in the server's mode — pgssl's own SCRAM and the pass-through login to the
-//! repository (proxy), or the repository's exchange relayed (passthrough) — with every refusal
-//! answered and logged here.
+//! A session's login, between its routing and the relay: the failed-login limit, then authentication
+//! in the server's mode — pgssl's own SCRAM and the pass-through login (proxy), or the repository's
+//! exchange relayed (passthrough) — with every refusal answered and logged here.
 
 use std::time::Duration;
 
@@ -418,6 +417,7 @@ async fn refuse_no_backend(
             let err = ErrorResponse::fatal(SqlState::TooManyConnections, e.to_string());
             negotiate::send_fatal(stream, &err).await;
         }
+        NoBackend::InRecovery => crate::proxy::route::refuse_in_recovery(stream, who).await,
     }
 }
 

@@ -107,6 +107,8 @@ pub struct ProxyMetrics {
     pub bytes_to_client: Counter,
     /// `pgssl_cancel_requests_total`.
     pub cancels: Counter,
+    /// `pgssl_repository_sessions_terminated_total{reason="failover"}`.
+    pub repository_sessions_ended: Counter,
     auth: Vec<Counter>,
     /// `pgssl_auth_duration_seconds`.
     pub auth_seconds: Histogram,
@@ -213,6 +215,7 @@ impl ProxyMetrics {
             bytes_to_upstream: counter!(names::BYTES_RELAYED, "direction" => "to_upstream"),
             bytes_to_client: counter!(names::BYTES_RELAYED, "direction" => "to_client"),
             cancels: counter!(names::CANCELS_FORWARDED),
+            repository_sessions_ended: counter!(names::REPOSITORY_SESSIONS_ENDED, "reason" => "failover"),
             pool: PoolMetrics::register(),
         }
     }

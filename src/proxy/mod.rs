@@ -1,4 +1,4 @@
-//! The data plane: accept → negotiate → policy → authenticate → backend → relay.
+//! The data plane: accept → negotiate → policy → route → authenticate → backend → relay.
 //!
 //! Nothing here reads or writes pgssl's state on disk, runs the admin server or parses the command
 //! line: the control plane hands it a [`settings::LiveSettings`] snapshot through a
@@ -67,6 +67,7 @@ pub mod protocol;
 pub mod relay;
 pub mod relayed_client;
 pub mod repository;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod settings;

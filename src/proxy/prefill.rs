@@ -33,6 +33,9 @@ struct Learned {
     startup: Bytes,
     minor: u16,
     proven: Arc<Proven>,
+    /// The host's epoch the login was routed under: once cancelled (the host is no longer what the
+    /// login was routed to), nothing more is opened there.
+    epoch: CancellationToken,
 }
 
 /// The listed (role, database) pairs and what their clients' logins taught.
@@ -50,6 +53,8 @@ enum PrefillError {
     Login(#[from] RepositoryAuthError),
     #[error("the repository did not answer the login in time")]
     TimedOut,
+    #[error("the repository host is no longer configured")]
+    NoHost,
 }
 
 impl std::fmt::Debug for Prefill {
@@ -75,7 +80,13 @@ impl Prefill {
     }
 
     /// Remembers a client's login when its (role, database) is listed (a cheap no-op otherwise).
-    pub fn learn(&self, key: &Arc<PoolKey>, startup: &StartupMessage, proven: &Proven) {
+    pub fn learn(
+        &self,
+        key: &Arc<PoolKey>,
+        startup: &StartupMessage,
+        proven: &Proven,
+        epoch: &CancellationToken,
+    ) {
         if !self
             .wanted
             .iter()
@@ -89,10 +100,9 @@ impl Prefill {
             return;
         }
         let mut learned = self.lock();
-        if learned
-            .get(&pair)
-            .is_some_and(|l| l.key == *key && l.proven.verifier() == proven.verifier())
-        {
+        if learned.get(&pair).is_some_and(|l| {
+            l.key == *key && l.proven.verifier() == proven.verifier() && !l.epoch.is_cancelled()
+        }) {
             return;
         }
         learned.insert(
@@ -102,6 +112,7 @@ impl Prefill {
                 startup: startup.raw.clone(),
                 minor: startup.minor,
                 proven: Arc::new(proven.clone()),
+                epoch: epoch.clone(),
             },
         );
     }
@@ -119,7 +130,10 @@ impl Prefill {
 
     /// What to top up now, with the number of sessions each key should have.
     fn plan(&self) -> Vec<(Learned, usize)> {
-        let learned = self.lock();
+        let mut learned = self.lock();
+        // A host that stopped being what the login was routed to gets no more sessions; the next
+        // login of the pair teaches where they go now.
+        learned.retain(|_, l| !l.epoch.is_cancelled());
         self.wanted
             .iter()
             .filter_map(|w| {
@@ -179,9 +193,12 @@ async fn open(
     learned: &Learned,
     slot: crate::proxy::backend::Slot,
 ) -> Result<Backend, PrefillError> {
+    let connector = ctx
+        .repository
+        .connector(learned.key.host)
+        .ok_or(PrefillError::NoHost)?;
     let login = async {
-        let mut upstream = ctx
-            .upstream
+        let mut upstream = connector
             .connect(ctx.connect_timeout, &settings.repository_tls)
             .await?;
         forward_start(&mut upstream, &learned.startup, &[])
@@ -194,7 +211,9 @@ async fn open(
             slot,
             settings.generation,
         );
-        Ok::<_, PrefillError>(login.await?)
+        let mut backend = login.await?;
+        backend.on_epoch(learned.epoch.clone());
+        Ok::<_, PrefillError>(backend)
     };
     match tokio::time::timeout(ctx.connect_timeout + Duration::from_secs(10), login).await {
         Ok(result) => result,

@@ -24,7 +24,7 @@ use crate::proxy::connection::{self, ConnectionContext};
 use crate::proxy::metrics::{Limit, ProxyMetrics};
 use crate::proxy::policy::UserClassifier;
 use crate::proxy::prefill::{self, Prefill};
-use crate::proxy::repository::{RepositoryAddr, RepositoryConnector, Target};
+use crate::proxy::repository::hosts::Hosts;
 use crate::proxy::settings::{LiveSettings, SettingsCell};
 use crate::proxy::startups::Startups;
 
@@ -54,8 +54,9 @@ pub struct Limits {
 pub struct ServerOptions {
     /// Where to listen (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// The repository.
-    pub upstream: RepositoryAddr,
+    /// The repository's hosts (one, or the hosts of a replicated cluster, probed by the composition
+    /// root).
+    pub repository: Arc<Hosts>,
     /// Who is a client user.
     pub classifier: UserClassifier,
     /// Limits and timeouts.
@@ -73,17 +74,17 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
-    /// What every connection of a server with these options shares, reaching the repository
-    /// through `upstream` (the server's [`Target`]; a fake repository in unit tests).
-    pub(crate) fn context(self, upstream: Arc<dyn RepositoryConnector>) -> ConnectionContext {
+    /// What every connection of a server with these options shares.
+    pub(crate) fn context(self) -> ConnectionContext {
         let limits = self.limits;
         ConnectionContext {
             classifier: self.classifier,
-            upstream,
+            // Every session's epoch is a child of it: the end of the grace period ends them all.
+            closing: self.repository.closing().clone(),
+            repository: self.repository,
             handshake_timeout: limits.handshake_timeout,
             connect_timeout: limits.connect_timeout,
             draining: CancellationToken::new(),
-            closing: CancellationToken::new(),
             sessions: Arc::new(Semaphore::new(limits.max_connections)),
             metrics: ProxyMetrics::register(),
             auth: self.auth,
@@ -142,14 +143,13 @@ impl Server {
             limits.workers.max(1),
             limits.shutdown_grace,
         );
-        let upstream = Arc::new(Target::new(options.upstream.clone()));
         Ok(Server {
             listener,
             cell,
             max_startups,
             workers,
             grace,
-            ctx: Arc::new(options.context(upstream)),
+            ctx: Arc::new(options.context()),
         })
     }
 
@@ -158,9 +158,9 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The repository this server relays to.
-    pub fn upstream(&self) -> &RepositoryAddr {
-        self.ctx.upstream.addr()
+    /// The repository's hosts this server relays to.
+    pub fn repository(&self) -> Arc<Hosts> {
+        self.ctx.repository.clone()
     }
 
     /// The warm pool (for `pool list`).
@@ -171,6 +171,11 @@ impl Server {
     /// The cancel keys (a cluster node's id and peers are set on it).
     pub fn cancel_keys(&self) -> Arc<CancelKeys> {
         self.ctx.cancels.clone()
+    }
+
+    /// The settings cell (the probes read the repository TLS in force from it).
+    pub fn settings_cell(&self) -> SettingsCell {
+        self.cell.clone()
     }
 
     /// The settings new connections get now.

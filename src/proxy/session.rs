@@ -20,6 +20,7 @@ use crate::proxy::protocol::session_watch::{Idle, SessionWatch};
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, PooledEnd, RelayEnd};
 use crate::proxy::repository::RepositoryStream;
+use crate::proxy::route::{end_for_failover, failed_over};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
 
@@ -41,6 +42,9 @@ pub(crate) enum NoBackend {
     Exhausted(Exhausted),
     /// Logging into a new backend did not finish by the login's deadline.
     TimedOut,
+    /// A primary-bound session's new backend said it is a hot standby: the probes had not yet seen
+    /// the host demoted. The backend is closed before the client sends anything.
+    InRecovery,
 }
 
 /// How the client proved who it is.
@@ -87,9 +91,14 @@ pub(crate) async fn acquire(
 ) -> Result<Lease, NoBackend> {
     let pool = &ctx.pool;
     pool.saw_generation(settings.generation);
-    let (key, poolable) = match PoolKey::of(&start.startup) {
-        Some(key) => (Arc::new(key), pool.options().enabled),
-        None => (Arc::new(PoolKey::unpooled(&who.user, &who.database)), false),
+    let choice = start.host.clone();
+    let routed = choice.get();
+    let (key, mut poolable) = match PoolKey::of(&start.startup) {
+        Some(key) => (Arc::new(key.on_host(routed.index)), pool.options().enabled),
+        None => (
+            Arc::new(PoolKey::unpooled(&who.user, &who.database).on_host(routed.index)),
+            false,
+        ),
     };
     let app_name = start
         .startup
@@ -106,7 +115,8 @@ pub(crate) async fn acquire(
     let waiting = Instant::now();
     let checkout_deadline = waiting + pool.options().checkout_timeout;
     if let Credential::Proof(proven) = credential {
-        ctx.prefill.learn(&key, &start.startup, proven);
+        ctx.prefill
+            .learn(&key, &start.startup, proven, &routed.epoch);
     }
     let mut backend = loop {
         let found = pool
@@ -140,7 +150,19 @@ pub(crate) async fn acquire(
                     credential,
                     deadline,
                 };
-                break open(stream, start, who, settings, ctx, new).await?;
+                let backend = open(stream, start, who, settings, ctx, new).await?;
+                // Opening it may have moved the session to another host (its first one did not
+                // answer); the backend's place in the pool is then the first host's.
+                let reached = choice.get();
+                poolable &= reached.index == routed.index;
+                // Nothing of a primary-bound client's reaches a host in recovery, even before the
+                // probes see the demotion.
+                if reached.as_primary && backend.in_hot_standby() {
+                    ctx.repository.suspect(reached.index);
+                    backend.close().await;
+                    return Err(NoBackend::InRecovery);
+                }
+                break backend;
             }
             Err(e) => {
                 m.exhausted.increment(1);
@@ -149,11 +171,14 @@ pub(crate) async fn acquire(
         }
     };
     m.sessions(pool.totals());
+    // The session ends when its host stops being what this client was routed to.
+    let reached = choice.get();
+    backend.on_epoch(reached.epoch.clone());
     let told = Told {
         answer: answer.as_deref(),
         minor,
     };
-    let key = hand_out(stream, &backend, credential, told, ctx).await?;
+    let key = hand_out(stream, &backend, credential, told, reached.index, ctx).await?;
     backend.served_one();
     Ok(Lease {
         backend,
@@ -245,9 +270,10 @@ async fn hand_out(
     backend: &Backend,
     credential: Credential<'_>,
     told: Told<'_>,
+    host: usize,
     ctx: &ConnectionContext,
 ) -> Result<ClientKey, NoBackend> {
-    let Ok(key) = ctx.cancels.mint(told.minor, backend.cancel_packet()) else {
+    let Ok(key) = ctx.cancels.mint(told.minor, backend.cancel_packet(), host) else {
         let err = ErrorResponse::fatal(
             SqlState::ConnectionFailure,
             "the system random number generator failed",
@@ -281,13 +307,8 @@ pub(crate) async fn serve(
     started: Instant,
 ) {
     let mut watch = SessionWatch::default();
-    let end = relay::relay_pooled(
-        &mut stream,
-        lease.backend.stream(),
-        &ctx.closing,
-        &mut watch,
-    )
-    .await;
+    let epoch = lease.backend.epoch().clone();
+    let end = relay::relay_pooled(&mut stream, lease.backend.stream(), &epoch, &mut watch).await;
     ctx.cancels.revoke(&lease.key);
     let m = &ctx.metrics.pool;
     match end {
@@ -305,6 +326,10 @@ pub(crate) async fn serve(
         }
         PooledEnd::Ended(end) => {
             m.closed.increment(1);
+            if failed_over(&end, ctx) {
+                end_for_failover(&mut stream, who, ctx).await;
+                lease.backend.close().await;
+            }
             log_end(who, end, None, started, &ctx.metrics);
         }
     }

@@ -6,6 +6,7 @@
 //! - [`ExternalLookup`]: an external repository, as the lookup user, with `auth.lookup_query`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -13,8 +14,8 @@ use tokio_postgres::types::{FromSql, Type};
 
 use crate::keystore::{Keystore, Secret};
 use crate::proxy::auth::terminate::{LookupError, LookupFuture, RoleSecret, VerifierSource};
+use crate::proxy::repository::hosts::{Hosts, TargetRole};
 use crate::proxy::repository::tls::RepositoryTls;
-use crate::proxy::repository::{RepositoryAddr, Target};
 use crate::repository::managed::ManagedRepository;
 use crate::repository::session::{Login, Session, describe};
 
@@ -254,8 +255,8 @@ impl VerifierSource for ManagedLookup {
 /// Where and how the lookup user reads verifiers on an external repository.
 #[derive(Debug, Clone)]
 pub struct ExternalLookupOptions {
-    /// The repository.
-    pub upstream: RepositoryAddr,
+    /// The repository's hosts: lookups go to the primary.
+    pub hosts: Arc<Hosts>,
     /// TLS to it, as every other connection there.
     pub tls: RepositoryTls,
     /// The lookup user.
@@ -274,7 +275,6 @@ pub struct ExternalLookupOptions {
 #[derive(Debug)]
 pub struct ExternalLookup {
     options: ExternalLookupOptions,
-    target: Target,
     kept: Kept,
 }
 
@@ -282,7 +282,6 @@ impl ExternalLookup {
     /// A lookup with `options`; it connects on first use.
     pub fn new(options: ExternalLookupOptions) -> ExternalLookup {
         ExternalLookup {
-            target: Target::new(options.upstream.clone()),
             options,
             kept: Kept::default(),
         }
@@ -291,11 +290,27 @@ impl ExternalLookup {
     async fn connect(&self) -> Result<Session, LookupError> {
         let o = &self.options;
         let failed = |e: String| LookupError(format!("as lookup user {}: {e}", o.user));
-        let stream = self
-            .target
-            .connect(o.timeout, &o.tls)
+        // The primary holds the verifiers as they are now (a standby may not have replayed a
+        // password change yet); during a failover the lookup waits for it as logins do.
+        let mut routed = o
+            .hosts
+            .route(TargetRole::Primary)
             .await
             .map_err(|e| failed(e.to_string()))?;
+        let waiting_until = tokio::time::Instant::now() + o.hosts.options().failover_wait;
+        let stream = loop {
+            match routed.connector.connect(o.timeout, &o.tls).await {
+                Ok(stream) => break stream,
+                // A primary that stopped answering: the next one, once there is one.
+                Err(e) if e.unreachable() => {
+                    match o.hosts.reroute(&routed, e.to_string(), waiting_until).await {
+                        Some(next) => routed = next,
+                        None => return Err(failed(e.to_string())),
+                    }
+                }
+                Err(e) => return Err(failed(e.to_string())),
+            }
+        };
         let login = Login {
             user: &o.user,
             database: &o.database,

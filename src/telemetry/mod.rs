@@ -169,6 +169,22 @@ pub mod names {
     pub const CERTIFICATE_EXPIRY: &str = "pgssl_certificate_expiry_seconds";
     /// Gauge: the cluster state version a node serves.
     pub const CLUSTER_STATE_VERSION: &str = "pgssl_cluster_state_version";
+    /// Gauge, label `host`: 1 when the repository host's last probe answered.
+    pub const REPOSITORY_HOST_UP: &str = "pgssl_repository_host_up";
+    /// Gauge, labels `host` and `role` (`primary`, `standby`, `unknown`, `refused`): 1 for the
+    /// host's role now, 0 for the others.
+    pub const REPOSITORY_HOST_ROLE: &str = "pgssl_repository_host_role";
+    /// Gauge, label `host`: WAL bytes a standby has still to replay.
+    pub const REPOSITORY_STANDBY_LAG_BYTES: &str = "pgssl_repository_standby_lag_bytes";
+    /// Counter: changes of the primary host.
+    pub const REPOSITORY_FAILOVERS: &str = "pgssl_repository_failovers_total";
+    /// Gauge: logins waiting for a primary.
+    pub const REPOSITORY_LOGINS_WAITING: &str = "pgssl_repository_logins_waiting_for_primary";
+    /// Gauge: 1 while more than one host claims to be primary.
+    pub const REPOSITORY_SPLIT_BRAIN: &str = "pgssl_repository_split_brain";
+    /// Counter, label `reason`: sessions ended because their host stopped being what they were
+    /// routed to.
+    pub const REPOSITORY_SESSIONS_ENDED: &str = "pgssl_repository_sessions_terminated_total";
 }
 
 /// The process-wide Prometheus handle; the recorder is installed on first use.
@@ -238,6 +254,7 @@ fn describe() {
         "Logins by mechanism (scram-sha-256, scram-sha-256-plus, passthrough) and outcome."
     );
     describe_pool();
+    describe_repository();
     describe_counter!(RELOADS, "Reloads of the applied settings, by outcome.");
     describe_counter!(
         CANCELS_FORWARDED,
@@ -246,6 +263,40 @@ fn describe() {
     describe_counter!(
         COMMAND_FAILURES,
         "Control-plane operations (admin API, web pages) that failed, by kind: user, server, upstream."
+    );
+}
+
+/// The repository hosts' metrics.
+fn describe_repository() {
+    use names::*;
+    describe_gauge!(
+        REPOSITORY_HOST_UP,
+        "1 when the repository host answered its last probe (label host)."
+    );
+    describe_gauge!(
+        REPOSITORY_HOST_ROLE,
+        "1 for the repository host's role now: primary, standby, unknown or refused (labels host, role)."
+    );
+    describe_gauge!(
+        REPOSITORY_STANDBY_LAG_BYTES,
+        Unit::Bytes,
+        "WAL bytes a standby has still to replay (label host)."
+    );
+    describe_counter!(
+        REPOSITORY_FAILOVERS,
+        "Changes of the primary repository host."
+    );
+    describe_gauge!(
+        REPOSITORY_LOGINS_WAITING,
+        "Logins waiting for a primary repository host (repository.failover_wait)."
+    );
+    describe_gauge!(
+        REPOSITORY_SPLIT_BRAIN,
+        "1 while more than one repository host claims to be primary."
+    );
+    describe_counter!(
+        REPOSITORY_SESSIONS_ENDED,
+        "Sessions ended because their repository host stopped being what they were routed to."
     );
 }
 

@@ -294,6 +294,107 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// A hot standby of this cluster on its own TCP port: cloned with `pg_basebackup -R` (which
+    /// writes `standby.signal` and a `primary_conninfo` over this cluster's Unix socket) and
+    /// streaming from it.
+    pub fn start_standby(&self) -> Postgres {
+        let dir = tempfile::Builder::new()
+            .prefix("pgssl-standby")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sock = dir.path().join("sock");
+        std::fs::create_dir(&sock).unwrap();
+        if let Some((uid, gid)) = self.ids {
+            for p in [dir.path(), sock.as_path()] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let mut standby = Postgres {
+            dir,
+            bindir: self.bindir.clone(),
+            ids: self.ids,
+            tcp_port: None,
+        };
+        let data = standby.data_path();
+        let out = standby
+            .command("pg_basebackup")
+            .arg("-h")
+            .arg(self.socket_dir())
+            .args(["-p", &self.port().to_string(), "-U", "postgres", "-D"])
+            .arg(&data)
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The copy carries the primary's settings; these lines, later in the file, win.
+        let copied = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+        for attempt in 0..5 {
+            let port = free_port();
+            let conf = format!(
+                "{copied}\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n",
+                sock.display()
+            );
+            std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
+            if let Some((uid, gid)) = self.ids {
+                std::os::unix::fs::chown(data.join("postgresql.auto.conf"), Some(uid), Some(gid))
+                    .unwrap();
+            }
+            let out = standby
+                .command("pg_ctl")
+                .args(["start", "-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(standby.log_path())
+                .output()
+                .unwrap();
+            if out.status.success() {
+                standby.tcp_port = Some(port);
+                break;
+            }
+            assert!(
+                attempt < 4,
+                "the standby did not start: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(standby.log_path()).unwrap_or_default()
+            );
+        }
+        standby
+    }
+
+    /// Promotes a standby (`pg_ctl promote`, which waits until it accepts writes).
+    pub fn promote(&self) {
+        let data = self.data_path();
+        self.run(
+            "pg_ctl",
+            &["promote", "-w", "-t", "60", "-D", data.to_str().unwrap()],
+        );
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`), as a crash would.
+    pub fn stop_immediate(&self) {
+        let data = self.data_path();
+        self.run(
+            "pg_ctl",
+            &["stop", "-m", "immediate", "-D", data.to_str().unwrap()],
+        );
+    }
+
+    /// Its TCP address for pgssl (a cluster started with TCP, or a standby).
+    pub fn tcp_upstream(&self) -> RepositoryAddr {
+        RepositoryAddr::Tcp(format!(
+            "127.0.0.1:{}",
+            self.tcp_port.expect("a cluster listening on TCP")
+        ))
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
@@ -372,15 +473,26 @@ impl Proxy {
         upstream: RepositoryAddr,
         config: Config,
     ) -> Result<Proxy, pgssl::app::node::ServerError> {
+        Self::start_on_hosts(data_dir, vec![upstream], config).await
+    }
+
+    /// Starts pgssl on a data directory the test prepared, with `config`, in front of the hosts of
+    /// one replicated repository.
+    pub async fn start_on_hosts(
+        data_dir: TempDir,
+        repository: Vec<RepositoryAddr>,
+        config: Config,
+    ) -> Result<Proxy, pgssl::app::node::ServerError> {
         let server = Node::bind(NodeOptions {
             data_dir: data_dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
-            upstream,
+            repository,
             managed: false,
             config,
             auth: Default::default(),
             relay_key: None,
             repository_is_node: false,
+            probe_password: Some(pgssl::keystore::Secret::new(PASSWORD.to_string())),
         })
         .await?;
         let addr = server.local_addr().unwrap();

@@ -33,6 +33,7 @@ mod pool_prefill;
 mod proxy_protocol;
 mod psql_matrix;
 mod repository_flag;
+mod repository_ha;
 mod repository_tls;
 mod rotation;
 mod soak;

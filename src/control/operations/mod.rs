@@ -40,6 +40,7 @@ pub mod pending_changes;
 pub mod pool;
 mod record;
 pub mod regenerate_tokens;
+pub mod repository_hosts;
 pub mod repository_ssl;
 pub mod topology;
 pub mod vizql_extsvc;

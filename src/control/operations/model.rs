@@ -139,7 +139,7 @@ pub trait Visit {
 pub fn each_remote(v: &mut impl Visit) {
     use super::{
         authentication, custom_cert, data_access, external_ssl, mutual_ssl, pending_changes, pool,
-        regenerate_tokens, repository_ssl, vizql_extsvc,
+        regenerate_tokens, repository_hosts, repository_ssl, vizql_extsvc,
     };
     v.operation::<repository_ssl::Enable>();
     v.operation::<repository_ssl::Disable>();
@@ -169,6 +169,7 @@ pub fn each_remote(v: &mut impl Visit) {
     v.operation::<mutual_ssl::List>();
     v.operation::<mutual_ssl::InternalCaCertificate>();
     v.operation::<pool::List>();
+    v.operation::<repository_hosts::ListRepositoryHosts>();
 }
 
 /// A report that is only lines of text, for answers with nothing more to say than a sentence.

@@ -13,6 +13,7 @@ use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 use super::{ControlRequest, MAX_REPLY_LINE, decode_reply};
 use crate::control::node::{NodeFuture, PoolSnapshot, RunningNode};
 use crate::control::reload::{ControlError, ReloadReport, ServeStatus};
+use crate::proxy::repository::hosts::HostStatus;
 
 /// How long a status or pool question may take.
 const QUESTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,5 +103,9 @@ impl RunningNode for SocketNode {
 
     fn pool(&self) -> NodeFuture<'_, Option<PoolSnapshot>> {
         Box::pin(self.ask(ControlRequest::Pool, QUESTION_TIMEOUT))
+    }
+
+    fn repository_hosts(&self) -> NodeFuture<'_, Option<Vec<HostStatus>>> {
+        Box::pin(self.ask(ControlRequest::Hosts, QUESTION_TIMEOUT))
     }
 }

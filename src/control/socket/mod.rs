@@ -41,6 +41,9 @@ pub enum ControlRequest {
     Status,
     /// What the pool holds; answered with a [`PoolSnapshot`](crate::control::node::PoolSnapshot).
     Pool,
+    /// The repository hosts; answered with a list of
+    /// [`HostStatus`](crate::proxy::repository::hosts::HostStatus).
+    Hosts,
 }
 
 /// A request line: the request under its tag and nothing else (an internally tagged enum's unit

@@ -83,7 +83,8 @@ where
     };
     let request = match read {
         Ok(line) => ControlRequest::decode(&line).map_err(|_| {
-            r#"unknown request (expected {"request": "reload"}, "status" or "pool")"#.to_string()
+            r#"unknown request (expected {"request": "reload"}, "status", "pool" or "hosts")"#
+                .to_string()
         }),
         Err(LinesCodecError::MaxLineLengthExceeded) => Err(format!(
             "the request is longer than {MAX_REQUEST_LINE} bytes"
@@ -94,6 +95,7 @@ where
         Ok(ControlRequest::Reload) => encode(node.reload().await),
         Ok(ControlRequest::Status) => encode(node.status().await),
         Ok(ControlRequest::Pool) => encode(node.pool().await),
+        Ok(ControlRequest::Hosts) => encode(node.repository_hosts().await),
         Err(refusal) => ControlReply::<()>::Error(refusal).encode(),
     };
     let _ = lines.send(reply).await;

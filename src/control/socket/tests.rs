@@ -47,6 +47,12 @@ impl RunningNode for FakeNode {
             }))
         })
     }
+
+    fn repository_hosts(
+        &self,
+    ) -> NodeFuture<'_, Option<Vec<crate::proxy::repository::hosts::HostStatus>>> {
+        Box::pin(async { Ok(Some(Vec::new())) })
+    }
 }
 
 /// What the server answers to `sent`, as the bytes of its answer line.
@@ -155,7 +161,7 @@ async fn the_server_answers_each_request_with_its_report() {
 
 #[tokio::test]
 async fn the_server_refuses_garbage_unknown_and_over_long_requests() {
-    let unknown = "{\"error\":\"unknown request (expected {\\\"request\\\": \\\"reload\\\"}, \\\"status\\\" or \\\"pool\\\")\"}\n";
+    let unknown = "{\"error\":\"unknown request (expected {\\\"request\\\": \\\"reload\\\"}, \\\"status\\\", \\\"pool\\\" or \\\"hosts\\\")\"}\n";
     assert_eq!(answer_to(b"reload\n").await, unknown);
     assert_eq!(answer_to(b"{\"request\":\"shutdown\"}\n").await, unknown);
     let not_utf8 = answer_to(b"\xff\xfe\n").await;

@@ -24,7 +24,7 @@ pub type ClientKey = Bytes;
 /// The registry of minted keys, shared by every connection of a server.
 #[derive(Debug, Default)]
 pub struct CancelKeys {
-    live: Mutex<HashMap<ClientKey, Bytes>>,
+    live: Mutex<HashMap<ClientKey, (Bytes, usize)>>,
     /// This node's id in its cluster (1–127), 0 when it is not in one.
     node: AtomicU8,
     /// The other nodes, by id.
@@ -59,10 +59,10 @@ pub enum Owner {
 pub struct NoRandom;
 
 impl CancelKeys {
-    /// Mints a key for a client whose session's own cancel packet is `target`: a secret of 32
-    /// bytes when the session speaks protocol 3.2 or later, else of 4. The key stays valid until
-    /// [`CancelKeys::revoke`].
-    pub fn mint(&self, minor: u16, target: Bytes) -> Result<ClientKey, NoRandom> {
+    /// Mints a key for a client whose session's own cancel packet is `target`, on repository host
+    /// `host`: a secret of 32 bytes when the session speaks protocol 3.2 or later, else of 4. The key
+    /// stays valid until [`CancelKeys::revoke`].
+    pub fn mint(&self, minor: u16, target: Bytes, host: usize) -> Result<ClientKey, NoRandom> {
         let secret_len = if minor >= 2 { 32 } else { 4 };
         let rng = SystemRandom::new();
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,7 +77,7 @@ impl CancelKeys {
             }
             let key = Bytes::from(key);
             if !live.contains_key(&key) {
-                live.insert(key.clone(), target);
+                live.insert(key.clone(), (target, host));
                 return Ok(key);
             }
         }
@@ -91,9 +91,9 @@ impl CancelKeys {
             .remove(key);
     }
 
-    /// The CancelRequest to send to the repository for a client's CancelRequest `packet`, or `None`
-    /// when its key is not one pgssl minted and still valid.
-    pub fn route(&self, packet: &[u8]) -> Option<Bytes> {
+    /// The CancelRequest to send to the repository for a client's CancelRequest `packet`, and the
+    /// host to send it to, or `None` when its key is not one pgssl minted and still valid.
+    pub fn route(&self, packet: &[u8]) -> Option<(Bytes, usize)> {
         let key = packet.get(8..)?;
         self.live
             .lock()
@@ -164,16 +164,16 @@ mod tests {
     fn a_minted_key_routes_to_its_session_until_revoked() {
         let keys = CancelKeys::default();
         let target = cancel_packet(&[0, 0, 0, 42, 1, 2, 3, 4]);
-        let old = keys.mint(0, target.clone()).unwrap();
+        let old = keys.mint(0, target.clone(), 1).unwrap();
         assert_eq!(old.len(), 8);
         assert!(old[0] < 0x80);
-        assert_eq!(keys.route(&cancel_packet(&old)), Some(target.clone()));
+        assert_eq!(keys.route(&cancel_packet(&old)), Some((target.clone(), 1)));
         keys.revoke(&old);
         // The next client of the same session gets another key; the old one cancels nothing.
-        let new = keys.mint(0, target.clone()).unwrap();
+        let new = keys.mint(0, target.clone(), 1).unwrap();
         assert_ne!(old, new);
         assert_eq!(keys.route(&cancel_packet(&old)), None);
-        assert_eq!(keys.route(&cancel_packet(&new)), Some(target));
+        assert_eq!(keys.route(&cancel_packet(&new)), Some((target, 1)));
         assert_eq!(keys.route(b"short"), None);
     }
 
@@ -185,7 +185,7 @@ mod tests {
             fingerprint: "AB".into(),
         };
         keys.set_cluster(2, HashMap::from([(3, peer.clone())]));
-        let mine = keys.mint(0, cancel_packet(&[0; 8])).unwrap();
+        let mine = keys.mint(0, cancel_packet(&[0; 8]), 0).unwrap();
         assert_eq!(mine[0], 2);
         assert_eq!(keys.owner(&cancel_packet(&mine)), Owner::ThisNode);
         // A key with this node's id that no session holds is still this node's: never passed on.
@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn protocol_3_2_gets_a_32_byte_secret() {
         let keys = CancelKeys::default();
-        let key = keys.mint(2, cancel_packet(&[0; 8])).unwrap();
+        let key = keys.mint(2, cancel_packet(&[0; 8]), 0).unwrap();
         assert_eq!(key.len(), 4 + 32);
         assert_eq!(cancel_packet(&key).len(), 8 + 36);
     }

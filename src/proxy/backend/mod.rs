@@ -42,6 +42,8 @@ pub struct PoolKey {
     options: Vec<(String, String)>,
     /// The protocol minor version the client asked for.
     minor: u16,
+    /// The repository host (its index in `repository.address`).
+    pub host: usize,
 }
 
 impl PoolKey {
@@ -62,7 +64,14 @@ impl PoolKey {
             database: startup.database()?.to_string(),
             options,
             minor: startup.minor,
+            host: 0,
         })
+    }
+
+    /// The same key for sessions on repository host `host`.
+    pub fn on_host(mut self, host: usize) -> PoolKey {
+        self.host = host;
+        self
     }
 
     /// The key a never-pooled session counts under.
@@ -72,6 +81,7 @@ impl PoolKey {
             database: database.to_string(),
             options: vec![("replication".into(), String::new())],
             minor: 0,
+            host: 0,
         }
     }
 }
@@ -96,6 +106,8 @@ pub struct Backend {
     worker: Option<usize>,
     /// Its place in the pool's bounds (released when the backend is dropped).
     slot: Slot,
+    /// Cancelled when its host stops being what it was routed to: never handed out after that.
+    epoch: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Backend {
@@ -174,6 +186,7 @@ impl Backend {
             served: 0,
             worker: pool::this_worker(),
             slot,
+            epoch: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -227,6 +240,22 @@ impl Backend {
     /// The connection, for the relay.
     pub fn stream(&mut self) -> &mut RepositoryStream {
         &mut self.stream
+    }
+
+    /// Ties the session to its host's epoch (see [`crate::proxy::repository::hosts`]).
+    pub fn on_epoch(&mut self, epoch: tokio_util::sync::CancellationToken) {
+        self.epoch = epoch;
+    }
+
+    /// Cancelled when the host stopped being what the session was routed to.
+    pub fn epoch(&self) -> &tokio_util::sync::CancellationToken {
+        &self.epoch
+    }
+
+    /// Whether the repository reported, at start-up, that it is a hot standby (`in_hot_standby`,
+    /// PostgreSQL 14 and later).
+    pub fn in_hot_standby(&self) -> bool {
+        self.param("in_hot_standby") == Some(b"on")
     }
 
     /// Counts one more client served.
@@ -388,7 +417,7 @@ mod tests {
         // Without the negotiation the session speaks what the client asked.
         assert_eq!(
             cancel::CancelKeys::default()
-                .mint(b.minor(), b.cancel_packet())
+                .mint(b.minor(), b.cancel_packet(), 0)
                 .unwrap()
                 .len(),
             8

@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod connector;
+pub mod hosts;
 pub mod identity;
 pub mod tls;
 
@@ -260,6 +261,15 @@ pub enum RepositoryConnectError {
 }
 
 impl RepositoryConnectError {
+    /// Whether the host did not answer at all (refused, reset, timed out): what a host that is down
+    /// does, unlike a TLS failure, which another attempt would repeat.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            RepositoryConnectError::Io(_) | RepositoryConnectError::TimedOut
+        )
+    }
+
     /// What a client may be told: the kind of failure, never the repository's address, host names or
     /// certificate details, which only the operator's log carries.
     pub fn client_summary(&self) -> String {

@@ -168,33 +168,6 @@ pub struct Pool {
     generation: AtomicU64,
 }
 
-/// One key's figures for `pgssl pool list`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KeyStats {
-    /// The role.
-    pub role: String,
-    /// The database.
-    pub database: String,
-    /// Sessions serving a client (or being opened, reset).
-    pub busy: usize,
-    /// Warm sessions waiting for a client.
-    pub idle: usize,
-    /// Clients given a warm session.
-    pub handouts: u64,
-    /// Backends opened.
-    pub opened: u64,
-}
-
-impl KeyStats {
-    fn empty(role: &str, database: &str) -> KeyStats {
-        KeyStats {
-            role: role.to_string(),
-            database: database.to_string(),
-            ..KeyStats::default()
-        }
-    }
-}
-
 impl Pool {
     /// An empty pool.
     pub fn new(options: PoolOptions) -> Arc<Pool> {
@@ -222,6 +195,7 @@ impl Pool {
     fn current(&self, backend: &Backend) -> bool {
         backend.generation >= self.generation.load(Ordering::Relaxed)
             && backend.born.elapsed() < self.options.max_lifetime
+            && !backend.epoch.is_cancelled()
     }
 
     /// A backend for a client who proved `verifier` for `key`: a warm session (when `reuse`), or a
@@ -447,29 +421,6 @@ impl Pool {
         roles
     }
 
-    /// Figures per (role, database), sorted.
-    pub fn stats(&self) -> Vec<KeyStats> {
-        let inner = self.lock();
-        let mut by: std::collections::BTreeMap<(String, String), KeyStats> = Default::default();
-        for (k, e) in &inner.keys {
-            let s = by
-                .entry((k.role.clone(), k.database.clone()))
-                .or_insert_with(|| KeyStats::empty(&k.role, &k.database));
-            s.busy += e.live - e.idle.len();
-            s.idle += e.idle.len();
-            s.handouts += e.handouts;
-            s.opened += e.opened;
-        }
-        for ((role, database), (handouts, opened)) in &inner.past {
-            let s = by
-                .entry((role.clone(), database.clone()))
-                .or_insert_with(|| KeyStats::empty(role, database));
-            s.handouts += handouts;
-            s.opened += opened;
-        }
-        by.into_values().collect()
-    }
-
     /// Live and idle backends in all.
     pub fn totals(&self) -> (usize, usize) {
         let inner = self.lock();
@@ -491,9 +442,11 @@ pub fn close_all(backends: Vec<Backend>) {
 
 mod affinity;
 mod queue;
+mod stats;
 #[cfg(test)]
 mod tests;
 
 pub use affinity::set_worker;
 use affinity::take_local;
 pub(super) use affinity::this_worker;
+pub use stats::KeyStats;

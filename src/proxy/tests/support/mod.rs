@@ -26,7 +26,8 @@ use crate::proxy::auth::terminate::{LookupError, LookupFuture, RoleSecret, Verif
 use crate::proxy::backend::PoolOptions;
 use crate::proxy::connection::{self, ConnectionContext};
 use crate::proxy::policy::{Mode, UserClassifier};
-use crate::proxy::repository::RepositoryAddr;
+use crate::proxy::repository::hosts::Hosts;
+use crate::proxy::repository::{RepositoryAddr, Target};
 use crate::proxy::server::{Limits, ServerOptions};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::Startups;
@@ -103,7 +104,10 @@ pub(super) fn settings(mode: Mode) -> LiveSettings {
 fn options(auth: AuthPlan) -> ServerOptions {
     ServerOptions {
         listen: "127.0.0.1:0".parse().expect("an address"),
-        upstream: RepositoryAddr::Tcp("repository.test:5432".into()),
+        // The fake repository takes its place in `context`.
+        repository: Arc::new(Hosts::single(Arc::new(Target::new(RepositoryAddr::Tcp(
+            "repository.test:5432".into(),
+        ))))),
         classifier: UserClassifier::new(vec![CLIENT_USER.into()]),
         limits: Limits {
             max_connections: 16,
@@ -140,8 +144,9 @@ fn proxy_plan(lookup: Arc<FakeLookup>) -> AuthPlan {
 }
 
 /// The context of a server with `options` whose repository is `repository`.
-fn context(options: ServerOptions, repository: &Arc<FakeRepository>) -> Arc<ConnectionContext> {
-    Arc::new(options.context(repository.clone()))
+fn context(mut options: ServerOptions, repository: &Arc<FakeRepository>) -> Arc<ConnectionContext> {
+    options.repository = Arc::new(Hosts::single(repository.clone()));
+    Arc::new(options.context())
 }
 
 /// The client address of connections started with [`connect`].

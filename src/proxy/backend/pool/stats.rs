@@ -1,0 +1,66 @@
+//! What `pgssl pool list` and `topology list-repository-hosts` read of the pool.
+
+use super::Pool;
+
+/// One key's figures for `pgssl pool list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyStats {
+    /// The role.
+    pub role: String,
+    /// The database.
+    pub database: String,
+    /// Sessions serving a client (or being opened, reset).
+    pub busy: usize,
+    /// Warm sessions waiting for a client.
+    pub idle: usize,
+    /// Clients given a warm session.
+    pub handouts: u64,
+    /// Backends opened.
+    pub opened: u64,
+}
+
+impl KeyStats {
+    fn empty(role: &str, database: &str) -> KeyStats {
+        KeyStats {
+            role: role.to_string(),
+            database: database.to_string(),
+            ..KeyStats::default()
+        }
+    }
+}
+
+impl Pool {
+    /// Figures per (role, database), sorted.
+    pub fn stats(&self) -> Vec<KeyStats> {
+        let inner = self.lock();
+        let mut by: std::collections::BTreeMap<(String, String), KeyStats> = Default::default();
+        for (k, e) in &inner.keys {
+            let s = by
+                .entry((k.role.clone(), k.database.clone()))
+                .or_insert_with(|| KeyStats::empty(&k.role, &k.database));
+            s.busy += e.live - e.idle.len();
+            s.idle += e.idle.len();
+            s.handouts += e.handouts;
+            s.opened += e.opened;
+        }
+        for ((role, database), (handouts, opened)) in &inner.past {
+            let s = by
+                .entry((role.clone(), database.clone()))
+                .or_insert_with(|| KeyStats::empty(role, database));
+            s.handouts += handouts;
+            s.opened += opened;
+        }
+        by.into_values().collect()
+    }
+
+    /// Idle backends on each of `hosts` repository hosts.
+    pub fn idle_per_host(&self, hosts: usize) -> Vec<usize> {
+        let mut idle = vec![0; hosts];
+        for (k, e) in &self.lock().keys {
+            if let Some(n) = idle.get_mut(k.host) {
+                *n += e.idle.len();
+            }
+        }
+        idle
+    }
+}
