@@ -26,6 +26,8 @@ mod http;
 pub mod status;
 
 #[cfg(test)]
+mod http_tests;
+#[cfg(test)]
 mod tests;
 
 pub use error::{BadUrl, PatroniError};

@@ -346,3 +346,15 @@ fn a_401_reads_as_a_credentials_problem_and_an_html_body_is_cut_and_escaped() {
     // A cut never splits a character.
     assert_eq!(body_text("é".repeat(KEPT_BODY).as_bytes()).len(), KEPT_BODY);
 }
+
+#[test]
+fn the_client_and_its_calls_can_move_between_threads() {
+    fn send_and_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let client = PatroniClient::new(options(&["http://127.0.0.1:8008"])).unwrap();
+    send_and_sync(&client);
+    // Probes run on spawned tasks: the futures themselves must be Send.
+    send(client.member(0));
+    send(client.cluster());
+    send(client.switchover("a", "b"));
+}
