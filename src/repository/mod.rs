@@ -9,6 +9,7 @@ pub mod access;
 pub mod host;
 pub mod lookup;
 pub mod managed;
+pub mod patroni;
 pub mod probe;
 pub mod roles;
 pub mod session;

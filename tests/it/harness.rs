@@ -59,7 +59,8 @@ pub fn pg_bindir() -> PathBuf {
     )
 }
 
-fn postgres_ids() -> Option<(u32, u32)> {
+/// The `postgres` user's uid and gid when running as root (PostgreSQL refuses root); `None` otherwise.
+pub fn postgres_ids() -> Option<(u32, u32)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return None;

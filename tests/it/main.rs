@@ -27,6 +27,7 @@ mod mutual_ssl;
 mod negotiation;
 mod package;
 mod passthrough_trap;
+mod patroni;
 mod pki;
 mod pool;
 mod pool_prefill;
