@@ -82,7 +82,19 @@ async fn the_client_sees_roles_and_follows_a_switchover_and_a_postmaster_kill() 
     assert!(members[leader].xlog.location.is_some());
     assert!(members[other].xlog.replayed_location.is_some());
     assert_eq!(members[leader].scope, members[other].scope);
-    let view = client.cluster().await.unwrap();
+    // The replica's row in the DCS says "starting", without a lag, until its next HA loop.
+    let view = wait_for(
+        "the DCS to show the replica streaming",
+        FAILOVER_BOUND,
+        || async {
+            let view = client.cluster().await.map_err(|e| e.to_string())?;
+            match view.member(cluster.name(other)) {
+                Some(m) if matches!(m.lag, Some(Lag::Bytes(_))) => Ok(view),
+                m => Err(format!("{m:?}")),
+            }
+        },
+    )
+    .await;
     assert_eq!(view.members.len(), 2, "{view:?}");
     let named = view.leader().expect("the DCS names a leader");
     assert_eq!(named.name, cluster.name(leader));
