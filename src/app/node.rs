@@ -22,6 +22,7 @@ use crate::proxy::repository::tls::RepositoryTlsMode;
 use crate::proxy::repository::{RepositoryAddr, RepositoryConnector, Target};
 use crate::proxy::server::{BindError, Limits, RunError, Server, ServerOptions};
 use crate::proxy::settings::{LiveSettings, SettingsCell};
+use crate::repository::patroni::{PatroniClient, PatroniError, PatroniOptions};
 use crate::repository::probe::ProbeOptions;
 
 /// What a node is started with.
@@ -63,6 +64,9 @@ pub enum ServerError {
     /// The control socket cannot be bound.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// `repository.patroni` cannot be used.
+    #[error("repository.patroni: {0}")]
+    Patroni(#[from] PatroniError),
     /// Repository TLS was configured for a repository on a Unix socket.
     #[error(
         "repository.tls = {0} needs a TCP repository address (host:port); PostgreSQL does not use TLS on Unix sockets (set repository.tls = \"disable\")"
@@ -77,6 +81,11 @@ impl From<ServerError> for CommandError {
             ServerError::Load(e) => e.into(),
             ServerError::Bind(e) => e.into(),
             ServerError::Control(e) => e.into(),
+            e @ ServerError::Patroni(_) => ConfigError::Invalid {
+                key: "repository.patroni",
+                message: e.to_string(),
+            }
+            .into(),
             e @ ServerError::TlsOverUnixSocket(_) => ConfigError::Invalid {
                 key: "repository.tls",
                 message: e.to_string(),
@@ -136,7 +145,7 @@ impl Node {
             control_path,
             reloader: Reloader::new(store, cell, repository_tls, lookups),
             managed: options.managed,
-            probe: probe_options(&options.config, options.probe_password.clone()),
+            probe: probe_options(&options.config, options.probe_password.clone())?,
         })
     }
 
@@ -229,15 +238,25 @@ fn hosts(options: &NodeOptions) -> Arc<Hosts> {
 }
 
 /// How the hosts are probed (only when there are several).
-fn probe_options(config: &Config, password: Option<crate::keystore::Secret>) -> ProbeOptions {
+fn probe_options(
+    config: &Config,
+    password: Option<crate::keystore::Secret>,
+) -> Result<ProbeOptions, ServerError> {
     let r = &config.repository;
-    ProbeOptions {
+    let patroni = match r.patroni.is_empty() {
+        true => None,
+        false => Some(Arc::new(PatroniClient::new(PatroniOptions::from_config(
+            config,
+        ))?)),
+    };
+    Ok(ProbeOptions {
+        patroni,
         interval: r.probe_interval,
         timeout: r.probe_timeout,
         user: r.probe_user.clone(),
         database: r.probe_database.clone(),
         password,
-    }
+    })
 }
 
 /// How a lookup user reaches an external repository, when pgssl may authenticate its clients.

@@ -98,6 +98,9 @@ pub async fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), ServeError> 
         .map(str::parse::<RepositoryAddress>)
         .transpose()
         .map_err(crate::config::ConfigError::from)?;
+    if let Some(given) = &given {
+        ctx.config.repository.check_hosts(Some(given))?;
+    }
     let upstream = match given.as_ref().or(ctx.config.repository.address.as_ref()) {
         Some(address) => Some(address.upstreams(socket_port)),
         None => {

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::CliError;
 use super::Runner;
 use crate::control::operations::model::Report;
-use crate::control::operations::{Output, repository_hosts, topology};
+use crate::control::operations::{Output, failover, repository_hosts, topology};
 
 /// `topology …`.
 #[derive(Debug, Subcommand)]
@@ -29,6 +29,8 @@ pub enum TopologyCommand {
     RemoveNode(topology::RemoveNode),
     /// The running server's repository hosts: role, timeline, lag, sessions and warm backends.
     ListRepositoryHosts(repository_hosts::ListRepositoryHosts),
+    /// Make another repository host the primary, through Patroni (`repository.patroni`).
+    FailoverRepository(failover::FailoverRepository),
 }
 
 pub(super) async fn topology(runner: &Runner, command: TopologyCommand) -> Result<(), CliError> {
@@ -61,5 +63,6 @@ pub(super) async fn topology(runner: &Runner, command: TopologyCommand) -> Resul
             runner.show(r).await
         }
         TopologyCommand::ListRepositoryHosts(r) => runner.show(r).await,
+        TopologyCommand::FailoverRepository(r) => runner.show(r).await,
     }
 }

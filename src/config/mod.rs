@@ -237,6 +237,8 @@ impl Config {
             });
         }
         self.tls.served_provider()?;
+        self.repository
+            .check_hosts(self.repository.address.as_ref())?;
         self.validate_internal_roles()
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,6 +40,22 @@ pub struct RepositoryConfig {
     /// `client`): `primary`, `prefer-standby`, `standby` or `any`. A role's own entry wins over its
     /// class's. Default: everyone `primary`.
     pub targets: BTreeMap<String, TargetRole>,
+    /// Patroni's REST API of each host, in the order of `address` (`http://h1:8008`, or `https://`):
+    /// the probes then also ask Patroni which host leads, and `topology failover-repository` asks
+    /// it for a switchover. Default none.
+    pub patroni: Vec<String>,
+    /// The CA of Patroni's certificate (`https://` URLs). Default: the system's CAs.
+    pub patroni_ca: Option<PathBuf>,
+    /// A client certificate for Patroni's `restapi.verify_client` (PEM), with `patroni_key`.
+    pub patroni_cert: Option<PathBuf>,
+    /// Its key.
+    pub patroni_key: Option<PathBuf>,
+    /// Patroni's `restapi.authentication.username`, sent with a switchover; the password comes from
+    /// `PGSSL_PATRONI_PASSWORD`, never from this file.
+    pub patroni_user: Option<String>,
+    /// The host `topology failover-repository --preferred` makes the primary (Tableau's
+    /// `pgsql.preferred_host`): one of `address`.
+    pub preferred_host: Option<String>,
     /// TLS from pgssl to the repository, with libpq's `sslmode` meaning. Default `disable`. Formerly
     /// `server.upstream_tls`.
     pub tls: RepositoryTlsMode,
@@ -60,6 +77,49 @@ pub struct RepositoryConfig {
     pub internal_roles: Vec<String>,
 }
 
+impl RepositoryConfig {
+    /// The relations between the HA keys: one Patroni URL per host, a preferred host among the
+    /// hosts. `address` is the one `serve` uses (its `--repository` may replace the file's).
+    pub fn check_hosts(
+        &self,
+        address: Option<&RepositoryAddress>,
+    ) -> Result<(), super::ConfigError> {
+        let invalid = |key, message: String| super::ConfigError::Invalid { key, message };
+        let hosts = address.map_or(&[][..], RepositoryAddress::endpoints);
+        if !self.patroni.is_empty() && self.patroni.len() != hosts.len() {
+            return Err(invalid(
+                "repository.patroni",
+                format!(
+                    "lists {} URLs for {} hosts: give one Patroni REST API URL per host of repository.address, in the same order",
+                    self.patroni.len(),
+                    hosts.len()
+                ),
+            ));
+        }
+        if let Some(preferred) = &self.preferred_host {
+            let named = preferred
+                .parse::<RepositoryEndpoint>()
+                .ok()
+                .filter(|p| hosts.contains(p));
+            if named.is_none() {
+                return Err(invalid(
+                    "repository.preferred_host",
+                    format!("'{preferred}' is not one of repository.address"),
+                ));
+            }
+        }
+        let durations = [
+            ("repository.failover_wait", self.failover_wait),
+            ("repository.probe_interval", self.probe_interval),
+            ("repository.probe_timeout", self.probe_timeout),
+        ];
+        if let Some((key, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
+            return Err(invalid(key, "must be greater than 0".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for RepositoryConfig {
     fn default() -> Self {
         RepositoryConfig {
@@ -69,6 +129,12 @@ impl Default for RepositoryConfig {
             probe_timeout: Duration::from_secs(2),
             max_standby_lag: None,
             targets: BTreeMap::new(),
+            patroni: Vec::new(),
+            patroni_ca: None,
+            patroni_cert: None,
+            patroni_key: None,
+            patroni_user: None,
+            preferred_host: None,
             tls: RepositoryTlsMode::Disable,
             port: 5432,
             postgres_major: 15,
@@ -203,6 +269,26 @@ mod tests {
 
     fn endpoint(text: &str) -> RepositoryEndpoint {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn patroni_urls_go_one_per_host_and_the_preferred_host_is_one_of_them() {
+        let two: RepositoryAddress = "h1:5432,h2:5432".parse().unwrap();
+        let mut r = RepositoryConfig::default();
+        assert!(r.check_hosts(Some(&two)).is_ok());
+        r.patroni = vec!["http://h1:8008".into()];
+        let e = r.check_hosts(Some(&two)).unwrap_err().to_string();
+        assert!(e.contains("1 URLs for 2 hosts"), "{e}");
+        r.patroni.push("http://h2:8008".into());
+        assert!(r.check_hosts(Some(&two)).is_ok());
+        r.preferred_host = Some("h3:5432".into());
+        let e = r.check_hosts(Some(&two)).unwrap_err().to_string();
+        assert!(e.contains("not one of repository.address"), "{e}");
+        r.preferred_host = Some("h2:5432".into());
+        assert!(r.check_hosts(Some(&two)).is_ok());
+        r.probe_interval = Duration::ZERO;
+        let e = r.check_hosts(Some(&two)).unwrap_err().to_string();
+        assert!(e.contains("repository.probe_interval"), "{e}");
     }
 
     #[test]

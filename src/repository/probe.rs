@@ -15,8 +15,9 @@ use tracing::debug;
 use super::session::{Login, Session, describe};
 use crate::keystore::Secret;
 use crate::proxy::repository::RepositoryConnector;
-use crate::proxy::repository::hosts::{Hosts, Probed, Role};
+use crate::proxy::repository::hosts::{Hosts, PatroniSays, Probed, Role};
 use crate::proxy::settings::SettingsCell;
+use crate::repository::patroni::{self, PatroniClient};
 
 /// The pace while a failover may be under way.
 pub const FAST_INTERVAL: Duration = Duration::from_millis(200);
@@ -47,6 +48,8 @@ pub struct ProbeOptions {
     pub database: String,
     /// Its password (`PGSSL_UPSTREAM_PASSWORD`).
     pub password: Option<Secret>,
+    /// Patroni's REST API, one URL per host in the hosts' order (`repository.patroni`).
+    pub patroni: Option<Arc<PatroniClient>>,
 }
 
 /// Probes every host until `stop`; nothing to do for a single host.
@@ -81,13 +84,16 @@ async fn probe_host(
     let mut kept: Option<Session> = None;
     loop {
         let attempt = probe_once(&mut kept, &*connector, options, cell);
-        let result = match tokio::time::timeout(options.timeout, attempt).await {
+        let mut result = match tokio::time::timeout(options.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(format!(
                 "the probe did not answer within {}",
                 humantime::format_duration(options.timeout)
             )),
         };
+        if let (Ok(probed), Some(client)) = (&mut result, &options.patroni) {
+            probed.patroni = Some(ask_patroni(client, index).await);
+        }
         if let Err(e) = &result {
             debug!(host = %connector, error = %e, "repository probe failed");
             // Whatever failed, the next probe starts from a new session.
@@ -153,5 +159,15 @@ async fn probe_once(
             .map_err(read)?
             .and_then(|l| u64::try_from(l).ok()),
         replay_age: row.try_get(4).map_err(read)?,
+        patroni: None,
     })
+}
+
+/// What Patroni says of host `index` (its client bounds the call by `repository.probe_timeout`).
+async fn ask_patroni(client: &PatroniClient, index: usize) -> PatroniSays {
+    match client.member(index).await {
+        Ok(m) if m.role == patroni::Role::Primary && m.is_running() => PatroniSays::Leader,
+        Ok(m) => PatroniSays::NotLeader(m.role.to_string()),
+        Err(e) => PatroniSays::Silent(e.to_string()),
+    }
 }

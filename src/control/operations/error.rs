@@ -95,6 +95,9 @@ pub enum CommandError {
     /// `regenerate-internal-tokens` failed.
     #[error(transparent)]
     Regenerate(#[from] RegenerateError),
+    /// `topology failover-repository` refused or failed.
+    #[error(transparent)]
+    Failover(#[from] super::failover::FailoverError),
     /// The task that ran the operation ended without an answer (it panicked).
     #[error("the operation failed: {0}")]
     Aborted(#[from] tokio::task::JoinError),
@@ -124,6 +127,7 @@ impl CommandError {
             CommandError::Apply(e) => e.kind(),
             CommandError::Topology(e) => e.kind(),
             CommandError::Regenerate(e) => e.kind(),
+            CommandError::Failover(e) => e.kind(),
             CommandError::BadSecret { .. } => ErrorKind::User,
             // The listener is `serve`'s own, and a task that panicked is pgssl's bug.
             CommandError::Bind(_) | CommandError::Run(_) | CommandError::Aborted(_) => {

@@ -32,6 +32,7 @@ pub mod custom_cert;
 pub mod data_access;
 mod error;
 pub mod external_ssl;
+pub mod failover;
 pub mod internal_credentials;
 pub mod model;
 pub mod mutual_ssl;

@@ -138,8 +138,8 @@ pub trait Visit {
 /// Every operation the admin API serves (and the remote CLI can call), each once.
 pub fn each_remote(v: &mut impl Visit) {
     use super::{
-        authentication, custom_cert, data_access, external_ssl, mutual_ssl, pending_changes, pool,
-        regenerate_tokens, repository_hosts, repository_ssl, vizql_extsvc,
+        authentication, custom_cert, data_access, external_ssl, failover, mutual_ssl,
+        pending_changes, pool, regenerate_tokens, repository_hosts, repository_ssl, vizql_extsvc,
     };
     v.operation::<repository_ssl::Enable>();
     v.operation::<repository_ssl::Disable>();
@@ -170,6 +170,7 @@ pub fn each_remote(v: &mut impl Visit) {
     v.operation::<mutual_ssl::InternalCaCertificate>();
     v.operation::<pool::List>();
     v.operation::<repository_hosts::ListRepositoryHosts>();
+    v.operation::<failover::FailoverRepository>();
 }
 
 /// A report that is only lines of text, for answers with nothing more to say than a sentence.

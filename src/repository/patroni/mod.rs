@@ -67,6 +67,26 @@ pub struct PatroniOptions {
     pub timeout: Duration,
 }
 
+/// The environment variable holding Patroni's REST API password (`repository.patroni_user`'s).
+pub const PASSWORD_ENV: &str = "PGSSL_PATRONI_PASSWORD";
+
+impl PatroniOptions {
+    /// `repository.patroni` and its TLS and credentials (the password from [`PASSWORD_ENV`]), each
+    /// call bounded by `repository.probe_timeout`.
+    pub fn from_config(config: &crate::config::Config) -> PatroniOptions {
+        let r = &config.repository;
+        PatroniOptions {
+            urls: r.patroni.clone(),
+            ca_file: r.patroni_ca.clone(),
+            cert_file: r.patroni_cert.clone(),
+            key_file: r.patroni_key.clone(),
+            username: r.patroni_user.clone(),
+            password: std::env::var(PASSWORD_ENV).ok().map(Secret::new),
+            timeout: r.probe_timeout,
+        }
+    }
+}
+
 /// What Patroni answered a switchover.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SwitchoverOutcome {

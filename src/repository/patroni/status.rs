@@ -36,6 +36,18 @@ impl Role {
     }
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::StandbyLeader => "standby_leader",
+            Role::Demoted => "demoted",
+            Role::Other(name) => name,
+        })
+    }
+}
+
 /// Where a member's write-ahead log stands, in bytes since the start of the WAL (a PostgreSQL LSN
 /// as an integer).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -20,6 +20,19 @@ pub struct Probed {
     pub lsn: Option<u64>,
     /// Seconds since the last replayed transaction committed on the primary (standby only).
     pub replay_age: Option<f64>,
+    /// What Patroni says of the host, where `repository.patroni` is configured.
+    pub patroni: Option<PatroniSays>,
+}
+
+/// What Patroni's REST API (`GET /patroni`) says of a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatroniSays {
+    /// It holds the leader lock and runs as the primary.
+    Leader,
+    /// Anything else, with the role Patroni gives (`replica`, `demoted`, …).
+    NotLeader(String),
+    /// Patroni did not answer: PostgreSQL's own word stands.
+    Silent(String),
 }
 
 /// A host's role as pgssl routes by it.
@@ -107,7 +120,31 @@ pub fn decide(probes: &[Option<Probed>], memory: &mut Memory) -> Decision {
             ));
             continue;
         }
+        if let Some(PatroniSays::NotLeader(role)) = &p.patroni {
+            // Being demoted (or not yet promoted) by Patroni: not to be written to.
+            roles[i] = Role::Refused(format!(
+                "writable, but Patroni names it {role}, not the leader"
+            ));
+            continue;
+        }
         candidates.push((i, timeline));
+    }
+    // Patroni's leader, where it names one, wins over a host it says nothing of.
+    let named: Vec<(usize, u32)> = candidates
+        .iter()
+        .copied()
+        .filter(|(i, _)| {
+            probes[*i].as_ref().and_then(|p| p.patroni.as_ref()) == Some(&PatroniSays::Leader)
+        })
+        .collect();
+    if !named.is_empty() && named.len() < candidates.len() {
+        for (i, _) in candidates.iter().filter(|c| !named.contains(c)) {
+            roles[*i] = Role::Refused(
+                "split brain: claims to be primary, but Patroni names another host the leader"
+                    .into(),
+            );
+        }
+        candidates = named;
     }
     let split_brain = candidates.len() > 1;
     let best = candidates.iter().map(|(_, t)| *t).max();
@@ -170,6 +207,7 @@ mod tests {
             system_id: Some("7".into()),
             lsn: Some(lsn),
             replay_age: None,
+            patroni: None,
         })
     }
 
@@ -180,6 +218,7 @@ mod tests {
             system_id: Some("7".into()),
             lsn: Some(lsn),
             replay_age: Some(age),
+            patroni: None,
         })
     }
 
@@ -212,6 +251,38 @@ mod tests {
         let d = decide(&[primary(1, 20), None], &mut memory);
         assert_eq!(d.primary, None);
         assert!(matches!(&d.roles[0], Role::Refused(r) if r.contains("timeline 2")));
+    }
+
+    #[test]
+    fn patroni_s_leader_wins_and_a_host_it_demotes_is_never_primary() {
+        let says = |p: Option<Probed>, s: PatroniSays| {
+            p.map(|mut p| {
+                p.patroni = Some(s);
+                p
+            })
+        };
+        let mut memory = Memory::default();
+        // Patroni's leader wins even on the earlier timeline; a silent Patroni leaves it to PostgreSQL.
+        let d = decide(
+            &[
+                says(primary(1, 10), PatroniSays::Leader),
+                says(primary(2, 10), PatroniSays::Silent("timed out".into())),
+            ],
+            &mut memory,
+        );
+        assert_eq!(d.primary, Some(0));
+        assert!(matches!(&d.roles[1], Role::Refused(r) if r.contains("Patroni names another")));
+        // Writable, but Patroni is demoting it: refused, and no primary until the other is promoted.
+        let mut memory = Memory::default();
+        let d = decide(
+            &[
+                says(primary(1, 10), PatroniSays::NotLeader("demoted".into())),
+                standby(10, 0.0),
+            ],
+            &mut memory,
+        );
+        assert_eq!(d.primary, None);
+        assert!(matches!(&d.roles[0], Role::Refused(r) if r.contains("demoted")));
     }
 
     #[test]

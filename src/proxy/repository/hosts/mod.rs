@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-pub use decide::{Probed, Role};
+pub use decide::{PatroniSays, Probed, Role};
 pub use status::HostStatus;
 pub use target::{StandbyLag, TargetRole, Targets};
 

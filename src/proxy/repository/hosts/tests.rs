@@ -21,6 +21,7 @@ fn primary(timeline: u32, lsn: u64) -> Result<Probed, String> {
         system_id: Some("1".into()),
         lsn: Some(lsn),
         replay_age: None,
+        patroni: None,
     })
 }
 
@@ -31,6 +32,7 @@ fn standby(lsn: u64) -> Result<Probed, String> {
         system_id: Some("1".into()),
         lsn: Some(lsn),
         replay_age: Some(1.0),
+        patroni: None,
     })
 }
 

@@ -1,0 +1,143 @@
+//! pgssl in front of a Patroni cluster (`repository.address` lists both members, `repository.patroni`
+//! their REST APIs): it follows the failover Patroni decides after the primary's postmaster is
+//! killed, and `topology failover-repository --target-host` asks Patroni to switch back.
+
+use std::time::{Duration, Instant};
+
+use pgssl::proxy::policy::Mode;
+
+use super::cluster::PatroniCluster;
+use crate::cli::{CliEnv, ServeProcess, failed, ok};
+use crate::client::{Session, connect_plain, params};
+use crate::harness::{PASSWORD, prepare_data_dir, wait_for};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `sql` as the superuser on member `i`.
+async fn sql(cluster: &PatroniCluster, i: usize, sql: &str) -> Result<(), String> {
+    let tcp = tokio::net::TcpStream::connect(cluster.pg_addr(i))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut session = Session::start(tcp, &params("postgres"), Some(cluster.superuser_password()))
+        .await
+        .map_err(|e| e.to_string())?;
+    session.simple_query(sql).await.map_err(|e| e.to_string())?;
+    let _ = session.terminate().await;
+    Ok(())
+}
+
+/// Where a tableau login through pgssl lands: in recovery or not, and the server's port.
+async fn tableau(addr: std::net::SocketAddr) -> Result<(bool, u16), String> {
+    let mut session = connect_plain(addr, "tableau")
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = session
+        .simple_query("SELECT pg_is_in_recovery()::text, current_setting('port')")
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = session.terminate().await;
+    let row = &rows[0];
+    Ok((
+        row[0].as_deref() == Some("true"),
+        row[1].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
+    ))
+}
+
+/// Waits until tableau's logins land on member `i`, out of recovery; returns how long it took.
+async fn lands_on(cluster: &PatroniCluster, addr: std::net::SocketAddr, i: usize) -> Duration {
+    let started = Instant::now();
+    let port = cluster.pg_addr(i).port();
+    wait_for(
+        &format!("tableau to land on {}", cluster.name(i)),
+        WAIT,
+        || async {
+            match tableau(addr).await {
+                Ok(at) if at == (false, port) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgssl_follows_patroni_s_failover_and_asks_it_to_switch_back() {
+    let cluster = PatroniCluster::start(2).await;
+    let leader = cluster.roles_settled().await.expect("a leader");
+    let other = 1 - leader;
+    // The probe role and a client role, made on the leader and replicated.
+    sql(
+        &cluster,
+        leader,
+        &format!(
+            "CREATE ROLE pgssl_probe LOGIN PASSWORD '{PASSWORD}' IN ROLE pg_monitor;\
+             CREATE ROLE tableau LOGIN PASSWORD '{PASSWORD}';"
+        ),
+    )
+    .await
+    .unwrap();
+    let hosts: Vec<String> = (0..2).map(|i| cluster.pg_addr(i).to_string()).collect();
+    let env = CliEnv::new(&hosts.join(","));
+    let urls: Vec<String> = cluster
+        .rest_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    env.add_config(
+        "repository",
+        &format!(
+            "probe_user = \"pgssl_probe\"\nprobe_interval = \"250ms\"\npatroni = [{}]",
+            urls.join(", ")
+        ),
+    );
+    prepare_data_dir(&env.data_dir(), Mode::Off);
+    let serve = ServeProcess::start(&env, &[]).await;
+    lands_on(&cluster, serve.addr, leader).await;
+
+    // Patroni fails over after the primary's postmaster dies; pgssl follows.
+    cluster.kill_postmaster(leader);
+    let followed = lands_on(&cluster, serve.addr, other).await;
+    println!("pgssl followed Patroni's failover within {followed:?} of the postmaster's kill");
+
+    // Switch back, through pgssl's command, once the old leader runs as a replica again.
+    let back = cluster.pg_addr(leader).to_string();
+    wait_for("the old leader to run as a standby", WAIT, || async {
+        let listed = ok(&env.run(&["topology", "list-repository-hosts"]));
+        let row = listed
+            .lines()
+            .find(|l| l.starts_with(&back))
+            .unwrap_or_default()
+            .to_string();
+        match row.contains("standby") {
+            true => Ok(()),
+            false => Err(listed),
+        }
+    })
+    .await;
+    let said = ok(&env.run(&["topology", "failover-repository", "--target-host", &back]));
+    assert!(said.contains("Patroni:"), "{said}");
+    assert!(
+        said.contains(&format!("pgssl routes primary-bound sessions to {back}")),
+        "{said}"
+    );
+    lands_on(&cluster, serve.addr, leader).await;
+    // Asking again for the host that is the primary changes nothing.
+    let again = ok(&env.run(&["topology", "failover-repository", "--target-host", &back]));
+    assert!(again.contains("is the primary already"), "{again}");
+    serve.stop().await;
+}
+
+#[test]
+fn without_patroni_failover_repository_says_what_it_needs() {
+    let env = CliEnv::new("127.0.0.1:1,127.0.0.1:2");
+    let why = failed(&env.run(&["topology", "failover-repository"]));
+    assert!(why.contains("needs repository.patroni"), "{why}");
+    assert!(why.contains("never promotes"), "{why}");
+    env.add_config(
+        "repository",
+        "patroni = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]",
+    );
+    let why = failed(&env.run(&["topology", "failover-repository", "--preferred"]));
+    assert!(why.contains("repository.preferred_host"), "{why}");
+}
