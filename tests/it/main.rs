@@ -35,6 +35,7 @@ mod proxy_protocol;
 mod psql_matrix;
 mod repository_flag;
 mod repository_ha;
+mod repository_hosts_page;
 mod repository_tls;
 mod rotation;
 mod soak;

@@ -1,10 +1,12 @@
 //! The web pages: sign-in, Configuration → Security → Repository SSL (the model's three options), the
-//! other security pages, and a pending-changes banner with Apply and Discard on every page.
+//! other security pages, the running server's warm backends and repository hosts (read-only), and a
+//! pending-changes banner with Apply and Discard on every page.
 //! Server-rendered HTML ([`templates`]) with labels and plain forms (keyboard-usable without script);
 //! one small script only shows progress while an apply runs. Each form decodes into its operation's
 //! request type and runs it like the API does.
 
 mod forms;
+mod hosts;
 mod nav;
 mod templates;
 
@@ -101,6 +103,7 @@ fn page_route(page: Page) -> MethodRouter<Shared> {
         Page::RegenerateTokens => view(page, regenerate_content)
             .merge(forms::stage::<regenerate_tokens::Regenerate>(page)),
         Page::Pool => view(page, pool_content),
+        Page::RepositoryHosts => view(page, hosts::content),
         Page::MutualSsl => {
             view(page, mutual_ssl_content).merge(forms::submit::<forms::MutualSslForm>(page))
         }
@@ -322,6 +325,20 @@ async fn discard(
     act(&state, &admin, Ok(pending_changes::Discard {}), back(&body)).await
 }
 
+/// A read-only operation's report, or its failure worded as the CLI prints it (`error: …`, e.g.
+/// when no server runs), which every listing page shows in its place.
+async fn report<T: Operation>(
+    state: &AdminState,
+    admin: &Admin,
+    request: T,
+) -> Result<T::Report, String> {
+    state
+        .perform(admin, request)
+        .await
+        .0
+        .map_err(|e| format!("error: {e}"))
+}
+
 /// A listing page's content: the `list` operation's report as the CLI words it, then the page's
 /// forms.
 async fn listing<T: Operation>(
@@ -330,9 +347,9 @@ async fn listing<T: Operation>(
     list: T,
     forms: Markup,
 ) -> Markup {
-    let text = match state.perform(admin, list).await.0 {
+    let text = match report(state, admin, list).await {
         Ok(report) => rendered(&report).join("\n"),
-        Err(e) => format!("error: {e}"),
+        Err(failed) => failed,
     };
     templates::listing(&text, forms)
 }

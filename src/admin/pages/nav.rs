@@ -30,19 +30,22 @@ pub(crate) enum Page {
     RegenerateTokens,
     /// The warm backends (`pool list`), read-only.
     Pool,
+    /// The repository hosts (`topology list-repository-hosts`), read-only.
+    RepositoryHosts,
     /// Mutual SSL.
     MutualSsl,
 }
 
 impl Page {
     /// Every page, in the navigation's order.
-    pub(crate) const ALL: [Page; 7] = [
+    pub(crate) const ALL: [Page; 8] = [
         Page::RepositorySsl,
         Page::ExternalSsl,
         Page::CustomCert,
         Page::ExternalService,
         Page::RegenerateTokens,
         Page::Pool,
+        Page::RepositoryHosts,
         Page::MutualSsl,
     ];
 
@@ -59,6 +62,7 @@ impl Page {
             Page::ExternalService => ("/security/vizql-extsvc-ssl", "External service"),
             Page::RegenerateTokens => ("/security/regenerate-internal-tokens", "Regenerate tokens"),
             Page::Pool => ("/pool", "Warm backends"),
+            Page::RepositoryHosts => ("/topology/repository-hosts", "Repository hosts"),
             Page::MutualSsl => ("/authentication/mutual-ssl", "Mutual SSL"),
         }
     }

@@ -14,7 +14,8 @@ main{margin-left:16rem;padding:1rem;max-width:50rem}.banner{background:#fff4ce;b
 .flash{background:#e6f4ea;border:1px solid #2e7d32;padding:.6rem 1rem;margin-bottom:1rem;white-space:pre-wrap;overflow-wrap:anywhere}\
 .error{background:#fdecea;border-color:#c62828}fieldset{border:1px solid #ccc;margin:1rem 0}label{display:block;margin:.4rem 0}\
 button{padding:.4rem 1rem;margin-right:.5rem}dl{display:grid;grid-template-columns:12rem 1fr}dt{font-weight:600}pre{background:#f5f5f5;padding:.6rem}\
-.help{margin:0 0 .6rem 1.6rem;color:#555}";
+.help{margin:0 0 .6rem 1.6rem;color:#555}.scroll{overflow-x:auto}table{border-collapse:collapse}\
+th,td{text-align:left;vertical-align:top;padding:.3rem .6rem;border-bottom:1px solid #ddd}";
 
 /// A whole document.
 fn document(title: &str, body: Markup) -> Markup {

@@ -6,6 +6,9 @@ use axum::http::{Method, Request};
 use tower::ServiceExt;
 
 use super::*;
+use crate::control::node::{NodeFuture, PoolSnapshot, RunningNode};
+use crate::control::reload::{ReloadReport, ServeStatus};
+use crate::proxy::repository::hosts::HostStatus;
 
 /// The signed-in routes for an administrator.
 struct Pages {
@@ -34,10 +37,26 @@ impl Pages {
     fn on(dir: tempfile::TempDir, data_dir: std::path::PathBuf) -> Pages {
         // No `serve` answers on the data directory's control socket: the pages ask no running node.
         let node = crate::control::socket::SocketNode::new(data_dir.join("run/control.sock"));
+        Pages::asking(dir, data_dir, Arc::new(node))
+    }
+
+    /// On an empty data directory, served by `node`.
+    fn served_by(node: Arc<dyn RunningNode>) -> Pages {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("config")).unwrap();
+        let data_dir = dir.path().to_path_buf();
+        Pages::asking(dir, data_dir, node)
+    }
+
+    fn asking(
+        dir: tempfile::TempDir,
+        data_dir: std::path::PathBuf,
+        node: Arc<dyn RunningNode>,
+    ) -> Pages {
         let state = Arc::new(AdminState::new(
             data_dir,
             crate::config::Config::default(),
-            Arc::new(node),
+            node,
         ));
         let admin = Admin {
             user: "admin".into(),
@@ -113,7 +132,12 @@ async fn every_form_and_button_returns_to_its_own_page() {
     for page in Page::ALL {
         let form = match page {
             Page::RepositorySsl => "mode=off",
-            Page::Pool => continue,
+            // Read-only pages take no form.
+            Page::Pool | Page::RepositoryHosts => {
+                let (status, _, _) = pages.ask(Method::POST, page.path(), "").await;
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{page:?}");
+                continue;
+            }
             _ => "",
         };
         let (status, location, body) = pages.ask(Method::POST, page.path(), form).await;
@@ -128,4 +152,73 @@ async fn every_form_and_button_returns_to_its_own_page() {
     }
     let (_, location, _) = pages.ask(Method::POST, nav::APPLY, "back=/elsewhere").await;
     assert_eq!(location, Page::LANDING.path());
+}
+
+/// A running node with two repository hosts (whatever else it is asked, it answers that no
+/// `serve` runs).
+#[derive(Debug)]
+struct TwoHosts;
+
+impl RunningNode for TwoHosts {
+    fn status(&self) -> NodeFuture<'_, Option<ServeStatus>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn reload(&self) -> NodeFuture<'_, Option<ReloadReport>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn pool(&self) -> NodeFuture<'_, Option<PoolSnapshot>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn repository_hosts(&self) -> NodeFuture<'_, Option<Vec<HostStatus>>> {
+        let host = |address: &str, role: &str, lag: Option<u64>| HostStatus {
+            address: address.into(),
+            role: role.into(),
+            reason: None,
+            reachable: true,
+            probed: true,
+            timeline: Some(1),
+            lag_bytes: lag,
+            lag_seconds: None,
+            sessions: 0,
+            warm: 0,
+            last_ok: None,
+            last_change: "2026-12-07T06:00:00Z".into(),
+            error: None,
+        };
+        Box::pin(async move {
+            Ok(Some(vec![
+                host("10.0.0.1:5432", "primary", None),
+                host("10.0.0.2:5432", "standby", Some(4096)),
+            ]))
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_repository_hosts_page_shows_the_running_nodes_hosts_or_that_none_runs() {
+    let path = Page::RepositoryHosts.path();
+    let pages = Pages::served_by(Arc::new(TwoHosts));
+    let (status, _, html) = pages.ask(Method::GET, path, "").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(html.matches("<tr data-host=").count(), 2, "{html}");
+    for (address, role) in [("10.0.0.1:5432", "primary"), ("10.0.0.2:5432", "standby")] {
+        let row = format!(
+            "<tr data-host=\"{address}\"><th scope=\"row\">{address}</th><td class=\"role\">{role}</td>"
+        );
+        assert!(html.contains(&row), "{row}: {html}");
+    }
+    assert!(html.contains("<td>4096</td>"), "{html}");
+
+    // With no `serve` on the data directory, both pages give the same answer.
+    let pages = Pages::empty();
+    let (status, _, html) = pages.ask(Method::GET, path, "").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let none = "error: no pgssl server is running on this data directory";
+    assert!(html.contains(none), "{html}");
+    assert!(!html.contains("<table"), "{html}");
+    let (_, _, pool) = pages.ask(Method::GET, Page::Pool.path(), "").await;
+    assert!(pool.contains(none), "{pool}");
 }
