@@ -9,12 +9,9 @@ use maud::{Markup, html};
 use super::{Shared, report};
 use crate::admin::auth::Admin;
 use crate::control::operations::model::Operation;
-use crate::control::operations::repository_hosts::ListRepositoryHosts;
+// The page says what the CLI's report says of a single, unprobed host.
+use crate::control::operations::repository_hosts::{ListRepositoryHosts, UNPROBED};
 use crate::proxy::repository::hosts::HostStatus;
-
-/// What the page says when the running server has one host, which it does not probe. Worded as
-/// the CLI's report words it.
-const UNPROBED: &str = "One repository host, not probed: every session goes to it (list several in repository.address to follow a failover).";
 
 /// What stands in an empty cell (nothing known yet, or nothing to say).
 const NONE: &str = "–";

@@ -8,6 +8,9 @@ use super::{CommandError, Context, Output};
 use crate::control::reload::ControlError;
 use crate::proxy::repository::hosts::HostStatus;
 
+/// What a single, unprobed host means (the CLI's and the admin page's words).
+pub const UNPROBED: &str = "One repository host, not probed: every session goes to it (list several in repository.address to follow a failover).";
+
 no_arguments!(
     /// `topology list-repository-hosts`: each repository host, its role, timeline, lag, sessions
     /// and warm backends, and when it last changed.
@@ -45,10 +48,7 @@ impl Operation for ListRepositoryHosts {
 impl Report for RepositoryHosts {
     fn render(&self, out: &Output) {
         if self.hosts.iter().all(|h| !h.probed) {
-            out.info(
-                "One repository host, not probed: every session goes to it (list several in repository.address to follow a failover)."
-                    .into(),
-            );
+            out.info(UNPROBED.into());
         }
         out.info(format!(
             "{:<40} {:<8} {:>9} {:>8} {:>12} {:>9} {:>5}  last change",
