@@ -3,8 +3,8 @@
 //! `repository.probe_user`, through the same TLS settings as client sessions. Each answer, or the
 //! failure to get one, goes to [`Hosts::observe`], which decides the roles.
 //!
-//! While no host is the primary, or the host's role is unknown, it is asked every
-//! [`FAST_INTERVAL`], so that a promotion is seen within a fraction of a second.
+//! While no host is the primary, every host is asked every [`FAST_INTERVAL`], so that a promotion is
+//! seen within a fraction of a second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use tracing::debug;
 use super::session::{Login, Session, describe};
 use crate::keystore::Secret;
 use crate::proxy::repository::RepositoryConnector;
-use crate::proxy::repository::hosts::{Hosts, PatroniSays, Probed, Role};
+use crate::proxy::repository::hosts::{Hosts, PatroniSays, Probed};
 use crate::proxy::settings::SettingsCell;
 use crate::repository::patroni::{self, PatroniClient};
 
@@ -100,8 +100,9 @@ async fn probe_host(
             kept = None;
         }
         hosts.observe(index, result);
-        let view = hosts.view();
-        let settled = view.primary.is_some() && view.roles[index] != Role::Unknown;
+        // Fast while there is no primary (a failover may be under way); a host that is down while
+        // another is primary is asked at the usual pace.
+        let settled = hosts.view().primary.is_some();
         let pace = if settled {
             options.interval
         } else {
