@@ -12,9 +12,9 @@ use pgssl::config::{Config, StandbyLag, TargetRole};
 use pgssl::proxy::policy::Mode;
 
 use crate::cli::{CliEnv, ServeProcess, ok};
-use crate::client::{ClientError, Session, connect_plain};
+use crate::client::{ClientError, Session, connect_plain, connect_tls_unverified};
 use crate::harness::{
-    INTERNAL_USER, Postgres, Proxy, prepare_data_dir, psql_commands, wait_for, wait_until,
+    INTERNAL_USER, PASSWORD, Postgres, Proxy, prepare_data_dir, psql_commands, wait_for, wait_until,
 };
 
 /// How long a failover may take to be seen, and a test to wait for anything.
@@ -174,8 +174,9 @@ async fn psql_login(addr: std::net::SocketAddr, user: &str) -> Result<(bool, u16
     Ok((recovery == "true", port.parse().map_err(|_| out.clone())?))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tableau_logins_wait_out_a_failover_and_none_reaches_a_host_in_recovery() {
+/// A primary, a streaming standby, and `pgssl serve` in proxy mode (TLS required, a lookup user,
+/// warm backends) in front of both, once its probes know which is which.
+async fn serve_in_front() -> (Postgres, Postgres, CliEnv, ServeProcess) {
     let primary = Postgres::start_with_tcp();
     primary.sql("CREATE ROLE pgssl_lookup SUPERUSER LOGIN PASSWORD 'lookup-pw'");
     let standby = primary.start_standby();
@@ -198,6 +199,13 @@ async fn tableau_logins_wait_out_a_failover_and_none_reaches_a_host_in_recovery(
             && listed.contains("standby")
     })
     .await;
+    (primary, standby, env, serve)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tableau_logins_wait_out_a_failover_and_none_reaches_a_host_in_recovery() {
+    let (primary, standby, env, serve) = serve_in_front().await;
+    let (p, s) = (primary.tcp_port.unwrap(), standby.tcp_port.unwrap());
     assert_eq!(psql_login(serve.addr, "tableau").await, Ok((false, p)));
     assert_eq!(psql_login(serve.addr, "readonly").await, Ok((true, s)));
 
@@ -259,5 +267,49 @@ async fn tableau_logins_wait_out_a_failover_and_none_reaches_a_host_in_recovery(
     assert!(!line(p).contains("primary"), "{listed}");
     // readonly falls back to the only host left, the new primary.
     assert_eq!(psql_login(serve.addr, "readonly").await, Ok((false, s)));
+    serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_proxy_mode_a_promotion_ends_the_old_primary_s_sessions_and_closes_its_warm_backends() {
+    let (primary, standby, _env, serve) = serve_in_front().await;
+    let s = standby.tcp_port.unwrap();
+    let tableau_on_primary =
+        || primary.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tableau'");
+    let mut held = connect_tls_unverified(serve.addr, "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    let p = primary.tcp_port.unwrap();
+    assert_eq!(landed(&mut held).await.unwrap(), (false, p));
+    // A second session comes and goes: its backend stays warm on the primary.
+    assert!(psql_login(serve.addr, "tableau").await.is_ok());
+    wait_until(
+        "a busy and a warm tableau backend on the primary",
+        WAIT,
+        || async { tableau_on_primary() == "2" },
+    )
+    .await;
+
+    standby.promote();
+    let deadline = Instant::now() + WAIT;
+    while held.simple_query("SELECT 1").await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary's session stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fatal = held.terminate().await.unwrap_err();
+    let fatal = fatal.server().expect("an error from the server");
+    assert_eq!(fatal.code, "57P01", "{fatal:?}");
+    assert!(fatal.message.contains("failed over"), "{fatal:?}");
+    // Neither the ended session's backend nor the warm one is left on the old primary.
+    wait_until(
+        "no tableau backend left on the old primary",
+        WAIT,
+        || async { tableau_on_primary() == "0" },
+    )
+    .await;
+    assert_eq!(psql_login(serve.addr, "tableau").await, Ok((false, s)));
     serve.stop().await;
 }
