@@ -296,8 +296,7 @@ async fn session(
     let Some(_session) = admit(&mut stream, who, settings, ctx).await else {
         return;
     };
-    // A login waiting for a failover still counts among those starting (server.max_startups).
-    let Some(routed) = route::route(&mut stream, who, ctx).await else {
+    let Some(routed) = route::route(&mut stream, who, ctx, &starting).await else {
         return;
     };
     drop(starting);

@@ -3,6 +3,7 @@
 //! and there is none; and how a session ends when its host stops being what it was routed to.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -14,6 +15,7 @@ use crate::proxy::relay::RelayEnd;
 use crate::proxy::repository::hosts::{NoHost, Routed};
 use crate::proxy::repository::tls::RepositoryTls;
 use crate::proxy::repository::{RepositoryConnectError, RepositoryStream};
+use crate::proxy::startups::StartupPlace;
 use crate::proxy::stream::NegotiatedStream;
 use crate::telemetry::LogSafe;
 
@@ -41,9 +43,31 @@ impl HostChoice {
     }
 }
 
+/// Finds the session's repository host (see [`find_host`]). A login waiting for a failover still
+/// counts among those starting (`server.max_startups`), and gives its place up to a newer connection
+/// as a stalled negotiation does (53300).
+pub(crate) async fn route(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    ctx: &ConnectionContext,
+    starting: &StartupPlace,
+) -> Option<Routed> {
+    let waiting = starting
+        .deadline(Instant::now() + ctx.repository.options().failover_wait + Duration::from_secs(1));
+    match waiting.run(find_host(stream, who, ctx)).await {
+        Ok(routed) => routed,
+        Err(_) => {
+            negotiate::send_fatal(stream, &negotiate::too_many_clients()).await;
+            info!(peer = %who.peer, user = %LogSafe(&who.user), outcome = "over_limit",
+                  "a login waiting for a repository failover gave its place to a newer connection");
+            None
+        }
+    }
+}
+
 /// Finds the session's repository host, waiting for a failover when its user needs the primary and
 /// there is none; a refusal is answered (08006) and logged here.
-pub(crate) async fn route(
+async fn find_host(
     stream: &mut NegotiatedStream,
     who: &Who,
     ctx: &ConnectionContext,

@@ -157,7 +157,8 @@ pub(crate) async fn acquire(
                 poolable &= reached.index == routed.index;
                 // Nothing of a primary-bound client's reaches a host in recovery, even before the
                 // probes see the demotion.
-                if reached.as_primary && backend.in_hot_standby() {
+                // (A single host is not probed: it is whatever it is, as it always was.)
+                if ctx.repository.probed() && reached.as_primary && backend.in_hot_standby() {
                     ctx.repository.suspect(reached.index);
                     backend.close().await;
                     return Err(NoBackend::InRecovery);

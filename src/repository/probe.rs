@@ -17,7 +17,7 @@ use crate::keystore::Secret;
 use crate::proxy::repository::RepositoryConnector;
 use crate::proxy::repository::hosts::{Hosts, PatroniSays, Probed};
 use crate::proxy::settings::SettingsCell;
-use crate::repository::patroni::{self, PatroniClient};
+use crate::repository::patroni::PatroniClient;
 
 /// The pace while a failover may be under way.
 pub const FAST_INTERVAL: Duration = Duration::from_millis(200);
@@ -33,7 +33,8 @@ const QUERY: &str = "SELECT pg_is_in_recovery(), \
     (SELECT system_identifier FROM pg_control_system())::text, \
     ((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END) \
       - '0/0'::pg_lsn)::int8, \
-    EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8";
+    EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, \
+    pg_postmaster_start_time()::text";
 
 /// How the hosts are probed.
 #[derive(Debug, Clone)]
@@ -82,7 +83,9 @@ async fn probe_host(
         return;
     };
     let mut kept: Option<Session> = None;
+    let mut asked = hosts.probe_requests();
     loop {
+        asked.mark_unchanged();
         let attempt = probe_once(&mut kept, &*connector, options, cell);
         let mut result = match tokio::time::timeout(options.timeout, attempt).await {
             Ok(result) => result,
@@ -111,7 +114,7 @@ async fn probe_host(
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(pace) => {}
-            () = hosts.probe_requested() => {}
+            _ = asked.changed() => {}
         }
     }
 }
@@ -160,15 +163,17 @@ async fn probe_once(
             .map_err(read)?
             .and_then(|l| u64::try_from(l).ok()),
         replay_age: row.try_get(4).map_err(read)?,
+        started: row.try_get(5).map_err(read)?,
         patroni: None,
     })
 }
 
-/// What Patroni says of host `index` (its client bounds the call by `repository.probe_timeout`).
+/// What Patroni says of host `index`: whether it holds the leader lock (its client bounds the call
+/// by `repository.probe_timeout`).
 async fn ask_patroni(client: &PatroniClient, index: usize) -> PatroniSays {
-    match client.member(index).await {
-        Ok(m) if m.role == patroni::Role::Primary && m.is_running() => PatroniSays::Leader,
-        Ok(m) => PatroniSays::NotLeader(m.role.to_string()),
+    match client.holds_leader_lock(index).await {
+        Ok(true) => PatroniSays::Leader,
+        Ok(false) => PatroniSays::NotLeader,
         Err(e) => PatroniSays::Silent(e.to_string()),
     }
 }

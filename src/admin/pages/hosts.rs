@@ -86,7 +86,10 @@ fn row(h: &HostStatus) -> Markup {
             td { (h.sessions) }
             td { (h.warm) }
             td { time datetime=(h.last_change) { (h.last_change) } }
-            td.error-text { (h.error.as_deref().unwrap_or(NONE)) }
+            td.error-text {
+                (h.error.as_deref().unwrap_or(NONE))
+                @if let Some(says) = &h.patroni { br; "Patroni: " (says) }
+            }
         }
     }
 }
@@ -110,6 +113,7 @@ mod tests {
             last_ok: None,
             last_change: "2026-12-07T06:00:00Z".into(),
             error: None,
+            patroni: None,
         }
     }
 

@@ -187,6 +187,7 @@ impl RunningNode for TwoHosts {
             last_ok: None,
             last_change: "2026-12-07T06:00:00Z".into(),
             error: None,
+            patroni: None,
         };
         Box::pin(async move {
             Ok(Some(vec![

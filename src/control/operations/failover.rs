@@ -43,11 +43,13 @@ pub enum FailoverError {
     /// `--preferred` without `repository.preferred_host`.
     #[error("--preferred needs repository.preferred_host (one of repository.address)")]
     NoPreferredHost,
-    /// The host named is not one Patroni manages.
-    #[error("'{0}' is not a member of the Patroni cluster (its members: {1})")]
+    /// The host's Patroni (its URL in `repository.patroni`) is not a member Patroni lists.
+    #[error(
+        "the Patroni of '{0}' (its URL in repository.patroni) is not a member of the Patroni cluster (its members: {1})"
+    )]
     NotAMember(String, String),
     /// The host named is not a repository address.
-    #[error("'{0}' is not a host:port of repository.address")]
+    #[error("'{0}' is not one of repository.address")]
     NotAHost(String),
     /// Patroni names no leader to switch over from.
     #[error(
@@ -71,16 +73,6 @@ impl FailoverError {
             FailoverError::Patroni(e) => e.kind(),
         }
     }
-}
-
-/// `host:port` as Patroni's member says it is reached, bracketed for IPv6 as addresses are written.
-fn reached_at(m: &ClusterMember) -> Option<RepositoryEndpoint> {
-    let (host, port) = (m.host.as_deref()?, m.port?);
-    let text = match host.contains(':') {
-        true => format!("[{host}]:{port}"),
-        false => format!("{host}:{port}"),
-    };
-    text.parse().ok()
 }
 
 impl Operation for FailoverRepository {
@@ -110,24 +102,49 @@ impl Operation for FailoverRepository {
                     .map_err(|_| FailoverError::NotAHost(t.clone()))
             })
             .transpose()?;
+        let hosts = ctx
+            .config
+            .repository
+            .address
+            .as_ref()
+            .map(|a| a.endpoints().to_vec())
+            .unwrap_or_default();
+        // repository.patroni[i] is the Patroni of repository.address[i].
+        let target_index = match &target {
+            None => None,
+            Some(t) => Some(
+                hosts
+                    .iter()
+                    .position(|h| h == t)
+                    .ok_or_else(|| FailoverError::NotAHost(t.to_string()))?,
+            ),
+        };
         let client = PatroniClient::new(PatroniOptions::from_config(&ctx.config))
             .map_err(FailoverError::from)?;
         let view = client.cluster().await.map_err(FailoverError::from)?;
         let leader = view.leader().ok_or(FailoverError::NoLeader)?;
-        let candidate = match &target {
+        let index_of = |m: &ClusterMember| {
+            (0..client.url_count()).find(|&i| {
+                let url = client.url(i).unwrap_or_default().trim_end_matches('/');
+                m.api_url
+                    .as_deref()
+                    .is_some_and(|api| api.trim_end_matches('/').starts_with(url))
+            })
+        };
+        let candidate = match target_index {
             None => None,
-            Some(t) => Some(
+            Some(i) => Some(
                 view.members
                     .iter()
-                    .find(|m| reached_at(m).as_ref() == Some(t))
+                    .find(|m| index_of(m) == Some(i))
                     .ok_or_else(|| {
                         let names = view
                             .members
                             .iter()
-                            .map(|m| reached_at(m).map_or(m.name.clone(), |a| a.to_string()))
+                            .map(|m| m.name.clone())
                             .collect::<Vec<_>>()
                             .join(", ");
-                        FailoverError::NotAMember(t.to_string(), names)
+                        FailoverError::NotAMember(hosts[i].to_string(), names)
                     })?,
             ),
         };
@@ -150,7 +167,9 @@ impl Operation for FailoverRepository {
             SwitchoverOutcome::Scheduled { message } => format!("Patroni scheduled it: {message}"),
         }];
         if matches!(outcome, SwitchoverOutcome::Done { .. }) {
-            let before = reached_at(leader).map(|a| a.to_string());
+            let before = index_of(leader)
+                .and_then(|i| hosts.get(i))
+                .map(|h| h.to_string());
             said.push(follow(ctx, target.as_ref(), before.as_deref()).await);
         }
         Ok(Said { said })

@@ -77,6 +77,9 @@ impl Report for RepositoryHosts {
             if let Some(error) = &h.error {
                 out.info(format!("    last probe failed: {error}"));
             }
+            if let Some(says) = &h.patroni {
+                out.info(format!("    Patroni: {says}"));
+            }
         }
     }
 }

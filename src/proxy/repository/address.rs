@@ -69,10 +69,13 @@ impl FromStr for RepositoryEndpoint {
         }
         let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
         match u16::from_str(port) {
-            Ok(port) if port != 0 && !host.is_empty() => Ok(RepositoryEndpoint::Tcp {
-                host: host.to_string(),
-                port,
-            }),
+            // A comma is a list of hosts (`repository::RepositoryAddress`), never one host name.
+            Ok(port) if port != 0 && !host.is_empty() && !host.contains(',') => {
+                Ok(RepositoryEndpoint::Tcp {
+                    host: host.to_string(),
+                    port,
+                })
+            }
             _ => Err(bad()),
         }
     }
@@ -111,8 +114,9 @@ pub(super) mod tests {
 
     /// Addresses no parser may take: no port, no host, port 0 or not a number, a relative socket
     /// directory.
-    pub(in crate::proxy::repository) const UNUSABLE: [&str; 7] = [
+    pub(in crate::proxy::repository) const UNUSABLE: [&str; 8] = [
         "",
+        "h1:5432,h2:5432",
         "localhost",
         "host:",
         ":5432",

@@ -264,10 +264,23 @@ impl RepositoryConnectError {
     /// Whether the host did not answer at all (refused, reset, timed out): what a host that is down
     /// does, unlike a TLS failure, which another attempt would repeat.
     pub fn unreachable(&self) -> bool {
-        matches!(
-            self,
-            RepositoryConnectError::Io(_) | RepositoryConnectError::TimedOut
-        )
+        use io::ErrorKind::*;
+        match self {
+            RepositoryConnectError::TimedOut => true,
+            // Not a local shortage (no file descriptors, no free port): that says nothing of the host.
+            RepositoryConnectError::Io(e) => matches!(
+                e.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | NotConnected
+                    | TimedOut
+                    | UnexpectedEof
+            ),
+            _ => false,
+        }
     }
 
     /// What a client may be told: the kind of failure, never the repository's address, host names or

@@ -178,6 +178,35 @@ impl PatroniClient {
         })
     }
 
+    /// Whether the member at URL `index` holds the leader lock (`GET /leader`: 200 yes, 503 no).
+    /// `GET /patroni`'s `role` is only what PostgreSQL says of itself (`pg_is_in_recovery()`); the
+    /// lock is what Patroni decided.
+    pub async fn holds_leader_lock(&self, index: usize) -> Result<bool, PatroniError> {
+        let endpoint = self.endpoints.get(index).ok_or(PatroniError::NoSuchUrl {
+            index,
+            count: self.endpoints.len(),
+        })?;
+        let call = Call {
+            method: Method::GET,
+            path: "/leader",
+            authorization: None,
+            json: None,
+            connect_timeout: self.timeout,
+            total_timeout: self.timeout,
+            tls: self.tls.as_ref(),
+        };
+        let answer = http::exchange(endpoint, call).await?;
+        match answer.status {
+            StatusCode::OK => Ok(true),
+            StatusCode::SERVICE_UNAVAILABLE => Ok(false),
+            other => Err(PatroniError::UnexpectedStatus {
+                url: endpoint.url.clone(),
+                status: other.as_u16(),
+                body: body_text(&answer.body),
+            }),
+        }
+    }
+
     /// The whole cluster as the DCS shows it (`GET /cluster`), from the first URL that answers
     /// with a view this client can read.
     pub async fn cluster(&self) -> Result<ClusterView, PatroniError> {

@@ -53,6 +53,8 @@ async fn lands_on(cluster: &PatroniCluster, addr: std::net::SocketAddr, i: usize
         || async {
             match tableau(addr).await {
                 Ok(at) if at == (false, port) => Ok(()),
+                // Never, however the failover goes: a primary-bound session on a host in recovery.
+                Ok((true, at)) => panic!("a tableau session reached port {at}, in recovery"),
                 other => Err(format!("{other:?}")),
             }
         },

@@ -115,7 +115,11 @@ async fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, Comm
 
     let served = crate::control::operations::served_repository(ctx, store)
         .await
-        .map(|u| crate::proxy::repository::RepositoryAddr::parse(&u, ctx.config.repository.port))
+        // The hosts of one replicated cluster share a major version: the first one says it.
+        .map(|u| {
+            u.parse::<crate::config::RepositoryAddress>()
+                .map(|a| a.first().upstream(ctx.config.repository.port))
+        })
         .transpose()
         .map_err(crate::config::ConfigError::from)?;
     let found = match served {

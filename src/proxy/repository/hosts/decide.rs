@@ -20,17 +20,19 @@ pub struct Probed {
     pub lsn: Option<u64>,
     /// Seconds since the last replayed transaction committed on the primary (standby only).
     pub replay_age: Option<f64>,
+    /// `pg_postmaster_start_time()`: with the system identifier, tells one server listed twice.
+    pub started: Option<String>,
     /// What Patroni says of the host, where `repository.patroni` is configured.
     pub patroni: Option<PatroniSays>,
 }
 
-/// What Patroni's REST API (`GET /patroni`) says of a host.
+/// What Patroni's REST API (`GET /leader`) says of a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PatroniSays {
-    /// It holds the leader lock and runs as the primary.
+    /// It holds the leader lock.
     Leader,
-    /// Anything else, with the role Patroni gives (`replica`, `demoted`, …).
-    NotLeader(String),
+    /// It does not.
+    NotLeader,
     /// Patroni did not answer: PostgreSQL's own word stands.
     Silent(String),
 }
@@ -86,6 +88,14 @@ pub struct Decision {
     pub split_brain: bool,
 }
 
+/// Whether two probes came from one server: one cluster, one postmaster start.
+fn same_server(a: &Probed, b: &Probed) -> bool {
+    a.system_id.is_some()
+        && a.system_id == b.system_id
+        && a.started.is_some()
+        && a.started == b.started
+}
+
 /// Decides every host's role from its latest probe (`None`: unreachable), updating `memory`.
 pub fn decide(probes: &[Option<Probed>], memory: &mut Memory) -> Decision {
     let mut roles = vec![Role::Unknown; probes.len()];
@@ -97,9 +107,22 @@ pub fn decide(probes: &[Option<Probed>], memory: &mut Memory) -> Decision {
             .find(|p| !p.in_recovery)
             .and_then(|p| p.system_id.clone());
     }
-    let mut candidates = Vec::new();
+    // One server listed under two names (a VIP beside the host, `localhost` beside 127.0.0.1)
+    // would look like two primaries: the later listing is refused.
     for (i, probe) in probes.iter().enumerate() {
         let Some(p) = probe else { continue };
+        if let Some(j) = (0..i).find(|&j| probes[j].as_ref().is_some_and(|q| same_server(p, q))) {
+            roles[i] = Role::Refused(format!(
+                "the same server as host {} of repository.address, listed twice",
+                j + 1
+            ));
+        }
+    }
+    let mut candidates = Vec::new();
+    for (i, probe) in probes.iter().enumerate() {
+        let Some(p) = probe.as_ref().filter(|_| roles[i] == Role::Unknown) else {
+            continue;
+        };
         if let (Some(ours), Some(theirs)) = (&memory.system_id, &p.system_id)
             && ours != theirs
         {
@@ -113,6 +136,21 @@ pub fn decide(probes: &[Option<Probed>], memory: &mut Memory) -> Decision {
             continue;
         }
         let timeline = p.timeline.unwrap_or(0);
+        match &p.patroni {
+            // Patroni decided: its leader even below a timeline seen before (a host promoted by
+            // hand beside Patroni and then rewound), and never a writable host without the lock.
+            Some(PatroniSays::Leader) => {
+                candidates.push((i, timeline, true));
+                continue;
+            }
+            Some(PatroniSays::NotLeader) => {
+                roles[i] = Role::Refused(
+                    "writable, but Patroni does not give it the leader lock (it is being demoted or was promoted outside Patroni)".into(),
+                );
+                continue;
+            }
+            Some(PatroniSays::Silent(_)) | None => {}
+        }
         if timeline < memory.timeline {
             roles[i] = Role::Refused(format!(
                 "claims to be primary on timeline {timeline}, but a primary was seen on timeline {}",
@@ -120,33 +158,21 @@ pub fn decide(probes: &[Option<Probed>], memory: &mut Memory) -> Decision {
             ));
             continue;
         }
-        if let Some(PatroniSays::NotLeader(role)) = &p.patroni {
-            // Being demoted (or not yet promoted) by Patroni: not to be written to.
-            roles[i] = Role::Refused(format!(
-                "writable, but Patroni names it {role}, not the leader"
-            ));
-            continue;
-        }
-        candidates.push((i, timeline));
+        candidates.push((i, timeline, false));
     }
+    let split_brain = candidates.len() > 1;
     // Patroni's leader, where it names one, wins over a host it says nothing of.
-    let named: Vec<(usize, u32)> = candidates
-        .iter()
-        .copied()
-        .filter(|(i, _)| {
-            probes[*i].as_ref().and_then(|p| p.patroni.as_ref()) == Some(&PatroniSays::Leader)
-        })
-        .collect();
-    if !named.is_empty() && named.len() < candidates.len() {
-        for (i, _) in candidates.iter().filter(|c| !named.contains(c)) {
+    if candidates.iter().any(|c| c.2) {
+        for (i, _, _) in candidates.iter().filter(|c| !c.2) {
             roles[*i] = Role::Refused(
-                "split brain: claims to be primary, but Patroni names another host the leader"
+                "split brain: claims to be primary, but Patroni gives another host the leader lock"
                     .into(),
             );
         }
-        candidates = named;
+        candidates.retain(|c| c.2);
     }
-    let split_brain = candidates.len() > 1;
+    let patroni_leader = candidates.first().is_some_and(|c| c.2);
+    let candidates: Vec<(usize, u32)> = candidates.into_iter().map(|(i, t, _)| (i, t)).collect();
     let best = candidates.iter().map(|(_, t)| *t).max();
     let on_best: Vec<usize> = candidates
         .iter()
@@ -171,7 +197,10 @@ pub fn decide(probes: &[Option<Probed>], memory: &mut Memory) -> Decision {
         };
     }
     if let (Some(_), Some(t)) = (primary, best) {
-        memory.timeline = memory.timeline.max(t);
+        memory.timeline = match patroni_leader {
+            true => t,
+            false => memory.timeline.max(t),
+        };
     }
     let primary_lsn = primary.and_then(|p| probes[p].as_ref()).and_then(|p| p.lsn);
     let mut lag_bytes = vec![None; probes.len()];
@@ -207,6 +236,7 @@ mod tests {
             system_id: Some("7".into()),
             lsn: Some(lsn),
             replay_age: None,
+            started: Some(format!("t{timeline}-{lsn}")),
             patroni: None,
         })
     }
@@ -218,6 +248,7 @@ mod tests {
             system_id: Some("7".into()),
             lsn: Some(lsn),
             replay_age: Some(age),
+            started: Some(format!("s{lsn}-{age}")),
             patroni: None,
         })
     }
@@ -271,18 +302,52 @@ mod tests {
             &mut memory,
         );
         assert_eq!(d.primary, Some(0));
-        assert!(matches!(&d.roles[1], Role::Refused(r) if r.contains("Patroni names another")));
-        // Writable, but Patroni is demoting it: refused, and no primary until the other is promoted.
+        assert!(d.split_brain);
+        assert!(
+            matches!(&d.roles[1], Role::Refused(r) if r.contains("another host the leader lock"))
+        );
+        // Writable without the lock: refused, and no primary until the other is promoted.
         let mut memory = Memory::default();
         let d = decide(
             &[
-                says(primary(1, 10), PatroniSays::NotLeader("demoted".into())),
+                says(primary(1, 10), PatroniSays::NotLeader),
                 standby(10, 0.0),
             ],
             &mut memory,
         );
         assert_eq!(d.primary, None);
-        assert!(matches!(&d.roles[0], Role::Refused(r) if r.contains("demoted")));
+        assert!(matches!(&d.roles[0], Role::Refused(r) if r.contains("leader lock")));
+        // A host promoted by hand beside Patroni reached timeline 3; Patroni's leader on timeline 2
+        // is still taken once Patroni says so, and the timeline memory follows it.
+        let mut memory = Memory::default();
+        decide(&[primary(3, 10), standby(10, 0.0)], &mut memory);
+        assert_eq!(memory.timeline, 3);
+        let d = decide(
+            &[
+                says(standby(10, 0.0), PatroniSays::NotLeader),
+                says(primary(2, 20), PatroniSays::Leader),
+            ],
+            &mut memory,
+        );
+        assert_eq!(d.primary, Some(1));
+        assert_eq!(memory.timeline, 2);
+    }
+
+    #[test]
+    fn one_server_listed_under_two_names_is_used_once() {
+        let mut memory = Memory::default();
+        let d = decide(
+            &[primary(1, 10), primary(1, 10), standby(5, 0.0)],
+            &mut memory,
+        );
+        assert_eq!(d.primary, Some(0));
+        assert!(!d.split_brain);
+        assert!(matches!(&d.roles[1], Role::Refused(r) if r.contains("listed twice")));
+        // Two servers that only look alike (another start time) are still two primaries.
+        let mut other = primary(1, 10).unwrap();
+        other.started = Some("another start".into());
+        let d = decide(&[primary(1, 10), Some(other)], &mut Memory::default());
+        assert!(d.split_brain && d.primary.is_none());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -64,7 +64,7 @@ pub struct Hosts {
     view: watch::Sender<Arc<View>>,
     observed: Mutex<Observed>,
     /// Wakes the probes at once (a new backend found its primary in recovery).
-    probe_now: Notify,
+    probe_now: watch::Sender<u64>,
     waiting: AtomicUsize,
 }
 
@@ -72,15 +72,16 @@ pub struct Hosts {
 struct Host {
     connector: Arc<dyn RepositoryConnector>,
     label: String,
-    epochs: Mutex<Epochs>,
     /// Client sessions on it now.
     sessions: Arc<AtomicUsize>,
 }
 
 /// The tokens sessions on a host hold, one per role they were routed by.
-#[derive(Debug)]
-struct Epochs {
+#[derive(Debug, Clone)]
+pub struct Epochs {
+    /// Held by sessions routed to the host as the primary.
     primary: CancellationToken,
+    /// Held by sessions routed to it as a standby (or as any host).
     standby: CancellationToken,
 }
 
@@ -92,6 +93,8 @@ struct Observed {
     last_ok: Vec<Option<SystemTime>>,
     last_change: Vec<SystemTime>,
     memory: decide::Memory,
+    /// Whether each host has been probed at least once.
+    seen: Vec<bool>,
     /// The last host seen as primary (a failover is a change of it).
     last_primary: Option<usize>,
 }
@@ -109,8 +112,11 @@ pub struct View {
     pub lag_bytes: Vec<Option<u64>>,
     /// Each standby's lag in seconds.
     pub lag_seconds: Vec<Option<f64>>,
-    /// Probe rounds decided so far (0: nothing is known yet).
-    pub rounds: u64,
+    /// Whether every host has been probed at least once.
+    pub all_probed: bool,
+    /// Each host's epochs: replaced with the view, so that a session routed by a view holds that
+    /// view's tokens, which are cancelled when a later view ends them.
+    pub epochs: Vec<Epochs>,
 }
 
 /// Where a session goes: a host and the token that ends the session when the host stops being
@@ -176,10 +182,6 @@ impl Hosts {
             .map(|connector| Host {
                 label: connector.addr().to_string(),
                 connector,
-                epochs: Mutex::new(Epochs {
-                    primary: closing.child_token(),
-                    standby: closing.child_token(),
-                }),
                 sessions: Arc::new(AtomicUsize::new(0)),
             })
             .collect();
@@ -190,7 +192,13 @@ impl Hosts {
             primary: single.then_some(0),
             lag_bytes: vec![None; n],
             lag_seconds: vec![None; n],
-            rounds: 0,
+            all_probed: single,
+            epochs: (0..n)
+                .map(|_| Epochs {
+                    primary: closing.child_token(),
+                    standby: closing.child_token(),
+                })
+                .collect(),
         };
         let now = SystemTime::now();
         Hosts {
@@ -203,10 +211,11 @@ impl Hosts {
                 errors: vec![None; n],
                 last_ok: vec![None; n],
                 last_change: vec![now; n],
+                seen: vec![false; n],
                 memory: decide::Memory::default(),
                 last_primary: single.then_some(0),
             }),
-            probe_now: Notify::new(),
+            probe_now: watch::Sender::new(0),
             waiting: AtomicUsize::new(0),
         }
     }
@@ -287,13 +296,16 @@ impl Hosts {
         let deadline = Instant::now() + self.options.failover_wait;
         let mut counted = None;
         loop {
+            if self.closing.is_cancelled() {
+                return Err(NoHost::Closing);
+            }
             let view = watch.borrow_and_update().clone();
             if let Some((index, as_primary)) = self.pick(&view, target) {
-                return Ok(self.routed(index, as_primary, target));
+                return Ok(self.routed(&view, index, as_primary, target));
             }
             // A standby-only login is refused at once when the hosts are known (libpq's
-            // semantics); only before the first probe round does it wait.
-            if target == TargetRole::Standby && view.rounds > 0 {
+            // semantics); only until every host has been probed once does it wait.
+            if target == TargetRole::Standby && view.all_probed {
                 return Err(NoHost::NoStandby);
             }
             if counted.is_none() {
@@ -350,9 +362,9 @@ impl Hosts {
             .min_by_key(|&i| self.hosts[i].sessions.load(Ordering::Relaxed))
     }
 
-    fn routed(&self, index: usize, as_primary: bool, target: TargetRole) -> Routed {
+    fn routed(&self, view: &View, index: usize, as_primary: bool, target: TargetRole) -> Routed {
         let host = &self.hosts[index];
-        let epochs = lock(&host.epochs);
+        let epochs = &view.epochs[index];
         Routed {
             index,
             connector: host.connector.clone(),
@@ -381,6 +393,9 @@ impl Hosts {
             return None;
         }
         self.observe(failed.index, Err(error));
+        // The probes look again at once: a host that failed one session but is up is back within
+        // a round trip, not a probe interval.
+        self.probe_again();
         tokio::time::timeout_at(deadline, self.route(failed.target))
             .await
             .ok()?
@@ -393,12 +408,18 @@ impl Hosts {
         if let Some(h) = self.hosts.get(index) {
             warn!(host = %h.label, "a new repository session found the host in recovery; probing the hosts again now");
         }
-        self.probe_now.notify_waiters();
+        self.probe_again();
     }
 
-    /// Resolves when [`Hosts::suspect`] asks for a probe.
-    pub async fn probe_requested(&self) {
-        self.probe_now.notified().await
+    /// Asks every probe to look again now.
+    fn probe_again(&self) {
+        self.probe_now.send_modify(|asked| *asked += 1);
+    }
+
+    /// Requests for a probe now ([`Hosts::suspect`], a host that did not answer a session): a
+    /// receiver remembers one made while its probe was busy, so none is lost.
+    pub fn probe_requests(&self) -> watch::Receiver<u64> {
+        self.probe_now.subscribe()
     }
 }
 

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::decide::{self, Probed, Role};
+use super::decide::{self, PatroniSays, Probed, Role};
 use super::status::{self, HostStatus};
-use super::{Epochs, Hosts, View, lock};
+use super::{Hosts, View, lock};
 use crate::telemetry::names;
 
 impl Hosts {
@@ -30,9 +29,13 @@ impl Hosts {
                 o.errors[index] = Some(e);
             }
         }
+        o.seen[index] = true;
         let probes = o.probes.clone();
         let d = decide::decide(&probes, &mut o.memory);
+        // Read and replaced under the lock: two reports never publish out of order.
         let old = self.view();
+        let mut epochs = old.epochs.clone();
+        let mut ended = Vec::new();
         for (i, role) in d.roles.iter().enumerate() {
             let was = &old.roles[i];
             let reachable = probes[i].is_some();
@@ -40,18 +43,24 @@ impl Hosts {
                 o.last_change[i] = now;
             }
             if role != was {
-                self.log_change(i, was, role, probes[i].as_ref());
+                self.log_change(i, was, role, probes[i].as_ref(), o.errors[i].as_deref());
             }
             // Positive evidence only: an unreachable host keeps its sessions, which end with
-            // their sockets if it is really gone.
-            let lost_primary =
-                *was == Role::Primary && matches!(role, Role::Standby | Role::Refused(_));
+            // their sockets if it is really gone. A host seen as standby or refused — whatever it
+            // was seen as before, an unreachable spell included — ends its primary-bound sessions.
+            let not_primary = matches!(role, Role::Standby | Role::Refused(_)) && role != was;
             let superseded = d.primary.is_some_and(|p| p != i) && o.last_primary == Some(i);
-            if lost_primary || superseded {
-                self.renew(i, |e| &mut e.primary);
+            if not_primary || superseded {
+                ended.push(std::mem::replace(
+                    &mut epochs[i].primary,
+                    self.closing.child_token(),
+                ));
             }
             if matches!(role, Role::Refused(_)) && !matches!(was, Role::Refused(_)) {
-                self.renew(i, |e| &mut e.standby);
+                ended.push(std::mem::replace(
+                    &mut epochs[i].standby,
+                    self.closing.child_token(),
+                ));
             }
         }
         if let Some(p) = d.primary
@@ -70,22 +79,27 @@ impl Hosts {
             primary: d.primary,
             lag_bytes: d.lag_bytes,
             lag_seconds: d.lag_seconds,
-            rounds: old.rounds + 1,
+            all_probed: o.seen.iter().all(|s| *s),
+            epochs,
         };
         self.record_metrics(&view, d.split_brain);
-        drop(o);
+        // Published before the old epochs end: a session routed from the old view holds an old
+        // token, which is cancelled now; one routed from the new view holds a new one.
         self.view.send_replace(Arc::new(view));
+        drop(o);
+        for token in ended {
+            token.cancel();
+        }
     }
 
-    /// Cancels one of a host's epochs (ending its sessions of that kind) and starts the next.
-    fn renew(&self, index: usize, which: impl FnOnce(&mut Epochs) -> &mut CancellationToken) {
-        let mut epochs = lock(&self.hosts[index].epochs);
-        let token = which(&mut epochs);
-        token.cancel();
-        *token = self.closing.child_token();
-    }
-
-    fn log_change(&self, i: usize, was: &Role, now: &Role, probe: Option<&Probed>) {
+    fn log_change(
+        &self,
+        i: usize,
+        was: &Role,
+        now: &Role,
+        probe: Option<&Probed>,
+        error: Option<&str>,
+    ) {
         let host = &self.hosts[i].label;
         let timeline = probe.and_then(|p| p.timeline);
         match now {
@@ -93,7 +107,8 @@ impl Hosts {
                 error!(%host, from = was.name(), ?timeline, %reason, "a repository host is refused")
             }
             Role::Unknown => {
-                warn!(%host, from = was.name(), "a repository host stopped answering its probe")
+                let error = error.unwrap_or("no answer");
+                warn!(%host, from = was.name(), %error, "a repository host stopped answering its probe")
             }
             _ => info!(%host, from = was.name(), to = now.name(), ?timeline,
                        "a repository host changed role"),
@@ -142,6 +157,13 @@ impl Hosts {
                 last_ok: o.last_ok[i].map(status::rfc3339),
                 last_change: status::rfc3339(o.last_change[i]),
                 error: o.errors[i].clone(),
+                patroni: o.probes[i].as_ref().and_then(|p| p.patroni.as_ref()).map(
+                    |says| match says {
+                        PatroniSays::Leader => "leader".to_string(),
+                        PatroniSays::NotLeader => "not leader".to_string(),
+                        PatroniSays::Silent(e) => format!("no answer: {e}"),
+                    },
+                ),
             })
             .collect()
     }

@@ -36,6 +36,10 @@ pub struct HostStatus {
     pub last_change: String,
     /// Why its last probe failed.
     pub error: Option<String>,
+    /// What Patroni says of it (`leader`, `not leader`, or why it did not answer), where
+    /// `repository.patroni` is configured.
+    #[serde(default)]
+    pub patroni: Option<String>,
 }
 
 /// `at` in RFC 3339, to the second.

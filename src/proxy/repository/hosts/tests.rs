@@ -21,6 +21,8 @@ fn primary(timeline: u32, lsn: u64) -> Result<Probed, String> {
         system_id: Some("1".into()),
         lsn: Some(lsn),
         replay_age: None,
+        // Unknown: no two of these probes are taken for one server listed twice.
+        started: None,
         patroni: None,
     })
 }
@@ -32,6 +34,7 @@ fn standby(lsn: u64) -> Result<Probed, String> {
         system_id: Some("1".into()),
         lsn: Some(lsn),
         replay_age: Some(1.0),
+        started: None,
         patroni: None,
     })
 }
@@ -141,10 +144,14 @@ async fn a_demoted_primary_ends_its_primary_sessions_and_its_warm_ones() {
     h.observe(1, standby(10));
     let session = h.route(TargetRole::Primary).await.unwrap();
     let reader = h.route(TargetRole::Standby).await.unwrap();
+    let stale = h.view();
     // A switchover: the old primary turns standby first.
     h.observe(0, standby(10));
     assert!(session.epoch.is_cancelled());
     assert!(!reader.epoch.is_cancelled());
+    // A session routed by the view before the change holds that view's token: it ends too.
+    let late = h.routed(&stale, 0, true, TargetRole::Primary);
+    assert!(late.epoch.is_cancelled());
     h.observe(1, primary(2, 30));
     let next = h.route(TargetRole::Primary).await.unwrap();
     assert_eq!(next.index, 1);
@@ -154,8 +161,24 @@ async fn a_demoted_primary_ends_its_primary_sessions_and_its_warm_ones() {
     assert!(next.epoch.is_cancelled() && reader.epoch.is_cancelled());
     assert!(matches!(
         h.route(TargetRole::Primary).await,
-        Ok(_) | Err(NoHost::Closing)
+        Err(NoHost::Closing)
     ));
+}
+
+#[tokio::test]
+async fn a_host_back_from_an_unreachable_spell_as_refused_or_standby_ends_its_primary_sessions() {
+    let h = hosts(2, HostsOptions::default());
+    h.observe(0, primary(1, 10));
+    h.observe(1, standby(10));
+    let session = h.route(TargetRole::Primary).await.unwrap();
+    h.observe(0, down());
+    assert!(
+        !session.epoch.is_cancelled(),
+        "an unreachable host keeps its sessions"
+    );
+    // Back, but restarted as a standby, with no other primary yet: its primary sessions end.
+    h.observe(0, standby(10));
+    assert!(session.epoch.is_cancelled());
 }
 
 #[test]
