@@ -108,9 +108,10 @@ pub async fn serve(ctx: &Context, flags: &ServeFlags) -> Result<(), ServeError> 
             // (not the first node of a managed store, which runs that repository itself).
             crate::control::cluster::Membership::read(&ctx.data_dir.join("config"))?
                 .filter(|m| m.bootstrap_repository.is_none())
-                .map(|m| RepositoryAddr::parse(&m.repository, socket_port).map(|a| vec![a]))
+                .map(|m| m.repository.parse::<RepositoryAddress>())
                 .transpose()
                 .map_err(crate::config::ConfigError::from)?
+                .map(|address| address.upstreams(socket_port))
         }
     };
     run(ctx, listen, upstream, metrics, admin).await

@@ -16,15 +16,15 @@ const CONVERGE: Duration = Duration::from_secs(90);
 const PASSPHRASE: &str = "cluster passphrase 1";
 
 /// One node: its data directory and config, and its server when running.
-struct Node {
-    name: &'static str,
+pub(crate) struct Node {
+    pub(crate) name: &'static str,
     ip: &'static str,
-    env: CliEnv,
-    serve: Option<ServeProcess>,
+    pub(crate) env: CliEnv,
+    pub(crate) serve: Option<ServeProcess>,
 }
 
 impl Node {
-    fn new(name: &'static str, ip: &'static str, upstream: &str) -> Node {
+    pub(crate) fn new(name: &'static str, ip: &'static str, upstream: &str) -> Node {
         Node {
             name,
             ip,
@@ -33,28 +33,28 @@ impl Node {
         }
     }
 
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let listen = format!("{}:0", self.ip);
         self.serve = Some(ServeProcess::start_on(&self.env, &listen, &[]).await);
     }
 
-    fn addr(&self) -> std::net::SocketAddr {
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
         self.serve.as_ref().expect("running").addr
     }
 
-    async fn run(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) async fn run(&self, args: &[&str]) -> std::process::Output {
         let env = &self.env;
         let mut cmd = tokio::process::Command::from(env.command(args));
         cmd.output().await.unwrap()
     }
 
     /// `topology get-bootstrap-file -f FILE` as this node.
-    async fn bootstrap_file(&self, file: &std::path::Path) -> std::process::Output {
+    pub(crate) async fn bootstrap_file(&self, file: &std::path::Path) -> std::process::Output {
         self.topology("get-bootstrap-file", "-f", file).await
     }
 
     /// `topology join --bootstrap-file FILE` as this node.
-    async fn join(&self, file: &std::path::Path) -> std::process::Output {
+    pub(crate) async fn join(&self, file: &std::path::Path) -> std::process::Output {
         self.topology("join", "--bootstrap-file", file).await
     }
 
@@ -73,7 +73,7 @@ impl Node {
     }
 
     /// The fingerprint a TLS client sees here.
-    async fn fingerprint(&self) -> String {
+    pub(crate) async fn fingerprint(&self) -> String {
         let s = connect_tls_unverified(self.addr(), "tableau", "postgres", PASSWORD)
             .await
             .expect("a TLS login through the node");
@@ -332,7 +332,7 @@ async fn logins_done(done: &[Arc<AtomicUsize>], at_least: &[usize]) {
 }
 
 /// The committed version, read as the superuser.
-fn state_version(pg: &Postgres) -> u64 {
+pub(crate) fn state_version(pg: &Postgres) -> u64 {
     pg.sql("SELECT version FROM pgssl.state")
         .trim()
         .parse()
@@ -340,7 +340,7 @@ fn state_version(pg: &Postgres) -> u64 {
 }
 
 /// Waits until `n` lists `count` live nodes.
-async fn wait_live(n: &Node, count: usize) {
+pub(crate) async fn wait_live(n: &Node, count: usize) {
     let what = format!("{} to list {count} live nodes", n.name);
     wait_for(&what, CONVERGE, || async move {
         let out = n.run(&["topology", "list-nodes"]).await;

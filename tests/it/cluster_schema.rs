@@ -14,7 +14,7 @@ use pgssl::repository::{Login, Session};
 use crate::harness::{PASSWORD, Postgres};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-const CLUSTER_PASSWORD: &str = "cluster-pw-0123456789";
+pub(crate) const CLUSTER_PASSWORD: &str = "cluster-pw-0123456789";
 
 /// What turns this version's tables into the previous version's: they differ in one column, the
 /// sealed state, which the previous version kept as base64 text named `sealed`.
@@ -29,7 +29,7 @@ const PREVIOUS_VERSION_COMMIT: &str = "UPDATE pgssl.state SET version = version 
 
 /// Makes the cluster's role (with [`CLUSTER_PASSWORD`]) and schema on an administrator's session,
 /// as a new cluster's first node does; returns the session.
-async fn make_cluster(pg: &Postgres) -> Session {
+pub(crate) async fn make_cluster(pg: &Postgres) -> Session {
     let admin_login = Login {
         user: "postgres",
         database: "postgres",
@@ -48,14 +48,16 @@ fn reach(pg: &Postgres) -> (String, u16) {
     (pg.repository_text(), pg.port())
 }
 
-async fn connect(repository: &str, port: u16) -> Result<repo::Conn, ClusterError> {
+pub(crate) async fn connect(repository: &str, port: u16) -> Result<repo::Conn, ClusterError> {
     let reach = Reach {
         repository,
         socket_port: port,
         pins: Vec::new(),
         database: "postgres",
     };
-    repo::connect_as(&reach, &Secret::new(CLUSTER_PASSWORD.into()), TIMEOUT).await
+    repo::connect_as(&reach, &Secret::new(CLUSTER_PASSWORD.into()), TIMEOUT)
+        .await
+        .map(|(conn, _)| conn)
 }
 
 /// The type of `pgssl.state`'s column `name`; empty when it has none.

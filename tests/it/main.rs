@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod client;
 mod cluster;
+mod cluster_ha;
 mod cluster_schema;
 mod containers;
 mod crl;

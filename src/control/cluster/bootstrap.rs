@@ -33,10 +33,17 @@ struct File {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Contents {
-    /// The repository, `host:port`.
+    /// The repository, `host:port`, or the hosts of one replicated cluster (`h1:5432,h2:5432`).
     pub repository: String,
-    /// Its certificate's fingerprint (`None`: it offers no TLS).
-    pub repository_fingerprint: Option<String>,
+    /// Its certificates' fingerprints, one per host (none: it offers no TLS); written as one
+    /// string when there is one, as files made before there could be several hold it.
+    #[serde(
+        rename = "repository_fingerprint",
+        default,
+        with = "super::hosts::pins_format",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub repository_fingerprints: Vec<String>,
     /// The database of the `pgssl` schema.
     pub database: String,
     /// The cluster role's password.
@@ -182,8 +189,8 @@ mod tests {
 
     fn contents() -> Contents {
         Contents {
-            repository: "127.0.0.1:5432".into(),
-            repository_fingerprint: Some("AB:CD".into()),
+            repository: "127.0.0.1:5432,127.0.0.1:5433".into(),
+            repository_fingerprints: vec!["AB:CD".into(), "EF:01".into()],
             database: "postgres".into(),
             password: "pw".into(),
             master_key_id: "abcd".into(),
@@ -199,7 +206,8 @@ mod tests {
         let text = seal(&contents(), &pass).unwrap();
         assert!(!text.contains("127.0.0.1"), "{text}");
         let back = open(&text, &pass).unwrap();
-        assert_eq!(back.repository, "127.0.0.1:5432");
+        assert_eq!(back.repository, "127.0.0.1:5432,127.0.0.1:5433");
+        assert_eq!(back.repository_fingerprints, ["AB:CD", "EF:01"]);
         assert_eq!(back.generation, 3);
         assert_eq!(&back.master_key().unwrap()[..], &[7u8; 32]);
         let wrong = open(&text, &Secret::new("wrong horse".into()))

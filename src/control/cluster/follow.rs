@@ -116,6 +116,8 @@ struct Progress {
     cut_off: bool,
     /// Why the newest version could not be installed here (to log each new reason once).
     install_failed: Option<String>,
+    /// The repository host the last session reached (to log a failover to another once).
+    host: Option<String>,
 }
 
 impl Follower {
@@ -158,6 +160,7 @@ impl<S: Store, N: Serving> Following<S, N> {
             confirmed: Instant::now(),
             cut_off: false,
             install_failed: None,
+            host: None,
         };
         metrics::gauge!(names::CLUSTER_STATE_VERSION).set(m.version as f64);
         info!(node = %m.node_name, repository = %m.repository, version = m.version, "following the cluster");
@@ -193,6 +196,13 @@ impl<S: Store, N: Serving> Following<S, N> {
     async fn session(&mut self, progress: &mut Progress) -> Result<(), ClusterError> {
         let mut session = self.connect().await?;
         session.listen().await?;
+        let host = session.host();
+        if progress.host.as_deref() != Some(host) {
+            if let Some(before) = &progress.host {
+                info!(host, before = %before, "the cluster's state now follows the repository's new primary");
+            }
+            progress.host = Some(host.to_string());
+        }
         if progress.cut_off {
             info!("the cluster's repository is reachable again; catching up");
             progress.cut_off = false;

@@ -9,7 +9,7 @@ use super::bootstrap::Contents;
 use super::publish::{TIMEOUT, catch_up};
 use super::repo::{self, Beat, Conn};
 use super::snapshot::{PURPOSE, Snapshot};
-use super::{ClusterError, Membership, PASSWORD_ENTRY, membership::check_node_name};
+use super::{ClusterError, Membership, PASSWORD_ENTRY, hosts, membership::check_node_name};
 use crate::keystore::{self, Keystore, Secret};
 use crate::proxy::repository::RepositoryAddr;
 use crate::proxy::repository::tls::RepositoryTls;
@@ -20,12 +20,13 @@ const PASSWORD_LEN: usize = 32;
 
 /// Where a new cluster's store is and who its first node is.
 pub struct NewCluster<'a> {
-    /// How this node reaches the store: `host:port`, or `unix:/dir` for its managed repository.
+    /// How this node reaches the store: `host:port`, the hosts of one replicated cluster
+    /// (`h1:5432,h2:5432`), or `unix:/dir` for its managed repository.
     pub repository: String,
     /// The socket's port for `unix:/dir`.
     pub socket_port: u16,
-    /// The store's certificate fingerprint (`None`: plaintext or a Unix socket).
-    pub repository_fingerprint: Option<String>,
+    /// The store's certificate fingerprints, one per host (none: plaintext or a Unix socket).
+    pub repository_fingerprints: Vec<String>,
     /// What bootstrap files name as the repository when other nodes reach it elsewhere than this
     /// node does: this node's listener, in front of its managed repository.
     pub bootstrap_repository: Option<String>,
@@ -44,62 +45,58 @@ fn unreachable(repository: &str, e: impl std::fmt::Display) -> ClusterError {
     }
 }
 
-/// The repository's certificate fingerprint, learnt over a TLS session that checks what
-/// `tls` checks; `None` when it refuses TLS.
-async fn repository_fingerprint(
-    addr: &RepositoryAddr,
-    tls: &RepositoryTls,
-    repository: &str,
-) -> Result<Option<String>, ClusterError> {
-    let tls = if tls.mode() == crate::proxy::repository::tls::RepositoryTlsMode::Disable {
-        RepositoryTls::new(
-            crate::proxy::repository::tls::RepositoryTlsMode::Require,
-            None,
-        )
-        .map_err(|e| unreachable(repository, e))?
-    } else {
-        tls.clone()
-    };
-    match addr.connect_with(TIMEOUT, &tls).await {
-        Ok(stream) => Ok(stream
-            .peer_certificate()
-            .map(crate::tls::certs::sha256_fingerprint)),
-        Err(crate::proxy::repository::RepositoryConnectError::Tls(
-            crate::proxy::repository::tls::RepositoryTlsFailure::Refused(_),
-        )) => Ok(None),
-        Err(e) => Err(unreachable(repository, e)),
+/// An administrator's session on one host, with the configured upstream TLS.
+struct AdminLogin<'a> {
+    tls: &'a RepositoryTls,
+    user: &'a str,
+    password: Option<&'a Secret>,
+    database: &'a str,
+}
+
+impl hosts::LogIn for AdminLogin<'_> {
+    async fn log_in(&self, addr: &RepositoryAddr) -> Result<Conn, ClusterError> {
+        let host = addr.to_string();
+        let stream = addr
+            .connect_with(TIMEOUT, self.tls)
+            .await
+            .map_err(|e| unreachable(&host, e))?;
+        let login = Login {
+            user: self.user,
+            database: self.database,
+            application_name: "pgssl topology",
+            password: self.password,
+        };
+        Session::start(stream, &login)
+            .await
+            .map_err(|source| ClusterError::Admin {
+                repository: host,
+                user: self.user.to_string(),
+                source,
+            })
     }
 }
 
-/// An administrator's session on an external repository (with `tls`, the configured upstream TLS)
-/// and the repository's certificate fingerprint.
+/// An administrator's session on an external repository's primary (with `tls`, the configured
+/// upstream TLS) and the certificate fingerprints of every one of its hosts, which the cluster
+/// pins; `repository` may list the hosts of one replicated cluster.
 pub async fn external_admin(
     repository: &str,
     tls: &RepositoryTls,
     user: &str,
     password: Option<&Secret>,
     database: &str,
-) -> Result<(Conn, Option<String>), ClusterError> {
-    let addr = RepositoryAddr::parse(repository, 5432).map_err(|e| unreachable(repository, e.0))?;
-    let fingerprint = repository_fingerprint(&addr, tls, repository).await?;
-    let stream = addr
-        .connect_with(TIMEOUT, tls)
-        .await
-        .map_err(|e| unreachable(repository, e))?;
-    let login = Login {
+) -> Result<(Conn, Vec<String>), ClusterError> {
+    let hosts = hosts::parse(repository, 5432)?;
+    let pins = hosts::fingerprints(&hosts, tls, TIMEOUT).await?;
+    let login = AdminLogin {
+        tls,
         user,
-        database,
-        application_name: "pgssl topology",
         password,
+        database,
     };
-    let admin = Session::start(stream, &login)
-        .await
-        .map_err(|source| ClusterError::Admin {
-            repository: repository.to_string(),
-            user: user.to_string(),
-            source,
-        })?;
-    Ok((admin, fingerprint))
+    // The cluster role and schema are made on the primary, as everything after.
+    let (admin, _) = hosts::primary(repository, &hosts, TIMEOUT * 2, &login).await?;
+    Ok((admin, pins))
 }
 
 /// Makes the data directory at `config_dir` the first node of a new cluster: the cluster role and
@@ -123,23 +120,23 @@ pub async fn create(
         repository: new.repository,
         socket_port: new.socket_port,
         bootstrap_repository: new.bootstrap_repository,
-        repository_fingerprint: new.repository_fingerprint,
+        repository_fingerprints: new.repository_fingerprints,
         database: new.database.to_string(),
         version: 0,
         digest: String::new(),
         through_node: false,
     };
-    let mut conn = repo::connect(&membership, config_dir, &keystore, TIMEOUT).await?;
+    let (mut conn, host) = repo::connect(&membership, config_dir, &keystore, TIMEOUT).await?;
     let snapshot = Snapshot::read(config_dir)?;
     let sealed = keystore.seal_blob(PURPOSE, &snapshot.to_bytes())?;
     let by = format!("{}: topology get-bootstrap-file", new.node_name);
-    let version = match repo::commit(&mut conn, &repository, 0, None, &sealed, &by).await {
+    let version = match repo::commit(&mut conn, &host, 0, None, &sealed, &by).await {
         Err(ClusterError::Conflict { current, .. }) => {
             return Err(ClusterError::AlreadyHoldsACluster { version: current });
         }
         other => other?,
     };
-    register(&mut conn, &membership, new.address).await?;
+    register(&mut conn, &host, &membership, new.address).await?;
     membership.version = version;
     membership.digest = snapshot.digest();
     membership.write(config_dir)?;
@@ -147,15 +144,20 @@ pub async fn create(
 }
 
 /// Records a node's first heartbeat (version 0: it serves nothing of the cluster's yet).
-async fn register(conn: &mut Conn, m: &Membership, address: &str) -> Result<u8, ClusterError> {
+async fn register(
+    conn: &mut Conn,
+    host: &str,
+    m: &Membership,
+    address: &str,
+) -> Result<u8, ClusterError> {
     let beat = Beat {
         name: &m.node_name,
         address,
         version: 0,
         fingerprint: "",
     };
-    repo::reclaim_id(conn, &m.repository, &m.node_name).await?;
-    repo::heartbeat(conn, &m.repository, &beat)
+    repo::reclaim_id(conn, host, &m.node_name).await?;
+    repo::heartbeat(conn, host, &beat)
         .await?
         .ok_or_else(|| ClusterError::NodeRemoved(m.node_name.clone()))
 }
@@ -166,8 +168,8 @@ pub async fn bootstrap_contents(
     m: &Membership,
 ) -> Result<Contents, ClusterError> {
     let keystore = Keystore::open(config_dir)?;
-    let mut conn = repo::connect(m, config_dir, &keystore, TIMEOUT).await?;
-    let generation = repo::head(&mut conn, &m.repository)
+    let (mut conn, host) = repo::connect(m, config_dir, &keystore, TIMEOUT).await?;
+    let generation = repo::head(&mut conn, &host)
         .await?
         .map_or(1, |h| h.generation);
     let _ = conn.terminate().await;
@@ -175,21 +177,21 @@ pub async fn bootstrap_contents(
         .get(PASSWORD_ENTRY)?
         .ok_or(ClusterError::NoPassword)?;
     let (master_key_id, key) = keystore.export_master_key()?;
-    let (repository, repository_fingerprint) = match &m.bootstrap_repository {
+    let (repository, repository_fingerprints) = match &m.bootstrap_repository {
         // The managed store is reached through this node's listener, with the certificate it
         // serves now.
         Some(listener) => (
             listener.clone(),
-            Some(
+            vec![
                 super::membership::served_fingerprint(config_dir)
                     .ok_or(ClusterError::ListenerWithoutTls)?,
-            ),
+            ],
         ),
-        None => (m.repository.clone(), m.repository_fingerprint.clone()),
+        None => (m.repository.clone(), m.repository_fingerprints.clone()),
     };
     Ok(Contents {
         repository,
-        repository_fingerprint,
+        repository_fingerprints,
         database: m.database.clone(),
         password: password.expose().to_string(),
         master_key_id,
@@ -215,26 +217,27 @@ pub async fn join(
     let reach = repo::Reach {
         repository: &contents.repository,
         socket_port: 5432,
-        pins: contents.repository_fingerprint.iter().cloned().collect(),
+        pins: contents.repository_fingerprints.clone(),
         database: &contents.database,
     };
-    let mut conn = repo::connect_as(&reach, &password, TIMEOUT)
-        .await
-        .map_err(|e| match e {
-            ClusterError::Refused { .. } => ClusterError::Bootstrap(STALE.into()),
-            other => other,
-        })?;
+    let (mut conn, host) =
+        repo::connect_as(&reach, &password, TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                ClusterError::Refused { .. } => ClusterError::Bootstrap(STALE.into()),
+                other => other,
+            })?;
     let repository = &contents.repository;
-    let head = repo::head(&mut conn, repository).await?;
+    let head = repo::head(&mut conn, &host).await?;
     if head.is_some_and(|h| h.generation > contents.generation) {
         return Err(ClusterError::Bootstrap(STALE.into()));
     }
-    let live = repo::nodes(&mut conn, repository).await?;
+    let live = repo::nodes(&mut conn, &host).await?;
     if live.iter().any(|n| n.name == node_name && n.is_live()) {
         return Err(ClusterError::NameTaken(node_name.to_string()));
     }
     let key = contents.master_key()?;
-    let stored = repo::fetch(&mut conn, repository)
+    let stored = repo::fetch(&mut conn, &host)
         .await?
         .ok_or_else(|| ClusterError::Corrupt("the repository holds no committed state".into()))?;
     let plain = keystore::open_with(&key, PURPOSE, &stored.sealed).map_err(|_| {
@@ -245,22 +248,22 @@ pub async fn join(
     let snapshot = Snapshot::from_bytes(&plain)?;
     keystore::import_master_key(config_dir, &contents.master_key_id, &key)?;
     snapshot.install(config_dir)?;
-    repo::readmit(&mut conn, repository, node_name).await?;
+    repo::readmit(&mut conn, &host, node_name).await?;
     let mut membership = Membership {
         node_name: node_name.to_string(),
         repository: repository.clone(),
         socket_port: 5432,
         bootstrap_repository: None,
-        repository_fingerprint: contents.repository_fingerprint.clone(),
+        repository_fingerprints: contents.repository_fingerprints.clone(),
         database: contents.database.clone(),
         version: stored.head.version,
         digest: snapshot.digest(),
         through_node: contents.through_node,
     };
     membership.write(config_dir)?;
-    register(&mut conn, &membership, address).await?;
+    register(&mut conn, &host, &membership, address).await?;
     // A commit between the fetch and now: take it too.
-    catch_up(&mut conn, config_dir, &mut membership).await?;
+    catch_up(&mut conn, &host, config_dir, &mut membership).await?;
     let _ = conn.terminate().await;
     Ok(membership)
 }

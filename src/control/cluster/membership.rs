@@ -17,8 +17,10 @@ const FILE: &str = "cluster.toml";
 pub struct Membership {
     /// This node's name (unique in the cluster).
     pub node_name: String,
-    /// The repository: `host:port`, or `unix:/dir` on the first node of a cluster whose store is its
-    /// managed repository (the other nodes reach that through this node's listener).
+    /// The repository: `host:port`, the hosts of one replicated cluster written libpq's way
+    /// (`h1:5432,h2:5432`: the state is on whichever is the primary), or `unix:/dir` on the first
+    /// node of a cluster whose store is its managed repository (the other nodes reach that through
+    /// this node's listener).
     pub repository: String,
     /// The socket's port when `repository` is a Unix socket folder (`.s.PGSQL.<port>`).
     #[serde(default = "default_socket_port")]
@@ -27,9 +29,16 @@ pub struct Membership {
     /// node's listener in front of its managed repository.
     #[serde(default)]
     pub bootstrap_repository: Option<String>,
-    /// SHA-256 fingerprint of the repository's TLS certificate; `None` when it offers no TLS (the
-    /// cluster's traffic is then plaintext, which `topology` warns about).
-    pub repository_fingerprint: Option<String>,
+    /// SHA-256 fingerprints of the repository's TLS certificates, one per host (written as one
+    /// string when there is one, as before there could be several); none when it offers no TLS
+    /// (the cluster's traffic is then plaintext, which `topology` warns about).
+    #[serde(
+        rename = "repository_fingerprint",
+        default,
+        with = "super::hosts::pins_format",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub repository_fingerprints: Vec<String>,
     /// The database holding the `pgssl` schema.
     pub database: String,
     /// The state version this node's `config/` holds.
@@ -100,11 +109,11 @@ impl Membership {
             .map_err(|source| StateError::Io { path, source }.into())
     }
 
-    /// The SHA-256 fingerprints the repository's certificate may have: the one pinned when the node
-    /// joined and, when the repository is the first node's listener (a managed store), the
+    /// The SHA-256 fingerprints the repository's certificates may have: those pinned when the node
+    /// joined (one per host) and, when the repository is the first node's listener (a managed store), the
     /// certificate this node's state serves, which is that node's too after a rotation.
     pub fn pins(&self, config_dir: &Path) -> Vec<String> {
-        let mut pins: Vec<String> = self.repository_fingerprint.iter().cloned().collect();
+        let mut pins = self.repository_fingerprints.clone();
         if let Some(served) = served_fingerprint(config_dir)
             && !pins.is_empty()
             && !pins.contains(&served)
@@ -176,7 +185,7 @@ mod tests {
             repository: "db.example:5432".into(),
             socket_port: 5432,
             bootstrap_repository: None,
-            repository_fingerprint: Some("AB:CD".into()),
+            repository_fingerprints: vec!["AB:CD".into()],
             database: "postgres".into(),
             version: 7,
             digest: "d".repeat(64),
@@ -285,10 +294,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(member().pins(dir.path()), ["AB:CD"]);
         let plaintext = Membership {
-            repository_fingerprint: None,
+            repository_fingerprints: Vec::new(),
             ..member()
         };
         assert!(plaintext.pins(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_membership_of_several_hosts_keeps_their_list_and_every_hosts_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = Membership {
+            repository: "h1.example:5432,h2.example:5432".into(),
+            repository_fingerprints: vec!["AB:CD".into(), "EF:01".into()],
+            ..member()
+        };
+        hosts.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(Membership::path(dir.path())).unwrap();
+        assert!(
+            text.contains("repository = \"h1.example:5432,h2.example:5432\""),
+            "{text}"
+        );
+        assert_eq!(Membership::read(dir.path()).unwrap(), Some(hosts.clone()));
+        assert_eq!(hosts.pins(dir.path()), ["AB:CD", "EF:01"]);
+        // One host's file is written as before there could be several.
+        member().write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(Membership::path(dir.path())).unwrap();
+        assert!(
+            text.contains("repository_fingerprint = \"AB:CD\"\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -346,5 +346,9 @@ impl StoreSession for MemorySession {
         Ok(node_rows(&self.store.shared()))
     }
 
+    fn host(&self) -> &str {
+        REPOSITORY
+    }
+
     async fn close(self) {}
 }

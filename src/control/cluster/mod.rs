@@ -16,6 +16,7 @@
 
 pub mod bootstrap;
 pub mod follow;
+pub mod hosts;
 pub mod members;
 pub mod membership;
 #[cfg(test)]
@@ -80,6 +81,40 @@ pub enum ClusterError {
         repository: String,
         /// The repository's refusal (SQLSTATE 28P01 or 28000).
         source: SessionError,
+    },
+    /// A host of the repository is in recovery (a standby): the cluster's state is written only
+    /// on the primary.
+    #[error(
+        "the cluster's repository host {repository} is in recovery (a standby): the cluster's state is written only on the primary"
+    )]
+    InRecovery {
+        /// The host.
+        repository: String,
+    },
+    /// No host of the repository is a primary this node can use: each is down, a standby, or
+    /// refused the session.
+    #[error(
+        "no host of the cluster's repository {repository} is a primary this node can use (a failover under way?): {}",
+        tried_hosts(.tried)
+    )]
+    NoPrimary {
+        /// The hosts, as written.
+        repository: String,
+        /// Why each host was passed over, in order.
+        tried: Vec<ClusterError>,
+    },
+    /// Some hosts of the repository offer TLS and others do not: a cluster that pins the
+    /// certificates could not reach the others after a failover.
+    #[error(
+        "the hosts of the cluster's repository disagree about TLS: {} offer it, {} do not; turn on ssl on every host (the cluster pins each host's certificate)",
+        .with_tls.join(", "),
+        .without.join(", ")
+    )]
+    MixedTls {
+        /// The hosts that offer TLS.
+        with_tls: Vec<String>,
+        /// The hosts that do not.
+        without: Vec<String>,
     },
     /// Another node committed a version first.
     #[error(
@@ -166,6 +201,15 @@ pub enum ClusterError {
     Keystore(#[from] crate::keystore::KeystoreError),
 }
 
+/// Why each host was passed over, one after the other.
+fn tried_hosts(tried: &[ClusterError]) -> String {
+    tried
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl ClusterError {
     /// Who has to act: the caller for a request that does not fit the cluster, the repository's
     /// owner when it is out of reach or refuses, pgssl's own for what it cannot read or write.
@@ -174,7 +218,9 @@ impl ClusterError {
             ClusterError::Repository { source, .. }
             | ClusterError::Admin { source, .. }
             | ClusterError::Refused { source, .. } => source.kind(),
-            ClusterError::Unreachable { .. } => ErrorKind::Upstream,
+            ClusterError::Unreachable { .. }
+            | ClusterError::InRecovery { .. }
+            | ClusterError::NoPrimary { .. } => ErrorKind::Upstream,
             ClusterError::Conflict { .. }
             | ClusterError::NotANode
             | ClusterError::LeftCluster
@@ -187,6 +233,7 @@ impl ClusterError {
             | ClusterError::NoPassword
             | ClusterError::NoNextPassword
             | ClusterError::ListenerWithoutTls
+            | ClusterError::MixedTls { .. }
             | ClusterError::ShortPassphrase { .. }
             | ClusterError::Bootstrap(_)
             | ClusterError::NodesBehind(_) => ErrorKind::User,

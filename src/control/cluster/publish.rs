@@ -64,13 +64,14 @@ pub fn open_stored(config_dir: &Path, stored: &Stored) -> Result<Snapshot, Clust
     Snapshot::open(&keystore, stored.head.version, &stored.sealed)
 }
 
-/// [`catch_up_on`] over a repository connection the caller keeps.
+/// [`catch_up_on`] over a repository connection the caller keeps, to `host`.
 pub async fn catch_up(
     conn: &mut Conn,
+    host: &str,
     config_dir: &Path,
     membership: &mut Membership,
 ) -> Result<Option<Snapshot>, ClusterError> {
-    let mut session = PgSession::new(conn, &membership.repository);
+    let mut session = PgSession::new(conn, host);
     catch_up_on(&mut session, config_dir, membership).await
 }
 
@@ -121,13 +122,15 @@ impl Change {
         Change::begin_on(PgStore, config_dir).await
     }
 
-    /// Opens a session as the cluster role (for a command's own statements).
-    pub async fn connect(&self) -> Result<Conn, ClusterError> {
+    /// Opens a session as the cluster role on the repository's primary (for a command's own
+    /// statements): the session and its host.
+    pub async fn connect(&self) -> Result<(Conn, String), ClusterError> {
         let session = self
             .store
             .connect(&self.membership, &self.config_dir)
             .await?;
-        Ok(session.into_conn())
+        let host = session.host().to_string();
+        Ok((session.into_conn(), host))
     }
 }
 

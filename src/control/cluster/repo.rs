@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::schema;
 use super::{CHANNEL, CLUSTER_ROLE, ClusterError, Membership, NEXT_PASSWORD_ENTRY, PASSWORD_ENTRY};
+use super::{hosts, schema};
 use crate::keystore::{Keystore, Secret};
 use crate::proxy::repository::RepositoryAddr;
 use crate::proxy::repository::tls::RepositoryTls;
@@ -35,72 +35,106 @@ pub async fn create(admin: &mut Conn, password: &Secret) -> Result<(), SessionEr
 /// Where and how a node reaches the repository as the cluster role.
 #[derive(Debug, Clone)]
 pub struct Reach<'a> {
-    /// `host:port` or `unix:/dir`.
+    /// `host:port`, the hosts of one replicated cluster (`h1:5432,h2:5432`), or `unix:/dir`.
     pub repository: &'a str,
     /// The socket's port for `unix:/dir`.
     pub socket_port: u16,
-    /// Fingerprints the repository's certificate may have; empty: plaintext.
+    /// Fingerprints the hosts' certificates may have; empty: plaintext.
     pub pins: Vec<String>,
     /// The database of the `pgssl` schema.
     pub database: &'a str,
 }
 
-/// Opens a session as the cluster role with `password`.
+/// A session as the cluster role on one host.
+struct ClusterLogin<'a> {
+    /// TLS pinned to the hosts' certificates; `None`: plaintext.
+    pinned: Option<RepositoryTls>,
+    /// For a Unix socket.
+    plaintext: RepositoryTls,
+    database: &'a str,
+    password: &'a Secret,
+    timeout: Duration,
+}
+
+impl hosts::LogIn for ClusterLogin<'_> {
+    async fn log_in(&self, addr: &RepositoryAddr) -> Result<Conn, ClusterError> {
+        let host = addr.to_string();
+        let tls = match (addr, &self.pinned) {
+            (RepositoryAddr::Tcp(_), Some(pinned)) => pinned,
+            _ => &self.plaintext,
+        };
+        let stream =
+            addr.connect_with(self.timeout, tls)
+                .await
+                .map_err(|e| ClusterError::Unreachable {
+                    repository: host.clone(),
+                    message: e.to_string(),
+                })?;
+        let login = Login {
+            user: CLUSTER_ROLE,
+            database: self.database,
+            application_name: "pgssl cluster",
+            password: Some(self.password),
+        };
+        Session::start(stream, &login)
+            .await
+            .map_err(|source| match source.sqlstate() {
+                Some("28P01" | "28000") => ClusterError::Refused {
+                    repository: host.clone(),
+                    source,
+                },
+                _ => failed(&host)(source),
+            })
+    }
+}
+
+/// Opens a session as the cluster role with `password` on the repository's primary (see
+/// [`hosts::primary`]), its tables brought up to date; the session and its host.
 pub async fn connect_as(
     reach: &Reach<'_>,
     password: &Secret,
     timeout: Duration,
-) -> Result<Conn, ClusterError> {
+) -> Result<(Conn, String), ClusterError> {
     let repository = reach.repository;
-    let unreachable = |message: String| ClusterError::Unreachable {
-        repository: repository.to_string(),
-        message,
+    let hosts = hosts::parse(repository, reach.socket_port)?;
+    let pinned = if reach.pins.is_empty() {
+        None
+    } else {
+        let tls =
+            RepositoryTls::pinned(reach.pins.clone()).map_err(|e| ClusterError::Unreachable {
+                repository: repository.to_string(),
+                message: e.to_string(),
+            })?;
+        Some(tls)
     };
-    let addr =
-        RepositoryAddr::parse(repository, reach.socket_port).map_err(|e| unreachable(e.0))?;
-    let tls = match (&addr, reach.pins.is_empty()) {
-        (RepositoryAddr::Unix { .. }, _) | (_, true) => RepositoryTls::disabled(),
-        (_, false) => {
-            RepositoryTls::pinned(reach.pins.clone()).map_err(|e| unreachable(e.to_string()))?
-        }
+    let login = ClusterLogin {
+        pinned,
+        plaintext: RepositoryTls::disabled(),
+        database: reach.database,
+        password,
+        timeout,
     };
-    let attempt = async {
-        let stream = addr
-            .connect_with(timeout, &tls)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let login = Login {
-            user: CLUSTER_ROLE,
-            database: reach.database,
-            application_name: "pgssl cluster",
-            password: Some(password),
-        };
-        let conn =
-            Session::start(stream, &login)
-                .await
-                .map_err(|source| match source.sqlstate() {
-                    Some("28P01" | "28000") => ClusterError::Refused {
-                        repository: repository.to_string(),
-                        source,
-                    },
-                    _ => failed(repository)(source),
-                })?;
-        schema::migrate(&conn).await.map_err(failed(repository))?;
-        Ok(conn)
-    };
-    tokio::time::timeout(timeout * 2, attempt)
-        .await
-        .map_err(|_| unreachable(format!("no answer within {:?}", timeout * 2)))?
+    let (conn, host) = hosts::primary(repository, &hosts, timeout * 2, &login).await?;
+    // Only now, on the primary: a migration is a write.
+    match tokio::time::timeout(timeout * 2, schema::migrate(&conn)).await {
+        Ok(Ok(_)) => Ok((conn, host)),
+        Ok(Err(e)) => Err(failed(&host)(e)),
+        Err(_) => Err(ClusterError::Unreachable {
+            repository: host,
+            message: format!("no answer within {:?}", timeout * 2),
+        }),
+    }
 }
 
-/// Opens a session as the cluster role for the node whose config folder is `config_dir`, with the
-/// keystore's password or, while a rotation is under way, the one it rotates to.
+/// Opens a session as the cluster role on the repository's primary for the node whose config
+/// folder is `config_dir`, with the keystore's password or, while a rotation is under way, the one
+/// it rotates to; the session and its host.
 pub async fn connect(
     membership: &Membership,
     config_dir: &std::path::Path,
     keystore: &Keystore,
     timeout: Duration,
-) -> Result<Conn, ClusterError> {
+) -> Result<(Conn, String), ClusterError> {
     let reach = Reach {
         repository: &membership.repository,
         socket_port: membership.socket_port,

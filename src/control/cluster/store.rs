@@ -68,6 +68,9 @@ pub trait StoreSession: Send {
     /// Every node, by name.
     fn nodes(&mut self) -> impl Future<Output = Result<Vec<NodeRow>, ClusterError>> + Send;
 
+    /// Where the session is: the repository host it reached (the primary, of several).
+    fn host(&self) -> &str;
+
     /// Ends the session (nothing to report if that fails: the store drops it anyway).
     fn close(self) -> impl Future<Output = ()> + Send;
 }
@@ -77,11 +80,28 @@ pub trait StoreSession: Send {
 pub struct PgStore;
 
 /// A session on the repository: a connection (owned, or borrowed from a caller that keeps it)
-/// and the repository's address for error messages.
+/// and the host it reached, for error messages. Every statement is given up after [`TIMEOUT`]: a
+/// primary that vanished without closing the connection (its machine died, a partition) must not
+/// hold a node's follower, which then reconnects to whichever host is the primary.
 #[derive(Debug)]
 pub struct PgSession<C = Conn> {
     conn: C,
     repository: String,
+}
+
+/// `statement` on `repository`, given up after [`TIMEOUT`].
+async fn bounded<T>(
+    repository: &str,
+    statement: impl Future<Output = Result<T, ClusterError>>,
+) -> Result<T, ClusterError> {
+    tokio::time::timeout(TIMEOUT, statement)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClusterError::Unreachable {
+                repository: repository.to_string(),
+                message: format!("no answer within {TIMEOUT:?}"),
+            })
+        })
 }
 
 /// A connection a [`PgSession`] runs on: its own, ended with the session, or a caller's, which the
@@ -102,7 +122,7 @@ impl PgConn for &mut Conn {
 }
 
 impl<C: PgConn> PgSession<C> {
-    /// A session over `conn`, a connection to `repository`.
+    /// A session over `conn`, a connection to the repository host `repository`.
     pub fn new(conn: C, repository: &str) -> PgSession<C> {
         PgSession {
             conn,
@@ -125,18 +145,20 @@ impl Store for PgStore {
         config_dir: &Path,
     ) -> Result<PgSession, ClusterError> {
         let keystore = Keystore::open(config_dir)?;
-        let conn = repo::connect(membership, config_dir, &keystore, TIMEOUT).await?;
-        Ok(PgSession::new(conn, &membership.repository))
+        let (conn, host) = repo::connect(membership, config_dir, &keystore, TIMEOUT).await?;
+        Ok(PgSession::new(conn, &host))
     }
 }
 
 impl<C: PgConn> StoreSession for PgSession<C> {
     async fn head(&mut self) -> Result<Option<Head>, ClusterError> {
-        repo::head(self.conn.borrow_mut(), &self.repository).await
+        let PgSession { conn, repository } = self;
+        bounded(repository, repo::head(conn.borrow_mut(), repository)).await
     }
 
     async fn fetch(&mut self) -> Result<Option<Stored>, ClusterError> {
-        repo::fetch(self.conn.borrow_mut(), &self.repository).await
+        let PgSession { conn, repository } = self;
+        bounded(repository, repo::fetch(conn.borrow_mut(), repository)).await
     }
 
     async fn commit(
@@ -146,12 +168,14 @@ impl<C: PgConn> StoreSession for PgSession<C> {
         sealed: &[u8],
         by: &str,
     ) -> Result<u64, ClusterError> {
-        let conn = self.conn.borrow_mut();
-        repo::commit(conn, &self.repository, base, generation, sealed, by).await
+        let PgSession { conn, repository } = self;
+        let commit = repo::commit(conn.borrow_mut(), repository, base, generation, sealed, by);
+        bounded(repository, commit).await
     }
 
     async fn listen(&mut self) -> Result<(), ClusterError> {
-        repo::listen(self.conn.borrow_mut(), &self.repository).await
+        let PgSession { conn, repository } = self;
+        bounded(repository, repo::listen(conn.borrow_mut(), repository)).await
     }
 
     async fn wait_change(&mut self, timeout: Duration) -> Result<bool, ClusterError> {
@@ -166,14 +190,25 @@ impl<C: PgConn> StoreSession for PgSession<C> {
     }
 
     async fn heartbeat(&mut self, beat: &Beat<'_>) -> Result<Option<u8>, ClusterError> {
-        repo::heartbeat(self.conn.borrow_mut(), &self.repository, beat).await
+        let PgSession { conn, repository } = self;
+        bounded(
+            repository,
+            repo::heartbeat(conn.borrow_mut(), repository, beat),
+        )
+        .await
     }
 
     async fn nodes(&mut self) -> Result<Vec<NodeRow>, ClusterError> {
-        repo::nodes(self.conn.borrow_mut(), &self.repository).await
+        let PgSession { conn, repository } = self;
+        bounded(repository, repo::nodes(conn.borrow_mut(), repository)).await
+    }
+
+    fn host(&self) -> &str {
+        &self.repository
     }
 
     async fn close(self) {
-        self.conn.end().await;
+        // A Terminate to a host that vanished is never answered.
+        let _ = tokio::time::timeout(TIMEOUT, self.conn.end()).await;
     }
 }

@@ -210,8 +210,7 @@ async fn rotate_cluster_password(change: &mut Change) -> Result<(u64, Vec<String
         .filter(|n| !n.took)
         .map(|n| n.name)
         .collect();
-    let mut conn = change.connect().await?;
-    let repository = change.membership().repository.clone();
+    let (mut conn, repository) = change.connect().await?;
     cluster_repo::set_password(&mut conn, &repository, &next).await?;
     let generation = cluster_repo::head(&mut conn, &repository)
         .await?

@@ -119,7 +119,7 @@ impl Operation for GetBootstrapFile {
         Ok(BootstrapFile {
             text: bootstrap::seal(&contents, &self.passphrase)?,
             created,
-            pinned: contents.repository_fingerprint.is_some(),
+            pinned: !contents.repository_fingerprints.is_empty(),
             node_name: membership.node_name,
             repository: contents.repository.clone(),
         })
@@ -149,7 +149,7 @@ async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership,
         .unwrap_or_else(crate::control::cluster::membership::default_node_name);
     let database = request.database.as_str();
     let (admin, new) = match external_repository(ctx, running.as_ref()) {
-        Some(repository) if repository.starts_with("unix:") => {
+        Some(repository) if names_a_socket(&repository) => {
             return Err(TopologyError::UnixSocketRepository(repository).into());
         }
         Some(repository) => {
@@ -163,13 +163,13 @@ async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership,
                 .ok()
                 .map(Secret::new);
             let user = &ctx.config.repository.probe_user;
-            let (admin, fingerprint) =
+            let (admin, pins) =
                 members::external_admin(&repository, &tls, user, password.as_ref(), database)
                     .await?;
             let new = NewCluster {
                 repository,
                 socket_port: 5432,
-                repository_fingerprint: fingerprint,
+                repository_fingerprints: pins,
                 bootstrap_repository: None,
                 database,
                 node_name: &node_name,
@@ -190,6 +190,14 @@ async fn create(ctx: &Context, request: &GetBootstrapFile) -> Result<Membership,
         }
     };
     Ok(members::create(&store.config_dir(), admin, new).await?)
+}
+
+/// Whether `repository` (one address or several) names a Unix socket, which other nodes cannot
+/// reach.
+fn names_a_socket(repository: &str) -> bool {
+    repository
+        .split(',')
+        .any(|a| a.trim().starts_with("unix:") || a.trim().starts_with('/'))
 }
 
 /// The managed repository as the cluster's store: this node reaches it on its Unix socket as the
@@ -220,7 +228,7 @@ async fn managed_store<'a>(
     let new = NewCluster {
         repository: format!("unix:{}", dir.display()),
         socket_port: port,
-        repository_fingerprint: None,
+        repository_fingerprints: Vec::new(),
         bootstrap_repository: Some(address.to_string()),
         database,
         node_name,
@@ -346,9 +354,9 @@ impl Operation for ListNodes {
     async fn run(self, ctx: &Context) -> Result<Nodes, CommandError> {
         let (config_dir, m) = member(ctx)?;
         let keystore = Keystore::open(&config_dir)?;
-        let mut conn = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
-        let head = repo::head(&mut conn, &m.repository).await?;
-        let nodes = repo::nodes(&mut conn, &m.repository).await?;
+        let (mut conn, host) = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
+        let head = repo::head(&mut conn, &host).await?;
+        let nodes = repo::nodes(&mut conn, &host).await?;
         Ok(Nodes {
             version: head.map_or(0, |h| h.version),
             this_node: m.node_name,
@@ -418,8 +426,8 @@ impl Operation for RemoveNode {
             return Err(TopologyError::RemoveSelf.into());
         }
         let keystore = Keystore::open(&config_dir)?;
-        let mut conn = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
-        if !repo::remove(&mut conn, &m.repository, &self.name).await? {
+        let (mut conn, host) = repo::connect(&m, &config_dir, &keystore, TIMEOUT).await?;
+        if !repo::remove(&mut conn, &host, &self.name).await? {
             return Err(TopologyError::UnknownNode(self.name).into());
         }
         Ok(Said::one(format!(

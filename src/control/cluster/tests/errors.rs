@@ -20,6 +20,13 @@ fn each_cluster_failure_says_who_acts() {
             repository: "db:5432".into(),
             source: closed(),
         },
+        ClusterError::InRecovery {
+            repository: "db:5432".into(),
+        },
+        ClusterError::NoPrimary {
+            repository: "h1:5432,h2:5432".into(),
+            tried: Vec::new(),
+        },
     ];
     for e in upstream {
         assert_eq!(e.kind(), ErrorKind::Upstream, "{e}");

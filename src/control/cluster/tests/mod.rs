@@ -89,7 +89,7 @@ fn membership(name: &str, version: u64, digest: String) -> Membership {
         repository: REPOSITORY.into(),
         socket_port: 5432,
         bootstrap_repository: None,
-        repository_fingerprint: None,
+        repository_fingerprints: Vec::new(),
         database: "postgres".into(),
         version,
         digest,

@@ -115,15 +115,11 @@ async fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, Comm
 
     let served = crate::control::operations::served_repository(ctx, store)
         .await
-        // The hosts of one replicated cluster share a major version: the first one says it.
-        .map(|u| {
-            u.parse::<crate::config::RepositoryAddress>()
-                .map(|a| a.first().upstream(ctx.config.repository.port))
-        })
+        .map(|u| u.parse::<crate::config::RepositoryAddress>())
         .transpose()
         .map_err(crate::config::ConfigError::from)?;
     let found = match served {
-        Some(upstream) => {
+        Some(address) => {
             // Reach the upstream the way the proxy will, with the TLS settings in force.
             let tls = crate::control::settings::repository_tls_for(
                 store,
@@ -131,7 +127,18 @@ async fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, Comm
                 ctx.config.repository.tls,
             )
             .unwrap_or_else(|_| RepositoryTls::disabled());
-            version::probe(&ctx.config, &upstream, &tls).await
+            // The hosts of one replicated cluster run one major version: the first that answers
+            // tells it (the first listed may be the one that is down).
+            let port = ctx.config.repository.port;
+            let mut found =
+                version::probe(&ctx.config, &address.first().upstream(port), &tls).await;
+            for host in &address.endpoints()[1..] {
+                if matches!(found.source, VersionSource::Upstream { .. }) {
+                    break;
+                }
+                found = version::probe(&ctx.config, &host.upstream(port), &tls).await;
+            }
+            found
         }
         None => managed_major(ctx),
     };
