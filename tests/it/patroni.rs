@@ -6,6 +6,7 @@
 //! Each cluster start costs seconds, so each test runs its phases in sequence on one cluster.
 
 pub mod cluster;
+mod partition;
 mod through_pgssl;
 
 use std::time::{Duration, Instant};

@@ -7,10 +7,15 @@
 //! docs/design/repository-ha.md §2: `primary_start_timeout: 0` makes a killed postmaster a
 //! failover rather than a restart in place; ttl 20, loop_wait 2, retry_timeout 5.
 //!
+//! [`PatroniCluster::start_in`] can also run member 0 inside a network namespace the caller made
+//! ([`Namespaced`]), so that a test can cut it off from everything else, and can turn on Patroni's
+//! `synchronous_mode`.
+//!
 //! On drop every process is killed by pid: Patroni first (so it cannot restart PostgreSQL), then
 //! each postmaster left (immediate shutdown, which takes its backends along), then etcd.
 
 use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,8 +43,39 @@ pub struct RestSecurity {
     pub tls: bool,
 }
 
+/// Member 0 inside a network namespace: Patroni (and so its PostgreSQL) runs there through
+/// `ip netns exec`, listening on `member_ip`; etcd and the other members listen on `host_ip`, the
+/// host's end of the veth pair, which the namespace reaches. The caller makes (and removes) the
+/// namespace, the veth pair and both addresses; both addresses lie in `host_ip/prefix`.
+#[derive(Debug, Clone)]
+pub struct Namespaced {
+    /// The namespace's name, as `ip netns list` shows it.
+    pub netns: String,
+    /// The host's end of the veth pair.
+    pub host_ip: Ipv4Addr,
+    /// The namespace's end, member 0's address.
+    pub member_ip: Ipv4Addr,
+    /// The prefix length of the veth's network, for pg_hba.
+    pub prefix: u8,
+}
+
+/// How [`PatroniCluster::start_in`] sets a cluster up.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// What the REST API asks of its clients.
+    pub security: RestSecurity,
+    /// Patroni's `synchronous_mode`: a commit on the primary waits for a replica, so a write the
+    /// primary acknowledged survives a failover (asynchronous replication may lose the last ones).
+    pub synchronous: bool,
+    /// Member 0 bootstraps alone and leads; the others are started once it does.
+    pub leader_first: bool,
+    /// Member 0 in a network namespace; everything else on its veth's host address.
+    pub namespaced: Option<Namespaced>,
+}
+
 struct Member {
     name: String,
+    ip: Ipv4Addr,
     dir: PathBuf,
     rest_port: u16,
     pg_port: u16,
@@ -61,6 +97,8 @@ pub struct PatroniCluster {
     superuser_password: Secret,
     rest_auth: Option<(String, Secret)>,
     rest_tls: Option<RestTls>,
+    etcd_ip: Ipv4Addr,
+    namespaced: Option<Namespaced>,
 }
 
 fn require_program(program: &str, package: &str) -> PathBuf {
@@ -90,7 +128,21 @@ impl PatroniCluster {
 
     /// Like [`PatroniCluster::start`], with the REST API secured as `security` says.
     pub async fn start_with(members: usize, security: RestSecurity) -> PatroniCluster {
+        Self::start_in(
+            members,
+            Setup {
+                security,
+                ..Setup::default()
+            },
+        )
+        .await
+    }
+
+    /// A cluster of `members` set up as `setup` says, one of them leader and the others streaming
+    /// replicas.
+    pub async fn start_in(members: usize, setup: Setup) -> PatroniCluster {
         assert!(members >= 1);
+        let security = setup.security;
         let etcd_bin = require_program("etcd", "etcd-server");
         let patroni_bin = require_program("patroni", "patroni");
         let bindir = pg_bindir();
@@ -107,15 +159,43 @@ impl PatroniCluster {
                 .basic_auth
                 .then(|| ("pgssl-patroni".to_string(), random(24))),
             rest_tls: None,
+            etcd_ip: setup
+                .namespaced
+                .as_ref()
+                .map_or(Ipv4Addr::LOCALHOST, |n| n.host_ip),
+            namespaced: setup.namespaced.clone(),
             dir,
         };
         let etcd_port = cluster.start_etcd(&etcd_bin).await;
         let pki = security.tls.then(|| cluster.make_pki());
         let (replicator, rewinder) = (random(24), random(24));
         let scope = format!("pgssl-test-{}", std::process::id());
+        let etcd_ip = cluster.etcd_ip;
+        // Clients from the veth's network: the host side connects to member 0 from host_ip, member
+        // 0 to the others from member_ip.
+        let veth_hba = match &setup.namespaced {
+            Some(n) => format!(
+                "\x20   - host replication replicator {net}/{p} scram-sha-256\n\
+                 \x20   - host all all {net}/{p} scram-sha-256\n",
+                net = network(n.host_ip, n.prefix),
+                p = n.prefix
+            ),
+            None => String::new(),
+        };
+        let synchronous = if setup.synchronous {
+            "\x20   synchronous_mode: true\n"
+        } else {
+            ""
+        };
         for i in 0..members {
+            let ip = match &setup.namespaced {
+                Some(n) if i == 0 => n.member_ip,
+                Some(n) => n.host_ip,
+                None => Ipv4Addr::LOCALHOST,
+            };
             let member = Member {
                 name: format!("node{i}"),
+                ip,
                 dir: cluster.dir.path().join(format!("node{i}")),
                 rest_port: free_port(),
                 pg_port: free_port(),
@@ -128,7 +208,7 @@ impl PatroniCluster {
                  namespace: /{scope}-{unique}/\n\
                  name: {name}\n\
                  restapi:\n{restapi}\
-                 etcd3: {{host: '127.0.0.1:{etcd_port}'}}\n\
+                 etcd3: {{host: '{etcd_ip}:{etcd_port}'}}\n\
                  bootstrap:\n\
                  \x20 dcs:\n\
                  \x20   ttl: 20\n\
@@ -136,11 +216,12 @@ impl PatroniCluster {
                  \x20   retry_timeout: 5\n\
                  \x20   maximum_lag_on_failover: 1048576\n\
                  \x20   primary_start_timeout: 0\n\
+                 {synchronous}\
                  \x20   postgresql: {{use_pg_rewind: true, use_slots: true}}\n\
                  \x20 initdb: [{{encoding: UTF8}}, data-checksums]\n\
                  postgresql:\n\
-                 \x20 listen: '127.0.0.1:{pg_port}'\n\
-                 \x20 connect_address: '127.0.0.1:{pg_port}'\n\
+                 \x20 listen: '{ip}:{pg_port}'\n\
+                 \x20 connect_address: '{ip}:{pg_port}'\n\
                  \x20 data_dir: '{data}'\n\
                  \x20 bin_dir: '{bindir}'\n\
                  \x20 pgpass: '{pgpass}'\n\
@@ -152,11 +233,13 @@ impl PatroniCluster {
                  \x20   - local all all trust\n\
                  \x20   - host replication replicator 127.0.0.1/32 scram-sha-256\n\
                  \x20   - host all all 127.0.0.1/32 scram-sha-256\n\
+                 {veth_hba}\
                  \x20 parameters: {{unix_socket_directories: '{sock}', shared_buffers: 16MB, max_connections: 40}}\n\
                  watchdog: {{mode: 'off'}}\n\
                  tags: {{nofailover: false, noloadbalance: false, clonefrom: false, nosync: false}}\n",
                 unique = cluster.dir.path().file_name().unwrap().to_string_lossy(),
                 name = member.name,
+                ip = member.ip,
                 pg_port = member.pg_port,
                 data = member.dir.join("data").display(),
                 bindir = bindir.display(),
@@ -175,8 +258,24 @@ impl PatroniCluster {
             chown_tree(cluster.dir.path(), uid, gid);
         }
         // All members at once: the first to take the DCS's initialize key runs initdb, the others
-        // wait for its leader and clone from it.
-        for i in 0..members {
+        // wait for its leader and clone from it. Or member 0 first, when it is to lead.
+        let mut spawned = 0;
+        if setup.leader_first {
+            cluster.spawn_patroni(0, &patroni_bin);
+            spawned = 1;
+            let client = cluster.client();
+            let leads = poll(START_TIMEOUT, || async {
+                let member = client.member(0).await.ok()?;
+                (member.role == Role::Primary && member.is_running()).then_some(())
+            })
+            .await;
+            assert!(
+                leads.is_some(),
+                "node0 did not bootstrap and lead within {START_TIMEOUT:?}\n{}",
+                cluster.logs()
+            );
+        }
+        for i in spawned..members {
             cluster.spawn_patroni(i, &patroni_bin);
         }
         let ready = poll(START_TIMEOUT, || cluster.roles_settled()).await;
@@ -193,6 +292,7 @@ impl PatroniCluster {
     }
 
     async fn start_etcd(&mut self, etcd: &Path) -> u16 {
+        let ip = self.etcd_ip;
         let (client, peer) = (free_port(), free_port());
         assert!(client != 2379 && peer != 2379);
         let log = File::create(self.dir.path().join("etcd.log")).unwrap();
@@ -202,8 +302,8 @@ impl PatroniCluster {
                 "--data-dir={}",
                 self.dir.path().join("etcd").display()
             ))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--listen-client-urls=http://{ip}:{client}"))
+            .arg(format!("--advertise-client-urls=http://{ip}:{client}"))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
             .arg(format!(
                 "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
@@ -223,10 +323,8 @@ impl PatroniCluster {
             .expect("etcd starts");
         self.etcd = Some(child);
         let healthy = poll(Duration::from_secs(30), || async {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", client))
-                .await
-                .ok()?;
-            let authority = format!("127.0.0.1:{client}");
+            let tcp = tokio::net::TcpStream::connect((ip, client)).await.ok()?;
+            let authority = format!("{ip}:{client}");
             let (status, _, body) = pgssl::cli::remote::http_request(
                 tcp,
                 Method::GET,
@@ -261,7 +359,8 @@ impl PatroniCluster {
 
     fn restapi_yaml(&self, member: &Member, pki: Option<&TestPki>) -> String {
         let mut yaml = format!(
-            "  listen: '127.0.0.1:{port}'\n  connect_address: '127.0.0.1:{port}'\n",
+            "  listen: '{ip}:{port}'\n  connect_address: '{ip}:{port}'\n",
+            ip = member.ip,
             port = member.rest_port
         );
         if let Some((user, password)) = &self.rest_auth {
@@ -271,9 +370,10 @@ impl PatroniCluster {
             ));
         }
         if let Some(pki) = pki {
+            let ip = member.ip.to_string();
             let cert = pki.server_from_root(
                 &format!("{}-rest", member.name),
-                &["127.0.0.1", "localhost"],
+                &["127.0.0.1", "localhost", &ip],
                 30,
             );
             yaml.push_str(&format!(
@@ -293,7 +393,32 @@ impl PatroniCluster {
             .append(true)
             .open(member.dir.join("patroni.log"))
             .unwrap();
-        let mut command = Command::new(patroni);
+        let ids = postgres_ids();
+        let mut command = match &self.namespaced {
+            // `ip netns exec` and setpriv both exec what follows, so the child's pid is Patroni's
+            // (runuser would fork and wait, and killing it would leave Patroni running).
+            Some(n) if i == 0 => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &n.netns]);
+                if let Some((uid, gid)) = ids {
+                    command.arg("setpriv").args([
+                        format!("--reuid={uid}"),
+                        format!("--regid={gid}"),
+                        "--clear-groups".to_string(),
+                        "--".to_string(),
+                    ]);
+                }
+                command.arg(patroni);
+                command
+            }
+            _ => {
+                let mut command = Command::new(patroni);
+                if let Some((uid, gid)) = ids {
+                    command.uid(uid).gid(gid);
+                }
+                command
+            }
+        };
         command
             .arg(member.dir.join("patroni.yml"))
             .current_dir(&member.dir)
@@ -304,9 +429,6 @@ impl PatroniCluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        if let Some((uid, gid)) = postgres_ids() {
-            command.uid(uid).gid(gid);
-        }
         self.members[i].patroni = Some(command.spawn().expect("patroni starts"));
     }
 
@@ -327,7 +449,10 @@ impl PatroniCluster {
         } else {
             "http"
         };
-        format!("{scheme}://127.0.0.1:{}", self.members[i].rest_port)
+        format!(
+            "{scheme}://{}:{}",
+            self.members[i].ip, self.members[i].rest_port
+        )
     }
 
     /// Every member's REST API URL, in member order.
@@ -336,8 +461,15 @@ impl PatroniCluster {
     }
 
     /// Member `i`'s PostgreSQL host and port.
-    pub fn pg_addr(&self, i: usize) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.members[i].pg_port))
+    pub fn pg_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.members[i].ip), self.members[i].pg_port)
+    }
+
+    /// The folder of member `i`'s Unix socket (`.s.PGSQL.<port>`, `local all all trust`): it
+    /// reaches a member in a namespace even while the namespace is cut off, since Unix sockets
+    /// belong to the file system, not to a network namespace.
+    pub fn socket_dir(&self, i: usize) -> &Path {
+        &self.members[i].dir
     }
 
     /// The password of `postgres`, the superuser, on every member.
@@ -421,6 +553,12 @@ impl PatroniCluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The network `ip/prefix` lies in, as pg_hba wants it (`10.213.4.0`).
+fn network(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    Ipv4Addr::from(u32::from(ip) & mask)
 }
 
 /// The one member running as primary, if exactly one does.
