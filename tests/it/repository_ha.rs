@@ -264,6 +264,10 @@ async fn tableau_logins_wait_out_a_failover_and_none_reaches_a_host_in_recovery(
             .to_string()
     };
     assert!(line(s).contains("primary"), "{listed}");
+    assert!(
+        listed.contains("Sessions go: readonly → prefer-standby, everyone else → primary."),
+        "{listed}"
+    );
     assert!(!line(p).contains("primary"), "{listed}");
     // readonly falls back to the only host left, the new primary.
     assert_eq!(psql_login(serve.addr, "readonly").await, Ok((false, s)));

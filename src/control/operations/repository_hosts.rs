@@ -17,11 +17,14 @@ no_arguments!(
     ListRepositoryHosts
 );
 
-/// The running server's repository hosts.
+/// The running server's repository hosts, and where each user's sessions go.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepositoryHosts {
     /// In the configured order.
     pub hosts: Vec<HostStatus>,
+    /// `repository.targets`: by role name or user class; everyone else `primary`.
+    #[serde(default)]
+    pub targets: std::collections::BTreeMap<String, crate::config::TargetRole>,
 }
 
 impl Operation for ListRepositoryHosts {
@@ -37,7 +40,10 @@ impl Operation for ListRepositoryHosts {
             .repository_hosts()
             .await?
             .ok_or(ControlError::NotRunning)?;
-        Ok(RepositoryHosts { hosts })
+        Ok(RepositoryHosts {
+            hosts,
+            targets: ctx.config.repository.targets.clone(),
+        })
     }
 
     fn example() -> ListRepositoryHosts {
@@ -81,5 +87,12 @@ impl Report for RepositoryHosts {
                 out.info(format!("    Patroni: {says}"));
             }
         }
+        let routed: Vec<String> = self
+            .targets
+            .iter()
+            .map(|(who, target)| format!("{who} → {target}"))
+            .chain(std::iter::once("everyone else → primary".to_string()))
+            .collect();
+        out.info(format!("Sessions go: {}.", routed.join(", ")));
     }
 }
