@@ -38,8 +38,16 @@ pub fn parse(repository: &str, socket_port: u16) -> Result<Vec<RepositoryAddr>, 
 }
 
 /// Whether the session's host is in recovery (a standby, or a primary still replaying its WAL).
-async fn in_recovery(conn: &Conn) -> Result<bool, SessionError> {
-    let row = conn.query_one("SELECT pg_is_in_recovery()", &[]).await?;
+/// `None` when the host is in recovery, else the timeline it writes on (as the data plane's probe
+/// reads it: from its current WAL file's name).
+async fn writable_timeline(conn: &Conn) -> Result<Option<i32>, SessionError> {
+    let row = conn
+        .query_one(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+            &[],
+        )
+        .await?;
     Ok(row.try_get(0)?)
 }
 
@@ -53,8 +61,9 @@ pub trait LogIn: Sync {
     ) -> impl Future<Output = Result<Conn, ClusterError>> + Send;
 }
 
-/// Logs in to `hosts` (what `repository` names) in order with `login` until one is not in
-/// recovery: that session and its host. Each host has `limit` for its login and the question.
+/// Logs in to each of `hosts` (what `repository` names) with `login` and keeps the one not in
+/// recovery: that session and its host; of several (a split brain), the one on the later timeline,
+/// as the data plane decides. Each host has `limit` for its login and the question.
 ///
 /// When none is the primary: one host's own failure when there is one host (as before there could
 /// be several); a refusal of the password when a host refused it (every host of one cluster has
@@ -67,13 +76,16 @@ pub async fn primary(
     login: &impl LogIn,
 ) -> Result<(Conn, String), ClusterError> {
     let mut tried = Vec::new();
+    // Every writable host, with its timeline: in a split brain (an old primary not yet fenced) the
+    // state goes where the data plane sends primary-bound sessions, the later timeline.
+    let mut writable: Vec<(Conn, String, i32)> = Vec::new();
     for host in hosts {
         let label = host.to_string();
         let attempt = async {
             let conn = login.log_in(host).await?;
-            match in_recovery(&conn).await {
-                Ok(false) => Ok(conn),
-                Ok(true) => {
+            match writable_timeline(&conn).await {
+                Ok(Some(timeline)) => Ok((conn, timeline)),
+                Ok(None) => {
                     let _ = conn.terminate().await;
                     Err(ClusterError::InRecovery {
                         repository: label.clone(),
@@ -86,7 +98,10 @@ pub async fn primary(
             }
         };
         let error = match tokio::time::timeout(limit, attempt).await {
-            Ok(Ok(conn)) => return Ok((conn, label)),
+            Ok(Ok((conn, timeline))) => {
+                writable.push((conn, label, timeline));
+                continue;
+            }
             Ok(Err(e)) => e,
             Err(_) => ClusterError::Unreachable {
                 repository: label.clone(),
@@ -95,6 +110,20 @@ pub async fn primary(
         };
         tracing::debug!(host = %label, error = %error, "passing over a repository host for the cluster's state");
         tried.push(error);
+    }
+    // The latest timeline; the first listed among equals.
+    let best = writable
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, (_, _, timeline))| (*timeline, std::cmp::Reverse(*i)))
+        .map(|(i, _)| i);
+    if let Some(best) = best {
+        let (conn, label, _) = writable.swap_remove(best);
+        for (other, host, _) in writable {
+            tracing::error!(%host, chosen = %label, "two repository hosts are writable (split brain): the cluster's state goes to the later timeline");
+            let _ = other.terminate().await;
+        }
+        return Ok((conn, label));
     }
     Err(no_primary(repository, tried))
 }
