@@ -24,6 +24,7 @@ use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, RelayEnd};
 use crate::proxy::repository::RepositoryStream;
+use crate::proxy::route;
 use crate::proxy::session::{self, Credential, Lease, NoBackend};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
@@ -290,7 +291,6 @@ async fn passthrough_login(
     let Attempt {
         who, settings, ctx, ..
     } = *attempt;
-    let mut upstream = open_backend(stream, start, who, settings, ctx).await?;
     let m = &ctx.metrics;
     // The repository's verdict is judged by the failed-login limit before it is relayed.
     let mut counted = Some(counted);
@@ -299,7 +299,38 @@ async fn passthrough_login(
         (Some(c), Verdict::Accepted) => c.succeeded(),
         (Some(c), Verdict::WrongPassword) => c.failed(),
     };
-    match auth::passthrough_gated(stream, &mut upstream, attempt.deadline(), &mut gate).await {
+    // With several hosts, a host that refuses the start-up as unavailable (a switchover shutting it
+    // down) hands the session to the next one, until this deadline.
+    let waiting_until = Instant::now() + ctx.repository.options().failover_wait;
+    let mut start = Some(start);
+    let (upstream, end) = loop {
+        let this = match ctx.repository.probed() {
+            true => start.clone(),
+            false => start.take(),
+        }?;
+        let host = this.host.clone();
+        let mut upstream = open_backend(stream, this, who, settings, ctx).await?;
+        let end =
+            auth::passthrough_gated(stream, &mut upstream, attempt.deadline(), &mut gate).await;
+        if let AuthEnd::Unavailable(frame) = &end {
+            let refusal = LoginOutcome::refused(&frame.body);
+            if route::reroute_unavailable(&host, &refusal, waiting_until, who, ctx).await {
+                continue;
+            }
+        }
+        break (upstream, end);
+    };
+    drop(start);
+    match end {
+        AuthEnd::Unavailable(frame) => {
+            // No other host: the repository's own words, as PostgreSQL would have sent them.
+            let _ = terminate::write_frame(stream, &frame).await;
+            let _ = stream.shutdown().await;
+            let login = LoginOutcome::refused(&frame.body);
+            let end = RelayEnd::Closed(relay::Transferred::default());
+            log_end(who, end, Some(login), attempt.started, m);
+            None
+        }
         AuthEnd::Authenticated => {
             m.auth(AuthMechanism::Passthrough, AuthOutcome::Ok)
                 .increment(1);
@@ -492,6 +523,7 @@ async fn refuse_authentication(stream: &mut NegotiatedStream, who: &Who, end: Au
         AuthEnd::Authenticated
         | AuthEnd::Handover
         | AuthEnd::Refused(_)
+        | AuthEnd::Unavailable(_)
         | AuthEnd::LockedOut(_) => return,
     };
     negotiate::send_fatal(stream, &err).await;

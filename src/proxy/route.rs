@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::proxy::connection::{ConnectionContext, Who};
 use crate::proxy::negotiate;
+use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::RelayEnd;
 use crate::proxy::repository::hosts::{NoHost, Routed};
@@ -143,6 +144,37 @@ pub(crate) async fn connect(
             done => return (done, routed),
         }
     }
+}
+
+/// After the repository refused a new session's start-up because its host cannot take sessions now
+/// ([`LoginOutcome::host_unavailable`]: the old primary shutting down in a switchover, a host
+/// starting up): routes the session again, as for a host that did not answer, waiting for another
+/// no later than `deadline`. `false` with a single host, or when none turned up in time: the
+/// refusal goes to the client as it is.
+pub(crate) async fn reroute_unavailable(
+    choice: &HostChoice,
+    refusal: &LoginOutcome,
+    deadline: Instant,
+    who: &Who,
+    ctx: &ConnectionContext,
+) -> bool {
+    let LoginOutcome::Refused { sqlstate, message } = refusal else {
+        return false;
+    };
+    let routed = choice.get();
+    let reason = format!("refused a new session: {message} (SQLSTATE {sqlstate})");
+    let Some(next) = ctx.repository.reroute(&routed, reason, deadline).await else {
+        return false;
+    };
+    info!(peer = %who.peer, user = %LogSafe(&who.user), from = %routed.connector, to = %next.connector,
+          sqlstate = %LogSafe(sqlstate), "a repository host cannot take sessions now; the session goes to another");
+    if next.index == routed.index {
+        // The probes still saw it usable (a smart shutdown keeps their session): a pause, so
+        // that the login does not knock at its door in a tight loop until they see otherwise.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    choice.set(next);
+    true
 }
 
 /// Refuses a primary-bound session whose new backend said it is a hot standby (the probes had not

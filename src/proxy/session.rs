@@ -16,11 +16,12 @@ use crate::proxy::backend::{Backend, Checkout, Exhausted, Pool, PoolKey, Slot, r
 use crate::proxy::cert_login;
 use crate::proxy::connection::{ConnectionContext, Start, Who, log_end, open_backend};
 use crate::proxy::negotiate;
+use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::session_watch::{Idle, SessionWatch};
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, PooledEnd, RelayEnd};
 use crate::proxy::repository::RepositoryStream;
-use crate::proxy::route::{end_for_failover, failed_over};
+use crate::proxy::route::{self, end_for_failover, failed_over};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
 
@@ -79,8 +80,45 @@ impl Credential<'_> {
 }
 
 /// Finds the client a backend and sends it the start-up answer. `deadline` bounds logging into a
-/// new backend.
+/// new backend. With several hosts, a host that refuses the new backend's start-up as unavailable
+/// (a switchover shutting it down) hands the session to the next one: the client has been told
+/// nothing of the backend yet.
 pub(crate) async fn acquire(
+    stream: &mut NegotiatedStream,
+    start: Start,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    credential: Credential<'_>,
+    deadline: Instant,
+) -> Result<Lease, NoBackend> {
+    let waiting_until = Instant::now() + ctx.repository.options().failover_wait;
+    let mut start = Some(start);
+    loop {
+        let this = match ctx.repository.probed() {
+            true => start.clone(),
+            false => start.take(),
+        }
+        .ok_or(NoBackend::Answered)?;
+        let host = this.host.clone();
+        let acquired = acquire_on_host(stream, this, who, settings, ctx, credential, deadline);
+        match Box::pin(acquired).await {
+            Err(NoBackend::Repository(RepositoryAuthError::Refused(frame))) => {
+                let refusal = LoginOutcome::refused(&frame.body);
+                if refusal.host_unavailable()
+                    && route::reroute_unavailable(&host, &refusal, waiting_until, who, ctx).await
+                {
+                    continue;
+                }
+                return Err(NoBackend::Repository(RepositoryAuthError::Refused(frame)));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// [`acquire`] on the host the session is routed to now.
+async fn acquire_on_host(
     stream: &mut NegotiatedStream,
     start: Start,
     who: &Who,

@@ -378,6 +378,17 @@ impl Postgres {
         );
     }
 
+    /// Begins a smart shutdown and returns at once (`pg_ctl stop -m smart -W`): the server refuses
+    /// new sessions (57P03, "the database system is shutting down") and waits for its open ones to
+    /// end, as the old primary does in a switchover.
+    pub fn stop_smart_no_wait(&self) {
+        let data = self.data_path();
+        self.run(
+            "pg_ctl",
+            &["stop", "-m", "smart", "-W", "-D", data.to_str().unwrap()],
+        );
+    }
+
     /// Stops the server at once (`pg_ctl stop -m immediate`), as a crash would.
     pub fn stop_immediate(&self) {
         let data = self.data_path();

@@ -155,6 +155,64 @@ async fn a_standby_past_max_standby_lag_is_skipped_until_it_catches_up() {
     proxy.stop().await;
 }
 
+/// How many times the server's log says it refused a new session because it is shutting down.
+fn refused_as_shutting_down(server: &Postgres) -> usize {
+    std::fs::read_to_string(server.log_path())
+        .unwrap_or_default()
+        .matches("the database system is shutting down")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_refused_by_a_primary_shutting_down_goes_to_the_promoted_standby() {
+    let primary = Postgres::start_with_tcp();
+    let standby = primary.start_standby();
+    let (p, s) = (primary.tcp_port.unwrap(), standby.tcp_port.unwrap());
+    let proxy = proxy(&[&primary, &standby], config(|_| {})).await;
+    lands(&proxy, "tableau", (false, p)).await;
+
+    // A switchover's first step: the primary shuts down and refuses new sessions (57P03) while
+    // its open ones go on — a client's, held here, and the probes', which still see a primary.
+    let direct: std::net::SocketAddr = format!("127.0.0.1:{p}").parse().unwrap();
+    let mut held = connect_plain(direct, "tableau").await.unwrap();
+    primary.stop_smart_no_wait();
+    let refusal = wait_for("the primary to refuse new sessions", WAIT, || async {
+        match connect_plain(direct, "tableau").await {
+            Err(e) => match e.server() {
+                Some(s) if s.code == "57P03" => Ok(s),
+                _ => Err(e.to_string()),
+            },
+            Ok(_) => Err("a new session was accepted".to_string()),
+        }
+    })
+    .await;
+    assert!(refusal.message.contains("shutting down"), "{refusal:?}");
+    let before = refused_as_shutting_down(&primary);
+
+    // A tableau login through pgssl reaches it, is refused, and waits for another host instead of
+    // passing the refusal on; the promotion ends the wait.
+    let addr = proxy.addr;
+    let waiting = tokio::spawn(async move {
+        let mut session = connect_plain(addr, "tableau").await?;
+        landed(&mut session).await
+    });
+    wait_until(
+        "pgssl's login to be refused by the old primary",
+        WAIT,
+        || async { refused_as_shutting_down(&primary) > before },
+    )
+    .await;
+    standby.promote();
+    let at = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("the waiting login finished")
+        .unwrap();
+    assert_eq!(at.map_err(|e| e.to_string()), Ok((false, s)));
+    assert_eq!(landed(&mut held).await.unwrap(), (false, p));
+    drop(held);
+    proxy.stop().await;
+}
+
 /// One tableau login through `serve` (TLS, proxy mode): where it landed, or its error.
 async fn psql_login(addr: std::net::SocketAddr, user: &str) -> Result<(bool, u16), String> {
     let conninfo = format!(

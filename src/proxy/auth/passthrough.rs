@@ -24,6 +24,10 @@ pub enum AuthEnd {
     Authenticated,
     /// The repository refused the login with this ErrorResponse, which was relayed.
     Refused(LoginOutcome),
+    /// The repository's first answer was an ErrorResponse saying its host cannot take sessions now
+    /// ([`LoginOutcome::host_unavailable`]). Nothing was relayed: the session may go to another host,
+    /// or the frame to the client.
+    Unavailable(Frame),
     /// The repository or the client sent a message the exchange does not expect; it was relayed and
     /// the byte relay takes over from here.
     Handover,
@@ -121,11 +125,20 @@ where
 {
     // Whether the client has answered a request: a refusal after that judged its credential.
     let mut answered = false;
+    // Whether the client has seen anything of this repository session yet.
+    let mut relayed_any = false;
     loop {
         let request = match read_frame(upstream).await {
             Ok(f) => f,
             Err(e) => return e,
         };
+        if !relayed_any
+            && request.kind == b'E'
+            && LoginOutcome::refused(&request.body).host_unavailable()
+        {
+            return AuthEnd::Unavailable(request);
+        }
+        relayed_any = true;
         let code = request.auth_code();
         let relayed = match code {
             Some(AUTH_SASL) => match auth_message::without_channel_binding(&request) {
@@ -285,6 +298,49 @@ mod tests {
             let mut relayed = Vec::new();
             client.read_to_end(&mut relayed).await.unwrap();
             assert!(relayed.is_empty(), "{relayed:?}");
+        }
+    }
+
+    /// A host that cannot take sessions (57P03 shutting down, 57P01) answering the start-up is
+    /// handed back unrelayed, so that the session can go to another host; the same refusal after the
+    /// client has seen the exchange begin is relayed, as are other refusals.
+    #[tokio::test]
+    async fn an_unavailable_host_s_first_answer_is_handed_back_unrelayed() {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let shutting_down = frame(
+            b'E',
+            b"SFATAL\0C57P03\0Mthe database system is shutting down\0\0",
+        );
+        let admin = frame(b'E', b"SFATAL\0C57P01\0Mterminating connection\0\0");
+        let no_entry = frame(b'E', b"SFATAL\0C28000\0Mno pg_hba.conf entry\0\0");
+        for (first, refusal, handed_back) in [
+            (false, &shutting_down, true),
+            (false, &admin, true),
+            (false, &no_entry, false),
+            (true, &shutting_down, false),
+        ] {
+            let (mut client, mut client_end) = duplex(4096);
+            let (mut upstream, mut upstream_end) = duplex(4096);
+            if first {
+                upstream
+                    .write_all(&frame(b'N', b"SNOTICE\0C00000\0Mhello\0\0"))
+                    .await
+                    .unwrap();
+            }
+            upstream.write_all(refusal).await.unwrap();
+            let end = passthrough(&mut client_end, &mut upstream_end, deadline).await;
+            match &end {
+                AuthEnd::Unavailable(f) => {
+                    assert!(handed_back, "{end:?}");
+                    assert_eq!(f.encode().to_vec(), *refusal);
+                }
+                AuthEnd::Refused(_) => assert!(!handed_back, "{end:?}"),
+                other => panic!("{other:?}"),
+            }
+            drop(client_end);
+            let mut relayed = Vec::new();
+            client.read_to_end(&mut relayed).await.unwrap();
+            assert_eq!(relayed.ends_with(refusal), !handed_back, "{relayed:?}");
         }
     }
 

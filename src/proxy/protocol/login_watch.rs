@@ -111,6 +111,14 @@ impl LoginOutcome {
             message: error.message,
         }
     }
+
+    /// Whether the repository refused the start-up because its host cannot take sessions at all
+    /// right now: shutting down (57P01 smart or fast shutdown, 57P02 crash) or starting up, or in
+    /// recovery without hot standby (57P03). During a switchover or failover another host can.
+    pub fn host_unavailable(&self) -> bool {
+        matches!(self, LoginOutcome::Refused { sqlstate, .. }
+            if matches!(sqlstate.as_str(), "57P01" | "57P02" | "57P03"))
+    }
 }
 
 #[cfg(test)]
