@@ -76,8 +76,8 @@ pub(crate) async fn steady_client(
         let stream = match open(args, target, connector).await {
             Ok(s) => s,
             Err(e) => {
-                stats.record(Instant::now(), Err(e)).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                stats.record_login_failure(e).await;
+                tokio::time::sleep(Duration::from_millis(args.retry_pause_ms)).await;
                 continue;
             }
         };
@@ -88,15 +88,15 @@ pub(crate) async fn steady_client(
         match Session::start(stream, &params, Some(&args.password)).await {
             Ok(s) => break s,
             Err(e) => {
-                stats.record(Instant::now(), Err(e.into())).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                stats.record_login_failure(e.into()).await;
+                tokio::time::sleep(Duration::from_millis(args.retry_pause_ms)).await;
             }
         }
     };
     while !stats.stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let result = session
-            .simple_query("SELECT 1")
+            .simple_query(&args.sql)
             .await
             .map(|_| ())
             .map_err(Into::into);

@@ -175,7 +175,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .collect()?;
                     rows.push(values);
                 }
-                Message::ErrorResponse(e) => error = Some(ServerError::from_response(&e)?),
+                Message::ErrorResponse(e) => {
+                    let e = ServerError::from_response(&e)?;
+                    // A FATAL ends the session: no ReadyForQuery follows, only the close.
+                    if e.severity == "FATAL" || e.severity == "PANIC" {
+                        return Err(ClientError::Server(e));
+                    }
+                    error = Some(e);
+                }
                 Message::ReadyForQuery(_) => {
                     return match error {
                         Some(e) => Err(ClientError::Server(e)),

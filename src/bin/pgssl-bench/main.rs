@@ -6,7 +6,12 @@
 //!   (SCRAM passes through), `SELECT 1`, Terminate, close;
 //! - `handshake`: SSLRequest, TLS handshake and a start-up without a user name, which the proxy itself
 //!   refuses (FATAL 28000): pgssl's own cost, without PostgreSQL's backend start;
-//! - `steady`: `SELECT 1` over persistent connections;
+//! - `steady`: `SELECT 1` (or `--sql`) over persistent connections;
+//! - `reconnect`: like `steady`, but a client whose connection fails opens another (after
+//!   `--retry-pause-ms`) instead of ending: for failovers. The summary separates failed transactions
+//!   (on an established session) from failed logins, counts each SQLSTATE, and lists every spell of
+//!   more than `--gap-ms` without a single successful transaction (wall clock, Unix ms), which a
+//!   benchmark lines up with the moment it killed or promoted a server;
 //! - `idle`: opens `--clients` authenticated connections and holds them, reporting the server's resident
 //!   memory per connection (with `--server-pid`).
 //!
@@ -83,6 +88,7 @@ enum Mode {
     Connect,
     Handshake,
     Steady,
+    Reconnect,
     Idle,
 }
 
@@ -126,6 +132,16 @@ struct RunArgs {
     /// Server process to sample CPU and memory from (/proc).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The statement each transaction runs in `steady` and `reconnect` modes (simple protocol).
+    #[arg(long, default_value = "SELECT 1")]
+    sql: String,
+    /// `reconnect`: pause after a failed connection or login before the next attempt, as an
+    /// application's retry would.
+    #[arg(long, default_value_t = 100)]
+    retry_pause_ms: u64,
+    /// `reconnect`: the shortest spell without a successful transaction that is reported.
+    #[arg(long, default_value_t = 250)]
+    gap_ms: u64,
     /// Write the result as JSON to this file ('-' for stdout).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -147,6 +163,15 @@ struct Stats {
     errors: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
     last_error: Mutex<Option<String>>,
+    /// Of `errors`, those before a session was established (connect, TLS, start-up, login).
+    failed_logins: AtomicU64,
+    /// Errors by SQLSTATE, or `io` for a lost or refused connection, `other` for the rest.
+    codes: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Unix ms of the latest successful transaction of any client (0: none yet).
+    last_ok_unix_ms: AtomicU64,
+    /// Spells longer than `--gap-ms` without a successful transaction: (last before, first after).
+    gaps: Mutex<Vec<(u64, u64)>>,
+    gap_ms: u64,
 }
 
 impl Stats {
@@ -157,6 +182,11 @@ impl Stats {
         match result {
             Ok(()) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
+                let now = unix_ms();
+                let before = self.last_ok_unix_ms.swap(now, Ordering::Relaxed);
+                if before != 0 && now.saturating_sub(before) > self.gap_ms {
+                    self.gaps.lock().await.push((before, now));
+                }
                 let us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 let mut l = self.latencies_us.lock().await;
                 // Bounded memory: keep at most 2 million samples.
@@ -166,10 +196,32 @@ impl Stats {
             }
             Err(e) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
+                let code = match e.downcast_ref::<frontend::ClientError>() {
+                    Some(frontend::ClientError::Server(s)) => s.code.clone(),
+                    Some(frontend::ClientError::Io(_)) => "io".to_string(),
+                    _ if e.downcast_ref::<std::io::Error>().is_some() => "io".to_string(),
+                    _ => "other".to_string(),
+                };
+                *self.codes.lock().await.entry(code).or_default() += 1;
                 *self.last_error.lock().await = Some(format!("{e:#}"));
             }
         }
     }
+
+    /// Like [`Stats::record`] for a failure before the session was established.
+    async fn record_login_failure(&self, error: anyhow::Error) {
+        if self.measuring.load(Ordering::Relaxed) {
+            self.failed_logins.fetch_add(1, Ordering::Relaxed);
+        }
+        self.record(Instant::now(), Err(error)).await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, to line up with a benchmark script's clock.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -189,6 +241,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         errors: AtomicU64::new(0),
         latencies_us: Mutex::new(Vec::new()),
         last_error: Mutex::new(None),
+        failed_logins: AtomicU64::new(0),
+        codes: Mutex::new(Default::default()),
+        last_ok_unix_ms: AtomicU64::new(0),
+        gaps: Mutex::new(Vec::new()),
+        gap_ms: args.gap_ms,
     });
     let connector = tls_connector();
 
@@ -220,6 +277,11 @@ fn spawn_clients(
             tokio::spawn(async move {
                 match args.mode {
                     Mode::Steady => steady_client(&args, target, &connector, &stats).await,
+                    Mode::Reconnect => {
+                        while !stats.stop.load(Ordering::Relaxed) {
+                            steady_client(&args, target, &connector, &stats).await;
+                        }
+                    }
                     _ => loop {
                         if stats.stop.load(Ordering::Relaxed) {
                             break;
@@ -299,6 +361,21 @@ async fn summarize(
         "server_cpu_us_per_op": cpu_per_op_us,
         "last_error": stats.last_error.lock().await.clone(),
     });
+    let mut result = result;
+    if args.mode == Mode::Reconnect {
+        let failed_logins = stats.failed_logins.load(Ordering::Relaxed);
+        result["failed_logins"] = failed_logins.into();
+        result["failed_transactions"] = (errors - failed_logins.min(errors)).into();
+        result["errors_by_code"] = serde_json::json!(*stats.codes.lock().await);
+        let gaps = stats.gaps.lock().await;
+        result["gaps_unix_ms"] = serde_json::json!(*gaps);
+        for (before, after) in gaps.iter() {
+            errln!(
+                "no successful transaction for {} ms (Unix ms {before} to {after})",
+                after - before
+            );
+        }
+    }
     outln!(
         "{:<10} {:>7} {:>9} {:>8} {:>11} {:>9} {:>9} {:>14}",
         "mode",
