@@ -28,6 +28,11 @@ pub async fn admin_env_with(pg: &Postgres, admin: &str) -> (CliEnv, ServeProcess
         let config = std::fs::read_to_string(env.config()).unwrap();
         std::fs::write(env.config(), format!("{config}[admin]\n{admin}\n")).unwrap();
     }
+    serve_with_admin(env).await
+}
+
+/// Adds the administrator to `env` and serves it with the admin server on a free port.
+pub async fn serve_with_admin(env: CliEnv) -> (CliEnv, ServeProcess, SocketAddr) {
     ok(&env
         .run_with_stdin(
             &["admin-user", "add", "--username", ADMIN, "--password", "-"],

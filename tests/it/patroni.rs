@@ -17,7 +17,7 @@ use pgssl::repository::patroni::{
     ClusterRole, Lag, MemberStatus, PatroniClient, PatroniError, Role, SwitchoverOutcome,
 };
 
-use crate::client::{Session, params};
+use crate::client::connect_plain;
 use crate::harness::wait_for;
 use crate::pki::TestPki;
 use cluster::{PatroniCluster, RestSecurity};
@@ -27,18 +27,25 @@ const FAILOVER_BOUND: Duration = Duration::from_secs(60);
 
 /// `pg_is_in_recovery()` on member `i`, asked over TCP as the superuser.
 async fn in_recovery(cluster: &PatroniCluster, i: usize) -> Result<bool, String> {
-    let tcp = tokio::net::TcpStream::connect(cluster.pg_addr(i))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut session = Session::start(tcp, &params("postgres"), Some(cluster.superuser_password()))
+    let rows = cluster.query(i, "SELECT pg_is_in_recovery()").await?;
+    Ok(rows.first().and_then(|r| r.first()).map(String::as_str) == Some("t"))
+}
+
+/// Where a tableau login through pgssl at `addr` lands: in recovery or not, and the server's port.
+async fn tableau(addr: std::net::SocketAddr) -> Result<(bool, u16), String> {
+    let mut session = connect_plain(addr, "tableau")
         .await
         .map_err(|e| e.to_string())?;
     let rows = session
-        .simple_query("SELECT pg_is_in_recovery()")
+        .simple_query("SELECT pg_is_in_recovery()::text, current_setting('port')")
         .await
         .map_err(|e| e.to_string())?;
     let _ = session.terminate().await;
-    Ok(rows.first().and_then(|r| r.first()).cloned().flatten() == Some("t".to_string()))
+    let row = rows.first().ok_or("no row")?;
+    Ok((
+        row[0].as_deref() == Some("true"),
+        row[1].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
+    ))
 }
 
 /// Waits until member `i` says it runs as primary and PostgreSQL there is out of recovery; returns

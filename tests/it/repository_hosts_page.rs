@@ -11,8 +11,8 @@ use pgssl::cli::remote::http_request;
 use pgssl::tls::client::{Verification, connector_with_alpn};
 use rustls::pki_types::ServerName;
 
-use crate::admin::{ADMIN, ADMIN_PASSWORD, Api};
-use crate::cli::{CliEnv, ServeProcess, ok};
+use crate::admin::{ADMIN, ADMIN_PASSWORD, Api, serve_with_admin};
+use crate::cli::CliEnv;
 use crate::harness::{Postgres, wait_for};
 
 const PAGE: &str = "/topology/repository-hosts";
@@ -73,14 +73,7 @@ async fn the_repository_hosts_page_shows_the_primary_and_the_standby_in_their_ro
     let s = format!("127.0.0.1:{}", standby.tcp_port.unwrap());
     let env = CliEnv::new(&format!("{p},{s}"));
     env.add_config("repository", "probe_interval = \"250ms\"");
-    ok(&env
-        .run_with_stdin(
-            &["admin-user", "add", "--username", ADMIN, "--password", "-"],
-            &format!("{ADMIN_PASSWORD}\n"),
-        )
-        .await);
-    let server = ServeProcess::start(&env, &["--admin-listen", "127.0.0.1:0"]).await;
-    let admin = server.admin_addr().await;
+    let (_env, server, admin) = serve_with_admin(env).await;
 
     // Without a session, or with one that was never issued, the page leads to sign-in.
     for cookie in [None, Some("not-a-session")] {

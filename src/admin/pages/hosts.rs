@@ -95,10 +95,11 @@ fn row(h: &HostStatus) -> Markup {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::admin::pages) mod tests {
     use super::*;
 
-    fn host(address: &str, role: &str) -> HostStatus {
+    /// A reachable host on timeline 1: what the page's tests vary.
+    pub(in crate::admin::pages) fn host(address: &str, role: &str) -> HostStatus {
         HostStatus {
             address: address.into(),
             role: role.into(),

@@ -174,20 +174,8 @@ impl RunningNode for TwoHosts {
 
     fn repository_hosts(&self) -> NodeFuture<'_, Option<Vec<HostStatus>>> {
         let host = |address: &str, role: &str, lag: Option<u64>| HostStatus {
-            address: address.into(),
-            role: role.into(),
-            reason: None,
-            reachable: true,
-            probed: true,
-            timeline: Some(1),
             lag_bytes: lag,
-            lag_seconds: None,
-            sessions: 0,
-            warm: 0,
-            last_ok: None,
-            last_change: "2026-12-07T06:00:00Z".into(),
-            error: None,
-            patroni: None,
+            ..super::hosts::tests::host(address, role)
         };
         Box::pin(async move {
             Ok(Some(vec![

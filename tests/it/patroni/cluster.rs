@@ -27,6 +27,8 @@ use pgssl::keystore::Secret;
 use pgssl::repository::patroni::{MemberStatus, PatroniClient, PatroniOptions, Role};
 use tempfile::TempDir;
 
+use crate::cli::CliEnv;
+use crate::client::{Session, params};
 use crate::harness::{free_port, pg_bindir, poll, postgres_ids};
 use crate::pki::TestPki;
 
@@ -458,6 +460,45 @@ impl PatroniCluster {
     /// Every member's REST API URL, in member order.
     pub fn rest_urls(&self) -> Vec<String> {
         (0..self.len()).map(|i| self.rest_url(i)).collect()
+    }
+
+    /// Rows of `sql` (text, NULL as empty) run as the superuser over TCP on member `i`.
+    pub async fn query(&self, i: usize, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        let tcp = tokio::net::TcpStream::connect(self.pg_addr(i))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut session = Session::start(tcp, &params("postgres"), Some(self.superuser_password()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = session.simple_query(sql).await.map_err(|e| e.to_string())?;
+        let _ = session.terminate().await;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_iter().map(Option::unwrap_or_default).collect())
+            .collect())
+    }
+
+    /// A pgssl CLI environment in front of every member: `repository.address` lists them,
+    /// `repository.patroni` their REST APIs, the probes log in as `pgssl_probe` every 250 ms, and
+    /// `extra` adds lines to `[repository]`.
+    pub fn pgssl_env(&self, extra: &str) -> CliEnv {
+        let hosts: Vec<String> = (0..self.len())
+            .map(|i| self.pg_addr(i).to_string())
+            .collect();
+        let env = CliEnv::new(&hosts.join(","));
+        let urls: Vec<String> = self
+            .rest_urls()
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect();
+        env.add_config(
+            "repository",
+            &format!(
+                "probe_user = \"pgssl_probe\"\nprobe_interval = \"250ms\"\npatroni = [{}]\n{extra}",
+                urls.join(", ")
+            ),
+        );
+        env
     }
 
     /// Member `i`'s PostgreSQL host and port.

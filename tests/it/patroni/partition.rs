@@ -28,8 +28,9 @@ use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::tls::NoTls;
 
 use super::cluster::{Namespaced, PatroniCluster, Setup};
-use crate::cli::{CliEnv, ServeProcess};
-use crate::client::{Session, connect_plain, params};
+use super::tableau;
+use crate::cli::ServeProcess;
+use crate::client::{Session, connect_plain};
 use crate::harness::{PASSWORD, prepare_data_dir, wait_for};
 
 /// Each phase's bound (docs/design/repository-ha.md §6: a failover case takes 60 s at most).
@@ -289,22 +290,6 @@ fn acked_on(log: &Mutex<Vec<Write>>, port: u16, since: Instant) -> Vec<Write> {
         .collect()
 }
 
-/// Rows of `sql` run as the superuser over TCP on member `i`.
-async fn query(cluster: &PatroniCluster, i: usize, sql: &str) -> Result<Vec<Vec<String>>, String> {
-    let tcp = tokio::net::TcpStream::connect(cluster.pg_addr(i))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut session = Session::start(tcp, &params("postgres"), Some(cluster.superuser_password()))
-        .await
-        .map_err(|e| e.to_string())?;
-    let rows = session.simple_query(sql).await.map_err(|e| e.to_string())?;
-    let _ = session.terminate().await;
-    Ok(rows
-        .into_iter()
-        .map(|r| r.into_iter().map(Option::unwrap_or_default).collect())
-        .collect())
-}
-
 /// `pg_is_in_recovery()` on member `i` over its Unix socket, which works while its network is cut.
 async fn in_recovery_by_socket(cluster: &PatroniCluster, i: usize) -> Result<bool, String> {
     let path = cluster
@@ -332,23 +317,6 @@ async fn in_recovery_by_socket(cluster: &PatroniCluster, i: usize) -> Result<boo
     in_recovery.ok_or_else(|| "no row".to_string())
 }
 
-/// Where a tableau login through pgssl lands: in recovery or not, and the server's port.
-async fn tableau(addr: SocketAddr) -> Result<(bool, u16), String> {
-    let mut session = connect_plain(addr, "tableau")
-        .await
-        .map_err(|e| e.to_string())?;
-    let rows = session
-        .simple_query("SELECT pg_is_in_recovery()::text, current_setting('port')")
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = session.terminate().await;
-    let row = rows.first().ok_or("no row")?;
-    Ok((
-        row[0].as_deref() == Some("true"),
-        row[1].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_primary_gets_no_write_through_pgssl_once_patroni_demotes_it() {
     // Declared before the cluster, so dropped after it: its processes are gone when the
@@ -367,19 +335,20 @@ async fn a_partitioned_primary_gets_no_write_through_pgssl_once_patroni_demotes_
     .await;
     assert_eq!(cluster.roles_settled().await, Some(0), "{}", cluster.logs());
     let (old, new) = (cluster.pg_addr(0).port(), cluster.pg_addr(1).port());
-    query(
-        &cluster,
-        0,
-        &format!(
-            "CREATE ROLE pgssl_probe LOGIN PASSWORD '{PASSWORD}' IN ROLE pg_monitor;\
+    cluster
+        .query(
+            0,
+            &format!(
+                "CREATE ROLE pgssl_probe LOGIN PASSWORD '{PASSWORD}' IN ROLE pg_monitor;\
              CREATE ROLE tableau LOGIN PASSWORD '{PASSWORD}';\
              CREATE TABLE t(id bigint PRIMARY KEY, at_port int NOT NULL, at_tl int NOT NULL);\
              GRANT INSERT, SELECT ON t TO tableau;"
-        ),
-    )
-    .await
-    .unwrap();
-    let first_timeline: i32 = query(&cluster, 0, &format!("SELECT {TIMELINE}"))
+            ),
+        )
+        .await
+        .unwrap();
+    let first_timeline: i32 = cluster
+        .query(0, &format!("SELECT {TIMELINE}"))
         .await
         .unwrap()[0][0]
         .parse()
@@ -395,21 +364,7 @@ async fn a_partitioned_primary_gets_no_write_through_pgssl_once_patroni_demotes_
     })
     .await;
 
-    let hosts: Vec<String> = (0..2).map(|i| cluster.pg_addr(i).to_string()).collect();
-    let env = CliEnv::new(&hosts.join(","));
-    let urls: Vec<String> = cluster
-        .rest_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect();
-    env.add_config(
-        "repository",
-        &format!(
-            "probe_user = \"pgssl_probe\"\nprobe_interval = \"250ms\"\nprobe_timeout = \"1s\"\n\
-             patroni = [{}]",
-            urls.join(", ")
-        ),
-    );
+    let env = cluster.pgssl_env("probe_timeout = \"1s\"");
     prepare_data_dir(&env.data_dir(), Mode::Off);
     let serve = ServeProcess::start(&env, &[]).await;
     wait_for("tableau to land on node0", WAIT, || async {
@@ -490,18 +445,18 @@ async fn a_partitioned_primary_gets_no_write_through_pgssl_once_patroni_demotes_
     writer.await.unwrap();
     let writes = log.lock().unwrap().clone();
     let lands = tableau(serve.addr).await;
-    let on_new: std::collections::HashMap<i64, (u16, i32)> =
-        query(&cluster, 1, "SELECT id, at_port, at_tl FROM t")
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r[0].parse().unwrap(),
-                    (r[1].parse().unwrap(), r[2].parse().unwrap()),
-                )
-            })
-            .collect();
+    let on_new: std::collections::HashMap<i64, (u16, i32)> = cluster
+        .query(1, "SELECT id, at_port, at_tl FROM t")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].parse().unwrap(),
+                (r[1].parse().unwrap(), r[2].parse().unwrap()),
+            )
+        })
+        .collect();
     let report = format!("{}\n--- pgssl ---\n{}", cluster.logs(), serve.log_text());
 
     let acked: Vec<(&Write, u16, i32)> = writes

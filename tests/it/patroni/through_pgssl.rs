@@ -7,41 +7,11 @@ use std::time::{Duration, Instant};
 use pgssl::proxy::policy::Mode;
 
 use super::cluster::PatroniCluster;
+use super::tableau;
 use crate::cli::{CliEnv, ServeProcess, failed, ok};
-use crate::client::{Session, connect_plain, params};
 use crate::harness::{PASSWORD, prepare_data_dir, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Runs `sql` as the superuser on member `i`.
-async fn sql(cluster: &PatroniCluster, i: usize, sql: &str) -> Result<(), String> {
-    let tcp = tokio::net::TcpStream::connect(cluster.pg_addr(i))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut session = Session::start(tcp, &params("postgres"), Some(cluster.superuser_password()))
-        .await
-        .map_err(|e| e.to_string())?;
-    session.simple_query(sql).await.map_err(|e| e.to_string())?;
-    let _ = session.terminate().await;
-    Ok(())
-}
-
-/// Where a tableau login through pgssl lands: in recovery or not, and the server's port.
-async fn tableau(addr: std::net::SocketAddr) -> Result<(bool, u16), String> {
-    let mut session = connect_plain(addr, "tableau")
-        .await
-        .map_err(|e| e.to_string())?;
-    let rows = session
-        .simple_query("SELECT pg_is_in_recovery()::text, current_setting('port')")
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = session.terminate().await;
-    let row = &rows[0];
-    Ok((
-        row[0].as_deref() == Some("true"),
-        row[1].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
-    ))
-}
 
 /// Waits until tableau's logins land on member `i`, out of recovery; returns how long it took.
 async fn lands_on(cluster: &PatroniCluster, addr: std::net::SocketAddr, i: usize) -> Duration {
@@ -67,35 +37,38 @@ async fn lands_on(cluster: &PatroniCluster, addr: std::net::SocketAddr, i: usize
 async fn pgssl_follows_patroni_s_failover_and_asks_it_to_switch_back() {
     let cluster = PatroniCluster::start(2).await;
     let leader = cluster.roles_settled().await.expect("a leader");
-    let other = 1 - leader;
     // The probe role and a client role, made on the leader and replicated.
-    sql(
-        &cluster,
-        leader,
-        &format!(
-            "CREATE ROLE pgssl_probe LOGIN PASSWORD '{PASSWORD}' IN ROLE pg_monitor;\
+    cluster
+        .query(
+            leader,
+            &format!(
+                "CREATE ROLE pgssl_probe LOGIN PASSWORD '{PASSWORD}' IN ROLE pg_monitor;\
              CREATE ROLE tableau LOGIN PASSWORD '{PASSWORD}';"
-        ),
-    )
-    .await
-    .unwrap();
-    let hosts: Vec<String> = (0..2).map(|i| cluster.pg_addr(i).to_string()).collect();
-    let env = CliEnv::new(&hosts.join(","));
-    let urls: Vec<String> = cluster
-        .rest_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect();
-    env.add_config(
-        "repository",
-        &format!(
-            "probe_user = \"pgssl_probe\"\nprobe_interval = \"250ms\"\npatroni = [{}]",
-            urls.join(", ")
-        ),
-    );
+            ),
+        )
+        .await
+        .unwrap();
+    let env = cluster.pgssl_env("");
     prepare_data_dir(&env.data_dir(), Mode::Off);
     let serve = ServeProcess::start(&env, &[]).await;
-    lands_on(&cluster, serve.addr, leader).await;
+    // Whichever member leads once pgssl is up (on a loaded machine Patroni may have handed over
+    // since it settled); what pgssl and Patroni saw is in the message if none does.
+    let ports: Vec<u16> = (0..2).map(|i| cluster.pg_addr(i).port()).collect();
+    let leader = wait_for("tableau to land on a primary", WAIT, || async {
+        match tableau(serve.addr).await {
+            Ok((false, at)) if ports.contains(&at) => {
+                Ok(ports.iter().position(|p| *p == at).unwrap())
+            }
+            Ok((true, at)) => panic!("a tableau session reached port {at}, in recovery"),
+            other => Err(format!(
+                "{other:?}\n{}\nPatroni: {:?}",
+                String::from_utf8_lossy(&env.run(&["topology", "list-repository-hosts"]).stdout),
+                cluster.roles().await
+            )),
+        }
+    })
+    .await;
+    let other = 1 - leader;
 
     // Patroni fails over after the primary's postmaster dies; pgssl follows.
     cluster.kill_postmaster(leader);
