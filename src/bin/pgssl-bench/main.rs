@@ -346,7 +346,7 @@ async fn summarize(
         f64::from(latencies[i]) / 1000.0
     };
     let cpu_per_op_us = cpu_seconds.filter(|_| ok > 0).map(|c| c / ok as f64 * 1e6);
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "target": args.target,
         "tls": args.tls == Tls::Require,
@@ -361,11 +361,10 @@ async fn summarize(
         "server_cpu_us_per_op": cpu_per_op_us,
         "last_error": stats.last_error.lock().await.clone(),
     });
-    let mut result = result;
     if args.mode == Mode::Reconnect {
         let failed_logins = stats.failed_logins.load(Ordering::Relaxed);
         result["failed_logins"] = failed_logins.into();
-        result["failed_transactions"] = (errors - failed_logins.min(errors)).into();
+        result["failed_transactions"] = errors.saturating_sub(failed_logins).into();
         result["errors_by_code"] = serde_json::json!(*stats.codes.lock().await);
         let gaps = stats.gaps.lock().await;
         result["gaps_unix_ms"] = serde_json::json!(*gaps);

@@ -31,7 +31,9 @@ use crate::proxy::stream::NegotiatedStream;
 use crate::telemetry::LogSafe;
 
 mod refuse;
-use refuse::{refuse_authentication, refuse_client, refuse_locked_out, refuse_no_backend};
+use refuse::{
+    refuse_authentication, refuse_client, refuse_locked_out, refuse_no_backend, relay_refusal,
+};
 
 /// A session that is logged in.
 pub(crate) enum LoggedIn {
@@ -326,12 +328,8 @@ async fn passthrough_login(
     drop(start);
     match end {
         AuthEnd::Unavailable(frame) => {
-            // No other host: the repository's own words, as PostgreSQL would have sent them.
-            let _ = terminate::write_frame(stream, &frame).await;
-            let _ = stream.shutdown().await;
-            let login = LoginOutcome::refused(&frame.body);
-            let end = RelayEnd::Closed(relay::Transferred::default());
-            log_end(who, end, Some(login), attempt.started, m);
+            // No other host took the session: the client gets the refusal.
+            relay_refusal(stream, who, &frame, attempt.started, m).await;
             None
         }
         AuthEnd::Authenticated => {

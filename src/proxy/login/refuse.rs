@@ -2,6 +2,7 @@
 //! said it, with pgssl's own where the refusal is pgssl's.
 
 use super::*;
+use crate::proxy::protocol::auth_message::Frame;
 
 /// Refuses a login attempt while its (address, user) pair is locked out.
 pub(super) async fn refuse_locked_out(
@@ -91,6 +92,22 @@ pub(super) async fn refuse_no_backend(
     }
 }
 
+/// Ends a session with the repository's refusal of its start-up or login, in its own words, as
+/// PostgreSQL would have sent them, and logs it as the repository's.
+pub(super) async fn relay_refusal(
+    stream: &mut NegotiatedStream,
+    who: &Who,
+    frame: &Frame,
+    started: Instant,
+    m: &ProxyMetrics,
+) {
+    let _ = terminate::write_frame(stream, frame).await;
+    let _ = stream.shutdown().await;
+    let login = LoginOutcome::refused(&frame.body);
+    let end = RelayEnd::Closed(relay::Transferred::default());
+    log_end(who, end, Some(login), started, m);
+}
+
 /// Ends a session the repository did not let in after pgssl authenticated the client.
 async fn refuse_by_repository(
     stream: &mut NegotiatedStream,
@@ -104,12 +121,7 @@ async fn refuse_by_repository(
     let (peer, user) = (who.peer, LogSafe(&who.user));
     let err = match e {
         RepositoryAuthError::Refused(frame) => {
-            // The repository's own words, as PostgreSQL would have sent them.
-            let _ = terminate::write_frame(stream, &frame).await;
-            let _ = stream.shutdown().await;
-            let login = LoginOutcome::refused(&frame.body);
-            let end = RelayEnd::Closed(relay::Transferred::default());
-            return log_end(who, end, Some(login), started, m);
+            return relay_refusal(stream, who, &frame, started, m).await;
         }
         RepositoryAuthError::Method(method) => ErrorResponse::fatal(
             SqlState::InvalidAuthorizationSpecification,
