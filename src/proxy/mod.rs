@@ -62,6 +62,7 @@ pub mod login;
 pub mod metrics;
 pub mod negotiate;
 pub mod policy;
+pub mod pooling;
 pub mod prefill;
 pub mod protocol;
 pub mod relay;
