@@ -6,7 +6,9 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::values::de_duration;
+use crate::proxy::backend::pool::{PoolMode, PoolRule};
 use crate::proxy::backend::{MinWarm, PoolOptions};
+use crate::proxy::pooling::{OnPin, TrackOptions};
 
 /// Repository connections the pool leaves to others: PostgreSQL's `superuser_reserved_connections`
 /// default (3) — a non-superuser is refused once only those are free, and superusers' connections
@@ -54,6 +56,47 @@ pub struct PoolConfig {
     pub recheck_interval: Duration,
     /// Sessions opened ahead of clients, per (role, database). Default none.
     pub min_warm: Vec<MinWarmConfig>,
+    /// `session` (a client holds its backend from its first message until it leaves) or
+    /// `transaction` (only until its transaction ends). Default `session`.
+    pub mode: PoolMode,
+    /// Per (role, database): another mode, another bound. The first rule that matches applies.
+    pub rules: Vec<PoolRuleConfig>,
+    /// Transaction mode: statements pgssl keeps prepared per repository session at most (least
+    /// recently used closed first). Default 100.
+    pub max_prepared_statements: usize,
+    /// Transaction mode: what a statement that cannot move between backends (LISTEN, a session
+    /// advisory lock, a temporary table, a cursor WITH HOLD, SQL PREPARE, SET ROLE, a SET of an
+    /// untracked parameter) does: `pin` the backend to the client, or `refuse` it (0A000).
+    pub on_pin: OnPinConfig,
+    /// Transaction mode: unreported parameters carried from backend to backend when a client SETs
+    /// them, besides the defaults (search_path, extra_float_digits, statement_timeout, ...).
+    pub track_parameters: Vec<String>,
+}
+
+/// `pool.on_pin`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPinConfig {
+    /// Pin the backend to the client.
+    #[default]
+    Pin,
+    /// Refuse the statement.
+    Refuse,
+}
+
+/// One `[[pool.rules]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRuleConfig {
+    /// The role it applies to (any when absent).
+    pub role: Option<String>,
+    /// The database it applies to (any when absent).
+    pub database: Option<String>,
+    /// The mode of its sessions (the global one when absent).
+    pub mode: Option<PoolMode>,
+    /// Repository sessions at most per (role, database, start-up options) (the global bound when
+    /// absent).
+    pub max_backends: Option<usize>,
 }
 
 /// One `[[pool.min_warm]]` entry: keep `sessions` repository sessions of `role` on `database` open
@@ -82,6 +125,11 @@ impl Default for PoolConfig {
             checkout_timeout: Duration::from_secs(10),
             recheck_interval: Duration::from_secs(10),
             min_warm: Vec::new(),
+            mode: PoolMode::Session,
+            rules: Vec::new(),
+            max_prepared_statements: 100,
+            on_pin: OnPinConfig::Pin,
+            track_parameters: Vec::new(),
         }
     }
 }
@@ -119,6 +167,38 @@ impl PoolConfig {
                 return Err(ConfigError::Invalid {
                     key: "pool.min_warm",
                     message: format!("{} on {} is listed twice", w.role, w.database),
+                });
+            }
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.mode.is_none() && r.max_backends.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "pool.rules",
+                    message: format!("rule {} sets neither mode nor max_backends", i + 1),
+                });
+            }
+            if r.max_backends == Some(0) {
+                return Err(ConfigError::Invalid {
+                    key: "pool.rules",
+                    message: format!("rule {}: max_backends must be greater than 0", i + 1),
+                });
+            }
+        }
+        if self.max_prepared_statements == 0 {
+            return Err(ConfigError::Invalid {
+                key: "pool.max_prepared_statements",
+                message: "must be greater than 0".into(),
+            });
+        }
+        for name in &self.track_parameters {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                return Err(ConfigError::Invalid {
+                    key: "pool.track_parameters",
+                    message: format!("{name:?} is not a parameter name"),
                 });
             }
         }
@@ -165,6 +245,29 @@ impl PoolConfig {
             } else {
                 Vec::new()
             },
+            mode: self.mode,
+            rules: self
+                .rules
+                .iter()
+                .map(|r| PoolRule {
+                    role: r.role.clone(),
+                    database: r.database.clone(),
+                    mode: r.mode,
+                    max_backends: r.max_backends,
+                })
+                .collect(),
+            track: std::sync::Arc::new(TrackOptions {
+                max_prepared: self.max_prepared_statements,
+                on_pin: match self.on_pin {
+                    OnPinConfig::Pin => OnPin::Pin,
+                    OnPinConfig::Refuse => OnPin::Refuse,
+                },
+                tracked: crate::proxy::pooling::tracker::DEFAULT_TRACKED
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(self.track_parameters.iter().map(|s| s.to_ascii_lowercase()))
+                    .collect(),
+            }),
         }
     }
 }

@@ -320,6 +320,9 @@ async fn session(
             log_end(who, end, login, started, &ctx.metrics);
         }
         Some(LoggedIn::Proxied(lease)) => session::serve(stream, *lease, who, ctx, started).await,
+        Some(LoggedIn::Pooled(client)) => {
+            crate::proxy::pooling::serve::serve(stream, *client, who, settings, ctx, started).await
+        }
     }
 }
 

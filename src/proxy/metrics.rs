@@ -6,6 +6,7 @@
 //! is bound — after `serve --metrics` installed the recorder — and connections only bump handles.
 //! Names and help texts are in [`crate::telemetry`].
 
+use crate::proxy::pooling::PinReason;
 use metrics::{Counter, Gauge, Histogram};
 
 use crate::proxy::policy::{Mode, UserClass};
@@ -141,6 +142,10 @@ pub struct PoolMetrics {
     pub closed: Counter,
     /// `pgssl_pool_prefilled_total`.
     pub prefilled: Counter,
+    /// `pgssl_pool_pinned_total{reason}`, in [`PinReason::ALL`]'s order.
+    pinned: Vec<Counter>,
+    /// `pgssl_pool_pin_refused_total{reason}`, in the same order.
+    pin_refused: Vec<Counter>,
 }
 
 impl PoolMetrics {
@@ -156,7 +161,25 @@ impl PoolMetrics {
             kept: counter!(names::POOL_RETURNS, "outcome" => "kept"),
             closed: counter!(names::POOL_RETURNS, "outcome" => "closed"),
             prefilled: counter!(names::POOL_PREFILLED),
+            pinned: PinReason::ALL
+                .iter()
+                .map(|r| counter!(names::POOL_PINNED, "reason" => r.label()))
+                .collect(),
+            pin_refused: PinReason::ALL
+                .iter()
+                .map(|r| counter!(names::POOL_PIN_REFUSED, "reason" => r.label()))
+                .collect(),
         }
+    }
+
+    /// The pin counter of `reason`.
+    pub fn pinned(&self, reason: PinReason) -> &Counter {
+        &self.pinned[reason as usize]
+    }
+
+    /// The refusal counter of `reason`.
+    pub fn refused(&self, reason: PinReason) -> &Counter {
+        &self.pin_refused[reason as usize]
     }
 
     /// Sets the session gauges from the pool's totals (live, idle).

@@ -33,6 +33,13 @@ pub(crate) struct Lease {
     poolable: bool,
 }
 
+impl Lease {
+    /// The backend and the client's cancel key (a transaction-pooled client takes them over).
+    pub(crate) fn into_parts(self) -> (Backend, ClientKey) {
+        (self.backend, self.key)
+    }
+}
+
 /// Why no backend could be had; each is answered to the client by [`refuse`].
 pub(crate) enum NoBackend {
     /// Opening or logging into a new backend failed (already answered and logged).

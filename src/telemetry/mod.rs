@@ -159,6 +159,10 @@ pub mod names {
     pub const POOL_RETURNS: &str = "pgssl_pool_returns_total";
     /// Gauge: when the mutual-SSL revocation list promises its next update (Unix seconds).
     pub const CRL_NEXT_UPDATE: &str = "pgssl_mutual_ssl_crl_next_update_seconds";
+    /// Counter, label `reason`: transaction-pooled clients whose backend was pinned to them.
+    pub const POOL_PINNED: &str = "pgssl_pool_pinned_total";
+    /// Counter, label `reason`: statements refused because they would pin (`pool.on_pin = refuse`).
+    pub const POOL_PIN_REFUSED: &str = "pgssl_pool_pin_refused_total";
     /// Counter: sessions opened ahead of clients (`pool.min_warm`).
     pub const POOL_PREFILLED: &str = "pgssl_pool_prefilled_total";
     /// Gauge: seconds since a cluster node last confirmed with the repository that it serves the
@@ -337,6 +341,14 @@ fn describe_pool() {
     describe_counter!(
         POOL_PREFILLED,
         "Repository sessions opened ahead of clients (pool.min_warm)."
+    );
+    describe_counter!(
+        POOL_PINNED,
+        "Transaction-pooled clients whose repository session was pinned to them for the rest of their session, by reason (listen, advisory_lock, temp_table, hold_cursor, sql_prepare, set_role, unknown_set)."
+    );
+    describe_counter!(
+        POOL_PIN_REFUSED,
+        "Statements refused with 0A000 because they would pin a transaction-pooled client's repository session (pool.on_pin = refuse), by reason."
     );
     describe_counter!(
         POOL_RETURNS,

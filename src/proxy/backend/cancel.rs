@@ -24,7 +24,9 @@ pub type ClientKey = Bytes;
 /// The registry of minted keys, shared by every connection of a server.
 #[derive(Debug, Default)]
 pub struct CancelKeys {
-    live: Mutex<HashMap<ClientKey, (Bytes, usize)>>,
+    /// Each key's session's cancel packet and host; `None` while a transaction-pooled client holds
+    /// no backend (its cancel then cancels nothing).
+    live: Mutex<HashMap<ClientKey, Option<(Bytes, usize)>>>,
     /// This node's id in its cluster (1–127), 0 when it is not in one.
     node: AtomicU8,
     /// The other nodes, by id.
@@ -63,6 +65,16 @@ impl CancelKeys {
     /// `host`: a secret of 32 bytes when the session speaks protocol 3.2 or later, else of 4. The key
     /// stays valid until [`CancelKeys::revoke`].
     pub fn mint(&self, minor: u16, target: Bytes, host: usize) -> Result<ClientKey, NoRandom> {
+        self.mint_for(minor, Some((target, host)))
+    }
+
+    /// Mints a key for a client that holds no backend yet ([`CancelKeys::retarget`] points it at
+    /// one).
+    pub fn mint_for(
+        &self,
+        minor: u16,
+        target: Option<(Bytes, usize)>,
+    ) -> Result<ClientKey, NoRandom> {
         let secret_len = if minor >= 2 { 32 } else { 4 };
         let rng = SystemRandom::new();
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,9 +89,21 @@ impl CancelKeys {
             }
             let key = Bytes::from(key);
             if !live.contains_key(&key) {
-                live.insert(key.clone(), (target, host));
+                live.insert(key.clone(), target);
                 return Ok(key);
             }
+        }
+    }
+
+    /// Points a valid key at the backend its client holds now (`None`: none).
+    pub fn retarget(&self, key: &ClientKey, target: Option<(Bytes, usize)>) {
+        if let Some(t) = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(key)
+        {
+            *t = target;
         }
     }
 
@@ -100,6 +124,7 @@ impl CancelKeys {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .cloned()
+            .flatten()
     }
 
     /// Makes this node `id` of a cluster whose other nodes are `peers`; later keys carry the id.

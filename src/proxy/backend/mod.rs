@@ -108,6 +108,8 @@ pub struct Backend {
     slot: Slot,
     /// Cancelled when its host stops being what it was routed to: never handed out after that.
     epoch: tokio_util::sync::CancellationToken,
+    /// What transaction-pooled clients left on it (prepared statements, SETs).
+    pooling: crate::proxy::pooling::BackendState,
 }
 
 impl std::fmt::Debug for Backend {
@@ -169,6 +171,7 @@ impl Backend {
             }
         }
         let key = key.ok_or(StartupError::Unexpected("no BackendKeyData"))?;
+        slot.remember_params(&params);
         let minor = negotiated
             .as_ref()
             .and_then(|v| v.body.get(..4))
@@ -187,6 +190,7 @@ impl Backend {
             worker: pool::this_worker(),
             slot,
             epoch: tokio_util::sync::CancellationToken::new(),
+            pooling: Default::default(),
         })
     }
 
@@ -195,21 +199,7 @@ impl Backend {
     /// (idle). (The repository's NegotiateProtocolVersion is not the client's: pgssl settles the
     /// client's protocol itself, before authentication, as PostgreSQL does.)
     pub fn welcome(&self, client_key: &[u8]) -> BytesMut {
-        let mut out = BytesMut::with_capacity(512);
-        out.put_slice(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
-        for (name, value) in &self.params {
-            out.put_u8(b'S');
-            out.put_u32((4 + name.len() + 1 + value.len() + 1) as u32);
-            out.put_slice(name);
-            out.put_u8(0);
-            out.put_slice(value);
-            out.put_u8(0);
-        }
-        out.put_u8(b'K');
-        out.put_u32(4 + client_key.len() as u32);
-        out.put_slice(client_key);
-        out.put_slice(&[b'Z', 0, 0, 0, 5, b'I']);
-        out
+        welcome_message(&self.params, client_key)
     }
 
     /// The repository's process ID for this session.
@@ -235,6 +225,28 @@ impl Backend {
             .iter()
             .find(|(n, _)| n.as_ref() == name.as_bytes())
             .map(|(_, v)| v.as_ref())
+    }
+
+    /// The connection, what transaction pooling left on the session, and the reported parameters as
+    /// they stand: the transaction-pooled serve loop's view.
+    pub(crate) fn pooling_parts(
+        &mut self,
+    ) -> (
+        &mut RepositoryStream,
+        &mut crate::proxy::pooling::BackendState,
+        &mut Vec<(Bytes, Bytes)>,
+    ) {
+        (&mut self.stream, &mut self.pooling, &mut self.params)
+    }
+
+    /// The reported parameters as they stand.
+    pub fn params(&self) -> &[(Bytes, Bytes)] {
+        &self.params
+    }
+
+    /// Forgets what transaction pooling left (the session was reset).
+    pub(crate) fn forget_pooling(&mut self) {
+        self.pooling = Default::default();
     }
 
     /// The connection, for the relay.
@@ -299,6 +311,26 @@ impl Backend {
     fn key_of_pool(&self) -> &Arc<PoolKey> {
         self.slot.key()
     }
+}
+
+/// A start-up answer after authentication: AuthenticationOk, the parameters `params`, the cancel key
+/// `client_key`, ReadyForQuery (idle).
+pub fn welcome_message(params: &[(Bytes, Bytes)], client_key: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(512);
+    out.put_slice(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
+    for (name, value) in params {
+        out.put_u8(b'S');
+        out.put_u32((4 + name.len() + 1 + value.len() + 1) as u32);
+        out.put_slice(name);
+        out.put_u8(0);
+        out.put_slice(value);
+        out.put_u8(0);
+    }
+    out.put_u8(b'K');
+    out.put_u32(4 + client_key.len() as u32);
+    out.put_slice(client_key);
+    out.put_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+    out
 }
 
 /// Records one ParameterStatus body (`name\0value\0`), replacing an earlier value of the same name.

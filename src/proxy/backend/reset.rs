@@ -78,11 +78,15 @@ pub async fn set_application_name(
     if backend.param("application_name") == Some(name.as_bytes()) {
         return Ok(());
     }
-    let query = format!(
-        "SET application_name TO {}",
-        postgres_protocol::escape::escape_literal(name)
-    );
+    let query = format!("SET application_name TO {}", quoted(name));
     run(backend, &[&query], deadline).await
+}
+
+/// `value` as an SQL string literal, for the raw simple Queries pgssl sends a session itself (SET,
+/// which takes no bound parameter; transaction pooling's SETs and refusals): the one place that
+/// quotes.
+pub fn quoted(value: &str) -> String {
+    postgres_protocol::escape::escape_literal(value)
 }
 
 /// Sends `queries` as pipelined simple Query messages and reads every answer; the session must end

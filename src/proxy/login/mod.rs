@@ -14,11 +14,13 @@ use crate::proxy::auth::terminate::{
     self, ClientAuthError, Proven, RepositoryAuthError, VerifierSource,
 };
 use crate::proxy::auth::{self, AuthEnd, AuthPlan};
+use crate::proxy::backend::pool::PoolMode;
 use crate::proxy::cert_login::{self, CertStep};
 use crate::proxy::connection::{ConnectionContext, Start, Who, log_end, open_backend};
 use crate::proxy::metrics::{AuthMechanism, AuthOutcome, ProxyMetrics};
 use crate::proxy::negotiate;
 use crate::proxy::policy::Transport;
+use crate::proxy::pooling;
 use crate::proxy::protocol::auth_message::AuthMessageError;
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
@@ -41,6 +43,9 @@ pub(crate) enum LoggedIn {
     Relayed(RepositoryStream),
     /// Proxy mode: a backend whose start-up answer the client has had.
     Proxied(Box<Lease>),
+    /// Proxy mode, transaction pooling: the client has had its start-up answer; it may hold a
+    /// backend or not.
+    Pooled(Box<crate::proxy::pooling::serve::Client>),
 }
 
 /// Logs the session in, or returns `None` when the login was refused (answered and logged).
@@ -111,9 +116,7 @@ pub(crate) async fn log_in(
     let upstream = match proxy {
         Some((lookup, secret)) => {
             let source = Source { lookup, secret };
-            proxy_login(stream, start, &attempt, source, counted)
-                .await
-                .map(|lease| LoggedIn::Proxied(Box::new(lease)))
+            proxy_login(stream, start, &attempt, source, counted).await
         }
         None => passthrough_login(stream, start, &attempt, counted)
             .await
@@ -195,7 +198,7 @@ async fn proxy_login(
     attempt: &Attempt<'_>,
     source: Source<'_>,
     counted: Counted<'_>,
-) -> Option<Lease> {
+) -> Option<LoggedIn> {
     let Attempt {
         who, settings, ctx, ..
     } = *attempt;
@@ -263,6 +266,23 @@ async fn proxy_login(
         refuse_locked_out(stream, who, wait, m).await;
         return None;
     }
+    // Transaction pooling logs the client in without a backend once a session of its key has
+    // reported the parameters to tell it; the first client of a key takes one at login.
+    let options = ctx.pool.options();
+    let transaction =
+        options.enabled && options.mode_for(&who.user, &who.database) == PoolMode::Transaction;
+    if transaction {
+        match pooling::serve::welcome(stream, &start, &proven, ctx).await {
+            Ok(Some(client)) => {
+                m.auth(proven_mechanism(&proven), AuthOutcome::Ok)
+                    .increment(1);
+                return Some(LoggedIn::Pooled(client));
+            }
+            Ok(None) => {}
+            Err(()) => return None,
+        }
+    }
+    let kept = transaction.then(|| start.clone());
     match Box::pin(session::acquire(
         stream,
         start,
@@ -277,7 +297,12 @@ async fn proxy_login(
         Ok(lease) => {
             m.auth(proven_mechanism(&proven), AuthOutcome::Ok)
                 .increment(1);
-            Some(lease)
+            Some(match kept {
+                Some(start) => {
+                    LoggedIn::Pooled(pooling::serve::with_lease(lease, &start, &proven, ctx))
+                }
+                None => LoggedIn::Proxied(Box::new(lease)),
+            })
         }
         Err(why) => {
             refuse_no_backend(stream, who, why, started, ctx).await;

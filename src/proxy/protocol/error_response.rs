@@ -29,6 +29,8 @@ pub enum SqlState {
     QueryCanceled,
     /// `57P01` admin_shutdown: the proxy is shutting down.
     AdminShutdown,
+    /// `57P03` cannot_connect_now: the repository host is not what the session needs now.
+    CannotConnectNow,
 }
 
 impl SqlState {
@@ -42,6 +44,7 @@ impl SqlState {
             SqlState::TooManyConnections => "53300",
             SqlState::QueryCanceled => "57014",
             SqlState::AdminShutdown => "57P01",
+            SqlState::CannotConnectNow => "57P03",
         }
     }
 }

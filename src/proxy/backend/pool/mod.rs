@@ -49,6 +49,12 @@ pub struct PoolOptions {
     pub recheck_interval: Duration,
     /// Sessions opened ahead of clients (`pool.min_warm`).
     pub min_warm: Vec<MinWarm>,
+    /// How long a client holds its backend (`pool.mode`).
+    pub mode: PoolMode,
+    /// Per (role, database) modes and bounds (`pool.rules`), the first match applying.
+    pub rules: Vec<PoolRule>,
+    /// How transaction-pooled clients are tracked.
+    pub track: Arc<crate::proxy::pooling::TrackOptions>,
 }
 
 /// Keep `sessions` sessions of `role` on `database` open (busy or warm).
@@ -75,6 +81,9 @@ impl Default for PoolOptions {
             checkout_timeout: Duration::from_secs(10),
             recheck_interval: Duration::from_secs(10),
             min_warm: Vec::new(),
+            mode: PoolMode::Session,
+            rules: Vec::new(),
+            track: Arc::default(),
         }
     }
 }
@@ -107,6 +116,17 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Records the parameters a new session of this key reported at start-up: what a client of
+    /// the key is told when it logs in without a backend.
+    pub fn remember_params(&self, params: &[(bytes::Bytes, bytes::Bytes)]) {
+        let mut welcomes = self.pool.welcomes.lock().unwrap_or_else(|p| p.into_inner());
+        // Start-up options can make many keys: the map is bounded, and refilled by the next logins.
+        if welcomes.len() >= 10_000 && !welcomes.contains_key(&self.key) {
+            welcomes.clear();
+        }
+        welcomes.insert(self.key.clone(), Arc::new(params.to_vec()));
+    }
+
     /// The key the slot was taken for.
     pub fn key(&self) -> &Arc<PoolKey> {
         &self.key
@@ -166,7 +186,12 @@ pub struct Pool {
     inner: Mutex<Inner>,
     /// The newest settings generation seen: sessions logged in under an older one are retired.
     generation: AtomicU64,
+    /// The start-up parameters sessions of each key last reported.
+    welcomes: Mutex<HashMap<Arc<PoolKey>, Welcome>>,
 }
+
+/// The parameters a session reported at start-up.
+pub type Welcome = Arc<Vec<(bytes::Bytes, bytes::Bytes)>>;
 
 impl Pool {
     /// An empty pool.
@@ -175,6 +200,7 @@ impl Pool {
             options,
             inner: Mutex::default(),
             generation: AtomicU64::new(0),
+            welcomes: Mutex::default(),
         })
     }
 
@@ -185,6 +211,15 @@ impl Pool {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the last new session of `key` reported at start-up, if one has logged in.
+    pub fn welcome(&self, key: &PoolKey) -> Option<Welcome> {
+        self.welcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// Notes the settings generation a connection was accepted with.
@@ -233,7 +268,7 @@ impl Pool {
         }
         self.leave(id, handed);
         let inner = self.lock();
-        let full_key = !self.key_has_room(inner.keys.get(key).map_or(0, |e| e.live));
+        let full_key = !self.key_has_room(key, inner.keys.get(key).map_or(0, |e| e.live));
         Err(if full_key {
             Exhausted::PerKey(key.role.clone())
         } else {
@@ -288,7 +323,7 @@ impl Pool {
             }
         }
         let entry = inner.keys.entry(key.clone()).or_default();
-        if !self.key_has_room(entry.live) {
+        if !self.key_has_room(key, entry.live) {
             return None;
         }
         if inner.live < self.options.max_backends {
@@ -315,9 +350,10 @@ impl Pool {
         None
     }
 
-    /// Whether a key with `live` backends may have another (`max_per_role_database`).
-    fn key_has_room(&self, live: usize) -> bool {
-        let per_key = self.options.max_per_role_database;
+    /// Whether `key` with `live` backends may have another (`max_per_role_database`, or its rule's
+    /// `max_backends`).
+    fn key_has_room(&self, key: &PoolKey, live: usize) -> bool {
+        let per_key = self.options.per_key_bound(&key.role, &key.database);
         per_key == 0 || live < per_key
     }
 
@@ -330,7 +366,7 @@ impl Pool {
             || inner.idle >= self.options.max_idle
             || !inner.waiters.is_empty();
         let entry = inner.keys.entry(key.clone()).or_default();
-        if full || entry.live >= up_to || !self.key_has_room(entry.live) {
+        if full || entry.live >= up_to || !self.key_has_room(key, entry.live) {
             return None;
         }
         entry.live += 1;
@@ -442,6 +478,7 @@ pub fn close_all(backends: Vec<Backend>) {
 
 mod affinity;
 mod queue;
+mod rules;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -449,4 +486,5 @@ mod tests;
 pub use affinity::set_worker;
 use affinity::take_local;
 pub(super) use affinity::this_worker;
+pub use rules::{PoolMode, PoolRule};
 pub use stats::KeyStats;

@@ -84,7 +84,8 @@ impl Pool {
         while inner.live < self.options.max_backends {
             let keys = &inner.keys;
             let eligible = |w: &Waiter| {
-                !w.tx.is_closed() && self.key_has_room(keys.get(&w.key).map_or(0, |e| e.live))
+                !w.tx.is_closed()
+                    && self.key_has_room(&w.key, keys.get(&w.key).map_or(0, |e| e.live))
             };
             let Some(at) = inner.waiters.iter().position(eligible) else {
                 break;

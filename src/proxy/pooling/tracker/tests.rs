@@ -415,3 +415,42 @@ fn malformed_bodies_go_to_the_server_unread() {
     r.server(&[msg(b'E', b"SERROR\0\0"), ready(b'I')]);
     assert!(r.t.idle());
 }
+
+#[test]
+fn deallocate_through_the_extended_protocol_is_answered_by_pgssl_too() {
+    let mut r = Rig::new(TrackOptions::default());
+    r.client(&[msg(b'P', &parse("_pg3_0", "select 1")), msg(b'S', b"")]);
+    r.server(&[msg(b'1', b""), ready(b'I')]);
+    // psycopg's DEALLOCATE ALL after a rollback: Parse, Bind, Describe, Execute, Sync.
+    let sent = r.client(&[
+        msg(b'P', &parse("", "DEALLOCATE ALL")),
+        msg(b'B', &bind("")),
+        msg(b'D', b"P\0"),
+        msg(b'E', b"\0\0\0\0\0"),
+        msg(b'S', b""),
+    ]);
+    assert_eq!(kinds(&sent), "S", "only the Sync reaches the server");
+    let got = r.server(&[ready(b'I')]);
+    assert_eq!(kinds(&got), "12nCZ");
+    assert_eq!(got[3].1, b"DEALLOCATE ALL\0");
+    assert_eq!(r.t.statement_count(), 0);
+    assert_eq!(r.be.statements.len(), 1, "the backend keeps its statement");
+    // Prepared again under the same name: the backend has it, pgssl answers.
+    let sent = r.client(&[msg(b'P', &parse("_pg3_0", "select 1")), msg(b'S', b"")]);
+    assert_eq!(kinds(&sent), "S");
+    // An unnamed statement that is not a DEALLOCATE goes to the server again.
+    let sent = r.client(&[msg(b'P', &parse("", "select 2")), msg(b'B', &bind(""))]);
+    assert_eq!(kinds(&sent), "PB");
+}
+
+#[test]
+fn a_discard_all_the_server_ran_drops_every_statement() {
+    let mut r = Rig::new(TrackOptions::default());
+    r.client(&[msg(b'P', &parse("s", "select 1")), msg(b'S', b"")]);
+    r.server(&[msg(b'1', b""), ready(b'I')]);
+    r.client(&[msg(b'Q', b"DISCARD ALL\0")]);
+    assert_eq!(r.be.statements.len(), 1, "not before it ran");
+    r.server(&[msg(b'C', b"DISCARD ALL\0"), ready(b'I')]);
+    assert!(r.be.statements.is_empty());
+    assert_eq!(r.t.statement_count(), 0);
+}

@@ -1,0 +1,282 @@
+//! A transaction-pooled client from its login to its leaving: it holds no backend while it sends
+//! nothing; its first message takes one (warm, or opened with its proof); the backend goes back to
+//! the pool at the ReadyForQuery that ends its transaction, unless something pinned it.
+//!
+//! The loop is a poll function over both sockets, as the relay's is: reads land in a buffer on the
+//! stack of the poll call, so a client that sends nothing owns no buffer, and each direction stops
+//! reading while its destination lags ([`HIGH`]), so neither side can make pgssl buffer without
+//! bound, nor deadlock two peers that both write.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::tracker::Tracker;
+use crate::proxy::auth::terminate::Proven;
+use crate::proxy::backend::cancel::ClientKey;
+use crate::proxy::backend::{Backend, PoolKey, welcome_message};
+use crate::proxy::connection::{ConnectionContext, Start, Who, log_end};
+use crate::proxy::negotiate;
+use crate::proxy::protocol::{ErrorResponse, SqlState};
+use crate::proxy::relay::RelayEnd;
+use crate::proxy::route;
+use crate::proxy::session;
+use crate::proxy::settings::LiveSettings;
+use crate::proxy::stream::NegotiatedStream;
+use crate::telemetry::LogSafe;
+
+/// A transaction-pooled client once logged in.
+pub(crate) struct Client {
+    proven: Arc<Proven>,
+    /// Its start-up packet and protocol version: what opens a new backend for it.
+    startup: Bytes,
+    minor: u16,
+    key: Arc<PoolKey>,
+    cancel: ClientKey,
+    /// Its repository host, whether it was routed there as the primary, and that routing's epoch.
+    host: usize,
+    as_primary: bool,
+    epoch: CancellationToken,
+    tracker: Tracker,
+    backend: Option<Backend>,
+}
+
+/// Logs a proxy-mode client in for transaction pooling without a backend, when a session of its
+/// key has reported its start-up parameters before: pgssl's SASLFinal, then AuthenticationOk,
+/// those parameters (with the client's own `application_name`), a cancel key pgssl minted,
+/// ReadyForQuery. `Ok(None)`: none has, and the caller takes a backend at login. `Err(())`: the
+/// client could not be answered.
+pub(crate) async fn welcome(
+    stream: &mut NegotiatedStream,
+    start: &Start,
+    proven: &Proven,
+    ctx: &ConnectionContext,
+) -> Result<Option<Box<Client>>, ()> {
+    let Some(key) = PoolKey::of(&start.startup) else {
+        return Ok(None);
+    };
+    let routed = start.host.get();
+    let key = Arc::new(key.on_host(routed.index));
+    let Some(params) = ctx.pool.welcome(&key) else {
+        return Ok(None);
+    };
+    let reported = told(&params, start.startup.param("application_name"));
+    let Ok(cancel) = ctx.cancels.mint_for(start.startup.agreed_minor(), None) else {
+        let err = ErrorResponse::fatal(
+            SqlState::ConnectionFailure,
+            "the system random number generator failed",
+        );
+        negotiate::send_fatal(stream, &err).await;
+        return Err(());
+    };
+    let mut out = BytesMut::from(&proven.client_final.encode()[..]);
+    out.extend_from_slice(&welcome_message(&reported, &cancel));
+    let sent = async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    };
+    if sent.await.is_err() {
+        ctx.cancels.revoke(&cancel);
+        return Err(());
+    }
+    Ok(Some(Box::new(Client {
+        proven: Arc::new(proven.clone()),
+        startup: start.startup.raw.clone(),
+        minor: start.startup.minor,
+        key,
+        cancel,
+        host: routed.index,
+        as_primary: routed.as_primary,
+        epoch: routed.epoch.clone(),
+        tracker: Tracker::new(ctx.pool.options().track.clone(), reported),
+        backend: None,
+    })))
+}
+
+/// A transaction-pooled client that was given a backend at login (no session of its key had
+/// reported its parameters yet): it starts out holding it.
+pub(crate) fn with_lease(
+    lease: session::Lease,
+    start: &Start,
+    proven: &Proven,
+    ctx: &ConnectionContext,
+) -> Box<Client> {
+    let routed = start.host.get();
+    let (backend, cancel) = lease.into_parts();
+    let key = PoolKey::of(&start.startup)
+        .unwrap_or_else(|| PoolKey::unpooled("", ""))
+        .on_host(routed.index);
+    let reported = backend.params().to_vec();
+    Box::new(Client {
+        proven: Arc::new(proven.clone()),
+        startup: start.startup.raw.clone(),
+        minor: start.startup.minor,
+        key: Arc::new(key),
+        cancel,
+        host: routed.index,
+        as_primary: routed.as_primary,
+        epoch: backend.epoch().clone(),
+        tracker: Tracker::new(ctx.pool.options().track.clone(), reported),
+        backend: Some(backend),
+    })
+}
+
+/// The parameters a client is told: a session's, with its own `application_name`.
+fn told(params: &[(Bytes, Bytes)], application_name: Option<&str>) -> Vec<(Bytes, Bytes)> {
+    let mut out = params.to_vec();
+    let name = Bytes::copy_from_slice(application_name.unwrap_or_default().as_bytes());
+    match out
+        .iter_mut()
+        .find(|(n, _)| n.as_ref() == b"application_name")
+    {
+        Some((_, v)) => *v = name,
+        None => out.push((Bytes::from_static(b"application_name"), name)),
+    }
+    out
+}
+
+/// Serves the client until it leaves, and logs how it ended.
+pub(crate) async fn serve(
+    mut stream: NegotiatedStream,
+    mut client: Client,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    started: Instant,
+) {
+    let mut io = Io::default();
+    let stop = ctx.closing.clone();
+    let end = loop {
+        if client.backend.is_none() {
+            io.shrink();
+            let waited = wait_message(&mut stream, &mut io, &stop, &client.epoch).await;
+            match waited {
+                Ok(true) => {}
+                Ok(false) => break RelayEnd::Closed(io.moved),
+                Err(end) => break end,
+            }
+            match take_backend(&mut client, settings, ctx).await {
+                Ok(backend) => client.backend = Some(backend),
+                Err(why) => {
+                    why.answer(&mut stream, who).await;
+                    break RelayEnd::Closed(io.moved);
+                }
+            }
+            let backend = client.backend.as_mut().expect("just taken");
+            let (_, be, params) = backend.pooling_parts();
+            client.tracker.hand_over(be, params, &mut io.out);
+            let target = Some((backend.cancel_packet(), client.host));
+            ctx.cancels.retarget(&client.cancel, target);
+        }
+        let Some(backend) = client.backend.as_mut() else {
+            continue;
+        };
+        let counted = |t: &mut Tracker| count_pins(t, who, ctx);
+        let pumped = pump(
+            &mut stream,
+            backend,
+            &mut client.tracker,
+            &mut io,
+            &stop,
+            counted,
+        )
+        .await;
+        match pumped {
+            Pumped::Released => {
+                ctx.cancels.retarget(&client.cancel, None);
+                if let Some(b) = client.backend.take() {
+                    ctx.pool.checkin(b);
+                }
+                ctx.metrics.pool.sessions(ctx.pool.totals());
+            }
+            Pumped::ClientLeft => break RelayEnd::Closed(io.moved),
+            Pumped::Ended(end) => break end,
+        }
+    };
+    ctx.cancels.revoke(&client.cancel);
+    let clean = io.server.at_boundary() && io.out.to_server.is_empty();
+    if let Some(backend) = client.backend.take() {
+        give_back(backend, &client.tracker, clean, ctx).await;
+    }
+    if route::failed_over(&end, ctx) || (client.epoch.is_cancelled() && !ctx.closing.is_cancelled())
+    {
+        route::end_for_failover(&mut stream, who, ctx).await;
+    } else if matches!(end, RelayEnd::Closed(_)) {
+        let _ = flush_client(&mut stream, &mut io).await;
+        let _ = stream.shutdown().await;
+    }
+    log_end(who, end, None, started, &ctx.metrics);
+    ctx.metrics.pool.sessions(ctx.pool.totals());
+}
+
+/// Why a client's next transaction got no backend: pgssl's FATAL, or the repository's.
+enum NoBackend {
+    Ours(ErrorResponse),
+    Repository(crate::proxy::protocol::auth_message::Frame),
+}
+
+impl NoBackend {
+    /// Sends the client the error (it ends its session) and logs it.
+    async fn answer(self, stream: &mut NegotiatedStream, who: &Who) {
+        let (peer, user) = (who.peer, LogSafe(&who.user));
+        match self {
+            NoBackend::Ours(err) => {
+                negotiate::send_fatal(stream, &err).await;
+                info!(%peer, %user, sqlstate = err.code.code(), outcome = "no_backend",
+                      "{}", LogSafe(&err.message));
+            }
+            NoBackend::Repository(frame) => {
+                let mut message = BytesMut::new();
+                super::tracker::put_message(&mut message, frame.kind, &[&frame.body]);
+                let _ = stream.write_all(&message).await;
+                let _ = stream.flush().await;
+                let refused =
+                    crate::proxy::protocol::login_watch::LoginOutcome::refused(&frame.body);
+                info!(%peer, %user, outcome = "refused_by_repository", refusal = ?refused,
+                      "the repository refused a transaction-pooled client's new session");
+            }
+        }
+    }
+}
+
+/// Counts and logs a pin (once per client, as it happens) and a refusal.
+fn count_pins(tracker: &mut Tracker, who: &Who, ctx: &ConnectionContext) {
+    if let Some(reason) = tracker.take_new_pin() {
+        ctx.metrics.pool.pinned(reason).increment(1);
+        info!(peer = %who.peer, user = %LogSafe(&who.user), database = %LogSafe(&who.database),
+              reason = reason.label(), "the client's repository session is pinned to it for the rest of its session: {reason} cannot move between sessions");
+    }
+    if let Some(reason) = tracker.take_refused() {
+        ctx.metrics.pool.refused(reason).increment(1);
+        info!(peer = %who.peer, user = %LogSafe(&who.user), reason = reason.label(),
+              "refused a statement that would pin the client's repository session (pool.on_pin = refuse)");
+    }
+}
+
+mod backend;
+mod pump;
+
+use backend::{give_back, take_backend};
+use pump::{Io, Pumped, flush_client, pump, wait_message};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_told_its_own_application_name() {
+        let params = vec![
+            (Bytes::from("application_name"), Bytes::from("first")),
+            (Bytes::from("TimeZone"), Bytes::from("UTC")),
+        ];
+        let t = told(&params, Some("mine"));
+        assert_eq!(t[0].1, Bytes::from("mine"));
+        assert_eq!(t[1].1, Bytes::from("UTC"));
+        let t = told(&params[1..], None);
+        assert_eq!(t[1], (Bytes::from("application_name"), Bytes::new()));
+    }
+}
