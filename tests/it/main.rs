@@ -41,3 +41,4 @@ mod repository_tls;
 mod rotation;
 mod soak;
 mod tls_stack;
+mod transaction_pool;
