@@ -44,6 +44,15 @@ pub struct PoolSnapshot {
     pub enabled: bool,
     /// Per (role, database), sorted.
     pub keys: Vec<KeyStats>,
+    /// How long clients hold a backend unless a rule says otherwise (`pool.mode`).
+    #[serde(default)]
+    pub mode: crate::proxy::backend::pool::PoolMode,
+    /// `pool.rules`, in order.
+    #[serde(default)]
+    pub rules: Vec<crate::proxy::backend::pool::PoolRule>,
+    /// Clients waiting for a backend now.
+    #[serde(default)]
+    pub waiting: usize,
 }
 
 /// The node this process runs, answered in-process: what `serve` hands its admin server, and
@@ -104,6 +113,9 @@ impl RunningNode for LocalNode {
             Ok(Some(PoolSnapshot {
                 enabled: self.pool.options().enabled,
                 keys: self.pool.stats(),
+                mode: self.pool.options().mode,
+                rules: self.pool.options().rules.clone(),
+                waiting: self.pool.waiting(),
             }))
         })
     }

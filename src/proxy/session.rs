@@ -34,6 +34,15 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
+    /// A backend taken for a client that logged in without one, with the key it was given.
+    pub(crate) fn new(backend: Backend, key: ClientKey) -> Lease {
+        Lease {
+            backend,
+            key,
+            poolable: true,
+        }
+    }
+
     /// The backend and the client's cancel key (a transaction-pooled client takes them over).
     pub(crate) fn into_parts(self) -> (Backend, ClientKey) {
         (self.backend, self.key)
@@ -346,14 +355,48 @@ async fn hand_out(
 /// Relays the session, logs how it ended, and resets and returns the backend when the client left
 /// it idle.
 pub(crate) async fn serve(
+    stream: NegotiatedStream,
+    lease: Lease,
+    who: &Who,
+    ctx: &ConnectionContext,
+    started: Instant,
+) {
+    serve_from(stream, lease, &[], who, ctx, started).await
+}
+
+/// [`serve`] for a session the client logged into without a backend: `first` is what it sent
+/// before it had one, sent on first.
+pub(crate) async fn serve_from(
     mut stream: NegotiatedStream,
     mut lease: Lease,
+    first: &[u8],
     who: &Who,
     ctx: &ConnectionContext,
     started: Instant,
 ) {
     let mut watch = SessionWatch::default();
     let epoch = lease.backend.epoch().clone();
+    let upto = match watch.on_client(first) {
+        crate::proxy::protocol::session_watch::ClientChunk::Forward => first.len(),
+        crate::proxy::protocol::session_watch::ClientChunk::Terminated(n) => n,
+    };
+    let sent = async {
+        lease.backend.stream().write_all(&first[..upto]).await?;
+        lease.backend.stream().flush().await
+    };
+    if !first.is_empty() && sent.await.is_err() {
+        ctx.cancels.revoke(&lease.key);
+        ctx.metrics.pool.closed.increment(1);
+        let end = RelayEnd::Failed(
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the repository session failed",
+            ),
+            relay::Transferred::default(),
+        );
+        log_end(who, end, None, started, &ctx.metrics);
+        return;
+    }
     let end = relay::relay_pooled(&mut stream, lease.backend.stream(), &epoch, &mut watch).await;
     ctx.cancels.revoke(&lease.key);
     let m = &ctx.metrics.pool;

@@ -159,6 +159,8 @@ pub mod names {
     pub const POOL_RETURNS: &str = "pgssl_pool_returns_total";
     /// Gauge: when the mutual-SSL revocation list promises its next update (Unix seconds).
     pub const CRL_NEXT_UPDATE: &str = "pgssl_mutual_ssl_crl_next_update_seconds";
+    /// Gauge: clients waiting for a backend (the bounds are reached).
+    pub const POOL_WAITING: &str = "pgssl_pool_clients_waiting";
     /// Counter, label `reason`: transaction-pooled clients whose backend was pinned to them.
     pub const POOL_PINNED: &str = "pgssl_pool_pinned_total";
     /// Counter, label `reason`: statements refused because they would pin (`pool.on_pin = refuse`).
@@ -341,6 +343,10 @@ fn describe_pool() {
     describe_counter!(
         POOL_PREFILLED,
         "Repository sessions opened ahead of clients (pool.min_warm)."
+    );
+    describe_gauge!(
+        POOL_WAITING,
+        "Clients waiting for a repository session because the pool's bounds are reached (served first come, first served; 53300 past pool.checkout_timeout)."
     );
     describe_counter!(
         POOL_PINNED,

@@ -256,12 +256,13 @@ async fn the_next_client_gets_the_same_backend_as_a_fresh_session() {
     );
     let row = listed
         .lines()
-        .find(|l| l.contains("tableau"))
+        .find(|l| l.starts_with("tableau"))
         .unwrap()
         .split_whitespace()
         .collect::<Vec<_>>();
-    // role database busy idle handouts opened
-    assert_eq!(&row[2..], ["0", "1", "3", "1"], "{listed}");
+    // role database mode busy idle handouts opened
+    assert_eq!(&row[2..], ["session", "0", "1", "3", "1"], "{listed}");
+    assert!(listed.contains("Pool mode: session."), "{listed}");
     let text = p.metrics().await;
     let value = |name: &str, label: &str| crate::metrics::sample(&text, name, &[label]);
     assert_eq!(
@@ -428,13 +429,18 @@ async fn an_apply_retires_warm_sessions_and_a_restarted_repository_gives_working
 async fn a_client_waits_for_a_backend_then_gets_53300_and_gets_in_once_one_is_free() {
     let p = Pooled::start("max_backends = 1\ncheckout_timeout = \"1s\"").await;
     let addr = p.addr();
+    // The first client of the key takes its backend at login (to learn the parameters to tell the
+    // next ones); it holds the only one.
     let holder = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD)
         .await
         .unwrap();
+    // The next logs in without a backend, and waits for one at its first query, then gets 53300.
+    let mut refused = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD)
+        .await
+        .expect("a login takes no backend");
     let waited = std::time::Instant::now();
-    let refused = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD).await;
+    let refused_state = crate::client::sqlstate(refused.simple_query("SELECT 1").await);
     assert!(waited.elapsed() >= Duration::from_millis(900));
-    let refused_state = crate::client::sqlstate(refused);
     assert_eq!(refused_state, "53300");
     let psql_refused = psql_commands(&p.conninfo(""), &["SELECT 1"]).await;
     assert!(
@@ -444,36 +450,29 @@ async fn a_client_waits_for_a_backend_then_gets_53300_and_gets_in_once_one_is_fr
         "{}",
         psql_refused.stderr
     );
-    // Once the holder leaves, a waiting client gets its session. The waiter waits from the moment
-    // pgssl has checked its password (its lookup counted), microseconds before it queues: the
-    // holder leaves then, well within the waiter's checkout timeout.
-    let lookups = || async {
+    // Once the holder leaves, a waiting client gets its session, first come first served.
+    let mut waiter = connect_tls_unverified(addr, "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let rows = waiter.simple_query("SELECT 1").await;
+        rows.map(|r| r[0][0].clone())
+    });
+    wait_until("pgssl to queue the waiter", WAIT, || async {
         let text = p.metrics().await;
-        crate::metrics::sample(&text, "pgssl_auth_lookups_total", &["outcome=\"ok\""])
-            .unwrap_or(0.0)
-    };
-    let checked = lookups().await;
-    let waiter =
-        tokio::spawn(
-            async move { connect_tls_unverified(addr, "tableau", "postgres", PASSWORD).await },
-        );
-    wait_until("pgssl to check the waiter's password", WAIT, || async {
-        lookups().await > checked
+        crate::metrics::sample(&text, "pgssl_pool_clients_waiting", &[]) == Some(1.0)
     })
     .await;
     assert!(
-        !waiter.is_finished(),
+        !waiting.is_finished(),
         "the waiter got in while the holder held the only backend"
     );
     holder.terminate().await.unwrap();
-    let mut got = waiter
+    let got = waiting
         .await
         .unwrap()
         .expect("the waiter gets the freed session");
-    assert_eq!(
-        got.simple_query("SELECT 1").await.unwrap()[0][0].as_deref(),
-        Some("1")
-    );
+    assert_eq!(got.as_deref(), Some("1"));
     p.serve.stop().await;
 }
 

@@ -341,12 +341,20 @@ async fn a_thousand_pgbench_clients_in_every_query_mode_share_twenty_backends() 
 /// 20 connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_pgbench_clients_reconnecting_per_transaction_finish_on_twenty_connections() {
+    // Both modes: in session mode too, a login takes no backend, so clients that connected cannot
+    // starve the ones that did before them (that stalled pgbench -C before transaction pooling).
+    for pool in ["", "rules = [{ role = \"tableau\", mode = \"session\" }]"] {
+        reconnecting_clients_finish(pool).await;
+    }
+}
+
+async fn reconnecting_clients_finish(pool: &str) {
     let pg = Postgres::start_with_tcp();
     pgbench_init(&pg).await;
     pg.sql("ALTER SYSTEM SET max_connections = 20");
     pg.restart();
     assert_eq!(pg.sql("SHOW max_connections"), "20");
-    let p = transaction_pool_on(pg, "", "max_connections = 20", "").await;
+    let p = transaction_pool_on(pg, "", "max_connections = 20", pool).await;
     let run = pgbench(&[
         "-n",
         "-C",
@@ -361,7 +369,7 @@ async fn a_hundred_pgbench_clients_reconnecting_per_transaction_finish_on_twenty
         &p.conninfo(""),
     ])
     .await;
-    run.assert_processed(300, "pgbench -C", &log_tail(&p));
+    run.assert_processed(300, &format!("pgbench -C ({pool})"), &log_tail(&p));
     assert!(!run.stderr.contains("too many clients"), "{}", run.stderr);
     p.serve.stop().await;
 }

@@ -22,14 +22,32 @@ impl Report for PoolReport {
                     .into(),
             );
         }
+        out.info(format!("Pool mode: {}.", self.mode));
+        for r in &self.rules {
+            let bound = r
+                .max_backends
+                .map_or(String::new(), |n| format!(", at most {n} backends"));
+            out.info(format!(
+                "Rule: role {} on database {}: {} mode{bound}.",
+                r.role.as_deref().unwrap_or("(any)"),
+                r.database.as_deref().unwrap_or("(any)"),
+                r.mode.unwrap_or(self.mode),
+            ));
+        }
         out.info(format!(
-            "{:<20} {:<20} {:>6} {:>6} {:>10} {:>8}",
-            "role", "database", "busy", "idle", "handouts", "opened"
+            "{:<20} {:<20} {:<12} {:>6} {:>6} {:>10} {:>8}",
+            "role", "database", "mode", "busy", "idle", "handouts", "opened"
         ));
         for k in &self.keys {
             out.info(format!(
-                "{:<20} {:<20} {:>6} {:>6} {:>10} {:>8}",
-                k.role, k.database, k.busy, k.idle, k.handouts, k.opened
+                "{:<20} {:<20} {:<12} {:>6} {:>6} {:>10} {:>8}",
+                k.role,
+                k.database,
+                k.mode.to_string(),
+                k.busy,
+                k.idle,
+                k.handouts,
+                k.opened
             ));
         }
         let (handouts, opened): (u64, u64) = self
@@ -39,6 +57,12 @@ impl Report for PoolReport {
         out.info(format!(
             "{handouts} clients got a warm session: {handouts} backends not forked; {opened} opened."
         ));
+        if self.waiting > 0 {
+            out.info(format!(
+                "{} clients are waiting for a backend (the bounds are reached).",
+                self.waiting
+            ));
+        }
     }
 }
 

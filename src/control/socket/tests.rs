@@ -44,6 +44,9 @@ impl RunningNode for FakeNode {
             Ok(Some(PoolSnapshot {
                 enabled: true,
                 keys: Vec::new(),
+                mode: Default::default(),
+                rules: Vec::new(),
+                waiting: 0,
             }))
         })
     }
@@ -153,7 +156,7 @@ async fn the_server_answers_each_request_with_its_report() {
     );
     assert_eq!(
         answer_to(b"{\"request\":\"pool\"}\r\n").await,
-        "{\"ok\":{\"enabled\":true,\"keys\":[]}}\n"
+        "{\"ok\":{\"enabled\":true,\"keys\":[],\"mode\":\"session\",\"rules\":[],\"waiting\":0}}\n"
     );
     let line = answer_to(b"{\"request\":\"status\"}\n").await;
     assert_eq!(decode_reply::<ServeStatus>(&line).unwrap(), status());

@@ -266,12 +266,13 @@ async fn proxy_login(
         refuse_locked_out(stream, who, wait, m).await;
         return None;
     }
-    // Transaction pooling logs the client in without a backend once a session of its key has
-    // reported the parameters to tell it; the first client of a key takes one at login.
+    // With warm sessions, the client logs in without a backend once a session of its key has
+    // reported the parameters to tell it, and takes one at its first message; the first client of
+    // a key takes one at login. (A NOLOGIN role must meet the repository's refusal at login.)
     let options = ctx.pool.options();
     let transaction =
         options.enabled && options.mode_for(&who.user, &who.database) == PoolMode::Transaction;
-    if transaction {
+    if options.enabled && proven.can_login {
         match pooling::serve::welcome(stream, &start, &proven, ctx).await {
             Ok(Some(client)) => {
                 m.auth(proven_mechanism(&proven), AuthOutcome::Ok)

@@ -47,6 +47,22 @@ async fn on_new_backend(
     )
 }
 
+/// A client that logged in without a backend (a session of its key reported the parameters to tell
+/// it before) and took a new one at its first query, `select 1`, which the backend receives.
+async fn on_backend_at_first_query(
+    server: &Server,
+    params: &[(&str, &str)],
+) -> (Client, Welcome, RepoSession) {
+    let (mut client, _task) = server.client_with(peer(), params, false).await;
+    prove(&mut client).await.expect("logged in");
+    let welcome = client.welcome().await;
+    assert_eq!(server.repository.attempts(), 1, "no backend at login");
+    client.query("select 1").await;
+    let mut backend = server.opens_backend(CLIENT_USER).await;
+    assert_eq!(backend.query().await, "select 1");
+    (client, welcome, backend)
+}
+
 /// The client's SCRAM exchange with the right password.
 async fn prove(client: &mut Client) -> Result<Vec<String>, super::support::Fatal> {
     client
@@ -100,19 +116,21 @@ async fn a_warm_session_takes_the_next_clients_application_name() {
     let (client, task, _, mut backend) = on_new_backend(&server, &params("one")).await;
     leave_and_keep(client, task, &mut backend).await;
 
+    // The client logs in without a backend, told its own name; the warm session takes it at the
+    // client's first query.
     let (mut client, _task) = server.client_with(peer(), &params("two"), false).await;
-    let (proven, ()) = tokio::join!(prove(&mut client), async {
-        assert_eq!(backend.query().await, "SET application_name TO 'two'");
-        backend.send(&parameter("application_name", "two")).await;
-        backend.complete("SET").await;
-    });
-    proven.expect("logged in");
+    prove(&mut client).await.expect("logged in");
     let welcome = client.welcome().await;
     assert!(
         welcome
             .params
             .contains(&("application_name".into(), "two".into()))
     );
+    client.query("select 2").await;
+    assert_eq!(backend.query().await, "SET application_name TO 'two'");
+    backend.send(&parameter("application_name", "two")).await;
+    backend.complete("SET").await;
+    assert_eq!(backend.query().await, "select 2");
 }
 
 #[tokio::test]
@@ -150,7 +168,7 @@ async fn a_session_whose_reset_fails_is_closed_and_the_next_client_gets_a_new_on
     assert_eq!(backend.until_closed().await, TERMINATE);
     within("the session's end", task).await.expect("no panic");
     assert_eq!(server.ctx.pool.totals(), (0, 0));
-    on_new_backend(&server, &params("app")).await;
+    on_backend_at_first_query(&server, &params("app")).await;
     assert_eq!(server.repository.attempts(), 2);
 }
 
@@ -161,7 +179,7 @@ async fn a_warm_session_the_repository_closed_meanwhile_is_not_handed_out() {
     let (client, task, _, mut backend) = on_new_backend(&server, &params("app")).await;
     leave_and_keep(client, task, &mut backend).await;
     drop(backend);
-    on_new_backend(&server, &params("app")).await;
+    on_backend_at_first_query(&server, &params("app")).await;
     assert_eq!(server.repository.attempts(), 2);
 }
 
@@ -276,10 +294,19 @@ async fn when_every_backend_is_busy_past_the_checkout_timeout_a_client_gets_5330
         o.pool.checkout_timeout = Duration::from_millis(50);
     });
     let _busy = on_new_backend(&server, &params("app")).await;
-    let fatal = server.refused(CLIENT_USER, PASSWORD).await;
-    assert_eq!(
-        (fatal.code.as_str(), fatal.message.as_str()),
-        ("53300", "sorry, too many clients already")
+    // The next client logs in without a backend, and waits for one at its first query.
+    let (mut client, _task) = server.client_with(peer(), &params("app"), false).await;
+    prove(&mut client).await.expect("logged in");
+    client.welcome().await;
+    client.query("select 1").await;
+    let fatal = client.fatal().await;
+    assert_eq!(fatal.code, "53300");
+    assert!(
+        fatal
+            .message
+            .starts_with("sorry, too many clients already: no repository session came free within pool.checkout_timeout"),
+        "{}",
+        fatal.message
     );
     assert_eq!(server.repository.attempts(), 1);
 }

@@ -141,6 +141,7 @@ impl Drop for Slot {
             entry.live = entry.live.saturating_sub(1);
         }
         let undelivered = self.pool.hand_slots(&mut inner);
+        self.pool.count_waiting(&inner);
         drop(inner);
         // Their receivers left meanwhile: dropping them here hands their slots on in turn.
         drop(undelivered);
@@ -188,6 +189,8 @@ pub struct Pool {
     generation: AtomicU64,
     /// The start-up parameters sessions of each key last reported.
     welcomes: Mutex<HashMap<Arc<PoolKey>, Welcome>>,
+    /// `pgssl_pool_clients_waiting`.
+    waiting: metrics::Gauge,
 }
 
 /// The parameters a session reported at start-up.
@@ -201,6 +204,7 @@ impl Pool {
             inner: Mutex::default(),
             generation: AtomicU64::new(0),
             welcomes: Mutex::default(),
+            waiting: metrics::gauge!(crate::telemetry::names::POOL_WAITING),
         })
     }
 
@@ -211,6 +215,16 @@ impl Pool {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the waiting clients' gauge (under the lock that changed the queue).
+    fn count_waiting(&self, inner: &Inner) {
+        self.waiting.set(inner.waiters.len() as f64);
+    }
+
+    /// Clients waiting for a backend now.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiters.len()
     }
 
     /// What the last new session of `key` reported at start-up, if one has logged in.
@@ -255,7 +269,11 @@ impl Pool {
             let mut inner = self.lock();
             match self.try_checkout(&mut inner, key, &wanted, &mut retire) {
                 Some(found) => Ok(found),
-                None => Err(queue::enqueue(&mut inner, key, &wanted)),
+                None => {
+                    let queued = queue::enqueue(&mut inner, key, &wanted);
+                    self.count_waiting(&inner);
+                    Err(queued)
+                }
             }
         };
         close_all(retire);
@@ -386,10 +404,14 @@ impl Pool {
         let keep = self.options.enabled && self.current(&backend);
         let mut inner = self.lock();
         let backend = match keep {
-            true => match queue::hand_warm(&mut inner, backend) {
-                Some(b) => b,
-                None => return,
-            },
+            true => {
+                let kept = queue::hand_warm(&mut inner, backend);
+                self.count_waiting(&inner);
+                match kept {
+                    Some(b) => b,
+                    None => return,
+                }
+            }
             false => backend,
         };
         let slot_wanted = !inner.waiters.is_empty() && inner.live >= self.options.max_backends;

@@ -114,6 +114,7 @@ impl Pool {
     pub(super) fn leave(self: &Arc<Self>, id: u64, mut handed: oneshot::Receiver<Checkout>) {
         let mut inner = self.lock();
         inner.waiters.retain(|w| w.id != id);
+        self.count_waiting(&inner);
         drop(inner);
         handed.close();
         match handed.try_recv() {

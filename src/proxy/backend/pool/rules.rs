@@ -23,7 +23,7 @@ impl std::fmt::Display for PoolMode {
 }
 
 /// A `pool.rules` entry: for a role and/or database, another mode or bound.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolRule {
     /// The role (any when `None`).
     pub role: Option<String>,
@@ -53,7 +53,7 @@ impl PoolOptions {
     }
 
     /// Live backends at most for one key of `role` on `database` (0: no bound of its own).
-    pub(super) fn per_key_bound(&self, role: &str, database: &str) -> usize {
+    pub(crate) fn per_key_bound(&self, role: &str, database: &str) -> usize {
         self.rules
             .iter()
             .find(|r| r.matches(role, database) && r.max_backends.is_some())

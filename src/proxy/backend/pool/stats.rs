@@ -17,6 +17,12 @@ pub struct KeyStats {
     pub handouts: u64,
     /// Backends opened.
     pub opened: u64,
+    /// How long its clients hold a backend (`pool.mode`, or its rule's).
+    #[serde(default)]
+    pub mode: super::PoolMode,
+    /// Its own bound on backends (0: only `max_backends`).
+    #[serde(default)]
+    pub max_backends: usize,
 }
 
 impl KeyStats {
@@ -50,7 +56,12 @@ impl Pool {
             s.handouts += handouts;
             s.opened += opened;
         }
-        by.into_values().collect()
+        let mut out: Vec<KeyStats> = by.into_values().collect();
+        for s in &mut out {
+            s.mode = self.options.mode_for(&s.role, &s.database);
+            s.max_backends = self.options.per_key_bound(&s.role, &s.database);
+        }
+        out
     }
 
     /// Idle backends on each of `hosts` repository hosts.

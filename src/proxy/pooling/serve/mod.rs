@@ -18,7 +18,8 @@ use tracing::info;
 use super::tracker::Tracker;
 use crate::proxy::auth::terminate::Proven;
 use crate::proxy::backend::cancel::ClientKey;
-use crate::proxy::backend::{Backend, PoolKey, welcome_message};
+use crate::proxy::backend::pool::PoolMode;
+use crate::proxy::backend::{Backend, PoolKey, reset, welcome_message};
 use crate::proxy::connection::{ConnectionContext, Start, Who, log_end};
 use crate::proxy::negotiate;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
@@ -43,6 +44,8 @@ pub(crate) struct Client {
     epoch: CancellationToken,
     tracker: Tracker,
     backend: Option<Backend>,
+    /// Session mode: the first backend it takes is its own until it leaves.
+    mode: PoolMode,
 }
 
 /// Logs a proxy-mode client in for transaction pooling without a backend, when a session of its
@@ -64,6 +67,10 @@ pub(crate) async fn welcome(
     let Some(params) = ctx.pool.welcome(&key) else {
         return Ok(None);
     };
+    // pool.min_warm opens sessions with the newest proof of the role (a changed password is learned
+    // here as at a login that takes its backend).
+    ctx.prefill
+        .learn(&key, &start.startup, proven, &routed.epoch);
     let reported = told(&params, start.startup.param("application_name"));
     let Ok(cancel) = ctx.cancels.mint_for(start.startup.agreed_minor(), None) else {
         let err = ErrorResponse::fatal(
@@ -94,6 +101,10 @@ pub(crate) async fn welcome(
         epoch: routed.epoch.clone(),
         tracker: Tracker::new(ctx.pool.options().track.clone(), reported),
         backend: None,
+        mode: ctx
+            .pool
+            .options()
+            .mode_for(&key_role(&start.startup), &key_database(&start.startup)),
     })))
 }
 
@@ -122,7 +133,16 @@ pub(crate) fn with_lease(
         epoch: backend.epoch().clone(),
         tracker: Tracker::new(ctx.pool.options().track.clone(), reported),
         backend: Some(backend),
+        mode: PoolMode::Transaction,
     })
+}
+
+fn key_role(startup: &crate::proxy::protocol::StartupMessage) -> String {
+    startup.user().unwrap_or_default().to_string()
+}
+
+fn key_database(startup: &crate::proxy::protocol::StartupMessage) -> String {
+    startup.database().unwrap_or_default().to_string()
 }
 
 /// The parameters a client is told: a session's, with its own `application_name`.
@@ -158,6 +178,9 @@ pub(crate) async fn serve(
                 Ok(true) => {}
                 Ok(false) => break RelayEnd::Closed(io.moved),
                 Err(end) => break end,
+            }
+            if client.mode == PoolMode::Session {
+                return serve_session(stream, client, io, who, settings, ctx, started).await;
             }
             match take_backend(&mut client, settings, ctx).await {
                 Ok(backend) => client.backend = Some(backend),
@@ -211,6 +234,49 @@ pub(crate) async fn serve(
     }
     log_end(who, end, None, started, &ctx.metrics);
     ctx.metrics.pool.sessions(ctx.pool.totals());
+}
+
+/// Session mode after a login without a backend: the client's first message takes one (with its
+/// `application_name`), which serves it as any session-mode backend does until it leaves.
+async fn serve_session(
+    mut stream: NegotiatedStream,
+    mut client: Client,
+    mut io: Io,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    started: Instant,
+) {
+    let mut backend = match take_backend(&mut client, settings, ctx).await {
+        Ok(backend) => backend,
+        Err(why) => {
+            ctx.cancels.revoke(&client.cancel);
+            why.answer(&mut stream, who).await;
+            log_end(who, RelayEnd::Closed(io.moved), None, started, &ctx.metrics);
+            return;
+        }
+    };
+    let name = client.tracker.told("application_name").unwrap_or_default();
+    let deadline = Instant::now() + ctx.connect_timeout;
+    if let Err(e) = reset::set_application_name(&mut backend, &name, deadline).await {
+        ctx.cancels.revoke(&client.cancel);
+        backend.close().await;
+        let err = ErrorResponse::fatal(
+            SqlState::ConnectionFailure,
+            "lost the connection to the repository",
+        );
+        negotiate::send_fatal(&mut stream, &err).await;
+        info!(peer = %who.peer, user = %LogSafe(&who.user), error = %e, outcome = "upstream_failed",
+              "a warm session failed at hand-out");
+        log_end(who, RelayEnd::Closed(io.moved), None, started, &ctx.metrics);
+        return;
+    }
+    ctx.cancels
+        .retarget(&client.cancel, Some((backend.cancel_packet(), client.host)));
+    backend.served_one();
+    let first = std::mem::take(&mut io.from_client);
+    let lease = session::Lease::new(backend, client.cancel);
+    session::serve_from(stream, lease, &first, who, ctx, started).await;
 }
 
 /// Why a client's next transaction got no backend: pgssl's FATAL, or the repository's.

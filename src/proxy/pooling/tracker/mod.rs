@@ -285,6 +285,11 @@ impl Tracker {
         self.status
     }
 
+    /// A reported parameter as the client was told it.
+    pub fn told(&self, name: &str) -> Option<String> {
+        find(&self.reported, name.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
     /// Why the backend is pinned, if it is.
     pub fn pinned(&self) -> Option<PinReason> {
         self.pinned
