@@ -116,17 +116,6 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Records the parameters a new session of this key reported at start-up: what a client of
-    /// the key is told when it logs in without a backend.
-    pub fn remember_params(&self, params: &[(bytes::Bytes, bytes::Bytes)]) {
-        let mut welcomes = self.pool.welcomes.lock().unwrap_or_else(|p| p.into_inner());
-        // Start-up options can make many keys: the map is bounded, and refilled by the next logins.
-        if welcomes.len() >= 10_000 && !welcomes.contains_key(&self.key) {
-            welcomes.clear();
-        }
-        welcomes.insert(self.key.clone(), Arc::new(params.to_vec()));
-    }
-
     /// The key the slot was taken for.
     pub fn key(&self) -> &Arc<PoolKey> {
         &self.key
@@ -193,9 +182,6 @@ pub struct Pool {
     waiting: metrics::Gauge,
 }
 
-/// The parameters a session reported at start-up.
-pub type Welcome = Arc<Vec<(bytes::Bytes, bytes::Bytes)>>;
-
 impl Pool {
     /// An empty pool.
     pub fn new(options: PoolOptions) -> Arc<Pool> {
@@ -225,15 +211,6 @@ impl Pool {
     /// Clients waiting for a backend now.
     pub fn waiting(&self) -> usize {
         self.lock().waiters.len()
-    }
-
-    /// What the last new session of `key` reported at start-up, if one has logged in.
-    pub fn welcome(&self, key: &PoolKey) -> Option<Welcome> {
-        self.welcomes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
     }
 
     /// Notes the settings generation a connection was accepted with.
@@ -504,9 +481,11 @@ mod rules;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod welcome;
 
 pub use affinity::set_worker;
 use affinity::take_local;
 pub(super) use affinity::this_worker;
 pub use rules::{PoolMode, PoolRule};
 pub use stats::KeyStats;
+pub use welcome::Welcome;
