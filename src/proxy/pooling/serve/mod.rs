@@ -180,12 +180,15 @@ pub(crate) async fn serve(
                 Err(end) => break end,
             }
             if client.mode == PoolMode::Session {
-                return serve_session(stream, client, io, who, settings, ctx, started).await;
+                let session = serve_session(stream, client, io, who, settings, ctx, started);
+                return Box::pin(session).await;
             }
-            match take_backend(&mut client, settings, ctx).await {
+            // Boxed, as every rare step here: a task is as large as its largest state, and an idle
+            // client should cost only what waiting for its next message needs.
+            match Box::pin(take_backend(&mut client, settings, ctx)).await {
                 Ok(backend) => client.backend = Some(backend),
                 Err(why) => {
-                    why.answer(&mut stream, who).await;
+                    Box::pin(why.answer(&mut stream, who)).await;
                     break RelayEnd::Closed(io.moved);
                 }
             }
@@ -223,11 +226,11 @@ pub(crate) async fn serve(
     ctx.cancels.revoke(&client.cancel);
     let clean = io.server.at_boundary() && io.out.to_server.is_empty();
     if let Some(backend) = client.backend.take() {
-        give_back(backend, &client.tracker, clean, ctx).await;
+        Box::pin(give_back(backend, &client.tracker, clean, ctx)).await;
     }
     if route::failed_over(&end, ctx) || (client.epoch.is_cancelled() && !ctx.closing.is_cancelled())
     {
-        route::end_for_failover(&mut stream, who, ctx).await;
+        Box::pin(route::end_for_failover(&mut stream, who, ctx)).await;
     } else if matches!(end, RelayEnd::Closed(_)) {
         let _ = flush_client(&mut stream, &mut io).await;
         let _ = stream.shutdown().await;
