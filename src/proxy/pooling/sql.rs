@@ -144,6 +144,8 @@ fn statements(sql: &str, advisory: &mut bool) -> Vec<Statement> {
                     }
                 }
             }
+            // E'...' takes backslash escapes: \' does not end it.
+            b'\'' if escaped_string(b, i) => i = skip_escaped(b, i),
             b'\'' => i = skip_quoted(b, i, b'\''),
             b'"' => {
                 let end = skip_quoted(b, i, b'"');
@@ -202,6 +204,27 @@ fn push_word(out: &mut [Statement], text: &str, start: usize, keep: usize) {
             start,
         });
     }
+}
+
+/// Whether the quote at `i` opens an E'' string (an `E` or `e` just before it, itself not the end
+/// of a longer word).
+fn escaped_string(b: &[u8], i: usize) -> bool {
+    let word_char = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    i >= 1 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !word_char(b[i - 2]))
+}
+
+/// The index just past the E'' string whose quote is at `i`.
+fn skip_escaped(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+            b'\'' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    b.len()
 }
 
 /// The index just past the quoted run that starts at `i` (a doubled quote stays inside).
@@ -329,16 +352,23 @@ fn effect(sql: &str, s: &Statement) -> Option<Effect> {
         ["set", rest @ ..] => {
             let offset = usize::from(rest.first() == Some(&"session"));
             let name = s.words.get(1 + offset)?;
+            if sql.as_bytes().get(name.start) == Some(&b'"') {
+                return Some(Effect::Pin(PinReason::UnknownSet));
+            }
             // The value starts after TO or =, whichever follows the name.
             let after_name = name.start + name.text.len();
             let tail = sql.get(after_name..s.end)?;
             let trimmed = tail.trim_start();
             let value_from = if let Some(v) = trimmed.strip_prefix('=') {
                 s.end - v.len()
-            } else if trimmed.len() >= 2 && trimmed[..2].eq_ignore_ascii_case("to") {
-                s.end - trimmed[2..].len()
+            } else if trimmed
+                .get(..2)
+                .is_some_and(|to| to.eq_ignore_ascii_case("to"))
+            {
+                s.end - trimmed.len() + 2
             } else {
-                return None;
+                // A SET pgssl cannot read (SET XML OPTION, a quoted name): it cannot be carried.
+                return Some(Effect::Pin(PinReason::UnknownSet));
             };
             Some(Effect::Set(
                 name.text.clone(),
@@ -417,6 +447,13 @@ mod tests {
         assert!(pins("SELECT \"pg_advisory_lock\" FROM t").is_empty());
         assert_eq!(pins("SELECT $1; LISTEN x"), [PinReason::Listen]);
         assert_eq!(pins("select 1; listen x;"), [PinReason::Listen]);
+        assert!(pins("SELECT E'it\\'s; LISTEN x'").is_empty());
+        assert_eq!(pins("SELECT e'\\\\'; LISTEN x"), [PinReason::Listen]);
+        // What pgssl cannot read of a SET pins rather than going unseen.
+        assert_eq!(pins("SET XML OPTION DOCUMENT"), [PinReason::UnknownSet]);
+        assert_eq!(pins("SET \"search_path\" TO x"), [PinReason::UnknownSet]);
+        assert_eq!(pins("SET x 'é'"), [PinReason::UnknownSet]);
+        assert_eq!(pins("SET x *é"), [PinReason::UnknownSet]);
         // Unterminated quotes and comments end the text, without a panic.
         for sql in ["'", "\"", "/*", "$a$", "$", "--", "e'\\'"] {
             let _ = effects(sql);

@@ -214,6 +214,7 @@ pub(crate) async fn serve(
         match pumped {
             Pumped::Released => {
                 ctx.cancels.retarget(&client.cancel, None);
+                client.tracker.released();
                 if let Some(b) = client.backend.take() {
                     ctx.pool.checkin(b);
                 }

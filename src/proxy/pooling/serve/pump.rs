@@ -246,7 +246,8 @@ pub(super) fn pump_once(
     loop {
         let mut progressed = false;
         // The client's whole messages, while the backend keeps up.
-        while !io.terminated && io.out.to_server.len() < HIGH {
+        // (pgssl's own answers go to the client: a client that does not read stops being read.)
+        while !io.terminated && io.out.to_server.len() < HIGH && io.out.to_client.len() < HIGH {
             match io.whole_message().map_err(|e| (Side::Client, e))? {
                 None => break,
                 Some(_) => {
@@ -296,7 +297,12 @@ pub(super) fn pump_once(
         {
             return Poll::Ready(Ok(Pumped::Released));
         }
-        if io.terminated && !tracker.awaiting() && io.out.to_server.is_empty() {
+        // Gone: once what it sent is on its way, and unless answers it synced are still coming (a
+        // batch it never synced is never answered: the backend is closed, not waited for).
+        if io.terminated
+            && io.out.to_server.is_empty()
+            && (!tracker.awaiting() || tracker.unsynced())
+        {
             return Poll::Ready(Ok(Pumped::ClientLeft));
         }
         // From the backend, while the client keeps up.

@@ -55,6 +55,9 @@ impl Tracker {
     }
 
     pub(super) fn pin(&mut self, reason: PinReason) {
+        if reason == PinReason::SqlPrepare {
+            self.sql_prepared = true;
+        }
         if self.pinned.is_none() {
             self.pinned = Some(reason);
             self.new_pin = Some(reason);
@@ -70,13 +73,16 @@ impl Tracker {
             match e {
                 Effect::Pin(r) => pins.push(*r),
                 Effect::Set(name, value) => {
-                    if REPORTED_LOWER.contains(&name.as_str()) {
-                        continue;
-                    }
+                    // Tracked ones are carried by their text; reported ones pgssl carries follow
+                    // their ParameterStatus; any other (default_transaction_read_only,
+                    // session_authorization, one not listed) pins.
                     if self.options.tracked.iter().any(|t| t == name) {
                         self.since_ready
                             .push(SetChange::Set(name.clone(), std::mem::take(value)));
-                    } else {
+                    } else if !REPORTED_SETTABLE
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(name))
+                    {
                         pins.push(PinReason::UnknownSet);
                     }
                 }
@@ -133,9 +139,7 @@ impl Tracker {
             Effect::Deallocate(name) if self.statements.contains_key(name.as_bytes()) => {
                 Some(Dealloc::One(Bytes::copy_from_slice(name.as_bytes())))
             }
-            Effect::DeallocateAll if self.pinned != Some(PinReason::SqlPrepare) => {
-                Some(Dealloc::All)
-            }
+            Effect::DeallocateAll if !self.sql_prepared => Some(Dealloc::All),
             _ => None,
         }
     }
@@ -150,7 +154,14 @@ impl Tracker {
             return self.opaque(b'P', body, out);
         };
         let query = cstr(rest).map(String::from_utf8_lossy).unwrap_or_default();
+        let before = self.since_ready.len();
         let (refuse, effects) = self.statement_effects(&query);
+        if !name.is_empty() && self.since_ready.len() > before {
+            // A named statement's SET runs whenever it is executed, which pgssl does not follow:
+            // the session stays with the client instead.
+            self.since_ready.truncate(before);
+            self.pin(PinReason::UnknownSet);
+        }
         self.fake_statements.remove(name);
         if refuse.is_none()
             && !self.statements.contains_key(name)
@@ -177,7 +188,11 @@ impl Tracker {
             None => rest,
         };
         if name.is_empty() {
-            put_message(&mut out.to_server, b'P', &[b"\0", rest]);
+            let mut parse = BytesMut::new();
+            put_message(&mut parse, b'P', &[b"\0", rest]);
+            out.to_server.extend_from_slice(&parse);
+            self.unnamed = Some(parse.freeze());
+            self.unnamed_here = true;
             self.pending.push_back(Expect::Parse {
                 swallow: false,
                 added: None,
@@ -200,7 +215,16 @@ impl Tracker {
             });
             return;
         }
-        let server = server_name(rest);
+        // Statements of the same text under another search_path are other statements (a shared
+        // one would fail with "cached plan must not change result type").
+        let search_path = self
+            .sets
+            .iter()
+            .find(|(n, _)| n == "search_path")
+            .map(|(_, v)| v.as_bytes())
+            .or_else(|| find(&self.reported, b"search_path"))
+            .unwrap_or_default();
+        let server = server_name(rest, search_path);
         let mut parse = BytesMut::new();
         put_message(&mut parse, b'P', &[&server, b"\0", rest]);
         let prepared = Prepared {
@@ -235,7 +259,10 @@ impl Tracker {
             },
             b'B' => Expect::Bind { rename: None },
             b'D' => Expect::Describe { rename: None },
-            _ => Expect::Close { swallow: false },
+            _ => Expect::Close {
+                swallow: false,
+                evicted: None,
+            },
         };
         self.pending.push_back(expect);
     }
@@ -270,11 +297,32 @@ impl Tracker {
                 return;
             };
             put_message(&mut out.to_server, b'C', &[b"S", &old, b"\0"]);
-            self.pending.push_back(Expect::Close { swallow: true });
+            self.pending.push_back(Expect::Close {
+                swallow: true,
+                evicted: Some(old),
+            });
         }
     }
 
     /// The client's statement `name` in a Bind or Describe, named as the backend has it.
+    /// A Bind or Describe of the unnamed statement on a backend that has not got the client's:
+    /// its Parse goes first, its ParseComplete swallowed.
+    pub(super) fn ensure_unnamed(&mut self, out: &mut Out) {
+        if self.unnamed_here {
+            return;
+        }
+        if let Some(parse) = &self.unnamed {
+            out.to_server.extend_from_slice(parse);
+            self.unnamed_here = true;
+            self.pending.push_back(Expect::Parse {
+                swallow: true,
+                added: None,
+                created: None,
+                rename: None,
+            });
+        }
+    }
+
     pub(super) fn rename_for(
         &mut self,
         name: &[u8],
@@ -282,6 +330,7 @@ impl Tracker {
         out: &mut Out,
     ) -> Option<(Bytes, Bytes)> {
         if name.is_empty() {
+            self.ensure_unnamed(out);
             return None;
         }
         let prepared = self.statements.get(name)?.clone();
@@ -355,13 +404,18 @@ impl Tracker {
         }
         if let (Some(b'S'), Some(name)) = (body.first(), body.get(1..).and_then(cstr))
             && !name.is_empty()
-            && self.statements.remove(name).is_some()
+            && self.statements.contains_key(name)
         {
-            // The backend's statement may serve other clients: it stays until evicted.
-            self.fake(Fake::CloseComplete, None);
+            // The backend's statement may serve other clients: it stays until evicted. The client's
+            // name goes when the answer is given (not if the batch fails before it).
+            let name = Bytes::copy_from_slice(name);
+            self.fake(Fake::Closed(Dealloc::One(name)), None);
             return;
         }
         self.forward(b'C', body, out);
-        self.pending.push_back(Expect::Close { swallow: false });
+        self.pending.push_back(Expect::Close {
+            swallow: false,
+            evicted: None,
+        });
     }
 }

@@ -40,24 +40,6 @@ const REPORTED_SETTABLE: &[&str] = &[
     "search_path",
 ];
 
-/// Reported parameters, lowercase, as SET names them (their changes arrive as ParameterStatus).
-const REPORTED_LOWER: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "datestyle",
-    "intervalstyle",
-    "timezone",
-    "standard_conforming_strings",
-    "integer_datetimes",
-    "is_superuser",
-    "server_encoding",
-    "server_version",
-    "session_authorization",
-    "default_transaction_read_only",
-    "in_hot_standby",
-    "scram_iterations",
-];
-
 /// What to do with a statement that would pin a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnPin {
@@ -145,8 +127,12 @@ enum Expect {
     Describe { rename: Option<(Bytes, Bytes)> },
     /// Execute: CommandComplete, EmptyQueryResponse or PortalSuspended.
     Execute,
-    /// Close: CloseComplete (`swallow`: pgssl sent it, evicting a statement).
-    Close { swallow: bool },
+    /// Close: CloseComplete (`swallow`: pgssl sent it, evicting `evicted`, which is the backend's
+    /// again when the server skips the Close).
+    Close {
+        swallow: bool,
+        evicted: Option<Bytes>,
+    },
     /// Sync: ReadyForQuery.
     Sync,
     /// A simple Query or a FunctionCall: everything up to its ReadyForQuery.
@@ -167,6 +153,8 @@ enum Fake {
     ParseComplete,
     BindComplete,
     CloseComplete,
+    /// CloseComplete of a client's statement, whose name goes when it is given.
+    Closed(Dealloc),
     NoData,
     /// ParameterDescription of no parameters.
     NoParameters,
@@ -246,6 +234,12 @@ pub struct Tracker {
     /// sends them so), answered by pgssl: statement and portal names to what they drop.
     fake_statements: HashMap<Bytes, Dealloc>,
     fake_portals: HashMap<Bytes, Dealloc>,
+    /// The client ran SQL PREPARE (its DEALLOCATE ALL must reach the server).
+    sql_prepared: bool,
+    /// The client's last unnamed statement (its whole Parse), and whether the backend it holds has
+    /// it: a Bind of "" on another backend would run that backend's unnamed statement.
+    unnamed: Option<Bytes>,
+    unnamed_here: bool,
 }
 
 impl Tracker {
@@ -267,12 +261,26 @@ impl Tracker {
             rolled_back: false,
             fake_statements: HashMap::new(),
             fake_portals: HashMap::new(),
+            sql_prepared: false,
+            unnamed: None,
+            unnamed_here: false,
         }
     }
 
     /// Whether the backend may go: every request answered, nothing unsynced, no transaction open.
     pub fn idle(&self) -> bool {
         self.pending.is_empty() && !self.unsynced && self.status == b'I'
+    }
+
+    /// The backend went back to the pool: the next one does not have the client's unnamed
+    /// statement.
+    pub fn released(&mut self) {
+        self.unnamed_here = false;
+    }
+
+    /// Whether an extended-protocol batch was sent without its Sync (its answers may never come).
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
     }
 
     /// Whether requests still await answers (the backend must stay).
@@ -324,7 +332,7 @@ impl Tracker {
             }
             let value = String::from_utf8_lossy(want);
             sql.push_str(&format!(
-                "SET {name} TO {};",
+                "SET {name} TO {}\n;",
                 crate::proxy::backend::reset::quoted(&value)
             ));
         }
@@ -339,8 +347,8 @@ impl Tracker {
                 continue;
             }
             match want {
-                Some(v) => sql.push_str(&format!("SET {name} TO {v};")),
-                None => sql.push_str(&format!("RESET {name};")),
+                Some(v) => sql.push_str(&format!("SET {name} TO {v}\n;")),
+                None => sql.push_str(&format!("RESET {name}\n;")),
             }
         }
         be.sets = self.sets.clone();

@@ -15,7 +15,7 @@ impl Tracker {
         match (self.pending.front(), kind) {
             (Some(Expect::Injected), _) => Disposition::Drop,
             (Some(Expect::Parse { swallow: true, .. }), b'1') => Disposition::Drop,
-            (Some(Expect::Close { swallow: true }), b'3') => Disposition::Drop,
+            (Some(Expect::Close { swallow: true, .. }), b'3') => Disposition::Drop,
             _ => Disposition::Forward,
         }
     }
@@ -95,6 +95,8 @@ impl Tracker {
             // A SET pgssl sent failed: the client never sent it and never hears of it.
             return;
         }
+        // A transaction that fails (a COMMIT included) keeps none of its SETs.
+        self.rolled_back = true;
         let rename = match self.pending.front() {
             Some(
                 Expect::Parse { rename, .. }
@@ -119,8 +121,9 @@ impl Tracker {
         if matches!(self.pending.front(), Some(Expect::Query) | None) {
             return;
         }
+        // Everything up to the Sync is discarded by the server, a Query or FunctionCall included.
         while let Some(e) = self.pending.front() {
-            if matches!(e, Expect::Sync | Expect::Query | Expect::Injected) {
+            if matches!(e, Expect::Sync | Expect::Injected) {
                 break;
             }
             if let Some(e) = self.pending.pop_front() {
@@ -146,6 +149,10 @@ impl Tracker {
             } => {
                 self.statements.remove(&client);
             }
+            Expect::Close {
+                evicted: Some(server),
+                ..
+            } => be.statements.insert(server),
             _ => {}
         }
     }
@@ -193,6 +200,10 @@ impl Tracker {
                 Fake::ParseComplete => put_message(&mut out.to_client, b'1', &[]),
                 Fake::BindComplete => put_message(&mut out.to_client, b'2', &[]),
                 Fake::CloseComplete => put_message(&mut out.to_client, b'3', &[]),
+                Fake::Closed(d) => {
+                    put_message(&mut out.to_client, b'3', &[]);
+                    self.deallocate(d);
+                }
                 Fake::NoData => put_message(&mut out.to_client, b'n', &[]),
                 Fake::NoParameters => put_message(&mut out.to_client, b't', &[&[0, 0]]),
                 Fake::Deallocated(d) => {

@@ -306,7 +306,7 @@ fn tracked_sets_follow_the_client_when_committed_and_not_when_rolled_back() {
     r.t.hand_over(&mut r.be, &params, &mut r.out);
     let sent = messages(&mut r.out.to_server);
     assert_eq!(kinds(&sent), "Q");
-    assert_eq!(sent[0].1, b"SET search_path TO app;\0");
+    assert_eq!(sent[0].1, b"SET search_path TO app\n;\0");
     let got = r.server(&[msg(b'C', b"SET\0"), ready(b'I')]);
     assert!(got.is_empty(), "{got:?}");
     assert!(r.t.idle());
@@ -315,7 +315,7 @@ fn tracked_sets_follow_the_client_when_committed_and_not_when_rolled_back() {
     clean.be = r.new_backend();
     clean.t.hand_over(&mut clean.be, &params, &mut clean.out);
     let sent = messages(&mut clean.out.to_server);
-    assert_eq!(sent[0].1, b"RESET search_path;\0");
+    assert_eq!(sent[0].1, b"RESET search_path\n;\0");
 }
 
 #[test]
@@ -340,7 +340,7 @@ fn reported_parameters_are_what_the_client_was_told() {
     let mut be = BackendState::default();
     r.t.hand_over(&mut be, &params, &mut r.out);
     let sent = messages(&mut r.out.to_server);
-    assert_eq!(sent[0].1, b"SET TimeZone TO 'Asia/Tokyo';\0");
+    assert_eq!(sent[0].1, b"SET TimeZone TO 'Asia/Tokyo'\n;\0");
     r.be = be;
     r.params = std::mem::take(&mut params);
     let got = r.server(&[
@@ -453,4 +453,109 @@ fn a_discard_all_the_server_ran_drops_every_statement() {
     r.server(&[msg(b'C', b"DISCARD ALL\0"), ready(b'I')]);
     assert!(r.be.statements.is_empty());
     assert_eq!(r.t.statement_count(), 0);
+}
+
+#[test]
+fn the_unnamed_statement_follows_the_client_to_another_backend() {
+    let mut r = Rig::new(TrackOptions::default());
+    r.client(&[
+        msg(b'P', &parse("", "delete from t where id = $1")),
+        msg(b'S', b""),
+    ]);
+    r.server(&[msg(b'1', b""), ready(b'I')]);
+    r.t.released();
+    r.new_backend();
+    // Another backend may hold another client's unnamed statement: the client's goes first.
+    let sent = r.client(&[
+        msg(b'B', &bind("")),
+        msg(b'E', b"\0\0\0\0\0"),
+        msg(b'S', b""),
+    ]);
+    assert_eq!(kinds(&sent), "PBES");
+    assert!(String::from_utf8_lossy(&sent[0].1).contains("delete from t"));
+    let got = r.server(&[
+        msg(b'1', b""),
+        msg(b'2', b""),
+        msg(b'C', b"DELETE 1\0"),
+        ready(b'I'),
+    ]);
+    assert_eq!(kinds(&got), "2CZ");
+    // On the same backend it is not sent again.
+    let sent = r.client(&[msg(b'B', &bind("")), msg(b'S', b"")]);
+    assert_eq!(kinds(&sent), "BS");
+}
+
+#[test]
+fn an_eviction_the_server_skipped_leaves_the_statement_the_backends() {
+    let mut r = Rig::new(TrackOptions {
+        max_prepared: 1,
+        ..TrackOptions::default()
+    });
+    r.client(&[msg(b'P', &parse("a", "select 1/$1")), msg(b'S', b"")]);
+    r.server(&[msg(b'1', b""), ready(b'I')]);
+    // The Execute fails before the Close that evicts "a": the server skips the Close.
+    let sent = r.client(&[
+        msg(b'B', &bind("a")),
+        msg(b'E', b"\0\0\0\0\0"),
+        msg(b'P', &parse("b", "select 2")),
+        msg(b'S', b""),
+    ]);
+    assert_eq!(kinds(&sent), "BECPS");
+    r.server(&[
+        msg(b'2', b""),
+        msg(b'E', b"SERROR\0C22012\0\0"),
+        ready(b'I'),
+    ]);
+    assert_eq!(r.be.statements.len(), 1, "the backend still has a");
+    // So "a" is bound without a Parse that would be refused as already there.
+    let sent = r.client(&[msg(b'B', &bind("a")), msg(b'S', b"")]);
+    assert_eq!(kinds(&sent), "BS");
+}
+
+#[test]
+fn a_query_after_an_error_in_an_unsynced_batch_is_skipped_like_the_server_does() {
+    let mut r = Rig::new(TrackOptions::default());
+    r.client(&[
+        msg(b'P', &parse("", "select nope")),
+        msg(b'Q', b"select 1\0"),
+        msg(b'S', b""),
+    ]);
+    let got = r.server(&[msg(b'E', b"SERROR\0C42703\0\0"), ready(b'I')]);
+    assert_eq!(kinds(&got), "EZ");
+    assert!(r.t.idle());
+}
+
+#[test]
+fn a_close_in_a_failed_batch_keeps_the_clients_name() {
+    let mut r = Rig::new(TrackOptions::default());
+    r.client(&[msg(b'P', &parse("s", "select 1")), msg(b'S', b"")]);
+    r.server(&[msg(b'1', b""), ready(b'I')]);
+    r.client(&[
+        msg(b'P', &parse("", "select nope")),
+        msg(b'C', b"Ss\0"),
+        msg(b'S', b""),
+    ]);
+    r.server(&[msg(b'E', b"SERROR\0\0"), ready(b'I')]);
+    assert_eq!(r.t.statement_count(), 1);
+}
+
+#[test]
+fn sets_pgssl_does_not_carry_pin() {
+    for sql in [
+        "SET default_transaction_read_only = on",
+        "SET session_authorization = 'x'",
+        "SET work_mem = '8MB'",
+    ] {
+        let mut r = Rig::new(TrackOptions::default());
+        r.client(&[msg(b'Q', &[sql.as_bytes(), b"\0"].concat())]);
+        assert_eq!(r.t.pinned(), Some(PinReason::UnknownSet), "{sql}");
+    }
+    // A tracked SET prepared under a name runs whenever it is executed: it pins too.
+    let mut r = Rig::new(TrackOptions::default());
+    r.client(&[msg(b'P', &parse("_pg3_0", "SET search_path TO a"))]);
+    assert_eq!(r.t.pinned(), Some(PinReason::UnknownSet));
+    // The reported ones pgssl carries do not pin.
+    let mut r = Rig::new(TrackOptions::default());
+    r.client(&[msg(b'Q', b"SET DateStyle = 'German'\0")]);
+    assert_eq!(r.t.pinned(), None);
 }

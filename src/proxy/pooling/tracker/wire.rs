@@ -30,8 +30,12 @@ pub(super) fn apply(sets: &mut Vec<(String, String)>, change: SetChange) {
 
 /// The backend's name for a statement of this text and parameter types (`rest`: the Parse body
 /// after the name): equal texts share it, different ones never do (128 bits of SHA-256).
-pub(super) fn server_name(rest: &[u8]) -> Bytes {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, rest);
+pub(super) fn server_name(rest: &[u8], search_path: &[u8]) -> Bytes {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(rest);
+    ctx.update(b"\0search_path\0");
+    ctx.update(search_path);
+    let digest = ctx.finish();
     let mut name = String::with_capacity(6 + 32);
     name.push_str("pgssl_");
     for b in &digest.as_ref()[..16] {
