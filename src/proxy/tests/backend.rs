@@ -310,3 +310,24 @@ async fn when_every_backend_is_busy_past_the_checkout_timeout_a_client_gets_5330
     );
     assert_eq!(server.repository.attempts(), 1);
 }
+
+/// Transaction mode: a client that leaves after an extended-protocol batch it never synced (libpq's
+/// PQfinish in pipeline mode) has its backend closed — the server would never answer the batch,
+/// and waiting for the answer would hold the backend forever.
+#[tokio::test]
+async fn a_client_leaving_an_unsynced_batch_has_its_backend_closed_not_held() {
+    let server = Server::with(Mode::Off, FakeLookup::with(&[CLIENT_USER]), |o| {
+        keep_warm(o);
+        o.pool.mode = crate::proxy::backend::pool::PoolMode::Transaction;
+    });
+    let (mut client, task, _, mut backend) = on_new_backend(&server, &params("app")).await;
+    let mut batch = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::parse("", "select 1", [], &mut batch).unwrap();
+    postgres_protocol::message::frontend::terminate(&mut batch);
+    client.send(&batch).await;
+    let parse = backend.frame().await;
+    assert_eq!(parse.kind, b'P');
+    assert_eq!(backend.until_closed().await, TERMINATE);
+    within("the session's end", task).await.expect("no panic");
+    assert_eq!(server.ctx.pool.totals(), (0, 0), "closed, not kept");
+}
