@@ -297,12 +297,9 @@ pub(super) fn pump_once(
         {
             return Poll::Ready(Ok(Pumped::Released));
         }
-        // Gone: once what it sent is on its way, and unless answers it synced are still coming (a
-        // batch it never synced is never answered: the backend is closed, not waited for).
-        if io.terminated
-            && io.out.to_server.is_empty()
-            && (!tracker.awaiting() || tracker.unsynced())
-        {
+        // Gone once what it sent is on its way. Answers still owed are not waited for (a batch it
+        // never synced is never answered): a backend left so is closed, never held.
+        if io.terminated && io.out.to_server.is_empty() {
             return Poll::Ready(Ok(Pumped::ClientLeft));
         }
         // From the backend, while the client keeps up.

@@ -237,6 +237,7 @@ impl Tracker {
             return;
         }
         self.evict_for_one(be, out);
+        self.close_first(&prepared.server, be, out);
         out.to_server.extend_from_slice(&prepared.parse);
         be.statements.insert(server.clone());
         self.pending.push_back(Expect::Parse {
@@ -280,6 +281,7 @@ impl Tracker {
             return;
         }
         self.evict_for_one(be, out);
+        self.close_first(&prepared.server, be, out);
         out.to_server.extend_from_slice(&prepared.parse);
         be.statements.insert(prepared.server.clone());
         self.pending.push_back(Expect::Parse {
@@ -287,6 +289,22 @@ impl Tracker {
             added: Some(prepared.server.clone()),
             created: None,
             rename: Some((prepared.server.clone(), client.clone())),
+        });
+    }
+
+    /// A Close of `server` ahead of its Parse when pgssl lost track of whether the backend has it
+    /// (its eviction was skipped by the server past the bound), its answer swallowed: closing a
+    /// statement the backend has not got is no error, and the Parse would otherwise fail as
+    /// "already exists".
+    pub(super) fn close_first(&mut self, server: &Bytes, be: &mut BackendState, out: &mut Out) {
+        let Some(at) = be.uncertain.iter().position(|u| u == server) else {
+            return;
+        };
+        be.uncertain.swap_remove(at);
+        put_message(&mut out.to_server, b'C', &[b"S", server, b"\0"]);
+        self.pending.push_back(Expect::Close {
+            swallow: true,
+            evicted: None,
         });
     }
 

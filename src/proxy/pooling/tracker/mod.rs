@@ -92,6 +92,9 @@ pub struct BackendState {
     pub statements: Statements,
     /// Tracked unreported parameters SET on it, with their text.
     pub sets: Vec<(String, String)>,
+    /// Statements it may have that pgssl does not count (an eviction the server skipped, undone
+    /// past the bound): closed before they are prepared again.
+    pub uncertain: Vec<Bytes>,
 }
 
 /// A client's named statement: the backend's name for it and the Parse that prepares it there.

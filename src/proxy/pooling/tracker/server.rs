@@ -47,6 +47,7 @@ impl Tracker {
                     let discard = body.starts_with(b"DISCARD ALL\0");
                     if discard || body.starts_with(b"DEALLOCATE ALL\0") {
                         be.statements.clear();
+                        be.uncertain.clear();
                         self.statements.clear();
                     }
                     if discard {
@@ -121,14 +122,17 @@ impl Tracker {
         if matches!(self.pending.front(), Some(Expect::Query) | None) {
             return;
         }
-        // Everything up to the Sync is discarded by the server, a Query or FunctionCall included.
+        // Everything up to the Sync is discarded by the server, a Query or FunctionCall included;
+        // undone last first, so that the backend's statements are what they were before.
+        let mut skipped = Vec::new();
         while let Some(e) = self.pending.front() {
             if matches!(e, Expect::Sync | Expect::Injected) {
                 break;
             }
-            if let Some(e) = self.pending.pop_front() {
-                self.undo(e, be);
-            }
+            skipped.extend(self.pending.pop_front());
+        }
+        for e in skipped.into_iter().rev() {
+            self.undo(e, be);
         }
     }
 
@@ -149,10 +153,18 @@ impl Tracker {
             } => {
                 self.statements.remove(&client);
             }
+            // The server kept it: within the bound it is known again; past it, its next Parse is
+            // preceded by a Close.
             Expect::Close {
                 evicted: Some(server),
                 ..
-            } => be.statements.insert(server),
+            } => {
+                if be.statements.len() < self.options.max_prepared.max(1) {
+                    be.statements.insert(server)
+                } else if be.uncertain.len() < 64 {
+                    be.uncertain.push(server)
+                }
+            }
             _ => {}
         }
     }
@@ -166,10 +178,14 @@ impl Tracker {
     ) {
         // Whatever the head was waiting for, this ReadyForQuery ends it (a confused stream is not
         // left waiting forever).
+        let mut skipped = Vec::new();
         while let Some(e) = self.pending.pop_front() {
             if matches!(e, Expect::Sync | Expect::Query | Expect::Injected) {
                 break;
             }
+            skipped.push(e);
+        }
+        for e in skipped.into_iter().rev() {
             self.undo(e, be);
         }
         let status = body.first().copied().unwrap_or(b'I');
