@@ -30,9 +30,21 @@ impl Pooled {
 
     /// With `repository` lines in `[repository]`, `auth` lines in `[auth]` and `pool` lines in `[pool]`.
     pub(crate) async fn start_on(pg: Postgres, repository: &str, auth: &str, pool: &str) -> Pooled {
+        Pooled::start_with(pg, "", repository, auth, pool).await
+    }
+
+    /// [`Pooled::start_on`] with `server` lines in `[server]` as well.
+    pub(crate) async fn start_with(
+        pg: Postgres,
+        server: &str,
+        repository: &str,
+        auth: &str,
+        pool: &str,
+    ) -> Pooled {
         pg.sql("CREATE ROLE pgssl_lookup SUPERUSER LOGIN PASSWORD 'lookup-pw'");
         let upstream = format!("127.0.0.1:{}", pg.port());
         let env = CliEnv::new(&upstream);
+        env.add_config("server", server);
         env.add_config("repository", repository);
         env.add_config("auth", &format!("mode = \"proxy\"\n{auth}"));
         env.add_config("pool", pool);

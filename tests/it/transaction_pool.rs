@@ -16,9 +16,8 @@ use tokio::io::AsyncWriteExt;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::NoTls;
 
-use crate::cli::{CliEnv, ServeProcess, ok};
 use crate::client::{ClientError, Session, connect_tls_unverified, sqlstate, ssl_request};
-use crate::harness::{PASSWORD, Postgres, PsqlRun, pg_bindir, prepare_data_dir, wait_for};
+use crate::harness::{PASSWORD, Postgres, PsqlRun, pg_bindir, wait_for};
 use crate::pool::{Pooled, send_cancel};
 
 /// How long the repository and pgssl have to reach a state a test waits for.
@@ -34,22 +33,8 @@ async fn transaction_pool(pool: &str) -> Pooled {
 
 /// [`Pooled::start_on`] with `server` lines in `[server]` as well.
 async fn transaction_pool_on(pg: Postgres, server: &str, repository: &str, pool: &str) -> Pooled {
-    pg.sql("CREATE ROLE pgssl_lookup SUPERUSER LOGIN PASSWORD 'lookup-pw'");
-    let upstream = format!("127.0.0.1:{}", pg.port());
-    let env = CliEnv::new(&upstream);
-    env.add_config("server", server);
-    env.add_config("repository", repository);
-    env.add_config("auth", "mode = \"proxy\"");
-    env.add_config("pool", &format!("mode = \"transaction\"\n{pool}"));
-    prepare_data_dir(&env.data_dir(), pgssl::proxy::policy::Mode::Required);
-    let serve = ServeProcess::start(
-        &env,
-        &["--repository", &upstream, "--metrics", "127.0.0.1:0"],
-    )
-    .await;
-    ok(&env.stage_lookup_user("pgssl_lookup", "lookup-pw").await);
-    ok(&env.run(&["pending-changes", "apply"]));
-    Pooled { pg, env, serve }
+    let pool = format!("mode = \"transaction\"\n{pool}");
+    Pooled::start_with(pg, server, repository, "", &pool).await
 }
 
 /// A harness client of `tableau` through pgssl (it knows its cancel key).
@@ -867,6 +852,32 @@ fn python_with_psycopg() -> &'static str {
         .expect("python3 with psycopg 3: apt-get install python3-psycopg (scripts/test does)")
 }
 
+/// A driver program's report line (`prefix key=value ...`), once it succeeded: it ran
+/// `connections` connections on at most `backends` repository sessions.
+fn driver_report(
+    out: &std::process::Output,
+    p: &Pooled,
+    prefix: &str,
+    connections: u64,
+    backends: u64,
+) -> (std::collections::BTreeMap<String, u64>, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\npgssl:\n{}",
+        p.serve.log_text()
+    );
+    let seen = report(&stdout, prefix);
+    assert_eq!(seen["connections"], connections, "{stdout}");
+    assert!(
+        (1..=backends).contains(&seen["backends"]),
+        "{connections} connections on {} backends",
+        seen["backends"]
+    );
+    (seen, stdout)
+}
+
 /// The `key=value` words of the line of `stdout` that starts with `prefix`.
 fn report(stdout: &str, prefix: &str) -> std::collections::BTreeMap<String, u64> {
     let line = stdout
@@ -905,20 +916,7 @@ async fn psycopg_prepared_statements_and_pipelines_share_two_backends() {
     .await
     .expect("the psycopg script finishes")
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{stderr}\npgssl:\n{}",
-        p.serve.log_text()
-    );
-    let seen = report(&stdout, "psycopg ok:");
-    assert_eq!(seen["connections"], 6, "{stdout}");
-    assert!(
-        (1..=2).contains(&seen["backends"]),
-        "six connections on {} backends",
-        seen["backends"]
-    );
+    let (seen, stdout) = driver_report(&out, &p, "psycopg ok:", 6, 2);
     assert_eq!(seen["rows"], 6 * 20, "{stdout}");
     assert_eq!(
         p.pg.sql("SELECT count(*) || ' ' || sum(n) FROM psycopg_items"),
@@ -957,20 +955,7 @@ async fn pgjdbc_batches_and_prepared_selects_share_two_backends() {
     .await
     .expect("the pgjdbc program finishes")
     .expect("java runs (apt-get install default-jre-headless libpostgresql-jdbc-java)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{stderr}\npgssl:\n{}",
-        p.serve.log_text()
-    );
-    let seen = report(&stdout, "jdbc ok:");
-    assert_eq!(seen["connections"], 4, "{stdout}");
-    assert!(
-        (1..=2).contains(&seen["backends"]),
-        "four connections on {} backends",
-        seen["backends"]
-    );
+    let (seen, stdout) = driver_report(&out, &p, "jdbc ok:", 4, 2);
     assert_eq!(seen["rows"], 200, "{stdout}");
     assert_eq!(
         p.pg.sql("SELECT count(*) || ' ' || sum(n) FROM jdbc_items"),
