@@ -4,7 +4,7 @@
 //!
 //! The loop is a poll function over both sockets, as the relay's is: reads land in a buffer on the
 //! stack of the poll call, so a client that sends nothing owns no buffer, and each direction stops
-//! reading while its destination lags ([`HIGH`]), so neither side can make pgssl buffer without
+//! reading while its destination lags (`pump::HIGH`), so neither side can make pgssl buffer without
 //! bound, nor deadlock two peers that both write.
 
 use std::sync::Arc;

@@ -17,7 +17,7 @@
 //!   is refused by the server itself (`on_pin = refuse`: the statement is replaced by one that
 //!   raises the error, so the transaction state stays the server's).
 //!
-//! Answers are matched to requests with a queue in send order ([`Expect`]), as the server answers
+//! Answers are matched to requests with a queue in send order (`Expect`), as the server answers
 //! them: an error in an extended batch skips everything up to its Sync, which is how the server
 //! behaves too. Nothing here reads a socket; the serve loop feeds whole client messages and server
 //! messages (the large ones as a header, their bodies streamed past) and writes what comes out.
