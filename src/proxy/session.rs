@@ -426,7 +426,7 @@ pub(crate) async fn serve_from(
 }
 
 /// Resets a session its client left idle and keeps it warm, or closes it if the reset fails.
-async fn give_back(mut backend: Backend, how: Idle, ctx: &ConnectionContext) {
+pub(crate) async fn give_back(mut backend: Backend, how: Idle, ctx: &ConnectionContext) {
     let pool: &Pool = &ctx.pool;
     let deadline = Instant::now() + ctx.connect_timeout;
     let m = &ctx.metrics.pool;

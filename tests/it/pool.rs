@@ -59,6 +59,16 @@ impl Pooled {
         Pooled { pg, env, serve }
     }
 
+    /// A superuser session straight to the repository, beside pgssl.
+    pub(crate) async fn superuser(&self) -> crate::client::Session {
+        let repository = format!("127.0.0.1:{}", self.pg.tcp_port.unwrap())
+            .parse()
+            .unwrap();
+        crate::client::connect_plain(repository, "postgres")
+            .await
+            .expect("the superuser logs into the repository")
+    }
+
     pub(crate) fn conninfo(&self, extra: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user=tableau dbname=postgres sslmode=require {extra}",
@@ -499,12 +509,7 @@ async fn two_hundred_clients_share_a_repository_of_twenty_connections() {
     // The repository's sessions of tableau, watched all through the run over a session of the
     // superuser's opened before it (it fits: pgssl's bound leaves one slot more free than the
     // superuser_reserved_connections PostgreSQL keeps, besides its own two lookup sessions).
-    let repository = format!("127.0.0.1:{}", p.pg.tcp_port.unwrap())
-        .parse()
-        .unwrap();
-    let mut watcher = crate::client::connect_plain(repository, "postgres")
-        .await
-        .expect("the superuser logs into the repository");
+    let mut watcher = p.superuser().await;
     let running = tokio_util::sync::CancellationToken::new();
     let watching = running.clone();
     let peak = tokio::spawn(async move {

@@ -202,12 +202,7 @@ struct Peaks {
 
 async fn watch_peaks<T>(p: &Pooled, load: impl std::future::Future<Output = T>) -> (T, Peaks) {
     // A superuser session straight to the repository, opened before the load.
-    let repository = format!("127.0.0.1:{}", p.pg.tcp_port.unwrap())
-        .parse()
-        .unwrap();
-    let mut watcher = crate::client::connect_plain(repository, "postgres")
-        .await
-        .expect("the superuser logs into the repository");
+    let mut watcher = p.superuser().await;
     // Scraped straight, without reading pgssl's growing log for the address each time.
     let metrics = metrics_addr(p);
     let running = tokio_util::sync::CancellationToken::new();

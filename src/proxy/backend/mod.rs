@@ -244,11 +244,6 @@ impl Backend {
         &self.params
     }
 
-    /// Forgets what transaction pooling left (the session was reset).
-    pub(crate) fn forget_pooling(&mut self) {
-        self.pooling = Default::default();
-    }
-
     /// The connection, for the relay.
     pub fn stream(&mut self) -> &mut RepositoryStream {
         &mut self.stream

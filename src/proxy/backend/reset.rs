@@ -65,7 +65,11 @@ pub async fn reset(
         Idle::OutsideTransaction => &[reset_query],
         Idle::InTransaction => &["ROLLBACK", reset_query],
     };
-    run(backend, queries, deadline).await
+    run(backend, queries, deadline).await?;
+    // The reset (DISCARD ALL) dropped what transaction pooling had left on the session: its
+    // prepared statements and SETs.
+    backend.pooling = Default::default();
+    Ok(())
 }
 
 /// Gives a warm session the next client's `application_name` (empty when it sent none, as a new

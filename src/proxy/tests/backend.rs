@@ -331,3 +331,27 @@ async fn a_client_leaving_an_unsynced_batch_has_its_backend_closed_not_held() {
     within("the session's end", task).await.expect("no panic");
     assert_eq!(server.ctx.pool.totals(), (0, 0), "closed, not kept");
 }
+
+/// A client that logged in without a backend hears the repository's own refusal of the session its
+/// first query opens, in its words.
+#[tokio::test]
+async fn the_repositorys_refusal_of_a_session_taken_at_the_first_query_reaches_the_client() {
+    let server = pooled_server();
+    let (_holder, _task, _, _backend) = on_new_backend(&server, &params("app")).await;
+    let (mut client, _task) = server.client_with(peer(), &params("app"), false).await;
+    prove(&mut client).await.expect("logged in");
+    client.welcome().await;
+    client.query("select 1").await;
+    let mut backend = server.repository.session().await;
+    backend.startup().await;
+    assert!(backend.scram(&server.lookup.verifier(CLIENT_USER)).await);
+    let refusal = error(
+        "FATAL",
+        "53300",
+        "too many connections for role \"tableau\"",
+    );
+    backend.send(&refusal).await;
+    let fatal = client.fatal().await;
+    assert_eq!(fatal.code, "53300");
+    assert_eq!(fatal.message, "too many connections for role \"tableau\"");
+}

@@ -5,7 +5,7 @@ use tracing::warn;
 
 use super::{Client, NoBackend};
 use crate::proxy::auth::terminate::RepositoryAuthError;
-use crate::proxy::backend::{Backend, Checkout, reset};
+use crate::proxy::backend::{Backend, Checkout};
 use crate::proxy::connection::{ConnectionContext, forward_start};
 use crate::proxy::pooling::tracker::Tracker;
 use crate::proxy::protocol::session_watch::Idle;
@@ -18,7 +18,7 @@ use crate::telemetry::LogSafe;
 /// and unpinned (the next client's SETs are reconciled at hand-out), reset first when pinned, closed
 /// otherwise.
 pub(super) async fn give_back(
-    mut backend: Backend,
+    backend: Backend,
     tracker: &Tracker,
     clean: bool,
     ctx: &ConnectionContext,
@@ -35,27 +35,7 @@ pub(super) async fn give_back(
         ctx.pool.checkin(backend);
         return;
     }
-    let deadline = Instant::now() + ctx.connect_timeout;
-    let reset_query = &ctx.pool.options().reset_query;
-    match reset::reset(
-        &mut backend,
-        Idle::OutsideTransaction,
-        reset_query,
-        deadline,
-    )
-    .await
-    {
-        Ok(()) => {
-            backend.forget_pooling();
-            m.kept.increment(1);
-            ctx.pool.checkin(backend);
-        }
-        Err(e) => {
-            m.closed.increment(1);
-            warn!(pid = backend.pid(), error = %e, "could not reset a pinned repository session; closing it");
-            backend.close().await;
-        }
-    }
+    session::give_back(backend, Idle::OutsideTransaction, ctx).await;
 }
 
 /// A backend for the client's next transaction: a warm one of its key, or a new one logged in with

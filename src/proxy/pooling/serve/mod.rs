@@ -16,12 +16,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::tracker::Tracker;
-use crate::proxy::auth::terminate::Proven;
+use crate::proxy::auth::terminate::{Proven, write_frame};
 use crate::proxy::backend::cancel::ClientKey;
 use crate::proxy::backend::pool::PoolMode;
 use crate::proxy::backend::{Backend, PoolKey, reset, welcome_message};
 use crate::proxy::connection::{ConnectionContext, Start, Who, log_end};
 use crate::proxy::negotiate;
+use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::RelayEnd;
 use crate::proxy::route;
@@ -170,6 +171,7 @@ pub(crate) async fn serve(
 ) {
     let mut io = Io::default();
     let stop = ctx.closing.clone();
+    let mut refused = None;
     let end = loop {
         if client.backend.is_none() {
             io.shrink();
@@ -188,7 +190,7 @@ pub(crate) async fn serve(
             match Box::pin(take_backend(&mut client, settings, ctx)).await {
                 Ok(backend) => client.backend = Some(backend),
                 Err(why) => {
-                    Box::pin(why.answer(&mut stream, who)).await;
+                    refused = Box::pin(why.answer(&mut stream, who)).await;
                     break RelayEnd::Closed(io.moved);
                 }
             }
@@ -236,7 +238,7 @@ pub(crate) async fn serve(
         let _ = flush_client(&mut stream, &mut io).await;
         let _ = stream.shutdown().await;
     }
-    log_end(who, end, None, started, &ctx.metrics);
+    log_end(who, end, refused, started, &ctx.metrics);
     ctx.metrics.pool.sessions(ctx.pool.totals());
 }
 
@@ -255,8 +257,14 @@ async fn serve_session(
         Ok(backend) => backend,
         Err(why) => {
             ctx.cancels.revoke(&client.cancel);
-            why.answer(&mut stream, who).await;
-            log_end(who, RelayEnd::Closed(io.moved), None, started, &ctx.metrics);
+            let refused = why.answer(&mut stream, who).await;
+            log_end(
+                who,
+                RelayEnd::Closed(io.moved),
+                refused,
+                started,
+                &ctx.metrics,
+            );
             return;
         }
     };
@@ -290,24 +298,19 @@ enum NoBackend {
 }
 
 impl NoBackend {
-    /// Sends the client the error (it ends its session) and logs it.
-    async fn answer(self, stream: &mut NegotiatedStream, who: &Who) {
-        let (peer, user) = (who.peer, LogSafe(&who.user));
+    /// Sends the client the error (it ends its session). pgssl's own is logged here; the
+    /// repository's refusal is returned, for the session's one log line to say.
+    async fn answer(self, stream: &mut NegotiatedStream, who: &Who) -> Option<LoginOutcome> {
         match self {
             NoBackend::Ours(err) => {
                 negotiate::send_fatal(stream, &err).await;
-                info!(%peer, %user, sqlstate = err.code.code(), outcome = "no_backend",
-                      "{}", LogSafe(&err.message));
+                info!(peer = %who.peer, user = %LogSafe(&who.user), sqlstate = err.code.code(),
+                      outcome = "no_backend", "{}", LogSafe(&err.message));
+                None
             }
             NoBackend::Repository(frame) => {
-                let mut message = BytesMut::new();
-                super::tracker::put_message(&mut message, frame.kind, &[&frame.body]);
-                let _ = stream.write_all(&message).await;
-                let _ = stream.flush().await;
-                let refused =
-                    crate::proxy::protocol::login_watch::LoginOutcome::refused(&frame.body);
-                info!(%peer, %user, outcome = "refused_by_repository", refusal = ?refused,
-                      "the repository refused a transaction-pooled client's new session");
+                let _ = write_frame(stream, &frame).await;
+                Some(LoginOutcome::refused(&frame.body))
             }
         }
     }
