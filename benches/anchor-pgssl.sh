@@ -7,7 +7,8 @@
 # proxy: pgssl authenticates clients itself (SCRAM, channel binding over TLS) through a lookup user
 # that reads verifiers with the SECURITY DEFINER function 'pgssl authentication lookup-user sql' prints,
 # then logs into PostgreSQL by SCRAM pass-through. passthrough: PostgreSQL authenticates; pgssl relays.
-# VERIFIER_CACHE_SECS=N sets auth.verifier_cache_ttl to N seconds (default 0: a lookup per login).
+# VERIFIER_CACHE_SECS=N sets auth.verifier_cache_ttl to N seconds (unset: pgssl's default, 1 s; 0: a
+# lookup per login).
 # Proxy mode keeps repository sessions warm between clients ([pool], on by default); passthrough cannot.
 # Both with repository SSL required towards clients and plaintext to PostgreSQL, like PgBouncer in
 # the anchor. Runs under anchor.sh (as root), which sets PG_PORT, PROXY_PORT, BENCH_DB and BENCH_TMP
@@ -24,7 +25,7 @@ cat >"$config" <<CONF
 mode = "$mode"
 lookup_database = "$BENCH_DB"
 lookup_query = "SELECT * FROM pgssl.lookup(\$1)"
-verifier_cache_ttl = "${VERIFIER_CACHE_SECS:-0}s"
+${VERIFIER_CACHE_SECS:+verifier_cache_ttl = \"${VERIFIER_CACHE_SECS}s\"}
 [repository]
 address = "127.0.0.1:$PG_PORT"
 CONF

@@ -46,7 +46,8 @@
 # Knobs (env): IDLE_CLIENTS=10000 BACKENDS=20 CLIENTS=1000 THREADS=2 DURATION=30
 #   CONN_CLIENTS=100 CONN_DURATION=$DURATION WARMUP=5 SETTLE=5 REPEATS=1 SCALE=1
 #   TESTS="idle extended prepared connect" DIRECT_REFERENCE=1 SCRAM_ITERATIONS=4096
-#   VERIFIER_CACHE_SECS=0 (pgssl auth.verifier_cache_ttl; PgBouncer reads its userlist once)
+#   VERIFIER_CACHE_SECS (pgssl auth.verifier_cache_ttl; unset: pgssl's default, 1 s; PgBouncer reads
+#   its userlist once)
 #   OUT=/tmp/pgssl-transaction-pool KEEP_TMP=0 KEEP_LOGS=0 (pgbench --log files)
 #   PGSSL_BIN: a pgssl binary (default: a release build of this checkout, built when unset).
 #   ANCHOR_DIR: where anchor.sh and anchor_tools.py are (default ../shared/bench beside the checkout).
@@ -71,7 +72,7 @@ SCALE=${SCALE:-1}
 TESTS=${TESTS:-"idle extended prepared connect"}
 DIRECT_REFERENCE=${DIRECT_REFERENCE:-1}
 export SCRAM_ITERATIONS=${SCRAM_ITERATIONS:-4096}
-export VERIFIER_CACHE_SECS=${VERIFIER_CACHE_SECS:-0}
+if [[ -n ${VERIFIER_CACHE_SECS:-} ]]; then export VERIFIER_CACHE_SECS; fi
 OUT=${OUT:-/tmp/pgssl-transaction-pool}
 KEEP_TMP=${KEEP_TMP:-0}
 KEEP_LOGS=${KEEP_LOGS:-0}
@@ -515,7 +516,7 @@ cat >"$RUN/meta.json" <<EOF
  "threads":$THREADS,"duration":$DURATION,"conn_duration":$CONN_DURATION,"repeats":$REPEATS,"scram_iterations":$SCRAM_ITERATIONS,
  "machine":"nproc=$NPROC, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), RAM $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)",
  "versions":"$PGSSL_VER ($GIT_REV); $PG_VER; $PGB_VER; $(openssl version); pgbench $(pgbench --version | awk '{print $3}')",
- "shape":"IDLE_CLIENTS=$IDLE_CLIENTS, CLIENTS=$CLIENTS, CONN_CLIENTS=$CONN_CLIENTS, THREADS=$THREADS, DURATION=${DURATION}s, CONN_DURATION=${CONN_DURATION}s, SCRAM $SCRAM_ITERATIONS iterations, pgssl verifier cache ${VERIFIER_CACHE_SECS}s, scale $SCALE, client and servers on the same $NPROC cores"}
+ "shape":"IDLE_CLIENTS=$IDLE_CLIENTS, CLIENTS=$CLIENTS, CONN_CLIENTS=$CONN_CLIENTS, THREADS=$THREADS, DURATION=${DURATION}s, CONN_DURATION=${CONN_DURATION}s, SCRAM $SCRAM_ITERATIONS iterations, pgssl verifier cache ${VERIFIER_CACHE_SECS:-1}s, scale $SCALE, client and servers on the same $NPROC cores"}
 EOF
 for t in pgssl pgbouncer direct; do run_pgbench warmup "$t" 0; done
 

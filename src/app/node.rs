@@ -123,6 +123,10 @@ impl Node {
         let lookups = lookup_builder(&options, &hosts);
         let cell = SettingsCell::new(settings::load(&store, repository_tls, lookups.as_ref())?);
         let config = &options.config;
+        let verifiers = match &options.auth {
+            AuthPlan::Proxy { lookup, .. } => lookup.clone(),
+            AuthPlan::Passthrough => None,
+        };
         let server = Server::bind(
             ServerOptions {
                 listen: options.listen,
@@ -143,7 +147,7 @@ impl Node {
             server,
             control,
             control_path,
-            reloader: Reloader::new(store, cell, repository_tls, lookups),
+            reloader: Reloader::new(store, cell, repository_tls, lookups, verifiers),
             managed: options.managed,
             probe: probe_options(&options.config, options.probe_password.clone())?,
         })

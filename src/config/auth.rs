@@ -32,7 +32,7 @@ pub struct AuthConfig {
     pub lookup_query: Option<String>,
     /// The database the lookup user connects to. Default `postgres`.
     pub lookup_database: String,
-    /// How long a role's verifier is kept after it was read; 0 (the default) reads it at every
+    /// How long a role's verifier is kept after it was read (default 1 s); 0 reads it at every
     /// login. Kept, a changed password's old one works for up to this long on each node. Formerly
     /// `verifier_cache_secs`.
     #[serde(deserialize_with = "de_duration")]
@@ -48,7 +48,7 @@ impl Default for AuthConfig {
             lockout: Duration::from_secs(300),
             lookup_query: None,
             lookup_database: "postgres".into(),
-            verifier_cache_ttl: Duration::ZERO,
+            verifier_cache_ttl: Duration::from_secs(1),
         }
     }
 }

@@ -150,7 +150,7 @@ mod tests {
         let initial = crate::control::settings::load(&store, tls, None).unwrap();
         let mode = initial.mode;
         let node = LocalNode::new(
-            Reloader::new(store.clone(), SettingsCell::new(initial), tls, None),
+            Reloader::new(store.clone(), SettingsCell::new(initial), tls, None, None),
             ServeStatus {
                 listen: "127.0.0.1:5432".parse().unwrap(),
                 upstream: "managed".into(),

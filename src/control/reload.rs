@@ -8,12 +8,14 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tracing::info;
 
 use crate::control::settings::LoadError;
 use crate::control::state::StateStore;
 use crate::error::ErrorKind;
+use crate::proxy::auth::terminate::VerifierSource;
 use crate::proxy::policy::Mode;
 use crate::proxy::repository::tls::RepositoryTlsMode;
 use crate::proxy::settings::{LiveSettings, SettingsCell};
@@ -25,6 +27,9 @@ pub struct Reloader {
     cell: SettingsCell,
     repository_tls: RepositoryTlsMode,
     lookups: Option<crate::control::settings::LookupBuilder>,
+    /// The managed repository's verifier source, whose kept verifiers a reload drops (an applied
+    /// change may have set passwords; a lookup user's source is rebuilt by `lookups`).
+    verifiers: Option<Arc<dyn VerifierSource>>,
 }
 
 impl Reloader {
@@ -35,12 +40,14 @@ impl Reloader {
         cell: SettingsCell,
         repository_tls: RepositoryTlsMode,
         lookups: Option<crate::control::settings::LookupBuilder>,
+        verifiers: Option<Arc<dyn VerifierSource>>,
     ) -> Reloader {
         Reloader {
             store,
             cell,
             repository_tls,
             lookups,
+            verifiers,
         }
     }
 
@@ -62,6 +69,9 @@ impl Reloader {
             }
         };
         self.cell.replace(next);
+        if let Some(verifiers) = &self.verifiers {
+            verifiers.forget_all();
+        }
         metrics::counter!(crate::telemetry::names::RELOADS, "outcome" => "ok").increment(1);
         let current = self.cell.current();
         info!(mode = %current.mode, certificate = current.cert_fingerprint.as_deref().unwrap_or("none"),

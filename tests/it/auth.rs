@@ -307,6 +307,9 @@ async fn with_a_lookup_user_default_psql_and_channel_binding_require_log_in_over
         pki.root.to_str().unwrap(),
     ]));
     ok(&env.run(&["pending-changes", "apply"]));
+    // Verifiers read at every login: this test expires the password and logs in at once (the kept
+    // verifier's bounds are tested in pool.rs).
+    env.add_config("auth", "verifier_cache_ttl = \"0s\"");
     let serve = ServeProcess::start(&env, &["--repository", &upstream]).await;
     assert!(
         serve
@@ -589,10 +592,12 @@ async fn a_lookup_function_recreated_with_other_columns_keeps_logins_working_wit
              SELECT rolpassword::text, coalesce(rolvaliduntil < now(), false)::text
                FROM pg_catalog.pg_authid WHERE rolname = role_name $$",
     );
+    // Verifiers read at every login: the lookup function changes under it (a kept verifier's
+    // bounds are tested in pool.rs).
     let p = Pooled::start_on(
         pg,
         "",
-        "lookup_query = \"SELECT * FROM pgssl.lookup($1)\"",
+        "lookup_query = \"SELECT * FROM pgssl.lookup($1)\"\nverifier_cache_ttl = \"0s\"",
         "",
     )
     .await;

@@ -597,7 +597,41 @@ async fn a_kept_verifier_is_dropped_by_a_failed_proof() {
         "{}",
         first.stderr
     );
+    // The failure re-read the role at once and saw the change: said, and not counted as a guess.
+    p.serve
+        .wait_for_log("the role's password has changed since", 1)
+        .await;
     let second = psql_commands(&p.conninfo("password=changed-pw"), &["SELECT 1"]).await;
     assert!(second.ok, "{}", second.stderr);
+    p.serve.stop().await;
+}
+
+/// The default kept verifier's other bound: a changed password's old one stops working once the TTL
+/// has passed since the change, with no failed proof to drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_passwords_old_one_stops_within_the_ttl() {
+    let ttl = Duration::from_secs(2);
+    let p = Pooled::start_on(
+        Postgres::start_with_tcp(),
+        "",
+        "verifier_cache_ttl = \"2s\"",
+        "recheck_interval = \"10m\"",
+    )
+    .await;
+    p.psql("", &["SELECT 1"]).await;
+    p.pg.sql("ALTER ROLE tableau PASSWORD 'changed-pw'");
+    let altered = tokio::time::Instant::now();
+    // Not a wait for a condition: the bound under test is time itself.
+    tokio::time::sleep_until(altered + ttl).await;
+    let old = psql_commands(&p.conninfo(""), &["SELECT 1"]).await;
+    assert!(
+        old.stderr.contains("password authentication failed"),
+        "the old password still works past the TTL: {}",
+        old.stderr
+    );
+    // A wrong password whose verifier had not changed is no stale cache: nothing said.
+    assert!(!p.serve.log_text().contains("has changed since"));
+    let new = psql_commands(&p.conninfo("password=changed-pw"), &["SELECT 1"]).await;
+    assert!(new.ok, "{}", new.stderr);
     p.serve.stop().await;
 }

@@ -1,12 +1,14 @@
-//! An optional short-lived cache in front of a verifier source (`auth.verifier_cache_ttl`, off by
-//! default). Every proxy-mode login reads the role's verifier from the repository, which is what makes
-//! a password change or NOLOGIN count from the very next login; that read is also a query per login
-//! on the repository (a SECURITY DEFINER function call, for a lookup user) and a round trip on the
-//! login's path. With the cache on, a role's verifier is read at most once per TTL per node:
+//! A short-lived cache in front of a verifier source (`auth.verifier_cache_ttl`, default 1 s; `"0s"`
+//! turns it off). Without it every proxy-mode login reads the role's verifier from the repository:
+//! a query per login on the repository (a SECURITY DEFINER function call, for a lookup user) and a
+//! round trip on the login's path — at a high connect rate, more of the repository's CPU than the
+//! login's own work. With it, a role's verifier is read at most once per TTL per node:
 //!
-//! - a changed password's *old* one keeps working for up to the TTL (the trade-off, stated in the
-//!   README), while the new one fails until the entry is dropped — so a wrong proof against a cached
-//!   verifier drops it at once and the client's next attempt reads afresh;
+//! - a changed password's *old* one keeps working for up to the TTL (the bound, stated and tested);
+//! - a wrong proof against a kept verifier re-reads the role at once ([`VerifierSource::stale`]):
+//!   the next attempt meets the new verifier, and when the verifier had changed the failure is not
+//!   counted towards the lockout (the client computed its proof with the old salt, so SCRAM cannot
+//!   tell a right new password from a wrong one within that exchange);
 //! - only roles that exist are kept (an unknown name is always looked up, so the table cannot be
 //!   filled by guesses), at most [`MAX_ENTRIES`] of them.
 
@@ -14,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::terminate::{LookupFuture, RoleSecret, VerifierSource};
+use super::terminate::{LookupFuture, RoleSecret, StaleFuture, VerifierSource};
 
 /// Roles kept at most; past this the table is cleared (it refills from the lookups that follow).
 pub const MAX_ENTRIES: usize = 10_000;
@@ -81,6 +83,25 @@ impl VerifierSource for Cached {
         self.entries().remove(role);
         self.source.forget(role);
     }
+
+    fn forget_all(&self) {
+        self.entries().clear();
+    }
+
+    fn stale<'a>(&'a self, role: &'a str) -> StaleFuture<'a> {
+        Box::pin(async move {
+            let kept = self.entries().remove(role);
+            self.source.forget(role);
+            let Some((kept, _)) = kept else {
+                return false;
+            };
+            // A failed read keeps nothing: the next login reads again.
+            match self.lookup(role).await {
+                Ok(Some(now)) => now.password != kept.password,
+                Ok(None) | Err(_) => false,
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +145,40 @@ mod tests {
         direct.lookup("alice").await.unwrap();
         direct.lookup("alice").await.unwrap();
         assert_eq!(counting.0.load(Ordering::Relaxed), 6);
+    }
+
+    #[derive(Debug)]
+    struct Same;
+
+    impl VerifierSource for Same {
+        fn lookup<'a>(&'a self, _role: &'a str) -> LookupFuture<'a> {
+            Box::pin(std::future::ready(Ok(Some(RoleSecret {
+                password: Some("v".into()),
+                expired: false,
+                can_login: true,
+            }))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_proof_is_stale_only_when_the_kept_verifier_changed() {
+        // Every read of `Counting` is a new password: the kept one had changed.
+        let counting = Arc::new(Counting::default());
+        let cache = cached(counting.clone(), Duration::from_secs(60));
+        cache.lookup("alice").await.unwrap();
+        assert!(cache.stale("alice").await);
+        // The re-read is kept: the next login uses it without asking again.
+        let reads = counting.0.load(Ordering::Relaxed);
+        cache.lookup("alice").await.unwrap();
+        assert_eq!(counting.0.load(Ordering::Relaxed), reads);
+        // Nothing kept (never read, or emptied by a reload): nothing stale.
+        cache.forget_all();
+        assert!(!cache.stale("alice").await);
+        // The same verifier again: the proof was wrong.
+        let same = cached(Arc::new(Same), Duration::from_secs(60));
+        same.lookup("alice").await.unwrap();
+        assert!(!same.stale("alice").await);
+        // No cache: never stale.
+        assert!(!cached(counting, Duration::ZERO).stale("alice").await);
     }
 }

@@ -202,6 +202,25 @@ impl Attempt<'_> {
         self.lockout.verdict(&self.key, true)
     }
 
+    /// The proof failed against a cached verifier the password has since replaced: not a guess,
+    /// so not counted; a pair already locked out still gets the lockout's answer.
+    #[must_use = "a locked-out pair is answered with the lockout"]
+    pub fn not_counted(self) -> Result<(), Duration> {
+        if self.lockout.policy.max_failures == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        match self
+            .lockout
+            .table()
+            .get(&self.key)
+            .and_then(|e| e.locked(now))
+        {
+            Some(wait) => Err(wait),
+            None => Ok(()),
+        }
+    }
+
     /// The password was right: the pair's failures are forgotten. `Err(wait)` when the pair was
     /// locked out while this attempt was in flight: it must be refused like any attempt then.
     #[must_use = "a success after the pair was locked out is refused"]
@@ -316,5 +335,23 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         fail(&lockout, IpAddr::from([10, 0, 1, 0]), "u");
         assert_eq!(lockout.table().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_proof_against_a_stale_verifier_is_not_counted_but_a_lock_still_answers() {
+        let lockout = Lockout::new(policy());
+        let a = IpAddr::from([127, 0, 0, 30]);
+        for _ in 0..2 {
+            fail(&lockout, a, "tableau");
+        }
+        for _ in 0..5 {
+            let attempt = lockout.begin(a, "tableau").unwrap();
+            assert!(attempt.not_counted().is_ok());
+        }
+        assert!(!refused(&lockout, a, "tableau"));
+        // In flight while the pair is locked: the lockout's answer, as for any attempt.
+        let in_flight = lockout.begin(a, "tableau").unwrap();
+        fail(&lockout, a, "tableau");
+        assert!(in_flight.not_counted().is_err());
     }
 }

@@ -56,7 +56,22 @@ pub trait VerifierSource: Send + Sync + std::fmt::Debug {
 
     /// A proof against what `lookup` gave for `role` failed: anything kept about it is stale.
     fn forget(&self, _role: &str) {}
+
+    /// The applied state changed (pgssl may have set passwords): nothing kept is trusted.
+    fn forget_all(&self) {}
+
+    /// A proof against what `lookup` gave for `role` failed: reads the role again at once and
+    /// answers whether what was given differs from the repository's now (the password changed
+    /// under a cache, so the proof was computed with the old salt and may be the right new
+    /// password). A source that keeps nothing answers `false` without asking.
+    fn stale<'a>(&'a self, role: &'a str) -> StaleFuture<'a> {
+        self.forget(role);
+        Box::pin(std::future::ready(false))
+    }
 }
+
+/// A boxed [`VerifierSource::stale`] future.
+pub type StaleFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 
 /// A client that proved it knows the role's password.
 #[derive(Clone)]

@@ -241,11 +241,20 @@ async fn proxy_login(
                 ClientAuthError::Lookup(_) => m.lookups_failed.increment(1),
                 ClientAuthError::Failed { known, .. } => {
                     m.lookups_ok.increment(1);
-                    if *known {
-                        source.lookup.forget(&who.user);
+                    // A proof against a cached verifier the password has since replaced is
+                    // not a guess: it is refused (SCRAM cannot judge it) but not counted.
+                    let stale = *known && source.lookup.stale(&who.user).await;
+                    if stale {
+                        info!(peer = %who.peer, user = %LogSafe(&who.user),
+                              "a proof against a kept verifier failed and the role's password has changed since: refused, not counted as a failed login; the next attempt reads the new verifier");
                     }
                     // Past the limit, the answer is the lockout's: it says nothing of the guess.
-                    if let Err(wait) = counted.failed() {
+                    let verdict = if stale {
+                        counted.not_counted()
+                    } else {
+                        counted.failed()
+                    };
+                    if let Err(wait) = verdict {
                         refuse_locked_out(stream, who, wait, m).await;
                         return None;
                     }
