@@ -253,6 +253,12 @@ async fn with_user(
     pipelined: BytesMut,
     tls: Option<TlsInfo>,
 ) -> Result<Negotiated, NegotiateError> {
+    // Almost always empty: then the read buffer is freed here, not kept for the session's life.
+    let pipelined = if pipelined.is_empty() {
+        BytesMut::new()
+    } else {
+        pipelined
+    };
     if startup.user().is_none() {
         let err = ErrorResponse::fatal(
             SqlState::InvalidAuthorizationSpecification,

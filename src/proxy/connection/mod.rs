@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -19,24 +19,27 @@ use crate::proxy::auth::AuthPlan;
 use crate::proxy::auth::lockout::Lockout;
 use crate::proxy::backend::Pool;
 use crate::proxy::backend::cancel::CancelKeys;
-use crate::proxy::login::{self, LoggedIn};
-use crate::proxy::metrics::{Limit, ProxyMetrics};
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
-use crate::proxy::policy::{self, Transport, UserClass, UserClassifier, Verdict};
+use crate::proxy::policy::{Transport, UserClass, UserClassifier};
 use crate::proxy::prefill::Prefill;
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::proxy_header::{self, ProxyHeader};
 use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
-use crate::proxy::relay::{self, RelayEnd};
+use crate::proxy::relay::RelayEnd;
 use crate::proxy::relayed_client::{self, RelayError, RelayKey};
 use crate::proxy::repository::RepositoryStream;
 use crate::proxy::repository::hosts::Hosts;
 use crate::proxy::route;
-use crate::proxy::session;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::{Deadline, Expired, StartupPlace};
 use crate::proxy::stream::{ClientSocket, NegotiatedStream};
 use crate::telemetry::LogSafe;
+
+mod admitted;
+
+pub(crate) use admitted::PooledSession;
+use admitted::session;
 
 /// Counts a connection in `pgssl_connections_active` for as long as it lives.
 struct ActiveGuard<'a>(&'a metrics::Gauge);
@@ -134,7 +137,7 @@ pub async fn handle(
     } else {
         peer
     };
-    serve_accepted(
+    let accepted = serve_accepted(
         ClientSocket::Tcp(tcp),
         peer,
         &settings,
@@ -142,8 +145,12 @@ pub async fn handle(
         starting,
         deadline,
         started,
-    )
-    .await
+    );
+    // Boxed, and freed before a pooled client is served (see [`PooledSession`]).
+    let Some(pooled) = Box::pin(accepted).await else {
+        return;
+    };
+    pooled.serve(&settings, &ctx, started).await
 }
 
 /// Negotiates on a connection whose transport is ready (the PROXY header, if any, read off it) and
@@ -157,15 +164,21 @@ pub(crate) async fn serve_accepted(
     starting: StartupPlace,
     deadline: Deadline,
     started: Instant,
-) {
+) -> Option<PooledSession> {
     let m = &ctx.metrics;
     // Boxed: the negotiation's state (TLS handshake included) is freed once it finishes instead of
     // sizing the task for the whole life of the session.
     let negotiated = Box::pin(negotiate::negotiate(client, settings, m, &deadline)).await;
     match negotiated {
-        Err(e) => log_negotiation_failure(peer, &e, m),
+        Err(e) => {
+            log_negotiation_failure(peer, &e, m);
+            None
+        }
         Ok(Negotiated::Cancel { stream, packet }) => {
-            crate::proxy::cancel_route::forward_cancel(stream, &packet, peer, settings, ctx).await
+            let forward =
+                crate::proxy::cancel_route::forward_cancel(stream, &packet, peer, settings, ctx);
+            Box::pin(forward).await;
+            None
         }
         Ok(Negotiated::Startup {
             mut stream,
@@ -186,10 +199,10 @@ pub(crate) async fn serve_accepted(
                             SqlState::InvalidAuthorizationSpecification,
                             e.to_string(),
                         );
-                        negotiate::send_fatal(&mut stream, &err).await;
+                        Box::pin(negotiate::send_fatal(&mut stream, &err)).await;
                         info!(%peer, error = %e, outcome = "relayed_client_refused",
                               "a start-up named a relayed client without a valid tag");
-                        return;
+                        return None;
                     }
                 },
             };
@@ -205,7 +218,7 @@ pub(crate) async fn serve_accepted(
                     Transport::Plaintext
                 },
             };
-            session(
+            let held = session(
                 stream,
                 (startup, pipelined),
                 &who,
@@ -214,7 +227,8 @@ pub(crate) async fn serve_accepted(
                 starting,
                 started,
             )
-            .await;
+            .await?;
+            Some(PooledSession { held, who })
         }
     }
 }
@@ -280,85 +294,6 @@ pub(crate) struct Start {
     pub(crate) startup: StartupMessage,
     pub(crate) pipelined: BytesMut,
     pub(crate) host: route::HostChoice,
-}
-
-/// A start-up the policy may admit: admit → find its repository host → log in (authenticate, open
-/// the backend) → relay → log how it ended.
-async fn session(
-    mut stream: NegotiatedStream,
-    (startup, pipelined): (StartupMessage, BytesMut),
-    who: &Who,
-    settings: &LiveSettings,
-    ctx: &ConnectionContext,
-    starting: StartupPlace,
-    started: Instant,
-) {
-    let Some(_session) = admit(&mut stream, who, settings, ctx).await else {
-        return;
-    };
-    let Some(routed) = route::route(&mut stream, who, ctx, &starting).await else {
-        return;
-    };
-    drop(starting);
-    let host = route::HostChoice::new(routed);
-    let start = Start {
-        startup,
-        pipelined,
-        host: host.clone(),
-    };
-    let logged_in = login::log_in(&mut stream, start, who, settings, ctx, started).await;
-    let routed = host.get();
-    let _on_host = routed.session();
-    let epoch = routed.epoch;
-    match logged_in {
-        None => {}
-        Some(LoggedIn::Relayed(mut upstream)) => {
-            let (end, login) = relay::relay_login(&mut stream, &mut upstream, &epoch).await;
-            if route::failed_over(&end, ctx) {
-                route::end_for_failover(&mut stream, who, ctx).await;
-            }
-            log_end(who, end, login, started, &ctx.metrics);
-        }
-        Some(LoggedIn::Proxied(lease)) => session::serve(stream, *lease, who, ctx, started).await,
-        Some(LoggedIn::Pooled(client)) => {
-            crate::proxy::pooling::serve::serve(stream, *client, who, settings, ctx, started).await
-        }
-    }
-}
-
-/// The policy, shutdown and `server.max_connections` decide whether the session may start; a refusal
-/// is sent and logged here. Returns the session's slot.
-async fn admit(
-    stream: &mut NegotiatedStream,
-    who: &Who,
-    settings: &LiveSettings,
-    ctx: &ConnectionContext,
-) -> Option<OwnedSemaphorePermit> {
-    let (peer, user, database) = (who.peer, LogSafe(&who.user), LogSafe(&who.database));
-    let m = &ctx.metrics;
-    if let Verdict::Reject(err) = policy::decide(settings.mode, who.class, who.transport, &who.user)
-    {
-        m.policy_rejection(settings.mode, who.class).increment(1);
-        negotiate::send_fatal(stream, &err).await;
-        info!(%peer, %user, %database, class = %who.class, tls = %who.tls, mode = %settings.mode,
-              outcome = "rejected", "SSL policy refused the connection");
-        return None;
-    }
-    if ctx.draining.is_cancelled() {
-        let err = ErrorResponse::fatal(SqlState::AdminShutdown, "the proxy is shutting down");
-        negotiate::send_fatal(stream, &err).await;
-        info!(%peer, %user, outcome = "refused", "shutting down");
-        return None;
-    }
-    // PostgreSQL answers "too many clients" once it has read the start-up packet; so does pgssl.
-    let Ok(slot) = ctx.sessions.clone().try_acquire_owned() else {
-        m.over_limit(Limit::MaxConnections).increment(1);
-        negotiate::send_fatal(stream, &negotiate::too_many_clients()).await;
-        info!(%peer, %user, outcome = "over_limit",
-              "server.max_connections sessions are open; start-up refused");
-        return None;
-    };
-    Some(slot)
 }
 
 /// Connects to the repository and forwards the start-up; a failure is answered (08006, without the

@@ -193,7 +193,10 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<FirstPacket>, PacketError> {
     if buf.len() < len as usize {
         return Ok(None);
     }
-    let mut packet = buf.split_to(len as usize).freeze();
+    // A copy of its own size: the start-up packet lives as long as the session, and a slice would
+    // keep the whole read buffer alive with it.
+    let mut packet = Bytes::copy_from_slice(&buf[..len as usize]);
+    buf.advance(len as usize);
     let raw = packet.clone();
     packet.advance(4);
     let code = packet.get_u32();

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::proxy::repository::RepositoryStream;
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -216,4 +217,35 @@ async fn a_freed_slot_goes_to_the_first_waiter_of_another_key() {
         panic!("bob gets the freed slot")
     };
     assert_eq!(slot.key().role, "bob");
+}
+
+#[test]
+fn clients_of_a_key_and_name_share_what_they_are_told() {
+    let pool = Pool::new(options(4));
+    let k = key("welcome");
+    assert!(
+        pool.welcome(&k, "psql").is_none(),
+        "no session has logged in"
+    );
+    let slot = pool.reserve(&k, 4).unwrap();
+    let reported = [
+        (Bytes::from("application_name"), Bytes::from("first")),
+        (Bytes::from("TimeZone"), Bytes::from("UTC")),
+    ];
+    slot.remember_params(&reported);
+    let a = pool.welcome(&k, "psql").unwrap();
+    assert_eq!(a[0], (Bytes::from("application_name"), Bytes::from("psql")));
+    assert_eq!(a[1], reported[1]);
+    let b = pool.welcome(&k, "psql").unwrap();
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "a second client of the same name shares the list"
+    );
+    let c = pool.welcome(&k, "").unwrap();
+    assert_eq!(c[0].1, Bytes::new());
+    assert_eq!(
+        a[0].1,
+        Bytes::from("psql"),
+        "a client's list never changes under it"
+    );
 }

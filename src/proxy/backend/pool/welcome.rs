@@ -22,12 +22,27 @@ impl Slot {
 }
 
 impl Pool {
-    /// What the last new session of `key` reported at start-up, if one has logged in.
-    pub fn welcome(&self, key: &PoolKey) -> Option<Welcome> {
-        self.welcomes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+    /// What a client of `key` whose start-up named `application_name` is told: what the last new
+    /// session of the key reported at start-up, with the client's own `application_name`; `None`
+    /// before a session of the key has logged in. Idle clients of a key share one list: a list
+    /// made for another name replaces the kept one, so the next client of that name shares it.
+    pub fn welcome(&self, key: &PoolKey, application_name: &str) -> Option<Welcome> {
+        let mut welcomes = self.welcomes.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = welcomes.get_mut(key)?;
+        let name = application_name.as_bytes();
+        let current = kept.iter().find(|(n, _)| n.as_ref() == b"application_name");
+        if current.is_none_or(|(_, v)| v.as_ref() != name) {
+            let mut told = kept.to_vec();
+            let value = bytes::Bytes::copy_from_slice(name);
+            match told
+                .iter_mut()
+                .find(|(n, _)| n.as_ref() == b"application_name")
+            {
+                Some((_, v)) => *v = value,
+                None => told.push((bytes::Bytes::from_static(b"application_name"), value)),
+            }
+            *kept = Arc::new(told);
+        }
+        Some(kept.clone())
     }
 }

@@ -65,14 +65,14 @@ pub(crate) async fn welcome(
     };
     let routed = start.host.get();
     let key = Arc::new(key.on_host(routed.index));
-    let Some(params) = ctx.pool.welcome(&key) else {
+    let application_name = start.startup.param("application_name").unwrap_or_default();
+    let Some(reported) = ctx.pool.welcome(&key, application_name) else {
         return Ok(None);
     };
     // pool.min_warm opens sessions with the newest proof of the role (a changed password is learned
     // here as at a login that takes its backend).
     ctx.prefill
         .learn(&key, &start.startup, proven, &routed.epoch);
-    let reported = told(&params, start.startup.param("application_name"));
     let Ok(cancel) = ctx.cancels.mint_for(start.startup.agreed_minor(), None) else {
         let err = ErrorResponse::fatal(
             SqlState::ConnectionFailure,
@@ -122,7 +122,7 @@ pub(crate) fn with_lease(
     let key = PoolKey::of(&start.startup)
         .unwrap_or_else(|| PoolKey::unpooled("", ""))
         .on_host(routed.index);
-    let reported = backend.params().to_vec();
+    let reported = Arc::new(backend.params().to_vec());
     Box::new(Client {
         proven: Arc::new(proven.clone()),
         startup: start.startup.raw.clone(),
@@ -146,24 +146,10 @@ fn key_database(startup: &crate::proxy::protocol::StartupMessage) -> String {
     startup.database().unwrap_or_default().to_string()
 }
 
-/// The parameters a client is told: a session's, with its own `application_name`.
-fn told(params: &[(Bytes, Bytes)], application_name: Option<&str>) -> Vec<(Bytes, Bytes)> {
-    let mut out = params.to_vec();
-    let name = Bytes::copy_from_slice(application_name.unwrap_or_default().as_bytes());
-    match out
-        .iter_mut()
-        .find(|(n, _)| n.as_ref() == b"application_name")
-    {
-        Some((_, v)) => *v = name,
-        None => out.push((Bytes::from_static(b"application_name"), name)),
-    }
-    out
-}
-
 /// Serves the client until it leaves, and logs how it ended.
 pub(crate) async fn serve(
     mut stream: NegotiatedStream,
-    mut client: Client,
+    mut client: Box<Client>,
     who: &Who,
     settings: &LiveSettings,
     ctx: &ConnectionContext,
@@ -228,8 +214,11 @@ pub(crate) async fn serve(
     };
     ctx.cancels.revoke(&client.cancel);
     let clean = io.server.at_boundary() && io.out.to_server.is_empty();
-    if let Some(backend) = client.backend.take() {
-        Box::pin(give_back(backend, &client.tracker, clean, ctx)).await;
+    // The backend goes straight into the boxed step, not through a local held across its await.
+    let giving =
+        (client.backend.take()).map(|b| Box::pin(give_back(b, &client.tracker, clean, ctx)));
+    if let Some(giving) = giving {
+        giving.await;
     }
     if route::failed_over(&end, ctx) || (client.epoch.is_cancelled() && !ctx.closing.is_cancelled())
     {
@@ -246,7 +235,7 @@ pub(crate) async fn serve(
 /// `application_name`), which serves it as any session-mode backend does until it leaves.
 async fn serve_session(
     mut stream: NegotiatedStream,
-    mut client: Client,
+    mut client: Box<Client>,
     mut io: Io,
     who: &Who,
     settings: &LiveSettings,
@@ -335,21 +324,3 @@ mod pump;
 
 use backend::{give_back, take_backend};
 use pump::{Io, Pumped, flush_client, pump, wait_message};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_client_is_told_its_own_application_name() {
-        let params = vec![
-            (Bytes::from("application_name"), Bytes::from("first")),
-            (Bytes::from("TimeZone"), Bytes::from("UTC")),
-        ];
-        let t = told(&params, Some("mine"));
-        assert_eq!(t[0].1, Bytes::from("mine"));
-        assert_eq!(t[1].1, Bytes::from("UTC"));
-        let t = told(&params[1..], None);
-        assert_eq!(t[1], (Bytes::from("application_name"), Bytes::new()));
-    }
-}

@@ -225,7 +225,8 @@ pub struct Tracker {
     new_pin: Option<PinReason>,
     refused: Option<PinReason>,
     /// Reported parameters as the client was told them.
-    reported: Vec<(Bytes, Bytes)>,
+    /// Shared by the clients told the same ones until one's change copies them.
+    reported: std::sync::Arc<Vec<(Bytes, Bytes)>>,
     /// Tracked unreported parameters the client SET, committed.
     sets: Vec<(String, String)>,
     /// Changes since the last ReadyForQuery, and those of the open transaction.
@@ -247,7 +248,10 @@ pub struct Tracker {
 
 impl Tracker {
     /// A client told the start-up parameters `reported`.
-    pub fn new(options: std::sync::Arc<TrackOptions>, reported: Vec<(Bytes, Bytes)>) -> Tracker {
+    pub fn new(
+        options: std::sync::Arc<TrackOptions>,
+        reported: std::sync::Arc<Vec<(Bytes, Bytes)>>,
+    ) -> Tracker {
         Tracker {
             options,
             statements: HashMap::new(),

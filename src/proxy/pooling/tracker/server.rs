@@ -62,7 +62,7 @@ impl Tracker {
                     if let Some((name, value)) = param(body) {
                         set(params, name, value);
                         if !injected {
-                            set(&mut self.reported, name, value);
+                            set_shared(&mut self.reported, name, value);
                         }
                     }
                     if !injected {

@@ -1,5 +1,7 @@
 //! Message bodies: reading their strings, writing messages, naming statements.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::SetChange;
@@ -121,5 +123,12 @@ pub(super) fn set(params: &mut Vec<(Bytes, Bytes)>, name: &[u8], value: &[u8]) {
     match params.iter_mut().find(|(n, _)| n.as_ref() == name) {
         Some((_, v)) => *v = Bytes::copy_from_slice(value),
         None => params.push((Bytes::copy_from_slice(name), Bytes::copy_from_slice(value))),
+    }
+}
+
+/// [`set`] on a list shared between clients: copied only when the value changes.
+pub(super) fn set_shared(params: &mut Arc<Vec<(Bytes, Bytes)>>, name: &[u8], value: &[u8]) {
+    if find(params, name) != Some(value) {
+        set(Arc::make_mut(params), name, value);
     }
 }

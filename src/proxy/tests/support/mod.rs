@@ -168,8 +168,11 @@ fn connect_from(
         let started = Instant::now();
         let deadline = starting.deadline(started + ctx.handshake_timeout);
         let socket = ClientSocket::Memory(MemorySocket::new(near));
-        connection::serve_accepted(socket, peer, &settings, &ctx, starting, deadline, started)
-            .await;
+        let accepted =
+            connection::serve_accepted(socket, peer, &settings, &ctx, starting, deadline, started);
+        if let Some(pooled) = accepted.await {
+            pooled.serve(&settings, &ctx, started).await;
+        }
     });
     (Client::new(far), task)
 }

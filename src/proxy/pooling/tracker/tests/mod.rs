@@ -43,7 +43,7 @@ struct Rig {
 impl Rig {
     fn new(options: TrackOptions) -> Rig {
         Rig {
-            t: Tracker::new(Arc::new(options), Vec::new()),
+            t: Tracker::new(Arc::new(options), Arc::default()),
             be: BackendState::default(),
             params: Vec::new(),
             out: Out::default(),
@@ -278,7 +278,7 @@ fn tracked_sets_follow_the_client_when_committed_and_not_when_rolled_back() {
 fn reported_parameters_are_what_the_client_was_told() {
     let told = vec![(Bytes::from("TimeZone"), Bytes::from("UTC"))];
     let mut r = Rig {
-        t: Tracker::new(Arc::new(TrackOptions::default()), told),
+        t: Tracker::new(Arc::new(TrackOptions::default()), Arc::new(told)),
         be: BackendState::default(),
         params: vec![(Bytes::from("TimeZone"), Bytes::from("UTC"))],
         out: Out::default(),
