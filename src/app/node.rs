@@ -288,7 +288,7 @@ fn lookup_builder(options: &NodeOptions, hosts: &Arc<Hosts>) -> Option<settings:
                     timeout,
                 },
             ));
-            crate::proxy::auth::cache::cached(lookup, auth.verifier_cache_ttl)
+            crate::proxy::auth::cache::cached(lookup, auth.lookup_cache_ttl())
         },
     )))
 }

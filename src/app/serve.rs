@@ -143,7 +143,7 @@ fn auth_plan(
         // cluster, while a real role's does not: derived from the master key, which every node of
         // a cluster shares (as PostgreSQL keeps its mock nonce in pg_control).
         let mock_secret = *Keystore::open(&store.config_dir())?.derive(MOCK_SCRAM_PURPOSE)?;
-        let ttl = ctx.config.auth.verifier_cache_ttl;
+        let ttl = ctx.config.auth.managed_cache_ttl();
         Ok(AuthPlan::Proxy {
             lookup: lookup.map(|l| crate::proxy::auth::cache::cached(l.clone(), ttl)),
             mock_secret,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{de_duration, de_socket_addr};
+use super::values::{de_duration, de_opt_duration, de_socket_addr};
 
 /// `[auth]`. Read when `serve` starts.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,11 +32,26 @@ pub struct AuthConfig {
     pub lookup_query: Option<String>,
     /// The database the lookup user connects to. Default `postgres`.
     pub lookup_database: String,
-    /// How long a role's verifier is kept after it was read (default 1 s); 0 reads it at every
-    /// login. Kept, a changed password's old one works for up to this long on each node. Formerly
-    /// `verifier_cache_secs`.
-    #[serde(deserialize_with = "de_duration")]
-    pub verifier_cache_ttl: Duration,
+    /// How long a role's verifier is kept after it was read; 0 reads it at every login. Kept, a
+    /// changed password's old one works for up to this long on each node. Unset: 1 s for a lookup
+    /// user's reads, none for the managed repository's (see [`AuthConfig::managed_cache_ttl`]).
+    /// Formerly `verifier_cache_secs`.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub verifier_cache_ttl: Option<Duration>,
+}
+
+impl AuthConfig {
+    /// How long a lookup user's reads are kept: `verifier_cache_ttl`, 1 s when unset.
+    pub fn lookup_cache_ttl(&self) -> Duration {
+        self.verifier_cache_ttl.unwrap_or(Duration::from_secs(1))
+    }
+
+    /// How long the managed repository's reads are kept: `verifier_cache_ttl`, none when unset.
+    /// pgssl changes its internal roles' passwords itself, from the CLI's process and step by step
+    /// (a rotation); a login right after a step must meet the repository's verifier.
+    pub fn managed_cache_ttl(&self) -> Duration {
+        self.verifier_cache_ttl.unwrap_or(Duration::ZERO)
+    }
 }
 
 impl Default for AuthConfig {
@@ -48,7 +63,7 @@ impl Default for AuthConfig {
             lockout: Duration::from_secs(300),
             lookup_query: None,
             lookup_database: "postgres".into(),
-            verifier_cache_ttl: Duration::from_secs(1),
+            verifier_cache_ttl: None,
         }
     }
 }

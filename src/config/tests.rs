@@ -101,7 +101,7 @@ fn values_are_typed_as_the_file_is_read() {
     assert_eq!(config.admin.listen, "0.0.0.0:8850".parse().unwrap());
     assert_eq!(config.handshake_timeout(), Duration::from_secs(90));
     assert_eq!(config.shutdown_grace(), Duration::from_millis(250));
-    assert_eq!(config.auth.verifier_cache_ttl, Duration::ZERO);
+    assert_eq!(config.auth.verifier_cache_ttl, Some(Duration::ZERO));
     assert_eq!(
         config.server.proxy_protocol_from,
         [

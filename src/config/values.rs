@@ -57,6 +57,13 @@ pub(super) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
     })
 }
 
+/// [`de_duration`] for a key whose absence means a default chosen where it is used.
+pub(super) fn de_opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,9 @@
-//! A short-lived cache in front of a verifier source (`auth.verifier_cache_ttl`, default 1 s; `"0s"`
-//! turns it off). Without it every proxy-mode login reads the role's verifier from the repository:
-//! a query per login on the repository (a SECURITY DEFINER function call, for a lookup user) and a
-//! round trip on the login's path — at a high connect rate, more of the repository's CPU than the
-//! login's own work. With it, a role's verifier is read at most once per TTL per node:
+//! A short-lived cache in front of a verifier source (`auth.verifier_cache_ttl`: by default 1 s for
+//! a lookup user's reads, none for the managed repository's; `"0s"` turns it off). Without it
+//! every proxy-mode login reads the role's verifier from the repository: a query per login on the
+//! repository (a SECURITY DEFINER function call, for a lookup user) and a round trip on the
+//! login's path — at a high connect rate, more of the repository's CPU than the login's own work.
+//! With it, a role's verifier is read at most once per TTL per node:
 //!
 //! - a changed password's *old* one keeps working for up to the TTL (the bound, stated and tested);
 //! - a wrong proof against a kept verifier re-reads the role at once ([`VerifierSource::stale`]):
