@@ -12,7 +12,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::tracker::Tracker;
@@ -25,6 +24,7 @@ use crate::proxy::negotiate;
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::RelayEnd;
+use crate::proxy::repository::hosts::Routed;
 use crate::proxy::route;
 use crate::proxy::session;
 use crate::proxy::settings::LiveSettings;
@@ -39,10 +39,8 @@ pub(crate) struct Client {
     minor: u16,
     key: Arc<PoolKey>,
     cancel: ClientKey,
-    /// Its repository host, whether it was routed there as the primary, and that routing's epoch.
-    host: usize,
-    as_primary: bool,
-    epoch: CancellationToken,
+    /// Its repository host: whether it was routed there as the primary, and that routing's epoch.
+    routed: Routed,
     tracker: Tracker,
     backend: Option<Backend>,
     /// Session mode: the first backend it takes is its own until it leaves.
@@ -97,9 +95,7 @@ pub(crate) async fn welcome(
         minor: start.startup.minor,
         key,
         cancel,
-        host: routed.index,
-        as_primary: routed.as_primary,
-        epoch: routed.epoch.clone(),
+        routed,
         tracker: Tracker::new(ctx.pool.options().track.clone(), reported),
         backend: None,
         mode: ctx
@@ -129,9 +125,9 @@ pub(crate) fn with_lease(
         minor: start.startup.minor,
         key: Arc::new(key),
         cancel,
-        host: routed.index,
-        as_primary: routed.as_primary,
-        epoch: backend.epoch().clone(),
+        // The login's connect routed it again if its host did not answer: the choice is the
+        // backend's host.
+        routed,
         tracker: Tracker::new(ctx.pool.options().track.clone(), reported),
         backend: Some(backend),
         mode: PoolMode::Transaction,
@@ -161,7 +157,7 @@ pub(crate) async fn serve(
     let end = loop {
         if client.backend.is_none() {
             io.shrink();
-            let waited = wait_message(&mut stream, &mut io, &stop, &client.epoch).await;
+            let waited = wait_message(&mut stream, &mut io, &stop, &client.routed.epoch).await;
             match waited {
                 Ok(true) => {}
                 Ok(false) => break RelayEnd::Closed(io.moved),
@@ -183,7 +179,7 @@ pub(crate) async fn serve(
             let backend = client.backend.as_mut().expect("just taken");
             let (_, be, params) = backend.pooling_parts();
             client.tracker.hand_over(be, params, &mut io.out);
-            let target = Some((backend.cancel_packet(), client.host));
+            let target = Some((backend.cancel_packet(), client.routed.index));
             ctx.cancels.retarget(&client.cancel, target);
         }
         let Some(backend) = client.backend.as_mut() else {
@@ -220,7 +216,8 @@ pub(crate) async fn serve(
     if let Some(giving) = giving {
         giving.await;
     }
-    if route::failed_over(&end, ctx) || (client.epoch.is_cancelled() && !ctx.closing.is_cancelled())
+    if route::failed_over(&end, ctx)
+        || (client.routed.epoch.is_cancelled() && !ctx.closing.is_cancelled())
     {
         Box::pin(route::end_for_failover(&mut stream, who, ctx)).await;
     } else if matches!(end, RelayEnd::Closed(_)) {
@@ -272,8 +269,10 @@ async fn serve_session(
         log_end(who, RelayEnd::Closed(io.moved), None, started, &ctx.metrics);
         return;
     }
-    ctx.cancels
-        .retarget(&client.cancel, Some((backend.cancel_packet(), client.host)));
+    ctx.cancels.retarget(
+        &client.cancel,
+        Some((backend.cancel_packet(), client.routed.index)),
+    );
     backend.served_one();
     let first = std::mem::take(&mut io.from_client);
     let lease = session::Lease::new(backend, client.cancel);
