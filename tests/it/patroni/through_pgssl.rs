@@ -83,6 +83,16 @@ async fn pgssl_follows_patroni_s_failover_and_asks_it_to_switch_back() {
     })
     .await;
     let other = 1 - leader;
+    // Replication is asynchronous: the roles must have reached the member that takes over, or a
+    // kill right after their creation loses them (both members then refuse pgssl_probe, 28P01).
+    wait_for("the roles on the other member", WAIT, || async {
+        let sql = "SELECT count(*) FROM pg_roles WHERE rolname IN ('pgssl_probe', 'tableau')";
+        match cluster.query(other, sql).await {
+            Ok(rows) if rows == vec![vec!["2".to_string()]] => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
 
     // Patroni fails over after the primary's postmaster dies; pgssl follows.
     cluster.kill_postmaster(leader);
