@@ -307,7 +307,7 @@ fn raw(r: &mut Input) {
         on_pin,
         ..TrackOptions::default()
     };
-    let mut t = Tracker::new(Arc::new(options), told(false, "psql"));
+    let mut t = Tracker::new(Arc::new(options), Arc::new(told(false, "psql")));
     let (mut be, mut other) = (BackendState::default(), BackendState::default());
     let mut params = startup_params(false);
     let mut out = Out::default();
@@ -1191,7 +1191,7 @@ impl World {
     fn client(&self, application_name: &str) -> Client {
         let refuse = self.options.on_pin == OnPin::Refuse;
         Client {
-            t: Tracker::new(self.options.clone(), told(self.pg18, application_name)),
+            t: Tracker::new(self.options.clone(), Arc::new(told(self.pg18, application_name))),
             own: Pg::new(self.pg18, refuse, application_name),
             out: Out::default(),
             got: Vec::new(),
