@@ -1191,7 +1191,10 @@ impl World {
     fn client(&self, application_name: &str) -> Client {
         let refuse = self.options.on_pin == OnPin::Refuse;
         Client {
-            t: Tracker::new(self.options.clone(), Arc::new(told(self.pg18, application_name))),
+            t: Tracker::new(
+                self.options.clone(),
+                Arc::new(told(self.pg18, application_name)),
+            ),
             own: Pg::new(self.pg18, refuse, application_name),
             out: Out::default(),
             got: Vec::new(),
