@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{Pool, PoolKey, Slot};
+use crate::proxy::pooling::tracker::set_shared;
 
 /// The parameters a session reported at start-up.
 pub type Welcome = Arc<Vec<(bytes::Bytes, bytes::Bytes)>>;
@@ -29,20 +30,7 @@ impl Pool {
     pub fn welcome(&self, key: &PoolKey, application_name: &str) -> Option<Welcome> {
         let mut welcomes = self.welcomes.lock().unwrap_or_else(|p| p.into_inner());
         let kept = welcomes.get_mut(key)?;
-        let name = application_name.as_bytes();
-        let current = kept.iter().find(|(n, _)| n.as_ref() == b"application_name");
-        if current.is_none_or(|(_, v)| v.as_ref() != name) {
-            let mut told = kept.to_vec();
-            let value = bytes::Bytes::copy_from_slice(name);
-            match told
-                .iter_mut()
-                .find(|(n, _)| n.as_ref() == b"application_name")
-            {
-                Some((_, v)) => *v = value,
-                None => told.push((bytes::Bytes::from_static(b"application_name"), value)),
-            }
-            *kept = Arc::new(told);
-        }
+        set_shared(kept, b"application_name", application_name.as_bytes());
         Some(kept.clone())
     }
 }

@@ -211,8 +211,10 @@ pub(crate) async fn serve(
     ctx.cancels.revoke(&client.cancel);
     let clean = io.server.at_boundary() && io.out.to_server.is_empty();
     // The backend goes straight into the boxed step, not through a local held across its await.
-    let giving =
-        (client.backend.take()).map(|b| Box::pin(give_back(b, &client.tracker, clean, ctx)));
+    let giving = client
+        .backend
+        .take()
+        .map(|b| Box::pin(give_back(b, &client.tracker, clean, ctx)));
     if let Some(giving) = giving {
         giving.await;
     }

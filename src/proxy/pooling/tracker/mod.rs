@@ -374,7 +374,7 @@ mod server;
 mod wire;
 
 use wire::find;
-pub use wire::put_message;
+pub use wire::{put_message, set_shared};
 
 #[cfg(test)]
 mod tests;

@@ -126,8 +126,9 @@ pub(super) fn set(params: &mut Vec<(Bytes, Bytes)>, name: &[u8], value: &[u8]) {
     }
 }
 
-/// [`set`] on a list shared between clients: copied only when the value changes.
-pub(super) fn set_shared(params: &mut Arc<Vec<(Bytes, Bytes)>>, name: &[u8], value: &[u8]) {
+/// Sets `name` to `value` in a parameter list shared between clients (what they were told at login):
+/// the list is copied only when the value changes, so clients told the same values share one.
+pub fn set_shared(params: &mut Arc<Vec<(Bytes, Bytes)>>, name: &[u8], value: &[u8]) {
     if find(params, name) != Some(value) {
         set(Arc::make_mut(params), name, value);
     }
