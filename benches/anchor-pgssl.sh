@@ -7,6 +7,7 @@
 # proxy: pgssl authenticates clients itself (SCRAM, channel binding over TLS) through a lookup user
 # that reads verifiers with the SECURITY DEFINER function 'pgssl authentication lookup-user sql' prints,
 # then logs into PostgreSQL by SCRAM pass-through. passthrough: PostgreSQL authenticates; pgssl relays.
+# REPOSITORY_ADDRESS sets repository.address (default 127.0.0.1:PG_PORT; say unix:/dir/.s.PGSQL.port).
 # VERIFIER_CACHE_SECS=N sets auth.verifier_cache_ttl to N seconds (unset: pgssl's default, 1 s; 0: a
 # lookup per login).
 # Proxy mode keeps repository sessions warm between clients ([pool], on by default); passthrough cannot.
@@ -27,7 +28,7 @@ lookup_database = "$BENCH_DB"
 lookup_query = "SELECT * FROM pgssl.lookup(\$1)"
 ${VERIFIER_CACHE_SECS:+verifier_cache_ttl = \"${VERIFIER_CACHE_SECS}s\"}
 [repository]
-address = "127.0.0.1:$PG_PORT"
+address = "${REPOSITORY_ADDRESS:-127.0.0.1:$PG_PORT}"
 CONF
 pg() { psql -X -q -v ON_ERROR_STOP=1 -h "$BENCH_TMP" -p "$PG_PORT" -U postgres -d "$BENCH_DB" "$@"; }
 # The warm pool's bound follows the repository's own (proxy mode keeps sessions warm between clients);

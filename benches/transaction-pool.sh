@@ -46,6 +46,8 @@
 # Knobs (env): IDLE_CLIENTS=10000 BACKENDS=20 CLIENTS=1000 THREADS=2 DURATION=30
 #   CONN_CLIENTS=100 CONN_DURATION=$DURATION WARMUP=5 SETTLE=5 REPEATS=1 SCALE=1
 #   TESTS="idle extended prepared connect" DIRECT_REFERENCE=1 SCRAM_ITERATIONS=4096
+#   REPOSITORY_LEG=tcp|unix: how both listeners reach PostgreSQL (default tcp, 127.0.0.1; unix: its
+#   socket in the set-up's directory, with scram-sha-256 required there too, as over TCP)
 #   VERIFIER_CACHE_SECS (pgssl auth.verifier_cache_ttl; unset: pgssl's default, 1 s; PgBouncer reads
 #   its userlist once)
 #   OUT=/tmp/pgssl-transaction-pool KEEP_TMP=0 KEEP_LOGS=0 (pgbench --log files)
@@ -71,6 +73,8 @@ REPEATS=${REPEATS:-1}
 SCALE=${SCALE:-1}
 TESTS=${TESTS:-"idle extended prepared connect"}
 DIRECT_REFERENCE=${DIRECT_REFERENCE:-1}
+REPOSITORY_LEG=${REPOSITORY_LEG:-tcp}
+[[ $REPOSITORY_LEG == tcp || $REPOSITORY_LEG == unix ]] || { echo "REPOSITORY_LEG is tcp or unix" >&2; exit 2; }
 export SCRAM_ITERATIONS=${SCRAM_ITERATIONS:-4096}
 if [[ -n ${VERIFIER_CACHE_SECS:-} ]]; then export VERIFIER_CACHE_SECS; fi
 OUT=${OUT:-/tmp/pgssl-transaction-pool}
@@ -171,6 +175,15 @@ cat >>"$tmp/pgdata/postgresql.conf" <<EOF
 # ---- transaction-pool.sh ----
 max_connections = $PG_MAX
 EOF
+if [[ $REPOSITORY_LEG == unix ]]; then
+  # anchor.sh trusts every local connection; the listeners' logins must cost PostgreSQL the same
+  # SCRAM exchange over the socket as over TCP (the harness's own superuser stays trusted).
+  sed -i 's/^local \+all \+all \+trust$/local all postgres trust\nlocal all all scram-sha-256/' "$tmp/pgdata/pg_hba.conf"
+  grep -q '^local all all scram-sha-256$' "$tmp/pgdata/pg_hba.conf" || die "could not require SCRAM on the socket"
+  sed -i "s|^$DB = host=$HOST |$DB = host=$tmp |" "$tmp/pgbouncer.ini"
+  grep -q "^$DB = host=$tmp " "$tmp/pgbouncer.ini" || die "could not point PgBouncer at the socket"
+  export REPOSITORY_ADDRESS="unix:$tmp/.s.PGSQL.$PG_PORT"
+fi
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$tmp/pgdata" -l "$tmp/postgres.log" -w -t 60 start >>"$LOG" 2>&1 \
   || die "postgres did not start (see $tmp/postgres.log)"
 pm_pid=$(head -1 "$tmp/pgdata/postmaster.pid")
@@ -330,7 +343,7 @@ def cmd_summary(a):
     out.append(f"- shape: {meta['shape']}")
     out.append("- pgssl: proxy mode (SCRAM with channel binding, lookup user), `[pool] mode = \"transaction\"`, "
                f"`max_backends = {meta['backends']}`; PgBouncer: `pool_mode = transaction`, "
-               f"`default_pool_size = {meta['backends']}`; both TLS to clients, plaintext to PostgreSQL")
+               f"`default_pool_size = {meta['backends']}`; both TLS to clients, plaintext to PostgreSQL ({meta['leg']})")
     if meta["repeats"] > 1:
         out.append(f"- medians over {meta['repeats']} repeats, target order rotated")
     out.append("")
@@ -513,10 +526,10 @@ PGSSL_VER=$("$PGSSL_BIN" --version 2>/dev/null | head -1 || echo pgssl)
 GIT_REV=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 cat >"$RUN/meta.json" <<EOF
 {"run_id":"$RUN_ID","idle_clients":$IDLE_CLIENTS,"backends":$BACKENDS,"clients":$CLIENTS,"conn_clients":$CONN_CLIENTS,
- "threads":$THREADS,"duration":$DURATION,"conn_duration":$CONN_DURATION,"repeats":$REPEATS,"scram_iterations":$SCRAM_ITERATIONS,
+ "threads":$THREADS,"duration":$DURATION,"conn_duration":$CONN_DURATION,"repeats":$REPEATS,"scram_iterations":$SCRAM_ITERATIONS,"leg":"$REPOSITORY_LEG",
  "machine":"nproc=$NPROC, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), RAM $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)",
  "versions":"$PGSSL_VER ($GIT_REV); $PG_VER; $PGB_VER; $(openssl version); pgbench $(pgbench --version | awk '{print $3}')",
- "shape":"IDLE_CLIENTS=$IDLE_CLIENTS, CLIENTS=$CLIENTS, CONN_CLIENTS=$CONN_CLIENTS, THREADS=$THREADS, DURATION=${DURATION}s, CONN_DURATION=${CONN_DURATION}s, SCRAM $SCRAM_ITERATIONS iterations, pgssl verifier cache ${VERIFIER_CACHE_SECS:-1}s, scale $SCALE, client and servers on the same $NPROC cores"}
+ "shape":"IDLE_CLIENTS=$IDLE_CLIENTS, CLIENTS=$CLIENTS, CONN_CLIENTS=$CONN_CLIENTS, THREADS=$THREADS, DURATION=${DURATION}s, CONN_DURATION=${CONN_DURATION}s, SCRAM $SCRAM_ITERATIONS iterations, pgssl verifier cache ${VERIFIER_CACHE_SECS:-1}s, scale $SCALE, repository leg $REPOSITORY_LEG, client and servers on the same $NPROC cores"}
 EOF
 for t in pgssl pgbouncer direct; do run_pgbench warmup "$t" 0; done
 
