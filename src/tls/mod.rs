@@ -85,6 +85,9 @@ pub fn server_config_from(
     };
     let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    // `tls.tls13_ciphersuites` is an order of preference: the server's, as PgBouncer's and
+    // PostgreSQL's `ssl_prefer_server_ciphers` (on by default) make it.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 

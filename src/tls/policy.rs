@@ -1,7 +1,9 @@
 //! Which TLS 1.3 cipher suites and key-exchange groups the served TLS offers (`tls.tls13_ciphersuites`,
 //! `tls.groups`, as PgBouncer's `client_tls13_ciphers` and `client_tls_groups`): checked by name when
 //! the configuration is read, set once when `serve` starts, used by every served configuration.
-//! Empty lists mean everything the aws-lc-rs provider offers, in its order of preference.
+//! Empty lists mean everything the aws-lc-rs provider offers: its groups in its order, the suites in
+//! [`DEFAULT_SUITES`]' order. The server's order decides, not the client's
+//! ([`rustls::ServerConfig::ignore_client_order`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -22,6 +24,16 @@ const SUITES: [(&str, CipherSuite); 3] = [
         "TLS_CHACHA20_POLY1305_SHA256",
         CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
     ),
+];
+
+/// The TLS 1.3 suites' order when none are configured: AES-128-GCM with SHA-256 first, as Mozilla's
+/// recommended configurations order them. libpq (OpenSSL) offers AES-256-GCM with SHA-384 first,
+/// whose key schedule runs SHA-384, which CPUs do not accelerate: it was ~7 % of pgssl's CPU per
+/// login (perf, `pgbench -C`), where SHA-256 runs on the CPU's SHA extensions.
+pub const DEFAULT_SUITES: [CipherSuite; 3] = [
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    CipherSuite::TLS13_AES_256_GCM_SHA384,
+    CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
 ];
 
 /// The groups, by their IANA names (and OpenSSL's aliases).
@@ -71,11 +83,15 @@ fn lookup<T: Copy>(table: &[(&str, T)], kind: NameKind, name: &str) -> Result<T,
 /// The served provider for these names (TLS 1.2 suites are kept as they are).
 pub fn provider(suites: &[String], groups: &[String]) -> Result<CryptoProvider, UnknownName> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    if !suites.is_empty() {
-        let wanted = suites
-            .iter()
-            .map(|n| lookup(&SUITES, NameKind::Suite, n))
-            .collect::<Result<Vec<_>, _>>()?;
+    {
+        let wanted = if suites.is_empty() {
+            DEFAULT_SUITES.to_vec()
+        } else {
+            suites
+                .iter()
+                .map(|n| lookup(&SUITES, NameKind::Suite, n))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         provider
             .cipher_suites
             .retain(|s| s.version() != &rustls::version::TLS13 || wanted.contains(&s.suite()));
@@ -113,7 +129,10 @@ pub fn set_served(provider: CryptoProvider) {
 /// The provider served configurations are built with.
 pub fn served() -> Arc<CryptoProvider> {
     SERVED
-        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .get_or_init(|| {
+            let defaults = provider(&[], &[]);
+            Arc::new(defaults.unwrap_or_else(|_| rustls::crypto::aws_lc_rs::default_provider()))
+        })
         .clone()
 }
 
@@ -156,6 +175,14 @@ mod tests {
         // Hybrid post-quantum preferred, the classical groups still there for older clients.
         assert_eq!(all[0], NamedGroup::X25519MLKEM768, "{all:?}");
         assert!(all.contains(&NamedGroup::X25519) && all.contains(&NamedGroup::secp256r1));
+        let tls13: Vec<CipherSuite> = provider(&[], &[])
+            .unwrap()
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(tls13, DEFAULT_SUITES);
         let p = provider(&[], &["x25519mlkem768".into()]).unwrap();
         assert_eq!(p.kx_groups.len(), 1);
     }

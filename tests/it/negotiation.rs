@@ -51,9 +51,16 @@ async fn required_mode_rejects_plaintext_internal_user_with_28000_before_reachin
     let tls = connect_tls(proxy.addr, INTERNAL_USER, &proxy.cert_path())
         .await
         .unwrap();
+    let info = tls.tls.as_ref().unwrap();
     assert_eq!(
-        tls.tls.as_ref().unwrap().protocol_version,
+        info.protocol_version,
         Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    // The server's order decides: the client (aws-lc-rs's defaults, as OpenSSL's) offers AES-256
+    // first, pgssl's default prefers AES-128 with SHA-256.
+    assert_eq!(
+        info.cipher_suite,
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
     );
     proxy.stop().await;
 }
