@@ -31,6 +31,14 @@
 #   prepared  pgbench -n -S -M prepared, same shape: pgssl and direct PostgreSQL ONLY. Debian's
 #             PgBouncer 1.18 has no prepared-statement support in transaction mode (pgbench's named
 #             statements fail on the next server), so this compares pgssl with PostgreSQL itself.
+#   instructions (with CALLGRIND=1, which runs both listeners under valgrind's callgrind and makes this
+#             the default test): the listener's user-space instructions per transaction and per login,
+#             counted, not timed, so they repeat on a noisy machine. Two fixed-count runs per listener:
+#             `pgbench -S -M extended -c IR_CLIENTS -j 1 -t IR_TXNS` (IR_CLIENTS logins, many transactions)
+#             and the same with -C -t IR_LOGINS (a login per transaction); the two equations give each.
+#             Counters are zeroed (callgrind_control -z) before and dumped after each run. valgrind
+#             hides AVX-512 and SHA extensions from both listeners' crypto libraries, so the counts are
+#             of their portable code paths; the kernel's share is not counted (see the CPU rows).
 #   connect   pgbench -n -C -c CONN_CLIENTS -j THREADS -T CONN_DURATION -b select-only: a new TLS
 #             connection, SCRAM login and one SELECT per transaction (tps = connections/s): pgssl,
 #             PgBouncer, direct PostgreSQL as a reference. Issue target: pgssl >= PgBouncer's rate.
@@ -46,6 +54,8 @@
 # Knobs (env): IDLE_CLIENTS=10000 BACKENDS=20 CLIENTS=1000 THREADS=2 DURATION=30
 #   CONN_CLIENTS=100 CONN_DURATION=$DURATION WARMUP=5 SETTLE=5 REPEATS=1 SCALE=1
 #   TESTS="idle extended prepared connect" DIRECT_REFERENCE=1 SCRAM_ITERATIONS=4096
+#   CALLGRIND=0|1 IR_CLIENTS=10 IR_TXNS=300 IR_LOGINS=20 (the instructions test; valgrind is installed
+#   when missing)
 #   REPOSITORY_LEG=tcp|unix: how both listeners reach PostgreSQL (default tcp, 127.0.0.1; unix: its
 #   socket in the set-up's directory, with scram-sha-256 required there too, as over TCP)
 #   VERIFIER_CACHE_SECS (pgssl auth.verifier_cache_ttl; unset: pgssl's default, 1 s; PgBouncer reads
@@ -71,6 +81,9 @@ WARMUP=${WARMUP:-5}
 SETTLE=${SETTLE:-5}
 REPEATS=${REPEATS:-1}
 SCALE=${SCALE:-1}
+CALLGRIND=${CALLGRIND:-0}
+IR_CLIENTS=${IR_CLIENTS:-10} IR_TXNS=${IR_TXNS:-300} IR_LOGINS=${IR_LOGINS:-20}
+if [[ $CALLGRIND == 1 ]]; then TESTS=${TESTS:-instructions}; fi
 TESTS=${TESTS:-"idle extended prepared connect"}
 DIRECT_REFERENCE=${DIRECT_REFERENCE:-1}
 REPOSITORY_LEG=${REPOSITORY_LEG:-tcp}
@@ -102,6 +115,10 @@ die() { log "transaction-pool.sh: $*"; exit 1; }
 if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
   log "installing pgbouncer"
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends pgbouncer >>"$LOG" 2>&1
+fi
+if [[ $CALLGRIND == 1 ]] && ! command -v callgrind_control >/dev/null; then
+  log "installing valgrind"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind >>"$LOG" 2>&1
 fi
 PGBOUNCER_BIN=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 export PGBOUNCER_BIN
@@ -196,11 +213,19 @@ sed -i -e "s/^pool_mode = .*/pool_mode = transaction/" \
 grep -q '^pool_mode = transaction$' "$tmp/pgbouncer.ini" || die "could not set pool_mode in $tmp/pgbouncer.ini"
 rm -f "$tmp/pgbouncer.pid"
 # runuser's pam_limits puts the soft open-file limit back to 1024: raise it again for PgBouncer
-runuser -u postgres -- bash -c 'ulimit -Sn "$(ulimit -Hn)" && exec "$0" -d -q "$1"' "$PGBOUNCER_BIN" "$tmp/pgbouncer.ini" \
-  >>"$LOG" 2>&1 || die "pgbouncer did not start"
-for _ in $(seq 1 100); do [[ -s $tmp/pgbouncer.pid ]] && break; sleep 0.1; done
+if [[ $CALLGRIND == 1 ]]; then
+  # in the foreground under callgrind (a daemon's fork would leave it); it still writes its pidfile
+  runuser -u postgres -- bash -c 'ulimit -Sn "$(ulimit -Hn)" && LOGNAME=vg USER=vg HOST=vg exec valgrind -q --tool=callgrind --vgdb-prefix="$2" --callgrind-out-file="$2" "$0" -q "$1"' \
+    "$PGBOUNCER_BIN" "$tmp/pgbouncer.ini" "$tmp/callgrind.pgbouncer" >>"$LOG" 2>&1 </dev/null &
+  # vgdb names its pipes after LOGNAME/USER and HOST on both ends: the same everywhere here
+  export PGSSL_SERVE_PREFIX="env LOGNAME=vg USER=vg HOST=vg valgrind -q --tool=callgrind --vgdb-prefix=$tmp/callgrind.pgssl --callgrind-out-file=$tmp/callgrind.pgssl"
+else
+  runuser -u postgres -- bash -c 'ulimit -Sn "$(ulimit -Hn)" && exec "$0" -d -q "$1"' "$PGBOUNCER_BIN" "$tmp/pgbouncer.ini" \
+    >>"$LOG" 2>&1 || die "pgbouncer did not start"
+fi
+for _ in $(seq 1 300); do [[ -s $tmp/pgbouncer.pid ]] && break; sleep 0.1; done
 pgb_pid=$(cat "$tmp/pgbouncer.pid" 2>/dev/null || true)
-[[ -n $pgb_pid ]] && wait_listen "$PGB_PORT" 10 || die "pgbouncer not listening (see $tmp/pgbouncer.log)"
+[[ -n $pgb_pid ]] && wait_listen "$PGB_PORT" 30 || die "pgbouncer not listening (see $tmp/pgbouncer.log)"
 pgb_files=$(awk '/Max open files/{print $4}' "/proc/$pgb_pid/limits")
 (( pgb_files >= PGB_MAX_CLIENTS + BACKENDS + 10 )) || die "pgbouncer may open only $pgb_files files, fewer than max_client_conn $PGB_MAX_CLIENTS"
 
@@ -328,6 +353,20 @@ def med(v):
     m = len(v) // 2
     return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
 
+def cmd_instructions(a):
+    # txns run: IR_CLIENTS logins and T transactions; logins run: L logins, each with one transaction.
+    # ir = T * per_txn + logins * per_login, twice: solved for both.
+    q, c = pgbench_out(a["txns"] + ".txt"), pgbench_out(a["logins"] + ".txt")
+    qi, ci = int(open(a["txns"] + ".ir").read()), int(open(a["logins"] + ".ir").read())
+    qt, ql = q["transactions"], int(a["clients"])
+    ct = cl = c["transactions"]
+    per_txn = (qi * cl - ci * ql) / (qt * cl - ct * ql)
+    per_login = (ci - ct * per_txn) / cl
+    print(json.dumps({"test": "instructions", "target": a["target"], "rep": 1,
+                      "ir_txns_run": qi, "txns": qt, "ir_logins_run": ci, "logins": cl,
+                      "ir_per_txn": round(per_txn), "ir_per_login": round(per_login),
+                      "failed": (q["failed"] or 0) + (c["failed"] or 0), "command": a["command"]}))
+
 def f(v, nd=1):
     return "–" if v is None else f"{v:,.{nd}f}"
 
@@ -386,6 +425,22 @@ def cmd_summary(a):
             out.append(f"| {t} | {f(g('tps'),0)} | {f(g('listener_us_per_txn'))} | {f(g('postgres_us_per_txn'))} | "
                        f"{f(g('server_us_per_txn'))} | {f(g('client_cores'),2)} | {f(g('foreign_cores'),2)} | {f(g('failed'),0)} |")
         out.append("")
+    if any(r["test"] == "instructions" for r in rows):
+        out += ["### User-space instructions per operation (callgrind, counted)", "",
+                "| target | instructions per transaction | instructions per login | transactions / logins counted | failed |",
+                "|---|---:|---:|---:|---:|"]
+        for t in targets:
+            rs = [r for r in rows if r["test"] == "instructions" and r["target"] == t]
+            if rs:
+                r = rs[-1]
+                out.append(f"| {t} | {r['ir_per_txn']:,} | {r['ir_per_login']:,} | {r['txns']:,} / {r['logins']:,} | {r['failed']} |")
+        a_ = [r for r in rows if r["test"] == "instructions"]
+        pi = {r["target"]: r for r in a_}
+        if "pgssl" in pi and "pgbouncer" in pi:
+            out.append("")
+            out.append(f"- pgssl / PgBouncer: {pi['pgssl']['ir_per_txn'] / pi['pgbouncer']['ir_per_txn']:.2f}× per transaction, "
+                       f"{pi['pgssl']['ir_per_login'] / pi['pgbouncer']['ir_per_login']:.2f}× per login")
+        out.append("")
     out += ["### Issue #30's targets", ""]
     def check(label, ok, detail):
         mark = "–" if ok is None else ("met" if ok else "NOT met")
@@ -423,7 +478,8 @@ def cmd_summary(a):
 if __name__ == "__main__":
     cmd = sys.argv[1]
     args = dict(x.split("=", 1) for x in sys.argv[2:])
-    {"record": cmd_record, "idle": cmd_idle, "summary": cmd_summary}[cmd](args)
+    {"record": cmd_record, "idle": cmd_idle, "summary": cmd_summary,
+     "instructions": cmd_instructions}[cmd](args)
 PY
 
 CLK=$(getconf CLK_TCK) NPROC=$(nproc)
@@ -508,10 +564,39 @@ measure_idle() { # target rep
   log "idle      $(printf '%-9s' "$t") r$rep $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(" ".join(f"{k}={r.get(k)}" for k in ("ok","failed","open_s","rss_per_client_kib","pss_per_client_kib","listener_connections_to_postgres")))')"
 }
 
+# the listener's instructions (callgrind's Ir, all threads) over one pgbench run
+ctl() { # target action: callgrind_control as the listener's user (vgdb ptraces a listener blocked in a syscall)
+  local -a as=()
+  [[ $1 == pgbouncer ]] && as=(runuser -u postgres --)
+  "${as[@]}" env LOGNAME=vg USER=vg HOST=vg timeout 60 callgrind_control --vgdb-prefix="$tmp/callgrind.$1" "$2" "${LPID[$1]}" >/dev/null
+}
+ir_window() { # target out pgbench-args...
+  local t=$1 out=$2 dump; shift 2
+  ctl "$t" -z || die "callgrind_control -z $t failed"
+  PGPASSWORD=$PASSWORD PGSSLMODE=require PGCONNECT_TIMEOUT=60 timeout -k 5 900 pgbench "$@" $DB >"$out.txt" 2>&1 \
+    || die "pgbench against $t failed (see $out.txt)"
+  ctl "$t" -d || die "callgrind_control -d $t failed"
+  dump=$(ls -t "$tmp/callgrind.$t".[0-9]* 2>/dev/null | head -1)
+  [[ -n $dump ]] || die "no callgrind dump for $t"
+  cp "$dump" "$out.callgrind"   # callgrind_annotate reads where the instructions went
+  awk '/^(summary|totals):/{print $2; exit}' "$dump" >"$out.ir"
+  [[ -s $out.ir ]] || die "no instruction count in $dump"
+}
+measure_instructions() { # target
+  local t=$1 raw="$RUN/raw/instructions__$1"
+  local -a a=(-n -h $HOST -p "${PORT[$1]}" -U $USER_ -S -M extended -c "$IR_CLIENTS" -j 1)
+  ir_window "$t" "$raw.txns" "${a[@]}" -t "$IR_TXNS"
+  ir_window "$t" "$raw.logins" "${a[@]}" -C -t "$IR_LOGINS"
+  python3 "$PY" instructions target="$t" txns="$raw.txns" logins="$raw.logins" clients="$IR_CLIENTS" \
+    command="pgbench ${a[*]} -t $IR_TXNS (and -C -t $IR_LOGINS) $DB" >>"$RESULTS"
+  log "instructions $t: $(tail -1 "$RESULTS")"
+}
+
 targets_for() { # test -> targets in this script's base order
   case $1 in
     idle) echo "pgssl pgbouncer" ;;
     prepared) echo "pgssl direct" ;;
+    instructions) echo "pgssl pgbouncer" ;;
     *) if [[ $DIRECT_REFERENCE == 1 ]]; then echo "pgssl pgbouncer direct"; else echo "pgssl pgbouncer"; fi ;;
   esac
 }
@@ -531,14 +616,18 @@ cat >"$RUN/meta.json" <<EOF
  "versions":"$PGSSL_VER ($GIT_REV); $PG_VER; $PGB_VER; $(openssl version); pgbench $(pgbench --version | awk '{print $3}')",
  "shape":"IDLE_CLIENTS=$IDLE_CLIENTS, CLIENTS=$CLIENTS, CONN_CLIENTS=$CONN_CLIENTS, THREADS=$THREADS, DURATION=${DURATION}s, CONN_DURATION=${CONN_DURATION}s, SCRAM $SCRAM_ITERATIONS iterations, pgssl verifier cache ${VERIFIER_CACHE_SECS:-1}s, scale $SCALE, repository leg $REPOSITORY_LEG, client and servers on the same $NPROC cores"}
 EOF
-for t in pgssl pgbouncer direct; do run_pgbench warmup "$t" 0; done
+[[ $CALLGRIND == 1 ]] || for t in pgssl pgbouncer direct; do run_pgbench warmup "$t" 0; done
 
 ti=0
 for rep in $(seq 1 "$REPEATS"); do
   for test in $TESTS; do
     read -r -a base <<<"$(targets_for "$test")"
     for t in $(rotated $(( rep - 1 + ti )) "${base[@]}"); do
-      if [[ $test == idle ]]; then measure_idle "$t" "$rep"; else run_pgbench "$test" "$t" "$rep"; fi
+      case $test in
+        idle) measure_idle "$t" "$rep" ;;
+        instructions) measure_instructions "$t" ;;
+        *) run_pgbench "$test" "$t" "$rep" ;;
+      esac
     done
     ti=$(( ti + 1 ))
   done
