@@ -21,6 +21,13 @@ macro_rules! forward_io {
             }
         }
 
+        forward_write!($ty: $($(#[$attr])* $variant),+);
+    };
+}
+
+/// The `AsyncWrite` half of [`forward_io!`], for a type that reads its own way.
+macro_rules! forward_write {
+    ($ty:ident: $($(#[$attr:meta])* $variant:ident),+) => {
         impl tokio::io::AsyncWrite for $ty {
             fn poll_write(
                 self: std::pin::Pin<&mut Self>,

@@ -1,6 +1,10 @@
 //! [`NegotiatedStream`]: the client connection after negotiation, plaintext or TLS, over a
 //! [`ClientSocket`] (the accepted TCP connection; in unit tests, an in-memory pipe).
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -24,6 +28,18 @@ impl ClientSocket {
             ClientSocket::Tcp(tcp) => tcp.peek(buf).await,
             #[cfg(test)]
             ClientSocket::Memory(memory) => memory.peek(buf).await,
+        }
+    }
+}
+
+impl ClientSocket {
+    /// Whether the socket has something to read (`Pending` registers the waker, as a read would).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self {
+            ClientSocket::Tcp(tcp) => tcp.poll_read_ready(cx),
+            // The pipe has no readiness of its own: the read finds out.
+            #[cfg(test)]
+            ClientSocket::Memory(_) => Poll::Ready(Ok(())),
         }
     }
 }
@@ -86,7 +102,31 @@ impl TlsInfo {
     }
 }
 
-forward_io!(NegotiatedStream: Plain, Tls);
+impl AsyncRead for NegotiatedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            NegotiatedStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            NegotiatedStream::Tls(s) => {
+                // With no plaintext waiting, a read goes to the socket; ask it first whether it has
+                // anything. rustls sets up its 4 KiB read buffer (allocated and zero-filled, since
+                // pgssl's patch frees it between flights: third_party/README.md) before it reads,
+                // even when the read then finds nothing: that was a third of pgssl's instructions
+                // per pooled transaction (BENCHMARKS.md, instructions per operation).
+                let (socket, conn) = s.get_ref();
+                if conn.wants_read() && socket.poll_read_ready(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                Pin::new(s.as_mut()).poll_read(cx, buf)
+            }
+        }
+    }
+}
+
+forward_write!(NegotiatedStream: Plain, Tls);
 
 /// An in-memory client transport for unit tests: a duplex pipe that can be peeked at like a socket.
 #[cfg(test)]
