@@ -99,9 +99,33 @@ struct Word {
 /// One statement's words, and where the statement ends.
 #[derive(Debug, Default)]
 struct Statement {
+    /// Its words, when its first one is one the rules read ([`HEADS`]); else none are kept.
     words: Vec<Word>,
+    /// Whether it has a word at all (kept or not).
+    any_word: bool,
     end: usize,
 }
+
+/// The first words of the statements [`effect`] looks into. Any other statement (a SELECT, most
+/// of what a pooled client sends) has no effect, and its words are not copied.
+const HEADS: [&str; 8] = [
+    "listen",
+    "create",
+    "declare",
+    "prepare",
+    "deallocate",
+    "discard",
+    "reset",
+    "set",
+];
+
+/// The session advisory lock functions: found anywhere, they pin.
+const ADVISORY: [&str; 4] = [
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
 
 /// The statements of `sql`, each with its words (only the first `KEEP` of them, which the rules read;
 /// function names are looked for while lexing).
@@ -150,7 +174,7 @@ fn statements(sql: &str, advisory: &mut bool) -> Vec<Statement> {
             b'"' => {
                 let end = skip_quoted(b, i, b'"');
                 let inner = sql.get(i + 1..end.saturating_sub(1)).unwrap_or_default();
-                push_word(&mut out, inner, i, KEEP);
+                push_word(&mut out, inner, i, KEEP, true);
                 i = end;
             }
             b'$' => match dollar_tag(b, i) {
@@ -170,21 +194,11 @@ fn statements(sql: &str, advisory: &mut bool) -> Vec<Statement> {
                 {
                     i += 1;
                 }
-                let word = sql[start..i].to_ascii_lowercase();
-                if matches!(
-                    word.as_str(),
-                    "pg_advisory_lock"
-                        | "pg_advisory_lock_shared"
-                        | "pg_try_advisory_lock"
-                        | "pg_try_advisory_lock_shared"
-                ) {
+                let word = &sql[start..i];
+                if ADVISORY.iter().any(|f| f.eq_ignore_ascii_case(word)) {
                     *advisory = true;
                 }
-                if let Some(last) = out.last_mut()
-                    && last.words.len() < KEEP
-                {
-                    last.words.push(Word { text: word, start });
-                }
+                push_word(&mut out, word, start, KEEP, false);
             }
             _ => i += 1,
         }
@@ -195,12 +209,31 @@ fn statements(sql: &str, advisory: &mut bool) -> Vec<Statement> {
     out
 }
 
-fn push_word(out: &mut [Statement], text: &str, start: usize, keep: usize) {
-    if let Some(last) = out.last_mut()
-        && last.words.len() < keep
-    {
+/// Adds a word to the statement being read: kept (lowercased, or as written when `quoted`) while
+/// the statement starts with one of [`HEADS`] and has fewer than `keep`.
+fn push_word(out: &mut [Statement], word: &str, start: usize, keep: usize, quoted: bool) {
+    let Some(last) = out.last_mut() else {
+        return;
+    };
+    let read = if last.any_word {
+        !last.words.is_empty()
+    } else {
+        HEADS.iter().any(|h| {
+            if quoted {
+                word == *h
+            } else {
+                word.eq_ignore_ascii_case(h)
+            }
+        })
+    };
+    last.any_word = true;
+    if read && last.words.len() < keep {
         last.words.push(Word {
-            text: text.to_string(),
+            text: if quoted {
+                word.to_string()
+            } else {
+                word.to_ascii_lowercase()
+            },
             start,
         });
     }
@@ -284,7 +317,7 @@ pub fn statement_count(sql: &str) -> usize {
     let mut advisory = false;
     statements(sql, &mut advisory)
         .iter()
-        .filter(|s| !s.words.is_empty())
+        .filter(|s| s.any_word)
         .count()
 }
 
@@ -385,115 +418,4 @@ fn value_text(sql: &str, from: usize, to: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pins(sql: &str) -> Vec<PinReason> {
-        effects(sql)
-            .into_iter()
-            .filter_map(|e| match e {
-                Effect::Pin(r) => Some(r),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn each_reason_is_read_from_its_statement() {
-        assert_eq!(pins("LISTEN chan"), [PinReason::Listen]);
-        assert_eq!(pins("  /* x */ listen \"Chan\""), [PinReason::Listen]);
-        assert_eq!(
-            pins("select pg_advisory_lock(1)"),
-            [PinReason::AdvisoryLock]
-        );
-        assert_eq!(
-            pins("SELECT PG_TRY_ADVISORY_LOCK_SHARED(1)"),
-            [PinReason::AdvisoryLock]
-        );
-        assert!(pins("select pg_advisory_xact_lock(1)").is_empty());
-        assert_eq!(pins("CREATE TEMP TABLE t (a int)"), [PinReason::TempTable]);
-        assert_eq!(
-            pins("create global temporary table t (a int)"),
-            [PinReason::TempTable]
-        );
-        assert_eq!(
-            pins("CREATE OR REPLACE TEMP VIEW v AS SELECT 1"),
-            [PinReason::TempTable]
-        );
-        assert!(pins("CREATE TABLE temp (a int)").is_empty());
-        assert_eq!(
-            pins("DECLARE c NO SCROLL CURSOR WITH HOLD FOR SELECT 1"),
-            [PinReason::HoldCursor]
-        );
-        assert!(pins("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 'with hold'").is_empty());
-        assert!(pins("DECLARE c CURSOR FOR SELECT 1 AS with, 2 AS hold").is_empty());
-        assert_eq!(pins("PREPARE p AS SELECT 1"), [PinReason::SqlPrepare]);
-        assert!(pins("PREPARE TRANSACTION 'x'").is_empty());
-        assert_eq!(pins("SET ROLE other"), [PinReason::SetRole]);
-        assert_eq!(
-            pins("set session authorization other"),
-            [PinReason::SetRole]
-        );
-        assert_eq!(pins("SET SESSION ROLE other"), [PinReason::SetRole]);
-    }
-
-    #[test]
-    fn quotes_comments_and_dollars_hide_keywords_and_semicolons() {
-        assert!(pins("SELECT 'listen; LISTEN x'").is_empty());
-        assert!(pins("SELECT $$; LISTEN x$$").is_empty());
-        assert!(pins("SELECT $q$; LISTEN x $q$").is_empty());
-        assert!(pins("-- LISTEN x\nSELECT 1").is_empty());
-        assert!(pins("/* /* nested */ LISTEN x */ SELECT 1").is_empty());
-        assert!(pins("SELECT \"pg_advisory_lock\" FROM t").is_empty());
-        assert_eq!(pins("SELECT $1; LISTEN x"), [PinReason::Listen]);
-        assert_eq!(pins("select 1; listen x;"), [PinReason::Listen]);
-        assert!(pins("SELECT E'it\\'s; LISTEN x'").is_empty());
-        assert_eq!(pins("SELECT e'\\\\'; LISTEN x"), [PinReason::Listen]);
-        // What pgssl cannot read of a SET pins rather than going unseen.
-        assert_eq!(pins("SET XML OPTION DOCUMENT"), [PinReason::UnknownSet]);
-        assert_eq!(pins("SET \"search_path\" TO x"), [PinReason::UnknownSet]);
-        assert_eq!(pins("SET x 'é'"), [PinReason::UnknownSet]);
-        assert_eq!(pins("SET x *é"), [PinReason::UnknownSet]);
-        // Unterminated quotes and comments end the text, without a panic.
-        for sql in ["'", "\"", "/*", "$a$", "$", "--", "e'\\'"] {
-            let _ = effects(sql);
-        }
-    }
-
-    #[test]
-    fn sets_resets_and_deallocations() {
-        assert_eq!(
-            effects("SET search_path TO app, public"),
-            [Effect::Set("search_path".into(), "app, public".into())]
-        );
-        assert_eq!(
-            effects("set session Search_Path='a b'; "),
-            [Effect::Set("search_path".into(), "'a b'".into())]
-        );
-        assert_eq!(
-            effects("SET SCHEMA 'app'"),
-            [Effect::Set("search_path".into(), "'app'".into())]
-        );
-        assert_eq!(
-            effects("SET TIME ZONE 'UTC'"),
-            [Effect::Set("timezone".into(), String::new())]
-        );
-        assert!(effects("SET LOCAL search_path TO x").is_empty());
-        assert!(effects("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").is_empty());
-        assert_eq!(
-            effects("RESET search_path"),
-            [Effect::Reset("search_path".into())]
-        );
-        assert_eq!(effects("reset all"), [Effect::ResetAll]);
-        assert_eq!(effects("DEALLOCATE p1"), [Effect::Deallocate("p1".into())]);
-        assert_eq!(
-            effects("deallocate prepare \"P1\""),
-            [Effect::Deallocate("P1".into())]
-        );
-        assert_eq!(effects("DEALLOCATE ALL"), [Effect::DeallocateAll]);
-        assert_eq!(effects("DISCARD ALL"), [Effect::DiscardAll]);
-        assert!(effects("DISCARD PLANS").is_empty());
-        assert!(effects("SELECT 1").is_empty());
-        assert!(effects("").is_empty());
-    }
-}
+mod tests;
