@@ -47,4 +47,6 @@ if [[ $mode == proxy ]]; then
   echo "$lookup_password" | run authentication lookup-user set --lookup-user pgssl_lookup --lookup-password -
 fi
 run pending-changes apply --ignore-prompt
-exec "$bin" --data-dir "$dir" --config "$config" serve --no-admin --listen "127.0.0.1:$PROXY_PORT"
+# PGSSL_SERVE_PREFIX: a command serve runs under (say valgrind --tool=callgrind ...); the set-up above runs bare.
+# shellcheck disable=SC2086
+exec ${PGSSL_SERVE_PREFIX:-} "$bin" --data-dir "$dir" --config "$config" serve --no-admin --listen "127.0.0.1:$PROXY_PORT"
