@@ -21,12 +21,16 @@ use crate::proxy::protocol::first_packet::CANCEL_REQUEST_CODE;
 /// (4 bytes) then the secret (4 bytes in protocol 3.0, 32 in 3.2).
 pub type ClientKey = Bytes;
 
+/// Each live key's cancel packet and host, keyed with foldhash: the key is pgssl's random choice, and
+/// a pooled client's is retargeted twice per transaction.
+type Live = HashMap<ClientKey, Option<(Bytes, usize)>, foldhash::fast::RandomState>;
+
 /// The registry of minted keys, shared by every connection of a server.
 #[derive(Debug, Default)]
 pub struct CancelKeys {
     /// Each key's session's cancel packet and host; `None` while a transaction-pooled client holds
     /// no backend (its cancel then cancels nothing).
-    live: Mutex<HashMap<ClientKey, Option<(Bytes, usize)>>>,
+    live: Mutex<Live>,
     /// This node's id in its cluster (1–127), 0 when it is not in one.
     node: AtomicU8,
     /// The other nodes, by id.

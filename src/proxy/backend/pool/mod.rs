@@ -159,7 +159,7 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    keys: HashMap<Arc<PoolKey>, Entry>,
+    keys: HashMap<Arc<PoolKey>, Entry, foldhash::fast::RandomState>,
     live: usize,
     idle: usize,
     /// Hand-outs and openings of keys no longer live, per (role, database), for the statistics.
@@ -177,7 +177,7 @@ pub struct Pool {
     /// The newest settings generation seen: sessions logged in under an older one are retired.
     generation: AtomicU64,
     /// The start-up parameters sessions of each key last reported.
-    welcomes: Mutex<HashMap<Arc<PoolKey>, Welcome>>,
+    welcomes: Mutex<HashMap<Arc<PoolKey>, Welcome, foldhash::fast::RandomState>>,
     /// `pgssl_pool_clients_waiting`.
     waiting: metrics::Gauge,
 }
