@@ -333,6 +333,26 @@ impl RepositoryStream {
             _ => None,
         }
     }
+
+    /// The same connection with its socket registered with this thread's runtime. A socket is
+    /// watched by the runtime that registered it: used from another worker's thread, each of its
+    /// readiness events wakes both threads. A TLS leg stays where it is (tokio-rustls cannot put a
+    /// stream back together from its parts). Fails only when the socket cannot be moved; it is then
+    /// closed.
+    pub fn reregistered(self) -> io::Result<RepositoryStream> {
+        Ok(match self {
+            RepositoryStream::Tcp(s) => RepositoryStream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            RepositoryStream::Unix(s) => {
+                RepositoryStream::Unix(UnixStream::from_std(s.into_std()?)?)
+            }
+            tls @ RepositoryStream::Tls(_) => tls,
+        })
+    }
+
+    /// Whether [`RepositoryStream::reregistered`] moves it.
+    pub fn movable(&self) -> bool {
+        !matches!(self, RepositoryStream::Tls(_))
+    }
 }
 
 #[cfg(test)]

@@ -224,11 +224,8 @@ impl Pool {
             && !backend.epoch.is_cancelled()
     }
 
-    /// A backend for a client who proved `verifier` for `key`: a warm session (when `reuse`), or a
-    /// slot to open one in. `can_login` false (a NOLOGIN role) never gets a warm session, and its
-    /// idle ones are closed: the repository must see the login and refuse it. Waits until `deadline`
-    /// when the bounds are reached.
-    pub async fn checkout(
+    /// [`Pool::checkout`] without the move to this worker.
+    async fn checkout_once(
         self: &Arc<Self>,
         key: &Arc<PoolKey>,
         verifier: &Verifier,

@@ -5,12 +5,17 @@
 //! first waiter whose key is within its bound. Waking every waiter and letting the fastest take it
 //! let newly arrived clients overtake ones that had waited longest, and spent a wake-up per waiter
 //! per check-in: at 256 clients for 94 backends, pgssl's p99 connect latency was twice its median.
+//!
+//! Within that order a session goes to a waiter on its own worker when one is among the next few
+//! ([`AFFINITY_WINDOW`]): a session used from another worker wakes two threads per readiness event
+//! (or is moved, [`Backend::adopt`]), and the waiter's own wake-up crosses threads too. A waiter is
+//! overtaken so at most [`MAX_OVERTAKEN`] times, then served whatever its worker.
 
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{Backend, Checkout, Inner, Pool, PoolKey, Slot, Wanted};
+use super::{Backend, Checkout, Inner, Pool, PoolKey, Slot, Wanted, this_worker};
 use crate::proxy::auth::scram::Verifier;
 
 /// A client waiting in [`Pool::checkout`].
@@ -20,8 +25,19 @@ pub(super) struct Waiter {
     verifier: Verifier,
     /// Whether a warm session may be handed to it (else only a slot).
     reuse: bool,
+    /// The worker it waits on.
+    worker: Option<usize>,
+    /// How often a later waiter of its key was served first (bounded by [`MAX_OVERTAKEN`]).
+    overtaken: u8,
     tx: oneshot::Sender<Checkout>,
 }
+
+/// How many waiters of a key, from the first, a checked-in session looks among for one on its own
+/// worker.
+pub(super) const AFFINITY_WINDOW: usize = 8;
+
+/// How often a waiter may be overtaken by one on a checked-in session's worker.
+pub(super) const MAX_OVERTAKEN: u8 = 4;
 
 impl std::fmt::Debug for Waiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,19 +62,21 @@ pub(super) fn enqueue(
         key: key.clone(),
         verifier: wanted.verifier.clone(),
         reuse: wanted.reuse && wanted.can_login,
+        worker: this_worker(),
+        overtaken: 0,
         tx,
     });
     (id, rx)
 }
 
-/// Hands a checked-in session to the first waiter of its key and verifier; gives it back when there
-/// is none.
+/// Hands a checked-in session to the first waiter of its key and verifier (or to one on the session's
+/// worker among the next few, see the module's text); gives it back when there is none.
 pub(super) fn hand_warm(inner: &mut Inner, mut backend: Backend) -> Option<Backend> {
     loop {
-        let at = inner.waiters.iter().position(|w| {
-            w.reuse && w.key == *backend.key_of_pool() && w.verifier == backend.verifier
-        });
-        let Some(waiter) = at.and_then(|at| inner.waiters.remove(at)) else {
+        let Some(at) = pick(inner, &backend) else {
+            return Some(backend);
+        };
+        let Some(waiter) = inner.waiters.remove(at) else {
             return Some(backend);
         };
         match waiter.tx.send(Checkout::Warm(Box::new(backend))) {
@@ -74,6 +92,36 @@ pub(super) fn hand_warm(inner: &mut Inner, mut backend: Backend) -> Option<Backe
             Err(Checkout::Fork(_)) => return None,
         }
     }
+}
+
+/// The place of the waiter `backend` goes to; the waiters it overtakes are counted.
+fn pick(inner: &mut Inner, backend: &Backend) -> Option<usize> {
+    let fits = |w: &Waiter| {
+        w.reuse && w.key == *backend.key_of_pool() && w.verifier == backend.verifier
+    };
+    let mut first = None;
+    let mut local = None;
+    for (at, w) in inner.waiters.iter().enumerate().filter(|(_, w)| fits(w)).take(AFFINITY_WINDOW) {
+        if w.worker == backend.worker {
+            local = Some(at);
+            break;
+        }
+        if first.is_none() {
+            if w.overtaken >= MAX_OVERTAKEN {
+                return Some(at);
+            }
+            first = Some(at);
+        }
+    }
+    let Some(at) = local else {
+        return first;
+    };
+    for w in inner.waiters.range_mut(..at) {
+        if fits(w) {
+            w.overtaken = w.overtaken.saturating_add(1);
+        }
+    }
+    Some(at)
 }
 
 impl Pool {

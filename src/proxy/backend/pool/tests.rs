@@ -249,3 +249,63 @@ fn clients_of_a_key_and_name_share_what_they_are_told() {
         "a client's list never changes under it"
     );
 }
+
+#[tokio::test]
+async fn a_checked_in_session_prefers_a_waiter_on_its_worker_and_overtakes_a_bounded_number_of_times()
+{
+    let pool = Pool::new(options(1));
+    let (v, k) = (verifier("a"), key("alice"));
+    let Ok(Checkout::Fork(slot)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!("an empty pool opens a backend")
+    };
+    let (mut b, _far) = backend(&pool, slot, v.clone()).await;
+    b.worker = Some(0);
+    let wanted = Wanted {
+        verifier: &v,
+        can_login: true,
+        reuse: true,
+    };
+    let mut inner = pool.lock();
+    set_worker(1);
+    let (_, mut first) = queue::enqueue(&mut inner, &k, &wanted);
+    set_worker(0);
+    let mut local: Vec<_> = (0..=queue::MAX_OVERTAKEN)
+        .map(|_| queue::enqueue(&mut inner, &k, &wanted).1)
+        .collect();
+    // The session goes to the waiters on its own worker, overtaking the first one ...
+    for waiter in local.iter_mut().take(usize::from(queue::MAX_OVERTAKEN)) {
+        assert!(queue::hand_warm(&mut inner, b).is_none());
+        assert!(first.try_recv().is_err());
+        let Ok(Checkout::Warm(back)) = waiter.try_recv() else {
+            panic!("a waiter on the session's worker gets it")
+        };
+        b = *back;
+    }
+    // ... as often as allowed: then the first one gets it, whatever its worker.
+    assert!(queue::hand_warm(&mut inner, b).is_none());
+    let got = first.try_recv();
+    drop(inner);
+    assert!(matches!(got, Ok(Checkout::Warm(_))));
+}
+
+#[tokio::test]
+async fn a_session_from_another_worker_is_moved_to_this_one_and_still_talks() {
+    use tokio::io::AsyncReadExt;
+    let pool = Pool::new(options(1));
+    let (v, k) = (verifier("a"), key("alice"));
+    let Ok(Checkout::Fork(slot)) = pool.checkout(&k, &v, true, true, soon()).await else {
+        panic!("an empty pool opens a backend")
+    };
+    let (mut b, mut far) = backend(&pool, slot, v.clone()).await;
+    b.worker = Some(1);
+    set_worker(0);
+    let mut moved = Box::new(b).adopt().expect("a TCP session moves");
+    assert_eq!(moved.worker, Some(0));
+    far.write_all(b"ping").await.unwrap();
+    let mut got = [0; 4];
+    moved.stream.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+    moved.stream.write_all(b"pong").await.unwrap();
+    far.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"pong");
+}
