@@ -334,24 +334,27 @@ impl RepositoryStream {
         }
     }
 
-    /// The same connection with its socket registered with this thread's runtime. A socket is
-    /// watched by the runtime that registered it: used from another worker's thread, each of its
-    /// readiness events wakes both threads. A TLS leg stays where it is (tokio-rustls cannot put a
-    /// stream back together from its parts). Fails only when the socket cannot be moved; it is then
-    /// closed.
-    pub fn reregistered(self) -> io::Result<RepositoryStream> {
-        Ok(match self {
-            RepositoryStream::Tcp(s) => RepositoryStream::Tcp(TcpStream::from_std(s.into_std()?)?),
+    /// Registers the connection's socket with this thread's runtime. A socket is watched by the
+    /// runtime that registered it: used from another worker's thread, each of its readiness events
+    /// wakes both threads. The socket is duplicated and the copy registered here before the old
+    /// handle is dropped (which deregisters it), so a failure leaves the connection as it was.
+    pub fn reregister(&mut self) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        fn moved(s: &TcpStream) -> io::Result<TcpStream> {
+            TcpStream::from_std(std::net::TcpStream::from(s.as_fd().try_clone_to_owned()?))
+        }
+        match self {
+            RepositoryStream::Tcp(s) => *s = moved(s)?,
             RepositoryStream::Unix(s) => {
-                RepositoryStream::Unix(UnixStream::from_std(s.into_std()?)?)
+                let copy = std::os::unix::net::UnixStream::from(s.as_fd().try_clone_to_owned()?);
+                *s = UnixStream::from_std(copy)?;
             }
-            tls @ RepositoryStream::Tls(_) => tls,
-        })
-    }
-
-    /// Whether [`RepositoryStream::reregistered`] moves it.
-    pub fn movable(&self) -> bool {
-        !matches!(self, RepositoryStream::Tls(_))
+            RepositoryStream::Tls(s) => {
+                let (tcp, _) = s.get_mut();
+                *tcp = moved(tcp)?;
+            }
+        }
+        Ok(())
     }
 }
 

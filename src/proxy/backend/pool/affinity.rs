@@ -2,12 +2,9 @@
 //! so a warm session is handed out on that worker when one is idle there (and to a waiter there,
 //! see the queue), and moved to the worker that takes it otherwise.
 
-use std::sync::Arc;
-
 use tokio::time::Instant;
 
-use super::{Backend, Checkout, Exhausted, Pool, PoolKey};
-use crate::proxy::auth::scram::Verifier;
+use super::{Backend, Checkout};
 
 /// The accepting worker this thread is, when it is one (set by the accept loops).
 pub fn set_worker(worker: usize) {
@@ -36,81 +33,28 @@ pub(super) fn take_local(idle: &mut Vec<(Backend, Instant)>) -> Option<(Backend,
 }
 
 impl Backend {
-    /// The session with its socket on this thread's worker, when it was registered with another
-    /// worker's runtime ([`RepositoryStream::reregistered`]); `None` when it could not be moved (it
-    /// is closed, and its slot released).
-    pub fn adopt(self: Box<Self>) -> Option<Box<Backend>> {
+    /// Moves the session's socket to this thread's worker when it is registered with another one's
+    /// ([`RepositoryStream::reregister`](crate::proxy::repository::RepositoryStream::reregister)).
+    /// If it cannot be moved, it stays where it was and works as before.
+    pub fn adopt(&mut self) {
         let here = this_worker();
-        if here.is_none() || here == self.worker || !self.stream.movable() {
-            return Some(self);
+        if here.is_none() || here == self.worker {
+            return;
         }
-        let Backend {
-            stream,
-            params,
-            key,
-            minor,
-            verifier,
-            born,
-            generation,
-            served,
-            worker: _,
-            slot,
-            epoch,
-            pooling,
-        } = *self;
-        match stream.reregistered() {
-            Ok(stream) => Some(Box::new(Backend {
-                stream,
-                params,
-                key,
-                minor,
-                verifier,
-                born,
-                generation,
-                served,
-                worker: here,
-                slot,
-                epoch,
-                pooling,
-            })),
-            Err(e) => {
-                tracing::warn!(error = %e, "a repository session could not be moved to this worker; closed");
-                None
-            }
+        match self.stream.reregister() {
+            Ok(()) => self.worker = here,
+            Err(e) => tracing::debug!(error = %e, "a repository session stays on its worker"),
         }
     }
-
 }
 
-impl Pool {
-    /// A backend for a client who proved `verifier` for `key`: a warm session (when `reuse`), or a
-    /// slot to open one in. `can_login` false (a NOLOGIN role) never gets a warm session, and its
-    /// idle ones are closed: the repository must see the login and refuse it. Waits until `deadline`
-    /// when the bounds are reached.
-    ///
-    /// A warm session registered with another worker's runtime is moved to this one's
-    /// ([`Backend::adopt`]).
-    pub async fn checkout(
-        self: &Arc<Self>,
-        key: &Arc<PoolKey>,
-        verifier: &Verifier,
-        can_login: bool,
-        reuse: bool,
-        deadline: Instant,
-    ) -> Result<Checkout, Exhausted> {
-        loop {
-            match self
-                .checkout_once(key, verifier, can_login, reuse, deadline)
-                .await?
-            {
-                Checkout::Warm(backend) => {
-                    if let Some(backend) = backend.adopt() {
-                        return Ok(Checkout::Warm(backend));
-                    }
-                }
-                fork => return Ok(fork),
-            }
+/// A checkout's result with a warm session moved to this worker ([`Backend::adopt`]).
+pub(super) fn adopted(found: Checkout) -> Checkout {
+    match found {
+        Checkout::Warm(mut backend) => {
+            backend.adopt();
+            Checkout::Warm(backend)
         }
+        fork => fork,
     }
-
 }

@@ -224,8 +224,12 @@ impl Pool {
             && !backend.epoch.is_cancelled()
     }
 
-    /// [`Pool::checkout`] without the move to this worker.
-    async fn checkout_once(
+    /// A backend for a client who proved `verifier` for `key`: a warm session (when `reuse`), or a
+    /// slot to open one in. `can_login` false (a NOLOGIN role) never gets a warm session, and its
+    /// idle ones are closed: the repository must see the login and refuse it. Waits until `deadline`
+    /// when the bounds are reached. A warm session registered with another worker's runtime is moved
+    /// to this one's ([`Backend::adopt`]).
+    pub async fn checkout(
         self: &Arc<Self>,
         key: &Arc<PoolKey>,
         verifier: &Verifier,
@@ -252,11 +256,11 @@ impl Pool {
         };
         close_all(retire);
         let (id, mut handed) = match queued {
-            Ok(found) => return Ok(found),
+            Ok(found) => return Ok(adopted(found)),
             Err(queued) => queued,
         };
         if let Ok(Ok(found)) = tokio::time::timeout_at(deadline, &mut handed).await {
-            return Ok(found);
+            return Ok(adopted(found));
         }
         self.leave(id, handed);
         let inner = self.lock();
@@ -481,8 +485,8 @@ mod tests;
 mod welcome;
 
 pub use affinity::set_worker;
-use affinity::take_local;
 pub(super) use affinity::this_worker;
+use affinity::{adopted, take_local};
 pub use rules::{PoolMode, PoolRule};
 pub use stats::KeyStats;
 pub use welcome::Welcome;

@@ -96,12 +96,17 @@ pub(super) fn hand_warm(inner: &mut Inner, mut backend: Backend) -> Option<Backe
 
 /// The place of the waiter `backend` goes to; the waiters it overtakes are counted.
 fn pick(inner: &mut Inner, backend: &Backend) -> Option<usize> {
-    let fits = |w: &Waiter| {
-        w.reuse && w.key == *backend.key_of_pool() && w.verifier == backend.verifier
-    };
+    let fits =
+        |w: &Waiter| w.reuse && w.key == *backend.key_of_pool() && w.verifier == backend.verifier;
     let mut first = None;
     let mut local = None;
-    for (at, w) in inner.waiters.iter().enumerate().filter(|(_, w)| fits(w)).take(AFFINITY_WINDOW) {
+    for (at, w) in inner
+        .waiters
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| fits(w))
+        .take(AFFINITY_WINDOW)
+    {
         if w.worker == backend.worker {
             local = Some(at);
             break;
