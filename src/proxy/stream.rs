@@ -30,9 +30,7 @@ impl ClientSocket {
             ClientSocket::Memory(memory) => memory.peek(buf).await,
         }
     }
-}
 
-impl ClientSocket {
     /// Whether the socket has something to read (`Pending` registers the waker, as a read would).
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self {

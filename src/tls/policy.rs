@@ -82,27 +82,15 @@ fn lookup<T: Copy>(table: &[(&str, T)], kind: NameKind, name: &str) -> Result<T,
 
 /// The served provider for these names (TLS 1.2 suites are kept as they are).
 pub fn provider(suites: &[String], groups: &[String]) -> Result<CryptoProvider, UnknownName> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    {
-        let wanted = if suites.is_empty() {
-            DEFAULT_SUITES.to_vec()
-        } else {
-            suites
-                .iter()
-                .map(|n| lookup(&SUITES, NameKind::Suite, n))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        provider
-            .cipher_suites
-            .retain(|s| s.version() != &rustls::version::TLS13 || wanted.contains(&s.suite()));
-        // The configured order is the preference order.
-        provider.cipher_suites.sort_by_key(|s| {
-            wanted
-                .iter()
-                .position(|w| *w == s.suite())
-                .unwrap_or(usize::MAX)
-        });
-    }
+    let mut provider = if suites.is_empty() {
+        with_suites(&DEFAULT_SUITES)
+    } else {
+        let wanted = suites
+            .iter()
+            .map(|n| lookup(&SUITES, NameKind::Suite, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        with_suites(&wanted)
+    };
     if !groups.is_empty() {
         let wanted = groups
             .iter()
@@ -119,6 +107,22 @@ pub fn provider(suites: &[String], groups: &[String]) -> Result<CryptoProvider, 
     Ok(provider)
 }
 
+/// The aws-lc-rs provider with only the TLS 1.3 suites `wanted`, in that order of preference (TLS
+/// 1.2's suites kept, after them).
+fn with_suites(wanted: &[CipherSuite]) -> CryptoProvider {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider
+        .cipher_suites
+        .retain(|s| s.version() != &rustls::version::TLS13 || wanted.contains(&s.suite()));
+    provider.cipher_suites.sort_by_key(|s| {
+        wanted
+            .iter()
+            .position(|w| *w == s.suite())
+            .unwrap_or(usize::MAX)
+    });
+    provider
+}
+
 static SERVED: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
 
 /// Sets the served provider once (at `serve` start); later calls change nothing.
@@ -129,16 +133,21 @@ pub fn set_served(provider: CryptoProvider) {
 /// The provider served configurations are built with.
 pub fn served() -> Arc<CryptoProvider> {
     SERVED
-        .get_or_init(|| {
-            let defaults = provider(&[], &[]);
-            Arc::new(defaults.unwrap_or_else(|_| rustls::crypto::aws_lc_rs::default_provider()))
-        })
+        .get_or_init(|| Arc::new(with_suites(&DEFAULT_SUITES)))
         .clone()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tls13(p: &CryptoProvider) -> Vec<CipherSuite> {
+        p.cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .map(|s| s.suite())
+            .collect()
+    }
 
     #[test]
     fn names_pick_and_order_suites_and_groups() {
@@ -147,13 +156,7 @@ mod tests {
             &["secp384r1".into(), "X25519".into()],
         )
         .unwrap();
-        let tls13: Vec<CipherSuite> = p
-            .cipher_suites
-            .iter()
-            .filter(|s| s.version() == &rustls::version::TLS13)
-            .map(|s| s.suite())
-            .collect();
-        assert_eq!(tls13, [CipherSuite::TLS13_CHACHA20_POLY1305_SHA256]);
+        assert_eq!(tls13(&p), [CipherSuite::TLS13_CHACHA20_POLY1305_SHA256]);
         assert!(
             p.cipher_suites
                 .iter()
@@ -175,14 +178,8 @@ mod tests {
         // Hybrid post-quantum preferred, the classical groups still there for older clients.
         assert_eq!(all[0], NamedGroup::X25519MLKEM768, "{all:?}");
         assert!(all.contains(&NamedGroup::X25519) && all.contains(&NamedGroup::secp256r1));
-        let tls13: Vec<CipherSuite> = provider(&[], &[])
-            .unwrap()
-            .cipher_suites
-            .iter()
-            .filter(|s| s.version() == &rustls::version::TLS13)
-            .map(|s| s.suite())
-            .collect();
-        assert_eq!(tls13, DEFAULT_SUITES);
+        assert_eq!(tls13(&provider(&[], &[]).unwrap()), DEFAULT_SUITES);
+        assert_eq!(tls13(&served()), DEFAULT_SUITES);
         let p = provider(&[], &["x25519mlkem768".into()]).unwrap();
         assert_eq!(p.kx_groups.len(), 1);
     }
