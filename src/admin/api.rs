@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -147,19 +147,20 @@ async fn sign_out(State(state): State<Shared>, Extension(admin): Extension<Admin
     auth::sign_out(&state, &admin, resp).await
 }
 
-/// Any operation: its typed request from the body (a `GET` takes none), run for the signed-in
-/// administrator, answered with its typed report.
+/// Any operation: its typed request from the body (a `GET`'s from its query string:
+/// `?user=tableau`), run for the signed-in administrator, answered with its typed report.
 async fn operation<T: Operation>(
     State(state): State<Shared>,
     Extension(admin): Extension<Admin>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    let body: &[u8] = match T::VERB {
-        Verb::Get => b"{}",
-        Verb::Post => &body,
+    let parsed = match T::VERB {
+        Verb::Get => requests::parse_query(query.as_deref().unwrap_or_default()),
+        Verb::Post => requests::parse(&body),
     };
-    let request: T = match requests::parse(body) {
+    let request: T = match parsed {
         Ok(r) => r,
         Err(e) => return http::json_error(StatusCode::BAD_REQUEST, &e),
     };

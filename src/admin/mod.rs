@@ -120,6 +120,7 @@ impl AdminState {
             config: self.config.clone(),
             out: Output::collect(),
             node: self.node.clone(),
+            actor: format!("administrator {} from {}", who.user, who.peer),
         };
         let joined = tokio::spawn(async move {
             let result = crate::control::operations::model::execute(request, &ctx).await;

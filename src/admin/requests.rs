@@ -33,6 +33,12 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     Ok(value)
 }
 
+/// A `GET`'s request from its query string (`user=tableau&database=workgroup`); an empty one is the
+/// request without arguments, and a parameter the request does not have is refused.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, String> {
+    serde_urlencoded::from_str(query).map_err(|e| format!("invalid query: {e}"))
+}
+
 /// `POST /api/v1/session`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -194,6 +194,7 @@ impl Node {
             status,
             self.server.pool(),
             self.server.repository(),
+            self.server.sessions(),
         )
     }
 

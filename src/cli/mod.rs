@@ -132,6 +132,12 @@ pub enum Command {
         #[command(subcommand)]
         command: PoolCommand,
     },
+    /// Client sessions of the running server: list them, or end some (README: Sessions).
+    Sessions {
+        /// The action.
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
     /// Write the man pages and shell completions (for packaging/build-deb.sh).
     #[command(hide = true)]
     GenerateDocs(generate::GenerateDocs),
@@ -142,6 +148,15 @@ pub enum Command {
 pub enum PoolCommand {
     /// Busy and warm sessions per (role, database), hand-outs and backends opened.
     List(crate::control::operations::pool::List),
+}
+
+/// `sessions …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Every client session: who, from where, TLS, authentication, backend, state, age, bytes.
+    List(crate::control::operations::sessions::List),
+    /// End client sessions (FATAL 57P01 to each client): --id ID, --user ROLE or --database DB.
+    Terminate(crate::control::operations::sessions::Terminate),
 }
 
 /// `admin-user …`: the name and password are the global `--username` and `--password`.
@@ -358,6 +373,10 @@ impl Cli {
             Command::Pool {
                 command: PoolCommand::List(r),
             } => runner.show(r).await,
+            Command::Sessions { command } => match command {
+                SessionsCommand::List(r) => runner.show(r).await,
+                SessionsCommand::Terminate(r) => runner.show(r).await,
+            },
             Command::Topology { command } => topology::topology(&runner, command).await,
             Command::GenerateDocs(flags) => Ok(generate::run(&flags)?),
         }

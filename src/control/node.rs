@@ -16,12 +16,13 @@ use crate::control::reload::{ControlError, ReloadReport, Reloader, ServeStatus};
 use crate::proxy::backend::Pool;
 use crate::proxy::backend::pool::KeyStats;
 use crate::proxy::repository::hosts::{HostStatus, Hosts};
+use crate::proxy::sessions::{Selector, SessionInfo, Sessions};
 
 /// What a [`RunningNode`] question resolves to.
 pub type NodeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ControlError>> + Send + 'a>>;
 
-/// The `serve` running on a data directory, as operations may ask it: reload, status, pool (and,
-/// later, its sessions). Every answer is `None` when no `serve` runs there.
+/// The `serve` running on a data directory, as operations may ask it: reload, status, pool, hosts
+/// and client sessions. Every answer is `None` when no `serve` runs there.
 pub trait RunningNode: std::fmt::Debug + Send + Sync {
     /// What it runs with (`serve --upstream` may differ from the config).
     fn status(&self) -> NodeFuture<'_, Option<ServeStatus>>;
@@ -35,6 +36,13 @@ pub trait RunningNode: std::fmt::Debug + Send + Sync {
 
     /// Its repository hosts: role, timeline, lag, sessions and warm backends on each.
     fn repository_hosts(&self) -> NodeFuture<'_, Option<Vec<HostStatus>>>;
+
+    /// The client sessions it serves that `selector` names, oldest first.
+    fn sessions(&self, selector: Selector) -> NodeFuture<'_, Option<Vec<SessionInfo>>>;
+
+    /// Ends the client sessions `selector` names on `by`'s word (each client is told, with FATAL
+    /// 57P01); the ids it ended.
+    fn terminate(&self, selector: Selector, by: String) -> NodeFuture<'_, Option<Vec<u64>>>;
 }
 
 /// A running node's pool, as `pool list` reports it.
@@ -63,22 +71,25 @@ pub struct LocalNode {
     status: ServeStatus,
     pool: Arc<Pool>,
     hosts: Arc<Hosts>,
+    sessions: Arc<Sessions>,
 }
 
 impl LocalNode {
-    /// The node that reloads with `reloader`, reports `status`, whose pool is `pool` and whose
-    /// repository hosts are `hosts`.
+    /// The node that reloads with `reloader`, reports `status`, whose pool is `pool`, whose
+    /// repository hosts are `hosts` and whose client sessions are `sessions`.
     pub fn new(
         reloader: Reloader,
         status: ServeStatus,
         pool: Arc<Pool>,
         hosts: Arc<Hosts>,
+        sessions: Arc<Sessions>,
     ) -> LocalNode {
         LocalNode {
             reloader,
             status,
             pool,
             hosts,
+            sessions,
         }
     }
 }
@@ -126,6 +137,23 @@ impl RunningNode for LocalNode {
             Ok(Some(self.hosts.status(&warm)))
         })
     }
+
+    fn sessions(&self, selector: Selector) -> NodeFuture<'_, Option<Vec<SessionInfo>>> {
+        Box::pin(async move {
+            let host_name = |i: usize| self.hosts.connector(i).map(|c| c.to_string());
+            let listed = self.sessions.select(&selector);
+            Ok(Some(listed.iter().map(|e| e.info(host_name)).collect()))
+        })
+    }
+
+    fn terminate(&self, selector: Selector, by: String) -> NodeFuture<'_, Option<Vec<u64>>> {
+        Box::pin(async move {
+            let ended = self.sessions.terminate(&selector, &by);
+            tracing::info!(by = %crate::telemetry::LogSafe(&by), sessions = ?ended,
+                           "terminating client sessions on an administrator's word");
+            Ok(Some(ended))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +190,7 @@ mod tests {
                     crate::proxy::repository::RepositoryAddr::Tcp("h:5432".into()),
                 ),
             ))),
+            Sessions::new(),
         );
         // The applied state becomes a FIFO: loading it waits, without awaiting, until this test
         // writes it.

@@ -140,8 +140,7 @@ pub(crate) async fn by_certificate(
             };
             match attempt.reach_repository(stream, start).await {
                 Some((upstream, decided)) if pass_on(stream, &decided).await.is_ok() => {
-                    m.auth(AuthMechanism::Certificate, AuthOutcome::Ok)
-                        .increment(1);
+                    who.logged_in(m, AuthMechanism::Certificate);
                     CertStep::LoggedIn(upstream)
                 }
                 _ => {

@@ -78,6 +78,7 @@ pub mod repository;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod settings;
 pub mod startups;
 pub mod stream;

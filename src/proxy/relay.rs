@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::protocol::login_watch::{LoginOutcome, LoginWatch};
 use crate::proxy::protocol::session_watch::{ClientChunk, SessionWatch};
+use crate::proxy::sessions::{Entry, SessionState};
 
 /// Size of the per-poll stack buffer: one TLS record's worth of plaintext.
 const CHUNK: usize = 16 * 1024;
@@ -61,17 +62,18 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    relay_with(client, upstream, stop, &mut NoTap, Until::BothDone)
+    relay_with(client, upstream, stop, &mut NoTap, Until::BothDone, None)
         .await
         .0
 }
 
 /// [`relay`] for a session whose login is still under way: also reports how the repository ended the
-/// login (`None` when the relay ended before it said).
+/// login (`None` when the relay ended before it said). The bytes moved are published on `live`.
 pub async fn relay_login<C, U>(
     client: &mut C,
     upstream: &mut U,
     stop: &CancellationToken,
+    live: &Entry,
 ) -> (RelayEnd, Option<LoginOutcome>)
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -81,7 +83,15 @@ where
         watch: Some(Box::default()),
         outcome: None,
     };
-    let (end, _) = relay_with(client, upstream, stop, &mut tap, Until::BothDone).await;
+    let (end, _) = relay_with(
+        client,
+        upstream,
+        stop,
+        &mut tap,
+        Until::BothDone,
+        Some(live),
+    )
+    .await;
     (end, tap.outcome)
 }
 
@@ -96,18 +106,29 @@ pub enum PooledEnd {
 }
 
 /// [`relay`] for a pooled session: follows both streams in `watch`, never forwards the client's
-/// Terminate, and ends as soon as the client leaves, leaving the repository connection open.
+/// Terminate, and ends as soon as the client leaves, leaving the repository connection open. The
+/// bytes moved and the session's state are published on `live`.
 pub async fn relay_pooled<C, U>(
     client: &mut C,
     upstream: &mut U,
     stop: &CancellationToken,
     watch: &mut SessionWatch,
+    live: &Entry,
 ) -> PooledEnd
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    match relay_with(client, upstream, stop, watch, Until::ClientLeaves).await {
+    match relay_with(
+        client,
+        upstream,
+        stop,
+        watch,
+        Until::ClientLeaves,
+        Some(live),
+    )
+    .await
+    {
         (RelayEnd::Closed(t), Some(Side::Client)) => PooledEnd::ClientLeft(t),
         (end, _) => PooledEnd::Ended(end),
     }
@@ -120,6 +141,10 @@ trait Tap {
     fn on_client(&mut self, chunk: &[u8]) -> usize;
     /// A chunk from the repository.
     fn on_server(&mut self, chunk: &[u8]);
+    /// What the session is doing, as far as the tap follows it.
+    fn state(&self) -> SessionState {
+        SessionState::Relayed
+    }
 }
 
 struct NoTap;
@@ -160,6 +185,9 @@ impl Tap for SessionWatch {
     fn on_server(&mut self, chunk: &[u8]) {
         SessionWatch::on_server(self, chunk)
     }
+    fn state(&self) -> SessionState {
+        SessionWatch::state(self)
+    }
 }
 
 /// When a relay is over.
@@ -185,6 +213,7 @@ async fn relay_with<C, U, T>(
     stop: &CancellationToken,
     tap: &mut T,
     until: Until,
+    live: Option<&Entry>,
 ) -> (RelayEnd, Option<Side>)
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -215,6 +244,15 @@ where
         if a.is_ready() && b.is_ready() {
             Poll::Ready(Ok(None))
         } else {
+            // Both sides are drained for now: a cheap moment to say what moved (relaxed stores,
+            // read only by `sessions list`).
+            if let Some(live) = live {
+                let moved = Transferred {
+                    to_upstream: up.moved,
+                    to_client: down.moved,
+                };
+                live.publish(moved, tap.state());
+            }
             Poll::Pending
         }
     });
@@ -415,7 +453,15 @@ mod tests {
         let stop = CancellationToken::new();
         let relay = tokio::spawn(async move {
             let mut watch = SessionWatch::default();
-            let end = relay_pooled(&mut client_near, &mut upstream_near, &stop, &mut watch).await;
+            let live = crate::proxy::sessions::Sessions::for_test();
+            let end = relay_pooled(
+                &mut client_near,
+                &mut upstream_near,
+                &stop,
+                &mut watch,
+                &live,
+            )
+            .await;
             (end, watch.idle(), upstream_near)
         });
         client_far

@@ -89,10 +89,37 @@ async fn find_host(
     }
 }
 
-/// Whether a relay ended because its host stopped being what the session was routed to (its epoch
-/// was cancelled while the server is not closing).
-pub(crate) fn failed_over(end: &RelayEnd, ctx: &ConnectionContext) -> bool {
-    matches!(end, RelayEnd::Shutdown(_)) && !ctx.closing.is_cancelled()
+/// Tells the client why a relay that was stopped from outside ended — an administrator's
+/// `sessions terminate`, or a failover — and returns whether it was; `false` for any other end.
+pub(crate) async fn end_stopped(
+    stream: &mut NegotiatedStream,
+    end: &RelayEnd,
+    who: &Who,
+    ctx: &ConnectionContext,
+) -> bool {
+    if !matches!(end, RelayEnd::Shutdown(_)) || ctx.closing.is_cancelled() {
+        return false;
+    }
+    match who.session.terminated() {
+        Some(by) => end_terminated(stream, who, by).await,
+        None => end_for_failover(stream, who, ctx).await,
+    }
+    true
+}
+
+/// Tells a client an administrator ended its session: 57P01, as `pg_terminate_backend` does. The
+/// client is told the action; who took it is logged, not told.
+async fn end_terminated(stream: &mut NegotiatedStream, who: &Who, by: &str) {
+    let err = ErrorResponse::fatal(
+        SqlState::AdminShutdown,
+        "terminating connection due to administrator command (pgssl sessions terminate)",
+    )
+    .with_hint(
+        "Reconnect if the session is still wanted; the administrator's reason is in pgssl's log.",
+    );
+    negotiate::send_fatal(stream, &err).await;
+    info!(peer = %who.peer, user = %LogSafe(&who.user), session = who.session.id(), by = %LogSafe(by),
+          outcome = "terminated", "an administrator terminated the session");
 }
 
 /// Tells a client whose host stopped being the primary why its session ends: 57P01, which drivers

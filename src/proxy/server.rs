@@ -98,6 +98,7 @@ impl ServerOptions {
             proxy_protocol_from: limits.proxy_protocol_from,
             relay_key: self.relay_key,
             repository_is_node: self.repository_is_node,
+            registry: crate::proxy::sessions::Sessions::new(),
         }
     }
 }
@@ -166,6 +167,11 @@ impl Server {
     /// The warm pool (for `pool list`).
     pub fn pool(&self) -> Arc<Pool> {
         self.ctx.pool.clone()
+    }
+
+    /// The sessions it serves (for `sessions list` and `sessions terminate`).
+    pub fn sessions(&self) -> Arc<crate::proxy::sessions::Sessions> {
+        self.ctx.registry.clone()
     }
 
     /// The cancel keys (a cluster node's id and peers are set on it).

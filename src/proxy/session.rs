@@ -21,7 +21,7 @@ use crate::proxy::protocol::session_watch::{Idle, SessionWatch};
 use crate::proxy::protocol::{ErrorResponse, SqlState};
 use crate::proxy::relay::{self, PooledEnd, RelayEnd};
 use crate::proxy::repository::RepositoryStream;
-use crate::proxy::route::{self, end_for_failover, failed_over};
+use crate::proxy::route;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
 
@@ -375,7 +375,9 @@ pub(crate) async fn serve_from(
     started: Instant,
 ) {
     let mut watch = SessionWatch::default();
-    let epoch = lease.backend.epoch().clone();
+    let stop = who.session.relay_stop(lease.backend.epoch());
+    who.session
+        .on_backend(Some((lease.backend.pid(), lease.backend.host())));
     let upto = match watch.on_client(first) {
         crate::proxy::protocol::session_watch::ClientChunk::Forward => first.len(),
         crate::proxy::protocol::session_watch::ClientChunk::Terminated(n) => n,
@@ -397,7 +399,14 @@ pub(crate) async fn serve_from(
         log_end(who, end, None, started, &ctx.metrics);
         return;
     }
-    let end = relay::relay_pooled(&mut stream, lease.backend.stream(), &epoch, &mut watch).await;
+    let relayed = relay::relay_pooled(
+        &mut stream,
+        lease.backend.stream(),
+        &stop,
+        &mut watch,
+        &who.session,
+    );
+    let end = relayed.await;
     ctx.cancels.revoke(&lease.key);
     let m = &ctx.metrics.pool;
     match end {
@@ -415,8 +424,7 @@ pub(crate) async fn serve_from(
         }
         PooledEnd::Ended(end) => {
             m.closed.increment(1);
-            if failed_over(&end, ctx) {
-                end_for_failover(&mut stream, who, ctx).await;
+            if route::end_stopped(&mut stream, &end, who, ctx).await {
                 lease.backend.close().await;
             }
             log_end(who, end, None, started, &ctx.metrics);

@@ -67,6 +67,29 @@ impl NegotiatedStream {
                 .map(|c| c.as_ref()),
         }
     }
+
+    /// What `sessions list` shows of the TLS session (`None` in plaintext): `info` is what the
+    /// negotiation read; the group, the server name and the client certificate's subject are read
+    /// here, once per session.
+    pub(crate) fn tls_facts(&self, info: &TlsInfo) -> Option<crate::proxy::sessions::TlsFacts> {
+        let NegotiatedStream::Tls(tls) = self else {
+            return None;
+        };
+        let conn = tls.get_ref().1;
+        let subject = self.peer_certificate().and_then(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+            Some(crate::proxy::auth::cert::subject_dn(&cert))
+        });
+        Some(crate::proxy::sessions::TlsFacts {
+            version: info.version.into(),
+            cipher: info.cipher.into(),
+            group: conn
+                .negotiated_key_exchange_group()
+                .map(|g| g.name().as_str().unwrap_or("unknown").into()),
+            sni: conn.server_name().map(str::to_string),
+            client_cert_subject: subject,
+        })
+    }
 }
 
 /// What was negotiated on a TLS connection, for logs and tests.

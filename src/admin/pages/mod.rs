@@ -8,6 +8,7 @@
 mod forms;
 mod hosts;
 mod nav;
+mod sessions;
 mod templates;
 
 use std::sync::Arc;
@@ -104,6 +105,9 @@ fn page_route(page: Page) -> MethodRouter<Shared> {
             .merge(forms::stage::<regenerate_tokens::Regenerate>(page)),
         Page::Pool => view(page, pool_content),
         Page::RepositoryHosts => view(page, hosts::content),
+        Page::Sessions => {
+            view(page, sessions::content).merge(forms::submit::<sessions::TerminateForm>(page))
+        }
         Page::MutualSsl => {
             view(page, mutual_ssl_content).merge(forms::submit::<forms::MutualSslForm>(page))
         }

@@ -32,13 +32,15 @@ pub(crate) enum Page {
     Pool,
     /// The repository hosts (`topology list-repository-hosts`), read-only.
     RepositoryHosts,
+    /// The client sessions (`sessions list`), each with a Terminate button.
+    Sessions,
     /// Mutual SSL.
     MutualSsl,
 }
 
 impl Page {
     /// Every page, in the navigation's order.
-    pub(crate) const ALL: [Page; 8] = [
+    pub(crate) const ALL: [Page; 9] = [
         Page::RepositorySsl,
         Page::ExternalSsl,
         Page::CustomCert,
@@ -46,6 +48,7 @@ impl Page {
         Page::RegenerateTokens,
         Page::Pool,
         Page::RepositoryHosts,
+        Page::Sessions,
         Page::MutualSsl,
     ];
 
@@ -63,6 +66,7 @@ impl Page {
             Page::RegenerateTokens => ("/security/regenerate-internal-tokens", "Regenerate tokens"),
             Page::Pool => ("/pool", "Warm backends"),
             Page::RepositoryHosts => ("/topology/repository-hosts", "Repository hosts"),
+            Page::Sessions => ("/sessions", "Client sessions"),
             Page::MutualSsl => ("/authentication/mutual-ssl", "Mutual SSL"),
         }
     }

@@ -184,6 +184,21 @@ impl RunningNode for TwoHosts {
             ]))
         })
     }
+
+    fn sessions(
+        &self,
+        _: crate::proxy::sessions::Selector,
+    ) -> NodeFuture<'_, Option<Vec<crate::proxy::sessions::SessionInfo>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn terminate(
+        &self,
+        _: crate::proxy::sessions::Selector,
+        _: String,
+    ) -> NodeFuture<'_, Option<Vec<u64>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 #[tokio::test]

@@ -36,6 +36,9 @@ pub enum RemoteError {
     /// The request could not be encoded.
     #[error("cannot encode the request: {0}")]
     Encode(serde_json::Error),
+    /// A `GET`'s request could not be encoded as a query string.
+    #[error("cannot encode the request as a query: {0}")]
+    EncodeQuery(serde_urlencoded::ser::Error),
     /// The sign-in answer is not JSON.
     #[error("the admin server's answer is not JSON: {0}")]
     NotJson(serde_json::Error),
@@ -94,6 +97,7 @@ impl RemoteError {
             | RemoteError::SignInRefused { .. }
             | RemoteError::Untrusted { .. } => ErrorKind::User,
             RemoteError::Encode(_)
+            | RemoteError::EncodeQuery(_)
             | RemoteError::NotJson(_)
             | RemoteError::NoSessionCookie
             | RemoteError::UnexpectedReport { .. } => ErrorKind::Server,

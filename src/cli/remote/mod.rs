@@ -184,13 +184,20 @@ impl Remote {
                 .cached()
                 .ok_or_else(|| RemoteError::NotSignedIn(self.url()))?,
         };
-        let body = match T::VERB {
-            Verb::Get => None,
-            Verb::Post => Some(serde_json::to_vec(request).map_err(RemoteError::Encode)?),
+        // A `GET` carries its request (filters such as `--user`) as its query string.
+        let (body, query) = match T::VERB {
+            Verb::Get => (
+                None,
+                serde_urlencoded::to_string(request).map_err(RemoteError::EncodeQuery)?,
+            ),
+            Verb::Post => (
+                Some(serde_json::to_vec(request).map_err(RemoteError::Encode)?),
+                String::new(),
+            ),
         };
         let mut retried = false;
         loop {
-            let (status, _, answer) = self.send::<T>(body.clone(), &session).await?;
+            let (status, _, answer) = self.send::<T>(body.clone(), &query, &session).await?;
             if status == StatusCode::UNAUTHORIZED && !retried && self.username.is_none() {
                 let _ = std::fs::remove_file(self.cache_path());
                 return Err(RemoteError::SessionEnded(self.url()));
@@ -256,6 +263,7 @@ impl Remote {
     async fn send<T: Operation>(
         &self,
         body: Option<Vec<u8>>,
+        query: &str,
         session: &CachedSession,
     ) -> Result<(StatusCode, HeaderMap, Bytes), RemoteError> {
         let headers = [
@@ -267,7 +275,11 @@ impl Remote {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
         };
-        self.exchange(method, &format!("/api/v1{}", T::PATH), &headers, body)
+        let path = match query {
+            "" => format!("/api/v1{}", T::PATH),
+            query => format!("/api/v1{}?{query}", T::PATH),
+        };
+        self.exchange(method, &path, &headers, body)
             .await
     }
 

@@ -25,6 +25,9 @@ pub struct Context {
     /// The `serve` running on the data directory: in-process inside `serve`, over the control
     /// socket from the CLI.
     pub node: Arc<dyn RunningNode>,
+    /// Who runs the command, as a client whose session it ends is told: the signed-in
+    /// administrator and their address, or the local account running the CLI.
+    pub actor: String,
 }
 
 impl Context {
@@ -37,6 +40,7 @@ impl Context {
             config,
             out,
             node: Arc::new(SocketNode::new(socket)),
+            actor: local_actor(),
         }
     }
 
@@ -55,6 +59,17 @@ impl Context {
     pub async fn running(&self) -> Result<Option<ServeStatus>, ControlError> {
         self.node.status().await
     }
+}
+
+/// The local account running the CLI: `root on this host (CLI)`.
+fn local_actor() -> String {
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            format!("uid {}", unsafe { libc::geteuid() })
+        });
+    format!("{name} on the pgssl host (CLI)")
 }
 
 /// Takes the data directory's lock, which serialises the commands that change it. Another command

@@ -98,6 +98,9 @@ pub enum CommandError {
     /// `topology failover-repository` refused or failed.
     #[error(transparent)]
     Failover(#[from] super::failover::FailoverError),
+    /// `sessions terminate` named no session, or none matched.
+    #[error(transparent)]
+    Terminate(#[from] super::sessions::TerminateError),
     /// The task that ran the operation ended without an answer (it panicked).
     #[error("the operation failed: {0}")]
     Aborted(#[from] tokio::task::JoinError),
@@ -128,6 +131,7 @@ impl CommandError {
             CommandError::Topology(e) => e.kind(),
             CommandError::Regenerate(e) => e.kind(),
             CommandError::Failover(e) => e.kind(),
+            CommandError::Terminate(e) => e.kind(),
             CommandError::BadSecret { .. } => ErrorKind::User,
             // The listener is `serve`'s own, and a task that panicked is pgssl's bug.
             CommandError::Bind(_) | CommandError::Run(_) | CommandError::Aborted(_) => {

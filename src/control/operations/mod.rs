@@ -43,6 +43,7 @@ mod record;
 pub mod regenerate_tokens;
 pub mod repository_hosts;
 pub mod repository_ssl;
+pub mod sessions;
 pub mod topology;
 pub mod vizql_extsvc;
 

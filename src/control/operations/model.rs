@@ -139,7 +139,8 @@ pub trait Visit {
 pub fn each_remote(v: &mut impl Visit) {
     use super::{
         authentication, custom_cert, data_access, external_ssl, failover, mutual_ssl,
-        pending_changes, pool, regenerate_tokens, repository_hosts, repository_ssl, vizql_extsvc,
+        pending_changes, pool, regenerate_tokens, repository_hosts, repository_ssl, sessions,
+        vizql_extsvc,
     };
     v.operation::<repository_ssl::Enable>();
     v.operation::<repository_ssl::Disable>();
@@ -169,6 +170,8 @@ pub fn each_remote(v: &mut impl Visit) {
     v.operation::<mutual_ssl::List>();
     v.operation::<mutual_ssl::InternalCaCertificate>();
     v.operation::<pool::List>();
+    v.operation::<sessions::List>();
+    v.operation::<sessions::Terminate>();
     v.operation::<repository_hosts::ListRepositoryHosts>();
     v.operation::<failover::FailoverRepository>();
 }

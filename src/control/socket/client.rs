@@ -14,6 +14,7 @@ use super::{ControlRequest, MAX_REPLY_LINE, decode_reply};
 use crate::control::node::{NodeFuture, PoolSnapshot, RunningNode};
 use crate::control::reload::{ControlError, ReloadReport, ServeStatus};
 use crate::proxy::repository::hosts::HostStatus;
+use crate::proxy::sessions::{Selector, SessionInfo};
 
 /// How long a status or pool question may take.
 const QUESTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,5 +108,14 @@ impl RunningNode for SocketNode {
 
     fn repository_hosts(&self) -> NodeFuture<'_, Option<Vec<HostStatus>>> {
         Box::pin(self.ask(ControlRequest::Hosts, QUESTION_TIMEOUT))
+    }
+
+    fn sessions(&self, selector: Selector) -> NodeFuture<'_, Option<Vec<SessionInfo>>> {
+        Box::pin(self.ask(ControlRequest::Sessions(selector), QUESTION_TIMEOUT))
+    }
+
+    fn terminate(&self, selector: Selector, by: String) -> NodeFuture<'_, Option<Vec<u64>>> {
+        let request = ControlRequest::Terminate(super::Termination { selector, by });
+        Box::pin(self.ask(request, QUESTION_TIMEOUT))
     }
 }

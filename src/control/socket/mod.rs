@@ -3,7 +3,8 @@
 //! is 0700, so only the data directory's owner can ask.
 //!
 //! One connection carries one exchange of serde-tagged JSON lines: the request
-//! (`{"request":"reload"}`, `{"request":"status"}`, `{"request":"pool"}`), then the answer,
+//! (`{"request":"reload"}`, `{"request":"status"}`, `{"request":"pool"}`,
+//! `{"request":{"sessions":{"user":"tableau"}}}`), then the answer,
 //! `{"ok": …}` with the request's report or `{"error": "…"}`. Lines are framed with
 //! [`tokio_util::codec::LinesCodec`] and bounded ([`MAX_REQUEST_LINE`], [`MAX_REPLY_LINE`]), so a
 //! peer that never ends its line costs a bounded buffer. The server side ([`serve`]) answers from
@@ -20,17 +21,19 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::control::reload::ControlError;
+use crate::proxy::sessions::Selector;
 
-/// Longest request line the server reads: a request is a few words of JSON.
-pub const MAX_REQUEST_LINE: usize = 256;
+/// Longest request line the server reads: a request is a few words of JSON (a termination names a
+/// role, a database and an administrator).
+pub const MAX_REQUEST_LINE: usize = 1024;
 
 /// Longest answer line the client reads: a pool report grows with the (role, database) pairs it
-/// lists, a few hundred bytes each.
+/// lists, a sessions list with the sessions, a few hundred bytes each.
 pub const MAX_REPLY_LINE: usize = 8 * 1024 * 1024;
 
 /// A request on the control socket, one JSON object on one line, tagged `request`:
 /// `{"request":"reload"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ControlRequest {
     /// Reload the applied state; answered with a
@@ -44,6 +47,22 @@ pub enum ControlRequest {
     /// The repository hosts; answered with a list of
     /// [`HostStatus`](crate::proxy::repository::hosts::HostStatus).
     Hosts,
+    /// The client sessions the selector names; answered with a list of
+    /// [`SessionInfo`](crate::proxy::sessions::SessionInfo).
+    Sessions(Selector),
+    /// Ends the sessions the selector names; answered with the ids it ended.
+    Terminate(Termination),
+}
+
+/// A `terminate` request: which sessions, and the administrator whose word it is (the clients are
+/// told, and the node logs it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Termination {
+    /// Which sessions.
+    pub selector: Selector,
+    /// Who asked.
+    pub by: String,
 }
 
 /// A request line: the request under its tag and nothing else (an internally tagged enum's unit
@@ -64,7 +83,7 @@ impl ControlRequest {
 
     /// The request as its line, without the line end.
     pub fn encode(self) -> String {
-        // A fixed tag and a unit variant: serialising it cannot fail.
+        // A fixed tag and strings: serialising it cannot fail.
         serde_json::to_string(&RequestLine { request: self }).unwrap_or_default()
     }
 }

@@ -83,7 +83,7 @@ where
     };
     let request = match read {
         Ok(line) => ControlRequest::decode(&line).map_err(|_| {
-            r#"unknown request (expected {"request": "reload"}, "status", "pool" or "hosts")"#
+            r#"unknown request (expected {"request": "reload"}, "status", "pool", "hosts", {"sessions": …} or {"terminate": …})"#
                 .to_string()
         }),
         Err(LinesCodecError::MaxLineLengthExceeded) => Err(format!(
@@ -96,6 +96,8 @@ where
         Ok(ControlRequest::Status) => encode(node.status().await),
         Ok(ControlRequest::Pool) => encode(node.pool().await),
         Ok(ControlRequest::Hosts) => encode(node.repository_hosts().await),
+        Ok(ControlRequest::Sessions(selector)) => encode(node.sessions(selector).await),
+        Ok(ControlRequest::Terminate(t)) => encode(node.terminate(t.selector, t.by).await),
         Err(refusal) => ControlReply::<()>::Error(refusal).encode(),
     };
     let _ = lines.send(reply).await;

@@ -56,6 +56,32 @@ impl RunningNode for FakeNode {
     ) -> NodeFuture<'_, Option<Vec<crate::proxy::repository::hosts::HostStatus>>> {
         Box::pin(async { Ok(Some(Vec::new())) })
     }
+
+    fn sessions(
+        &self,
+        selector: crate::proxy::sessions::Selector,
+    ) -> NodeFuture<'_, Option<Vec<crate::proxy::sessions::SessionInfo>>> {
+        // One session of the role asked for, so that the test sees the selector arrived.
+        Box::pin(async move {
+            let registered = crate::proxy::sessions::Sessions::for_test();
+            let mut info = registered.info(|_| None);
+            info.user = selector.user.unwrap_or_default();
+            Ok(Some(vec![info]))
+        })
+    }
+
+    fn terminate(
+        &self,
+        selector: crate::proxy::sessions::Selector,
+        by: String,
+    ) -> NodeFuture<'_, Option<Vec<u64>>> {
+        // The id it was asked to end, when the administrator's name arrived.
+        Box::pin(async move {
+            Ok(Some(
+                selector.id.filter(|_| by == "admin").into_iter().collect(),
+            ))
+        })
+    }
 }
 
 /// What the server answers to `sent`, as the bytes of its answer line.
@@ -81,12 +107,24 @@ async fn answer_to(sent: &[u8]) -> String {
 #[test]
 fn requests_are_tagged_json_lines_and_nothing_else() {
     assert_eq!(ControlRequest::Reload.encode(), r#"{"request":"reload"}"#);
+    let selector = crate::proxy::sessions::Selector {
+        user: Some("tableau".into()),
+        ..Default::default()
+    };
     for request in [
         ControlRequest::Reload,
         ControlRequest::Status,
         ControlRequest::Pool,
+        ControlRequest::Sessions(selector.clone()),
+        ControlRequest::Terminate(Termination {
+            selector,
+            by: "admin".into(),
+        }),
     ] {
-        assert_eq!(ControlRequest::decode(&request.encode()).unwrap(), request);
+        assert_eq!(
+            ControlRequest::decode(&request.clone().encode()).unwrap(),
+            request
+        );
     }
     assert_eq!(
         ControlRequest::decode(r#" { "request" : "status" } "#).unwrap(),
@@ -102,6 +140,8 @@ fn requests_are_tagged_json_lines_and_nothing_else() {
         r#"{"request":"reload"} {"request":"status"}"#,
         "{\"request\":\"re\u{0}load\"}",
         r#"["reload"]"#,
+        r#"{"request":{"terminate":{"selector":{}}}}"#,
+        r#"{"request":{"terminate":{"selector":{},"by":"a","now":1}}}"#,
     ] {
         assert!(ControlRequest::decode(garbage).is_err(), "{garbage:?}");
     }
@@ -160,11 +200,19 @@ async fn the_server_answers_each_request_with_its_report() {
     );
     let line = answer_to(b"{\"request\":\"status\"}\n").await;
     assert_eq!(decode_reply::<ServeStatus>(&line).unwrap(), status());
+    let line = answer_to(b"{\"request\":{\"sessions\":{\"user\":\"readonly\"}}}\n").await;
+    let listed: Vec<crate::proxy::sessions::SessionInfo> = decode_reply(&line).unwrap();
+    assert_eq!(listed[0].user, "readonly");
+    assert_eq!(
+        answer_to(b"{\"request\":{\"terminate\":{\"selector\":{\"id\":7},\"by\":\"admin\"}}}\n")
+            .await,
+        "{\"ok\":[7]}\n"
+    );
 }
 
 #[tokio::test]
 async fn the_server_refuses_garbage_unknown_and_over_long_requests() {
-    let unknown = "{\"error\":\"unknown request (expected {\\\"request\\\": \\\"reload\\\"}, \\\"status\\\", \\\"pool\\\" or \\\"hosts\\\")\"}\n";
+    let unknown = "{\"error\":\"unknown request (expected {\\\"request\\\": \\\"reload\\\"}, \\\"status\\\", \\\"pool\\\", \\\"hosts\\\", {\\\"sessions\\\": …} or {\\\"terminate\\\": …})\"}\n";
     assert_eq!(answer_to(b"reload\n").await, unknown);
     assert_eq!(answer_to(b"{\"request\":\"shutdown\"}\n").await, unknown);
     let not_utf8 = answer_to(b"\xff\xfe\n").await;

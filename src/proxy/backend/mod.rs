@@ -202,6 +202,11 @@ impl Backend {
         welcome_message(&self.params, client_key)
     }
 
+    /// Its repository host (the index in `repository.address`).
+    pub fn host(&self) -> usize {
+        self.slot.key().host
+    }
+
     /// The repository's process ID for this session.
     pub fn pid(&self) -> i32 {
         self.key

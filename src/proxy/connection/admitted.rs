@@ -15,6 +15,7 @@ use crate::proxy::protocol::{ErrorResponse, SqlState, StartupMessage};
 use crate::proxy::relay;
 use crate::proxy::route;
 use crate::proxy::session;
+use crate::proxy::sessions::SessionState;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::StartupPlace;
 use crate::proxy::stream::NegotiatedStream;
@@ -57,11 +58,11 @@ pub(super) async fn session(
     match logged_in {
         None => {}
         Some(LoggedIn::Relayed(mut upstream)) => {
-            let (end, login) =
-                Box::pin(relay::relay_login(&mut stream, &mut upstream, &epoch)).await;
-            if route::failed_over(&end, ctx) {
-                Box::pin(route::end_for_failover(&mut stream, who, ctx)).await;
-            }
+            who.session.set_state(SessionState::Relayed);
+            let stop = who.session.relay_stop(&epoch);
+            let relayed = relay::relay_login(&mut stream, &mut upstream, &stop, &who.session);
+            let (end, login) = Box::pin(relayed).await;
+            Box::pin(route::end_stopped(&mut stream, &end, who, ctx)).await;
             log_end(who, end, login, started, &ctx.metrics);
         }
         Some(LoggedIn::Proxied(lease)) => {

@@ -19,7 +19,7 @@ use crate::proxy::auth::AuthPlan;
 use crate::proxy::auth::lockout::Lockout;
 use crate::proxy::backend::Pool;
 use crate::proxy::backend::cancel::CancelKeys;
-use crate::proxy::metrics::ProxyMetrics;
+use crate::proxy::metrics::{AuthMechanism, AuthOutcome, ProxyMetrics};
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
 use crate::proxy::policy::{Transport, UserClass, UserClassifier};
 use crate::proxy::prefill::Prefill;
@@ -31,6 +31,7 @@ use crate::proxy::relayed_client::{self, RelayError, RelayKey};
 use crate::proxy::repository::RepositoryStream;
 use crate::proxy::repository::hosts::Hosts;
 use crate::proxy::route;
+use crate::proxy::sessions::{Facts, Registered, Sessions};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::{Deadline, Expired, StartupPlace};
 use crate::proxy::stream::{ClientSocket, NegotiatedStream};
@@ -94,6 +95,8 @@ pub struct ConnectionContext {
     pub relay_key: Option<RelayKey>,
     /// Whether the repository is another node of this cluster.
     pub repository_is_node: bool,
+    /// The sessions served now, as `sessions list` shows them.
+    pub registry: Arc<Sessions>,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -206,17 +209,30 @@ pub(crate) async fn serve_accepted(
                     }
                 },
             };
+            let user = startup.user().unwrap_or_default().to_string();
+            let database = startup.database().unwrap_or_default().to_string();
+            let facts = Facts {
+                peer,
+                user: user.clone(),
+                database: database.clone(),
+                application_name: startup
+                    .param("application_name")
+                    .unwrap_or_default()
+                    .to_string(),
+                tls: tls.as_ref().and_then(|t| stream.tls_facts(t)),
+            };
             let who = Who {
                 peer,
-                user: startup.user().unwrap_or_default().to_string(),
-                database: startup.database().unwrap_or_default().to_string(),
-                class: ctx.classifier.classify(startup.user().unwrap_or_default()),
+                class: ctx.classifier.classify(&user),
+                user,
+                database,
                 tls: tls.as_ref().map_or("none", |t| t.version),
                 transport: if tls.is_some() {
                     Transport::Tls
                 } else {
                     Transport::Plaintext
                 },
+                session: ctx.registry.register(facts, &ctx.closing),
             };
             let held = session(
                 stream,
@@ -285,6 +301,16 @@ pub(crate) struct Who {
     /// The TLS version for the log, `none` in plaintext.
     pub(crate) tls: &'static str,
     pub(crate) transport: Transport,
+    /// Its place in `sessions list`, until it ends.
+    pub(crate) session: Registered,
+}
+
+impl Who {
+    /// The login succeeded by `mechanism`: counted, and shown by `sessions list`.
+    pub(crate) fn logged_in(&self, m: &ProxyMetrics, mechanism: AuthMechanism) {
+        m.auth(mechanism, AuthOutcome::Ok).increment(1);
+        self.session.logged_in(mechanism);
+    }
 }
 
 /// The start-up to forward: the message and any bytes the client sent after it, and the repository
@@ -399,6 +425,10 @@ pub(crate) fn log_end(
         RelayEnd::Failed(e, _) => {
             info!(%peer, %user, %database, %class, %tls, bytes_up, bytes_down,
             error = %e, duration_ms, outcome = "failed", "session ended with an error")
+        }
+        RelayEnd::Shutdown(_) if who.session.terminated().is_some() => {
+            info!(%peer, %user, %database, bytes_up, bytes_down, duration_ms,
+                  outcome = "terminated", "session ended by an administrator")
         }
         RelayEnd::Shutdown(_) => info!(%peer, %user, %database, bytes_up, bytes_down, duration_ms,
             outcome = "shutdown", "session closed at the end of the shutdown grace period"),

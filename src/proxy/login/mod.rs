@@ -153,8 +153,7 @@ async fn certified(
     let m = &ctx.metrics;
     match Box::pin(acquired).await {
         Ok(lease) => {
-            m.auth(AuthMechanism::Certificate, AuthOutcome::Ok)
-                .increment(1);
+            who.logged_in(m, AuthMechanism::Certificate);
             Some(LoggedIn::Proxied(Box::new(lease)))
         }
         Err(why) => {
@@ -284,8 +283,7 @@ async fn proxy_login(
     if options.enabled && proven.can_login {
         match pooling::serve::welcome(stream, &start, &proven, ctx).await {
             Ok(Some(client)) => {
-                m.auth(proven_mechanism(&proven), AuthOutcome::Ok)
-                    .increment(1);
+                who.logged_in(m, proven_mechanism(&proven));
                 return Some(LoggedIn::Pooled(client));
             }
             Ok(None) => {}
@@ -305,8 +303,7 @@ async fn proxy_login(
     .await
     {
         Ok(lease) => {
-            m.auth(proven_mechanism(&proven), AuthOutcome::Ok)
-                .increment(1);
+            who.logged_in(m, proven_mechanism(&proven));
             Some(match kept {
                 Some(start) => {
                     LoggedIn::Pooled(pooling::serve::with_lease(lease, &start, &proven, ctx))
@@ -368,8 +365,7 @@ async fn passthrough_login(
             None
         }
         AuthEnd::Authenticated => {
-            m.auth(AuthMechanism::Passthrough, AuthOutcome::Ok)
-                .increment(1);
+            who.logged_in(m, AuthMechanism::Passthrough);
             Some(upstream)
         }
         AuthEnd::LockedOut(wait) => {

@@ -117,6 +117,12 @@ pub enum Idle {
 }
 
 impl SessionWatch {
+    /// What the session is doing: running a request, inside a transaction between requests, or
+    /// idle.
+    pub fn state(&self) -> crate::proxy::sessions::SessionState {
+        crate::proxy::sessions::SessionState::of(self.awaiting > 0 || self.unsynced, self.status)
+    }
+
     /// Follows a chunk the client sent.
     pub fn on_client(&mut self, chunk: &[u8]) -> ClientChunk {
         let mut data = chunk;

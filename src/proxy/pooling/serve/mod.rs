@@ -27,6 +27,7 @@ use crate::proxy::relay::RelayEnd;
 use crate::proxy::repository::hosts::Routed;
 use crate::proxy::route;
 use crate::proxy::session;
+use crate::proxy::sessions::SessionState;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
 use crate::telemetry::LogSafe;
@@ -152,11 +153,13 @@ pub(crate) async fn serve(
     started: Instant,
 ) {
     let mut io = Io::default();
-    let stop = ctx.closing.clone();
+    // The session's own token: a child of the server's closing, cancelled by a termination too.
+    let stop = who.session.stop().clone();
     let mut refused = None;
     let end = loop {
         if client.backend.is_none() {
             io.shrink();
+            who.session.publish(io.moved, SessionState::Idle);
             let waited = wait_message(&mut stream, &mut io, &stop, &client.routed.epoch).await;
             match waited {
                 Ok(true) => {}
@@ -169,8 +172,14 @@ pub(crate) async fn serve(
             }
             // Boxed, as every rare step here: a task is as large as its largest state, and an idle
             // client should cost only what waiting for its next message needs.
+            who.session.set_state(SessionState::Waiting);
             match Box::pin(take_backend(&mut client, settings, ctx)).await {
-                Ok(backend) => client.backend = Some(backend),
+                Ok(backend) => {
+                    who.session
+                        .on_backend(Some((backend.pid(), client.routed.index)));
+                    who.session.set_state(SessionState::Active);
+                    client.backend = Some(backend);
+                }
                 Err(why) => {
                     refused = Box::pin(why.answer(&mut stream, who)).await;
                     break RelayEnd::Closed(io.moved);
@@ -192,11 +201,13 @@ pub(crate) async fn serve(
             &mut client.tracker,
             &mut io,
             &stop,
+            &who.session,
             counted,
         )
         .await;
         match pumped {
             Pumped::Released => {
+                who.session.on_backend(None);
                 ctx.cancels.retarget(&client.cancel, None);
                 client.tracker.released();
                 if let Some(b) = client.backend.take() {
@@ -218,11 +229,10 @@ pub(crate) async fn serve(
     if let Some(giving) = giving {
         giving.await;
     }
-    if route::failed_over(&end, ctx)
-        || (client.routed.epoch.is_cancelled() && !ctx.closing.is_cancelled())
-    {
+    let stopped = Box::pin(route::end_stopped(&mut stream, &end, who, ctx)).await;
+    if !stopped && client.routed.epoch.is_cancelled() && !ctx.closing.is_cancelled() {
         Box::pin(route::end_for_failover(&mut stream, who, ctx)).await;
-    } else if matches!(end, RelayEnd::Closed(_)) {
+    } else if !stopped && matches!(end, RelayEnd::Closed(_)) {
         let _ = flush_client(&mut stream, &mut io).await;
         let _ = stream.shutdown().await;
     }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::backend::Backend;
 use crate::proxy::pooling::tracker::{ClientStep, Disposition, Out, Tracker};
 use crate::proxy::relay::{RelayEnd, Transferred};
+use crate::proxy::sessions::{Entry, SessionState};
 use crate::proxy::stream::NegotiatedStream;
 
 /// Bytes a direction buffers for a lagging destination before it stops reading.
@@ -209,10 +210,22 @@ pub(super) async fn pump(
     tracker: &mut Tracker,
     io: &mut Io,
     stop: &CancellationToken,
+    live: &Entry,
     mut counted: impl FnMut(&mut Tracker),
 ) -> Pumped {
     let epoch = backend.epoch().clone();
-    let pumping = poll_fn(|cx| pump_once(cx, stream, backend, tracker, io, &mut counted));
+    let pumping = poll_fn(|cx| {
+        let pumped = pump_once(cx, stream, backend, tracker, io, &mut counted);
+        if pumped.is_pending() {
+            // Nothing can move for now: a cheap moment to say what moved and what the client is
+            // doing (relaxed stores, read only by `sessions list`).
+            live.publish(
+                io.moved,
+                SessionState::of(tracker.awaiting(), tracker.status()),
+            );
+        }
+        pumped
+    });
     let result = tokio::select! {
         r = pumping => r,
         () = stop.cancelled() => return Pumped::Ended(RelayEnd::Shutdown(io.moved)),
