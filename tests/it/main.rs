@@ -39,6 +39,7 @@ mod repository_ha;
 mod repository_hosts_page;
 mod repository_tls;
 mod rotation;
+mod sessions;
 mod soak;
 mod tls_stack;
 mod transaction_pool;

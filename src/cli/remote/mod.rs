@@ -279,8 +279,7 @@ impl Remote {
             "" => format!("/api/v1{}", T::PATH),
             query => format!("/api/v1{}?{query}", T::PATH),
         };
-        self.exchange(method, &path, &headers, body)
-            .await
+        self.exchange(method, &path, &headers, body).await
     }
 
     async fn exchange(

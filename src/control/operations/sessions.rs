@@ -55,7 +55,11 @@ impl Report for SessionsReport {
                 s.id,
                 s.user,
                 s.database,
-                s.application_name,
+                if s.application_name.is_empty() {
+                    "-"
+                } else {
+                    &s.application_name
+                },
                 s.client_addr,
                 s.tls.as_ref().map_or("none", |t| &*t.version),
                 s.auth_method.as_deref().unwrap_or("-"),

@@ -1,0 +1,120 @@
+//! Client sessions (`pgssl sessions list`, `pgssl sessions terminate`, issue #31): a real
+//! PostgreSQL behind pgssl in transaction-pooling mode, real TLS clients in front. The tests assert
+//! what the listing says of each client — TLS version and suite, authentication, state, backend
+//! pid as the repository reports it — and that a termination ends exactly the session named, with
+//! FATAL 57P01.
+
+use std::time::Duration;
+
+use crate::cli::{failed, ok};
+use crate::client::{ServerError, connect_tls_unverified, sqlstate};
+use crate::harness::{PASSWORD, wait_for};
+use crate::pool::Pooled;
+
+/// How long pgssl has to reach a state a test waits for.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One row of `sessions list`: its columns, split on blanks (the tests' values have none).
+fn rows_of(listed: &str, user: &str) -> Vec<Vec<String>> {
+    listed
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|cols| cols.get(1).map(String::as_str) == Some(user))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_listed_with_their_facts_and_terminate_ends_exactly_the_one_named() {
+    let p = Pooled::start("mode = \"transaction\"").await;
+    let mut a = connect_tls_unverified(p.addr(), "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    let mut b = connect_tls_unverified(p.addr(), "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.simple_query("SELECT 1").await.unwrap()[0][0].as_deref(),
+        Some("1")
+    );
+    // b sits inside a transaction: it holds its backend between requests.
+    b.simple_query("BEGIN").await.unwrap();
+    let pid_b = b.simple_query("SELECT pg_backend_pid()").await.unwrap()[0][0]
+        .clone()
+        .unwrap();
+
+    // id user database application client tls auth state… age backend…
+    let listed = wait_for(
+        "a idle without a backend, b in a transaction",
+        WAIT,
+        || async {
+            let listed = ok(&p.env.run(&["sessions", "list", "--user", "tableau"]));
+            let rows = rows_of(&listed, "tableau");
+            let settled =
+                rows.len() == 2 && rows[0][7] == "idle" && rows[1][7..9] == ["in", "transaction"];
+            if settled { Ok(listed) } else { Err(listed) }
+        },
+    )
+    .await;
+    let rows = rows_of(&listed, "tableau");
+    let (id_a, id_b) = (rows[0][0].clone(), rows[1][0].clone());
+    for row in &rows {
+        assert_eq!(row[2], "postgres", "{listed}");
+        assert!(row[4].starts_with("127.0.0.1:"), "{listed}");
+        assert_eq!(row[5], "TLSv1_3", "{listed}");
+        assert_eq!(row[6], "scram-sha-256", "{listed}");
+    }
+    // The transaction-pooled client between transactions holds no backend; b holds the one the
+    // repository says it is on.
+    assert!(rows[0].last().is_some_and(|c| c == "-"), "{listed}");
+    assert_eq!(rows[1].last(), Some(&pid_b), "{listed}");
+    assert!(listed.contains("TLS13_AES_128_GCM_SHA256"), "{listed}");
+    assert!(listed.contains("2 client sessions."), "{listed}");
+    // Another role's filter lists none of them.
+    let none = ok(&p.env.run(&["sessions", "list", "--user", "readonly"]));
+    assert!(none.contains("No client sessions."), "{none}");
+
+    // Terminate a: it is told (57P01) and gone; b goes on, its transaction intact.
+    let said = ok(&p.env.run(&["sessions", "terminate", "--id", &id_a]));
+    assert!(
+        said.contains(&format!("Terminated 1 client session(s): {id_a}.")),
+        "{said}"
+    );
+    let ended = a.terminate().await;
+    let told: Option<ServerError> = ended.as_ref().err().and_then(|e| e.server());
+    assert_eq!(sqlstate(ended), "57P01");
+    let told = told.unwrap();
+    assert!(told.message.contains("administrator command"), "{told:?}");
+    assert_eq!(
+        b.simple_query("SELECT pg_backend_pid()").await.unwrap()[0][0].as_deref(),
+        Some(pid_b.as_str())
+    );
+    b.simple_query("COMMIT").await.unwrap();
+    wait_for("a gone from the listing", WAIT, || async {
+        let listed = ok(&p.env.run(&["sessions", "list"]));
+        let rows = rows_of(&listed, "tableau");
+        if rows.len() == 1 && rows[0][0] == id_b {
+            Ok(())
+        } else {
+            Err(listed)
+        }
+    })
+    .await;
+    let log = p.serve.log_text();
+    assert!(
+        log.contains("outcome=\"terminated\"") || log.contains("outcome=terminated"),
+        "{log}"
+    );
+
+    // Nothing to terminate is an error, and so is naming nothing.
+    let again = failed(&p.env.run(&["sessions", "terminate", "--id", &id_a]));
+    assert!(
+        again.contains(&format!("no client session matches --id {id_a}")),
+        "{again}"
+    );
+    let vague = failed(&p.env.run(&["sessions", "terminate"]));
+    assert!(vague.contains("say which sessions to terminate"), "{vague}");
+
+    // By role: b too.
+    ok(&p.env.run(&["sessions", "terminate", "--user", "tableau"]));
+    assert_eq!(sqlstate(b.terminate().await), "57P01");
+}
