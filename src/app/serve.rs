@@ -284,6 +284,7 @@ async fn run(
             cancels: server.cancel_keys(),
             address: crate::control::cluster::membership::advertised(addr),
             fingerprint: settings.cert_fingerprint.clone().unwrap_or_default(),
+            node: Arc::new(server.handle()),
         }
         .run(services_stop.clone()),
     );

@@ -714,7 +714,7 @@ async fn agree(a: &Node, b: &Node, what: &str) {
 
 /// A PostgreSQL on TCP and two nodes in front of it, neither started: a scratch folder, the
 /// repository, its address, `n1` on 127.0.0.2 and `n2` on 127.0.0.3.
-fn two_nodes_over_tcp() -> (tempfile::TempDir, Postgres, String, Node, Node) {
+pub(crate) fn two_nodes_over_tcp() -> (tempfile::TempDir, Postgres, String, Node, Node) {
     let pg = Postgres::start_with_tcp();
     let upstream = format!("127.0.0.1:{}", pg.tcp_port.unwrap());
     let n1 = Node::new("n1", "127.0.0.2", &upstream);
@@ -724,7 +724,11 @@ fn two_nodes_over_tcp() -> (tempfile::TempDir, Postgres, String, Node, Node) {
 
 /// `n1` makes a cluster (its bootstrap file in `dir`), `n2` joins it, both serve, and repository SSL
 /// is applied as required on both.
-async fn two_nodes_in_required_mode(n1: &mut Node, n2: &mut Node, dir: &std::path::Path) {
+pub(crate) async fn two_nodes_in_required_mode(
+    n1: &mut Node,
+    n2: &mut Node,
+    dir: &std::path::Path,
+) {
     n1.start().await;
     let file = dir.join("bootstrap.toml");
     ok(&n1.bootstrap_file(&file).await);

@@ -118,3 +118,54 @@ async fn sessions_are_listed_with_their_facts_and_terminate_ends_exactly_the_one
     ok(&p.env.run(&["sessions", "terminate", "--user", "tableau"]));
     assert_eq!(sqlstate(b.terminate().await), "57P01");
 }
+
+/// Two cluster nodes: `sessions list` on either lists the clients of both, each with its node;
+/// `sessions terminate --node N --id I` on the other node ends exactly that client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_nodes_sessions_are_listed_and_ended_from_any_node() {
+    let (dir, _pg, _upstream, mut n1, mut n2) = crate::cluster::two_nodes_over_tcp();
+    crate::cluster::two_nodes_in_required_mode(&mut n1, &mut n2, dir.path()).await;
+    let mut on1 = connect_tls_unverified(n1.addr(), "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    let mut on2 = connect_tls_unverified(n2.addr(), "tableau", "postgres", PASSWORD)
+        .await
+        .unwrap();
+    on1.simple_query("SELECT 1").await.unwrap();
+    on2.simple_query("SELECT 1").await.unwrap();
+    // node:id user … tls …: one tableau client on each node, listed from n2.
+    let n2_ref = &n2;
+    let rows = wait_for("one client on each node", WAIT, || async move {
+        let listed = ok(&n2_ref.run(&["sessions", "list", "--user", "tableau"]).await);
+        let rows = rows_of(&listed, "tableau");
+        let nodes: Vec<&str> = rows
+            .iter()
+            .map(|r| r[0].split(':').next().unwrap())
+            .collect();
+        if nodes == ["n1", "n2"] {
+            Ok(rows)
+        } else {
+            Err(listed)
+        }
+    })
+    .await;
+    for row in &rows {
+        assert_eq!(row[5], "TLSv1_3", "{rows:?}");
+    }
+    let on_n1 = rows[0][0].clone();
+    let id1 = on_n1.strip_prefix("n1:").unwrap();
+    // Per-node ids: an id alone is ambiguous in a cluster.
+    let vague = failed(&n2.run(&["sessions", "terminate", "--id", id1]).await);
+    assert!(vague.contains("--id needs --node"), "{vague}");
+    let said = ok(&n2
+        .run(&["sessions", "terminate", "--node", "n1", "--id", id1])
+        .await);
+    assert!(
+        said.contains(&format!("Terminated 1 client session(s): {on_n1}.")),
+        "{said}"
+    );
+    assert_eq!(sqlstate(on1.terminate().await), "57P01");
+    on2.simple_query("SELECT 1").await.unwrap();
+    let only_n1 = ok(&n1.run(&["sessions", "list", "--node", "n1"]).await);
+    assert!(rows_of(&only_n1, "tableau").is_empty(), "{only_n1}");
+}

@@ -76,7 +76,10 @@ fn table(sessions: &[SessionInfo], csrf: &str) -> Markup {
 fn row(s: &SessionInfo, csrf: &str) -> Markup {
     html! {
         tr data-session=(s.id) {
-            th scope="row" { (s.id) }
+            th scope="row" {
+                @if let Some(node) = &s.node { (node) ":" }
+                (s.id)
+            }
             td { (s.user) }
             td { (s.database) }
             td { (s.application_name) }
@@ -106,6 +109,7 @@ fn row(s: &SessionInfo, csrf: &str) -> Markup {
                 form method="post" action=(super::nav::Page::Sessions.path()) {
                     input type="hidden" name="csrf_token" value=(csrf);
                     input type="hidden" name="id" value=(s.id);
+                    @if let Some(node) = &s.node { input type="hidden" name="node" value=(node); }
                     button type="submit" aria-label=(format!("Terminate session {}", s.id)) { "Terminate" }
                 }
             }
@@ -118,6 +122,7 @@ fn row(s: &SessionInfo, csrf: &str) -> Markup {
 #[serde(deny_unknown_fields)]
 pub(super) struct TerminateForm {
     id: Option<u64>,
+    node: Option<String>,
     user: Option<String>,
 }
 
@@ -128,6 +133,7 @@ impl PageForm for TerminateForm {
             return Err("say which session to terminate".into());
         }
         Ok(Terminate {
+            node: self.node,
             id: self.id,
             user: self.user,
             database: None,
@@ -205,11 +211,14 @@ mod tests {
     fn the_form_names_a_session_or_is_refused() {
         let by_id = TerminateForm {
             id: Some(7),
+            node: Some("b".into()),
             user: None,
         };
-        assert_eq!(by_id.request().unwrap().id, Some(7));
+        let request = by_id.request().unwrap();
+        assert_eq!((request.id, request.node.as_deref()), (Some(7), Some("b")));
         let nothing = TerminateForm {
             id: None,
+            node: None,
             user: None,
         };
         assert!(nothing.request().is_err());

@@ -17,9 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::publish;
+use super::questions::{Answer, Question};
 use super::repo::Beat;
 use super::store::{PgStore, Store, StoreSession};
 use super::{ClusterError, Membership};
+use crate::control::node::RunningNode;
 use crate::control::reload::Reloader;
 use crate::control::settings::LoadError;
 use crate::proxy::backend::cancel::{CancelKeys, Peer};
@@ -42,6 +44,8 @@ pub struct Follower {
     pub address: String,
     /// The fingerprint of the certificate served now ("" without one).
     pub fingerprint: String,
+    /// The node itself, as the cluster's questions ask it ([`super::questions`]).
+    pub node: Arc<dyn RunningNode>,
 }
 
 /// What a reload serves now.
@@ -63,12 +67,16 @@ pub(crate) trait Serving: Send + Sync {
 
     /// This node's id in its cluster and the other nodes, for forwarded cancels.
     fn set_cluster(&self, id: u8, peers: HashMap<u8, Peer>);
+
+    /// Its answer to a cluster's question; `me` is its name.
+    fn answer(&self, question: Question, me: &str) -> impl Future<Output = Answer> + Send;
 }
 
 /// The server a [`Follower`] runs in.
 struct Server {
     reloader: Reloader,
     cancels: Arc<CancelKeys>,
+    node: Arc<dyn RunningNode>,
 }
 
 impl Serving for Server {
@@ -85,6 +93,30 @@ impl Serving for Server {
 
     fn set_cluster(&self, id: u8, peers: HashMap<u8, Peer>) {
         self.cancels.set_cluster(id, peers);
+    }
+
+    async fn answer(&self, question: Question, me: &str) -> Answer {
+        let answered = match question {
+            Question::Sessions(selector) => self
+                .node
+                .sessions(selector)
+                .await
+                .map(|s| s.map(Answer::Sessions)),
+            // Another node's session: not this node's to end.
+            Question::Terminate(t) if t.selector.node.as_deref().is_some_and(|n| n != me) => {
+                Ok(Some(Answer::Terminated(Vec::new())))
+            }
+            Question::Terminate(t) => self
+                .node
+                .terminate(t.selector, t.by)
+                .await
+                .map(|ended| ended.map(Answer::Terminated)),
+        };
+        match answered {
+            Ok(Some(answer)) => answer,
+            Ok(None) => Answer::Failed("no server runs on this node".into()),
+            Err(e) => Answer::Failed(e.to_string()),
+        }
     }
 }
 
@@ -131,6 +163,7 @@ impl Follower {
             node: Server {
                 reloader: self.reloader,
                 cancels: self.cancels,
+                node: self.node,
             },
             address: self.address,
             fingerprint: self.fingerprint,
@@ -212,6 +245,7 @@ impl<S: Store, N: Serving> Following<S, N> {
             if self.beat(&mut session, progress).await?.is_none() {
                 return Ok(());
             }
+            self.answer_questions(&mut session).await?;
             // A node that cannot install the newest version is in touch but not current: its
             // state age keeps growing for whoever alerts on it.
             if progress.install_failed.is_none() {
@@ -300,6 +334,22 @@ impl<S: Store, N: Serving> Following<S, N> {
             }
         }
         Ok(false)
+    }
+
+    /// Answers the questions a command asked every node ([`super::questions`]).
+    async fn answer_questions(&self, session: &mut S::Session) -> Result<(), ClusterError> {
+        let me = self.membership()?.node_name;
+        for (id, body) in session.questions(&me).await? {
+            let answer = match serde_json::from_str::<Question>(&body) {
+                Ok(question) => self.node.answer(question, &me).await,
+                // A newer node's question: said, not ignored (the asker would wait for it).
+                Err(e) => Answer::Failed(format!("a question this node does not know: {e}")),
+            };
+            let body =
+                serde_json::to_string(&answer).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+            session.answer(id, &me, &body).await?;
+        }
+        Ok(())
     }
 
     /// Records the heartbeat and refreshes the peers; `None` when the node was removed.

@@ -57,6 +57,8 @@ struct Shared {
     faults: HashMap<String, Fault>,
     silent: bool,
     lose_next_commit: bool,
+    /// Questions by id: the body, and each node's answer.
+    questions: BTreeMap<i64, (String, BTreeMap<String, String>)>,
 }
 
 /// The store; clones share it.
@@ -73,6 +75,29 @@ impl MemoryStore {
             shared: Arc::default(),
             events: broadcast::channel(64).0,
         }
+    }
+
+    /// Asks every node `body` (as a command's `questions::ask` does); its id.
+    pub(crate) fn ask(&self, body: &str) -> i64 {
+        let mut shared = self.shared();
+        let id = shared
+            .questions
+            .keys()
+            .next_back()
+            .map_or(1, |last| last + 1);
+        shared
+            .questions
+            .insert(id, (body.to_string(), BTreeMap::new()));
+        id
+    }
+
+    /// The answers to question `id`, by node.
+    pub(crate) fn answers(&self, id: i64) -> BTreeMap<String, String> {
+        self.shared()
+            .questions
+            .get(&id)
+            .map(|(_, answers)| answers.clone())
+            .unwrap_or_default()
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
@@ -344,6 +369,27 @@ impl StoreSession for MemorySession {
     async fn nodes(&mut self) -> Result<Vec<NodeRow>, ClusterError> {
         self.check()?;
         Ok(node_rows(&self.store.shared()))
+    }
+
+    async fn questions(&mut self, node: &str) -> Result<Vec<(i64, String)>, ClusterError> {
+        self.check()?;
+        let shared = self.store.shared();
+        Ok(shared
+            .questions
+            .iter()
+            .filter(|(_, (_, answers))| !answers.contains_key(node))
+            .map(|(id, (body, _))| (*id, body.clone()))
+            .collect())
+    }
+
+    async fn answer(&mut self, id: i64, node: &str, body: &str) -> Result<(), ClusterError> {
+        self.check()?;
+        if let Some((_, answers)) = self.store.shared().questions.get_mut(&id) {
+            answers
+                .entry(node.to_string())
+                .or_insert_with(|| body.to_string());
+        }
+        Ok(())
     }
 
     fn host(&self) -> &str {

@@ -12,6 +12,7 @@
 //! <data-dir>/config/cluster.toml    this node's membership: name, repository, version it holds
 //! pgssl.state                       one row: version, generation, sealed snapshot, who applied it
 //! pgssl.nodes                       one row per node: id, address, version served, fingerprint, heartbeat
+//! pgssl.questions, pgssl.answers    what a command asks every node, and each node's answer
 //! ```
 
 pub mod bootstrap;
@@ -22,6 +23,7 @@ pub mod membership;
 #[cfg(test)]
 mod memory;
 pub mod publish;
+pub mod questions;
 pub mod repo;
 pub mod schema;
 pub mod snapshot;

@@ -77,8 +77,24 @@ const SEALED_TO_BYTES: &str = "DO $$ BEGIN
      END $$";
 
 /// Brings the tables an older version made up to date, on a session as the cluster role (their
-/// owner); whether there was anything to do. Nothing but one catalog read when they are current.
+/// owner); whether the state table needed it. Nothing but two catalog reads when they are
+/// current.
 pub async fn migrate(conn: &Conn) -> Result<bool, SessionError> {
+    let questions = conn
+        .query_one("SELECT to_regclass('pgssl.answers') IS NOT NULL", &[])
+        .await?;
+    if !questions.try_get::<_, bool>(0)? {
+        // Two nodes connecting at once may both create them: the one that loses finds them made
+        // the next time it connects, and meanwhile only cannot answer the cluster's questions.
+        match conn.batch_execute(super::questions::TABLES).await {
+            Ok(()) => tracing::info!(
+                "made the cluster's question tables (pgssl.questions, pgssl.answers)"
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e, "another node is making the cluster's question tables")
+            }
+        }
+    }
     let old: Option<String> = conn
         .query_opt(OLD_SEALED_TYPE, &[])
         .await?

@@ -68,6 +68,21 @@ pub trait StoreSession: Send {
     /// Every node, by name.
     fn nodes(&mut self) -> impl Future<Output = Result<Vec<NodeRow>, ClusterError>> + Send;
 
+    /// The questions `node` has not answered yet, oldest first: their ids and bodies
+    /// ([`super::questions`]).
+    fn questions(
+        &mut self,
+        node: &str,
+    ) -> impl Future<Output = Result<Vec<(i64, String)>, ClusterError>> + Send;
+
+    /// Records `node`'s answer to question `id`.
+    fn answer(
+        &mut self,
+        id: i64,
+        node: &str,
+        body: &str,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
     /// Where the session is: the repository host it reached (the primary, of several).
     fn host(&self) -> &str;
 
@@ -201,6 +216,18 @@ impl<C: PgConn> StoreSession for PgSession<C> {
     async fn nodes(&mut self) -> Result<Vec<NodeRow>, ClusterError> {
         let PgSession { conn, repository } = self;
         bounded(repository, repo::nodes(conn.borrow_mut(), repository)).await
+    }
+
+    async fn questions(&mut self, node: &str) -> Result<Vec<(i64, String)>, ClusterError> {
+        let PgSession { conn, repository } = self;
+        let pending = super::questions::pending(conn.borrow_mut(), repository, node);
+        bounded(repository, pending).await
+    }
+
+    async fn answer(&mut self, id: i64, node: &str, body: &str) -> Result<(), ClusterError> {
+        let PgSession { conn, repository } = self;
+        let answer = super::questions::answer(conn.borrow_mut(), repository, id, node, body);
+        bounded(repository, answer).await
     }
 
     fn host(&self) -> &str {

@@ -6,13 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Report, Verb};
 use super::{CommandError, Context, ErrorKind, Output};
+use crate::control::cluster::questions::{self, Answer, Answers, Question};
 use crate::control::reload::ControlError;
+use crate::control::socket::Termination;
 use crate::proxy::sessions::{Selector, SessionInfo};
 
 /// `sessions list`: the client sessions of the running node, oldest first.
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct List {
+    /// In a cluster, only the sessions of this node.
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub node: Option<String>,
     /// Only the sessions of this role.
     #[arg(long, value_name = "ROLE")]
     #[serde(default)]
@@ -26,12 +32,18 @@ pub struct List {
 /// What `sessions list` reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionsReport {
-    /// The sessions, oldest first.
+    /// The sessions, by node, oldest first.
     pub sessions: Vec<SessionInfo>,
+    /// The nodes that did not answer, and why.
+    #[serde(default)]
+    pub unanswered: Vec<String>,
 }
 
 impl Report for SessionsReport {
     fn render(&self, out: &Output) {
+        for missing in &self.unanswered {
+            out.warning(format!("warning: not listed: {missing}"));
+        }
         if self.sessions.is_empty() {
             out.info("No client sessions.".into());
             return;
@@ -50,9 +62,13 @@ impl Report for SessionsReport {
             "backend"
         ));
         for s in &self.sessions {
+            let id = match &s.node {
+                Some(node) => format!("{node}:{}", s.id),
+                None => s.id.to_string(),
+            };
             out.info(format!(
                 "{:>6}  {:<14} {:<14} {:<16} {:<21} {:<8} {:<18} {:<15} {:>7}s  {}",
-                s.id,
+                id,
                 s.user,
                 s.database,
                 if s.application_name.is_empty() {
@@ -101,22 +117,50 @@ impl Operation for List {
     type Report = SessionsReport;
 
     async fn run(self, ctx: &Context) -> Result<SessionsReport, CommandError> {
-        ctx.store()?;
+        let store = ctx.store()?;
         let selector = Selector {
+            node: self.node,
             id: None,
             user: self.user,
             database: self.database,
         };
-        let sessions = ctx
-            .node
-            .sessions(selector)
-            .await?
-            .ok_or(ControlError::NotRunning)?;
-        Ok(SessionsReport { sessions })
+        let question = Question::Sessions(selector.clone());
+        let Some(answers) = ask_cluster(&store.config_dir(), &question, ctx).await else {
+            let sessions = ctx
+                .node
+                .sessions(selector)
+                .await?
+                .ok_or(ControlError::NotRunning)?;
+            return Ok(SessionsReport {
+                sessions,
+                unanswered: Vec::new(),
+            });
+        };
+        let wanted = |node: &str| selector.node.as_deref().is_none_or(|n| n == node);
+        let mut report = SessionsReport {
+            sessions: Vec::new(),
+            unanswered: silent(&answers, &wanted),
+        };
+        for (node, answer) in answers.answered.into_iter().filter(|(n, _)| wanted(n)) {
+            match answer {
+                Answer::Sessions(sessions) => {
+                    report
+                        .sessions
+                        .extend(sessions.into_iter().map(|s| SessionInfo {
+                            node: Some(node.clone()),
+                            ..s
+                        }));
+                }
+                Answer::Failed(why) => report.unanswered.push(format!("node {node}: {why}")),
+                Answer::Terminated(_) => {}
+            }
+        }
+        Ok(report)
     }
 
     fn example() -> List {
         List {
+            node: None,
             user: Some("tableau".into()),
             database: None,
         }
@@ -128,6 +172,10 @@ impl Operation for List {
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Terminate {
+    /// In a cluster, the sessions on this node (`--id` needs it: ids are per node).
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub node: Option<String>,
     /// The session with this id (as `sessions list` shows it).
     #[arg(long, value_name = "ID")]
     #[serde(default)]
@@ -151,6 +199,11 @@ pub enum TerminateError {
     /// Nothing matched.
     #[error("no client session matches {0}")]
     NoMatch(String),
+    /// An id without its node, in a cluster.
+    #[error(
+        "in a cluster, --id needs --node NAME: each node numbers its own sessions ('sessions list' shows node:id)"
+    )]
+    IdWithoutNode,
 }
 
 impl TerminateError {
@@ -163,13 +216,31 @@ impl TerminateError {
 /// What `sessions terminate` reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Terminated {
-    /// The ids of the sessions ended.
+    /// The ids of the sessions ended (on a node of its own).
     pub terminated: Vec<u64>,
+    /// In a cluster, the sessions ended on each node.
+    #[serde(default)]
+    pub on_nodes: Vec<(String, Vec<u64>)>,
+    /// The nodes that did not answer, and why (their sessions may still run).
+    #[serde(default)]
+    pub unanswered: Vec<String>,
 }
 
 impl Report for Terminated {
     fn render(&self, out: &Output) {
-        let ids: Vec<String> = self.terminated.iter().map(u64::to_string).collect();
+        for missing in &self.unanswered {
+            out.warning(format!("warning: not reached: {missing}"));
+        }
+        let ids: Vec<String> = self
+            .terminated
+            .iter()
+            .map(u64::to_string)
+            .chain(
+                self.on_nodes
+                    .iter()
+                    .flat_map(|(node, ids)| ids.iter().map(move |id| format!("{node}:{id}"))),
+            )
+            .collect();
         out.info(format!(
             "Terminated {} client session(s): {}. Each client was told (FATAL 57P01).",
             ids.len(),
@@ -187,8 +258,9 @@ impl Operation for Terminate {
     type Report = Terminated;
 
     async fn run(self, ctx: &Context) -> Result<Terminated, CommandError> {
-        ctx.store()?;
+        let store = ctx.store()?;
         let selector = Selector {
+            node: self.node,
             id: self.id,
             user: self.user,
             database: self.database,
@@ -196,19 +268,56 @@ impl Operation for Terminate {
         if selector.is_everything() {
             return Err(TerminateError::NoSelector.into());
         }
-        let terminated = ctx
-            .node
-            .terminate(selector.clone(), ctx.actor.clone())
-            .await?
-            .ok_or(ControlError::NotRunning)?;
-        if terminated.is_empty() {
+        let config_dir = store.config_dir();
+        let clustered = crate::control::cluster::Membership::read(&config_dir)
+            .ok()
+            .flatten()
+            .is_some();
+        if clustered && selector.id.is_some() && selector.node.is_none() {
+            return Err(TerminateError::IdWithoutNode.into());
+        }
+        let question = Question::Terminate(Termination {
+            selector: selector.clone(),
+            by: ctx.actor.clone(),
+        });
+        let mut report = Terminated {
+            terminated: Vec::new(),
+            on_nodes: Vec::new(),
+            unanswered: Vec::new(),
+        };
+        match ask_cluster(&config_dir, &question, ctx).await {
+            None => {
+                report.terminated = ctx
+                    .node
+                    .terminate(selector.clone(), ctx.actor.clone())
+                    .await?
+                    .ok_or(ControlError::NotRunning)?;
+            }
+            Some(answers) => {
+                let wanted = |node: &str| selector.node.as_deref().is_none_or(|n| n == node);
+                report.unanswered = silent(&answers, &wanted);
+                for (node, answer) in answers.answered {
+                    match answer {
+                        Answer::Terminated(ids) if !ids.is_empty() => {
+                            report.on_nodes.push((node, ids));
+                        }
+                        Answer::Failed(why) if wanted(&node) => {
+                            report.unanswered.push(format!("node {node}: {why}"));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if report.terminated.is_empty() && report.on_nodes.is_empty() {
             return Err(TerminateError::NoMatch(describe(&selector)).into());
         }
-        Ok(Terminated { terminated })
+        Ok(report)
     }
 
     fn example() -> Terminate {
         Terminate {
+            node: None,
             id: Some(7),
             user: None,
             database: None,
@@ -216,9 +325,45 @@ impl Operation for Terminate {
     }
 }
 
+/// Asks every node of the cluster the data directory belongs to; `None` on a node of its own, or
+/// (with a note) when the cluster's repository cannot be reached: the caller asks its own node.
+async fn ask_cluster(
+    config_dir: &std::path::Path,
+    question: &Question,
+    ctx: &Context,
+) -> Option<Answers> {
+    match questions::ask(config_dir, question).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            ctx.out.warning(format!(
+                "warning: cannot ask the other nodes ({e}); this node only"
+            ));
+            None
+        }
+    }
+}
+
+/// The nodes `wanted` names that did not answer.
+fn silent(answers: &Answers, wanted: &impl Fn(&str) -> bool) -> Vec<String> {
+    answers
+        .silent
+        .iter()
+        .filter(|n| wanted(n))
+        .map(|n| {
+            format!(
+                "node {n} did not answer within {:?}",
+                questions::ANSWER_WAIT
+            )
+        })
+        .collect()
+}
+
 /// The selector as the command's flags.
 fn describe(selector: &Selector) -> String {
     let mut flags = Vec::new();
+    if let Some(node) = &selector.node {
+        flags.push(format!("--node {node}"));
+    }
     if let Some(id) = selector.id {
         flags.push(format!("--id {id}"));
     }

@@ -299,6 +299,9 @@ impl SessionInfo {
 /// Which sessions a listing or a termination is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Selector {
+    /// In a cluster, the sessions of one node (by its name); a node reads it as "mine or none".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// One session, by its id on this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,

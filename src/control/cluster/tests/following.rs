@@ -217,3 +217,38 @@ async fn a_server_in_no_cluster_follows_once_its_node_joins() {
     eventually("b serves version 1", || served(&store, "b") == Some(1)).await;
     assert_eq!(f.server.reloads(), ["version one"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_following_node_answers_a_question_once_and_garbage_is_answered_as_such() {
+    let (store, a, b) = two_nodes().await;
+    let _fa = follow(&store, &a);
+    let _fb = follow(&store, &b);
+    eventually("both serve", || {
+        served(&store, "a") == Some(1) && served(&store, "b") == Some(1)
+    })
+    .await;
+    let question = Question::Sessions(crate::proxy::sessions::Selector::default());
+    let id = store.ask(&serde_json::to_string(&question).unwrap());
+    eventually("both answer", || store.answers(id).len() == 2).await;
+    for (node, body) in store.answers(id) {
+        let Answer::Sessions(sessions) = serde_json::from_str(&body).unwrap() else {
+            panic!("{body}");
+        };
+        assert_eq!(sessions[0].user, node, "each node answers about itself");
+    }
+    let before = store.answers(id);
+    ticks(3).await;
+    assert_eq!(store.answers(id), before, "answered once");
+    let garbage = store.ask("{\"shutdown\":{}}");
+    eventually("both answer the garbage", || {
+        store.answers(garbage).len() == 2
+    })
+    .await;
+    for body in store.answers(garbage).values() {
+        let answer: Answer = serde_json::from_str(body).unwrap();
+        assert!(
+            matches!(&answer, Answer::Failed(why) if why.contains("does not know")),
+            "{answer:?}"
+        );
+    }
+}

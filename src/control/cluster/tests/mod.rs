@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::follow::{Following, Reloaded, Serving};
 use super::memory::{MemoryStore, REPOSITORY};
 use super::publish::Change;
+use super::questions::{Answer, Question};
 use super::snapshot::{PURPOSE, Snapshot};
 use super::store::Store;
 use super::{ClusterError, Membership};
@@ -207,6 +208,19 @@ impl Serving for Arc<FakeServer> {
 
     fn set_cluster(&self, id: u8, peers: HashMap<u8, Peer>) {
         *self.cluster.lock().unwrap() = Some((id, peers));
+    }
+
+    /// Answers with its own name: one session per node, whose user is the node's name.
+    async fn answer(&self, question: Question, me: &str) -> Answer {
+        match question {
+            Question::Sessions(_) => {
+                let registered = crate::proxy::sessions::Sessions::for_test();
+                let mut info = registered.info(|_| None);
+                info.user = me.to_string();
+                Answer::Sessions(vec![info])
+            }
+            Question::Terminate(t) => Answer::Terminated(t.selector.id.into_iter().collect()),
+        }
     }
 }
 
