@@ -132,6 +132,9 @@ pub enum Command {
         #[command(subcommand)]
         command: PoolCommand,
     },
+    /// What to look at first: nodes, repository hosts, sessions, warm backends, certificates,
+    /// pending changes (README: Status).
+    Status(crate::control::operations::status::Status),
     /// Client sessions of the running server: list them, or end some (README: Sessions).
     Sessions {
         /// The action.
@@ -373,6 +376,7 @@ impl Cli {
             Command::Pool {
                 command: PoolCommand::List(r),
             } => runner.show(r).await,
+            Command::Status(r) => runner.show(r).await,
             Command::Sessions { command } => match command {
                 SessionsCommand::List(r) => runner.show(r).await,
                 SessionsCommand::Terminate(r) => runner.show(r).await,

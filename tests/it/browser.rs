@@ -319,7 +319,22 @@ async fn a_browser_signs_in_chooses_optional_applies_and_psql_sees_it() {
     browser
         .wait_text("main", "0 clients got a warm session")
         .await;
-    assert!(browser.text("main").await.contains("handouts"));
+    assert!(browser.text("#pool-keys").await.contains("Hand-outs"));
+    // The Status page: this node's facts as tables, the applied mode, the served certificate's
+    // expiry; the navigation says where the reader is.
+    browser.click("a[href='/status']").await;
+    browser.wait_text("h1", "Status").await;
+    browser.wait_text("#status-mode", "optional").await;
+    assert!(
+        browser
+            .text("#status-certificates")
+            .await
+            .contains("served")
+    );
+    assert_eq!(
+        browser.text("nav [aria-current=page]").await.trim(),
+        "Status"
+    );
     // Mutual SSL: configure from a pasted CA, staged like every change, then discarded.
     browser.click("a[href='/authentication/mutual-ssl']").await;
     browser.wait_text("h1", "Mutual SSL").await;

@@ -168,4 +168,20 @@ async fn every_nodes_sessions_are_listed_and_ended_from_any_node() {
     on2.simple_query("SELECT 1").await.unwrap();
     let only_n1 = ok(&n1.run(&["sessions", "list", "--node", "n1"]).await);
     assert!(rows_of(&only_n1, "tableau").is_empty(), "{only_n1}");
+
+    // `status` on n1: both nodes live on one state version, n2's client counted, the served
+    // certificate with its expiry.
+    let status = ok(&n1.run(&["status"]).await);
+    let node_rows: Vec<Vec<&str>> = status
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|c| matches!(c.first(), Some(&"n1" | &"n2")))
+        .collect();
+    assert_eq!(node_rows.len(), 2, "{status}");
+    assert!(node_rows.iter().all(|r| r[1] == "yes"), "{status}");
+    assert_eq!(node_rows[0][2], node_rows[1][2], "one version: {status}");
+    assert!(status.contains("Client sessions (1):"), "{status}");
+    assert!(status.contains("tableau              TLSv1_3"), "{status}");
+    assert!(status.contains("served"), "{status}");
+    assert!(status.contains("No pending changes."), "{status}");
 }

@@ -8,7 +8,9 @@
 mod forms;
 mod hosts;
 mod nav;
+mod pool;
 mod sessions;
+mod status;
 mod templates;
 
 use std::sync::Arc;
@@ -91,6 +93,7 @@ fn routes() -> axum::Router<Shared> {
 /// routed here.
 fn page_route(page: Page) -> MethodRouter<Shared> {
     match page {
+        Page::Status => view(page, status::content),
         Page::RepositorySsl => view(page, repository_ssl_content).post(repository_ssl_form),
         Page::ExternalSsl => {
             view(page, external_ssl_content).merge(forms::submit::<forms::ExternalSslForm>(page))
@@ -103,7 +106,7 @@ fn page_route(page: Page) -> MethodRouter<Shared> {
         }
         Page::RegenerateTokens => view(page, regenerate_content)
             .merge(forms::stage::<regenerate_tokens::Regenerate>(page)),
-        Page::Pool => view(page, pool_content),
+        Page::Pool => view(page, pool::content),
         Page::RepositoryHosts => view(page, hosts::content),
         Page::Sessions => {
             view(page, sessions::content).merge(forms::submit::<sessions::TerminateForm>(page))
@@ -375,12 +378,6 @@ async fn extsvc_content(state: Shared, admin: Admin) -> Result<Markup, Response>
 
 async fn regenerate_content(_: Shared, admin: Admin) -> Result<Markup, Response> {
     Ok(templates::regenerate_form(&admin.csrf))
-}
-
-/// The running server's warm sessions (`pool list`), read-only.
-async fn pool_content(state: Shared, admin: Admin) -> Result<Markup, Response> {
-    let list = crate::control::operations::pool::List {};
-    Ok(listing(&state, &admin, list, maud::html! {}).await)
 }
 
 /// Mutual SSL: the configuration (`mutual-ssl list`) and its forms.

@@ -18,6 +18,8 @@ pub(crate) const SCRIPT: &str = "/static/pgssl.js";
 /// A signed-in page of the navigation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Page {
+    /// What an operator looks at first (`status`).
+    Status,
     /// Configuration → Security → Repository SSL: the model's three options.
     RepositorySsl,
     /// External SSL: the operator's own certificate.
@@ -40,7 +42,8 @@ pub(crate) enum Page {
 
 impl Page {
     /// Every page, in the navigation's order.
-    pub(crate) const ALL: [Page; 9] = [
+    pub(crate) const ALL: [Page; 10] = [
+        Page::Status,
         Page::RepositorySsl,
         Page::ExternalSsl,
         Page::CustomCert,
@@ -54,11 +57,12 @@ impl Page {
 
     /// Where a signed-in administrator lands (after sign-in, at `/`, after a banner form from an
     /// unknown page).
-    pub(crate) const LANDING: Page = Page::RepositorySsl;
+    pub(crate) const LANDING: Page = Page::Status;
 
     /// The page's path and its title in the navigation and heading.
     const fn spec(self) -> (&'static str, &'static str) {
         match self {
+            Page::Status => ("/status", "Status"),
             Page::RepositorySsl => ("/security/repository-ssl", "Repository SSL"),
             Page::ExternalSsl => ("/security/external-ssl", "External SSL"),
             Page::CustomCert => ("/security/custom-cert", "Custom certificate"),

@@ -133,7 +133,7 @@ async fn every_form_and_button_returns_to_its_own_page() {
         let form = match page {
             Page::RepositorySsl => "mode=off",
             // Read-only pages take no form.
-            Page::Pool | Page::RepositoryHosts => {
+            Page::Status | Page::Pool | Page::RepositoryHosts => {
                 let (status, _, _) = pages.ask(Method::POST, page.path(), "").await;
                 assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{page:?}");
                 continue;

@@ -44,6 +44,7 @@ pub mod regenerate_tokens;
 pub mod repository_hosts;
 pub mod repository_ssl;
 pub mod sessions;
+pub mod status;
 pub mod topology;
 pub mod vizql_extsvc;
 

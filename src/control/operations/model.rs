@@ -140,7 +140,7 @@ pub fn each_remote(v: &mut impl Visit) {
     use super::{
         authentication, custom_cert, data_access, external_ssl, failover, mutual_ssl,
         pending_changes, pool, regenerate_tokens, repository_hosts, repository_ssl, sessions,
-        vizql_extsvc,
+        status, vizql_extsvc,
     };
     v.operation::<repository_ssl::Enable>();
     v.operation::<repository_ssl::Disable>();
@@ -172,6 +172,7 @@ pub fn each_remote(v: &mut impl Visit) {
     v.operation::<pool::List>();
     v.operation::<sessions::List>();
     v.operation::<sessions::Terminate>();
+    v.operation::<status::Status>();
     v.operation::<repository_hosts::ListRepositoryHosts>();
     v.operation::<failover::FailoverRepository>();
 }
