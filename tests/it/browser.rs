@@ -257,6 +257,10 @@ async fn a_browser_signs_in_chooses_optional_applies_and_psql_sees_it() {
     browser.type_into("#password", ADMIN_PASSWORD).await;
     browser.click("#sign-in").await;
 
+    // Signed in, the administrator lands on the Status page (repository SSL off so far).
+    browser.wait_text("h1", "Status").await;
+    browser.wait_text("#status-mode", "off").await;
+    browser.click("a[href='/security/repository-ssl']").await;
     // The page shows the applied option checked, worded as in the model.
     browser.wait_text("h1", "Repository SSL").await;
     assert!(browser.selected("#mode-off").await);
