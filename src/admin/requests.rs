@@ -67,6 +67,24 @@ mod tests {
     use crate::control::operations::{regenerate_tokens, repository_ssl, vizql_extsvc};
 
     #[test]
+    fn a_gets_query_string_is_its_request_and_unknown_parameters_are_refused() {
+        use crate::control::operations::{preflight, sessions};
+        let report: preflight::WhoWouldBeRefused = parse_query("mode=required&since=24h").unwrap();
+        assert_eq!(report.mode, Some(crate::proxy::policy::Mode::Required));
+        assert_eq!(report.since, Some(std::time::Duration::from_secs(86_400)));
+        let everything: preflight::WhoWouldBeRefused = parse_query("").unwrap();
+        assert_eq!((everything.mode, everything.since), (None, None));
+        let listed: sessions::List = parse_query("user=tableau").unwrap();
+        assert_eq!(listed.user.as_deref(), Some("tableau"));
+        assert!(parse_query::<sessions::List>("user=tableau&rm=1").is_err());
+        assert!(parse_query::<preflight::WhoWouldBeRefused>("mode=sometimes").is_err());
+        // The remote CLI's side: a request's query string reads back as the request.
+        let query = serde_urlencoded::to_string(&report).unwrap();
+        let back: preflight::WhoWouldBeRefused = parse_query(&query).unwrap();
+        assert_eq!((back.mode, back.since), (report.mode, report.since));
+    }
+
+    #[test]
     fn wrong_types_unknown_and_missing_fields_are_named() {
         for (body, field) in [
             (&br#"{"internal_only": "true"}"#[..], "internal_only"),

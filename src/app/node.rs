@@ -163,6 +163,11 @@ impl Node {
         self.server.cancel_keys()
     }
 
+    /// Who has logged in (the pre-flight report's inventory).
+    pub fn inventory(&self) -> Arc<crate::proxy::inventory::Inventory> {
+        self.server.inventory()
+    }
+
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.server.local_addr()
@@ -194,7 +199,7 @@ impl Node {
             status,
             self.server.pool(),
             self.server.repository(),
-            self.server.sessions(),
+            (self.server.sessions(), self.server.inventory()),
         )
     }
 

@@ -277,6 +277,15 @@ async fn run(
         store.clone(),
         services_stop.clone(),
     ));
+    let inventory = (
+        server.inventory(),
+        crate::control::inventory::path(&ctx.data_dir),
+    );
+    tokio::spawn(crate::control::inventory::keep(
+        inventory.0.clone(),
+        inventory.1.clone(),
+        services_stop.clone(),
+    ));
     tokio::spawn(
         crate::control::cluster::follow::Follower {
             config_dir: store.config_dir(),
@@ -296,6 +305,8 @@ async fn run(
     let served = server.run(shutdown).await;
     signals.abort();
     services_stop.cancel();
+    // Here, not in its task: the runtime may end before that task runs again.
+    crate::control::inventory::save(&inventory.0, &inventory.1);
     if let Some(r) = repository {
         r.shutdown().await;
     }

@@ -252,6 +252,8 @@ pub enum RepositorySslCommand {
     Disable(repository_ssl::Disable),
     /// Show the applied and staged mode and the certificate.
     List(repository_ssl::List),
+    /// Who a mode would refuse, of the clients seen logging in (pre-flight report).
+    Report(crate::control::operations::preflight::WhoWouldBeRefused),
     /// Write the public certificate (PEM) for clients' sslrootcert.
     GetCertificateFile {
         /// File to write (overwritten).
@@ -452,6 +454,7 @@ async fn security(runner: &Runner, command: SecurityCommand) -> Result<(), CliEr
             RepositorySslCommand::Enable(r) => runner.show(r).await,
             RepositorySslCommand::Disable(r) => runner.show(r).await,
             RepositorySslCommand::List(r) => runner.show(r).await,
+            RepositorySslCommand::Report(r) => runner.show(r).await,
             RepositorySslCommand::GetCertificateFile { file } => {
                 let served = runner.run(repository_ssl::Certificate {}).await?;
                 let said = format!("Wrote the repository certificate to {}", file.display());

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cluster;
 pub mod expiry;
+pub mod inventory;
 pub mod node;
 pub mod operations;
 pub mod reload;

@@ -15,6 +15,7 @@ use tracing::warn;
 use crate::control::reload::{ControlError, ReloadReport, Reloader, ServeStatus};
 use crate::proxy::backend::Pool;
 use crate::proxy::backend::pool::KeyStats;
+use crate::proxy::inventory::{Inventory, Seen};
 use crate::proxy::repository::hosts::{HostStatus, Hosts};
 use crate::proxy::sessions::{Selector, SessionInfo, Sessions};
 
@@ -43,6 +44,9 @@ pub trait RunningNode: std::fmt::Debug + Send + Sync {
     /// Ends the client sessions `selector` names on `by`'s word (each client is told, with FATAL
     /// 57P01); the ids it ended.
     fn terminate(&self, selector: Selector, by: String) -> NodeFuture<'_, Option<Vec<u64>>>;
+
+    /// The clients it has seen log in within the inventory's window.
+    fn inventory(&self) -> NodeFuture<'_, Option<Vec<Seen>>>;
 }
 
 /// A running node's pool, as `pool list` reports it.
@@ -72,24 +76,27 @@ pub struct LocalNode {
     pool: Arc<Pool>,
     hosts: Arc<Hosts>,
     sessions: Arc<Sessions>,
+    inventory: Arc<Inventory>,
 }
 
 impl LocalNode {
     /// The node that reloads with `reloader`, reports `status`, whose pool is `pool`, whose
-    /// repository hosts are `hosts` and whose client sessions are `sessions`.
+    /// repository hosts are `hosts`, and whose client sessions and inventory of logins are
+    /// `sessions`.
     pub fn new(
         reloader: Reloader,
         status: ServeStatus,
         pool: Arc<Pool>,
         hosts: Arc<Hosts>,
-        sessions: Arc<Sessions>,
+        sessions: (Arc<Sessions>, Arc<Inventory>),
     ) -> LocalNode {
         LocalNode {
             reloader,
             status,
             pool,
             hosts,
-            sessions,
+            sessions: sessions.0,
+            inventory: sessions.1,
         }
     }
 }
@@ -154,6 +161,13 @@ impl RunningNode for LocalNode {
             Ok(Some(ended))
         })
     }
+
+    fn inventory(&self) -> NodeFuture<'_, Option<Vec<Seen>>> {
+        Box::pin(async {
+            let start = crate::control::inventory::window_start();
+            Ok(Some(self.inventory.snapshot(start)))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -190,7 +204,7 @@ mod tests {
                     crate::proxy::repository::RepositoryAddr::Tcp("h:5432".into()),
                 ),
             ))),
-            Sessions::new(),
+            (Sessions::new(), Default::default()),
         );
         // The applied state becomes a FIFO: loading it waits, without awaiting, until this test
         // writes it.

@@ -140,7 +140,7 @@ pub(crate) async fn by_certificate(
             };
             match attempt.reach_repository(stream, start).await {
                 Some((upstream, decided)) if pass_on(stream, &decided).await.is_ok() => {
-                    who.logged_in(m, AuthMechanism::Certificate);
+                    who.logged_in(ctx, AuthMechanism::Certificate);
                     CertStep::LoggedIn(upstream)
                 }
                 _ => {

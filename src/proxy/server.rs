@@ -99,6 +99,7 @@ impl ServerOptions {
             relay_key: self.relay_key,
             repository_is_node: self.repository_is_node,
             registry: crate::proxy::sessions::Sessions::new(),
+            inventory: Default::default(),
         }
     }
 }
@@ -167,6 +168,11 @@ impl Server {
     /// The warm pool (for `pool list`).
     pub fn pool(&self) -> Arc<Pool> {
         self.ctx.pool.clone()
+    }
+
+    /// Who has logged in (for the pre-flight report).
+    pub fn inventory(&self) -> Arc<crate::proxy::inventory::Inventory> {
+        self.ctx.inventory.clone()
     }
 
     /// The sessions it serves (for `sessions list` and `sessions terminate`).

@@ -32,6 +32,7 @@ mod patroni;
 mod pki;
 mod pool;
 mod pool_prefill;
+mod preflight;
 mod proxy_protocol;
 mod psql_matrix;
 mod repository_flag;

@@ -258,7 +258,19 @@ async fn framed(state: &AdminState, admin: &Admin, current: Page, content: Marku
         .perform(admin, pending_changes::List {})
         .await
         .0
-        .map(|c| c.changes)
+        .map(|c| {
+            // What the change would refuse is said before Apply, as the CLI warns.
+            let mut lines = c.changes;
+            if !c.would_refuse.is_empty() {
+                lines.push(format!(
+                    "Warning: applying would refuse clients seen in the last {} days:",
+                    crate::control::inventory::WINDOW_DAYS
+                ));
+                let refused = crate::control::operations::preflight::refusal_lines(&c.would_refuse);
+                lines.extend(refused.into_iter().map(|l| l.trim().to_string()));
+            }
+            lines
+        })
         .unwrap_or_default();
     let flash = state
         .sessions()
@@ -320,6 +332,7 @@ async fn apply(
 ) -> Response {
     let request = pending_changes::Apply {
         ignore_prompt: true,
+        refuse_if_breaking: false,
     };
     act(&state, &admin, Ok(request), back(&body)).await
 }

@@ -199,6 +199,10 @@ impl RunningNode for TwoHosts {
     ) -> NodeFuture<'_, Option<Vec<u64>>> {
         Box::pin(async { Ok(None) })
     }
+
+    fn inventory(&self) -> NodeFuture<'_, Option<Vec<crate::proxy::inventory::Seen>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 #[tokio::test]

@@ -111,6 +111,11 @@ impl Serving for Server {
                 .terminate(t.selector, t.by)
                 .await
                 .map(|ended| ended.map(Answer::Terminated)),
+            Question::Inventory => self
+                .node
+                .inventory()
+                .await
+                .map(|seen| seen.map(Answer::Inventory)),
         };
         match answered {
             Ok(Some(answer)) => answer,

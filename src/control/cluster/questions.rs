@@ -35,6 +35,8 @@ pub enum Question {
     Sessions(Selector),
     /// End the sessions the selector names (only on the node it names, if it names one).
     Terminate(Termination),
+    /// The clients each node has seen log in.
+    Inventory,
 }
 
 /// One node's answer.
@@ -45,6 +47,8 @@ pub enum Answer {
     Sessions(Vec<SessionInfo>),
     /// The ids of the sessions it ended.
     Terminated(Vec<u64>),
+    /// The clients it has seen log in.
+    Inventory(Vec<crate::proxy::inventory::Seen>),
     /// It could not answer (no server runs behind its follower, a question it does not know).
     Failed(String),
 }

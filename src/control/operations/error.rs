@@ -98,6 +98,9 @@ pub enum CommandError {
     /// `topology failover-repository` refused or failed.
     #[error(transparent)]
     Failover(#[from] super::failover::FailoverError),
+    /// The staged change would refuse clients seen (`apply --refuse-if-breaking`).
+    #[error(transparent)]
+    Preflight(#[from] super::preflight::PreflightError),
     /// `sessions terminate` named no session, or none matched.
     #[error(transparent)]
     Terminate(#[from] super::sessions::TerminateError),
@@ -132,6 +135,7 @@ impl CommandError {
             CommandError::Regenerate(e) => e.kind(),
             CommandError::Failover(e) => e.kind(),
             CommandError::Terminate(e) => e.kind(),
+            CommandError::Preflight(e) => e.kind(),
             CommandError::BadSecret { .. } => ErrorKind::User,
             // The listener is `serve`'s own, and a task that panicked is pgssl's bug.
             CommandError::Bind(_) | CommandError::Run(_) | CommandError::Aborted(_) => {

@@ -39,6 +39,7 @@ pub mod mutual_ssl;
 mod output;
 pub mod pending_changes;
 pub mod pool;
+pub mod preflight;
 mod record;
 pub mod regenerate_tokens;
 pub mod repository_hosts;

@@ -139,13 +139,14 @@ pub trait Visit {
 pub fn each_remote(v: &mut impl Visit) {
     use super::{
         authentication, custom_cert, data_access, external_ssl, failover, mutual_ssl,
-        pending_changes, pool, regenerate_tokens, repository_hosts, repository_ssl, sessions,
-        status, vizql_extsvc,
+        pending_changes, pool, preflight, regenerate_tokens, repository_hosts, repository_ssl,
+        sessions, status, vizql_extsvc,
     };
     v.operation::<repository_ssl::Enable>();
     v.operation::<repository_ssl::Disable>();
     v.operation::<repository_ssl::List>();
     v.operation::<repository_ssl::Certificate>();
+    v.operation::<preflight::WhoWouldBeRefused>();
     v.operation::<pending_changes::List>();
     v.operation::<pending_changes::Apply>();
     v.operation::<pending_changes::Discard>();

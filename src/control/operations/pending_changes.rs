@@ -20,6 +20,9 @@ no_arguments!(
 pub struct Changes {
     /// One line per staged change.
     pub changes: Vec<String>,
+    /// The clients seen in the inventory's window that the staged change would refuse.
+    #[serde(default)]
+    pub would_refuse: Vec<super::preflight::Refused>,
 }
 
 impl Operation for List {
@@ -30,8 +33,11 @@ impl Operation for List {
 
     async fn run(self, ctx: &Context) -> Result<Changes, CommandError> {
         let store = ctx.store()?;
+        let (applied, pending) = (store.applied()?, store.pending()?);
+        let next = pending.merged_into(&applied);
         Ok(Changes {
-            changes: store.pending()?.describe(&store.applied()?),
+            changes: pending.describe(&applied),
+            would_refuse: super::preflight::staged_refusals(ctx, &applied, &next).await?,
         })
     }
 
@@ -50,6 +56,25 @@ impl Report for Changes {
         for line in &self.changes {
             say!(out, "  {line}");
         }
+        warn_refusals(&self.would_refuse, out, false);
+    }
+}
+
+/// Warns about the clients seen that a staged (or just applied) change refuses.
+fn warn_refusals(refused: &[super::preflight::Refused], out: &Output, applied: bool) {
+    if refused.is_empty() {
+        return;
+    }
+    let days = crate::control::inventory::WINDOW_DAYS;
+    out.warning(if applied {
+        format!("warning: the applied change refuses clients seen in the last {days} days:")
+    } else {
+        format!(
+            "warning: the staged change would refuse clients seen in the last {days} days (apply still proceeds; 'apply --refuse-if-breaking' stops instead):"
+        )
+    });
+    for line in super::preflight::refusal_lines(refused) {
+        out.warning(line);
     }
 }
 
@@ -63,6 +88,11 @@ pub struct Apply {
     #[arg(long)]
     #[serde(default)]
     pub ignore_prompt: bool,
+    /// Apply nothing if the staged change would refuse clients seen logging in within the
+    /// inventory's window (see `security repository-ssl report`).
+    #[arg(long)]
+    #[serde(default)]
+    pub refuse_if_breaking: bool,
 }
 
 /// What `apply` did.
@@ -70,6 +100,9 @@ pub struct Apply {
 pub struct Applied {
     /// One line per applied change.
     pub applied: Vec<String>,
+    /// The clients seen that the change refuses from now on.
+    #[serde(default)]
+    pub would_refuse: Vec<super::preflight::Refused>,
     /// The running server's answer, when one runs on the data directory (not on a cluster node,
     /// whose server takes the change like every other node).
     pub server: Option<reload::ReloadReport>,
@@ -88,12 +121,13 @@ impl Operation for Apply {
     type Report = Applied;
 
     async fn run(self, ctx: &Context) -> Result<Applied, CommandError> {
-        apply(ctx).await
+        apply(ctx, self.refuse_if_breaking).await
     }
 
     fn example() -> Apply {
         Apply {
             ignore_prompt: true,
+            refuse_if_breaking: false,
         }
     }
 
@@ -142,7 +176,7 @@ impl ApplyError {
     }
 }
 
-async fn apply(ctx: &Context) -> Result<Applied, CommandError> {
+async fn apply(ctx: &Context, refuse_if_breaking: bool) -> Result<Applied, CommandError> {
     let store = ctx.store()?;
     let _lock = lock(&store)?;
     let applied = store.applied()?;
@@ -151,6 +185,11 @@ async fn apply(ctx: &Context) -> Result<Applied, CommandError> {
         return Err(ApplyError::NothingPending.into());
     }
     let next = pending.merged_into(&applied);
+    let would_refuse = super::preflight::staged_refusals(ctx, &applied, &next).await?;
+    let certain = would_refuse.iter().filter(|r| !r.maybe).count();
+    if refuse_if_breaking && certain > 0 {
+        return Err(super::preflight::PreflightError::WouldRefuse(certain).into());
+    }
     // The same loader a server uses: what passes here, a server can serve. It decrypts an
     // encrypted external key, which may take seconds.
     blocking(|| crate::control::settings::for_state(&store, &next, ctx.config.repository.tls))?;
@@ -164,6 +203,7 @@ async fn apply(ctx: &Context) -> Result<Applied, CommandError> {
         // Committed by `execute` after this returns; every node, this one too, then reloads.
         return Ok(Applied {
             applied: lines,
+            would_refuse,
             server: None,
             cluster_version: None,
             nodes: Vec::new(),
@@ -172,6 +212,7 @@ async fn apply(ctx: &Context) -> Result<Applied, CommandError> {
     let server = ctx.node.reload().await.map_err(ApplyError::NotReloaded)?;
     Ok(Applied {
         applied: lines,
+        would_refuse,
         server,
         cluster_version: None,
         nodes: Vec::new(),
@@ -184,6 +225,7 @@ impl Report for Applied {
         for line in &self.applied {
             say!(out, "  {line}");
         }
+        warn_refusals(&self.would_refuse, out, true);
         if let Some(version) = self.cluster_version {
             say!(out, "Committed as cluster state version {version}:");
             for node in &self.nodes {

@@ -152,7 +152,7 @@ impl Operation for List {
                         }));
                 }
                 Answer::Failed(why) => report.unanswered.push(format!("node {node}: {why}")),
-                Answer::Terminated(_) => {}
+                Answer::Terminated(_) | Answer::Inventory(_) => {}
             }
         }
         Ok(report)

@@ -118,4 +118,8 @@ impl RunningNode for SocketNode {
         let request = ControlRequest::Terminate(super::Termination { selector, by });
         Box::pin(self.ask(request, QUESTION_TIMEOUT))
     }
+
+    fn inventory(&self) -> NodeFuture<'_, Option<Vec<crate::proxy::inventory::Seen>>> {
+        Box::pin(self.ask(ControlRequest::Inventory, QUESTION_TIMEOUT))
+    }
 }

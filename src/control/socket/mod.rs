@@ -52,6 +52,9 @@ pub enum ControlRequest {
     Sessions(Selector),
     /// Ends the sessions the selector names; answered with the ids it ended.
     Terminate(Termination),
+    /// The clients seen logging in; answered with a list of
+    /// [`Seen`](crate::proxy::inventory::Seen).
+    Inventory,
 }
 
 /// A `terminate` request: which sessions, and the administrator whose word it is (the clients are

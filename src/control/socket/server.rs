@@ -83,7 +83,7 @@ where
     };
     let request = match read {
         Ok(line) => ControlRequest::decode(&line).map_err(|_| {
-            r#"unknown request (expected {"request": "reload"}, "status", "pool", "hosts", {"sessions": …} or {"terminate": …})"#
+            r#"unknown request (expected {"request": "reload"}, "status", "pool", "hosts", {"sessions": …}, {"terminate": …} or "inventory")"#
                 .to_string()
         }),
         Err(LinesCodecError::MaxLineLengthExceeded) => Err(format!(
@@ -98,6 +98,7 @@ where
         Ok(ControlRequest::Hosts) => encode(node.repository_hosts().await),
         Ok(ControlRequest::Sessions(selector)) => encode(node.sessions(selector).await),
         Ok(ControlRequest::Terminate(t)) => encode(node.terminate(t.selector, t.by).await),
+        Ok(ControlRequest::Inventory) => encode(node.inventory().await),
         Err(refusal) => ControlReply::<()>::Error(refusal).encode(),
     };
     let _ = lines.send(reply).await;

@@ -82,6 +82,10 @@ impl RunningNode for FakeNode {
             ))
         })
     }
+
+    fn inventory(&self) -> NodeFuture<'_, Option<Vec<crate::proxy::inventory::Seen>>> {
+        Box::pin(async { Ok(Some(Vec::new())) })
+    }
 }
 
 /// What the server answers to `sent`, as the bytes of its answer line.
@@ -212,7 +216,7 @@ async fn the_server_answers_each_request_with_its_report() {
 
 #[tokio::test]
 async fn the_server_refuses_garbage_unknown_and_over_long_requests() {
-    let unknown = "{\"error\":\"unknown request (expected {\\\"request\\\": \\\"reload\\\"}, \\\"status\\\", \\\"pool\\\", \\\"hosts\\\", {\\\"sessions\\\": …} or {\\\"terminate\\\": …})\"}\n";
+    let unknown = "{\"error\":\"unknown request (expected {\\\"request\\\": \\\"reload\\\"}, \\\"status\\\", \\\"pool\\\", \\\"hosts\\\", {\\\"sessions\\\": …}, {\\\"terminate\\\": …} or \\\"inventory\\\")\"}\n";
     assert_eq!(answer_to(b"reload\n").await, unknown);
     assert_eq!(answer_to(b"{\"request\":\"shutdown\"}\n").await, unknown);
     let not_utf8 = answer_to(b"\xff\xfe\n").await;

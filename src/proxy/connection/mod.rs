@@ -97,6 +97,8 @@ pub struct ConnectionContext {
     pub repository_is_node: bool,
     /// The sessions served now, as `sessions list` shows them.
     pub registry: Arc<Sessions>,
+    /// Who has logged in, for the pre-flight report.
+    pub inventory: Arc<crate::proxy::inventory::Inventory>,
 }
 
 /// Serves one accepted connection with the settings current at accept time. `starting` is its place
@@ -306,10 +308,22 @@ pub(crate) struct Who {
 }
 
 impl Who {
-    /// The login succeeded by `mechanism`: counted, and shown by `sessions list`.
-    pub(crate) fn logged_in(&self, m: &ProxyMetrics, mechanism: AuthMechanism) {
-        m.auth(mechanism, AuthOutcome::Ok).increment(1);
+    /// The login succeeded by `mechanism`: counted, shown by `sessions list`, and added to the
+    /// inventory of who logs in.
+    pub(crate) fn logged_in(&self, ctx: &ConnectionContext, mechanism: AuthMechanism) {
+        ctx.metrics.auth(mechanism, AuthOutcome::Ok).increment(1);
         self.session.logged_in(mechanism);
+        let facts = self.session.facts();
+        let tls = facts.tls.as_ref();
+        ctx.inventory.record(crate::proxy::inventory::Client {
+            user: self.user.clone(),
+            database: self.database.clone(),
+            application: facts.application_name.clone(),
+            address: self.peer.ip().to_string(),
+            tls: tls.map(|t| t.version.to_string()),
+            channel_binding: matches!(mechanism, AuthMechanism::ScramPlus),
+            certificate: tls.is_some_and(|t| t.client_cert_subject.is_some()),
+        });
     }
 }
 

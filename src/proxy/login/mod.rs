@@ -153,7 +153,7 @@ async fn certified(
     let m = &ctx.metrics;
     match Box::pin(acquired).await {
         Ok(lease) => {
-            who.logged_in(m, AuthMechanism::Certificate);
+            who.logged_in(ctx, AuthMechanism::Certificate);
             Some(LoggedIn::Proxied(Box::new(lease)))
         }
         Err(why) => {
@@ -283,7 +283,7 @@ async fn proxy_login(
     if options.enabled && proven.can_login {
         match pooling::serve::welcome(stream, &start, &proven, ctx).await {
             Ok(Some(client)) => {
-                who.logged_in(m, proven_mechanism(&proven));
+                who.logged_in(ctx, proven_mechanism(&proven));
                 return Some(LoggedIn::Pooled(client));
             }
             Ok(None) => {}
@@ -303,7 +303,7 @@ async fn proxy_login(
     .await
     {
         Ok(lease) => {
-            who.logged_in(m, proven_mechanism(&proven));
+            who.logged_in(ctx, proven_mechanism(&proven));
             Some(match kept {
                 Some(start) => {
                     LoggedIn::Pooled(pooling::serve::with_lease(lease, &start, &proven, ctx))
@@ -365,7 +365,7 @@ async fn passthrough_login(
             None
         }
         AuthEnd::Authenticated => {
-            who.logged_in(m, AuthMechanism::Passthrough);
+            who.logged_in(ctx, AuthMechanism::Passthrough);
             Some(upstream)
         }
         AuthEnd::LockedOut(wait) => {

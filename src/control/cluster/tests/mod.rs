@@ -220,6 +220,7 @@ impl Serving for Arc<FakeServer> {
                 Answer::Sessions(vec![info])
             }
             Question::Terminate(t) => Answer::Terminated(t.selector.id.into_iter().collect()),
+            Question::Inventory => Answer::Inventory(Vec::new()),
         }
     }
 }
