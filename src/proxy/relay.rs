@@ -244,14 +244,9 @@ where
         if a.is_ready() && b.is_ready() {
             Poll::Ready(Ok(None))
         } else {
-            // Both sides are drained for now: a cheap moment to say what moved (relaxed stores,
-            // read only by `sessions list`).
+            // Both sides drained for now: a cheap moment to publish (relaxed stores).
             if let Some(live) = live {
-                let moved = Transferred {
-                    to_upstream: up.moved,
-                    to_client: down.moved,
-                };
-                live.publish(moved, tap.state());
+                live.publish_moved(up.moved, down.moved, tap.state());
             }
             Poll::Pending
         }

@@ -5,7 +5,7 @@
 //! known of it then: who, from where, over what TLS. Its login adds how it authenticated; its
 //! relay or pooled loop publishes its state, backend and bytes as they change, with relaxed atomic
 //! stores where it already wakes (no lock, no allocation per query). The [`Registered`] handle lives
-//! in the session's [`Who`](crate::proxy::connection::Who) and takes the entry out when the session
+//! in the session's `Who` (its facts for the policy and every log line) and takes the entry out when the session
 //! ends, however it ends.
 //!
 //! Terminating a session cancels its stop token: the relay or pooled loop ends as at the end of a
@@ -151,16 +151,15 @@ impl Entry {
         self.state.store(state as u8, Ordering::Relaxed);
     }
 
-    /// Publishes the bytes moved so far (the relay's running totals).
-    pub(crate) fn set_moved(&self, moved: Transferred) {
-        self.to_repository
-            .store(moved.to_upstream, Ordering::Relaxed);
-        self.to_client.store(moved.to_client, Ordering::Relaxed);
-    }
-
     /// Publishes the bytes moved so far and the state, from a poll that found nothing more to do.
     pub(crate) fn publish(&self, moved: Transferred, state: SessionState) {
-        self.set_moved(moved);
+        self.publish_moved(moved.to_upstream, moved.to_client, state);
+    }
+
+    /// [`Entry::publish`] with the two directions' counts.
+    pub(crate) fn publish_moved(&self, to_repository: u64, to_client: u64, state: SessionState) {
+        self.to_repository.store(to_repository, Ordering::Relaxed);
+        self.to_client.store(to_client, Ordering::Relaxed);
         self.set_state(state);
     }
 
