@@ -76,18 +76,7 @@ pub async fn forward_cancel(
     // Delivered when any host took it (the session's own host, for a key pgssl minted).
     let mut result = Err(std::io::Error::other("no repository host"));
     for h in hosts {
-        let sent = async {
-            // The cancel travels like a session would: inside TLS when upstream TLS is on.
-            let connector = ctx.repository.connector(h).ok_or_else(|| {
-                std::io::Error::other("the repository host is no longer configured")
-            })?;
-            let mut upstream = connector
-                .connect(ctx.connect_timeout, &settings.repository_tls)
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            deliver(&mut upstream, packet, ctx).await
-        };
-        result = result.or(sent.await);
+        result = result.or(to_host(h, packet, settings, ctx).await);
     }
     let _ = client.shutdown().await;
     match result {
@@ -99,6 +88,26 @@ pub async fn forward_cancel(
             warn!(%peer, error = %e, outcome = "cancel_failed", "could not forward a cancel request")
         }
     }
+}
+
+/// Sends the CancelRequest `packet` to repository host `host`, the way a session reaches it (inside
+/// TLS when upstream TLS is on): for a forwarded cancel, and for the query of a session an
+/// administrator terminated.
+pub(crate) async fn to_host(
+    host: usize,
+    packet: &[u8],
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+) -> std::io::Result<()> {
+    let connector = ctx
+        .repository
+        .connector(host)
+        .ok_or_else(|| std::io::Error::other("the repository host is no longer configured"))?;
+    let mut upstream = connector
+        .connect(ctx.connect_timeout, &settings.repository_tls)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    deliver(&mut upstream, packet, ctx).await
 }
 
 /// Cancel requests forwarded at once, at most: a cancel takes a few milliseconds, so this is far

@@ -91,18 +91,30 @@ async fn find_host(
 
 /// Tells the client why a relay that was stopped from outside ended — an administrator's
 /// `sessions terminate`, or a failover — and returns whether it was; `false` for any other end.
+/// `between_messages`: whether the client has had whole messages only; if not, a FATAL would land
+/// inside a message and read as garbage, so the connection is only closed.
 pub(crate) async fn end_stopped(
     stream: &mut NegotiatedStream,
     end: &RelayEnd,
     who: &Who,
     ctx: &ConnectionContext,
+    between_messages: bool,
 ) -> bool {
     if !matches!(end, RelayEnd::Shutdown(_)) || ctx.closing.is_cancelled() {
         return false;
     }
     match who.session.terminated() {
-        Some(by) => end_terminated(stream, who, by).await,
-        None => end_for_failover(stream, who, ctx).await,
+        Some(by) if between_messages => end_terminated(stream, who, by).await,
+        Some(by) => {
+            info!(peer = %who.peer, user = %LogSafe(&who.user), session = who.session.id(), by = %LogSafe(by),
+                  outcome = "terminated", "an administrator terminated the session while a message was on its way to it: closed without a word")
+        }
+        None if between_messages => end_for_failover(stream, who, ctx).await,
+        None => {
+            ctx.metrics.repository_sessions_ended.increment(1);
+            info!(peer = %who.peer, user = %LogSafe(&who.user), outcome = "failed_over",
+                  "ended a session whose repository host is no longer what it was routed to, while a message was on its way: closed without a word")
+        }
     }
     true
 }
@@ -114,9 +126,7 @@ async fn end_terminated(stream: &mut NegotiatedStream, who: &Who, by: &str) {
         SqlState::AdminShutdown,
         "terminating connection due to administrator command (pgssl sessions terminate)",
     )
-    .with_hint(
-        "Reconnect if the session is still wanted; the administrator's reason is in pgssl's log.",
-    );
+    .with_hint("Reconnect if the session is still wanted.");
     negotiate::send_fatal(stream, &err).await;
     info!(peer = %who.peer, user = %LogSafe(&who.user), session = who.session.id(), by = %LogSafe(by),
           outcome = "terminated", "an administrator terminated the session");

@@ -358,10 +358,30 @@ pub(crate) async fn serve(
     stream: NegotiatedStream,
     lease: Lease,
     who: &Who,
-    ctx: &ConnectionContext,
+    on: (&LiveSettings, &ConnectionContext),
     started: Instant,
 ) {
-    serve_from(stream, lease, &[], who, ctx, started).await
+    serve_from(stream, lease, &[], who, on, started).await
+}
+
+/// Cancels what `backend` runs when an administrator terminated its session, as
+/// `pg_terminate_backend` ends the query too: closing the connection alone would leave it running,
+/// holding its locks, until it finished.
+pub(crate) async fn cancel_if_terminated(
+    backend: &Backend,
+    who: &Who,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+) {
+    if who.session.terminated().is_none() {
+        return;
+    }
+    let packet = backend.cancel_packet();
+    if let Err(e) =
+        crate::proxy::cancel_route::to_host(backend.host(), &packet, settings, ctx).await
+    {
+        warn!(pid = backend.pid(), error = %e, "could not cancel the query of a terminated session");
+    }
 }
 
 /// [`serve`] for a session the client logged into without a backend: `first` is what it sent
@@ -371,7 +391,7 @@ pub(crate) async fn serve_from(
     mut lease: Lease,
     first: &[u8],
     who: &Who,
-    ctx: &ConnectionContext,
+    (settings, ctx): (&LiveSettings, &ConnectionContext),
     started: Instant,
 ) {
     let mut watch = SessionWatch::default();
@@ -424,7 +444,11 @@ pub(crate) async fn serve_from(
         }
         PooledEnd::Ended(end) => {
             m.closed.increment(1);
-            if route::end_stopped(&mut stream, &end, who, ctx).await {
+            let between = watch.server_between_messages();
+            if route::end_stopped(&mut stream, &end, who, ctx, between).await {
+                if watch.state() == crate::proxy::sessions::SessionState::Active {
+                    cancel_if_terminated(&lease.backend, who, settings, ctx).await;
+                }
                 lease.backend.close().await;
             }
             log_end(who, end, None, started, &ctx.metrics);

@@ -250,7 +250,11 @@ impl<S: Store, N: Serving> Following<S, N> {
             if self.beat(&mut session, progress).await?.is_none() {
                 return Ok(());
             }
-            self.answer_questions(&mut session).await?;
+            // A question that cannot be answered is the asker's loss (it reports the node as
+            // silent), never a reason to drop the follower's session.
+            if let Err(e) = self.answer_questions(&mut session).await {
+                warn!(error = %e, "could not answer a question of the cluster's");
+            }
             // A node that cannot install the newest version is in touch but not current: its
             // state age keeps growing for whoever alerts on it.
             if progress.install_failed.is_none() {

@@ -83,10 +83,11 @@ pub async fn ask(config_dir: &Path, question: &Question) -> Result<Option<Answer
     asked.map(Some)
 }
 
-/// Waits for every live node's answer to question `id`, for up to [`ANSWER_WAIT`].
+/// Waits for every live node's answer to question `id`, for up to [`ANSWER_WAIT`], looking at
+/// who answered (not what: answers may be large) until all have; then reads the answers once.
 async fn collect(conn: &mut Conn, host: &str, id: i64) -> Result<Answers, ClusterError> {
     let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
-    loop {
+    let silent = loop {
         let live: Vec<String> = repo::nodes(conn, host)
             .await?
             .into_iter()
@@ -94,34 +95,51 @@ async fn collect(conn: &mut Conn, host: &str, id: i64) -> Result<Answers, Cluste
             .map(|n| n.name)
             .collect();
         let rows = conn
-            .query(
-                "SELECT node, body FROM pgssl.answers WHERE question = $1 ORDER BY node",
-                &[&id],
-            )
+            .query("SELECT node FROM pgssl.answers WHERE question = $1", &[&id])
             .await
             .map_err(failed(host))?;
-        let mut answers = Answers::default();
-        for row in rows {
-            let node: String = row.try_get(0).map_err(failed(host))?;
-            let body: String = row.try_get(1).map_err(failed(host))?;
-            let answer = serde_json::from_str(&body)
-                .unwrap_or_else(|e| Answer::Failed(format!("an answer that does not read: {e}")));
-            answers.answered.push((node, answer));
-        }
-        answers.silent = live
-            .into_iter()
-            .filter(|n| !answers.answered.iter().any(|(a, _)| a == n))
-            .collect();
-        if answers.silent.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(answers);
+        let answered: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(failed(host))?;
+        let silent: Vec<String> = live.into_iter().filter(|n| !answered.contains(n)).collect();
+        if silent.is_empty() || tokio::time::Instant::now() >= deadline {
+            break silent;
         }
         tokio::time::sleep(ANSWER_POLL).await;
+    };
+    let rows = conn
+        .query(
+            "SELECT node, body FROM pgssl.answers WHERE question = $1 ORDER BY node",
+            &[&id],
+        )
+        .await
+        .map_err(failed(host))?;
+    let mut answers = Answers {
+        answered: Vec::new(),
+        silent,
+    };
+    for row in rows {
+        let node: String = row.try_get(0).map_err(failed(host))?;
+        let body: String = row.try_get(1).map_err(failed(host))?;
+        let answer = serde_json::from_str(&body)
+            .unwrap_or_else(|e| Answer::Failed(format!("an answer that does not read: {e}")));
+        answers.answered.push((node, answer));
     }
+    Ok(answers)
 }
 
 /// Writes the question and wakes the followers (on the channel they already listen on: a wake-up
-/// with no new version only makes them look).
+/// with no new version only makes them look). Questions an earlier command left behind (it was
+/// killed before deleting its own) are deleted first.
 async fn post(conn: &mut Conn, host: &str, body: &str) -> Result<i64, ClusterError> {
+    conn.execute(
+        "DELETE FROM pgssl.questions WHERE asked_at < now() - interval '1 minute'",
+        &[],
+    )
+    .await
+    .map_err(failed(host))?;
     let row = conn
         .query_one(
             "WITH asked AS (INSERT INTO pgssl.questions (body) VALUES ($1) RETURNING id)
@@ -133,19 +151,12 @@ async fn post(conn: &mut Conn, host: &str, body: &str) -> Result<i64, ClusterErr
     row.try_get(0).map_err(failed(host))
 }
 
-/// The recent questions `node` has not answered yet, oldest first; forgets questions no command
-/// waits for any more.
+/// The questions `node` has not answered yet, oldest first.
 pub async fn pending(
     conn: &mut Conn,
     host: &str,
     node: &str,
 ) -> Result<Vec<(i64, String)>, ClusterError> {
-    conn.execute(
-        "DELETE FROM pgssl.questions WHERE asked_at < now() - interval '1 minute'",
-        &[],
-    )
-    .await
-    .map_err(failed(host))?;
     let rows = conn
         .query(
             "SELECT q.id, q.body FROM pgssl.questions AS q
@@ -166,7 +177,8 @@ pub async fn pending(
         .collect()
 }
 
-/// Records `node`'s answer to question `id` (nothing when the question is gone meanwhile).
+/// Records `node`'s answer to question `id` (nothing when the question is gone meanwhile: its
+/// asker deleted it, or gave up on it).
 pub async fn answer(
     conn: &mut Conn,
     host: &str,
@@ -174,15 +186,22 @@ pub async fn answer(
     node: &str,
     body: &str,
 ) -> Result<(), ClusterError> {
-    conn.execute(
-        "INSERT INTO pgssl.answers (question, node, body)
-         SELECT id, $2, $3 FROM pgssl.questions WHERE id = $1
-         ON CONFLICT (question, node) DO NOTHING",
-        &[&id, &node, &body],
-    )
-    .await
-    .map_err(failed(host))?;
-    Ok(())
+    let inserted = conn
+        .execute(
+            "INSERT INTO pgssl.answers (question, node, body)
+             SELECT id, $2, $3 FROM pgssl.questions WHERE id = $1
+             ON CONFLICT (question, node) DO NOTHING",
+            &[&id, &node, &body],
+        )
+        .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        // Deleted between the SELECT and the insert's key check.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+            Ok(())
+        }
+        Err(e) => Err(failed(host)(e)),
+    }
 }
 
 fn failed<E: Into<crate::repository::SessionError>>(

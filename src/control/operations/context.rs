@@ -61,15 +61,29 @@ impl Context {
     }
 }
 
-/// The local account running the CLI: `root on this host (CLI)`.
+/// The local account running the CLI, by its effective uid (not `$USER`, which anyone sets):
+/// `root (uid 0) on the pgssl host (CLI)`.
 fn local_actor() -> String {
-    let name = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            format!("uid {}", unsafe { libc::geteuid() })
-        });
-    format!("{name} on the pgssl host (CLI)")
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let name = account_name(uid).unwrap_or_else(|| "?".into());
+    format!("{name} (uid {uid}) on the pgssl host (CLI)")
+}
+
+/// The name of the account `uid`, from the password database.
+fn account_name(uid: libc::uid_t) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed passwd is a valid out-parameter for getpwuid_r.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, and `buf` outlives the read of `pw_name`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// Takes the data directory's lock, which serialises the commands that change it. Another command

@@ -23,6 +23,9 @@ pub struct Changes {
     /// The clients seen in the inventory's window that the staged change would refuse.
     #[serde(default)]
     pub would_refuse: Vec<super::preflight::Refused>,
+    /// The nodes whose clients could not be judged.
+    #[serde(default)]
+    pub unjudged: Vec<String>,
 }
 
 impl Operation for List {
@@ -35,9 +38,12 @@ impl Operation for List {
         let store = ctx.store()?;
         let (applied, pending) = (store.applied()?, store.pending()?);
         let next = pending.merged_into(&applied);
+        let (would_refuse, unjudged) =
+            super::preflight::staged_refusals(ctx, &applied, &next).await?;
         Ok(Changes {
             changes: pending.describe(&applied),
-            would_refuse: super::preflight::staged_refusals(ctx, &applied, &next).await?,
+            would_refuse,
+            unjudged,
         })
     }
 
@@ -57,6 +63,9 @@ impl Report for Changes {
             say!(out, "  {line}");
         }
         warn_refusals(&self.would_refuse, out, false);
+        for node in &self.unjudged {
+            out.warning(format!("warning: clients not judged: {node}"));
+        }
     }
 }
 
@@ -185,10 +194,14 @@ async fn apply(ctx: &Context, refuse_if_breaking: bool) -> Result<Applied, Comma
         return Err(ApplyError::NothingPending.into());
     }
     let next = pending.merged_into(&applied);
-    let would_refuse = super::preflight::staged_refusals(ctx, &applied, &next).await?;
+    let (would_refuse, unjudged) = super::preflight::staged_refusals(ctx, &applied, &next).await?;
     let certain = would_refuse.iter().filter(|r| !r.maybe).count();
     if refuse_if_breaking && certain > 0 {
         return Err(super::preflight::PreflightError::WouldRefuse(certain).into());
+    }
+    // Asked to stop if the change breaks clients, it does not go ahead blind.
+    if refuse_if_breaking && !unjudged.is_empty() {
+        return Err(super::preflight::PreflightError::Unjudged(unjudged.join("; ")).into());
     }
     // The same loader a server uses: what passes here, a server can serve. It decrypts an
     // encrypted external key, which may take seconds.

@@ -134,6 +134,11 @@ pub enum PreflightError {
         "the staged change would refuse {0} kind(s) of client seen in the last {days} days (see 'pgssl security repository-ssl report'); nothing was applied", days = crate::control::inventory::WINDOW_DAYS
     )]
     WouldRefuse(usize),
+    /// `apply --refuse-if-breaking`, and not every node's clients could be judged.
+    #[error(
+        "cannot tell whether the staged change refuses clients: not judged: {0}; nothing was applied (apply without --refuse-if-breaking to apply anyway)"
+    )]
+    Unjudged(String),
 }
 
 impl PreflightError {
@@ -232,49 +237,53 @@ pub fn judge(
     out
 }
 
-/// What the staged change (`next`, over `applied`) would refuse of the clients seen in the window;
-/// empty when it changes neither the mode nor mutual SSL. For `pending-changes list` and `apply`.
+/// What the staged change (`next`, over `applied`) would refuse of the clients seen in the window,
+/// and the nodes whose clients could not be judged; nothing when it changes neither the mode nor
+/// mutual SSL. For `pending-changes list` and `apply`.
 pub async fn staged_refusals(
     ctx: &Context,
     applied: &AppliedState,
     next: &AppliedState,
-) -> Result<Vec<Refused>, CommandError> {
+) -> Result<(Vec<Refused>, Vec<String>), CommandError> {
     let mutual_before = applied
         .mutual_ssl
         .as_ref()
         .filter(|m| requires_certificate(m));
     let mutual = next.mutual_ssl.as_ref().filter(|m| requires_certificate(m));
     if next.repository_ssl.mode == applied.repository_ssl.mode && mutual_before == mutual {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    let (seen, _) = clients_seen(ctx, crate::control::inventory::window_start()).await?;
+    let (seen, unjudged) = clients_seen(ctx, crate::control::inventory::window_start()).await?;
+    let classifier = ctx.config.classifier();
     let before = judge(
         &seen,
         applied.repository_ssl.mode,
         mutual_before,
-        &ctx.config.classifier(),
+        &classifier,
     );
     // Only what the change refuses that is not refused already.
-    Ok(judge(
-        &seen,
-        next.repository_ssl.mode,
-        mutual,
-        &ctx.config.classifier(),
-    )
-    .into_iter()
-    .filter(|r| {
-        !before
-            .iter()
-            .any(|b| b.seen.client == r.seen.client && b.maybe == r.maybe)
-    })
-    .collect())
+    let refused = judge(&seen, next.repository_ssl.mode, mutual, &classifier)
+        .into_iter()
+        .filter(|r| {
+            !before
+                .iter()
+                .any(|b| b.seen.client == r.seen.client && b.maybe == r.maybe)
+        })
+        .collect();
+    Ok((refused, unjudged))
 }
 
 /// The clients seen since `since`: every node's, in a cluster (merged), else the running
 /// server's, else what the data directory's file kept; and the nodes that did not answer.
 async fn clients_seen(ctx: &Context, since: u64) -> Result<(Vec<Seen>, Vec<String>), CommandError> {
     let config_dir = ctx.data_dir.join("config");
-    let (lists, unanswered) = match questions::ask(&config_dir, &Question::Inventory).await {
+    let asked = questions::ask(&config_dir, &Question::Inventory).await;
+    // Out of reach, the cluster's other nodes are not judged: said, never silently skipped.
+    let unreachable = asked
+        .as_ref()
+        .err()
+        .map(|e| format!("the other nodes (the cluster's repository: {e})"));
+    let (lists, mut unanswered) = match asked {
         Ok(Some(answers)) => {
             let mut unanswered: Vec<String> = answers
                 .silent
@@ -302,6 +311,7 @@ async fn clients_seen(ctx: &Context, since: u64) -> Result<(Vec<Seen>, Vec<Strin
             (vec![local], Vec::new())
         }
     };
+    unanswered.extend(unreachable);
     let mut merged: BTreeMap<_, Seen> = BTreeMap::new();
     for s in lists.into_iter().flatten().filter(|s| s.last_seen >= since) {
         match merged.get_mut(&s.client) {

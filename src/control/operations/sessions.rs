@@ -10,6 +10,7 @@ use crate::control::cluster::questions::{self, Answer, Answers, Question};
 use crate::control::reload::ControlError;
 use crate::control::socket::Termination;
 use crate::proxy::sessions::{Selector, SessionInfo};
+use crate::telemetry::LogSafe;
 
 /// `sessions list`: the client sessions of the running node, oldest first.
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
@@ -66,16 +67,19 @@ impl Report for SessionsReport {
                 Some(node) => format!("{node}:{}", s.id),
                 None => s.id.to_string(),
             };
+            // The client's own words, escaped: a role or application name may hold control
+            // characters meant for the operator's terminal.
+            let safe = |text: &str| format!("{:#}", LogSafe(text));
+            let application = match s.application_name.as_str() {
+                "" => "-".to_string(),
+                name => safe(name),
+            };
             out.info(format!(
                 "{:>6}  {:<14} {:<14} {:<16} {:<21} {:<8} {:<18} {:<15} {:>7}s  {}",
                 id,
-                s.user,
-                s.database,
-                if s.application_name.is_empty() {
-                    "-"
-                } else {
-                    &s.application_name
-                },
+                safe(&s.user),
+                safe(&s.database),
+                application,
                 s.client_addr,
                 s.tls.as_ref().map_or("none", |t| &*t.version),
                 s.auth_method.as_deref().unwrap_or("-"),
@@ -94,10 +98,10 @@ impl Report for SessionsReport {
                     tls.group.as_deref().unwrap_or("")
                 );
                 if let Some(sni) = &tls.sni {
-                    details.push_str(&format!(", server name {sni}"));
+                    details.push_str(&format!(", server name {:#}", LogSafe(sni)));
                 }
                 if let Some(subject) = &tls.client_cert_subject {
-                    details.push_str(&format!(", client certificate {subject}"));
+                    details.push_str(&format!(", client certificate {:#}", LogSafe(subject)));
                 }
                 details.push_str(&format!(
                     ", {} bytes in, {} out",
@@ -124,13 +128,40 @@ impl Operation for List {
             user: self.user,
             database: self.database,
         };
+        let config_dir = store.config_dir();
+        let me = own_name(&config_dir, &selector)?;
         let question = Question::Sessions(selector.clone());
-        let Some(answers) = ask_cluster(&store.config_dir(), &question, ctx).await else {
-            let sessions = ctx
+        let asked = match questions::ask(&config_dir, &question).await {
+            Ok(asked) => asked,
+            // Listing is still useful from this node alone; it says so.
+            Err(e) => {
+                ctx.out.warning(format!(
+                    "warning: cannot ask the other nodes ({e}); this node's sessions only"
+                ));
+                None
+            }
+        };
+        let Some(answers) = asked else {
+            // This node alone: sessions of another node named are not here.
+            let mine = selector
                 .node
-                .sessions(selector)
-                .await?
-                .ok_or(ControlError::NotRunning)?;
+                .as_deref()
+                .is_none_or(|n| Some(n) == me.as_deref());
+            let sessions = match mine {
+                true => ctx
+                    .node
+                    .sessions(selector)
+                    .await?
+                    .ok_or(ControlError::NotRunning)?,
+                false => Vec::new(),
+            };
+            let sessions = sessions
+                .into_iter()
+                .map(|s| SessionInfo {
+                    node: me.clone(),
+                    ..s
+                })
+                .collect();
             return Ok(SessionsReport {
                 sessions,
                 unanswered: Vec::new(),
@@ -199,6 +230,12 @@ pub enum TerminateError {
     /// Nothing matched.
     #[error("no client session matches {0}")]
     NoMatch(String),
+    /// `--node` on a node of its own.
+    #[error("--node names a node of a cluster; this data directory belongs to none")]
+    NotAClusterNode,
+    /// Nothing was ended, and some nodes did not answer.
+    #[error("no client session was terminated; not reached: {0}")]
+    Unanswered(String),
     /// An id without its node, in a cluster.
     #[error(
         "in a cluster, --id needs --node NAME: each node numbers its own sessions ('sessions list' shows node:id)"
@@ -207,9 +244,12 @@ pub enum TerminateError {
 }
 
 impl TerminateError {
-    /// Both are the caller's.
+    /// The caller's, but for nodes out of reach.
     pub fn kind(&self) -> ErrorKind {
-        ErrorKind::User
+        match self {
+            TerminateError::Unanswered(_) => ErrorKind::Upstream,
+            _ => ErrorKind::User,
+        }
     }
 }
 
@@ -269,10 +309,7 @@ impl Operation for Terminate {
             return Err(TerminateError::NoSelector.into());
         }
         let config_dir = store.config_dir();
-        let clustered = crate::control::cluster::Membership::read(&config_dir)
-            .ok()
-            .flatten()
-            .is_some();
+        let clustered = own_name(&config_dir, &selector)?.is_some();
         if clustered && selector.id.is_some() && selector.node.is_none() {
             return Err(TerminateError::IdWithoutNode.into());
         }
@@ -285,7 +322,8 @@ impl Operation for Terminate {
             on_nodes: Vec::new(),
             unanswered: Vec::new(),
         };
-        match ask_cluster(&config_dir, &question, ctx).await {
+        // Never this node alone in a cluster: a session id names a session of one node only.
+        match questions::ask(&config_dir, &question).await? {
             None => {
                 report.terminated = ctx
                     .node
@@ -310,37 +348,35 @@ impl Operation for Terminate {
             }
         }
         if report.terminated.is_empty() && report.on_nodes.is_empty() {
+            if !report.unanswered.is_empty() {
+                return Err(TerminateError::Unanswered(report.unanswered.join("; ")).into());
+            }
             return Err(TerminateError::NoMatch(describe(&selector)).into());
         }
         Ok(report)
     }
 
     fn example() -> Terminate {
+        // Every field given, so that the API's tests can make each one wrong.
         Terminate {
-            node: None,
+            node: Some("n1".into()),
             id: Some(7),
-            user: None,
-            database: None,
+            user: Some("tableau".into()),
+            database: Some("workgroup".into()),
         }
     }
 }
 
-/// Asks every node of the cluster the data directory belongs to; `None` on a node of its own, or
-/// (with a note) when the cluster's repository cannot be reached: the caller asks its own node.
-async fn ask_cluster(
+/// This node's name in its cluster (`None` on a node of its own, which `--node` cannot name).
+fn own_name(
     config_dir: &std::path::Path,
-    question: &Question,
-    ctx: &Context,
-) -> Option<Answers> {
-    match questions::ask(config_dir, question).await {
-        Ok(answers) => answers,
-        Err(e) => {
-            ctx.out.warning(format!(
-                "warning: cannot ask the other nodes ({e}); this node only"
-            ));
-            None
-        }
+    selector: &Selector,
+) -> Result<Option<String>, CommandError> {
+    let me = crate::control::cluster::Membership::read(config_dir)?.map(|m| m.node_name);
+    if me.is_none() && selector.node.is_some() {
+        return Err(TerminateError::NotAClusterNode.into());
     }
+    Ok(me)
 }
 
 /// The nodes `wanted` names that did not answer.

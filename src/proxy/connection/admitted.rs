@@ -62,11 +62,19 @@ pub(super) async fn session(
             let stop = who.session.relay_stop(&epoch);
             let relayed = relay::relay_login(&mut stream, &mut upstream, &stop, &who.session);
             let (end, login) = Box::pin(relayed).await;
-            Box::pin(route::end_stopped(&mut stream, &end, who, ctx)).await;
+            // Passthrough bytes are not followed: where messages end is not known.
+            Box::pin(route::end_stopped(&mut stream, &end, who, ctx, true)).await;
             log_end(who, end, login, started, &ctx.metrics);
         }
         Some(LoggedIn::Proxied(lease)) => {
-            Box::pin(session::serve(stream, *lease, who, ctx, started)).await
+            Box::pin(session::serve(
+                stream,
+                *lease,
+                who,
+                (settings, ctx),
+                started,
+            ))
+            .await
         }
         Some(LoggedIn::Pooled(client)) => {
             return Some(Held {

@@ -123,6 +123,11 @@ impl SessionWatch {
         crate::proxy::sessions::SessionState::of(self.awaiting > 0 || self.unsynced, self.status)
     }
 
+    /// Whether the repository's stream is between messages (what the client has is whole).
+    pub fn server_between_messages(&self) -> bool {
+        self.server.at_boundary()
+    }
+
     /// Follows a chunk the client sent.
     pub fn on_client(&mut self, chunk: &[u8]) -> ClientChunk {
         let mut data = chunk;

@@ -45,6 +45,9 @@ pub enum SessionState {
     InTransaction = 4,
     /// Passthrough: the repository's session, relayed as it is; pgssl does not read it.
     Relayed = 5,
+    /// A state a newer node reported that this version does not know (never set here).
+    #[serde(other)]
+    Other = 6,
 }
 
 impl SessionState {
@@ -55,6 +58,7 @@ impl SessionState {
             3 => SessionState::Active,
             4 => SessionState::InTransaction,
             5 => SessionState::Relayed,
+            6 => SessionState::Other,
             _ => SessionState::Login,
         }
     }
@@ -68,6 +72,7 @@ impl SessionState {
             SessionState::Active => "active",
             SessionState::InTransaction => "in transaction",
             SessionState::Relayed => "relayed",
+            SessionState::Other => "other",
         }
     }
 
@@ -295,8 +300,10 @@ impl SessionInfo {
     }
 }
 
-/// Which sessions a listing or a termination is about.
+/// Which sessions a listing or a termination is about. Unknown fields are refused: a node must never
+/// read a narrower selector (one with a field it does not know) as a wider one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Selector {
     /// In a cluster, the sessions of one node (by its name); a node reads it as "mine or none".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -406,8 +413,12 @@ impl Sessions {
     }
 
     /// Terminates the sessions `selector` names on `by`'s word; returns the ids it terminated
-    /// (a session already being terminated is not counted again).
+    /// (a session already being terminated is not counted again). A selector that names nothing
+    /// terminates nothing, whoever sent it: ending every session is the server's shutdown.
     pub fn terminate(&self, selector: &Selector, by: &str) -> Vec<u64> {
+        if selector.is_everything() {
+            return Vec::new();
+        }
         self.select(selector)
             .into_iter()
             .filter(|e| e.terminate(by))

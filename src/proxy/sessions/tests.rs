@@ -87,6 +87,9 @@ fn terminate_stops_exactly_the_selected_sessions_once() {
     assert_eq!(b.terminated(), Some("admin"));
     // A relay token asked for after the termination is cancelled at once.
     assert!(b.relay_stop(&epoch).is_cancelled());
+    // Naming nothing ends nothing.
+    assert!(sessions.terminate(&Selector::default(), "admin").is_empty());
+    assert!(!a.stop().is_cancelled());
     // By id.
     let by_id = Selector {
         id: Some(a.id()),

@@ -156,6 +156,10 @@ pub(crate) async fn serve(
     // The session's own token: a child of the server's closing, cancelled by a termination too.
     let stop = who.session.stop().clone();
     let mut refused = None;
+    // A client that logged in with a backend holds it from the start.
+    if let Some(b) = &client.backend {
+        who.session.on_backend(Some((b.pid(), client.routed.index)));
+    }
     let end = loop {
         if client.backend.is_none() {
             io.shrink();
@@ -173,14 +177,15 @@ pub(crate) async fn serve(
             // Boxed, as every rare step here: a task is as large as its largest state, and an idle
             // client should cost only what waiting for its next message needs.
             who.session.set_state(SessionState::Waiting);
-            match Box::pin(take_backend(&mut client, settings, ctx)).await {
-                Ok(backend) => {
+            match Box::pin(take_unless_stopped(&mut client, settings, ctx, &stop)).await {
+                None => break RelayEnd::Shutdown(io.moved),
+                Some(Ok(backend)) => {
                     who.session
                         .on_backend(Some((backend.pid(), client.routed.index)));
                     who.session.set_state(SessionState::Active);
                     client.backend = Some(backend);
                 }
-                Err(why) => {
+                Some(Err(why)) => {
                     refused = Box::pin(why.answer(&mut stream, who)).await;
                     break RelayEnd::Closed(io.moved);
                 }
@@ -221,6 +226,13 @@ pub(crate) async fn serve(
     };
     ctx.cancels.revoke(&client.cancel);
     let clean = io.server.at_boundary() && io.out.to_server.is_empty();
+    if let Some(b) = client
+        .backend
+        .as_ref()
+        .filter(|_| client.tracker.awaiting())
+    {
+        Box::pin(session::cancel_if_terminated(b, who, settings, ctx)).await;
+    }
     // The backend goes straight into the boxed step, not through a local held across its await.
     let giving = client
         .backend
@@ -229,7 +241,8 @@ pub(crate) async fn serve(
     if let Some(giving) = giving {
         giving.await;
     }
-    let stopped = Box::pin(route::end_stopped(&mut stream, &end, who, ctx)).await;
+    let between = io.server.at_boundary() && io.out.to_client.is_empty();
+    let stopped = Box::pin(route::end_stopped(&mut stream, &end, who, ctx, between)).await;
     if !stopped && client.routed.epoch.is_cancelled() && !ctx.closing.is_cancelled() {
         Box::pin(route::end_for_failover(&mut stream, who, ctx)).await;
     } else if !stopped && matches!(end, RelayEnd::Closed(_)) {
@@ -251,9 +264,17 @@ async fn serve_session(
     ctx: &ConnectionContext,
     started: Instant,
 ) {
-    let mut backend = match take_backend(&mut client, settings, ctx).await {
-        Ok(backend) => backend,
-        Err(why) => {
+    let stop = who.session.stop().clone();
+    let mut backend = match take_unless_stopped(&mut client, settings, ctx, &stop).await {
+        Some(Ok(backend)) => backend,
+        None => {
+            ctx.cancels.revoke(&client.cancel);
+            let end = RelayEnd::Shutdown(io.moved);
+            route::end_stopped(&mut stream, &end, who, ctx, true).await;
+            log_end(who, end, None, started, &ctx.metrics);
+            return;
+        }
+        Some(Err(why)) => {
             ctx.cancels.revoke(&client.cancel);
             let refused = why.answer(&mut stream, who).await;
             log_end(
@@ -288,7 +309,22 @@ async fn serve_session(
     backend.served_one();
     let first = std::mem::take(&mut io.from_client);
     let lease = session::Lease::new(backend, client.cancel);
-    session::serve_from(stream, lease, &first, who, ctx, started).await;
+    session::serve_from(stream, lease, &first, who, (settings, ctx), started).await;
+}
+
+/// [`take_backend`], unless the session is stopped first (terminated, or the server's grace period
+/// over): `None`. Biased, so that a backend at hand is taken without looking at the token.
+async fn take_unless_stopped(
+    client: &mut Client,
+    settings: &LiveSettings,
+    ctx: &ConnectionContext,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<Result<Backend, NoBackend>> {
+    tokio::select! {
+        biased;
+        taken = take_backend(client, settings, ctx) => Some(taken),
+        () = stop.cancelled() => None,
+    }
 }
 
 /// Why a client's next transaction got no backend: pgssl's FATAL, or the repository's.
