@@ -277,6 +277,16 @@ async fn run(
         store.clone(),
         services_stop.clone(),
     ));
+    let renewing = Context {
+        out: crate::control::operations::Output::collect(),
+        node: Arc::new(server.handle()),
+        actor: "pgssl (certificate renewal)".into(),
+        ..ctx.clone()
+    };
+    tokio::spawn(crate::control::renewal::watch(
+        renewing,
+        services_stop.clone(),
+    ));
     let inventory = (
         server.inventory(),
         crate::control::inventory::path(&ctx.data_dir),

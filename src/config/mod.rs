@@ -236,6 +236,15 @@ impl Config {
                 ),
             });
         }
+        if self.tls.renew_before_days >= self.tls.certificate_validity_days {
+            return Err(ConfigError::Invalid {
+                key: "tls.renew_before_days",
+                message: format!(
+                    "must be less than tls.certificate_validity_days ({}): a renewed certificate would be due again at once",
+                    self.tls.certificate_validity_days
+                ),
+            });
+        }
         self.tls.served_provider()?;
         self.repository
             .check_hosts(self.repository.address.as_ref())?;

@@ -14,6 +14,11 @@ pub struct TlsConfig {
     pub subject_alt_names: Vec<String>,
     /// Validity of a generated certificate in days. Default 825.
     pub certificate_validity_days: u32,
+    /// How long a next repository CA is published before it signs (`regenerate-internal-tokens
+    /// --ca`), in days. Default 30.
+    pub ca_overlap_days: u32,
+    /// How long before its expiry the served certificate renews itself, in days. Default 30.
+    pub renew_before_days: u32,
     /// TLS 1.3 cipher suites offered, in order of preference; empty: all (see `tls::policy`).
     pub tls13_ciphersuites: Vec<String>,
     /// Key-exchange groups offered, in order of preference; empty: all.
@@ -25,6 +30,8 @@ impl Default for TlsConfig {
         TlsConfig {
             subject_alt_names: Vec::new(),
             certificate_validity_days: 825,
+            ca_overlap_days: 30,
+            renew_before_days: 30,
             tls13_ciphersuites: Vec::new(),
             groups: Vec::new(),
         }

@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod node;
 pub mod operations;
 pub mod reload;
+pub mod renewal;
 pub mod settings;
 pub mod socket;
 pub mod state;

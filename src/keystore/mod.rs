@@ -108,6 +108,14 @@ impl std::fmt::Debug for Keystore {
 }
 
 impl Keystore {
+    /// Opens the keystore in `config_dir` if it has one (a read that must not make one).
+    pub fn open_existing(config_dir: &Path) -> Result<Option<Keystore>, KeystoreError> {
+        if !config_dir.join(KEYSTORE_FILE).exists() {
+            return Ok(None);
+        }
+        Keystore::open(config_dir).map(Some)
+    }
+
     /// Opens the keystore in `config_dir`, creating it (and a master key) on first use.
     pub fn open(config_dir: &Path) -> Result<Keystore, KeystoreError> {
         let path = config_dir.join(KEYSTORE_FILE);

@@ -174,6 +174,18 @@ pub fn generate(
     validity_days: u32,
 ) -> Result<CertInfo, CertError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let cert = served_params(sans, validity_days)?.self_signed(&key)?;
+    write_served(paths, &key, cert.pem().as_bytes())?;
+    describe(cert.der(), 1, &paths.cert)
+}
+
+/// What a served certificate says, whoever signs it: the SANs, the host name as CN, valid for
+/// `validity_days` from an hour ago (a client whose clock lags still accepts a fresh one), server
+/// authentication only, a random serial.
+pub(crate) fn served_params(
+    sans: &[String],
+    validity_days: u32,
+) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::new(sans.to_vec())?;
     let mut dn = DistinguishedName::new();
     let cn = hostname().unwrap_or_else(|| "localhost".into());
@@ -181,7 +193,6 @@ pub fn generate(
     dn.push(DnType::OrganizationName, "pgssl repository");
     params.distinguished_name = dn;
     let now = OffsetDateTime::now_utc();
-    // Backdate a little so a client whose clock lags still accepts a fresh certificate.
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(i64::from(validity_days));
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -191,16 +202,23 @@ pub fn generate(
         .map_err(|_| CertError::Random)?;
     serial[0] &= 0x7f; // a positive INTEGER
     params.serial_number = Some(SerialNumber::from_slice(&serial));
-    let cert = params.self_signed(&key)?;
+    Ok(params)
+}
 
+/// Writes a served key and its certificate (PEM, the chain after it) as a pair, in a private
+/// folder.
+pub(crate) fn write_served(
+    paths: &CertPaths,
+    key: &KeyPair,
+    chain_pem: &[u8],
+) -> Result<(), CertError> {
     if let Some(dir) = paths.cert.parent() {
         atomic::create_private_dir(dir).map_err(|source| CertError::Write {
             path: dir.to_path_buf(),
             source,
         })?;
     }
-    super::pair::write(paths, key.serialize_pem().as_bytes(), cert.pem().as_bytes())?;
-    describe(cert.der(), 1, &paths.cert)
+    super::pair::write(paths, key.serialize_pem().as_bytes(), chain_pem)
 }
 
 /// Reads the certificate chain from a PEM file.

@@ -68,6 +68,15 @@ pub fn dated_to_the_second(now: OffsetDateTime) -> String {
 impl InternalCa {
     /// A new CA (ECDSA P-256); returns it with its key as PEM, for the keystore.
     pub fn generate() -> Result<(InternalCa, String), CertError> {
+        InternalCa::generate_named("pgssl internal CA", "pgssl")
+    }
+
+    /// A new CA named `name` (and the date) of `organization`: the internal CA, or the repository
+    /// CA that issues the served certificate.
+    pub fn generate_named(
+        name: &str,
+        organization: &str,
+    ) -> Result<(InternalCa, String), CertError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
@@ -75,9 +84,9 @@ impl InternalCa {
         // Dated, so that the CAs before and after a rotation are told apart (pg_stat_ssl.issuer_dn).
         dn.push(
             DnType::CommonName,
-            format!("pgssl internal CA {}", dated_to_the_second(now)),
+            format!("{name} {}", dated_to_the_second(now)),
         );
-        dn.push(DnType::OrganizationName, "pgssl");
+        dn.push(DnType::OrganizationName, organization);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -119,6 +128,23 @@ impl InternalCa {
     /// The CA certificate (DER).
     pub fn certificate_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
+    }
+
+    /// Issues the served certificate for `sans`, valid for `validity_days`, and writes it with its
+    /// key as the pair at `paths`: the leaf, then this CA, so that a client that trusts the CA
+    /// verifies every leaf it issues.
+    pub fn issue_served(
+        &self,
+        paths: &super::certs::CertPaths,
+        sans: &[String],
+        validity_days: u32,
+    ) -> Result<super::certs::CertInfo, CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert =
+            super::certs::served_params(sans, validity_days)?.signed_by(&key, &self.issuer)?;
+        let chain = format!("{}{}", cert.pem(), self.cert_pem);
+        super::certs::write_served(paths, &key, chain.as_bytes())?;
+        super::certs::describe(cert.der(), 2, &paths.cert)
     }
 
     /// Mints a client certificate for `role`, valid for `validity` (backdated a little for clocks

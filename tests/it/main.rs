@@ -6,6 +6,7 @@ mod admin_abuse;
 mod admin_schema;
 mod auth;
 mod browser;
+mod certificate_renewal;
 mod cli;
 mod client;
 mod cluster;

@@ -36,7 +36,7 @@ pub(crate) struct ClientCert {
 
 /// Runs `sql` through pgjdbc (Debian's libpostgresql-jdbc-java) at `url`: the first column, or
 /// `SQLSTATE …: message`.
-async fn jdbc(url: &str, sql: &str) -> String {
+pub(crate) async fn jdbc(url: &str, sql: &str) -> String {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/java/JdbcLogin.java");
     let out = tokio::process::Command::new("java")
         .args(["-cp", "/usr/share/java/postgresql.jar"])

@@ -101,6 +101,9 @@ pub enum CommandError {
     /// The staged change would refuse clients seen (`apply --refuse-if-breaking`).
     #[error(transparent)]
     Preflight(#[from] super::preflight::PreflightError),
+    /// The repository CA could not be read or made.
+    #[error(transparent)]
+    ServedCa(#[from] crate::control::state::served_ca::ServedCaError),
     /// `sessions terminate` named no session, or none matched.
     #[error(transparent)]
     Terminate(#[from] super::sessions::TerminateError),
@@ -135,6 +138,7 @@ impl CommandError {
             CommandError::Regenerate(e) => e.kind(),
             CommandError::Failover(e) => e.kind(),
             CommandError::Terminate(e) => e.kind(),
+            CommandError::ServedCa(e) => e.kind(),
             CommandError::Preflight(e) => e.kind(),
             CommandError::BadSecret { .. } => ErrorKind::User,
             // The listener is `serve`'s own, and a task that panicked is pgssl's bug.

@@ -24,7 +24,7 @@ use crate::control::cluster::publish::{Change, NODE_WAIT, wait_for_nodes};
 use crate::control::cluster::repo as cluster_repo;
 use crate::control::cluster::{ClusterError, Membership, NEXT_PASSWORD_ENTRY, PASSWORD_ENTRY};
 use crate::control::reload;
-use crate::control::state::StateStore;
+use crate::control::state::{StateStore, served_ca};
 use crate::keystore::Keystore;
 use crate::repository::Session;
 use crate::repository::managed::{
@@ -99,6 +99,11 @@ pub struct Regenerate {
     #[arg(long = "request-timeout", value_name = "SECONDS", default_value_t = TimeoutSecs::default())]
     #[serde(rename = "request_timeout_secs", default)]
     pub request_timeout: TimeoutSecs,
+    /// Also rotate the repository CA: publish the next CA now (`get-certificate-file` hands out
+    /// both); it signs the served certificate once `tls.ca_overlap_days` have passed.
+    #[arg(long)]
+    #[serde(default)]
+    pub ca: bool,
 }
 
 /// What the rotation changed.
@@ -121,12 +126,13 @@ impl Operation for Regenerate {
     type Report = Regenerated;
 
     async fn run(self, ctx: &Context) -> Result<Regenerated, CommandError> {
-        regenerate(ctx, Duration::from_secs(self.request_timeout.0)).await
+        regenerate(ctx, Duration::from_secs(self.request_timeout.0), self.ca).await
     }
 
     fn example() -> Regenerate {
         Regenerate {
             request_timeout: Bounded(30),
+            ca: false,
         }
     }
 
@@ -237,10 +243,14 @@ impl Report for Regenerated {
 }
 
 /// Runs the rotation, giving up after `timeout`.
-async fn regenerate(ctx: &Context, timeout: Duration) -> Result<Regenerated, CommandError> {
+async fn regenerate(
+    ctx: &Context,
+    timeout: Duration,
+    ca: bool,
+) -> Result<Regenerated, CommandError> {
     let store = ctx.store()?;
     let _lock = lock(&store)?;
-    tokio::time::timeout(timeout, rotate(ctx, &store))
+    tokio::time::timeout(timeout, rotate(ctx, &store, ca))
         .await
         .unwrap_or_else(|_| Err(RegenerateError::TimedOut(timeout.as_secs()).into()))
 }
@@ -289,7 +299,7 @@ async fn repository(ctx: &Context, keystore: &Keystore) -> Result<Repository, Co
     Ok(Repository::Managed(Box::new(repo), admin))
 }
 
-async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, CommandError> {
+async fn rotate(ctx: &Context, store: &StateStore, ca: bool) -> Result<Regenerated, CommandError> {
     let out = &ctx.out;
     let mut keystore = Keystore::open(&store.config_dir())?;
     let repository = repository(ctx, &keystore).await?;
@@ -299,7 +309,7 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, Comman
             "The repository {upstream} is external: pgssl manages none of its roles, so this rotates the internal certificate and the master key only."
         );
     }
-    let certificate_fingerprint = new_certificate(ctx, store)?;
+    let certificate_fingerprint = new_certificate(ctx, store, &mut keystore, ca)?;
     if let Some(ca) =
         mutual_ssl::rotate_internal_ca(&mut keystore).map_err(RegenerateError::InternalCa)?
     {
@@ -333,8 +343,15 @@ async fn rotate(ctx: &Context, store: &StateStore) -> Result<Regenerated, Comman
     })
 }
 
-/// Step 1: a new internal certificate where repository SSL has one; its fingerprint.
-fn new_certificate(ctx: &Context, store: &StateStore) -> Result<Option<String>, CommandError> {
+/// Step 1: a new internal certificate where repository SSL has one, issued by the repository CA
+/// (made the first time; with `ca`, the next CA published; the next CA made current once its
+/// overlap has passed); its fingerprint.
+fn new_certificate(
+    ctx: &Context,
+    store: &StateStore,
+    keystore: &mut Keystore,
+    ca: bool,
+) -> Result<Option<String>, CommandError> {
     let out = &ctx.out;
     let applied = store.applied()?;
     let next = store.pending()?.merged_into(&applied);
@@ -348,14 +365,39 @@ fn new_certificate(ctx: &Context, store: &StateStore) -> Result<Option<String>, 
         );
         return Ok(None);
     };
-    let sans = certs::default_subject_alt_names(&ctx.config.tls.subject_alt_names);
-    let info = certs::generate(&paths, &sans, ctx.config.tls.certificate_validity_days)?;
+    let tls = &ctx.config.tls;
+    let self_signed = certs::read_chain(&paths.cert).is_ok_and(|chain| chain.len() == 1);
+    if served_ca::promote_due(keystore, tls.ca_overlap_days)? {
+        say!(
+            out,
+            "[1/{STEPS}] repository CA: the next CA now signs; the previous one left the certificate file"
+        );
+    }
+    if ca && served_ca::publish_next(keystore)? {
+        say!(
+            out,
+            "[1/{STEPS}] repository CA: published the next CA in the certificate file; it signs from {} days on (tls.ca_overlap_days): clients should fetch 'get-certificate-file' before then",
+            tls.ca_overlap_days
+        );
+    }
+    let cas = served_ca::read_or_make(keystore)?;
+    let sans = certs::default_subject_alt_names(&tls.subject_alt_names);
+    let info = cas
+        .current
+        .issue_served(&paths, &sans, tls.certificate_validity_days)?;
     say!(
         out,
-        "[1/{STEPS}] internal TLS certificate: generated {} (SHA256 {})",
+        "[1/{STEPS}] internal TLS certificate: issued {} by {} (SHA256 {})",
         paths.cert.display(),
+        info.issuer,
         info.sha256_fingerprint
     );
+    if self_signed {
+        note!(
+            out,
+            "note: the certificate was self-signed before; clients that pinned it must fetch 'pgssl security repository-ssl get-certificate-file' once more — it holds the repository CA, so later renewals need no new file"
+        );
+    }
     Ok(Some(info.sha256_fingerprint))
 }
 

@@ -24,6 +24,7 @@ pub mod external_cert;
 pub mod model;
 pub mod mutual_ssl;
 pub mod security;
+pub mod served_ca;
 pub mod store;
 
 pub use crate::tls::certs::{CertError, CertInfo, CertPaths};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RepositorySslError;
 use crate::control::operations::{CommandError, Context};
+use crate::control::state::served_ca;
 use crate::proxy::policy::Mode;
 use crate::tls::certs;
 
@@ -42,11 +43,91 @@ pub fn served_certificate(ctx: &Context) -> Result<ServedCertificate, CommandErr
     let paths = store
         .served_cert_paths(state)
         .ok_or(RepositorySslError::NoCertificate)?;
+    let mut chain = certs::read_chain(&paths.cert)?;
+    let external = state.external_ssl.is_some();
+    if !external {
+        // During a CA rotation the next CA travels in the file too: a client that fetches it now
+        // still verifies once the next CA signs.
+        if let Some(next) = served_ca::read_in(&store.config_dir())?.and_then(|cas| cas.next) {
+            chain.push(next.certificate_der().clone());
+        }
+    }
     Ok(ServedCertificate {
-        chain: certs::read_chain(&paths.cert)?,
-        external: state.external_ssl.is_some(),
+        chain,
+        external,
         staged_only,
     })
+}
+
+/// What `get-certificate-file` says of a file of pgssl's own certificate: that it holds the CA.
+pub fn file_note(external: bool, chain_len: usize) -> Option<&'static str> {
+    match (external, chain_len) {
+        (true, _) | (_, 0..=1) => None,
+        (false, 2) => Some(
+            "The file holds the served certificate and the repository CA that issued it: clients that trust it keep verifying when the certificate is renewed.",
+        ),
+        (false, _) => Some(
+            "The file holds the served certificate, the repository CA that issued it and the next CA of a rotation: clients that trust it keep verifying when the certificate is renewed, and after the rotation.",
+        ),
+    }
+}
+
+/// The repository CA that issues the served certificate, and the next one during a rotation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepositoryCa {
+    /// Its subject.
+    pub subject: String,
+    /// Its expiry, RFC 3339.
+    pub not_after: String,
+    /// The next CA's subject, while a rotation overlaps.
+    pub next: Option<String>,
+    /// When the next CA starts signing, RFC 3339.
+    pub next_signs_from: Option<String>,
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn repository_ca(ctx: &Context) -> Result<Option<RepositoryCa>, CommandError> {
+    let Some(cas) = served_ca::read_in(&ctx.data_dir.join("config"))? else {
+        return Ok(None);
+    };
+    let named = |der| certs::describe(der, 1, std::path::Path::new("repository-ca.crt"));
+    let current = named(cas.current.certificate_der())?;
+    let next = cas
+        .next
+        .as_ref()
+        .map(|n| named(n.certificate_der()))
+        .transpose()?;
+    Ok(Some(RepositoryCa {
+        subject: current.subject,
+        not_after: rfc3339(current.not_after),
+        next: next.map(|n| n.subject),
+        next_signs_from: cas
+            .next_signs_from(ctx.config.tls.ca_overlap_days)
+            .map(rfc3339),
+    }))
+}
+
+impl Status {
+    /// The repository CA's lines of `list`.
+    pub fn ca_lines(&self) -> Vec<String> {
+        let Some(ca) = &self.repository_ca else {
+            return Vec::new();
+        };
+        let mut lines = vec![format!(
+            "  repository CA:       {} (expires {}): clients trust it through the file of 'get-certificate-file'",
+            ca.subject, ca.not_after
+        )];
+        if let (Some(next), Some(from)) = (&ca.next, &ca.next_signs_from) {
+            lines.push(format!(
+                "  next repository CA:  {next}, in the certificate file now; signs from {from} (rotation overlap)"
+            ));
+        }
+        lines
+    }
 }
 
 /// The applied and staged mode and the served certificate.
@@ -60,6 +141,9 @@ pub struct Status {
     pub external_ssl: bool,
     /// The certificate clients are (or will be) served.
     pub certificate: Option<CertificateStatus>,
+    /// The repository CA that issues it (none before the first, or for a self-signed one).
+    #[serde(default)]
+    pub repository_ca: Option<RepositoryCa>,
 }
 
 /// A certificate's public details.
@@ -109,5 +193,6 @@ pub fn status(ctx: &Context) -> Result<Status, CommandError> {
         pending_mode: (next.repository_ssl.mode != mode).then_some(next.repository_ssl.mode),
         external_ssl: applied.external_ssl.is_some(),
         certificate,
+        repository_ca: repository_ca(ctx)?,
     })
 }
