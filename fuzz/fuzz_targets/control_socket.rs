@@ -12,9 +12,12 @@ fuzz_target!(|data: &[u8]| {
         return; // `serve` reads the line as UTF-8 and answers an error for anything else
     };
     if let Ok(request) = ControlRequest::decode(line) {
-        assert_eq!(ControlRequest::decode(&request.encode()).ok(), Some(request));
+        assert_eq!(ControlRequest::decode(&request.clone().encode()).ok(), Some(request));
     }
     let _ = decode_reply::<ReloadReport>(line);
     let _ = decode_reply::<ServeStatus>(line);
     let _ = decode_reply::<PoolSnapshot>(line);
+    let _ = decode_reply::<Vec<pgssl::proxy::sessions::SessionInfo>>(line);
+    let _ = decode_reply::<Vec<u64>>(line);
+    let _ = decode_reply::<Vec<pgssl::proxy::inventory::Seen>>(line);
 });

@@ -55,6 +55,10 @@ pub fn parse_as_every_request(body: &[u8]) {
     impl Visit for Each<'_> {
         fn operation<T: Operation>(&mut self) {
             let _ = parse::<T>(self.0);
+            // A `GET`'s query string, as the API reads it.
+            if let Ok(query) = std::str::from_utf8(self.0) {
+                let _ = parse_query::<T>(query);
+            }
         }
     }
     let _ = parse::<SignIn>(body);

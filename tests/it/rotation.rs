@@ -100,7 +100,7 @@ async fn regenerate_internal_tokens_rotates_everything_under_load_without_failur
     )
     .await);
     for step in [
-        "[1/4] internal TLS certificate: generated",
+        "[1/4] internal TLS certificate: issued",
         "[2/4] internal role passwords: changed for pgssl_internal, postgres",
         "[3/4] running server: reloaded",
         "[4/4] master key: rotated",

@@ -199,7 +199,7 @@ impl Operation for List {
 }
 
 /// `sessions terminate`: ends client sessions; each client gets FATAL 57P01 naming the
-/// administrator's action, and its backend is reset for the next client or closed.
+/// administrator's action, a query it runs is cancelled, and its backend closed.
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Terminate {
