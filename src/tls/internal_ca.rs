@@ -120,6 +120,20 @@ impl InternalCa {
         })
     }
 
+    /// Its key (`key_pem`) and certificate as one PEM text, as the keystore keeps a CA: one atomic
+    /// write replaces both, so a crash can never pair a new key with an old certificate.
+    pub fn key_and_certificate(&self, key_pem: &str) -> String {
+        format!("{key_pem}{}", self.cert_pem)
+    }
+
+    /// The CA from its [`InternalCa::key_and_certificate`] text; `name` names it in errors.
+    pub fn from_key_and_certificate(text: &str, name: &str) -> Result<InternalCa, CertError> {
+        let at = text
+            .find("-----BEGIN CERTIFICATE-----")
+            .ok_or(CertError::NoCertificate { path: name.into() })?;
+        InternalCa::load(&text[at..], &text[..at])
+    }
+
     /// The CA certificate (PEM), for the repository's `ssl_ca_file`.
     pub fn certificate_pem(&self) -> &str {
         &self.cert_pem

@@ -312,20 +312,16 @@ impl InternalCas {
     }
 }
 
-/// A CA as sealed: its key and certificate in one keystore entry, so that one atomic keystore write
-/// replaces both (a crash can never pair a new key with an old certificate).
+/// A CA as sealed: its key and certificate in one keystore entry.
 fn sealed(ca: &InternalCa, key_pem: &str) -> Secret {
-    Secret::new(format!("{key_pem}{}", ca.certificate_pem()))
+    Secret::new(ca.key_and_certificate(key_pem))
 }
 
 fn unsealed(secret: &Secret) -> Result<InternalCa, MutualSslError> {
-    let text = secret.expose();
-    let at = text
-        .find("-----BEGIN CERTIFICATE-----")
-        .ok_or(CertError::NoCertificate {
-            path: INTERNAL_CA_KEY.into(),
-        })?;
-    Ok(InternalCa::load(&text[at..], &text[..at])?)
+    Ok(InternalCa::from_key_and_certificate(
+        secret.expose(),
+        INTERNAL_CA_KEY,
+    )?)
 }
 
 /// The internal CAs, the current one made (and sealed) the first time it is needed when `create`.

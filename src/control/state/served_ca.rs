@@ -74,15 +74,14 @@ fn describe(ca: &InternalCa) -> Result<CertInfo, CertError> {
 }
 
 fn sealed(ca: &InternalCa, key_pem: &str) -> Secret {
-    Secret::new(format!("{key_pem}{}", ca.certificate_pem()))
+    Secret::new(ca.key_and_certificate(key_pem))
 }
 
 fn unsealed(secret: &Secret, entry: &str) -> Result<InternalCa, ServedCaError> {
-    let text = secret.expose();
-    let at = text
-        .find("-----BEGIN CERTIFICATE-----")
-        .ok_or(CertError::NoCertificate { path: entry.into() })?;
-    Ok(InternalCa::load(&text[at..], &text[..at])?)
+    Ok(InternalCa::from_key_and_certificate(
+        secret.expose(),
+        entry,
+    )?)
 }
 
 /// A new CA, named with the date and a random tag: two CAs made in the same second (a rotation
