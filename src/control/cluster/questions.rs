@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::repo::{self, Conn};
+use super::repo::{self, Conn, failed};
 use super::{CHANNEL, ClusterError, Membership};
 use crate::control::socket::Termination;
 use crate::keystore::Keystore;
@@ -201,15 +201,6 @@ pub async fn answer(
             Ok(())
         }
         Err(e) => Err(failed(host)(e)),
-    }
-}
-
-fn failed<E: Into<crate::repository::SessionError>>(
-    repository: &str,
-) -> impl Fn(E) -> ClusterError + '_ {
-    move |e| ClusterError::Repository {
-        repository: repository.to_string(),
-        source: e.into(),
     }
 }
 

@@ -152,7 +152,7 @@ pub async fn connect(
 }
 
 /// What a failed statement means for a caller: the repository went away or answered an error.
-fn failed<E: Into<SessionError>>(repository: &str) -> impl Fn(E) -> ClusterError + '_ {
+pub(super) fn failed<E: Into<SessionError>>(repository: &str) -> impl Fn(E) -> ClusterError + '_ {
     move |e| ClusterError::Repository {
         repository: repository.to_string(),
         source: e.into(),
