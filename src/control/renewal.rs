@@ -75,11 +75,12 @@ async fn renew_if_due(ctx: &Context) -> Result<Said, CommandError> {
     }
     let mut keystore = Keystore::open(&store.config_dir())?;
     served_ca::promote_due(&mut keystore, tls.ca_overlap_days)?;
-    let cas = served_ca::read_or_make(&mut keystore)?;
-    let sans = certs::default_subject_alt_names(&tls.subject_alt_names);
-    let renewed = cas
-        .current
-        .issue_served(&paths, &sans, tls.certificate_validity_days)?;
+    let renewed = served_ca::issue(
+        &mut keystore,
+        &paths,
+        &tls.subject_alt_names,
+        tls.certificate_validity_days,
+    )?;
     if crate::control::cluster::Membership::read(&store.config_dir())?.is_none() {
         ctx.node.reload().await?;
     }

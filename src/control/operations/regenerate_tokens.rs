@@ -380,11 +380,12 @@ fn new_certificate(
             tls.ca_overlap_days
         );
     }
-    let cas = served_ca::read_or_make(keystore)?;
-    let sans = certs::default_subject_alt_names(&tls.subject_alt_names);
-    let info = cas
-        .current
-        .issue_served(&paths, &sans, tls.certificate_validity_days)?;
+    let info = served_ca::issue(
+        keystore,
+        &paths,
+        &tls.subject_alt_names,
+        tls.certificate_validity_days,
+    )?;
     say!(
         out,
         "[1/{STEPS}] internal TLS certificate: issued {} by {} (SHA256 {})",

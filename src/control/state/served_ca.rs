@@ -49,15 +49,6 @@ pub struct ServedCas {
 }
 
 impl ServedCas {
-    /// What clients should trust: the current CA, then the next one.
-    pub fn bundle_pem(&self) -> String {
-        let mut pem = self.current.certificate_pem().to_string();
-        if let Some(next) = &self.next {
-            pem.push_str(next.certificate_pem());
-        }
-        pem
-    }
-
     /// When the next CA may start signing (its publication plus the overlap), if one is
     /// published.
     pub fn next_signs_from(&self, overlap_days: u32) -> Option<OffsetDateTime> {
@@ -69,7 +60,8 @@ impl ServedCas {
     }
 }
 
-fn describe(ca: &InternalCa) -> Result<CertInfo, CertError> {
+/// A repository CA's details.
+pub fn describe(ca: &InternalCa) -> Result<CertInfo, CertError> {
     certs::describe(ca.certificate_der(), 1, Path::new("repository-ca.crt"))
 }
 
@@ -131,6 +123,19 @@ pub fn read_or_make(keystore: &mut Keystore) -> Result<ServedCas, ServedCaError>
     })
 }
 
+/// Issues the served certificate at `paths` from the current CA (made the first time), for the
+/// default names and `extra_names`, valid for `validity_days`.
+pub fn issue(
+    keystore: &mut Keystore,
+    paths: &certs::CertPaths,
+    extra_names: &[String],
+    validity_days: u32,
+) -> Result<CertInfo, ServedCaError> {
+    let cas = read_or_make(keystore)?;
+    let sans = certs::default_subject_alt_names(extra_names);
+    Ok(cas.current.issue_served(paths, &sans, validity_days)?)
+}
+
 /// Publishes a next CA (nothing when one is published already); whether it made one.
 pub fn publish_next(keystore: &mut Keystore) -> Result<bool, ServedCaError> {
     read_or_make(keystore)?;
@@ -175,7 +180,7 @@ mod tests {
         assert!(read(&keystore).unwrap().is_none());
         let first = read_or_make(&mut keystore).unwrap();
         let first_pem = first.current.certificate_pem().to_string();
-        assert_eq!(first.bundle_pem(), first_pem);
+        assert!(first.next.is_none());
         // Made once: read again, the same CA.
         let again = read_or_make(&mut keystore).unwrap();
         assert_eq!(again.current.certificate_pem(), first_pem);
@@ -193,7 +198,7 @@ mod tests {
             .unwrap()
             .certificate_pem()
             .to_string();
-        assert_eq!(rotating.bundle_pem(), format!("{first_pem}{next_pem}"));
+        assert_ne!(next_pem, first_pem);
         // Within the overlap the next CA signs nothing.
         assert!(!promote_due(&mut keystore, 7).unwrap());
         let from = rotating.next_signs_from(7).unwrap();

@@ -157,11 +157,10 @@ async fn enable(ctx: &Context, internal_only: bool) -> Result<EnableReport, Comm
     let certificate = if generated {
         // Issued by the repository CA (made the first time), which clients trust: renewals then
         // need no new file on the clients.
-        let sans = certs::default_subject_alt_names(&ctx.config.tls.subject_alt_names);
         let mut keystore = crate::keystore::Keystore::open(&store.config_dir())?;
-        let cas = crate::control::state::served_ca::read_or_make(&mut keystore)?;
-        cas.current
-            .issue_served(&paths, &sans, ctx.config.tls.certificate_validity_days)?
+        let tls = &ctx.config.tls;
+        let (names, days) = (&tls.subject_alt_names, tls.certificate_validity_days);
+        crate::control::state::served_ca::issue(&mut keystore, &paths, names, days)?
     } else {
         // An existing pair is reused only if it can be served; never overwrite it silently.
         crate::tls::server_config(&paths).map_err(|source| {

@@ -85,22 +85,17 @@ pub struct RepositoryCa {
     pub next_signs_from: Option<String>,
 }
 
+/// `t` as the other listings date things (RFC 3339, to the second).
 fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    crate::proxy::repository::hosts::status::rfc3339(t.into())
 }
 
 fn repository_ca(ctx: &Context) -> Result<Option<RepositoryCa>, CommandError> {
     let Some(cas) = served_ca::read_in(&ctx.data_dir.join("config"))? else {
         return Ok(None);
     };
-    let named = |der| certs::describe(der, 1, std::path::Path::new("repository-ca.crt"));
-    let current = named(cas.current.certificate_der())?;
-    let next = cas
-        .next
-        .as_ref()
-        .map(|n| named(n.certificate_der()))
-        .transpose()?;
+    let current = served_ca::describe(&cas.current)?;
+    let next = cas.next.as_ref().map(served_ca::describe).transpose()?;
     Ok(Some(RepositoryCa {
         subject: current.subject,
         not_after: rfc3339(current.not_after),
