@@ -75,13 +75,7 @@ impl Report for PreflightReport {
         for missing in &self.unanswered {
             out.warning(format!("warning: not judged: {missing}"));
         }
-        let when = time::OffsetDateTime::from_unix_timestamp(self.since as i64)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
+        let when = date(self.since);
         let mutual = if self.mutual_ssl_required {
             " and mutual SSL without fallback"
         } else {
@@ -101,16 +95,26 @@ impl Report for PreflightReport {
     }
 }
 
+/// Seconds since the epoch in RFC 3339; empty for a time out of range (the seconds come from other
+/// nodes and files, so a wild value must not panic as `SystemTime` arithmetic would).
+fn date(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// The refused clients, one line each (the report's table, and `pending-changes`' warnings).
 pub fn refusal_lines(refused: &[Refused]) -> Vec<String> {
     refused
         .iter()
         .map(|r| {
             let c = &r.seen.client;
-            let last = time::OffsetDateTime::from_unix_timestamp(r.seen.last_seen as i64)
-                .ok()
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-                .unwrap_or_default();
+            let last = date(r.seen.last_seen);
             format!(
                 "  {} user {} database {} application '{}' from {} over {}: {} logins, last {last}: {}",
                 if r.maybe { "may be refused:" } else { "refused:" },

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Operation, Report, Verb, no_arguments};
-use super::{CommandError, Context, Output, pending_changes, sessions};
+use super::{CommandError, Context, Output, sessions};
 use crate::control::cluster::Membership;
 use crate::control::cluster::repo::{self, NodeRow};
 use crate::control::node::PoolSnapshot;
@@ -92,6 +92,7 @@ impl Operation for Status {
 
     async fn run(self, ctx: &Context) -> Result<StatusReport, CommandError> {
         let store = ctx.store()?;
+        let applied = store.applied()?;
         let config_dir = store.config_dir();
         let mut problems = Vec::new();
         let running = ctx.node.status().await.unwrap_or_else(|e| {
@@ -104,7 +105,7 @@ impl Operation for Status {
             running: running.is_some(),
             listen: running.as_ref().map(|s| s.listen.to_string()),
             repository: running.as_ref().map(|s| s.upstream.clone()),
-            mode: store.applied()?.repository_ssl.mode.to_string(),
+            mode: applied.repository_ssl.mode.to_string(),
             cluster_name: membership.as_ref().map(|m| m.node_name.clone()),
         };
         let nodes = match &membership {
@@ -148,7 +149,9 @@ impl Operation for Status {
                 days_left: e.seconds_left.div_euclid(86_400),
             })
             .collect();
-        let pending = pending_changes::List {}.run(ctx).await?.changes;
+        // The staged changes' sentences, as `pending-changes list` words them, without its judgement
+        // of who they would refuse (a question to every node the report does not show).
+        let pending = store.pending()?.describe(&applied);
         Ok(StatusReport {
             node,
             nodes,

@@ -241,9 +241,7 @@ impl Entry {
             backend_host: (host > 0).then(|| host_name(host - 1)).flatten(),
             backend_pid: (pid != 0).then_some(pid),
             state: self.state(),
-            started_at: time::OffsetDateTime::from(self.started)
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            started_at: crate::proxy::repository::hosts::status::rfc3339(self.started),
             age_secs: age.as_secs(),
             bytes_to_repository: self.to_repository.load(Ordering::Relaxed),
             bytes_to_client: self.to_client.load(Ordering::Relaxed),
