@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 per=${SECONDS_PER_TARGET:-15}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(first_packet login_watch auth_message scram_messages admin_request_bodies log_safe session_watch cert_name proxy_header cluster_files control_socket supplied_files patroni_json pool_tracker pool_sql)
+[ ${#targets[@]} -gt 0 ] || targets=(first_packet login_watch auth_message scram_messages admin_request_bodies log_safe session_watch cert_name proxy_header cluster_files control_socket supplied_files patroni_json pool_tracker pool_sql identity_guard)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cargo fuzz build -s none -O >/dev/null

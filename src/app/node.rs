@@ -2,6 +2,7 @@
 //! reload socket, and the proxy server serving that snapshot. `pgssl serve` runs one (after starting
 //! a managed repository when there is no upstream); the integration tests bind one in-process.
 
+use crate::proxy::identity::IdentityOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -137,6 +138,11 @@ impl Node {
                 auth: options.auth,
                 relay_key: options.relay_key,
                 repository_is_node: options.repository_is_node,
+                identity: config.identity.enabled.then(|| IdentityOptions {
+                    node: crate::control::cluster::Membership::joined(&store.config_dir())
+                        .map(|m| m.node_name)
+                        .unwrap_or_else(crate::control::cluster::membership::default_node_name),
+                }),
             },
             cell.clone(),
         )

@@ -106,6 +106,23 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[pool]`: warm repository sessions.
     pub pool: PoolConfig,
+    /// `[identity]`: the client's identity for the repository (`pgssl.*`).
+    pub identity: IdentityConfig,
+}
+
+/// `[identity]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Set `pgssl.client_addr`, `pgssl.tls_version`, … on every repository session a client gets.
+    /// Default on. (A client can never set `pgssl.*`, whether this is on or off.)
+    pub enabled: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> IdentityConfig {
+        IdentityConfig { enabled: true }
+    }
 }
 
 impl Config {

@@ -138,6 +138,11 @@ pub(crate) async fn by_certificate(
                 ctx,
                 deadline,
             };
+            // A session of its own: its `pgssl.*` values go in its start-up.
+            let mut start = start;
+            if let Some(id) = who.identity(ctx, AuthMechanism::Certificate) {
+                start.startup = id.in_startup(&start.startup);
+            }
             match attempt.reach_repository(stream, start).await {
                 Some((upstream, decided)) if pass_on(stream, &decided).await.is_ok() => {
                     who.logged_in(ctx, AuthMechanism::Certificate);

@@ -65,6 +65,7 @@ pub mod backend;
 pub mod cancel_route;
 pub mod cert_login;
 pub mod connection;
+pub mod identity;
 pub mod inventory;
 pub mod login;
 pub mod metrics;

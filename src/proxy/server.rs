@@ -71,6 +71,8 @@ pub struct ServerOptions {
     /// of its managed repository): client addresses are relayed to it, and a cancel key minted by
     /// this node is never passed to it.
     pub repository_is_node: bool,
+    /// The client's identity for the repository (`pgssl.*`); `None` when it is off.
+    pub identity: Option<crate::proxy::identity::IdentityOptions>,
 }
 
 impl ServerOptions {
@@ -98,6 +100,11 @@ impl ServerOptions {
             proxy_protocol_from: limits.proxy_protocol_from,
             relay_key: self.relay_key,
             repository_is_node: self.repository_is_node,
+            // A node in front of another node leaves them to that node, which knows the client.
+            identity: self
+                .identity
+                .filter(|_| !self.repository_is_node)
+                .map(Arc::new),
             registry: crate::proxy::sessions::Sessions::new(),
             inventory: Default::default(),
         }

@@ -21,6 +21,7 @@ mod faults;
 mod grease;
 mod hardening;
 mod harness;
+mod identity;
 mod layout;
 mod live_reload;
 mod managed;

@@ -155,6 +155,10 @@ impl ClientCa {
 }
 
 /// psql through pgssl with `extra` conninfo and never a password (none in the environment, `-w`).
+/// The pgssl.* values a certificate login's repository session reads.
+const IDENTITY: &str = "SELECT current_setting('pgssl.auth_method'), \
+    current_setting('pgssl.client_cert_subject'), current_setting('pgssl.client_addr')";
+
 async fn psql_no_password(port: u16, extra: &str, sql: &str) -> PsqlRun {
     let conninfo = format!("host=127.0.0.1 port={port} dbname=postgres sslmode=require {extra}");
     crate::harness::psql_run(&conninfo, &["-w", "-c", sql], None).await
@@ -288,6 +292,15 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
         run.stdout.trim(),
         "tableau /CN=tableau",
         "pgssl presented its own certificate for the role"
+    );
+    // The repository session, opened for this client alone, has the client's certificate in its
+    // pgssl.* values (issue #31).
+    let run = psql_no_password(port, &with_cert(&tableau, "tableau"), IDENTITY).await;
+    assert_eq!(
+        run.stdout.trim(),
+        "certificate|CN=tableau|127.0.0.1",
+        "{}",
+        run.stderr
     );
 
     // regenerate-internal-tokens makes a new internal CA. The repository trusts only the old one
@@ -768,6 +781,14 @@ async fn in_proxy_mode_a_certificate_login_gets_a_warm_backend_opened_by_certifi
         second.stdout, first.stdout,
         "the same backend, reset: {}",
         second.stderr
+    );
+    // The warm backend was given this client's pgssl.* values at hand-out (issue #31).
+    let run = psql_no_password(port, &with_cert(&tableau, "tableau"), IDENTITY).await;
+    assert_eq!(
+        run.stdout.trim(),
+        "certificate|CN=tableau|127.0.0.1",
+        "{}",
+        run.stderr
     );
     serve.stop().await;
 }

@@ -834,7 +834,7 @@ async fn statements_beyond_max_prepared_statements_are_prepared_again_when_used(
 
 /// A Python interpreter that has psycopg 3: Debian's (python3-psycopg), which the project's venv,
 /// first on PATH under scripts/test, does not see.
-fn python_with_psycopg() -> &'static str {
+pub(crate) fn python_with_psycopg() -> &'static str {
     ["/usr/bin/python3", "python3"]
         .into_iter()
         .find(|python| {

@@ -2,12 +2,14 @@
 //! ROLLBACK when the client left a transaction open, then `pool.reset_query` (`DISCARD ALL`: temp
 //! tables, prepared statements, cursors, advisory locks, LISTENs, plans, sequences, and every SET back
 //! to the session's start-up value, each reported parameter that changes announced again); at hand-out,
-//! the next client's `application_name`.
+//! the next client's `application_name` and `pgssl.*` values.
 //!
 //! The queries are sent in one write and answered in one read cycle. Everything the repository
 //! reports meanwhile is recorded, so the next client's start-up answer carries the values a new
 //! backend would have. Any error, or a message that does not belong to a simple query (a COPY), and
 //! the session is closed instead.
+
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -15,6 +17,7 @@ use tokio::time::Instant;
 
 use super::{Backend, StartupError, set_param};
 use crate::proxy::auth::{FrameError, read_frame};
+use crate::proxy::identity::Identity;
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::session_watch::Idle;
 
@@ -72,18 +75,33 @@ pub async fn reset(
     Ok(())
 }
 
-/// Gives a warm session the next client's `application_name` (empty when it sent none, as a new
-/// backend would have with the default configuration); nothing is sent when it already has it.
-pub async fn set_application_name(
+/// Gives a session its next client's `application_name` (a warm one: empty when it sent none, as
+/// a new backend would have with the default configuration) and `pgssl.*` values, in one round trip;
+/// nothing is sent when it already has them.
+pub async fn hand_out(
     backend: &mut Backend,
-    name: &str,
+    name: Option<&str>,
+    identity: Option<&Arc<Identity>>,
     deadline: Instant,
 ) -> Result<(), ResetError> {
-    if backend.param("application_name") == Some(name.as_bytes()) {
+    let mut sql = String::new();
+    if let Some(name) = name
+        && backend.param("application_name") != Some(name.as_bytes())
+    {
+        sql = format!("SET application_name TO {}\n;", quoted(name));
+    }
+    let identity = identity.filter(|id| backend.pooling.identity.as_ref() != Some(*id));
+    if let Some(id) = identity {
+        sql.push_str(&id.set_sql());
+    }
+    if sql.is_empty() {
         return Ok(());
     }
-    let query = format!("SET application_name TO {}", quoted(name));
-    run(backend, &[&query], deadline).await
+    run(backend, &[&sql], deadline).await?;
+    if let Some(id) = identity {
+        backend.pooling.identity = Some(id.clone());
+    }
+    Ok(())
 }
 
 /// `value` as an SQL string literal, for the raw simple Queries pgssl sends a session itself (SET,

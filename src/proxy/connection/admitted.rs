@@ -62,6 +62,13 @@ pub(super) async fn session(
             let stop = who.session.relay_stop(&epoch);
             let relayed = relay::relay_login(&mut stream, &mut upstream, &stop, &who.session);
             let (end, login) = Box::pin(relayed).await;
+            let end = match end {
+                relay::LoginRelayEnd::Ended(end) => end,
+                relay::LoginRelayEnd::Refused(moved) => {
+                    Box::pin(session::refuse_identity_write(&mut stream, who)).await;
+                    relay::RelayEnd::Closed(moved)
+                }
+            };
             // Passthrough bytes are not followed: where messages end is not known.
             Box::pin(route::end_stopped(&mut stream, &end, who, ctx, true)).await;
             log_end(who, end, login, started, &ctx.metrics);

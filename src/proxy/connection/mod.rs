@@ -19,9 +19,9 @@ use crate::proxy::auth::AuthPlan;
 use crate::proxy::auth::lockout::Lockout;
 use crate::proxy::backend::Pool;
 use crate::proxy::backend::cancel::CancelKeys;
-use crate::proxy::metrics::{AuthMechanism, AuthOutcome, ProxyMetrics};
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::negotiate::{self, NegotiateError, Negotiated};
-use crate::proxy::policy::{Transport, UserClass, UserClassifier};
+use crate::proxy::policy::{Transport, UserClassifier};
 use crate::proxy::prefill::Prefill;
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::proxy_header::{self, ProxyHeader};
@@ -31,16 +31,18 @@ use crate::proxy::relayed_client::{self, RelayError, RelayKey};
 use crate::proxy::repository::RepositoryStream;
 use crate::proxy::repository::hosts::Hosts;
 use crate::proxy::route;
-use crate::proxy::sessions::{Facts, Registered, Sessions};
+use crate::proxy::sessions::{Facts, Sessions};
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::startups::{Deadline, Expired, StartupPlace};
 use crate::proxy::stream::{ClientSocket, NegotiatedStream};
 use crate::telemetry::LogSafe;
 
 mod admitted;
+mod who;
 
 pub(crate) use admitted::PooledSession;
 use admitted::session;
+pub(crate) use who::Who;
 
 /// Counts a connection in `pgssl_connections_active` for as long as it lives.
 struct ActiveGuard<'a>(&'a metrics::Gauge);
@@ -95,6 +97,8 @@ pub struct ConnectionContext {
     pub relay_key: Option<RelayKey>,
     /// Whether the repository is another node of this cluster.
     pub repository_is_node: bool,
+    /// The client's identity for the repository (`pgssl.*`), when it is on.
+    pub identity: Option<Arc<crate::proxy::identity::IdentityOptions>>,
     /// The sessions served now, as `sessions list` shows them.
     pub registry: Arc<Sessions>,
     /// Who has logged in, for the pre-flight report.
@@ -211,6 +215,21 @@ pub(crate) async fn serve_accepted(
                     }
                 },
             };
+            // `pgssl.*` is pgssl's to set, never the client's (the relayed address is out by now).
+            if startup
+                .params
+                .iter()
+                .any(|(n, v)| crate::proxy::identity::startup_sets_pgssl(n, v))
+            {
+                let err = ErrorResponse::fatal(
+                    SqlState::InsufficientPrivilege,
+                    "pgssl.* settings are set by pgssl for the repository; a client cannot set them in its start-up",
+                );
+                Box::pin(negotiate::send_fatal(&mut stream, &err)).await;
+                info!(%peer, outcome = "startup_sets_pgssl",
+                      "refused a start-up that sets a pgssl.* setting");
+                return None;
+            }
             let user = startup.user().unwrap_or_default().to_string();
             let database = startup.database().unwrap_or_default().to_string();
             let facts = Facts {
@@ -292,39 +311,6 @@ fn relayed_start_up(
         relayed_client::PARAM,
         &claim,
     ))
-}
-
-/// Who a session is, for the policy and every log line about it.
-pub(crate) struct Who {
-    pub(crate) peer: SocketAddr,
-    pub(crate) user: String,
-    pub(crate) database: String,
-    pub(crate) class: UserClass,
-    /// The TLS version for the log, `none` in plaintext.
-    pub(crate) tls: &'static str,
-    pub(crate) transport: Transport,
-    /// Its place in `sessions list`, until it ends.
-    pub(crate) session: Registered,
-}
-
-impl Who {
-    /// The login succeeded by `mechanism`: counted, shown by `sessions list`, and added to the
-    /// inventory of who logs in.
-    pub(crate) fn logged_in(&self, ctx: &ConnectionContext, mechanism: AuthMechanism) {
-        ctx.metrics.auth(mechanism, AuthOutcome::Ok).increment(1);
-        self.session.logged_in(mechanism);
-        let facts = self.session.facts();
-        let tls = facts.tls.as_ref();
-        ctx.inventory.record(crate::proxy::inventory::Client {
-            user: self.user.clone(),
-            database: self.database.clone(),
-            application: facts.application_name.clone(),
-            address: self.peer.ip().to_string(),
-            tls: tls.map(|t| t.version.to_string()),
-            channel_binding: matches!(mechanism, AuthMechanism::ScramPlus),
-            certificate: tls.is_some_and(|t| t.client_cert_subject.is_some()),
-        });
-    }
 }
 
 /// The start-up to forward: the message and any bytes the client sent after it, and the repository

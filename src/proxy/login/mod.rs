@@ -281,7 +281,8 @@ async fn proxy_login(
     let transaction =
         options.enabled && options.mode_for(&who.user, &who.database) == PoolMode::Transaction;
     if options.enabled && proven.can_login {
-        match pooling::serve::welcome(stream, &start, &proven, ctx).await {
+        let identity = who.identity(ctx, proven_mechanism(&proven));
+        match pooling::serve::welcome(stream, &start, &proven, identity, ctx).await {
             Ok(Some(client)) => {
                 who.logged_in(ctx, proven_mechanism(&proven));
                 return Some(LoggedIn::Pooled(client));
@@ -306,7 +307,9 @@ async fn proxy_login(
             who.logged_in(ctx, proven_mechanism(&proven));
             Some(match kept {
                 Some(start) => {
-                    LoggedIn::Pooled(pooling::serve::with_lease(lease, &start, &proven, ctx))
+                    let identity = who.identity(ctx, proven_mechanism(&proven));
+                    let client = pooling::serve::with_lease(lease, &start, &proven, identity, ctx);
+                    LoggedIn::Pooled(client)
                 }
                 None => LoggedIn::Proxied(Box::new(lease)),
             })
@@ -339,6 +342,11 @@ async fn passthrough_login(
     // With several hosts, a host that refuses the start-up as unavailable (a switchover shutting it
     // down) hands the session to the next one, until this deadline.
     let waiting_until = Instant::now() + ctx.repository.options().failover_wait;
+    // A session of its own: its `pgssl.*` values go in its start-up.
+    let mut start = start;
+    if let Some(id) = who.identity(ctx, AuthMechanism::Passthrough) {
+        start.startup = id.in_startup(&start.startup);
+    }
     let mut start = Some(start);
     let (upstream, end) = loop {
         let this = match ctx.repository.probed() {

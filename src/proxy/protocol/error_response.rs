@@ -31,6 +31,8 @@ pub enum SqlState {
     AdminShutdown,
     /// `57P03` cannot_connect_now: the repository host is not what the session needs now.
     CannotConnectNow,
+    /// `42501` insufficient_privilege: the client tried to set what only pgssl sets (`pgssl.*`).
+    InsufficientPrivilege,
 }
 
 impl SqlState {
@@ -45,6 +47,7 @@ impl SqlState {
             SqlState::QueryCanceled => "57014",
             SqlState::AdminShutdown => "57P01",
             SqlState::CannotConnectNow => "57P03",
+            SqlState::InsufficientPrivilege => "42501",
         }
     }
 }

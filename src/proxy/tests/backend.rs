@@ -127,7 +127,7 @@ async fn a_warm_session_takes_the_next_clients_application_name() {
             .contains(&("application_name".into(), "two".into()))
     );
     client.query("select 2").await;
-    assert_eq!(backend.query().await, "SET application_name TO 'two'");
+    assert_eq!(backend.query().await, "SET application_name TO 'two'\n;");
     backend.send(&parameter("application_name", "two")).await;
     backend.complete("SET").await;
     assert_eq!(backend.query().await, "select 2");

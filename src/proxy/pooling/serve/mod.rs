@@ -20,6 +20,7 @@ use crate::proxy::backend::cancel::ClientKey;
 use crate::proxy::backend::pool::PoolMode;
 use crate::proxy::backend::{Backend, PoolKey, reset, welcome_message};
 use crate::proxy::connection::{ConnectionContext, Start, Who, log_end};
+use crate::proxy::identity::Identity;
 use crate::proxy::negotiate;
 use crate::proxy::protocol::login_watch::LoginOutcome;
 use crate::proxy::protocol::{ErrorResponse, SqlState};
@@ -46,6 +47,8 @@ pub(crate) struct Client {
     backend: Option<Backend>,
     /// Session mode: the first backend it takes is its own until it leaves.
     mode: PoolMode,
+    /// Its `pgssl.*` values, when identity is on.
+    identity: Option<Arc<Identity>>,
 }
 
 /// Logs a proxy-mode client in for transaction pooling without a backend, when a session of its
@@ -57,6 +60,7 @@ pub(crate) async fn welcome(
     stream: &mut NegotiatedStream,
     start: &Start,
     proven: &Proven,
+    identity: Option<Arc<Identity>>,
     ctx: &ConnectionContext,
 ) -> Result<Option<Box<Client>>, ()> {
     let Some(key) = PoolKey::of(&start.startup) else {
@@ -97,12 +101,13 @@ pub(crate) async fn welcome(
         key,
         cancel,
         routed,
-        tracker: Tracker::new(ctx.pool.options().track.clone(), reported),
+        tracker: tracker(ctx, reported, &identity),
         backend: None,
         mode: ctx
             .pool
             .options()
             .mode_for(&key_role(&start.startup), &key_database(&start.startup)),
+        identity,
     })))
 }
 
@@ -112,6 +117,7 @@ pub(crate) fn with_lease(
     lease: session::Lease,
     start: &Start,
     proven: &Proven,
+    identity: Option<Arc<Identity>>,
     ctx: &ConnectionContext,
 ) -> Box<Client> {
     let routed = start.host.get();
@@ -129,10 +135,21 @@ pub(crate) fn with_lease(
         // The login's connect routed it again if its host did not answer: the choice is the
         // backend's host.
         routed,
-        tracker: Tracker::new(ctx.pool.options().track.clone(), reported),
+        tracker: tracker(ctx, reported, &identity),
         backend: Some(backend),
         mode: PoolMode::Transaction,
+        identity,
     })
+}
+
+fn tracker(
+    ctx: &ConnectionContext,
+    reported: Arc<Vec<(Bytes, Bytes)>>,
+    identity: &Option<Arc<Identity>>,
+) -> Tracker {
+    let mut tracker = Tracker::new(ctx.pool.options().track.clone(), reported);
+    tracker.set_identity(identity.clone());
+    tracker
 }
 
 fn key_role(startup: &crate::proxy::protocol::StartupMessage) -> String {
@@ -289,7 +306,13 @@ async fn serve_session(
     };
     let name = client.tracker.told("application_name").unwrap_or_default();
     let deadline = Instant::now() + ctx.connect_timeout;
-    if let Err(e) = reset::set_application_name(&mut backend, &name, deadline).await {
+    let handed = reset::hand_out(
+        &mut backend,
+        Some(&name),
+        client.identity.as_ref(),
+        deadline,
+    );
+    if let Err(e) = handed.await {
         ctx.cancels.revoke(&client.cancel);
         backend.close().await;
         let err = ErrorResponse::fatal(

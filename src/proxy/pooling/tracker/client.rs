@@ -16,6 +16,9 @@ impl Tracker {
         be: &mut BackendState,
         out: &mut Out,
     ) -> ClientStep {
+        if kind != b'X' {
+            self.keep_identity(be, out);
+        }
         match kind {
             b'X' => return ClientStep::Terminate,
             b'Q' => self.query(body, out),
@@ -37,6 +40,14 @@ impl Tracker {
             b'S' => {
                 self.forward(kind, body, out);
                 self.pending.push_back(Expect::Sync);
+                self.unsynced = false;
+            }
+            b'F' if crate::proxy::identity::guard::message_writes_pgssl(kind, body) => {
+                // A fast-path call of set_config: the refusal runs in its place.
+                let mut sql = refusal_sql(Refusal::Identity).into_bytes();
+                sql.push(0);
+                put_message(&mut out.to_server, b'Q', &[&sql]);
+                self.pending.push_back(Expect::Query);
                 self.unsynced = false;
             }
             b'F' => {
@@ -66,7 +77,10 @@ impl Tracker {
 
     /// The effects of a statement text: pins (or the refusal to send instead), and tracked SETs.
     /// Returns the reason to refuse it for, under `on_pin = refuse`.
-    pub(super) fn statement_effects(&mut self, sql: &str) -> (Option<PinReason>, Vec<Effect>) {
+    pub(super) fn statement_effects(&mut self, sql: &str) -> (Option<Refusal>, Vec<Effect>) {
+        if crate::proxy::identity::guard::writes_pgssl(sql) {
+            return (Some(Refusal::Identity), Vec::new());
+        }
         let mut effects = sql::effects(sql);
         let mut pins = Vec::new();
         for e in &mut effects {
@@ -91,15 +105,19 @@ impl Tracker {
                         self.since_ready.push(SetChange::Reset(name.clone()));
                     }
                 }
-                Effect::ResetAll => self.since_ready.push(SetChange::ResetAll),
+                Effect::ResetAll => {
+                    self.since_ready.push(SetChange::ResetAll);
+                    self.identity_cleared = true;
+                }
+                Effect::DiscardAll => self.identity_cleared = true,
                 // Their effect is taken from the server's CommandComplete, once they ran.
-                Effect::DiscardAll | Effect::Deallocate(_) | Effect::DeallocateAll => {}
+                Effect::Deallocate(_) | Effect::DeallocateAll => {}
             }
         }
         if let Some(&first) = pins.first() {
             if self.options.on_pin == OnPin::Refuse {
                 self.refused = Some(first);
-                return (Some(first), effects);
+                return (Some(Refusal::Pin(first)), effects);
             }
             for r in pins {
                 self.pin(r);

@@ -99,6 +99,9 @@ pub struct BackendState {
     /// Statements it may have that pgssl does not count (an eviction the server skipped, undone
     /// past the bound): closed before they are prepared again.
     pub uncertain: Vec<Bytes>,
+    /// The `pgssl.*` values SET on it (`None`: its start-up's, which are none; a client's RESET ALL
+    /// or DISCARD ALL brings that back).
+    pub identity: Option<std::sync::Arc<crate::proxy::identity::Identity>>,
 }
 
 /// A client's named statement: the backend's name for it and the Parse that prepares it there.
@@ -115,6 +118,15 @@ enum SetChange {
     Set(String, String),
     Reset(String),
     ResetAll,
+}
+
+/// Why a statement is replaced by one that raises an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// It would pin, under `on_pin = refuse` (0A000).
+    Pin(PinReason),
+    /// It would write a `pgssl.*` setting (42501).
+    Identity,
 }
 
 /// A request sent (or answered by pgssl), awaiting its answer.
@@ -248,6 +260,11 @@ pub struct Tracker {
     /// it: a Bind of "" on another backend would run that backend's unnamed statement.
     unnamed: Option<Bytes>,
     unnamed_here: bool,
+    /// The client's `pgssl.*` values, SET on each backend it holds that lacks them.
+    identity: Option<std::sync::Arc<crate::proxy::identity::Identity>>,
+    /// The client ran RESET ALL or DISCARD ALL: the backend's values are gone at its next
+    /// ReadyForQuery.
+    identity_cleared: bool,
 }
 
 impl Tracker {
@@ -275,7 +292,38 @@ impl Tracker {
             sql_prepared: false,
             unnamed: None,
             unnamed_here: false,
+            identity: None,
+            identity_cleared: false,
         }
+    }
+
+    /// The `pgssl.*` values the client's backends are to have.
+    pub fn set_identity(
+        &mut self,
+        identity: Option<std::sync::Arc<crate::proxy::identity::Identity>>,
+    ) {
+        self.identity = identity;
+    }
+
+    /// Before a client message: a backend that lacks the client's `pgssl.*` values (just handed
+    /// over, or cleared by the client's RESET ALL) gets them first, when nothing is in flight and
+    /// no transaction is open, the answers swallowed.
+    fn keep_identity(&mut self, be: &mut BackendState, out: &mut Out) {
+        let Some(want) = &self.identity else {
+            return;
+        };
+        let has = be
+            .identity
+            .as_ref()
+            .is_some_and(|h| std::sync::Arc::ptr_eq(h, want) || h == want);
+        if has || self.status != b'I' || !self.pending.is_empty() || self.unsynced {
+            return;
+        }
+        let mut body = want.set_sql().into_bytes();
+        body.push(0);
+        put_message(&mut out.to_server, b'Q', &[&body]);
+        self.pending.push_back(Expect::Injected);
+        be.identity = Some(want.clone());
     }
 
     /// Whether the backend may go: every request answered, nothing unsynced, no transaction open.

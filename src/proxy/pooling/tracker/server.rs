@@ -71,7 +71,12 @@ impl Tracker {
                 }
             }
             b'E' => self.error(body, be, out, injected),
-            b'Z' => self.ready(body.unwrap_or(b"I"), be, out, injected),
+            b'Z' => {
+                if !injected && std::mem::take(&mut self.identity_cleared) {
+                    be.identity = None;
+                }
+                self.ready(body.unwrap_or(b"I"), be, out, injected)
+            }
             _ => {}
         }
         self.drain_fakes(out);

@@ -5,16 +5,25 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::SetChange;
-use crate::proxy::pooling::sql::PinReason;
 
 /// The SQL that raises a refusal in the server itself (so that the transaction state stays the
 /// server's: the error aborts an open transaction as any other would).
-pub(super) fn refusal_sql(reason: PinReason) -> String {
-    let message = format!(
-        "pgssl transaction pooling (pool.on_pin = refuse) does not run {reason}: it would tie this session to one repository connection"
-    );
+pub(super) fn refusal_sql(refusal: super::Refusal) -> String {
+    let (code, message) = match refusal {
+        super::Refusal::Pin(reason) => (
+            "feature_not_supported",
+            format!(
+                "pgssl transaction pooling (pool.on_pin = refuse) does not run {reason}: it would tie this session to one repository connection"
+            ),
+        ),
+        super::Refusal::Identity => (
+            "insufficient_privilege",
+            "pgssl.* settings are set by pgssl for the repository; a client cannot set them"
+                .to_string(),
+        ),
+    };
     format!(
-        "DO $pgssl$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = {}; END$pgssl$",
+        "DO $pgssl$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {}; END$pgssl$",
         crate::proxy::backend::reset::quoted(&message)
     )
 }

@@ -123,6 +123,7 @@ fn options(auth: AuthPlan) -> ServerOptions {
         pool: PoolOptions::default(),
         relay_key: None,
         repository_is_node: false,
+        identity: None,
     }
 }
 

@@ -446,3 +446,4 @@ fn sets_pgssl_does_not_carry_pin() {
 }
 
 mod errors;
+mod identity;

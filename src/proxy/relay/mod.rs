@@ -20,6 +20,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
+use crate::proxy::identity::guard::StreamGuard;
 use crate::proxy::protocol::login_watch::{LoginOutcome, LoginWatch};
 use crate::proxy::protocol::session_watch::{ClientChunk, SessionWatch};
 use crate::proxy::sessions::{Entry, SessionState};
@@ -74,15 +75,18 @@ pub async fn relay_login<C, U>(
     upstream: &mut U,
     stop: &CancellationToken,
     live: &Entry,
-) -> (RelayEnd, Option<LoginOutcome>)
+) -> (LoginRelayEnd, Option<LoginOutcome>)
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut tap = LoginTap {
-        watch: Some(Box::default()),
-        outcome: None,
-    };
+    let mut tap = Guarded::new(
+        LoginTap {
+            watch: Some(Box::default()),
+            outcome: None,
+        },
+        StreamGuard::default(),
+    );
     let (end, _) = relay_with(
         client,
         upstream,
@@ -92,7 +96,21 @@ where
         Some(live),
     )
     .await;
-    (end, tap.outcome)
+    let end = match tap.refused {
+        true => LoginRelayEnd::Refused(end.transferred()),
+        false => LoginRelayEnd::Ended(end),
+    };
+    (end, tap.tap.outcome)
+}
+
+/// How a relayed (passthrough) session ended.
+#[derive(Debug)]
+pub enum LoginRelayEnd {
+    /// As [`relay`] ends.
+    Ended(RelayEnd),
+    /// The client sent a statement that writes `pgssl.*`: the relay stopped short of its last byte
+    /// (the repository never runs it), and the client is to be told.
+    Refused(Transferred),
 }
 
 /// How a pooled session's relay ended.
@@ -103,6 +121,8 @@ pub enum PooledEnd {
     ClientLeft(Transferred),
     /// The relay ended otherwise: the repository closed, a socket failed, or shutdown.
     Ended(RelayEnd),
+    /// The client sent a statement that writes `pgssl.*` (see [`LoginRelayEnd::Refused`]).
+    Refused(Transferred),
 }
 
 /// [`relay`] for a pooled session: follows both streams in `watch`, never forwards the client's
@@ -113,22 +133,25 @@ pub async fn relay_pooled<C, U>(
     upstream: &mut U,
     stop: &CancellationToken,
     watch: &mut SessionWatch,
+    guard: StreamGuard,
     live: &Entry,
 ) -> PooledEnd
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    match relay_with(
+    let mut tap = Guarded::new(watch, guard);
+    let ended = relay_with(
         client,
         upstream,
         stop,
-        watch,
+        &mut tap,
         Until::ClientLeaves,
         Some(live),
     )
-    .await
-    {
+    .await;
+    match ended {
+        (end, _) if tap.refused => PooledEnd::Refused(end.transferred()),
         (RelayEnd::Closed(t), Some(Side::Client)) => PooledEnd::ClientLeft(t),
         (end, _) => PooledEnd::Ended(end),
     }
@@ -144,6 +167,66 @@ trait Tap {
     /// What the session is doing, as far as the tap follows it.
     fn state(&self) -> SessionState {
         SessionState::Relayed
+    }
+    /// Whether the tap cut the client's stream to refuse what it sent (the relay ends there).
+    fn refused(&self) -> bool {
+        false
+    }
+}
+
+/// A tap behind a [`StreamGuard`]: the client's bytes up to a message that writes `pgssl.*` are
+/// shown to the tap and forwarded, that message's last byte never is.
+struct Guarded<T> {
+    tap: T,
+    guard: StreamGuard,
+    refused: bool,
+}
+
+impl<T: Tap> Guarded<T> {
+    fn new(tap: T, guard: StreamGuard) -> Guarded<T> {
+        Guarded {
+            tap,
+            guard,
+            refused: false,
+        }
+    }
+}
+
+impl<T: Tap> Tap for Guarded<T> {
+    fn on_client(&mut self, chunk: &[u8]) -> usize {
+        match self.guard.feed(chunk) {
+            None => self.tap.on_client(chunk),
+            Some(n) => {
+                let forwarded = self.tap.on_client(&chunk[..n]);
+                // A Terminate before the refused message: the client left first.
+                self.refused = forwarded == n;
+                forwarded
+            }
+        }
+    }
+    fn on_server(&mut self, chunk: &[u8]) {
+        self.tap.on_server(chunk)
+    }
+    fn state(&self) -> SessionState {
+        self.tap.state()
+    }
+    fn refused(&self) -> bool {
+        self.refused
+    }
+}
+
+impl<T: Tap> Tap for &mut T {
+    fn on_client(&mut self, chunk: &[u8]) -> usize {
+        (**self).on_client(chunk)
+    }
+    fn on_server(&mut self, chunk: &[u8]) {
+        (**self).on_server(chunk)
+    }
+    fn state(&self) -> SessionState {
+        (**self).state()
+    }
+    fn refused(&self) -> bool {
+        (**self).refused()
     }
 }
 
@@ -229,7 +312,7 @@ where
         let a = up
             .poll(cx, &mut *client, &mut *upstream, &mut |c| tap.on_client(c))
             .map_err(|e| (Side::Client, e))?;
-        if a.is_ready() && until == Until::ClientLeaves {
+        if a.is_ready() && (until == Until::ClientLeaves || tap.refused()) {
             return Poll::Ready(Ok(Some(Side::Client)));
         }
         let b = down
@@ -406,91 +489,4 @@ impl Direction {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
-
-    #[tokio::test]
-    async fn relays_both_ways_through_a_slow_writer_and_propagates_eof() {
-        // Tiny duplex buffers force partial writes, exercising the spill path.
-        let (mut client_far, mut client_near) = duplex(64);
-        let (mut upstream_near, mut upstream_far) = duplex(64);
-        let stop = CancellationToken::new();
-        let relay =
-            tokio::spawn(async move { relay(&mut client_near, &mut upstream_near, &stop).await });
-        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let sent = payload.clone();
-        let writer = tokio::spawn(async move {
-            client_far.write_all(&sent).await.unwrap();
-            client_far.shutdown().await.unwrap();
-            let mut back = Vec::new();
-            client_far.read_to_end(&mut back).await.unwrap();
-            back
-        });
-        let mut received = Vec::new();
-        upstream_far.read_to_end(&mut received).await.unwrap();
-        assert_eq!(received, payload);
-        upstream_far.write_all(b"reply").await.unwrap();
-        upstream_far.shutdown().await.unwrap();
-        assert_eq!(writer.await.unwrap(), b"reply");
-        match relay.await.unwrap() {
-            RelayEnd::Closed(t) => assert_eq!((t.to_upstream, t.to_client), (200_000, 5)),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// A pooled relay ends when the client sends Terminate, which the repository never sees, and
-    /// leaves the repository's connection open and idle.
-    #[tokio::test]
-    async fn a_pooled_relay_holds_back_terminate_and_keeps_the_repository_side_open() {
-        let (mut client_far, mut client_near) = duplex(1024);
-        let (mut upstream_near, mut upstream_far) = duplex(1024);
-        let stop = CancellationToken::new();
-        let relay = tokio::spawn(async move {
-            let mut watch = SessionWatch::default();
-            let live = crate::proxy::sessions::Sessions::for_test();
-            let end = relay_pooled(
-                &mut client_near,
-                &mut upstream_near,
-                &stop,
-                &mut watch,
-                &live,
-            )
-            .await;
-            (end, watch.idle(), upstream_near)
-        });
-        client_far
-            .write_all(b"Q\0\0\0\x0dselect 1\0")
-            .await
-            .unwrap();
-        let mut query = [0u8; 14];
-        upstream_far.read_exact(&mut query).await.unwrap();
-        upstream_far.write_all(b"Z\0\0\0\x05I").await.unwrap();
-        let mut ready = [0u8; 6];
-        client_far.read_exact(&mut ready).await.unwrap();
-        client_far.write_all(b"X\0\0\0\x04").await.unwrap();
-        let (end, idle, mut upstream_near) = relay.await.unwrap();
-        assert!(
-            matches!(end, PooledEnd::ClientLeft(t) if t.to_upstream == 14),
-            "{end:?}"
-        );
-        assert!(idle.is_some());
-        // Nothing more reached the repository, and its connection still works.
-        upstream_near.write_all(b"Q").await.unwrap();
-        let mut next = [0u8; 1];
-        upstream_far.read_exact(&mut next).await.unwrap();
-        assert_eq!(&next, b"Q");
-    }
-
-    #[tokio::test]
-    async fn stops_when_cancelled() {
-        let (_a, mut b) = duplex(64);
-        let (mut c, _d) = duplex(64);
-        let stop = CancellationToken::new();
-        stop.cancel();
-        assert!(matches!(
-            relay(&mut b, &mut c, &stop).await,
-            RelayEnd::Shutdown(_)
-        ));
-    }
-}
+mod tests;

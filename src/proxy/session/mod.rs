@@ -1,29 +1,30 @@
 //! A proxy-mode session once pgssl has authenticated the client: its backend (a warm session of the
 //! same key, or a new one logged in by SCRAM pass-through), the start-up answer pgssl writes itself
-//! with a cancel key it minted, the relay, and — when the client leaves an idle session — the reset
-//! that makes it fresh and its return to the pool. Anything else about a session's end closes it.
+//! with a cancel key it minted; then ([`serve`]) the relay, and — when the client leaves an idle
+//! session — the reset that makes it fresh and its return to the pool. Anything else about a
+//! session's end closes it.
 
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info};
 
 use crate::proxy::auth::scram::Verifier;
 use crate::proxy::auth::terminate::{self, Proven, RepositoryAuthError};
 use crate::proxy::backend::cancel::ClientKey;
-use crate::proxy::backend::{Backend, Checkout, Exhausted, Pool, PoolKey, Slot, reset};
+use crate::proxy::backend::{Backend, Checkout, Exhausted, PoolKey, Slot, reset};
 use crate::proxy::cert_login;
-use crate::proxy::connection::{ConnectionContext, Start, Who, log_end, open_backend};
+use crate::proxy::connection::{ConnectionContext, Start, Who, open_backend};
+use crate::proxy::metrics::AuthMechanism;
 use crate::proxy::negotiate;
 use crate::proxy::protocol::login_watch::LoginOutcome;
-use crate::proxy::protocol::session_watch::{Idle, SessionWatch};
 use crate::proxy::protocol::{ErrorResponse, SqlState};
-use crate::proxy::relay::{self, PooledEnd, RelayEnd};
 use crate::proxy::repository::RepositoryStream;
 use crate::proxy::route;
 use crate::proxy::settings::LiveSettings;
 use crate::proxy::stream::NegotiatedStream;
+use crate::telemetry::LogSafe;
 
 /// A backend serving one client, with the cancel key that client was given.
 pub(crate) struct Lease {
@@ -84,6 +85,17 @@ impl Credential<'_> {
         match self {
             Credential::Proof(p) => p.verifier(),
             Credential::Certificate { verifier, .. } => verifier,
+        }
+    }
+
+    /// How the client logged in, as `pgssl.auth_method` says.
+    fn mechanism(&self) -> AuthMechanism {
+        match self {
+            Credential::Proof(p) if p.mechanism == crate::proxy::auth::scram::SCRAM_PLUS => {
+                AuthMechanism::ScramPlus
+            }
+            Credential::Proof(_) => AuthMechanism::Scram,
+            Credential::Certificate { .. } => AuthMechanism::Certificate,
         }
     }
 
@@ -165,6 +177,7 @@ async fn acquire_on_host(
         start.startup.protocol_answer(),
         start.startup.agreed_minor(),
     );
+    let identity = who.identity(ctx, credential.mechanism());
     let m = &ctx.metrics.pool;
     let waiting = Instant::now();
     let checkout_deadline = waiting + pool.options().checkout_timeout;
@@ -185,8 +198,9 @@ async fn acquire_on_host(
         m.wait_seconds.record(waiting.elapsed().as_secs_f64());
         match found {
             Ok(Checkout::Warm(mut b)) => {
-                // The one round trip of a warm hand-out, and only when the name differs.
-                match reset::set_application_name(&mut b, &app_name, deadline).await {
+                // The one round trip of a warm hand-out, and only when the name or the
+                // `pgssl.*` values differ.
+                match reset::hand_out(&mut b, Some(&app_name), identity.as_ref(), deadline).await {
                     Ok(()) => {
                         m.warm.increment(1);
                         break *b;
@@ -225,6 +239,18 @@ async fn acquire_on_host(
             }
         }
     };
+    // A new session's `pgssl.*` values (a warm one has them by now).
+    if let Err(e) = reset::hand_out(&mut backend, None, identity.as_ref(), deadline).await {
+        backend.close().await;
+        let err = ErrorResponse::fatal(
+            SqlState::ConnectionFailure,
+            "lost the connection to the repository",
+        );
+        negotiate::send_fatal(stream, &err).await;
+        info!(peer = %who.peer, user = %LogSafe(&who.user), error = %e, outcome = "upstream_failed",
+              "a new repository session refused its pgssl.* values");
+        return Err(NoBackend::Answered);
+    }
     m.sessions(pool.totals());
     // The session ends when its host stops being what this client was routed to.
     let reached = choice.get();
@@ -352,125 +378,6 @@ async fn hand_out(
     Ok(key)
 }
 
-/// Relays the session, logs how it ended, and resets and returns the backend when the client left
-/// it idle.
-pub(crate) async fn serve(
-    stream: NegotiatedStream,
-    lease: Lease,
-    who: &Who,
-    on: (&LiveSettings, &ConnectionContext),
-    started: Instant,
-) {
-    serve_from(stream, lease, &[], who, on, started).await
-}
+mod serve;
 
-/// Cancels what `backend` runs when an administrator terminated its session, as
-/// `pg_terminate_backend` ends the query too: closing the connection alone would leave it running,
-/// holding its locks, until it finished.
-pub(crate) async fn cancel_if_terminated(
-    backend: &Backend,
-    who: &Who,
-    settings: &LiveSettings,
-    ctx: &ConnectionContext,
-) {
-    if who.session.terminated().is_none() {
-        return;
-    }
-    let packet = backend.cancel_packet();
-    if let Err(e) =
-        crate::proxy::cancel_route::to_host(backend.host(), &packet, settings, ctx).await
-    {
-        warn!(pid = backend.pid(), error = %e, "could not cancel the query of a terminated session");
-    }
-}
-
-/// [`serve`] for a session the client logged into without a backend: `first` is what it sent
-/// before it had one, sent on first.
-pub(crate) async fn serve_from(
-    mut stream: NegotiatedStream,
-    mut lease: Lease,
-    first: &[u8],
-    who: &Who,
-    (settings, ctx): (&LiveSettings, &ConnectionContext),
-    started: Instant,
-) {
-    let mut watch = SessionWatch::default();
-    let stop = who.session.relay_stop(lease.backend.epoch());
-    who.session
-        .on_backend(Some((lease.backend.pid(), lease.backend.host())));
-    let upto = match watch.on_client(first) {
-        crate::proxy::protocol::session_watch::ClientChunk::Forward => first.len(),
-        crate::proxy::protocol::session_watch::ClientChunk::Terminated(n) => n,
-    };
-    let sent = async {
-        lease.backend.stream().write_all(&first[..upto]).await?;
-        lease.backend.stream().flush().await
-    };
-    if !first.is_empty() && sent.await.is_err() {
-        ctx.cancels.revoke(&lease.key);
-        ctx.metrics.pool.closed.increment(1);
-        let end = RelayEnd::Failed(
-            std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "the repository session failed",
-            ),
-            relay::Transferred::default(),
-        );
-        log_end(who, end, None, started, &ctx.metrics);
-        return;
-    }
-    let relayed = relay::relay_pooled(
-        &mut stream,
-        lease.backend.stream(),
-        &stop,
-        &mut watch,
-        &who.session,
-    );
-    let end = relayed.await;
-    ctx.cancels.revoke(&lease.key);
-    let m = &ctx.metrics.pool;
-    match end {
-        PooledEnd::ClientLeft(moved) => {
-            let _ = stream.shutdown().await;
-            drop(stream);
-            log_end(who, RelayEnd::Closed(moved), None, started, &ctx.metrics);
-            match watch.idle().filter(|_| lease.poolable) {
-                Some(how) => Box::pin(give_back(lease.backend, how, ctx)).await,
-                None => {
-                    m.closed.increment(1);
-                    lease.backend.close().await;
-                }
-            }
-        }
-        PooledEnd::Ended(end) => {
-            m.closed.increment(1);
-            let between = watch.server_between_messages();
-            if route::end_stopped(&mut stream, &end, who, ctx, between).await {
-                if watch.state() == crate::proxy::sessions::SessionState::Active {
-                    cancel_if_terminated(&lease.backend, who, settings, ctx).await;
-                }
-                lease.backend.close().await;
-            }
-            log_end(who, end, None, started, &ctx.metrics);
-        }
-    }
-    m.sessions(ctx.pool.totals());
-}
-
-/// Resets a session its client left idle and keeps it warm, or closes it if the reset fails.
-pub(crate) async fn give_back(mut backend: Backend, how: Idle, ctx: &ConnectionContext) {
-    let pool: &Pool = &ctx.pool;
-    let deadline = Instant::now() + ctx.connect_timeout;
-    let m = &ctx.metrics.pool;
-    match reset::reset(&mut backend, how, &pool.options().reset_query, deadline).await {
-        Ok(()) => {
-            m.kept.increment(1);
-            pool.checkin(backend);
-        }
-        Err(e) => {
-            m.closed.increment(1);
-            warn!(pid = backend.pid(), error = %e, "could not reset a repository session; closing it");
-            backend.close().await;
-        }
-    }
-}
+pub(crate) use serve::{cancel_if_terminated, give_back, refuse_identity_write, serve, serve_from};
