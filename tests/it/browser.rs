@@ -385,3 +385,73 @@ async fn a_browser_signs_in_chooses_optional_applies_and_psql_sees_it() {
     assert!(tableau.ok, "{}", tableau.stderr);
     drop(server);
 }
+
+/// The Status page of a two-node cluster, in a real browser on node 1's admin server: both nodes
+/// live on one state version, and node 2's client counted among the client sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_of_a_two_node_cluster_shows_both_nodes_and_their_clients() {
+    let (dir, _pg, _upstream, mut n1, mut n2) = crate::cluster::two_nodes_over_tcp();
+    crate::cli::ok(
+        &n1.env
+            .run_with_stdin(
+                &["admin-user", "add", "--username", ADMIN, "--password", "-"],
+                &format!("{ADMIN_PASSWORD}\n"),
+            )
+            .await,
+    );
+    let admin_args = ["--admin-listen", "127.0.0.1:0"];
+    crate::cluster::two_nodes_in_required_mode_with(&mut n1, &mut n2, dir.path(), &admin_args)
+        .await;
+    let admin = n1.serve.as_ref().unwrap().admin_addr().await;
+    let mut on2 = crate::client::connect_tls_unverified(
+        n2.addr(),
+        "tableau",
+        "postgres",
+        crate::harness::PASSWORD,
+    )
+    .await
+    .unwrap();
+    on2.simple_query("SELECT 1").await.unwrap();
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("https://localhost:{}/status", admin.port()))
+        .await;
+    browser.type_into("#username", ADMIN).await;
+    browser.type_into("#password", ADMIN_PASSWORD).await;
+    browser.click("#sign-in").await;
+    browser.wait_text("h1", "Status").await;
+    browser.wait_text("#status-mode", "required").await;
+    for node in ["n1", "n2"] {
+        let live = browser
+            .text(&format!("#status-nodes tr[data-node={node}] td.live"))
+            .await;
+        assert_eq!(live.trim(), "yes", "{node}");
+    }
+    let versions: Vec<String> = {
+        let mut v = Vec::new();
+        for node in ["n1", "n2"] {
+            v.push(
+                browser
+                    .text(&format!(
+                        "#status-nodes tr[data-node={node}] td:nth-of-type(2)"
+                    ))
+                    .await,
+            );
+        }
+        v
+    };
+    assert_eq!(versions[0], versions[1], "one state version served");
+    // The client on n2, counted by the page n1 serves.
+    browser
+        .wait_text("#status-sessions tr[data-user=tableau]", "TLSv1_3")
+        .await;
+    assert_eq!(
+        browser.text("nav [aria-current=page]").await.trim(),
+        "Status"
+    );
+    let shot = browser.screenshot("status-two-nodes.png").await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    browser.close().await;
+    on2.terminate().await.unwrap();
+}

@@ -34,8 +34,13 @@ impl Node {
     }
 
     pub(crate) async fn start(&mut self) {
+        self.start_with(&[]).await;
+    }
+
+    /// [`Node::start`] with more `serve` arguments (`--admin-listen 127.0.0.1:0`).
+    pub(crate) async fn start_with(&mut self, extra: &[&str]) {
         let listen = format!("{}:0", self.ip);
-        self.serve = Some(ServeProcess::start_on(&self.env, &listen, &[]).await);
+        self.serve = Some(ServeProcess::start_on(&self.env, &listen, extra).await);
     }
 
     pub(crate) fn addr(&self) -> std::net::SocketAddr {
@@ -729,7 +734,17 @@ pub(crate) async fn two_nodes_in_required_mode(
     n2: &mut Node,
     dir: &std::path::Path,
 ) {
-    n1.start().await;
+    two_nodes_in_required_mode_with(n1, n2, dir, &[]).await;
+}
+
+/// [`two_nodes_in_required_mode`], `n1` serving with `n1_args` too.
+pub(crate) async fn two_nodes_in_required_mode_with(
+    n1: &mut Node,
+    n2: &mut Node,
+    dir: &std::path::Path,
+    n1_args: &[&str],
+) {
+    n1.start_with(n1_args).await;
     let file = dir.join("bootstrap.toml");
     ok(&n1.bootstrap_file(&file).await);
     ok(&n2.join(&file).await);
