@@ -159,6 +159,18 @@ impl ClientCa {
 const IDENTITY: &str = "SELECT current_setting('pgssl.auth_method'), \
     current_setting('pgssl.client_cert_subject'), current_setting('pgssl.client_addr')";
 
+/// The repository session of a certificate login of `tableau` reads `certificate`, the certificate's
+/// subject and the client's address in its pgssl.* values.
+async fn assert_certificate_identity(port: u16, tableau: &ClientCert) {
+    let run = psql_no_password(port, &with_cert(tableau, "tableau"), IDENTITY).await;
+    assert_eq!(
+        run.stdout.trim(),
+        "certificate|CN=tableau|127.0.0.1",
+        "{}",
+        run.stderr
+    );
+}
+
 async fn psql_no_password(port: u16, extra: &str, sql: &str) -> PsqlRun {
     let conninfo = format!("host=127.0.0.1 port={port} dbname=postgres sslmode=require {extra}");
     crate::harness::psql_run(&conninfo, &["-w", "-c", sql], None).await
@@ -295,13 +307,7 @@ async fn a_client_certificate_logs_in_with_no_password_and_every_refusal_names_i
     );
     // The repository session, opened for this client alone, has the client's certificate in its
     // pgssl.* values (issue #31).
-    let run = psql_no_password(port, &with_cert(&tableau, "tableau"), IDENTITY).await;
-    assert_eq!(
-        run.stdout.trim(),
-        "certificate|CN=tableau|127.0.0.1",
-        "{}",
-        run.stderr
-    );
+    assert_certificate_identity(port, &tableau).await;
 
     // regenerate-internal-tokens makes a new internal CA. The repository trusts only the old one
     // until it is given the new file: pgssl presents the previous CA's certificate meanwhile.
@@ -783,12 +789,6 @@ async fn in_proxy_mode_a_certificate_login_gets_a_warm_backend_opened_by_certifi
         second.stderr
     );
     // The warm backend was given this client's pgssl.* values at hand-out (issue #31).
-    let run = psql_no_password(port, &with_cert(&tableau, "tableau"), IDENTITY).await;
-    assert_eq!(
-        run.stdout.trim(),
-        "certificate|CN=tableau|127.0.0.1",
-        "{}",
-        run.stderr
-    );
+    assert_certificate_identity(port, &tableau).await;
     serve.stop().await;
 }

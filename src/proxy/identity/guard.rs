@@ -15,6 +15,8 @@
 //! A name a PL function builds at run time (`EXECUTE 'SE' || 'T …'`) is out of any proxy's sight;
 //! the README shows the grants that close that door.
 
+use crate::proxy::pooling::sql::{dollar_tag, find, word_end};
+
 /// How deep literals inside literals are read; deeper text is refused.
 const MAX_DEPTH: usize = 4;
 
@@ -37,18 +39,20 @@ pub fn writes_pgssl(sql: &str) -> bool {
 }
 
 /// Whether the text names anything the rules look for: `pgssl`, `set_config`, `pg_settings` or a
-/// Unicode escape (`U&`), in any case. Most statements name none, and are passed after one look at
-/// each byte, without lexing.
+/// Unicode escape (`U&`), in any case. Each of them has a `g` or a `&`, which a vectorised search
+/// finds; most statements name none and are passed without lexing (this runs on every Query and
+/// Parse a pooled client sends).
 fn may_write(b: &[u8]) -> bool {
     let at = |i: usize, needle: &[u8]| {
         b.get(i..i + needle.len())
             .is_some_and(|w| w.eq_ignore_ascii_case(needle))
     };
-    (0..b.len()).any(|i| match b[i] | 0x20 {
-        b'p' => at(i, b"pgssl") || at(i, b"pg_settings"),
-        b's' => at(i, b"set_config"),
-        b'u' => at(i, b"u&"),
-        _ => false,
+    memchr::memchr3_iter(b'g', b'G', b'&', b).any(|j| match b[j] {
+        b'&' => j >= 1 && b[j - 1] | 0x20 == b'u',
+        _ => {
+            (j >= 1 && (at(j - 1, b"pgssl") || at(j - 1, b"pg_settings")))
+                || (j >= 9 && at(j - 9, b"set_config"))
+        }
     })
 }
 
@@ -163,9 +167,9 @@ fn lex(sql: &str, inner: &mut Vec<String>) -> Vec<Token> {
                 out.push(Token::Quoted(content.to_ascii_lowercase()));
                 i = end;
             }
-            b'$' if dollar_tag(b, i).is_some() && !in_word(b, i) => {
-                let tag = dollar_tag(b, i).unwrap_or_default();
-                let body = i + tag.len();
+            b'$' if !in_word(b, i) && dollar_tag(b, i).is_some() => {
+                let body = dollar_tag(b, i).unwrap_or(i + 1);
+                let tag = &b[i..body];
                 let end = find(b, body, tag).unwrap_or(b.len());
                 let content = String::from_utf8_lossy(&b[body..end]).into_owned();
                 inner.push(content.clone());
@@ -177,14 +181,7 @@ fn lex(sql: &str, inner: &mut Vec<String>) -> Vec<Token> {
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let start = i;
-                while i < b.len()
-                    && (b[i].is_ascii_alphanumeric()
-                        || b[i] == b'_'
-                        || b[i] == b'$'
-                        || b[i] >= 0x80)
-                {
-                    i += 1;
-                }
+                i = word_end(b, i);
                 out.push(Token::Word(
                     String::from_utf8_lossy(&b[start..i]).to_ascii_lowercase(),
                 ));
@@ -209,18 +206,6 @@ fn in_word(b: &[u8], i: usize) -> bool {
     i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] >= 0x80)
 }
 
-/// The dollar-quote tag (`$tag$` or `$$`) starting at `i`, if one does.
-fn dollar_tag(b: &[u8], i: usize) -> Option<&[u8]> {
-    let mut j = i + 1;
-    if b.get(j).is_some_and(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] >= 0x80) {
-        j += 1;
-    }
-    (b.get(j) == Some(&b'$')).then(|| &b[i..=j])
-}
-
 /// A quoted run starting at `i` (a doubled quote is one quote); returns its content and where it
 /// ends (past the closing quote, or the end of the text).
 fn quoted(b: &[u8], i: usize, q: u8) -> (String, usize) {
@@ -239,16 +224,6 @@ fn quoted(b: &[u8], i: usize, q: u8) -> (String, usize) {
         j += 1;
     }
     (String::from_utf8_lossy(&content).into_owned(), b.len())
-}
-
-fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    if from > hay.len() || needle.is_empty() {
-        return None;
-    }
-    hay[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
 }
 
 /// The fast-path function call (`F`) of `set_config`, by its fixed OID in pg_proc.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::proxy::protocol::session_watch::Idle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
 #[tokio::test]
@@ -30,16 +31,20 @@ async fn relays_both_ways_through_a_slow_writer_and_propagates_eof() {
     }
 }
 
-/// A pooled relay ends when the client sends Terminate, which the repository never sees, and
-/// leaves the repository's connection open and idle.
-#[tokio::test]
-async fn a_pooled_relay_holds_back_terminate_and_keeps_the_repository_side_open() {
-    let (mut client_far, mut client_near) = duplex(1024);
-    let (mut upstream_near, mut upstream_far) = duplex(1024);
-    let stop = CancellationToken::new();
+/// A pooled relay between two in-memory pipes, spawned: the client's far end, the repository's far
+/// end, and the task, which gives how it ended, the watch's verdict and the repository's near end.
+#[allow(clippy::type_complexity)]
+fn pooled_relay() -> (
+    tokio::io::DuplexStream,
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<(PooledEnd, Option<Idle>, tokio::io::DuplexStream)>,
+) {
+    let (client_far, mut client_near) = duplex(1024);
+    let (mut upstream_near, upstream_far) = duplex(1024);
     let relay = tokio::spawn(async move {
         let mut watch = SessionWatch::default();
         let live = crate::proxy::sessions::Sessions::for_test();
+        let stop = CancellationToken::new();
         let end = relay_pooled(
             &mut client_near,
             &mut upstream_near,
@@ -51,6 +56,14 @@ async fn a_pooled_relay_holds_back_terminate_and_keeps_the_repository_side_open(
         .await;
         (end, watch.idle(), upstream_near)
     });
+    (client_far, upstream_far, relay)
+}
+
+/// A pooled relay ends when the client sends Terminate, which the repository never sees, and
+/// leaves the repository's connection open and idle.
+#[tokio::test]
+async fn a_pooled_relay_holds_back_terminate_and_keeps_the_repository_side_open() {
+    let (mut client_far, mut upstream_far, relay) = pooled_relay();
     client_far
         .write_all(b"Q\0\0\0\x0dselect 1\0")
         .await
@@ -78,29 +91,15 @@ async fn a_pooled_relay_holds_back_terminate_and_keeps_the_repository_side_open(
 /// repository has the messages before it and never the whole of it.
 #[tokio::test]
 async fn a_pooled_relay_never_forwards_a_statement_that_sets_pgssl_whole() {
-    let (mut client_far, mut client_near) = duplex(1024);
-    let (mut upstream_near, mut upstream_far) = duplex(1024);
-    let stop = CancellationToken::new();
-    let relay = tokio::spawn(async move {
-        let mut watch = SessionWatch::default();
-        let live = crate::proxy::sessions::Sessions::for_test();
-        relay_pooled(
-            &mut client_near,
-            &mut upstream_near,
-            &stop,
-            &mut watch,
-            StreamGuard::default(),
-            &live,
-        )
-        .await
-    });
+    let (mut client_far, mut upstream_far, relay) = pooled_relay();
     let set = b"SET pgssl.node = 'x'\0";
     let mut sent = b"Q\0\0\0\x0dselect 1\0".to_vec();
     sent.push(b'Q');
     sent.extend_from_slice(&(set.len() as u32 + 4).to_be_bytes());
     sent.extend_from_slice(set);
     client_far.write_all(&sent).await.unwrap();
-    let end = relay.await.unwrap();
+    let (end, _, upstream_near) = relay.await.unwrap();
+    drop(upstream_near);
     let forwarded = sent.len() as u64 - 1;
     assert!(
         matches!(end, PooledEnd::Refused(t) if t.to_upstream == forwarded),

@@ -186,14 +186,7 @@ fn statements(sql: &str, advisory: &mut bool) -> Vec<Statement> {
             },
             c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let start = i;
-                while i < b.len()
-                    && (b[i].is_ascii_alphanumeric()
-                        || b[i] == b'_'
-                        || b[i] == b'$'
-                        || b[i] >= 0x80)
-                {
-                    i += 1;
-                }
+                i = word_end(b, i);
                 let word = &sql[start..i];
                 if ADVISORY.iter().any(|f| f.eq_ignore_ascii_case(word)) {
                     *advisory = true;
@@ -276,8 +269,19 @@ fn skip_quoted(b: &[u8], mut i: usize, quote: u8) -> usize {
     b.len()
 }
 
+/// The end of the word (keyword or unquoted identifier) that starts at `i`: letters, digits, `_`,
+/// `$` and any non-ASCII byte, as PostgreSQL's lexer reads one.
+pub(crate) fn word_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len()
+        && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+    {
+        i += 1;
+    }
+    i
+}
+
 /// The end of a dollar-quote tag (`$$` or `$tag$`) starting at `i`, if one starts there.
-fn dollar_tag(b: &[u8], i: usize) -> Option<usize> {
+pub(crate) fn dollar_tag(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
         j += 1;
@@ -289,7 +293,7 @@ fn dollar_tag(b: &[u8], i: usize) -> Option<usize> {
     (b.get(j) == Some(&b'$')).then_some(j + 1)
 }
 
-fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     hay.get(from..)?
         .windows(needle.len())
         .position(|w| w == needle)

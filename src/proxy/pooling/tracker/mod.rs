@@ -265,6 +265,9 @@ pub struct Tracker {
     /// The client ran RESET ALL or DISCARD ALL: the backend's values are gone at its next
     /// ReadyForQuery.
     identity_cleared: bool,
+    /// The backend it holds has its values: nothing to look at before each message until another
+    /// backend is handed over or the values are cleared.
+    identity_kept: bool,
 }
 
 impl Tracker {
@@ -294,6 +297,7 @@ impl Tracker {
             unnamed_here: false,
             identity: None,
             identity_cleared: false,
+            identity_kept: false,
         }
     }
 
@@ -309,21 +313,28 @@ impl Tracker {
     /// over, or cleared by the client's RESET ALL) gets them first, when nothing is in flight and
     /// no transaction is open, the answers swallowed.
     fn keep_identity(&mut self, be: &mut BackendState, out: &mut Out) {
+        if self.identity_kept {
+            return;
+        }
         let Some(want) = &self.identity else {
+            self.identity_kept = true;
             return;
         };
         let has = be
             .identity
             .as_ref()
             .is_some_and(|h| std::sync::Arc::ptr_eq(h, want) || h == want);
-        if has || self.status != b'I' || !self.pending.is_empty() || self.unsynced {
-            return;
+        if !has {
+            if self.status != b'I' || !self.pending.is_empty() || self.unsynced {
+                return;
+            }
+            let mut body = want.set_sql().into_bytes();
+            body.push(0);
+            put_message(&mut out.to_server, b'Q', &[&body]);
+            self.pending.push_back(Expect::Injected);
         }
-        let mut body = want.set_sql().into_bytes();
-        body.push(0);
-        put_message(&mut out.to_server, b'Q', &[&body]);
-        self.pending.push_back(Expect::Injected);
         be.identity = Some(want.clone());
+        self.identity_kept = true;
     }
 
     /// Whether the backend may go: every request answered, nothing unsynced, no transaction open.
@@ -381,6 +392,7 @@ impl Tracker {
     /// was told and set, sent ahead of the client's messages, their answers swallowed. `params` is
     /// what the backend reported.
     pub fn hand_over(&mut self, be: &mut BackendState, params: &[(Bytes, Bytes)], out: &mut Out) {
+        self.identity_kept = false;
         let mut sql = String::new();
         for name in REPORTED_SETTABLE {
             let Some(want) = find(&self.reported, name.as_bytes()) else {

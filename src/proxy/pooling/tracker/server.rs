@@ -74,6 +74,7 @@ impl Tracker {
             b'Z' => {
                 if !injected && std::mem::take(&mut self.identity_cleared) {
                     be.identity = None;
+                    self.identity_kept = false;
                 }
                 self.ready(body.unwrap_or(b"I"), be, out, injected)
             }
