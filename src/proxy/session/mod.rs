@@ -1,6 +1,6 @@
 //! A proxy-mode session once pgssl has authenticated the client: its backend (a warm session of the
 //! same key, or a new one logged in by SCRAM pass-through), the start-up answer pgssl writes itself
-//! with a cancel key it minted; then ([`serve`]) the relay, and — when the client leaves an idle
+//! with a cancel key it minted; then (`serve`) the relay, and — when the client leaves an idle
 //! session — the reset that makes it fresh and its return to the pool. Anything else about a
 //! session's end closes it.
 
