@@ -1,7 +1,7 @@
 //! The downgrade proof (SECURITY.md, promise 1): for every mode × user class × way in, a capturing
 //! relay between pgssl and PostgreSQL shows that no start-up of a user who must use TLS reaches the
 //! repository over a plaintext client connection, and that what does reach it is byte for byte the
-//! start-up the client sent. With mutual SSL on, the same holds for every login without the user's
+//! start-up the client sent, with only pgssl's `pgssl.*` values added. With mutual SSL on, the same holds for every login without the user's
 //! own valid client certificate.
 
 use std::sync::{Arc, Mutex};
@@ -221,12 +221,15 @@ async fn no_plaintext_startup_of_a_user_who_must_use_tls_reaches_the_repository(
                     }
                     continue;
                 }
-                // What reaches the repository is exactly the start-up the client sent.
+                // What reaches the repository is exactly the start-up the client sent, with
+                // pgssl's seven pgssl.* values added (a passthrough session is its client's alone).
                 for bytes in opened.iter().filter(|b| !b.is_empty()) {
+                    let (own, added) = without_identity(bytes);
                     assert!(
-                        bytes.starts_with(&sent),
+                        own.starts_with(&sent),
                         "{case}: the repository got {bytes:?}, the client sent {sent:?}"
                     );
+                    assert_eq!(added, 7, "{case}: pgssl.* values added");
                     reached_somewhere += 1;
                 }
                 if matches!(way, Way::RepeatedUser | Way::DirectTlsWithoutAlpn) {
@@ -386,6 +389,38 @@ async fn certificate_attempt(
 }
 
 /// What pgssl sent on each connection it opened toward the repository since `before`.
+/// `bytes` with the `pgssl.*` pairs taken out of the start-up packet they begin with (its length
+/// fixed), and how many there were.
+fn without_identity(bytes: &[u8]) -> (Vec<u8>, usize) {
+    let Some(len) = bytes
+        .get(..4)
+        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        .filter(|&len| len >= 8 && len <= bytes.len() && bytes[4..6] == [0, 3])
+    else {
+        return (bytes.to_vec(), 0);
+    };
+    let mut pairs = Vec::new();
+    let mut added = 0;
+    let mut rest = &bytes[8..len];
+    while let Some(end) = rest.iter().position(|&b| b == 0).filter(|&e| e > 0) {
+        let name = &rest[..end];
+        let value_len = rest[end + 1..].iter().position(|&b| b == 0).unwrap();
+        let pair = &rest[..end + 1 + value_len + 1];
+        if name.starts_with(b"pgssl.") {
+            added += 1;
+        } else {
+            pairs.extend_from_slice(pair);
+        }
+        rest = &rest[pair.len()..];
+    }
+    let mut out = ((8 + pairs.len() + 1) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&bytes[4..8]);
+    out.extend_from_slice(&pairs);
+    out.push(0);
+    out.extend_from_slice(&bytes[len..]);
+    (out, added)
+}
+
 fn opened_since(captured: &Captured, before: usize) -> Vec<Vec<u8>> {
     captured.lock().unwrap()[before..]
         .iter()

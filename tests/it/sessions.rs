@@ -79,16 +79,8 @@ async fn sessions_are_listed_with_their_facts_and_terminate_ends_exactly_the_one
         said.contains(&format!("Terminated 1 client session(s): {id_a}.")),
         "{said}"
     );
-    let ended = a.terminate().await;
-    let told: Option<ServerError> = ended.as_ref().err().and_then(|e| e.server());
-    assert_eq!(sqlstate(ended), "57P01");
-    let told = told.unwrap();
-    assert!(told.message.contains("administrator command"), "{told:?}");
-    assert_eq!(
-        b.simple_query("SELECT pg_backend_pid()").await.unwrap()[0][0].as_deref(),
-        Some(pid_b.as_str())
-    );
-    b.simple_query("COMMIT").await.unwrap();
+    // Gone from the listing once pgssl has told it and closed it: only then does the test close
+    // its side (closing first races the Terminate it sends with pgssl's 57P01).
     wait_for("a gone from the listing", WAIT, || async {
         let listed = ok(&p.env.run(&["sessions", "list"]));
         let rows = rows_of(&listed, "tableau");
@@ -99,6 +91,16 @@ async fn sessions_are_listed_with_their_facts_and_terminate_ends_exactly_the_one
         }
     })
     .await;
+    let ended = a.terminate().await;
+    let told: Option<ServerError> = ended.as_ref().err().and_then(|e| e.server());
+    assert_eq!(sqlstate(ended), "57P01");
+    let told = told.unwrap();
+    assert!(told.message.contains("administrator command"), "{told:?}");
+    assert_eq!(
+        b.simple_query("SELECT pg_backend_pid()").await.unwrap()[0][0].as_deref(),
+        Some(pid_b.as_str())
+    );
+    b.simple_query("COMMIT").await.unwrap();
     let log = p.serve.log_text();
     assert!(
         log.contains("outcome=\"terminated\"") || log.contains("outcome=terminated"),
@@ -116,6 +118,14 @@ async fn sessions_are_listed_with_their_facts_and_terminate_ends_exactly_the_one
 
     // By role: b too.
     ok(&p.env.run(&["sessions", "terminate", "--user", "tableau"]));
+    wait_for("b gone from the listing", WAIT, || async {
+        let listed = ok(&p.env.run(&["sessions", "list"]));
+        match rows_of(&listed, "tableau").is_empty() {
+            true => Ok(()),
+            false => Err(listed),
+        }
+    })
+    .await;
     assert_eq!(sqlstate(b.terminate().await), "57P01");
 }
 
@@ -164,10 +174,18 @@ async fn every_nodes_sessions_are_listed_and_ended_from_any_node() {
         said.contains(&format!("Terminated 1 client session(s): {on_n1}.")),
         "{said}"
     );
+    // Gone from n1's listing once told and closed; then the test closes its side.
+    let n1_ref = &n1;
+    wait_for("n1's client gone", WAIT, || async move {
+        let only_n1 = ok(&n1_ref.run(&["sessions", "list", "--node", "n1"]).await);
+        match rows_of(&only_n1, "tableau").is_empty() {
+            true => Ok(()),
+            false => Err(only_n1),
+        }
+    })
+    .await;
     assert_eq!(sqlstate(on1.terminate().await), "57P01");
     on2.simple_query("SELECT 1").await.unwrap();
-    let only_n1 = ok(&n1.run(&["sessions", "list", "--node", "n1"]).await);
-    assert!(rows_of(&only_n1, "tableau").is_empty(), "{only_n1}");
 
     // `status` on n1: both nodes live on one state version, n2's client counted, the served
     // certificate with its expiry.

@@ -66,7 +66,7 @@ pub(crate) async fn serve_from(
         .on_backend(Some((lease.backend.pid(), lease.backend.host())));
     let mut guard = StreamGuard::default();
     if guard.feed(first).is_some() {
-        // Nothing of it reached the session, which goes back as it was handed out.
+        // Nothing of it reached the session, which goes back as it was handed out (when it may).
         ctx.cancels.revoke(&lease.key);
         refuse_identity_write(&mut stream, who).await;
         log_end(
@@ -76,7 +76,13 @@ pub(crate) async fn serve_from(
             started,
             &ctx.metrics,
         );
-        ctx.pool.checkin(lease.backend);
+        match lease.poolable {
+            true => ctx.pool.checkin(lease.backend),
+            false => {
+                ctx.metrics.pool.closed.increment(1);
+                lease.backend.close().await;
+            }
+        }
         return;
     }
     let upto = match watch.on_client(first) {
