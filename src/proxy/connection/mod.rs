@@ -223,7 +223,7 @@ pub(crate) async fn serve_accepted(
             {
                 let err = ErrorResponse::fatal(
                     SqlState::InsufficientPrivilege,
-                    "pgssl.* settings are set by pgssl for the repository; a client cannot set them in its start-up",
+                    format!("{} in its start-up", crate::proxy::identity::REFUSED),
                 );
                 Box::pin(negotiate::send_fatal(&mut stream, &err)).await;
                 info!(%peer, outcome = "startup_sets_pgssl",

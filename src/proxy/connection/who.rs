@@ -40,9 +40,7 @@ impl Who {
             certificate: tls.is_some_and(|t| t.client_cert_subject.is_some()),
         });
     }
-}
 
-impl Who {
     /// The `pgssl.*` values of this client once logged in by `mechanism`; `None` when identity is
     /// off.
     pub(crate) fn identity(

@@ -38,6 +38,10 @@ pub const NAMES: [&str; 7] = [
 /// The prefix no client may set.
 pub const PREFIX: &str = "pgssl.";
 
+/// What a client that tried to set one is told (42501), whichever way it tried.
+pub const REFUSED: &str =
+    "pgssl.* settings are set by pgssl for the repository; a client cannot set them";
+
 /// What a node sets, when identity is on (`None` in the connection context when it is off, or when
 /// the repository is another node of the cluster, which sets them itself).
 #[derive(Debug, Clone)]

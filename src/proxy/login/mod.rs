@@ -307,9 +307,7 @@ async fn proxy_login(
             who.logged_in(ctx, proven_mechanism(&proven));
             Some(match kept {
                 Some(start) => {
-                    let identity = who.identity(ctx, proven_mechanism(&proven));
-                    let client = pooling::serve::with_lease(lease, &start, &proven, identity, ctx);
-                    LoggedIn::Pooled(client)
+                    LoggedIn::Pooled(pooling::serve::with_lease(lease, &start, &proven, ctx))
                 }
                 None => LoggedIn::Proxied(Box::new(lease)),
             })

@@ -16,6 +16,7 @@ use crate::proxy::backend::cancel::ClientKey;
 use crate::proxy::backend::{Backend, Checkout, Exhausted, PoolKey, Slot, reset};
 use crate::proxy::cert_login;
 use crate::proxy::connection::{ConnectionContext, Start, Who, open_backend};
+use crate::proxy::identity::{self, Identity};
 use crate::proxy::metrics::AuthMechanism;
 use crate::proxy::negotiate;
 use crate::proxy::protocol::login_watch::LoginOutcome;
@@ -32,6 +33,8 @@ pub(crate) struct Lease {
     key: ClientKey,
     /// Whether the session may go back to the pool when the client leaves.
     poolable: bool,
+    /// The client's `pgssl.*` values, as set on the backend (`None` when identity is off).
+    identity: Option<Arc<Identity>>,
 }
 
 impl Lease {
@@ -41,12 +44,14 @@ impl Lease {
             backend,
             key,
             poolable: true,
+            identity: None,
         }
     }
 
-    /// The backend and the client's cancel key (a transaction-pooled client takes them over).
-    pub(crate) fn into_parts(self) -> (Backend, ClientKey) {
-        (self.backend, self.key)
+    /// The backend, the client's cancel key and its `pgssl.*` values (a transaction-pooled client
+    /// takes them over).
+    pub(crate) fn into_parts(self) -> (Backend, ClientKey, Option<Arc<Identity>>) {
+        (self.backend, self.key, self.identity)
     }
 }
 
@@ -248,7 +253,7 @@ async fn acquire_on_host(
         );
         negotiate::send_fatal(stream, &err).await;
         info!(peer = %who.peer, user = %LogSafe(&who.user), error = %e, outcome = "upstream_failed",
-              "a new repository session refused its pgssl.* values");
+              "a new repository session refused its {} values", identity::PREFIX);
         return Err(NoBackend::Answered);
     }
     m.sessions(pool.totals());
@@ -265,6 +270,7 @@ async fn acquire_on_host(
         backend,
         key,
         poolable,
+        identity,
     })
 }
 

@@ -157,7 +157,7 @@ pub(crate) async fn serve_from(
 pub(crate) async fn refuse_identity_write(stream: &mut NegotiatedStream, who: &Who) {
     let err = ErrorResponse::fatal(
         SqlState::InsufficientPrivilege,
-        "pgssl.* settings are set by pgssl for the repository; a client cannot set them",
+        crate::proxy::identity::REFUSED,
     );
     negotiate::send_fatal(stream, &err).await;
     info!(peer = %who.peer, user = %LogSafe(&who.user), outcome = "sets_pgssl",

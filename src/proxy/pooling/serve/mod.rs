@@ -47,8 +47,6 @@ pub(crate) struct Client {
     backend: Option<Backend>,
     /// Session mode: the first backend it takes is its own until it leaves.
     mode: PoolMode,
-    /// Its `pgssl.*` values, when identity is on.
-    identity: Option<Arc<Identity>>,
 }
 
 /// Logs a proxy-mode client in for transaction pooling without a backend, when a session of its
@@ -101,13 +99,12 @@ pub(crate) async fn welcome(
         key,
         cancel,
         routed,
-        tracker: tracker(ctx, reported, &identity),
+        tracker: tracker(ctx, reported, identity),
         backend: None,
         mode: ctx
             .pool
             .options()
             .mode_for(&key_role(&start.startup), &key_database(&start.startup)),
-        identity,
     })))
 }
 
@@ -117,11 +114,10 @@ pub(crate) fn with_lease(
     lease: session::Lease,
     start: &Start,
     proven: &Proven,
-    identity: Option<Arc<Identity>>,
     ctx: &ConnectionContext,
 ) -> Box<Client> {
     let routed = start.host.get();
-    let (backend, cancel) = lease.into_parts();
+    let (backend, cancel, identity) = lease.into_parts();
     let key = PoolKey::of(&start.startup)
         .unwrap_or_else(|| PoolKey::unpooled("", ""))
         .on_host(routed.index);
@@ -135,20 +131,19 @@ pub(crate) fn with_lease(
         // The login's connect routed it again if its host did not answer: the choice is the
         // backend's host.
         routed,
-        tracker: tracker(ctx, reported, &identity),
+        tracker: tracker(ctx, reported, identity),
         backend: Some(backend),
         mode: PoolMode::Transaction,
-        identity,
     })
 }
 
 fn tracker(
     ctx: &ConnectionContext,
     reported: Arc<Vec<(Bytes, Bytes)>>,
-    identity: &Option<Arc<Identity>>,
+    identity: Option<Arc<Identity>>,
 ) -> Tracker {
     let mut tracker = Tracker::new(ctx.pool.options().track.clone(), reported);
-    tracker.set_identity(identity.clone());
+    tracker.set_identity(identity);
     tracker
 }
 
@@ -309,7 +304,7 @@ async fn serve_session(
     let handed = reset::hand_out(
         &mut backend,
         Some(&name),
-        client.identity.as_ref(),
+        client.tracker.identity(),
         deadline,
     );
     if let Err(e) = handed.await {

@@ -302,6 +302,11 @@ impl Tracker {
     }
 
     /// The `pgssl.*` values the client's backends are to have.
+    pub fn identity(&self) -> Option<&std::sync::Arc<crate::proxy::identity::Identity>> {
+        self.identity.as_ref()
+    }
+
+    /// Sets the `pgssl.*` values the client's backends are to have.
     pub fn set_identity(
         &mut self,
         identity: Option<std::sync::Arc<crate::proxy::identity::Identity>>,

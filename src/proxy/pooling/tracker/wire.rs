@@ -18,8 +18,7 @@ pub(super) fn refusal_sql(refusal: super::Refusal) -> String {
         ),
         super::Refusal::Identity => (
             "insufficient_privilege",
-            "pgssl.* settings are set by pgssl for the repository; a client cannot set them"
-                .to_string(),
+            crate::proxy::identity::REFUSED.to_string(),
         ),
     };
     format!(
